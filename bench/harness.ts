@@ -1,0 +1,82 @@
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+
+/** One row of a suite's table: the measured figure, its raw baseline from the same run, the goal. */
+export interface BenchRow {
+  metric: string;
+  value: number;
+  unit: string;
+  baseline?: number;
+  /** value / baseline (or baseline / value for latencies, so > 1 is always "better than raw"). */
+  ratio?: number;
+  goal?: string;
+  met?: boolean;
+}
+
+export interface SuiteResult {
+  suite: string;
+  machine: { cores: number; cpu: string; node: string; platform: string };
+  rows: BenchRow[];
+  notes: string[];
+}
+
+export function machine(): SuiteResult['machine'] {
+  return {
+    cores: os.cpus().length,
+    cpu: os.cpus()[0]?.model ?? 'unknown',
+    node: process.version,
+    platform: `${os.platform()} ${os.release()}`,
+  };
+}
+
+export function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+}
+
+export function percentile(xs: number[], p: number): number {
+  if (xs.length === 0) return Number.NaN;
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.max(0, Math.ceil((p / 100) * s.length) - 1))];
+}
+
+const fmt = (n: number) =>
+  !Number.isFinite(n)
+    ? String(n)
+    : Math.abs(n) >= 1000
+      ? Math.round(n).toLocaleString('en-US')
+      : n.toFixed(n < 10 ? 3 : 1);
+
+export function printSuite(r: SuiteResult): void {
+  const m = r.machine;
+  console.log(`\n== ${r.suite} ==  (${m.cores} cores, ${m.cpu}, node ${m.node})`);
+  const header = ['metric', 'value', 'unit', 'raw baseline', 'ratio', 'goal', 'met'];
+  const lines = r.rows.map((row) => [
+    row.metric,
+    fmt(row.value),
+    row.unit,
+    row.baseline === undefined ? '' : fmt(row.baseline),
+    row.ratio === undefined ? '' : `${row.ratio.toFixed(3)}x`,
+    row.goal ?? '',
+    row.met === undefined ? '' : row.met ? 'yes' : 'NO',
+  ]);
+  const widths = header.map((h, i) => Math.max(h.length, ...lines.map((l) => l[i].length)));
+  const out = (cells: string[]) => console.log(cells.map((c, i) => c.padEnd(widths[i])).join('  '));
+  out(header);
+  out(widths.map((w) => '-'.repeat(w)));
+  lines.forEach(out);
+  for (const n of r.notes) console.log(`  note: ${n}`);
+}
+
+export function saveSuite(r: SuiteResult): string {
+  const dir = path.resolve('bench/results');
+  fs.mkdirSync(dir, { recursive: true });
+  const file = path.join(dir, `${r.suite}.json`);
+  fs.writeFileSync(file, `${JSON.stringify({ ...r, at: new Date().toISOString() }, null, 2)}\n`);
+  return file;
+}
+
+/** Yields to the event loop, so a benchmark's own loop does not starve what it measures. */
+export const tick = () => new Promise<void>((r) => setImmediate(r));

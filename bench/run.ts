@@ -1,0 +1,28 @@
+/**
+ * `npm run bench` runs every suite; `npm run bench -- bus restart` runs those alone. Each suite
+ * prints a table with its raw baseline measured in the same run and writes bench/results/<suite>.json.
+ */
+import { runBusSuite } from './bus.js';
+import { printSuite, type SuiteResult, saveSuite } from './harness.js';
+import { runRestartSuite } from './restart.js';
+
+const SUITES: Record<string, () => Promise<SuiteResult>> = {
+  bus: runBusSuite,
+  restart: runRestartSuite,
+};
+
+const wanted = process.argv.slice(2).filter((a) => !a.startsWith('-'));
+const unknown = wanted.filter((w) => !SUITES[w]);
+if (unknown.length > 0) {
+  console.error(`unknown suite(s): ${unknown.join(', ')}; known: ${Object.keys(SUITES).join(', ')}`);
+  process.exit(2);
+}
+let failedGoals = 0;
+for (const name of wanted.length > 0 ? wanted : Object.keys(SUITES)) {
+  const result = await SUITES[name]();
+  printSuite(result);
+  console.log(`  saved ${saveSuite(result)}`);
+  failedGoals += result.rows.filter((r) => r.met === false).length;
+}
+console.log(failedGoals === 0 ? '\nall goals met' : `\n${failedGoals} goal(s) not met`);
+process.exit(0);

@@ -1,0 +1,28 @@
+/**
+ * Bus topics the host itself publishes and answers. Payload shapes are listed beside each;
+ * the domain modules' topics live in modules/shared/topics.ts. (CONVENTIONS §9)
+ */
+export const HOST_TOPICS = {
+  /** event { name, type, restarts } */
+  moduleStarted: 'host/module/started',
+  /** event { name, reason } */
+  moduleStopped: 'host/module/stopped',
+  /** event { name, error: { code, message }, failures, retry_in_ms } */
+  moduleFailed: 'host/module/failed',
+  /** event { name, restarts, reason: 'crash' | 'config' | 'request' } */
+  moduleRestarted: 'host/module/restarted',
+  /** event { file, code, message, details? } — an edit was refused; the old config runs on */
+  configRejected: 'host/config/rejected',
+  /** event { started[], stopped[], restarted[] } */
+  configApplied: 'host/config/applied',
+  /** event {} — graceful stop began: interfaces stop taking new work */
+  stopping: 'host/stopping',
+  /** request {} → ModuleInfo[] */
+  listModules: 'host/modules/list',
+  /** request { name } → ModuleInfo */
+  restartModule: 'host/modules/restart',
+  /** request {} → bus stats */
+  busStats: 'host/bus/stats',
+  /** request {} → ReloadOutcome */
+  reloadConfig: 'host/config/reload',
+} as const;

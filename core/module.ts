@@ -1,0 +1,74 @@
+import type { Knex } from 'knex';
+import type { ZodType } from 'zod';
+import type { ModuleBus } from './bus.js';
+import type { Logger } from './log.js';
+
+/** A database migration a module owns; `up` is PostgreSQL-dialect SQL or a function. */
+export interface Migration {
+  id: string;
+  up: string | ((db: Knex) => Promise<void>);
+}
+
+export interface Clock {
+  now(): number;
+}
+
+export interface ModuleServices {
+  /** A named database from `databases:` in config.yml (default `default`). */
+  db(name?: string): Knex;
+  /** Applies this module's migrations (recorded per module name) and returns the ids applied now. */
+  migrate(migrations: Migration[], dbName?: string): Promise<string[]>;
+  clock: Clock;
+}
+
+export interface ModuleTimers {
+  setTimeout(fn: () => void, ms: number): NodeJS.Timeout;
+  setInterval(fn: () => void, ms: number): NodeJS.Timeout;
+  clear(t: NodeJS.Timeout): void;
+}
+
+/**
+ * What the host hands a module instance. Everything registered through it (subscriptions,
+ * timers, `onStop` callbacks) is released by the host when the instance stops, so nothing
+ * leaks across restarts. A module reaches the world only through this. (CONVENTIONS §10)
+ */
+export interface ModuleContext<C = unknown> {
+  /** The instance name: the key under `modules:` in config.yml. */
+  readonly name: string;
+  readonly config: Readonly<C>;
+  readonly log: Logger;
+  readonly bus: ModuleBus;
+  readonly services: ModuleServices;
+  readonly timers: ModuleTimers;
+  /** Aborted when the instance starts stopping; pass it to anything that takes a signal. */
+  readonly signal: AbortSignal;
+  /** Registers a release step (close a server, end a client); run in reverse order on stop. */
+  onStop(fn: () => unknown): void;
+  /** Tells the host the instance died on its own (a worker or process crashed); it restarts it with backoff. */
+  crashed(err: Error): void;
+}
+
+export interface ModuleInstance {
+  start?(): unknown;
+  stop?(): unknown;
+}
+
+/**
+ * A module type's registration: the host finds providers by `name` (the `provider:` key, or
+ * the module's own key) and validates the module's settings with `schema` before `create`.
+ *
+ * @example
+ *   export const provider: ModuleProvider<{ greeting: string }> = {
+ *     name: 'hello',
+ *     schema: z.object({ greeting: z.string().default('hi') }).strict(),
+ *     create: (ctx) => ({ start: () => { ctx.bus.subscribe('hello/ask', () => ctx.config.greeting); } }),
+ *   };
+ */
+export interface ModuleProvider<C = unknown> {
+  readonly name: string;
+  readonly description?: string;
+  readonly schema: ZodType<C>;
+  /** Modules this one should start after when they are enabled (config `depends_on` adds hard ones). */
+  readonly dependencies?: readonly string[];
+  create(ctx: ModuleContext<C>): ModuleInstance | Promise<ModuleInstance>;
+}

@@ -1,0 +1,304 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { PGlite } from '@electric-sql/pglite';
+import knex, { type Knex } from 'knex';
+import ClientPGLite from 'knex-pglite';
+import type pg from 'pg';
+import { HubError } from '../errors.js';
+import type { Logger } from '../log.js';
+import { type Migration, runMigrations } from './migrations.js';
+
+export type { Migration } from './migrations.js';
+
+/** One entry under `databases:` in config.yml (also declared in core/config.ts; to be deduped). */
+export interface DbConfig {
+  driver: 'pglite' | 'pg';
+  url?: string;
+  data_dir?: string;
+  schema?: string;
+  pool?: { min: number; max: number };
+}
+
+const ACQUIRE_TIMEOUT_MS = 10_000;
+const PING_TIMEOUT_MS = 2_000;
+// Quoted into SQL (search_path, CREATE SCHEMA) by us and by the knex dialects, so keep it plain.
+const SCHEMA_RE = /^[A-Za-z_][A-Za-z0-9_$]{0,62}$/;
+
+// PGlite keeps a whole PostgreSQL in one process; two instances on one data_dir would corrupt
+// it, so this process-wide set refuses a second open until the first pool closes.
+const openDataDirs = new Set<string>();
+
+// In a transaction knex's client hands out the transaction's connection (knex
+// lib/execution/transaction.js makeTxClient); releasing it is a no-op there.
+interface TrxInternals {
+  client: { acquireConnection(): Promise<unknown> };
+}
+
+interface Entry {
+  knex: Knex;
+  pglite?: PGlite;
+  dataDir?: string;
+}
+
+/**
+ * The named databases of `databases:` in config.yml (GMQ's dbpool). Each is a knex instance,
+ * created on first use: driver `pglite` (embedded, in a data directory or in memory) or `pg`
+ * (a PostgreSQL server). Both speak the PostgreSQL dialect, so modules write one SQL.
+ *
+ * @example
+ *   const pool = new DbPool({ default: { driver: 'pglite', data_dir: './data/db' } }, log);
+ *   await pool.migrate('command', [{ id: '001_create_tracker', up: 'CREATE TABLE ...' }]);
+ *   const rows = await pool.get()('command_tracker').where({ project_id });
+ *   await pool.close();
+ */
+export class DbPool {
+  private readonly configs = new Map<string, DbConfig>();
+  private readonly entries = new Map<string, Entry>();
+  private closing?: Promise<void>;
+
+  constructor(
+    configs: Record<string, DbConfig>,
+    private readonly log: Logger,
+  ) {
+    for (const [name, cfg] of Object.entries(configs)) {
+      checkConfig(name, cfg);
+      this.configs.set(name, cfg);
+    }
+  }
+
+  names(): string[] {
+    return [...this.configs.keys()];
+  }
+
+  /** The knex instance of database `name` (default `default`), opened on first call. */
+  get(name = 'default'): Knex {
+    if (this.closing)
+      throw new HubError('DB_ERR_CONFIG', `database pool is closed (asked for "${name}")`, { db: name });
+    const existing = this.entries.get(name);
+    if (existing) return existing.knex;
+    const cfg = this.configs.get(name);
+    if (!cfg) {
+      const known = this.names();
+      throw new HubError(
+        'DB_ERR_UNKNOWN_DATABASE',
+        `no database named "${name}" under databases: (configured: ${known.join(', ') || 'none'})`,
+        { db: name, known },
+      );
+    }
+    const entry = cfg.driver === 'pg' ? this.openPg(name, cfg) : this.openPglite(name, cfg);
+    this.entries.set(name, entry);
+    return entry.knex;
+  }
+
+  /** Applies `owner`'s pending migrations on database `name`; returns the ids applied now. */
+  async migrate(owner: string, migrations: Migration[], name = 'default'): Promise<string[]> {
+    const db = this.get(name);
+    const { pglite } = this.entries.get(name)!;
+    return runMigrations(db, owner, migrations, {
+      db: name,
+      log: this.log,
+      // Straight to the transaction's own connection: knex rewrites every `?` into a $n
+      // placeholder even without bindings, which breaks jsonb operators (`doc ? 'kind'`).
+      // node-postgres runs a parameterless query with the simple protocol (several statements
+      // fine); PGlite's query() always prepares (one statement only), its exec() does not.
+      execScript: async (trx, sql) => {
+        const conn: unknown = await (trx as unknown as TrxInternals).client.acquireConnection();
+        if (pglite) await (conn as PGlite).exec(sql);
+        else await (conn as pg.Client).query(sql);
+      },
+    });
+  }
+
+  /** `SELECT 1` within a short deadline. Never throws: false on any failure or timeout. */
+  async ping(name = 'default', timeoutMs = PING_TIMEOUT_MS): Promise<boolean> {
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      const query = this.get(name)
+        .raw('SELECT 1')
+        .then(() => true);
+      // The connection attempt may outlive the deadline (a black-holed host); its later
+      // rejection is absorbed by race's handler, and close() ends it.
+      const deadline = new Promise<boolean>((resolve) => {
+        timer = setTimeout(resolve, timeoutMs, false);
+      });
+      return await Promise.race([query, deadline]);
+    } catch (err) {
+      this.log.debug({ db: name, err }, 'database ping failed');
+      return false;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** Destroys every knex instance and PGlite database. Safe to call more than once. */
+  close(): Promise<void> {
+    this.closing ??= this.closeAll();
+    return this.closing;
+  }
+
+  private async closeAll(): Promise<void> {
+    const entries = [...this.entries];
+    this.entries.clear();
+    await Promise.all(
+      entries.map(async ([name, e]) => {
+        try {
+          // For PGlite this also closes the instance when knex had opened its one connection.
+          await e.knex.destroy();
+          if (e.pglite && !e.pglite.closed) await e.pglite.close();
+        } catch (err) {
+          this.log.warn({ db: name, err }, 'error while closing database');
+        } finally {
+          if (e.dataDir) openDataDirs.delete(e.dataDir);
+        }
+      }),
+    );
+  }
+
+  private openPg(name: string, cfg: DbConfig): Entry {
+    const schema = cfg.schema;
+    let schemaReady = !schema;
+    const config: Knex.Config = {
+      client: 'pg',
+      connection: {
+        connectionString: cfg.url,
+        // Fail a connect to a dead or black-holed server instead of waiting for the OS (minutes);
+        // keepalive notices half-open sockets after a network change.
+        connectionTimeoutMillis: ACQUIRE_TIMEOUT_MS,
+        keepAlive: true,
+        keepAliveInitialDelayMillis: 10_000,
+        application_name: 'gmq-hub',
+      },
+      acquireConnectionTimeout: ACQUIRE_TIMEOUT_MS,
+      log: knexLog(this.log, name),
+      pool: {
+        min: cfg.pool?.min ?? 0,
+        max: cfg.pool?.max ?? 10,
+        // knex has set search_path to the schema by now; PostgreSQL accepts a missing schema
+        // there, so creating it afterwards (once per pool) makes it effective.
+        afterCreate: (conn: pg.Client, done: (err: Error | null, conn: pg.Client) => void) => {
+          if (schemaReady || !schema) return done(null, conn);
+          ensureSchema((sql, params) => conn.query(sql, params), schema).then(
+            () => {
+              schemaReady = true;
+              done(null, conn);
+            },
+            (err: Error) => done(err, conn),
+          );
+        },
+      },
+      ...(schema ? { searchPath: schema } : {}),
+    };
+    this.log.info({ db: name, driver: 'pg', url: redactUrl(cfg.url!), schema }, 'database configured');
+    return { knex: knex(config) };
+  }
+
+  private openPglite(name: string, cfg: DbConfig): Entry {
+    const memory = !cfg.data_dir || cfg.data_dir === 'memory://';
+    const dataDir = memory ? undefined : path.resolve(cfg.data_dir!);
+    if (dataDir) {
+      if (openDataDirs.has(dataDir)) {
+        throw new HubError('DB_ERR_CONFIG', `PGlite data_dir ${dataDir} is already open in this process`, {
+          db: name,
+          data_dir: dataDir,
+        });
+      }
+      fs.mkdirSync(dataDir, { recursive: true });
+    }
+    if (cfg.pool && cfg.pool.max > 1) {
+      this.log.warn({ db: name }, 'pool is ignored for driver pglite: it is a single connection');
+    }
+    const pglite = new PGlite(dataDir, { parsers: PGLITE_PARSERS });
+    // An init failure (corrupt data_dir) must not crash the process as an unhandled rejection
+    // when nothing has queried yet; the first query still gets the error.
+    pglite.waitReady.catch((err: unknown) => this.log.error({ db: name, err }, 'PGlite failed to start'));
+    if (dataDir) openDataDirs.add(dataDir);
+    const config: Knex.Config = {
+      client: PGliteClient,
+      // knex-pglite's documented way to hand it our own instance (so we can exec and close it).
+      connection: (() => ({ pglite })) as unknown as Knex.Config['connection'],
+      acquireConnectionTimeout: ACQUIRE_TIMEOUT_MS,
+      log: knexLog(this.log, name),
+      ...(cfg.schema ? { searchPath: cfg.schema } : {}),
+    };
+    this.log.info(
+      { db: name, driver: 'pglite', data_dir: dataDir ?? 'memory://', schema: cfg.schema },
+      'database configured',
+    );
+    return { knex: knex(config), pglite, dataDir };
+  }
+}
+
+/**
+ * knex-pglite, plus the schema: its pool is fixed at one connection and rejects `afterCreate`,
+ * so the schema is created where that one connection is made.
+ */
+class PGliteClient extends ClientPGLite {
+  override async acquireRawConnection(): Promise<PGlite> {
+    const conn: PGlite = await super.acquireRawConnection();
+    const schema = this.config.searchPath;
+    if (typeof schema === 'string') await ensureSchema((sql, params) => conn.query(sql, params), schema);
+    return conn;
+  }
+}
+
+/**
+ * PGlite parses a few types unlike node-postgres; align them so one module's code gets the same
+ * values on both drivers: int8 as a string (PGlite: number, or BigInt beyond 2^53; also inside
+ * int8[] since PGlite looks element parsers up at parse time), bytea as a Buffer (Uint8Array).
+ * interval still differs (PGlite: text '1 day 02:00:00', pg: an object).
+ */
+const PGLITE_PARSERS = {
+  20: (v: string) => v,
+  17: (v: string) => Buffer.from(v.startsWith('\\x') ? v.slice(2) : v, 'hex'),
+};
+
+/** knex writes its warnings (failed connects, deprecations) to the console unless given a logger. */
+function knexLog(log: Logger, db: string): Knex.Logger {
+  return {
+    warn: (msg: unknown) => log.warn({ db }, `knex: ${String(msg)}`),
+    error: (msg: unknown) => log.error({ db }, `knex: ${String(msg)}`),
+    debug: (msg: unknown) => log.debug({ db }, `knex: ${String(msg)}`),
+    deprecate: (method: string, alternative: string) =>
+      log.warn({ db }, `knex: ${method} is deprecated, use ${alternative}`),
+  };
+}
+
+/** Creates the schema unless it exists; checking first works for roles without CREATE on the database. */
+async function ensureSchema(
+  query: (sql: string, params: unknown[]) => Promise<{ rows: unknown[] }>,
+  schema: string,
+): Promise<void> {
+  const found = await query('SELECT 1 FROM pg_namespace WHERE nspname = $1', [schema]);
+  if (found.rows.length > 0) return;
+  try {
+    await query(`CREATE SCHEMA IF NOT EXISTS "${schema}"`, []);
+  } catch (err) {
+    // Two first connections can race past IF NOT EXISTS; the loser sees a unique violation.
+    if ((err as { code?: string }).code !== '23505') throw err;
+  }
+}
+
+function checkConfig(name: string, cfg: DbConfig): void {
+  const bad = (msg: string, key: string) =>
+    new HubError('DB_ERR_CONFIG', `databases.${name}.${key}: ${msg}`, { db: name, path: `databases.${name}.${key}` });
+  if (cfg.driver !== 'pg' && cfg.driver !== 'pglite') throw bad(`unknown driver "${String(cfg.driver)}"`, 'driver');
+  if (cfg.driver === 'pg' && !cfg.url) throw bad('driver pg needs a url', 'url');
+  if (cfg.schema !== undefined && !SCHEMA_RE.test(cfg.schema)) {
+    throw bad(`schema "${cfg.schema}" is not a plain identifier`, 'schema');
+  }
+  if (cfg.pool && !(cfg.pool.min >= 0 && cfg.pool.max >= 1 && cfg.pool.min <= cfg.pool.max)) {
+    throw bad('pool needs 0 <= min <= max and max >= 1', 'pool');
+  }
+}
+
+/** The URL with its password (userinfo or `?password=`) replaced, for logs. */
+export function redactUrl(url: string): string {
+  try {
+    const u = new URL(url);
+    if (u.password) u.password = '***';
+    if (u.searchParams.has('password')) u.searchParams.set('password', '***');
+    return u.toString();
+  } catch {
+    return url.replace(/\/\/([^:/@]*):[^@]*@/, '//$1:***@');
+  }
+}

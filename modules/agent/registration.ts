@@ -1,0 +1,205 @@
+/**
+ * Registration and heartbeat (seed 002, SubNodeSync; DESIGN §4): on every connect the agent sends
+ * a signed `register` command with its SubNodeSync fields; the hub answers `register_ack`; an
+ * accepted ack is answered with `register_complete` and heartbeats start (the ack's
+ * heartbeat_interval_s wins over the setting). A refusal is logged and registration is tried again
+ * after `register_retry_ms`; so is a register that got no answer. `reregister` starts over.
+ */
+import os from 'node:os';
+import type { Logger } from '../../core/log.js';
+import type { ModuleTimers } from '../../core/module.js';
+import {
+  buildCommand,
+  buildData,
+  type DownlinkDataMessage,
+  type RegisterPayload,
+  TOPIC_COMMAND_UP,
+  TOPIC_MESSAGE_UP,
+} from '../shared/protocol.js';
+import { ReplayCache, verifyInbound } from '../shared/signing.js';
+import type { AgentState } from '../shared/topics.js';
+import type { AgentConfig } from './config.js';
+import type { ProcessMetrics } from './metrics.js';
+
+export interface RegistrarDeps {
+  cfg: AgentConfig;
+  instanceId: string;
+  version: string;
+  startTime: number;
+  log: Logger;
+  timers: ModuleTimers;
+  metrics: ProcessMetrics;
+  publish: (topic: string, payload: string) => Promise<void>;
+  capabilities: () => Promise<string[]>;
+  setState: (state: AgentState, reason?: string) => void;
+  /** A downlink data message failed its signature, clock or replay check. */
+  rejected: () => void;
+}
+
+export class Registrar {
+  private readonly d: RegistrarDeps;
+  private registeredFlag = false;
+  private connected = false;
+  private stopped = false;
+  private retryTimer: NodeJS.Timeout | null = null;
+  private heartbeatTimer: NodeJS.Timeout | null = null;
+  private intervalS: number;
+  private readonly replay: ReplayCache;
+
+  constructor(deps: RegistrarDeps) {
+    this.d = deps;
+    this.intervalS = deps.cfg.heartbeat_interval_s;
+    this.replay = new ReplayCache({ ttlMs: Math.max(600_000, 2 * deps.cfg.clock_window_ms + 1) });
+  }
+
+  get registered(): boolean {
+    return this.registeredFlag;
+  }
+
+  get heartbeatIntervalS(): number {
+    return this.intervalS;
+  }
+
+  /** The connection is up (downlink subscribed): register. Resolves once the register is published or failed. */
+  async onConnected(): Promise<void> {
+    this.connected = true;
+    await this.register();
+  }
+
+  onDisconnected(): void {
+    this.connected = false;
+    this.registeredFlag = false;
+    this.clearRetry();
+    this.stopHeartbeat();
+  }
+
+  stop(): void {
+    this.stopped = true;
+    this.onDisconnected();
+  }
+
+  /** `register_ack` or `reregister` from `wdd/RDMC/message/down/{project_id}`. */
+  onData(msg: DownlinkDataMessage): void {
+    if (this.stopped) return;
+    // Signed downlink data is checked like a command; the hub may also send it unsigned.
+    if (msg.signature !== undefined) {
+      const v = verifyInbound(msg, this.d.cfg.secret, this.replay, Date.now(), this.d.cfg.clock_window_ms);
+      if (!v.ok) {
+        this.d.rejected();
+        this.d.log.warn({ code: v.code, reason: v.reason, data_type: msg.data_type }, 'downlink message rejected');
+        return;
+      }
+    }
+    if (msg.data_type === 'reregister') {
+      this.d.log.info({ reason: msg.payload.reason }, 'hub asked the agent to register again');
+      this.registeredFlag = false;
+      this.stopHeartbeat();
+      void this.register();
+      return;
+    }
+    const ack = msg.payload;
+    if (!ack.accepted) {
+      this.registeredFlag = false;
+      this.stopHeartbeat();
+      const reason = ack.reason ?? 'no reason given';
+      this.d.log.warn({ reason, retry_ms: this.d.cfg.register_retry_ms }, 'registration refused by the hub');
+      this.d.setState('refused', reason);
+      this.scheduleRetry();
+      return;
+    }
+    this.intervalS = ack.heartbeat_interval_s;
+    if (this.registeredFlag) {
+      // an answer to a register we repeated: only the interval may have changed
+      this.startHeartbeat();
+      return;
+    }
+    this.registeredFlag = true;
+    this.clearRetry();
+    void this.send('register_complete', { instance_id: this.d.instanceId });
+    this.d.log.info({ instance_id: this.d.instanceId, heartbeat_interval_s: this.intervalS }, 'agent registered');
+    this.d.setState('registered');
+    this.heartbeat();
+    this.startHeartbeat();
+  }
+
+  /** Sends a signed `register` and arms the retry for a missing or refused answer. */
+  async register(): Promise<void> {
+    if (this.stopped || !this.connected) return;
+    this.clearRetry();
+    this.d.setState('registering');
+    const { cfg } = this.d;
+    const payload: RegisterPayload = {
+      node_name: cfg.node_name,
+      instance_id: this.d.instanceId,
+      version: this.d.version,
+      pid: process.pid,
+      start_time: this.d.startTime,
+      capabilities: await this.d.capabilities(),
+      metadata: {
+        hostname: os.hostname(),
+        platform: process.platform,
+        arch: process.arch,
+        runtime: 'node',
+      },
+      node_version: process.version,
+    };
+    if (this.stopped || !this.connected) return;
+    this.scheduleRetry();
+    try {
+      const msg = buildCommand(cfg.project_id, 'register', payload, cfg.secret);
+      await this.d.publish(TOPIC_COMMAND_UP, JSON.stringify(msg));
+      this.d.log.debug({ instance_id: this.d.instanceId, message_id: msg.message_id }, 'register sent');
+    } catch (err) {
+      this.d.log.warn({ err: (err as Error).message }, 'register not sent; will try again');
+    }
+  }
+
+  private async send(dataType: string, payload: unknown): Promise<void> {
+    try {
+      const msg = buildData(this.d.cfg.project_id, dataType, payload, { secret: this.d.cfg.secret });
+      await this.d.publish(TOPIC_MESSAGE_UP, JSON.stringify(msg));
+    } catch (err) {
+      this.d.log.debug({ err: (err as Error).message, data_type: dataType }, 'uplink not sent');
+    }
+  }
+
+  private heartbeat(): void {
+    if (!this.registeredFlag || !this.connected) return;
+    const m = this.d.metrics.sample();
+    void this.send('heartbeat', {
+      instance_id: this.d.instanceId,
+      node_name: this.d.cfg.node_name,
+      timestamp: Date.now(),
+      status: 'running',
+      pid: process.pid,
+      uptime_s: m.uptime_s,
+      version: this.d.version,
+      hostname: os.hostname(),
+      metrics: m,
+    });
+  }
+
+  private startHeartbeat(): void {
+    this.stopHeartbeat();
+    this.heartbeatTimer = this.d.timers.setInterval(() => this.heartbeat(), this.intervalS * 1000);
+  }
+
+  private stopHeartbeat(): void {
+    if (this.heartbeatTimer) this.d.timers.clear(this.heartbeatTimer);
+    this.heartbeatTimer = null;
+  }
+
+  private scheduleRetry(): void {
+    this.clearRetry();
+    if (this.stopped || !this.connected) return;
+    this.retryTimer = this.d.timers.setTimeout(() => {
+      this.retryTimer = null;
+      if (!this.registeredFlag) void this.register();
+    }, this.d.cfg.register_retry_ms);
+  }
+
+  private clearRetry(): void {
+    if (this.retryTimer) this.d.timers.clear(this.retryTimer);
+    this.retryTimer = null;
+  }
+}

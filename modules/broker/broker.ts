@@ -1,0 +1,379 @@
+import type { EventEmitter } from 'node:events';
+import net from 'node:net';
+import { Aedes, type AedesPublishPacket, type Client, type PublishPacket, type Subscription } from 'aedes';
+import { HubError } from '../../core/errors.js';
+import type { ModuleContext } from '../../core/module.js';
+import { BROKER, type BrokerDeniedEvent, type BrokerStats } from '../shared/topics.js';
+import { agentMaySubscribe, checkAgentPublish, downlinkTopics } from './acl.js';
+import { Authenticator, hubPasswordFor, type Identity, sameIdentity } from './auth.js';
+import type { BrokerConfig } from './config.js';
+import { BoundedEmitter, type MqLike, SINK_TOPIC } from './emitter.js';
+import { limitPacketSize } from './packet-limit.js';
+import { TokenBucket } from './rate.js';
+
+interface ClientState {
+  identity: Identity;
+  /** set for agents only: the hub's own client is not rate limited (it carries every command) */
+  bucket?: TokenBucket;
+  /** the agent's own downlink topics, for the forward check */
+  downlinks?: readonly string[];
+}
+
+type AuthError = Error & { returnCode: number };
+const authError = (returnCode: number, message: string): AuthError => Object.assign(new Error(message), { returnCode });
+
+/** aedes keeps the CONNECT's will here while the connection is being authenticated. */
+const pendingWill = (client: Client): PublishPacket | null | undefined =>
+  (client as unknown as { _will?: PublishPacket | null })._will;
+const activeWill = (client: Client): PublishPacket | null | undefined =>
+  (client as unknown as { will?: PublishPacket | null }).will;
+
+/**
+ * The embedded MQTT broker: aedes behind a TCP server, with authentication against the status
+ * module, a per-project ACL, a per-connection rate limit and a bound on the work in flight.
+ *
+ * Refusals in MQTT 3.1.1 terms:
+ * - CONNECT: CONNACK 4 (bad username or password), 5 (not authorized: anonymous, a will that
+ *   breaks the ACL), 3 (server unavailable: auth not answerable, max_clients), 2 (identifier
+ *   rejected: the client id is held by another identity, so nobody can take over the hub's or
+ *   another project's session [MQTT-3.1.4-2]).
+ * - SUBSCRIBE: SUBACK return code 0x80 for that topic [MQTT-3.9.3]; the connection stays.
+ * - PUBLISH: 3.1.1 has no negative PUBACK. aedes closes the connection when authorizePublish
+ *   fails (and says nothing to the client, [MQTT-3.3.5-2]); an agent's mqtt.js would then
+ *   reconnect and resend its unacknowledged QoS 1 message, which is refused again: a loop. So
+ *   an ACL-refused publish is accepted on the wire (PUBACK for QoS 1, as Mosquitto does for
+ *   3.1.1) and dropped before routing (its topic is rewritten to SINK_TOPIC). Over the rate limit
+ *   see `authorizePublish`.
+ */
+export class EmbeddedBroker {
+  private aedes?: Aedes;
+  private server?: net.Server;
+  private mq?: BoundedEmitter;
+  private readonly sockets = new Set<net.Socket>();
+  private readonly clients = new WeakMap<Client, ClientState>();
+  private readonly auth: Authenticator;
+  private readonly reports: TokenBucket;
+  private readonly c = {
+    connections_total: 0,
+    denied_auth: 0,
+    denied_publish: 0,
+    denied_subscribe: 0,
+    shed_rate: 0,
+    messages_in: 0,
+    messages_out: 0,
+    unreported: 0,
+    oversized: 0,
+  };
+  private lastSummary = { shed: 0, unreported: 0 };
+  readonly hubPassword: string;
+  port = 0;
+
+  constructor(private readonly ctx: ModuleContext<BrokerConfig>) {
+    const cfg = ctx.config;
+    this.hubPassword = hubPasswordFor(cfg.hub_password);
+    const now = () => ctx.services.clock.now();
+    this.auth = new Authenticator(
+      ctx.bus,
+      {
+        hubUsername: cfg.hub_username,
+        hubPassword: this.hubPassword,
+        timeoutMs: cfg.auth_timeout_ms,
+        cacheMs: cfg.auth_cache_ms,
+        cacheMax: cfg.auth_cache_max,
+        now,
+      },
+      (err) => ctx.log.error({ err }, 'broker auth unavailable (STATUS.authenticate): refusing connections'),
+    );
+    this.reports = new TokenBucket(cfg.denial_reports_per_s, cfg.denial_reports_per_s, now());
+  }
+
+  async start(): Promise<void> {
+    const cfg = this.ctx.config;
+    const aedes = new Aedes({
+      // aedes' mqemitter without its own queue: BoundedEmitter bounds the work (see emitter.ts)
+      concurrency: 0,
+      queueLimit: cfg.queue_limit,
+      maxClientsIdLength: cfg.max_client_id_length,
+      maxTopicLevels: cfg.max_topic_levels,
+      maxInflightInbound: cfg.max_inflight_inbound,
+      heartbeatInterval: cfg.heartbeat_interval_ms,
+      connectTimeout: cfg.connect_timeout_ms,
+      drainTimeout: cfg.drain_timeout_ms,
+      keepaliveLimit: cfg.keepalive_limit_s,
+      authenticate: (client, username, password, done) => {
+        this.authenticate(client, username ?? undefined, password ?? undefined).then(
+          () => done(null, true),
+          (err: AuthError) => done(err, false),
+        );
+      },
+      authorizePublish: (client, packet, done) => done(this.authorizePublish(client, packet)),
+      authorizeSubscribe: (client, sub, done) => done(null, this.authorizeSubscribe(client, sub)),
+      authorizeForward: (client, packet) => this.authorizeForward(client, packet),
+    });
+    const holder = aedes as unknown as { mq: MqLike };
+    this.mq = new BoundedEmitter(holder.mq, cfg.max_inflight, cfg.max_waiting);
+    holder.mq = this.mq;
+    this.aedes = aedes;
+    // aedes emits 'error' for persistence failures; unheard, an EventEmitter error would crash us
+    (aedes as EventEmitter).on('error', (err: Error) => this.ctx.log.error({ err }, 'broker error'));
+    aedes.on('clientError', (client, err) =>
+      this.ctx.log.debug({ client_id: client.id, err: err.message }, 'client error'),
+    );
+    aedes.on('connectionError', (_c, err) => this.ctx.log.debug({ err: err.message }, 'connection error'));
+    aedes.on('clientReady', (client) => {
+      this.c.connections_total++;
+      const st = this.clients.get(client);
+      this.ctx.log.debug({ client_id: client.id, project_id: projectOf(st) }, 'client connected');
+    });
+    aedes.on('clientDisconnect', (client) => {
+      this.ctx.log.debug({ client_id: client.id, project_id: projectOf(this.clients.get(client)) }, 'client gone');
+    });
+    await aedes.listen();
+
+    const server = net.createServer({ noDelay: true }, (socket) => {
+      // DESIGN §10: without TCP_NODELAY a 0.2 ms MQTT round trip becomes 44 ms (Nagle + delayed ACK)
+      socket.setNoDelay(true);
+      this.sockets.add(socket);
+      socket.once('close', () => this.sockets.delete(socket));
+      const client = aedes.handle(socket);
+      if (!limitPacketSize(client, cfg.max_packet_bytes, () => this.oversized(client))) this.warnNoPacketLimit();
+    });
+    // authenticate refuses past max_clients with CONNACK 3, which tells the client why; Node's own
+    // cap, with headroom for those refusals and sockets still in CONNECT, bounds raw sockets
+    server.maxConnections = cfg.max_clients + Math.max(16, Math.ceil(cfg.max_clients / 10));
+    this.server = server;
+    this.ctx.onStop(() => this.stop());
+    try {
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', reject);
+        server.listen(cfg.port, cfg.host, () => {
+          server.off('error', reject);
+          resolve();
+        });
+      });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'EADDRINUSE') {
+        throw new HubError(
+          'HOST_ERR_PORT_IN_USE',
+          `port ${cfg.port} is in use (set ${cfg.port_env} to another port or HUB_EMBEDDED_BROKER=false to use an external broker)`,
+          { port: cfg.port, env: cfg.port_env },
+          { cause: err },
+        );
+      }
+      throw err;
+    }
+    server.on('error', (err) => this.ctx.log.error({ err }, 'broker server error'));
+    this.port = (server.address() as net.AddressInfo).port;
+    this.ctx.timers.setInterval(() => this.summary(), cfg.report_interval_ms);
+    if (!cfg.auth) this.ctx.log.warn('broker auth is off: any client may connect and publish or subscribe anywhere');
+    this.ctx.log.info({ port: this.port, host: cfg.host, auth: cfg.auth }, 'embedded MQTT broker listening');
+  }
+
+  /** Stops accepting, disconnects every client, closes aedes; safe to call twice. */
+  async stop(): Promise<void> {
+    const server = this.server;
+    const aedes = this.aedes;
+    this.server = undefined;
+    this.aedes = undefined;
+    const closed = server?.listening ? new Promise<void>((r) => server.close(() => r())) : Promise.resolve();
+    if (aedes) await new Promise<void>((r) => aedes.close(() => r()));
+    // sockets that never finished CONNECT are not aedes clients yet
+    for (const s of this.sockets) s.destroy();
+    this.sockets.clear();
+    await closed;
+  }
+
+  stats(): BrokerStats {
+    const shedOverload = this.mq?.shed ?? 0;
+    return {
+      port: this.port,
+      clients: this.aedes?.connectedClients ?? 0,
+      connections_total: this.c.connections_total,
+      denied_auth: this.c.denied_auth,
+      denied_publish: this.c.denied_publish,
+      denied_subscribe: this.c.denied_subscribe,
+      shed: this.c.shed_rate + shedOverload,
+      shed_rate: this.c.shed_rate,
+      shed_overload: shedOverload,
+      messages_in: this.c.messages_in,
+      messages_out: this.c.messages_out,
+      oversized: this.c.oversized,
+      inflight: this.mq?.inflight ?? 0,
+      waiting: this.mq?.waitingCount ?? 0,
+    };
+  }
+
+  // ─── aedes hooks ─────────────────────────────────────────────────────────────────────────
+
+  private async authenticate(client: Client, username?: string, password?: Buffer): Promise<void> {
+    const cfg = this.ctx.config;
+    const refuse = (returnCode: number, reason: string, projectId?: string, topic?: string): AuthError => {
+      this.c.denied_auth++;
+      this.report({ client_id: client.id, project_id: projectId, kind: 'auth', reason, topic });
+      return authError(returnCode, reason);
+    };
+    if ((this.aedes?.connectedClients ?? 0) >= cfg.max_clients) throw refuse(3, 'max_clients');
+    let identity: Identity;
+    if (!cfg.auth) {
+      identity = { kind: 'open' };
+    } else {
+      const r = await this.auth.check(username, password);
+      if (!r.ok) throw refuse(r.returnCode, r.reason, username);
+      identity = r.identity;
+    }
+    // [MQTT-3.1.4-2] a second CONNECT with a live client id takes the session over; only the same
+    // identity may do that, or any agent could knock the hub (or another project) off the broker
+    const holder = (this.aedes as unknown as { clients?: Record<string, Client> } | undefined)?.clients?.[client.id];
+    if (holder && holder !== client && !sameIdentity(this.clients.get(holder)?.identity, identity)) {
+      throw refuse(2, 'client_id_in_use', projectOfIdentity(identity));
+    }
+    const state: ClientState = { identity };
+    if (identity.kind === 'agent') {
+      // the will obeys the publish ACL; refusing it here tells the agent now, not when it dies
+      const will = pendingWill(client);
+      const denial = will && checkAgentPublish(identity.projectId, will.topic, will.payload, cfg.max_payload_bytes);
+      if (denial) throw refuse(5, `will_${denial}`, identity.projectId, will.topic);
+      state.bucket = new TokenBucket(cfg.rate_limit.msgs_per_s, cfg.rate_limit.burst, this.ctx.services.clock.now());
+      state.downlinks = downlinkTopics(identity.projectId);
+    }
+    this.clients.set(client, state);
+  }
+
+  /** Returns an error to make aedes close the connection, null to let the (possibly redirected) packet on. */
+  private authorizePublish(client: Client | null, packet: PublishPacket): Error | null {
+    if (packet.topic.startsWith('$SYS/')) return new Error('$SYS/ topics are reserved'); // aedes#597
+    // a will of a connection gone before this broker started: it passed the ACL at CONNECT
+    if (!client) return null;
+    const st = this.clients.get(client);
+    if (!st) return new Error('not authenticated');
+    if (st.identity.kind !== 'agent') {
+      this.c.messages_in++;
+      return null;
+    }
+    const projectId = st.identity.projectId;
+    const isWill = packet === activeWill(client);
+    if (!isWill && !st.bucket!.take(this.ctx.services.clock.now())) {
+      this.c.shed_rate++;
+      if (!packet.qos) {
+        sink(packet);
+        return null;
+      }
+      // QoS 1/2 over the limit: no PUBACK and the connection closes. A PUBACK would tell the agent
+      // we took responsibility [MQTT-4.3.2] and it would never resend, so dropping after it loses an
+      // acknowledged exec_result; without it the agent's session resends after reconnecting
+      // [MQTT-4.4.0-1], by which time its bucket has refilled. An honest agent stays far below the
+      // limit; a flooding one pays with reconnects, and its will is published like any lost link.
+      this.report({ client_id: client.id, project_id: projectId, kind: 'publish', reason: 'rate_limit_disconnect' });
+      return new Error('rate limit exceeded');
+    }
+    const denial = checkAgentPublish(projectId, packet.topic, packet.payload, this.ctx.config.max_payload_bytes);
+    if (denial) {
+      this.c.denied_publish++;
+      this.report({
+        client_id: client.id,
+        project_id: projectId,
+        kind: 'publish',
+        reason: isWill ? `will_${denial}` : denial,
+        topic: packet.topic,
+      });
+      sink(packet);
+      return null;
+    }
+    // an agent cannot plant retained messages: they would replay to the hub on every resubscribe
+    packet.retain = false;
+    this.c.messages_in++;
+    return null;
+  }
+
+  private authorizeSubscribe(client: Client, sub: Subscription): Subscription | null {
+    const st = this.clients.get(client);
+    if (!st) return null;
+    if (st.identity.kind !== 'agent') return sub;
+    if (agentMaySubscribe(st.identity.projectId, sub.topic)) return sub;
+    this.c.denied_subscribe++;
+    this.report({
+      client_id: client.id,
+      project_id: st.identity.projectId,
+      kind: 'subscribe',
+      reason: 'topic',
+      topic: sub.topic,
+    });
+    return null; // SUBACK 0x80 for this topic [MQTT-3.9.3-2]
+  }
+
+  private authorizeForward(client: Client, packet: AedesPublishPacket): AedesPublishPacket | null {
+    const st = this.clients.get(client);
+    // defence in depth: the subscribe ACL already keeps an agent to its own downlinks
+    if (st?.downlinks && packet.topic !== st.downlinks[0] && packet.topic !== st.downlinks[1]) return null;
+    this.c.messages_out++;
+    return packet;
+  }
+
+  private oversized(client: Client): void {
+    this.c.oversized++;
+    this.report({
+      client_id: client.id ?? '',
+      project_id: projectOf(this.clients.get(client)),
+      kind: 'publish',
+      reason: 'packet_too_large',
+    });
+    client.conn.destroy();
+  }
+
+  private warnedNoPacketLimit = false;
+  private warnNoPacketLimit(): void {
+    if (this.warnedNoPacketLimit) return;
+    this.warnedNoPacketLimit = true;
+    this.ctx.log.warn('cannot enforce max_packet_bytes with this aedes version (no client parser found)');
+  }
+
+  // ─── reporting ───────────────────────────────────────────────────────────────────────────
+
+  /** Logs a denial and publishes it on the bus, at most denial_reports_per_s; the rest only counted. */
+  private report(e: Omit<BrokerDeniedEvent, 'at'>): void {
+    const at = this.ctx.services.clock.now();
+    if (!this.reports.take(at)) {
+      this.c.unreported++;
+      return;
+    }
+    // ids and the topic only, cut short (they come off the wire): never a payload or a password
+    const event: BrokerDeniedEvent = {
+      client_id: clip(e.client_id),
+      ...(e.project_id !== undefined ? { project_id: clip(e.project_id) } : {}),
+      kind: e.kind,
+      reason: e.reason,
+      ...(e.topic !== undefined ? { topic: clip(e.topic) } : {}),
+      at,
+    };
+    this.ctx.log.warn(event, `broker denied ${e.kind}`);
+    void this.ctx.bus.publish(BROKER.denied, event);
+  }
+
+  private summary(): void {
+    const s = this.stats();
+    const shed = s.shed - this.lastSummary.shed;
+    const unreported = this.c.unreported - this.lastSummary.unreported;
+    this.lastSummary = { shed: s.shed, unreported: this.c.unreported };
+    if (shed > 0 || unreported > 0) {
+      this.ctx.log.warn(
+        { shed, unreported_denials: unreported, shed_total: s.shed, clients: s.clients },
+        'broker shed load since the last report',
+      );
+    }
+  }
+}
+
+const clip = (s: string | null | undefined): string => (s == null ? '' : s.length > 200 ? `${s.slice(0, 200)}…` : s);
+
+/** Redirects a refused publish to the sink: acknowledged on the wire, never routed or stored. */
+function sink(packet: PublishPacket): void {
+  packet.topic = SINK_TOPIC;
+  packet.retain = false;
+}
+
+function projectOfIdentity(id: Identity): string | undefined {
+  return id.kind === 'agent' ? id.projectId : undefined;
+}
+function projectOf(st: ClientState | undefined): string | undefined {
+  return st ? projectOfIdentity(st.identity) : undefined;
+}

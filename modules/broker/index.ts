@@ -1,0 +1,38 @@
+import type { ModuleProvider } from '../../core/module.js';
+import { BROKER, type BrokerHubCredential } from '../shared/topics.js';
+import { EmbeddedBroker } from './broker.js';
+import { type BrokerConfig, brokerConfigSchema } from './config.js';
+
+/**
+ * `broker`: the embedded MQTT broker (aedes) the hub's bridge and the agents connect to.
+ * Answers BROKER.hubCredential and BROKER.stats, publishes BROKER.denied; asks STATUS.authenticate
+ * to let an agent in.
+ *
+ * @example
+ *   modules:
+ *     broker:
+ *       port: ${HUB_MQTT_PORT:-1883}
+ *       enable: ${HUB_EMBEDDED_BROKER:-true}
+ */
+export const provider: ModuleProvider<BrokerConfig> = {
+  name: 'broker',
+  description: 'embedded MQTT broker with per-project authentication, ACL and load shedding',
+  schema: brokerConfigSchema,
+  // agents are authenticated by the status module: start after it when it is enabled, so the
+  // first CONNECTs find an answer (without it they are refused with CONNACK 3 and retry)
+  dependencies: ['status'],
+  create(ctx) {
+    const broker = new EmbeddedBroker(ctx);
+    return {
+      async start() {
+        await broker.start();
+        ctx.bus.subscribe(
+          BROKER.hubCredential,
+          (): BrokerHubCredential => ({ username: ctx.config.hub_username, password: broker.hubPassword }),
+        );
+        ctx.bus.subscribe(BROKER.stats, () => broker.stats());
+      },
+      stop: () => broker.stop(),
+    };
+  },
+};

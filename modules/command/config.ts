@@ -1,0 +1,51 @@
+import { z } from 'zod';
+
+const ms = (def: number) => z.number().int().positive().default(def);
+
+/**
+ * Settings of the `command` module (config.yml `modules.command`). Every key has a default, so
+ * `command: {}` is a working block; unknown keys are rejected (a typo must not pass silently).
+ */
+export const commandConfigSchema = z
+  .object({
+    /** Which entry under `databases:` holds the command tables. */
+    database: z.string().min(1).default('default'),
+    /** Execution timeout when the caller gives none. */
+    default_timeout_ms: ms(30_000),
+    /** Largest timeout a caller may ask for. */
+    max_timeout_ms: ms(3_600_000),
+    /** Largest command payload, as canonical JSON bytes. */
+    max_payload_bytes: ms(65_536),
+    /** How long an `offline_policy: queue` command waits for its project when the caller gives no queue_ttl_ms. */
+    default_queue_ttl_ms: ms(600_000),
+    /** Re-publish backoff without an agent ack: base, 2·base, 4·base … capped at retry_max_ms (DESIGN §5). */
+    retry_base_ms: ms(1_000),
+    retry_max_ms: ms(32_000),
+    /** Publishes without an agent ack before the outbox row goes dead and the command fails `undeliverable`. */
+    max_attempts: z.number().int().min(1).max(1000).default(8),
+    /** Relay poll period (a send also wakes it at once). */
+    relay_interval_ms: ms(200),
+    /** Outbox rows claimed per relay pass. */
+    relay_batch: z.number().int().min(1).max(5000).default(100),
+    /** How long one BRIDGE.publish may take before it counts as a failed attempt. */
+    publish_timeout_ms: ms(10_000),
+    /** Timeout / queue-expiry sweep period. */
+    sweep_interval_ms: ms(500),
+    /** How long a STATUS.credentials answer is reused. */
+    credentials_cache_ms: z.number().int().nonnegative().default(1_000),
+    /** Acks and results are written in groups: at most this long after the first one waits (DESIGN §10). */
+    flush_interval_ms: z.number().int().nonnegative().default(20),
+    /** …or as soon as this many are queued. */
+    flush_max: z.number().int().min(1).max(10_000).default(200),
+  })
+  .strict()
+  .refine((c) => c.retry_base_ms <= c.retry_max_ms, {
+    message: 'retry_base_ms must not exceed retry_max_ms',
+    path: ['retry_base_ms'],
+  })
+  .refine((c) => c.default_timeout_ms <= c.max_timeout_ms, {
+    message: 'default_timeout_ms must not exceed max_timeout_ms',
+    path: ['default_timeout_ms'],
+  });
+
+export type CommandConfig = z.infer<typeof commandConfigSchema>;

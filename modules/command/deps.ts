@@ -1,0 +1,74 @@
+import type { Knex } from 'knex';
+import type { Logger } from '../../core/log.js';
+import type { Clock } from '../../core/module.js';
+import type { CommandConfig } from './config.js';
+import type { CredentialsCache } from './credentials.js';
+import type { Counters, Events } from './events.js';
+
+/** What the parts of one command module instance share. */
+export interface Deps {
+  db: Knex;
+  cfg: CommandConfig;
+  log: Logger;
+  clock: Clock;
+  events: Events;
+  counters: Counters;
+  creds: CredentialsCache;
+  /** Asks the relay for a pass now (a new or released outbox row is due). */
+  wakeRelay(): void;
+}
+
+/** `rows` of a knex.raw result; both drivers (pg, PGlite) answer `{ rows }`. */
+export async function query<T>(db: Knex, sql: string, bindings: readonly unknown[] = []): Promise<T[]> {
+  const r = (await db.raw(sql, bindings as Knex.RawBinding[])) as { rows: T[] };
+  return r.rows;
+}
+
+export const isoAt = (ms: number): string => new Date(ms).toISOString();
+
+/**
+ * Lets timers and other mailboxes run. PGlite answers queries in promise jobs only, and the
+ * mailbox awaits a handler's promise before the next event, so a burst of sends would otherwise
+ * be one long job chain in which the relay's publishes (answered by another mailbox) wait.
+ */
+export const yieldToLoop = (): Promise<void> => new Promise((r) => setImmediate(r));
+
+/**
+ * Lock ordering, so hub instances sharing one PostgreSQL never deadlock each other: a
+ * transaction that may WAIT for row locks takes them tracker rows first, then outbox rows, each
+ * in command_id order (ORDER BY sits below the row-locking step, so rows lock in that order).
+ * Locks taken with SKIP LOCKED never wait and may come in any order; a statement holding outbox
+ * locks never waits for tracker locks. Returns each locked tracker row's status.
+ */
+export async function lockInOrder(trx: Knex, ids: readonly string[]): Promise<void> {
+  const json = JSON.stringify(ids);
+  await query(trx, `SELECT 1 FROM command_tracker WHERE command_id IN (${ID_LIST}) ORDER BY command_id FOR UPDATE`, [
+    json,
+  ]);
+  await query(trx, `SELECT 1 FROM command_outbox WHERE command_id IN (${ID_LIST}) ORDER BY command_id FOR UPDATE`, [
+    json,
+  ]);
+}
+
+/** The command ids of a JSON array parameter. */
+export const ID_LIST = 'SELECT jsonb_array_elements_text(?::jsonb)';
+
+/**
+ * A single-table statement's lock step, for `WITH l AS ${lockCte('command_tracker')} UPDATE … FROM l`:
+ * MATERIALIZED, so the rows lock in command_id order before any is updated, whatever the join plan.
+ */
+export const lockCte = (table: 'command_tracker' | 'command_outbox'): string =>
+  `MATERIALIZED (SELECT id, status FROM ${table} WHERE command_id IN (${ID_LIST}) ORDER BY command_id FOR UPDATE)`;
+
+const RETRYABLE = new Set(['40P01', '40001']); // deadlock_detected, serialization_failure
+
+/** Runs `fn` again (up to 3 times) when PostgreSQL aborted it for a deadlock or a serialization failure. */
+export async function retrying<T>(fn: () => Promise<T>): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await fn();
+    } catch (err) {
+      if (attempt >= 3 || !RETRYABLE.has(String((err as { code?: unknown }).code))) throw err;
+    }
+  }
+}

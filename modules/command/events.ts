@@ -1,0 +1,108 @@
+/**
+ * What the command module tells the rest of the hub: one CommandEvent per state change, log
+ * chunk or result on `command/event/{project_id}/{command_id}`, and the counters behind
+ * COMMAND.stats. Counters live with the instance (they restart at zero with it); the outbox
+ * depth and dead count in the stats come from the tables.
+ */
+import type { ModuleBus } from '../../core/bus.js';
+import type { Clock } from '../../core/module.js';
+import { COMMAND, type CommandEvent, type CommandResultView } from '../shared/topics.js';
+import { type TrackerRow, toView } from './rows.js';
+
+export interface Counters {
+  accepted: number;
+  duplicates_sent: number;
+  rejected: number;
+  published: number;
+  publish_errors: number;
+  sent: number;
+  acked: number;
+  completed: number;
+  failed: number;
+  timeout: number;
+  cancelled: number;
+  expired: number;
+  dead: number;
+  replayed: number;
+  results: number;
+  duplicate_results: number;
+  late_results: number;
+  unknown_results: number;
+  unknown_acks: number;
+  malformed_uplinks: number;
+  logs: number;
+  flushes: number;
+  flush_errors: number;
+}
+
+export function newCounters(): Counters {
+  return {
+    accepted: 0,
+    duplicates_sent: 0,
+    rejected: 0,
+    published: 0,
+    publish_errors: 0,
+    sent: 0,
+    acked: 0,
+    completed: 0,
+    failed: 0,
+    timeout: 0,
+    cancelled: 0,
+    expired: 0,
+    dead: 0,
+    replayed: 0,
+    results: 0,
+    duplicate_results: 0,
+    late_results: 0,
+    unknown_results: 0,
+    unknown_acks: 0,
+    malformed_uplinks: 0,
+    logs: 0,
+    flushes: 0,
+    flush_errors: 0,
+  };
+}
+
+export class Events {
+  constructor(
+    private readonly bus: ModuleBus,
+    private readonly clock: Clock,
+    readonly counters: Counters,
+  ) {}
+
+  /** A state change; counts the terminal and forward states as it goes. */
+  state(row: TrackerRow): void {
+    switch (row.status) {
+      case 'sent':
+      case 'acked':
+      case 'completed':
+      case 'failed':
+      case 'timeout':
+      case 'cancelled':
+        this.counters[row.status]++;
+        break;
+      default:
+        break;
+    }
+    const ev: CommandEvent = { kind: 'state', command: toView(row), at: this.clock.now() };
+    void this.bus.publish(COMMAND.event(row.project_id, row.command_id), ev);
+  }
+
+  result(row: TrackerRow, result: CommandResultView): void {
+    const ev: CommandEvent = { kind: 'result', command: toView(row), result, at: this.clock.now() };
+    void this.bus.publish(COMMAND.event(row.project_id, row.command_id), ev);
+  }
+
+  log(projectId: string, commandId: string, seq: number, content: string): void {
+    this.counters.logs++;
+    const ev: CommandEvent = {
+      kind: 'log',
+      command_id: commandId,
+      project_id: projectId,
+      seq,
+      content,
+      at: this.clock.now(),
+    };
+    void this.bus.publish(COMMAND.event(projectId, commandId), ev);
+  }
+}

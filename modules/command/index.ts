@@ -1,0 +1,134 @@
+/**
+ * The `command` module: the command lifecycle of DESIGN §5.
+ *
+ *   pending ──relay publish, broker PUBACK──▶ sent ──agent command_ack──▶ acked ──exec_result──▶ completed | failed
+ *      │  (queued: outbox 'waiting' until the project is online or queue_ttl_ms passes → failed)
+ *      └─ cancel (never delivered) ▶ cancelled          any live state past timeout_at ▶ timeout
+ *
+ * A send writes the tracker row and its outbox row in one statement and answers at once; the
+ * relay (relay.ts) publishes and re-publishes until the agent acks; acks and results are written
+ * in groups (uplink.ts); the sweeper (sweeper.ts) applies timeouts and queue expiry. Everything
+ * is in the database, so a restarted module (or a second hub instance) carries on from the tables.
+ *
+ * How the odd cases show (COMMAND.get):
+ *  - a result after the timeout: status stays 'timeout', `result` is filled in, late_result true,
+ *    and a CommandEvent { kind: 'result' } still goes out;
+ *  - no ack after max_attempts publishes: status 'failed', error 'undeliverable', the outbox row
+ *    is dead (COMMAND.deadList; COMMAND.deadReplay sends it again). If the agent's ack or result
+ *    turns up after all, the command resumes (acked, completed or failed) as if live;
+ *  - queued past queue_ttl_ms: status 'failed', error 'expired before the project came online';
+ *  - cancelled: status 'cancelled' (only before any broker PUBACK and agent ack).
+ *
+ * Bus: answers COMMAND.send/get/list/cancel/deadList/deadReplay/stats; publishes CommandEvent on
+ * COMMAND.event(project_id, command_id); asks STATUS.credentials and BRIDGE.publish; listens to
+ * BRIDGE uplinks (command_ack, exec_result, log_result) and STATUS.changedPattern.
+ *
+ * @example config.yml
+ *   modules:
+ *     command:
+ *       default_timeout_ms: 30000
+ *       max_attempts: 8
+ */
+import type { ModuleProvider } from '../../core/module.js';
+import type { DataMessage } from '../shared/protocol.js';
+import { BRIDGE, COMMAND, STATUS, type StatusChangedEvent, type UplinkEvent } from '../shared/topics.js';
+import { type CommandConfig, commandConfigSchema } from './config.js';
+import { CredentialsCache } from './credentials.js';
+import type { Deps } from './deps.js';
+import { Events, newCounters } from './events.js';
+import { migrations } from './migrations.js';
+import { Queries } from './queries.js';
+import { Relay } from './relay.js';
+import { Sender } from './send.js';
+import { Sweeper } from './sweeper.js';
+import { Uplinks } from './uplink.js';
+import { checkCommandId } from './validate.js';
+
+export type { CommandConfig } from './config.js';
+
+/** Sends and reads in flight at once per instance (the pg pool is 10 connections by default). */
+const PARALLEL = 16;
+
+export const provider: ModuleProvider<CommandConfig> = {
+  name: 'command',
+  description: 'Signed commands to agents: tracker, transactional outbox relay, acks, results, timeouts',
+  schema: commandConfigSchema,
+  dependencies: ['status', 'mqtt-bridge'],
+  create(ctx) {
+    const cfg = ctx.config;
+    const counters = newCounters();
+    const events = new Events(ctx.bus, ctx.services.clock, counters);
+    const creds = new CredentialsCache(ctx.bus, ctx.services.clock, cfg.credentials_cache_ms);
+    let relay: Relay | undefined;
+    let sweeper: Sweeper | undefined;
+    let uplinks: Uplinks | undefined;
+    const releases = new Set<Promise<unknown>>();
+
+    return {
+      async start() {
+        await ctx.services.migrate(migrations, cfg.database);
+        const deps: Deps = {
+          db: ctx.services.db(cfg.database),
+          cfg,
+          log: ctx.log,
+          clock: ctx.services.clock,
+          events,
+          counters,
+          creds,
+          wakeRelay: () => relay?.wake(),
+        };
+        const sender = new Sender(deps);
+        const queries = new Queries(deps);
+        relay = new Relay(deps, ctx.bus, ctx.timers);
+        sweeper = new Sweeper(deps, ctx.timers, sender);
+        const up = new Uplinks(deps, ctx.timers);
+        uplinks = up;
+
+        const bus = ctx.bus;
+        // Sends and reads are independent of each other (every state change is a guarded SQL
+        // statement), so they need not wait in line: a slow query must not hold up the acks.
+        const parallel = { concurrency: PARALLEL };
+        bus.subscribe(COMMAND.send, (p) => sender.send(p), parallel);
+        bus.subscribe(COMMAND.get, (p) => queries.get(checkCommandId(p)), parallel);
+        bus.subscribe(COMMAND.list, (p) => queries.list(p), parallel);
+        bus.subscribe(COMMAND.cancel, (p) => queries.cancel(checkCommandId(p)));
+        bus.subscribe(COMMAND.deadList, (p) => queries.deadList(p), parallel);
+        bus.subscribe(COMMAND.deadReplay, (p) => sender.replay(checkCommandId(p)));
+        bus.subscribe(
+          COMMAND.stats,
+          async () => ({ ...counters, uplink_queue: up.queued, outbox: await queries.outbox() }),
+          parallel,
+        );
+        bus.subscribe<UplinkEvent<DataMessage>>(BRIDGE.uplinkPattern('data', 'command_ack'), up.onAck);
+        bus.subscribe<UplinkEvent<DataMessage>>(BRIDGE.uplinkPattern('data', 'exec_result'), up.onResult);
+        bus.subscribe<UplinkEvent<DataMessage>>(BRIDGE.uplinkPattern('data', 'log_result'), up.onLog);
+        bus.subscribe<StatusChangedEvent>(STATUS.changedPattern, (ev) => {
+          if (!ev || typeof ev.project_id !== 'string') return;
+          creds.forget(ev.project_id);
+          if (ev.state !== 'online') return;
+          // Not awaited: the mailbox goes on with acks and sends while the queue is released.
+          const p = sender
+            .release(ev.project_id)
+            .catch((err) =>
+              ctx.log.warn({ err, project_id: ev.project_id }, 'releasing queued commands failed; the sweeper retries'),
+            )
+            .finally(() => releases.delete(p));
+          releases.add(p);
+        });
+
+        relay.start();
+        sweeper.start();
+        ctx.log.info(
+          { database: cfg.database, max_attempts: cfg.max_attempts, default_timeout_ms: cfg.default_timeout_ms },
+          'command module started',
+        );
+      },
+
+      async stop() {
+        await Promise.allSettled([relay?.stop(), sweeper?.stop(), ...releases]);
+        // Acks and results already taken from the mailbox are written before the instance goes.
+        await uplinks?.close();
+      },
+    };
+  },
+};

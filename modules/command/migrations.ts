@@ -1,0 +1,81 @@
+import type { Migration } from '../../core/module.js';
+
+/**
+ * Tables of the command module (DESIGN §5, §6). Columns are at least those of the seed's
+ * CommandTracker and CommandResult (seeds/000); the outbox follows seeds/003 (pending →
+ * published | dead, next_attempt_at for the backoff). `IF NOT EXISTS` everywhere: the
+ * bookkeeping is per module instance name, so a renamed instance must find the tables in place.
+ *
+ * Times the agent reports (start_time, end_time, duration) are its own milliseconds, kept as
+ * bigint exactly as sent; hub times are timestamptz.
+ */
+export const migrations: Migration[] = [
+  {
+    id: '001_command_tables',
+    up: `
+CREATE TABLE IF NOT EXISTS command_tracker (
+  id bigserial PRIMARY KEY,
+  command_id text NOT NULL UNIQUE,
+  project_id text NOT NULL,
+  command_type text NOT NULL,
+  module text,
+  operator_id text,
+  status text NOT NULL
+    CHECK (status IN ('pending', 'sent', 'acked', 'completed', 'failed', 'timeout', 'cancelled')),
+  payload jsonb NOT NULL,
+  offline_policy text NOT NULL DEFAULT 'fail' CHECK (offline_policy IN ('fail', 'queue')),
+  timeout_ms integer NOT NULL,
+  queue_expires_at timestamptz,
+  attempts integer NOT NULL DEFAULT 0,
+  late_result boolean NOT NULL DEFAULT false,
+  error text,
+  is_sync boolean NOT NULL DEFAULT false,
+  sent_at timestamptz,
+  acked_at timestamptz,
+  started_at timestamptz,
+  completed_at timestamptz,
+  timeout_at timestamptz NOT NULL,
+  created_at timestamptz NOT NULL DEFAULT now(),
+  updated_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS command_tracker_created_idx ON command_tracker (created_at DESC, id DESC);
+CREATE INDEX IF NOT EXISTS command_tracker_project_idx ON command_tracker (project_id, created_at DESC);
+CREATE INDEX IF NOT EXISTS command_tracker_status_idx ON command_tracker (status, created_at DESC);
+CREATE INDEX IF NOT EXISTS command_tracker_type_idx ON command_tracker (command_type, created_at DESC);
+-- the timeout sweeper only looks at live commands
+CREATE INDEX IF NOT EXISTS command_tracker_live_timeout_idx ON command_tracker (timeout_at)
+  WHERE status IN ('pending', 'sent', 'acked');
+
+CREATE TABLE IF NOT EXISTS command_result (
+  id bigserial PRIMARY KEY,
+  command_id text NOT NULL UNIQUE,
+  status text NOT NULL,
+  exit_code bigint NOT NULL,
+  output text NOT NULL DEFAULT '',
+  error text NOT NULL DEFAULT '',
+  start_time bigint NOT NULL,
+  end_time bigint NOT NULL,
+  duration bigint NOT NULL,
+  received_at timestamptz NOT NULL,
+  created_at timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE IF NOT EXISTS command_outbox (
+  id bigserial PRIMARY KEY,
+  command_id text NOT NULL UNIQUE,
+  project_id text NOT NULL,
+  topic text NOT NULL,
+  payload text NOT NULL,
+  status text NOT NULL CHECK (status IN ('pending', 'waiting', 'published', 'dead')),
+  attempts integer NOT NULL DEFAULT 0,
+  next_attempt_at timestamptz NOT NULL,
+  last_error text,
+  created_at timestamptz NOT NULL DEFAULT now(),
+  updated_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS command_outbox_due_idx ON command_outbox (status, next_attempt_at);
+-- a project coming online releases its queued (waiting) rows
+CREATE INDEX IF NOT EXISTS command_outbox_waiting_idx ON command_outbox (project_id) WHERE status = 'waiting';
+`,
+  },
+];

@@ -1,0 +1,272 @@
+/**
+ * The outbox relay (seeds/003, DESIGN §5). Each pass:
+ *  1. rows due again after `max_attempts` publishes without an agent ack go dead, and their
+ *     commands fail with error 'undeliverable';
+ *  2. up to `relay_batch` due rows are claimed with FOR UPDATE SKIP LOCKED (so several hub
+ *     instances share the work) and, in the same statement, attempts++ and next_attempt_at moved
+ *     to now + backoff (base · 2^(attempts-1), capped). The claim commits BEFORE publishing:
+ *     a crash mid-publish leaves the row due again after the backoff, never lost;
+ *  3. each row is published through the bridge (BRIDGE.publish, QoS 1, answered after the
+ *     broker's PUBACK); commands still pending become `sent`.
+ * The row stays `pending` after a PUBACK, because a PUBACK is not delivery: only the agent's
+ * command_ack (see uplink.ts) marks it `published`. Until then the same signed message (same
+ * message_id, which agents de-duplicate) goes out again on the backoff schedule.
+ */
+import type { ModuleBus } from '../../core/bus.js';
+import type { ModuleTimers } from '../../core/module.js';
+import { BRIDGE, type MqttPublishRequest } from '../shared/topics.js';
+import { type Deps, isoAt, lockCte, lockInOrder, query, retrying } from './deps.js';
+import { TRACKER_COLUMNS, type TrackerRow } from './rows.js';
+
+interface Claimed {
+  id: string | number;
+  command_id: string;
+  project_id: string;
+  topic: string;
+  payload: string;
+  attempts: number;
+  had_error: boolean;
+}
+
+const STOP_WAIT_MS = 3_000;
+const WAKE_DELAY_MS = 2;
+const T_COLS = TRACKER_COLUMNS.split(', ')
+  .map((c) => `t.${c}`)
+  .join(', ');
+
+export class Relay {
+  private timer?: NodeJS.Timeout;
+  private running?: Promise<boolean>;
+  private again = false;
+  private stopped = false;
+  private lastDeadCheck = 0;
+  private timerDue = 0;
+
+  constructor(
+    private readonly d: Deps,
+    private readonly bus: ModuleBus,
+    private readonly timers: ModuleTimers,
+  ) {}
+
+  start(): void {
+    this.schedule(0);
+  }
+
+  /**
+   * Runs a pass within WAKE_DELAY_MS, or right after the one in progress. (With PGlite a burst
+   * of sends is one chain of promise jobs in which timers get no turn; send.ts yields to the
+   * event loop every few milliseconds so this timer, and the bridge's mailbox, do.)
+   */
+  wake(): void {
+    if (this.stopped) return;
+    if (this.running) {
+      this.again = true;
+      return;
+    }
+    // A short pause lets a burst of sends share one pass; an earlier timer is kept, never pushed back.
+    if (this.timer && this.timerDue <= Date.now() + WAKE_DELAY_MS) return;
+    this.schedule(WAKE_DELAY_MS);
+  }
+
+  /** Stops polling and waits (bounded) for the pass in progress; its rows are safe either way. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.timer) this.timers.clear(this.timer);
+    this.timer = undefined;
+    const running = this.running;
+    if (!running) return;
+    let t: NodeJS.Timeout | undefined;
+    await Promise.race([running, new Promise((r) => (t = setTimeout(r, STOP_WAIT_MS)))]);
+    clearTimeout(t);
+  }
+
+  private schedule(ms: number): void {
+    if (this.stopped) return;
+    if (this.timer) this.timers.clear(this.timer);
+    this.timerDue = Date.now() + ms;
+    this.timer = this.timers.setTimeout(() => this.tick(), ms);
+  }
+
+  private tick(): void {
+    this.timer = undefined;
+    if (this.stopped || this.running) return;
+    this.again = false;
+    this.running = this.pass().catch((err) => {
+      this.d.log.warn({ err }, 'outbox relay pass failed; retrying at the next poll');
+      return false;
+    });
+    void this.running.then((full) => {
+      this.running = undefined;
+      if (this.stopped) return;
+      if (full || this.again) this.tick();
+      else this.schedule(this.d.cfg.relay_interval_ms);
+    });
+  }
+
+  /**
+   * Rows due again after max_attempts publishes without an ack go dead and their commands fail
+   * 'undeliverable'. Tracker rows first (SKIP LOCKED), then their outbox rows in order (lockInOrder).
+   */
+  private async markDead(now: number): Promise<TrackerRow[]> {
+    const { cfg, db } = this.d;
+    const at = isoAt(now);
+    this.lastDeadCheck = now;
+    const [due] = await query<{ any: boolean }>(
+      db,
+      `SELECT EXISTS (SELECT 1 FROM command_outbox
+                       WHERE status = 'pending' AND next_attempt_at <= ?::timestamptz AND attempts >= ?) AS any`,
+      [at, cfg.max_attempts],
+    );
+    if (!due.any) return [];
+    const deadRows = await retrying(() =>
+      db.transaction(async (trx) => {
+        const rows = await query<TrackerRow>(
+          trx,
+          `UPDATE command_tracker t
+              SET status = CASE WHEN t.status IN ('pending', 'sent') THEN 'failed' ELSE t.status END,
+                  error = CASE WHEN t.status IN ('pending', 'sent') THEN 'undeliverable' ELSE t.error END,
+                  completed_at = CASE WHEN t.status IN ('pending', 'sent') THEN ?::timestamptz ELSE t.completed_at END,
+                  updated_at = ?::timestamptz
+            WHERE t.id IN (SELECT t2.id FROM command_outbox o JOIN command_tracker t2 ON t2.command_id = o.command_id
+                            WHERE o.status = 'pending' AND o.next_attempt_at <= ?::timestamptz AND o.attempts >= ?
+                            ORDER BY o.next_attempt_at LIMIT ? FOR UPDATE OF t2 SKIP LOCKED)
+           RETURNING ${T_COLS}`,
+          [at, at, at, cfg.max_attempts, cfg.relay_batch],
+        );
+        if (rows.length === 0) return rows;
+        const ids = rows.map((r) => r.command_id);
+        await lockInOrder(trx, ids);
+        await query(
+          trx,
+          `UPDATE command_outbox o SET status = 'dead', updated_at = ?::timestamptz,
+                  last_error = 'no command_ack after ' || o.attempts || ' publishes'
+                               || COALESCE('; last error: ' || o.last_error, '')
+            WHERE o.command_id IN (SELECT jsonb_array_elements_text(?::jsonb)) AND o.status = 'pending'`,
+          [at, JSON.stringify(ids)],
+        );
+        return rows;
+      }),
+    );
+    const failed = deadRows.filter((r) => r.status === 'failed' && r.error === 'undeliverable');
+    for (const row of failed) {
+      this.d.counters.dead++;
+      this.d.log.warn(
+        { project_id: row.project_id, command_id: row.command_id, attempts: row.attempts },
+        'command undeliverable: no agent ack after the last publish; outbox row is dead',
+      );
+      this.d.events.state(row);
+    }
+    return deadRows;
+  }
+
+  /**
+   * After the publishes: trackers still pending become `sent` (all get the attempt count);
+   * outbox rows keep the last publish error, or lose it after a success. One transaction.
+   */
+  private async recordOutcomes(
+    claimed: Claimed[],
+    ok: Set<string>,
+    failed: { command_id: string; err: string }[],
+  ): Promise<TrackerRow[]> {
+    const at = isoAt(this.d.clock.now());
+    const errors = new Map(failed.map((f) => [f.command_id, f.err]));
+    const v = claimed.map((c) => ({
+      command_id: c.command_id,
+      attempts: c.attempts,
+      ok: ok.has(c.command_id),
+      err: errors.get(c.command_id) ?? null,
+    }));
+    const touchOutbox = v.filter((x, i) => x.err !== null || claimed[i].had_error);
+    // Two single-table statements, each locking its rows in order (deps.ts): neither holds one
+    // table's locks while waiting for the other's.
+    const rows = await retrying(() =>
+      query<TrackerRow & { was: string }>(
+        this.d.db,
+        `WITH l AS ${lockCte('command_tracker')}
+         UPDATE command_tracker t
+            SET attempts = GREATEST(t.attempts, v.attempts),
+                status = CASE WHEN v.ok AND t.status = 'pending' THEN 'sent' ELSE t.status END,
+                sent_at = CASE WHEN v.ok THEN COALESCE(t.sent_at, ?::timestamptz) ELSE t.sent_at END,
+                updated_at = ?::timestamptz
+           FROM l, jsonb_to_recordset(?::jsonb) AS v(command_id text, attempts int, ok boolean)
+          WHERE t.id = l.id AND t.command_id = v.command_id
+         RETURNING ${T_COLS}, l.status AS was`,
+        [JSON.stringify(v.map((x) => x.command_id)), at, at, JSON.stringify(v)],
+      ),
+    );
+    if (touchOutbox.length > 0) {
+      await retrying(() =>
+        query(
+          this.d.db,
+          `WITH l AS ${lockCte('command_outbox')}
+           UPDATE command_outbox o SET last_error = v.err, updated_at = ?::timestamptz
+             FROM l, jsonb_to_recordset(?::jsonb) AS v(command_id text, err text)
+            WHERE o.id = l.id AND o.command_id = v.command_id`,
+          [JSON.stringify(touchOutbox.map((x) => x.command_id)), at, JSON.stringify(touchOutbox)],
+        ),
+      );
+    }
+    return rows.filter((r) => r.status === 'sent' && r.was === 'pending');
+  }
+
+  /** One pass; true when the batch was full (more rows may be due at once). */
+  private async pass(): Promise<boolean> {
+    const { cfg, db, clock } = this.d;
+    const now = clock.now();
+    const at = isoAt(now);
+
+    // Going dead is never urgent: look at most once per poll period, not on every wake.
+    const deadRows = now - this.lastDeadCheck < cfg.relay_interval_ms ? [] : await this.markDead(now);
+
+    const claimed = await query<Claimed>(
+      db,
+      `WITH c AS (
+         UPDATE command_outbox o SET attempts = o.attempts + 1, updated_at = ?::timestamptz,
+                next_attempt_at = ?::timestamptz
+                  + LEAST(?::float8 * power(2::float8, LEAST(o.attempts, 40)), ?::float8) * interval '1 millisecond'
+          WHERE o.id IN (SELECT id FROM command_outbox
+                          WHERE status = 'pending' AND next_attempt_at <= ?::timestamptz AND attempts < ?
+                          ORDER BY next_attempt_at, id LIMIT ? FOR UPDATE SKIP LOCKED)
+         RETURNING o.id, o.command_id, o.project_id, o.topic, o.payload, o.attempts, o.last_error IS NOT NULL AS had_error
+       )
+       SELECT * FROM c ORDER BY id`,
+      [at, at, cfg.retry_base_ms, cfg.retry_max_ms, at, cfg.max_attempts, cfg.relay_batch],
+    );
+    if (claimed.length === 0) return deadRows.length === cfg.relay_batch;
+
+    const outcomes = await Promise.all(
+      claimed.map((row) => {
+        const req: MqttPublishRequest = { topic: row.topic, payload: row.payload, qos: 1 };
+        return this.bus.request(BRIDGE.publish, req, { timeoutMs: cfg.publish_timeout_ms }).then(
+          () => null,
+          (err: unknown) => (err instanceof Error ? err.message : String(err)) || 'publish failed',
+        );
+      }),
+    );
+    const ok = new Set<string>();
+    const failed: { command_id: string; err: string }[] = [];
+    outcomes.forEach((err, i) => {
+      if (err === null) ok.add(claimed[i].command_id);
+      else failed.push({ command_id: claimed[i].command_id, err: err.slice(0, 1000) });
+    });
+    this.d.counters.published += ok.size;
+    this.d.counters.publish_errors += failed.length;
+    const sent = await this.recordOutcomes(claimed, ok, failed);
+    for (const row of sent) this.d.events.state(row);
+    if (failed.length > 0) {
+      this.d.log.warn(
+        { failed: failed.length, of: claimed.length, first_error: failed[0].err, command_id: failed[0].command_id },
+        'outbox publish failed; will retry on the backoff schedule',
+      );
+    }
+    for (const row of claimed) {
+      if (row.attempts > 1) {
+        this.d.log.debug(
+          { project_id: row.project_id, command_id: row.command_id, attempts: row.attempts },
+          're-published',
+        );
+      }
+    }
+    return claimed.length === cfg.relay_batch;
+  }
+}

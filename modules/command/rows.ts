@@ -1,0 +1,130 @@
+/**
+ * Row shapes of the command tables and their mapping to the bus views (modules/shared/topics.ts).
+ * Both drivers return timestamptz as Date; bigint may come back as a string (pg) or a number
+ * (PGlite), so numbers are read through `num`.
+ */
+import type {
+  CommandDetail,
+  CommandResultView,
+  CommandStatus,
+  CommandTimings,
+  CommandView,
+  OfflinePolicy,
+} from '../shared/topics.js';
+
+export interface TrackerRow {
+  id: string | number;
+  command_id: string;
+  project_id: string;
+  command_type: string;
+  module: string | null;
+  operator_id: string | null;
+  status: CommandStatus;
+  payload?: unknown;
+  offline_policy: OfflinePolicy;
+  timeout_ms: number;
+  queue_expires_at: Date | string | null;
+  attempts: number | string;
+  late_result: boolean;
+  error: string | null;
+  is_sync: boolean;
+  sent_at: Date | string | null;
+  acked_at: Date | string | null;
+  started_at: Date | string | null;
+  completed_at: Date | string | null;
+  timeout_at: Date | string;
+  created_at: Date | string;
+  updated_at: Date | string;
+}
+
+export interface ResultRow {
+  status: CommandResultView['status'];
+  exit_code: number | string;
+  output: string;
+  error: string;
+  start_time: number | string;
+  end_time: number | string;
+  duration: number | string;
+  received_at: Date | string;
+}
+
+/** Statuses the relay, the sweeper and the uplink handlers may still move forward. */
+export const LIVE_STATUSES: readonly CommandStatus[] = ['pending', 'sent', 'acked'];
+/** `status IN (…)` text for LIVE_STATUSES (constants only, never user input). */
+export const LIVE_SQL = `('pending', 'sent', 'acked')`;
+
+export const TRACKER_COLUMNS =
+  'id, command_id, project_id, command_type, module, operator_id, status, offline_policy, timeout_ms, ' +
+  'queue_expires_at, attempts, late_result, error, is_sync, sent_at, acked_at, started_at, completed_at, ' +
+  'timeout_at, created_at, updated_at';
+
+export function num(v: number | string | null | undefined): number {
+  return typeof v === 'number' ? v : Number(v ?? 0);
+}
+
+function ms(v: Date | string | null | undefined): number | null {
+  if (v === null || v === undefined) return null;
+  const t = v instanceof Date ? v.getTime() : Date.parse(v);
+  return Number.isFinite(t) ? t : null;
+}
+
+export function iso(v: Date | string | null | undefined): string | null {
+  const t = ms(v);
+  return t === null ? null : new Date(t).toISOString();
+}
+
+export function toView(r: TrackerRow): CommandView {
+  return {
+    command_id: r.command_id,
+    project_id: r.project_id,
+    command_type: r.command_type,
+    module: r.module,
+    operator_id: r.operator_id,
+    status: r.status,
+    is_sync: r.is_sync,
+    offline_policy: r.offline_policy,
+    attempts: num(r.attempts),
+    created_at: iso(r.created_at)!,
+    sent_at: iso(r.sent_at),
+    acked_at: iso(r.acked_at),
+    started_at: iso(r.started_at),
+    completed_at: iso(r.completed_at),
+    timeout_at: iso(r.timeout_at)!,
+    late_result: r.late_result,
+    error: r.error,
+  };
+}
+
+export function toResultView(r: ResultRow): CommandResultView {
+  return {
+    status: r.status,
+    exit_code: num(r.exit_code),
+    output: r.output,
+    error: r.error,
+    start_time: num(r.start_time),
+    end_time: num(r.end_time),
+    duration: num(r.duration),
+    received_at: iso(r.received_at)!,
+  };
+}
+
+const diff = (a: number | null, b: number | null): number | null => (a === null || b === null ? null : b - a);
+
+/**
+ * The seed's "command time" figures: queue = created → sent (broker PUBACK), delivery = sent →
+ * acked (agent), execution = the agent's start_time → end_time, total = created → completed.
+ * Null where a moment is unknown (never sent, never acked, no result yet …).
+ */
+export function timings(r: TrackerRow, result: CommandResultView | null): CommandTimings {
+  return {
+    queue_ms: diff(ms(r.created_at), ms(r.sent_at)),
+    delivery_ms: diff(ms(r.sent_at), ms(r.acked_at)),
+    execution_ms: result ? result.end_time - result.start_time : null,
+    total_ms: diff(ms(r.created_at), ms(r.completed_at)),
+  };
+}
+
+export function toDetail(r: TrackerRow, res: ResultRow | null): CommandDetail {
+  const result = res ? toResultView(res) : null;
+  return { ...toView(r), payload: r.payload ?? null, result, timings: timings(r, result) };
+}

@@ -1,0 +1,269 @@
+/**
+ * Accepting commands (DESIGN §5): validate, ask status for the project's secret and presence,
+ * sign, and write the tracker row and its outbox row in ONE statement (a single statement is a
+ * transaction of its own), then answer at once; the relay delivers. Also the two ways a row
+ * re-enters the outbox: a queued command whose project came online, and a dead one replayed.
+ * Both are signed again with a fresh timestamp (receivers refuse timestamps older than 300 s,
+ * DESIGN §4) but keep their message_id, which is the command_id.
+ */
+import type { Knex } from 'knex';
+import { errorCode, HubError } from '../../core/errors.js';
+import { buildCommand, type CommandMessage, commandDownTopic } from '../shared/protocol.js';
+import type { CommandView } from '../shared/topics.js';
+import { type Deps, isoAt, lockInOrder, query, retrying, yieldToLoop } from './deps.js';
+import { TRACKER_COLUMNS, type TrackerRow, toView } from './rows.js';
+import { type CheckedSend, checkSend, invalid } from './validate.js';
+
+/** For the end-to-end crash test only (see maybeCrash). */
+export const CRASH_AFTER_COMMIT = 'command.after_commit';
+
+/**
+ * Test hook: with HUB_CRASH_POINT=command.after_commit the process kills itself with SIGKILL
+ * right after a send's transaction commits and before the relay can publish, which is the
+ * moment the transactional outbox exists for. The end-to-end suite restarts the hub on the same
+ * database and checks the command is delivered anyway. Never set it in production.
+ */
+function maybeCrash(): void {
+  if (process.env.HUB_CRASH_POINT === CRASH_AFTER_COMMIT) process.kill(process.pid, 'SIGKILL');
+}
+
+const T_COLS = TRACKER_COLUMNS.split(', ')
+  .map((c) => `t.${c}`)
+  .join(', ');
+
+const YIELD_EVERY_MS = 5;
+
+export class Sender {
+  private lastYield = 0;
+
+  constructor(private readonly d: Deps) {}
+
+  async send(req: unknown): Promise<CommandView> {
+    let c: CheckedSend;
+    try {
+      c = checkSend(req, this.d.cfg);
+    } catch (err) {
+      this.d.counters.rejected++;
+      throw err;
+    }
+    // Idempotent by the caller's command_id: a retried send answers the command it made first.
+    if (c.command_id) {
+      const existing = await this.existing(c);
+      if (existing) return existing;
+    }
+    const creds = await this.d.creds.get(c.project_id).catch((err: unknown) => {
+      if (errorCode(err) === 'CMD_ERR_UNKNOWN_PROJECT') this.d.counters.rejected++;
+      throw err;
+    });
+    if (!creds.enabled) {
+      this.d.counters.rejected++;
+      throw invalid('project_id', `project ${c.project_id} is disabled`);
+    }
+    const secret = creds.secrets[0];
+    if (!secret) throw invalid('project_id', `project ${c.project_id} has no signing secret`);
+    const online = creds.state === 'online';
+    if (!online && c.offline_policy === 'fail') {
+      this.d.counters.rejected++;
+      throw new HubError(
+        'CMD_ERR_PROJECT_OFFLINE',
+        `project ${c.project_id} is ${creds.state}; send with offline_policy "queue" to wait for it`,
+        { project_id: c.project_id, state: creds.state },
+      );
+    }
+    const now = this.d.clock.now();
+    let msg: CommandMessage;
+    try {
+      msg = buildCommand(c.project_id, c.command_type, c.payload, secret, {
+        ...(c.command_id ? { messageId: c.command_id } : {}),
+        now,
+      });
+    } catch (err) {
+      // e.g. a `register` payload that does not match its wire schema
+      this.d.counters.rejected++;
+      const field = String((err as HubError).details?.field ?? 'payload');
+      throw invalid(field, (err as Error).message.replace(/^[a-z_]+: /, ''));
+    }
+    const commandId = msg.message_id;
+    const queued = !online;
+    const queueExpires = queued ? now + c.queue_ttl_ms : null;
+    // A queued command's execution clock starts when it is released; until then only the queue expiry applies.
+    const timeoutAt = (queueExpires ?? now) + c.timeout_ms;
+    const rows = await query<TrackerRow>(
+      this.d.db,
+      `WITH t AS (
+         INSERT INTO command_tracker (command_id, project_id, command_type, module, operator_id, status, payload,
+           offline_policy, timeout_ms, queue_expires_at, is_sync, timeout_at, created_at, updated_at)
+         VALUES (?, ?, ?, ?, ?, 'pending', ?::jsonb, ?, ?, ?::timestamptz, ?, ?::timestamptz, ?::timestamptz, ?::timestamptz)
+         ON CONFLICT (command_id) DO NOTHING
+         RETURNING ${TRACKER_COLUMNS}
+       ), o AS (
+         INSERT INTO command_outbox (command_id, project_id, topic, payload, status, next_attempt_at, created_at, updated_at)
+         SELECT command_id, project_id, ?, ?, ?, ?::timestamptz, ?::timestamptz, ?::timestamptz FROM t
+       )
+       SELECT * FROM t`,
+      [
+        commandId,
+        c.project_id,
+        c.command_type,
+        c.module,
+        c.operator_id,
+        c.payload_json,
+        c.offline_policy,
+        c.timeout_ms,
+        queueExpires === null ? null : isoAt(queueExpires),
+        c.is_sync,
+        isoAt(timeoutAt),
+        isoAt(now),
+        isoAt(now),
+        commandDownTopic(c.project_id),
+        JSON.stringify(msg),
+        queued ? 'waiting' : 'pending',
+        isoAt(queueExpires ?? now),
+        isoAt(now),
+        isoAt(now),
+      ],
+    );
+    if (rows.length === 0) {
+      // Lost a race with the same command_id: answer what the other send stored.
+      const existing = await this.existing({ ...c, command_id: commandId });
+      if (existing) return existing;
+      throw new HubError('CMD_ERR_INVALID', `command_id: ${commandId} could not be stored`, { field: 'command_id' });
+    }
+    maybeCrash();
+    const row = rows[0];
+    this.d.counters.accepted++;
+    this.d.log.debug(
+      { project_id: c.project_id, command_id: commandId, command_type: c.command_type, queued },
+      'command accepted',
+    );
+    this.d.events.state(row);
+    if (!queued) this.d.wakeRelay();
+    // In a burst, give the relay (and the rest of the process) a turn every few milliseconds.
+    if (performance.now() - this.lastYield > YIELD_EVERY_MS) {
+      await yieldToLoop();
+      this.lastYield = performance.now();
+    }
+    return toView(row);
+  }
+
+  /** `fn` in a transaction that first locks the commands' rows in the global order (deps.ts). */
+  private locked<T>(ids: string[], fn: (trx: Knex) => Promise<T>): Promise<T> {
+    return retrying(() =>
+      this.d.db.transaction(async (trx) => {
+        await lockInOrder(trx, ids);
+        return fn(trx);
+      }),
+    );
+  }
+
+  private async existing(c: CheckedSend): Promise<CommandView | null> {
+    const [row] = await query<TrackerRow>(
+      this.d.db,
+      `SELECT ${TRACKER_COLUMNS} FROM command_tracker WHERE command_id = ?`,
+      [c.command_id],
+    );
+    if (!row) return null;
+    if (row.project_id !== c.project_id || row.command_type !== c.command_type) {
+      this.d.counters.rejected++;
+      throw invalid('command_id', `${c.command_id} is already used by another command`);
+    }
+    this.d.counters.duplicates_sent++;
+    return toView(row);
+  }
+
+  /**
+   * The project came online: its queued rows become due now, signed again, and their execution
+   * timeout starts now. Safe to run twice or on several instances (guarded by status='waiting').
+   */
+  async release(projectId: string): Promise<number> {
+    let released = 0;
+    for (;;) {
+      const waiting = await query<{ command_id: string; command_type: string; payload: unknown }>(
+        this.d.db,
+        `SELECT o.command_id, t.command_type, t.payload FROM command_outbox o
+           JOIN command_tracker t ON t.command_id = o.command_id
+          WHERE o.status = 'waiting' AND o.project_id = ? ORDER BY o.id LIMIT 500`,
+        [projectId],
+      );
+      if (waiting.length === 0) break;
+      const creds = await this.d.creds.get(projectId, true);
+      const secret = creds.secrets[0];
+      if (!creds.enabled || !secret || creds.state !== 'online') break;
+      const now = this.d.clock.now();
+      const signed = waiting.map((w) => ({
+        command_id: w.command_id,
+        payload: JSON.stringify(
+          buildCommand(projectId, w.command_type, w.payload, secret, { messageId: w.command_id, now }),
+        ),
+      }));
+      const rows = await this.locked(
+        signed.map((x) => x.command_id),
+        (trx) =>
+          query<{ command_id: string }>(
+            trx,
+            `WITH v AS (SELECT * FROM jsonb_to_recordset(?::jsonb) AS v(command_id text, payload text)),
+         o AS (
+           UPDATE command_outbox o SET payload = v.payload, status = 'pending', attempts = 0,
+                  next_attempt_at = ?::timestamptz, last_error = NULL, updated_at = ?::timestamptz
+             FROM v WHERE o.command_id = v.command_id AND o.status = 'waiting'
+           RETURNING o.command_id
+         )
+         UPDATE command_tracker t SET timeout_at = ?::timestamptz + t.timeout_ms * interval '1 millisecond',
+                updated_at = ?::timestamptz
+           FROM o WHERE t.command_id = o.command_id
+         RETURNING t.command_id`,
+            [JSON.stringify(signed), isoAt(now), isoAt(now), isoAt(now), isoAt(now)],
+          ),
+      );
+      released += rows.length;
+      if (waiting.length < 500) break;
+    }
+    if (released > 0) {
+      this.d.log.info({ project_id: projectId, released }, 'project online: queued commands released');
+      this.d.wakeRelay();
+    }
+    return released;
+  }
+
+  /** COMMAND.deadReplay: a dead outbox row goes back to pending with attempts 0; the tracker restarts at pending. */
+  async replay(commandId: string): Promise<CommandView> {
+    const [cur] = await query<TrackerRow & { outbox_status: string | null }>(
+      this.d.db,
+      `SELECT ${T_COLS}, t.payload, o.status AS outbox_status FROM command_tracker t
+         LEFT JOIN command_outbox o ON o.command_id = t.command_id WHERE t.command_id = ?`,
+      [commandId],
+    );
+    if (!cur) throw new HubError('CMD_ERR_NOT_FOUND', `no command ${commandId}`, { command_id: commandId });
+    if (cur.outbox_status !== 'dead') {
+      throw invalid('command_id', `command ${commandId} is not dead (outbox ${cur.outbox_status ?? 'gone'})`);
+    }
+    const creds = await this.d.creds.get(cur.project_id);
+    const secret = creds.secrets[0];
+    if (!creds.enabled || !secret) throw invalid('project_id', `project ${cur.project_id} is disabled`);
+    const now = this.d.clock.now();
+    const msg = buildCommand(cur.project_id, cur.command_type, cur.payload, secret, { messageId: commandId, now });
+    const rows = await this.locked([commandId], (trx) =>
+      query<TrackerRow>(
+        trx,
+        `WITH o AS (
+         UPDATE command_outbox SET status = 'pending', attempts = 0, payload = ?, next_attempt_at = ?::timestamptz,
+                last_error = NULL, updated_at = ?::timestamptz
+          WHERE command_id = ? AND status = 'dead'
+         RETURNING command_id
+       )
+       UPDATE command_tracker t SET status = 'pending', attempts = 0, error = NULL, sent_at = NULL, acked_at = NULL,
+              started_at = NULL, completed_at = NULL, late_result = false,
+              timeout_at = ?::timestamptz + t.timeout_ms * interval '1 millisecond', updated_at = ?::timestamptz
+         FROM o WHERE t.command_id = o.command_id
+       RETURNING ${T_COLS}`,
+        [JSON.stringify(msg), isoAt(now), isoAt(now), commandId, isoAt(now), isoAt(now)],
+      ),
+    );
+    if (rows.length === 0) throw invalid('command_id', `command ${commandId} is not dead any more`);
+    this.d.counters.replayed++;
+    this.d.log.info({ project_id: cur.project_id, command_id: commandId }, 'dead command replayed');
+    this.d.events.state(rows[0]);
+    this.d.wakeRelay();
+    return toView(rows[0]);
+  }
+}

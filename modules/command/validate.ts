@@ -1,0 +1,192 @@
+/**
+ * Input checks for the command topics. Every error is CMD_ERR_INVALID with `details.field`
+ * naming the offending field and a message that starts with it (`timeout_ms: …`), so REST and
+ * gRPC can answer 400 with a reason a caller can act on.
+ */
+import { HubError } from '../../core/errors.js';
+import { COMMAND_TYPE_RE, isValidProjectId } from '../shared/protocol.js';
+import { canonicalJson } from '../shared/signing.js';
+import type { CommandStatus, ListCommandsRequest, OfflinePolicy, SendCommandRequest } from '../shared/topics.js';
+import type { CommandConfig } from './config.js';
+
+const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+const MAX_LABEL = 200;
+const MAX_QUEUE_TTL_MS = 30 * 24 * 3600 * 1000;
+const STATUSES: readonly CommandStatus[] = ['pending', 'sent', 'acked', 'completed', 'failed', 'timeout', 'cancelled'];
+export const MAX_LIST_LIMIT = 500;
+export const DEFAULT_LIST_LIMIT = 50;
+
+export function invalid(field: string, reason: string): HubError {
+  return new HubError('CMD_ERR_INVALID', `${field}: ${reason}`, { field });
+}
+
+function show(v: unknown): string {
+  let s: string;
+  try {
+    s = JSON.stringify(v) ?? String(v);
+  } catch {
+    s = typeof v;
+  }
+  return s.length > 64 ? `${s.slice(0, 61)}...` : s;
+}
+
+function isObject(v: unknown): v is Record<string, unknown> {
+  return v !== null && typeof v === 'object' && !Array.isArray(v);
+}
+
+export function isUuid(v: unknown): v is string {
+  return typeof v === 'string' && UUID_RE.test(v);
+}
+
+function intIn(field: string, v: unknown, min: number, max: number): number {
+  if (typeof v !== 'number' || !Number.isInteger(v)) throw invalid(field, `expected an integer, got ${show(v)}`);
+  if (v < min || v > max) throw invalid(field, `must be between ${min} and ${max}, got ${v}`);
+  return v;
+}
+
+function optLabel(field: string, v: unknown): string | null {
+  if (v === undefined || v === null) return null;
+  if (typeof v !== 'string') throw invalid(field, `expected a string, got ${show(v)}`);
+  if (v.length > MAX_LABEL) throw invalid(field, `longer than ${MAX_LABEL} characters`);
+  if (v.includes('\u0000')) throw invalid(field, 'contains a NUL character');
+  return v;
+}
+
+/** A send request with every default applied. */
+export interface CheckedSend {
+  project_id: string;
+  command_type: string;
+  payload: unknown;
+  /** The payload's JSON text, as stored in the tracker. */
+  payload_json: string;
+  timeout_ms: number;
+  module: string | null;
+  operator_id: string | null;
+  offline_policy: OfflinePolicy;
+  queue_ttl_ms: number;
+  command_id: string | null;
+  is_sync: boolean;
+}
+
+export function checkSend(req: unknown, cfg: CommandConfig): CheckedSend {
+  if (!isObject(req)) throw invalid('(request)', `expected an object, got ${show(req)}`);
+  const r = req as Partial<SendCommandRequest> & Record<string, unknown>;
+  if (!isValidProjectId(r.project_id)) {
+    throw invalid(
+      'project_id',
+      `expected a project id (1-128 bytes, no / + # or control characters), got ${show(r.project_id)}`,
+    );
+  }
+  if (typeof r.command_type !== 'string' || !COMMAND_TYPE_RE.test(r.command_type)) {
+    throw invalid('command_type', `must match ${COMMAND_TYPE_RE}, got ${show(r.command_type)}`);
+  }
+  // No payload means an empty object: agents read fields off it.
+  const payload = r.payload === undefined ? {} : r.payload;
+  let payloadJson: string;
+  try {
+    payloadJson = canonicalJson(payload);
+  } catch (err) {
+    throw invalid('payload', `not JSON: ${(err as Error).message}`);
+  }
+  const bytes = Buffer.byteLength(payloadJson, 'utf8');
+  if (bytes > cfg.max_payload_bytes) {
+    throw invalid('payload', `${bytes} bytes as JSON, more than the ${cfg.max_payload_bytes} allowed`);
+  }
+  // PostgreSQL jsonb cannot hold U+0000 (the tracker keeps the payload for GET).
+  if (payloadJson.includes('\\u0000')) throw invalid('payload', 'contains a NUL character (\\u0000)');
+  const timeout =
+    r.timeout_ms === undefined ? cfg.default_timeout_ms : intIn('timeout_ms', r.timeout_ms, 1, cfg.max_timeout_ms);
+  const policy = r.offline_policy ?? 'fail';
+  if (policy !== 'fail' && policy !== 'queue')
+    throw invalid('offline_policy', `expected "fail" or "queue", got ${show(policy)}`);
+  const ttl =
+    r.queue_ttl_ms === undefined
+      ? cfg.default_queue_ttl_ms
+      : intIn('queue_ttl_ms', r.queue_ttl_ms, 1, MAX_QUEUE_TTL_MS);
+  if (r.command_id !== undefined && r.command_id !== null && !isUuid(r.command_id)) {
+    throw invalid('command_id', `expected a UUID, got ${show(r.command_id)}`);
+  }
+  if (r.is_sync !== undefined && typeof r.is_sync !== 'boolean') {
+    throw invalid('is_sync', `expected a boolean, got ${show(r.is_sync)}`);
+  }
+  return {
+    project_id: r.project_id,
+    command_type: r.command_type,
+    payload: JSON.parse(payloadJson),
+    payload_json: payloadJson,
+    timeout_ms: timeout,
+    module: optLabel('module', r.module),
+    operator_id: optLabel('operator_id', r.operator_id),
+    offline_policy: policy,
+    queue_ttl_ms: ttl,
+    command_id: r.command_id ? r.command_id.toLowerCase() : null,
+    is_sync: r.is_sync ?? false,
+  };
+}
+
+/** `{ command_id }` requests. */
+export function checkCommandId(req: unknown): string {
+  const id = isObject(req) ? req.command_id : undefined;
+  if (!isUuid(id)) throw invalid('command_id', `expected a UUID, got ${show(id)}`);
+  return id.toLowerCase();
+}
+
+export interface Paging {
+  limit: number;
+  offset: number;
+}
+
+export function checkPaging(r: Record<string, unknown>): Paging {
+  const limit = r.limit === undefined ? DEFAULT_LIST_LIMIT : intIn('limit', r.limit, 1, MAX_LIST_LIMIT);
+  const offset = r.offset === undefined ? 0 : intIn('offset', r.offset, 0, Number.MAX_SAFE_INTEGER);
+  return { limit, offset };
+}
+
+function time(field: string, v: unknown): Date | null {
+  if (v === undefined || v === null) return null;
+  const t =
+    typeof v === 'number' ? v : typeof v === 'string' ? (/^\d+$/.test(v) ? Number(v) : Date.parse(v)) : Number.NaN;
+  const d = new Date(t);
+  if (!Number.isFinite(t) || Number.isNaN(d.getTime())) {
+    throw invalid(field, `expected an ISO time or milliseconds since the epoch, got ${show(v)}`);
+  }
+  return d;
+}
+
+export interface CheckedList extends Paging {
+  project_id: string | null;
+  statuses: CommandStatus[] | null;
+  command_type: string | null;
+  since: Date | null;
+  until: Date | null;
+}
+
+export function checkList(req: unknown): CheckedList {
+  const r = (req ?? {}) as ListCommandsRequest & Record<string, unknown>;
+  if (!isObject(r)) throw invalid('(request)', `expected an object, got ${show(req)}`);
+  if (r.project_id !== undefined && !isValidProjectId(r.project_id)) {
+    throw invalid('project_id', `expected a project id, got ${show(r.project_id)}`);
+  }
+  let statuses: CommandStatus[] | null = null;
+  if (r.status !== undefined) {
+    const list = Array.isArray(r.status) ? r.status : String(r.status).split(',');
+    if (list.length === 0) throw invalid('status', 'expected at least one status');
+    for (const s of list) {
+      if (!STATUSES.includes(s as CommandStatus)) {
+        throw invalid('status', `expected one or more of ${STATUSES.join(', ')}, got ${show(s)}`);
+      }
+    }
+    statuses = [...new Set(list as CommandStatus[])];
+  }
+  if (r.command_type !== undefined && (typeof r.command_type !== 'string' || !COMMAND_TYPE_RE.test(r.command_type))) {
+    throw invalid('command_type', `must match ${COMMAND_TYPE_RE}, got ${show(r.command_type)}`);
+  }
+  return {
+    project_id: r.project_id ?? null,
+    statuses,
+    command_type: r.command_type ?? null,
+    since: time('since', r.since),
+    until: time('until', r.until),
+    ...checkPaging(r),
+  };
+}

@@ -1,0 +1,201 @@
+/**
+ * Between the proto messages (exchange_hub.proto, loaded with keepCase so field names are the
+ * bus's own) and the bus types of modules/shared/topics.ts. Requests are checked here only as
+ * far as the gRPC shape needs (JSON text fields, project ids before they reach a topic); the
+ * owning module validates the rest and its errors name the field.
+ */
+import type { FeedEvent, FeedFilter } from '../shared/event-feed.js';
+import { isValidProjectId, MAX_PROJECT_ID_BYTES } from '../shared/protocol.js';
+import type {
+  CommandDetail,
+  CreateProjectRequest,
+  ListCommandsRequest,
+  ProjectView,
+  SendCommandRequest,
+} from '../shared/topics.js';
+import { invalidArg } from './errors.js';
+
+const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/** Request messages as proto-loader hands them over: unset `optional` fields are absent. */
+export interface SendCommandMsg {
+  project_id: string;
+  command_type: string;
+  payload_json: string;
+  timeout_ms?: number;
+  module: string;
+  operator_id: string;
+  offline_policy: string;
+  queue_ttl_ms?: number;
+  command_id: string;
+}
+export interface SendSyncCommandMsg extends SendCommandMsg {
+  wait_ms?: number;
+}
+export interface ListCommandsMsg {
+  project_id: string;
+  status: string[];
+  command_type: string;
+  since: string;
+  until: string;
+  limit?: number;
+  offset?: number;
+}
+export interface ListProjectsMsg {
+  include_disabled: boolean;
+  limit?: number;
+  offset?: number;
+}
+export interface CreateProjectMsg {
+  project_id: string;
+  name: string;
+  metadata_json: string;
+}
+export interface WatchEventsMsg {
+  all: boolean;
+  projects: string[];
+  commands: string[];
+  resume_epoch: string;
+  last_event_id?: number;
+}
+
+function show(v: string): string {
+  const s = JSON.stringify(v);
+  return s.length > 64 ? `${s.slice(0, 61)}...` : s;
+}
+
+export function checkProjectId(field: string, v: string): string {
+  if (!isValidProjectId(v)) {
+    throw invalidArg(
+      field,
+      v === ''
+        ? 'required'
+        : `expected a project id (1-${MAX_PROJECT_ID_BYTES} bytes, no / + # or control characters, not starting with $), got ${show(v)}`,
+    );
+  }
+  return v;
+}
+
+export function checkCommandId(field: string, v: string): string {
+  if (!UUID_RE.test(v)) throw invalidArg(field, v === '' ? 'required' : `expected a UUID, got ${show(v)}`);
+  return v.toLowerCase();
+}
+
+function parseJson(field: string, text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch (err) {
+    throw invalidArg(field, `not JSON: ${(err as Error).message}`);
+  }
+}
+
+export function toSendRequest(m: SendCommandMsg): SendCommandRequest {
+  const req: SendCommandRequest = {
+    project_id: checkProjectId('project_id', m.project_id),
+    command_type: m.command_type,
+  };
+  if (m.command_type === '') throw invalidArg('command_type', 'required');
+  if (m.payload_json !== '') req.payload = parseJson('payload_json', m.payload_json);
+  if (m.timeout_ms !== undefined) req.timeout_ms = m.timeout_ms;
+  if (m.module !== '') req.module = m.module;
+  if (m.operator_id !== '') req.operator_id = m.operator_id;
+  if (m.offline_policy !== '') {
+    if (m.offline_policy !== 'fail' && m.offline_policy !== 'queue') {
+      throw invalidArg('offline_policy', `expected "fail" or "queue", got ${show(m.offline_policy)}`);
+    }
+    req.offline_policy = m.offline_policy;
+  }
+  if (m.queue_ttl_ms !== undefined) req.queue_ttl_ms = m.queue_ttl_ms;
+  if (m.command_id !== '') req.command_id = checkCommandId('command_id', m.command_id);
+  return req;
+}
+
+export function toListCommands(m: ListCommandsMsg): ListCommandsRequest {
+  const req: ListCommandsRequest = {};
+  if (m.project_id !== '') req.project_id = checkProjectId('project_id', m.project_id);
+  if (m.status.length > 0) req.status = m.status as ListCommandsRequest['status'];
+  if (m.command_type !== '') req.command_type = m.command_type;
+  if (m.since !== '') req.since = m.since;
+  if (m.until !== '') req.until = m.until;
+  if (m.limit !== undefined) req.limit = m.limit;
+  if (m.offset !== undefined) req.offset = m.offset;
+  return req;
+}
+
+export function toListProjects(m: ListProjectsMsg): Record<string, unknown> {
+  return {
+    include_disabled: m.include_disabled,
+    ...(m.limit !== undefined ? { limit: m.limit } : {}),
+    ...(m.offset !== undefined ? { offset: m.offset } : {}),
+  };
+}
+
+export function toCreateProject(m: CreateProjectMsg): CreateProjectRequest {
+  const req: CreateProjectRequest = {};
+  if (m.project_id !== '') req.project_id = checkProjectId('project_id', m.project_id);
+  if (m.name !== '') req.name = m.name;
+  if (m.metadata_json !== '') {
+    const meta = parseJson('metadata_json', m.metadata_json);
+    if (meta === null || typeof meta !== 'object' || Array.isArray(meta)) {
+      throw invalidArg('metadata_json', 'expected a JSON object');
+    }
+    req.metadata = meta as Record<string, unknown>;
+  }
+  return req;
+}
+
+export function toFilter(m: WatchEventsMsg): FeedFilter {
+  const projects = m.projects.map((p, i) => checkProjectId(`projects[${i}]`, p));
+  const commands = m.commands.map((c, i) => checkCommandId(`commands[${i}]`, c));
+  if (!m.all && projects.length === 0 && commands.length === 0) {
+    throw invalidArg('all', 'set all, or name projects and/or commands to watch');
+  }
+  return { all: m.all, projects, commands };
+}
+
+// ─── replies ─────────────────────────────────────────────────────────────────────────────
+// protobufjs skips null and unknown keys when it encodes, so bus objects go out almost as they are.
+
+export function commandDetail(d: CommandDetail): Record<string, unknown> {
+  return {
+    command: d,
+    payload_json: JSON.stringify(d.payload ?? {}),
+    result: d.result ?? undefined,
+    timings: d.timings,
+  };
+}
+
+export function projectView(p: ProjectView): Record<string, unknown> {
+  return {
+    ...p,
+    metrics_json: p.metrics ? JSON.stringify(p.metrics) : '',
+    last_alert_json: p.last_alert ? JSON.stringify(p.last_alert) : '',
+  };
+}
+
+export function projectList(r: { items: ProjectView[]; total?: number }): Record<string, unknown> {
+  return { items: r.items.map(projectView), total: r.total ?? r.items.length };
+}
+
+/** The proto form of a feed event; `epoch` is the feed's. */
+export function feedEvent(ev: FeedEvent | ResyncEvent, epoch: string): Record<string, unknown> {
+  return {
+    id: ev.id,
+    epoch,
+    type: ev.type,
+    project_id: ev.project_id,
+    command_id: ev.command_id,
+    at: ev.at,
+    data_json: JSON.stringify(ev.data ?? null),
+  };
+}
+
+/** The one event a stream starts with when it cannot resume. */
+export interface ResyncEvent {
+  id: number;
+  type: 'resync';
+  project_id: '';
+  command_id?: undefined;
+  at: number;
+  data: { reason: string; oldest: number | null };
+}

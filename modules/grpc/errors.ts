@@ -1,0 +1,84 @@
+import { createHash, timingSafeEqual } from 'node:crypto';
+import { Metadata, type ServiceError, status } from '@grpc/grpc-js';
+import { errorCode, HubError } from '../../core/errors.js';
+
+/** The hub's error codes as gRPC status codes (see the header of exchange_hub.proto). */
+const CODE_TO_STATUS: Readonly<Record<string, status>> = {
+  CMD_ERR_INVALID: status.INVALID_ARGUMENT,
+  STATUS_ERR_INVALID: status.INVALID_ARGUMENT,
+  PROTO_ERR_PROJECT_ID: status.INVALID_ARGUMENT,
+  PROTO_ERR_JSON: status.INVALID_ARGUMENT,
+  CMD_ERR_NOT_FOUND: status.NOT_FOUND,
+  CMD_ERR_UNKNOWN_PROJECT: status.NOT_FOUND,
+  STATUS_ERR_NOT_FOUND: status.NOT_FOUND,
+  CMD_ERR_PROJECT_OFFLINE: status.FAILED_PRECONDITION,
+  CMD_ERR_NOT_CANCELLABLE: status.FAILED_PRECONDITION,
+  STATUS_ERR_EXISTS: status.ALREADY_EXISTS,
+  CMD_ERR_TIMEOUT: status.DEADLINE_EXCEEDED,
+  AUTH_ERR_TOKEN: status.UNAUTHENTICATED,
+  // the module behind the call is not running (restarting, disabled) or the hub is stopping
+  BUS_ERR_NO_RESPONDER: status.UNAVAILABLE,
+  BUS_ERR_CLOSED: status.UNAVAILABLE,
+  BUS_ERR_REQUEST_TIMEOUT: status.UNAVAILABLE,
+  HOST_ERR_STOPPING: status.UNAVAILABLE,
+  BUS_ERR_MAILBOX_FULL: status.RESOURCE_EXHAUSTED,
+  GRPC_ERR_SLOW_STREAM: status.RESOURCE_EXHAUSTED,
+};
+
+/**
+ * A gRPC error for any thrown value. The status code comes from the hub's code; the hub's code
+ * itself travels in trailing metadata `error-code` so callers can branch on it. Unknown failures
+ * become INTERNAL without their message (it may hold internals); the log keeps the detail.
+ */
+export function toServiceError(err: unknown, extra?: Record<string, string>): Partial<ServiceError> {
+  const code = errorCode(err);
+  const mapped = code ? CODE_TO_STATUS[code] : undefined;
+  const md = new Metadata();
+  md.set('error-code', code ?? 'INTERNAL');
+  for (const [k, v] of Object.entries(extra ?? {})) md.set(k, v);
+  if (mapped === undefined) return { code: status.INTERNAL, details: 'internal error', metadata: md };
+  return { code: mapped, details: (err as Error).message, metadata: md };
+}
+
+/** Whether the error is one the caller caused or expects (logged at debug), not a fault of ours. */
+export function isExpected(err: unknown): boolean {
+  const code = errorCode(err);
+  return code !== undefined && code in CODE_TO_STATUS;
+}
+
+/** INVALID_ARGUMENT naming the field, in the command module's format (`field: reason`). */
+export function invalidArg(field: string, reason: string): HubError {
+  return new HubError('CMD_ERR_INVALID', `${field}: ${reason}`, { field });
+}
+
+/**
+ * Bearer tokens compared in constant time: both sides are hashed first, so neither the length
+ * nor the content of a configured token leaks through timing.
+ */
+export class TokenCheck {
+  private readonly digests: Buffer[];
+
+  constructor(tokens: readonly string[]) {
+    this.digests = tokens.map(digest);
+  }
+
+  get enabled(): boolean {
+    return this.digests.length > 0;
+  }
+
+  /** Throws AUTH_ERR_TOKEN unless the metadata carries `authorization: Bearer <a configured token>`. */
+  check(md: Metadata): void {
+    if (!this.enabled) return;
+    const header = md.get('authorization')[0];
+    const m = typeof header === 'string' ? /^Bearer\s+(\S+)\s*$/i.exec(header) : null;
+    if (!m) throw new HubError('AUTH_ERR_TOKEN', 'missing metadata "authorization: Bearer <token>"');
+    const d = digest(m[1]);
+    let ok = false;
+    for (const known of this.digests) ok = timingSafeEqual(known, d) || ok;
+    if (!ok) throw new HubError('AUTH_ERR_TOKEN', 'invalid bearer token');
+  }
+}
+
+function digest(s: string): Buffer {
+  return createHash('sha256').update(s, 'utf8').digest();
+}

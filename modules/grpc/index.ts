@@ -1,0 +1,166 @@
+/**
+ * The `grpc` module: the hub's operations over gRPC (resource/proto/exchangehub/v1/exchange_hub.proto)
+ * plus the standard health service and server reflection, so grpcurl and grpc_cli work without
+ * the .proto. A thin adapter: every call is a bus request to the command or status module; sync
+ * waits and the live feed use the shared CommandWaiter and EventFeed, like the web module.
+ */
+import { type ChannelOptions, Server, ServerCredentials, type ServiceDefinition } from '@grpc/grpc-js';
+import { ReflectionService } from '@grpc/reflection';
+import { HealthImplementation, type ServingStatus } from 'grpc-health-check';
+import { HubError } from '../../core/errors.js';
+import { HOST_TOPICS } from '../../core/host-topics.js';
+import type { ModuleContext, ModuleProvider } from '../../core/module.js';
+import { CommandWaiter } from '../shared/command-waiter.js';
+import { EventFeed } from '../shared/event-feed.js';
+import { GRPC, type GrpcStats } from '../shared/topics.js';
+import { effectiveTokens, type GrpcConfig, grpcConfigSchema, isLoopback } from './config.js';
+import { TokenCheck } from './errors.js';
+import { loadProto, SERVICE_NAME } from './proto.js';
+import { type CallStats, ExchangeHubService } from './service.js';
+
+export const provider: ModuleProvider<GrpcConfig> = {
+  name: 'grpc',
+  description: 'gRPC interface (ExchangeHub service, WatchEvents stream, health, reflection)',
+  schema: grpcConfigSchema,
+  create: (ctx) => ({ start: () => start(ctx) }),
+};
+
+/** The listen address: no token → loopback only, whatever the config says (DESIGN §7). */
+function listenHost(ctx: ModuleContext<GrpcConfig>, tokens: readonly string[]): string {
+  const cfg = ctx.config;
+  const host = cfg.host ?? (tokens.length > 0 ? '0.0.0.0' : '127.0.0.1');
+  if (tokens.length > 0) return host;
+  if (!isLoopback(host)) {
+    ctx.log.warn(
+      { host },
+      `no token configured: refusing to listen on ${host}; listening on 127.0.0.1 only (set tokens, or HUB_API_TOKEN in the default config)`,
+    );
+    return '127.0.0.1';
+  }
+  ctx.log.info({ host }, 'no token configured: gRPC listens on loopback only and accepts calls without a token');
+  return host;
+}
+
+function bind(server: Server, address: string, port: number, portEnv: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    server.bindAsync(address, ServerCredentials.createInsecure(), (err, bound) => {
+      if (!err) return resolve(bound);
+      if (/EADDRINUSE/.test(err.message)) {
+        return reject(
+          new HubError(
+            'HOST_ERR_PORT_IN_USE',
+            `port ${port} is in use (set ${portEnv})`,
+            { port, env: portEnv },
+            {
+              cause: err,
+            },
+          ),
+        );
+      }
+      reject(err);
+    });
+  });
+}
+
+function shutdown(server: Server, graceMs: number): Promise<'graceful' | 'forced'> {
+  return new Promise((resolve) => {
+    let done = false;
+    const timer = setTimeout(() => {
+      if (done) return;
+      done = true;
+      server.forceShutdown();
+      resolve('forced');
+    }, graceMs);
+    server.tryShutdown(() => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      resolve('graceful');
+    });
+  });
+}
+
+async function start(ctx: ModuleContext<GrpcConfig>): Promise<void> {
+  const cfg = ctx.config;
+  const tokens = effectiveTokens(cfg);
+  const host = listenHost(ctx, tokens);
+  const proto = loadProto();
+
+  const feed = new EventFeed({ replay: cfg.replay });
+  feed.attach(ctx.bus);
+  const waiter = new CommandWaiter(ctx.bus);
+  waiter.attach();
+
+  const health = new HealthImplementation({ '': 'NOT_SERVING', [SERVICE_NAME]: 'NOT_SERVING' });
+  const setHealth = (s: ServingStatus) => {
+    health.setStatus('', s);
+    health.setStatus(SERVICE_NAME, s);
+  };
+  let stopping = false;
+  ctx.bus.subscribe(HOST_TOPICS.stopping, () => {
+    stopping = true;
+    setHealth('NOT_SERVING');
+    ctx.log.info('host stopping: gRPC health is NOT_SERVING and new calls get UNAVAILABLE');
+  });
+
+  // WatchEvents writes events encoded once and shared by every stream (see watch.ts)
+  const watch = proto.service.WatchEvents;
+  const encodeEvent = (msg: Record<string, unknown>) => watch.responseSerialize(msg);
+  const definition: ServiceDefinition = {
+    ...proto.service,
+    WatchEvents: {
+      ...watch,
+      responseSerialize: (v: unknown) => (Buffer.isBuffer(v) ? v : watch.responseSerialize(v)),
+    },
+  };
+
+  const stats: CallStats = { calls: 0, errors: {}, streams_open: 0, streams_total: 0, streams_slow: 0 };
+  const service = new ExchangeHubService({
+    ctx,
+    tokens: new TokenCheck(tokens),
+    waiter,
+    feed,
+    encodeEvent,
+    stopping: () => stopping || ctx.signal.aborted,
+    stats,
+  });
+
+  const options: ChannelOptions = {
+    'grpc.max_receive_message_length': cfg.max_message_bytes,
+    'grpc.max_send_message_length': cfg.max_message_bytes,
+    // long-lived WatchEvents streams: notice a vanished client without waiting for TCP
+    'grpc.keepalive_time_ms': 60_000,
+    'grpc.keepalive_timeout_ms': 20_000,
+  };
+  const server = new Server(options);
+  server.addService(definition, service.implementation());
+  health.addToServer(server);
+  new ReflectionService(proto.reflection).addToServer(server);
+
+  // registered before bind, so a failed start releases the server too
+  ctx.onStop(async () => {
+    stopping = true;
+    setHealth('NOT_SERVING');
+    service.endStreams();
+    const how = await shutdown(server, cfg.stop_grace_ms);
+    ctx.log.info({ how, ...stats, errors: stats.errors }, 'gRPC server stopped');
+  });
+
+  const address = `${host.includes(':') && !host.startsWith('[') ? `[${host}]` : host}:${cfg.port}`;
+  const port = await bind(server, address, cfg.port, cfg.port_env);
+  setHealth('SERVING');
+  ctx.log.info({ host, port, auth: tokens.length > 0 }, 'gRPC server listening');
+  ctx.bus.subscribe(
+    GRPC.stats,
+    (): GrpcStats => ({
+      port,
+      host,
+      auth: tokens.length > 0,
+      ...stats,
+      errors: { ...stats.errors },
+      sync_waiting: waiter.waiting,
+      feed_epoch: feed.epoch,
+      feed_last_id: feed.lastId,
+    }),
+  );
+}

@@ -1,0 +1,248 @@
+import type {
+  Metadata,
+  ServerUnaryCall,
+  ServerWritableStream,
+  sendUnaryData,
+  UntypedServiceImplementation,
+} from '@grpc/grpc-js';
+import { HubError } from '../../core/errors.js';
+import type { ModuleContext } from '../../core/module.js';
+import type { CommandWaiter } from '../shared/command-waiter.js';
+import type { EventFeed, FeedEvent } from '../shared/event-feed.js';
+import {
+  COMMAND,
+  type CommandDetail,
+  type CommandView,
+  type CreatedProject,
+  type GrpcStats,
+  type ProjectView,
+  STATUS,
+} from '../shared/topics.js';
+import type { GrpcConfig } from './config.js';
+import {
+  type CreateProjectMsg,
+  checkCommandId,
+  checkProjectId,
+  commandDetail,
+  type ListCommandsMsg,
+  type ListProjectsMsg,
+  projectList,
+  projectView,
+  type SendCommandMsg,
+  type SendSyncCommandMsg,
+  toCreateProject,
+  toFilter,
+  toListCommands,
+  toListProjects,
+  toSendRequest,
+  type WatchEventsMsg,
+} from './convert.js';
+import { invalidArg, isExpected, type TokenCheck, toServiceError } from './errors.js';
+import { type EventStream, startWatch } from './watch.js';
+
+export interface ServiceDeps {
+  ctx: ModuleContext<GrpcConfig>;
+  tokens: TokenCheck;
+  waiter: CommandWaiter;
+  feed: EventFeed;
+  /** Encodes a FeedEvent message once (the stream then writes the bytes as they are). */
+  encodeEvent: (msg: Record<string, unknown>) => Buffer;
+  /** True once the host announced its stop or the module is stopping: new calls get UNAVAILABLE. */
+  stopping: () => boolean;
+  stats: CallStats;
+}
+
+/** The counters the service keeps; GRPC.stats adds the rest. */
+export type CallStats = Pick<GrpcStats, 'calls' | 'errors' | 'streams_open' | 'streams_total' | 'streams_slow'>;
+
+/** Time left before the call's deadline, in ms (Infinity without one). */
+function remaining(call: { getDeadline(): Date | number }): number {
+  const d = call.getDeadline();
+  const at = d instanceof Date ? d.getTime() : d;
+  return Number.isFinite(at) ? at - Date.now() : Number.POSITIVE_INFINITY;
+}
+
+/**
+ * A sync wait bound by a deadline answers a little before it, so the DEADLINE_EXCEEDED with the
+ * command id in its trailers reaches the caller before the caller's own timer fires.
+ */
+function deadlineMargin(left: number): number {
+  return Math.min(1000, Math.max(50, Math.floor(left * 0.1)));
+}
+
+/** The ExchangeHub implementation: each RPC is a bus request to the module that owns the data. */
+export class ExchangeHubService {
+  /** Open WatchEvents streams, ended with UNAVAILABLE on stop. */
+  readonly streams = new Set<EventStream>();
+  private readonly cache = new WeakMap<FeedEvent, Buffer>();
+
+  constructor(private readonly d: ServiceDeps) {}
+
+  private request<R>(topic: string, payload: unknown, call: { getDeadline(): Date | number }): Promise<R> {
+    const timeoutMs = Math.max(1, Math.min(this.d.ctx.config.request_timeout_ms, remaining(call)));
+    return this.d.ctx.bus.request<R>(topic, payload, { timeoutMs });
+  }
+
+  /** Auth, the stopping check, error mapping and counting around one unary handler. */
+  private unary<Q, R>(name: string, fn: (req: Q, call: ServerUnaryCall<Q, R>) => Promise<unknown>) {
+    return (call: ServerUnaryCall<Q, R>, callback: sendUnaryData<R>) => {
+      this.d.stats.calls++;
+      const run = async () => {
+        this.admit(call.metadata);
+        return fn(call.request, call);
+      };
+      run().then(
+        (res) => callback(null, res as R),
+        (err) => callback(this.fail(name, err)),
+      );
+    };
+  }
+
+  private admit(md: Metadata): void {
+    if (this.d.stopping()) throw new HubError('HOST_ERR_STOPPING', 'the hub is stopping; try again elsewhere or later');
+    this.d.tokens.check(md);
+  }
+
+  private fail(method: string, err: unknown, trailers?: Record<string, string>) {
+    const se = toServiceError(err, trailers);
+    const key = String(se.code);
+    this.d.stats.errors[key] = (this.d.stats.errors[key] ?? 0) + 1;
+    const log = this.d.ctx.log;
+    if (isExpected(err)) log.debug({ method, code: se.code, err: (err as Error).message }, 'gRPC call refused');
+    else log.error({ method, err }, 'gRPC call failed');
+    return se;
+  }
+
+  implementation(): UntypedServiceImplementation {
+    return {
+      SendCommand: this.unary<SendCommandMsg, CommandView>('SendCommand', (m, call) =>
+        this.request<CommandView>(COMMAND.send, toSendRequest(m), call),
+      ),
+      SendSyncCommand: (call: ServerUnaryCall<SendSyncCommandMsg, unknown>, callback: sendUnaryData<unknown>) =>
+        this.sendSync(call, callback),
+      GetCommand: this.unary<{ command_id: string }, unknown>('GetCommand', async (m, call) =>
+        commandDetail(
+          await this.request<CommandDetail>(
+            COMMAND.get,
+            { command_id: checkCommandId('command_id', m.command_id) },
+            call,
+          ),
+        ),
+      ),
+      ListCommands: this.unary<ListCommandsMsg, unknown>('ListCommands', (m, call) =>
+        this.request(COMMAND.list, toListCommands(m), call),
+      ),
+      CancelCommand: this.unary<{ command_id: string }, unknown>('CancelCommand', (m, call) =>
+        this.request(COMMAND.cancel, { command_id: checkCommandId('command_id', m.command_id) }, call),
+      ),
+      GetProjectStatus: this.unary<{ project_id: string }, unknown>('GetProjectStatus', async (m, call) =>
+        projectView(
+          await this.request<ProjectView>(STATUS.get, { project_id: checkProjectId('project_id', m.project_id) }, call),
+        ),
+      ),
+      ListOnlineProjects: this.unary<unknown, unknown>('ListOnlineProjects', async (_m, call) =>
+        projectList(await this.request<{ items: ProjectView[]; total?: number }>(STATUS.online, {}, call)),
+      ),
+      CreateProject: this.unary<CreateProjectMsg, unknown>('CreateProject', (m, call) =>
+        this.request<CreatedProject>(STATUS.create, toCreateProject(m), call),
+      ),
+      ListProjects: this.unary<ListProjectsMsg, unknown>('ListProjects', async (m, call) =>
+        projectList(await this.request<{ items: ProjectView[]; total: number }>(STATUS.list, toListProjects(m), call)),
+      ),
+      WatchEvents: (call: ServerWritableStream<WatchEventsMsg, unknown>) => this.watch(call),
+    };
+  }
+
+  private sendSync(call: ServerUnaryCall<SendSyncCommandMsg, unknown>, callback: sendUnaryData<unknown>): void {
+    this.d.stats.calls++;
+    const cfg = this.d.ctx.config;
+    // the wait ends early when the caller goes away or the module stops
+    const abort = new AbortController();
+    const onCancel = () => abort.abort();
+    call.once('cancelled', onCancel);
+    const onStop = () => abort.abort();
+    this.d.ctx.signal.addEventListener('abort', onStop, { once: true });
+    const run = async () => {
+      this.admit(call.metadata);
+      const m = call.request;
+      const req = toSendRequest(m);
+      const asked = Math.min(m.wait_ms ?? cfg.default_sync_wait_ms, cfg.max_sync_wait_ms);
+      if (m.wait_ms !== undefined && m.wait_ms < 1) throw invalidArg('wait_ms', 'must be at least 1 ms');
+      const left = remaining(call);
+      const wait = Math.min(asked, left - deadlineMargin(left));
+      if (wait <= 0) throw new HubError('CMD_ERR_TIMEOUT', 'the call deadline leaves no time to wait for a result');
+      const out = await this.d.waiter.sendAndWait(req, wait, { signal: abort.signal });
+      if (out.done) return commandDetail(out.command);
+      if (this.d.ctx.signal.aborted) {
+        const err = new HubError(
+          'HOST_ERR_STOPPING',
+          `the gRPC server is stopping; command ${out.command_id} goes on (follow it with GetCommand)`,
+          { command_id: out.command_id },
+        );
+        throw Object.assign(err, { trailers: { 'command-id': out.command_id } });
+      }
+      const state = out.command?.status ?? 'unknown';
+      const err = new HubError(
+        'CMD_ERR_TIMEOUT',
+        `no result within ${wait} ms; command ${out.command_id} is ${state} (follow it with GetCommand or WatchEvents)`,
+        { command_id: out.command_id, status: state },
+      );
+      throw Object.assign(err, { trailers: { 'command-id': out.command_id, 'command-status': state } });
+    };
+    run()
+      .then(
+        (res) => callback(null, res),
+        (err) => callback(this.fail('SendSyncCommand', err, (err as { trailers?: Record<string, string> }).trailers)),
+      )
+      .finally(() => {
+        call.off('cancelled', onCancel);
+        this.d.ctx.signal.removeEventListener('abort', onStop);
+      });
+  }
+
+  private watch(call: ServerWritableStream<WatchEventsMsg, unknown>): void {
+    this.d.stats.calls++;
+    const m = call.request;
+    let filter: ReturnType<typeof toFilter>;
+    try {
+      this.admit(call.metadata);
+      filter = toFilter(m);
+      if (m.last_event_id !== undefined && m.resume_epoch === '') {
+        throw invalidArg('resume_epoch', 'required with last_event_id');
+      }
+    } catch (err) {
+      call.emit('error', this.fail('WatchEvents', err));
+      return;
+    }
+    const resume = m.resume_epoch !== '' ? { epoch: m.resume_epoch, lastId: m.last_event_id ?? 0 } : null;
+    const stats = this.d.stats;
+    stats.streams_open++;
+    stats.streams_total++;
+    let stream: EventStream | undefined;
+    stream = startWatch(call as ServerWritableStream<unknown, unknown>, this.d.feed, filter, resume, {
+      max: this.d.ctx.config.stream_buffer_max,
+      encode: this.d.encodeEvent,
+      cache: this.cache,
+      log: this.d.ctx.log,
+      onClose: (why) => {
+        stats.streams_open--;
+        if (stream) this.streams.delete(stream);
+        if (why === 'slow') {
+          stats.streams_slow++;
+          this.d.ctx.log.warn(
+            { peer: call.getPeer(), max: this.d.ctx.config.stream_buffer_max },
+            'WatchEvents stream did not keep up; ended with RESOURCE_EXHAUSTED',
+          );
+        }
+      },
+    });
+    if (!stream.isClosed) this.streams.add(stream);
+  }
+
+  /** Ends every open stream with UNAVAILABLE (the module is stopping). */
+  endStreams(): void {
+    for (const s of [...this.streams]) {
+      s.end(new HubError('HOST_ERR_STOPPING', 'the gRPC server is stopping; reconnect and resume'), 'stop');
+    }
+  }
+}

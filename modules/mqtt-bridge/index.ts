@@ -1,0 +1,165 @@
+/**
+ * `mqtt-bridge`: the hub's one MQTT client. Uplinks from agents become bus events
+ * (`hub/uplink/{project_id}/{kind}/{type}`), bus requests on `mqtt/publish` become QoS 1
+ * publishes answered after the broker's PUBACK. Connection state is published on `mqtt/state`,
+ * counters answered on `mqtt/stats`.
+ *
+ * @example config.yml
+ *   mqtt-bridge:
+ *     url: ${HUB_MQTT_URL:-mqtt://127.0.0.1:1883}
+ */
+import { errorCode } from '../../core/errors.js';
+import type { ModuleContext, ModuleInstance, ModuleProvider } from '../../core/module.js';
+import {
+  BRIDGE,
+  BROKER,
+  type BridgeStateEvent,
+  type BridgeStats,
+  type MqttPublishReply,
+  type MqttPublishRequest,
+} from '../shared/topics.js';
+import { type BridgeConfig, BridgeConfigSchema } from './config.js';
+import { BridgeConnection, type Credential } from './connection.js';
+import { Publisher } from './publisher.js';
+import { UplinkHandler, uplinkFilters } from './uplink.js';
+
+/** How long stop() gives the DISCONNECT to go out before the socket is destroyed. */
+const END_GRACE_MS = 1000;
+
+async function brokerCredential(ctx: ModuleContext<BridgeConfig>): Promise<Credential> {
+  const c = await ctx.bus.request<{ username?: unknown; password?: unknown }>(
+    BROKER.hubCredential,
+    {},
+    { timeoutMs: ctx.config.credential_timeout_ms },
+  );
+  if (typeof c?.username !== 'string' || typeof c.password !== 'string') {
+    throw new Error('the broker answered without a username and password');
+  }
+  return { username: c.username, password: c.password };
+}
+
+function createBridge(ctx: ModuleContext<BridgeConfig>): ModuleInstance {
+  const cfg = ctx.config;
+  const now = () => ctx.services.clock.now();
+  const uplink = new UplinkHandler(ctx.bus, ctx.log, cfg.max_message_bytes, now);
+  let conn: BridgeConnection | undefined;
+  let publisher: Publisher | undefined;
+  let stopping: Promise<void> | undefined;
+  const filters = uplinkFilters(cfg.shared_group);
+
+  const stats = (): BridgeStats => {
+    const p = publisher?.counters;
+    return {
+      state: conn?.state ?? 'disconnected',
+      connected_since: conn?.connectedSince ?? null,
+      broker: conn?.broker ?? '',
+      client_id: cfg.client_id,
+      received: uplink.counters.received,
+      rejected_by_code: { ...uplink.counters.rejected_by_code },
+      dropped_by_bus: uplink.counters.dropped_by_bus,
+      published: p?.published ?? 0,
+      publish_failures: p?.publish_failures ?? 0,
+      publish_in_flight: publisher?.inFlight ?? 0,
+      publish_ms_avg: p && p.published > 0 ? p.publish_ms_total / p.published : 0,
+      publish_ms_max: p?.publish_ms_max ?? 0,
+      reconnects: conn?.reconnects ?? 0,
+      connects: conn?.connects ?? 0,
+    };
+  };
+
+  /** With no username and no password configured, the embedded broker's hub credential, if it answers. */
+  const resolveCredential = async (): Promise<{ credential: Credential; fromBroker: boolean }> => {
+    if (cfg.username || cfg.password)
+      return { credential: { username: cfg.username, password: cfg.password }, fromBroker: false };
+    try {
+      const credential = await brokerCredential(ctx);
+      ctx.log.debug('using the embedded broker hub credential');
+      return { credential, fromBroker: true };
+    } catch (err) {
+      ctx.log.info(
+        { code: errorCode(err) },
+        'no credential configured and none from the embedded broker; connecting without one',
+      );
+      return { credential: {}, fromBroker: false };
+    }
+  };
+
+  return {
+    async start() {
+      const { credential, fromBroker } = await resolveCredential();
+      // stopped (a start timeout) while the credential was asked for: open nothing
+      if (ctx.signal.aborted || stopping) return;
+      const c = new BridgeConnection(
+        {
+          config: cfg,
+          log: ctx.log,
+          timers: ctx.timers,
+          now,
+          onState: (ev: BridgeStateEvent) => void ctx.bus.publish(BRIDGE.state, ev),
+          onConnect: (connack) => {
+            // every CONNACK: a broker that lost our session (or a new shared_group) needs them again;
+            // with a resumed session this is a harmless refresh
+            c.client.subscribe(filters, { qos: 1 }, (err, granted) => {
+              if (err) {
+                ctx.log.error({ err: err.message, filters }, 'mqtt bridge could not subscribe to the uplink');
+                return;
+              }
+              for (const g of granted ?? []) {
+                if (g.qos !== 0 && g.qos !== 1 && g.qos !== 2) {
+                  ctx.log.error({ filter: g.topic, granted: g.qos }, 'broker refused the uplink subscription');
+                }
+              }
+            });
+            ctx.log.debug({ session_present: connack.sessionPresent }, 'mqtt bridge CONNACK');
+          },
+          handleMessage: (packet, done) => uplink.handle(packet, done),
+          credential: () => brokerCredential(ctx),
+        },
+        credential,
+        fromBroker,
+      );
+      conn = c;
+      publisher = new Publisher({
+        client: c.client,
+        waitConnected: (ms) => c.waitConnected(ms),
+        timers: ctx.timers,
+        log: ctx.log,
+        timeoutMs: cfg.publish_timeout_ms,
+      });
+      const pub = publisher;
+      ctx.bus.subscribe<MqttPublishRequest>(BRIDGE.publish, (req): Promise<MqttPublishReply> => pub.publish(req));
+      ctx.bus.subscribe(BRIDGE.stats, () => stats());
+      ctx.onStop(() => stop());
+
+      // the hub may start before its broker: the first attempt's outcome is logged, never awaited forever
+      const up = await c.start(cfg.start_wait_ms);
+      if (!up) {
+        ctx.log.warn(
+          { broker: c.broker, client_id: cfg.client_id },
+          'mqtt broker not reached at start; the bridge keeps connecting in the background (see mqtt/state)',
+        );
+      }
+    },
+    stop: () => stop(),
+  };
+
+  function stop(): Promise<void> {
+    stopping ??= (async () => {
+      const drained = (await publisher?.drain(cfg.stop_drain_ms)) ?? true;
+      if (!drained) ctx.log.warn({ in_flight: publisher?.inFlight }, 'mqtt bridge stopping with publishes in flight');
+      await conn?.end(END_GRACE_MS);
+    })();
+    return stopping;
+  }
+}
+
+export const provider: ModuleProvider<BridgeConfig> = {
+  name: 'mqtt-bridge',
+  description: 'MQTT client of the hub: uplinks to the bus, mqtt/publish to the broker',
+  schema: BridgeConfigSchema,
+  // Start after the embedded broker (it must listen) and after the modules that consume uplinks:
+  // on connect a persistent session delivers what queued while the hub was down, and the bus
+  // must already have their mailboxes, or those uplinks would be acknowledged into no one's hands.
+  dependencies: ['broker', 'status', 'command'],
+  create: (ctx) => createBridge(ctx),
+};

@@ -1,0 +1,121 @@
+import { randomUUID } from 'node:crypto';
+import type { ModuleBus } from '../../core/bus.js';
+import { COMMAND, type CommandEvent, STATUS, type StatusChangedEvent } from './topics.js';
+
+/** What live clients (WebSocket, gRPC WatchEvents) receive, one object per event. */
+export interface FeedEvent {
+  /** Monotonically increasing within one feed `epoch`; a client resumes from the last it saw. */
+  id: number;
+  type: 'command.state' | 'command.log' | 'command.result' | 'project.status';
+  project_id: string;
+  command_id?: string;
+  at: number;
+  data: unknown;
+}
+
+/** Which events a watcher wants: all of them, or those of some projects and/or commands. */
+export interface FeedFilter {
+  all?: boolean;
+  projects?: readonly string[];
+  commands?: readonly string[];
+}
+
+export interface Watcher {
+  /** Called synchronously for each matching event; return false when the client is too slow (it is then dropped). */
+  deliver(ev: FeedEvent): boolean;
+  filter: FeedFilter;
+}
+
+export type ResumeResult =
+  | { ok: true; events: FeedEvent[] }
+  /** The id is older than the buffer or from another epoch: the client must re-read state (REST/DB). */
+  | { ok: false; reason: 'unknown_epoch' | 'too_old'; oldest: number | null };
+
+export function matches(filter: FeedFilter, ev: FeedEvent): boolean {
+  if (filter.all) return true;
+  if (filter.projects?.includes(ev.project_id)) return true;
+  if (ev.command_id && filter.commands?.includes(ev.command_id)) return true;
+  return false;
+}
+
+/**
+ * The live event stream of one interface module: command state changes, log chunks, results and
+ * project status changes, numbered, kept in a bounded replay buffer so a client that reconnects
+ * gets exactly what it missed. Events are built once and shared by every watcher (never copied
+ * per client); each watcher's `deliver` decides how to send and when a client is too slow.
+ */
+export class EventFeed {
+  /** Changes whenever the feed restarts; ids from another epoch cannot be resumed. */
+  readonly epoch = randomUUID();
+  private readonly buffer: FeedEvent[] = [];
+  private readonly capacity: number;
+  private nextId = 1;
+  private readonly watchers = new Set<Watcher>();
+  delivered = 0;
+  dropped = 0;
+
+  constructor(opts: { replay?: number } = {}) {
+    this.capacity = opts.replay ?? 10_000;
+  }
+
+  /** Subscribes the feed to the command and status events of the bus. */
+  attach(bus: ModuleBus): void {
+    bus.subscribe<CommandEvent>(COMMAND.eventPattern, (ev) => this.fromCommand(ev));
+    bus.subscribe<StatusChangedEvent>(STATUS.changedPattern, (ev) =>
+      this.push({ type: 'project.status', project_id: ev.project_id, at: ev.at, data: ev }),
+    );
+  }
+
+  private fromCommand(ev: CommandEvent): void {
+    if (ev.kind === 'log') {
+      this.push({ type: 'command.log', project_id: ev.project_id, command_id: ev.command_id, at: ev.at, data: ev });
+    } else {
+      this.push({
+        type: ev.kind === 'state' ? 'command.state' : 'command.result',
+        project_id: ev.command.project_id,
+        command_id: ev.command.command_id,
+        at: ev.at,
+        data: ev.kind === 'state' ? ev.command : { command: ev.command, result: ev.result },
+      });
+    }
+  }
+
+  push(partial: Omit<FeedEvent, 'id'>): FeedEvent {
+    const ev: FeedEvent = { id: this.nextId++, ...partial };
+    this.buffer.push(ev);
+    if (this.buffer.length > this.capacity) this.buffer.splice(0, this.buffer.length - this.capacity);
+    for (const w of this.watchers) {
+      if (!matches(w.filter, ev)) continue;
+      if (w.deliver(ev)) this.delivered++;
+      else {
+        this.dropped++;
+        this.watchers.delete(w);
+      }
+    }
+    return ev;
+  }
+
+  /** Events after `lastId` that match, when the buffer still holds them all. */
+  since(epoch: string, lastId: number, filter: FeedFilter): ResumeResult {
+    const oldest = this.buffer[0]?.id ?? null;
+    if (epoch !== this.epoch) return { ok: false, reason: 'unknown_epoch', oldest };
+    if (lastId >= this.nextId - 1) return { ok: true, events: [] };
+    if (oldest === null || lastId < oldest - 1) return { ok: false, reason: 'too_old', oldest };
+    // ids are dense, so the position of lastId+1 is computed, not searched
+    const start = lastId + 1 - oldest;
+    return { ok: true, events: this.buffer.slice(start).filter((e) => matches(filter, e)) };
+  }
+
+  get lastId(): number {
+    return this.nextId - 1;
+  }
+
+  watch(w: Watcher): () => void {
+    this.watchers.add(w);
+    return () => this.watchers.delete(w);
+  }
+
+  get watcherCount(): number {
+    return this.watchers.size;
+  }
+}

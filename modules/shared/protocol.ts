@@ -1,0 +1,709 @@
+/**
+ * The MQTT wire protocol shared by every hub module and by the agent (DESIGN §4). Topic names,
+ * field names, type names and the signature rule are a fixed contract with agents we do not
+ * control: do not rename anything here.
+ *
+ * Inbound: `parseUplink` (hub side) and `parseDownlink` (agent side) never throw; they return a
+ * typed message or an error code with a reason naming the field. They do not check signatures,
+ * clocks or replays: the receiver knows the secret and calls `verifyInbound` (signing.ts) next.
+ * Outbound: `buildCommand` / `buildData` make well-formed, signed messages.
+ *
+ * @example
+ *   const r = parseUplink(topic, packet.payload);
+ *   if (!r.ok) return reject(r.code, r.reason);
+ *   if (r.value.kind === 'data' && r.value.msg.data_type === 'exec_result') {
+ *     r.value.msg.payload.exit_code; // number
+ *   }
+ */
+import { randomUUID } from 'node:crypto';
+import { z } from 'zod';
+import { type ErrorCode, HubError } from '../../core/errors.js';
+import { bindSignedSource, canonicalJson, signMessage } from './signing.js';
+
+// ---------------------------------------------------------------------------------------------
+// Topics (DESIGN §4)
+
+export const TOPIC_COMMAND_UP = 'wdd/RDMC/command/up';
+export const TOPIC_MESSAGE_UP = 'wdd/RDMC/message/up';
+const COMMAND_DOWN_PREFIX = 'wdd/RDMC/command/down/';
+const MESSAGE_DOWN_PREFIX = 'wdd/RDMC/message/down/';
+export const commandDownTopic = (projectId: string): string => `${COMMAND_DOWN_PREFIX}${projectId}`;
+export const messageDownTopic = (projectId: string): string => `${MESSAGE_DOWN_PREFIX}${projectId}`;
+
+/** DESIGN §4: every message is version "1.0". */
+export const PROTOCOL_VERSION = '1.0';
+/** Messages larger than this are refused before any decoding (256 KiB). */
+export const DEFAULT_MAX_MESSAGE_BYTES = 256 * 1024;
+/** The longest project id, in UTF-8 bytes. */
+export const MAX_PROJECT_ID_BYTES = 128;
+
+// C0 and C1 control characters and DEL ([MQTT-1.5.4-2] says topic names SHOULD NOT hold them),
+// the MQTT separators and wildcards ('/', '+', '#'), and lone surrogates, which cannot be encoded
+// as UTF-8 ([MQTT-1.5.4-1]). NUL is a C0 control character.
+// biome-ignore lint/suspicious/noControlCharactersInRegex: matching control characters is the point
+const FORBIDDEN_IN_PROJECT_ID = /[\u0000-\u001f\u007f-\u009f/+#]|\p{Cs}/u;
+
+/**
+ * A project id is one MQTT topic level (it ends `.../down/{project_id}`): a non-empty string of at
+ * most 128 UTF-8 bytes, without '/', '+', '#', NUL or other control characters, not starting
+ * with '$' (brokers reserve `$` topics, [MQTT-4.7.2-1]).
+ *
+ * @example isValidProjectId('plant-7') === true; isValidProjectId('a/b') === false
+ */
+export function isValidProjectId(id: unknown): id is string {
+  return (
+    typeof id === 'string' &&
+    id.length > 0 &&
+    id.length <= MAX_PROJECT_ID_BYTES && // UTF-8 is never shorter than UTF-16 code units
+    Buffer.byteLength(id, 'utf8') <= MAX_PROJECT_ID_BYTES &&
+    !id.startsWith('$') &&
+    !FORBIDDEN_IN_PROJECT_ID.test(id)
+  );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Type names
+
+export const UPLINK_COMMAND_TYPES = ['register'] as const;
+export const UPLINK_DATA_TYPES = [
+  'register_complete',
+  'heartbeat',
+  'command_ack',
+  'log_result',
+  'exec_result',
+  'monitor',
+  'alert',
+  'disconnect',
+] as const;
+export const DOWNLINK_DATA_TYPES = ['register_ack', 'reregister'] as const;
+
+export type UplinkCommandType = (typeof UPLINK_COMMAND_TYPES)[number];
+export type UplinkDataType = (typeof UPLINK_DATA_TYPES)[number];
+export type DownlinkDataType = (typeof DOWNLINK_DATA_TYPES)[number];
+
+/** Command type names: 1–64 characters of [a-z0-9_.-]. */
+export const COMMAND_TYPE_RE = /^[a-z0-9_.-]{1,64}$/;
+
+// ---------------------------------------------------------------------------------------------
+// Message types (DESIGN §4)
+
+export interface BaseMessage {
+  message_id: string;
+  type: 'command' | 'message';
+  project_id: string;
+  /** Milliseconds since the epoch, set by the sender. */
+  timestamp: number;
+  version: '1.0';
+}
+
+/** A command: always signed. `CommandMessage<'register', RegisterPayload>` narrows it. */
+export interface CommandMessage<T extends string = string, P = unknown> extends BaseMessage {
+  type: 'command';
+  command_type: T;
+  payload: P;
+  /** Lowercase hex HMAC-SHA256 (DESIGN §4). */
+  signature: string;
+}
+
+/** A data message. Hub and agent sign data messages too when they can; receivers verify a present signature. */
+export interface DataMessage<T extends string = string, P = unknown> extends BaseMessage {
+  type: 'message';
+  data_type: T;
+  payload: P;
+  encrypted: boolean;
+  signature?: string;
+}
+
+// Payloads. Agents may send more fields than listed; they are kept (z.looseObject).
+
+/** Uplink command `register` (SubNodeSync registration fields). */
+export interface RegisterPayload {
+  node_name: string;
+  /** `{node_name}-{hostname}-{pid}` */
+  instance_id: string;
+  version: string;
+  pid: number;
+  /** ms since the epoch */
+  start_time: number;
+  capabilities: string[];
+  metadata: Record<string, unknown>;
+  node_version: string;
+}
+export interface RegisterCompletePayload {
+  instance_id?: string;
+}
+export interface HeartbeatPayload {
+  instance_id?: string;
+  timestamp?: number;
+  uptime_s?: number;
+  metrics?: Record<string, unknown>;
+}
+export interface CommandAckPayload {
+  command_id: string;
+}
+export interface LogResultPayload {
+  command_id: string;
+  seq: number;
+  content: string;
+}
+export type ExecStatus = 'success' | 'failure' | 'timeout';
+export interface ExecResultPayload {
+  command_id: string;
+  status: ExecStatus;
+  exit_code: number;
+  output: string;
+  error: string;
+  start_time: number;
+  end_time: number;
+  duration: number;
+}
+export interface MonitorPayload {
+  metrics: Record<string, unknown>;
+  [extra: string]: unknown;
+}
+export type AlertLevel = 'info' | 'warning' | 'error' | 'critical';
+export interface AlertPayload {
+  level: AlertLevel;
+  message: string;
+  [extra: string]: unknown;
+}
+export interface DisconnectPayload {
+  reason?: string;
+}
+export interface RegisterAckPayload {
+  accepted: boolean;
+  reason?: string;
+  heartbeat_interval_s: number;
+}
+export interface ReregisterPayload {
+  reason?: string;
+}
+
+export interface UplinkDataPayloads {
+  register_complete: RegisterCompletePayload;
+  heartbeat: HeartbeatPayload;
+  command_ack: CommandAckPayload;
+  log_result: LogResultPayload;
+  exec_result: ExecResultPayload;
+  monitor: MonitorPayload;
+  alert: AlertPayload;
+  disconnect: DisconnectPayload;
+}
+export interface DownlinkDataPayloads {
+  register_ack: RegisterAckPayload;
+  reregister: ReregisterPayload;
+}
+
+export type RegisterCommand = CommandMessage<'register', RegisterPayload>;
+/** Discriminated on `data_type`: switching on it narrows `payload`. */
+export type UplinkDataMessage = { [K in UplinkDataType]: DataMessage<K, UplinkDataPayloads[K]> }[UplinkDataType];
+export type DownlinkDataMessage = {
+  [K in DownlinkDataType]: DataMessage<K, DownlinkDataPayloads[K]>;
+}[DownlinkDataType];
+
+/** What arrives on `wdd/RDMC/command/up` or `wdd/RDMC/message/up`. */
+export type Uplink = { kind: 'command'; msg: RegisterCommand } | { kind: 'data'; msg: UplinkDataMessage };
+/** What arrives on `.../command/down/{project_id}` (any command) or `.../message/down/{project_id}`. */
+export type Downlink = { kind: 'command'; msg: CommandMessage } | { kind: 'data'; msg: DownlinkDataMessage };
+
+// ---------------------------------------------------------------------------------------------
+// Schemas. Each is typed against its interface so the two cannot drift apart.
+
+const uuid = () => z.guid(); // 8-4-4-4-12 hex, any version/variant: agents choose their generator
+/** Safe integers; the marker message lets describeIssue say "integer" when a string arrives (zod says "number"). */
+const INT_MARK = 'expected integer';
+const int = () => z.int({ error: INT_MARK });
+const msInt = () => int().nonnegative();
+/** A `null` payload (a Go agent marshals a nil payload that way) reads as `{}` when every field is optional. */
+const orEmpty = <T extends z.ZodType>(schema: T) => z.preprocess((v) => (v === null ? {} : v), schema);
+
+export const RegisterPayloadSchema: z.ZodType<RegisterPayload> = z.looseObject({
+  node_name: z.string(),
+  instance_id: z.string(),
+  version: z.string(),
+  pid: int().nonnegative(),
+  start_time: msInt(),
+  capabilities: z.array(z.string()).default([]),
+  metadata: z.record(z.string(), z.unknown()).default({}),
+  node_version: z.string(),
+});
+export const RegisterCompletePayloadSchema: z.ZodType<RegisterCompletePayload> = orEmpty(
+  z.looseObject({ instance_id: z.string().optional() }),
+);
+export const HeartbeatPayloadSchema: z.ZodType<HeartbeatPayload> = orEmpty(
+  z.looseObject({
+    instance_id: z.string().optional(),
+    timestamp: msInt().optional(),
+    uptime_s: z.number().nonnegative().optional(),
+    metrics: z.record(z.string(), z.unknown()).optional(),
+  }),
+);
+export const CommandAckPayloadSchema: z.ZodType<CommandAckPayload> = z.looseObject({ command_id: uuid() });
+export const LogResultPayloadSchema: z.ZodType<LogResultPayload> = z.looseObject({
+  command_id: uuid(),
+  seq: int().nonnegative(),
+  content: z.string(),
+});
+export const ExecResultPayloadSchema: z.ZodType<ExecResultPayload> = z.looseObject({
+  command_id: uuid(),
+  status: z.enum(['success', 'failure', 'timeout']),
+  exit_code: int(),
+  output: z.string().default(''),
+  error: z.string().default(''),
+  start_time: msInt(),
+  end_time: msInt(),
+  duration: int().nonnegative(),
+});
+export const MonitorPayloadSchema: z.ZodType<MonitorPayload> = z.looseObject({
+  metrics: z.record(z.string(), z.unknown()),
+});
+export const AlertPayloadSchema: z.ZodType<AlertPayload> = z.looseObject({
+  level: z.enum(['info', 'warning', 'error', 'critical']),
+  message: z.string(),
+});
+export const DisconnectPayloadSchema: z.ZodType<DisconnectPayload> = orEmpty(
+  z.looseObject({ reason: z.string().optional() }),
+);
+export const RegisterAckPayloadSchema: z.ZodType<RegisterAckPayload> = z.looseObject({
+  accepted: z.boolean(),
+  reason: z.string().optional(),
+  heartbeat_interval_s: int().positive(),
+});
+export const ReregisterPayloadSchema: z.ZodType<ReregisterPayload> = orEmpty(
+  z.looseObject({ reason: z.string().optional() }),
+);
+
+const UPLINK_COMMAND_PAYLOAD_SCHEMAS: { readonly [K in UplinkCommandType]: z.ZodType } = {
+  register: RegisterPayloadSchema,
+};
+const UPLINK_DATA_PAYLOAD_SCHEMAS: { readonly [K in UplinkDataType]: z.ZodType<UplinkDataPayloads[K]> } = {
+  register_complete: RegisterCompletePayloadSchema,
+  heartbeat: HeartbeatPayloadSchema,
+  command_ack: CommandAckPayloadSchema,
+  log_result: LogResultPayloadSchema,
+  exec_result: ExecResultPayloadSchema,
+  monitor: MonitorPayloadSchema,
+  alert: AlertPayloadSchema,
+  disconnect: DisconnectPayloadSchema,
+};
+const DOWNLINK_DATA_PAYLOAD_SCHEMAS: { readonly [K in DownlinkDataType]: z.ZodType<DownlinkDataPayloads[K]> } = {
+  register_ack: RegisterAckPayloadSchema,
+  reregister: ReregisterPayloadSchema,
+};
+
+// Envelopes. `type` and `version` are checked first (see checkEnvelope); `project_id` only needs
+// to be a string here, its finer rules give PROTO_ERR_PROJECT_ID.
+const envelopeBase = {
+  message_id: uuid(),
+  project_id: z.string(),
+  timestamp: msInt(),
+  version: z.literal(PROTOCOL_VERSION),
+};
+export const CommandMessageSchema = z.looseObject({
+  ...envelopeBase,
+  type: z.literal('command'),
+  command_type: z.string().regex(COMMAND_TYPE_RE),
+  payload: z.unknown(),
+  signature: z.string().regex(/^[0-9a-f]{64}$/),
+});
+export const DataMessageSchema = z.looseObject({
+  ...envelopeBase,
+  type: z.literal('message'),
+  data_type: z.string(),
+  payload: z.unknown(),
+  encrypted: z.boolean(),
+  signature: z.string().optional(),
+});
+
+// ---------------------------------------------------------------------------------------------
+// Parsing
+
+export type ParseErrorCode = Extract<
+  ErrorCode,
+  'PROTO_ERR_JSON' | 'PROTO_ERR_SCHEMA' | 'PROTO_ERR_TOO_LARGE' | 'PROTO_ERR_UNKNOWN_TYPE' | 'PROTO_ERR_PROJECT_ID'
+>;
+/** Every code `parseUplink` / `parseDownlink` can return. */
+export const PARSE_ERROR_CODES: readonly ParseErrorCode[] = [
+  'PROTO_ERR_JSON',
+  'PROTO_ERR_SCHEMA',
+  'PROTO_ERR_TOO_LARGE',
+  'PROTO_ERR_UNKNOWN_TYPE',
+  'PROTO_ERR_PROJECT_ID',
+];
+export type ParseResult<T> = { ok: true; value: T } | { ok: false; code: ParseErrorCode; reason: string };
+export interface ParseOptions {
+  /** Refuse larger messages before decoding them; default 256 KiB. */
+  maxBytes?: number;
+}
+
+type Fail = { ok: false; code: ParseErrorCode; reason: string };
+const fail = (code: ParseErrorCode, reason: string): Fail => ({ ok: false, code, reason });
+
+const utf8 = new TextDecoder('utf-8', { fatal: true });
+
+/** Short, log-safe rendering of an untrusted value. */
+function show(value: unknown): string {
+  let s: string;
+  try {
+    s = typeof value === 'string' ? JSON.stringify(value) : (JSON.stringify(value) ?? String(value));
+  } catch {
+    s = Object.prototype.toString.call(value);
+  }
+  return s.length > 64 ? `${s.slice(0, 61)}...` : s;
+}
+
+function kindOf(value: unknown): string {
+  if (value === null) return 'null';
+  if (Array.isArray(value)) return 'array';
+  if (typeof value === 'number' && !Number.isInteger(value)) return 'non-integer number';
+  return typeof value;
+}
+
+/** `["payload","items",0,"x"]` → `payload.items[0].x` */
+function formatPath(path: readonly PropertyKey[]): string {
+  let out = '';
+  for (const seg of path) {
+    if (typeof seg === 'number') out += `[${seg}]`;
+    else out += out === '' ? String(seg) : `.${String(seg)}`;
+  }
+  return out === '' ? '(message)' : out;
+}
+
+function valueAt(root: unknown, path: readonly PropertyKey[]): unknown {
+  let cur: unknown = root;
+  for (const seg of path) {
+    if (cur === null || typeof cur !== 'object' || !Object.hasOwn(cur, seg)) return undefined;
+    cur = (cur as Record<PropertyKey, unknown>)[seg];
+  }
+  return cur;
+}
+
+/** One zod issue as `path: what was expected` (e.g. `payload.exit_code: expected integer, got non-integer number`). */
+function describeIssue(issue: z.core.$ZodIssue, root: unknown, prefix: readonly PropertyKey[]): string {
+  const path = [...prefix, ...issue.path];
+  const where = formatPath(path);
+  const actual = valueAt(root, path);
+  switch (issue.code) {
+    case 'invalid_type': {
+      if (actual === undefined) return `${where}: required`;
+      const expected = issue.expected === 'int' || issue.message === INT_MARK ? 'integer' : issue.expected;
+      return `${where}: expected ${expected}, got ${kindOf(actual)}`;
+    }
+    case 'invalid_value':
+      return `${where}: expected ${issue.values.map((v) => JSON.stringify(v)).join(' | ')}, got ${show(actual)}`;
+    case 'invalid_format':
+      if (issue.format === 'guid') return `${where}: expected a UUID, got ${show(actual)}`;
+      if (issue.format === 'regex' && 'pattern' in issue) return `${where}: must match ${issue.pattern}`;
+      return `${where}: expected ${issue.format} format`;
+    case 'too_small':
+    case 'too_big': {
+      const op = issue.code === 'too_small' ? (issue.inclusive ? '>=' : '>') : issue.inclusive ? '<=' : '<';
+      const limit = issue.code === 'too_small' ? issue.minimum : issue.maximum;
+      const what = issue.origin === 'string' || issue.origin === 'array' ? 'length' : 'value';
+      return `${where}: ${what} must be ${op} ${String(limit)}`;
+    }
+    default:
+      return `${where}: ${issue.message}`;
+  }
+}
+
+function schemaFailure(error: z.ZodError, root: unknown, prefix: readonly PropertyKey[] = []): Fail {
+  const [first, ...rest] = error.issues;
+  const head = first ? describeIssue(first, root, prefix) : 'invalid message';
+  return fail('PROTO_ERR_SCHEMA', rest.length > 0 ? `${head} (and ${rest.length} more)` : head);
+}
+
+/** Size check, then UTF-8, then JSON, then "is an object". */
+function decode(raw: unknown, opts: ParseOptions | undefined): ParseResult<Record<string, unknown>> {
+  const max = opts?.maxBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
+  let text: string;
+  if (typeof raw === 'string') {
+    // Checked before decoding anything: a UTF-16 unit is at least one UTF-8 byte.
+    if (raw.length > max || Buffer.byteLength(raw, 'utf8') > max) {
+      return fail('PROTO_ERR_TOO_LARGE', `message is larger than ${max} bytes`);
+    }
+    text = raw;
+  } else if (raw instanceof Uint8Array) {
+    if (raw.byteLength > max) {
+      return fail('PROTO_ERR_TOO_LARGE', `message is ${raw.byteLength} bytes, larger than ${max}`);
+    }
+    try {
+      text = utf8.decode(raw);
+    } catch {
+      return fail('PROTO_ERR_JSON', 'message is not valid UTF-8');
+    }
+  } else {
+    return fail('PROTO_ERR_JSON', 'message must be a string or bytes');
+  }
+  let value: unknown;
+  try {
+    // JSON.parse makes `__proto__` an ordinary own key; it never touches a prototype.
+    value = JSON.parse(text);
+  } catch (err) {
+    return fail('PROTO_ERR_JSON', `message is not valid JSON: ${(err as Error).message}`);
+  }
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) {
+    return fail('PROTO_ERR_JSON', `message must be a JSON object, got ${kindOf(value)}`);
+  }
+  return { ok: true, value: value as Record<string, unknown> };
+}
+
+/**
+ * The envelope checks shared by both directions: `type` must match the topic, `version` must be
+ * "1.0", the envelope fields must be well formed, and `project_id` must be valid.
+ */
+function checkEnvelope<S extends typeof CommandMessageSchema | typeof DataMessageSchema>(
+  obj: Record<string, unknown>,
+  expectedType: 'command' | 'message',
+  topic: string,
+  schema: S,
+): ParseResult<z.output<S>> {
+  if (obj.type !== expectedType) {
+    return fail('PROTO_ERR_SCHEMA', `type: expected "${expectedType}" on ${topic}, got ${show(obj.type)}`);
+  }
+  if (obj.version !== PROTOCOL_VERSION) {
+    return fail('PROTO_ERR_SCHEMA', `version: expected "${PROTOCOL_VERSION}", got ${show(obj.version)}`);
+  }
+  const env = schema.safeParse(obj);
+  if (!env.success) return schemaFailure(env.error, obj);
+  if (!isValidProjectId(env.data.project_id)) {
+    return fail('PROTO_ERR_PROJECT_ID', `project_id: invalid project id ${show(env.data.project_id)}`);
+  }
+  return { ok: true, value: env.data as z.output<S> };
+}
+
+/** Validates `payload` and returns the message with the parsed payload, bound to `raw` for signature checks. */
+function withPayload<M extends { payload: unknown }>(
+  envelope: M,
+  schema: z.ZodType,
+  raw: Record<string, unknown>,
+): ParseResult<M> {
+  const payload = schema.safeParse(envelope.payload);
+  if (!payload.success) return schemaFailure(payload.error, raw, ['payload']);
+  const msg = { ...envelope, payload: payload.data };
+  // Defaults may have been filled in; the signature covers what the sender sent (DESIGN §4).
+  bindSignedSource(msg, raw);
+  return { ok: true, value: msg };
+}
+
+const ownKey = <T extends object>(table: T, key: string): key is Extract<keyof T, string> => Object.hasOwn(table, key);
+
+function guard<T>(fn: () => ParseResult<T>): ParseResult<T> {
+  try {
+    return fn();
+  } catch (err) {
+    // Unreachable by design; the contract is "never throws", so an internal fault still answers.
+    return fail('PROTO_ERR_SCHEMA', `message could not be parsed: ${(err as Error)?.message ?? String(err)}`);
+  }
+}
+
+/**
+ * Hub side: decode and validate a message received on `wdd/RDMC/command/up` (a `register`
+ * command) or `wdd/RDMC/message/up` (an uplink data message). Never throws. Does not verify the
+ * signature: call `verifyInbound(result.value.msg, ...)` next.
+ *
+ * @example
+ *   const r = parseUplink('wdd/RDMC/message/up', buf);
+ *   if (r.ok && r.value.kind === 'data' && r.value.msg.data_type === 'heartbeat') r.value.msg.payload.metrics;
+ */
+export function parseUplink(
+  topic: string,
+  raw: Buffer | Uint8Array | string,
+  opts?: ParseOptions,
+): ParseResult<Uplink> {
+  return guard<Uplink>(() => {
+    const isCommand = topic === TOPIC_COMMAND_UP;
+    if (!isCommand && topic !== TOPIC_MESSAGE_UP) {
+      return fail('PROTO_ERR_SCHEMA', `topic: ${show(topic)} is not an uplink topic`);
+    }
+    const decoded = decode(raw, opts);
+    if (!decoded.ok) return decoded;
+    const obj = decoded.value;
+    if (isCommand) {
+      const env = checkEnvelope(obj, 'command', topic, CommandMessageSchema);
+      if (!env.ok) return env;
+      const type = env.value.command_type;
+      if (!ownKey(UPLINK_COMMAND_PAYLOAD_SCHEMAS, type)) {
+        return fail('PROTO_ERR_UNKNOWN_TYPE', `command_type: unknown uplink command type ${show(type)}`);
+      }
+      const r = withPayload(env.value, UPLINK_COMMAND_PAYLOAD_SCHEMAS[type], obj);
+      return r.ok ? { ok: true, value: { kind: 'command', msg: r.value as unknown as RegisterCommand } } : r;
+    }
+    const env = checkEnvelope(obj, 'message', topic, DataMessageSchema);
+    if (!env.ok) return env;
+    const type = env.value.data_type;
+    if (!ownKey(UPLINK_DATA_PAYLOAD_SCHEMAS, type)) {
+      return fail('PROTO_ERR_UNKNOWN_TYPE', `data_type: unknown uplink data type ${show(type)}`);
+    }
+    const r = withPayload(env.value, UPLINK_DATA_PAYLOAD_SCHEMAS[type], obj);
+    return r.ok ? { ok: true, value: { kind: 'data', msg: r.value as unknown as UplinkDataMessage } } : r;
+  });
+}
+
+/**
+ * Agent side: decode and validate a message received on `wdd/RDMC/command/down/{project_id}`
+ * (any command type, payload any JSON) or `wdd/RDMC/message/down/{project_id}` (`register_ack`,
+ * `reregister`). The project id in the topic must equal `msg.project_id`
+ * (PROTO_ERR_PROJECT_ID otherwise). Never throws; does not verify the signature.
+ */
+export function parseDownlink(
+  topic: string,
+  raw: Buffer | Uint8Array | string,
+  opts?: ParseOptions,
+): ParseResult<Downlink> {
+  return guard<Downlink>(() => {
+    const isCommand = typeof topic === 'string' && topic.startsWith(COMMAND_DOWN_PREFIX);
+    const isMessage = typeof topic === 'string' && topic.startsWith(MESSAGE_DOWN_PREFIX);
+    if (!isCommand && !isMessage) {
+      return fail('PROTO_ERR_SCHEMA', `topic: ${show(topic)} is not a downlink topic`);
+    }
+    const topicProject = topic.slice((isCommand ? COMMAND_DOWN_PREFIX : MESSAGE_DOWN_PREFIX).length);
+    if (!isValidProjectId(topicProject)) {
+      return fail('PROTO_ERR_PROJECT_ID', `topic: invalid project id ${show(topicProject)} in ${show(topic)}`);
+    }
+    const decoded = decode(raw, opts);
+    if (!decoded.ok) return decoded;
+    const obj = decoded.value;
+    const mismatch = (projectId: string): Fail =>
+      fail('PROTO_ERR_PROJECT_ID', `project_id: ${show(projectId)} does not match the topic's ${show(topicProject)}`);
+    if (isCommand) {
+      const env = checkEnvelope(obj, 'command', topic, CommandMessageSchema);
+      if (!env.ok) return env;
+      if (env.value.project_id !== topicProject) return mismatch(env.value.project_id);
+      const msg = { ...env.value } as CommandMessage;
+      bindSignedSource(msg, obj);
+      return { ok: true, value: { kind: 'command', msg } };
+    }
+    const env = checkEnvelope(obj, 'message', topic, DataMessageSchema);
+    if (!env.ok) return env;
+    if (env.value.project_id !== topicProject) return mismatch(env.value.project_id);
+    const type = env.value.data_type;
+    if (!ownKey(DOWNLINK_DATA_PAYLOAD_SCHEMAS, type)) {
+      return fail('PROTO_ERR_UNKNOWN_TYPE', `data_type: unknown downlink data type ${show(type)}`);
+    }
+    const r = withPayload(env.value, DOWNLINK_DATA_PAYLOAD_SCHEMAS[type], obj);
+    return r.ok ? { ok: true, value: { kind: 'data', msg: r.value as unknown as DownlinkDataMessage } } : r;
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Building
+
+/** A fresh message id (UUID v4). */
+export function newMessageId(): string {
+  return randomUUID();
+}
+
+interface BuildOptions {
+  messageId?: string;
+  /** The timestamp to stamp, ms since the epoch; default `Date.now()`. */
+  now?: number;
+}
+
+/**
+ * A deep, JSON-only copy of `payload`: the message never shares objects with the caller (a later
+ * mutation would break the signature), and values JSON cannot carry fail here, not at the receiver.
+ */
+function jsonCopy(payload: unknown): unknown {
+  if (payload === undefined) throw new HubError('PROTO_ERR_SCHEMA', 'payload: required (use null for "nothing")');
+  try {
+    return JSON.parse(canonicalJson(payload));
+  } catch (err) {
+    throw new HubError('PROTO_ERR_SCHEMA', `payload: not JSON-serialisable: ${(err as Error).message}`, undefined, {
+      cause: err,
+    });
+  }
+}
+
+function baseFields<T extends 'command' | 'message'>(projectId: string, type: T, opts: BuildOptions | undefined) {
+  if (!isValidProjectId(projectId)) {
+    throw new HubError('PROTO_ERR_PROJECT_ID', `project_id: invalid project id ${show(projectId)}`, {
+      field: 'project_id',
+    });
+  }
+  const messageId = opts?.messageId ?? newMessageId();
+  if (!uuid().safeParse(messageId).success) {
+    throw new HubError('PROTO_ERR_SCHEMA', `message_id: expected a UUID, got ${show(messageId)}`, {
+      field: 'message_id',
+    });
+  }
+  const timestamp = opts?.now ?? Date.now();
+  if (!Number.isSafeInteger(timestamp) || timestamp < 0) {
+    throw new HubError('PROTO_ERR_SCHEMA', `timestamp: expected a non-negative integer, got ${show(timestamp)}`, {
+      field: 'timestamp',
+    });
+  }
+  return { message_id: messageId, type, project_id: projectId, timestamp, version: PROTOCOL_VERSION } as const;
+}
+
+/** Known types get their payload checked at build time, so a bad message fails at the sender. */
+function checkKnownPayload(
+  table: Readonly<Record<string, z.ZodType>>,
+  typeName: string,
+  payload: unknown,
+  field: 'command_type' | 'data_type',
+): void {
+  if (!Object.hasOwn(table, typeName)) return;
+  const r = table[typeName].safeParse(payload);
+  if (!r.success) {
+    const f = schemaFailure(r.error, { payload }, ['payload']);
+    throw new HubError('PROTO_ERR_SCHEMA', `${field} ${typeName}: ${f.reason}`, { field: 'payload' });
+  }
+}
+
+/**
+ * A signed command (DESIGN §4). Throws a HubError (PROTO_ERR_PROJECT_ID, PROTO_ERR_SCHEMA) for
+ * an invalid project id, command type, message id, timestamp, a payload that JSON cannot carry,
+ * or a `register` payload that does not match its schema; a TypeError for an empty secret.
+ *
+ * @example
+ *   const cmd = buildCommand('plant-7', 'host_exec', { script: 'uptime' }, secret);
+ *   mqtt.publish(commandDownTopic('plant-7'), JSON.stringify(cmd), { qos: 1 });
+ */
+export function buildCommand(
+  projectId: string,
+  commandType: string,
+  payload: unknown,
+  secret: string,
+  opts?: BuildOptions,
+): CommandMessage {
+  if (typeof commandType !== 'string' || !COMMAND_TYPE_RE.test(commandType)) {
+    throw new HubError('PROTO_ERR_SCHEMA', `command_type: must match ${COMMAND_TYPE_RE}, got ${show(commandType)}`, {
+      field: 'command_type',
+    });
+  }
+  const base = baseFields(projectId, 'command', opts);
+  const body = jsonCopy(payload);
+  checkKnownPayload(UPLINK_COMMAND_PAYLOAD_SCHEMAS, commandType, body, 'command_type');
+  const unsigned = { ...base, command_type: commandType, payload: body };
+  return { ...unsigned, signature: signMessage(unsigned, secret) };
+}
+
+/**
+ * A data message; signed when `secret` is given (the hub and agent sign everything they can).
+ * Throws like `buildCommand`; payloads of known data types (uplink and downlink) are checked
+ * against their schema.
+ *
+ * @example
+ *   const ack = buildData('plant-7', 'command_ack', { command_id }, { secret });
+ *   mqtt.publish(TOPIC_MESSAGE_UP, JSON.stringify(ack), { qos: 1 });
+ */
+export function buildData(
+  projectId: string,
+  dataType: string,
+  payload: unknown,
+  opts?: BuildOptions & { encrypted?: boolean; secret?: string },
+): DataMessage & { signature?: string } {
+  if (typeof dataType !== 'string' || !COMMAND_TYPE_RE.test(dataType)) {
+    throw new HubError('PROTO_ERR_SCHEMA', `data_type: must match ${COMMAND_TYPE_RE}, got ${show(dataType)}`, {
+      field: 'data_type',
+    });
+  }
+  const base = baseFields(projectId, 'message', opts);
+  const body = jsonCopy(payload);
+  checkKnownPayload(UPLINK_DATA_PAYLOAD_SCHEMAS, dataType, body, 'data_type');
+  checkKnownPayload(DOWNLINK_DATA_PAYLOAD_SCHEMAS, dataType, body, 'data_type');
+  const unsigned: DataMessage = { ...base, data_type: dataType, payload: body, encrypted: opts?.encrypted ?? false };
+  if (opts?.secret === undefined) return unsigned;
+  return { ...unsigned, signature: signMessage(unsigned, opts.secret) };
+}

@@ -1,0 +1,224 @@
+/**
+ * Message signing for the MQTT wire protocol (DESIGN §4): lowercase hex HMAC-SHA256 with the
+ * project's secret over the RFC 8785 (JCS) canonical JSON of the message object without its
+ * `signature` field. Receivers reject a bad signature, a timestamp outside ±300 s of their clock,
+ * and a `message_id` already seen; `verifyInbound` applies the three checks in that order.
+ *
+ * @example
+ *   const msg = { message_id, type: 'command', project_id: 'p1', timestamp: Date.now(), version: '1.0', ... };
+ *   const signed = { ...msg, signature: signMessage(msg, secret) };
+ *   verifyInbound(signed, [secret, previousSecret], replayCache, Date.now()); // { ok: true }
+ */
+import { createHmac, timingSafeEqual } from 'node:crypto';
+import canonicalize from 'canonicalize';
+
+/** DESIGN §4: receivers accept timestamps within ±300 s of their own clock. */
+export const CLOCK_WINDOW_MS = 300_000;
+
+const SIGNATURE_RE = /^[0-9a-f]{64}$/;
+
+/**
+ * Parsing may hand consumers a normalised view of a message (defaults filled in, `__proto__`
+ * keys dropped). The signature covers what the sender signed, i.e. the object decoded from the
+ * wire, so protocol.ts records that object here and `verifySignature(view)` checks it instead.
+ * A WeakMap keeps the view a plain JSON object (nothing extra on it) and frees the source with it.
+ * The binding does not survive a copy (spread, structuredClone): verify before copying.
+ */
+const signedSources = new WeakMap<object, object>();
+
+/** Records that `view` was decoded from `source`, so signature checks on `view` use `source`. */
+export function bindSignedSource(view: object, source: object): void {
+  signedSources.set(view, source);
+}
+
+/**
+ * RFC 8785 (JCS) canonical JSON: keys sorted by UTF-16 code units (§3.2.3), ECMAScript number
+ * formatting (§3.2.2.3), no whitespace. Throws a TypeError for values JSON cannot carry
+ * (NaN, ±Infinity, lone surrogates, cycles, a bare `undefined`).
+ *
+ * @example canonicalJson({ b: 1e21, a: 'x' }) === '{"a":"x","b":1e+21}'
+ */
+export function canonicalJson(value: unknown): string {
+  let out: string | undefined;
+  try {
+    out = canonicalize(value);
+  } catch (err) {
+    throw new TypeError(`value cannot be canonicalised (RFC 8785): ${(err as Error).message}`, { cause: err });
+  }
+  if (typeof out !== 'string') throw new TypeError('value has no JSON representation (RFC 8785)');
+  return out;
+}
+
+/** The message object minus its `signature` field (DESIGN §4). Spread keeps an own `__proto__` key as data. */
+function withoutSignature(msg: object): Record<string, unknown> {
+  const { signature: _omit, ...rest } = msg as Record<string, unknown>;
+  return rest;
+}
+
+function hmacHex(secret: string, canonical: string): string {
+  return createHmac('sha256', secret).update(canonical, 'utf8').digest('hex');
+}
+
+/**
+ * Lowercase hex HMAC-SHA256 over `canonicalJson(msg without 'signature')` (DESIGN §4).
+ * Throws a TypeError for an empty secret or a message JSON cannot carry.
+ *
+ * @example const signature = signMessage({ message_id, type: 'command', ... }, 'project-secret');
+ */
+export function signMessage(msg: object, secret: string): string {
+  if (typeof secret !== 'string' || secret.length === 0) throw new TypeError('secret must be a non-empty string');
+  return hmacHex(secret, canonicalJson(withoutSignature(msg)));
+}
+
+/**
+ * True when `msg.signature` is the HMAC of the message under any of `secrets` (several during a
+ * secret rotation). Compared in constant time. False, never an exception, for a missing or
+ * malformed signature (must be 64 lowercase hex characters), a message that cannot be
+ * canonicalised, or no usable secret. Empty secrets never match. `msg` is any object with (or
+ * without) a `signature` field.
+ */
+export function verifySignature(msg: object, secrets: string | readonly string[]): boolean {
+  try {
+    if (msg === null || typeof msg !== 'object') return false;
+    const source = signedSources.get(msg) ?? msg;
+    const given = (source as { signature?: unknown }).signature;
+    if (typeof given !== 'string' || !SIGNATURE_RE.test(given)) return false;
+    const list = typeof secrets === 'string' ? [secrets] : Array.isArray(secrets) ? secrets : [];
+    const usable = list.filter((s): s is string => typeof s === 'string' && s.length > 0);
+    if (usable.length === 0) return false;
+    const canonical = canonicalJson(withoutSignature(source));
+    const givenBytes = Buffer.from(given, 'hex');
+    let match = false;
+    // Check every secret (no early exit) so timing does not reveal which one matched.
+    for (const secret of usable) {
+      const expected = createHmac('sha256', secret).update(canonical, 'utf8').digest();
+      if (timingSafeEqual(expected, givenBytes)) match = true;
+    }
+    return match;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * DESIGN §4: a timestamp is acceptable when it is within ±windowMs of the receiver's clock,
+ * edges included (exactly 300 000 ms off is accepted, 300 001 is not).
+ */
+export function checkClock(timestampMs: number, nowMs: number, windowMs: number = CLOCK_WINDOW_MS): boolean {
+  if (!Number.isFinite(timestampMs) || !Number.isFinite(nowMs)) return false;
+  return Math.abs(timestampMs - nowMs) <= windowMs;
+}
+
+/**
+ * Remembers message ids for `ttlMs` so a redelivered or replayed message is detected (DESIGN §4).
+ * The default TTL (600 s) covers the whole ±300 s clock window: a message whose timestamp is
+ * 300 s ahead stays acceptable for at most 600 s after it is first seen. Memory is bounded by
+ * `maxEntries`; past it the oldest ids are forgotten first (a trade-off: under a flood an old id
+ * could be accepted again; size the cap above the expected message rate × TTL).
+ *
+ * Map insertion order is arrival order, so expiry and eviction both pop from the front: O(1)
+ * amortised per call.
+ *
+ * @example
+ *   const replay = new ReplayCache();
+ *   replay.seen(msg.message_id); // false: first time, now recorded
+ *   replay.seen(msg.message_id); // true: a replay
+ */
+export class ReplayCache {
+  readonly ttlMs: number;
+  readonly maxEntries: number;
+  private readonly expiries = new Map<string, number>();
+
+  constructor(opts: { ttlMs?: number; maxEntries?: number } = {}) {
+    this.ttlMs = opts.ttlMs ?? 600_000;
+    this.maxEntries = opts.maxEntries ?? 100_000;
+    if (!(this.ttlMs > 0)) throw new RangeError('ttlMs must be > 0');
+    if (!(Number.isInteger(this.maxEntries) && this.maxEntries > 0))
+      throw new RangeError('maxEntries must be an integer > 0');
+  }
+
+  /** How many ids are remembered right now (expired ids may linger until the next `seen`). */
+  get size(): number {
+    return this.expiries.size;
+  }
+
+  /**
+   * True if `messageId` was seen within the TTL (the entry is not refreshed). Otherwise records
+   * it and returns false.
+   */
+  seen(messageId: string, nowMs: number = Date.now()): boolean {
+    this.evictExpired(nowMs);
+    const expiry = this.expiries.get(messageId);
+    if (expiry !== undefined) {
+      if (expiry > nowMs) return true;
+      // Expired but not yet at the front (clock stepped back earlier): forget it and re-record.
+      this.expiries.delete(messageId);
+    }
+    this.expiries.set(messageId, nowMs + this.ttlMs);
+    while (this.expiries.size > this.maxEntries) {
+      const oldest = this.expiries.keys().next().value as string;
+      this.expiries.delete(oldest);
+    }
+    return false;
+  }
+
+  /** Forgets everything. */
+  clear(): void {
+    this.expiries.clear();
+  }
+
+  private evictExpired(nowMs: number): void {
+    for (const [id, expiry] of this.expiries) {
+      if (expiry > nowMs) break;
+      this.expiries.delete(id);
+    }
+  }
+}
+
+export type VerifyOutcome =
+  | { ok: true }
+  | { ok: false; code: 'PROTO_ERR_SIGNATURE' | 'PROTO_ERR_CLOCK' | 'PROTO_ERR_REPLAY'; reason: string };
+
+/**
+ * The receiver's three checks (DESIGN §4), in this order: signature, clock window, replay. A
+ * message id is recorded in the replay cache only when the signature and the clock passed, so a
+ * forged or stale copy cannot block the genuine message.
+ *
+ * @example
+ *   const r = parseUplink(topic, payload);
+ *   if (r.ok) {
+ *     const v = verifyInbound(r.value.msg, secretsFor(r.value.msg.project_id), replay, Date.now());
+ *     if (!v.ok) log.warn({ code: v.code }, v.reason);
+ *   }
+ */
+export function verifyInbound(
+  msg: { message_id: string; timestamp: number; signature?: unknown },
+  secrets: string | readonly string[],
+  replay: ReplayCache,
+  nowMs: number,
+  windowMs: number = CLOCK_WINDOW_MS,
+): VerifyOutcome {
+  if (!verifySignature(msg, secrets)) {
+    const source = (msg !== null && typeof msg === 'object' && signedSources.get(msg)) || msg;
+    const sig = (source as { signature?: unknown } | null)?.signature;
+    const reason =
+      sig === undefined
+        ? 'signature missing'
+        : typeof sig !== 'string' || !SIGNATURE_RE.test(sig)
+          ? 'signature malformed: expected 64 lowercase hex characters'
+          : 'signature does not match any secret of the project';
+    return { ok: false, code: 'PROTO_ERR_SIGNATURE', reason };
+  }
+  if (!checkClock(msg.timestamp, nowMs, windowMs)) {
+    const skew = Number.isFinite(msg.timestamp) ? `${msg.timestamp - nowMs} ms` : 'not a number';
+    return {
+      ok: false,
+      code: 'PROTO_ERR_CLOCK',
+      reason: `timestamp is outside the ±${windowMs} ms window of the receiver clock (offset ${skew})`,
+    };
+  }
+  if (replay.seen(msg.message_id, nowMs)) {
+    return { ok: false, code: 'PROTO_ERR_REPLAY', reason: `message_id ${msg.message_id} was already seen` };
+  }
+  return { ok: true };
+}

@@ -1,0 +1,39 @@
+import { z } from 'zod';
+
+const ms = (min: number) => z.number().int().min(min);
+
+/**
+ * Settings of the `status` module (project provisioning and presence). Every key has a default,
+ * so `status: {}` in config.yml is a working module. Unknown keys are refused.
+ */
+export const statusConfigSchema = z
+  .object({
+    /** Name under `databases:` holding the project tables. */
+    database: z.string().min(1).default('default'),
+    /** Told to agents in `register_ack` (DESIGN §4: heartbeat every 5 s). */
+    heartbeat_interval_s: z.number().int().min(1).max(3600).default(5),
+    /** Silence after which an online project goes offline (DESIGN §4: 30 s; HUB_HEARTBEAT_TIMEOUT_MS). */
+    heartbeat_timeout_ms: ms(1).default(30_000),
+    /** How often presence is checked for silent projects. */
+    sweep_interval_ms: ms(1).default(1_000),
+    /** Presence changes are coalesced in memory and written in one batch at this pace (DESIGN §6, §10). */
+    flush_interval_ms: ms(1).default(1_000),
+    /** Accepted clock difference for signed uplinks (DESIGN §4: ±300 s). */
+    clock_window_ms: ms(0).default(300_000),
+    /** How long a rotated-out secret keeps working unless the rotate request says otherwise. */
+    rotation_overlap_s: z.number().int().min(0).default(300),
+    /** Refuse unsigned data messages (DESIGN's DataMessage has no signature; the broker ACL binds a connection to its project). */
+    require_data_signature: z.boolean().default(false),
+    /**
+     * A `disconnect` (often the MQTT last will, composed when the agent connected, before it
+     * registered) is ignored as stale when its timestamp is older than the current session's
+     * `register` timestamp minus this grace: a will from an earlier connection then cannot knock a
+     * fresh session offline, while the will of the current connection still counts.
+     */
+    will_grace_ms: ms(0).default(10_000),
+    /** Project rows (secrets, enabled) are cached this long; other hub instances' changes show after it. */
+    cache_ttl_ms: ms(0).default(30_000),
+  })
+  .strict();
+
+export type StatusConfig = z.output<typeof statusConfigSchema>;

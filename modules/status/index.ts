@@ -1,0 +1,153 @@
+import type { ModuleContext, ModuleProvider } from '../../core/module.js';
+import type { RegisterCommand } from '../shared/protocol.js';
+import {
+  BRIDGE,
+  type CreatedProject,
+  type ProjectCredentials,
+  type ProjectView,
+  STATUS,
+  type StatusChangedEvent,
+  type UplinkEvent,
+} from '../shared/topics.js';
+import { type StatusConfig, statusConfigSchema } from './config.js';
+import { migrations } from './migrations.js';
+import { Flusher, loadPresence } from './persist.js';
+import { Presence, projectView } from './presence.js';
+import { type ProjectRecord, ProjectStore, parseRequest, requests } from './projects.js';
+import { Uplinks } from './uplinks.js';
+
+/** Data types presence cares about; the command module takes command_ack, log_result, exec_result. */
+const DATA_TYPES = ['register_complete', 'heartbeat', 'disconnect', 'monitor', 'alert'] as const;
+
+/**
+ * `status`: project provisioning (secrets, MQTT credentials, broker authentication) and presence
+ * (registration handshake, heartbeats, disconnects, last wills) — DESIGN §4 and §6.
+ *
+ * @example config.yml
+ *   status:
+ *     heartbeat_timeout_ms: ${HUB_HEARTBEAT_TIMEOUT_MS:-30000}
+ */
+export const provider: ModuleProvider<StatusConfig> = {
+  name: 'status',
+  description: 'project provisioning, registration handshake and presence',
+  schema: statusConfigSchema,
+  create: (ctx) => createStatus(ctx),
+};
+
+function createStatus(ctx: ModuleContext<StatusConfig>) {
+  const cfg = ctx.config;
+  const clock = ctx.services.clock;
+  const db = () => ctx.services.db(cfg.database);
+  const projects = new ProjectStore(db, clock, cfg.cache_ttl_ms);
+  const emit = (ev: StatusChangedEvent) => {
+    ctx.log.debug({ project_id: ev.project_id, state: ev.state, previous: ev.previous, reason: ev.reason }, 'presence');
+    void ctx.bus.publish(STATUS.changed(ev.project_id), ev);
+  };
+  const presence = new Presence(clock, emit);
+  const flusher = new Flusher(db, presence, ctx.log);
+  const uplinks = new Uplinks({ cfg, clock, log: ctx.log, bus: ctx.bus, projects, presence });
+
+  const view = (rec: ProjectRecord): ProjectView => projectView(rec, presence.get(rec.project_id));
+  const byId = async (body: unknown) => projects.require(parseRequest(requests.idOnly, body).project_id);
+
+  function subscribe(): void {
+    const { bus } = ctx;
+    bus.subscribe(STATUS.create, async (body): Promise<CreatedProject> => {
+      const { rec, created } = await projects.create(body);
+      ctx.log.info({ project_id: rec.project_id }, 'project created');
+      return created;
+    });
+    bus.subscribe(STATUS.list, async (body) => {
+      const { items, total } = await projects.list(body);
+      return { items: items.map(view), total };
+    });
+    bus.subscribe(STATUS.get, async (body) => view(await byId(body)));
+    bus.subscribe(STATUS.enable, async (body) => {
+      const { project_id } = parseRequest(requests.idOnly, body);
+      const rec = await projects.setEnabled(project_id, true);
+      ctx.log.info({ project_id }, 'project enabled');
+      return view(rec);
+    });
+    bus.subscribe(STATUS.disable, async (body) => {
+      const { project_id } = parseRequest(requests.idOnly, body);
+      const rec = await projects.setEnabled(project_id, false);
+      const e = presence.get(project_id);
+      if (e && e.state !== 'offline') {
+        e.handshake = null;
+        presence.transition(e, 'offline', 'project disabled');
+      }
+      ctx.log.info({ project_id }, 'project disabled');
+      return view(rec);
+    });
+    bus.subscribe(STATUS.rotate, async (body): Promise<CreatedProject> => {
+      const req = parseRequest(requests.rotateSchema, body);
+      const overlap = req.overlap_s ?? cfg.rotation_overlap_s;
+      const { created } = await projects.rotate(req.project_id, overlap);
+      ctx.log.info({ project_id: req.project_id, overlap_s: overlap }, 'project secret rotated');
+      return created;
+    });
+    bus.subscribe(STATUS.credentials, (body) => {
+      const { project_id } = parseRequest(requests.idOnly, body);
+      const answer = (rec: ProjectRecord): ProjectCredentials => ({
+        project_id: rec.project_id,
+        enabled: rec.enabled,
+        state: presence.get(rec.project_id)?.state ?? 'offline',
+        secrets: projects.validSecrets(rec),
+      });
+      // Hot (every command signs with it): answered without a promise when cached.
+      const r = projects.lookup(project_id);
+      if (r instanceof Promise) return projects.require(project_id).then(answer);
+      if (!r) return projects.require(project_id).then(answer); // throws STATUS_ERR_NOT_FOUND
+      return answer(r);
+    });
+    bus.subscribe(STATUS.authenticate, (body) => {
+      const b = (body ?? {}) as { username?: unknown; password?: unknown };
+      return projects.authenticate(b.username, b.password);
+    });
+    bus.subscribe(STATUS.online, async () => {
+      const items: ProjectView[] = [];
+      for (const e of presence.all()) {
+        if (e.state !== 'online') continue;
+        const rec = await projects.lookup(e.project_id);
+        if (rec) items.push(projectView(rec, e));
+      }
+      return { items };
+    });
+    bus.subscribe(STATUS.stats, () => ({
+      ...uplinks.counters,
+      sweeps: uplinks.sweeps,
+      presence: { tracked: presence.size, online: countOnline(presence), pending_writes: presence.pendingWrites },
+      history_dropped: presence.historyDropped,
+      projects_cached: projects.cachedCount,
+      flush: { ...flusher.stats, in_flight: flusher.inFlight },
+    }));
+    bus.subscribe<UplinkEvent<RegisterCommand>>(BRIDGE.uplinkPattern('command', 'register'), (ev) =>
+      uplinks.onRegister(ev),
+    );
+    for (const type of DATA_TYPES) {
+      bus.subscribe<UplinkEvent>(BRIDGE.uplinkPattern('data', type), (ev) =>
+        uplinks.onData(ev as Parameters<Uplinks['onData']>[0]),
+      );
+    }
+  }
+
+  return {
+    async start() {
+      await ctx.services.migrate(migrations, cfg.database);
+      presence.load(await loadPresence(db()));
+      uplinks.settleLoaded();
+      subscribe();
+      ctx.timers.setInterval(() => uplinks.sweep(), cfg.sweep_interval_ms);
+      ctx.timers.setInterval(() => void flusher.flush(), cfg.flush_interval_ms);
+      // Runs after the host cleared the timers: the last changes reach the database before the pool closes.
+      ctx.onStop(() => flusher.final());
+      ctx.log.info({ tracked: presence.size, online: countOnline(presence) }, 'status started');
+    },
+  };
+}
+
+function countOnline(presence: Presence): number {
+  let n = 0;
+  for (const e of presence.all()) if (e.state === 'online') n++;
+  return n;
+}

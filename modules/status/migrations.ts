@@ -1,0 +1,49 @@
+import type { Migration } from '../../core/module.js';
+
+/**
+ * Tables of the status module (DESIGN §6), PostgreSQL dialect for both PGlite and a server.
+ * No foreign keys from presence to `project`: presence writes are batched, and one row that a
+ * manual delete orphaned must not fail the whole batch.
+ */
+export const migrations: Migration[] = [
+  {
+    id: '001_project',
+    up: `
+CREATE TABLE IF NOT EXISTS project (
+  project_id text PRIMARY KEY,
+  name text NULL,
+  secret text NOT NULL,
+  prev_secret text NULL,
+  prev_secret_expires_at timestamptz NULL,
+  enabled boolean NOT NULL DEFAULT true,
+  metadata jsonb NOT NULL DEFAULT '{}'::jsonb,
+  created_at timestamptz NOT NULL DEFAULT now(),
+  updated_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS project_status (
+  project_id text PRIMARY KEY,
+  state text NOT NULL,
+  state_since timestamptz NULL,
+  last_heartbeat_at timestamptz NULL,
+  instance_id text NULL,
+  agent_version text NULL,
+  registration jsonb NULL,
+  session_started_at timestamptz NULL,
+  metrics jsonb NULL,
+  metrics_at timestamptz NULL,
+  last_alert jsonb NULL,
+  last_alert_at timestamptz NULL,
+  updated_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS project_status_history (
+  id bigserial PRIMARY KEY,
+  project_id text NOT NULL,
+  from_state text NOT NULL,
+  to_state text NOT NULL,
+  reason text NOT NULL,
+  at timestamptz NOT NULL
+);
+CREATE INDEX IF NOT EXISTS project_status_history_project_at ON project_status_history (project_id, at);
+`,
+  },
+];

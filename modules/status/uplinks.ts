@@ -1,0 +1,470 @@
+import type { ModuleBus } from '../../core/bus.js';
+import type { Logger } from '../../core/log.js';
+import type { Clock } from '../../core/module.js';
+import {
+  type AlertPayload,
+  buildData,
+  type DataMessage,
+  type DownlinkDataType,
+  type HeartbeatPayload,
+  isValidProjectId,
+  type MonitorPayload,
+  messageDownTopic,
+  type RegisterCommand,
+  type RegisterPayload,
+} from '../shared/protocol.js';
+import { ReplayCache, verifyInbound, verifySignature } from '../shared/signing.js';
+import { BRIDGE, type MqttPublishRequest, STATUS, type UplinkEvent } from '../shared/topics.js';
+import type { StatusConfig } from './config.js';
+import type { Presence } from './presence.js';
+import type { ProjectRecord, ProjectStore } from './projects.js';
+
+/** The reasons a `register_ack` refusal carries (agents show them to operators). */
+export const REFUSAL = {
+  unknown: 'unknown project',
+  disabled: 'project disabled',
+  PROTO_ERR_SIGNATURE: 'bad signature',
+  PROTO_ERR_CLOCK: 'timestamp outside the allowed window',
+  PROTO_ERR_REPLAY: 'message replayed',
+} as const;
+
+const DOWNLINK_TIMEOUT_MS = 10_000;
+
+export interface UplinkCounters {
+  registers: number;
+  registers_accepted: number;
+  registers_refused: number;
+  register_completed: number;
+  heartbeats: number;
+  monitors: number;
+  alerts: number;
+  disconnects: number;
+  stale_wills: number;
+  data_bad_signature: number;
+  data_unsigned_refused: number;
+  data_unknown_project: number;
+  data_disabled_project: number;
+  data_ignored: number;
+  malformed: number;
+  reregisters_sent: number;
+  reregisters_throttled: number;
+  downlinks_sent: number;
+  downlinks_failed: number;
+  lookup_failures: number;
+}
+
+function newCounters(): UplinkCounters {
+  return {
+    registers: 0,
+    registers_accepted: 0,
+    registers_refused: 0,
+    register_completed: 0,
+    heartbeats: 0,
+    monitors: 0,
+    alerts: 0,
+    disconnects: 0,
+    stale_wills: 0,
+    data_bad_signature: 0,
+    data_unsigned_refused: 0,
+    data_unknown_project: 0,
+    data_disabled_project: 0,
+    data_ignored: 0,
+    malformed: 0,
+    reregisters_sent: 0,
+    reregisters_throttled: 0,
+    downlinks_sent: 0,
+    downlinks_failed: 0,
+    lookup_failures: 0,
+  };
+}
+
+type UplinkData = DataMessage<string, unknown>;
+
+export interface UplinkDeps {
+  cfg: StatusConfig;
+  clock: Clock;
+  log: Logger;
+  bus: ModuleBus;
+  projects: ProjectStore;
+  presence: Presence;
+}
+
+/**
+ * The agent side of presence (DESIGN §4): the registration handshake, heartbeats, disconnects
+ * (including MQTT last wills), monitor and alert data, the silence sweep, and the downlinks
+ * (`register_ack`, `reregister`) it answers with through the bridge.
+ *
+ * Handlers return synchronously when the project is cached (the hot path) and a promise only
+ * when it must be read from the database; the mailbox keeps their order either way.
+ */
+export class Uplinks {
+  readonly counters = newCounters();
+  sweeps = 0;
+  private readonly replay = new ReplayCache();
+  /** Last `reregister` per project: at most one per heartbeat interval, so a flood gets few answers. */
+  private readonly reregistered = new Map<string, number>();
+
+  constructor(private readonly d: UplinkDeps) {}
+
+  private now(): number {
+    return Math.floor(this.d.clock.now());
+  }
+
+  /** Runs `fn` with the project (null: not provisioned), without a promise when it is cached. */
+  private withProject(projectId: string, fn: (rec: ProjectRecord | null) => void): void | Promise<void> {
+    let r: ReturnType<ProjectStore['lookup']>;
+    try {
+      r = this.d.projects.lookup(projectId);
+    } catch (err) {
+      this.lookupFailed(projectId, err);
+      return;
+    }
+    if (!(r instanceof Promise)) return fn(r);
+    return r.then(fn, (err) => this.lookupFailed(projectId, err));
+  }
+
+  private lookupFailed(projectId: string, err: unknown): void {
+    this.counters.lookup_failures++;
+    // No answer to the agent: it retries, and by then the database may be back.
+    this.d.log.error({ err, project_id: projectId }, 'project lookup failed; uplink dropped');
+  }
+
+  // ─── registration ────────────────────────────────────────────────────────────────────────
+
+  onRegister(ev: UplinkEvent<RegisterCommand>): void | Promise<void> {
+    const msg = ev?.msg;
+    if (!msg || typeof msg !== 'object' || msg.command_type !== 'register' || !isValidProjectId(msg.project_id)) {
+      this.counters.malformed++;
+      this.d.log.warn('register event without a valid message dropped');
+      return;
+    }
+    this.counters.registers++;
+    return this.withProject(msg.project_id, (rec) => this.register(msg, rec));
+  }
+
+  private register(msg: RegisterCommand, rec: ProjectRecord | null): void {
+    const pid = msg.project_id;
+    if (!rec) {
+      this.refuse(pid, null, REFUSAL.unknown);
+      return;
+    }
+    if (!rec.enabled) {
+      this.refuse(pid, rec, REFUSAL.disabled);
+      return;
+    }
+
+    const { presence } = this.d;
+    const e = presence.ensure(pid);
+    const inHandshake = e.handshake !== null && (e.state === 'connecting' || e.state === 'verifying');
+    if (!inHandshake) {
+      const before = e.state;
+      presence.transition(e, 'connecting', 'register received');
+      presence.transition(e, 'verifying', 'verifying registration');
+      e.handshake = { before, accepted: false, registered_ts: msg.timestamp };
+    }
+    const now = this.now();
+    const v = verifyInbound(msg, this.d.projects.validSecrets(rec, now), this.replay, now, this.d.cfg.clock_window_ms);
+    if (!v.ok) {
+      const reason = REFUSAL[v.code];
+      // A refused register never disturbs a handshake that was already going (a replayed copy
+      // arriving during it); otherwise the project goes back to where it was.
+      if (!inHandshake && e.handshake) {
+        const back = e.handshake.before === 'online' ? 'online' : 'offline';
+        e.handshake = null;
+        presence.transition(e, back, `registration refused: ${reason}`);
+      }
+      this.d.log.warn({ project_id: pid, code: v.code, detail: v.reason }, 'registration refused');
+      this.refuse(pid, rec, reason);
+      return;
+    }
+
+    const p = msg.payload as RegisterPayload;
+    e.handshake = { before: e.handshake?.before ?? 'offline', accepted: true, registered_ts: msg.timestamp };
+    e.instance_id = p.instance_id;
+    e.agent_version = p.version;
+    e.registration = {
+      node_name: p.node_name,
+      instance_id: p.instance_id,
+      version: p.version,
+      node_version: p.node_version,
+      pid: p.pid,
+      start_time: p.start_time,
+      capabilities: p.capabilities,
+      metadata: p.metadata,
+      registered_at: now,
+    };
+    presence.touch(e);
+    this.counters.registers_accepted++;
+    this.d.log.info({ project_id: pid, instance_id: p.instance_id, version: p.version }, 'registration accepted');
+    this.send(
+      pid,
+      'register_ack',
+      { accepted: true, heartbeat_interval_s: this.d.cfg.heartbeat_interval_s },
+      rec.secret,
+    );
+  }
+
+  private refuse(pid: string, rec: ProjectRecord | null, reason: string): void {
+    this.counters.registers_refused++;
+    if (!rec) this.d.log.warn({ project_id: pid, reason }, 'registration refused');
+    this.send(
+      pid,
+      'register_ack',
+      { accepted: false, reason, heartbeat_interval_s: this.d.cfg.heartbeat_interval_s },
+      rec?.secret,
+    );
+  }
+
+  // ─── data ────────────────────────────────────────────────────────────────────────────────
+
+  onData(ev: UplinkEvent<UplinkData>): void | Promise<void> {
+    const msg = ev?.msg;
+    if (!msg || typeof msg !== 'object' || typeof msg.data_type !== 'string' || !isValidProjectId(msg.project_id)) {
+      this.counters.malformed++;
+      this.d.log.warn('data event without a valid message dropped');
+      return;
+    }
+    return this.withProject(msg.project_id, (rec) => this.data(msg, rec));
+  }
+
+  private data(msg: UplinkData, rec: ProjectRecord | null): void {
+    const pid = msg.project_id;
+    const type = msg.data_type;
+    if (!rec) {
+      this.counters.data_unknown_project++;
+      this.d.log.debug({ project_id: pid, data_type: type }, 'data from an unknown project');
+      // The agent learns why from the refusal of the register this asks for.
+      if (type === 'heartbeat' || type === 'register_complete') this.reregister(pid, undefined, 'unknown project');
+      return;
+    }
+    if (!rec.enabled) {
+      this.counters.data_disabled_project++;
+      this.d.log.debug({ project_id: pid, data_type: type }, 'data from a disabled project dropped');
+      return;
+    }
+    if (!this.verifyData(msg, rec)) return;
+    switch (type) {
+      case 'register_complete':
+        this.registerComplete(msg, rec);
+        return;
+      case 'heartbeat':
+        this.heartbeat(msg as DataMessage<'heartbeat', HeartbeatPayload>, rec);
+        return;
+      case 'disconnect':
+        this.disconnect(msg);
+        return;
+      case 'monitor':
+        this.monitor(msg as DataMessage<'monitor', MonitorPayload>);
+        return;
+      case 'alert':
+        this.alert(msg as DataMessage<'alert', AlertPayload>);
+        return;
+      default:
+        this.counters.data_ignored++;
+    }
+  }
+
+  /**
+   * A signature, when present, must verify; unsigned data is accepted unless
+   * `require_data_signature` (DESIGN's DataMessage has no signature field, and the broker's ACL
+   * binds a connection to its project). A disconnect is checked for its signature only: the MQTT
+   * last will was composed when the agent connected, so its timestamp is old and its id may repeat.
+   */
+  private verifyData(msg: UplinkData, rec: ProjectRecord): boolean {
+    const pid = msg.project_id;
+    if (msg.signature === undefined) {
+      if (!this.d.cfg.require_data_signature) return true;
+      this.counters.data_unsigned_refused++;
+      this.d.log.warn({ project_id: pid, data_type: msg.data_type }, 'unsigned data message refused');
+      return false;
+    }
+    const now = this.now();
+    const secrets = this.d.projects.validSecrets(rec, now);
+    if (msg.data_type === 'disconnect') {
+      if (verifySignature(msg, secrets)) return true;
+      this.badData(msg, 'PROTO_ERR_SIGNATURE', 'signature does not verify');
+      return false;
+    }
+    const v = verifyInbound(msg, secrets, this.replay, now, this.d.cfg.clock_window_ms);
+    if (v.ok) return true;
+    this.badData(msg, v.code, v.reason);
+    return false;
+  }
+
+  private badData(msg: UplinkData, code: string, reason: string): void {
+    this.counters.data_bad_signature++;
+    this.d.log.warn({ project_id: msg.project_id, data_type: msg.data_type, code, reason }, 'data message dropped');
+  }
+
+  private registerComplete(msg: UplinkData, rec: ProjectRecord): void {
+    const { presence } = this.d;
+    const e = presence.get(msg.project_id);
+    if (e?.state === 'verifying' && e.handshake?.accepted) {
+      const now = this.now();
+      e.session_started_at = e.handshake.registered_ts;
+      e.last_heartbeat_at = now;
+      e.handshake = null;
+      presence.transition(e, 'online', 'registration complete');
+      this.counters.register_completed++;
+      return;
+    }
+    if (e?.state === 'online') {
+      this.counters.data_ignored++; // a QoS 1 redelivery
+      return;
+    }
+    this.reregister(msg.project_id, rec.secret, 'no registration in progress');
+  }
+
+  private heartbeat(msg: DataMessage<'heartbeat', HeartbeatPayload>, rec: ProjectRecord): void {
+    this.counters.heartbeats++;
+    const { presence } = this.d;
+    const e = presence.get(msg.project_id);
+    if (e?.state === 'online') {
+      const now = this.now();
+      e.last_heartbeat_at = now;
+      const metrics = msg.payload?.metrics;
+      if (metrics && typeof metrics === 'object') {
+        e.metrics = metrics;
+        e.metrics_at = now;
+      }
+      presence.touch(e);
+      return;
+    }
+    // Registering right now: the heartbeat is early, not a sign of a lost session.
+    if (e?.handshake && (e.state === 'connecting' || e.state === 'verifying')) return;
+    this.reregister(msg.project_id, rec.secret, 'heartbeat while not online');
+  }
+
+  private disconnect(msg: UplinkData): void {
+    this.counters.disconnects++;
+    const { presence } = this.d;
+    const e = presence.get(msg.project_id);
+    if (!e || e.state === 'offline' || e.state === 'disconnecting') return;
+    const sessionStart = e.state === 'online' ? e.session_started_at : (e.handshake?.registered_ts ?? null);
+    const payload = (msg.payload ?? {}) as { reason?: unknown; instance_id?: unknown };
+    // An agent that names its instance (SubNodeSync `{node_name}-{hostname}-{pid}`) is checked by
+    // name too: a will left by an earlier process never ends the session of its successor.
+    const current = e.state === 'online' || e.handshake?.accepted ? e.instance_id : null;
+    const otherInstance =
+      typeof payload.instance_id === 'string' && current !== null && payload.instance_id !== current;
+    const tooOld = sessionStart !== null && msg.timestamp < sessionStart - this.d.cfg.will_grace_ms;
+    if (otherInstance || tooOld) {
+      this.counters.stale_wills++;
+      this.d.log.info(
+        {
+          project_id: msg.project_id,
+          message_ts: msg.timestamp,
+          session_ts: sessionStart,
+          instance_id: typeof payload.instance_id === 'string' ? payload.instance_id : undefined,
+          current_instance_id: current,
+        },
+        'disconnect from an earlier connection ignored (stale last will)',
+      );
+      return;
+    }
+    const why = payload.reason;
+    const reason = typeof why === 'string' && why.length > 0 ? `disconnect: ${why.slice(0, 200)}` : 'disconnect';
+    e.handshake = null;
+    presence.transition(e, 'disconnecting', reason);
+    presence.transition(e, 'offline', reason);
+  }
+
+  private monitor(msg: DataMessage<'monitor', MonitorPayload>): void {
+    this.counters.monitors++;
+    const e = this.d.presence.ensure(msg.project_id);
+    const at = this.now();
+    e.metrics = msg.payload.metrics;
+    e.metrics_at = at;
+    this.d.presence.touch(e);
+    void this.d.bus.publish(STATUS.monitor(msg.project_id), { project_id: msg.project_id, metrics: e.metrics, at });
+  }
+
+  private alert(msg: DataMessage<'alert', AlertPayload>): void {
+    this.counters.alerts++;
+    const e = this.d.presence.ensure(msg.project_id);
+    const at = this.now();
+    e.last_alert = msg.payload;
+    e.last_alert_at = at;
+    this.d.presence.touch(e);
+    this.d.log.info({ project_id: msg.project_id, level: msg.payload.level }, 'agent alert');
+    void this.d.bus.publish(STATUS.alert(msg.project_id), { project_id: msg.project_id, alert: msg.payload, at });
+  }
+
+  // ─── sweep ───────────────────────────────────────────────────────────────────────────────
+
+  /** Silent online projects and stuck handshakes go offline; the reregister throttle forgets old entries. */
+  sweep(): void {
+    this.sweeps++;
+    const now = this.now();
+    const timeout = this.d.cfg.heartbeat_timeout_ms;
+    const { presence } = this.d;
+    for (const e of presence.all()) {
+      if (e.state === 'online') {
+        if (now - (e.last_heartbeat_at ?? e.state_since) > timeout)
+          presence.transition(e, 'offline', 'heartbeat timeout');
+      } else if (e.state === 'connecting' || e.state === 'verifying') {
+        if (now - e.state_since > timeout) {
+          e.handshake = null;
+          presence.transition(e, 'offline', 'registration not completed');
+        }
+      } else if (e.state === 'disconnecting') {
+        presence.transition(e, 'offline', 'disconnected');
+      }
+    }
+    const gap = this.d.cfg.heartbeat_interval_s * 1000;
+    for (const [pid, at] of this.reregistered) if (now - at >= gap || now < at) this.reregistered.delete(pid);
+  }
+
+  /** At start: presence the database kept is continued, unless it is stale or was mid-handshake. */
+  settleLoaded(): void {
+    const now = this.now();
+    const timeout = this.d.cfg.heartbeat_timeout_ms;
+    const { presence } = this.d;
+    for (const e of presence.all()) {
+      if (e.state === 'offline') continue;
+      if (e.state === 'online' && now - (e.last_heartbeat_at ?? e.state_since) <= timeout) continue;
+      const reason = e.state === 'online' ? 'stale on start' : 'registration interrupted by a restart';
+      presence.transition(e, 'offline', reason);
+    }
+  }
+
+  // ─── downlinks ───────────────────────────────────────────────────────────────────────────
+
+  private reregister(pid: string, secret: string | undefined, reason: string): void {
+    const now = this.now();
+    const last = this.reregistered.get(pid);
+    if (last !== undefined && now - last < this.d.cfg.heartbeat_interval_s * 1000 && now >= last) {
+      this.counters.reregisters_throttled++;
+      return;
+    }
+    this.reregistered.set(pid, now);
+    this.counters.reregisters_sent++;
+    this.d.log.debug({ project_id: pid, reason }, 'asking the agent to register again');
+    this.send(pid, 'reregister', { reason }, secret);
+  }
+
+  /**
+   * Publishes a downlink data message through the bridge, signed with the project's current
+   * secret when there is one. Not awaited: the mailbox must not wait for a broker PUBACK.
+   */
+  private send(pid: string, type: DownlinkDataType, payload: unknown, secret: string | undefined): void {
+    let req: MqttPublishRequest;
+    try {
+      const msg = buildData(pid, type, payload, { secret, now: this.now() });
+      req = { topic: messageDownTopic(pid), payload: JSON.stringify(msg), qos: 1 };
+    } catch (err) {
+      this.counters.downlinks_failed++;
+      this.d.log.error({ err, project_id: pid, data_type: type }, 'downlink could not be built');
+      return;
+    }
+    this.d.bus.request(BRIDGE.publish, req, { timeoutMs: DOWNLINK_TIMEOUT_MS }).then(
+      () => {
+        this.counters.downlinks_sent++;
+      },
+      (err) => {
+        this.counters.downlinks_failed++;
+        this.d.log.warn({ err, project_id: pid, data_type: type }, 'downlink publish failed');
+      },
+    );
+  }
+}

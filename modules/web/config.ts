@@ -1,0 +1,76 @@
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { z } from 'zod';
+
+const ms = (def: number) => z.number().int().positive().default(def);
+
+/**
+ * The dashboard's files, found from this file's place in the repo (modules/web/ or, compiled,
+ * dist/modules/web/), so the default works whatever the working directory is.
+ */
+export function defaultStaticDir(): string {
+  const here = path.dirname(fileURLToPath(import.meta.url));
+  const source = path.resolve(here, '../..', 'resource/web');
+  return existsSync(source) ? source : path.resolve(here, '../../..', 'resource/web');
+}
+
+// config.yml passes `${HUB_API_TOKEN:-}`: unset is '', and an all-digit token re-types as a number.
+const tokenText = z.union([z.string(), z.number()]).transform(String);
+
+/**
+ * Settings of the `web` module (config.yml `modules.web`): REST, WebSocket and the dashboard.
+ * Every key has a default; unknown keys are rejected.
+ *
+ * @example config.yml
+ *   web:
+ *     port: ${HUB_HTTP_PORT:-8080}
+ *     token: ${HUB_API_TOKEN:-}
+ */
+export const webConfigSchema = z
+  .object({
+    port: z.number().int().min(0).max(65_535).default(8080),
+    /** Default: 127.0.0.1 without a token, 0.0.0.0 with one. Without a token only loopback is ever bound. */
+    host: z.string().min(1).optional(),
+    /** Bearer tokens accepted on /api and /metrics; none → open API on loopback only. */
+    tokens: z.array(z.string().min(1)).default([]),
+    /** One more token, as the default config passes it (`${HUB_API_TOKEN:-}`); '' means none. */
+    token: tokenText.optional(),
+    /** The variable that sets the port, named in the error when the port is taken. */
+    port_env: z.string().min(1).default('HUB_HTTP_PORT'),
+    body_limit_bytes: ms(262_144),
+    /** Longest `wait_ms` a sync call may ask for. */
+    sync_wait_ms_max: ms(300_000),
+    /** A sync call's wait when it gives no `wait_ms` (or its `timeout_ms` when that is longer). */
+    default_sync_wait_ms: ms(30_000),
+    /** How long a REST call waits for the module that answers it over the bus. */
+    request_timeout_ms: ms(10_000),
+    /** The database /readyz pings; null: none. */
+    database: z.string().min(1).nullable().default('default'),
+    ready_timeout_ms: ms(1_000),
+    /** After host/stopping, how long open requests may finish before connections are cut. */
+    close_grace_ms: ms(2_000),
+    ws: z
+      .object({
+        max_payload_bytes: ms(65_536),
+        /** A client whose unsent bytes pass this is closed with 1013 (slow consumer). */
+        max_buffered_bytes: ms(1_048_576),
+        ping_interval_ms: ms(30_000),
+        /** Events kept for clients that reconnect and resume. */
+        replay: z.number().int().min(0).max(1_000_000).default(10_000),
+      })
+      .strict()
+      .prefault({}),
+    static_dir: z.string().min(1).optional(),
+  })
+  .strict();
+
+export type WebConfigInput = z.input<typeof webConfigSchema>;
+export type WebConfig = z.output<typeof webConfigSchema>;
+
+/** The tokens in force: `tokens` plus a non-empty `token`. */
+export function tokensOf(cfg: WebConfig): string[] {
+  const all = [...cfg.tokens];
+  if (cfg.token && cfg.token.trim() !== '') all.push(cfg.token.trim());
+  return all;
+}

@@ -1,0 +1,178 @@
+/**
+ * The `web` module: REST under /api/exchange-hub, the live WebSocket, the dashboard at `/`,
+ * /metrics, /healthz, /readyz and /openapi.json. A thin adapter: it owns no data and talks to
+ * the domain modules only over the bus (COMMAND.*, STATUS.*, BRIDGE.stats, host topics).
+ *
+ * Stopping (host/stopping, or this module restarting): new requests get 503 HOST_ERR_STOPPING,
+ * sync waits end early with the command id, WebSocket clients get close 1001; the server then
+ * closes, cutting connections still open after `close_grace_ms`.
+ *
+ * Bus: answers WEB.info(name); requests COMMAND.send/get/list/cancel/deadList/deadReplay,
+ * STATUS.create/list/get/enable/disable/rotate/online, BRIDGE.stats, HOST_TOPICS.listModules/
+ * restartModule/busStats; listens to COMMAND.eventPattern, STATUS.changedPattern, HOST_TOPICS.stopping.
+ *
+ * @example config.yml
+ *   web:
+ *     port: ${HUB_HTTP_PORT:-8080}
+ *     token: ${HUB_API_TOKEN:-}
+ */
+import { readFileSync } from 'node:fs';
+import type { Knex } from 'knex';
+import { HOST_TOPICS } from '../../core/host-topics.js';
+import type { ModuleProvider } from '../../core/module.js';
+import { CommandWaiter } from '../shared/command-waiter.js';
+import { EventFeed } from '../shared/event-feed.js';
+import { BRIDGE, type BridgeStats, WEB, type WebInfo } from '../shared/topics.js';
+import { isLoopback, TokenGate } from './auth.js';
+import { defaultStaticDir, tokensOf, type WebConfig, webConfigSchema } from './config.js';
+import { WebMetrics } from './metrics.js';
+import { buildOpenApi } from './openapi.js';
+import { buildRoutes } from './routes.js';
+import { buildServer, closeServer, listen } from './server.js';
+import { StaticFiles } from './static.js';
+import { WsHub } from './ws.js';
+
+export type { WebConfig } from './config.js';
+
+/** How often the presence counts of /metrics are re-read from the status module. */
+const PRESENCE_SYNC_MS = 60_000;
+
+/** The package version, for the OpenAPI document (package.json is two levels up, three when compiled). */
+const VERSION = (() => {
+  for (const rel of ['../../package.json', '../../../package.json']) {
+    try {
+      return (
+        (JSON.parse(readFileSync(new URL(rel, import.meta.url), 'utf8')) as { version?: string }).version ?? '0.0.0'
+      );
+    } catch {
+      // not here: try the next
+    }
+  }
+  return '0.0.0';
+})();
+
+export const provider: ModuleProvider<WebConfig> = {
+  name: 'web',
+  description: 'REST API, live WebSocket, dashboard, metrics and health for the exchange hub',
+  schema: webConfigSchema,
+  dependencies: ['status', 'command'],
+  create(ctx) {
+    const cfg = ctx.config;
+    const log = ctx.log;
+    const gate = new TokenGate(tokensOf(cfg));
+    const stop = new AbortController();
+    const feed = new EventFeed({ replay: cfg.ws.replay });
+    const waiter = new CommandWaiter(ctx.bus);
+    const metrics = new WebMetrics(ctx.bus, {
+      // read at scrape time only, once `hub` exists
+      wsClients: () => hub.size,
+      syncWaiting: () => waiter.waiting,
+      feedEvents: () => feed.lastId,
+    });
+    const hub = new WsHub({ feed, cfg: cfg.ws, gate, metrics, log, timers: ctx.timers });
+    let closing: Promise<void> | undefined;
+
+    /** Step 1 of stopping: no new work, waits end, WebSocket clients told to go. Idempotent. */
+    const beginStop = () => {
+      if (stop.signal.aborted) return;
+      stop.abort();
+      hub.beginStop();
+    };
+
+    const ready = async () => {
+      const checks: Record<string, { ok: boolean; reason?: string }> = {};
+      const t = cfg.ready_timeout_ms;
+      const [db, bridge] = await Promise.allSettled([
+        cfg.database === null ? Promise.resolve(true) : pingDb(() => ctx.services.db(cfg.database!), t),
+        ctx.bus.request<BridgeStats>(BRIDGE.stats, {}, { timeoutMs: t }),
+      ]);
+      if (cfg.database !== null) {
+        checks.database =
+          db.status === 'fulfilled'
+            ? { ok: true }
+            : { ok: false, reason: `database ${cfg.database}: ${(db.reason as Error)?.message ?? db.reason}` };
+      }
+      if (bridge.status === 'rejected') {
+        checks.mqtt = { ok: false, reason: `mqtt bridge not answering: ${(bridge.reason as Error)?.message}` };
+      } else if (bridge.value?.state !== 'connected') {
+        checks.mqtt = { ok: false, reason: `mqtt bridge is ${bridge.value?.state ?? 'unknown'}` };
+      } else checks.mqtt = { ok: true };
+      return { ready: Object.values(checks).every((c) => c.ok), checks };
+    };
+
+    return {
+      async start() {
+        let host = cfg.host ?? (gate.enabled ? '0.0.0.0' : '127.0.0.1');
+        if (!gate.enabled) {
+          // DESIGN §7: without a token the API is open, so only this machine may reach it.
+          const refused = isLoopback(host) ? '' : `; refusing ${host}`;
+          if (refused) host = '127.0.0.1';
+          log.warn({ host }, `no API token configured (HUB_API_TOKEN): listening on loopback ${host} only${refused}`);
+        }
+
+        feed.attach(ctx.bus);
+        waiter.attach();
+        metrics.attach();
+        ctx.bus.subscribe(HOST_TOPICS.stopping, () => beginStop());
+
+        const routes = buildRoutes({ name: ctx.name, cfg, bus: ctx.bus, waiter, ready });
+        const app = buildServer({
+          cfg,
+          log,
+          routes,
+          gate,
+          metrics,
+          ws: hub,
+          statics: new StaticFiles(cfg.static_dir ?? defaultStaticDir()),
+          openapi: () => buildOpenApi(routes, { auth: gate.enabled, version: VERSION }),
+          stopping: stop.signal,
+        });
+        const bound = await listen(app, cfg, host);
+        const urlHost = bound.host.includes(':') ? `[${bound.host}]` : bound.host;
+        const info: WebInfo = {
+          url: `http://${urlHost}:${bound.port}`,
+          host: bound.host,
+          port: bound.port,
+          auth: gate.enabled,
+          ws_clients: 0,
+        };
+        const where = info;
+        ctx.bus.subscribe(WEB.info(ctx.name), (): WebInfo => ({ ...where, ws_clients: hub.size }));
+        ctx.onStop(() => {
+          beginStop();
+          closing ??= closeServer(app, cfg.close_grace_ms).finally(() => hub.close());
+          return closing;
+        });
+        hub.startKeepalive();
+        const syncPresence = () =>
+          metrics
+            .syncPresence(cfg.request_timeout_ms)
+            .catch((err) =>
+              log.debug({ err: (err as Error).message }, 'presence counts not refreshed: status did not answer'),
+            );
+        void syncPresence();
+        ctx.timers.setInterval(syncPresence, PRESENCE_SYNC_MS);
+        log.info({ url: info.url, auth: gate.enabled }, 'web listening');
+      },
+      async stop() {
+        beginStop();
+      },
+    };
+  },
+};
+
+async function pingDb(db: () => Knex, timeoutMs: number): Promise<true> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    const q = db().raw('select 1');
+    await Promise.race([
+      q,
+      new Promise((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs);
+      }),
+    ]);
+    return true;
+  } finally {
+    clearTimeout(timer);
+  }
+}

@@ -1,0 +1,338 @@
+/**
+ * The REST API as data: each route's method, path, schemas, documented answers and handler.
+ * server.ts registers these with fastify and validates with their schemas; openapi.ts builds
+ * /openapi.json from the same table. Handlers only ask the bus: the web module owns no data.
+ */
+import { z } from 'zod';
+import type { ModuleBus } from '../../core/bus.js';
+import type { ErrorCode } from '../../core/errors.js';
+import { HOST_TOPICS } from '../../core/host-topics.js';
+import type { CommandWaiter } from '../shared/command-waiter.js';
+import { COMMAND, type CommandDetail, type SendCommandRequest, STATUS } from '../shared/topics.js';
+import type { WebConfig } from './config.js';
+import {
+  commandDetailSchema,
+  commandIdParams,
+  commandViewSchema,
+  createdProjectSchema,
+  createProjectBody,
+  emptyBody,
+  itemsOf,
+  listCommandsQuery,
+  listProjectsQuery,
+  moduleInfoSchema,
+  moduleNameParams,
+  pageOf,
+  pagingQuery,
+  projectIdParams,
+  projectViewSchema,
+  rotateBody,
+  sendBodySchema,
+  syncBodySchema,
+  syncTimeoutSchema,
+} from './schemas.js';
+
+export const API = '/api/exchange-hub';
+
+/** A handler's answer when it is not a plain 200/`status` JSON body. */
+export class Answer {
+  constructor(
+    readonly status: number,
+    readonly body: unknown,
+    /** Runs once the response is written (e.g. restarting this very module). */
+    readonly after?: () => void,
+  ) {}
+}
+
+export interface RouteInput<P, Q, B> {
+  params: P;
+  query: Q;
+  body: B;
+  /** Aborted when the client goes away or the module is stopping. */
+  signal: AbortSignal;
+}
+
+type Schema = z.ZodType | undefined;
+type Out<S extends Schema> = S extends z.ZodType ? z.output<S> : undefined;
+
+export interface RouteSpec<P extends Schema = Schema, Q extends Schema = Schema, B extends Schema = Schema> {
+  method: 'GET' | 'POST';
+  /** fastify pattern (`:name` params), under API unless it starts with another root */
+  url: string;
+  summary: string;
+  tag: 'commands' | 'projects' | 'system';
+  /** Code of a validation failure on this route (400). */
+  invalid: ErrorCode;
+  params?: P;
+  query?: Q;
+  body?: B;
+  /** The body may be left out entirely (POSTs that take none or only optional fields). */
+  bodyOptional?: boolean;
+  /** Success status (default 200) and its documented shape. */
+  status?: number;
+  response: z.ZodType | null;
+  /** Other documented answers: status → [description, schema?]. Error bodies default to the Error schema. */
+  answers?: Record<number, string | [string, z.ZodType]>;
+  handler(input: RouteInput<Out<P>, Out<Q>, Out<B>>): Promise<unknown>;
+}
+
+// biome-ignore lint/suspicious/noExplicitAny: a table of routes of different schemas
+export type AnyRoute = RouteSpec<any, any, any>;
+
+const route = <P extends Schema, Q extends Schema, B extends Schema>(r: RouteSpec<P, Q, B>): AnyRoute => r as AnyRoute;
+
+export interface RouteDeps {
+  name: string;
+  cfg: WebConfig;
+  bus: ModuleBus;
+  waiter: CommandWaiter;
+  ready(): Promise<{ ready: boolean; checks: Record<string, { ok: boolean; reason?: string }> }>;
+}
+
+export function buildRoutes(d: RouteDeps): AnyRoute[] {
+  const ask = <R = unknown>(topic: string, payload: unknown) =>
+    d.bus.request<R>(topic, payload, { timeoutMs: d.cfg.request_timeout_ms });
+  const send = sendBodySchema(d.cfg);
+  const sync = syncBodySchema(d.cfg);
+  const C = 'CMD_ERR_INVALID' as const;
+  const S = 'STATUS_ERR_INVALID' as const;
+  const W = 'WEB_ERR_INVALID' as const;
+
+  return [
+    route({
+      method: 'POST',
+      url: `${API}/command/send`,
+      summary: 'Send a command; answers at once with its id (the outbox delivers it)',
+      tag: 'commands',
+      invalid: C,
+      body: send,
+      status: 202,
+      response: commandViewSchema,
+      answers: { 404: 'Unknown project', 409: 'Project not online (offline_policy fail) or disabled' },
+      handler: ({ body }) => ask(COMMAND.send, body satisfies SendCommandRequest),
+    }),
+    route({
+      method: 'POST',
+      url: `${API}/command/sync`,
+      summary: 'Send a command and wait for its result',
+      tag: 'commands',
+      invalid: C,
+      body: sync,
+      response: commandDetailSchema,
+      answers: {
+        404: 'Unknown project',
+        409: 'Project not online (offline_policy fail)',
+        504: ['The wait ran out; the command goes on (follow it by command_id)', syncTimeoutSchema],
+      },
+      handler: async ({ body, signal }) => {
+        const { wait_ms, ...req } = body;
+        const wait =
+          wait_ms ?? Math.min(d.cfg.sync_wait_ms_max, Math.max(d.cfg.default_sync_wait_ms, req.timeout_ms ?? 0));
+        const out = await d.waiter.sendAndWait(req, wait, { signal });
+        if (out.done) return out.command;
+        const follow = `GET ${API}/command/${out.command_id}`;
+        if (signal.aborted) {
+          return new Answer(503, {
+            error: { code: 'HOST_ERR_STOPPING', message: `the wait was cut short; the command goes on: ${follow}` },
+            command_id: out.command_id,
+            command: out.command,
+          });
+        }
+        return new Answer(504, {
+          error: { code: 'CMD_ERR_TIMEOUT', message: `no result within ${wait} ms; the command goes on: ${follow}` },
+          command_id: out.command_id,
+          command: out.command satisfies CommandDetail | null,
+        });
+      },
+    }),
+    route({
+      method: 'GET',
+      url: `${API}/command/:command_id`,
+      summary: 'A command with its tracker, result and timings',
+      tag: 'commands',
+      invalid: C,
+      params: commandIdParams,
+      response: commandDetailSchema,
+      answers: { 404: 'No such command' },
+      handler: ({ params }) => ask(COMMAND.get, { command_id: params.command_id }),
+    }),
+    route({
+      method: 'POST',
+      url: `${API}/command/:command_id/cancel`,
+      summary: 'Cancel a command that was not delivered yet',
+      tag: 'commands',
+      invalid: C,
+      params: commandIdParams,
+      body: emptyBody,
+      bodyOptional: true,
+      response: commandViewSchema,
+      answers: { 404: 'No such command', 409: 'Already delivered or final' },
+      handler: ({ params }) => ask(COMMAND.cancel, { command_id: params.command_id }),
+    }),
+    route({
+      method: 'GET',
+      url: `${API}/commands`,
+      summary: 'Commands, newest first, with filters',
+      tag: 'commands',
+      invalid: C,
+      query: listCommandsQuery,
+      response: pageOf(commandViewSchema),
+      handler: ({ query }) =>
+        ask(COMMAND.list, {
+          ...query,
+          ...(query.status ? { status: query.status.split(',') } : {}),
+        }),
+    }),
+    route({
+      method: 'GET',
+      url: `${API}/commands/dead`,
+      summary: 'Commands whose outbox row went dead (never acked after max attempts)',
+      tag: 'commands',
+      invalid: C,
+      query: pagingQuery,
+      response: pageOf(commandViewSchema),
+      handler: ({ query }) => ask(COMMAND.deadList, query),
+    }),
+    route({
+      method: 'POST',
+      url: `${API}/commands/dead/:command_id/replay`,
+      summary: 'Put a dead command back into the outbox',
+      tag: 'commands',
+      invalid: C,
+      params: commandIdParams,
+      body: emptyBody,
+      bodyOptional: true,
+      response: commandViewSchema,
+      answers: { 404: 'No such command' },
+      handler: ({ params }) => ask(COMMAND.deadReplay, { command_id: params.command_id }),
+    }),
+    route({
+      method: 'GET',
+      url: `${API}/project/:project_id/status`,
+      summary: 'A project with its presence state',
+      tag: 'projects',
+      invalid: S,
+      params: projectIdParams,
+      response: projectViewSchema,
+      answers: { 404: 'No such project' },
+      handler: ({ params }) => ask(STATUS.get, { project_id: params.project_id }),
+    }),
+    route({
+      method: 'GET',
+      url: `${API}/projects/online`,
+      summary: 'Projects online now',
+      tag: 'projects',
+      invalid: S,
+      response: itemsOf(projectViewSchema),
+      handler: () => ask(STATUS.online, {}),
+    }),
+    route({
+      method: 'GET',
+      url: `${API}/projects`,
+      summary: 'Provisioned projects',
+      tag: 'projects',
+      invalid: S,
+      query: listProjectsQuery,
+      response: pageOf(projectViewSchema),
+      handler: ({ query }) =>
+        ask(STATUS.list, {
+          ...(query.limit !== undefined ? { limit: query.limit } : {}),
+          ...(query.offset !== undefined ? { offset: query.offset } : {}),
+          include_disabled: query.include_disabled === 'true',
+        }),
+    }),
+    route({
+      method: 'POST',
+      url: `${API}/projects`,
+      summary: 'Provision a project; the answer holds its secret, shown this once',
+      tag: 'projects',
+      invalid: S,
+      body: createProjectBody,
+      bodyOptional: true,
+      status: 201,
+      response: createdProjectSchema,
+      answers: { 409: 'A project with this id exists' },
+      handler: ({ body }) => ask(STATUS.create, body ?? {}),
+    }),
+    ...(['disable', 'enable'] as const).map((op) =>
+      route({
+        method: 'POST',
+        url: `${API}/projects/:project_id/${op}`,
+        summary: op === 'disable' ? 'Disable a project (its agent is refused)' : 'Enable a project',
+        tag: 'projects',
+        invalid: S,
+        params: projectIdParams,
+        body: emptyBody,
+        bodyOptional: true,
+        response: projectViewSchema,
+        answers: { 404: 'No such project' },
+        handler: ({ params }) => ask(STATUS[op], { project_id: params.project_id }),
+      }),
+    ),
+    route({
+      method: 'POST',
+      url: `${API}/projects/:project_id/rotate`,
+      summary: 'New secret for a project; the old one keeps working for overlap_s',
+      tag: 'projects',
+      invalid: S,
+      params: projectIdParams,
+      body: rotateBody,
+      bodyOptional: true,
+      response: createdProjectSchema,
+      answers: { 404: 'No such project' },
+      handler: ({ params, body }) => ask(STATUS.rotate, { project_id: params.project_id, ...(body ?? {}) }),
+    }),
+    route({
+      method: 'GET',
+      url: `${API}/modules`,
+      summary: 'The host’s modules with their state and mailbox counters',
+      tag: 'system',
+      invalid: W,
+      response: itemsOf(moduleInfoSchema),
+      handler: async () => ({ items: await ask(HOST_TOPICS.listModules, {}) }),
+    }),
+    route({
+      method: 'POST',
+      url: `${API}/modules/:name/restart`,
+      summary: 'Restart one module (its mailbox keeps the events meanwhile)',
+      tag: 'system',
+      invalid: W,
+      params: moduleNameParams,
+      body: emptyBody,
+      bodyOptional: true,
+      response: moduleInfoSchema,
+      answers: { 202: 'Restarting this web module itself: it goes once this answer is sent', 404: 'No such module' },
+      handler: async ({ params }) => {
+        if (params.name === d.name) {
+          // Restarting ourselves: answer first, or the stop would wait on this very request.
+          return new Answer(202, { name: d.name, state: 'restarting' }, () => {
+            d.bus.request(HOST_TOPICS.restartModule, { name: d.name }, { timeoutMs: 60_000 }).catch(() => undefined);
+          });
+        }
+        return d.bus.request(HOST_TOPICS.restartModule, { name: params.name }, { timeoutMs: 60_000 });
+      },
+    }),
+    route({
+      method: 'GET',
+      url: '/healthz',
+      summary: 'The process is alive',
+      tag: 'system',
+      invalid: W,
+      response: z.object({ ok: z.literal(true) }),
+      handler: async () => ({ ok: true }),
+    }),
+    route({
+      method: 'GET',
+      url: '/readyz',
+      summary: 'Ready: the database and the MQTT bridge are reachable',
+      tag: 'system',
+      invalid: W,
+      response: z.object({ ready: z.boolean(), checks: z.record(z.string(), z.unknown()) }),
+      answers: { 503: ['Not ready, with the reasons', z.object({ ready: z.literal(false), checks: z.unknown() })] },
+      handler: async () => {
+        const r = await d.ready();
+        return r.ready ? r : new Answer(503, r);
+      },
+    }),
+  ];
+}

@@ -1,0 +1,258 @@
+/**
+ * Every REST body, query and path schema, plus the response shapes. The routes validate with
+ * these and /openapi.json is generated from them, so the document cannot drift from the code.
+ * Response schemas are checked against the bus contract types at compile time (see the end).
+ */
+import { z } from 'zod';
+import { COMMAND_TYPE_RE, isValidProjectId } from '../shared/protocol.js';
+import type { CommandDetail, CommandView, CreatedProject, ProjectView, StatusChangedEvent } from '../shared/topics.js';
+import type { WebConfig } from './config.js';
+
+export const projectId = z
+  .string()
+  .max(128)
+  .refine(isValidProjectId, { message: 'expected a project id (1-128 bytes; no / + # NUL or control characters)' })
+  .meta({ description: 'Project id: 1-128 UTF-8 bytes, no `/`, `+`, `#`, NUL or control characters' });
+
+const uuid = z.string().regex(/^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$/, {
+  message: 'expected a UUID',
+});
+const label = z.string().max(200);
+const positiveInt = z.number().int().positive();
+const STATUSES = ['pending', 'sent', 'acked', 'completed', 'failed', 'timeout', 'cancelled'] as const;
+const PRESENCE = ['offline', 'connecting', 'verifying', 'online', 'disconnecting'] as const;
+
+// ─── requests ──────────────────────────────────────────────────────────────────────────────
+
+/** The command bodies are strict: no status, signature or command_id can be assigned by a caller. */
+export function sendBodySchema(cfg: WebConfig) {
+  return z
+    .object({
+      project_id: projectId,
+      command_type: z.string().regex(COMMAND_TYPE_RE, { message: `must match ${COMMAND_TYPE_RE}` }),
+      payload: z.unknown().optional().meta({ description: 'Any JSON; an empty object when left out' }),
+      timeout_ms: positiveInt.optional().meta({ description: 'Execution timeout (default: the command module’s)' }),
+      module: label.optional(),
+      operator_id: label.optional(),
+      offline_policy: z.enum(['fail', 'queue']).optional().meta({
+        description: '`fail` (default): 409 when the project is not online; `queue`: wait for it up to queue_ttl_ms',
+      }),
+      queue_ttl_ms: positiveInt.optional(),
+    })
+    .strict()
+    .meta({ id: 'SendCommandBody', description: `JSON body, at most ${cfg.body_limit_bytes} bytes` });
+}
+
+export function syncBodySchema(cfg: WebConfig) {
+  return sendBodySchema(cfg)
+    .extend({
+      wait_ms: z
+        .number()
+        .int()
+        .min(1)
+        .max(cfg.sync_wait_ms_max)
+        .optional()
+        .meta({
+          description: `How long to wait for the result (default ${cfg.default_sync_wait_ms} ms, or timeout_ms when longer)`,
+        }),
+    })
+    .strict()
+    .meta({ id: 'SyncCommandBody' });
+}
+
+export const commandIdParams = z.object({ command_id: uuid }).strict();
+export const projectIdParams = z.object({ project_id: projectId }).strict();
+export const moduleNameParams = z.object({ name: z.string().regex(/^[a-z][a-z0-9_-]{0,63}$/) }).strict();
+
+const limitQuery = (max: number) => z.coerce.number().int().min(1).max(max);
+const offsetQuery = z.coerce.number().int().min(0);
+
+export const listCommandsQuery = z
+  .object({
+    project_id: projectId.optional(),
+    status: z
+      .string()
+      .regex(new RegExp(`^(${STATUSES.join('|')})(,(${STATUSES.join('|')}))*$`), {
+        message: `expected a comma list of ${STATUSES.join(', ')}`,
+      })
+      .optional(),
+    command_type: z.string().regex(COMMAND_TYPE_RE).optional(),
+    since: z.string().optional().meta({ description: 'created at or after: ISO time or ms since the epoch' }),
+    until: z.string().optional().meta({ description: 'created before: ISO time or ms since the epoch' }),
+    limit: limitQuery(500).optional(),
+    offset: offsetQuery.optional(),
+  })
+  .strict();
+
+export const pagingQuery = z.object({ limit: limitQuery(500).optional(), offset: offsetQuery.optional() }).strict();
+
+export const listProjectsQuery = z
+  .object({
+    include_disabled: z.enum(['true', 'false']).optional(),
+    limit: limitQuery(1000).optional(),
+    offset: offsetQuery.optional(),
+  })
+  .strict();
+
+export const createProjectBody = z
+  .object({
+    project_id: projectId.optional().meta({ description: 'Chosen id; a random one when left out' }),
+    name: z.string().max(200).optional(),
+    metadata: z.record(z.string(), z.unknown()).optional(),
+  })
+  .strict()
+  .meta({ id: 'CreateProjectBody' });
+
+export const rotateBody = z
+  .object({
+    overlap_s: z
+      .number()
+      .int()
+      .min(0)
+      .max(30 * 86_400)
+      .optional()
+      .meta({ description: 'How long the old secret keeps working' }),
+  })
+  .strict()
+  .meta({ id: 'RotateBody' });
+
+/** Bodies of POSTs that take none: empty or `{}`. */
+export const emptyBody = z.object({}).strict();
+
+// ─── responses ─────────────────────────────────────────────────────────────────────────────
+
+export const errorSchema = z
+  .object({
+    error: z.object({
+      code: z.string().meta({ description: 'Stable code: CMD_ERR_*, STATUS_ERR_*, AUTH_ERR_TOKEN, WEB_ERR_* …' }),
+      message: z.string(),
+      field: z.string().optional().meta({ description: 'The request field at fault (validation errors)' }),
+    }),
+  })
+  .meta({ id: 'Error' });
+
+const iso = z.string().meta({ description: 'ISO 8601 time' });
+const isoOrNull = iso.nullable();
+
+export const commandViewSchema = z
+  .object({
+    command_id: z.string(),
+    project_id: z.string(),
+    command_type: z.string(),
+    module: z.string().nullable(),
+    operator_id: z.string().nullable(),
+    status: z.enum(STATUSES),
+    is_sync: z.boolean(),
+    offline_policy: z.enum(['fail', 'queue']),
+    attempts: z.number(),
+    created_at: iso,
+    sent_at: isoOrNull,
+    acked_at: isoOrNull,
+    started_at: isoOrNull,
+    completed_at: isoOrNull,
+    timeout_at: iso,
+    late_result: z.boolean().meta({ description: 'The result arrived after the command was marked timeout' }),
+    error: z.string().nullable(),
+  })
+  .meta({ id: 'CommandView' });
+
+const resultSchema = z.object({
+  status: z.enum(['success', 'failure', 'timeout']),
+  exit_code: z.number(),
+  output: z.string(),
+  error: z.string(),
+  start_time: z.number(),
+  end_time: z.number(),
+  duration: z.number(),
+  received_at: iso,
+});
+
+export const commandDetailSchema = commandViewSchema
+  .extend({
+    payload: z.unknown(),
+    result: resultSchema.nullable(),
+    timings: z.object({
+      queue_ms: z.number().nullable().meta({ description: 'created → sent' }),
+      delivery_ms: z.number().nullable().meta({ description: 'sent → acked' }),
+      execution_ms: z.number().nullable().meta({ description: 'agent start → end' }),
+      total_ms: z.number().nullable().meta({ description: 'created → completed' }),
+    }),
+  })
+  .meta({ id: 'CommandDetail' });
+
+export const syncTimeoutSchema = z
+  .object({
+    error: errorSchema.shape.error,
+    command_id: z.string(),
+    command: commandDetailSchema.nullable(),
+  })
+  .meta({ id: 'SyncTimeout', description: 'The wait ran out; the command goes on: follow it by command_id' });
+
+export const projectViewSchema = z
+  .object({
+    project_id: z.string(),
+    name: z.string().nullable(),
+    enabled: z.boolean(),
+    state: z.enum(PRESENCE),
+    state_since: isoOrNull,
+    last_heartbeat_at: isoOrNull,
+    instance_id: z.string().nullable(),
+    agent_version: z.string().nullable(),
+    metrics: z.record(z.string(), z.unknown()).nullable(),
+    last_alert: z
+      .looseObject({ level: z.enum(['info', 'warning', 'error', 'critical']), message: z.string() })
+      .nullable(),
+    created_at: iso,
+  })
+  .meta({ id: 'ProjectView' });
+
+export const createdProjectSchema = z
+  .object({
+    project_id: z.string(),
+    secret: z.string().meta({ description: 'Shown this once' }),
+    mqtt_username: z.string(),
+    mqtt_password: z.string(),
+  })
+  .meta({ id: 'CreatedProject' });
+
+export const statusChangedSchema = z.object({
+  project_id: z.string(),
+  state: z.enum(PRESENCE),
+  previous: z.enum(PRESENCE),
+  reason: z.string(),
+  at: z.number(),
+});
+
+export const itemsOf = <T extends z.ZodType>(item: T) => z.object({ items: z.array(item) });
+export const pageOf = <T extends z.ZodType>(item: T) =>
+  z.object({ items: z.array(item), total: z.number(), limit: z.number().optional(), offset: z.number().optional() });
+
+export const moduleInfoSchema = z
+  .looseObject({
+    name: z.string(),
+    type: z.enum(['inner', 'worker', 'exe']),
+    provider: z.string(),
+    state: z.enum(['disabled', 'stopped', 'starting', 'running', 'stopping', 'failed']),
+    started_at: isoOrNull,
+    restarts: z.number(),
+    failures: z.number(),
+    last_error: z.string().nullable(),
+    mailbox: z.looseObject({ queued: z.number(), handled: z.number(), dropped: z.number() }).nullable(),
+  })
+  .meta({ id: 'ModuleInfo' });
+
+export const readySchema = z.object({
+  ready: z.boolean(),
+  checks: z.record(z.string(), z.object({ ok: z.boolean(), reason: z.string().optional() })),
+});
+
+// ─── compile-time checks: the documented shapes are the bus contract's ─────────────────────
+type Same<A, B> = [A] extends [B] ? ([B] extends [A] ? true : false) : false;
+const same = <T extends true>(_: T) => undefined;
+same<Same<z.output<typeof commandViewSchema>, CommandView>>(true);
+same<Same<Omit<z.output<typeof commandDetailSchema>, 'payload'>, Omit<CommandDetail, 'payload'>>>(true);
+same<Same<z.output<typeof createdProjectSchema>, CreatedProject>>(true);
+same<Same<z.output<typeof statusChangedSchema>, StatusChangedEvent>>(true);
+same<
+  Same<Omit<z.output<typeof projectViewSchema>, 'last_alert' | 'metrics'>, Omit<ProjectView, 'last_alert' | 'metrics'>>
+>(true);

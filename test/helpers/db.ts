@@ -1,0 +1,67 @@
+import { randomBytes } from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { PGlite } from '@electric-sql/pglite';
+import pg from 'pg';
+import type { DbConfig } from '../../core/services/db.js';
+
+/** The local test server; trust auth, so no password in the default. */
+export const TEST_DATABASE_URL = process.env.TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
+
+/**
+ * A fresh random schema (`t_<hex>`) on the test server, so test files running at once on the
+ * same database never see each other's tables. `drop()` removes it with everything in it.
+ *
+ * @example
+ *   const { config, drop } = await withPgSchema();
+ *   const pool = new DbPool({ default: config }, silentLogger());
+ *   try { ... } finally { await pool.close(); await drop(); }
+ */
+export async function withPgSchema(): Promise<{ config: DbConfig; drop(): Promise<void> }> {
+  const schema = `t_${randomBytes(6).toString('hex')}`;
+  await adminQuery(`CREATE SCHEMA "${schema}"`);
+  return {
+    config: { driver: 'pg', url: TEST_DATABASE_URL, schema },
+    drop: () => adminQuery(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`),
+  };
+}
+
+async function adminQuery(sql: string): Promise<void> {
+  const client = new pg.Client({ connectionString: TEST_DATABASE_URL, connectionTimeoutMillis: 5_000 });
+  await client.connect();
+  try {
+    await client.query(sql);
+  } finally {
+    await client.end();
+  }
+}
+
+let template: string | undefined;
+
+/**
+ * A PGlite config in a fresh temporary data dir; `cleanup()` deletes it (close the pool first).
+ * PGlite's initdb costs seconds per directory; after `await preparePgliteTemplate()` the
+ * directory starts as a copy of one initialised (and closed) cluster instead, which opens in
+ * a few hundred milliseconds.
+ */
+export function tempPgliteConfig(): { config: DbConfig; cleanup(): void } {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'gmq-db-'));
+  if (template) fs.cpSync(template, dir, { recursive: true });
+  return {
+    config: { driver: 'pglite', data_dir: dir },
+    cleanup: () => fs.rmSync(dir, { recursive: true, force: true }),
+  };
+}
+
+/** Initialises one PGlite cluster per process for `tempPgliteConfig()` to copy. Idempotent. */
+export async function preparePgliteTemplate(): Promise<void> {
+  if (template) return;
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'gmq-db-template-'));
+  const db = new PGlite(dir);
+  await db.waitReady;
+  await db.close();
+  template = dir;
+  // Best effort: the template is small, and a crashed run leaves only a temp dir behind.
+  process.once('exit', () => fs.rmSync(dir, { recursive: true, force: true }));
+}

@@ -1,0 +1,63 @@
+import net from 'node:net';
+import { Aedes } from 'aedes';
+import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
+
+export interface TestBroker {
+  port: number;
+  url: string;
+  aedes: Aedes;
+  close(): Promise<void>;
+}
+
+/**
+ * A bare aedes broker on a free loopback port (no auth), for tests of modules that need an
+ * MQTT peer before the broker module is involved. TCP_NODELAY on every socket (DESIGN §10).
+ */
+export async function startTestBroker(port = 0): Promise<TestBroker> {
+  const aedes = await Aedes.createBroker();
+  const server = net.createServer((socket) => {
+    socket.setNoDelay(true);
+    aedes.handle(socket);
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, '127.0.0.1', () => resolve());
+  });
+  const actual = (server.address() as net.AddressInfo).port;
+  const sockets = new Set<net.Socket>();
+  server.on('connection', (s) => {
+    sockets.add(s);
+    s.on('close', () => sockets.delete(s));
+  });
+  return {
+    port: actual,
+    url: `mqtt://127.0.0.1:${actual}`,
+    aedes,
+    async close() {
+      for (const s of sockets) s.destroy();
+      await new Promise<void>((r) => server.close(() => r()));
+      await new Promise<void>((r) => aedes.close(() => r()));
+    },
+  };
+}
+
+/** The Mosquitto of this machine (CI starts it); override with TEST_MOSQUITTO_URL. */
+export const MOSQUITTO_URL = process.env.TEST_MOSQUITTO_URL ?? 'mqtt://127.0.0.1:1883';
+
+/** Connects an mqtt.js client and waits for CONNACK (rejects on error or after `ms`). */
+export async function connectClient(url: string, opts: IClientOptions = {}, ms = 5000): Promise<MqttClient> {
+  const client = mqtt.connect(url, { reconnectPeriod: 0, connectTimeout: ms, ...opts });
+  await new Promise<void>((resolve, reject) => {
+    const t = setTimeout(() => reject(new Error(`no CONNACK from ${url} within ${ms} ms`)), ms);
+    client.once('connect', () => {
+      clearTimeout(t);
+      resolve();
+    });
+    client.once('error', (err) => {
+      clearTimeout(t);
+      client.end(true);
+      reject(err);
+    });
+  });
+  return client;
+}

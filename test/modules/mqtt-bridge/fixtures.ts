@@ -1,0 +1,105 @@
+import { randomBytes } from 'node:crypto';
+import { z } from 'zod';
+import type { Bus, BusMessage } from '../../../core/bus.js';
+import type { ModuleProvider } from '../../../core/module.js';
+import { ProviderRegistry } from '../../../core/registry.js';
+import { provider } from '../../../modules/mqtt-bridge/index.js';
+import { buildData } from '../../../modules/shared/protocol.js';
+import { BRIDGE, type BridgeStateEvent } from '../../../modules/shared/topics.js';
+import { connectClient, MOSQUITTO_URL, startTestBroker, type TestBroker } from '../../helpers/mqtt.js';
+import { until } from '../../helpers/wait.js';
+
+export const registry = (): ProviderRegistry => new ProviderRegistry().register(provider);
+
+/** A client id no other test (or earlier run) uses, so persistent sessions never mix. */
+export const uniqueId = (what: string): string => `t-${what}-${randomBytes(5).toString('hex')}`;
+
+/** config.yml with one bridge module named `bridge` (YAML is a superset of JSON). */
+export function bridgeYaml(settings: Record<string, unknown>, extraModules = ''): string {
+  return `modules:\n  bridge: ${JSON.stringify({ provider: 'mqtt-bridge', ...settings })}\n${extraModules}`;
+}
+
+/** Fast reconnects for tests; everything else at its default. */
+export const FAST = { reconnect_min_ms: 20, reconnect_max_ms: 200 };
+
+/** Records every bus event matching `pattern` through its own mailbox. */
+export function probe<P = unknown>(bus: Bus, pattern: string) {
+  const events: BusMessage<P>[] = [];
+  bus.mailbox(uniqueId('probe')).subscribe(pattern, (_p, msg) => {
+    events.push(msg as BusMessage<P>);
+  });
+  return {
+    events,
+    payloads: () => events.map((e) => e.payload),
+    /** Waits until an event satisfies `pred`, returns it. */
+    async next(pred: (m: BusMessage<P>) => boolean, ms: number, what: string): Promise<BusMessage<P>> {
+      let found: BusMessage<P> | undefined;
+      await until(
+        () => {
+          found = events.find(pred);
+          return found !== undefined;
+        },
+        ms,
+        what,
+      );
+      return found!;
+    },
+  };
+}
+
+export function stateProbe(bus: Bus) {
+  const p = probe<BridgeStateEvent>(bus, BRIDGE.state);
+  return { ...p, states: () => p.events.map((e) => e.payload.state) };
+}
+
+export interface BrokerCase {
+  name: string;
+  /** A broker for one test; `done` releases it (and forgets the sessions named). */
+  open(): Promise<{ url: string; done(clientIds?: string[]): Promise<void>; broker?: TestBroker }>;
+}
+
+/** The embedded aedes broker and the machine's Mosquitto: every feature is tested on both. */
+export const BROKERS: BrokerCase[] = [
+  {
+    name: 'embedded aedes',
+    async open() {
+      const broker = await startTestBroker();
+      return { url: broker.url, broker, done: () => broker.close() };
+    },
+  },
+  {
+    name: 'mosquitto',
+    async open() {
+      return { url: MOSQUITTO_URL, done: (ids = []) => forgetSessions(MOSQUITTO_URL, ids) };
+    },
+  },
+];
+
+/** Ends persistent sessions on a broker that outlives the tests (clean connect, then disconnect). */
+export async function forgetSessions(url: string, clientIds: string[]): Promise<void> {
+  for (const clientId of clientIds) {
+    const c = await connectClient(url, { clientId, clean: true }).catch(() => undefined);
+    await c?.endAsync();
+  }
+}
+
+export const heartbeat = (projectId: string, extra: Record<string, unknown> = {}) =>
+  JSON.stringify(buildData(projectId, 'heartbeat', { uptime_s: 1, metrics: { cpu: 0.5 }, ...extra }));
+
+/**
+ * `recorder`: a module that records every event on `pattern` into `sink` from the moment the host
+ * starts it (list it before the bridge in config.yml to see the bridge's first events).
+ */
+export function recorderProvider(sink: BusMessage[]): ModuleProvider<{ pattern: string }> {
+  return {
+    name: 'recorder',
+    schema: z.object({ pattern: z.string() }).strict(),
+    create: (ctx) => ({
+      start() {
+        ctx.bus.subscribe(ctx.config.pattern, (_p, msg) => {
+          sink.push(msg);
+        });
+      },
+    }),
+  };
+}

@@ -1,0 +1,135 @@
+/**
+ * The dashboard in a real browser (Debian's Chromium through playwright-core): live project
+ * state from a StatusChangedEvent, a command sent through the form and its result shown,
+ * provisioning with the secret shown once, the token prompt. Leaves docs/dashboard.png.
+ */
+import assert from 'node:assert/strict';
+import { existsSync, mkdirSync } from 'node:fs';
+import path from 'node:path';
+import { describe, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { type Browser, chromium } from 'playwright-core';
+import { startWeb } from './harness.js';
+
+const CHROMIUM = '/usr/bin/chromium';
+const here = path.dirname(fileURLToPath(import.meta.url));
+// test/modules/web → repo root (dist/test/modules/web when compiled)
+const ROOT = path.resolve(here, here.includes(`${path.sep}dist${path.sep}`) ? '../../../..' : '../../..');
+const SCREENSHOT = path.join(ROOT, 'docs', 'dashboard.png');
+const WAIT = 10_000;
+
+async function launch(): Promise<Browser> {
+  return chromium.launch({
+    executablePath: CHROMIUM,
+    args: [
+      '--headless',
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-quic',
+      '--no-first-run',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+    ],
+  });
+}
+
+describe('dashboard', () => {
+  test('live projects, a command sent through the form with its result, provisioning; screenshot', async (t) => {
+    if (!existsSync(CHROMIUM)) {
+      t.skip(`${CHROMIUM} is not installed (apt-get install -y chromium); CI installs it`);
+      return;
+    }
+    const w = await startWeb();
+    const browser = await launch();
+    try {
+      const d = w.domain;
+      d.addProject('plant-berlin', 'online');
+      d.addProject('plant-lyon', 'offline');
+      d.addProject('warehouse-7', 'verifying');
+      d.addProject('plant-osaka', 'offline');
+      // history for the commands table: one done, one failed, one still running
+      const done = d.send({ project_id: 'plant-berlin', command_type: 'echo', payload: { ping: 1 } });
+      const failed = d.send({ project_id: 'plant-berlin', command_type: 'host_exec', payload: { cmd: 'df -h' } });
+      d.advance(failed.command_id, 'sent');
+      d.complete(failed.command_id, 'df: /data: No such file or directory', 'failure');
+      d.send({ project_id: 'plant-berlin', command_type: 'hang', payload: {} });
+      await w.h.host.bus.drain(WAIT);
+      assert.ok(d.commands.get(done.command_id));
+
+      const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+      const errors: string[] = [];
+      page.on('pageerror', (e) => errors.push(e.message));
+      await page.goto(`${w.base}/`);
+      await page.waitForSelector('#live:text("live")', { timeout: WAIT });
+      await page.waitForSelector('tr[data-project="plant-osaka"] .state:has-text("offline")', { timeout: WAIT });
+
+      // a status event on the bus turns the project online in the page
+      d.setState('plant-osaka', 'online', 'register_complete');
+      await page.waitForSelector('tr[data-project="plant-osaka"] .state:has-text("online")', { timeout: WAIT });
+      assert.match((await page.textContent('#online-count')) ?? '', /2 online \/ 4/);
+
+      // send through the form and wait for the result the fake command module reports
+      await page.selectOption('#send-project', 'plant-osaka');
+      await page.fill('#send-type', 'echo');
+      await page.fill('#send-payload', '{"message": "hello from the dashboard"}');
+      await page.check('#send-sync');
+      await page.click('#send-button');
+      await page.waitForSelector('#send-result:has-text("completed")', { timeout: WAIT });
+      const result = JSON.parse((await page.textContent('#send-result')) ?? '{}');
+      assert.equal(result.status, 'completed');
+      assert.equal(result.result.output, '{"message":"hello from the dashboard"}');
+      await page.waitForSelector(`tr[data-command="${result.command_id}"] .status:has-text("completed")`, {
+        timeout: WAIT,
+      });
+      assert.equal(d.sends.at(-1)?.command_id, result.command_id);
+
+      // a command still running shows as in flight, and turns completed live
+      const running = [...d.commands.values()].find((c) => c.command_type === 'hang')!;
+      await page.waitForSelector(`tr.inflight[data-command="${running.command_id}"]`, { timeout: WAIT });
+
+      // provisioning shows the secret once
+      await page.fill('#provision-id', 'plant-nairobi');
+      await page.fill('#provision-name', 'Nairobi plant');
+      await page.click('#provision-form button[type="submit"]');
+      await page.waitForSelector('#provision-result:not([hidden])', { timeout: WAIT });
+      assert.equal(await page.textContent('#secret-value'), 's'.repeat(64));
+      await page.waitForSelector('tr[data-project="plant-nairobi"]', { timeout: WAIT });
+
+      mkdirSync(path.dirname(SCREENSHOT), { recursive: true });
+      await page.screenshot({ path: SCREENSHOT, fullPage: true });
+
+      await page.click('#secret-dismiss');
+      assert.equal(await page.textContent('#secret-value'), '');
+      assert.deepEqual(errors, []);
+    } finally {
+      await browser.close();
+      await w.stop();
+    }
+  });
+
+  test('with a token the page asks for it once and keeps it for the tab', async (t) => {
+    if (!existsSync(CHROMIUM)) {
+      t.skip(`${CHROMIUM} is not installed (apt-get install -y chromium); CI installs it`);
+      return;
+    }
+    const w = await startWeb({ token: 'dash-token' });
+    const browser = await launch();
+    try {
+      w.domain.addProject('p-secure', 'online');
+      const page = await browser.newPage();
+      await page.goto(`${w.base}/`);
+      await page.waitForSelector('#token-dialog[open]', { timeout: WAIT });
+      await page.fill('#token-input', 'dash-token');
+      await page.click('#token-form button[type="submit"]');
+      await page.waitForSelector('tr[data-project="p-secure"]', { timeout: WAIT });
+      await page.waitForSelector('#live:text("live")', { timeout: WAIT });
+      assert.equal(await page.evaluate(() => sessionStorage.getItem('gmq-hub.token')), 'dash-token');
+      w.domain.setState('p-secure', 'offline');
+      await page.waitForSelector('tr[data-project="p-secure"] .state:has-text("offline")', { timeout: WAIT });
+    } finally {
+      await browser.close();
+      await w.stop();
+    }
+  });
+});
