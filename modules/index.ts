@@ -1,9 +1,23 @@
 import { ProviderRegistry } from '../core/registry.js';
+import { provider as agent } from './agent/index.js';
+import { provider as broker } from './broker/index.js';
+import { provider as command } from './command/index.js';
+import { provider as grpc } from './grpc/index.js';
+import { provider as mqttBridge } from './mqtt-bridge/index.js';
+import { provider as status } from './status/index.js';
+import { provider as web } from './web/index.js';
 
 /**
  * Every built-in (`type: inner`) module provider. Adding a module: a folder under modules/
  * with an index.ts exporting its provider, one line here, one block in config.yml.
  */
 export function builtinProviders(): ProviderRegistry {
-  return new ProviderRegistry();
+  return new ProviderRegistry()
+    .register(broker)
+    .register(mqttBridge)
+    .register(status)
+    .register(command)
+    .register(web)
+    .register(grpc)
+    .register(agent);
 }
