@@ -1,54 +1,18 @@
 /**
  * The dashboard in a real browser (Debian's Chromium through playwright-core): live project
  * state from a StatusChangedEvent, a command sent through the form and its result shown,
- * provisioning with the secret shown once, the token prompt. UPDATE_SCREENSHOT=1 refreshes docs/dashboard.png.
+ * provisioning with the secret shown once, the token prompt, against fake domain modules so
+ * every state can be staged. dashboard-live.test.ts drives the same page over the real hub.
  */
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync } from 'node:fs';
-import os from 'node:os';
+import { mkdirSync } from 'node:fs';
 import path from 'node:path';
-import { describe, type TestContext, test } from 'node:test';
-import { fileURLToPath } from 'node:url';
-import { type Browser, chromium } from 'playwright-core';
+import { describe, test } from 'node:test';
+import { launchBrowser as launch, noBrowser, screenshotPath } from './browser.js';
 import { startWeb } from './harness.js';
 
-const CHROMIUM = '/usr/bin/chromium';
-const here = path.dirname(fileURLToPath(import.meta.url));
-// test/modules/web → repo root (dist/test/modules/web when compiled)
-const ROOT = path.resolve(here, here.includes(`${path.sep}dist${path.sep}`) ? '../../../..' : '../../..');
-// The README's screenshot is refreshed only on request (UPDATE_SCREENSHOT=1), so a test run
-// never dirties the working tree; otherwise the picture goes to the temp directory.
-const SCREENSHOT = process.env.UPDATE_SCREENSHOT
-  ? path.join(ROOT, 'docs', 'dashboard.png')
-  : path.join(os.tmpdir(), `gmq-dashboard-${process.pid}.png`);
+const SCREENSHOT = screenshotPath('dashboard-fake');
 const WAIT = 10_000;
-
-async function launch(): Promise<Browser> {
-  return chromium.launch({
-    executablePath: CHROMIUM,
-    args: [
-      '--headless',
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-quic',
-      '--no-first-run',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-    ],
-  });
-}
-
-/**
- * Without Chromium (a fresh user machine) the browser tests are skipped, and say why; CI sets
- * GMQ_REQUIRE_CHROMIUM=1 after installing it, so there a missing browser is a failure, not a skip.
- */
-function noBrowser(t: TestContext): boolean {
-  if (existsSync(CHROMIUM)) return false;
-  if (process.env.GMQ_REQUIRE_CHROMIUM === '1') assert.fail(`${CHROMIUM} is required (GMQ_REQUIRE_CHROMIUM=1)`);
-  t.skip(`${CHROMIUM} is not installed (apt-get install -y chromium); CI installs it`);
-  return true;
-}
 
 describe('dashboard', () => {
   test('live projects, a command sent through the form with its result, provisioning; screenshot', async (t) => {

@@ -1,0 +1,117 @@
+/**
+ * The dashboard in a real browser over the real hub: the embedded broker module (agents
+ * authenticated by the status module), mqtt-bridge, status and command on PGlite, and a real
+ * agent module. Everything the page shows comes from the hub's own REST answers and live events:
+ * a project provisioned through the form, its agent coming online, a command sent through the
+ * form and answered by the agent. UPDATE_SCREENSHOT=1 refreshes docs/dashboard.png (the README's).
+ */
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { builtinProviders } from '../../../modules/index.js';
+import { WEB, type WebInfo } from '../../../modules/shared/topics.js';
+import { preparePgliteTemplate, tempPgliteConfig } from '../../helpers/db.js';
+import { startHost, type TestHost } from '../../helpers/host.js';
+import { freePort } from '../../helpers/process.js';
+import { launchBrowser, noBrowser, screenshotPath } from './browser.js';
+
+const WAIT = 20_000;
+
+describe('dashboard over the real hub and a real agent', () => {
+  let th: TestHost | undefined;
+  let hubYaml = '';
+  let base = '';
+  let mqttPort = 0;
+  let cleanup: (() => void) | undefined;
+  let queueDir = '';
+
+  before(async () => {
+    await preparePgliteTemplate();
+    const db = tempPgliteConfig();
+    cleanup = db.cleanup;
+    queueDir = fs.mkdtempSync(path.join(os.tmpdir(), 'gmq-dash-live-'));
+    mqttPort = await freePort();
+    hubYaml = [
+      'databases:',
+      `  default: { driver: pglite, data_dir: ${JSON.stringify(db.config.data_dir)} }`,
+      'modules:',
+      `  broker: { port: ${mqttPort}, host: 127.0.0.1 }`,
+      `  mqtt-bridge: { url: "mqtt://127.0.0.1:${mqttPort}" }`,
+      '  status: {}',
+      '  command: {}',
+      '  web: { port: 0 }',
+    ].join('\n');
+    th = await startHost(hubYaml, builtinProviders());
+    base = (await th.host.bus.request<WebInfo>(WEB.info('web'), {})).url;
+  });
+
+  after(async () => {
+    await th?.stop();
+    cleanup?.();
+    if (queueDir) fs.rmSync(queueDir, { recursive: true, force: true });
+  });
+
+  test('provision in the page → the agent comes online live → a command from the form is answered by it', async (t) => {
+    if (noBrowser(t)) return;
+    const hub = th!;
+    const browser = await launchBrowser();
+    try {
+      const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+      const errors: string[] = [];
+      page.on('pageerror', (e) => errors.push(e.message));
+      await page.goto(`${base}/`);
+      await page.waitForSelector('#live:text("live")', { timeout: WAIT });
+
+      // provisioning through the form: the secret is shown once, and the row appears offline
+      await page.fill('#provision-id', 'plant-berlin');
+      await page.fill('#provision-name', 'Berlin plant');
+      await page.click('#provision-form button[type="submit"]');
+      await page.waitForSelector('#provision-result:not([hidden])', { timeout: WAIT });
+      const secret = (await page.textContent('#secret-value')) ?? '';
+      assert.match(secret, /^[0-9a-f]{64}$/);
+      await page.waitForSelector('tr[data-project="plant-berlin"] .state:has-text("offline")', { timeout: WAIT });
+      await page.click('#secret-dismiss');
+
+      // the agent joins with the secret the page showed: a config edit, applied live
+      const agent = {
+        url: `mqtt://127.0.0.1:${mqttPort}`,
+        project_id: 'plant-berlin',
+        secret,
+        queue: { dir: queueDir },
+      };
+      hub.writeConfig(`${hubYaml}\n  agent: ${JSON.stringify(agent)}\n`);
+      assert.deepEqual((await hub.host.reload()).started, ['agent']);
+      await page.waitForSelector('tr[data-project="plant-berlin"] .state:has-text("online")', { timeout: WAIT });
+      assert.match((await page.textContent('#online-count')) ?? '', /1 online \/ 1/);
+
+      // a sync echo through the form, answered by the real agent over MQTT
+      await page.selectOption('#send-project', 'plant-berlin');
+      await page.fill('#send-type', 'echo');
+      await page.fill('#send-payload', '{"message": "hello from the dashboard"}');
+      await page.check('#send-sync');
+      await page.click('#send-button');
+      await page.waitForSelector('#send-result:has-text("completed")', { timeout: WAIT });
+      const result = JSON.parse((await page.textContent('#send-result')) ?? '{}');
+      assert.equal(result.status, 'completed');
+      assert.equal(result.result.status, 'success');
+      assert.deepEqual(JSON.parse(result.result.output), { message: 'hello from the dashboard' });
+      await page.waitForSelector(`tr[data-command="${result.command_id}"] .status:has-text("completed")`, {
+        timeout: WAIT,
+      });
+
+      // the stored record agrees with what the page shows
+      const stored = await fetch(`${base}/api/exchange-hub/command/${result.command_id}`).then((r) => r.json());
+      assert.equal(stored.status, 'completed');
+      assert.equal(typeof stored.timings.total_ms, 'number');
+
+      const shot = screenshotPath('dashboard');
+      fs.mkdirSync(path.dirname(shot), { recursive: true });
+      await page.screenshot({ path: shot, fullPage: true });
+      assert.deepEqual(errors, []);
+    } finally {
+      await browser.close();
+    }
+  });
+});
