@@ -40,7 +40,7 @@ function sectionOf(module: string): string {
   return README.slice(start, next > 0 && next < end ? next : end);
 }
 
-const escape = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+const escapeRegExp = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 
 describe('README', () => {
   const registry = builtinProviders();
@@ -51,7 +51,7 @@ describe('README', () => {
         const parts = p.split('.');
         const leaf = parts.at(-1)!;
         // `a.b.leaf`, `.leaf` (a continuation of the row's first path) or `leaf` at top level
-        const named = new RegExp(`\`(?:[\\w.]*\\.)?${escape(leaf)}\``).test(section);
+        const named = new RegExp(`\`(?:[\\w.]*\\.)?${escapeRegExp(leaf)}\``).test(section);
         const parentNamed = parts.length === 1 || section.includes(`\`${parts[0]}.`);
         return !(named && parentNamed);
       });
