@@ -9,7 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import type { TestContext } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { type Browser, chromium } from 'playwright-core';
+import { type Browser, chromium, type Page } from 'playwright-core';
 
 export const CHROMIUM = '/usr/bin/chromium';
 
@@ -49,4 +49,28 @@ export function launchBrowser(): Promise<Browser> {
       '--disable-sync',
     ],
   });
+}
+
+/**
+ * Sends a sync command through the dashboard's form and returns the command the page shows once
+ * it reads "completed" (and the commands table has its row completed too).
+ */
+export async function sendThroughForm(
+  page: Page,
+  projectId: string,
+  commandType: string,
+  payloadJson: string,
+  waitMs: number,
+): Promise<{ command_id: string; status: string; result: { status: string; output: string } }> {
+  await page.selectOption('#send-project', projectId);
+  await page.fill('#send-type', commandType);
+  await page.fill('#send-payload', payloadJson);
+  await page.check('#send-sync');
+  await page.click('#send-button');
+  await page.waitForSelector('#send-result:has-text("completed")', { timeout: waitMs });
+  const shown = JSON.parse((await page.textContent('#send-result')) ?? '{}');
+  await page.waitForSelector(`tr[data-command="${shown.command_id}"] .status:has-text("completed")`, {
+    timeout: waitMs,
+  });
+  return shown;
 }

@@ -15,7 +15,7 @@ import { WEB, type WebInfo } from '../../../modules/shared/topics.js';
 import { preparePgliteTemplate, tempPgliteConfig } from '../../helpers/db.js';
 import { startHost, type TestHost } from '../../helpers/host.js';
 import { freePort } from '../../helpers/process.js';
-import { launchBrowser, noBrowser, screenshotPath } from './browser.js';
+import { launchBrowser, noBrowser, screenshotPath, sendThroughForm } from './browser.js';
 
 const WAIT = 20_000;
 
@@ -87,19 +87,16 @@ describe('dashboard over the real hub and a real agent', () => {
       assert.match((await page.textContent('#online-count')) ?? '', /1 online \/ 1/);
 
       // a sync echo through the form, answered by the real agent over MQTT
-      await page.selectOption('#send-project', 'plant-berlin');
-      await page.fill('#send-type', 'echo');
-      await page.fill('#send-payload', '{"message": "hello from the dashboard"}');
-      await page.check('#send-sync');
-      await page.click('#send-button');
-      await page.waitForSelector('#send-result:has-text("completed")', { timeout: WAIT });
-      const result = JSON.parse((await page.textContent('#send-result')) ?? '{}');
+      const result = await sendThroughForm(
+        page,
+        'plant-berlin',
+        'echo',
+        '{"message": "hello from the dashboard"}',
+        WAIT,
+      );
       assert.equal(result.status, 'completed');
       assert.equal(result.result.status, 'success');
       assert.deepEqual(JSON.parse(result.result.output), { message: 'hello from the dashboard' });
-      await page.waitForSelector(`tr[data-command="${result.command_id}"] .status:has-text("completed")`, {
-        timeout: WAIT,
-      });
 
       // the stored record agrees with what the page shows
       const stored = await fetch(`${base}/api/exchange-hub/command/${result.command_id}`).then((r) => r.json());

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { describe, test } from 'node:test';
-import { launchBrowser as launch, noBrowser, screenshotPath } from './browser.js';
+import { launchBrowser as launch, noBrowser, screenshotPath, sendThroughForm } from './browser.js';
 import { startWeb } from './harness.js';
 
 const SCREENSHOT = screenshotPath('dashboard-fake');
@@ -47,18 +47,15 @@ describe('dashboard', () => {
       assert.match((await page.textContent('#online-count')) ?? '', /2 online \/ 4/);
 
       // send through the form and wait for the result the fake command module reports
-      await page.selectOption('#send-project', 'plant-osaka');
-      await page.fill('#send-type', 'echo');
-      await page.fill('#send-payload', '{"message": "hello from the dashboard"}');
-      await page.check('#send-sync');
-      await page.click('#send-button');
-      await page.waitForSelector('#send-result:has-text("completed")', { timeout: WAIT });
-      const result = JSON.parse((await page.textContent('#send-result')) ?? '{}');
+      const result = await sendThroughForm(
+        page,
+        'plant-osaka',
+        'echo',
+        '{"message": "hello from the dashboard"}',
+        WAIT,
+      );
       assert.equal(result.status, 'completed');
       assert.equal(result.result.output, '{"message":"hello from the dashboard"}');
-      await page.waitForSelector(`tr[data-command="${result.command_id}"] .status:has-text("completed")`, {
-        timeout: WAIT,
-      });
       assert.equal(d.sends.at(-1)?.command_id, result.command_id);
 
       // a command still running shows as in flight, and turns completed live
