@@ -37,7 +37,7 @@ async function cli(argv: readonly string[], env: NodeJS.ProcessEnv = process.env
     const url = (values.url as string | undefined) ?? defaultUrl(env);
     const token = (values.token as string | undefined) ?? env.HUB_API_TOKEN;
     let client: HubClient | undefined;
-    const abort = new AbortController();
+    let interrupt: AbortController | undefined;
     const ctx: CliContext = {
       client() {
         if (client) return client;
@@ -49,17 +49,21 @@ async function cli(argv: readonly string[], env: NodeJS.ProcessEnv = process.env
       json: values.json === true,
       out,
       err,
-      signal: abort.signal,
+      interrupted() {
+        // Only a command that asks gets Ctrl-C as a signal to end cleanly (watch); the others
+        // keep Node's default (SIGINT ends the process at once). A second Ctrl-C always does.
+        if (interrupt) return interrupt.signal;
+        const ac = new AbortController();
+        interrupt = ac;
+        const onSignal = () => {
+          if (ac.signal.aborted) process.exit(130);
+          ac.abort();
+        };
+        process.on('SIGINT', onSignal);
+        process.on('SIGTERM', onSignal);
+        return ac.signal;
+      },
     };
-    if (r.spec.path[0] !== 'start') {
-      // Ctrl-C: a command that listens for it (watch) ends cleanly; the others just stop.
-      const onSignal = () => {
-        if (abort.signal.aborted) process.exit(130);
-        abort.abort();
-      };
-      process.once('SIGINT', onSignal);
-      process.once('SIGTERM', onSignal);
-    }
     return await r.spec.run(r.parsed, ctx);
   } catch (e) {
     if (e instanceof UsageError) {

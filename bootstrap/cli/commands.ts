@@ -14,8 +14,8 @@ export interface CliContext {
   json: boolean;
   out(text: string): void;
   err(line: string): void;
-  /** Aborted on SIGINT/SIGTERM (used by `watch`). */
-  signal: AbortSignal;
+  /** Takes over SIGINT/SIGTERM: the signal is aborted on the first one (a second exits 130). */
+  interrupted(): AbortSignal;
 }
 
 interface ProjectView {
@@ -162,7 +162,7 @@ function commandBlock(c: CommandDetail): string {
   if (c.result) {
     pairs.push(['result', `${c.result.status} (exit ${c.result.exit_code})`]);
     pairs.push(['output', c.result.output === '' ? '-' : c.result.output]);
-    if (c.result.error) pairs.push(['stderr', c.result.error]);
+    if (c.result.error && c.result.error !== c.error) pairs.push(['stderr', c.result.error]);
   }
   if (c.timings) {
     const t = c.timings;
@@ -487,7 +487,7 @@ export const COMMANDS: Spec[] = [
         commands: (values.command as string[] | undefined) ?? [],
         out: (line) => ctx.out(`${line}\n`),
         note: (line) => ctx.err(line),
-        signal: ctx.signal,
+        signal: ctx.interrupted(),
       });
     },
   },

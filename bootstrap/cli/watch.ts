@@ -182,8 +182,11 @@ export function watch(o: WatchOptions): Promise<number> {
           return;
         case 'resync':
           o.note(
-            `gmq-hub: watch: reconnected, but events since ${lastId} are no longer held by the hub (${m.reason}); ` +
-              'some may be missing: re-read state over REST',
+            `gmq-hub: watch: reconnected, but ${
+              m.reason === 'unknown_epoch'
+                ? 'the hub’s event stream restarted (a new epoch)'
+                : `the hub no longer holds the events after ${lastId}`
+            }: events may be missing; re-read state over REST`,
           );
           epoch = m.epoch ?? epoch;
           lastId = m.last_event_id ?? lastId;

@@ -75,7 +75,8 @@ describe('gmq-hub CLI against a real hub (PGlite, aedes, a real agent)', () => {
       '  status: {}',
       '  command: {}',
       `  mqtt-bridge: { url: ${JSON.stringify(broker.url)}, username: hub, password: hub }`,
-      `  web: { port: 0, host: 127.0.0.1, tokens: [${TOKEN}] }`,
+      // a fixed (free) port, so that a restarted web module comes back where the CLI looks
+      `  web: { port: ${await freePort()}, host: 127.0.0.1, tokens: [${TOKEN}] }`,
     ].join('\n');
     const registry = new ProviderRegistry()
       .register(statusProvider)
@@ -403,6 +404,28 @@ describe('gmq-hub CLI against a real hub (PGlite, aedes, a real agent)', () => {
     const unknown = await cli(['modules', 'restart', 'nope']);
     assert.equal(unknown.code, 1);
     assert.match(oneLine(unknown), /^gmq-hub: HOST_ERR_UNKNOWN_MODULE: /);
+  });
+
+  test('watch outlives a restart of the web module: a warning that events may be missing, then live again', async () => {
+    const watch = new CliProcess(['watch', '--project', 'cli-plant'], env);
+    try {
+      await watch.line('stderr', (l) => l.includes('watching project cli-plant'), T, 'watch to start');
+      const restart = await cli(['modules', 'restart', 'web']);
+      assert.equal(restart.code, 0, restart.stderr);
+      assert.match(restart.stdout, /^web: restarting/);
+      await watch.line('stderr', (l) => l.includes('connection lost'), T, 'the CLI to lose the connection');
+      const warned = await watch.line('stderr', (l) => l.includes('reconnected, but'), T, 'the resync warning');
+      assert.match(warned, /event stream restarted \(a new epoch\): events may be missing/);
+      const after = await json(['send', '--sync', 'cli-plant', 'echo', '"after the restart"']);
+      await watch.until(
+        () => watch.json().find((e) => e.type === 'command.result' && e.command_id === after.command_id),
+        T,
+        'a live result after the restart',
+      );
+      assert.deepEqual(await watch.stop('SIGINT'), { code: 0, signal: null });
+    } finally {
+      await watch.stop('SIGKILL');
+    }
   });
 
   test('API errors: one line with the stable code on stderr, exit 1 (unknown project, bad token)', async () => {
