@@ -42,7 +42,8 @@ async function cli(argv: readonly string[], env: NodeJS.ProcessEnv = process.env
       client() {
         if (client) return client;
         const base = normaliseBase(url);
-        if (!base) throw new UsageError(`--url: "${url}" is not an http:// or https:// URL`, r.spec.path);
+        const from = values.url !== undefined ? '--url' : 'HUB_URL';
+        if (!base) throw new UsageError(`${from}: "${url}" is not an http:// or https:// URL`, r.spec.path);
         client = new HubClient(base, token?.trim() || undefined);
         return client;
       },
