@@ -28,6 +28,7 @@ import { machine, median } from './harness.js';
 import {
   ClientPool,
   defaultClientProcs,
+  describeRun,
   envInt,
   loadSettings,
   outputText,
@@ -173,7 +174,7 @@ export async function runGrpcStreamSuite() {
     ],
     notes: [
       `FeedEvent message ${msgBytes} bytes (result output ${s.outputBytes} bytes); ${clients} streams, one connection each, in ${procs} child process(es) per server; clients decode every message (proto-loader, the hub's options)`,
-      `pre-serialised raw, per run: ${onceRuns.map((x) => Math.round(x.rate).toLocaleString('en-US')).join(', ')} deliveries/s`,
+      `per run, raw writing pre-serialised bytes: ${onceRuns.map(describeRun).join('; ')}`,
     ],
   });
 }

@@ -381,6 +381,12 @@ export async function limited<T>(count: number, limit: number, task: (i: number)
   return out;
 }
 
+/** `12,345/s (server 97%, clients 99%)`: one window's rate and the CPU each side used. */
+export function describeRun(x: WindowResult): string {
+  const pct = (v: number) => `${Math.round(v * 100)}%`;
+  return `${Math.round(x.rate).toLocaleString('en-US')}/s (server ${pct(x.serverCpu)}, clients ${pct(x.clientCpu)})`;
+}
+
 /** Which sides to run: BENCH_SIDES=hub or =raw runs one alone (for profiling); default both. */
 export function sides(): { hub: boolean; raw: boolean } {
   const v = (process.env.BENCH_SIDES ?? 'hub,raw').split(',').map((x) => x.trim());
@@ -409,9 +415,7 @@ export function summarise(a: {
   const ratio = hubRate / rawRate;
   const hubUs = med(a.hubRuns, usPer);
   const rawUs = med(a.rawRuns, usPer);
-  const runs = (xs: WindowResult[]) => xs.map((x) => Math.round(x.rate).toLocaleString('en-US')).join(', ');
-  const cpu = (xs: WindowResult[]) =>
-    `server ${(med(xs, (x) => x.serverCpu) * 100).toFixed(0)}% / clients ${(med(xs, (x) => x.clientCpu) * 100).toFixed(0)}% of a core`;
+  const runs = (xs: WindowResult[]) => xs.map(describeRun).join('; ');
   const spread = (xs: WindowResult[]) => xs.map((x) => `${x.minClient}-${x.maxClient}`).join(', ');
   const s = a.settings;
   return {
@@ -441,8 +445,9 @@ export function summarise(a: {
     notes: [
       `median of ${s.runs} runs (raw and hub alternating); each: ${s.warmupMs} ms warm-up, ${s.windowMs} ms counted at the clients; at most ${s.credit} events ahead of the slowest client`,
       ...a.notes,
-      `per run, hub: ${runs(a.hubRuns)}; raw: ${runs(a.rawRuns)} deliveries/s`,
-      `CPU over the window (median), hub: ${cpu(a.hubRuns)}; raw: ${cpu(a.rawRuns)}. Clients near 100% of their cores mean the clients, not the server, bound the rate`,
+      `per run (deliveries/s, server CPU, clients CPU as shares of one core), hub: ${runs(a.hubRuns)}`,
+      `per run, ${a.rawName}: ${runs(a.rawRuns)}`,
+      'a process near 100% of a core bounds the rate; clients near 100% mean the clients, not the server, are the bound',
       `deliveries per client in a window (slowest-fastest), hub: ${spread(a.hubRuns)}; raw: ${spread(a.rawRuns)}`,
     ],
   };

@@ -24,7 +24,7 @@ import { ProviderRegistry } from '../core/registry.js';
 import { WEB, type WebInfo } from '../modules/shared/topics.js';
 import { provider as webProvider } from '../modules/web/index.js';
 import { WS_PATH } from '../modules/web/ws.js';
-import { machine, median, type SuiteResult } from './harness.js';
+import { machine, type SuiteResult } from './harness.js';
 import {
   ClientPool,
   defaultClientProcs,

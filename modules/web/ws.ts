@@ -34,6 +34,8 @@ export const WS_PATH = '/api/exchange-hub/ws';
 const MAX_FILTER_IDS = 1000;
 /** A client closed for slowness gets this long to take the close frame before its socket is destroyed. */
 const SLOW_CLOSE_GRACE_MS = 5_000;
+/** ws sends a Buffer as a binary frame unless told otherwise; events are JSON text frames. */
+const TEXT_FRAME = { binary: false } as const;
 
 const ids = z.array(projectId).max(MAX_FILTER_IDS);
 const commandIds = z.array(z.string().min(1).max(64)).max(MAX_FILTER_IDS);
@@ -89,8 +91,11 @@ export interface WsDeps {
 export class WsHub {
   private readonly wss: WebSocketServer;
   private readonly clients = new Set<Client>();
-  /** Each event is serialised once, whatever the number of clients that get it. */
-  private readonly frames = new WeakMap<FeedEvent, string>();
+  /**
+   * Each event is serialised and UTF-8 encoded once, whatever the number of clients that get it:
+   * a string frame would be measured (Buffer.byteLength) and encoded again for every client.
+   */
+  private readonly frames = new WeakMap<FeedEvent, Buffer>();
   private nextId = 1;
   private stopping = false;
 
@@ -287,10 +292,10 @@ export class WsHub {
     }
     let frame = this.frames.get(ev);
     if (frame === undefined) {
-      frame = `{"op":"event",${JSON.stringify(ev).slice(1)}`;
+      frame = Buffer.from(`{"op":"event",${JSON.stringify(ev).slice(1)}`);
       this.frames.set(ev, frame);
     }
-    c.ws.send(frame);
+    c.ws.send(frame, TEXT_FRAME);
     this.d.metrics.wsSent.inc();
     return true;
   }

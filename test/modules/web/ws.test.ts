@@ -53,6 +53,7 @@ describe('WebSocket feed', () => {
         ],
       );
       assert.equal(evs.at(-1).data.result.output, '1');
+      assert.equal(c.binaryFrames, 0, 'events go out as JSON text frames');
       assertContiguous(
         evs.map((e: Json) => e.id),
         evs[0].id,
