@@ -8,7 +8,7 @@
  * are measured the same way, alternately, in the same run.
  */
 import { type ChildProcess, fork } from 'node:child_process';
-import { performance } from 'node:perf_hooks';
+import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import type { CommandEvent, CommandResultView, CommandView } from '../modules/shared/topics.js';
 import { type BenchRow, machine, median, type SuiteResult } from './harness.js';
 
@@ -113,6 +113,9 @@ export interface WindowResult {
   /** The slowest and fastest client's deliveries in the window (fairness between clients). */
   minClient: number;
   maxClient: number;
+  /** The server process's event-loop delay over the window, p99 and max, in ms. */
+  lagP99: number;
+  lagMax: number;
 }
 
 /** One child process holding some of the clients; it reports its slowest client's count. */
@@ -262,12 +265,15 @@ export class ClientPool {
     for (const p of this.procs) p.onProgress = () => void topUp();
     void topUp();
     await new Promise((r) => setTimeout(r, opts.warmupMs));
+    const lag = monitorEventLoopDelay({ resolution: 5 });
+    lag.enable();
     const cpu0 = process.cpuUsage();
     const t0 = performance.now();
     for (const p of this.procs) p.send({ op: 'measure', ms: opts.windowMs });
     const ms = await Promise.all(this.procs.map((p) => expect(p, 'measured', opts.windowMs + 30_000, 'measurement')));
     const serverMs = performance.now() - t0;
     const cpu = process.cpuUsage(cpu0);
+    lag.disable();
     stop = true;
     // let what is still queued reach the clients, so it does not load the next measurement
     const deadline = Date.now() + 30_000;
@@ -284,6 +290,8 @@ export class ClientPool {
       clientCpu: ms.reduce((sum, m) => sum + m.cpuMs / m.ms, 0),
       minClient: Math.min(...ms.map((m) => m.minClient)),
       maxClient: Math.max(...ms.map((m) => m.maxClient)),
+      lagP99: lag.percentile(99) / 1e6,
+      lagMax: lag.max / 1e6,
     };
   }
 
@@ -384,7 +392,7 @@ export async function limited<T>(count: number, limit: number, task: (i: number)
 /** `12,345/s (server 97%, clients 99%)`: one window's rate and the CPU each side used. */
 export function describeRun(x: WindowResult): string {
   const pct = (v: number) => `${Math.round(v * 100)}%`;
-  return `${Math.round(x.rate).toLocaleString('en-US')}/s (server ${pct(x.serverCpu)}, clients ${pct(x.clientCpu)})`;
+  return `${Math.round(x.rate).toLocaleString('en-US')}/s (server ${pct(x.serverCpu)}, clients ${pct(x.clientCpu)}, loop lag p99 ${x.lagP99.toFixed(0)} ms)`;
 }
 
 /** Which sides to run: BENCH_SIDES=hub or =raw runs one alone (for profiling); default both. */
@@ -445,7 +453,7 @@ export function summarise(a: {
     notes: [
       `median of ${s.runs} runs (raw and hub alternating); each: ${s.warmupMs} ms warm-up, ${s.windowMs} ms counted at the clients; at most ${s.credit} events ahead of the slowest client`,
       ...a.notes,
-      `per run (deliveries/s, server CPU, clients CPU as shares of one core), hub: ${runs(a.hubRuns)}`,
+      `per run (deliveries/s, server and clients CPU as shares of one core, server event-loop lag), hub: ${runs(a.hubRuns)}`,
       `per run, ${a.rawName}: ${runs(a.rawRuns)}`,
       'a process near 100% of a core bounds the rate; clients near 100% mean the clients, not the server, are the bound',
       `deliveries per client in a window (slowest-fastest), hub: ${spread(a.hubRuns)}; raw: ${spread(a.rawRuns)}`,
