@@ -24,11 +24,10 @@ import { ProviderRegistry } from '../core/registry.js';
 import { provider as grpcProvider } from '../modules/grpc/index.js';
 import { LOADER_OPTIONS, PROTO_FILE, protoRoot, SERVICE_NAME } from '../modules/grpc/proto.js';
 import { GRPC, type GrpcStats } from '../modules/shared/topics.js';
-import { machine, median } from './harness.js';
+import { machine } from './harness.js';
 import {
   ClientPool,
   defaultClientProcs,
-  describeRun,
   envInt,
   loadSettings,
   outputText,
@@ -147,9 +146,6 @@ export async function runGrpcStreamSuite() {
     raw.stop();
     await hub.host.stop();
   }
-  const hubRate = hubRuns.length ? median(hubRuns.map((x) => x.rate)) : Number.NaN;
-  const onceRate = onceRuns.length ? median(onceRuns.map((x) => x.rate)) : Number.NaN;
-  const onceUs = onceRuns.length ? median(onceRuns.map((x) => (x.serverCpu / x.rate) * 1e6)) : Number.NaN;
   const msgBytes = raw.serialize(rawMessage(0)).length;
   return summarise({
     suite: 'grpc-stream',
@@ -158,23 +154,9 @@ export async function runGrpcStreamSuite() {
     hubRuns,
     rawRuns,
     settings: s,
-    extraRows: [
-      {
-        metric: 'vs raw stream writing pre-serialised bytes',
-        value: hubRate,
-        unit: 'deliveries/s',
-        baseline: onceRate,
-        ratio: hubRate / onceRate,
-      },
-      {
-        metric: 'raw pre-serialised: server CPU per delivery',
-        value: onceUs,
-        unit: 'us',
-      },
-    ],
+    ceiling: { name: 'raw stream writing pre-serialised bytes', runs: onceRuns },
     notes: [
       `FeedEvent message ${msgBytes} bytes (result output ${s.outputBytes} bytes); ${clients} streams, one connection each, in ${procs} child process(es) per server; clients decode every message (proto-loader, the hub's options)`,
-      `per run, raw writing pre-serialised bytes: ${onceRuns.map(describeRun).join('; ')}`,
     ],
   });
 }

@@ -11,11 +11,12 @@
  * warm-up, and the two sides alternate, run by run.
  *
  * Env: BENCH_WS_CLIENTS (1000), BENCH_RUNS / BENCH_WS_RUNS (3), BENCH_WARMUP_MS / BENCH_WS_WARMUP_MS
- * (2000), BENCH_WINDOW_MS / BENCH_WS_WINDOW_MS (5000), BENCH_WS_CREDIT (100 events),
+ * (2000), BENCH_WINDOW_MS / BENCH_WS_WINDOW_MS (4000), BENCH_WS_CREDIT (100 events),
  * BENCH_OUTPUT_BYTES (256: the result's output text).
  */
 import { once } from 'node:events';
 import type { AddressInfo } from 'node:net';
+import type { Duplex } from 'node:stream';
 import WebSocket, { WebSocketServer } from 'ws';
 import { parseConfig } from '../core/config.js';
 import { Host } from '../core/host.js';
@@ -51,23 +52,49 @@ async function startHub(): Promise<{ host: Host; url: string }> {
   return { host, url: `${info.url.replace(/^http/, 'ws')}${WS_PATH}` };
 }
 
-/** The raw baseline: a bare ws server broadcasting one JSON text to every client (the ws README's broadcast). */
-async function startRaw(): Promise<{ wss: WebSocketServer; url: string; broadcast: (text: string) => void }> {
+/**
+ * The raw baseline: a bare ws server broadcasting one JSON text to every client (the ws README's
+ * broadcast). `broadcastBatched` is the stricter ceiling: the frame encoded once, and every
+ * socket corked until the end of the turn, so a burst of events leaves in one write per client
+ * (what the web module does).
+ */
+async function startRaw() {
   const wss = new WebSocketServer({ host: '127.0.0.1', port: 0, perMessageDeflate: false });
   await once(wss, 'listening');
   const { port } = wss.address() as AddressInfo;
+  const socketOf = (ws: WebSocket) => (ws as unknown as { _socket?: Duplex })._socket;
+  let corked: Duplex[] | null = null;
+  const uncork = () => {
+    for (const sock of corked ?? []) sock.uncork();
+    corked = null;
+  };
+  const text = { binary: false };
   return {
     wss,
     url: `ws://127.0.0.1:${port}/`,
-    broadcast(text) {
-      for (const c of wss.clients) if (c.readyState === WebSocket.OPEN) c.send(text);
+    broadcast(frame: string) {
+      for (const c of wss.clients) if (c.readyState === WebSocket.OPEN) c.send(frame);
+    },
+    broadcastBatched(frame: Buffer) {
+      if (corked === null) {
+        corked = [];
+        for (const c of wss.clients) {
+          const sock = socketOf(c);
+          if (sock) {
+            sock.cork();
+            corked.push(sock);
+          }
+        }
+        process.nextTick(uncork);
+      }
+      for (const c of wss.clients) if (c.readyState === WebSocket.OPEN) c.send(frame, text);
     },
   };
 }
 
 export async function runWsFanoutSuite(): Promise<SuiteResult> {
   const clients = Math.max(1, envInt('BENCH_WS_CLIENTS', 1000));
-  const s = loadSettings('BENCH_WS', { runs: 3, warmupMs: 2000, windowMs: 5000, credit: 100, outputBytes: 256 });
+  const s = loadSettings('BENCH_WS', { runs: 3, warmupMs: 2000, windowMs: 4000, credit: 100, outputBytes: 256 });
   const output = outputText(s.outputBytes);
   const hub = await startHub();
   const raw = await startRaw();
@@ -102,15 +129,18 @@ export async function runWsFanoutSuite(): Promise<SuiteResult> {
     });
   };
   const rawPublish = (i: number) => raw.broadcast(rawFrame(i));
+  const rawBatchedPublish = (i: number) => raw.broadcastBatched(Buffer.from(rawFrame(i)));
 
   const hubRuns: WindowResult[] = [];
   const rawRuns: WindowResult[] = [];
+  const batchedRuns: WindowResult[] = [];
   const opts = { credit: s.credit, warmupMs: s.warmupMs, windowMs: s.windowMs };
   try {
     // interleaved, so drift on a noisy machine hits both sides alike
     for (let r = 0; r < s.runs; r++) {
       if (rawClients) rawRuns.push(await rawClients.drive(rawPublish, opts));
       if (hubClients) hubRuns.push(await hubClients.drive(hubPublish, opts));
+      if (rawClients) batchedRuns.push(await rawClients.drive(rawBatchedPublish, opts));
     }
   } finally {
     await Promise.allSettled([hubClients?.close(), rawClients?.close()]);
@@ -125,6 +155,7 @@ export async function runWsFanoutSuite(): Promise<SuiteResult> {
     rawName: 'raw ws broadcast',
     hubRuns,
     rawRuns,
+    ceiling: { name: 'raw ws, encoded once, corked per turn', runs: batchedRuns },
     settings: s,
     notes: [
       `frame ${frameBytes} bytes of JSON text (result output ${s.outputBytes} bytes); ${clients} clients in ${procs} child process(es) per server, perMessageDeflate off`,
