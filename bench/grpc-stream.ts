@@ -102,12 +102,10 @@ export async function runGrpcStreamSuite() {
   const hub = await startHub();
   const raw = await startRaw();
   const concurrency = 20;
-  const hubClients = run.hub
-    ? await ClientPool.start(CLIENT_SCRIPT, { target: hub.target, clients, concurrency }, procs)
-    : null;
-  const rawClients = run.raw
-    ? await ClientPool.start(CLIENT_SCRIPT, { target: raw.target, clients, concurrency }, procs)
-    : null;
+  const [hubClients, rawClients] = await Promise.all([
+    run.hub ? ClientPool.start(CLIENT_SCRIPT, { target: hub.target, clients, concurrency }, procs) : null,
+    run.raw ? ClientPool.start(CLIENT_SCRIPT, { target: raw.target, clients, concurrency }, procs) : null,
+  ]);
 
   const hubPublish = (i: number) => {
     const { topic, event } = resultEvent(i, output);

@@ -11,7 +11,7 @@
  * warm-up, and the two sides alternate, run by run.
  *
  * Env: BENCH_WS_CLIENTS (1000), BENCH_RUNS / BENCH_WS_RUNS (3), BENCH_WARMUP_MS / BENCH_WS_WARMUP_MS
- * (2000), BENCH_WINDOW_MS / BENCH_WS_WINDOW_MS (4000), BENCH_WS_CREDIT (100 events),
+ * (1500), BENCH_WINDOW_MS / BENCH_WS_WINDOW_MS (4000), BENCH_WS_CREDIT (50 events),
  * BENCH_OUTPUT_BYTES (256: the result's output text).
  */
 import { once } from 'node:events';
@@ -94,19 +94,18 @@ async function startRaw() {
 
 export async function runWsFanoutSuite(): Promise<SuiteResult> {
   const clients = Math.max(1, envInt('BENCH_WS_CLIENTS', 1000));
-  const s = loadSettings('BENCH_WS', { runs: 3, warmupMs: 2000, windowMs: 4000, credit: 100, outputBytes: 256 });
+  const s = loadSettings('BENCH_WS', { runs: 3, warmupMs: 1500, windowMs: 4000, credit: 50, outputBytes: 256 });
   const output = outputText(s.outputBytes);
   const hub = await startHub();
   const raw = await startRaw();
   const concurrency = 50;
   const procs = envInt('BENCH_CLIENT_PROCS', defaultClientProcs(machine().cores));
   const run = sides();
-  const hubClients = run.hub
-    ? await ClientPool.start(CLIENT_SCRIPT, { url: hub.url, clients, subscribe: true, concurrency }, procs)
-    : null;
-  const rawClients = run.raw
-    ? await ClientPool.start(CLIENT_SCRIPT, { url: raw.url, clients, subscribe: false, concurrency }, procs)
-    : null;
+  // both sets of clients connect at once (each pool opens `concurrency` connections at a time)
+  const [hubClients, rawClients] = await Promise.all([
+    run.hub ? ClientPool.start(CLIENT_SCRIPT, { url: hub.url, clients, subscribe: true, concurrency }, procs) : null,
+    run.raw ? ClientPool.start(CLIENT_SCRIPT, { url: raw.url, clients, subscribe: false, concurrency }, procs) : null,
+  ]);
 
   // The hub: the command module's result event on the bus; the web module's feed numbers it and
   // its WebSocket hub frames it for every subscribed client.
