@@ -3,12 +3,16 @@
  * prints a table with its raw baseline measured in the same run and writes bench/results/<suite>.json.
  */
 import { runBusSuite } from './bus.js';
+import { runGrpcStreamSuite } from './grpc-stream.js';
 import { printSuite, type SuiteResult, saveSuite } from './harness.js';
 import { runRestartSuite } from './restart.js';
+import { runWsFanoutSuite } from './ws-fanout.js';
 
 const SUITES: Record<string, () => Promise<SuiteResult>> = {
   bus: runBusSuite,
   restart: runRestartSuite,
+  'ws-fanout': runWsFanoutSuite,
+  'grpc-stream': runGrpcStreamSuite,
 };
 
 const wanted = process.argv.slice(2).filter((a) => !a.startsWith('-'));

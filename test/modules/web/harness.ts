@@ -388,12 +388,15 @@ export function captureLog(): { log: Logger; lines: Array<Record<string, unknown
 export class WsClient {
   readonly ws: WebSocket;
   readonly received: Json[] = [];
+  /** Binary frames received: the protocol is JSON text frames only, so this stays 0. */
+  binaryFrames = 0;
   private waiters: Array<() => void> = [];
   closed: Promise<{ code: number; reason: string }>;
 
   constructor(url: string, opts: WebSocket.ClientOptions = {}) {
     this.ws = new WebSocket(url, opts);
-    this.ws.on('message', (data) => {
+    this.ws.on('message', (data, isBinary) => {
+      if (isBinary) this.binaryFrames++;
       this.received.push(JSON.parse(String(data)));
       for (const w of this.waiters.splice(0)) w();
     });

@@ -53,6 +53,7 @@ describe('WebSocket feed', () => {
         ],
       );
       assert.equal(evs.at(-1).data.result.output, '1');
+      assert.equal(c.binaryFrames, 0, 'events go out as JSON text frames');
       assertContiguous(
         evs.map((e: Json) => e.id),
         evs[0].id,
@@ -194,6 +195,42 @@ describe('WebSocket feed', () => {
       assert.match(metrics.text, /hub_ws_messages_rejected_total\{reason="invalid"\} 3/);
     } finally {
       await c.close();
+    }
+  });
+
+  test('a burst handled in one turn, larger than max_buffered_bytes, reaches every reading client in order', async () => {
+    // The web module coalesces the frames of one turn into one write per client; bytes waiting
+    // for that write are not the client's fault and must not count as slowness.
+    const slowCuts = async () =>
+      Number(/hub_ws_slow_disconnects_total (\d+)/.exec((await w.call('GET', '/metrics')).text)?.[1] ?? 0);
+    const before = await slowCuts();
+    const clients = await Promise.all([1, 2, 3].map(() => WsClient.open(w.base)));
+    try {
+      for (const c of clients) {
+        c.send({ op: 'subscribe', projects: ['ws-burst'] });
+        await c.next((m) => m.op === 'subscribed');
+      }
+      const reason = 'y'.repeat(16_384);
+      const n = 40; // 640 KB per client against a 64 KB limit
+      for (let i = 0; i < n; i++) {
+        // not awaited: all of them wait in the mailbox and are handled in one slice
+        void w.h.host.bus.publish(STATUS.changed('ws-burst'), {
+          project_id: 'ws-burst',
+          state: 'online',
+          previous: 'online',
+          reason,
+          at: Date.now(),
+        });
+      }
+      for (const c of clients) {
+        await c.until(() => c.events().length === n, 10_000);
+        const ids = c.events().map((e: Json) => e.id);
+        assertContiguous(ids, ids[0], ids[0] + n - 1);
+        assert.equal(c.ws.readyState, c.ws.OPEN);
+      }
+      assert.equal(await slowCuts(), before);
+    } finally {
+      await Promise.all(clients.map((c) => c.close()));
     }
   });
 
