@@ -96,6 +96,37 @@ describe('bus delivery', () => {
     assert.equal(bus.mailbox('slow').stats().handled, 100);
   });
 
+  test('slow handlers yield to the event loop every few events, not every 256', async () => {
+    const bus = new Bus(silentLogger());
+    // each event takes 1 ms of busy CPU: the mailbox must notice within a few events that its
+    // 2 ms slice is spent, whatever the load on the machine (a preempted handler only means fewer)
+    const busyMs = 1;
+    bus.mailbox('slow').subscribe('t', () => {
+      const until = performance.now() + busyMs;
+      while (performance.now() < until) {
+        // spin
+      }
+    });
+    const perTurn: number[] = [];
+    let last = 0;
+    let turning = true;
+    const turn = () => {
+      const handled = bus.mailbox('slow').stats().handled;
+      perTurn.push(handled - last);
+      last = handled;
+      if (turning) setImmediate(turn);
+    };
+    setImmediate(turn);
+    for (let i = 0; i < 120; i++) bus.publish('t', i);
+    await bus.drain(10_000);
+    turning = false;
+    assert.equal(bus.mailbox('slow').stats().handled, 120);
+    // the first turn reads the clock after 16 events (nothing measured yet); later ones after each event
+    const later = perTurn.slice(perTurn.findIndex((n) => n > 0) + 1);
+    assert.ok(later.length > 10, `the event loop got only ${perTurn.length} turns: ${perTurn.join(',')}`);
+    assert.ok(Math.max(...later) <= 8, `events handled per turn: ${perTurn.join(',')}`);
+  });
+
   test('a throwing handler is counted and logged; the bus and the next events go on', async () => {
     const bus = new Bus(silentLogger());
     const ok: number[] = [];
