@@ -5,10 +5,13 @@
 import { runBusSuite } from './bus.js';
 import { printSuite, type SuiteResult, saveSuite } from './harness.js';
 import { runRestartSuite } from './restart.js';
+import { runSyncConcurrentSuite, runSyncSuite } from './sync.js';
 
 const SUITES: Record<string, () => Promise<SuiteResult>> = {
   bus: runBusSuite,
   restart: runRestartSuite,
+  sync: runSyncSuite,
+  'sync-concurrent': runSyncConcurrentSuite,
 };
 
 const wanted = process.argv.slice(2).filter((a) => !a.startsWith('-'));
