@@ -231,14 +231,22 @@ export class SimAgent {
       }
       // the hub re-published before our ack landed: ack again (and the result), never run twice
       this.counters.duplicates++;
-      void publishQos1(this.client, TOPIC_MESSAGE_UP, signedData(p.project_id, p.secret, 'command_ack', { command_id: id }));
+      void publishQos1(
+        this.client,
+        TOPIC_MESSAGE_UP,
+        signedData(p.project_id, p.secret, 'command_ack', { command_id: id }),
+      );
       const res = this.results.get(id);
       if (res) void publishQos1(this.client, TOPIC_MESSAGE_UP, res);
       return;
     }
     this.counters.commands++;
     const start = Date.now();
-    void publishQos1(this.client, TOPIC_MESSAGE_UP, signedData(p.project_id, p.secret, 'command_ack', { command_id: id }));
+    void publishQos1(
+      this.client,
+      TOPIC_MESSAGE_UP,
+      signedData(p.project_id, p.secret, 'command_ack', { command_id: id }),
+    );
     const result = signedData(p.project_id, p.secret, 'exec_result', {
       command_id: id,
       status: 'success',
@@ -296,4 +304,22 @@ export async function pool<T>(items: T[], concurrency: number, fn: (item: T, i: 
       }
     }),
   );
+}
+
+/** Every agent heartbeats every `intervalMs` (spread over the interval), as modules/agent does; returns a stop function. */
+export function startHeartbeats(agents: SimAgent[], intervalMs = 5000): () => void {
+  const timers: NodeJS.Timeout[] = [];
+  agents.forEach((a, i) => {
+    const first = setTimeout(
+      () => {
+        void a.heartbeat().catch(() => undefined);
+        timers.push(setInterval(() => void a.heartbeat().catch(() => undefined), intervalMs));
+      },
+      Math.floor((i / agents.length) * intervalMs),
+    );
+    timers.push(first);
+  });
+  return () => {
+    for (const t of timers) clearTimeout(t);
+  };
 }

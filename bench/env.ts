@@ -13,7 +13,7 @@ import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { deserializeError } from '../core/errors.js';
 import { silentLogger } from '../core/log.js';
-import { DbPool, type DbConfig } from '../core/services/db.js';
+import { type DbConfig, DbPool } from '../core/services/db.js';
 import { migrations as commandMigrations } from '../modules/command/migrations.js';
 import { deriveMqttPassword } from '../modules/shared/credentials.js';
 import { migrations as statusMigrations } from '../modules/status/migrations.js';
@@ -168,24 +168,14 @@ export function projectIds(n: number, prefix = 'bench'): string[] {
  * Provisions projects with a batched INSERT in the status module's `project` table format
  * (modules/status/projects.ts create(): random 32-byte hex secret, enabled, metadata {}), after
  * running the status and command migrations exactly as the hub records them, so the hub started
- * on this database afterwards finds them applied. Optionally seeds `project_status` rows as
- * online with a heartbeat now, which the status module continues at start (loadPresence /
- * settleLoaded): the state of a hub restarted while its agents were online.
- * Runs BEFORE the hub starts (PGlite is one process's).
+ * on this database afterwards finds them applied. 100 000 projects take a few seconds this way;
+ * through STATUS.create (one INSERT … RETURNING per project) they would take minutes.
+ * Runs BEFORE the hub starts (PGlite belongs to one process).
  */
-export async function provision(
-  db: BenchDb,
-  ids: string[],
-  opts: { onlineIds?: string[] } = {},
-): Promise<Map<string, Provisioned>> {
-  const pool = new DbPool({ default: db.config }, silentLogger());
+export async function provision(db: BenchDb, ids: string[]): Promise<Map<string, Provisioned>> {
   const out = new Map<string, Provisioned>();
-  try {
-    await pool.migrate('status', statusMigrations);
-    await pool.migrate('command', commandMigrations);
-    const k = pool.get();
+  await withPool(db, async (k) => {
     const now = new Date();
-    const CHUNK = 1000;
     for (let i = 0; i < ids.length; i += CHUNK) {
       const rows = ids.slice(i, i + CHUNK).map((project_id) => {
         const secret = randomBytes(32).toString('hex');
@@ -194,9 +184,20 @@ export async function provision(
       });
       await k('project').insert(rows);
     }
-    const online = opts.onlineIds ?? [];
-    for (let i = 0; i < online.length; i += CHUNK) {
-      const rows = online.slice(i, i + CHUNK).map((project_id) => ({
+  });
+  return out;
+}
+
+/**
+ * Seeds `project_status` rows as online with a heartbeat now: the state of a hub restarted
+ * while its agents were online, which the status module continues at start (loadPresence,
+ * settleLoaded) as long as it starts within heartbeat_timeout_ms. Before the hub starts.
+ */
+export async function seedOnline(db: BenchDb, ids: string[]): Promise<void> {
+  await withPool(db, async (k) => {
+    const now = new Date();
+    for (let i = 0; i < ids.length; i += CHUNK) {
+      const rows = ids.slice(i, i + CHUNK).map((project_id) => ({
         project_id,
         state: 'online',
         state_since: now,
@@ -208,10 +209,20 @@ export async function provision(
       }));
       await k('project_status').insert(rows);
     }
+  });
+}
+
+const CHUNK = 1000;
+
+async function withPool(db: BenchDb, fn: (k: ReturnType<DbPool['get']>) => Promise<void>): Promise<void> {
+  const pool = new DbPool({ default: db.config }, silentLogger());
+  try {
+    await pool.migrate('status', statusMigrations);
+    await pool.migrate('command', commandMigrations);
+    await fn(pool.get());
   } finally {
     await pool.close();
   }
-  return out;
 }
 
 // ─── the hub in a child process ─────────────────────────────────────────────────────────────
@@ -278,7 +289,10 @@ export async function startHub(
     await Promise.race([
       ready,
       new Promise((_, rej) => {
-        timer = setTimeout(() => rej(new Error(`hub not ready in time; see ${logFile}`)), opts.startTimeoutMs ?? 60_000);
+        timer = setTimeout(
+          () => rej(new Error(`hub not ready in time; see ${logFile}`)),
+          opts.startTimeoutMs ?? 60_000,
+        );
       }),
     ]);
   } catch (err) {

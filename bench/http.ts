@@ -29,9 +29,7 @@ export class JsonClient {
           method,
           path,
           agent: this.agent,
-          headers: data
-            ? { 'content-type': 'application/json', 'content-length': Buffer.byteLength(data) }
-            : undefined,
+          headers: data ? { 'content-type': 'application/json', 'content-length': Buffer.byteLength(data) } : undefined,
         },
         (res) => {
           const chunks: Buffer[] = [];

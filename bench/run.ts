@@ -2,8 +2,11 @@
  * `npm run bench` runs every suite; `npm run bench -- bus restart` runs those alone. Each suite
  * prints a table with its raw baseline measured in the same run and writes bench/results/<suite>.json.
  */
+import { runAsyncSuite } from './async.js';
 import { runBusSuite } from './bus.js';
 import { printSuite, type SuiteResult, saveSuite } from './harness.js';
+import { runHeartbeatSuite } from './heartbeat.js';
+import { runMemorySuite } from './memory.js';
 import { runRestartSuite } from './restart.js';
 import { runSyncConcurrentSuite, runSyncSuite } from './sync.js';
 
@@ -12,6 +15,9 @@ const SUITES: Record<string, () => Promise<SuiteResult>> = {
   restart: runRestartSuite,
   sync: runSyncSuite,
   'sync-concurrent': runSyncConcurrentSuite,
+  async: runAsyncSuite,
+  heartbeat: runHeartbeatSuite,
+  memory: runMemorySuite,
 };
 
 const wanted = process.argv.slice(2).filter((a) => !a.startsWith('-'));

@@ -12,7 +12,7 @@
  */
 import { performance } from 'node:perf_hooks';
 import { COMMAND, WEB } from '../modules/shared/topics.js';
-import { connectAgents, pool, type SimAgent } from './agents.js';
+import { connectAgents, pool, type SimAgent, startHeartbeats } from './agents.js';
 import { echoRun, type Peer, startPeer } from './baseline.js';
 import {
   cleanupDir,
@@ -57,6 +57,8 @@ async function startWorld(nProjects: number, name: string): Promise<World> {
     const agents = await connectAgents(mosq.url, projects, false);
     cleanups.unshift(() => Promise.all(agents.map((a) => a.close())));
     await pool(agents, 32, (a) => a.register());
+    const stopBeats = startHeartbeats(agents);
+    cleanups.unshift(async () => stopBeats());
     const http = new JsonClient(info.url, 300);
     cleanups.unshift(async () => http.close());
     // register_complete is acknowledged by the broker before the hub has handled it
