@@ -74,12 +74,12 @@ async function measureRss(db: BenchDb, N: number, ONLINE: number, STEADY_MS: num
     const registerMs = performance.now() - t0 - connectMs;
     const stopBeats = startHeartbeats(agents);
     cleanups.unshift(async () => stopBeats());
-    const stats = () =>
-      hub.request<{ presence: { online: number; tracked: number }; heartbeats: number }>(STATUS.stats, {}, 30_000);
-    for (const deadline = Date.now() + 60_000; ; await sleep(200)) {
-      const s = await stats();
-      if (s.presence.online >= ONLINE) break;
-      if (Date.now() > deadline) throw new Error(`only ${s.presence.online} of ${ONLINE} online`);
+    const stats = () => hub.request<{ presence: { online: number; tracked: number } }>(STATUS.stats, {}, 60_000);
+    // the status mailbox answers after the registrations queued before the request: be patient
+    for (const deadline = Date.now() + 180_000; ; await sleep(500)) {
+      const s = await stats().catch(() => null);
+      if (s && s.presence.online >= ONLINE) break;
+      if (Date.now() > deadline) throw new Error(`only ${s?.presence.online ?? '?'} of ${ONLINE} online`);
     }
     const samples: number[] = [];
     const end = performance.now() + STEADY_MS;
@@ -87,7 +87,7 @@ async function measureRss(db: BenchDb, N: number, ONLINE: number, STEADY_MS: num
       samples.push(rssOf(hub.pid));
       await sleep(1000);
     }
-    const s = await stats();
+    const s = await stats().catch(() => ({ presence: { online: Number.NaN, tracked: Number.NaN } }));
     return {
       peak: Math.max(...samples),
       median: median(samples),
