@@ -2,10 +2,14 @@
  * `npm run bench` runs every suite; `npm run bench -- bus restart` runs those alone. Each suite
  * prints a table with its raw baseline measured in the same run and writes bench/results/<suite>.json.
  */
+import { runAsyncSuite } from './async.js';
 import { runBusSuite } from './bus.js';
 import { runGrpcStreamSuite } from './grpc-stream.js';
 import { printSuite, type SuiteResult, saveSuite } from './harness.js';
+import { runHeartbeatSuite } from './heartbeat.js';
+import { runMemorySuite } from './memory.js';
 import { runRestartSuite } from './restart.js';
+import { runSyncConcurrentSuite, runSyncSuite } from './sync.js';
 import { runWsFanoutSuite } from './ws-fanout.js';
 
 const SUITES: Record<string, () => Promise<SuiteResult>> = {
@@ -13,6 +17,11 @@ const SUITES: Record<string, () => Promise<SuiteResult>> = {
   restart: runRestartSuite,
   'ws-fanout': runWsFanoutSuite,
   'grpc-stream': runGrpcStreamSuite,
+  sync: runSyncSuite,
+  'sync-concurrent': runSyncConcurrentSuite,
+  async: runAsyncSuite,
+  heartbeat: runHeartbeatSuite,
+  memory: runMemorySuite,
 };
 
 const wanted = process.argv.slice(2).filter((a) => !a.startsWith('-'));

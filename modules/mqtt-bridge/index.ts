@@ -23,6 +23,9 @@ import { BridgeConnection, type Credential } from './connection.js';
 import { Publisher } from './publisher.js';
 import { UplinkHandler, uplinkFilters } from './uplink.js';
 
+/** BRIDGE.publish requests handled at once (each waiting for its PUBACK). */
+const PUBLISH_CONCURRENCY = 256;
+
 /** How long stop() gives the DISCONNECT to go out before the socket is destroyed. */
 const END_GRACE_MS = 1000;
 
@@ -127,7 +130,12 @@ function createBridge(ctx: ModuleContext<BridgeConfig>): ModuleInstance {
         timeoutMs: cfg.publish_timeout_ms,
       });
       const pub = publisher;
-      ctx.bus.subscribe<MqttPublishRequest>(BRIDGE.publish, (req): Promise<MqttPublishReply> => pub.publish(req));
+      // Many publishes in flight at once: each waits for its own PUBACK, and one at a time would
+      // cap the relay at one broker round trip (plus an event-loop turn) per command (bench `async`).
+      // mqtt.js writes them in call order, so QoS 1 order per topic is kept.
+      ctx.bus.subscribe<MqttPublishRequest>(BRIDGE.publish, (req): Promise<MqttPublishReply> => pub.publish(req), {
+        concurrency: PUBLISH_CONCURRENCY,
+      });
       ctx.bus.subscribe(BRIDGE.stats, () => stats());
       ctx.onStop(() => stop());
 

@@ -136,6 +136,16 @@ function createStatus(ctx: ModuleContext<StatusConfig>) {
       await ctx.services.migrate(migrations, cfg.database);
       presence.load(await loadPresence(db()));
       uplinks.settleLoaded();
+      // the agents of continued sessions heartbeat within seconds: their projects are read in a
+      // few queries now (in the background) rather than one query per first heartbeat
+      const continuing: string[] = [];
+      for (const e of presence.all()) if (e.state !== 'offline') continuing.push(e.project_id);
+      if (continuing.length > 0) {
+        void projects.warm(continuing).then(
+          (n) => ctx.log.info({ projects: n }, 'project cache warmed for continued sessions'),
+          (err) => ctx.log.warn({ err }, 'project cache warm-up failed; projects are read on first use'),
+        );
+      }
       subscribe();
       ctx.timers.setInterval(() => uplinks.sweep(), cfg.sweep_interval_ms);
       ctx.timers.setInterval(() => void flusher.flush(), cfg.flush_interval_ms);

@@ -3,8 +3,12 @@ import type { Logger } from '../../core/log.js';
 import type { PresenceState } from '../shared/topics.js';
 import type { Batch, Presence, PresenceEntry } from './presence.js';
 
-/** Rows per statement: 14 columns × 500 stays far below PostgreSQL's 65 535 parameters. */
-const CHUNK = 500;
+/**
+ * Rows per statement. Each statement takes its rows as ONE jsonb parameter (jsonb_to_recordset):
+ * the client builds no 13-placeholders-per-row SQL and binds no per-row dates, which at tens of
+ * thousands of heartbeats a second was most of a flush's time (bench `heartbeat`).
+ */
+const CHUNK = 5000;
 const STATES: ReadonlySet<string> = new Set(['offline', 'connecting', 'verifying', 'online', 'disconnecting']);
 
 function toMs(v: unknown): number | null {
@@ -12,9 +16,6 @@ function toMs(v: unknown): number | null {
   const t = v instanceof Date ? v.getTime() : new Date(v as string).getTime();
   return Number.isNaN(t) ? null : t;
 }
-
-const date = (ms: number | null): Date | null => (ms === null ? null : new Date(ms));
-const json = (v: unknown): string | null => (v === null || v === undefined ? null : JSON.stringify(v));
 
 /** Every presence row, as entries (restart safety: a restarted module continues from here). */
 export async function loadPresence(db: Knex): Promise<PresenceEntry[]> {
@@ -37,37 +38,56 @@ export async function loadPresence(db: Knex): Promise<PresenceEntry[]> {
   }));
 }
 
+/** One presence row for jsonb_to_recordset: times stay ms since the epoch (to_timestamp in SQL). */
 function statusRow(e: PresenceEntry): Record<string, unknown> {
   return {
     project_id: e.project_id,
     state: e.state,
-    state_since: date(e.state_since),
-    last_heartbeat_at: date(e.last_heartbeat_at),
+    state_since: e.state_since,
+    last_heartbeat_at: e.last_heartbeat_at,
     instance_id: e.instance_id,
     agent_version: e.agent_version,
-    registration: json(e.registration),
-    session_started_at: date(e.session_started_at),
-    metrics: json(e.metrics),
-    metrics_at: date(e.metrics_at),
-    last_alert: json(e.last_alert),
-    last_alert_at: date(e.last_alert_at),
-    updated_at: date(e.updated_at),
+    registration: e.registration,
+    session_started_at: e.session_started_at,
+    metrics: e.metrics,
+    metrics_at: e.metrics_at,
+    last_alert: e.last_alert,
+    last_alert_at: e.last_alert_at,
+    updated_at: e.updated_at,
   };
 }
+
+const ts = (col: string) => `to_timestamp(v.${col} / 1000.0)`;
+
+/** A multi-row UPSERT of presence rows (unique project ids: a batch holds each entry once). */
+const UPSERT_STATUS = `
+INSERT INTO project_status (project_id, state, state_since, last_heartbeat_at, instance_id, agent_version,
+  registration, session_started_at, metrics, metrics_at, last_alert, last_alert_at, updated_at)
+SELECT v.project_id, v.state, ${ts('state_since')}, ${ts('last_heartbeat_at')}, v.instance_id, v.agent_version,
+  v.registration, ${ts('session_started_at')}, v.metrics, ${ts('metrics_at')}, v.last_alert, ${ts('last_alert_at')},
+  ${ts('updated_at')}
+  FROM jsonb_to_recordset(?::jsonb) AS v(project_id text, state text, state_since float8, last_heartbeat_at float8,
+    instance_id text, agent_version text, registration jsonb, session_started_at float8, metrics jsonb,
+    metrics_at float8, last_alert jsonb, last_alert_at float8, updated_at float8)
+ON CONFLICT (project_id) DO UPDATE SET state = EXCLUDED.state, state_since = EXCLUDED.state_since,
+  last_heartbeat_at = EXCLUDED.last_heartbeat_at, instance_id = EXCLUDED.instance_id,
+  agent_version = EXCLUDED.agent_version, registration = EXCLUDED.registration,
+  session_started_at = EXCLUDED.session_started_at, metrics = EXCLUDED.metrics, metrics_at = EXCLUDED.metrics_at,
+  last_alert = EXCLUDED.last_alert, last_alert_at = EXCLUDED.last_alert_at, updated_at = EXCLUDED.updated_at`;
+
+const INSERT_HISTORY = `
+INSERT INTO project_status_history (project_id, from_state, to_state, reason, at)
+SELECT v.project_id, v.from_state, v.to_state, v.reason, ${ts('at')}
+  FROM jsonb_to_recordset(?::jsonb) AS v(project_id text, from_state text, to_state text, reason text, at float8)`;
 
 /** One transaction: a multi-row UPSERT of the changed presence rows and a multi-row INSERT of history. */
 export async function writeBatch(db: Knex, batch: Batch): Promise<void> {
   await db.transaction(async (trx) => {
     for (let i = 0; i < batch.rows.length; i += CHUNK) {
-      await trx('project_status')
-        .insert(batch.rows.slice(i, i + CHUNK).map(statusRow))
-        .onConflict('project_id')
-        .merge();
+      await trx.raw(UPSERT_STATUS, [JSON.stringify(batch.rows.slice(i, i + CHUNK).map(statusRow))]);
     }
     for (let i = 0; i < batch.history.length; i += CHUNK) {
-      await trx('project_status_history').insert(
-        batch.history.slice(i, i + CHUNK).map((h) => ({ ...h, at: new Date(h.at) })),
-      );
+      await trx.raw(INSERT_HISTORY, [JSON.stringify(batch.history.slice(i, i + CHUNK))]);
     }
   });
 }

@@ -30,6 +30,8 @@ const CACHE_MAX = 100_000;
 /** Unknown ids are remembered briefly, so a flood of bad usernames does not reach the database each time. */
 const NEGATIVE_TTL_MAX_MS = 5_000;
 const SECRET_BYTES = 32;
+/** Projects read per query when refreshing or warming the cache. */
+const REFRESH_CHUNK = 5_000;
 
 // Requests are strict: a misspelt `project_id` must not silently provision a random id.
 const idOnly = z.object({ project_id: z.string() }).strict();
@@ -107,6 +109,9 @@ function notFound(projectId: string): HubError {
 export class ProjectStore {
   private readonly cache = new Map<string, CacheEntry>();
   private readonly loading = new Map<string, Promise<ProjectRecord | null>>();
+  /** Provisioned projects whose entry outlived the TTL, to be re-read together. */
+  private readonly expired = new Set<string>();
+  private refreshing = false;
 
   constructor(
     private readonly db: () => Knex,
@@ -127,7 +132,14 @@ export class ProjectStore {
     return out;
   }
 
-  /** The project, or null when it is not provisioned: a value when cached, else a promise. */
+  /**
+   * The project, or null when it is not provisioned: a value when cached, else a promise.
+   * A provisioned project whose entry is older than the TTL is still answered from memory, and
+   * re-read in the background with the other expired ones in one query (refreshExpired): with
+   * 100 000 projects heartbeating, expiring entries one database read at a time on the hot path
+   * was the status module's bound (bench `heartbeat`). This module's own changes update the
+   * entry at once; another instance's show within the TTL plus one refresh.
+   */
   lookup(projectId: string): ProjectRecord | null | Promise<ProjectRecord | null> {
     const hit = this.fresh(projectId);
     if (hit) return hit.rec;
@@ -140,8 +152,71 @@ export class ProjectStore {
     const ttl = e.rec ? this.cacheTtlMs : Math.min(this.cacheTtlMs, NEGATIVE_TTL_MAX_MS);
     const age = this.clock.now() - e.loadedAt;
     if (age >= 0 && age < ttl) return e;
+    if (e.rec && ttl > 0 && age >= 0) {
+      this.scheduleRefresh(projectId);
+      return e;
+    }
     this.cache.delete(projectId);
     return undefined;
+  }
+
+  private scheduleRefresh(projectId: string): void {
+    this.expired.add(projectId);
+    if (this.refreshing) return;
+    this.refreshing = true;
+    setImmediate(() => {
+      this.refreshExpired()
+        .catch(() => undefined) // entries stay as they were; the next lookup schedules them again
+        .finally(() => {
+          this.refreshing = false;
+          if (this.expired.size > 0) this.scheduleRefresh(this.expired.values().next().value as string);
+        });
+    });
+  }
+
+  /** Re-reads expired entries, REFRESH_CHUNK per query; ids no longer in the table become unknown. */
+  private async refreshExpired(): Promise<void> {
+    while (this.expired.size > 0) {
+      const ids: string[] = [];
+      for (const id of this.expired) {
+        ids.push(id);
+        this.expired.delete(id);
+        if (ids.length >= REFRESH_CHUNK) break;
+      }
+      const rows: Record<string, unknown>[] = await this.db()('project').whereRaw(
+        'project_id IN (SELECT jsonb_array_elements_text(?::jsonb))',
+        [JSON.stringify(ids)],
+      );
+      const found = new Set<string>();
+      for (const row of rows) {
+        found.add(row.project_id as string);
+        this.remember(row.project_id as string, fromRow(row));
+      }
+      for (const id of ids) if (!found.has(id)) this.remember(id, null);
+    }
+  }
+
+  /**
+   * Fills the cache with the projects whose presence the module continues at start (not
+   * offline): after a restart their agents all heartbeat within seconds, and each first lookup
+   * would otherwise be one database read, one after another in the status mailbox.
+   */
+  async warm(projectIds: string[]): Promise<number> {
+    let n = 0;
+    for (let i = 0; i < projectIds.length && this.cache.size < CACHE_MAX; i += REFRESH_CHUNK) {
+      const ids = projectIds.slice(i, i + REFRESH_CHUNK);
+      const rows: Record<string, unknown>[] = await this.db()('project').whereRaw(
+        'project_id IN (SELECT jsonb_array_elements_text(?::jsonb))',
+        [JSON.stringify(ids)],
+      );
+      for (const row of rows) {
+        const id = row.project_id as string;
+        if (this.cache.has(id)) continue; // a fresher answer arrived meanwhile
+        this.remember(id, fromRow(row));
+        n++;
+      }
+    }
+    return n;
   }
 
   private load(projectId: string): Promise<ProjectRecord | null> {

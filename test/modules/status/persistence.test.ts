@@ -25,7 +25,7 @@ for (const driver of DRIVERS) {
       let statements = 0;
       const onQuery = (q: { sql: string }) => {
         statements++;
-        if (/^insert into "project_status"/i.test(q.sql)) upserts++;
+        if (/^\s*insert into "?project_status"?\s/i.test(q.sql)) upserts++;
       };
       db.on('query', onQuery);
       try {

@@ -1,0 +1,400 @@
+/**
+ * What the hub benchmarks start around the hub: free loopback ports, a private Mosquitto, a
+ * fresh PostgreSQL schema or PGlite directory, the hub itself in a child process (hub-child.ts)
+ * and the RSS of a process. Everything started here is stopped by the suite that started it.
+ */
+import { type ChildProcess, fork, spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import pg from 'pg';
+import { deserializeError } from '../core/errors.js';
+import { silentLogger } from '../core/log.js';
+import { type DbConfig, DbPool } from '../core/services/db.js';
+import { migrations as commandMigrations } from '../modules/command/migrations.js';
+import { deriveMqttPassword } from '../modules/shared/credentials.js';
+import { migrations as statusMigrations } from '../modules/status/migrations.js';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+
+/** BENCH_QUICK=1: short runs while developing; the defaults are the issue's. */
+export const QUICK = process.env.BENCH_QUICK === '1';
+/** A number from the environment, or the default (the quick one under BENCH_QUICK=1). */
+export function envNumber(name: string, def: number, quick = def): number {
+  const v = process.env[name];
+  if (v !== undefined && v !== '' && Number.isFinite(Number(v))) return Number(v);
+  return QUICK ? quick : def;
+}
+
+export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+export function tempDir(prefix: string): string {
+  return fs.mkdtempSync(path.join(os.tmpdir(), `gmq-bench-${prefix}-`));
+}
+
+export async function freePort(): Promise<number> {
+  const srv = net.createServer();
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
+  const port = (srv.address() as net.AddressInfo).port;
+  await new Promise<void>((r) => srv.close(() => r()));
+  return port;
+}
+
+async function waitForPort(port: number, ms: number, alive: () => boolean): Promise<void> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const ok = await new Promise<boolean>((r) => {
+      const s = net.connect({ port, host: '127.0.0.1' }, () => {
+        s.destroy();
+        r(true);
+      });
+      s.on('error', () => r(false));
+    });
+    if (ok) return;
+    if (!alive()) throw new Error(`process for port ${port} exited`);
+    if (Date.now() > deadline) throw new Error(`nothing listens on ${port} after ${ms} ms`);
+    await sleep(50);
+  }
+}
+
+// ─── Mosquitto ──────────────────────────────────────────────────────────────────────────────
+
+export interface Mosquitto {
+  url: string;
+  port: number;
+  pid: number;
+  stop(): Promise<void>;
+}
+
+/** A private Mosquitto on a free loopback port (anonymous, TCP_NODELAY: DESIGN §10). */
+export async function startMosquitto(): Promise<Mosquitto> {
+  const dir = tempDir('mosquitto');
+  const port = await freePort();
+  const conf = path.join(dir, 'mosquitto.conf');
+  fs.writeFileSync(
+    conf,
+    [
+      `listener ${port} 127.0.0.1`,
+      'allow_anonymous true',
+      'set_tcp_nodelay true',
+      'persistence false',
+      // QoS 1 at full speed: no cap on messages in flight or queued per client
+      'max_inflight_messages 0',
+      'max_queued_messages 0',
+      'log_dest none',
+      '',
+    ].join('\n'),
+  );
+  const child = spawn('mosquitto', ['-c', conf], { stdio: 'ignore' });
+  let exited = false;
+  child.once('exit', () => {
+    exited = true;
+  });
+  await waitForPort(port, 5000, () => !exited);
+  return {
+    url: `mqtt://127.0.0.1:${port}`,
+    port,
+    pid: child.pid!,
+    async stop() {
+      if (!exited) {
+        const gone = new Promise<void>((r) => child.once('exit', () => r()));
+        child.kill('SIGTERM');
+        await Promise.race([gone, sleep(3000)]);
+        if (!exited) child.kill('SIGKILL');
+      }
+      fs.rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+// ─── databases ──────────────────────────────────────────────────────────────────────────────
+
+export const PG_URL = process.env.BENCH_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
+
+export interface BenchDb {
+  config: DbConfig;
+  /** YAML of `databases.default` (indented for the `databases:` block). */
+  yaml: string;
+  drop(): Promise<void>;
+}
+
+async function adminQuery(sql: string): Promise<void> {
+  const c = new pg.Client({ connectionString: PG_URL, connectionTimeoutMillis: 5000 });
+  await c.connect();
+  try {
+    await c.query(sql);
+  } finally {
+    await c.end();
+  }
+}
+
+/** A fresh schema on the PostgreSQL server, dropped by `drop()`. */
+export async function pgDatabase(pool = { min: 0, max: 10 }): Promise<BenchDb> {
+  const schema = `bench_${randomBytes(5).toString('hex')}`;
+  await adminQuery(`CREATE SCHEMA "${schema}"`);
+  const config: DbConfig = { driver: 'pg', url: PG_URL, schema, pool };
+  return {
+    config,
+    yaml: `  default: { driver: pg, url: ${JSON.stringify(PG_URL)}, schema: ${schema}, pool: { min: ${pool.min}, max: ${pool.max} } }`,
+    drop: () => adminQuery(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`),
+  };
+}
+
+/** A PGlite data directory, deleted by `drop()`. */
+export function pgliteDatabase(): BenchDb {
+  const dir = tempDir('pglite');
+  return {
+    config: { driver: 'pglite', data_dir: dir },
+    yaml: `  default: { driver: pglite, data_dir: ${JSON.stringify(dir)} }`,
+    drop: async () => fs.rmSync(dir, { recursive: true, force: true }),
+  };
+}
+
+export interface Provisioned {
+  project_id: string;
+  secret: string;
+  /** The broker password (username = project_id). */
+  password: string;
+}
+
+export function projectIds(n: number, prefix = 'bench'): string[] {
+  return Array.from({ length: n }, (_, i) => `${prefix}-${String(i).padStart(6, '0')}`);
+}
+
+/**
+ * Provisions projects with a batched INSERT in the status module's `project` table format
+ * (modules/status/projects.ts create(): random 32-byte hex secret, enabled, metadata {}), after
+ * running the status and command migrations exactly as the hub records them, so the hub started
+ * on this database afterwards finds them applied. 100 000 projects take a few seconds this way;
+ * through STATUS.create (one INSERT … RETURNING per project) they would take minutes.
+ * Runs BEFORE the hub starts (PGlite belongs to one process).
+ */
+export async function provision(db: BenchDb, ids: string[]): Promise<Map<string, Provisioned>> {
+  const out = new Map<string, Provisioned>();
+  await withPool(db, async (k) => {
+    const now = new Date();
+    for (let i = 0; i < ids.length; i += CHUNK) {
+      const rows = ids.slice(i, i + CHUNK).map((project_id) => {
+        const secret = randomBytes(32).toString('hex');
+        out.set(project_id, { project_id, secret, password: deriveMqttPassword(project_id, secret) });
+        return { project_id, name: null, secret, enabled: true, metadata: '{}', created_at: now, updated_at: now };
+      });
+      await k('project').insert(rows);
+    }
+  });
+  return out;
+}
+
+/**
+ * Seeds `project_status` rows as online with a heartbeat now: the state of a hub restarted
+ * while its agents were online, which the status module continues at start (loadPresence,
+ * settleLoaded) as long as it starts within heartbeat_timeout_ms. Before the hub starts.
+ */
+export async function seedOnline(db: BenchDb, ids: string[]): Promise<void> {
+  await withPool(db, async (k) => {
+    const now = new Date();
+    for (let i = 0; i < ids.length; i += CHUNK) {
+      const rows = ids.slice(i, i + CHUNK).map((project_id) => ({
+        project_id,
+        state: 'online',
+        state_since: now,
+        last_heartbeat_at: now,
+        instance_id: `${project_id}-bench-1`,
+        agent_version: 'bench',
+        session_started_at: now,
+        updated_at: now,
+      }));
+      await k('project_status').insert(rows);
+    }
+  });
+}
+
+const CHUNK = 1000;
+
+async function withPool(db: BenchDb, fn: (k: ReturnType<DbPool['get']>) => Promise<void>): Promise<void> {
+  const pool = new DbPool({ default: db.config }, silentLogger());
+  try {
+    await pool.migrate('status', statusMigrations);
+    await pool.migrate('command', commandMigrations);
+    await fn(pool.get());
+  } finally {
+    await pool.close();
+  }
+}
+
+// ─── the hub in a child process ─────────────────────────────────────────────────────────────
+
+export interface HubProcess {
+  pid: number;
+  dir: string;
+  logFile: string;
+  request<T = unknown>(topic: string, payload?: unknown, timeoutMs?: number): Promise<T>;
+  alive(): boolean;
+  /** Graceful stop (host.stop), then SIGKILL after `ms`. Returns the exit code (null: killed). */
+  stop(ms?: number): Promise<number | null>;
+}
+
+/**
+ * Starts `dist/bench/hub-child.js` with `yaml` as its config.yml. Its stdout/stderr (pino JSON)
+ * go to a log file in its temp dir. BENCH_HUB_PROF=1 adds `--cpu-prof` (profile in that dir).
+ */
+export async function startHub(
+  yaml: string,
+  opts: { env?: NodeJS.ProcessEnv; name?: string; startTimeoutMs?: number } = {},
+): Promise<HubProcess> {
+  const dir = tempDir(`hub-${opts.name ?? 'x'}`);
+  const file = path.join(dir, 'config.yml');
+  fs.writeFileSync(file, yaml);
+  const logFile = path.join(dir, 'hub.log');
+  const logFd = fs.openSync(logFile, 'a');
+  const profDir = process.env.BENCH_PROF_DIR ?? path.resolve('bench/results/profiles');
+  const execArgv = process.env.BENCH_HUB_PROF === '1' ? ['--cpu-prof', `--cpu-prof-dir=${profDir}`] : [];
+  if (execArgv.length > 0) fs.mkdirSync(profDir, { recursive: true });
+  const child: ChildProcess = fork(path.join(here, 'hub-child.js'), [], {
+    execArgv,
+    env: { ...process.env, LOG_LEVEL: process.env.BENCH_HUB_LOG_LEVEL ?? 'info', ...opts.env, HUB_CONFIG: file },
+    stdio: ['ignore', logFd, logFd, 'ipc'],
+  });
+  fs.closeSync(logFd);
+  let exited: number | null | undefined;
+  const exitP = new Promise<number | null>((r) =>
+    child.once('exit', (code) => {
+      exited = code;
+      for (const w of pending.values()) w.reject(new Error(`hub exited (code ${code}); see ${logFile}`));
+      pending.clear();
+      r(code);
+    }),
+  );
+  const pending = new Map<number, { resolve(v: unknown): void; reject(e: unknown): void }>();
+  let nextId = 1;
+  const ready = new Promise<void>((resolve, reject) => {
+    child.on('message', (m: { op: string; id?: number; value?: unknown; error?: unknown }) => {
+      if (m.op === 'ready') resolve();
+      else if (m.op === 'start-failed') reject(new Error(`hub did not start: ${String(m.error)} (log ${logFile})`));
+      else if (m.op === 'reply' && m.id !== undefined) {
+        const w = pending.get(m.id);
+        pending.delete(m.id);
+        if (!w) return;
+        if (m.error) w.reject(deserializeError(m.error as never));
+        else w.resolve(m.value);
+      }
+    });
+    void exitP.then((code) => reject(new Error(`hub exited during start (code ${code}); see ${logFile}`)));
+  });
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    await Promise.race([
+      ready,
+      new Promise((_, rej) => {
+        timer = setTimeout(
+          () => rej(new Error(`hub not ready in time; see ${logFile}`)),
+          opts.startTimeoutMs ?? 60_000,
+        );
+      }),
+    ]);
+  } catch (err) {
+    child.kill('SIGKILL');
+    throw err;
+  } finally {
+    clearTimeout(timer);
+  }
+  return {
+    pid: child.pid!,
+    dir,
+    logFile,
+    alive: () => exited === undefined,
+    request<T>(topic: string, payload: unknown = {}, timeoutMs = 10_000): Promise<T> {
+      if (exited !== undefined) return Promise.reject(new Error(`hub has exited (code ${exited})`));
+      const id = nextId++;
+      return new Promise<T>((resolve, reject) => {
+        pending.set(id, { resolve: resolve as (v: unknown) => void, reject });
+        child.send({ op: 'request', id, topic, payload, timeout_ms: timeoutMs });
+      });
+    },
+    async stop(ms = 15_000) {
+      if (exited !== undefined) return exited;
+      child.send({ op: 'stop' });
+      const t = setTimeout(() => child.kill('SIGKILL'), ms);
+      const code = await exitP;
+      clearTimeout(t);
+      return code;
+    },
+  };
+}
+
+/** Resident set size of a process, bytes (Linux /proc). */
+export function rssOf(pid: number): number {
+  const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
+  const m = /VmRSS:\s+(\d+) kB/.exec(status);
+  return m ? Number(m[1]) * 1024 : Number.NaN;
+}
+
+/** CPU time (user + system) a process has used so far, ms (Linux /proc). */
+export function cpuMsOf(pid: number): number {
+  const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  const ticks = Number(fields[11]) + Number(fields[12]); // utime, stime (fields 14, 15)
+  return (ticks * 1000) / 100; // CLK_TCK is 100 on Linux
+}
+
+/** Lines of the hub log at `level` or above (pino numbers: 40 warn, 50 error, 60 fatal). */
+export function logLines(file: string, minLevel = 40): Array<{ level: number; msg: string } & Record<string, unknown>> {
+  const out: Array<{ level: number; msg: string } & Record<string, unknown>> = [];
+  let text = '';
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch {
+    return out;
+  }
+  for (const line of text.split('\n')) {
+    if (!line.startsWith('{')) continue;
+    try {
+      const o = JSON.parse(line);
+      if (o.level >= minLevel) out.push(o);
+    } catch {
+      // a partial line at the end
+    }
+  }
+  return out;
+}
+
+/** Removes a hub's temp directory unless BENCH_KEEP=1 (to read its log). */
+export function cleanupDir(dir: string): void {
+  if (process.env.BENCH_KEEP !== '1') fs.rmSync(dir, { recursive: true, force: true });
+}
+
+// ─── the hub's config ───────────────────────────────────────────────────────────────────────
+
+export interface HubYamlOptions {
+  db: BenchDb;
+  /** External broker (Mosquitto) URL; absent: the embedded broker on `embeddedPort`. */
+  mqttUrl?: string;
+  embeddedPort?: number;
+  /** Extra settings per module (JSON-able), merged over the defaults below. */
+  broker?: Record<string, unknown>;
+  status?: Record<string, unknown>;
+  command?: Record<string, unknown>;
+  bridge?: Record<string, unknown>;
+  /** false: no web module (suites that only speak MQTT). */
+  web?: boolean;
+}
+
+/**
+ * The hub's config.yml for a suite: the default config's modules (status, command, mqtt-bridge,
+ * web, and the embedded broker when no external one is given) with their defaults, on loopback
+ * and free ports. gRPC is left out: no suite calls it, and it only adds start time.
+ */
+export function hubYaml(o: HubYamlOptions): string {
+  const url = o.mqttUrl ?? `mqtt://127.0.0.1:${o.embeddedPort}`;
+  const block = (name: string, v: Record<string, unknown>) => `  ${name}: ${JSON.stringify(v)}`;
+  const lines = ['host: { shutdown_timeout_ms: 20000, drain_timeout_ms: 5000 }', 'databases:', o.db.yaml, 'modules:'];
+  if (!o.mqttUrl) lines.push(block('broker', { port: o.embeddedPort, host: '127.0.0.1', ...o.broker }));
+  lines.push(block('status', { ...o.status }));
+  lines.push(block('command', { ...o.command }));
+  lines.push(block('mqtt-bridge', { url, client_id: `bench-hub-${randomBytes(3).toString('hex')}`, ...o.bridge }));
+  if (o.web !== false) lines.push(block('web', { port: 0 }));
+  return `${lines.join('\n')}\n`;
+}

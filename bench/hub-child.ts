@@ -1,0 +1,71 @@
+/**
+ * A hub in its own process for the benchmarks: what `node dist/bootstrap/main.js` does (config
+ * from HUB_CONFIG, the built-in providers, a pino root logger on stdout), plus an IPC channel
+ * through which the bench process can make bus requests (status, broker and bridge counters,
+ * WEB.info for the port) and ask for a graceful stop.
+ *
+ * Why a child process and not an in-process Host: on a 2-core machine the load generator
+ * (simulated agents, HTTP callers, signing) would otherwise share the hub's event loop, and every
+ * millisecond it spends would show up as hub latency; and the memory suite needs the hub's own
+ * RSS, not the RSS of hub + generator. The IPC shim adds one listener and nothing on a hot path.
+ *
+ * Parent → child: { op: 'request', id, topic, payload, timeout_ms } | { op: 'stop' }
+ * Child → parent: { op: 'ready' } | { op: 'reply', id, value?, error? } | { op: 'start-failed', error }
+ */
+import path from 'node:path';
+import { errorCode, serializeError } from '../core/errors.js';
+import { Host } from '../core/host.js';
+import { createRootLogger } from '../core/log.js';
+import { builtinProviders } from '../modules/index.js';
+
+interface RequestMsg {
+  op: 'request';
+  id: number;
+  topic: string;
+  payload: unknown;
+  timeout_ms?: number;
+}
+type ParentMsg = RequestMsg | { op: 'stop' };
+
+const send = (m: unknown) => process.send?.(m);
+const log = createRootLogger();
+const configFile = path.resolve(process.env.HUB_CONFIG ?? './config.yml');
+const host = new Host({ configFile, registry: builtinProviders(), log, watch: false });
+
+let stopping = false;
+async function stop(code: number): Promise<never> {
+  if (!stopping) {
+    stopping = true;
+    try {
+      await host.stop();
+    } catch (err) {
+      log.error({ err }, 'stop failed');
+      code = 1;
+    }
+  }
+  process.exit(code);
+}
+
+process.on('message', (m: ParentMsg) => {
+  if (m.op === 'stop') {
+    void stop(0);
+    return;
+  }
+  if (m.op !== 'request') return;
+  host.bus.request(m.topic, m.payload, { timeoutMs: m.timeout_ms ?? 10_000 }).then(
+    (value) => send({ op: 'reply', id: m.id, value }),
+    (err) => send({ op: 'reply', id: m.id, error: serializeError(err) }),
+  );
+});
+// the parent went away (crashed bench): do not linger
+process.on('disconnect', () => void stop(0));
+process.on('SIGTERM', () => void stop(0));
+
+try {
+  await host.start();
+  send({ op: 'ready' });
+} catch (err) {
+  const e = err as Error;
+  send({ op: 'start-failed', error: `${errorCode(err) ? `${errorCode(err)}: ` : ''}${e.message}` });
+  process.exit(1);
+}

@@ -1,0 +1,151 @@
+/**
+ * `memory`: the hub's resident set size with 100 000 provisioned projects of which 10 000 are
+ * online, in the default deployment (config.yml on a fresh machine): the embedded broker with
+ * authentication and PGlite in the hub's process, both counted in its RSS. The 10 000 agents
+ * are lean simulated ones, one MQTT connection each (so the broker's per-connection state is
+ * in the figure), registered through the real handshake and heartbeating every 5 s; RSS is
+ * sampled once a second over a steady period after they are all online.
+ * The hub is a child process (hub-child.ts) so its RSS is its own; the agents live here.
+ * Provisioning: a batched INSERT in the status module's table format (env.ts provision).
+ */
+import { performance } from 'node:perf_hooks';
+import { STATUS } from '../modules/shared/topics.js';
+import { connectAgents, pool, type SimAgent, startHeartbeats } from './agents.js';
+import {
+  type BenchDb,
+  cleanupDir,
+  envNumber,
+  freePort,
+  hubYaml,
+  pgDatabase,
+  pgliteDatabase,
+  projectIds,
+  provision,
+  rssOf,
+  sleep,
+  startHub,
+} from './env.js';
+import { machine, median, type SuiteResult } from './harness.js';
+
+const MB = 1024 * 1024;
+
+interface Variant {
+  peak: number;
+  median: number;
+  idle: number;
+  online: number;
+  tracked: number;
+  connectMs: number;
+  registerMs: number;
+  samples: number;
+}
+
+async function measureRss(db: BenchDb, N: number, ONLINE: number, STEADY_MS: number): Promise<Variant> {
+  const cleanups: Array<() => Promise<unknown>> = [db.drop];
+  try {
+    const creds = await provision(db, projectIds(N));
+    const port = await freePort();
+    const hub = await startHub(
+      hubYaml({
+        db,
+        embeddedPort: port,
+        // 10 000 agents and the hub's own bridge: one more than the default 10 000
+        broker: { max_clients: ONLINE + 1000 },
+      }),
+      { name: 'memory', startTimeoutMs: 120_000 },
+    );
+    cleanups.unshift(async () => {
+      await hub.stop(30_000);
+      cleanupDir(hub.dir);
+    });
+    await sleep(2000);
+    const idle: number[] = [];
+    for (let i = 0; i < 3; i++) {
+      idle.push(rssOf(hub.pid));
+      await sleep(500);
+    }
+
+    const online = projectIds(ONLINE).map((id) => creds.get(id)!);
+    const t0 = performance.now();
+    const agents: SimAgent[] = await connectAgents(`mqtt://127.0.0.1:${port}`, online, true, 200);
+    cleanups.unshift(() => pool(agents, 500, (a) => a.close()));
+    const connectMs = performance.now() - t0;
+    await pool(agents, 200, (a) => a.register());
+    const registerMs = performance.now() - t0 - connectMs;
+    const stopBeats = startHeartbeats(agents);
+    cleanups.unshift(async () => stopBeats());
+    const stats = () => hub.request<{ presence: { online: number; tracked: number } }>(STATUS.stats, {}, 60_000);
+    // the status mailbox answers after the registrations queued before the request: be patient
+    for (const deadline = Date.now() + 180_000; ; await sleep(500)) {
+      const s = await stats().catch(() => null);
+      if (s && s.presence.online >= ONLINE) break;
+      if (Date.now() > deadline) throw new Error(`only ${s?.presence.online ?? '?'} of ${ONLINE} online`);
+    }
+    const samples: number[] = [];
+    const end = performance.now() + STEADY_MS;
+    while (performance.now() < end) {
+      samples.push(rssOf(hub.pid));
+      await sleep(1000);
+    }
+    const s = await stats().catch(() => ({ presence: { online: Number.NaN, tracked: Number.NaN } }));
+    return {
+      peak: Math.max(...samples),
+      median: median(samples),
+      idle: median(idle),
+      online: s.presence.online,
+      tracked: s.presence.tracked,
+      connectMs,
+      registerMs,
+      samples: samples.length,
+    };
+  } finally {
+    for (const c of cleanups) await c().catch((err) => console.error(`cleanup: ${(err as Error).message}`));
+  }
+}
+
+export async function runMemorySuite(): Promise<SuiteResult> {
+  const N = envNumber('BENCH_MEM_PROJECTS', 100_000, 20_000);
+  const ONLINE = envNumber('BENCH_MEM_ONLINE', 10_000, 2_000);
+  const STEADY_MS = envNumber('BENCH_MEM_STEADY_MS', 20_000, 6_000);
+  const lite = await measureRss(pgliteDatabase(), N, ONLINE, STEADY_MS);
+  const server = await measureRss(await pgDatabase(), N, ONLINE, Math.max(5000, STEADY_MS / 2));
+  const label = `${N.toLocaleString('en-US')} provisioned, ${ONLINE.toLocaleString('en-US')} online`;
+  return {
+    suite: 'memory',
+    machine: machine(),
+    rows: [
+      {
+        metric: `hub RSS, ${label}, default config (PGlite in process), peak`,
+        value: lite.peak / MB,
+        unit: 'MB',
+        goal: '<= 200 MB',
+        met: lite.peak <= 200 * MB,
+      },
+      { metric: 'same, median of samples', value: lite.median / MB, unit: 'MB' },
+      { metric: 'same, provisioned, none online yet', value: lite.idle / MB, unit: 'MB' },
+      {
+        metric: `hub RSS, ${label}, PostgreSQL server, peak`,
+        value: server.peak / MB,
+        unit: 'MB',
+        goal: '<= 200 MB',
+        met: server.peak <= 200 * MB,
+      },
+      { metric: 'same, provisioned, none online yet', value: server.idle / MB, unit: 'MB' },
+      {
+        metric: 'online at the end (PGlite / PostgreSQL)',
+        value: Math.min(lite.online, server.online),
+        unit: 'projects',
+      },
+      {
+        metric: `connect + register ${ONLINE.toLocaleString('en-US')} agents (PGlite)`,
+        value: (lite.connectMs + lite.registerMs) / 1000,
+        unit: 's',
+      },
+    ],
+    notes: [
+      'embedded broker with auth (each agent its own connection, real handshake, heartbeat every 5 s); hub in a child process; RSS from /proc/<pid>/status, sampled every second while steady',
+      `default config: PGlite (a whole PostgreSQL in WASM) inside the hub process, counted in its RSS; second run: the same hub on the PostgreSQL server (whose memory is not the hub's)`,
+      `PGlite: ${lite.samples} samples, connect ${(lite.connectMs / 1000).toFixed(1)} s, register ${(lite.registerMs / 1000).toFixed(1)} s, tracked ${lite.tracked}; PostgreSQL: ${server.samples} samples, online ${server.online}`,
+    ],
+  };
+}
