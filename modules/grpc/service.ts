@@ -236,7 +236,8 @@ export class ExchangeHubService {
     const log = this.d.ctx.log;
     return new ThenRun({ ...self, name, state: 'restarting' }, () => {
       log.info({ module: name }, 'restarting this gRPC module on request, now that the call is answered');
-      // this module's stop releases its bus scope, which ends the request itself: nobody waits for it
+      // nobody is left to tell: the host finishes the restart on its own and logs a failed start
+      // (ListModules shows it as last_error)
       bus.request(HOST_TOPICS.restartModule, { name }, { timeoutMs: RESTART_TIMEOUT_MS }).catch(() => undefined);
     });
   }
