@@ -6,7 +6,9 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
+import { z } from 'zod';
 import { HOST_TOPICS } from '../../../core/host-topics.js';
+import type { ModuleProvider } from '../../../core/module.js';
 import { COMMAND, STATUS } from '../../../modules/shared/topics.js';
 import { recordEvents } from '../../fixtures/bus-events.js';
 import { withTimeout } from '../../helpers/wait.js';
@@ -242,6 +244,43 @@ describe('grpc: RestartModule of the grpc module itself', () => {
       assert.equal(self.failures, 0);
     } finally {
       for (const c of fresh) c.close();
+      await hub.stop();
+    }
+  });
+});
+
+describe('grpc: RestartModule of a module that fails to start again', () => {
+  test('INTERNAL with the reason and HOST_ERR_START_FAILED; ListModules shows it failed', async () => {
+    let failNext = false;
+    const flaky: ModuleProvider<Record<string, never>> = {
+      name: 'flaky',
+      schema: z.object({}).strict(),
+      create: () => ({
+        start() {
+          if (failNext) throw new Error('disk on fire');
+        },
+      }),
+    };
+    // a long retry delay, so the host's own retry does not race the assertions
+    const block = { restart: { initial_ms: 60_000, max_ms: 60_000 } };
+    const hub = await startHub({}, { fakes: [], extra: [{ provider: flaky, block }] });
+    try {
+      failNext = true;
+      const e = await fails(call(hub.client, 'RestartModule', { name: 'flaky' }), status.INTERNAL);
+      assert.equal(code(e), 'HOST_ERR_START_FAILED');
+      assert.match(e.details, /^module flaky failed to start: .*disk on fire/);
+      const m = (await modules(hub.client)).get('flaky')!;
+      assert.equal(m.state, 'failed');
+      assert.equal(m.failures, 1);
+      assert.equal(m.started_at, undefined);
+      assert.match(String(m.last_error), /disk on fire/);
+      assert.equal(m.mailbox?.paused, true, 'its mailbox keeps its events until it runs again');
+
+      failNext = false;
+      const r = await call<ModuleMsg>(hub.client, 'RestartModule', { name: 'flaky' });
+      assert.equal(r.state, 'running');
+      assert.equal(r.mailbox?.paused, false);
+    } finally {
       await hub.stop();
     }
   });

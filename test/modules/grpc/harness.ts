@@ -339,15 +339,26 @@ export interface Hub {
 /** Starts a host with the grpc module (port 0 unless `grpcSettings` says otherwise) and the fakes. */
 export async function startHub(
   grpcSettings: Record<string, unknown> = {},
-  opts: { fakes?: ('command' | 'status')[] } = {},
+  opts: {
+    fakes?: ('command' | 'status')[];
+    /** More modules: each provider is registered and gets a `<name>: <block>` line. */
+    extra?: { provider: ModuleProvider<Record<string, never>>; block?: Record<string, unknown> }[];
+  } = {},
 ): Promise<Hub> {
   const seen: Seen = { sends: [], creates: [], gets: [], admin: [] };
   const fakes = opts.fakes ?? ['command', 'status'];
+  const extra = opts.extra ?? [];
   const registry = new ProviderRegistry().register(grpcProvider);
   if (fakes.includes('command')) registry.register(fakeCommand(seen));
   if (fakes.includes('status')) registry.register(fakeStatus(seen));
+  for (const e of extra) registry.register(e.provider);
   const settings = { port: 0, stop_grace_ms: 500, ...grpcSettings };
-  const yaml = ['modules:', ...fakes.map((f) => `  fake-${f}: {}`), `  grpc: ${JSON.stringify(settings)}`].join('\n');
+  const yaml = [
+    'modules:',
+    ...fakes.map((f) => `  fake-${f}: {}`),
+    ...extra.map((e) => `  ${e.provider.name}: ${JSON.stringify(e.block ?? {})}`),
+    `  grpc: ${JSON.stringify(settings)}`,
+  ].join('\n');
   const th = await startHost(yaml, registry);
   const stats = () => th.host.bus.request<GrpcStats>(GRPC.stats, {}, { timeoutMs: 2000 });
   const { port } = await stats();
