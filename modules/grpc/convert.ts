@@ -8,6 +8,7 @@ import type { FeedEvent, FeedFilter } from '../shared/event-feed.js';
 import { isValidProjectId, MAX_PROJECT_ID_BYTES } from '../shared/protocol.js';
 import type {
   CommandDetail,
+  CommandView,
   CreateProjectRequest,
   ListCommandsRequest,
   ProjectView,
@@ -51,6 +52,14 @@ export interface CreateProjectMsg {
   name: string;
   metadata_json: string;
 }
+export interface RotateProjectSecretMsg {
+  project_id: string;
+  overlap_s?: number;
+}
+export interface PagingMsg {
+  limit?: number;
+  offset?: number;
+}
 export interface WatchEventsMsg {
   all: boolean;
   projects: string[];
@@ -79,6 +88,19 @@ export function checkProjectId(field: string, v: string): string {
 export function checkCommandId(field: string, v: string): string {
   if (!UUID_RE.test(v)) throw invalidArg(field, v === '' ? 'required' : `expected a UUID, got ${show(v)}`);
   return v.toLowerCase();
+}
+
+/** The REST route's rule for a module name (modules/web/schemas.ts moduleNameParams). */
+const MODULE_NAME_RE = /^[a-z][a-z0-9_-]{0,63}$/;
+
+export function checkModuleName(field: string, v: string): string {
+  if (!MODULE_NAME_RE.test(v)) {
+    throw invalidArg(
+      field,
+      v === '' ? 'required' : `expected a module name (${MODULE_NAME_RE.source}), got ${show(v)}`,
+    );
+  }
+  return v;
 }
 
 function parseJson(field: string, text: string): unknown {
@@ -130,6 +152,20 @@ export function toListProjects(m: ListProjectsMsg): Record<string, unknown> {
   };
 }
 
+export function toRotate(m: RotateProjectSecretMsg): { project_id: string; overlap_s?: number } {
+  return {
+    project_id: checkProjectId('project_id', m.project_id),
+    ...(m.overlap_s !== undefined ? { overlap_s: m.overlap_s } : {}),
+  };
+}
+
+export function toPaging(m: PagingMsg): { limit?: number; offset?: number } {
+  return {
+    ...(m.limit !== undefined ? { limit: m.limit } : {}),
+    ...(m.offset !== undefined ? { offset: m.offset } : {}),
+  };
+}
+
 export function toCreateProject(m: CreateProjectMsg): CreateProjectRequest {
   const req: CreateProjectRequest = {};
   if (m.project_id !== '') req.project_id = checkProjectId('project_id', m.project_id);
@@ -175,6 +211,21 @@ export function projectView(p: ProjectView): Record<string, unknown> {
 
 export function projectList(r: { items: ProjectView[]; total?: number }): Record<string, unknown> {
   return { items: r.items.map(projectView), total: r.total ?? r.items.length };
+}
+
+/** COMMAND.deadList's rows are a CommandView plus the outbox's last_error: DeadCommand nests them. */
+export function deadList(r: {
+  items: (CommandView & { last_error?: string | null })[];
+  total: number;
+  limit?: number;
+  offset?: number;
+}): Record<string, unknown> {
+  return {
+    items: r.items.map(({ last_error, ...command }) => ({ command, last_error: last_error ?? undefined })),
+    total: r.total,
+    limit: r.limit,
+    offset: r.offset,
+  };
 }
 
 /** The proto form of a feed event; `epoch` is the feed's. */

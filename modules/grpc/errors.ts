@@ -11,6 +11,7 @@ const CODE_TO_STATUS: Readonly<Record<string, status>> = {
   CMD_ERR_NOT_FOUND: status.NOT_FOUND,
   CMD_ERR_UNKNOWN_PROJECT: status.NOT_FOUND,
   STATUS_ERR_NOT_FOUND: status.NOT_FOUND,
+  HOST_ERR_UNKNOWN_MODULE: status.NOT_FOUND,
   CMD_ERR_PROJECT_OFFLINE: status.FAILED_PRECONDITION,
   CMD_ERR_NOT_CANCELLABLE: status.FAILED_PRECONDITION,
   STATUS_ERR_EXISTS: status.ALREADY_EXISTS,
@@ -21,6 +22,11 @@ const CODE_TO_STATUS: Readonly<Record<string, status>> = {
   BUS_ERR_CLOSED: status.UNAVAILABLE,
   BUS_ERR_REQUEST_TIMEOUT: status.UNAVAILABLE,
   HOST_ERR_STOPPING: status.UNAVAILABLE,
+  // RestartModule: the module failed to start again (the host retries it with backoff). The
+  // message is the host's own, the same text ListModules shows as last_error, so it is kept.
+  HOST_ERR_START_FAILED: status.INTERNAL,
+  HOST_ERR_START_TIMEOUT: status.INTERNAL,
+  HOST_ERR_PORT_IN_USE: status.INTERNAL,
   BUS_ERR_MAILBOX_FULL: status.RESOURCE_EXHAUSTED,
   GRPC_ERR_SLOW_STREAM: status.RESOURCE_EXHAUSTED,
 };

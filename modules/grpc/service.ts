@@ -6,6 +6,8 @@ import type {
   UntypedServiceImplementation,
 } from '@grpc/grpc-js';
 import { HubError } from '../../core/errors.js';
+import type { ModuleInfo } from '../../core/host.js';
+import { HOST_TOPICS } from '../../core/host-topics.js';
 import type { ModuleContext } from '../../core/module.js';
 import type { CommandWaiter } from '../shared/command-waiter.js';
 import type { EventFeed, FeedEvent } from '../shared/event-feed.js';
@@ -22,18 +24,24 @@ import type { GrpcConfig } from './config.js';
 import {
   type CreateProjectMsg,
   checkCommandId,
+  checkModuleName,
   checkProjectId,
   commandDetail,
+  deadList,
   type ListCommandsMsg,
   type ListProjectsMsg,
+  type PagingMsg,
   projectList,
   projectView,
+  type RotateProjectSecretMsg,
   type SendCommandMsg,
   type SendSyncCommandMsg,
   toCreateProject,
   toFilter,
   toListCommands,
   toListProjects,
+  toPaging,
+  toRotate,
   toSendRequest,
   type WatchEventsMsg,
 } from './convert.js';
@@ -54,6 +62,24 @@ export interface ServiceDeps {
 
 /** The counters the service keeps; GRPC.stats adds the rest. */
 export type CallStats = Pick<GrpcStats, 'calls' | 'errors' | 'streams_open' | 'streams_total' | 'streams_slow'>;
+
+/**
+ * How long RestartModule waits for the host to stop and start the module again (the same bound
+ * as the REST route): longer than other requests, since a start may take the module's
+ * start_timeout_ms (15 s by default) after a stop of up to its stop_timeout_ms.
+ */
+const RESTART_TIMEOUT_MS = 60_000;
+
+/**
+ * A handler's answer with work to do once it is handed to the caller (restarting this very
+ * module: the stop waits for running calls, so it must not begin before the answer).
+ */
+class ThenRun {
+  constructor(
+    readonly value: unknown,
+    readonly after: () => void,
+  ) {}
+}
 
 /** Time left before the call's deadline, in ms (Infinity without one). */
 function remaining(call: { getDeadline(): Date | number }): number {
@@ -78,8 +104,14 @@ export class ExchangeHubService {
 
   constructor(private readonly d: ServiceDeps) {}
 
-  private request<R>(topic: string, payload: unknown, call: { getDeadline(): Date | number }): Promise<R> {
-    const timeoutMs = Math.max(1, Math.min(this.d.ctx.config.request_timeout_ms, remaining(call)));
+  /** A bus request bounded by request_timeout_ms (or `limitMs`) and the call's deadline. */
+  private request<R>(
+    topic: string,
+    payload: unknown,
+    call: { getDeadline(): Date | number },
+    limitMs = this.d.ctx.config.request_timeout_ms,
+  ): Promise<R> {
+    const timeoutMs = Math.max(1, Math.min(limitMs, remaining(call)));
     return this.d.ctx.bus.request<R>(topic, payload, { timeoutMs });
   }
 
@@ -92,7 +124,11 @@ export class ExchangeHubService {
         return fn(call.request, call);
       };
       run().then(
-        (res) => callback(null, res as R),
+        (res) => {
+          if (!(res instanceof ThenRun)) return callback(null, res as R);
+          callback(null, res.value as R);
+          res.after();
+        },
         (err) => callback(this.fail(name, err)),
       );
     };
@@ -150,7 +186,60 @@ export class ExchangeHubService {
         projectList(await this.request<{ items: ProjectView[]; total: number }>(STATUS.list, toListProjects(m), call)),
       ),
       WatchEvents: (call: ServerWritableStream<WatchEventsMsg, unknown>) => this.watch(call),
+      DisableProject: this.unary<{ project_id: string }, unknown>('DisableProject', async (m, call) =>
+        projectView(
+          await this.request<ProjectView>(
+            STATUS.disable,
+            { project_id: checkProjectId('project_id', m.project_id) },
+            call,
+          ),
+        ),
+      ),
+      EnableProject: this.unary<{ project_id: string }, unknown>('EnableProject', async (m, call) =>
+        projectView(
+          await this.request<ProjectView>(
+            STATUS.enable,
+            { project_id: checkProjectId('project_id', m.project_id) },
+            call,
+          ),
+        ),
+      ),
+      RotateProjectSecret: this.unary<RotateProjectSecretMsg, unknown>('RotateProjectSecret', (m, call) =>
+        this.request<CreatedProject>(STATUS.rotate, toRotate(m), call),
+      ),
+      ListDeadCommands: this.unary<PagingMsg, unknown>('ListDeadCommands', async (m, call) =>
+        deadList(await this.request(COMMAND.deadList, toPaging(m), call)),
+      ),
+      ReplayDeadCommand: this.unary<{ command_id: string }, unknown>('ReplayDeadCommand', (m, call) =>
+        this.request<CommandView>(COMMAND.deadReplay, { command_id: checkCommandId('command_id', m.command_id) }, call),
+      ),
+      ListModules: this.unary<unknown, unknown>('ListModules', async (_m, call) => ({
+        items: await this.request<ModuleInfo[]>(HOST_TOPICS.listModules, {}, call),
+      })),
+      RestartModule: this.unary<{ name: string }, unknown>('RestartModule', (m, call) =>
+        this.restartModule(checkModuleName('name', m.name), call),
+      ),
     };
+  }
+
+  /**
+   * Another module: the answer comes once it runs again. This module itself: the host's stop of
+   * it waits for running calls (tryShutdown), this one included, so it answers first and asks for
+   * the restart after (as the web module does for its own REST route).
+   */
+  private async restartModule(name: string, call: { getDeadline(): Date | number }): Promise<unknown> {
+    if (name !== this.d.ctx.name) {
+      return this.request<ModuleInfo>(HOST_TOPICS.restartModule, { name }, call, RESTART_TIMEOUT_MS);
+    }
+    const self = (await this.request<ModuleInfo[]>(HOST_TOPICS.listModules, {}, call)).find((i) => i.name === name);
+    const bus = this.d.ctx.bus;
+    const log = this.d.ctx.log;
+    return new ThenRun({ ...self, name, state: 'restarting' }, () => {
+      log.info({ module: name }, 'restarting this gRPC module on request, now that the call is answered');
+      // nobody is left to tell: the host finishes the restart on its own and logs a failed start
+      // (ListModules shows it as last_error)
+      bus.request(HOST_TOPICS.restartModule, { name }, { timeoutMs: RESTART_TIMEOUT_MS }).catch(() => undefined);
+    });
   }
 
   private sendSync(call: ServerUnaryCall<SendSyncCommandMsg, unknown>, callback: sendUnaryData<unknown>): void {

@@ -32,6 +32,8 @@ export interface Seen {
   sends: SendCommandRequest[];
   creates: CreateProjectRequest[];
   gets: string[];
+  /** Requests the fakes answered on the project and dead-command admin topics. */
+  admin: { topic: string; req: unknown }[];
 }
 
 function view(req: SendCommandRequest, id: string): CommandView {
@@ -57,9 +59,20 @@ function view(req: SendCommandRequest, id: string): CommandView {
   };
 }
 
+/** The real modules' paging rule (limit 1-max, offset ≥ 0), with their error format. */
+function paging(req: { limit?: number; offset?: number }, max: number, code: 'CMD_ERR_INVALID' | 'STATUS_ERR_INVALID') {
+  const limit = req.limit ?? 50;
+  const offset = req.offset ?? 0;
+  if (!Number.isInteger(limit) || limit < 1 || limit > max) {
+    throw new HubError(code, `limit: expected an integer from 1 to ${max}, got ${limit}`, { field: 'limit' });
+  }
+  return { limit, offset };
+}
+
 /**
  * `fake-command`: answers the command topics from memory. Projects named `offline-*` are
  * offline; type `echo` completes with the payload as output, `fail` fails, `never` stays sent;
+ * type `dead` fails `undeliverable` at once with a dead outbox row (ListDeadCommands, replay);
  * type `bad` is refused the way the real module refuses a field.
  */
 export function fakeCommand(seen: Seen): ModuleProvider<Record<string, never>> {
@@ -68,6 +81,8 @@ export function fakeCommand(seen: Seen): ModuleProvider<Record<string, never>> {
     schema: z.object({}).strict(),
     create(ctx) {
       const store = new Map<string, CommandDetail>();
+      /** command_id → the outbox's last_error, newest last */
+      const dead = new Map<string, string>();
       const emit = (ev: CommandEvent, d: CommandDetail) =>
         ctx.bus.publish(COMMAND.event(d.project_id, d.command_id), ev);
       return {
@@ -93,6 +108,12 @@ export function fakeCommand(seen: Seen): ModuleProvider<Record<string, never>> {
             };
             store.set(id, d);
             void emit({ kind: 'state', command: d, at: Date.now() }, d);
+            if (req.command_type === 'dead') {
+              const failed: CommandDetail = { ...d, status: 'failed', attempts: 8, error: 'undeliverable' };
+              store.set(id, failed);
+              dead.set(id, 'no agent ack after 8 publishes');
+              return failed;
+            }
             if (req.command_type === 'echo' || req.command_type === 'fail') {
               ctx.timers.setTimeout(() => {
                 const ok = req.command_type === 'echo';
@@ -148,10 +169,35 @@ export function fakeCommand(seen: Seen): ModuleProvider<Record<string, never>> {
             store.set(d.command_id, c);
             return c;
           });
+          ctx.bus.subscribe<{ limit?: number; offset?: number }>(COMMAND.deadList, (req) => {
+            seen.admin.push({ topic: COMMAND.deadList, req });
+            const { limit, offset } = paging(req, 500, 'CMD_ERR_INVALID');
+            const items = [...dead].reverse().map(([id, last_error]) => ({ ...strip(store.get(id)!), last_error }));
+            return { items: items.slice(offset, offset + limit), total: items.length, limit, offset };
+          });
+          ctx.bus.subscribe<{ command_id: string }>(COMMAND.deadReplay, (req) => {
+            seen.admin.push({ topic: COMMAND.deadReplay, req });
+            const d = store.get(req.command_id);
+            if (!d) throw new HubError('CMD_ERR_NOT_FOUND', `no command ${req.command_id}`);
+            if (!dead.delete(req.command_id)) {
+              throw new HubError('CMD_ERR_INVALID', `command_id: command ${d.command_id} is not dead`, {
+                field: 'command_id',
+              });
+            }
+            const again: CommandDetail = { ...d, status: 'pending', attempts: 0, error: null };
+            store.set(d.command_id, again);
+            return strip(again);
+          });
         },
       };
     },
   };
+}
+
+/** A CommandView out of a CommandDetail, as the real module answers list and replay. */
+function strip(d: CommandDetail): CommandView {
+  const { payload: _p, result: _r, timings: _t, ...v } = d;
+  return v;
 }
 
 export function projectView(id: string, state: ProjectView['state'] = 'online'): ProjectView {
@@ -198,6 +244,41 @@ export function fakeStatus(seen: Seen): ModuleProvider<Record<string, never>> {
           ctx.bus.subscribe(STATUS.online, () => ({
             items: [...projects.values()].filter((p) => p.state === 'online'),
           }));
+          const known = (id: string) => {
+            const p = projects.get(id);
+            if (!p) throw new HubError('STATUS_ERR_NOT_FOUND', `no project ${JSON.stringify(id)}`);
+            return p;
+          };
+          for (const op of ['disable', 'enable'] as const) {
+            ctx.bus.subscribe<{ project_id: string }>(STATUS[op], (req) => {
+              seen.admin.push({ topic: STATUS[op], req });
+              const p = known(req.project_id);
+              const next: ProjectView = {
+                ...p,
+                enabled: op === 'enable',
+                state: op === 'disable' ? 'offline' : p.state,
+              };
+              projects.set(p.project_id, next);
+              return next;
+            });
+          }
+          let rotations = 0;
+          ctx.bus.subscribe<{ project_id: string; overlap_s?: number }>(STATUS.rotate, (req) => {
+            seen.admin.push({ topic: STATUS.rotate, req });
+            known(req.project_id);
+            if (req.overlap_s !== undefined && req.overlap_s > 30 * 86_400) {
+              throw new HubError('STATUS_ERR_INVALID', 'overlap_s: Too big: expected number to be <=2592000', {
+                field: 'overlap_s',
+              });
+            }
+            rotations++;
+            return {
+              project_id: req.project_id,
+              secret: `s3cret-${rotations}`,
+              mqtt_username: req.project_id,
+              mqtt_password: `pw-${rotations}`,
+            };
+          });
         },
       };
     },
@@ -258,15 +339,26 @@ export interface Hub {
 /** Starts a host with the grpc module (port 0 unless `grpcSettings` says otherwise) and the fakes. */
 export async function startHub(
   grpcSettings: Record<string, unknown> = {},
-  opts: { fakes?: ('command' | 'status')[] } = {},
+  opts: {
+    fakes?: ('command' | 'status')[];
+    /** More modules: each provider is registered and gets a `<name>: <block>` line. */
+    extra?: { provider: ModuleProvider<Record<string, never>>; block?: Record<string, unknown> }[];
+  } = {},
 ): Promise<Hub> {
-  const seen: Seen = { sends: [], creates: [], gets: [] };
+  const seen: Seen = { sends: [], creates: [], gets: [], admin: [] };
   const fakes = opts.fakes ?? ['command', 'status'];
+  const extra = opts.extra ?? [];
   const registry = new ProviderRegistry().register(grpcProvider);
   if (fakes.includes('command')) registry.register(fakeCommand(seen));
   if (fakes.includes('status')) registry.register(fakeStatus(seen));
+  for (const e of extra) registry.register(e.provider);
   const settings = { port: 0, stop_grace_ms: 500, ...grpcSettings };
-  const yaml = ['modules:', ...fakes.map((f) => `  fake-${f}: {}`), `  grpc: ${JSON.stringify(settings)}`].join('\n');
+  const yaml = [
+    'modules:',
+    ...fakes.map((f) => `  fake-${f}: {}`),
+    ...extra.map((e) => `  ${e.provider.name}: ${JSON.stringify(e.block ?? {})}`),
+    `  grpc: ${JSON.stringify(settings)}`,
+  ].join('\n');
   const th = await startHost(yaml, registry);
   const stats = () => th.host.bus.request<GrpcStats>(GRPC.stats, {}, { timeoutMs: 2000 });
   const { port } = await stats();

@@ -111,7 +111,14 @@ describe('grpc: lifecycle, health, reflection', () => {
         // @grpc/reflection names files by package (exchangehub_v1.proto); the service is inside
         const all = Buffer.concat(protos).toString('latin1');
         assert.ok(protos.map(descriptorName).some((n) => n.startsWith('exchangehub')));
-        for (const word of ['ExchangeHub', 'WatchEvents', 'SendSyncCommand', 'FeedEvent'])
+        for (const word of [
+          'ExchangeHub',
+          'WatchEvents',
+          'SendSyncCommand',
+          'FeedEvent',
+          'RestartModule',
+          'MailboxStats',
+        ])
           assert.ok(all.includes(word), word);
       }
     } finally {

@@ -1,18 +1,22 @@
 /**
  * The grpc module over the real status and command modules (PGlite), so the shapes the fakes
  * return are checked against the real ones: provisioning, an offline refusal, a queued command
- * followed by id, cancelled, listed, and the real validators' field names.
+ * followed by id, cancelled, listed, and the real validators' field names; disabling, enabling
+ * and rotating a project; a queued command that expires, listed dead and replayed; the host's
+ * modules listed and one restarted.
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
+import { HOST_TOPICS } from '../../../core/host-topics.js';
 import { ProviderRegistry } from '../../../core/registry.js';
 import { provider as commandProvider } from '../../../modules/command/index.js';
 import { provider as grpcProvider } from '../../../modules/grpc/index.js';
-import { GRPC, type GrpcStats } from '../../../modules/shared/topics.js';
+import { COMMAND, GRPC, type GrpcStats, STATUS } from '../../../modules/shared/topics.js';
 import { provider as statusProvider } from '../../../modules/status/index.js';
 import { preparePgliteTemplate, tempPgliteConfig } from '../../helpers/db.js';
 import { startHost, type TestHost } from '../../helpers/host.js';
+import { until } from '../../helpers/wait.js';
 import { call, ExchangeHubClient, fails, type Msg } from './harness.js';
 
 describe('grpc over the real status and command modules (PGlite)', () => {
@@ -116,5 +120,113 @@ describe('grpc over the real status and command modules (PGlite)', () => {
       call(client, 'GetCommand', { command_id: '00000000-0000-4000-8000-000000000000' }),
       grpc.status.NOT_FOUND,
     );
+  });
+
+  test('project admin: disable, enable, rotate the secret; NOT_FOUND for an unknown project', async () => {
+    const created = await call(client, 'CreateProject', { project_id: 'real-admin' });
+    const off = await call(client, 'DisableProject', { project_id: 'real-admin' });
+    assert.equal(off.enabled, false);
+    assert.equal(off.state, 'offline');
+    const listed = await call<{ items: Msg[] }>(client, 'ListProjects', {});
+    assert.ok(!listed.items.some((i) => i.project_id === 'real-admin'), 'disabled projects are left out');
+    const all = await call<{ items: Msg[] }>(client, 'ListProjects', { include_disabled: true });
+    assert.equal(all.items.find((i) => i.project_id === 'real-admin')?.enabled, false);
+    const on = await call(client, 'EnableProject', { project_id: 'real-admin' });
+    assert.equal(on.enabled, true);
+    assert.equal((await call(client, 'GetProjectStatus', { project_id: 'real-admin' })).enabled, true);
+
+    const rotated = await call(client, 'RotateProjectSecret', { project_id: 'real-admin', overlap_s: 0 });
+    assert.equal(rotated.project_id, 'real-admin');
+    assert.equal(rotated.mqtt_username, created.mqtt_username);
+    assert.ok(String(rotated.secret).length >= 32);
+    assert.notEqual(rotated.secret, created.secret);
+    const again = await call(client, 'RotateProjectSecret', { project_id: 'real-admin' });
+    assert.notEqual(again.secret, rotated.secret);
+    const big = await fails(
+      call(client, 'RotateProjectSecret', { project_id: 'real-admin', overlap_s: 30 * 86_400 + 1 }),
+      grpc.status.INVALID_ARGUMENT,
+    );
+    assert.match(big.details, /^overlap_s:/);
+    assert.equal(big.metadata.get('error-code')[0], 'STATUS_ERR_INVALID');
+
+    for (const method of ['DisableProject', 'EnableProject', 'RotateProjectSecret']) {
+      const e = await fails(call(client, method, { project_id: 'ghost' }), grpc.status.NOT_FOUND);
+      assert.equal(e.metadata.get('error-code')[0], 'STATUS_ERR_NOT_FOUND', method);
+    }
+  });
+
+  test('dead commands: a queued command that expires is listed dead, then replayed', async () => {
+    const v = await call(client, 'SendCommand', {
+      project_id: 'real-admin',
+      command_type: 'echo',
+      offline_policy: 'queue',
+      queue_ttl_ms: 1,
+    });
+    type Page = { items: { command: Msg; last_error?: string }[]; total: number; limit: number; offset: number };
+    let page: Page = { items: [], total: 0, limit: 0, offset: 0 };
+    // the command module's sweeper (every 500 ms) expires it
+    await until(
+      async () => {
+        page = await call<Page>(client, 'ListDeadCommands', {});
+        return page.items.some((i) => i.command.command_id === v.command_id);
+      },
+      10_000,
+      'the queued command to go dead',
+    );
+    const dead = page.items.find((i) => i.command.command_id === v.command_id)!;
+    assert.equal(dead.command.status, 'failed');
+    assert.equal(dead.command.error, 'expired before the project came online');
+    assert.equal(dead.last_error, 'expired before the project came online');
+    assert.equal(page.limit, 50);
+    assert.equal(page.offset, 0);
+    assert.ok(page.total >= 1);
+
+    const replayed = await call(client, 'ReplayDeadCommand', { command_id: v.command_id });
+    assert.equal(replayed.command_id, v.command_id);
+    assert.equal(replayed.status, 'pending');
+    assert.equal(replayed.attempts, 0);
+    assert.equal(replayed.error, undefined);
+    const after = await call<Page>(client, 'ListDeadCommands', { limit: 500 });
+    assert.ok(!after.items.some((i) => i.command.command_id === v.command_id));
+
+    const notDead = await fails(
+      call(client, 'ReplayDeadCommand', { command_id: v.command_id }),
+      grpc.status.INVALID_ARGUMENT,
+    );
+    assert.match(notDead.details, /^command_id:/);
+    await fails(
+      call(client, 'ReplayDeadCommand', { command_id: '00000000-0000-4000-8000-000000000000' }),
+      grpc.status.NOT_FOUND,
+    );
+    const bad = await fails(call(client, 'ListDeadCommands', { limit: 501 }), grpc.status.INVALID_ARGUMENT);
+    assert.match(bad.details, /^limit:/);
+  });
+
+  test('modules: listed with their mailbox counters; a restarted status module keeps its projects', async () => {
+    type Mod = {
+      name: string;
+      state: string;
+      restarts: number;
+      mailbox?: { handled: number; subscriptions: string[] };
+    };
+    const list = async () =>
+      new Map((await call<{ items: Mod[] }>(client, 'ListModules', {})).items.map((m) => [m.name, m]));
+    const mods = await list();
+    assert.deepEqual([...mods.keys()].sort(), ['command', 'grpc', 'status']);
+    const status = mods.get('status')!;
+    assert.equal(status.state, 'running');
+    assert.ok(status.mailbox!.subscriptions.includes(STATUS.get));
+    assert.ok(status.mailbox!.handled > 0);
+    assert.ok(mods.get('command')!.mailbox!.subscriptions.includes(COMMAND.deadReplay));
+    // a sanity check against the host's own answer on the bus
+    const host = await th.host.bus.request<Mod[]>(HOST_TOPICS.listModules, {});
+    assert.deepEqual(host.map((m) => m.name).sort(), ['command', 'grpc', 'status']);
+
+    const r = await call<Mod>(client, 'RestartModule', { name: 'status' });
+    assert.equal(r.state, 'running');
+    assert.equal(r.restarts, status.restarts + 1);
+    assert.equal((await list()).get('status')!.restarts, status.restarts + 1);
+    const p = await call(client, 'GetProjectStatus', { project_id: 'real-admin' });
+    assert.equal(p.project_id, 'real-admin');
   });
 });
