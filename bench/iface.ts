@@ -85,7 +85,14 @@ export function resultEvent(i: number, output: string): { topic: string; event: 
   };
   return {
     topic: `command/event/${projectId}/${commandId}`,
-    event: { kind: 'result', command, result, at: now },
+    event: {
+      kind: 'result',
+      command,
+      result,
+      payload: {},
+      timings: { queue_ms: 1, delivery_ms: 2, execution_ms: 10, total_ms: 14 },
+      at: now,
+    },
   };
 }
 

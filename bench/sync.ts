@@ -21,6 +21,7 @@ import {
   type HubProcess,
   hubYaml,
   type Mosquitto,
+  pgDatabase,
   pgliteDatabase,
   projectIds,
   provision,
@@ -42,9 +43,12 @@ interface World {
   close(): Promise<void>;
 }
 
+/** BENCH_SYNC_DB=pg|pglite picks the hub's database (default: pglite, the embedded default). */
+const SYNC_DB = process.env.BENCH_SYNC_DB === 'pg' ? 'pg' : 'pglite';
+
 async function startWorld(nProjects: number, name: string): Promise<World> {
   const mosq = await startMosquitto();
-  const db = pgliteDatabase();
+  const db = SYNC_DB === 'pg' ? await pgDatabase() : pgliteDatabase();
   const cleanups: Array<() => Promise<unknown>> = [db.drop, () => mosq.stop()];
   try {
     const projects = [...(await provision(db, projectIds(nProjects))).values()];
@@ -203,7 +207,7 @@ export async function runSyncSuite(): Promise<SuiteResult> {
       rows,
       notes: [
         `median of ${RUNS} runs, each ${SYNC_MS} ms of sync calls and ${ECHO_MS} ms of echo, interleaved; ratio = raw / hub (the hub is ${(v50 / base50).toFixed(1)}x raw at p50, ${(v99 / base99).toFixed(1)}x at p99)`,
-        'hub: child process, PGlite, Mosquitto (private, set_tcp_nodelay); agent: lean simulated (bench/agents.ts), one project; baseline: mqtt.js QoS 1 echo through an echo peer in a child process',
+        `hub: child process, ${SYNC_DB === 'pg' ? 'PostgreSQL server' : 'PGlite'}, Mosquitto (private, set_tcp_nodelay); agent: lean simulated (bench/agents.ts), one project; baseline: mqtt.js QoS 1 echo through an echo peer in a child process`,
         `per-run p50 hub ${p50.map((x) => x.toFixed(2)).join(', ')} ms; raw ${e50.map((x) => x.toFixed(3)).join(', ')} ms`,
         `command stats: accepted ${s.accepted}, published ${s.published}, completed ${s.completed}, flushes ${s.flushes}`,
         ...(errors.length > 0 ? [`first errors: ${[...new Set(errors)].slice(0, 3).join('; ')}`] : []),
@@ -261,7 +265,7 @@ export async function runSyncConcurrentSuite(): Promise<SuiteResult> {
       ],
       notes: [
         `median of ${RUNS} runs, each ${SYNC_MS} ms of sync calls and ${ECHO_MS} ms of echo (${IN_FLIGHT} in flight), interleaved`,
-        `hub: child process, PGlite, Mosquitto; ${IN_FLIGHT} lean simulated agents (one project each, own connection), one caller per agent`,
+        `hub: child process, ${SYNC_DB === 'pg' ? 'PostgreSQL server' : 'PGlite'}, Mosquitto; ${IN_FLIGHT} lean simulated agents (one project each, own connection), one caller per agent`,
         `per-run hub cmd/s ${rates.map((x) => x.toFixed(0)).join(', ')}; raw echo/s ${erates.map((x) => x.toFixed(0)).join(', ')}`,
         ...(errors.length > 0 ? [`first errors: ${[...new Set(errors)].slice(0, 3).join('; ')}`] : []),
       ],

@@ -34,13 +34,13 @@ export const commandConfigSchema = z
     /** How long a STATUS.credentials answer is reused. */
     credentials_cache_ms: z.number().int().nonnegative().default(1_000),
     /**
-     * Acks and results are written in groups: at most this long after the first one waits (DESIGN §10).
-     * Short, because a sync caller waits for it: a command's ack and result arrive well within 2 ms
-     * of each other and still share a statement, and under load the groups grow anyway while the
-     * previous group is being written (one flush at a time). 20 ms made it the largest share of a
-     * sync round trip (bench `sync`).
+     * Acks and results are written in groups (DESIGN §10). 0, the default, is group commit: the
+     * group goes on the next turn of the event loop with whatever arrived in this one, and under
+     * load it is what arrived while the previous group was written (one flush at a time). No
+     * timer sits on a sync caller's path (20 ms had been the largest share of a round trip).
+     * More than 0: at most this long after the first item waits.
      */
-    flush_interval_ms: z.number().int().nonnegative().default(2),
+    flush_interval_ms: z.number().int().nonnegative().default(0),
     /** …or as soon as this many are queued. */
     flush_max: z.number().int().min(1).max(10_000).default(200),
   })

@@ -7,7 +7,7 @@
 import type { ModuleBus } from '../../core/bus.js';
 import type { Clock } from '../../core/module.js';
 import { COMMAND, type CommandEvent, type CommandResultView } from '../shared/topics.js';
-import { type TrackerRow, toView } from './rows.js';
+import { type TrackerRow, timings, toView } from './rows.js';
 
 export interface Counters {
   accepted: number;
@@ -88,8 +88,16 @@ export class Events {
     void this.bus.publish(COMMAND.event(row.project_id, row.command_id), ev);
   }
 
+  /** The row as the result left it, with its payload. */
   result(row: TrackerRow, result: CommandResultView): void {
-    const ev: CommandEvent = { kind: 'result', command: toView(row), result, at: this.clock.now() };
+    const ev: CommandEvent = {
+      kind: 'result',
+      command: toView(row),
+      result,
+      payload: row.payload ?? null,
+      timings: timings(row, result),
+      at: this.clock.now(),
+    };
     void this.bus.publish(COMMAND.event(row.project_id, row.command_id), ev);
   }
 

@@ -5,8 +5,9 @@
  *      │  (queued: outbox 'waiting' until the project is online or queue_ttl_ms passes → failed)
  *      └─ cancel (never delivered) ▶ cancelled          any live state past timeout_at ▶ timeout
  *
- * A send writes the tracker row and its outbox row in one statement and answers at once; the
- * relay (relay.ts) publishes and re-publishes until the agent acks; acks and results are written
+ * A send writes the tracker row and its outbox row in one statement (sends of the same moment
+ * share it), answers at once and publishes the first attempt right after the commit; the relay
+ * (relay.ts) re-publishes until the agent acks, and publishes what a crash left behind; acks and results are written
  * in groups (uplink.ts); the sweeper (sweeper.ts) applies timeouts and queue expiry. Everything
  * is in the database, so a restarted module (or a second hub instance) carries on from the tables.
  *
@@ -46,8 +47,13 @@ import { checkCommandId } from './validate.js';
 
 export type { CommandConfig } from './config.js';
 
-/** Sends and reads in flight at once per instance (the pg pool is 10 connections by default). */
+/** Reads in flight at once per instance (the pg pool is 10 connections by default). */
 const PARALLEL = 16;
+/**
+ * Sends in flight at once: they wait mostly for the group commit (insert-batch.ts), which writes
+ * all of them in one statement, so many at once cost one connection, not many.
+ */
+const SEND_PARALLEL = 512;
 
 export const provider: ModuleProvider<CommandConfig> = {
   name: 'command',
@@ -77,9 +83,10 @@ export const provider: ModuleProvider<CommandConfig> = {
           creds,
           wakeRelay: () => relay?.wake(),
         };
-        const sender = new Sender(deps);
+        const theRelay = new Relay(deps, ctx.bus, ctx.timers);
+        relay = theRelay;
+        const sender = new Sender(deps, (rows) => void theRelay.deliver(rows));
         const queries = new Queries(deps);
-        relay = new Relay(deps, ctx.bus, ctx.timers);
         sweeper = new Sweeper(deps, ctx.timers, sender);
         const up = new Uplinks(deps, ctx.timers);
         uplinks = up;
@@ -88,7 +95,7 @@ export const provider: ModuleProvider<CommandConfig> = {
         // Sends and reads are independent of each other (every state change is a guarded SQL
         // statement), so they need not wait in line: a slow query must not hold up the acks.
         const parallel = { concurrency: PARALLEL };
-        bus.subscribe(COMMAND.send, (p) => sender.send(p), parallel);
+        bus.subscribe(COMMAND.send, (p) => sender.send(p), { concurrency: SEND_PARALLEL });
         bus.subscribe(COMMAND.get, (p) => queries.get(checkCommandId(p)), parallel);
         bus.subscribe(COMMAND.list, (p) => queries.list(p), parallel);
         bus.subscribe(COMMAND.cancel, (p) => queries.cancel(checkCommandId(p)));
@@ -96,7 +103,12 @@ export const provider: ModuleProvider<CommandConfig> = {
         bus.subscribe(COMMAND.deadReplay, (p) => sender.replay(checkCommandId(p)));
         bus.subscribe(
           COMMAND.stats,
-          async () => ({ ...counters, uplink_queue: up.queued, outbox: await queries.outbox() }),
+          async () => ({
+            ...counters,
+            insert_statements: sender.insertStatements,
+            uplink_queue: up.queued,
+            outbox: await queries.outbox(),
+          }),
           parallel,
         );
         bus.subscribe<UplinkEvent<DataMessage>>(BRIDGE.uplinkPattern('data', 'command_ack'), up.onAck);

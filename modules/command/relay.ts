@@ -18,7 +18,8 @@ import { BRIDGE, type MqttPublishRequest } from '../shared/topics.js';
 import { type Deps, isoAt, lockCte, lockInOrder, query, retrying } from './deps.js';
 import { TRACKER_COLUMNS, type TrackerRow } from './rows.js';
 
-interface Claimed {
+/** An outbox row taken for one publish attempt. */
+export interface Claimed {
   id: string | number;
   command_id: string;
   project_id: string;
@@ -41,6 +42,8 @@ export class Relay {
   private stopped = false;
   private lastDeadCheck = 0;
   private timerDue = 0;
+  /** Publishes under way (passes and the send path's fast lane), awaited on stop. */
+  private readonly inFlight = new Set<Promise<void>>();
 
   constructor(
     private readonly d: Deps,
@@ -73,10 +76,10 @@ export class Relay {
     this.stopped = true;
     if (this.timer) this.timers.clear(this.timer);
     this.timer = undefined;
-    const running = this.running;
-    if (!running) return;
+    const pending = [this.running, ...this.inFlight].filter((p) => p !== undefined);
+    if (pending.length === 0) return;
     let t: NodeJS.Timeout | undefined;
-    await Promise.race([running, new Promise((r) => (t = setTimeout(r, STOP_WAIT_MS)))]);
+    await Promise.race([Promise.allSettled(pending), new Promise((r) => (t = setTimeout(r, STOP_WAIT_MS)))]);
     clearTimeout(t);
   }
 
@@ -233,7 +236,28 @@ export class Relay {
       [at, at, cfg.retry_base_ms, cfg.retry_max_ms, at, cfg.max_attempts, cfg.relay_batch],
     );
     if (claimed.length === 0) return deadRows.length === cfg.relay_batch;
+    await this.deliver(claimed);
+    return claimed.length === cfg.relay_batch;
+  }
 
+  /**
+   * Publishes claimed rows (attempts already counted, next_attempt_at already moved on) and
+   * records the outcome. Also the send path's fast lane (send.ts): rows written with their first
+   * attempt claimed go out at once instead of waiting for a pass; if this process dies before,
+   * the relay publishes them when next_attempt_at comes.
+   */
+  deliver(claimed: Claimed[]): Promise<void> {
+    const run = this.publishAndRecord(claimed).catch((err: unknown) => {
+      // the rows stay due at next_attempt_at: the relay publishes them again then
+      this.d.log.warn({ err, rows: claimed.length }, 'recording publish outcomes failed; the relay retries');
+    });
+    this.inFlight.add(run);
+    void run.finally(() => this.inFlight.delete(run));
+    return run;
+  }
+
+  private async publishAndRecord(claimed: Claimed[]): Promise<void> {
+    const cfg = this.d.cfg;
     const outcomes = await Promise.all(
       claimed.map((row) => {
         const req: MqttPublishRequest = { topic: row.topic, payload: row.payload, qos: 1 };
@@ -267,6 +291,5 @@ export class Relay {
         );
       }
     }
-    return claimed.length === cfg.relay_batch;
   }
 }

@@ -1,7 +1,9 @@
 /**
  * Accepting commands (DESIGN §5): validate, ask status for the project's secret and presence,
  * sign, and write the tracker row and its outbox row in ONE statement (a single statement is a
- * transaction of its own), then answer at once; the relay delivers. Also the two ways a row
+ * transaction of its own; sends of the same moment share it, insert-batch.ts), then answer at
+ * once and publish the first attempt straight after the commit; the relay re-publishes until
+ * the agent acks. Also the two ways a row
  * re-enters the outbox: a queued command whose project came online, and a dead one replayed.
  * Both are signed again with a fresh timestamp (receivers refuse timestamps older than 300 s,
  * DESIGN §4) but keep their message_id, which is the command_id.
@@ -10,7 +12,9 @@ import type { Knex } from 'knex';
 import { errorCode, HubError } from '../../core/errors.js';
 import { buildCommand, type CommandMessage, commandDownTopic } from '../shared/protocol.js';
 import type { CommandView } from '../shared/topics.js';
-import { type Deps, isoAt, lockInOrder, query, retrying, yieldToLoop } from './deps.js';
+import { type Deps, isoAt, lockInOrder, query, retrying } from './deps.js';
+import { InsertBatch } from './insert-batch.js';
+import type { Claimed } from './relay.js';
 import { TRACKER_COLUMNS, type TrackerRow, toView } from './rows.js';
 import { type CheckedSend, checkSend, invalid } from './validate.js';
 
@@ -31,12 +35,21 @@ const T_COLS = TRACKER_COLUMNS.split(', ')
   .map((c) => `t.${c}`)
   .join(', ');
 
-const YIELD_EVERY_MS = 5;
-
 export class Sender {
-  private lastYield = 0;
+  private readonly inserts: InsertBatch;
 
-  constructor(private readonly d: Deps) {}
+  constructor(
+    private readonly d: Deps,
+    /** The send path's fast lane: publishes rows whose first attempt it claimed (relay.ts deliver). */
+    private readonly deliver: (rows: Claimed[]) => void,
+  ) {
+    this.inserts = new InsertBatch(() => d.db);
+  }
+
+  /** Statements the group commit wrote (COMMAND.stats). */
+  get insertStatements(): number {
+    return this.inserts.statements;
+  }
 
   async send(req: unknown): Promise<CommandView> {
     let c: CheckedSend;
@@ -46,28 +59,22 @@ export class Sender {
       this.d.counters.rejected++;
       throw err;
     }
-    // Idempotent by the caller's command_id: a retried send answers the command it made first.
-    if (c.command_id) {
-      const existing = await this.existing(c);
-      if (existing) return existing;
-    }
-    const creds = await this.d.creds.get(c.project_id).catch((err: unknown) => {
+    const creds = await this.d.creds.get(c.project_id).catch(async (err: unknown) => {
       if (errorCode(err) === 'CMD_ERR_UNKNOWN_PROJECT') this.d.counters.rejected++;
       throw err;
     });
-    if (!creds.enabled) {
-      this.d.counters.rejected++;
-      throw invalid('project_id', `project ${c.project_id} is disabled`);
-    }
+    if (!creds.enabled) return this.refuse(c, invalid('project_id', `project ${c.project_id} is disabled`));
     const secret = creds.secrets[0];
     if (!secret) throw invalid('project_id', `project ${c.project_id} has no signing secret`);
     const online = creds.state === 'online';
     if (!online && c.offline_policy === 'fail') {
-      this.d.counters.rejected++;
-      throw new HubError(
-        'CMD_ERR_PROJECT_OFFLINE',
-        `project ${c.project_id} is ${creds.state}; send with offline_policy "queue" to wait for it`,
-        { project_id: c.project_id, state: creds.state },
+      return this.refuse(
+        c,
+        new HubError(
+          'CMD_ERR_PROJECT_OFFLINE',
+          `project ${c.project_id} is ${creds.state}; send with offline_policy "queue" to wait for it`,
+          { project_id: c.project_id, state: creds.state },
+        ),
       );
     }
     const now = this.d.clock.now();
@@ -88,62 +95,70 @@ export class Sender {
     const queueExpires = queued ? now + c.queue_ttl_ms : null;
     // A queued command's execution clock starts when it is released; until then only the queue expiry applies.
     const timeoutAt = (queueExpires ?? now) + c.timeout_ms;
-    const rows = await query<TrackerRow>(
-      this.d.db,
-      `WITH t AS (
-         INSERT INTO command_tracker (command_id, project_id, command_type, module, operator_id, status, payload,
-           offline_policy, timeout_ms, queue_expires_at, is_sync, timeout_at, created_at, updated_at)
-         VALUES (?, ?, ?, ?, ?, 'pending', ?::jsonb, ?, ?, ?::timestamptz, ?, ?::timestamptz, ?::timestamptz, ?::timestamptz)
-         ON CONFLICT (command_id) DO NOTHING
-         RETURNING ${TRACKER_COLUMNS}
-       ), o AS (
-         INSERT INTO command_outbox (command_id, project_id, topic, payload, status, next_attempt_at, created_at, updated_at)
-         SELECT command_id, project_id, ?, ?, ?, ?::timestamptz, ?::timestamptz, ?::timestamptz FROM t
-       )
-       SELECT * FROM t`,
-      [
-        commandId,
-        c.project_id,
-        c.command_type,
-        c.module,
-        c.operator_id,
-        c.payload_json,
-        c.offline_policy,
-        c.timeout_ms,
-        queueExpires === null ? null : isoAt(queueExpires),
-        c.is_sync,
-        isoAt(timeoutAt),
-        isoAt(now),
-        isoAt(now),
-        commandDownTopic(c.project_id),
-        JSON.stringify(msg),
-        queued ? 'waiting' : 'pending',
-        isoAt(queueExpires ?? now),
-        isoAt(now),
-        isoAt(now),
-      ],
-    );
-    if (rows.length === 0) {
-      // Lost a race with the same command_id: answer what the other send stored.
+    const message = JSON.stringify(msg);
+    const topic = commandDownTopic(c.project_id);
+    // Online: this send publishes the first attempt itself, right after the commit (the fast
+    // lane), so the row is written already claimed for it: attempts 1, due again after the first
+    // backoff step. Should this process die before the publish, the relay sends it then.
+    const row = await this.inserts.add({
+      command_id: commandId,
+      project_id: c.project_id,
+      command_type: c.command_type,
+      module: c.module,
+      operator_id: c.operator_id,
+      payload_json: c.payload_json,
+      offline_policy: c.offline_policy,
+      timeout_ms: c.timeout_ms,
+      queue_expires_at: queueExpires === null ? null : isoAt(queueExpires),
+      is_sync: c.is_sync,
+      timeout_at: isoAt(timeoutAt),
+      created_at: isoAt(now),
+      topic,
+      message,
+      outbox_status: queued ? 'waiting' : 'pending',
+      attempts: queued ? 0 : 1,
+      next_attempt_at: isoAt(queued ? (queueExpires ?? now) : now + this.d.cfg.retry_base_ms),
+    });
+    if (!row) {
+      // Idempotent by the caller's command_id: a retried send answers the command it made first.
       const existing = await this.existing({ ...c, command_id: commandId });
       if (existing) return existing;
       throw new HubError('CMD_ERR_INVALID', `command_id: ${commandId} could not be stored`, { field: 'command_id' });
     }
     maybeCrash();
-    const row = rows[0];
     this.d.counters.accepted++;
     this.d.log.debug(
       { project_id: c.project_id, command_id: commandId, command_type: c.command_type, queued },
       'command accepted',
     );
     this.d.events.state(row);
-    if (!queued) this.d.wakeRelay();
-    // In a burst, give the relay (and the rest of the process) a turn every few milliseconds.
-    if (performance.now() - this.lastYield > YIELD_EVERY_MS) {
-      await yieldToLoop();
-      this.lastYield = performance.now();
+    if (!queued) {
+      this.deliver([
+        {
+          id: row.outbox_id,
+          command_id: commandId,
+          project_id: c.project_id,
+          topic,
+          payload: message,
+          attempts: 1,
+          had_error: false,
+        },
+      ]);
     }
     return toView(row);
+  }
+
+  /**
+   * A send refused (project offline or disabled): a retry of a command stored before still gets
+   * that command (idempotent by command_id), anything else the refusal.
+   */
+  private async refuse(c: CheckedSend, err: HubError): Promise<CommandView> {
+    if (c.command_id) {
+      const existing = await this.existing(c);
+      if (existing) return existing;
+    }
+    this.d.counters.rejected++;
+    throw err;
   }
 
   /** `fn` in a transaction that first locks the commands' rows in the global order (deps.ts). */

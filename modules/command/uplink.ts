@@ -3,7 +3,9 @@
  *
  * Acks and results are grouped (DESIGN §10: one INSERT per commit ≈ 2 k rows/s, 500-row
  * statements ≈ 44 k rows/s): each is queued and written with the others of the same tick in ONE
- * statement per kind, `flush_interval_ms` after the first (or at once when `flush_max` wait).
+ * statement per kind: on the next turn of the event loop (what arrived meanwhile joins; what
+ * arrives while a group is written forms the next), or `flush_interval_ms` after the first when
+ * that is set, or at once when `flush_max` wait.
  * Acks of a group are applied before its results, and a result completes a command whether or
  * not its ack came first; an ack after the result only fills in acked_at.
  *
@@ -68,6 +70,7 @@ function tsOrNull(msVal: number): string | null {
 export class Uplinks {
   private queue: Item[] = [];
   private timer?: NodeJS.Timeout;
+  private immediate?: NodeJS.Immediate;
   private flushing?: Promise<void>;
   private waiters: Array<() => void> = [];
   private delayed = false;
@@ -129,14 +132,23 @@ export class Uplinks {
     if (this.queue.length >= this.d.cfg.flush_max && !this.delayed) {
       if (this.timer) this.timers.clear(this.timer);
       this.timer = undefined;
-      this.flushing = this.flush();
+      void this.startFlush();
       return;
     }
-    if (!this.timer && this.queue.length > 0) {
+    if (!this.timer && !this.immediate && this.queue.length > 0) {
       const wait = this.delayed ? RETRY_DELAY_MS : this.d.cfg.flush_interval_ms;
+      if (wait === 0) {
+        // group commit without a timer: what arrives in this turn joins, what arrives while the
+        // statement runs forms the next group
+        this.immediate = setImmediate(() => {
+          this.immediate = undefined;
+          if (!this.closed) void this.startFlush();
+        });
+        return;
+      }
       this.timer = this.timers.setTimeout(() => {
         this.timer = undefined;
-        if (!this.flushing) this.flushing = this.flush();
+        void this.startFlush();
       }, wait);
     }
   }
@@ -147,30 +159,48 @@ export class Uplinks {
     this.closed = true;
     if (this.timer) this.timers.clear(this.timer);
     this.timer = undefined;
+    if (this.immediate) clearImmediate(this.immediate);
+    this.immediate = undefined;
   }
 
   /** Writes everything queued now. */
   async drain(): Promise<void> {
     if (this.timer) this.timers.clear(this.timer);
     this.timer = undefined;
+    if (this.immediate) clearImmediate(this.immediate);
+    this.immediate = undefined;
     this.delayed = false;
     while (this.flushing || this.queue.length > 0) {
       if (this.flushing) await this.flushing;
-      else this.flushing = this.flush();
+      else await this.startFlush();
     }
   }
 
+  /**
+   * Starts writing what is queued, unless a write is under way. `flushing` is set before the
+   * write can settle (a `.finally` runs on a later job), so it never outlives its write.
+   */
+  private startFlush(): Promise<void> {
+    if (this.flushing) return this.flushing;
+    if (this.immediate) clearImmediate(this.immediate);
+    this.immediate = undefined;
+    const run: Promise<void> = this.flush()
+      .catch((err: unknown) => this.d.log.error({ err }, 'writing command uplinks failed'))
+      .finally(() => {
+        if (this.flushing === run) this.flushing = undefined;
+        if (this.queue.length < HIGH_WATER) for (const w of this.waiters.splice(0)) w();
+        this.kick();
+      });
+    this.flushing = run;
+    return run;
+  }
+
   private async flush(): Promise<void> {
-    try {
-      const items = this.queue.splice(0, 2000);
-      this.delayed = false;
-      if (items.length > 0) await this.guarded(items);
-      this.d.counters.flushes++;
-    } finally {
-      this.flushing = undefined;
-      if (this.queue.length < HIGH_WATER) for (const w of this.waiters.splice(0)) w();
-      this.kick();
-    }
+    const items = this.queue.splice(0, 2000);
+    this.delayed = false;
+    if (items.length === 0) return;
+    await this.guarded(items);
+    this.d.counters.flushes++;
   }
 
   /** A failed group is retried item by item, so one poisoned item cannot block the rest. */
@@ -374,5 +404,5 @@ const RESULT_SQL = `WITH v AS (
          RETURNING t.*
        )
        SELECT v.command_id AS in_id, v.project_id AS in_project, (k.command_id IS NOT NULL) AS known,
-              (u.command_id IS NOT NULL) AS inserted, ${U_COLS}
+              (u.command_id IS NOT NULL) AS inserted, ${U_COLS}, u.payload
          FROM v LEFT JOIN k ON k.command_id = v.command_id LEFT JOIN u ON u.command_id = v.command_id`;

@@ -31,6 +31,8 @@ export class CommandWaiter {
   private readonly bus: ModuleBus;
   private readonly pollMs: number;
   private readonly waiters = new Map<string, () => void>();
+  /** Results that arrived as events for a waiting caller, taken by its loop. */
+  private readonly results = new Map<string, CommandDetail>();
 
   constructor(bus: ModuleBus, opts: { pollMs?: number } = {}) {
     this.bus = bus;
@@ -41,7 +43,21 @@ export class CommandWaiter {
   attach(): void {
     this.bus.subscribe<CommandEvent>(COMMAND.eventPattern, (ev) => {
       if (ev.kind === 'log') return;
-      if (ev.kind === 'result' || FINAL.has(ev.command.status)) this.waiters.get(ev.command.command_id)?.();
+      const waiter = this.waiters.get(ev.command.command_id);
+      if (!waiter) return;
+      if (ev.kind === 'result') {
+        // the event is the whole record: no read back on the sync path (a late result, after
+        // the command timed out, is the database's to tell: the waiter reads that one)
+        if (!ev.command.late_result) {
+          this.results.set(ev.command.command_id, {
+            ...ev.command,
+            payload: ev.payload,
+            result: ev.result,
+            timings: ev.timings,
+          });
+        }
+        waiter();
+      } else if (FINAL.has(ev.command.status)) waiter();
     });
   }
 
@@ -87,6 +103,8 @@ export class CommandWaiter {
           woken = new Promise<void>((r) => {
             wake = r;
           });
+          const fromEvent = this.results.get(commandId);
+          if (fromEvent) return { done: true, command: fromEvent };
           const current = await this.get(commandId);
           if (current && FINAL.has(current.status) && (current.result || current.status !== 'completed')) {
             return { done: true, command: current };
@@ -98,6 +116,7 @@ export class CommandWaiter {
       return { done: false, command: signal?.aborted ? null : await this.get(commandId), command_id: commandId };
     } finally {
       this.waiters.delete(commandId);
+      this.results.delete(commandId);
     }
   }
 

@@ -298,7 +298,15 @@ export interface ListCommandsRequest {
 export type CommandEvent =
   | { kind: 'state'; command: CommandView; at: number }
   | { kind: 'log'; command_id: string; project_id: string; seq: number; content: string; at: number }
-  | { kind: 'result'; command: CommandView; result: CommandResultView; at: number };
+  | {
+      kind: 'result';
+      command: CommandView;
+      result: CommandResultView;
+      /** With `command`, the whole CommandDetail: a sync waiter answers from the event, no read back. */
+      payload: unknown;
+      timings: CommandTimings;
+      at: number;
+    };
 
 // ─── web ───────────────────────────────────────────────────────────────────────────────────
 export const WEB = {

@@ -138,7 +138,10 @@ export function fakeCommand(seen: Seen): ModuleProvider<Record<string, never>> {
                   timings: { queue_ms: 1, delivery_ms: 2, execution_ms: 5, total_ms: 9 },
                 };
                 store.set(id, done);
-                void emit({ kind: 'result', command: done, result, at: now }, done);
+                void emit(
+                  { kind: 'result', command: done, result, payload: done.payload, timings: done.timings, at: now },
+                  done,
+                );
               }, 10);
             }
             return view(req, id);

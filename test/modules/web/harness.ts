@@ -110,7 +110,14 @@ export class FakeDomain {
       timings: { queue_ms: 1, delivery_ms: 1, execution_ms: 5, total_ms: 7 },
     };
     this.commands.set(id, done);
-    this.emit({ kind: 'result', command: view(done), result, at: Date.now() });
+    this.emit({
+      kind: 'result',
+      command: view(done),
+      result,
+      payload: done.payload,
+      timings: done.timings,
+      at: Date.now(),
+    });
     return done;
   }
 

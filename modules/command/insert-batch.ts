@@ -1,0 +1,136 @@
+/**
+ * Group commit for sends (DESIGN §10: one INSERT per commit ≈ 2 k rows/s, 500-row statements
+ * ≈ 44 k rows/s). Sends accepted in the same turn of the event loop are written together: every
+ * tracker row and its outbox row in ONE statement (a transaction of its own), so a command is
+ * never stored without its outbox row. Alone, a send waits no timer: the statement goes out on
+ * the next turn; under load, the sends that arrive while a statement runs form the next group.
+ *
+ * A group that fails as a whole (one poisoned row) is written again row by row, so one bad send
+ * fails alone. A command_id already stored comes back as `null` (the caller looks it up).
+ */
+import type { Knex } from 'knex';
+import { query } from './deps.js';
+import { TRACKER_COLUMNS, type TrackerRow } from './rows.js';
+
+/** One tracker + outbox row pair, ready to write. */
+export interface NewCommandRow {
+  command_id: string;
+  project_id: string;
+  command_type: string;
+  module: string | null;
+  operator_id: string | null;
+  payload_json: string;
+  offline_policy: string;
+  timeout_ms: number;
+  queue_expires_at: string | null;
+  is_sync: boolean;
+  timeout_at: string;
+  created_at: string;
+  /** Outbox: the downlink topic and the signed message text. */
+  topic: string;
+  message: string;
+  outbox_status: 'pending' | 'waiting';
+  /** 1 when the send path publishes the first attempt itself (the relay's claim is then already made). */
+  attempts: number;
+  next_attempt_at: string;
+}
+
+/** Largest group in one statement (bind size stays a few MB at the 64 KB payload limit). */
+const MAX_GROUP = 500;
+
+const INSERT_SQL = `WITH v AS (
+    SELECT * FROM jsonb_to_recordset(?::jsonb) AS v(command_id text, project_id text, command_type text, module text,
+      operator_id text, payload_json text, offline_policy text, timeout_ms integer, queue_expires_at timestamptz,
+      is_sync boolean, timeout_at timestamptz, created_at timestamptz, topic text, message text, outbox_status text,
+      attempts integer, next_attempt_at timestamptz)
+  ), t AS (
+    INSERT INTO command_tracker (command_id, project_id, command_type, module, operator_id, status, payload,
+      offline_policy, timeout_ms, queue_expires_at, is_sync, timeout_at, created_at, updated_at)
+    SELECT command_id, project_id, command_type, module, operator_id, 'pending', payload_json::jsonb,
+      offline_policy, timeout_ms, queue_expires_at, is_sync, timeout_at, created_at, created_at FROM v
+    ON CONFLICT (command_id) DO NOTHING
+    RETURNING ${TRACKER_COLUMNS}
+  ), o AS (
+    INSERT INTO command_outbox (command_id, project_id, topic, payload, status, attempts, next_attempt_at,
+      created_at, updated_at)
+    SELECT v.command_id, v.project_id, v.topic, v.message, v.outbox_status, v.attempts, v.next_attempt_at,
+      v.created_at, v.created_at
+      FROM v JOIN t ON t.command_id = v.command_id
+    RETURNING id, command_id
+  )
+  SELECT t.*, o.id AS outbox_id FROM t JOIN o ON o.command_id = t.command_id`;
+
+export type InsertedRow = TrackerRow & { outbox_id: string | number };
+
+interface Waiting {
+  row: NewCommandRow;
+  resolve: (r: InsertedRow | null) => void;
+  reject: (err: unknown) => void;
+}
+
+export class InsertBatch {
+  private queue: Waiting[] = [];
+  private running = false;
+  private scheduled = false;
+  /** Statements written, for the counters (each is one commit). */
+  statements = 0;
+
+  constructor(private readonly db: () => Knex) {}
+
+  /** Resolves with the stored rows, or null when the command_id was stored before. */
+  add(row: NewCommandRow): Promise<InsertedRow | null> {
+    return new Promise((resolve, reject) => {
+      this.queue.push({ row, resolve, reject });
+      this.schedule();
+    });
+  }
+
+  private schedule(): void {
+    if (this.running || this.scheduled || this.queue.length === 0) return;
+    this.scheduled = true;
+    // the rest of this turn's sends join the group
+    setImmediate(() => {
+      this.scheduled = false;
+      void this.run();
+    });
+  }
+
+  private async run(): Promise<void> {
+    this.running = true;
+    try {
+      while (this.queue.length > 0) {
+        const group = this.queue.splice(0, MAX_GROUP);
+        try {
+          this.settle(group, await this.write(group.map((w) => w.row)));
+        } catch {
+          // one bad row must not fail the others: write them one by one, each with its own answer
+          for (const w of group) {
+            try {
+              this.settle([w], await this.write([w.row]));
+            } catch (err) {
+              w.reject(err);
+            }
+          }
+        }
+      }
+    } finally {
+      this.running = false;
+      this.schedule();
+    }
+  }
+
+  private async write(rows: NewCommandRow[]): Promise<InsertedRow[]> {
+    this.statements++;
+    return query<InsertedRow>(this.db(), INSERT_SQL, [JSON.stringify(rows)]);
+  }
+
+  private settle(group: Waiting[], stored: InsertedRow[]): void {
+    const byId = new Map(stored.map((r) => [r.command_id, r]));
+    for (const w of group) {
+      const r = byId.get(w.row.command_id);
+      // a second send of one id in the same group: the first one stored it
+      if (r) byId.delete(w.row.command_id);
+      w.resolve(r ?? null);
+    }
+  }
+}
