@@ -1,0 +1,732 @@
+/**
+ * End-to-end harness: the hub and its agents as separate `node dist/bootstrap/main.js` processes
+ * (test/helpers/process.ts), on one of two backends:
+ *
+ *  - `embedded`: the hub's own `broker` module on a free port, PGlite in a temp directory;
+ *  - `server`:   the machine's Mosquitto (broker module off) and the PostgreSQL server, in a fresh
+ *                schema per hub that is dropped afterwards.
+ *
+ * Besides the processes: a REST client, an MQTT-aware TCP proxy between an agent and its broker
+ * (cut the network, drop the agent's acks, watch what reaches it), a raw mqtt.js client posing as
+ * an agent, and a FIFO "gate" that holds a host_exec command running until the test releases it.
+ * Every wait is for an event, a log line or a state, with a bound; nothing sleeps.
+ *
+ * The Mosquitto of this machine is shared with other test runs, whose hubs may see our uplinks
+ * and answer them (unsigned: they do not know our secrets). Everything here has unique ids, raw
+ * clients trust only what is signed with their project's secret, and persistent sessions are
+ * forgotten when a test is done.
+ */
+import { execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import type { MqttClient } from 'mqtt';
+import {
+  buildCommand,
+  buildData,
+  commandDownTopic,
+  messageDownTopic,
+  type RegisterPayload,
+  TOPIC_COMMAND_UP,
+  TOPIC_MESSAGE_UP,
+} from '../../modules/shared/protocol.js';
+import { verifySignature } from '../../modules/shared/signing.js';
+import { tempPgliteConfig, withPgSchema } from '../helpers/db.js';
+import { connectClient, forgetSessions, MOSQUITTO_URL } from '../helpers/mqtt.js';
+import { freePort, HostProcess, type LogLine } from '../helpers/process.js';
+import { withTimeout } from '../helpers/wait.js';
+
+export type BackendName = 'embedded' | 'server';
+export const BACKENDS: readonly BackendName[] = ['embedded', 'server'];
+export const BACKEND_TITLE: Record<BackendName, string> = {
+  embedded: 'embedded broker + PGlite',
+  server: 'Mosquitto + PostgreSQL server',
+};
+
+/** The bound of every wait that involves several processes (generous: 2 shared cores). */
+export const T = 20_000;
+export const API = '/api/exchange-hub';
+const POLL_MS = 50;
+
+/** Short, but not so short that a busy machine trips them. */
+export const HUB_TIMING = {
+  heartbeat_interval_s: 1,
+  heartbeat_timeout_ms: 3_000,
+  retry_base_ms: 400,
+  retry_max_ms: 3_200,
+} as const;
+
+// biome-ignore lint/suspicious/noExplicitAny: JSON answers read field by field in assertions
+export type Json = any;
+
+export const uniqueId = (what: string): string => `e2e-${what}-${randomBytes(4).toString('hex')}`;
+
+function tempDir(what: string): string {
+  return fs.mkdtempSync(path.join(os.tmpdir(), `gmq-e2e-${what}-`));
+}
+
+// ─── the hub ────────────────────────────────────────────────────────────────────────────────
+
+export interface Provisioned {
+  project_id: string;
+  secret: string;
+  mqtt_username: string;
+  mqtt_password: string;
+}
+
+export interface HubOptions {
+  /** Extra settings merged into the module blocks. */
+  status?: Record<string, unknown>;
+  command?: Record<string, unknown>;
+}
+
+/**
+ * One hub (status, command, mqtt-bridge, web, and on `embedded` the broker) that can be started,
+ * stopped, killed and started again on the same database, broker port and MQTT client id.
+ */
+export class Hub {
+  /** Every process this hub ran, in order; `proc` is the last. */
+  readonly runs: HostProcess[] = [];
+  base = '';
+
+  private constructor(
+    readonly backend: BackendName,
+    readonly dir: string,
+    readonly file: string,
+    /** Where agents connect (the embedded broker, or Mosquitto). */
+    readonly brokerUrl: string,
+    /** The bridge's fixed MQTT client id (its persistent session). */
+    readonly clientId: string,
+    /** A credential that may publish and subscribe anywhere on the broker (the test plays an insider). */
+    readonly superuser: { username?: string; password?: string },
+    private readonly dropDb: () => Promise<void>,
+  ) {}
+
+  static async create(backend: BackendName, opts: HubOptions = {}): Promise<Hub> {
+    const dir = tempDir('hub');
+    const clientId = uniqueId('hub');
+    const modules: Record<string, unknown> = {};
+    let database: Record<string, unknown>;
+    let dropDb: () => Promise<void>;
+    let brokerUrl: string;
+    let superuser: { username?: string; password?: string } = {};
+    if (backend === 'embedded') {
+      // one hub per data directory: its own initdb costs less than a template made here and copied
+      const db = tempPgliteConfig();
+      database = { ...db.config };
+      dropDb = async () => db.cleanup();
+      const port = await freePort();
+      superuser = { username: 'gmq-hub', password: randomBytes(12).toString('hex') };
+      modules.broker = { port, host: '127.0.0.1', hub_password: superuser.password };
+      brokerUrl = `mqtt://127.0.0.1:${port}`;
+    } else {
+      const s = await withPgSchema();
+      database = { ...s.config };
+      dropDb = s.drop;
+      brokerUrl = MOSQUITTO_URL;
+    }
+    Object.assign(modules, {
+      status: {
+        heartbeat_interval_s: HUB_TIMING.heartbeat_interval_s,
+        heartbeat_timeout_ms: HUB_TIMING.heartbeat_timeout_ms,
+        sweep_interval_ms: 200,
+        flush_interval_ms: 200,
+        ...opts.status,
+      },
+      command: {
+        retry_base_ms: HUB_TIMING.retry_base_ms,
+        retry_max_ms: HUB_TIMING.retry_max_ms,
+        relay_interval_ms: 100,
+        sweep_interval_ms: 200,
+        ...opts.command,
+      },
+      'mqtt-bridge': { url: brokerUrl, client_id: clientId, reconnect_min_ms: 100, reconnect_max_ms: 500 },
+      web: { port: 0 },
+    });
+    const file = path.join(dir, 'config.yml');
+    // YAML is a superset of JSON
+    fs.writeFileSync(file, JSON.stringify({ databases: { default: database }, modules }, null, 2));
+    return new Hub(backend, dir, file, brokerUrl, clientId, superuser, dropDb);
+  }
+
+  get proc(): HostProcess {
+    const p = this.runs.at(-1);
+    if (!p) throw new Error('hub not started');
+    return p;
+  }
+
+  get running(): boolean {
+    const p = this.runs.at(-1);
+    return p !== undefined && p.proc.exitCode === null && p.proc.signalCode === null;
+  }
+
+  /** Starts a new hub process (env on top of this process's) and waits until its REST API listens. */
+  async start(env: NodeJS.ProcessEnv = {}): Promise<void> {
+    const p = new HostProcess(this.file, env);
+    this.runs.push(p);
+    await p.started(T);
+    const web = await p.waitFor((l) => l.msg === 'web listening', T, 'web listening');
+    this.base = String(web.url);
+  }
+
+  /** Graceful stop (SIGTERM); asserts nothing, returns how it exited. */
+  stop(): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
+    return this.running ? this.proc.stop() : Promise.resolve({ code: null, signal: null });
+  }
+
+  kill9(): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
+    return this.proc.kill9();
+  }
+
+  async api(method: 'GET' | 'POST', p: string, body?: unknown): Promise<{ status: number; json: Json }> {
+    const res = await fetch(this.base + API + p, {
+      method,
+      headers: body === undefined ? {} : { 'content-type': 'application/json' },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    const text = await res.text();
+    return { status: res.status, json: text ? JSON.parse(text) : null };
+  }
+
+  /** POST /projects: a new project and its secret (shown this once). */
+  async provision(what = 'p'): Promise<Provisioned> {
+    const project_id = uniqueId(what);
+    const r = await this.api('POST', '/projects', { project_id, name: `e2e ${what}` });
+    if (r.status !== 201) throw new Error(`provisioning failed: ${r.status} ${JSON.stringify(r.json)}`);
+    return r.json as Provisioned;
+  }
+
+  /** Waits until GET /project/:id/status shows `state`. */
+  async waitState(projectId: string, state: string, ms = T): Promise<Json> {
+    let last: Json;
+    await this.polling(
+      async () => {
+        last = (await this.api('GET', `/project/${projectId}/status`)).json;
+        return last?.state === state;
+      },
+      ms,
+      () => `project ${projectId} ${state} (last: ${JSON.stringify(last)})`,
+    );
+    return last;
+  }
+
+  /**
+   * After this hub restarted: waits until `projectId` is online in the new process's own view. On
+   * the embedded broker the agent lost its connection with the hub, so a project loaded as online
+   * from the database goes through a new handshake first: wait for that to be accepted.
+   */
+  async waitBack(projectId: string, ms = T): Promise<Json> {
+    if (this.backend === 'embedded') {
+      await this.proc.waitFor(
+        (l) => l.msg === 'registration accepted' && l.project_id === projectId,
+        ms,
+        `the registration of ${projectId} by the new hub process`,
+      );
+    }
+    return this.waitState(projectId, 'online', ms);
+  }
+
+  /** Waits until GET /command/:id satisfies `pred` (default: status completed). */
+  async waitCommand(commandId: string, pred: (c: Json) => boolean = (c) => c.status === 'completed', ms = T) {
+    let last: Json;
+    await this.polling(
+      async () => {
+        const r = await this.api('GET', `/command/${commandId}`);
+        last = r.json;
+        return r.status === 200 && pred(last);
+      },
+      ms,
+      () => `command ${commandId} (last: ${JSON.stringify(last)})`,
+    );
+    return last;
+  }
+
+  /**
+   * Asks again every POLL_MS (a REST call is a bus request and a query: every 5 ms would load the
+   * hub under test) until `cond` holds; a failure says what was seen last and what the hub logged.
+   */
+  private async polling(cond: () => Promise<boolean>, ms: number, what: () => string): Promise<void> {
+    const deadline = Date.now() + ms;
+    while (!(await cond())) {
+      if (Date.now() > deadline) {
+        const log = this.running ? this.proc.tail(25) : '(down)';
+        throw new Error(`timed out after ${ms} ms waiting for ${what()}\nhub log:\n${log}`);
+      }
+      await new Promise((r) => setTimeout(r, POLL_MS));
+    }
+  }
+
+  /** An agent of `project` (not started) connecting to this hub's broker, or to `url` (a proxy in front of it). */
+  newAgent(project: Provisioned, opts: { url?: string; settings?: Record<string, unknown> } = {}): Agent {
+    return new Agent({ url: opts.url ?? this.brokerUrl, project, settings: opts.settings }, this.brokerUrl);
+  }
+
+  /** An MQTT client that may see and publish everything (for observing uplinks, forging downlinks). */
+  observer(): Promise<MqttClient> {
+    return connectClient(this.brokerUrl, { clientId: uniqueId('observer'), clean: true, ...this.superuser });
+  }
+
+  async dispose(): Promise<void> {
+    await this.stop();
+    await this.dropDb().catch(() => undefined);
+    if (this.backend === 'server') await forgetSessions(this.brokerUrl, [this.clientId]);
+    fs.rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+// ─── the agent ──────────────────────────────────────────────────────────────────────────────
+
+export interface AgentOptions {
+  /** Broker URL to connect to (the hub's broker, or a proxy in front of it). */
+  url: string;
+  project: Provisioned;
+  /** Extra agent settings. */
+  settings?: Record<string, unknown>;
+}
+
+/**
+ * A field agent: the same program with only the `agent` module. Its queue directory and MQTT
+ * client id stay the same across restarts, like a real installation's.
+ */
+export class Agent {
+  readonly runs: HostProcess[] = [];
+  readonly clientId = uniqueId('agent');
+  readonly dir = tempDir('agent');
+  readonly file = path.join(this.dir, 'config.yml');
+  readonly queueDir = path.join(this.dir, 'queue');
+
+  constructor(
+    private readonly opts: AgentOptions,
+    private readonly brokerUrl: string,
+  ) {
+    const agent = {
+      url: opts.url,
+      project_id: opts.project.project_id,
+      secret: opts.project.secret,
+      node_name: 'e2e-agent',
+      client_id: this.clientId,
+      reconnect_min_ms: 100,
+      reconnect_max_ms: 400,
+      register_retry_ms: 1_000,
+      stop_drain_ms: 1_000,
+      queue: { dir: this.queueDir, retry_delay_ms: 200 },
+      handlers: { host_exec: { enabled: true, allow: ['/bin/cat'] } },
+      ...opts.settings,
+    };
+    fs.writeFileSync(this.file, JSON.stringify({ modules: { agent } }, null, 2));
+  }
+
+  get projectId(): string {
+    return this.opts.project.project_id;
+  }
+
+  get proc(): HostProcess {
+    const p = this.runs.at(-1);
+    if (!p) throw new Error('agent not started');
+    return p;
+  }
+
+  get running(): boolean {
+    const p = this.runs.at(-1);
+    return p !== undefined && p.proc.exitCode === null && p.proc.signalCode === null;
+  }
+
+  /** Starts a new agent process and waits until it has started (not until it registered). */
+  async start(): Promise<HostProcess> {
+    const p = new HostProcess(this.file);
+    this.runs.push(p);
+    await p.started(T);
+    return p;
+  }
+
+  /** Waits until this run's registration was accepted by a hub. */
+  registered(ms = T): Promise<LogLine> {
+    return this.proc.waitFor((l) => l.msg === 'agent registered', ms, `agent ${this.projectId} registered`);
+  }
+
+  /** Waits for a log line of this run. */
+  waitLog(msg: string, fields: Record<string, unknown> = {}, ms = T): Promise<LogLine> {
+    return this.proc.waitFor(
+      (l) => l.msg === msg && Object.entries(fields).every(([k, v]) => l[k] === v),
+      ms,
+      `agent log "${msg}" ${JSON.stringify(fields)}`,
+    );
+  }
+
+  /** Log lines of every run of this agent with `msg` (and `command_id` when given). */
+  logs(msg: string, commandId?: string): LogLine[] {
+    return this.runs.flatMap((r) =>
+      r.lines.filter((l) => l.msg === msg && (commandId === undefined || l.command_id === commandId)),
+    );
+  }
+
+  stop(): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
+    return this.running ? this.proc.stop() : Promise.resolve({ code: null, signal: null });
+  }
+
+  kill9(): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
+    return this.proc.kill9();
+  }
+
+  /** Files waiting in the disk retry queue (one JSON file per uplink). */
+  queuedOnDisk(): string[] {
+    if (!fs.existsSync(this.queueDir)) return [];
+    const out: string[] = [];
+    for (const sub of fs.readdirSync(this.queueDir)) {
+      const d = path.join(this.queueDir, sub);
+      if (!fs.statSync(d).isDirectory()) continue;
+      for (const f of fs.readdirSync(d)) if (f.endsWith('.json') && !f.startsWith('.')) out.push(path.join(d, f));
+    }
+    return out;
+  }
+
+  async dispose(): Promise<void> {
+    if (this.running) {
+      // a stopped (SIGSTOP) agent cannot handle SIGTERM
+      this.proc.proc.kill('SIGCONT');
+      await this.stop();
+    }
+    if (this.brokerUrl === MOSQUITTO_URL) await forgetSessions(this.brokerUrl, [this.clientId]);
+    fs.rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+// ─── an MQTT-aware TCP proxy ────────────────────────────────────────────────────────────────
+
+export interface SeenPublish {
+  at: number;
+  topic: string;
+  qos: number;
+  packetId?: number;
+  payload: Buffer;
+  json: Json;
+}
+
+/**
+ * Splits a byte stream into MQTT control packets (fixed header: type/flags byte, then the
+ * "remaining length" varint of up to four bytes, [MQTT-2.2.3]).
+ */
+class Framer {
+  private buf: Buffer = Buffer.alloc(0);
+
+  push(chunk: Buffer): Buffer[] {
+    this.buf = this.buf.length === 0 ? chunk : Buffer.concat([this.buf, chunk]);
+    const out: Buffer[] = [];
+    for (;;) {
+      let len = 0;
+      let mul = 1;
+      let i = 1;
+      let complete = false;
+      for (; i <= 4 && i < this.buf.length; i++) {
+        const b = this.buf[i];
+        len += (b & 0x7f) * mul;
+        mul *= 128;
+        if ((b & 0x80) === 0) {
+          complete = true;
+          break;
+        }
+      }
+      if (!complete) return out;
+      const total = i + 1 + len;
+      if (this.buf.length < total) return out;
+      out.push(this.buf.subarray(0, total));
+      this.buf = this.buf.subarray(total);
+    }
+  }
+}
+
+/** Decodes an MQTT 3.1.1 PUBLISH (type 3), or null for any other packet. */
+function decodePublish(pkt: Buffer): Omit<SeenPublish, 'at'> | null {
+  if (pkt[0] >> 4 !== 3) return null;
+  const qos = (pkt[0] >> 1) & 3;
+  let i = 1;
+  while (pkt[i] & 0x80) i++;
+  i++;
+  const topicLen = pkt.readUInt16BE(i);
+  const topic = pkt.subarray(i + 2, i + 2 + topicLen).toString('utf8');
+  i += 2 + topicLen;
+  let packetId: number | undefined;
+  if (qos > 0) {
+    packetId = pkt.readUInt16BE(i);
+    i += 2;
+  }
+  const payload = Buffer.from(pkt.subarray(i));
+  let json: Json = null;
+  try {
+    json = JSON.parse(payload.toString('utf8'));
+  } catch {
+    // not JSON: kept as bytes
+  }
+  return { topic, qos, packetId, payload, json };
+}
+
+/**
+ * A TCP proxy between one agent and its broker that understands MQTT framing:
+ * - `cut()` ends every connection and refuses new ones until `restore()` (a network outage; the
+ *   broker sees the sockets close, so it sends the agent's last will);
+ * - `dropUplink` drops PUBLISHes the agent sends and answers their PUBACK itself, like a broker
+ *   that acknowledged a message and then lost it;
+ * - `downlinks` records every PUBLISH the broker delivered to the agent, with its arrival time.
+ */
+export class MqttProxy {
+  readonly downlinks: SeenPublish[] = [];
+  readonly dropped: SeenPublish[] = [];
+  dropUplink: ((p: SeenPublish) => boolean) | null = null;
+  private down = false;
+  private readonly pairs = new Set<{ client: net.Socket; upstream: net.Socket }>();
+
+  private constructor(
+    private readonly server: net.Server,
+    readonly url: string,
+  ) {}
+
+  static async start(targetUrl: string): Promise<MqttProxy> {
+    const target = new URL(targetUrl);
+    let proxy!: MqttProxy;
+    const server = net.createServer((client) => proxy.accept(client, target.hostname, Number(target.port || 1883)));
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(0, '127.0.0.1', () => resolve());
+    });
+    proxy = new MqttProxy(server, `mqtt://127.0.0.1:${(server.address() as net.AddressInfo).port}`);
+    return proxy;
+  }
+
+  /** Ends every connection; new ones are closed at once until `restore()`. */
+  cut(): void {
+    this.down = true;
+    for (const { client, upstream } of this.pairs) {
+      client.destroy();
+      upstream.destroy();
+    }
+    this.pairs.clear();
+  }
+
+  restore(): void {
+    this.down = false;
+  }
+
+  get connections(): number {
+    return this.pairs.size;
+  }
+
+  async close(): Promise<void> {
+    this.cut();
+    await new Promise<void>((r) => this.server.close(() => r()));
+  }
+
+  private accept(client: net.Socket, host: string, port: number): void {
+    if (this.down) {
+      client.destroy();
+      return;
+    }
+    client.setNoDelay(true);
+    const upstream = net.connect({ host, port, noDelay: true });
+    const pair = { client, upstream };
+    this.pairs.add(pair);
+    const end = () => {
+      this.pairs.delete(pair);
+      client.destroy();
+      upstream.destroy();
+    };
+    client.on('error', end).on('close', end);
+    upstream.on('error', end).on('close', end);
+
+    const up = new Framer();
+    client.on('data', (chunk: Buffer) => {
+      for (const pkt of up.push(chunk)) {
+        const pub = decodePublish(pkt);
+        if (pub && this.dropUplink) {
+          const seen = { ...pub, at: Date.now() };
+          if (this.dropUplink(seen)) {
+            this.dropped.push(seen);
+            // PUBACK [MQTT-3.4]: the agent believes the broker has it
+            if (pub.qos === 1 && pub.packetId !== undefined) {
+              client.write(Buffer.from([0x40, 0x02, pub.packetId >> 8, pub.packetId & 0xff]));
+            }
+            continue;
+          }
+        }
+        upstream.write(pkt);
+      }
+    });
+    const downFramer = new Framer();
+    upstream.on('data', (chunk: Buffer) => {
+      for (const pkt of downFramer.push(chunk)) {
+        const pub = decodePublish(pkt);
+        if (pub) this.downlinks.push({ ...pub, at: Date.now() });
+        client.write(pkt);
+      }
+    });
+  }
+}
+
+// ─── a raw mqtt.js client posing as an agent ────────────────────────────────────────────────
+
+export interface Received {
+  at: number;
+  topic: string;
+  raw: Buffer;
+  msg: Json;
+}
+
+/**
+ * An mqtt.js client that speaks the wire protocol by hand (modules/shared/protocol.ts and
+ * signing.ts build its messages), so a test can send what a real agent never would. It keeps
+ * only downlinks signed with its project's secret: on a shared broker other hubs may answer our
+ * uplinks, unsigned, since they do not know the project.
+ */
+export class RawAgent {
+  readonly received: Received[] = [];
+  readonly ignored: Received[] = [];
+  private waiters: Array<() => void> = [];
+
+  private constructor(
+    readonly client: MqttClient,
+    readonly project: Provisioned,
+    readonly clientId: string,
+    private readonly url: string,
+  ) {
+    client.on('message', (topic, payload) => {
+      let msg: Json = null;
+      try {
+        msg = JSON.parse(payload.toString('utf8'));
+      } catch {
+        // kept as ignored
+      }
+      const r = { at: Date.now(), topic, raw: Buffer.from(payload), msg };
+      if (msg && verifySignature(msg, project.secret)) this.received.push(r);
+      else this.ignored.push(r);
+      for (const w of this.waiters.splice(0)) w();
+    });
+  }
+
+  static async connect(url: string, project: Provisioned, opts: { clean?: boolean } = {}): Promise<RawAgent> {
+    const clientId = uniqueId('raw');
+    const client = await connectClient(url, {
+      clientId,
+      clean: opts.clean ?? true,
+      username: project.mqtt_username,
+      password: project.mqtt_password,
+      protocolVersion: 4,
+    });
+    await client.subscribeAsync(
+      { [commandDownTopic(project.project_id)]: { qos: 1 }, [messageDownTopic(project.project_id)]: { qos: 1 } },
+      {},
+    );
+    return new RawAgent(client, project, clientId, url);
+  }
+
+  get projectId(): string {
+    return this.project.project_id;
+  }
+
+  /** A signed `register` (or one built with another secret, timestamp or message id). */
+  registerMessage(opts: { secret?: string; now?: number; messageId?: string } = {}): Json {
+    const payload: RegisterPayload = {
+      node_name: 'raw',
+      instance_id: `raw-${os.hostname()}-${process.pid}`,
+      version: '0.0.0-test',
+      pid: process.pid,
+      start_time: Date.now(),
+      capabilities: ['echo'],
+      metadata: { test: true },
+      node_version: process.version,
+    };
+    return buildCommand(this.projectId, 'register', payload, opts.secret ?? this.project.secret, {
+      ...(opts.now !== undefined ? { now: opts.now } : {}),
+      ...(opts.messageId !== undefined ? { messageId: opts.messageId } : {}),
+    });
+  }
+
+  async publishCommandUp(msg: unknown): Promise<void> {
+    await this.client.publishAsync(TOPIC_COMMAND_UP, JSON.stringify(msg), { qos: 1 });
+  }
+
+  /** A signed uplink data message. */
+  async sendData(dataType: string, payload: unknown): Promise<void> {
+    const msg = buildData(this.projectId, dataType, payload, { secret: this.project.secret });
+    await this.client.publishAsync(TOPIC_MESSAGE_UP, JSON.stringify(msg), { qos: 1 });
+  }
+
+  /** Waits for a signed downlink (past or future) that satisfies `pred`, starting at index `from`. */
+  async next(pred: (r: Received) => boolean, ms = T, what = 'a downlink', from = 0): Promise<Received> {
+    return withTimeout(
+      (async () => {
+        for (;;) {
+          const found = this.received.slice(from).find(pred);
+          if (found) return found;
+          await new Promise<void>((r) => this.waiters.push(r));
+        }
+      })(),
+      ms,
+      what,
+    );
+  }
+
+  /** The commands received so far with this message id. */
+  copiesOf(commandId: string): Received[] {
+    return this.received.filter((r) => r.topic === commandDownTopic(this.projectId) && r.msg.message_id === commandId);
+  }
+
+  async close(): Promise<void> {
+    await this.client.endAsync();
+    if (this.url === MOSQUITTO_URL) await forgetSessions(this.url, [this.clientId]);
+  }
+}
+
+/** A `register_ack` signed by the hub for this project. */
+export const isRegisterAck = (r: Received): boolean => r.msg?.type === 'message' && r.msg.data_type === 'register_ack';
+
+// ─── a gate that holds a command running ────────────────────────────────────────────────────
+
+/**
+ * A named pipe. A host_exec command `/bin/cat <gate>` blocks reading it until the test opens the
+ * other end and writes: the command is then as long as the test needs, with no timing guess.
+ */
+export class Gate {
+  readonly path: string;
+  private writing: Promise<void> | null = null;
+  private written = false;
+
+  constructor(dir: string) {
+    this.path = path.join(dir, `gate-${randomBytes(4).toString('hex')}`);
+    execFileSync('mkfifo', [this.path]);
+  }
+
+  /** The host_exec payload that waits for this gate. */
+  get command(): { command: string; args: string[] } {
+    return { command: '/bin/cat', args: [this.path] };
+  }
+
+  /** Writes `text` and closes: the waiting `cat` prints it and exits 0. */
+  async release(text = 'released\n', ms = T): Promise<void> {
+    // opening a FIFO for writing waits for its reader (in libuv's pool, not on the event loop)
+    this.writing = fs.promises.writeFile(this.path, text).then(() => {
+      this.written = true;
+    });
+    await withTimeout(this.writing, ms, 'the gate reader (cat)');
+  }
+
+  /**
+   * A release still waiting for its reader would keep the test process alive (a pending fs
+   * request): open the reading end ourselves so it completes, then let go.
+   */
+  dispose(): void {
+    if (!this.writing || this.written) return;
+    this.writing.catch(() => undefined);
+    try {
+      fs.closeSync(fs.openSync(this.path, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK));
+    } catch {
+      // gone already
+    }
+  }
+}
+
+/** A scratch directory removed by the returned function. */
+export function scratchDir(what: string): { dir: string; remove(): void } {
+  const dir = tempDir(what);
+  return { dir, remove: () => fs.rmSync(dir, { recursive: true, force: true }) };
+}
