@@ -33,7 +33,7 @@ import {
   TOPIC_MESSAGE_UP,
 } from '../../modules/shared/protocol.js';
 import { verifySignature } from '../../modules/shared/signing.js';
-import { tempPgliteConfig, withPgSchema } from '../helpers/db.js';
+import { prepareSharedPgliteTemplate, tempPgliteConfig, withPgSchema } from '../helpers/db.js';
 import { connectClient, forgetSessions, MOSQUITTO_URL } from '../helpers/mqtt.js';
 import { freePort, HostProcess, type LogLine } from '../helpers/process.js';
 import { withTimeout } from '../helpers/wait.js';
@@ -47,6 +47,8 @@ export const BACKEND_TITLE: Record<BackendName, string> = {
 
 /** The bound of every wait that involves several processes (generous: 2 shared cores). */
 export const T = 20_000;
+/** A process start: node itself, every module, a database; on a loaded machine that takes a while. */
+const START_MS = 60_000;
 export const API = '/api/exchange-hub';
 const POLL_MS = 50;
 
@@ -113,7 +115,7 @@ export class Hub {
     let brokerUrl: string;
     let superuser: { username?: string; password?: string } = {};
     if (backend === 'embedded') {
-      // one hub per data directory: its own initdb costs less than a template made here and copied
+      await prepareSharedPgliteTemplate();
       const db = tempPgliteConfig();
       database = { ...db.config };
       dropDb = async () => db.cleanup();
@@ -166,8 +168,8 @@ export class Hub {
   async start(env: NodeJS.ProcessEnv = {}): Promise<void> {
     const p = new HostProcess(this.file, env);
     this.runs.push(p);
-    await p.started(T);
-    const web = await p.waitFor((l) => l.msg === 'web listening', T, 'web listening');
+    await p.started(START_MS);
+    const web = await p.waitFor((l) => l.msg === 'web listening', START_MS, 'web listening');
     this.base = String(web.url);
   }
 
@@ -337,7 +339,7 @@ export class Agent {
   async start(): Promise<HostProcess> {
     const p = new HostProcess(this.file);
     this.runs.push(p);
-    await p.started(T);
+    await p.started(START_MS);
     return p;
   }
 

@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
+import { createRequire } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
 import { PGlite } from '@electric-sql/pglite';
@@ -52,6 +53,32 @@ export function tempPgliteConfig(): { config: DbConfig; cleanup(): void } {
     config: { driver: 'pglite', data_dir: dir },
     cleanup: () => fs.rmSync(dir, { recursive: true, force: true }),
   };
+}
+
+/**
+ * Like `preparePgliteTemplate()`, but the initialised cluster is kept in the temp directory for
+ * every test process of this machine (keyed by the PGlite version), so only the first run pays
+ * for initdb, which takes seconds, and tens of seconds when several processes do it at once on a
+ * loaded machine. Built in a private directory and renamed into place: a reader never sees half
+ * of it, and of two processes building it at once, one keeps its copy.
+ */
+export async function prepareSharedPgliteTemplate(): Promise<void> {
+  if (template) return;
+  const require = createRequire(import.meta.url);
+  const { version } = require('@electric-sql/pglite/package.json') as { version: string };
+  const shared = path.join(os.tmpdir(), `gmq-pglite-template-${version}`);
+  if (!fs.existsSync(path.join(shared, 'PG_VERSION'))) {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'gmq-db-template-'));
+    const db = new PGlite(dir);
+    await db.waitReady;
+    await db.close();
+    try {
+      fs.renameSync(dir, shared);
+    } catch {
+      fs.rmSync(dir, { recursive: true, force: true }); // another process was first
+    }
+  }
+  template = shared;
 }
 
 /** Initialises one PGlite cluster per process for `tempPgliteConfig()` to copy. Idempotent. */
