@@ -107,7 +107,6 @@ export class Hub {
   ) {}
 
   static async create(backend: BackendName, opts: HubOptions = {}): Promise<Hub> {
-    const dir = tempDir('hub');
     const clientId = uniqueId('hub');
     const modules: Record<string, unknown> = {};
     let database: Record<string, unknown>;
@@ -147,6 +146,7 @@ export class Hub {
       'mqtt-bridge': { url: brokerUrl, client_id: clientId, reconnect_min_ms: 100, reconnect_max_ms: 500 },
       web: { port: 0 },
     });
+    const dir = tempDir('hub');
     const file = path.join(dir, 'config.yml');
     // YAML is a superset of JSON
     fs.writeFileSync(file, JSON.stringify({ databases: { default: database }, modules }, null, 2));

@@ -1,8 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
-import { createRequire } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { PGlite } from '@electric-sql/pglite';
 import pg from 'pg';
 import type { DbConfig } from '../../core/services/db.js';
@@ -64,9 +64,7 @@ export function tempPgliteConfig(): { config: DbConfig; cleanup(): void } {
  */
 export async function prepareSharedPgliteTemplate(): Promise<void> {
   if (template) return;
-  const require = createRequire(import.meta.url);
-  const { version } = require('@electric-sql/pglite/package.json') as { version: string };
-  const shared = path.join(os.tmpdir(), `gmq-pglite-template-${version}`);
+  const shared = path.join(os.tmpdir(), `gmq-pglite-template-${pgliteVersion()}`);
   if (!fs.existsSync(path.join(shared, 'PG_VERSION'))) {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'gmq-db-template-'));
     const db = new PGlite(dir);
@@ -91,4 +89,21 @@ export async function preparePgliteTemplate(): Promise<void> {
   template = dir;
   // Best effort: the template is small, and a crashed run leaves only a temp dir behind.
   process.once('exit', () => fs.rmSync(dir, { recursive: true, force: true }));
+}
+
+/** The installed PGlite's version (its package.json is not in the package's exports: walk up from its entry). */
+function pgliteVersion(): string {
+  let dir = path.dirname(fileURLToPath(import.meta.resolve('@electric-sql/pglite')));
+  for (let i = 0; i < 5; i++, dir = path.dirname(dir)) {
+    try {
+      const pkg = JSON.parse(fs.readFileSync(path.join(dir, 'package.json'), 'utf8')) as {
+        name?: string;
+        version?: string;
+      };
+      if (pkg.name === '@electric-sql/pglite' && pkg.version) return pkg.version;
+    } catch {
+      // not here
+    }
+  }
+  return 'unknown';
 }
