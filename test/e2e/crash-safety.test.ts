@@ -9,18 +9,9 @@ import fs from 'node:fs';
 import { after, before, beforeEach, describe, test } from 'node:test';
 import { TOPIC_MESSAGE_UP } from '../../modules/shared/protocol.js';
 import { until } from '../helpers/wait.js';
-import {
-  type Agent,
-  BACKEND_TITLE,
-  BACKENDS,
-  Gate,
-  Hub,
-  type Json,
-  MqttProxy,
-  type Provisioned,
-  scratchDir,
-  T,
-} from './harness.js';
+import { type Agent, BACKEND_TITLE, BACKENDS, Hub, type Json, type Provisioned, scratchDir, T } from './harness.js';
+import { MqttProxy } from './mqtt-proxy.js';
+import { Gate } from './raw-agent.js';
 
 for (const backend of BACKENDS) {
   describe(`crash safety (${BACKEND_TITLE[backend]})`, () => {
