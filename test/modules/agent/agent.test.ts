@@ -223,7 +223,8 @@ for (const broker of brokers) {
           await registered(hub);
           await until(async () => (await a.stats()).registered, T, 'registered');
           const s = (await a.stats()) as AgentStats & { messages_rejected: number };
-          assert.equal(s.messages_rejected, 1);
+          // the forged ack (on a shared Mosquitto, other hubs' unsigned answers are refused and counted too)
+          assert.ok(s.messages_rejected >= 1, `messages_rejected ${s.messages_rejected}`);
           assert.equal(hub.count('register_complete'), 1);
           // reregister starts over
           const before = hub.count('register');
