@@ -313,7 +313,8 @@ for (const broker of brokers) {
         const cmd = await hub.command('host_exec', {
           command: process.execPath,
           args: ['-e', 'console.log("started"); setInterval(() => {}, 1000)'],
-          timeout_ms: 300,
+          // long enough for a node child to start and print on a loaded 2-core machine (300 ms was not)
+          timeout_ms: 2000,
         });
         const res = await hub.waitFor(
           (u) => u.type === 'exec_result' && u.payload.command_id === cmd.message_id,
