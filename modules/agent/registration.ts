@@ -89,6 +89,14 @@ export class Registrar {
         this.d.log.warn({ code: v.code, reason: v.reason, data_type: msg.data_type }, 'downlink message rejected');
         return;
       }
+    } else if (this.registeredFlag) {
+      // A hub that knows the project signs what it sends; only one that does not know it (another
+      // hub on a shared broker, answering our uplinks) or anyone else allowed to publish on our
+      // downlink sends unsigned data. Such a message must not end the session our hub accepted
+      // with a signed register_ack; before that, an unsigned refusal is still shown to the operator.
+      this.d.rejected();
+      this.d.log.warn({ data_type: msg.data_type }, 'unsigned downlink message ignored while registered');
+      return;
     }
     if (msg.data_type === 'reregister') {
       this.d.log.info({ reason: msg.payload.reason }, 'hub asked the agent to register again');

@@ -9,6 +9,9 @@
  *   While anything waits on disk new messages go to disk too, so the order stays FIFO.
  * - Entries older than `ttl_ms` are dropped as expired; an entry whose publish failed
  *   `max_retries` times is dropped; both are counted.
+ * - While there is no connection, whatever waits in memory has a copy on disk too (written when
+ *   it is queued, or when the connection goes): a process killed during an outage (SIGKILL, OOM,
+ *   power) loses no result. Connected, memory stays the fast path and the disk is not touched.
  * - On stop the memory part is written to disk; a new process loads the folder at start.
  *
  * Entries hold the data type and payload, not a signed message: the message is built and signed
@@ -117,6 +120,8 @@ export class RetryQueue {
       attempts: 0,
     };
     if (!this.persisted && this.diskCount === 0 && this.memory.length < this.o.memoryMax) {
+      // no connection: it may wait a long time, so it gets a disk copy now (a crash must not lose it)
+      if (!this.sender) this.write(e);
       this.memory.push(e);
     } else if (this.diskCount < this.o.diskMax) {
       if (this.write(e)) this.disk.push(e.file!);
@@ -145,6 +150,8 @@ export class RetryQueue {
   offline(): void {
     this.sender = null;
     this.clearRetry();
+    // what waits from now on waits for a new connection, maybe long: secure it on disk
+    this.secure(this.memory);
   }
 
   /**
@@ -179,13 +186,12 @@ export class RetryQueue {
     await this.pumping;
   }
 
-  /** Writes what waits in memory to disk (on stop), so the next process sends it. Returns how many. */
+  /** Writes what waits in memory to disk (on stop), so the next process sends it. Returns how many are there. */
   persist(): number {
     this.persisted = true;
     let n = 0;
     for (const e of this.memory) {
-      if (e.file !== undefined) continue;
-      if (this.write(e)) n++;
+      if (e.file !== undefined || this.write(e)) n++;
       else this.c.dropped++;
     }
     this.memory = [];
@@ -226,6 +232,9 @@ export class RetryQueue {
     if (this.memory.length === 0 && this.diskCount === 0) return;
     this.pumping = this.pump().finally(() => {
       this.pumping = null;
+      // An entry queued after the pump's last take() found it still running and did not start
+      // another: look again, or it would wait for the next enqueue (a paused retry resumes by timer).
+      if (this.retryTimer === null) this.kick();
     });
   }
 
@@ -263,8 +272,10 @@ export class RetryQueue {
         this.c.retried += failed.length;
         this.memory.unshift(...failed);
         // Still "online" means the broker refused this publish on a live connection: pause, then
-        // try again. Otherwise the next connect calls online() and the drain resumes from here.
+        // try again. Otherwise the next connect calls online() and the drain resumes from here,
+        // and until then the entries that were in flight are kept on disk like the rest.
         if (this.isOnline()) this.scheduleRetry();
+        else this.secure(failed);
         return;
       }
     }
@@ -300,6 +311,11 @@ export class RetryQueue {
     return loaded > 0;
   }
 
+  /** Gives every entry of `list` without one a disk copy (it stays in memory, in its place). */
+  private secure(list: QueuedUplink[]): void {
+    for (const e of list) if (e.file === undefined) this.write(e);
+  }
+
   private expire(e: QueuedUplink): void {
     this.c.expired++;
     if (e.file !== undefined) this.unlink(e.file);
@@ -324,7 +340,7 @@ export class RetryQueue {
       e.file = name;
       return true;
     } catch (err) {
-      this.o.log.error({ err, dir: this.o.dir }, 'could not write an uplink to the disk queue: dropped');
+      this.o.log.error({ err, dir: this.o.dir, data_type: e.data_type }, 'could not write an uplink to the disk queue');
       this.unlink(tmp);
       return false;
     }

@@ -168,20 +168,27 @@ export class Relay {
    */
   private async recordOutcomes(
     claimed: Claimed[],
-    ok: Set<string>,
+    ok: Map<string, number>,
     failed: { command_id: string; err: string }[],
   ): Promise<TrackerRow[]> {
     const at = isoAt(this.d.clock.now());
     const errors = new Map(failed.map((f) => [f.command_id, f.err]));
-    const v = claimed.map((c) => ({
-      command_id: c.command_id,
-      attempts: c.attempts,
-      ok: ok.has(c.command_id),
-      err: errors.get(c.command_id) ?? null,
-    }));
+    const v = claimed.map((c) => {
+      const pubackAt = ok.get(c.command_id);
+      return {
+        command_id: c.command_id,
+        attempts: c.attempts,
+        ok: pubackAt !== undefined,
+        sent: pubackAt === undefined ? null : isoAt(pubackAt),
+        err: errors.get(c.command_id) ?? null,
+      };
+    });
     const touchOutbox = v.filter((x, i) => x.err !== null || claimed[i].had_error);
     // Two single-table statements, each locking its rows in order (deps.ts): neither holds one
     // table's locks while waiting for the other's.
+    // sent_at is the first PUBACK, as the relay saw it, not the time of this write (which comes
+    // after the whole batch): an agent's ack that was recorded first (sent_at = its arrival) or
+    // an earlier attempt keeps the earlier moment, and nothing is sent after it was acked.
     const rows = await retrying(() =>
       query<TrackerRow & { was: string }>(
         this.d.db,
@@ -189,12 +196,12 @@ export class Relay {
          UPDATE command_tracker t
             SET attempts = GREATEST(t.attempts, v.attempts),
                 status = CASE WHEN v.ok AND t.status = 'pending' THEN 'sent' ELSE t.status END,
-                sent_at = CASE WHEN v.ok THEN COALESCE(t.sent_at, ?::timestamptz) ELSE t.sent_at END,
+                sent_at = CASE WHEN v.ok THEN LEAST(t.sent_at, v.sent, t.acked_at) ELSE t.sent_at END,
                 updated_at = ?::timestamptz
-           FROM l, jsonb_to_recordset(?::jsonb) AS v(command_id text, attempts int, ok boolean)
+           FROM l, jsonb_to_recordset(?::jsonb) AS v(command_id text, attempts int, ok boolean, sent timestamptz)
           WHERE t.id = l.id AND t.command_id = v.command_id
          RETURNING ${T_COLS}, l.status AS was`,
-        [JSON.stringify(v.map((x) => x.command_id)), at, at, JSON.stringify(v)],
+        [JSON.stringify(v.map((x) => x.command_id)), at, JSON.stringify(v)],
       ),
     );
     if (touchOutbox.length > 0) {
@@ -262,16 +269,17 @@ export class Relay {
       claimed.map((row) => {
         const req: MqttPublishRequest = { topic: row.topic, payload: row.payload, qos: 1 };
         return this.bus.request(BRIDGE.publish, req, { timeoutMs: cfg.publish_timeout_ms }).then(
-          () => null,
-          (err: unknown) => (err instanceof Error ? err.message : String(err)) || 'publish failed',
+          () => ({ at: clock.now() }),
+          (err: unknown) => ({ err: (err instanceof Error ? err.message : String(err)) || 'publish failed' }),
         );
       }),
     );
-    const ok = new Set<string>();
+    /** command_id → when its PUBACK came back. */
+    const ok = new Map<string, number>();
     const failed: { command_id: string; err: string }[] = [];
-    outcomes.forEach((err, i) => {
-      if (err === null) ok.add(claimed[i].command_id);
-      else failed.push({ command_id: claimed[i].command_id, err: err.slice(0, 1000) });
+    outcomes.forEach((o, i) => {
+      if ('at' in o) ok.set(claimed[i].command_id, o.at);
+      else failed.push({ command_id: claimed[i].command_id, err: o.err.slice(0, 1000) });
     });
     this.d.counters.published += ok.size;
     this.d.counters.publish_errors += failed.length;

@@ -369,6 +369,9 @@ const ACK_SQL = `WITH v AS (SELECT * FROM jsonb_to_recordset(?::jsonb) AS v(comm
 /**
  * Results: stored once per command_id (ON CONFLICT DO NOTHING), then the tracker completes or
  * fails, or, when it had already ended (timeout, cancelled), keeps its status with late_result.
+ * completed_at is when the result reached the hub, on the hub's clock like created_at, sent_at
+ * and acked_at, so total_ms never mixes in an agent's clock (agents may be off by up to the
+ * ±300 s window); the agent's own start/end stay in the result (execution_ms).
  */
 const RESULT_SQL = `WITH v AS (
          SELECT * FROM jsonb_to_recordset(?::jsonb) AS v(command_id text, project_id text, status text,
@@ -397,7 +400,7 @@ const RESULT_SQL = `WITH v AS (
                              ELSE COALESCE(NULLIF(k.error, ''), 'agent reported ' || k.status) END,
                 late_result = NOT ${REVIVABLE},
                 started_at = COALESCE(k.started, t.started_at),
-                completed_at = COALESCE(k.ended, k.received_at),
+                completed_at = k.received_at,
                 updated_at = ?::timestamptz
            FROM ins JOIN k ON k.command_id = ins.command_id
           WHERE t.command_id = ins.command_id

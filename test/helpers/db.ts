@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { PGlite } from '@electric-sql/pglite';
 import pg from 'pg';
 import type { DbConfig } from '../../core/services/db.js';
@@ -54,6 +55,30 @@ export function tempPgliteConfig(): { config: DbConfig; cleanup(): void } {
   };
 }
 
+/**
+ * Like `preparePgliteTemplate()`, but the initialised cluster is kept in the temp directory for
+ * every test process of this machine (keyed by the PGlite version), so only the first run pays
+ * for initdb, which takes seconds, and tens of seconds when several processes do it at once on a
+ * loaded machine. Built in a private directory and renamed into place: a reader never sees half
+ * of it, and of two processes building it at once, one keeps its copy.
+ */
+export async function prepareSharedPgliteTemplate(): Promise<void> {
+  if (template) return;
+  const shared = path.join(os.tmpdir(), `gmq-pglite-template-${pgliteVersion()}`);
+  if (!fs.existsSync(path.join(shared, 'PG_VERSION'))) {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'gmq-db-template-'));
+    const db = new PGlite(dir);
+    await db.waitReady;
+    await db.close();
+    try {
+      fs.renameSync(dir, shared);
+    } catch {
+      fs.rmSync(dir, { recursive: true, force: true }); // another process was first
+    }
+  }
+  template = shared;
+}
+
 /** Initialises one PGlite cluster per process for `tempPgliteConfig()` to copy. Idempotent. */
 export async function preparePgliteTemplate(): Promise<void> {
   if (template) return;
@@ -64,4 +89,21 @@ export async function preparePgliteTemplate(): Promise<void> {
   template = dir;
   // Best effort: the template is small, and a crashed run leaves only a temp dir behind.
   process.once('exit', () => fs.rmSync(dir, { recursive: true, force: true }));
+}
+
+/** The installed PGlite's version (its package.json is not in the package's exports: walk up from its entry). */
+function pgliteVersion(): string {
+  let dir = path.dirname(fileURLToPath(import.meta.resolve('@electric-sql/pglite')));
+  for (let i = 0; i < 5; i++, dir = path.dirname(dir)) {
+    try {
+      const pkg = JSON.parse(fs.readFileSync(path.join(dir, 'package.json'), 'utf8')) as {
+        name?: string;
+        version?: string;
+      };
+      if (pkg.name === '@electric-sql/pglite' && pkg.version) return pkg.version;
+    } catch {
+      // not here
+    }
+  }
+  return 'unknown';
 }

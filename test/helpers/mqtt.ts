@@ -61,3 +61,11 @@ export async function connectClient(url: string, opts: IClientOptions = {}, ms =
   });
   return client;
 }
+
+/** Ends persistent sessions on a broker that outlives the tests (clean connect, then disconnect). */
+export async function forgetSessions(url: string, clientIds: string[], opts: IClientOptions = {}): Promise<void> {
+  for (const clientId of clientIds) {
+    const c = await connectClient(url, { ...opts, clientId, clean: true }).catch(() => undefined);
+    await c?.endAsync();
+  }
+}

@@ -210,8 +210,12 @@ for (const broker of brokers) {
         async (a, hub) => {
           await hub.waitFor((u) => u.type === 'register', T, 'first register');
           await hub.ack(false, 'not provisioned yet');
-          await until(() => a.states.some((s) => s.state === 'refused'), T, 'refused state');
-          assert.equal(a.states.find((s) => s.state === 'refused')?.reason, 'not provisioned yet');
+          // on a shared Mosquitto another hub may refuse first, unsigned ('unknown project'): wait for ours
+          await until(
+            () => a.states.some((s) => s.state === 'refused' && s.reason === 'not provisioned yet'),
+            T,
+            'refused state with the reason the hub gave',
+          );
           // the retry comes after register_retry_ms
           await until(() => hub.count('register') >= 2, T, 'a second register');
           await hub.ack(true, undefined, 'not-the-secret');
@@ -219,7 +223,8 @@ for (const broker of brokers) {
           await registered(hub);
           await until(async () => (await a.stats()).registered, T, 'registered');
           const s = (await a.stats()) as AgentStats & { messages_rejected: number };
-          assert.equal(s.messages_rejected, 1);
+          // the forged ack (on a shared Mosquitto, other hubs' unsigned answers are refused and counted too)
+          assert.ok(s.messages_rejected >= 1, `messages_rejected ${s.messages_rejected}`);
           assert.equal(hub.count('register_complete'), 1);
           // reregister starts over
           const before = hub.count('register');

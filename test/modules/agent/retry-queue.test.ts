@@ -66,7 +66,7 @@ describe('retry queue', () => {
     const q = queue(dir);
     for (let n = 0; n < 10; n++) q.enqueue('log_result', { n });
     assert.deepEqual({ m: q.stats().queue_memory, d: q.stats().queue_disk }, { m: 3, d: 7 });
-    assert.equal(files(dir).length, 7);
+    assert.equal(files(dir).length, 10, 'offline, the memory part has a disk copy too');
     const r = recorder();
     q.online(r.send);
     // new messages while disk entries wait go behind them
@@ -152,6 +152,44 @@ describe('retry queue', () => {
     q.online(r.send);
     await until(() => r.sent.length === 4, 2000, 'the rest sent');
     assert.deepEqual(r.sent, [2, 3, 4, 5]);
+    fs.rmSync(dir, { recursive: true });
+  });
+
+  test('offline, nothing waits only in memory: a killed process (no persist) loses nothing', async () => {
+    const dir = tmpDir();
+    const q1 = queue(dir, { window: 4 });
+    // connected: memory only, the disk is not touched
+    const first: number[] = [];
+    const inFlight: Array<(err: Error) => void> = [];
+    q1.online((e) => {
+      const n = (e.payload as { n: number }).n;
+      if (n === 0) {
+        first.push(n);
+        return Promise.resolve();
+      }
+      return new Promise<void>((_, reject) => inFlight.push(reject));
+    });
+    q1.enqueue('exec_result', { n: 0 });
+    await until(() => first.length === 1, 2000, 'the first sent');
+    assert.equal(files(dir).length, 0);
+    // one publish in flight, one more waiting behind it; then the connection closes (connection.ts
+    // reports the loss, then fails the publishes still waiting for their PUBACK)
+    q1.enqueue('exec_result', { n: 1 });
+    await until(() => inFlight.length === 1, 2000, 'one publish in flight');
+    q1.enqueue('exec_result', { n: 2 });
+    q1.offline();
+    for (const reject of inFlight) reject(new HubError('AGENT_ERR_OFFLINE', 'connection closed before the PUBACK'));
+    await until(() => q1.stats().retried === 1, 2000, 'the in-flight one back in the queue');
+    q1.enqueue('exec_result', { n: 3 });
+    assert.equal(files(dir).length, 3, 'everything waiting is on disk');
+    // SIGKILL: no close(), no persist(); a new process finds all of it, in order
+    const q2 = queue(dir);
+    assert.equal(q2.diskCount, 3);
+    const r = recorder();
+    q2.online(r.send);
+    await until(() => r.sent.length === 3, 2000, 'all sent');
+    assert.deepEqual(r.sent, [1, 2, 3]);
+    assert.equal(files(dir).length, 0);
     fs.rmSync(dir, { recursive: true });
   });
 

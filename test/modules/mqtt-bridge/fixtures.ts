@@ -6,7 +6,7 @@ import { ProviderRegistry } from '../../../core/registry.js';
 import { provider } from '../../../modules/mqtt-bridge/index.js';
 import { buildData } from '../../../modules/shared/protocol.js';
 import { BRIDGE, type BridgeStateEvent } from '../../../modules/shared/topics.js';
-import { connectClient, MOSQUITTO_URL, startTestBroker, type TestBroker } from '../../helpers/mqtt.js';
+import { forgetSessions, MOSQUITTO_URL, startTestBroker, type TestBroker } from '../../helpers/mqtt.js';
 import { until } from '../../helpers/wait.js';
 
 export const registry = (): ProviderRegistry => new ProviderRegistry().register(provider);
@@ -75,13 +75,7 @@ export const BROKERS: BrokerCase[] = [
   },
 ];
 
-/** Ends persistent sessions on a broker that outlives the tests (clean connect, then disconnect). */
-export async function forgetSessions(url: string, clientIds: string[]): Promise<void> {
-  for (const clientId of clientIds) {
-    const c = await connectClient(url, { clientId, clean: true }).catch(() => undefined);
-    await c?.endAsync();
-  }
-}
+export { forgetSessions } from '../../helpers/mqtt.js';
 
 export const heartbeat = (projectId: string, extra: Record<string, unknown> = {}) =>
   JSON.stringify(buildData(projectId, 'heartbeat', { uptime_s: 1, metrics: { cpu: 0.5 }, ...extra }));
