@@ -269,7 +269,7 @@ export class Relay {
       claimed.map((row) => {
         const req: MqttPublishRequest = { topic: row.topic, payload: row.payload, qos: 1 };
         return this.bus.request(BRIDGE.publish, req, { timeoutMs: cfg.publish_timeout_ms }).then(
-          () => ({ at: clock.now() }),
+          () => ({ at: this.d.clock.now() }),
           (err: unknown) => ({ err: (err instanceof Error ? err.message : String(err)) || 'publish failed' }),
         );
       }),
