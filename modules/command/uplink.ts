@@ -46,6 +46,8 @@ type Item = AckItem | ResultItem;
 /** Past this many queued items a handler waits for a flush (backpressure into the mailbox). */
 const HIGH_WATER = 20_000;
 const RETRY_DELAY_MS = 1_000;
+/** With group commit (flush_interval_ms 0), how long acks wait for a result to share a write with. */
+const ACK_WAIT_MS = 5;
 const MAX_TRIES = 5;
 // The tracker as it is before a statement changes it ('undeliverable' failures count as live).
 const REVIVABLE = `(t.status IN ('pending', 'sent', 'acked') OR (t.status = 'failed' AND t.error = 'undeliverable'))`;
@@ -71,6 +73,7 @@ export class Uplinks {
   private queue: Item[] = [];
   private timer?: NodeJS.Timeout;
   private immediate?: NodeJS.Immediate;
+  private queuedResults = 0;
   private flushing?: Promise<void>;
   private waiters: Array<() => void> = [];
   private delayed = false;
@@ -122,7 +125,7 @@ export class Uplinks {
   }
 
   private push(item: Item): void | Promise<void> {
-    this.queue.push(item);
+    this.enqueue(item);
     this.kick();
     if (this.queue.length >= HIGH_WATER) return new Promise((r) => this.waiters.push(r));
   }
@@ -135,8 +138,20 @@ export class Uplinks {
       void this.startFlush();
       return;
     }
-    if (!this.timer && !this.immediate && this.queue.length > 0) {
-      const wait = this.delayed ? RETRY_DELAY_MS : this.d.cfg.flush_interval_ms;
+    if (this.queue.length === 0) return;
+    if (this.timer && this.resultQueued && !this.delayed && this.d.cfg.flush_interval_ms === 0) {
+      // a result is waited for (a sync caller): it goes now, and the acks waiting go with it
+      this.timers.clear(this.timer);
+      this.timer = undefined;
+    }
+    if (!this.timer && !this.immediate) {
+      // Acks alone can wait a little: a result usually follows within a millisecond or two, and
+      // both then share one transaction; a redelivery would come a whole backoff step later.
+      const wait = this.delayed
+        ? RETRY_DELAY_MS
+        : this.d.cfg.flush_interval_ms === 0 && !this.resultQueued
+          ? ACK_WAIT_MS
+          : this.d.cfg.flush_interval_ms;
       if (wait === 0) {
         // group commit without a timer: what arrives in this turn joins, what arrives while the
         // statement runs forms the next group
@@ -195,8 +210,19 @@ export class Uplinks {
     return run;
   }
 
+  /** Whether a result waits in the queue (results go at once; acks may wait for one). */
+  private get resultQueued(): boolean {
+    return this.queuedResults > 0;
+  }
+
+  private enqueue(item: Item): void {
+    this.queue.push(item);
+    if (item.kind === 'result') this.queuedResults++;
+  }
+
   private async flush(): Promise<void> {
     const items = this.queue.splice(0, 2000);
+    for (const it of items) if (it.kind === 'result') this.queuedResults--;
     this.delayed = false;
     if (items.length === 0) return;
     await this.guarded(items);
@@ -224,7 +250,7 @@ export class Uplinks {
             'command uplink dropped',
           );
         } else {
-          this.queue.push(item);
+          this.enqueue(item);
           this.delayed = true;
         }
       }
