@@ -19,11 +19,10 @@
  *
  * Durability: a queued item is written within `flush_interval_ms`; stop() writes what is queued.
  */
-import type { Knex } from 'knex';
 import type { ModuleTimers } from '../../core/module.js';
 import type { CommandAckPayload, DataMessage, ExecResultPayload, LogResultPayload } from '../shared/protocol.js';
 import type { CommandResultView, UplinkEvent } from '../shared/topics.js';
-import { type Deps, isoAt, lockInOrder, query, retrying } from './deps.js';
+import { type Deps, ID_LIST, isoAt, query, retrying } from './deps.js';
 import { TRACKER_COLUMNS, type TrackerRow } from './rows.js';
 import { isUuid } from './validate.js';
 
@@ -258,9 +257,9 @@ export class Uplinks {
   }
 
   /**
-   * One transaction for the whole group: its rows locked in the global order first (deps.ts
-   * lockInOrder), then one statement for the acks and one for the results (acks first, so a
-   * result in the same group lands on an acked command). Events go out after the commit.
+   * The whole group in two statements, acks then results, each one transaction that locks its
+   * rows in the global order before it changes them (LOCK_CTES). Both are idempotent, so a group
+   * retried after a failure between them applies nothing twice. Events go out after each commit.
    */
   private async apply(items: Item[]): Promise<void> {
     const acks = new Map<string, AckItem>();
@@ -275,28 +274,25 @@ export class Uplinks {
         else results.set(id, it);
       }
     }
-    const ids = [...new Set([...acks.keys(), ...results.keys()])];
     const now = isoAt(this.d.clock.now());
-    const out = await retrying(() =>
-      this.d.db.transaction(async (trx) => {
-        await lockInOrder(trx, ids);
-        const ackRows = acks.size > 0 ? await this.writeAcks(trx, acks, now) : [];
-        const resultRows = results.size > 0 ? await this.writeResults(trx, results, now) : [];
-        return { ackRows, resultRows };
-      }),
-    );
+    // Two statements, each its own transaction that locks its rows in the global order first
+    // (LOCK_CTES): no BEGIN/COMMIT and no separate lock statements, since a sync caller waits on
+    // this write. Acks first, so a result of the same group lands on an acked command.
+    const ackRows = acks.size > 0 ? await retrying(() => this.writeAcks(acks, now)) : [];
+    const resultRows = results.size > 0 ? await retrying(() => this.writeResults(results, now)) : [];
     this.d.counters.duplicate_results += dupes;
-    this.reportAcks(out.ackRows);
-    this.reportResults(out.resultRows, results);
+    this.reportAcks(ackRows);
+    this.reportResults(resultRows, results);
   }
 
-  private writeAcks(trx: Knex, acks: Map<string, AckItem>, now: string): Promise<AckRow[]> {
+  private writeAcks(acks: Map<string, AckItem>, now: string): Promise<AckRow[]> {
+    const ids = JSON.stringify([...acks.keys()]);
     const input = [...acks.values()].map((a) => ({
       command_id: a.command_id,
       project_id: a.project_id,
       ack_at: isoAt(a.at),
     }));
-    return query<AckRow>(trx, ACK_SQL, [JSON.stringify(input), now, now]);
+    return query<AckRow>(this.d.db, ACK_SQL, [ids, ids, JSON.stringify(input), now, now]);
   }
 
   private reportAcks(rows: AckRow[]): void {
@@ -310,7 +306,8 @@ export class Uplinks {
     }
   }
 
-  private writeResults(trx: Knex, results: Map<string, ResultItem>, now: string): Promise<ResultRowOut[]> {
+  private writeResults(results: Map<string, ResultItem>, now: string): Promise<ResultRowOut[]> {
+    const ids = JSON.stringify([...results.keys()]);
     const input = [...results.entries()].map(([id, it]) => ({
       command_id: id,
       project_id: it.project_id,
@@ -325,7 +322,7 @@ export class Uplinks {
       started: tsOrNull(it.r.start_time),
       ended: tsOrNull(it.r.end_time),
     }));
-    return query<ResultRowOut>(trx, RESULT_SQL, [JSON.stringify(input), now, now, now]);
+    return query<ResultRowOut>(this.d.db, RESULT_SQL, [ids, ids, JSON.stringify(input), now, now, now]);
   }
 
   private reportResults(rows: ResultRowOut[], results: Map<string, ResultItem>): void {
@@ -367,15 +364,30 @@ export class Uplinks {
 }
 
 type AckRow = TrackerRow & { in_id: string; in_project: string; known: boolean };
+
+/**
+ * The global lock order (deps.ts) inside one statement: the group's tracker rows, then its
+ * outbox rows, each in command_id order, before anything is changed. `lo` waits for `lt` (its
+ * scalar subquery runs first), and `k`, which every change reads, waits for `lo` (LOCKED).
+ * Two bindings: the JSON array of command ids, twice.
+ */
+const LOCK_CTES = `lt AS MATERIALIZED (SELECT id FROM command_tracker WHERE command_id IN (${ID_LIST})
+                                 ORDER BY command_id FOR UPDATE),
+       lo AS MATERIALIZED (SELECT id FROM command_outbox WHERE command_id IN (${ID_LIST})
+                             AND (SELECT count(*) FROM lt) >= 0 ORDER BY command_id FOR UPDATE)`;
+const LOCKED = '(SELECT count(*) FROM lo) >= 0';
 type ResultRowOut = AckRow & { inserted: boolean };
 
 /**
  * Acks: the outbox row is done (no more re-publishing); the tracker gets acked_at and, when it
  * was still live (or failed 'undeliverable'), status acked. Unknown ids and other projects' ids
- * come back with known = false.
+ * come back with known = false. sent_at never comes after acked_at: the relay's PUBACK and the
+ * agent's ack race, and the PUBACK may be seen a moment after the ack arrived.
  */
-const ACK_SQL = `WITH v AS (SELECT * FROM jsonb_to_recordset(?::jsonb) AS v(command_id text, project_id text, ack_at timestamptz)),
-       k AS (SELECT v.* FROM v JOIN command_tracker t ON t.command_id = v.command_id AND t.project_id = v.project_id),
+const ACK_SQL = `WITH ${LOCK_CTES},
+       v AS (SELECT * FROM jsonb_to_recordset(?::jsonb) AS v(command_id text, project_id text, ack_at timestamptz)),
+       k AS (SELECT v.* FROM v JOIN command_tracker t ON t.command_id = v.command_id AND t.project_id = v.project_id
+              WHERE ${LOCKED}),
        o AS (
          UPDATE command_outbox o SET status = 'published', updated_at = ?::timestamptz
            FROM k WHERE o.command_id = k.command_id AND o.status <> 'published'
@@ -385,7 +397,7 @@ const ACK_SQL = `WITH v AS (SELECT * FROM jsonb_to_recordset(?::jsonb) AS v(comm
                 status = CASE WHEN ${REVIVABLE} AND t.status <> 'acked' THEN 'acked' ELSE t.status END,
                 error = CASE WHEN t.status = 'failed' AND t.error = 'undeliverable' THEN NULL ELSE t.error END,
                 completed_at = CASE WHEN t.status = 'failed' AND t.error = 'undeliverable' THEN NULL ELSE t.completed_at END,
-                acked_at = k.ack_at, sent_at = COALESCE(t.sent_at, k.ack_at), updated_at = ?::timestamptz
+                acked_at = k.ack_at, sent_at = LEAST(COALESCE(t.sent_at, k.ack_at), k.ack_at), updated_at = ?::timestamptz
            FROM k WHERE t.command_id = k.command_id AND t.acked_at IS NULL
          RETURNING t.*
        )
@@ -399,12 +411,14 @@ const ACK_SQL = `WITH v AS (SELECT * FROM jsonb_to_recordset(?::jsonb) AS v(comm
  * and acked_at, so total_ms never mixes in an agent's clock (agents may be off by up to the
  * ±300 s window); the agent's own start/end stay in the result (execution_ms).
  */
-const RESULT_SQL = `WITH v AS (
+const RESULT_SQL = `WITH ${LOCK_CTES},
+       v AS (
          SELECT * FROM jsonb_to_recordset(?::jsonb) AS v(command_id text, project_id text, status text,
            exit_code bigint, output text, error text, start_time bigint, end_time bigint, duration bigint,
            received_at timestamptz, started timestamptz, ended timestamptz)
        ),
-       k AS (SELECT v.* FROM v JOIN command_tracker t ON t.command_id = v.command_id AND t.project_id = v.project_id),
+       k AS (SELECT v.* FROM v JOIN command_tracker t ON t.command_id = v.command_id AND t.project_id = v.project_id
+              WHERE ${LOCKED}),
        ins AS (
          INSERT INTO command_result (command_id, status, exit_code, output, error, start_time, end_time, duration,
                                      received_at, created_at)
