@@ -278,11 +278,23 @@ export class Uplinks {
     // Two statements, each its own transaction that locks its rows in the global order first
     // (LOCK_CTES): no BEGIN/COMMIT and no separate lock statements, since a sync caller waits on
     // this write. Acks first, so a result of the same group lands on an acked command.
+    // An ack whose result is in the same group rides with it: one statement, not two.
+    const carried = new Map<string, AckItem>();
+    for (const id of results.keys()) {
+      const ack = acks.get(id);
+      if (ack && ack.project_id === results.get(id)!.project_id) {
+        carried.set(id, ack);
+        acks.delete(id);
+      }
+    }
     const ackRows = acks.size > 0 ? await retrying(() => this.writeAcks(acks, now)) : [];
-    const resultRows = results.size > 0 ? await retrying(() => this.writeResults(results, now)) : [];
+    const resultRows = results.size > 0 ? await retrying(() => this.writeResults(results, carried, now)) : [];
     this.d.counters.duplicate_results += dupes;
     this.reportAcks(ackRows);
     this.reportResults(resultRows, results);
+    // a result already stored (QoS 1 redelivery) applied nothing: its ack still fills acked_at
+    const unapplied = new Map([...carried].filter(([id]) => !resultRows.some((r) => r.in_id === id && r.inserted)));
+    if (unapplied.size > 0) this.reportAcks(await retrying(() => this.writeAcks(unapplied, now)));
   }
 
   private writeAcks(acks: Map<string, AckItem>, now: string): Promise<AckRow[]> {
@@ -306,7 +318,11 @@ export class Uplinks {
     }
   }
 
-  private writeResults(results: Map<string, ResultItem>, now: string): Promise<ResultRowOut[]> {
+  private writeResults(
+    results: Map<string, ResultItem>,
+    acks: Map<string, AckItem>,
+    now: string,
+  ): Promise<ResultRowOut[]> {
     const ids = JSON.stringify([...results.keys()]);
     const input = [...results.entries()].map(([id, it]) => ({
       command_id: id,
@@ -321,6 +337,7 @@ export class Uplinks {
       received_at: isoAt(it.received_at),
       started: tsOrNull(it.r.start_time),
       ended: tsOrNull(it.r.end_time),
+      ack_at: acks.has(id) ? isoAt(acks.get(id)!.at) : null,
     }));
     return query<ResultRowOut>(this.d.db, RESULT_SQL, [ids, ids, JSON.stringify(input), now, now, now]);
   }
@@ -409,13 +426,14 @@ const ACK_SQL = `WITH ${LOCK_CTES},
  * fails, or, when it had already ended (timeout, cancelled), keeps its status with late_result.
  * completed_at is when the result reached the hub, on the hub's clock like created_at, sent_at
  * and acked_at, so total_ms never mixes in an agent's clock (agents may be off by up to the
- * ±300 s window); the agent's own start/end stay in the result (execution_ms).
+ * ±300 s window); the agent's own start/end stay in the result (execution_ms). An ack that came
+ * in the same group (`ack_at`) is applied here too, so the usual ack + result pair is one write.
  */
 const RESULT_SQL = `WITH ${LOCK_CTES},
        v AS (
          SELECT * FROM jsonb_to_recordset(?::jsonb) AS v(command_id text, project_id text, status text,
            exit_code bigint, output text, error text, start_time bigint, end_time bigint, duration bigint,
-           received_at timestamptz, started timestamptz, ended timestamptz)
+           received_at timestamptz, started timestamptz, ended timestamptz, ack_at timestamptz)
        ),
        k AS (SELECT v.* FROM v JOIN command_tracker t ON t.command_id = v.command_id AND t.project_id = v.project_id
               WHERE ${LOCKED}),
@@ -440,6 +458,8 @@ const RESULT_SQL = `WITH ${LOCK_CTES},
                              ELSE COALESCE(NULLIF(k.error, ''), 'agent reported ' || k.status) END,
                 late_result = NOT ${REVIVABLE},
                 started_at = COALESCE(k.started, t.started_at),
+                acked_at = COALESCE(t.acked_at, k.ack_at),
+                sent_at = CASE WHEN k.ack_at IS NULL THEN t.sent_at ELSE LEAST(COALESCE(t.sent_at, k.ack_at), k.ack_at) END,
                 completed_at = k.received_at,
                 updated_at = ?::timestamptz
            FROM ins JOIN k ON k.command_id = ins.command_id
