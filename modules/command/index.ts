@@ -90,7 +90,7 @@ export const provider: ModuleProvider<CommandConfig> = {
         };
         const theRelay = new Relay(deps, ctx.bus, ctx.timers);
         relay = theRelay;
-        const sender = new Sender(deps, (rows) => void theRelay.deliver(rows));
+        const sender = new Sender(deps, (row) => theRelay.deliverSoon(row));
         const queries = new Queries(deps);
         sweeper = new Sweeper(deps, ctx.timers, sender);
         const up = new Uplinks(deps, ctx.timers);

@@ -44,6 +44,8 @@ export class Relay {
   private timerDue = 0;
   /** Publishes under way (passes and the send path's fast lane), awaited on stop. */
   private readonly inFlight = new Set<Promise<void>>();
+  /** Fast-lane rows waiting for the end of this turn (deliverSoon). */
+  private fastLane: Claimed[] = [];
 
   constructor(
     private readonly d: Deps,
@@ -253,6 +255,21 @@ export class Relay {
    * attempt claimed go out at once instead of waiting for a pass; if this process dies before,
    * the relay publishes them when next_attempt_at comes.
    */
+  /**
+   * The fast lane's entry: rows handed in during one turn of the event loop are published and
+   * recorded together (one outcome statement for the group, not one per command).
+   */
+  deliverSoon(row: Claimed): void {
+    this.fastLane.push(row);
+    if (this.fastLane.length > 1) return;
+    setImmediate(() => {
+      const rows = this.fastLane.splice(0);
+      // stopping: the rows are stored and claimed only until next_attempt_at; the relay of the
+      // next start (or another instance) publishes them then
+      if (rows.length > 0 && !this.stopped) void this.deliver(rows);
+    });
+  }
+
   deliver(claimed: Claimed[]): Promise<void> {
     const run = this.publishAndRecord(claimed).catch((err: unknown) => {
       // the rows stay due at next_attempt_at: the relay publishes them again then

@@ -40,8 +40,8 @@ export class Sender {
 
   constructor(
     private readonly d: Deps,
-    /** The send path's fast lane: publishes rows whose first attempt it claimed (relay.ts deliver). */
-    private readonly deliver: (rows: Claimed[]) => void,
+    /** The send path's fast lane: publishes a row whose first attempt it claimed (relay.ts deliverSoon). */
+    private readonly deliver: (row: Claimed) => void,
   ) {
     this.inserts = new InsertBatch(() => d.db);
   }
@@ -133,17 +133,15 @@ export class Sender {
     );
     this.d.events.state(row);
     if (!queued) {
-      this.deliver([
-        {
-          id: row.outbox_id,
-          command_id: commandId,
-          project_id: c.project_id,
-          topic,
-          payload: message,
-          attempts: 1,
-          had_error: false,
-        },
-      ]);
+      this.deliver({
+        id: row.outbox_id,
+        command_id: commandId,
+        project_id: c.project_id,
+        topic,
+        payload: message,
+        attempts: 1,
+        had_error: false,
+      });
     }
     return toView(row);
   }
