@@ -47,7 +47,9 @@ export function matches(filter: FeedFilter, ev: FeedEvent): boolean {
 export class EventFeed {
   /** Changes whenever the feed restarts; ids from another epoch cannot be resumed. */
   readonly epoch = randomUUID();
-  private readonly buffer: FeedEvent[] = [];
+  /** The replay buffer as a ring: `ring[(start + i) % capacity]` is the i-th oldest kept event. */
+  private readonly ring: FeedEvent[] = [];
+  private start = 0;
   private readonly capacity: number;
   private nextId = 1;
   private readonly watchers = new Set<Watcher>();
@@ -82,8 +84,14 @@ export class EventFeed {
 
   push(partial: Omit<FeedEvent, 'id'>): FeedEvent {
     const ev: FeedEvent = { id: this.nextId++, ...partial };
-    this.buffer.push(ev);
-    if (this.buffer.length > this.capacity) this.buffer.splice(0, this.buffer.length - this.capacity);
+    // a ring, not shift/splice: dropping the oldest of 10 000 must not move the other 9 999
+    if (this.capacity === 0) {
+      // nothing kept for replay
+    } else if (this.ring.length < this.capacity) this.ring.push(ev);
+    else {
+      this.ring[this.start] = ev;
+      this.start = (this.start + 1) % this.capacity;
+    }
     for (const w of this.watchers) {
       if (!matches(w.filter, ev)) continue;
       if (w.deliver(ev)) this.delivered++;
@@ -97,13 +105,17 @@ export class EventFeed {
 
   /** Events after `lastId` that match, when the buffer still holds them all. */
   since(epoch: string, lastId: number, filter: FeedFilter): ResumeResult {
-    const oldest = this.buffer[0]?.id ?? null;
+    const oldest = this.ring.length > 0 ? this.ring[this.start].id : null;
     if (epoch !== this.epoch) return { ok: false, reason: 'unknown_epoch', oldest };
     if (lastId >= this.nextId - 1) return { ok: true, events: [] };
     if (oldest === null || lastId < oldest - 1) return { ok: false, reason: 'too_old', oldest };
     // ids are dense, so the position of lastId+1 is computed, not searched
-    const start = lastId + 1 - oldest;
-    return { ok: true, events: this.buffer.slice(start).filter((e) => matches(filter, e)) };
+    const events: FeedEvent[] = [];
+    for (let i = lastId + 1 - oldest; i < this.ring.length; i++) {
+      const e = this.ring[(this.start + i) % this.ring.length];
+      if (matches(filter, e)) events.push(e);
+    }
+    return { ok: true, events };
   }
 
   get lastId(): number {
