@@ -336,7 +336,7 @@ async function measure(
 export async function runHeartbeatSuite(): Promise<SuiteResult> {
   const N = envNumber('BENCH_HB_PROJECTS', 100_000, 20_000);
   const MEASURE_MS = envNumber('BENCH_HB_MS', 15_000, 5_000);
-  const STEP_MS = envNumber('BENCH_HB_STEP_MS', 6_000, 3_000);
+  const STEP_MS = envNumber('BENCH_HB_STEP_MS', 4_000, 3_000);
   const BASE_MS = envNumber('BENCH_HB_BASE_MS', 6_000, 3_000);
   const DUR_MS = envNumber('BENCH_HB_DURABILITY_MS', 8_000, 4_000);
   // N projects in all: N - 64 in the load, 64 probes. (The status module's project cache holds

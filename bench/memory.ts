@@ -106,7 +106,7 @@ async function measureRss(db: BenchDb, N: number, ONLINE: number, STEADY_MS: num
 export async function runMemorySuite(): Promise<SuiteResult> {
   const N = envNumber('BENCH_MEM_PROJECTS', 100_000, 20_000);
   const ONLINE = envNumber('BENCH_MEM_ONLINE', 10_000, 2_000);
-  const STEADY_MS = envNumber('BENCH_MEM_STEADY_MS', 20_000, 6_000);
+  const STEADY_MS = envNumber('BENCH_MEM_STEADY_MS', 10_000, 6_000);
   const lite = await measureRss(pgliteDatabase(), N, ONLINE, STEADY_MS);
   const server = await measureRss(await pgDatabase(), N, ONLINE, Math.max(5000, STEADY_MS / 2));
   const label = `${N.toLocaleString('en-US')} provisioned, ${ONLINE.toLocaleString('en-US')} online`;

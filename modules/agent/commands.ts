@@ -49,6 +49,8 @@ export interface RunnerDeps {
   barrier: () => Promise<void>;
   counters: RunnerCounters;
   rejectedLog: (fields: Record<string, unknown>, msg: string) => void;
+  /** Records an accepted command id on disk before it is acknowledged or run (seen-journal.ts). */
+  accepted?: (id: string, at: number) => void;
 }
 
 export class CommandRunner {
@@ -91,7 +93,9 @@ export class CommandRunner {
       return;
     }
     counters.commands_run++;
-    this.remember(commandId, { done: false, at: Date.now(), seq: 0 });
+    const at = Date.now();
+    this.d.accepted?.(commandId, at);
+    this.remember(commandId, { done: false, at, seq: 0 });
     this.d.enqueue('command_ack', { command_id: commandId });
     log.debug({ command_id: commandId, command_type: msg.command_type }, 'command accepted');
     void this.run(msg);

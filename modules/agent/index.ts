@@ -40,6 +40,7 @@ import { LogBuffers } from './log-buffer.js';
 import { ProcessMetrics } from './metrics.js';
 import { Registrar } from './registration.js';
 import { RetryQueue, type UplinkSender } from './retry-queue.js';
+import { SeenJournal } from './seen-journal.js';
 
 const OUTPUT_PREFIX = 'agent/output/';
 const HANDLER_PREFIX = 'agent/handler/';
@@ -47,7 +48,6 @@ const HANDLER_PREFIX = 'agent/handler/';
 const barrierTopic = (name: string) => `agent/barrier/${name}`;
 const BARRIER_TIMEOUT_MS = 2000;
 /** Beside the queue files; not a queue entry (those end in .json). */
-const SEEN_FILE = 'commands.seen';
 
 class AgentModule implements ModuleInstance {
   private readonly ctx: ModuleContext<AgentConfig>;
@@ -67,7 +67,7 @@ class AgentModule implements ModuleInstance {
   private logs!: LogBuffers;
   private readonly metrics = new ProcessMetrics();
   private stopping = false;
-  private seenFile = '';
+  private seen!: SeenJournal;
   private readonly warnRejected: (fields: Record<string, unknown>, msg: string) => void;
 
   constructor(ctx: ModuleContext<AgentConfig>) {
@@ -93,7 +93,7 @@ class AgentModule implements ModuleInstance {
       timers: ctx.timers,
     });
     const fromDisk = this.queue.load();
-    this.seenFile = path.join(dir, SEEN_FILE);
+    this.seen = new SeenJournal(dir, ctx.log);
     this.logs = new LogBuffers({
       flushBytes: cfg.log_flush_bytes,
       flushMs: cfg.log_flush_ms,
@@ -109,8 +109,11 @@ class AgentModule implements ModuleInstance {
       barrier: () => this.barrier(),
       counters: this.counters,
       rejectedLog: this.warnRejected,
+      accepted: (id, at) => this.seen.append({ id, at }),
     });
-    const seen = this.runner.importSeen(readJson(this.seenFile));
+    // what the last process accepted, even if it was killed: acknowledged again, never re-run
+    const seen = this.runner.importSeen(this.seen.load());
+    this.seen.compact(this.runner.exportSeen());
     this.registrar = new Registrar({
       cfg,
       instanceId: this.instanceId,
@@ -222,7 +225,8 @@ class AgentModule implements ModuleInstance {
     await this.conn.stop(left());
     await this.queue.close();
     const persisted = this.queue.persist();
-    writeJson(this.seenFile, this.runner.exportSeen(), this.ctx.log);
+    this.seen.compact(this.runner.exportSeen());
+    this.seen.close();
     this.metrics.stop();
     this.setState('stopped');
     this.ctx.log.info({ persisted, queued_on_disk: this.queue.diskCount }, 'agent stopped');
@@ -335,25 +339,6 @@ export function projectFolder(projectId: string): string {
   const readable = projectId.replace(/[^A-Za-z0-9_-]/g, '_').slice(0, 40);
   const hash = createHash('sha256').update(projectId).digest('hex').slice(0, 12);
   return `${readable}-${hash}`;
-}
-
-function readJson(file: string): unknown {
-  try {
-    return JSON.parse(fs.readFileSync(file, 'utf8'));
-  } catch {
-    return undefined;
-  }
-}
-
-/** Temp file + rename, so a reader never sees half a file. */
-function writeJson(file: string, value: unknown, log: ModuleContext['log']): void {
-  const tmp = `${path.dirname(file)}/.${path.basename(file)}.tmp`;
-  try {
-    fs.writeFileSync(tmp, JSON.stringify(value));
-    fs.renameSync(tmp, file);
-  } catch (err) {
-    log.warn({ err, file }, 'could not save the recent command ids');
-  }
 }
 
 let cachedVersion: string | undefined;

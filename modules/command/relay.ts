@@ -11,6 +11,11 @@
  * The row stays `pending` after a PUBACK, because a PUBACK is not delivery: only the agent's
  * command_ack (see uplink.ts) marks it `published`. Until then the same signed message (same
  * message_id, which agents de-duplicate) goes out again on the backoff schedule.
+ *
+ * The first attempt of a command to an online project does not wait for a pass: the send
+ * writes its row already claimed (attempts 1, due again after one backoff step) and hands it to
+ * `deliverSoon` (the fast lane), which publishes right after the commit. A crash in between
+ * leaves a row that comes due a step later, so the relay publishes it then.
  */
 import type { ModuleBus } from '../../core/bus.js';
 import type { ModuleTimers } from '../../core/module.js';

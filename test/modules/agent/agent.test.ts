@@ -610,6 +610,44 @@ describe('agent lifecycle', () => {
     }
   });
 
+  test('a command accepted by a process that is then killed is acknowledged, not run, by the next one', async () => {
+    const b = await startTestBroker();
+    const projectId = `t-${randomBytes(5).toString('hex')}`;
+    const secret = randomBytes(16).toString('hex');
+    const queueDir = fs.mkdtempSync(path.join(os.tmpdir(), 'agent-q-'));
+    const killedDir = fs.mkdtempSync(path.join(os.tmpdir(), 'agent-q-killed-'));
+    const hub = await FakeHub.start(b.url, projectId, secret);
+    const lab1 = newLab();
+    const a1 = await startAgent(b.url, { projectId, secret, queueDir, lab: lab1 });
+    let a2: Agent | undefined;
+    try {
+      await hub.waitFor((u) => u.type === 'register_complete', T, 'registered');
+      const cmd = await hub.command('count', {});
+      await hub.waitFor((u) => u.type === 'exec_result' && u.payload.command_id === cmd.message_id, T, 'result');
+      assert.equal(lab1.counted, 1);
+      // the disk as a kill -9 would leave it now: no graceful stop has written a snapshot
+      fs.cpSync(queueDir, killedDir, { recursive: true });
+      const files = fs.readdirSync(killedDir, { recursive: true }).map(String);
+      const snapshot = files.find((f) => f.endsWith('commands.seen'));
+      assert.ok(snapshot, `files: ${files.join(', ')}`);
+      assert.ok(!fs.readFileSync(path.join(killedDir, snapshot), 'utf8').includes(cmd.message_id));
+      await a1.h.stop();
+      const lab2 = newLab();
+      a2 = await startAgent(b.url, { projectId, secret, queueDir: killedDir, lab: lab2 });
+      await until(() => hub.count('register_complete') === 2, T, 'registered again');
+      await hub.publishRaw(cmd);
+      await until(() => hub.about('command_ack', cmd.message_id).length === 2, T, 'acknowledged again');
+      assert.equal(lab2.counted, 0);
+      assert.equal((await a2.stats()).duplicates, 1);
+    } finally {
+      await a2?.h.stop();
+      await hub.close();
+      await b.close();
+      fs.rmSync(queueDir, { recursive: true, force: true });
+      fs.rmSync(killedDir, { recursive: true, force: true });
+    }
+  });
+
   test('the agent logs in with username = project_id and the password derived from its secret', async () => {
     const b = await startTestBroker();
     const projectId = `t-${randomBytes(5).toString('hex')}`;
