@@ -99,7 +99,8 @@ export class Bus {
     if (boxes === undefined) {
       assertPublishTopic(topic);
       boxes = [];
-      for (const b of this.boxes.values()) if (b.matches(topic)) boxes.push(b);
+      const levels = topic.split('/');
+      for (const b of this.boxes.values()) if (b.matchesLevels(levels)) boxes.push(b);
       if (this.routes.size >= ROUTE_CACHE_MAX) this.routes.clear();
       this.routes.set(topic, boxes);
     }

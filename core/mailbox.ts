@@ -1,6 +1,7 @@
 import { performance } from 'node:perf_hooks';
 import { HubError } from './errors.js';
 import type { Logger } from './log.js';
+import { TopicIndex } from './topic-index.js';
 import { compilePattern } from './topics.js';
 
 export type OverflowPolicy = 'block' | 'drop-oldest' | 'reject';
@@ -120,6 +121,7 @@ export class Mailbox {
   private readonly waiting: BlockedPublisher[] = [];
   private subs: Subscription[] = [];
   private routeCache = new Map<string, Subscription[]>();
+  private index: TopicIndex<Subscription> | null = null;
   private scheduled = false;
   private running = false;
   /** Events between clock reads while draining, learned from what this mailbox's handlers cost. */
@@ -156,8 +158,28 @@ export class Mailbox {
 
   /** True when one of this mailbox's patterns (attached or waiting for a new instance) matches. */
   matches(topic: string): boolean {
-    for (const s of this.subs) if (s.match(topic)) return true;
-    return false;
+    return this.matchesLevels(topic.split('/'));
+  }
+
+  /** `matches` for a topic already split into levels (the bus splits once for every mailbox). */
+  matchesLevels(levels: readonly string[]): boolean {
+    return this.trie().test(levels);
+  }
+
+  /** The patterns as a trie, rebuilt after they change (rarely: module start, stop, restart). */
+  private trie(): TopicIndex<Subscription> {
+    if (this.index === null) {
+      const index = new TopicIndex<Subscription>();
+      for (const sub of this.subs) index.add(sub.pattern, sub);
+      this.index = index;
+    }
+    return this.index;
+  }
+
+  private patternsChanged(): void {
+    this.routeCache.clear();
+    this.index = null;
+    this.onPatternsChanged();
   }
 
   subscribe(pattern: string, handler: Handler, opts: SubscribeOptions = {}): () => void {
@@ -171,8 +193,7 @@ export class Mailbox {
     } else {
       sub = { pattern, match: compilePattern(pattern), handler, concurrency, inflight: 0 };
       this.subs.push(sub);
-      this.routeCache.clear();
-      this.onPatternsChanged();
+      this.patternsChanged();
     }
     this.schedule();
     return () => this.remove(sub);
@@ -182,8 +203,7 @@ export class Mailbox {
     const i = this.subs.indexOf(sub);
     if (i < 0) return;
     this.subs.splice(i, 1);
-    this.routeCache.clear();
-    this.onPatternsChanged();
+    this.patternsChanged();
   }
 
   /**
@@ -281,8 +301,7 @@ export class Mailbox {
     const unclaimed = this.subs.filter((s) => s.handler === null);
     if (unclaimed.length > 0) {
       this.subs = this.subs.filter((s) => s.handler !== null);
-      this.routeCache.clear();
-      this.onPatternsChanged();
+      this.patternsChanged();
     }
     this.pausedFlag = false;
     this.schedule();
@@ -292,8 +311,7 @@ export class Mailbox {
   close(): void {
     this.pausedFlag = true;
     this.subs = [];
-    this.routeCache.clear();
-    this.onPatternsChanged();
+    this.patternsChanged();
     let msg = this.shift();
     while (msg) {
       this.c.dropped++;
@@ -336,7 +354,9 @@ export class Mailbox {
   private handlersFor(topic: string): Subscription[] {
     let subs = this.routeCache.get(topic);
     if (subs === undefined) {
-      subs = this.subs.filter((s) => s.match(topic));
+      // in subscription order, as a filter over `subs` would give them
+      const found = this.trie().match(topic.split('/'));
+      subs = found.length < 2 ? found : this.subs.filter((s) => found.includes(s));
       if (this.routeCache.size >= ROUTE_CACHE_MAX) this.routeCache.clear();
       this.routeCache.set(topic, subs);
     }
