@@ -229,6 +229,18 @@ test('ReplayCache: defaults and a clock that steps back', () => {
   assert.throws(() => new ReplayCache({ maxEntries: 0 }), RangeError);
 });
 
+test('ReplayCache: an id recorded again keeps its new entry when its old one is evicted; size stays bounded', () => {
+  const c = new ReplayCache({ ttlMs: 100, maxEntries: 3 });
+  c.seen('a', 1_000); // expires 1100
+  c.seen('b', 1_050);
+  assert.equal(c.seen('a', 1_100), false); // expired at 1100: recorded again, until 1200
+  assert.equal(c.seen('a', 1_120), true); // the first entry's eviction did not take the new one
+  for (let i = 0; i < 10_000; i++) c.seen(`flood-${i}`, 1_130);
+  assert.equal(c.size, 3);
+  assert.equal(c.seen('flood-9999', 1_131), true);
+  assert.equal(c.seen('b', 1_131), false); // forgotten under the cap, oldest first
+});
+
 test('verifyInbound: signature first, then clock, then replay', () => {
   const now = 1_700_000_000_000;
   const good = sampleCommand({ timestamp: now });
