@@ -16,6 +16,8 @@ export interface Deps {
   creds: CredentialsCache;
   /** Asks the relay for a pass now (a new or released outbox row is due). */
   wakeRelay(): void;
+  /** Writes the acks and results received so far (uplink.ts settle), before the relay re-publishes. */
+  settleUplinks(): Promise<void>;
 }
 
 /** `rows` of a knex.raw result; both drivers (pg, PGlite) answer `{ rows }`. */

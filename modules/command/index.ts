@@ -87,6 +87,7 @@ export const provider: ModuleProvider<CommandConfig> = {
           counters,
           creds,
           wakeRelay: () => relay?.wake(),
+          settleUplinks: async () => uplinks?.settle(),
         };
         const theRelay = new Relay(deps, ctx.bus, ctx.timers);
         relay = theRelay;

@@ -235,6 +235,8 @@ export class Relay {
     // Going dead is never urgent: look at most once per poll period, not on every wake.
     const deadRows = now - this.lastDeadCheck < cfg.relay_interval_ms ? [] : await this.markDead(now);
 
+    // acks already received but not yet written would otherwise look like silence
+    await this.d.settleUplinks();
     const claimed = await query<Claimed>(
       db,
       `WITH c AS (

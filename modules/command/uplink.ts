@@ -177,6 +177,16 @@ export class Uplinks {
     this.immediate = undefined;
   }
 
+  /**
+   * Writes what has arrived until now (not what arrives meanwhile, so it ends under load). The
+   * relay calls it before re-publishing: an ack that already came in must not be answered with
+   * another copy of its command (under load that feedback doubled the traffic).
+   */
+  async settle(): Promise<void> {
+    if (this.flushing) await this.flushing;
+    if (this.queue.length > 0 && !this.closed) await this.startFlush();
+  }
+
   /** Writes everything queued now. */
   async drain(): Promise<void> {
     if (this.timer) this.timers.clear(this.timer);
