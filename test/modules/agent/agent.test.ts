@@ -580,11 +580,17 @@ describe('agent lifecycle', () => {
     }
   });
 
-  test('a command re-published after the agent restarted is acknowledged, not run again', async () => {
+  /**
+   * An agent runs a command; `between` runs with the first agent still up and returns the queue
+   * folder the second agent starts on; the hub re-publishes the command, which the second agent
+   * must acknowledge again without running it.
+   */
+  async function rerunAfterRestart(between: (queueDir: string, commandId: string) => string): Promise<void> {
     const b = await startTestBroker();
     const projectId = `t-${randomBytes(5).toString('hex')}`;
     const secret = randomBytes(16).toString('hex');
     const queueDir = fs.mkdtempSync(path.join(os.tmpdir(), 'agent-q-'));
+    const dirs = [queueDir];
     const hub = await FakeHub.start(b.url, projectId, secret);
     const lab1 = newLab();
     const a1 = await startAgent(b.url, { projectId, secret, queueDir, lab: lab1 });
@@ -594,9 +600,11 @@ describe('agent lifecycle', () => {
       const cmd = await hub.command('count', {});
       await hub.waitFor((u) => u.type === 'exec_result' && u.payload.command_id === cmd.message_id, T, 'result');
       assert.equal(lab1.counted, 1);
+      const nextDir = between(queueDir, cmd.message_id);
+      dirs.push(nextDir);
       await a1.h.stop();
       const lab2 = newLab();
-      a2 = await startAgent(b.url, { projectId, secret, queueDir, lab: lab2 });
+      a2 = await startAgent(b.url, { projectId, secret, queueDir: nextDir, lab: lab2 });
       await until(() => hub.count('register_complete') === 2, T, 'registered again');
       await hub.publishRaw(cmd);
       await until(() => hub.about('command_ack', cmd.message_id).length === 2, T, 'acknowledged again');
@@ -606,46 +614,25 @@ describe('agent lifecycle', () => {
       await a2?.h.stop();
       await hub.close();
       await b.close();
-      fs.rmSync(queueDir, { recursive: true, force: true });
+      for (const d of dirs) fs.rmSync(d, { recursive: true, force: true });
     }
+  }
+
+  test('a command re-published after the agent restarted is acknowledged, not run again', async () => {
+    await rerunAfterRestart((queueDir) => queueDir);
   });
 
   test('a command accepted by a process that is then killed is acknowledged, not run, by the next one', async () => {
-    const b = await startTestBroker();
-    const projectId = `t-${randomBytes(5).toString('hex')}`;
-    const secret = randomBytes(16).toString('hex');
-    const queueDir = fs.mkdtempSync(path.join(os.tmpdir(), 'agent-q-'));
-    const killedDir = fs.mkdtempSync(path.join(os.tmpdir(), 'agent-q-killed-'));
-    const hub = await FakeHub.start(b.url, projectId, secret);
-    const lab1 = newLab();
-    const a1 = await startAgent(b.url, { projectId, secret, queueDir, lab: lab1 });
-    let a2: Agent | undefined;
-    try {
-      await hub.waitFor((u) => u.type === 'register_complete', T, 'registered');
-      const cmd = await hub.command('count', {});
-      await hub.waitFor((u) => u.type === 'exec_result' && u.payload.command_id === cmd.message_id, T, 'result');
-      assert.equal(lab1.counted, 1);
+    await rerunAfterRestart((queueDir, commandId) => {
       // the disk as a kill -9 would leave it now: no graceful stop has written a snapshot
+      const killedDir = fs.mkdtempSync(path.join(os.tmpdir(), 'agent-q-killed-'));
       fs.cpSync(queueDir, killedDir, { recursive: true });
       const files = fs.readdirSync(killedDir, { recursive: true }).map(String);
       const snapshot = files.find((f) => f.endsWith('commands.seen'));
       assert.ok(snapshot, `files: ${files.join(', ')}`);
-      assert.ok(!fs.readFileSync(path.join(killedDir, snapshot), 'utf8').includes(cmd.message_id));
-      await a1.h.stop();
-      const lab2 = newLab();
-      a2 = await startAgent(b.url, { projectId, secret, queueDir: killedDir, lab: lab2 });
-      await until(() => hub.count('register_complete') === 2, T, 'registered again');
-      await hub.publishRaw(cmd);
-      await until(() => hub.about('command_ack', cmd.message_id).length === 2, T, 'acknowledged again');
-      assert.equal(lab2.counted, 0);
-      assert.equal((await a2.stats()).duplicates, 1);
-    } finally {
-      await a2?.h.stop();
-      await hub.close();
-      await b.close();
-      fs.rmSync(queueDir, { recursive: true, force: true });
-      fs.rmSync(killedDir, { recursive: true, force: true });
-    }
+      assert.ok(!fs.readFileSync(path.join(killedDir, snapshot), 'utf8').includes(commandId));
+      return killedDir;
+    });
   });
 
   test('the agent logs in with username = project_id and the password derived from its secret', async () => {
