@@ -2,7 +2,7 @@ import { performance } from 'node:perf_hooks';
 import { HubError } from './errors.js';
 import type { Logger } from './log.js';
 import { TopicIndex } from './topic-index.js';
-import { compilePattern } from './topics.js';
+import { assertPattern } from './topics.js';
 
 export type OverflowPolicy = 'block' | 'drop-oldest' | 'reject';
 
@@ -67,7 +67,6 @@ export interface MailboxStats {
 
 interface Subscription {
   pattern: string;
-  match: (topic: string) => boolean;
   /** null while the owning module restarts: the pattern keeps catching events for the next instance. */
   handler: Handler | null;
   concurrency: number;
@@ -156,12 +155,10 @@ export class Mailbox {
     this.admitWaiting();
   }
 
-  /** True when one of this mailbox's patterns (attached or waiting for a new instance) matches. */
-  matches(topic: string): boolean {
-    return this.matchesLevels(topic.split('/'));
-  }
-
-  /** `matches` for a topic already split into levels (the bus splits once for every mailbox). */
+  /**
+   * True when one of this mailbox's patterns (attached or waiting for a new instance) matches the
+   * topic, given split into levels (the bus splits once for every mailbox).
+   */
   matchesLevels(levels: readonly string[]): boolean {
     return this.trie().test(levels);
   }
@@ -191,7 +188,8 @@ export class Mailbox {
       detached.concurrency = concurrency;
       sub = detached;
     } else {
-      sub = { pattern, match: compilePattern(pattern), handler, concurrency, inflight: 0 };
+      assertPattern(pattern);
+      sub = { pattern, handler, concurrency, inflight: 0 };
       this.subs.push(sub);
       this.patternsChanged();
     }

@@ -88,6 +88,12 @@ function printJson(ctx: CliContext, v: unknown): void {
   ctx.out(`${JSON.stringify(v, null, 2)}\n`);
 }
 
+/** The API's answer as JSON with --json, else as the text `human` makes of it. */
+function show(ctx: CliContext, body: unknown, human: () => string): void {
+  if (ctx.json) printJson(ctx, body);
+  else ctx.out(human());
+}
+
 function positiveInt(name: string, v: string | undefined, path: readonly string[]): number | undefined {
   if (v === undefined) return undefined;
   if (!/^\d+$/.test(v) || Number(v) < 1 || !Number.isSafeInteger(Number(v))) {
@@ -244,8 +250,7 @@ export const COMMANDS: Spec[] = [
     async run({ values, positionals }, ctx) {
       const body = { project_id: positionals[0], ...(values.name !== undefined ? { name: values.name } : {}) };
       const r = await ctx.client().call<CreatedProject>('POST', `${API}/projects`, { body });
-      if (ctx.json) printJson(ctx, r.body);
-      else ctx.out(secretBlock(r.body, 'new project'));
+      show(ctx, r.body, () => secretBlock(r.body, 'new project'));
       return 0;
     },
   },
@@ -317,8 +322,7 @@ export const COMMANDS: Spec[] = [
       const r = await ctx
         .client()
         .call<CreatedProject>('POST', `${API}/projects/${enc(positionals[0])}/rotate`, { body });
-      if (ctx.json) printJson(ctx, r.body);
-      else ctx.out(secretBlock(r.body, 'rotated'));
+      show(ctx, r.body, () => secretBlock(r.body, 'rotated'));
       return 0;
     },
   },
@@ -332,8 +336,7 @@ export const COMMANDS: Spec[] = [
       examples: [`gmq-hub projects ${op} plant-7`],
       async run({ positionals }, ctx) {
         const r = await ctx.client().call<ProjectView>('POST', `${API}/projects/${enc(positionals[0])}/${op}`);
-        if (ctx.json) printJson(ctx, r.body);
-        else ctx.out(projectBlock(r.body));
+        show(ctx, r.body, () => projectBlock(r.body));
         return 0;
       },
     }),
@@ -397,8 +400,7 @@ export const COMMANDS: Spec[] = [
       };
       if (!values.sync) {
         const r = await ctx.client().call<CommandDetail>('POST', `${API}/command/send`, { body });
-        if (ctx.json) printJson(ctx, r.body);
-        else ctx.out(commandBlock(r.body));
+        show(ctx, r.body, () => commandBlock(r.body));
         return 0;
       }
       let r: { body: CommandDetail };
@@ -417,8 +419,7 @@ export const COMMANDS: Spec[] = [
         }
         throw err;
       }
-      if (ctx.json) printJson(ctx, r.body);
-      else ctx.out(commandBlock(r.body));
+      show(ctx, r.body, () => commandBlock(r.body));
       if (FINAL_OK[r.body.status] === false) {
         const why = r.body.error ?? r.body.result?.error ?? '';
         ctx.err(`gmq-hub: command ${r.body.command_id} ${r.body.status}${why ? `: ${why}` : ''}`);
@@ -436,8 +437,7 @@ export const COMMANDS: Spec[] = [
     examples: ['gmq-hub status plant-7'],
     async run({ positionals }, ctx) {
       const r = await ctx.client().call<ProjectView>('GET', `${API}/project/${enc(positionals[0])}/status`);
-      if (ctx.json) printJson(ctx, r.body);
-      else ctx.out(projectBlock(r.body));
+      show(ctx, r.body, () => projectBlock(r.body));
       return 0;
     },
   },
@@ -450,8 +450,7 @@ export const COMMANDS: Spec[] = [
     examples: ['gmq-hub command 0b8f7a52-7a0e-4e0b-9d3c-2f1f6c1f9e11'],
     async run({ positionals }, ctx) {
       const r = await ctx.client().call<CommandDetail>('GET', `${API}/command/${enc(positionals[0])}`);
-      if (ctx.json) printJson(ctx, r.body);
-      else ctx.out(commandBlock(r.body));
+      show(ctx, r.body, () => commandBlock(r.body));
       return 0;
     },
   },
@@ -501,8 +500,7 @@ export const COMMANDS: Spec[] = [
     examples: ['gmq-hub modules', 'gmq-hub modules --json'],
     async run(_p, ctx) {
       const r = await ctx.client().call<{ items: ModuleInfo[] }>('GET', `${API}/modules`);
-      if (ctx.json) printJson(ctx, r.body);
-      else ctx.out(table(MODULE_HEADERS, r.body.items.map(moduleRow)));
+      show(ctx, r.body, () => table(MODULE_HEADERS, r.body.items.map(moduleRow)));
       return 0;
     },
   },

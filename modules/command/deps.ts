@@ -62,6 +62,19 @@ export const ID_LIST = 'SELECT jsonb_array_elements_text(?::jsonb)';
 export const lockCte = (table: 'command_tracker' | 'command_outbox'): string =>
   `MATERIALIZED (SELECT id, status FROM ${table} WHERE command_id IN (${ID_LIST}) ORDER BY command_id FOR UPDATE)`;
 
+/**
+ * Both tables' lock steps inside ONE statement, for writes that change tracker and outbox rows
+ * together without a transaction around them (uplink.ts): `WITH ${LOCK_BOTH}, … k AS (… WHERE
+ * ${LOCKED_BOTH}) …`. The tracker rows lock first, then the outbox rows (`lo` waits for `lt`
+ * through its scalar subquery), each in command_id order, and every change that reads `k` waits
+ * for `lo`. Two bindings: the JSON array of command ids, twice.
+ */
+export const LOCK_BOTH = `lt AS MATERIALIZED (SELECT id FROM command_tracker WHERE command_id IN (${ID_LIST})
+                                 ORDER BY command_id FOR UPDATE),
+       lo AS MATERIALIZED (SELECT id FROM command_outbox WHERE command_id IN (${ID_LIST})
+                             AND (SELECT count(*) FROM lt) >= 0 ORDER BY command_id FOR UPDATE)`;
+export const LOCKED_BOTH = '(SELECT count(*) FROM lo) >= 0';
+
 const RETRYABLE = new Set(['40P01', '40001']); // deadlock_detected, serialization_failure
 
 /** Runs `fn` again (up to 3 times) when PostgreSQL aborted it for a deadlock or a serialization failure. */

@@ -22,7 +22,7 @@
 import type { ModuleTimers } from '../../core/module.js';
 import type { CommandAckPayload, DataMessage, ExecResultPayload, LogResultPayload } from '../shared/protocol.js';
 import type { CommandResultView, UplinkEvent } from '../shared/topics.js';
-import { type Deps, ID_LIST, isoAt, query, retrying } from './deps.js';
+import { type Deps, isoAt, LOCK_BOTH, LOCKED_BOTH, query, retrying } from './deps.js';
 import { TRACKER_COLUMNS, type TrackerRow } from './rows.js';
 import { isUuid } from './validate.js';
 
@@ -72,6 +72,7 @@ export class Uplinks {
   private queue: Item[] = [];
   private timer?: NodeJS.Timeout;
   private immediate?: NodeJS.Immediate;
+  /** Results in the queue: they go at once, while acks alone may wait for one. */
   private queuedResults = 0;
   private flushing?: Promise<void>;
   private waiters: Array<() => void> = [];
@@ -138,7 +139,7 @@ export class Uplinks {
       return;
     }
     if (this.queue.length === 0) return;
-    if (this.timer && this.resultQueued && !this.delayed && this.d.cfg.flush_interval_ms === 0) {
+    if (this.timer && this.queuedResults > 0 && !this.delayed && this.d.cfg.flush_interval_ms === 0) {
       // a result is waited for (a sync caller): it goes now, and the acks waiting go with it
       this.timers.clear(this.timer);
       this.timer = undefined;
@@ -148,7 +149,7 @@ export class Uplinks {
       // both then share one transaction; a redelivery would come a whole backoff step later.
       const wait = this.delayed
         ? RETRY_DELAY_MS
-        : this.d.cfg.flush_interval_ms === 0 && !this.resultQueued
+        : this.d.cfg.flush_interval_ms === 0 && this.queuedResults === 0
           ? ACK_WAIT_MS
           : this.d.cfg.flush_interval_ms;
       if (wait === 0) {
@@ -219,11 +220,6 @@ export class Uplinks {
     return run;
   }
 
-  /** Whether a result waits in the queue (results go at once; acks may wait for one). */
-  private get resultQueued(): boolean {
-    return this.queuedResults > 0;
-  }
-
   private enqueue(item: Item): void {
     this.queue.push(item);
     if (item.kind === 'result') this.queuedResults++;
@@ -268,7 +264,7 @@ export class Uplinks {
 
   /**
    * The whole group in two statements, acks then results, each one transaction that locks its
-   * rows in the global order before it changes them (LOCK_CTES). Both are idempotent, so a group
+   * rows in the global order before it changes them (deps.ts LOCK_BOTH). Both are idempotent, so a group
    * retried after a failure between them applies nothing twice. Events go out after each commit.
    */
   private async apply(items: Item[]): Promise<void> {
@@ -286,7 +282,7 @@ export class Uplinks {
     }
     const now = isoAt(this.d.clock.now());
     // Two statements, each its own transaction that locks its rows in the global order first
-    // (LOCK_CTES): no BEGIN/COMMIT and no separate lock statements, since a sync caller waits on
+    // (deps.ts LOCK_BOTH): no BEGIN/COMMIT and no separate lock statements, since a sync caller waits on
     // this write. Acks first, so a result of the same group lands on an acked command.
     // An ack whose result is in the same group rides with it: one statement, not two.
     const carried = new Map<string, AckItem>();
@@ -303,7 +299,8 @@ export class Uplinks {
     this.reportAcks(ackRows);
     this.reportResults(resultRows, results);
     // a result already stored (QoS 1 redelivery) applied nothing: its ack still fills acked_at
-    const unapplied = new Map([...carried].filter(([id]) => !resultRows.some((r) => r.in_id === id && r.inserted)));
+    const applied = new Set(resultRows.filter((r) => r.inserted).map((r) => r.in_id));
+    const unapplied = new Map([...carried].filter(([id]) => !applied.has(id)));
     if (unapplied.size > 0) this.reportAcks(await retrying(() => this.writeAcks(unapplied, now)));
   }
 
@@ -392,17 +389,6 @@ export class Uplinks {
 
 type AckRow = TrackerRow & { in_id: string; in_project: string; known: boolean };
 
-/**
- * The global lock order (deps.ts) inside one statement: the group's tracker rows, then its
- * outbox rows, each in command_id order, before anything is changed. `lo` waits for `lt` (its
- * scalar subquery runs first), and `k`, which every change reads, waits for `lo` (LOCKED).
- * Two bindings: the JSON array of command ids, twice.
- */
-const LOCK_CTES = `lt AS MATERIALIZED (SELECT id FROM command_tracker WHERE command_id IN (${ID_LIST})
-                                 ORDER BY command_id FOR UPDATE),
-       lo AS MATERIALIZED (SELECT id FROM command_outbox WHERE command_id IN (${ID_LIST})
-                             AND (SELECT count(*) FROM lt) >= 0 ORDER BY command_id FOR UPDATE)`;
-const LOCKED = '(SELECT count(*) FROM lo) >= 0';
 type ResultRowOut = AckRow & { inserted: boolean };
 
 /**
@@ -411,10 +397,10 @@ type ResultRowOut = AckRow & { inserted: boolean };
  * come back with known = false. sent_at never comes after acked_at: the relay's PUBACK and the
  * agent's ack race, and the PUBACK may be seen a moment after the ack arrived.
  */
-const ACK_SQL = `WITH ${LOCK_CTES},
+const ACK_SQL = `WITH ${LOCK_BOTH},
        v AS (SELECT * FROM jsonb_to_recordset(?::jsonb) AS v(command_id text, project_id text, ack_at timestamptz)),
        k AS (SELECT v.* FROM v JOIN command_tracker t ON t.command_id = v.command_id AND t.project_id = v.project_id
-              WHERE ${LOCKED}),
+              WHERE ${LOCKED_BOTH}),
        o AS (
          UPDATE command_outbox o SET status = 'published', updated_at = ?::timestamptz
            FROM k WHERE o.command_id = k.command_id AND o.status <> 'published'
@@ -439,14 +425,14 @@ const ACK_SQL = `WITH ${LOCK_CTES},
  * ±300 s window); the agent's own start/end stay in the result (execution_ms). An ack that came
  * in the same group (`ack_at`) is applied here too, so the usual ack + result pair is one write.
  */
-const RESULT_SQL = `WITH ${LOCK_CTES},
+const RESULT_SQL = `WITH ${LOCK_BOTH},
        v AS (
          SELECT * FROM jsonb_to_recordset(?::jsonb) AS v(command_id text, project_id text, status text,
            exit_code bigint, output text, error text, start_time bigint, end_time bigint, duration bigint,
            received_at timestamptz, started timestamptz, ended timestamptz, ack_at timestamptz)
        ),
        k AS (SELECT v.* FROM v JOIN command_tracker t ON t.command_id = v.command_id AND t.project_id = v.project_id
-              WHERE ${LOCKED}),
+              WHERE ${LOCKED_BOTH}),
        ins AS (
          INSERT INTO command_result (command_id, status, exit_code, output, error, start_time, end_time, duration,
                                      received_at, created_at)

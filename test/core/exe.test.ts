@@ -210,7 +210,12 @@ describe('exe module (python, line-delimited JSON over stdio)', () => {
       assert.equal(r.echo, 'after');
       // it wrote its echoes before that reply; they reach the test's own mailbox a moment later
       const flood = () => seen.on('py/echoed/flood').map((e) => (e.payload as { i: number }).i);
-      await until(() => flood().at(-1) === total - 1, 5000, 'the last echo');
+      // 24 MiB of echoes cross the pipe and the JSON parser: on a loaded 2-core machine that can
+      // take more than 5 s (it did, once in ten runs), so the bound matches the request's above
+      await until(() => flood().at(-1) === total - 1, 20_000, 'the last echo').catch((err: Error) => {
+        const g = flood();
+        throw new Error(`${err.message}: ${g.length} echoes, the last ${g.at(-1)}`);
+      });
       const got = flood();
       assert.ok(got.length > 0 && got.length < total, `echoed ${got.length}`);
       assert.equal(got[got.length - 1], total - 1);
