@@ -159,7 +159,20 @@ export const STATUS = {
   alert: (projectId: string) => `status/alert/${projectId}`,
   /** request {} → status module counters (uplinks, presence, flushes) */
   stats: 'status/stats',
+  /**
+   * event CredentialsChangedEvent — a project's credentials or enabled flag changed (created,
+   * disabled, enabled, rotated, a rotated-out secret's overlap ended): every cache of
+   * credentials (the bridge's verifier, the broker's auth cache) drops the project at once.
+   */
+  credentialsChanged: 'status/project/credentials-changed',
 } as const;
+
+export interface CredentialsChangedEvent {
+  project_id: string;
+  /** what happened: created | disabled | enabled | rotated | overlap_ended */
+  change: 'created' | 'disabled' | 'enabled' | 'rotated' | 'overlap_ended';
+  at: number;
+}
 
 export interface CreateProjectRequest {
   project_id?: string;
