@@ -29,6 +29,8 @@ export type ErrorCode =
   | 'DB_ERR_UNKNOWN_DATABASE'
   | 'DB_ERR_CONFIG'
   | 'DB_ERR_MIGRATION'
+  /** The database could not be reached (down, restarting, no connection); worth a retry: 503. */
+  | 'DB_ERR_UNAVAILABLE'
   // wire protocol
   | 'PROTO_ERR_JSON'
   | 'PROTO_ERR_SCHEMA'

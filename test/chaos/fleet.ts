@@ -52,7 +52,13 @@ export class ChaosHub {
         flush_interval_ms: 200,
         ...over.status,
       },
-      command: { retry_base_ms: 400, retry_max_ms: 3_200, relay_interval_ms: 100, sweep_interval_ms: 200, ...over.command },
+      command: {
+        retry_base_ms: 400,
+        retry_max_ms: 3_200,
+        relay_interval_ms: 100,
+        sweep_interval_ms: 200,
+        ...over.command,
+      },
       'mqtt-bridge': {
         url: this.brokerUrl,
         client_id: this.clientId,

@@ -269,7 +269,8 @@ export class Load {
       // lost: a 2xx without a row, never terminal, or ran without its result reaching the store
       if (!row || !isTerminal || (ran > 0 && !row.has_result)) {
         lost++;
-        if (lostSamples.length < 5) lostSamples.push({ command_id: id, executions: ran, ...(row ?? { row: 'missing' }) });
+        if (lostSamples.length < 5)
+          lostSamples.push({ command_id: id, executions: ran, ...(row ?? { row: 'missing' }) });
       }
     }
     return {

@@ -8,7 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { ChaosAgent, ChaosHub } from './fleet.js';
 import { type Figures, figureLine, Load, type LoadOptions } from './ledger.js';
-import { type PrivatePostgres, PrivateMosquitto, sleep } from './servers.js';
+import { PrivateMosquitto, type PrivatePostgres, sleep } from './servers.js';
 
 export interface ChaosOptions {
   commands: number;
@@ -133,7 +133,9 @@ export const SCENARIOS: Record<string, Scenario> = {
         await sleep(1_000);
         const odd = edits % 2 === 1;
         c.hub.writeConfig(
-          edits % 4 < 2 ? { command: { relay_interval_ms: odd ? 100 : 150 } } : { status: { flush_interval_ms: odd ? 200 : 250 } },
+          edits % 4 < 2
+            ? { command: { relay_interval_ms: odd ? 100 : 150 } }
+            : { status: { flush_interval_ms: odd ? 200 : 250 } },
         );
         edits++;
       }
@@ -188,7 +190,7 @@ export async function runScenario(name: string, pgs: PrivatePostgres, opts: Chao
     if (figures.lost > 0 || figures.twice > 0) {
       const dir = fs.mkdtempSync(path.join(opts.logDir, `${name}-`));
       hub.saveLogs(dir);
-      agents.forEach((a, i) => a.saveLogs(dir, i));
+      for (const [i, a] of agents.entries()) a.saveLogs(dir, i);
       fs.writeFileSync(path.join(dir, 'figures.json'), JSON.stringify(figures, null, 2));
       notes.logs = dir;
     }
