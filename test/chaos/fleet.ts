@@ -12,7 +12,8 @@ import { createInterface } from 'node:readline';
 import { freePort, HostProcess } from '../helpers/process.js';
 
 export const API = '/api/exchange-hub';
-const START_MS = 90_000;
+/** A process start on two shared cores under load (other test suites running) can take minutes. */
+const START_MS = 240_000;
 export const SLEEP = '/bin/sleep';
 
 export interface Project {

@@ -38,6 +38,8 @@ interface Scenario {
   /** What the fault is, for the README and --help. */
   what: string;
   sleepMs: readonly [number, number];
+  /** Commands outstanding per project at most (default 8). */
+  window?: number;
   fault(c: Ctx): Promise<void>;
 }
 
@@ -74,13 +76,16 @@ export const SCENARIOS: Record<string, Scenario> = {
     },
   },
   'broker-kill': {
-    what: 'Mosquitto (persistence on, default queue settings) kill -9 at 1/3 and 2/3 of the commands, restarted 2 s later',
+    what:
+      'Mosquitto (persistence on, default queue settings) kill -9 at 1/3 and 2/3 of the commands, restarted 5 s later; ' +
+      '40 commands outstanding per agent, so the agents come back with a burst of results',
     sleepMs: [20, 200],
+    window: 40,
     async fault(c) {
       for (const f of [1 / 3, 2 / 3]) {
         await at(c, f);
         await c.mosquitto.kill9();
-        await sleep(2_000);
+        await sleep(5_000);
         await c.mosquitto.start();
       }
       c.notes.kills = 2;
@@ -165,7 +170,7 @@ export async function runScenario(name: string, pgs: PrivatePostgres, opts: Chao
     const loadOpts: LoadOptions = {
       commands: opts.commands,
       sleepMs: sc.sleepMs,
-      window: 8,
+      window: sc.window ?? 8,
       timeoutMs: 120_000,
       senders: Math.min(32, agents.length * 2),
     };
