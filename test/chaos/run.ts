@@ -71,7 +71,15 @@ export async function runChaos(scenarios: string[], opts: ChaosOptions): Promise
   const out: Figures[] = [];
   try {
     for (const name of scenarios) {
-      const f = await runScenario(name, pgs, opts);
+      let f: Figures;
+      try {
+        f = await runScenario(name, pgs, opts);
+      } catch (err) {
+        // a scenario that could not run (a process that never started) fails, the others still run
+        opts.log(`${name}: could not run: ${(err as Error).message.split('\n')[0]}`);
+        out.push(failedRun(name));
+        continue;
+      }
       opts.log(figureLine(f));
       opts.log(`  ${JSON.stringify(f.notes)}`);
       if (f.lostSamples.length > 0) opts.log(`  lost, e.g.: ${JSON.stringify(f.lostSamples.slice(0, 2))}`);
@@ -81,6 +89,24 @@ export async function runChaos(scenarios: string[], opts: ChaosOptions): Promise
     await pgs.destroy();
   }
   return out;
+}
+
+function failedRun(scenario: string): Figures {
+  return {
+    scenario,
+    accepted: 0,
+    terminal: 0,
+    executed: 0,
+    stored: 0,
+    lost: 0,
+    twice: 0,
+    http5xx: 0,
+    http4xx: 0,
+    connErrors: 0,
+    durationMs: 0,
+    notes: { error: true },
+    lostSamples: [],
+  };
 }
 
 export function totalsLine(figs: Figures[]): string {
@@ -98,9 +124,9 @@ async function main(): Promise<void> {
   console.log(`chaos: ${scenarios.join(', ')}; ${opts.commands} commands each, ${opts.agents} agents`);
   const figs = await runChaos(scenarios, opts);
   console.log(totalsLine(figs));
-  const bad = figs.filter((f) => f.lost > 0 || f.twice > 0).map((f) => f.scenario);
+  const bad = figs.filter((f) => f.lost > 0 || f.twice > 0 || f.notes.error).map((f) => f.scenario);
   if (bad.length > 0) {
-    console.log(`FAILED: ${bad.join(', ')} lost or ran commands twice`);
+    console.log(`FAILED: ${bad.join(', ')} lost or ran commands twice, or could not run`);
     process.exitCode = 1;
   }
 }
