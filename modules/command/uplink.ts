@@ -79,6 +79,13 @@ function clean(s: unknown): string {
   return typeof s === 'string' ? s.replaceAll('\u0000', '').replace(LONE_SURROGATE, '\uFFFD') : '';
 }
 
+/**
+ * For the end-to-end test only: with HUB_CRASH_POINT=command.before_result_write the process
+ * kills itself with SIGKILL when it is about to write a result it received, the moment that
+ * durable-before-acknowledged exists for (test/regressions/result-survives-hub-kill).
+ */
+export const CRASH_BEFORE_RESULT_WRITE = 'command.before_result_write';
+
 const stopping = (): HubError =>
   new HubError('BUS_ERR_CLOSED', 'the command module is stopping; the uplink was not written');
 
@@ -369,6 +376,10 @@ export class Uplinks {
    * retried after a failure between them applies nothing twice. Events go out after each commit.
    */
   private async apply(items: Item[]): Promise<void> {
+    // test hook (see CRASH_BEFORE_RESULT_WRITE): the hub dies holding a result it has not written
+    if (process.env.HUB_CRASH_POINT === CRASH_BEFORE_RESULT_WRITE && items.some((it) => it.kind === 'result')) {
+      process.kill(process.pid, 'SIGKILL');
+    }
     const acks = new Map<string, AckItem>();
     const results = new Map<string, ResultItem>();
     let dupes = 0;
