@@ -3,8 +3,8 @@ import type { RegisterCommand } from '../shared/protocol.js';
 import {
   BRIDGE,
   type BridgeRejectedEvent,
-  type DurableReply,
   type CreatedProject,
+  type DurableReply,
   type ProjectCredentials,
   type ProjectView,
   STATUS,
