@@ -43,6 +43,13 @@ export const commandConfigSchema = z
     flush_interval_ms: z.number().int().nonnegative().default(0),
     /** …or as soon as this many are queued. */
     flush_max: z.number().int().min(1).max(10_000).default(200),
+    /**
+     * How long an idempotency key names its command (README "Idempotent sends"). The contract
+     * is at least 24 h, the default; a shorter value is for tests and breaks that promise.
+     */
+    idempotency_retention_ms: ms(86_400_000),
+    /** How often keys older than the retention are deleted (their commands stay). */
+    idempotency_sweep_interval_ms: ms(60_000),
   })
   .strict()
   .refine((c) => c.retry_base_ms <= c.retry_max_ms, {

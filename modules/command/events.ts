@@ -33,6 +33,11 @@ export interface Counters {
   logs: number;
   flushes: number;
   flush_errors: number;
+  /** Sends whose idempotency key named an earlier command with the same request: answered with it. */
+  idempotent_replays: number;
+  /** Sends refused: their idempotency key names a command made by a different request. */
+  idempotency_mismatches: number;
+  idempotency_keys_expired: number;
 }
 
 export function newCounters(): Counters {
@@ -60,6 +65,9 @@ export function newCounters(): Counters {
     logs: 0,
     flushes: 0,
     flush_errors: 0,
+    idempotent_replays: 0,
+    idempotency_mismatches: 0,
+    idempotency_keys_expired: 0,
   };
 }
 
