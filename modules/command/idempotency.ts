@@ -74,7 +74,7 @@ export function requestHash(r: HashedRequest): string {
   return createHash('sha256').update(canonical, 'utf8').digest('hex');
 }
 
-export function mismatch(key: string, commandId: string): HubError {
+export function mismatch(commandId: string): HubError {
   return new HubError(
     'CMD_ERR_IDEMPOTENCY_MISMATCH',
     `idempotency_key: already used by command ${commandId} with a different request; use a new key for a new command`,

@@ -185,7 +185,7 @@ export class Sender {
         { project_id: c.project_id, command_id: found.row.command_id },
         'idempotency key reused with a different request: refused',
       );
-      throw mismatch(idem.key, found.row.command_id);
+      throw mismatch(found.row.command_id);
     }
     this.d.counters.idempotent_replays++;
     this.d.log.debug(

@@ -61,7 +61,7 @@ export function toHttpError(err: unknown): { status: number; body: ErrorBody; in
  * A zod failure as the hub's validation error: the first issue, its field named (an unknown key
  * names the key itself), and a message that starts with the field.
  */
-export function fromZod(code: ErrorCode, err: ZodError, where: 'body' | 'query' | 'params'): HubError {
+export function fromZod(code: ErrorCode, err: ZodError, where: 'body' | 'query' | 'params' | 'headers'): HubError {
   const issue = err.issues[0];
   let field = issue.path.map(String).join('.');
   let message = issue.message;
