@@ -10,8 +10,8 @@ import fs from 'node:fs';
 import { after, before, describe, test } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
 import {
-  API,
   type Agent,
+  API,
   BACKEND_TITLE,
   BACKENDS,
   Hub,
