@@ -226,6 +226,22 @@ for (const backend of BACKENDS) {
       assert.equal(runs(String(c1.command_id)), 1);
     });
 
+    test('/openapi.json documents the Idempotency-Key header, the replay header and the 409', async () => {
+      const doc = await (await fetch(`${hub.base}/openapi.json`)).json();
+      for (const op of ['send', 'sync']) {
+        const o = doc.paths[`${API}/command/${op}`].post;
+        const param = o.parameters.find((p: Json) => p.name === 'Idempotency-Key');
+        assert.ok(param, `${op}: ${JSON.stringify(o.parameters)}`);
+        assert.equal(param.in, 'header');
+        assert.equal(param.required, false);
+        assert.equal(param.schema.maxLength, 255);
+        assert.match(param.description, /24 h/);
+        const ok = o.responses[op === 'send' ? '202' : '200'];
+        assert.ok(ok.headers['Idempotent-Replayed'], op);
+        assert.match(o.responses['409'].description, /CMD_ERR_IDEMPOTENCY_MISMATCH/);
+      }
+    });
+
     test('a hub killed between the commit and the answer: the retry gets that command, run once', async () => {
       const key = uniqueId('crash');
       const body = { project_id: pid(), command_type: 'echo', payload: { survives: 'the crash' } };
