@@ -12,11 +12,14 @@
 import type { ModuleTimers } from '../../core/module.js';
 import { type Deps, isoAt, lockInOrder, query, retrying } from './deps.js';
 import { IdempotencyKeys } from './idempotency.js';
+import type { Reasker } from './reask.js';
 import { LIVE_SQL, TRACKER_COLUMNS, type TrackerRow } from './rows.js';
 import type { Sender } from './send.js';
 
 const BATCH = 500;
 const RECHECK_EVERY = 20;
+/** How often the re-ask pass looks for acked commands without a result. */
+const REASK_EVERY_MS = 2_000;
 export const EXPIRED = 'expired before the project came online';
 const T_COLS = TRACKER_COLUMNS.split(', ')
   .map((c) => `t.${c}`)
@@ -27,6 +30,7 @@ export class Sweeper {
   private running?: Promise<void>;
   private stopped = false;
   private passes = 0;
+  private lastReask = 0;
   private readonly keys: IdempotencyKeys;
   /** When the idempotency keys were last swept (module clock); the first pass sweeps them. */
   private keysSweptAt = Number.NEGATIVE_INFINITY;
@@ -35,6 +39,7 @@ export class Sweeper {
     private readonly d: Deps,
     private readonly timers: ModuleTimers,
     private readonly sender: Sender,
+    private readonly reasker?: Reasker,
   ) {
     this.keys = new IdempotencyKeys(d);
   }
@@ -121,6 +126,10 @@ export class Sweeper {
     }
 
     if (this.passes++ % RECHECK_EVERY === 0) await this.recheckWaiting();
+    if (this.reasker && now - this.lastReask >= REASK_EVERY_MS) {
+      this.lastReask = now;
+      await this.reasker.pass();
+    }
     if (now - this.keysSweptAt >= this.d.cfg.idempotency_sweep_interval_ms) {
       this.keysSweptAt = now;
       await this.keys.sweep();
