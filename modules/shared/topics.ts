@@ -244,7 +244,7 @@ export type CommandStatus = 'pending' | 'sent' | 'acked' | 'completed' | 'failed
 export type OfflinePolicy = 'fail' | 'queue';
 
 export const COMMAND = {
-  /** request SendCommandRequest → CommandView (at once; the outbox delivers) */
+  /** request SendCommandRequest → SentCommand (at once; the outbox delivers) */
   send: 'command/send',
   /** request { command_id } → CommandDetail (CMD_ERR_NOT_FOUND) */
   get: 'command/get',
@@ -277,7 +277,15 @@ export interface SendCommandRequest {
   /** Callers that wait for the result choose the id first, so their waiter exists before the send. */
   command_id?: string;
   is_sync?: boolean;
+  /**
+   * A retry key (REST `Idempotency-Key`): the same key and request answer the command the first
+   * send made; another request → CMD_ERR_IDEMPOTENCY_MISMATCH. 1-255 printable ASCII characters.
+   */
+  idempotency_key?: string;
 }
+
+/** COMMAND.send's answer: the command, flagged when an idempotency key named one made before. */
+export type SentCommand = CommandView & { idempotent_replayed?: true };
 
 export interface CommandTimings {
   /** created → sent (broker acknowledged) */
