@@ -8,8 +8,8 @@ import assert from 'node:assert/strict';
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { describe, test } from 'node:test';
-import { launchBrowser as launch, noBrowser, screenshotPath, sendThroughForm } from './browser.js';
 import { scaled } from '../../helpers/wait.js';
+import { launchBrowser as launch, noBrowser, screenshotPath, sendThroughForm } from './browser.js';
 import { startWeb } from './harness.js';
 
 const SCREENSHOT = screenshotPath('dashboard-fake');
