@@ -48,16 +48,18 @@ function tryBind(p: PlannedPort): Promise<string | null> {
 
 /**
  * HOST_ERR_PORT_IN_USE for `modules.<module>.port`, with the hint this config file supports:
- * the variable the file reads the port from (`set HUB_HTTP_PORT`), and the one that disables
- * the module if the file has one; or, when the file has a literal port, the key to change.
- * A module's own error names the variable of the shipped config, which may not be in this file.
+ * the variable the block names in `port_env`, else the one the file reads the port from
+ * (`set HUB_HTTP_PORT to another port`), and the one that disables the module if the file has
+ * one; or, when the file has a literal port, the key to change. A module's own error names the
+ * variable of the shipped config, which may not be in this file at all.
  */
 export function portInUse(cfg: HostConfig, module: string, port: number, cause?: unknown): HubError {
   const key = `modules.${module}.port`;
-  const portVar = cfg.envVars[key]?.[0];
+  const named = cfg.modules[module]?.settings.port_env;
+  const portVar = typeof named === 'string' && named ? named : cfg.envVars[key]?.[0];
   const enableVar = cfg.envVars[`modules.${module}.enable`]?.[0];
-  let hint = portVar ? `set ${portVar}` : `change ${key} in ${displayPath(cfg.file)}`;
-  if (enableVar) hint += `${portVar ? ' to another port' : ''} or ${enableVar}=false to disable modules.${module}`;
+  let hint = portVar ? `set ${portVar} to another port` : `change ${key} in ${displayPath(cfg.file)}`;
+  if (enableVar) hint += ` or ${enableVar}=false to disable modules.${module}`;
   return new HubError(
     'HOST_ERR_PORT_IN_USE',
     `port ${port} is in use (${hint})`,
