@@ -29,6 +29,7 @@ export type ErrorCode =
   | 'DB_ERR_UNKNOWN_DATABASE'
   | 'DB_ERR_CONFIG'
   | 'DB_ERR_MIGRATION'
+  | 'DB_ERR_DATA_DIR_LOCKED'
   /** The database could not be reached (down, restarting, no connection); worth a retry: 503. */
   | 'DB_ERR_UNAVAILABLE'
   // wire protocol
@@ -52,6 +53,7 @@ export type ErrorCode =
   | 'CMD_ERR_UNKNOWN_PROJECT'
   | 'CMD_ERR_NOT_CANCELLABLE'
   | 'CMD_ERR_TIMEOUT'
+  | 'CMD_ERR_IDEMPOTENCY_MISMATCH'
   | 'STATUS_ERR_INVALID'
   | 'STATUS_ERR_NOT_FOUND'
   | 'STATUS_ERR_EXISTS'
