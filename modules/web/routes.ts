@@ -16,6 +16,7 @@ import {
   commandViewSchema,
   createdProjectSchema,
   createProjectBody,
+  deadCommandSchema,
   emptyBody,
   itemsOf,
   listCommandsQuery,
@@ -61,6 +62,11 @@ export interface RouteSpec<P extends Schema = Schema, Q extends Schema = Schema,
   url: string;
   summary: string;
   tag: 'commands' | 'projects' | 'system';
+  /**
+   * Answered without the token (health probes). Every other route needs it: the server's one
+   * auth gate reads this flag off the route the router matched (auth.ts `mayPass`).
+   */
+  public?: boolean;
   /** Code of a validation failure on this route (400). */
   invalid: ErrorCode;
   params?: P;
@@ -122,6 +128,7 @@ export function buildRoutes(d: RouteDeps): AnyRoute[] {
       answers: {
         404: 'Unknown project',
         409: 'Project not online (offline_policy fail)',
+        503: ['The wait was cut short: the hub is stopping; the command goes on', syncTimeoutSchema],
         504: ['The wait ran out; the command goes on (follow it by command_id)', syncTimeoutSchema],
       },
       handler: async ({ body, signal }) => {
@@ -190,7 +197,7 @@ export function buildRoutes(d: RouteDeps): AnyRoute[] {
       tag: 'commands',
       invalid: C,
       query: pagingQuery,
-      response: pageOf(commandViewSchema),
+      response: pageOf(deadCommandSchema),
       handler: ({ query }) => ask(COMMAND.deadList, query),
     }),
     route({
@@ -317,6 +324,7 @@ export function buildRoutes(d: RouteDeps): AnyRoute[] {
       url: '/healthz',
       summary: 'The process is alive',
       tag: 'system',
+      public: true,
       invalid: W,
       response: z.object({ ok: z.literal(true) }),
       handler: async () => ({ ok: true }),
@@ -326,6 +334,7 @@ export function buildRoutes(d: RouteDeps): AnyRoute[] {
       url: '/readyz',
       summary: 'Ready: the database and the MQTT bridge are reachable',
       tag: 'system',
+      public: true,
       invalid: W,
       response: z.object({ ready: z.boolean(), checks: z.record(z.string(), z.unknown()) }),
       answers: { 503: ['Not ready, with the reasons', z.object({ ready: z.literal(false), checks: z.unknown() })] },
