@@ -32,6 +32,8 @@ export interface ServerDeps {
 /** Route config: who may call it (see auth.ts `mayPass`). Routes without it need the token. */
 const access = (a: RouteAccess): RouteAccessConfig => ({ access: a });
 
+const TOKEN_REQUIRED = 'a valid bearer token is required (Authorization: Bearer <token>)';
+
 /** The error code a response carried, kept on the request so onResponse can count refusals by code. */
 const refusedWith = new WeakMap<object, string>();
 
@@ -62,6 +64,16 @@ export function buildServer(d: ServerDeps): FastifyInstance {
     // percent-encoding, a path parameter past maxParamLength): the documented error body, and
     // counted like every other refusal.
     frameworkErrors: (err, req, reply) => {
+      // no route was matched: the gate's fail-closed answer comes first, as for a 404
+      if (!mayPass(d.gate, null, req.raw)) {
+        d.metrics.httpRefusals.inc({ code: 'AUTH_ERR_TOKEN' });
+        d.metrics.httpRequests.inc({ method: req.method, route: 'unmatched', status: '401' });
+        return (reply as FastifyReply)
+          .code(401)
+          .header('www-authenticate', 'Bearer')
+          .type('application/json; charset=utf-8')
+          .send({ error: { code: 'AUTH_ERR_TOKEN', message: TOKEN_REQUIRED } } satisfies ErrorBody);
+      }
       const tooLong = err.code === 'FST_ERR_MAX_PARAM_LENGTH';
       d.metrics.httpRefusals.inc({ code: 'WEB_ERR_INVALID' });
       d.metrics.httpRequests.inc({ method: req.method, route: 'unmatched', status: '400' });
@@ -113,12 +125,7 @@ export function buildServer(d: ServerDeps): FastifyInstance {
     // not on the route itself; no route matched (404) means the token is needed too.
     if (!mayPass(d.gate, req.is404 ? null : (req.routeOptions.config as RouteAccessConfig), req.raw)) {
       reply.header('www-authenticate', 'Bearer');
-      return sendError(
-        reply,
-        401,
-        'AUTH_ERR_TOKEN',
-        'a valid bearer token is required (Authorization: Bearer <token>)',
-      );
+      return sendError(reply, 401, 'AUTH_ERR_TOKEN', TOKEN_REQUIRED);
     }
   });
 
