@@ -5,6 +5,7 @@
  * sends the request line exactly as written (fetch() would normalise `%61`, `..` and `#`).
  */
 import net from 'node:net';
+import type { Logger } from '../../../core/log.js';
 import { ProviderRegistry } from '../../../core/registry.js';
 import { provider as commandProvider } from '../../../modules/command/index.js';
 import { provider as grpcProvider } from '../../../modules/grpc/index.js';
@@ -33,6 +34,8 @@ export interface RealHubOptions {
   grpc?: boolean;
   /** Extra keys of the web block (YAML flow values). */
   web?: Record<string, unknown>;
+  /** The host's logger (default: silent). */
+  log?: Logger;
 }
 
 export async function startRealHub(opts: RealHubOptions = {}): Promise<RealHub> {
@@ -58,7 +61,7 @@ export async function startRealHub(opts: RealHubOptions = {}): Promise<RealHub> 
       `  web: ${JSON.stringify(web)}`,
       ...(opts.grpc ? [`  grpc: { port: 0, host: "127.0.0.1", tokens: [${JSON.stringify(HUB_TOKEN)}] }`] : []),
     ].join('\n');
-    th = await startHost(yaml, registry);
+    th = await startHost(yaml, registry, { log: opts.log });
     const info = await th.host.bus.request<WebInfo>(WEB.info('web'), {});
     const grpcPort = opts.grpc ? (await th.host.bus.request<GrpcStats>(GRPC.stats, {})).port : undefined;
     const started = th;
