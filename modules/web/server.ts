@@ -190,28 +190,24 @@ export function buildServer(d: ServerDeps): FastifyInstance {
     sendError(reply, 426, 'WEB_ERR_UPGRADE_REQUIRED', `${WS_PATH} is a WebSocket: send an Upgrade request`),
   );
 
-  // Anything under /api that no route took: a 404, but only for a caller with the token (the
-  // static catch-all below is public, and must never answer for the API's paths).
-  app.get('/api', { config: access('token') }, async (req, reply) =>
-    sendError(reply, 404, 'WEB_ERR_NOT_FOUND', `no route GET ${req.routeOptions.url}`),
-  );
-  app.get('/api/*', { config: access('token') }, async (req, reply) =>
-    sendError(reply, 404, 'WEB_ERR_NOT_FOUND', `no route GET /api/${shown((req.params as { '*': string })['*'])}`),
-  );
-
-  // The dashboard's files: public (the page asks for the token and sends it on its API calls).
-  app.get('/*', { config: access('public') }, async (req, reply) => {
-    const path = req.url.split('?')[0];
-    const file = await d.statics.get(path);
-    if (!file) return sendError(reply, 404, 'WEB_ERR_NOT_FOUND', `no file ${shown(path)}`);
-    return reply
-      .header('content-security-policy', DASHBOARD_CSP)
-      .header('x-content-type-options', 'nosniff')
-      .header('referrer-policy', 'no-referrer')
-      .header('cache-control', 'no-cache')
-      .type(file.type)
-      .send(file.body);
-  });
+  // The dashboard's files, each a public route (the page asks for the token and sends it on its
+  // API calls). No catch-all: any other path is the not-found handler's, behind the token.
+  // A file never shadows the API or another route (a stray openapi.json in the directory).
+  const taken = new Set([...d.routes.filter((r) => r.method === 'GET').map((r) => r.url), '/metrics', '/openapi.json']);
+  for (const url of d.statics.list()) {
+    if (taken.has(url) || url === '/api' || url.startsWith('/api/')) continue;
+    app.get(url, { config: access('public') }, async (_req, reply) => {
+      const file = await d.statics.get(url);
+      if (!file) return sendError(reply, 404, 'WEB_ERR_NOT_FOUND', `no file ${shown(url)}`);
+      return reply
+        .header('content-security-policy', DASHBOARD_CSP)
+        .header('x-content-type-options', 'nosniff')
+        .header('referrer-policy', 'no-referrer')
+        .header('cache-control', 'no-cache')
+        .type(file.type)
+        .send(file.body);
+    });
+  }
 
   app.server.on('upgrade', (req, socket, head) => d.ws.onUpgrade(req, socket, head));
   return app;

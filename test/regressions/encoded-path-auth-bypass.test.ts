@@ -5,8 +5,10 @@
  * the router matched. Every spelling below must need the token, and do nothing without it.
  */
 import assert from 'node:assert/strict';
+import http2 from 'node:http2';
 import { after, before, describe, test } from 'node:test';
 import pg from 'pg';
+import WebSocket from 'ws';
 import { TEST_DATABASE_URL } from '../helpers/db.js';
 import { HUB_TOKEN, type RealHub, rawRequest, startRealHub } from '../modules/web/real-hub.js';
 
@@ -20,7 +22,7 @@ describe('regression: percent-encoded and odd paths do not get past the token', 
     (await db.query(`SELECT project_id, secret FROM "${hub.schema}".project ORDER BY project_id`)).rows;
 
   before(async () => {
-    hub = await startRealHub();
+    hub = await startRealHub({ grpc: true });
     db = new pg.Client({ connectionString: TEST_DATABASE_URL });
     await db.connect();
   });
@@ -87,6 +89,58 @@ describe('regression: percent-encoded and odd paths do not get past the token', 
     for (const path of ['/healthz', '/openapi.json', '/', '/%68ealthz']) {
       const r = await rawRequest(hub.port, 'GET', path);
       assert.equal(r.status, 200, path);
+    }
+  });
+
+  test('the WebSocket upgrade and gRPC stay as they were: exact paths, the token checked there', async () => {
+    const open = (path: string, headers: Record<string, string> = {}) =>
+      new Promise<number>((resolve) => {
+        const ws = new WebSocket(`ws://127.0.0.1:${hub.port}${path}`, { headers });
+        ws.on('open', () => {
+          ws.close();
+          resolve(101);
+        });
+        ws.on('unexpected-response', (_req, res) => {
+          res.resume();
+          resolve(res.statusCode ?? 0);
+        });
+        ws.on('error', () => resolve(-1));
+      });
+    assert.equal(await open('/api/exchange-hub/ws'), 401);
+    assert.equal(await open('/%61pi/exchange-hub/ws'), 404);
+    assert.equal(await open('/api/exchange-hub/%77s'), 404);
+    assert.equal(await open('/api/exchange-hub/ws', auth), 101);
+
+    // gRPC dispatches on the exact :path; a spelled-out method name is not the method
+    const session = http2.connect(`http://127.0.0.1:${hub.grpcPort}`);
+    try {
+      const grpcStatus = (path: string, headers: Record<string, string> = {}) =>
+        new Promise<string>((resolve, reject) => {
+          const req = session.request({
+            ':method': 'POST',
+            ':path': path,
+            'content-type': 'application/grpc',
+            te: 'trailers',
+            ...headers,
+          });
+          let status = '';
+          req.on('response', (h) => {
+            if (h['grpc-status'] !== undefined) status = String(h['grpc-status']);
+          });
+          req.on('trailers', (t) => {
+            status = String(t['grpc-status']);
+          });
+          req.on('end', () => resolve(status));
+          req.on('error', reject);
+          req.resume();
+          // one empty ListProjectsRequest message: no compression flag, length 0
+          req.end(Buffer.from([0, 0, 0, 0, 0]));
+        });
+      assert.equal(await grpcStatus('/exchangehub.v1.ExchangeHub/ListProjects'), '16', 'UNAUTHENTICATED');
+      assert.equal(await grpcStatus('/exchangehub.v1.ExchangeHub/%4cistProjects'), '12', 'UNIMPLEMENTED');
+      assert.equal(await grpcStatus('/exchangehub.v1.ExchangeHub/ListProjects', auth), '0', 'OK with the token');
+    } finally {
+      session.close();
     }
   });
 });
