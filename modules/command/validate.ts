@@ -92,7 +92,10 @@ export function checkSend(req: unknown, cfg: CommandConfig): CheckedSend {
     maxDepth: DEFAULT_JSON_LIMITS.maxDepth,
     maxNodes: Math.max(DEFAULT_JSON_LIMITS.maxNodes, cfg.max_payload_bytes),
   });
-  if (unsafe) throw invalid(`payload${unsafe.path}`, unsafe.problem);
+  if (unsafe) {
+    // the field is the request's (`payload`); where inside it goes at the end of the message
+    throw invalid('payload', unsafe.path ? `${unsafe.problem} (at payload${unsafe.path})` : unsafe.problem);
+  }
   let payloadJson: string;
   try {
     payloadJson = canonicalJson(payload);
