@@ -38,6 +38,11 @@ export type ErrorCode =
   | 'PROTO_ERR_REPLAY'
   | 'PROTO_ERR_UNKNOWN_TYPE'
   | 'PROTO_ERR_PROJECT_ID'
+  // the bridge's verification step (mqtt-bridge/verify.ts)
+  | 'PROTO_ERR_UNKNOWN_PROJECT'
+  | 'PROTO_ERR_PROJECT_DISABLED'
+  | 'PROTO_ERR_UNSIGNED'
+  | 'PROTO_ERR_UNVERIFIABLE'
   // domain modules
   | 'CMD_ERR_INVALID'
   | 'CMD_ERR_NOT_FOUND'

@@ -33,6 +33,10 @@ export interface Counters {
   logs: number;
   flushes: number;
   flush_errors: number;
+  /** acks/results the database refused for their own data (given up after retries) */
+  uplinks_refused_by_db: number;
+  /** acks/results asked for again: acked commands whose result had not come (relay re-ask) */
+  reasks: number;
 }
 
 export function newCounters(): Counters {
@@ -60,6 +64,8 @@ export function newCounters(): Counters {
     logs: 0,
     flushes: 0,
     flush_errors: 0,
+    uplinks_refused_by_db: 0,
+    reasks: 0,
   };
 }
 

@@ -78,4 +78,14 @@ CREATE INDEX IF NOT EXISTS command_outbox_due_idx ON command_outbox (status, nex
 CREATE INDEX IF NOT EXISTS command_outbox_waiting_idx ON command_outbox (project_id) WHERE status = 'waiting';
 `,
   },
+  {
+    // reask.ts: acked commands whose result has not come are asked for again; the partial index
+    // holds only those (a result sets completed_at), so the pass stays cheap at any table size
+    id: '002_result_reask',
+    up: `
+ALTER TABLE command_tracker ADD COLUMN IF NOT EXISTS reasked_at timestamptz;
+CREATE INDEX IF NOT EXISTS command_tracker_awaiting_result_idx ON command_tracker (created_at)
+  WHERE status IN ('acked', 'timeout') AND acked_at IS NOT NULL AND completed_at IS NULL;
+`,
+  },
 ];

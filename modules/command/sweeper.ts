@@ -9,11 +9,14 @@
  */
 import type { ModuleTimers } from '../../core/module.js';
 import { type Deps, isoAt, lockInOrder, query, retrying } from './deps.js';
+import type { Reasker } from './reask.js';
 import { LIVE_SQL, TRACKER_COLUMNS, type TrackerRow } from './rows.js';
 import type { Sender } from './send.js';
 
 const BATCH = 500;
 const RECHECK_EVERY = 20;
+/** How often the re-ask pass looks for acked commands without a result. */
+const REASK_EVERY_MS = 2_000;
 export const EXPIRED = 'expired before the project came online';
 const T_COLS = TRACKER_COLUMNS.split(', ')
   .map((c) => `t.${c}`)
@@ -24,11 +27,13 @@ export class Sweeper {
   private running?: Promise<void>;
   private stopped = false;
   private passes = 0;
+  private lastReask = 0;
 
   constructor(
     private readonly d: Deps,
     private readonly timers: ModuleTimers,
     private readonly sender: Sender,
+    private readonly reasker?: Reasker,
   ) {}
 
   start(): void {
@@ -113,6 +118,10 @@ export class Sweeper {
     }
 
     if (this.passes++ % RECHECK_EVERY === 0) await this.recheckWaiting();
+    if (this.reasker && now - this.lastReask >= REASK_EVERY_MS) {
+      this.lastReask = now;
+      await this.reasker.pass();
+    }
     return timedOut.length === BATCH || queued.length === BATCH;
   }
 

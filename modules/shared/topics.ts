@@ -48,6 +48,9 @@ export interface BridgeRejectedEvent {
   code: string;
   reason: string;
   at: number;
+  /** The sender's project and the message type, when they could be read (status answers a refused register). */
+  project_id?: string;
+  type?: string;
 }
 /** `mqtt/stats` reply. Times are ms since the epoch. */
 export interface BridgeStats {
@@ -61,6 +64,13 @@ export interface BridgeStats {
   rejected_by_code: Record<string, number>;
   /** valid uplinks a full mailbox refused */
   dropped_by_bus: number;
+  /** state-carrying uplinks acknowledged after their write, left unacknowledged, waiting now, too slow */
+  durable_acked?: number;
+  durable_withheld?: number;
+  durable_waiting?: number;
+  durable_timeouts?: number;
+  /** projects in the verification step's credential read model */
+  credentials_cached?: number;
   published: number;
   publish_failures: number;
   publish_in_flight: number;
@@ -205,6 +215,11 @@ export interface ProjectCredentials {
   state: PresenceState;
   /** Current secret first; a rotated-out secret stays while its overlap lasts. */
   secrets: string[];
+  /** When the rotated-out secret in `secrets` stops verifying (ms), so caches expire with it. */
+  prev_secret_expires_at?: number | null;
+  /** The status module's policy for uplinks, applied by the bridge's verification step. */
+  require_data_signature?: boolean;
+  clock_window_ms?: number;
 }
 export interface StatusChangedEvent {
   project_id: string;

@@ -2,6 +2,7 @@ import type { ModuleContext, ModuleProvider } from '../../core/module.js';
 import type { RegisterCommand } from '../shared/protocol.js';
 import {
   BRIDGE,
+  type BridgeRejectedEvent,
   type CreatedProject,
   type ProjectCredentials,
   type ProjectView,
@@ -93,6 +94,9 @@ function createStatus(ctx: ModuleContext<StatusConfig>) {
         enabled: rec.enabled,
         state: presence.get(rec.project_id)?.state ?? 'offline',
         secrets: projects.validSecrets(rec),
+        prev_secret_expires_at: rec.prev_secret_expires_at,
+        require_data_signature: cfg.require_data_signature,
+        clock_window_ms: cfg.clock_window_ms,
       });
       // Hot (every command signs with it): answered without a promise when cached.
       const r = projects.lookup(project_id);
@@ -121,6 +125,7 @@ function createStatus(ctx: ModuleContext<StatusConfig>) {
       projects_cached: projects.cachedCount,
       flush: { ...flusher.stats, in_flight: flusher.inFlight },
     }));
+    bus.subscribe<BridgeRejectedEvent>(BRIDGE.rejected, (ev) => uplinks.onRejected(ev));
     bus.subscribe<UplinkEvent<RegisterCommand>>(BRIDGE.uplinkPattern('command', 'register'), (ev) =>
       uplinks.onRegister(ev),
     );
