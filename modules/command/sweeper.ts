@@ -5,10 +5,13 @@
  *    trying to deliver one goes dead (the caller gave up; replay revives it);
  *  - queued commands past queue_expires_at fail with 'expired before the project came online';
  *  - every RECHECK_EVERY passes, projects with queued commands are looked up: one that is online
- *    (its online event came while no command module was running) gets its commands released.
+ *    (its online event came while no command module was running) gets its commands released;
+ *  - every idempotency_sweep_interval_ms, idempotency keys older than idempotency_retention_ms
+ *    are deleted (idempotency.ts; the commands they named stay).
  */
 import type { ModuleTimers } from '../../core/module.js';
 import { type Deps, isoAt, lockInOrder, query, retrying } from './deps.js';
+import { IdempotencyKeys } from './idempotency.js';
 import type { Reasker } from './reask.js';
 import { LIVE_SQL, TRACKER_COLUMNS, type TrackerRow } from './rows.js';
 import type { Sender } from './send.js';
@@ -28,13 +31,18 @@ export class Sweeper {
   private stopped = false;
   private passes = 0;
   private lastReask = 0;
+  private readonly keys: IdempotencyKeys;
+  /** When the idempotency keys were last swept (module clock); the first pass sweeps them. */
+  private keysSweptAt = Number.NEGATIVE_INFINITY;
 
   constructor(
     private readonly d: Deps,
     private readonly timers: ModuleTimers,
     private readonly sender: Sender,
     private readonly reasker?: Reasker,
-  ) {}
+  ) {
+    this.keys = new IdempotencyKeys(d);
+  }
 
   start(): void {
     this.schedule(0);
@@ -121,6 +129,10 @@ export class Sweeper {
     if (this.reasker && now - this.lastReask >= REASK_EVERY_MS) {
       this.lastReask = now;
       await this.reasker.pass();
+    }
+    if (now - this.keysSweptAt >= this.d.cfg.idempotency_sweep_interval_ms) {
+      this.keysSweptAt = now;
+      await this.keys.sweep();
     }
     return timedOut.length === BATCH || queued.length === BATCH;
   }

@@ -27,6 +27,16 @@ export interface UplinkEvent<M = CommandMessage | DataMessage> {
   received_at: number;
 }
 
+/**
+ * What the owner of a durable uplink (register, register_complete, disconnect, command_ack,
+ * exec_result: the bridge sends them as requests) may answer: the request settles when the
+ * handler returns, and the bridge acknowledges the uplink to the broker once `written` resolves
+ * too. A handler that returns a promise instead holds its mailbox until it settles.
+ */
+export interface DurableReply {
+  written: Promise<void>;
+}
+
 export interface MqttPublishRequest {
   topic: string;
   /** Serialised once by the publisher (JSON text), so the bridge never copies objects. */
@@ -234,7 +244,7 @@ export type CommandStatus = 'pending' | 'sent' | 'acked' | 'completed' | 'failed
 export type OfflinePolicy = 'fail' | 'queue';
 
 export const COMMAND = {
-  /** request SendCommandRequest → CommandView (at once; the outbox delivers) */
+  /** request SendCommandRequest → SentCommand (at once; the outbox delivers) */
   send: 'command/send',
   /** request { command_id } → CommandDetail (CMD_ERR_NOT_FOUND) */
   get: 'command/get',
@@ -267,7 +277,15 @@ export interface SendCommandRequest {
   /** Callers that wait for the result choose the id first, so their waiter exists before the send. */
   command_id?: string;
   is_sync?: boolean;
+  /**
+   * A retry key (REST `Idempotency-Key`): the same key and request answer the command the first
+   * send made; another request → CMD_ERR_IDEMPOTENCY_MISMATCH. 1-255 printable ASCII characters.
+   */
+  idempotency_key?: string;
 }
+
+/** COMMAND.send's answer: the command, flagged when an idempotency key named one made before. */
+export type SentCommand = CommandView & { idempotent_replayed?: true };
 
 export interface CommandTimings {
   /** created → sent (broker acknowledged) */
