@@ -43,6 +43,8 @@ export class WebMetrics {
   readonly registry = new Registry();
   readonly httpRequests: Counter<'method' | 'route' | 'status'>;
   readonly httpDuration: Histogram<'route'>;
+  /** Every 4xx the HTTP server answers, by its error code (auth, validation, routing, framework). */
+  readonly httpRefusals: Counter<'code'>;
   readonly wsRejected: Counter<'reason'>;
   readonly wsSlow: Counter;
   readonly wsSent: Counter;
@@ -80,6 +82,12 @@ export class WebMetrics {
       help: 'HTTP request time by route pattern (a sync call includes its wait)',
       labelNames: ['route'],
       buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30, 300],
+      registers: r,
+    });
+    this.httpRefusals = new Counter({
+      name: 'hub_http_refusals_total',
+      help: 'HTTP requests refused with a 4xx, by error code (AUTH_ERR_TOKEN, *_ERR_INVALID, WEB_ERR_NOT_FOUND …)',
+      labelNames: ['code'],
       registers: r,
     });
     this.wsRejected = new Counter({
