@@ -38,6 +38,7 @@ export type ErrorCode =
   | 'PROTO_ERR_REPLAY'
   | 'PROTO_ERR_UNKNOWN_TYPE'
   | 'PROTO_ERR_PROJECT_ID'
+  | 'PROTO_ERR_UNSAFE_VALUE'
   // domain modules
   | 'CMD_ERR_INVALID'
   | 'CMD_ERR_NOT_FOUND'

@@ -126,6 +126,10 @@ export interface BrokerStats {
   /** deliveries under way / publishes waiting for a slot */
   inflight: number;
   waiting: number;
+  /** agent sessions closed because their login stopped authenticating (disabled, rotated out) */
+  revoked?: number;
+  /** every denial by kind and reason (BrokerDeniedEvent), reported or not */
+  denials?: Array<{ kind: BrokerDeniedEvent['kind']; reason: string; count: number }>;
 }
 
 // ─── status ────────────────────────────────────────────────────────────────────────────────
