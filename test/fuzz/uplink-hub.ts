@@ -7,7 +7,9 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import os from 'node:os';
 import type { MqttClient } from 'mqtt';
+import type { Knex } from 'knex';
 import { createRootLogger, type Logger, silentLogger } from '../../core/log.js';
+import { DbPool, type DbConfig } from '../../core/services/db.js';
 import { builtinProviders } from '../../modules/index.js';
 import {
   buildCommand,
@@ -41,12 +43,22 @@ export interface FullHubOptions {
 }
 
 export class FullHub {
+  /** The test's own connection to the hub's schema (to read what was stored). */
+  private readonly pool: DbPool;
+
   private constructor(
     readonly th: TestHost,
     readonly base: string,
     readonly brokerUrl: string,
+    dbConfig: DbConfig,
     private readonly drop: () => Promise<void>,
-  ) {}
+  ) {
+    this.pool = new DbPool({ default: dbConfig }, silentLogger());
+  }
+
+  get db(): Knex {
+    return this.pool.get();
+  }
 
   static async start(opts: FullHubOptions = {}): Promise<FullHub> {
     const db = await withPgSchema();
@@ -82,7 +94,7 @@ export class FullHub {
       throw err;
     }
     const info = await th.host.bus.request<WebInfo>(WEB.info('web'), {});
-    return new FullHub(th, info.url, brokerUrl, db.drop);
+    return new FullHub(th, info.url, brokerUrl, db.config, db.drop);
   }
 
   get bus() {
@@ -91,6 +103,7 @@ export class FullHub {
 
   async stop(): Promise<void> {
     await this.th.stop();
+    await this.pool.close();
     await this.drop();
   }
 
