@@ -6,10 +6,10 @@
  */
 import { randomBytes, randomUUID } from 'node:crypto';
 import os from 'node:os';
-import type { MqttClient } from 'mqtt';
 import type { Knex } from 'knex';
+import type { MqttClient } from 'mqtt';
 import { createRootLogger, type Logger, silentLogger } from '../../core/log.js';
-import { DbPool, type DbConfig } from '../../core/services/db.js';
+import { type DbConfig, DbPool } from '../../core/services/db.js';
 import { builtinProviders } from '../../modules/index.js';
 import {
   buildCommand,
