@@ -289,7 +289,15 @@ export class EmbeddedBroker {
 
   /** Returns an error to make aedes close the connection, null to let the (possibly redirected) packet on. */
   private authorizePublish(client: Client | null, packet: PublishPacket): Error | null {
-    if (packet.topic.startsWith('$SYS/')) return new Error('$SYS/ topics are reserved'); // aedes#597
+    if (packet.topic.startsWith('$SYS/')) {
+      // aedes#597; the connection closes (an agent has no business there), counted like any denial
+      if (client) {
+        const st = this.clients.get(client);
+        this.c.denied_publish++;
+        this.report({ client_id: client.id, project_id: projectOf(st), kind: 'publish', reason: 'sys_topic' });
+      }
+      return new Error('$SYS/ topics are reserved');
+    }
     // a will of a connection gone before this broker started: it passed the ACL at CONNECT
     if (!client) return null;
     const st = this.clients.get(client);

@@ -403,7 +403,7 @@ test('PROTO_ERR_UNSAFE_VALUE: NUL, lone surrogates and deep nesting in free-form
     ['heartbeat', { metrics: { cpu: 'a\u0000b' } }, 'payload.metrics.cpu: contains a NUL'],
     ['heartbeat', { metrics: { deep } }, 'payload.metrics.deep'],
     ['monitor', { metrics: { deep } }, 'payload.metrics.deep'],
-    ['monitor', { metrics: { ['k\u0000']: 1 } }, 'payload.metrics: has a key'],
+    ['monitor', { metrics: { 'k\u0000': 1 } }, 'payload.metrics: has a key'],
     ['alert', { level: 'info', message: 'x\ud800' }, 'payload.message: contains a lone'],
     ['disconnect', { reason: 'bye\u0000' }, 'payload.reason: contains a NUL'],
     ['register_complete', { instance_id: '\u0000' }, 'payload.instance_id'],
