@@ -41,22 +41,27 @@ export interface FuzzUplink {
 const DEEP = '\u0001DEEP\u0001';
 const deepText = (n: number): string => `${'{"d":'.repeat(n)}1${'}'.repeat(n)}`;
 
+// Arbitraries are built once: a `binary` string arbitrary builds a table of every code point
+// when it is made, which per generated value was most of the generator's time.
+const binary40 = fc.string({ unit: 'binary', maxLength: 40 });
+const binary20 = fc.string({ unit: 'binary', maxLength: 20 });
+
 /** Values no field should hold: every kind of JSON, and the hostile ones. */
-function hostileValue(): fc.Arbitrary<unknown> {
-  return fc.oneof(
-    { weight: 4, arbitrary: fc.jsonValue({ maxDepth: 3 }) },
-    { weight: 2, arbitrary: fc.string({ unit: 'binary', maxLength: 30 }) },
-    { weight: 2, arbitrary: fc.constantFrom('\u0000', 'a\u0000b', '\ud800', 'x\udfff', '\ud83d', '\u0000\ud800') },
-    { weight: 1, arbitrary: fc.integer({ min: 33, max: 10_000 }).map((n) => `${DEEP}${n}${DEEP}`) },
-    { weight: 1, arbitrary: fc.integer({ min: 1_000, max: 300_000 }).map((n) => 'x'.repeat(n)) },
-    {
-      weight: 1,
-      arbitrary: fc.constantFrom(-1, 1e308, -1e308, 2 ** 53 + 1, 0.5, '', null, [], {}, true, '__proto__', {
-        __proto__: { polluted: 1 },
-      }),
-    },
-  );
-}
+const hostileValue: fc.Arbitrary<unknown> = fc.oneof(
+  { weight: 10, arbitrary: fc.jsonValue({ maxDepth: 3 }) },
+  { weight: 3, arbitrary: fc.string({ unit: 'binary', maxLength: 30 }) },
+  { weight: 3, arbitrary: fc.constantFrom('\u0000', 'a\u0000b', '\ud800', 'x\udfff', '\ud83d', '\u0000\ud800') },
+  // past the depth limit; now and then as deep as the original finding (10 000)
+  { weight: 1, arbitrary: fc.constantFrom(33, 40, 64, 200, 10_000).map((n) => `${DEEP}${n}${DEEP}`) },
+  // large, and now and then past the 256 KiB message limit
+  { weight: 1, arbitrary: fc.constantFrom(1_000, 5_000, 20_000, 300_000).map((n) => 'x'.repeat(n)) },
+  {
+    weight: 1,
+    arbitrary: fc.constantFrom(-1, 1e308, -1e308, 2 ** 53 + 1, 0.5, '', null, [], {}, true, '__proto__', {
+      __proto__: { polluted: 1 },
+    }),
+  },
+);
 
 function commandId(ids: FuzzIds): fc.Arbitrary<string> {
   return fc.oneof(
@@ -70,8 +75,7 @@ function commandId(ids: FuzzIds): fc.Arbitrary<string> {
 
 const metrics = fc.dictionary(fc.string({ maxLength: 8 }), fc.jsonValue({ maxDepth: 2 }), { maxKeys: 4 });
 
-function basePayload(type: string, ids: FuzzIds, now: number): fc.Arbitrary<Record<string, unknown>> {
-  const cmd = commandId(ids);
+function basePayload(type: string, cmd: fc.Arbitrary<string>, now: number): fc.Arbitrary<Record<string, unknown>> {
   switch (type) {
     case 'register':
       return fc.record({
@@ -94,14 +98,14 @@ function basePayload(type: string, ids: FuzzIds, now: number): fc.Arbitrary<Reco
     case 'command_ack':
       return fc.record({ command_id: cmd });
     case 'log_result':
-      return fc.record({ command_id: cmd, seq: fc.nat(), content: fc.string({ unit: 'binary', maxLength: 40 }) });
+      return fc.record({ command_id: cmd, seq: fc.nat(), content: binary40 });
     case 'exec_result':
       return fc.record({
         command_id: cmd,
         status: fc.constantFrom('success', 'failure', 'timeout'),
         exit_code: fc.integer(),
-        output: fc.string({ unit: 'binary', maxLength: 40 }),
-        error: fc.string({ unit: 'binary', maxLength: 20 }),
+        output: binary40,
+        error: binary20,
         start_time: fc.constant(now - 5),
         end_time: fc.constant(now),
         duration: fc.constant(5),
@@ -144,13 +148,13 @@ type Edit =
 
 const edit: fc.Arbitrary<Edit> = fc.oneof(
   fc
-    .tuple(fc.constantFrom(...PAYLOAD_KEYS), fc.boolean(), hostileValue())
+    .tuple(fc.constantFrom(...PAYLOAD_KEYS), fc.boolean(), hostileValue)
     .map(
       ([key, del, value]): Edit =>
         del ? { where: 'payload', key, op: 'delete' } : { where: 'payload', key, op: 'set', value },
     ),
   fc
-    .tuple(fc.constantFrom(...ENVELOPE_KEYS), fc.boolean(), hostileValue())
+    .tuple(fc.constantFrom(...ENVELOPE_KEYS), fc.boolean(), hostileValue)
     .map(
       ([key, del, value]): Edit =>
         del ? { where: 'envelope', key, op: 'delete' } : { where: 'envelope', key, op: 'set', value },
@@ -164,119 +168,128 @@ type SignMode = 'own' | 'none' | 'garbage' | 'wrong_secret' | 'victim_secret_gue
  * repeat an id (replays); `now` is the hub's clock at generation.
  */
 export function uplinkArb(ids: FuzzIds, now: number, reuseIds: readonly string[]): fc.Arbitrary<FuzzUplink> {
-  return fc.constantFrom(...UPLINK_TYPES).chain((type) =>
-    fc
-      .record({
-        payload: basePayload(type, ids, now),
-        edits: fc.oneof(
-          { weight: 2, arbitrary: fc.constant<Edit[]>([]) },
-          { weight: 3, arbitrary: fc.array(edit, { minLength: 1, maxLength: 3 }) },
-        ),
-        project: fc.oneof(
-          { weight: 16, arbitrary: fc.constant<'a' | 'b' | 'bad'>('a') },
-          { weight: 1, arbitrary: fc.constantFrom<'a' | 'b' | 'bad'>('b', 'bad') },
-        ),
-        messageId: fc.oneof(
-          { weight: 8, arbitrary: fc.constant(null).map(() => randomUUID()) },
-          { weight: 1, arbitrary: fc.constantFrom(...reuseIds) },
-        ),
-        skew: fc.oneof(
-          { weight: 8, arbitrary: fc.constant(0) },
-          { weight: 1, arbitrary: fc.constantFrom(-400_000, 400_000, -now) },
-        ),
-        sign: fc.constantFrom<SignMode>(
-          'own',
-          'own',
-          'own',
-          'none',
-          'none',
-          'garbage',
-          'wrong_secret',
-          'victim_secret_guess',
-        ),
-        topic: fc.oneof(
-          { weight: 12, arbitrary: fc.constant('right') },
-          { weight: 1, arbitrary: fc.constant('swapped') },
-          {
-            weight: 1,
-            arbitrary: fc.constantFrom(
-              'wdd/RDMC/command/down/x',
-              `wdd/RDMC/message/down/${ids.b.project_id}`,
-              'wdd/RDMC/message/up/extra',
-            ),
-          },
-        ),
-        bytes: fc.oneof(
-          { weight: 14, arbitrary: fc.constant<null | { at: number; byte: number } | 'truncate' | 'notjson'>(null) },
-          { weight: 1, arbitrary: fc.record({ at: fc.nat(), byte: fc.integer({ min: 0, max: 255 }) }) },
-          { weight: 1, arbitrary: fc.constantFrom<'truncate' | 'notjson'>('truncate', 'notjson') },
-        ),
-      })
-      .map((g): FuzzUplink => {
-        const isCommand = type === 'register';
-        const projectId =
-          g.project === 'a' ? ids.a.project_id : g.project === 'b' ? ids.b.project_id : `${ids.a.project_id}/x`;
-        const msg: Record<string, unknown> = {
-          message_id: g.messageId,
-          type: isCommand ? 'command' : 'message',
-          project_id: projectId,
-          timestamp: now + g.skew,
-          version: '1.0',
-          ...(isCommand ? { command_type: type } : { data_type: type, encrypted: false }),
-          payload: { ...g.payload },
-        };
-        let deep = false;
-        for (const e of g.edits) {
-          const target = e.where === 'payload' ? (msg.payload as Record<string, unknown>) : msg;
-          if (e.op === 'delete') delete target[e.key];
-          else {
-            Object.defineProperty(target, e.key, {
-              value: e.value,
-              enumerable: true,
-              configurable: true,
-              writable: true,
-            });
-            if (typeof e.value === 'string' && e.value.startsWith(DEEP)) deep = true;
-          }
+  const cmd = commandId(ids);
+  return fc.oneof(...UPLINK_TYPES.map((type) => oneType(type, ids, cmd, now, reuseIds)));
+}
+
+function oneType(
+  type: string,
+  ids: FuzzIds,
+  cmd: fc.Arbitrary<string>,
+  now: number,
+  reuseIds: readonly string[],
+): fc.Arbitrary<FuzzUplink> {
+  return fc
+    .record({
+      payload: basePayload(type, cmd, now),
+      edits: fc.oneof(
+        { weight: 2, arbitrary: fc.constant<Edit[]>([]) },
+        { weight: 3, arbitrary: fc.array(edit, { minLength: 1, maxLength: 3 }) },
+      ),
+      project: fc.oneof(
+        { weight: 16, arbitrary: fc.constant<'a' | 'b' | 'bad'>('a') },
+        { weight: 1, arbitrary: fc.constantFrom<'a' | 'b' | 'bad'>('b', 'bad') },
+      ),
+      messageId: fc.oneof(
+        { weight: 8, arbitrary: fc.constant(null).map(() => randomUUID()) },
+        { weight: 1, arbitrary: fc.constantFrom(...reuseIds) },
+      ),
+      skew: fc.oneof(
+        { weight: 8, arbitrary: fc.constant(0) },
+        { weight: 1, arbitrary: fc.constantFrom(-400_000, 400_000, -now) },
+      ),
+      sign: fc.constantFrom<SignMode>(
+        'own',
+        'own',
+        'own',
+        'none',
+        'none',
+        'garbage',
+        'wrong_secret',
+        'victim_secret_guess',
+      ),
+      topic: fc.oneof(
+        { weight: 12, arbitrary: fc.constant('right') },
+        { weight: 1, arbitrary: fc.constant('swapped') },
+        {
+          weight: 1,
+          arbitrary: fc.constantFrom(
+            'wdd/RDMC/command/down/x',
+            `wdd/RDMC/message/down/${ids.b.project_id}`,
+            'wdd/RDMC/message/up/extra',
+          ),
+        },
+      ),
+      bytes: fc.oneof(
+        { weight: 14, arbitrary: fc.constant<null | { at: number; byte: number } | 'truncate' | 'notjson'>(null) },
+        { weight: 1, arbitrary: fc.record({ at: fc.nat(), byte: fc.integer({ min: 0, max: 255 }) }) },
+        { weight: 1, arbitrary: fc.constantFrom<'truncate' | 'notjson'>('truncate', 'notjson') },
+      ),
+    })
+    .map((g): FuzzUplink => {
+      const isCommand = type === 'register';
+      const projectId =
+        g.project === 'a' ? ids.a.project_id : g.project === 'b' ? ids.b.project_id : `${ids.a.project_id}/x`;
+      const msg: Record<string, unknown> = {
+        message_id: g.messageId,
+        type: isCommand ? 'command' : 'message',
+        project_id: projectId,
+        timestamp: now + g.skew,
+        version: '1.0',
+        ...(isCommand ? { command_type: type } : { data_type: type, encrypted: false }),
+        payload: { ...g.payload },
+      };
+      let deep = false;
+      for (const e of g.edits) {
+        const target = e.where === 'payload' ? (msg.payload as Record<string, unknown>) : msg;
+        if (e.op === 'delete') delete target[e.key];
+        else {
+          Object.defineProperty(target, e.key, {
+            value: e.value,
+            enumerable: true,
+            configurable: true,
+            writable: true,
+          });
+          if (typeof e.value === 'string' && e.value.startsWith(DEEP)) deep = true;
         }
-        let text: string;
-        try {
-          if (!deep && g.sign !== 'none') {
-            const secret =
-              g.sign === 'own'
-                ? ids.a.secret
-                : g.sign === 'victim_secret_guess'
-                  ? ids.b.secret.slice(0, 8)
-                  : 'not-the-secret';
-            msg.signature = g.sign === 'garbage' ? 'zz'.repeat(32) : signMessage(msg, secret);
-          }
-          text = JSON.stringify(msg);
-        } catch {
-          // canonical JSON refused the message (a lone surrogate in a key, say): send it unsigned
-          delete msg.signature;
-          text = JSON.stringify(msg);
+      }
+      let text: string;
+      try {
+        if (!deep && g.sign !== 'none') {
+          const secret =
+            g.sign === 'own'
+              ? ids.a.secret
+              : g.sign === 'victim_secret_guess'
+                ? ids.b.secret.slice(0, 8)
+                : 'not-the-secret';
+          msg.signature = g.sign === 'garbage' ? 'zz'.repeat(32) : signMessage(msg, secret);
         }
-        if (deep) {
-          text = text.replace(new RegExp(`"${DEEP}(\\d+)${DEEP}"`, 'g'), (_m, n: string) => deepText(Number(n)));
-        }
-        const right = isCommand ? TOPIC_COMMAND_UP : TOPIC_MESSAGE_UP;
-        const topic =
-          g.topic === 'right'
-            ? right
-            : g.topic === 'swapped'
-              ? isCommand
-                ? TOPIC_MESSAGE_UP
-                : TOPIC_COMMAND_UP
-              : g.topic;
-        let body: string | Buffer = text;
-        if (g.bytes === 'truncate') body = text.slice(0, Math.floor(text.length / 2));
-        else if (g.bytes === 'notjson') body = `not json ${text.slice(0, 20)}`;
-        else if (g.bytes) {
-          const b = Buffer.from(text);
-          b[g.bytes.at % b.length] = g.bytes.byte;
-          body = b;
-        }
-        return { topic, body, type };
-      }),
-  );
+        text = JSON.stringify(msg);
+      } catch {
+        // canonical JSON refused the message (a lone surrogate in a key, say): send it unsigned
+        delete msg.signature;
+        text = JSON.stringify(msg);
+      }
+      if (deep) {
+        text = text.replace(new RegExp(`"${DEEP}(\\d+)${DEEP}"`, 'g'), (_m, n: string) => deepText(Number(n)));
+      }
+      const right = isCommand ? TOPIC_COMMAND_UP : TOPIC_MESSAGE_UP;
+      const topic =
+        g.topic === 'right'
+          ? right
+          : g.topic === 'swapped'
+            ? isCommand
+              ? TOPIC_MESSAGE_UP
+              : TOPIC_COMMAND_UP
+            : g.topic;
+      let body: string | Buffer = text;
+      if (g.bytes === 'truncate') body = text.slice(0, Math.floor(text.length / 2));
+      else if (g.bytes === 'notjson') body = `not json ${text.slice(0, 20)}`;
+      else if (g.bytes) {
+        const b = Buffer.from(text);
+        b[g.bytes.at % b.length] = g.bytes.byte;
+        body = b;
+      }
+      return { topic, body, type };
+    });
 }
