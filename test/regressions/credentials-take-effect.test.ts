@@ -62,4 +62,18 @@ describe('credential changes take effect on the broker at once', () => {
     assert.ok(metricSum(text, 'hub_broker_denials_total{kind="auth",reason="revoked_disabled"}') >= 1);
     assert.ok(metricSum(text, 'hub_broker_denials_total{kind="auth",reason="bad_credentials"}') >= 2);
   });
+
+  test('rotate with an overlap: the old password works until the overlap ends, then its session closes', async () => {
+    const q = await hub.provision('overlap');
+    const old = await login(hub, q);
+    const r = await hub.api('POST', `/projects/${q.project_id}/rotate`, { overlap_s: 2 });
+    assert.equal(r.status, 200, JSON.stringify(r.json));
+    const during = await login(hub, q); // still valid during the overlap
+    await during.endAsync();
+    assert.ok(!old.disconnected, 'the old session lives through the overlap');
+    await closed(old, 'the old session to close when the overlap ends');
+    await assert.rejects(login(hub, q), 'the old password after the overlap');
+    const fresh = await login(hub, r.json as CreatedProject);
+    await fresh.endAsync();
+  });
 });
