@@ -148,6 +148,8 @@ function halves(b: Batch): [Batch, Batch] {
 export class Flusher {
   readonly stats: FlushStats = { flushes: 0, rows_written: 0, history_written: 0, failures: 0, bad_rows: 0 };
   private running: Promise<void> | null = null;
+  /** Told when a flush that started after they asked has written everything (see `written`). */
+  private waiters: Array<() => void> = [];
 
   constructor(
     private readonly db: () => Knex,
@@ -155,6 +157,16 @@ export class Flusher {
     private readonly log: Logger,
     private readonly write: (db: Knex, batch: Batch) => Promise<void> = writeBatch,
   ) {}
+
+  /**
+   * Resolves once every change made before this call is in the database: after the next flush
+   * that starts from now on succeeds (one already running may have taken its batch before the
+   * change). Never rejects: while the database is down it waits, and the bridge, which awaits
+   * it before acknowledging a registration or a disconnect, leaves that uplink to the broker.
+   */
+  written(): Promise<void> {
+    return new Promise<void>((resolve) => this.waiters.push(resolve));
+  }
 
   get inFlight(): boolean {
     return this.running !== null;
@@ -175,7 +187,11 @@ export class Flusher {
   }
 
   private async run(): Promise<void> {
-    if (this.presence.pendingWrites === 0) return;
+    const waiting = this.waiters.splice(0);
+    if (this.presence.pendingWrites === 0) {
+      for (const w of waiting) w();
+      return;
+    }
     const batch = this.presence.takeBatch();
     // pieces still to write; on an error that is not about a row, all of them go back
     const todo: Batch[] = [batch];
@@ -190,6 +206,7 @@ export class Flusher {
       } catch (err) {
         if (!isRowError(err)) {
           this.stats.failures++;
+          this.waiters.unshift(...waiting);
           for (const p of [piece, ...todo]) this.presence.restore(p);
           this.log.warn(
             { err: brief(err), rows: batch.rows.length, history: batch.history.length },
@@ -216,5 +233,7 @@ export class Flusher {
       }
     }
     if (written) this.stats.flushes++;
+    // a row dropped as bad will never be written: waiting for it would hold its uplink forever
+    for (const w of waiting) w();
   }
 }

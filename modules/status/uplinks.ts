@@ -14,7 +14,13 @@ import {
   type RegisterPayload,
 } from '../shared/protocol.js';
 import { ReplayCache, verifyInbound, verifySignature } from '../shared/signing.js';
-import { BRIDGE, type MqttPublishRequest, STATUS, type UplinkEvent } from '../shared/topics.js';
+import {
+  BRIDGE,
+  type BridgeRejectedEvent,
+  type MqttPublishRequest,
+  STATUS,
+  type UplinkEvent,
+} from '../shared/topics.js';
 import type { StatusConfig } from './config.js';
 import type { Presence } from './presence.js';
 import type { ProjectRecord, ProjectStore } from './projects.js';
@@ -27,6 +33,16 @@ export const REFUSAL = {
   PROTO_ERR_CLOCK: 'timestamp outside the allowed window',
   PROTO_ERR_REPLAY: 'message replayed',
 } as const;
+
+/** What a register the bridge's verification step refused is answered with, by its code. */
+const REFUSAL_BY_CODE: Record<string, string> = {
+  PROTO_ERR_UNKNOWN_PROJECT: REFUSAL.unknown,
+  PROTO_ERR_PROJECT_DISABLED: REFUSAL.disabled,
+  PROTO_ERR_SIGNATURE: REFUSAL.PROTO_ERR_SIGNATURE,
+  PROTO_ERR_UNSIGNED: 'signature required',
+  PROTO_ERR_CLOCK: REFUSAL.PROTO_ERR_CLOCK,
+  PROTO_ERR_REPLAY: REFUSAL.PROTO_ERR_REPLAY,
+};
 
 const DOWNLINK_TIMEOUT_MS = 10_000;
 
@@ -213,6 +229,26 @@ export class Uplinks {
       { accepted: false, reason, heartbeat_interval_s: this.d.cfg.heartbeat_interval_s },
       rec?.secret,
     );
+  }
+
+  /**
+   * An uplink the bridge refused (`mqtt/rejected`). Every registration gets an answer: a refused
+   * register is answered with a `register_ack` refusal naming why (signed when the project is
+   * known). A heartbeat or register_complete from a project that is not provisioned asks for a
+   * register, whose refusal then tells the agent why.
+   */
+  onRejected(ev: BridgeRejectedEvent): void | Promise<void> {
+    const pid = ev?.project_id;
+    if (!isValidProjectId(pid)) return;
+    if (ev.type === 'register') {
+      const reason = REFUSAL_BY_CODE[ev.code] ?? `${ev.code}: ${ev.reason}`;
+      if (ev.code === 'PROTO_ERR_UNKNOWN_PROJECT') return this.refuse(pid, null, reason);
+      return this.withProject(pid, (rec) => this.refuse(pid, rec, reason));
+    }
+    if ((ev.type === 'heartbeat' || ev.type === 'register_complete') && ev.code === 'PROTO_ERR_UNKNOWN_PROJECT') {
+      this.counters.data_unknown_project++;
+      this.reregister(pid, undefined, 'unknown project');
+    }
   }
 
   // ─── data ────────────────────────────────────────────────────────────────────────────────
