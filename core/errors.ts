@@ -41,6 +41,7 @@ export type ErrorCode =
   | 'PROTO_ERR_REPLAY'
   | 'PROTO_ERR_UNKNOWN_TYPE'
   | 'PROTO_ERR_PROJECT_ID'
+  | 'PROTO_ERR_UNSAFE_VALUE'
   // the bridge's verification step (mqtt-bridge/verify.ts)
   | 'PROTO_ERR_UNKNOWN_PROJECT'
   | 'PROTO_ERR_PROJECT_DISABLED'
