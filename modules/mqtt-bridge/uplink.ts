@@ -1,7 +1,7 @@
 import type { IPublishPacket } from 'mqtt';
 import type { ModuleBus } from '../../core/bus.js';
 import type { Logger } from '../../core/log.js';
-import { parseUplink, TOPIC_COMMAND_UP, TOPIC_MESSAGE_UP } from '../shared/protocol.js';
+import { parseUplink, peekUplink, TOPIC_COMMAND_UP, TOPIC_MESSAGE_UP } from '../shared/protocol.js';
 import { BRIDGE, type BridgeRejectedEvent, type UplinkEvent } from '../shared/topics.js';
 
 /** At most this many rejection warnings per second; the rest go to debug and are summed up. */
@@ -51,7 +51,7 @@ export class UplinkHandler {
     const topic = packet.topic;
     const r = parseUplink(topic, packet.payload, { maxBytes: this.maxBytes });
     if (!r.ok) {
-      this.reject(topic, r.code, r.reason);
+      this.reject(topic, r.code, r.reason, packet.payload);
       done();
       return;
     }
@@ -86,7 +86,7 @@ export class UplinkHandler {
     this.log.debug({ project_id: projectId, type }, 'uplink dropped by a full mailbox');
   }
 
-  private reject(topic: string, code: string, reason: string): void {
+  private reject(topic: string, code: string, reason: string, raw?: Buffer | string): void {
     const c = this.counters.rejected_by_code;
     c[code] = (c[code] ?? 0) + 1;
     const now = this.now();
@@ -106,7 +106,11 @@ export class UplinkHandler {
       this.suppressed++;
       this.log.debug({ topic, code, reason }, 'uplink rejected');
     }
-    const ev: BridgeRejectedEvent = { topic, code, reason, at: now };
+    // the project and type, when readable, let status answer a refused register and count the
+    // refusal against the project (read again only on this rare path; never for oversized ones)
+    const peek =
+      raw !== undefined && code !== 'PROTO_ERR_TOO_LARGE' ? peekUplink(topic, raw, { maxBytes: this.maxBytes }) : {};
+    const ev: BridgeRejectedEvent = { topic, code, reason, at: now, ...peek };
     try {
       void this.bus.publish(BRIDGE.rejected, ev);
     } catch {

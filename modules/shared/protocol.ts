@@ -253,7 +253,8 @@ const orEmpty = <T extends z.ZodType<object>>(schema: T) =>
 // RFC 3339 §5.6 date-time (ISO 8601 profile): full date, 'T' (or 't' / a space, §5.6 NOTE),
 // time with optional fraction (Go's RFC3339Nano sends up to 9 digits), and a zone, required:
 // a time without one would mean a different instant on every host.
-const RFC3339_RE = /^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(?:([Zz])|([+-])(\d{2}):(\d{2}))$/;
+const RFC3339_RE =
+  /^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(?:([Zz])|([+-])(\d{2}):(\d{2}))$/;
 
 /**
  * ms since the epoch of an RFC 3339 date-time (`2024-01-01T12:00:00Z`, `2024-01-01T20:00:00.5+08:00`),
@@ -693,6 +694,33 @@ export function parseDownlink(
     const r = withPayload(env.value, DOWNLINK_DATA_PAYLOAD_SCHEMAS[type], obj);
     return r.ok ? { ok: true, value: { kind: 'data', msg: r.value as unknown as DownlinkDataMessage } } : r;
   });
+}
+
+/**
+ * What can still be read from an uplink the parser refused: its project id and message type,
+ * when they are well formed, so the refusal can be answered (a `register_ack` naming the
+ * problem) and counted against the project. Never throws; reads only these two fields (the
+ * rest of a refused message is never repeated anywhere). Oversized messages are not decoded.
+ *
+ * @example peekUplink('wdd/RDMC/command/up', buf) // { project_id: 'plant-7', type: 'register' }
+ */
+export function peekUplink(
+  topic: string,
+  raw: Buffer | Uint8Array | string,
+  opts?: ParseOptions,
+): { project_id?: string; type?: string } {
+  try {
+    const d = decode(raw, opts);
+    if (!d.ok) return {};
+    const obj = d.value;
+    const out: { project_id?: string; type?: string } = {};
+    if (isValidProjectId(obj.project_id)) out.project_id = obj.project_id;
+    const type = topic === TOPIC_COMMAND_UP ? obj.command_type : obj.data_type;
+    if (typeof type === 'string' && COMMAND_TYPE_RE.test(type)) out.type = type;
+    return out;
+  } catch {
+    return {};
+  }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ export const BRIDGE = {
   publish: 'mqtt/publish',
   /** event BridgeStateEvent */
   state: 'mqtt/state',
-  /** event { topic, code, reason } — an uplink refused by the parser (counted by the bridge) */
+  /** event BridgeRejectedEvent — an uplink refused by the parser (counted by the bridge) */
   rejected: 'mqtt/rejected',
   /** request {} → BridgeStats */
   stats: 'mqtt/stats',
@@ -48,6 +48,10 @@ export interface BridgeRejectedEvent {
   code: string;
   reason: string;
   at: number;
+  /** read from the refused message when well formed (peekUplink): lets status answer a refused register */
+  project_id?: string;
+  /** its command_type (command topic) or data_type, when well formed */
+  type?: string;
 }
 /** `mqtt/stats` reply. Times are ms since the epoch. */
 export interface BridgeStats {
@@ -198,6 +202,19 @@ export interface ProjectView {
   metrics: MonitorPayload['metrics'] | null;
   last_alert: AlertPayload | null;
   created_at: string;
+  /** The accepted registration (seed 002 fields; node_version a string or an object, as sent). */
+  registration: Record<string, unknown> | null;
+  /** Uplinks of this project refused as malformed since the hub started (counted, shown, not only logged). */
+  rejected_uplinks: number;
+  last_rejected: RejectedUplink | null;
+}
+/** The last malformed uplink of a project: its type when readable, the parser's code and reason. */
+export interface RejectedUplink {
+  type: string | null;
+  code: string;
+  reason: string;
+  /** ISO 8601 */
+  at: string;
 }
 export interface ProjectCredentials {
   project_id: string;

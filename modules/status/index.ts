@@ -2,6 +2,7 @@ import type { ModuleContext, ModuleProvider } from '../../core/module.js';
 import type { RegisterCommand } from '../shared/protocol.js';
 import {
   BRIDGE,
+  type BridgeRejectedEvent,
   type CreatedProject,
   type ProjectCredentials,
   type ProjectView,
@@ -124,6 +125,8 @@ function createStatus(ctx: ModuleContext<StatusConfig>) {
     bus.subscribe<UplinkEvent<RegisterCommand>>(BRIDGE.uplinkPattern('command', 'register'), (ev) =>
       uplinks.onRegister(ev),
     );
+    // uplinks the bridge's parser refused: malformed registers are answered, the rest counted per project
+    bus.subscribe<BridgeRejectedEvent>(BRIDGE.rejected, (ev) => uplinks.onRejected(ev));
     for (const type of DATA_TYPES) {
       bus.subscribe<UplinkEvent>(BRIDGE.uplinkPattern('data', type), (ev) =>
         uplinks.onData(ev as Parameters<Uplinks['onData']>[0]),

@@ -12,9 +12,16 @@ import {
   messageDownTopic,
   type RegisterCommand,
   type RegisterPayload,
+  TOPIC_COMMAND_UP,
 } from '../shared/protocol.js';
 import { ReplayCache, verifyInbound, verifySignature } from '../shared/signing.js';
-import { BRIDGE, type MqttPublishRequest, STATUS, type UplinkEvent } from '../shared/topics.js';
+import {
+  BRIDGE,
+  type BridgeRejectedEvent,
+  type MqttPublishRequest,
+  STATUS,
+  type UplinkEvent,
+} from '../shared/topics.js';
 import type { StatusConfig } from './config.js';
 import type { Presence } from './presence.js';
 import type { ProjectRecord, ProjectStore } from './projects.js';
@@ -29,6 +36,10 @@ export const REFUSAL = {
 } as const;
 
 const DOWNLINK_TIMEOUT_MS = 10_000;
+/** Answers to malformed registers per project and second at most; a flood gets few (the rest are counted). */
+const REFUSED_REGISTER_ANSWERS_PER_S = 5;
+/** A refusal reason is cut to this many characters (it names the field and the problem; agents show it). */
+const MAX_REASON_CHARS = 300;
 
 export interface UplinkCounters {
   registers: number;
@@ -51,6 +62,14 @@ export interface UplinkCounters {
   downlinks_sent: number;
   downlinks_failed: number;
   lookup_failures: number;
+  /** registers the bridge's parser refused (mqtt/rejected), each answered with a reasoned register_ack */
+  registers_malformed: number;
+  /** answers to malformed registers left out by the per-project limit */
+  registers_malformed_throttled: number;
+  /** other uplinks the parser refused, by project (known projects also show them in their status view) */
+  uplinks_malformed: number;
+  /** refused uplinks whose project id could not be read or is not provisioned */
+  uplinks_malformed_unattributed: number;
 }
 
 function newCounters(): UplinkCounters {
@@ -75,6 +94,10 @@ function newCounters(): UplinkCounters {
     downlinks_sent: 0,
     downlinks_failed: 0,
     lookup_failures: 0,
+    registers_malformed: 0,
+    registers_malformed_throttled: 0,
+    uplinks_malformed: 0,
+    uplinks_malformed_unattributed: 0,
   };
 }
 
@@ -103,6 +126,8 @@ export class Uplinks {
   private readonly replay = new ReplayCache();
   /** Last `reregister` per project: at most one per heartbeat interval, so a flood gets few answers. */
   private readonly reregistered = new Map<string, number>();
+  /** Answers to malformed registers in the current second, per project (see REFUSED_REGISTER_ANSWERS_PER_S). */
+  private readonly refusalAnswers = new Map<string, { second: number; n: number }>();
 
   constructor(private readonly d: UplinkDeps) {}
 
@@ -213,6 +238,62 @@ export class Uplinks {
       { accepted: false, reason, heartbeat_interval_s: this.d.cfg.heartbeat_interval_s },
       rec?.secret,
     );
+  }
+
+  /**
+   * An uplink the bridge's parser refused (`mqtt/rejected`). A register gets its answer here:
+   * `register_ack {accepted: false, reason}` naming the field and the problem (signed when the
+   * project is provisioned), so an agent that got the shape wrong learns why instead of waiting
+   * for ever. Any other malformed uplink of a provisioned project is counted on the project and
+   * shown in its status view (`rejected_uplinks`, `last_rejected`). Without a readable project id
+   * there is nobody to answer; the bridge's counters have it.
+   */
+  onRejected(ev: BridgeRejectedEvent): void | Promise<void> {
+    if (!ev || typeof ev !== 'object' || !isValidProjectId(ev.project_id)) {
+      this.counters.uplinks_malformed_unattributed++;
+      return;
+    }
+    const pid = ev.project_id;
+    const type = typeof ev.type === 'string' ? ev.type : null;
+    // only `register` travels on the command uplink: a refused message there is a registration attempt
+    const isRegister = ev.topic === TOPIC_COMMAND_UP && (type === null || type === 'register');
+    const reason = `${String(ev.code)}: ${String(ev.reason)}`.slice(0, MAX_REASON_CHARS);
+    return this.withProject(pid, (rec) => {
+      if (rec) {
+        const e = this.d.presence.ensure(pid);
+        e.rejected_uplinks = (e.rejected_uplinks ?? 0) + 1;
+        e.last_rejected = {
+          type: type ?? (isRegister ? 'register' : null),
+          code: String(ev.code),
+          reason,
+          at: new Date(this.now()).toISOString(),
+        };
+      }
+      if (!isRegister) {
+        if (rec) this.counters.uplinks_malformed++;
+        else this.counters.uplinks_malformed_unattributed++;
+        this.d.log.debug({ project_id: pid, type, code: ev.code }, 'malformed uplink counted');
+        return;
+      }
+      this.counters.registers_malformed++;
+      if (!this.mayAnswerRefusal(pid)) {
+        this.counters.registers_malformed_throttled++;
+        return;
+      }
+      this.d.log.warn({ project_id: pid, code: ev.code, reason }, 'malformed registration refused');
+      this.refuse(pid, rec, reason);
+    });
+  }
+
+  private mayAnswerRefusal(pid: string): boolean {
+    const second = Math.floor(this.now() / 1000);
+    const slot = this.refusalAnswers.get(pid);
+    if (!slot || slot.second !== second) {
+      this.refusalAnswers.set(pid, { second, n: 1 });
+      return true;
+    }
+    slot.n++;
+    return slot.n <= REFUSED_REGISTER_ANSWERS_PER_S;
   }
 
   // ─── data ────────────────────────────────────────────────────────────────────────────────
@@ -413,6 +494,8 @@ export class Uplinks {
     }
     const gap = this.d.cfg.heartbeat_interval_s * 1000;
     for (const [pid, at] of this.reregistered) if (now - at >= gap || now < at) this.reregistered.delete(pid);
+    const second = Math.floor(now / 1000);
+    for (const [pid, slot] of this.refusalAnswers) if (slot.second !== second) this.refusalAnswers.delete(pid);
   }
 
   /** At start: presence the database kept is continued, unless it is stale or was mid-handshake. */
