@@ -1,5 +1,5 @@
 import type { ModuleProvider } from '../../core/module.js';
-import { BROKER, type BrokerHubCredential } from '../shared/topics.js';
+import { BROKER, type BrokerHubCredential, type BrokerWsConnection } from '../shared/topics.js';
 import { EmbeddedBroker } from './broker.js';
 import { type BrokerConfig, brokerConfigSchema } from './config.js';
 
@@ -31,6 +31,8 @@ export const provider: ModuleProvider<BrokerConfig> = {
           (): BrokerHubCredential => ({ username: ctx.config.hub_username, password: broker.hubPassword }),
         );
         ctx.bus.subscribe(BROKER.stats, () => broker.stats());
+        // MQTT over WebSocket arrives on the web module's port and is handed over here (see web/mqtt-ws.ts)
+        ctx.bus.subscribe<BrokerWsConnection>(BROKER.wsConnection, (req) => broker.handleStream(req));
       },
       stop: () => broker.stop(),
     };

@@ -84,7 +84,18 @@ export const BROKER = {
   stats: 'broker/stats',
   /** event BrokerDeniedEvent */
   denied: 'broker/denied',
+  /**
+   * request BrokerWsConnection → { ok: true } — an MQTT-over-WebSocket connection the web module
+   * accepted on its port (`/mqtt`), handed to the embedded broker as a byte stream (in-process only)
+   */
+  wsConnection: 'broker/ws-connection',
 } as const;
+
+export interface BrokerWsConnection {
+  /** The WebSocket as a byte stream (`ws` createWebSocketStream): aedes handles it like a TCP socket. */
+  stream: import('node:stream').Duplex;
+  remote_address: string;
+}
 
 export interface BrokerHubCredential {
   username: string;

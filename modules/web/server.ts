@@ -10,6 +10,7 @@ import type { TokenGate } from './auth.js';
 import type { WebConfig } from './config.js';
 import { type ErrorBody, fromZod, toHttpError } from './errors.js';
 import type { WebMetrics } from './metrics.js';
+import type { MqttWsGate } from './mqtt-ws.js';
 import { Answer, type AnyRoute, API } from './routes.js';
 import { DASHBOARD_CSP, type StaticFiles } from './static.js';
 import type { WsHub } from './ws.js';
@@ -21,6 +22,8 @@ export interface ServerDeps {
   gate: TokenGate;
   metrics: WebMetrics;
   ws: WsHub;
+  /** MQTT over WebSocket (upgrades on cfg.mqtt_ws_path), when on. */
+  mqttWs?: MqttWsGate;
   statics: StaticFiles;
   openapi: () => unknown;
   /** Aborted once the module begins to stop: new requests get 503, waits end early. */
@@ -136,7 +139,13 @@ export function buildServer(d: ServerDeps): FastifyInstance {
       .send(file.body);
   });
 
-  app.server.on('upgrade', (req, socket, head) => d.ws.onUpgrade(req, socket, head));
+  app.server.on('upgrade', (req, socket, head) => {
+    if (d.mqttWs && d.cfg.mqtt_ws_path !== null && (req.url ?? '').split('?')[0] === d.cfg.mqtt_ws_path) {
+      d.mqttWs.onUpgrade(req, socket, head);
+      return;
+    }
+    d.ws.onUpgrade(req, socket, head);
+  });
   return app;
 }
 
