@@ -10,8 +10,8 @@ import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { connectClient } from '../helpers/mqtt.js';
 import { mosquittoAvailable, type PrivateMosquitto, startPrivateMosquitto } from '../helpers/mosquitto.js';
+import { connectClient } from '../helpers/mqtt.js';
 import { until } from '../helpers/wait.js';
 import { type Agent, Hub, type Json, type Provisioned, scratchDir, T, uniqueId } from './harness.js';
 
