@@ -495,10 +495,17 @@ function describeIssue(issue: z.core.$ZodIssue, root: unknown, prefix: readonly 
       const expected = issue.expected === 'int' || issue.message === INT_MARK ? 'integer' : issue.expected;
       return `${where}: expected ${expected}, got ${kindOf(actual)}`;
     }
-    case 'invalid_union':
-      // our unions carry their expectation as the message (wireTime, node_version)
+    case 'invalid_union': {
+      // a branch that failed below the union (orEmpty's object: one of its fields) says more
+      let inner: z.core.$ZodIssue | undefined;
+      for (const branch of issue.errors) {
+        for (const i of branch) if (i.path.length > 0 && (!inner || i.path.length > inner.path.length)) inner = i;
+      }
+      if (inner) return describeIssue(inner, root, [...prefix, ...issue.path]);
+      // our other unions carry their expectation as the message (wireTime, node_version)
       if (actual === undefined) return `${where}: required`;
       return `${where}: ${issue.message}, got ${kindOf(actual)}`;
+    }
     case 'invalid_value':
       return `${where}: expected ${issue.values.map((v) => JSON.stringify(v)).join(' | ')}, got ${show(actual)}`;
     case 'invalid_format':
