@@ -248,7 +248,7 @@ const msInt = () => int().nonnegative();
  * optional. A union rather than z.preprocess so the JSON Schema can say "object or null".
  */
 const orEmpty = <T extends z.ZodType<object>>(schema: T) =>
-  z.union([z.null().transform(() => ({}) as z.output<T>), schema]);
+  z.union([z.null().transform(() => ({}) as z.output<T>), schema], { error: 'expected object' });
 
 // RFC 3339 §5.6 date-time (ISO 8601 profile): full date, 'T' (or 't' / a space, §5.6 NOTE),
 // time with optional fraction (Go's RFC3339Nano sends up to 9 digits), and a zone, required:
