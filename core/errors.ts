@@ -29,6 +29,7 @@ export type ErrorCode =
   | 'DB_ERR_UNKNOWN_DATABASE'
   | 'DB_ERR_CONFIG'
   | 'DB_ERR_MIGRATION'
+  | 'DB_ERR_DATA_DIR_LOCKED'
   // wire protocol
   | 'PROTO_ERR_JSON'
   | 'PROTO_ERR_SCHEMA'
@@ -38,6 +39,11 @@ export type ErrorCode =
   | 'PROTO_ERR_REPLAY'
   | 'PROTO_ERR_UNKNOWN_TYPE'
   | 'PROTO_ERR_PROJECT_ID'
+  // the bridge's verification step (mqtt-bridge/verify.ts)
+  | 'PROTO_ERR_UNKNOWN_PROJECT'
+  | 'PROTO_ERR_PROJECT_DISABLED'
+  | 'PROTO_ERR_UNSIGNED'
+  | 'PROTO_ERR_UNVERIFIABLE'
   // domain modules
   | 'CMD_ERR_INVALID'
   | 'CMD_ERR_NOT_FOUND'
@@ -45,6 +51,7 @@ export type ErrorCode =
   | 'CMD_ERR_UNKNOWN_PROJECT'
   | 'CMD_ERR_NOT_CANCELLABLE'
   | 'CMD_ERR_TIMEOUT'
+  | 'CMD_ERR_IDEMPOTENCY_MISMATCH'
   | 'STATUS_ERR_INVALID'
   | 'STATUS_ERR_NOT_FOUND'
   | 'STATUS_ERR_EXISTS'

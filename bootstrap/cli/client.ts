@@ -53,6 +53,8 @@ export interface CallOptions {
   body?: unknown;
   /** Give up after this long (default 30 s); null: wait as long as the hub takes. */
   timeoutMs?: number | null;
+  /** Extra request headers (e.g. Idempotency-Key). */
+  headers?: Record<string, string>;
 }
 
 export class HubClient {
@@ -62,9 +64,13 @@ export class HubClient {
   ) {}
 
   /** Calls `method path` (path under the base URL) and returns the parsed 2xx answer with its status. */
-  async call<T = unknown>(method: string, path: string, opts: CallOptions = {}): Promise<{ status: number; body: T }> {
+  async call<T = unknown>(
+    method: string,
+    path: string,
+    opts: CallOptions = {},
+  ): Promise<{ status: number; body: T; headers: Headers }> {
     const url = this.base + path;
-    const headers: Record<string, string> = { accept: 'application/json' };
+    const headers: Record<string, string> = { ...opts.headers, accept: 'application/json' };
     if (this.token) headers.authorization = `Bearer ${this.token}`;
     if (opts.body !== undefined) headers['content-type'] = 'application/json';
     const timeoutMs = opts.timeoutMs === undefined ? 30_000 : opts.timeoutMs;
@@ -91,7 +97,8 @@ export class HubClient {
     } catch {
       body = undefined;
     }
-    if (res.ok && (body !== undefined || text === '')) return { status: res.status, body: body as T };
+    if (res.ok && (body !== undefined || text === ''))
+      return { status: res.status, body: body as T, headers: res.headers };
     const error = (body as { error?: { code?: unknown; message?: unknown } } | undefined)?.error;
     if (error && typeof error.code === 'string') {
       throw new ApiError(error.code, String(error.message ?? error.code), res.status, body);

@@ -343,7 +343,7 @@ export const COMMANDS: Spec[] = [
   ),
   {
     path: ['send'],
-    args: '[--sync] [--timeout-ms N] [--wait-ms N] [--queue-until T] <project> <type> [json-payload]',
+    args: '[--sync] [--timeout-ms N] [--wait-ms N] [--queue-until T] [--idempotency-key K] <project> <type> [json-payload]',
     summary: 'Send a command to a project’s agent',
     details: [
       'Without --sync the hub answers at once with the command id (the outbox delivers it).',
@@ -353,6 +353,9 @@ export const COMMANDS: Spec[] = [
       'A project that is not online refuses the command (CMD_ERR_PROJECT_OFFLINE) unless',
       '--queue-until says how long it may wait for the project to come online.',
       'The payload is JSON (default {}); quote it for the shell.',
+      'With --idempotency-key the same command line run again (a retry after a lost answer) gets the',
+      'command the first run made instead of a second one; the key with another command is refused',
+      '(CMD_ERR_IDEMPOTENCY_MISMATCH). Keys are kept at least 24 h.',
     ],
     options: {
       sync: { type: 'boolean', description: 'wait for the result' },
@@ -367,6 +370,11 @@ export const COMMANDS: Spec[] = [
         value: 'T',
         description: 'queue while the project is offline, until T: ISO time, ms since the epoch, or +90s/+10m/+2h',
       },
+      'idempotency-key': {
+        type: 'string',
+        value: 'K',
+        description: 'retry key (1-255 printable ASCII): the same key and command give the first run’s command',
+      },
     },
     positionals: { min: 2, max: 3 },
     json: true,
@@ -374,6 +382,7 @@ export const COMMANDS: Spec[] = [
       'gmq-hub send plant-7 echo \'{"hello":"agent"}\'',
       'gmq-hub send --sync --timeout-ms 10000 plant-7 host_exec \'{"command":"/usr/bin/uptime"}\'',
       'gmq-hub send --queue-until +30m plant-7 reboot',
+      'gmq-hub send --idempotency-key deploy-2024-05-01 plant-7 deploy \'{"version":"1.4.2"}\'',
     ],
     async run({ values, positionals }, ctx) {
       const path = ['send'];
@@ -398,15 +407,23 @@ export const COMMANDS: Spec[] = [
         ...(until !== undefined ? { offline_policy: 'queue', queue_ttl_ms: queueTtl(until, Date.now(), path) } : {}),
         ...(wait !== undefined ? { wait_ms: wait } : {}),
       };
+      const key = values['idempotency-key'] as string | undefined;
+      const headers = key !== undefined ? { 'idempotency-key': key } : undefined;
+      const replayed = (h: Headers, id: string) => {
+        if (h.get('idempotent-replayed') === 'true') {
+          ctx.err(`gmq-hub: the idempotency key names command ${id}, sent before: this is that command`);
+        }
+      };
       if (!values.sync) {
-        const r = await ctx.client().call<CommandDetail>('POST', `${API}/command/send`, { body });
+        const r = await ctx.client().call<CommandDetail>('POST', `${API}/command/send`, { body, headers });
+        replayed(r.headers, r.body.command_id);
         show(ctx, r.body, () => commandBlock(r.body));
         return 0;
       }
-      let r: { body: CommandDetail };
+      let r: { body: CommandDetail; headers: Headers };
       try {
         // the hub bounds the wait (sync_wait_ms_max); the CLI waits as long as it does
-        r = await ctx.client().call<CommandDetail>('POST', `${API}/command/sync`, { body, timeoutMs: null });
+        r = await ctx.client().call<CommandDetail>('POST', `${API}/command/sync`, { body, timeoutMs: null, headers });
       } catch (err) {
         if (err instanceof ApiError && err.code === 'CMD_ERR_TIMEOUT') {
           const b = err.body as { command_id?: string; command?: CommandDetail | null };
@@ -419,6 +436,7 @@ export const COMMANDS: Spec[] = [
         }
         throw err;
       }
+      replayed(r.headers, r.body.command_id);
       show(ctx, r.body, () => commandBlock(r.body));
       if (FINAL_OK[r.body.status] === false) {
         const why = r.body.error ?? r.body.result?.error ?? '';

@@ -97,7 +97,8 @@ export class CommandRunner {
     this.d.accepted?.(commandId, at);
     this.remember(commandId, { done: false, at, seq: 0 });
     this.d.enqueue('command_ack', { command_id: commandId });
-    log.debug({ command_id: commandId, command_type: msg.command_type }, 'command accepted');
+    // one info line per command: operators (and the fault suites) count executions from it
+    log.info({ command_id: commandId, command_type: msg.command_type }, 'command accepted');
     void this.run(msg);
   }
 

@@ -43,6 +43,23 @@ export const commandConfigSchema = z
     flush_interval_ms: z.number().int().nonnegative().default(0),
     /** …or as soon as this many are queued. */
     flush_max: z.number().int().min(1).max(10_000).default(200),
+    /**
+     * An acked command whose result has not come this long after the ack is asked for again
+     * (reask.ts: the same message_id re-signed; agents answer a duplicate from memory, never
+     * run it twice). 0 turns re-asking off.
+     */
+    reask_after_ms: z.number().int().nonnegative().default(5_000),
+    /** Between two re-asks of one command. */
+    reask_interval_ms: ms(10_000),
+    /** Re-ask only this long after the command was created: under the agents' ±300 s replay memory. */
+    reask_horizon_ms: z.number().int().positive().max(290_000).default(240_000),
+    /**
+     * How long an idempotency key names its command (README "Idempotent sends"). The contract
+     * is at least 24 h, the default; a shorter value is for tests and breaks that promise.
+     */
+    idempotency_retention_ms: ms(86_400_000),
+    /** How often keys older than the retention are deleted (their commands stay). */
+    idempotency_sweep_interval_ms: ms(60_000),
   })
   .strict()
   .refine((c) => c.retry_base_ms <= c.retry_max_ms, {

@@ -33,6 +33,15 @@ export interface Counters {
   logs: number;
   flushes: number;
   flush_errors: number;
+  /** acks/results the database refused for their own data (given up after retries) */
+  uplinks_refused_by_db: number;
+  /** acks/results asked for again: acked commands whose result had not come (relay re-ask) */
+  reasks: number;
+  /** Sends whose idempotency key named an earlier command with the same request: answered with it. */
+  idempotent_replays: number;
+  /** Sends refused: their idempotency key names a command made by a different request. */
+  idempotency_mismatches: number;
+  idempotency_keys_expired: number;
 }
 
 export function newCounters(): Counters {
@@ -60,6 +69,11 @@ export function newCounters(): Counters {
     logs: 0,
     flushes: 0,
     flush_errors: 0,
+    uplinks_refused_by_db: 0,
+    reasks: 0,
+    idempotent_replays: 0,
+    idempotency_mismatches: 0,
+    idempotency_keys_expired: 0,
   };
 }
 

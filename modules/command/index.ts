@@ -39,6 +39,7 @@ import type { Deps } from './deps.js';
 import { Events, newCounters } from './events.js';
 import { migrations } from './migrations.js';
 import { Queries } from './queries.js';
+import { Reasker } from './reask.js';
 import { Relay } from './relay.js';
 import { Sender } from './send.js';
 import { Sweeper } from './sweeper.js';
@@ -54,6 +55,8 @@ const PARALLEL = 16;
  * all of them in one statement, so many at once cost one connection, not many.
  */
 const SEND_PARALLEL = 512;
+/** Acks and results waiting for their write at once (each answered after the commit). */
+const UPLINK_CONCURRENCY = 4096;
 
 export const provider: ModuleProvider<CommandConfig> = {
   name: 'command',
@@ -93,7 +96,7 @@ export const provider: ModuleProvider<CommandConfig> = {
         relay = theRelay;
         const sender = new Sender(deps, (row) => theRelay.deliverSoon(row));
         const queries = new Queries(deps);
-        sweeper = new Sweeper(deps, ctx.timers, sender);
+        sweeper = new Sweeper(deps, ctx.timers, sender, new Reasker(deps, ctx.bus));
         const up = new Uplinks(deps, ctx.timers);
         uplinks = up;
 
@@ -117,8 +120,11 @@ export const provider: ModuleProvider<CommandConfig> = {
           }),
           parallel,
         );
-        bus.subscribe<UplinkEvent<DataMessage>>(BRIDGE.uplinkPattern('data', 'command_ack'), up.onAck);
-        bus.subscribe<UplinkEvent<DataMessage>>(BRIDGE.uplinkPattern('data', 'exec_result'), up.onResult);
+        // Acks and results are bus requests answered once written (the bridge acknowledges them
+        // to the broker then): many wait at once, so the writes group (uplink.ts).
+        const durable = { concurrency: UPLINK_CONCURRENCY };
+        bus.subscribe<UplinkEvent<DataMessage>>(BRIDGE.uplinkPattern('data', 'command_ack'), up.onAck, durable);
+        bus.subscribe<UplinkEvent<DataMessage>>(BRIDGE.uplinkPattern('data', 'exec_result'), up.onResult, durable);
         bus.subscribe<UplinkEvent<DataMessage>>(BRIDGE.uplinkPattern('data', 'log_result'), up.onLog);
         bus.subscribe<StatusChangedEvent>(STATUS.changedPattern, (ev) => {
           if (!ev || typeof ev.project_id !== 'string') return;

@@ -7,6 +7,12 @@
  *
  * A group that fails as a whole (one poisoned row) is written again row by row, so one bad send
  * fails alone. A command_id already stored comes back as `null` (the caller looks it up).
+ *
+ * A row with an idempotency key writes its key row in the same statement, first: its tracker
+ * and outbox rows are written only if the key went in. A key another send holds (committed, or
+ * in flight: PostgreSQL makes the insert wait for that transaction) comes back as `null` and
+ * writes nothing; a keyed row whose command_id is taken fails the statement (then alone), so a
+ * key never points at a command another request made.
  */
 import type { Knex } from 'knex';
 import { query } from './deps.js';
@@ -33,23 +39,42 @@ export interface NewCommandRow {
   /** 1 when the send path publishes the first attempt itself (the relay's claim is then already made). */
   attempts: number;
   next_attempt_at: string;
+  /** The caller's retry key and its request hash (idempotency.ts), or null. */
+  idempotency_key: string | null;
+  request_hash: string | null;
 }
 
 /** Largest group in one statement (bind size stays a few MB at the 64 KB payload limit). */
 const MAX_GROUP = 500;
 
+const TRACKER_INSERT = `INSERT INTO command_tracker (command_id, project_id, command_type, module, operator_id, status,
+      payload, offline_policy, timeout_ms, queue_expires_at, is_sync, timeout_at, created_at, updated_at)`;
+const TRACKER_VALUES = `v.command_id, v.project_id, v.command_type, v.module, v.operator_id, 'pending',
+      v.payload_json::jsonb, v.offline_policy, v.timeout_ms, v.queue_expires_at, v.is_sync, v.timeout_at, v.created_at,
+      v.created_at`;
+
 const INSERT_SQL = `WITH v AS (
     SELECT * FROM jsonb_to_recordset(?::jsonb) AS v(command_id text, project_id text, command_type text, module text,
       operator_id text, payload_json text, offline_policy text, timeout_ms integer, queue_expires_at timestamptz,
       is_sync boolean, timeout_at timestamptz, created_at timestamptz, topic text, message text, outbox_status text,
-      attempts integer, next_attempt_at timestamptz)
-  ), t AS (
-    INSERT INTO command_tracker (command_id, project_id, command_type, module, operator_id, status, payload,
-      offline_policy, timeout_ms, queue_expires_at, is_sync, timeout_at, created_at, updated_at)
-    SELECT command_id, project_id, command_type, module, operator_id, 'pending', payload_json::jsonb,
-      offline_policy, timeout_ms, queue_expires_at, is_sync, timeout_at, created_at, created_at FROM v
+      attempts integer, next_attempt_at timestamptz, idempotency_key text, request_hash text)
+  ), k AS (
+    INSERT INTO command_idempotency (idempotency_key, request_hash, command_id, created_at)
+    SELECT idempotency_key, request_hash, command_id, created_at FROM v WHERE idempotency_key IS NOT NULL
+    ON CONFLICT (idempotency_key) DO NOTHING
+    RETURNING idempotency_key, command_id
+  ), t_plain AS (
+    ${TRACKER_INSERT}
+    SELECT ${TRACKER_VALUES} FROM v WHERE v.idempotency_key IS NULL
     ON CONFLICT (command_id) DO NOTHING
     RETURNING ${TRACKER_COLUMNS}
+  ), t_keyed AS (
+    ${TRACKER_INSERT}
+    SELECT DISTINCT ON (v.command_id) ${TRACKER_VALUES}
+      FROM v JOIN k ON k.idempotency_key = v.idempotency_key AND k.command_id = v.command_id
+    RETURNING ${TRACKER_COLUMNS}
+  ), t AS (
+    SELECT * FROM t_plain UNION ALL SELECT * FROM t_keyed
   ), o AS (
     INSERT INTO command_outbox (command_id, project_id, topic, payload, status, attempts, next_attempt_at,
       created_at, updated_at)

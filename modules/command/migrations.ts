@@ -78,4 +78,32 @@ CREATE INDEX IF NOT EXISTS command_outbox_due_idx ON command_outbox (status, nex
 CREATE INDEX IF NOT EXISTS command_outbox_waiting_idx ON command_outbox (project_id) WHERE status = 'waiting';
 `,
   },
+  {
+    // reask.ts: acked commands whose result has not come are asked for again; the partial index
+    // holds only those (a result sets completed_at), so the pass stays cheap at any table size
+    id: '002_result_reask',
+    up: `
+ALTER TABLE command_tracker ADD COLUMN IF NOT EXISTS reasked_at timestamptz;
+CREATE INDEX IF NOT EXISTS command_tracker_awaiting_result_idx ON command_tracker (created_at)
+  WHERE status IN ('acked', 'timeout') AND acked_at IS NOT NULL AND completed_at IS NULL;
+`,
+  },
+  {
+    // Idempotent sends (README "Idempotent sends"): one row per caller key, written in the same
+    // statement as the command's tracker and outbox rows (insert-batch.ts), so a key never exists
+    // without its command nor the command without its key. The primary key is what makes two
+    // concurrent sends with one key create one command: the second insert waits for the first
+    // and then does nothing. The request hash tells a retry from a different request.
+    id: '003_command_idempotency',
+    up: `
+CREATE TABLE IF NOT EXISTS command_idempotency (
+  idempotency_key text PRIMARY KEY,
+  request_hash text NOT NULL,
+  command_id text NOT NULL UNIQUE REFERENCES command_tracker (command_id) ON DELETE CASCADE,
+  created_at timestamptz NOT NULL DEFAULT now()
+);
+-- the retention sweep deletes the oldest keys first
+CREATE INDEX IF NOT EXISTS command_idempotency_created_idx ON command_idempotency (created_at);
+`,
+  },
 ];

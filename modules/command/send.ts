@@ -11,8 +11,9 @@
 import type { Knex } from 'knex';
 import { errorCode, HubError } from '../../core/errors.js';
 import { buildCommand, type CommandMessage, commandDownTopic } from '../shared/protocol.js';
-import type { CommandView } from '../shared/topics.js';
+import type { CommandView, SentCommand } from '../shared/topics.js';
 import { type Deps, isoAt, lockInOrder, query, retrying } from './deps.js';
+import { IdempotencyKeys, mismatch } from './idempotency.js';
 import { InsertBatch } from './insert-batch.js';
 import type { Claimed } from './relay.js';
 import { TRACKER_COLUMNS, type TrackerRow, toView } from './rows.js';
@@ -37,6 +38,7 @@ const T_COLS = TRACKER_COLUMNS.split(', ')
 
 export class Sender {
   private readonly inserts: InsertBatch;
+  private readonly keys: IdempotencyKeys;
 
   constructor(
     private readonly d: Deps,
@@ -44,6 +46,7 @@ export class Sender {
     private readonly deliver: (row: Claimed) => void,
   ) {
     this.inserts = new InsertBatch(() => d.db);
+    this.keys = new IdempotencyKeys(d);
   }
 
   /** Statements the group commit wrote (COMMAND.stats). */
@@ -51,13 +54,19 @@ export class Sender {
     return this.inserts.statements;
   }
 
-  async send(req: unknown): Promise<CommandView> {
+  async send(req: unknown): Promise<SentCommand> {
     let c: CheckedSend;
     try {
       c = checkSend(req, this.d.cfg);
     } catch (err) {
       this.d.counters.rejected++;
       throw err;
+    }
+    // A retry with a known key gets its command whatever has changed since (project offline,
+    // disabled, deleted): the key is looked up before anything else is checked.
+    if (c.idempotency) {
+      const prior = await this.replayed(c);
+      if (prior) return prior;
     }
     const creds = await this.d.creds.get(c.project_id).catch(async (err: unknown) => {
       if (errorCode(err) === 'CMD_ERR_UNKNOWN_PROJECT') this.d.counters.rejected++;
@@ -100,25 +109,40 @@ export class Sender {
     // Online: this send publishes the first attempt itself, right after the commit (the fast
     // lane), so the row is written already claimed for it: attempts 1, due again after the first
     // backoff step. Should this process die before the publish, the relay sends it then.
-    const row = await this.inserts.add({
-      command_id: commandId,
-      project_id: c.project_id,
-      command_type: c.command_type,
-      module: c.module,
-      operator_id: c.operator_id,
-      payload_json: c.payload_json,
-      offline_policy: c.offline_policy,
-      timeout_ms: c.timeout_ms,
-      queue_expires_at: queueExpires === null ? null : isoAt(queueExpires),
-      is_sync: c.is_sync,
-      timeout_at: isoAt(timeoutAt),
-      created_at: isoAt(now),
-      topic,
-      message,
-      outbox_status: queued ? 'waiting' : 'pending',
-      attempts: queued ? 0 : 1,
-      next_attempt_at: isoAt(queued ? (queueExpires ?? now) : now + this.d.cfg.retry_base_ms),
-    });
+    const row = await this.inserts
+      .add({
+        command_id: commandId,
+        project_id: c.project_id,
+        command_type: c.command_type,
+        module: c.module,
+        operator_id: c.operator_id,
+        payload_json: c.payload_json,
+        offline_policy: c.offline_policy,
+        timeout_ms: c.timeout_ms,
+        queue_expires_at: queueExpires === null ? null : isoAt(queueExpires),
+        is_sync: c.is_sync,
+        timeout_at: isoAt(timeoutAt),
+        created_at: isoAt(now),
+        topic,
+        message,
+        outbox_status: queued ? 'waiting' : 'pending',
+        attempts: queued ? 0 : 1,
+        next_attempt_at: isoAt(queued ? (queueExpires ?? now) : now + this.d.cfg.retry_base_ms),
+        idempotency_key: c.idempotency?.key ?? null,
+        request_hash: c.idempotency?.hash ?? null,
+      })
+      .catch(async (err: unknown) => {
+        // a keyed send whose caller-chosen command_id another command took (insert-batch.ts)
+        if (!c.idempotency || (err as { code?: unknown }).code !== '23505') throw err;
+        return null;
+      });
+    if (!row && c.idempotency) {
+      // Another send holds the key (it committed first, or both came at once): answer its command.
+      const prior = await this.replayed(c);
+      if (prior) return prior;
+      this.d.counters.rejected++;
+      throw invalid('command_id', `${commandId} is already used by another command`);
+    }
     if (!row) {
       // Idempotent by the caller's command_id: a retried send answers the command it made first.
       const existing = await this.existing({ ...c, command_id: commandId });
@@ -144,6 +168,31 @@ export class Sender {
       });
     }
     return toView(row);
+  }
+
+  /**
+   * The command an idempotency key names, flagged as a replay; null when the key is unknown.
+   * CMD_ERR_IDEMPOTENCY_MISMATCH when the key was used for a different request.
+   */
+  private async replayed(c: CheckedSend): Promise<SentCommand | null> {
+    const idem = c.idempotency!;
+    const found = await this.keys.find(idem.key);
+    if (!found) return null;
+    if (found.hash !== idem.hash) {
+      this.d.counters.rejected++;
+      this.d.counters.idempotency_mismatches++;
+      this.d.log.warn(
+        { project_id: c.project_id, command_id: found.row.command_id },
+        'idempotency key reused with a different request: refused',
+      );
+      throw mismatch(found.row.command_id);
+    }
+    this.d.counters.idempotent_replays++;
+    this.d.log.debug(
+      { project_id: found.row.project_id, command_id: found.row.command_id, status: found.row.status },
+      'idempotent retry: answered with the command the key names',
+    );
+    return { ...toView(found.row), idempotent_replayed: true };
   }
 
   /**

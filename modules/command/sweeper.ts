@@ -5,15 +5,21 @@
  *    trying to deliver one goes dead (the caller gave up; replay revives it);
  *  - queued commands past queue_expires_at fail with 'expired before the project came online';
  *  - every RECHECK_EVERY passes, projects with queued commands are looked up: one that is online
- *    (its online event came while no command module was running) gets its commands released.
+ *    (its online event came while no command module was running) gets its commands released;
+ *  - every idempotency_sweep_interval_ms, idempotency keys older than idempotency_retention_ms
+ *    are deleted (idempotency.ts; the commands they named stay).
  */
 import type { ModuleTimers } from '../../core/module.js';
 import { type Deps, isoAt, lockInOrder, query, retrying } from './deps.js';
+import { IdempotencyKeys } from './idempotency.js';
+import type { Reasker } from './reask.js';
 import { LIVE_SQL, TRACKER_COLUMNS, type TrackerRow } from './rows.js';
 import type { Sender } from './send.js';
 
 const BATCH = 500;
 const RECHECK_EVERY = 20;
+/** How often the re-ask pass looks for acked commands without a result. */
+const REASK_EVERY_MS = 2_000;
 export const EXPIRED = 'expired before the project came online';
 const T_COLS = TRACKER_COLUMNS.split(', ')
   .map((c) => `t.${c}`)
@@ -24,12 +30,19 @@ export class Sweeper {
   private running?: Promise<void>;
   private stopped = false;
   private passes = 0;
+  private lastReask = 0;
+  private readonly keys: IdempotencyKeys;
+  /** When the idempotency keys were last swept (module clock); the first pass sweeps them. */
+  private keysSweptAt = Number.NEGATIVE_INFINITY;
 
   constructor(
     private readonly d: Deps,
     private readonly timers: ModuleTimers,
     private readonly sender: Sender,
-  ) {}
+    private readonly reasker?: Reasker,
+  ) {
+    this.keys = new IdempotencyKeys(d);
+  }
 
   start(): void {
     this.schedule(0);
@@ -113,6 +126,14 @@ export class Sweeper {
     }
 
     if (this.passes++ % RECHECK_EVERY === 0) await this.recheckWaiting();
+    if (this.reasker && now - this.lastReask >= REASK_EVERY_MS) {
+      this.lastReask = now;
+      await this.reasker.pass();
+    }
+    if (now - this.keysSweptAt >= this.d.cfg.idempotency_sweep_interval_ms) {
+      this.keysSweptAt = now;
+      await this.keys.sweep();
+    }
     return timedOut.length === BATCH || queued.length === BATCH;
   }
 

@@ -17,8 +17,16 @@
  * A command that had gone `failed` as 'undeliverable' (no ack seen) was delivered after all
  * when its ack or result shows up, so it resumes (acked / completed / failed) like a live one.
  *
- * Durability: a queued item is written within `flush_interval_ms`; stop() writes what is queued.
+ * Durability: the bridge acknowledges an ack or a result to the broker only when the promise its
+ * handler returned resolves, i.e. after the statement that wrote it committed (or after it was
+ * found to name an unknown command: dropping is then the decision). A write that fails because
+ * the database is unreachable is retried, with a capped backoff, for as long as it takes; the
+ * broker keeps the unacknowledged copy meanwhile, so a hub killed during the outage loses
+ * nothing. A write that fails for the item itself (a data error PostgreSQL will refuse again) is
+ * given up after MAX_TRIES and counted. stop() writes what it can and refuses the rest (not
+ * acknowledged: the next session gets them again).
  */
+import { HubError } from '../../core/errors.js';
 import type { ModuleTimers } from '../../core/module.js';
 import type { CommandAckPayload, DataMessage, ExecResultPayload, LogResultPayload } from '../shared/protocol.js';
 import type { CommandResultView, UplinkEvent } from '../shared/topics.js';
@@ -26,14 +34,18 @@ import { type Deps, isoAt, LOCK_BOTH, LOCKED_BOTH, query, retrying } from './dep
 import { TRACKER_COLUMNS, type TrackerRow } from './rows.js';
 import { isUuid } from './validate.js';
 
-interface AckItem {
+/** Told when an item's fate is known: written (or deliberately dropped), or refused (not written). */
+interface Settle {
+  done?: (written: boolean) => void;
+}
+interface AckItem extends Settle {
   kind: 'ack';
   command_id: string;
   project_id: string;
   at: number;
   tries: number;
 }
-interface ResultItem {
+interface ResultItem extends Settle {
   kind: 'result';
   project_id: string;
   r: ExecResultPayload;
@@ -45,9 +57,16 @@ type Item = AckItem | ResultItem;
 /** Past this many queued items a handler waits for a flush (backpressure into the mailbox). */
 const HIGH_WATER = 20_000;
 const RETRY_DELAY_MS = 1_000;
+/** Backoff cap while the database is unreachable. */
+const RETRY_MAX_MS = 5_000;
 /** With group commit (flush_interval_ms 0), how long acks wait for a result to share a write with. */
 const ACK_WAIT_MS = 5;
+/** Tries for an item whose own data the database refuses (not an outage). */
 const MAX_TRIES = 5;
+/** How long stop() keeps trying to write what is queued. */
+const CLOSE_WAIT_MS = 3_000;
+/** SQLSTATE classes that blame the statement's data, not the connection: 22 data exception, 23 integrity. */
+const DATA_ERROR = /^2[23]/;
 // The tracker as it is before a statement changes it ('undeliverable' failures count as live).
 const REVIVABLE = `(t.status IN ('pending', 'sent', 'acked') OR (t.status = 'failed' AND t.error = 'undeliverable'))`;
 const U_COLS = TRACKER_COLUMNS.split(', ')
@@ -59,6 +78,16 @@ const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[
 function clean(s: unknown): string {
   return typeof s === 'string' ? s.replaceAll('\u0000', '').replace(LONE_SURROGATE, '\uFFFD') : '';
 }
+
+/**
+ * For the end-to-end test only: with HUB_CRASH_POINT=command.before_result_write the process
+ * kills itself with SIGKILL when it is about to write a result it received, the moment that
+ * durable-before-acknowledged exists for (test/regressions/result-survives-hub-kill).
+ */
+export const CRASH_BEFORE_RESULT_WRITE = 'command.before_result_write';
+
+const stopping = (): HubError =>
+  new HubError('BUS_ERR_CLOSED', 'the command module is stopping; the uplink was not written');
 
 const receivedAt = (ev: UplinkEvent<DataMessage>): number =>
   Number.isSafeInteger(ev.received_at) ? ev.received_at : Date.now();
@@ -87,10 +116,11 @@ export class Uplinks {
   // The bridge hands over parsed, schema-checked uplinks; these guards only keep a stray
   // malformed event on the bus from throwing in here (counted as malformed_uplinks).
 
+  /** Resolves once the ack is written (the bridge then acknowledges it); rejects when it was not. */
   onAck = (ev: UplinkEvent<DataMessage>): void | Promise<void> => {
     const p = this.payload<CommandAckPayload>(ev);
     if (!p) return;
-    return this.push({
+    return this.pushSettled({
       kind: 'ack',
       command_id: p.command_id.toLowerCase(),
       project_id: ev.msg.project_id,
@@ -99,10 +129,17 @@ export class Uplinks {
     });
   };
 
+  /** Resolves once the result is written (the bridge then acknowledges it); rejects when it was not. */
   onResult = (ev: UplinkEvent<DataMessage>): void | Promise<void> => {
     const r = this.payload<ExecResultPayload>(ev);
     if (!r || typeof r.status !== 'string') return;
-    return this.push({ kind: 'result', project_id: ev.msg.project_id, r, received_at: receivedAt(ev), tries: 0 });
+    return this.pushSettled({
+      kind: 'result',
+      project_id: ev.msg.project_id,
+      r,
+      received_at: receivedAt(ev),
+      tries: 0,
+    });
   };
 
   onLog = (ev: UplinkEvent<DataMessage>): void => {
@@ -122,6 +159,17 @@ export class Uplinks {
 
   get queued(): number {
     return this.queue.length;
+  }
+
+  private pushSettled(item: Item): Promise<void> {
+    if (this.closed) return Promise.reject(stopping());
+    return new Promise<void>((resolve, reject) => {
+      item.done = (written) => (written ? resolve() : reject(stopping()));
+      // no high-water wait: the answer itself waits for the write, and the mailbox runs at most
+      // UPLINK_CONCURRENCY of these at once (index.ts), which bounds the queue
+      this.enqueue(item);
+      this.kick();
+    });
   }
 
   private push(item: Item): void | Promise<void> {
@@ -148,7 +196,7 @@ export class Uplinks {
       // Acks alone can wait a little: a result usually follows within a millisecond or two, and
       // both then share one transaction; a redelivery would come a whole backoff step later.
       const wait = this.delayed
-        ? RETRY_DELAY_MS
+        ? this.retryDelay
         : this.d.cfg.flush_interval_ms === 0 && this.queuedResults === 0
           ? ACK_WAIT_MS
           : this.d.cfg.flush_interval_ms;
@@ -168,10 +216,29 @@ export class Uplinks {
     }
   }
 
-  /** Writes everything queued now; after it nothing schedules another flush (module stop). */
-  async close(): Promise<void> {
-    await this.drain();
+  /**
+   * Writes what is queued (bounded by `ms`), then refuses the rest: not acknowledged to the
+   * broker, so the next session writes them. After it nothing schedules another flush.
+   */
+  async close(ms = CLOSE_WAIT_MS): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
+    const drained = await Promise.race([
+      this.drain().then(() => true),
+      new Promise<boolean>((r) => (timer = setTimeout(() => r(false), ms))),
+    ]);
+    clearTimeout(timer);
     this.closed = true;
+    if (!drained) {
+      const left = this.queue.splice(0);
+      this.queuedResults = 0;
+      for (const it of left) it.done?.(false);
+      if (left.length > 0) {
+        this.d.log.warn(
+          { items: left.length },
+          'command uplinks not written before stop; the broker delivers them again',
+        );
+      }
+    }
     if (this.timer) this.timers.clear(this.timer);
     this.timer = undefined;
     if (this.immediate) clearImmediate(this.immediate);
@@ -234,32 +301,73 @@ export class Uplinks {
     this.d.counters.flushes++;
   }
 
-  /** A failed group is retried item by item, so one poisoned item cannot block the rest. */
+  /**
+   * A failed group is retried item by item, so one poisoned item cannot block the rest. An item
+   * that fails because of its own data is given up after MAX_TRIES (counted; its uplink is then
+   * acknowledged: the database will refuse it again); one that fails because the database is
+   * unreachable waits and is tried again for as long as the module runs.
+   */
   private async guarded(group: Item[]): Promise<void> {
     try {
       await this.apply(group);
+      this.outageEnded();
+      for (const it of group) it.done?.(true);
       return;
     } catch (err) {
       this.d.counters.flush_errors++;
-      this.d.log.warn({ err, items: group.length }, 'writing a group of command uplinks failed; trying one by one');
+      if (!this.outageSince) {
+        this.d.log.warn({ err, items: group.length }, 'writing a group of command uplinks failed; trying one by one');
+      }
     }
     for (const item of group) {
       try {
         await this.apply([item]);
+        this.outageEnded();
+        item.done?.(true);
       } catch (err) {
         item.tries++;
         const id = item.kind === 'ack' ? item.command_id : item.r.command_id;
-        if (item.tries >= MAX_TRIES) {
+        const dataError = DATA_ERROR.test(String((err as { code?: unknown }).code ?? ''));
+        if (dataError && item.tries >= MAX_TRIES) {
+          this.d.counters.uplinks_refused_by_db++;
           this.d.log.error(
             { err, command_id: id, project_id: item.project_id, kind: item.kind },
-            'command uplink dropped',
+            'command uplink refused by the database; given up',
           );
+          item.done?.(true);
         } else {
+          if (!dataError) this.outageStarted(err);
           this.enqueue(item);
           this.delayed = true;
         }
       }
     }
+  }
+
+  /** When writes started failing for a reason other than their data (the database is away). */
+  private outageSince = 0;
+  private retryDelay = RETRY_DELAY_MS;
+
+  private outageStarted(err: unknown): void {
+    if (this.outageSince) {
+      this.retryDelay = Math.min(RETRY_MAX_MS, this.retryDelay * 2);
+      return;
+    }
+    this.outageSince = this.d.clock.now();
+    this.d.log.warn(
+      { err, queued: this.queue.length + 1 },
+      'command uplinks cannot be written; kept unacknowledged and retried until the database answers',
+    );
+  }
+
+  private outageEnded(): void {
+    if (!this.outageSince) return;
+    this.d.log.info(
+      { down_ms: this.d.clock.now() - this.outageSince, queued: this.queue.length },
+      'command uplinks are written again',
+    );
+    this.outageSince = 0;
+    this.retryDelay = RETRY_DELAY_MS;
   }
 
   /**
@@ -268,6 +376,10 @@ export class Uplinks {
    * retried after a failure between them applies nothing twice. Events go out after each commit.
    */
   private async apply(items: Item[]): Promise<void> {
+    // test hook (see CRASH_BEFORE_RESULT_WRITE): the hub dies holding a result it has not written
+    if (process.env.HUB_CRASH_POINT === CRASH_BEFORE_RESULT_WRITE && items.some((it) => it.kind === 'result')) {
+      process.kill(process.pid, 'SIGKILL');
+    }
     const acks = new Map<string, AckItem>();
     const results = new Map<string, ResultItem>();
     let dupes = 0;

@@ -8,6 +8,7 @@ import { COMMAND_TYPE_RE, isValidProjectId } from '../shared/protocol.js';
 import { canonicalJson } from '../shared/signing.js';
 import type { CommandStatus, ListCommandsRequest, OfflinePolicy, SendCommandRequest } from '../shared/topics.js';
 import type { CommandConfig } from './config.js';
+import { checkIdempotencyKey, requestHash } from './idempotency.js';
 
 const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 const MAX_LABEL = 200;
@@ -66,6 +67,8 @@ export interface CheckedSend {
   queue_ttl_ms: number;
   command_id: string | null;
   is_sync: boolean;
+  /** The caller's retry key and the hash of what it must repeat (idempotency.ts); null without a key. */
+  idempotency: { key: string; hash: string } | null;
 }
 
 export function checkSend(req: unknown, cfg: CommandConfig): CheckedSend {
@@ -109,18 +112,36 @@ export function checkSend(req: unknown, cfg: CommandConfig): CheckedSend {
   if (r.is_sync !== undefined && typeof r.is_sync !== 'boolean') {
     throw invalid('is_sync', `expected a boolean, got ${show(r.is_sync)}`);
   }
+  const module = optLabel('module', r.module);
+  const operatorId = optLabel('operator_id', r.operator_id);
+  const key = checkIdempotencyKey(r.idempotency_key);
   return {
     project_id: r.project_id,
     command_type: r.command_type,
     payload: JSON.parse(payloadJson),
     payload_json: payloadJson,
     timeout_ms: timeout,
-    module: optLabel('module', r.module),
-    operator_id: optLabel('operator_id', r.operator_id),
+    module,
+    operator_id: operatorId,
     offline_policy: policy,
     queue_ttl_ms: ttl,
     command_id: r.command_id ? r.command_id.toLowerCase() : null,
     is_sync: r.is_sync ?? false,
+    idempotency: key
+      ? {
+          key,
+          hash: requestHash({
+            project_id: r.project_id,
+            command_type: r.command_type,
+            payload_json: payloadJson,
+            timeout_ms: r.timeout_ms ?? null,
+            offline_policy: policy,
+            queue_ttl_ms: r.queue_ttl_ms ?? null,
+            module,
+            operator_id: operatorId,
+          }),
+        }
+      : null,
   };
 }
 

@@ -29,6 +29,7 @@ export interface SendCommandMsg {
   offline_policy: string;
   queue_ttl_ms?: number;
   command_id: string;
+  idempotency_key: string;
 }
 export interface SendSyncCommandMsg extends SendCommandMsg {
   wait_ms?: number;
@@ -129,6 +130,8 @@ export function toSendRequest(m: SendCommandMsg): SendCommandRequest {
   }
   if (m.queue_ttl_ms !== undefined) req.queue_ttl_ms = m.queue_ttl_ms;
   if (m.command_id !== '') req.command_id = checkCommandId('command_id', m.command_id);
+  // checked by the command module (idempotency.ts), whose error names the field
+  if (m.idempotency_key !== '') req.idempotency_key = m.idempotency_key;
   return req;
 }
 

@@ -15,6 +15,8 @@ const CODE_TO_STATUS: Readonly<Record<string, status>> = {
   CMD_ERR_PROJECT_OFFLINE: status.FAILED_PRECONDITION,
   CMD_ERR_NOT_CANCELLABLE: status.FAILED_PRECONDITION,
   STATUS_ERR_EXISTS: status.ALREADY_EXISTS,
+  // the idempotency key names a command another request made
+  CMD_ERR_IDEMPOTENCY_MISMATCH: status.ALREADY_EXISTS,
   CMD_ERR_TIMEOUT: status.DEADLINE_EXCEEDED,
   AUTH_ERR_TOKEN: status.UNAUTHENTICATED,
   // the module behind the call is not running (restarting, disabled) or the hub is stopping

@@ -1,9 +1,9 @@
-import type {
+import {
   Metadata,
-  ServerUnaryCall,
-  ServerWritableStream,
-  sendUnaryData,
-  UntypedServiceImplementation,
+  type ServerUnaryCall,
+  type ServerWritableStream,
+  type sendUnaryData,
+  type UntypedServiceImplementation,
 } from '@grpc/grpc-js';
 import { HubError } from '../../core/errors.js';
 import type { ModuleInfo } from '../../core/host.js';
@@ -18,6 +18,7 @@ import {
   type CreatedProject,
   type GrpcStats,
   type ProjectView,
+  type SentCommand,
   STATUS,
 } from '../shared/topics.js';
 import type { GrpcConfig } from './config.js';
@@ -79,6 +80,15 @@ class ThenRun {
     readonly value: unknown,
     readonly after: () => void,
   ) {}
+}
+
+/** Metadata of an answer an idempotency key replayed (REST: the Idempotent-Replayed header). */
+const REPLAYED_MD = 'idempotent-replayed';
+
+function replayedMetadata(): Metadata {
+  const md = new Metadata();
+  md.set(REPLAYED_MD, 'true');
+  return md;
 }
 
 /** Time left before the call's deadline, in ms (Infinity without one). */
@@ -151,9 +161,11 @@ export class ExchangeHubService {
 
   implementation(): UntypedServiceImplementation {
     return {
-      SendCommand: this.unary<SendCommandMsg, CommandView>('SendCommand', (m, call) =>
-        this.request<CommandView>(COMMAND.send, toSendRequest(m), call),
-      ),
+      SendCommand: this.unary<SendCommandMsg, CommandView>('SendCommand', async (m, call) => {
+        const { idempotent_replayed, ...view } = await this.request<SentCommand>(COMMAND.send, toSendRequest(m), call);
+        if (idempotent_replayed) call.sendMetadata(replayedMetadata());
+        return view;
+      }),
       SendSyncCommand: (call: ServerUnaryCall<SendSyncCommandMsg, unknown>, callback: sendUnaryData<unknown>) =>
         this.sendSync(call, callback),
       GetCommand: this.unary<{ command_id: string }, unknown>('GetCommand', async (m, call) =>
@@ -261,14 +273,18 @@ export class ExchangeHubService {
       const wait = Math.min(asked, left - deadlineMargin(left));
       if (wait <= 0) throw new HubError('CMD_ERR_TIMEOUT', 'the call deadline leaves no time to wait for a result');
       const out = await this.d.waiter.sendAndWait(req, wait, { signal: abort.signal });
-      if (out.done) return commandDetail(out.command);
+      const replayed = out.replayed ? { [REPLAYED_MD]: 'true' } : {};
+      if (out.done) {
+        if (out.replayed) call.sendMetadata(replayedMetadata());
+        return commandDetail(out.command);
+      }
       if (this.d.ctx.signal.aborted) {
         const err = new HubError(
           'HOST_ERR_STOPPING',
           `the gRPC server is stopping; command ${out.command_id} goes on (follow it with GetCommand)`,
           { command_id: out.command_id },
         );
-        throw Object.assign(err, { trailers: { 'command-id': out.command_id } });
+        throw Object.assign(err, { trailers: { 'command-id': out.command_id, ...replayed } });
       }
       const state = out.command?.status ?? 'unknown';
       const err = new HubError(
@@ -276,7 +292,7 @@ export class ExchangeHubService {
         `no result within ${wait} ms; command ${out.command_id} is ${state} (follow it with GetCommand or WatchEvents)`,
         { command_id: out.command_id, status: state },
       );
-      throw Object.assign(err, { trailers: { 'command-id': out.command_id, 'command-status': state } });
+      throw Object.assign(err, { trailers: { 'command-id': out.command_id, 'command-status': state, ...replayed } });
     };
     run()
       .then(

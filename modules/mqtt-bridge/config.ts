@@ -75,6 +75,17 @@ export const BridgeConfigSchema = z
     stop_drain_ms: int(0).default(2_000),
     /** How long to wait for the embedded broker's hub credential at start. */
     credential_timeout_ms: int(1).default(2_000),
+    /**
+     * Project credentials used to verify uplinks are kept this long in the bridge's read model
+     * (changes made through this hub drop them at once; another instance's show after this).
+     */
+    credentials_ttl_ms: int(0).default(30_000),
+    /**
+     * A state-carrying uplink (register, register_complete, disconnect, command_ack, exec_result)
+     * is acknowledged to the broker only once written; one that waits longer than this (the
+     * database is down) makes the bridge reconnect, so the broker delivers it again.
+     */
+    durable_wait_ms: int(1).default(120_000),
   })
   .strict()
   .refine((c) => c.reconnect_max_ms >= c.reconnect_min_ms, {

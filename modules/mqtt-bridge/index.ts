@@ -17,11 +17,14 @@ import {
   type BridgeStats,
   type MqttPublishReply,
   type MqttPublishRequest,
+  STATUS,
 } from '../shared/topics.js';
+import { AckGate } from './ack-gate.js';
 import { type BridgeConfig, BridgeConfigSchema } from './config.js';
 import { BridgeConnection, type Credential } from './connection.js';
 import { Publisher } from './publisher.js';
 import { UplinkHandler, uplinkFilters } from './uplink.js';
+import { UplinkVerifier } from './verify.js';
 
 /** BRIDGE.publish requests handled at once (each waiting for its PUBACK). */
 const PUBLISH_CONCURRENCY = 256;
@@ -44,7 +47,15 @@ async function brokerCredential(ctx: ModuleContext<BridgeConfig>): Promise<Crede
 function createBridge(ctx: ModuleContext<BridgeConfig>): ModuleInstance {
   const cfg = ctx.config;
   const now = () => ctx.services.clock.now();
-  const uplink = new UplinkHandler(ctx.bus, ctx.log, cfg.max_message_bytes, now);
+  const verifier = new UplinkVerifier({ bus: ctx.bus, now, credentialsTtlMs: cfg.credentials_ttl_ms });
+  const uplink = new UplinkHandler({
+    bus: ctx.bus,
+    log: ctx.log,
+    maxBytes: cfg.max_message_bytes,
+    now,
+    verifier,
+    durableWaitMs: cfg.durable_wait_ms,
+  });
   let conn: BridgeConnection | undefined;
   let publisher: Publisher | undefined;
   let stopping: Promise<void> | undefined;
@@ -60,6 +71,11 @@ function createBridge(ctx: ModuleContext<BridgeConfig>): ModuleInstance {
       received: uplink.counters.received,
       rejected_by_code: { ...uplink.counters.rejected_by_code },
       dropped_by_bus: uplink.counters.dropped_by_bus,
+      durable_acked: uplink.counters.durable_acked,
+      durable_withheld: uplink.counters.durable_withheld,
+      durable_waiting: uplink.waitingForWrites,
+      durable_timeouts: uplink.counters.durable_timeouts,
+      credentials_cached: verifier.cached,
       published: p?.published ?? 0,
       publish_failures: p?.publish_failures ?? 0,
       publish_in_flight: publisher?.inFlight ?? 0,
@@ -122,6 +138,8 @@ function createBridge(ctx: ModuleContext<BridgeConfig>): ModuleInstance {
         fromBroker,
       );
       conn = c;
+      // a stalled write: drop the connection, the broker delivers what was not acknowledged again
+      uplink.attach(new AckGate(c.client, now), () => c.client.stream?.destroy());
       publisher = new Publisher({
         client: c.client,
         waitConnected: (ms) => c.waitConnected(ms),
@@ -137,6 +155,7 @@ function createBridge(ctx: ModuleContext<BridgeConfig>): ModuleInstance {
         concurrency: PUBLISH_CONCURRENCY,
       });
       ctx.bus.subscribe(BRIDGE.stats, () => stats());
+      ctx.bus.subscribe(STATUS.credentialsChanged, verifier.onCredentialsChanged);
       ctx.onStop(() => stop());
 
       // the hub may start before its broker: the first attempt's outcome is logged, never awaited forever

@@ -1,8 +1,18 @@
 import type { IPublishPacket } from 'mqtt';
 import type { ModuleBus } from '../../core/bus.js';
+import { errorCode } from '../../core/errors.js';
 import type { Logger } from '../../core/log.js';
-import { parseUplink, peekUplink, TOPIC_COMMAND_UP, TOPIC_MESSAGE_UP } from '../shared/protocol.js';
-import { BRIDGE, type BridgeRejectedEvent, type UplinkEvent } from '../shared/topics.js';
+import {
+  type CommandMessage,
+  type DataMessage,
+  parseUplink,
+  peekUplink,
+  TOPIC_COMMAND_UP,
+  TOPIC_MESSAGE_UP,
+} from '../shared/protocol.js';
+import { BRIDGE, type BridgeRejectedEvent, type DurableReply, type UplinkEvent } from '../shared/topics.js';
+import { type AckGate, DEFER_ACK } from './ack-gate.js';
+import type { UplinkVerifier, Verdict } from './verify.js';
 
 /** At most this many rejection warnings per second; the rest go to debug and are summed up. */
 const WARN_PER_SECOND = 10;
@@ -18,101 +28,234 @@ export interface UplinkCounters {
   rejected_by_code: Record<string, number>;
   /** Valid uplinks a full subscriber mailbox refused (the bus counts them too). */
   dropped_by_bus: number;
+  /** State-carrying uplinks acknowledged after their owner wrote them. */
+  durable_acked: number;
+  /** State-carrying uplinks not acknowledged (write failed or too slow): the broker delivers them again. */
+  durable_withheld: number;
+  /** Durable writes that took longer than `durable_wait_ms` (each forces a reconnect). */
+  durable_timeouts: number;
 }
 
 /**
- * Turns inbound PUBLISH packets into bus events. Valid uplinks go to
- * `hub/uplink/{project_id}/{kind}/{type}`; invalid ones are counted by code, logged without their
- * payload, published on `mqtt/rejected`, and acknowledged (dropping them is the decision).
+ * Uplinks that carry state the hub must not lose: acknowledged to the broker only after the
+ * owning module answered their bus request, i.e. after the write committed. The others
+ * (heartbeat, monitor, alert, log_result) are acknowledged once a mailbox took them: a lost
+ * heartbeat is replaced by the next one within seconds, and log chunks are a live stream.
+ */
+export const DURABLE_TYPES: ReadonlySet<string> = new Set([
+  'register',
+  'register_complete',
+  'disconnect',
+  'command_ack',
+  'exec_result',
+]);
+
+export interface UplinkDeps {
+  bus: ModuleBus;
+  log: Logger;
+  maxBytes: number;
+  now: () => number;
+  verifier: UplinkVerifier;
+  /** How long a durable uplink may wait for its write before the bridge reconnects for a redelivery. */
+  durableWaitMs: number;
+}
+
+/**
+ * Turns inbound PUBLISH packets into bus events: parse (protocol.ts), verify (verify.ts: the
+ * project, signature, clock, replay), then hand over on `hub/uplink/{project_id}/{kind}/{type}`.
+ * Refused uplinks are counted by code, logged without their payload (rate-limited), published on
+ * `mqtt/rejected` with the project and type when known (status answers a refused register from
+ * it), and acknowledged: dropping them is the decision.
  *
- * The PUBACK of a valid uplink is sent only once the bus has taken it: when the hub's mailboxes
- * are full (`block` policy) mqtt.js stops reading the socket meanwhile, so the broker holds the
- * messages instead of the hub dropping them.
+ * Durable types go out as bus requests and are acknowledged through the AckGate once answered;
+ * the others as events, acknowledged once the bus has taken them (with `block` mailboxes full,
+ * mqtt.js stops reading the socket meanwhile and the broker holds the messages).
  */
 export class UplinkHandler {
-  readonly counters: UplinkCounters = { received: 0, rejected_by_code: {}, dropped_by_bus: 0 };
-  private readonly bus: ModuleBus;
-  private readonly log: Logger;
-  private readonly maxBytes: number;
-  private readonly now: () => number;
+  readonly counters: UplinkCounters = {
+    received: 0,
+    rejected_by_code: {},
+    dropped_by_bus: 0,
+    durable_acked: 0,
+    durable_withheld: 0,
+    durable_timeouts: 0,
+  };
+  private gate?: AckGate;
+  private onStall?: () => void;
   private windowStart = 0;
   private warnedInWindow = 0;
   private suppressed = 0;
 
-  constructor(bus: ModuleBus, log: Logger, maxBytes: number, now: () => number) {
-    this.bus = bus;
-    this.log = log;
-    this.maxBytes = maxBytes;
-    this.now = now;
+  constructor(private readonly d: UplinkDeps) {}
+
+  /** The connection's client: PUBACKs of durable uplinks are written on it; `stall` reconnects it. */
+  attach(gate: AckGate, stall: () => void): void {
+    this.gate = gate;
+    this.onStall = stall;
   }
 
-  /** mqtt.js `handleMessage`: call `done` to let the PUBACK go out and the next packet in. */
+  get waitingForWrites(): number {
+    return this.gate?.waiting ?? 0;
+  }
+
+  /** mqtt.js `handleMessage`: `done()` lets the PUBACK go out and the next packet in. */
   handle(packet: IPublishPacket, done: (err?: Error) => void): void {
     const topic = packet.topic;
-    const r = parseUplink(topic, packet.payload, { maxBytes: this.maxBytes });
+    const r = parseUplink(topic, packet.payload, { maxBytes: this.d.maxBytes });
     if (!r.ok) {
-      this.reject(topic, r.code, r.reason, packet.payload);
+      // the project and type, when readable, let status answer a refused register with the reason
+      // (read again only on this rare path; never for an oversized message)
+      const peek =
+        r.code === 'PROTO_ERR_TOO_LARGE' ? {} : peekUplink(topic, packet.payload, { maxBytes: this.d.maxBytes });
+      this.reject(topic, r.code, r.reason, peek.project_id, peek.type);
       done();
       return;
     }
     const { kind, msg } = r.value;
-    const type = kind === 'command' ? msg.command_type : msg.data_type;
-    const ev: UplinkEvent = { msg, topic, received_at: this.now() };
+    const v = this.d.verifier.verify(kind, msg);
+    if (v instanceof Promise) {
+      // an uncached project: the next packet waits for this lookup, so the order is kept
+      v.then((verdict) => this.route(packet, kind, msg, verdict, done));
+    } else {
+      this.route(packet, kind, msg, v, done);
+    }
+  }
+
+  private route(
+    packet: IPublishPacket,
+    kind: 'command' | 'data',
+    msg: CommandMessage | DataMessage,
+    verdict: Verdict,
+    done: (err?: Error) => void,
+  ): void {
+    const type = kind === 'command' ? (msg as CommandMessage).command_type : (msg as DataMessage).data_type;
+    if (!verdict.ok) {
+      this.reject(packet.topic, verdict.code, verdict.reason, msg.project_id, type);
+      done();
+      return;
+    }
+    const ev: UplinkEvent = { msg, topic: packet.topic, received_at: this.d.now() };
+    const busTopic = BRIDGE.uplink(msg.project_id, kind, type);
+    if (DURABLE_TYPES.has(type) && this.gate) {
+      this.durable(packet, busTopic, ev, verdict.replayKey, done);
+      return;
+    }
     let accepted: boolean | Promise<boolean>;
     try {
-      accepted = this.bus.publish(BRIDGE.uplink(msg.project_id, kind, type), ev);
+      accepted = this.d.bus.publish(busTopic, ev);
     } catch (err) {
       // the bus is closing (host stopping): ack nothing, the broker redelivers to the next session
-      this.log.warn({ err: (err as Error).message, topic }, 'bus refused an uplink');
+      this.d.log.warn({ err: (err as Error).message, topic: packet.topic }, 'bus refused an uplink');
       done(err as Error);
       return;
     }
     this.counters.received++;
     if (accepted === true) {
+      this.d.verifier.commit(verdict.replayKey);
       done();
     } else if (accepted === false) {
       this.dropped(msg.project_id, type);
       done();
     } else {
       accepted.then((ok) => {
-        if (!ok) this.dropped(msg.project_id, type);
+        if (ok) this.d.verifier.commit(verdict.replayKey);
+        else this.dropped(msg.project_id, type);
         done();
       });
     }
   }
 
-  private dropped(projectId: string, type: string): void {
-    this.counters.dropped_by_bus++;
-    this.log.debug({ project_id: projectId, type }, 'uplink dropped by a full mailbox');
+  private durable(
+    packet: IPublishPacket,
+    busTopic: string,
+    ev: UplinkEvent,
+    replayKey: string | null,
+    done: (err?: Error) => void,
+  ): void {
+    const settle = this.gate!.defer(packet);
+    this.counters.received++;
+    let answered = false;
+    const timer = setTimeout(() => {
+      if (answered) return;
+      this.counters.durable_timeouts++;
+      this.d.log.warn(
+        { project_id: ev.msg.project_id, topic: busTopic, waited_ms: this.d.durableWaitMs },
+        'an uplink was not written in time; reconnecting so the broker delivers it again',
+      );
+      this.onStall?.();
+    }, this.d.durableWaitMs);
+    timer.unref?.();
+    const finish = (written: boolean) => {
+      answered = true;
+      clearTimeout(timer);
+      if (written) {
+        this.d.verifier.commit(replayKey);
+        this.counters.durable_acked++;
+      } else {
+        this.counters.durable_withheld++;
+      }
+      settle(written);
+    };
+    let reply: Promise<unknown>;
+    try {
+      reply = this.d.bus.request(busTopic, ev, { timeoutMs: this.d.durableWaitMs * 2 });
+    } catch (err) {
+      reply = Promise.reject(err);
+    }
+    reply
+      .then((r) => (r !== null && typeof r === 'object' && 'written' in r ? (r as DurableReply).written : undefined))
+      .then(
+        () => finish(true),
+        (err: unknown) => {
+          const code = errorCode(err);
+          // nobody owns this type (its module is not configured): nothing to keep, as with events
+          if (code === 'BUS_ERR_NO_RESPONDER') return finish(true);
+          this.d.log.warn(
+            { project_id: ev.msg.project_id, topic: busTopic, code, err: (err as Error)?.message },
+            'uplink not written; left unacknowledged for the broker to deliver again',
+          );
+          finish(false);
+        },
+      );
+    done(DEFER_ACK);
   }
 
-  private reject(topic: string, code: string, reason: string, raw?: Buffer | string): void {
+  private dropped(projectId: string, type: string): void {
+    this.counters.dropped_by_bus++;
+    this.d.log.debug({ project_id: projectId, type }, 'uplink dropped by a full mailbox');
+  }
+
+  private reject(topic: string, code: string, reason: string, projectId?: string, type?: string): void {
     const c = this.counters.rejected_by_code;
     c[code] = (c[code] ?? 0) + 1;
-    const now = this.now();
+    const now = this.d.now();
     if (now - this.windowStart >= 1000) {
       if (this.suppressed > 0) {
-        this.log.warn({ suppressed: this.suppressed }, 'more uplinks were rejected (not logged one by one)');
+        this.d.log.warn({ suppressed: this.suppressed }, 'more uplinks were rejected (not logged one by one)');
       }
       this.windowStart = now;
       this.warnedInWindow = 0;
       this.suppressed = 0;
     }
     // never the payload: it is untrusted and may be large
+    const fields = { topic, code, reason, project_id: projectId, type };
     if (this.warnedInWindow < WARN_PER_SECOND) {
       this.warnedInWindow++;
-      this.log.warn({ topic, code, reason }, 'uplink rejected');
+      this.d.log.warn(fields, 'uplink rejected');
     } else {
       this.suppressed++;
-      this.log.debug({ topic, code, reason }, 'uplink rejected');
+      this.d.log.debug(fields, 'uplink rejected');
     }
-    // the project and type, when readable, let status answer a refused register and count the
-    // refusal against the project (read again only on this rare path; never for oversized ones)
-    const peek =
-      raw !== undefined && code !== 'PROTO_ERR_TOO_LARGE' ? peekUplink(topic, raw, { maxBytes: this.maxBytes }) : {};
-    const ev: BridgeRejectedEvent = { topic, code, reason, at: now, ...peek };
+    const ev: BridgeRejectedEvent = {
+      topic,
+      code,
+      reason,
+      at: now,
+      ...(projectId !== undefined ? { project_id: projectId } : {}),
+      ...(type !== undefined ? { type } : {}),
+    };
     try {
-      void this.bus.publish(BRIDGE.rejected, ev);
+      void this.d.bus.publish(BRIDGE.rejected, ev);
     } catch {
       // bus closing: the counter above still has it
     }

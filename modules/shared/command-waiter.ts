@@ -7,14 +7,19 @@ import {
   type CommandEvent,
   type CommandStatus,
   type SendCommandRequest,
+  type SentCommand,
 } from './topics.js';
 
 const FINAL: ReadonlySet<CommandStatus> = new Set(['completed', 'failed', 'timeout', 'cancelled']);
 
-export type SyncOutcome =
+export type SyncOutcome = (
   | { done: true; command: CommandDetail }
   /** The wait ran out: the command goes on; `command` is its current state, for following it by id. */
-  | { done: false; command: CommandDetail | null; command_id: string };
+  | { done: false; command: CommandDetail | null; command_id: string }
+) & {
+  /** The request's idempotency key named a command made before: this outcome is that command's. */
+  replayed?: true;
+};
 
 /**
  * Synchronous sends for an interface module (web, grpc). DESIGN §5: the waiter lives with the
@@ -30,7 +35,8 @@ export type SyncOutcome =
 export class CommandWaiter {
   private readonly bus: ModuleBus;
   private readonly pollMs: number;
-  private readonly waiters = new Map<string, () => void>();
+  /** Wake-ups per command id (several callers may wait for one command: idempotent retries). */
+  private readonly waiters = new Map<string, Set<() => void>>();
   /** Results that arrived as events for a waiting caller, taken by its loop. */
   private readonly results = new Map<string, CommandDetail>();
 
@@ -43,8 +49,11 @@ export class CommandWaiter {
   attach(): void {
     this.bus.subscribe<CommandEvent>(COMMAND.eventPattern, (ev) => {
       if (ev.kind === 'log') return;
-      const waiter = this.waiters.get(ev.command.command_id);
-      if (!waiter) return;
+      const waiters = this.waiters.get(ev.command.command_id);
+      if (!waiters) return;
+      const waiter = () => {
+        for (const w of waiters) w();
+      };
       if (ev.kind === 'result') {
         // the event is the whole record: no read back on the sync path (a late result, after
         // the command timed out, is the database's to tell: the waiter reads that one)
@@ -75,20 +84,30 @@ export class CommandWaiter {
     waitMs: number,
     opts: { signal?: AbortSignal } = {},
   ): Promise<SyncOutcome> {
-    const commandId = req.command_id ?? randomUUID();
+    let commandId = req.command_id ?? randomUUID();
     let wake!: () => void;
     let woken = new Promise<void>((r) => {
       wake = r;
     });
+    const me = () => wake();
     // registered before the send: a result can never arrive before its waiter exists
-    this.waiters.set(commandId, () => wake());
+    this.listen(commandId, me);
     const deadline = Date.now() + waitMs;
     try {
-      await this.bus.request(
+      const sent = await this.bus.request<SentCommand>(
         COMMAND.send,
         { ...req, command_id: commandId, is_sync: true },
         { timeoutMs: Math.max(1000, waitMs) },
       );
+      if (sent.command_id !== commandId) {
+        // The idempotency key named an earlier command: wait for that one. Its result may be in
+        // already, so the first look is at once (listening first: nothing falls in between).
+        this.unlisten(commandId, me);
+        commandId = sent.command_id;
+        this.listen(commandId, me);
+        wake();
+      }
+      const flag = sent.idempotent_replayed ? ({ replayed: true } as const) : {};
       const signal = opts.signal;
       const onAbort = () => wake();
       signal?.addEventListener('abort', onAbort, { once: true });
@@ -104,20 +123,41 @@ export class CommandWaiter {
             wake = r;
           });
           const fromEvent = this.results.get(commandId);
-          if (fromEvent) return { done: true, command: fromEvent };
+          if (fromEvent) return { done: true, command: fromEvent, ...flag };
           const current = await this.get(commandId);
           if (current && FINAL.has(current.status) && (current.result || current.status !== 'completed')) {
-            return { done: true, command: current };
+            return { done: true, command: current, ...flag };
           }
         }
       } finally {
         signal?.removeEventListener('abort', onAbort);
       }
-      return { done: false, command: signal?.aborted ? null : await this.get(commandId), command_id: commandId };
+      return {
+        done: false,
+        command: signal?.aborted ? null : await this.get(commandId),
+        command_id: commandId,
+        ...flag,
+      };
     } finally {
-      this.waiters.delete(commandId);
-      this.results.delete(commandId);
+      // the last waiter of a command takes its result event with it
+      if (this.unlisten(commandId, me)) this.results.delete(commandId);
     }
+  }
+
+  private listen(commandId: string, fn: () => void): void {
+    const set = this.waiters.get(commandId);
+    if (set) set.add(fn);
+    else this.waiters.set(commandId, new Set([fn]));
+  }
+
+  /** True when no one waits for the command any more. */
+  private unlisten(commandId: string, fn: () => void): boolean {
+    const set = this.waiters.get(commandId);
+    if (!set) return true;
+    set.delete(fn);
+    if (set.size > 0) return false;
+    this.waiters.delete(commandId);
+    return true;
   }
 
   private async get(commandId: string): Promise<CommandDetail | null> {

@@ -168,6 +168,12 @@ export class ReplayCache {
     return false;
   }
 
+  /** True if `messageId` was seen within the TTL; records nothing (see `seen` to record). */
+  has(messageId: string, nowMs: number = Date.now()): boolean {
+    const expiry = this.expiries.get(messageId);
+    return expiry !== undefined && expiry > nowMs;
+  }
+
   /** Forgets everything. */
   clear(): void {
     this.expiries.clear();

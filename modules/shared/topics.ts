@@ -27,6 +27,16 @@ export interface UplinkEvent<M = CommandMessage | DataMessage> {
   received_at: number;
 }
 
+/**
+ * What the owner of a durable uplink (register, register_complete, disconnect, command_ack,
+ * exec_result: the bridge sends them as requests) may answer: the request settles when the
+ * handler returns, and the bridge acknowledges the uplink to the broker once `written` resolves
+ * too. A handler that returns a promise instead holds its mailbox until it settles.
+ */
+export interface DurableReply {
+  written: Promise<void>;
+}
+
 export interface MqttPublishRequest {
   topic: string;
   /** Serialised once by the publisher (JSON text), so the bridge never copies objects. */
@@ -48,9 +58,8 @@ export interface BridgeRejectedEvent {
   code: string;
   reason: string;
   at: number;
-  /** read from the refused message when well formed (peekUplink): lets status answer a refused register */
+  /** The sender's project and the message type, when they could be read (status answers a refused register). */
   project_id?: string;
-  /** its command_type (command topic) or data_type, when well formed */
   type?: string;
 }
 /** `mqtt/stats` reply. Times are ms since the epoch. */
@@ -65,6 +74,13 @@ export interface BridgeStats {
   rejected_by_code: Record<string, number>;
   /** valid uplinks a full mailbox refused */
   dropped_by_bus: number;
+  /** state-carrying uplinks acknowledged after their write, left unacknowledged, waiting now, too slow */
+  durable_acked?: number;
+  durable_withheld?: number;
+  durable_waiting?: number;
+  durable_timeouts?: number;
+  /** projects in the verification step's credential read model */
+  credentials_cached?: number;
   published: number;
   publish_failures: number;
   publish_in_flight: number;
@@ -233,6 +249,11 @@ export interface ProjectCredentials {
   state: PresenceState;
   /** Current secret first; a rotated-out secret stays while its overlap lasts. */
   secrets: string[];
+  /** When the rotated-out secret in `secrets` stops verifying (ms), so caches expire with it. */
+  prev_secret_expires_at?: number | null;
+  /** The status module's policy for uplinks, applied by the bridge's verification step. */
+  require_data_signature?: boolean;
+  clock_window_ms?: number;
 }
 export interface StatusChangedEvent {
   project_id: string;
@@ -247,7 +268,7 @@ export type CommandStatus = 'pending' | 'sent' | 'acked' | 'completed' | 'failed
 export type OfflinePolicy = 'fail' | 'queue';
 
 export const COMMAND = {
-  /** request SendCommandRequest → CommandView (at once; the outbox delivers) */
+  /** request SendCommandRequest → SentCommand (at once; the outbox delivers) */
   send: 'command/send',
   /** request { command_id } → CommandDetail (CMD_ERR_NOT_FOUND) */
   get: 'command/get',
@@ -280,7 +301,15 @@ export interface SendCommandRequest {
   /** Callers that wait for the result choose the id first, so their waiter exists before the send. */
   command_id?: string;
   is_sync?: boolean;
+  /**
+   * A retry key (REST `Idempotency-Key`): the same key and request answer the command the first
+   * send made; another request → CMD_ERR_IDEMPOTENCY_MISMATCH. 1-255 printable ASCII characters.
+   */
+  idempotency_key?: string;
 }
+
+/** COMMAND.send's answer: the command, flagged when an idempotency key named one made before. */
+export type SentCommand = CommandView & { idempotent_replayed?: true };
 
 export interface CommandTimings {
   /** created → sent (broker acknowledged) */

@@ -4,6 +4,7 @@ import {
   BRIDGE,
   type BridgeRejectedEvent,
   type CreatedProject,
+  type DurableReply,
   type ProjectCredentials,
   type ProjectView,
   STATUS,
@@ -94,6 +95,9 @@ function createStatus(ctx: ModuleContext<StatusConfig>) {
         enabled: rec.enabled,
         state: presence.get(rec.project_id)?.state ?? 'offline',
         secrets: projects.validSecrets(rec),
+        prev_secret_expires_at: rec.prev_secret_expires_at,
+        require_data_signature: cfg.require_data_signature,
+        clock_window_ms: cfg.clock_window_ms,
       });
       // Hot (every command signs with it): answered without a promise when cached.
       const r = projects.lookup(project_id);
@@ -122,15 +126,21 @@ function createStatus(ctx: ModuleContext<StatusConfig>) {
       projects_cached: projects.cachedCount,
       flush: { ...flusher.stats, in_flight: flusher.inFlight },
     }));
-    bus.subscribe<UplinkEvent<RegisterCommand>>(BRIDGE.uplinkPattern('command', 'register'), (ev) =>
-      uplinks.onRegister(ev),
-    );
-    // uplinks the bridge's parser refused: malformed registers are answered, the rest counted per project
+    // uplinks the bridge refused: registers are answered with the reason, the rest counted per project
     bus.subscribe<BridgeRejectedEvent>(BRIDGE.rejected, (ev) => uplinks.onRejected(ev));
+    // register, register_complete and disconnect come as requests from the bridge, which
+    // acknowledges them to the broker once `written` resolves: after the presence flush that
+    // holds their change (the mailbox itself does not wait for it, so registrations still group)
+    const durably = (r: void | Promise<void>): DurableReply | Promise<DurableReply> =>
+      r instanceof Promise ? r.then(() => ({ written: flusher.written() })) : { written: flusher.written() };
+    bus.subscribe<UplinkEvent<RegisterCommand>>(BRIDGE.uplinkPattern('command', 'register'), (ev) =>
+      durably(uplinks.onRegister(ev)),
+    );
     for (const type of DATA_TYPES) {
-      bus.subscribe<UplinkEvent>(BRIDGE.uplinkPattern('data', type), (ev) =>
-        uplinks.onData(ev as Parameters<Uplinks['onData']>[0]),
-      );
+      bus.subscribe<UplinkEvent>(BRIDGE.uplinkPattern('data', type), (ev) => {
+        const r = uplinks.onData(ev as Parameters<Uplinks['onData']>[0]);
+        return type === 'register_complete' || type === 'disconnect' ? durably(r) : r;
+      });
     }
   }
 

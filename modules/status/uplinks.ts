@@ -35,8 +35,18 @@ export const REFUSAL = {
   PROTO_ERR_REPLAY: 'message replayed',
 } as const;
 
+/** What a register the bridge's verification step refused is answered with, by its code. */
+const REFUSAL_BY_CODE: Record<string, string> = {
+  PROTO_ERR_UNKNOWN_PROJECT: REFUSAL.unknown,
+  PROTO_ERR_PROJECT_DISABLED: REFUSAL.disabled,
+  PROTO_ERR_SIGNATURE: REFUSAL.PROTO_ERR_SIGNATURE,
+  PROTO_ERR_UNSIGNED: 'signature required',
+  PROTO_ERR_CLOCK: REFUSAL.PROTO_ERR_CLOCK,
+  PROTO_ERR_REPLAY: REFUSAL.PROTO_ERR_REPLAY,
+};
+
 const DOWNLINK_TIMEOUT_MS = 10_000;
-/** Answers to malformed registers per project and second at most; a flood gets few (the rest are counted). */
+/** Answers to refused registers per project and second at most; a flood gets few (the rest are counted). */
 const REFUSED_REGISTER_ANSWERS_PER_S = 5;
 /** A refusal reason is cut to this many characters (it names the field and the problem; agents show it). */
 const MAX_REASON_CHARS = 300;
@@ -62,14 +72,14 @@ export interface UplinkCounters {
   downlinks_sent: number;
   downlinks_failed: number;
   lookup_failures: number;
-  /** registers the bridge's parser refused (mqtt/rejected), each answered with a reasoned register_ack */
-  registers_malformed: number;
-  /** answers to malformed registers left out by the per-project limit */
-  registers_malformed_throttled: number;
-  /** other uplinks the parser refused, by project (known projects also show them in their status view) */
-  uplinks_malformed: number;
+  /** registers the bridge refused (mqtt/rejected), each answered with a reasoned register_ack */
+  registers_rejected: number;
+  /** answers to refused registers left out by the per-project limit */
+  registers_rejected_throttled: number;
+  /** refused uplinks of provisioned projects, replays excepted (also on each project's status view) */
+  uplinks_rejected: number;
   /** refused uplinks whose project id could not be read or is not provisioned */
-  uplinks_malformed_unattributed: number;
+  uplinks_rejected_unattributed: number;
 }
 
 function newCounters(): UplinkCounters {
@@ -94,10 +104,10 @@ function newCounters(): UplinkCounters {
     downlinks_sent: 0,
     downlinks_failed: 0,
     lookup_failures: 0,
-    registers_malformed: 0,
-    registers_malformed_throttled: 0,
-    uplinks_malformed: 0,
-    uplinks_malformed_unattributed: 0,
+    registers_rejected: 0,
+    registers_rejected_throttled: 0,
+    uplinks_rejected: 0,
+    uplinks_rejected_unattributed: 0,
   };
 }
 
@@ -126,7 +136,7 @@ export class Uplinks {
   private readonly replay = new ReplayCache();
   /** Last `reregister` per project: at most one per heartbeat interval, so a flood gets few answers. */
   private readonly reregistered = new Map<string, number>();
-  /** Answers to malformed registers in the current second, per project (see REFUSED_REGISTER_ANSWERS_PER_S). */
+  /** Answers to refused registers in the current second, per project (see REFUSED_REGISTER_ANSWERS_PER_S). */
   private readonly refusalAnswers = new Map<string, { second: number; n: number }>();
 
   constructor(private readonly d: UplinkDeps) {}
@@ -241,48 +251,66 @@ export class Uplinks {
   }
 
   /**
-   * An uplink the bridge's parser refused (`mqtt/rejected`). A register gets its answer here:
-   * `register_ack {accepted: false, reason}` naming the field and the problem (signed when the
-   * project is provisioned), so an agent that got the shape wrong learns why instead of waiting
-   * for ever. Any other malformed uplink of a provisioned project is counted on the project and
-   * shown in its status view (`rejected_uplinks`, `last_rejected`). Without a readable project id
-   * there is nobody to answer; the bridge's counters have it.
+   * An uplink the bridge refused (`mqtt/rejected`): by its parser (a malformed message, whose
+   * project and type the bridge read when it could) or by its verification step (signature,
+   * clock, replay, unknown or disabled project). Every registration gets an answer: a refused
+   * register is answered with `register_ack {accepted: false, reason}` naming why — for a
+   * malformed one the code, the field and the problem — signed when the project is known, at most
+   * REFUSED_REGISTER_ANSWERS_PER_S per project and second. Any refused uplink of a provisioned
+   * project (but a replayed copy, which is QoS 1 at work, not the agent's mistake) is counted on
+   * the project and shown in its status view (`rejected_uplinks`, `last_rejected`). A heartbeat or
+   * register_complete from a project that is not provisioned asks for a register, whose refusal
+   * then tells the agent why. Without a readable project id there is nobody to answer; the
+   * bridge's counters have it.
    */
   onRejected(ev: BridgeRejectedEvent): void | Promise<void> {
     if (!ev || typeof ev !== 'object' || !isValidProjectId(ev.project_id)) {
-      this.counters.uplinks_malformed_unattributed++;
+      this.counters.uplinks_rejected_unattributed++;
       return;
     }
     const pid = ev.project_id;
+    const code = String(ev.code);
     const type = typeof ev.type === 'string' ? ev.type : null;
     // only `register` travels on the command uplink: a refused message there is a registration attempt
-    const isRegister = ev.topic === TOPIC_COMMAND_UP && (type === null || type === 'register');
-    const reason = `${String(ev.code)}: ${String(ev.reason)}`.slice(0, MAX_REASON_CHARS);
+    const isRegister = type === 'register' || (type === null && ev.topic === TOPIC_COMMAND_UP);
+    if (code === 'PROTO_ERR_UNKNOWN_PROJECT') {
+      this.counters.uplinks_rejected_unattributed++;
+      if (isRegister) {
+        this.answerRefusedRegister(pid, null, REFUSAL.unknown);
+      } else if (type === 'heartbeat' || type === 'register_complete') {
+        this.counters.data_unknown_project++;
+        this.reregister(pid, undefined, 'unknown project');
+      }
+      return;
+    }
+    const reason = REFUSAL_BY_CODE[code] ?? `${code}: ${String(ev.reason)}`.slice(0, MAX_REASON_CHARS);
     return this.withProject(pid, (rec) => {
-      if (rec) {
+      if (!rec) {
+        this.counters.uplinks_rejected_unattributed++;
+      } else if (code !== 'PROTO_ERR_REPLAY') {
+        this.counters.uplinks_rejected++;
         const e = this.d.presence.ensure(pid);
         e.rejected_uplinks = (e.rejected_uplinks ?? 0) + 1;
         e.last_rejected = {
           type: type ?? (isRegister ? 'register' : null),
-          code: String(ev.code),
-          reason,
+          code,
+          reason: `${code}: ${String(ev.reason)}`.slice(0, MAX_REASON_CHARS),
           at: new Date(this.now()).toISOString(),
         };
       }
-      if (!isRegister) {
-        if (rec) this.counters.uplinks_malformed++;
-        else this.counters.uplinks_malformed_unattributed++;
-        this.d.log.debug({ project_id: pid, type, code: ev.code }, 'malformed uplink counted');
-        return;
-      }
-      this.counters.registers_malformed++;
-      if (!this.mayAnswerRefusal(pid)) {
-        this.counters.registers_malformed_throttled++;
-        return;
-      }
-      this.d.log.warn({ project_id: pid, code: ev.code, reason }, 'malformed registration refused');
-      this.refuse(pid, rec, reason);
+      if (isRegister) this.answerRefusedRegister(pid, rec, reason);
+      else this.d.log.debug({ project_id: pid, type, code }, 'refused uplink counted');
     });
+  }
+
+  private answerRefusedRegister(pid: string, rec: ProjectRecord | null, reason: string): void {
+    this.counters.registers_rejected++;
+    if (!this.mayAnswerRefusal(pid)) {
+      this.counters.registers_rejected_throttled++;
+      return;
+    }
+    if (rec) this.d.log.warn({ project_id: pid, reason }, 'registration refused');
+    this.refuse(pid, rec, reason);
   }
 
   private mayAnswerRefusal(pid: string): boolean {

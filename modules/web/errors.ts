@@ -21,6 +21,7 @@ const EXACT: Record<string, number> = {
   STATUS_ERR_EXISTS: 409,
   CMD_ERR_PROJECT_OFFLINE: 409,
   CMD_ERR_NOT_CANCELLABLE: 409,
+  CMD_ERR_IDEMPOTENCY_MISMATCH: 409,
   WEB_ERR_BODY_TOO_LARGE: 413,
   WEB_ERR_MEDIA_TYPE: 415,
   BUS_ERR_NO_RESPONDER: 503,
@@ -60,7 +61,7 @@ export function toHttpError(err: unknown): { status: number; body: ErrorBody; in
  * A zod failure as the hub's validation error: the first issue, its field named (an unknown key
  * names the key itself), and a message that starts with the field.
  */
-export function fromZod(code: ErrorCode, err: ZodError, where: 'body' | 'query' | 'params'): HubError {
+export function fromZod(code: ErrorCode, err: ZodError, where: 'body' | 'query' | 'params' | 'headers'): HubError {
   const issue = err.issues[0];
   let field = issue.path.map(String).join('.');
   let message = issue.message;

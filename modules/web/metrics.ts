@@ -154,8 +154,8 @@ export class WebMetrics {
       },
     });
     this.rejectedByType = new Counter({
-      name: 'hub_uplinks_malformed_total',
-      help: 'Uplinks the parser refused, by message type (unknown: unreadable or not ours) and whether a project id could be read',
+      name: 'hub_uplinks_rejected_by_type_total',
+      help: 'Uplinks the bridge refused (parser or verification), by message type (unknown: unreadable or not ours) and whether a project id could be read',
       labelNames: ['type', 'attributed'],
       registers: r,
     });

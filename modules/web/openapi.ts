@@ -38,6 +38,7 @@ export function buildOpenApi(routes: readonly AnyRoute[], opts: { auth: boolean;
     for (const [where, schema] of [
       ['path', r.params],
       ['query', r.query],
+      ['header', r.headers],
     ] as const) {
       if (!schema) continue;
       const js = convert(schema, 'input');
@@ -45,7 +46,8 @@ export function buildOpenApi(routes: readonly AnyRoute[], opts: { auth: boolean;
       for (const [name, prop] of Object.entries((js.properties ?? {}) as Record<string, Json>)) {
         const { description, ...rest } = prop;
         parameters.push({
-          name,
+          // header names as callers write them (Idempotency-Key); they match in any case
+          name: where === 'header' ? headerName(name) : name,
           in: where,
           required: where === 'path' || required.has(name),
           ...(description ? { description } : {}),
@@ -54,8 +56,16 @@ export function buildOpenApi(routes: readonly AnyRoute[], opts: { auth: boolean;
       }
     }
     const status = r.status ?? 200;
+    const responseHeaders = Object.entries(r.responseHeaders ?? {}).map(([name, description]) => [
+      name,
+      { description, schema: { type: 'string' } },
+    ]);
     const responses: Record<string, unknown> = {
-      [status]: { description: r.summary, ...(r.response ? { content: json(convert(r.response, 'output')) } : {}) },
+      [status]: {
+        description: r.summary,
+        ...(responseHeaders.length ? { headers: Object.fromEntries(responseHeaders) } : {}),
+        ...(r.response ? { content: json(convert(r.response, 'output')) } : {}),
+      },
     };
     const secured = opts.auth && r.url.startsWith(API);
     const errors = new Set<number>();
@@ -142,6 +152,11 @@ export function buildOpenApi(routes: readonly AnyRoute[], opts: { auth: boolean;
     components: { schemas, securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } } },
     ...(opts.auth ? { security: [{ bearer: [] }] } : {}),
   };
+}
+
+/** `idempotency-key` → `Idempotency-Key`. */
+function headerName(name: string): string {
+  return name.replace(/(^|-)([a-z])/g, (_m, dash: string, c: string) => dash + c.toUpperCase());
 }
 
 function operationId(r: AnyRoute): string {

@@ -8,7 +8,7 @@ import type { ModuleBus } from '../../core/bus.js';
 import type { ErrorCode } from '../../core/errors.js';
 import { HOST_TOPICS } from '../../core/host-topics.js';
 import type { CommandWaiter } from '../shared/command-waiter.js';
-import { COMMAND, type CommandDetail, type SendCommandRequest, STATUS } from '../shared/topics.js';
+import { COMMAND, type CommandDetail, type SendCommandRequest, type SentCommand, STATUS } from '../shared/topics.js';
 import type { WebConfig } from './config.js';
 import {
   commandDetailSchema,
@@ -17,6 +17,8 @@ import {
   createdProjectSchema,
   createProjectBody,
   emptyBody,
+  IDEMPOTENT_REPLAYED,
+  idempotencyHeaders,
   itemsOf,
   listCommandsQuery,
   listProjectsQuery,
@@ -41,13 +43,17 @@ export class Answer {
     readonly body: unknown,
     /** Runs once the response is written (e.g. restarting this very module). */
     readonly after?: () => void,
+    /** Response headers beside the usual ones (e.g. Idempotent-Replayed). */
+    readonly headers?: Record<string, string>,
   ) {}
 }
 
-export interface RouteInput<P, Q, B> {
+export interface RouteInput<P, Q, B, H = unknown> {
   params: P;
   query: Q;
   body: B;
+  /** The request headers the route's `headers` schema names, validated (lower-case names). */
+  headers: H;
   /** Aborted when the client goes away or the module is stopping. */
   signal: AbortSignal;
 }
@@ -55,7 +61,12 @@ export interface RouteInput<P, Q, B> {
 type Schema = z.ZodType | undefined;
 type Out<S extends Schema> = S extends z.ZodType ? z.output<S> : undefined;
 
-export interface RouteSpec<P extends Schema = Schema, Q extends Schema = Schema, B extends Schema = Schema> {
+export interface RouteSpec<
+  P extends Schema = Schema,
+  Q extends Schema = Schema,
+  B extends Schema = Schema,
+  H extends Schema = Schema,
+> {
   method: 'GET' | 'POST';
   /** fastify pattern (`:name` params), under API unless it starts with another root */
   url: string;
@@ -66,6 +77,10 @@ export interface RouteSpec<P extends Schema = Schema, Q extends Schema = Schema,
   params?: P;
   query?: Q;
   body?: B;
+  /** Request headers the route reads (lower-case names; others pass unchecked). */
+  headers?: H;
+  /** Documented response headers of the success answer: name → description. */
+  responseHeaders?: Record<string, string>;
   /** The body may be left out entirely (POSTs that take none or only optional fields). */
   bodyOptional?: boolean;
   /** Success status (default 200) and its documented shape. */
@@ -73,13 +88,21 @@ export interface RouteSpec<P extends Schema = Schema, Q extends Schema = Schema,
   response: z.ZodType | null;
   /** Other documented answers: status → [description, schema?]. Error bodies default to the Error schema. */
   answers?: Record<number, string | [string, z.ZodType]>;
-  handler(input: RouteInput<Out<P>, Out<Q>, Out<B>>): Promise<unknown>;
+  handler(input: RouteInput<Out<P>, Out<Q>, Out<B>, Out<H>>): Promise<unknown>;
 }
 
 // biome-ignore lint/suspicious/noExplicitAny: a table of routes of different schemas
-export type AnyRoute = RouteSpec<any, any, any>;
+export type AnyRoute = RouteSpec<any, any, any, any>;
 
-const route = <P extends Schema, Q extends Schema, B extends Schema>(r: RouteSpec<P, Q, B>): AnyRoute => r as AnyRoute;
+const route = <P extends Schema, Q extends Schema, B extends Schema, H extends Schema>(
+  r: RouteSpec<P, Q, B, H>,
+): AnyRoute => r as AnyRoute;
+
+/** The bus request of a send, with the caller's Idempotency-Key when it gave one. */
+const withKey = (req: SendCommandRequest, key: string | undefined): SendCommandRequest =>
+  key === undefined ? req : { ...req, idempotency_key: key };
+/** Response headers of an answer an idempotency key replayed. */
+const REPLAYED = { [IDEMPOTENT_REPLAYED]: 'true' };
 
 export interface RouteDeps {
   name: string;
@@ -106,10 +129,26 @@ export function buildRoutes(d: RouteDeps): AnyRoute[] {
       tag: 'commands',
       invalid: C,
       body: send,
+      headers: idempotencyHeaders,
       status: 202,
       response: commandViewSchema,
-      answers: { 404: 'Unknown project', 409: 'Project not online (offline_policy fail) or disabled' },
-      handler: ({ body }) => ask(COMMAND.send, body satisfies SendCommandRequest),
+      responseHeaders: {
+        [IDEMPOTENT_REPLAYED]:
+          '`true` when the Idempotency-Key named a command sent before: this is that command, as it is now (same status 202)',
+      },
+      answers: {
+        404: 'Unknown project',
+        409:
+          'Project not online (offline_policy fail) or disabled; or the Idempotency-Key was used before with a ' +
+          'different body (CMD_ERR_IDEMPOTENCY_MISMATCH)',
+      },
+      handler: async ({ body, headers }) => {
+        const { idempotent_replayed, ...view } = await ask<SentCommand>(
+          COMMAND.send,
+          withKey(body satisfies SendCommandRequest, headers['idempotency-key']),
+        );
+        return idempotent_replayed ? new Answer(202, view, undefined, REPLAYED) : view;
+      },
     }),
     route({
       method: 'POST',
@@ -118,31 +157,49 @@ export function buildRoutes(d: RouteDeps): AnyRoute[] {
       tag: 'commands',
       invalid: C,
       body: sync,
+      headers: idempotencyHeaders,
       response: commandDetailSchema,
+      responseHeaders: {
+        [IDEMPOTENT_REPLAYED]:
+          '`true` when the Idempotency-Key named a command sent before: the answer is that command’s result (also on 504)',
+      },
       answers: {
         404: 'Unknown project',
-        409: 'Project not online (offline_policy fail)',
+        409:
+          'Project not online (offline_policy fail); or the Idempotency-Key was used before with a different body ' +
+          '(CMD_ERR_IDEMPOTENCY_MISMATCH)',
         504: ['The wait ran out; the command goes on (follow it by command_id)', syncTimeoutSchema],
       },
-      handler: async ({ body, signal }) => {
+      handler: async ({ body, headers, signal }) => {
         const { wait_ms, ...req } = body;
         const wait =
           wait_ms ?? Math.min(d.cfg.sync_wait_ms_max, Math.max(d.cfg.default_sync_wait_ms, req.timeout_ms ?? 0));
-        const out = await d.waiter.sendAndWait(req, wait, { signal });
-        if (out.done) return out.command;
+        const out = await d.waiter.sendAndWait(withKey(req, headers['idempotency-key']), wait, { signal });
+        const replayed = out.replayed ? REPLAYED : undefined;
+        if (out.done) return replayed ? new Answer(200, out.command, undefined, replayed) : out.command;
         const follow = `GET ${API}/command/${out.command_id}`;
         if (signal.aborted) {
-          return new Answer(503, {
-            error: { code: 'HOST_ERR_STOPPING', message: `the wait was cut short; the command goes on: ${follow}` },
-            command_id: out.command_id,
-            command: out.command,
-          });
+          return new Answer(
+            503,
+            {
+              error: { code: 'HOST_ERR_STOPPING', message: `the wait was cut short; the command goes on: ${follow}` },
+              command_id: out.command_id,
+              command: out.command,
+            },
+            undefined,
+            replayed,
+          );
         }
-        return new Answer(504, {
-          error: { code: 'CMD_ERR_TIMEOUT', message: `no result within ${wait} ms; the command goes on: ${follow}` },
-          command_id: out.command_id,
-          command: out.command satisfies CommandDetail | null,
-        });
+        return new Answer(
+          504,
+          {
+            error: { code: 'CMD_ERR_TIMEOUT', message: `no result within ${wait} ms; the command goes on: ${follow}` },
+            command_id: out.command_id,
+            command: out.command satisfies CommandDetail | null,
+          },
+          undefined,
+          replayed,
+        );
       },
     }),
     route({

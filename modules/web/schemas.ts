@@ -60,6 +60,30 @@ export function syncBodySchema(cfg: WebConfig) {
     .meta({ id: 'SyncCommandBody' });
 }
 
+/** The response header of an answer an idempotency key replayed. */
+export const IDEMPOTENT_REPLAYED = 'Idempotent-Replayed';
+
+/**
+ * The send routes' optional `Idempotency-Key` header. The command module checks it again (gRPC
+ * and bus callers pass it too); here it is documented and refused early with the same rule.
+ */
+export const idempotencyHeaders = z.object({
+  'idempotency-key': z
+    .string()
+    .min(1, { message: 'must not be empty' })
+    .max(255, { message: 'longer than 255 characters' })
+    .regex(/^[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?$/, {
+      message: 'only printable ASCII (0x20-0x7E) is allowed, with no space at either end',
+    })
+    .optional()
+    .meta({
+      description:
+        'Retry key (1-255 printable ASCII characters), kept at least 24 h: the same key with the same body answers ' +
+        'the command the first request made (header Idempotent-Replayed: true); with another body, 409 ' +
+        'CMD_ERR_IDEMPOTENCY_MISMATCH. Keys are global to the hub.',
+    }),
+});
+
 export const commandIdParams = z.object({ command_id: uuid }).strict();
 export const projectIdParams = z.object({ project_id: projectId }).strict();
 export const moduleNameParams = z.object({ name: z.string().regex(/^[a-z][a-z0-9_-]{0,63}$/) }).strict();

@@ -154,6 +154,7 @@ async function handle(d: ServerDeps, r: AnyRoute, req: FastifyRequest, reply: Fa
   const query = r.query ? parse(r, r.query, req.query ?? {}, 'query') : undefined;
   let body: unknown;
   if (r.body && !(r.bodyOptional && req.body === undefined)) body = parse(r, r.body, req.body, 'body');
+  const headers = r.headers ? parse(r, r.headers, req.headers, 'headers') : undefined;
 
   // One signal for "stop waiting": the client went away, or the module is stopping.
   const ac = new AbortController();
@@ -164,9 +165,10 @@ async function handle(d: ServerDeps, r: AnyRoute, req: FastifyRequest, reply: Fa
     if (!reply.raw.writableFinished) ac.abort();
   });
 
-  const out = await r.handler({ params, query, body, signal: ac.signal });
+  const out = await r.handler({ params, query, body, headers, signal: ac.signal });
   if (out instanceof Answer) {
     if (out.after) reply.raw.once('finish', out.after);
+    if (out.headers) reply.headers(out.headers);
     return reply.code(out.status).type('application/json; charset=utf-8').send(out.body);
   }
   return reply
@@ -175,7 +177,12 @@ async function handle(d: ServerDeps, r: AnyRoute, req: FastifyRequest, reply: Fa
     .send(out);
 }
 
-function parse(r: AnyRoute, schema: z.ZodType, value: unknown, where: 'body' | 'query' | 'params'): unknown {
+function parse(
+  r: AnyRoute,
+  schema: z.ZodType,
+  value: unknown,
+  where: 'body' | 'query' | 'params' | 'headers',
+): unknown {
   const res = schema.safeParse(value);
   if (res.success) return res.data;
   throw fromZod(r.invalid, res.error, where);

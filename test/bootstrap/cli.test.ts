@@ -314,6 +314,21 @@ describe('gmq-hub CLI against a real hub (PGlite, aedes, a real agent)', () => {
     assert.equal(followed.offline_policy, 'queue');
   });
 
+  test('send --idempotency-key: a re-run gets the first run’s command; another command with the key is refused', async () => {
+    const args = ['send', '--idempotency-key', 'cli-key-1', '--queue-until', '+1m', 'cli-spare', 'echo', '{"n":1}'];
+    const first = await json(args);
+    const again = await cli(args);
+    assert.equal(again.code, 0, again.stderr);
+    assert.match(again.stdout, new RegExp(`^command_id +${first.command_id}$`, 'm'));
+    assert.match(
+      oneLine(again),
+      new RegExp(`^gmq-hub: the idempotency key names command ${first.command_id}, sent before`),
+    );
+    const other = await cli(['send', '--idempotency-key', 'cli-key-1', '--queue-until', '+1m', 'cli-spare', 'echo']);
+    assert.equal(other.code, 1);
+    assert.match(oneLine(other), /^gmq-hub: CMD_ERR_IDEMPOTENCY_MISMATCH: /);
+  });
+
   test('watch resumes from the last event id after a lost connection: nothing missed, nothing twice', async () => {
     // a reference client straight on the hub sees every event
     const reference: Json[] = [];
@@ -516,7 +531,11 @@ describe('gmq-hub start', () => {
       const viaMain = await runScript(MAIN, [], envs);
       for (const r of [viaCli, viaMain]) {
         assert.equal(r.code, 1);
-        assert.equal(oneLine(r), `gmq-hub: HOST_ERR_PORT_IN_USE: port ${port} is in use (set HUB_HTTP_PORT)`);
+        // a literal port in the file: the hint names the key to change (a variable the file uses is named instead)
+        assert.equal(
+          oneLine(r),
+          `gmq-hub: HOST_ERR_PORT_IN_USE: port ${port} is in use (change modules.web.port in ${cfg.file})`,
+        );
       }
       const viaFlag = await runCli(['start', '--config', cfg.file], { LOG_LEVEL: 'silent' });
       assert.equal(oneLine(viaFlag), oneLine(viaCli), '--config is HUB_CONFIG');

@@ -211,6 +211,6 @@ describe('the seed messages, verbatim, through a real hub', () => {
     assert.match(status.last_rejected.reason, /payload\.timestamp/);
     assert.ok(!Number.isNaN(Date.parse(status.last_rejected.at)));
     const metrics = await (await fetch(`${hub.base}/metrics`)).text();
-    assert.match(metrics, /hub_uplinks_malformed_total\{type="heartbeat",attributed="yes"\} [1-9]/);
+    assert.match(metrics, /hub_uplinks_rejected_by_type_total\{type="heartbeat",attributed="yes"\} [1-9]/);
   });
 });

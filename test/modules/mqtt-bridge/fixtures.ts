@@ -1,22 +1,45 @@
 import { randomBytes } from 'node:crypto';
 import { z } from 'zod';
 import type { Bus, BusMessage } from '../../../core/bus.js';
+import { HubError } from '../../../core/errors.js';
 import type { ModuleProvider } from '../../../core/module.js';
 import { ProviderRegistry } from '../../../core/registry.js';
 import { provider } from '../../../modules/mqtt-bridge/index.js';
 import { buildData } from '../../../modules/shared/protocol.js';
-import { BRIDGE, type BridgeStateEvent } from '../../../modules/shared/topics.js';
+import { BRIDGE, type BridgeStateEvent, STATUS } from '../../../modules/shared/topics.js';
 import { forgetSessions, MOSQUITTO_URL, startTestBroker, type TestBroker } from '../../helpers/mqtt.js';
 import { until } from '../../helpers/wait.js';
 
-export const registry = (): ProviderRegistry => new ProviderRegistry().register(provider);
+/** The secret the stand-in status module gives every project (sign test uplinks with it). */
+export const TEST_SECRET = 'secret';
+
+/**
+ * A stand-in for the status module's credentials (the bridge verifies every uplink against
+ * them): every project is provisioned and enabled with TEST_SECRET, except ids starting with
+ * `unknown-` (not provisioned) and `disabled-` (disabled).
+ */
+export const credentialsProvider: ModuleProvider<Record<string, never>> = {
+  name: 'test-credentials',
+  schema: z.object({}).strict(),
+  create: (ctx) => ({
+    start() {
+      ctx.bus.subscribe(STATUS.credentials, (body) => {
+        const id = String((body as { project_id?: unknown })?.project_id);
+        if (id.startsWith('unknown-')) throw new HubError('STATUS_ERR_NOT_FOUND', `no project ${id}`);
+        return { project_id: id, enabled: !id.startsWith('disabled-'), state: 'online', secrets: [TEST_SECRET] };
+      });
+    },
+  }),
+};
+
+export const registry = (): ProviderRegistry => new ProviderRegistry().register(provider).register(credentialsProvider);
 
 /** A client id no other test (or earlier run) uses, so persistent sessions never mix. */
 export const uniqueId = (what: string): string => `t-${what}-${randomBytes(5).toString('hex')}`;
 
 /** config.yml with one bridge module named `bridge` (YAML is a superset of JSON). */
-export function bridgeYaml(settings: Record<string, unknown>, extraModules = ''): string {
-  return `modules:\n  bridge: ${JSON.stringify({ provider: 'mqtt-bridge', ...settings })}\n${extraModules}`;
+export function bridgeYaml(settings: Record<string, unknown>, extraModules = '', firstModules = ''): string {
+  return `modules:\n${firstModules}  status: { provider: test-credentials }\n  bridge: ${JSON.stringify({ provider: 'mqtt-bridge', ...settings })}\n${extraModules}`;
 }
 
 /** Fast reconnects for tests; everything else at its default. */

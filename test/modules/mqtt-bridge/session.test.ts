@@ -10,10 +10,7 @@ import { BROKERS, bridgeYaml, FAST, recorderProvider, registry, uniqueId } from 
 
 /** config.yml: a recorder of `pattern` first (so it hears the bridge's first events), then the bridge. */
 function withRecorder(pattern: string, settings: Record<string, unknown>): string {
-  return bridgeYaml(settings, `  rec: { provider: recorder, pattern: "${pattern}" }\n`).replace(
-    /^modules:\n(.*\n)(.*\n)$/,
-    'modules:\n$2$1',
-  );
+  return bridgeYaml(settings, '', `  rec: { provider: recorder, pattern: "${pattern}" }\n`);
 }
 
 const ids = (sink: BusMessage[]) => sink.map((m) => (m.payload as UplinkEvent).msg.message_id);
