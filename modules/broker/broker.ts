@@ -1,9 +1,16 @@
 import type { EventEmitter } from 'node:events';
 import net from 'node:net';
+import type { Duplex } from 'node:stream';
 import { Aedes, type AedesPublishPacket, type Client, type PublishPacket, type Subscription } from 'aedes';
 import { HubError } from '../../core/errors.js';
 import type { ModuleContext } from '../../core/module.js';
-import { BROKER, type BrokerDeniedEvent, type BrokerStats, type CredentialsChangedEvent } from '../shared/topics.js';
+import {
+  BROKER,
+  type BrokerDeniedEvent,
+  type BrokerStats,
+  type BrokerWsConnection,
+  type CredentialsChangedEvent,
+} from '../shared/topics.js';
 import { agentMaySubscribe, checkAgentPublish, downlinkTopics } from './acl.js';
 import { Authenticator, hubPasswordFor, type Identity, sameIdentity } from './auth.js';
 import type { BrokerConfig } from './config.js';
@@ -55,6 +62,8 @@ export class EmbeddedBroker {
   private server?: net.Server;
   private mq?: BoundedEmitter;
   private readonly sockets = new Set<net.Socket>();
+  /** MQTT-over-WebSocket streams the web module handed over (handleStream). */
+  private readonly streams = new Set<Duplex>();
   private readonly clients = new WeakMap<Client, ClientState>();
   private readonly auth: Authenticator;
   private readonly reports: TokenBucket;
@@ -179,6 +188,27 @@ export class EmbeddedBroker {
     this.ctx.log.info({ port: this.port, host: cfg.host, auth: cfg.auth }, 'embedded MQTT broker listening');
   }
 
+  /**
+   * An MQTT-over-WebSocket connection accepted by the web module on its port (BROKER.wsConnection):
+   * the same aedes, so the same CONNECT authentication, ACL, rate and packet limits as over TCP.
+   * Throws when the broker is not running (the web module then closes the WebSocket).
+   */
+  handleStream(req: BrokerWsConnection): { ok: true } {
+    const aedes = this.aedes;
+    const stream = req?.stream;
+    if (!aedes || !this.server) throw new HubError('HOST_ERR_STOPPING', 'the embedded broker is not running');
+    if (!stream || typeof stream.pipe !== 'function') {
+      throw new TypeError('broker/ws-connection needs a stream');
+    }
+    this.streams.add(stream);
+    stream.once('close', () => this.streams.delete(stream));
+    const client = aedes.handle(stream);
+    if (!limitPacketSize(client, this.ctx.config.max_packet_bytes, () => this.oversized(client))) {
+      this.warnNoPacketLimit();
+    }
+    return { ok: true };
+  }
+
   /** Stops accepting, disconnects every client, closes aedes; safe to call twice. */
   async stop(): Promise<void> {
     const server = this.server;
@@ -190,6 +220,8 @@ export class EmbeddedBroker {
     // sockets that never finished CONNECT are not aedes clients yet
     for (const s of this.sockets) s.destroy();
     this.sockets.clear();
+    for (const s of this.streams) s.destroy();
+    this.streams.clear();
     await closed;
   }
 

@@ -1,5 +1,11 @@
 import type { ModuleProvider } from '../../core/module.js';
-import { BROKER, type BrokerHubCredential, type CredentialsChangedEvent, STATUS } from '../shared/topics.js';
+import {
+  BROKER,
+  type BrokerHubCredential,
+  type BrokerWsConnection,
+  type CredentialsChangedEvent,
+  STATUS,
+} from '../shared/topics.js';
 import { EmbeddedBroker } from './broker.js';
 import { type BrokerConfig, brokerConfigSchema } from './config.js';
 
@@ -38,6 +44,8 @@ export const provider: ModuleProvider<BrokerConfig> = {
             .credentialsChanged(ev)
             .catch((err) => ctx.log.warn({ err, project_id: ev?.project_id }, 'applying a credentials change failed'));
         });
+        // MQTT over WebSocket arrives on the web module's port and is handed over here (see web/mqtt-ws.ts)
+        ctx.bus.subscribe<BrokerWsConnection>(BROKER.wsConnection, (req) => broker.handleStream(req));
       },
       stop: () => broker.stop(),
     };

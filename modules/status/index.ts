@@ -134,6 +134,7 @@ function createStatus(ctx: ModuleContext<StatusConfig>) {
       flush: { ...flusher.stats, in_flight: flusher.inFlight },
       credential_events: credentialEvents.published,
     }));
+    // uplinks the bridge refused: registers are answered with the reason, the rest counted per project
     bus.subscribe<BridgeRejectedEvent>(BRIDGE.rejected, (ev) => uplinks.onRejected(ev));
     // register, register_complete and disconnect come as requests from the bridge, which
     // acknowledges them to the broker once `written` resolves: after the presence flush that

@@ -1,7 +1,7 @@
 import type { Clock } from '../../core/module.js';
 import type { AlertPayload } from '../shared/protocol.js';
 import { findUnsafeJson } from '../shared/sanitize.js';
-import type { PresenceState, ProjectView, StatusChangedEvent } from '../shared/topics.js';
+import type { PresenceState, ProjectView, RejectedUplink, StatusChangedEvent } from '../shared/topics.js';
 import type { ProjectRecord } from './projects.js';
 
 /** One project's presence. Times are ms since the epoch on the hub clock unless said otherwise. */
@@ -22,6 +22,9 @@ export interface PresenceEntry {
   updated_at: number;
   /** Memory only: a registration in progress (lost on restart, which then asks the agent to register again). */
   handshake: Handshake | null;
+  /** Memory only: malformed uplinks of this project since start, and the last one (uplinks.ts onRejected). */
+  rejected_uplinks?: number;
+  last_rejected?: RejectedUplink | null;
 }
 
 export interface Handshake {
@@ -193,5 +196,8 @@ export function projectView(rec: ProjectRecord, e: PresenceEntry | undefined): P
     metrics: servableOrNull(e?.metrics),
     last_alert: servableOrNull(e?.last_alert),
     created_at: new Date(rec.created_at).toISOString(),
+    registration: e?.registration ?? null,
+    rejected_uplinks: e?.rejected_uplinks ?? 0,
+    last_rejected: e?.last_rejected ?? null,
   };
 }

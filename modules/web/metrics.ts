@@ -8,9 +8,11 @@ import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { ModuleBus } from '../../core/bus.js';
 import { HOST_TOPICS } from '../../core/host-topics.js';
 import type { MailboxStats } from '../../core/mailbox.js';
+import { UPLINK_COMMAND_TYPES, UPLINK_DATA_TYPES } from '../shared/protocol.js';
 import {
   BRIDGE,
   BROKER,
+  type BridgeRejectedEvent,
   type BridgeStats,
   type BrokerStats,
   COMMAND,
@@ -27,6 +29,9 @@ interface BusStats {
   pending_requests: number;
   mailboxes: MailboxStats[];
 }
+
+/** Refused uplinks are labelled by their type only when it is one of ours: agents choose the string. */
+const UPLINK_TYPES = new Set<string>([...UPLINK_COMMAND_TYPES, ...UPLINK_DATA_TYPES]);
 
 const FINAL = new Set(['completed', 'failed', 'timeout', 'cancelled']);
 const PRESENCE: readonly PresenceState[] = ['offline', 'connecting', 'verifying', 'online', 'disconnecting'];
@@ -53,6 +58,7 @@ export class WebMetrics {
   readonly wsSent: Counter;
   private readonly stage: Histogram<'stage'>;
   private readonly finals: Counter<'status'>;
+  private readonly rejectedByType: Counter<'type' | 'attributed'>;
   private readonly presence = new Map<string, PresenceState>();
   private readonly seen = new Map<string, number>();
   private readonly gauges: {
@@ -163,6 +169,12 @@ export class WebMetrics {
         for (const [state, n] of counts) this.set({ state }, n);
       },
     });
+    this.rejectedByType = new Counter({
+      name: 'hub_uplinks_rejected_by_type_total',
+      help: 'Uplinks the bridge refused (parser or verification), by message type (unknown: unreadable or not ours) and whether a project id could be read',
+      labelNames: ['type', 'attributed'],
+      registers: r,
+    });
     const counter = (name: string, help: string) => new Counter({ name, help, registers: r });
     const perMailbox = (what: string) =>
       new Counter({
@@ -228,6 +240,10 @@ export class WebMetrics {
       this.touched?.add(ev.project_id);
     });
     this.bus.subscribe<CommandEvent>('command/event/#', (ev) => this.onCommand(ev));
+    this.bus.subscribe<BridgeRejectedEvent>(BRIDGE.rejected, (ev) => {
+      const type = typeof ev?.type === 'string' && UPLINK_TYPES.has(ev.type) ? ev.type : 'unknown';
+      this.rejectedByType.inc({ type, attributed: ev?.project_id ? 'yes' : 'no' });
+    });
   }
 
   /** Projects whose state changed while a re-read of the list was under way (their event is newer). */

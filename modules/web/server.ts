@@ -12,6 +12,7 @@ import { mayPass, type RouteAccess, type RouteAccessConfig, type TokenGate } fro
 import type { WebConfig } from './config.js';
 import { type ErrorBody, fromZod, toHttpError } from './errors.js';
 import type { WebMetrics } from './metrics.js';
+import type { MqttWsGate } from './mqtt-ws.js';
 import { Answer, type AnyRoute } from './routes.js';
 import { DASHBOARD_CSP, type StaticFiles } from './static.js';
 import { WS_PATH, type WsHub } from './ws.js';
@@ -23,6 +24,8 @@ export interface ServerDeps {
   gate: TokenGate;
   metrics: WebMetrics;
   ws: WsHub;
+  /** MQTT over WebSocket (upgrades on cfg.mqtt_ws_path), when on. */
+  mqttWs?: MqttWsGate;
   statics: StaticFiles;
   openapi: () => unknown;
   /** Aborted once the module begins to stop: new requests get 503, waits end early. */
@@ -209,7 +212,13 @@ export function buildServer(d: ServerDeps): FastifyInstance {
     });
   }
 
-  app.server.on('upgrade', (req, socket, head) => d.ws.onUpgrade(req, socket, head));
+  app.server.on('upgrade', (req, socket, head) => {
+    if (d.mqttWs && d.cfg.mqtt_ws_path !== null && (req.url ?? '').split('?')[0] === d.cfg.mqtt_ws_path) {
+      d.mqttWs.onUpgrade(req, socket, head);
+      return;
+    }
+    d.ws.onUpgrade(req, socket, head);
+  });
   return app;
 }
 

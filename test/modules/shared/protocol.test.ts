@@ -268,6 +268,7 @@ test('null payloads of all-optional types read as {}; extra fields are kept', ()
     pid: 1,
     uptime: 3600,
     metrics: { process_cpu_usage_percent: '2.50' },
+    uptime_s: 3600, // seed 002's uptime (seconds), read as uptime_s too
   });
 });
 
@@ -332,9 +333,13 @@ test('PROTO_ERR_SCHEMA names the field path', () => {
     [
       TOPIC_MESSAGE_UP,
       rawData('heartbeat', {}, { timestamp: '1700000000000' }),
-      'timestamp: expected integer, got string',
+      'timestamp: expected an RFC 3339 time like "2024-01-01T12:00:00Z" or ms integer, got "1700000000000"',
     ],
-    [TOPIC_MESSAGE_UP, rawData('heartbeat', {}, { timestamp: 1.5 }), 'timestamp: expected integer'],
+    [
+      TOPIC_MESSAGE_UP,
+      rawData('heartbeat', {}, { timestamp: 1.5 }),
+      'timestamp: expected an RFC 3339 time string or ms integer, got non-integer number',
+    ],
     [TOPIC_MESSAGE_UP, rawData('heartbeat', {}, { project_id: 42 }), 'project_id: expected string, got number'],
     [TOPIC_MESSAGE_UP, rawData('heartbeat', {}, { data_type: 7 }), 'data_type: expected string'],
     [TOPIC_MESSAGE_UP, rawData('heartbeat', {}, { version: '2.0' }), 'version: expected "1.0", got "2.0"'],
