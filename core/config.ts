@@ -53,6 +53,12 @@ export interface HostConfig {
   modules: Readonly<Record<string, ModuleBlock>>;
   /** Dotted key paths whose value used at least one environment variable that was set. */
   envPaths: ReadonlySet<string>;
+  /**
+   * Dotted key paths whose value is written with `${VAR}` expressions, set or not, with the
+   * variable names in the order written: an error about a value names the variable that sets it
+   * in this file (or none, when the file has a literal), not the one the shipped config uses.
+   */
+  envVars: Readonly<Record<string, readonly string[]>>;
   /** The document after substitution, before validation and defaults. May hold secrets: see redactConfig. */
   raw: unknown;
 }
@@ -182,7 +188,8 @@ export function parseConfig(text: string, file: string, env: NodeJS.ProcessEnv =
     });
   }
   const envPaths = new Set<string>();
-  const raw = toPlain(doc.contents, [], { doc, env, file, envPaths, aliases: 0 });
+  const envVars: Record<string, string[]> = Object.create(null);
+  const raw = toPlain(doc.contents, [], { doc, env, file, envPaths, envVars, aliases: 0 });
   if (raw !== null && !isRecord(raw)) throw invalid(file, '(root)', 'expected a mapping with host, databases, modules');
   const top = raw ?? {};
   const section = (k: string) => (top[k] === null ? undefined : top[k]);
@@ -241,6 +248,7 @@ export function parseConfig(text: string, file: string, env: NodeJS.ProcessEnv =
     databases,
     modules,
     envPaths: frozenSet(envPaths),
+    envVars,
     raw,
   });
 }
@@ -422,6 +430,7 @@ interface Walk {
   env: NodeJS.ProcessEnv;
   file: string;
   envPaths: Set<string>;
+  envVars: Record<string, string[]>;
   aliases: number;
 }
 
@@ -484,6 +493,8 @@ function substitute(s: string, where: string, w: Walk): { text: string; fromEnv:
     if (!name) throw fail(`bad substitution in "${s}": expected \${NAME} or \${NAME:-default}`);
     let j = i + 2 + name.length;
     const value = w.env[name];
+    w.envVars[where] ??= [];
+    if (!w.envVars[where].includes(name)) w.envVars[where].push(name);
     if (s[j] === '}') {
       if (!evaluate) return ['', j + 1];
       if (value === undefined) throw fail(`environment variable ${name} is not set`);

@@ -29,6 +29,7 @@ export type ErrorCode =
   | 'DB_ERR_UNKNOWN_DATABASE'
   | 'DB_ERR_CONFIG'
   | 'DB_ERR_MIGRATION'
+  | 'DB_ERR_DATA_DIR_LOCKED'
   // wire protocol
   | 'PROTO_ERR_JSON'
   | 'PROTO_ERR_SCHEMA'

@@ -13,7 +13,7 @@ export const HOST_TOPICS = {
   moduleRestarted: 'host/module/restarted',
   /** event { file, code, message, details? } — an edit was refused; the old config runs on */
   configRejected: 'host/config/rejected',
-  /** event { started[], stopped[], restarted[] } */
+  /** event { started[], stopped[], restarted[], failed[{ name, code, message, kept_previous }] } */
   configApplied: 'host/config/applied',
   /** event {} — graceful stop began: interfaces stop taking new work */
   stopping: 'host/stopping',

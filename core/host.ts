@@ -8,6 +8,7 @@ import { exeProvider } from './exe-module.js';
 import { HOST_TOPICS } from './host-topics.js';
 import { createRootLogger, type Logger } from './log.js';
 import type { Clock, ModuleInstance, ModuleProvider } from './module.js';
+import { checkPorts, plannedPorts, withPortHint } from './port-check.js';
 import type { ProviderRegistry } from './registry.js';
 import { DbPool } from './services/db.js';
 import { workerProvider } from './worker-module.js';
@@ -65,6 +66,11 @@ export interface ReloadOutcome {
   started: string[];
   stopped: string[];
   restarted: string[];
+  /**
+   * Modules whose edited block could not start. A module that ran before keeps running with its
+   * previous block (`kept_previous`); a new one is retried with backoff.
+   */
+  failed: Array<{ name: string; code: string; message: string; kept_previous: boolean }>;
   error?: { code: string; message: string };
 }
 
@@ -124,6 +130,19 @@ export class Host {
     const plan = this.plan(this.config);
     await this.serial(async () => {
       this.order = orderModules(plan);
+      try {
+        // cheap checks first: a second hub on the same PGlite directory, or a taken port, fail
+        // in milliseconds instead of after the database (tens of seconds when fresh) has opened
+        this.db.lockDataDirs();
+        await checkPorts(
+          plannedPorts([...plan.values()].map((p) => ({ name: p.block.name, settings: p.settings }))),
+          this.config,
+        );
+      } catch (err) {
+        this.state = 'stopped';
+        await this.db.close();
+        throw err;
+      }
       for (const name of this.order) {
         const p = plan.get(name)!;
         const rec = this.newRecord(p);
@@ -133,6 +152,7 @@ export class Host {
           this.log.error({ module: name, err: serializeError(err) }, 'module failed to start; stopping the host');
           await this.stopAll();
           this.state = 'stopped';
+          await this.db.close(); // releases the data dir locks and any database a module opened
           throw err;
         }
       }
@@ -241,7 +261,7 @@ export class Host {
       await this.stopInstance(rec, 'failed start').catch(() => undefined);
       rec.state = 'failed';
       throw err instanceof HubError
-        ? err
+        ? (withPortHint(err, this.config, rec.name, rec.settings) as HubError)
         : new HubError(
             'HOST_ERR_START_FAILED',
             `module ${rec.name} failed to start: ${describe(err)}`,
@@ -361,7 +381,7 @@ export class Host {
    */
   reload(): Promise<ReloadOutcome> {
     return this.serial(async () => {
-      const outcome: ReloadOutcome = { applied: false, started: [], stopped: [], restarted: [] };
+      const outcome: ReloadOutcome = { applied: false, started: [], stopped: [], restarted: [], failed: [] };
       if (this.state !== 'running' || !this.opts.configFile) return outcome;
       let next: HostConfig;
       let plan: Map<string, Planned>;
@@ -397,25 +417,18 @@ export class Host {
         outcome.stopped.push(name);
         void this.bus.publish(HOST_TOPICS.moduleStopped, { name, reason: 'config' });
       }
+      const kept = new Map<string, ModuleBlock>(); // modules running on with their previous block
       for (const name of newOrder) {
         const p = plan.get(name)!;
         const rec = this.records.get(name);
         if (rec && rec.state !== 'disabled') {
           if (rec.block.fingerprint === p.block.fingerprint) continue;
-          clearTimeout(rec.retryTimer);
-          rec.fileWatch?.close();
-          await this.stopInstance(rec, 'config changed');
-          rec.fileWatch = undefined;
-          Object.assign(rec, { block: p.block, provider: p.provider, settings: p.settings, failures: 0 });
-          this.bus.mailbox(name).reconfigure(p.block.mailbox);
-          if (p.block.type === 'worker') rec.fileWatch = this.watchWorkerFile(rec);
-          try {
-            await this.startInstance(rec);
-            rec.restarts++;
+          const refused = await this.applyEdit(rec, p);
+          if (refused) {
+            outcome.failed.push(refused);
+            if (refused.kept_previous) kept.set(name, rec.block);
+          } else {
             outcome.restarted.push(name);
-            void this.bus.publish(HOST_TOPICS.moduleRestarted, { name, restarts: rec.restarts, reason: 'config' });
-          } catch (err) {
-            this.scheduleRetry(rec, err);
           }
         } else {
           const fresh = this.newRecord(p);
@@ -423,22 +436,99 @@ export class Host {
             await this.startInstance(fresh);
             outcome.started.push(name);
           } catch (err) {
+            const e = serializeError(err);
+            outcome.failed.push({ name, code: e.code, message: e.message, kept_previous: false });
             this.scheduleRetry(fresh, err);
           }
         }
+      }
+      if (kept.size > 0) {
+        // what runs is what `currentConfig` says: the refused blocks are not in force
+        this.config = { ...this.config, modules: { ...this.config.modules, ...Object.fromEntries(kept) } };
       }
       for (const [name, block] of Object.entries(next.modules)) {
         if (!block.enable) this.records.set(name, this.disabledRecord(block));
       }
       this.order = newOrder;
       outcome.applied = true;
-      this.log.info(
-        { started: outcome.started, stopped: outcome.stopped, restarted: outcome.restarted },
-        'config reloaded',
-      );
+      const summary = { started: outcome.started, stopped: outcome.stopped, restarted: outcome.restarted };
+      if (outcome.failed.length === 0) this.log.info(summary, 'config reloaded');
+      else {
+        // the one line an operator reads after an edit: which module refused it, why, and what runs now
+        const what = outcome.failed
+          .map(
+            (f) =>
+              `modules.${f.name}: ${f.message}${f.kept_previous ? ' (kept running with its previous settings)' : ' (retrying)'}`,
+          )
+          .join('; ');
+        this.log.error(
+          { ...summary, failed: outcome.failed },
+          `config reloaded, but an edit could not be applied: ${what}`,
+        );
+      }
       void this.bus.publish(HOST_TOPICS.configApplied, { ...outcome });
       return outcome;
     });
+  }
+
+  /**
+   * Restarts a running module with its edited block. A new port that is taken is refused before
+   * the module is stopped; any other start failure brings the previous block back. Either way the
+   * module runs on as before, nothing retries in a loop, and the refusal is returned. A module
+   * that fails again with its previous block is retried with backoff, as after a crash.
+   */
+  private async applyEdit(rec: ModuleRecord, p: Planned): Promise<ReloadOutcome['failed'][number] | undefined> {
+    const name = rec.name;
+    const refusal = (err: unknown, kept: boolean) => {
+      const e = serializeError(err);
+      return { name, code: e.code, message: e.message, kept_previous: kept };
+    };
+    const [newPort] = plannedPorts([{ name, settings: p.settings }]);
+    const [oldPort] = plannedPorts([{ name, settings: rec.settings }]);
+    // (the same port on another address is held by the module itself: only a new port is checked)
+    if (newPort && rec.state === 'running' && newPort.port !== oldPort?.port) {
+      try {
+        await checkPorts([newPort], this.config);
+      } catch (err) {
+        return refusal(err, true);
+      }
+    }
+    const before = { block: rec.block, provider: rec.provider, settings: rec.settings };
+    const wasRunning = rec.state === 'running';
+    clearTimeout(rec.retryTimer);
+    rec.fileWatch?.close();
+    await this.stopInstance(rec, 'config changed');
+    rec.fileWatch = undefined;
+    const use = (b: typeof before) => {
+      Object.assign(rec, { block: b.block, provider: b.provider, settings: b.settings, failures: 0 });
+      this.bus.mailbox(name).reconfigure(b.block.mailbox);
+      if (b.block.type === 'worker') {
+        rec.fileWatch?.close();
+        rec.fileWatch = this.watchWorkerFile(rec);
+      }
+    };
+    use(p);
+    try {
+      await this.startInstance(rec);
+      rec.restarts++;
+      void this.bus.publish(HOST_TOPICS.moduleRestarted, { name, restarts: rec.restarts, reason: 'config' });
+      return undefined;
+    } catch (err) {
+      if (!wasRunning) {
+        // it was failing already: the edit may be its fix, so keep it and go on retrying
+        this.scheduleRetry(rec, err);
+        return refusal(err, false);
+      }
+      use(before);
+      try {
+        await this.startInstance(rec);
+        rec.restarts++;
+        void this.bus.publish(HOST_TOPICS.moduleRestarted, { name, restarts: rec.restarts, reason: 'config' });
+      } catch (again) {
+        this.scheduleRetry(rec, again);
+      }
+      return refusal(err, true);
+    }
   }
 
   /** Editing a worker's file swaps its code: the restart loads the new file in a new worker_thread. */

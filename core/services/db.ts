@@ -6,6 +6,7 @@ import ClientPGLite from 'knex-pglite';
 import type pg from 'pg';
 import { HubError } from '../errors.js';
 import type { Logger } from '../log.js';
+import { lockDataDir } from './data-dir-lock.js';
 import { type Migration, runMigrations } from './migrations.js';
 
 export type { Migration } from './migrations.js';
@@ -55,6 +56,8 @@ export class DbPool {
   private readonly configs = new Map<string, DbConfig>();
   private readonly entries = new Map<string, Entry>();
   private closing?: Promise<void>;
+  /** Cross-process locks on PGlite data dirs (data-dir-lock.ts), by resolved path; released by close(). */
+  private readonly dirLocks = new Map<string, () => void>();
 
   constructor(
     configs: Record<string, DbConfig>,
@@ -64,6 +67,22 @@ export class DbPool {
       checkConfig(name, cfg);
       this.configs.set(name, cfg);
     }
+  }
+
+  /**
+   * Takes the lock of every PGlite data_dir now, before anything opens: the host calls this at
+   * start, so a second hub on the same directory fails at once with DB_ERR_DATA_DIR_LOCKED
+   * instead of opening the live database. Opening a database later takes its lock anyway.
+   */
+  lockDataDirs(): void {
+    for (const cfg of this.configs.values()) {
+      if (cfg.driver === 'pglite' && cfg.data_dir && cfg.data_dir !== 'memory://')
+        this.lockDir(path.resolve(cfg.data_dir));
+    }
+  }
+
+  private lockDir(dataDir: string): void {
+    if (!this.dirLocks.has(dataDir)) this.dirLocks.set(dataDir, lockDataDir(dataDir));
   }
 
   names(): string[] {
@@ -152,6 +171,8 @@ export class DbPool {
         }
       }),
     );
+    for (const release of this.dirLocks.values()) release();
+    this.dirLocks.clear();
   }
 
   private openPg(name: string, cfg: DbConfig): Entry {
@@ -202,6 +223,7 @@ export class DbPool {
           data_dir: dataDir,
         });
       }
+      this.lockDir(dataDir);
       fs.mkdirSync(dataDir, { recursive: true });
     }
     if (cfg.pool && cfg.pool.max > 1) {

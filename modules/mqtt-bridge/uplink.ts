@@ -9,7 +9,7 @@ import {
   TOPIC_COMMAND_UP,
   TOPIC_MESSAGE_UP,
 } from '../shared/protocol.js';
-import { BRIDGE, type BridgeRejectedEvent, type UplinkEvent } from '../shared/topics.js';
+import { BRIDGE, type BridgeRejectedEvent, type DurableReply, type UplinkEvent } from '../shared/topics.js';
 import { type AckGate, DEFER_ACK } from './ack-gate.js';
 import type { UplinkVerifier, Verdict } from './verify.js';
 
@@ -197,19 +197,21 @@ export class UplinkHandler {
     } catch (err) {
       reply = Promise.reject(err);
     }
-    reply.then(
-      () => finish(true),
-      (err: unknown) => {
-        const code = errorCode(err);
-        // nobody owns this type (its module is not configured): nothing to keep, as with events
-        if (code === 'BUS_ERR_NO_RESPONDER') return finish(true);
-        this.d.log.warn(
-          { project_id: ev.msg.project_id, topic: busTopic, code, err: (err as Error)?.message },
-          'uplink not written; left unacknowledged for the broker to deliver again',
-        );
-        finish(false);
-      },
-    );
+    reply
+      .then((r) => (r !== null && typeof r === 'object' && 'written' in r ? (r as DurableReply).written : undefined))
+      .then(
+        () => finish(true),
+        (err: unknown) => {
+          const code = errorCode(err);
+          // nobody owns this type (its module is not configured): nothing to keep, as with events
+          if (code === 'BUS_ERR_NO_RESPONDER') return finish(true);
+          this.d.log.warn(
+            { project_id: ev.msg.project_id, topic: busTopic, code, err: (err as Error)?.message },
+            'uplink not written; left unacknowledged for the broker to deliver again',
+          );
+          finish(false);
+        },
+      );
     done(DEFER_ACK);
   }
 

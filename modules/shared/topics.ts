@@ -27,6 +27,16 @@ export interface UplinkEvent<M = CommandMessage | DataMessage> {
   received_at: number;
 }
 
+/**
+ * What the owner of a durable uplink (register, register_complete, disconnect, command_ack,
+ * exec_result: the bridge sends them as requests) may answer: the request settles when the
+ * handler returns, and the bridge acknowledges the uplink to the broker once `written` resolves
+ * too. A handler that returns a promise instead holds its mailbox until it settles.
+ */
+export interface DurableReply {
+  written: Promise<void>;
+}
+
 export interface MqttPublishRequest {
   topic: string;
   /** Serialised once by the publisher (JSON text), so the bridge never copies objects. */

@@ -4,6 +4,7 @@ import {
   BRIDGE,
   type BridgeRejectedEvent,
   type CreatedProject,
+  type DurableReply,
   type ProjectCredentials,
   type ProjectView,
   STATUS,
@@ -126,13 +127,19 @@ function createStatus(ctx: ModuleContext<StatusConfig>) {
       flush: { ...flusher.stats, in_flight: flusher.inFlight },
     }));
     bus.subscribe<BridgeRejectedEvent>(BRIDGE.rejected, (ev) => uplinks.onRejected(ev));
+    // register, register_complete and disconnect come as requests from the bridge, which
+    // acknowledges them to the broker once `written` resolves: after the presence flush that
+    // holds their change (the mailbox itself does not wait for it, so registrations still group)
+    const durably = (r: void | Promise<void>): DurableReply | Promise<DurableReply> =>
+      r instanceof Promise ? r.then(() => ({ written: flusher.written() })) : { written: flusher.written() };
     bus.subscribe<UplinkEvent<RegisterCommand>>(BRIDGE.uplinkPattern('command', 'register'), (ev) =>
-      uplinks.onRegister(ev),
+      durably(uplinks.onRegister(ev)),
     );
     for (const type of DATA_TYPES) {
-      bus.subscribe<UplinkEvent>(BRIDGE.uplinkPattern('data', type), (ev) =>
-        uplinks.onData(ev as Parameters<Uplinks['onData']>[0]),
-      );
+      bus.subscribe<UplinkEvent>(BRIDGE.uplinkPattern('data', type), (ev) => {
+        const r = uplinks.onData(ev as Parameters<Uplinks['onData']>[0]);
+        return type === 'register_complete' || type === 'disconnect' ? durably(r) : r;
+      });
     }
   }
 

@@ -106,12 +106,24 @@ export interface FlushStats {
 export class Flusher {
   readonly stats: FlushStats = { flushes: 0, rows_written: 0, history_written: 0, failures: 0 };
   private running: Promise<void> | null = null;
+  /** Told when a flush that started after they asked has written everything (see `written`). */
+  private waiters: Array<() => void> = [];
 
   constructor(
     private readonly db: () => Knex,
     private readonly presence: Presence,
     private readonly log: Logger,
   ) {}
+
+  /**
+   * Resolves once every change made before this call is in the database: after the next flush
+   * that starts from now on succeeds (one already running may have taken its batch before the
+   * change). Never rejects: while the database is down it waits, and the bridge, which awaits
+   * it before acknowledging a registration or a disconnect, leaves that uplink to the broker.
+   */
+  written(): Promise<void> {
+    return new Promise<void>((resolve) => this.waiters.push(resolve));
+  }
 
   get inFlight(): boolean {
     return this.running !== null;
@@ -132,15 +144,21 @@ export class Flusher {
   }
 
   private async run(): Promise<void> {
-    if (this.presence.pendingWrites === 0) return;
+    const waiting = this.waiters.splice(0);
+    if (this.presence.pendingWrites === 0) {
+      for (const w of waiting) w();
+      return;
+    }
     const batch = this.presence.takeBatch();
     try {
       await writeBatch(this.db(), batch);
       this.stats.flushes++;
       this.stats.rows_written += batch.rows.length;
       this.stats.history_written += batch.history.length;
+      for (const w of waiting) w();
     } catch (err) {
       this.stats.failures++;
+      this.waiters.unshift(...waiting);
       this.presence.restore(batch);
       this.log.warn(
         { err, rows: batch.rows.length, history: batch.history.length },

@@ -8,6 +8,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { REPO_ROOT } from '../helpers/process.js';
+import { scaled } from '../helpers/wait.js';
 
 export const CLI = path.join(REPO_ROOT, 'dist/bootstrap/cli.js');
 
@@ -47,10 +48,13 @@ export function runScript(
     child.stderr.setEncoding('utf8').on('data', (d: string) => {
       stderr += d;
     });
+    const bound = scaled(ms);
     const timer = setTimeout(() => {
       child.kill('SIGKILL');
-      reject(new Error(`gmq-hub ${args.join(' ')} did not exit within ${ms} ms\nstdout: ${stdout}\nstderr: ${stderr}`));
-    }, ms);
+      reject(
+        new Error(`gmq-hub ${args.join(' ')} did not exit within ${bound} ms\nstdout: ${stdout}\nstderr: ${stderr}`),
+      );
+    }, bound);
     child.once('error', reject);
     child.once('close', (code, signal) => {
       clearTimeout(timer);
@@ -93,7 +97,8 @@ export class CliProcess {
   }
 
   /** Resolves with `probe()`'s first defined value, re-checked on every new line; rejects after `ms` or on exit. */
-  async until<T>(probe: () => T | undefined, ms: number, what: string): Promise<T> {
+  async until<T>(probe: () => T | undefined, quietMs: number, what: string): Promise<T> {
+    const ms = scaled(quietMs);
     const deadline = Date.now() + ms;
     for (;;) {
       const found = probe();
@@ -125,7 +130,7 @@ export class CliProcess {
   /** Sends `signal` and waits for the exit (SIGKILL after `ms`). */
   async stop(signal: NodeJS.Signals = 'SIGINT', ms = 15_000) {
     if (this.proc.exitCode === null && this.proc.signalCode === null) this.proc.kill(signal);
-    const t = setTimeout(() => this.proc.kill('SIGKILL'), ms);
+    const t = setTimeout(() => this.proc.kill('SIGKILL'), scaled(ms));
     const r = await this.exited;
     clearTimeout(t);
     return r;

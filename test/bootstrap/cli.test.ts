@@ -531,7 +531,11 @@ describe('gmq-hub start', () => {
       const viaMain = await runScript(MAIN, [], envs);
       for (const r of [viaCli, viaMain]) {
         assert.equal(r.code, 1);
-        assert.equal(oneLine(r), `gmq-hub: HOST_ERR_PORT_IN_USE: port ${port} is in use (set HUB_HTTP_PORT)`);
+        // a literal port in the file: the hint names the key to change (a variable the file uses is named instead)
+        assert.equal(
+          oneLine(r),
+          `gmq-hub: HOST_ERR_PORT_IN_USE: port ${port} is in use (change modules.web.port in ${cfg.file})`,
+        );
       }
       const viaFlag = await runCli(['start', '--config', cfg.file], { LOG_LEVEL: 'silent' });
       assert.equal(oneLine(viaFlag), oneLine(viaCli), '--config is HUB_CONFIG');

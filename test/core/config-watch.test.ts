@@ -4,6 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
 import { watchConfigFile } from '../../core/config-watch.js';
+import { scaled } from '../helpers/wait.js';
 
 const DEBOUNCE = 100;
 
@@ -19,7 +20,8 @@ function recorder() {
     get calls() {
       return calls;
     },
-    waitFor(n: number, timeoutMs = 5000): Promise<void> {
+    waitFor(n: number, quietMs = 5000): Promise<void> {
+      const timeoutMs = scaled(quietMs);
       return new Promise((resolve, reject) => {
         const timer = setTimeout(
           () => reject(new Error(`expected ${n} onChange call(s) within ${timeoutMs} ms, got ${calls}`)),
@@ -62,7 +64,7 @@ const turn = () => new Promise((r) => setImmediate(r));
 
 /** Polls the event loop until `ok()` holds; a closed handle is only dropped in a later loop turn. */
 async function until(ok: () => boolean, what: string, timeoutMs = 5000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
+  const deadline = Date.now() + scaled(timeoutMs);
   while (!ok()) {
     assert.ok(Date.now() < deadline, what);
     await turn();

@@ -6,11 +6,13 @@ import { ProviderRegistry } from '../../core/registry.js';
 import { recordEvents } from '../fixtures/bus-events.js';
 import { captureLog, LEVEL } from '../fixtures/capture-log.js';
 import { startHost } from '../helpers/host.js';
-import { until } from '../helpers/wait.js';
+import { backoffBound, scaled, until } from '../helpers/wait.js';
 
 // the compiled test runs from dist/test/core/: the repo root is three levels up
 const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 const ECHO = `${ROOT}examples/exe/echo_module.py`;
+// the restart backoff of every test here; waits for restarts are derived from it
+const RESTART = { initial_ms: 100, max_ms: 400 };
 
 const exeConfig = (extra = '') => `
 modules:
@@ -18,7 +20,7 @@ modules:
     type: exe
     command: python3
     args: [${JSON.stringify(ECHO)}]
-    restart: { initial_ms: 100, max_ms: 400 }
+    restart: ${JSON.stringify(RESTART)}
 ${extra}`;
 
 interface Echo {
@@ -146,7 +148,7 @@ describe('exe module (python, line-delimited JSON over stdio)', () => {
       const a = await h.host.bus.request<Echo>('py/ask', 1);
       const b = await h.host.bus.request<Echo>('py/ask', 2); // answered, then the process exits with 3
       assert.equal(a.pid, b.pid);
-      const [failed1] = await seen.waitFor(HOST_TOPICS.moduleFailed, 1);
+      const [failed1] = await seen.waitFor(HOST_TOPICS.moduleFailed, 1, backoffBound(RESTART, 1));
       const f1 = failed1.payload as { name: string; error: { message: string }; failures: number; retry_in_ms: number };
       assert.equal(f1.name, 'py');
       assert.match(f1.error.message, /code 3/);
@@ -155,7 +157,7 @@ describe('exe module (python, line-delimited JSON over stdio)', () => {
       assert.deepEqual(queuedWhenFailed, [1]);
       await until(() => processGone(a.pid), 2000, 'the crashed process to be reaped');
 
-      const [restarted1] = await seen.waitFor(HOST_TOPICS.moduleRestarted, 1);
+      const [restarted1] = await seen.waitFor(HOST_TOPICS.moduleRestarted, 1, backoffBound(RESTART, 1));
       assert.deepEqual(restarted1.payload, { name: 'py', restarts: 1, reason: 'crash' });
       // the event published while it was down reached the new process
       const [echoed] = await seen.waitFor('py/echoed/', 1);
@@ -165,7 +167,7 @@ describe('exe module (python, line-delimited JSON over stdio)', () => {
       assert.equal(c.echo, 3);
 
       // crashes 3 and 4 come from the events queued while it was down
-      const failed = await seen.waitFor(HOST_TOPICS.moduleFailed, 4, 10_000);
+      const failed = await seen.waitFor(HOST_TOPICS.moduleFailed, 4, backoffBound(RESTART, 4));
       assert.deepEqual(
         failed.map((e) => (e.payload as { retry_in_ms: number }).retry_in_ms),
         [100, 200, 400, 400],
@@ -181,7 +183,7 @@ describe('exe module (python, line-delimited JSON over stdio)', () => {
         echoedAll.map((e) => e.topic),
         ['py/echoed/down-1', 'py/echoed/down-2a', 'py/echoed/down-2b', 'py/echoed/down-3a', 'py/echoed/down-3b'],
       );
-      await seen.waitFor(HOST_TOPICS.moduleRestarted, 4, 5000);
+      await seen.waitFor(HOST_TOPICS.moduleRestarted, 4, backoffBound(RESTART, 4));
       const d = await h.host.bus.request<Echo>('py/ask', 4);
       assert.equal(d.echo, 4);
       const info = h.host.list().find((m) => m.name === 'py')!;
@@ -204,9 +206,9 @@ describe('exe module (python, line-delimited JSON over stdio)', () => {
         const r = h.host.bus.publish('py/echo/flood', { i, big });
         if (r !== true) assert.equal(await r, true);
       }
-      await seen.waitFor(HOST_TOPICS.moduleRestarted, 1);
+      await seen.waitFor(HOST_TOPICS.moduleRestarted, 1, backoffBound(RESTART, 1));
       // the events written into the dead pipe are gone; every later one reaches the next process
-      const r = await h.host.bus.request<Echo>('py/ask', 'after', { timeoutMs: 20_000 });
+      const r = await h.host.bus.request<Echo>('py/ask', 'after', { timeoutMs: scaled(20_000) });
       assert.equal(r.echo, 'after');
       // it wrote its echoes before that reply; they reach the test's own mailbox a moment later
       const flood = () => seen.on('py/echoed/flood').map((e) => (e.payload as { i: number }).i);

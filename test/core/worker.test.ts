@@ -10,7 +10,7 @@ import type { ModuleProvider } from '../../core/module.js';
 import { ProviderRegistry } from '../../core/registry.js';
 import { recordEvents } from '../fixtures/bus-events.js';
 import { startHost, type TestHost } from '../helpers/host.js';
-import { deferred, until, withTimeout } from '../helpers/wait.js';
+import { backoffBound, deferred, scaled, until, withTimeout } from '../helpers/wait.js';
 
 // the compiled test runs from dist/test/core/: the repo root is three levels up
 const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
@@ -43,12 +43,15 @@ export async function stop() {
 }
 `;
 
+// the restart backoff of every worker here; waits for restarts are derived from it
+const RESTART = { initial_ms: 50, max_ms: 400 };
+
 const workerConfig = (file: string, extra = '') => `
 modules:
   w:
     type: worker
     path: ${file}
-    restart: { initial_ms: 50, max_ms: 400 }
+    restart: ${JSON.stringify(RESTART)}
 ${extra}`;
 
 interface Answer {
@@ -113,7 +116,7 @@ describe('worker module (worker_thread)', () => {
       const before = await h.host.bus.request<Answer>('w/ask', { name: 'a' });
       assert.equal(before.version, 1);
       saveLikeAnEditor(h, 'w.mjs', workerSource(2));
-      const [restarted] = await seen.waitFor(HOST_TOPICS.moduleRestarted, 1);
+      const [restarted] = await seen.waitFor(HOST_TOPICS.moduleRestarted, 1, backoffBound(RESTART, 1));
       assert.deepEqual(restarted.payload, { name: 'w', restarts: 1, reason: 'request' });
       const after = await h.host.bus.request<Answer>('w/ask', { name: 'b' });
       assert.equal(after.version, 2); // the new code answers, in a new thread
@@ -157,10 +160,10 @@ describe('worker module (worker_thread)', () => {
       for (let i = 0; i < half; i++) assert.equal(h.host.bus.publish('w/e', i), true);
       await until(() => h.host.bus.mailbox('w').stats().handled > 0, 5000, 'the old worker to take events');
       saveLikeAnEditor(h, 'w.mjs', workerSource(2));
-      await seen.waitFor(HOST_TOPICS.moduleRestarted, 1);
+      await seen.waitFor(HOST_TOPICS.moduleRestarted, 1, backoffBound(RESTART, 1));
       const [final] = await seen.waitFor('w/final', 1);
       const old = final.payload as Tally;
-      const now = await h.host.bus.request<Tally>('w/count', {}, { timeoutMs: 20_000 });
+      const now = await h.host.bus.request<Tally>('w/count', {}, { timeoutMs: scaled(20_000) });
       assert.equal(old.version, 1);
       assert.equal(now.version, 2);
       assert.equal(publishedWhilePaused, half); // all of them while no code was attached
@@ -194,7 +197,7 @@ describe('worker module (worker_thread)', () => {
     try {
       const seen = recordEvents(h.host, [HOST_TOPICS.moduleFailed, HOST_TOPICS.moduleRestarted, 'w/final']);
       saveLikeAnEditor(h, 'w.mjs', broken);
-      const [failed] = await seen.waitFor(HOST_TOPICS.moduleFailed, 1);
+      const [failed] = await seen.waitFor(HOST_TOPICS.moduleFailed, 1, backoffBound(RESTART, 1));
       const f = failed.payload as { name: string; error: { code: string; message: string }; retry_in_ms: number };
       assert.equal(f.name, 'w');
       assert.equal(f.error.code, 'HOST_ERR_START_FAILED');
@@ -231,9 +234,9 @@ describe('worker module (worker_thread)', () => {
       const before = await h.host.bus.request<Answer>('w/ask', { name: 'a' });
       h.host.bus.publish('w/exit', {});
       for (let i = 0; i < 100; i++) h.host.bus.publish('w/e', i);
-      const [failed] = await seen.waitFor(HOST_TOPICS.moduleFailed, 1);
+      const [failed] = await seen.waitFor(HOST_TOPICS.moduleFailed, 1, backoffBound(RESTART, 1));
       assert.match((failed.payload as { error: { message: string } }).error.message, /worker exited with code 1/);
-      const [restarted] = await seen.waitFor(HOST_TOPICS.moduleRestarted, 1);
+      const [restarted] = await seen.waitFor(HOST_TOPICS.moduleRestarted, 1, backoffBound(RESTART, 1));
       assert.equal((restarted.payload as { reason: string }).reason, 'crash');
       const now = await h.host.bus.request<Tally>('w/count', {});
       assert.notEqual(now.thread, before.thread);
@@ -278,7 +281,7 @@ describe('worker module (worker_thread)', () => {
       assert.equal(box.stats().queued, 100);
       gate.resolve();
       await restarting;
-      await seen.waitFor(HOST_TOPICS.moduleRestarted, 2); // slow (request), then w (crash)
+      await seen.waitFor(HOST_TOPICS.moduleRestarted, 2, backoffBound(RESTART, 2)); // slow (request), then w (crash)
       const now = await h.host.bus.request<Tally>('w/count', {});
       assert.equal(now.count, 100);
       assert.equal(box.stats().errors, 1);
@@ -300,9 +303,9 @@ describe('worker module (worker_thread)', () => {
       const seen = recordEvents(h.host, [HOST_TOPICS.moduleFailed, HOST_TOPICS.moduleRestarted]);
       const before = await h.host.bus.request<Answer>('w/ask', { name: 'a' });
       h.host.bus.publish('w/throw', {});
-      const [failed] = await seen.waitFor(HOST_TOPICS.moduleFailed, 1);
+      const [failed] = await seen.waitFor(HOST_TOPICS.moduleFailed, 1, backoffBound(RESTART, 1));
       assert.match((failed.payload as { error: { message: string } }).error.message, /boom/);
-      await seen.waitFor(HOST_TOPICS.moduleRestarted, 1);
+      await seen.waitFor(HOST_TOPICS.moduleRestarted, 1, backoffBound(RESTART, 1));
       const after = await h.host.bus.request<Answer>('w/ask', { name: 'b' });
       assert.notEqual(after.thread, before.thread);
       assert.equal(h.host.list()[0].failures, 1);

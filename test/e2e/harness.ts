@@ -6,6 +6,7 @@ import type { MqttClient } from 'mqtt';
 import { prepareSharedPgliteTemplate, tempPgliteConfig, withPgSchema } from '../helpers/db.js';
 import { connectClient, forgetSessions, MOSQUITTO_URL } from '../helpers/mqtt.js';
 import { freePort, HostProcess, type LogLine } from '../helpers/process.js';
+import { scaled } from '../helpers/wait.js';
 
 export type BackendName = 'embedded' | 'server';
 export const BACKENDS: readonly BackendName[] = ['embedded', 'server'];
@@ -218,7 +219,8 @@ export class Hub {
    * Asks again every POLL_MS (a REST call is a bus request and a query: every 5 ms would load the
    * hub under test) until `cond` holds; a failure says what was seen last and what the hub logged.
    */
-  private async polling(cond: () => Promise<boolean>, ms: number, what: () => string): Promise<void> {
+  private async polling(cond: () => Promise<boolean>, quietMs: number, what: () => string): Promise<void> {
+    const ms = scaled(quietMs);
     const deadline = Date.now() + ms;
     while (!(await cond())) {
       if (Date.now() > deadline) {

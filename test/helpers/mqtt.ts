@@ -1,6 +1,7 @@
 import net from 'node:net';
 import { Aedes } from 'aedes';
 import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
+import { scaled } from './wait.js';
 
 export interface TestBroker {
   port: number;
@@ -44,8 +45,9 @@ export async function startTestBroker(port = 0): Promise<TestBroker> {
 /** The Mosquitto of this machine (CI starts it); override with TEST_MOSQUITTO_URL. */
 export const MOSQUITTO_URL = process.env.TEST_MOSQUITTO_URL ?? 'mqtt://127.0.0.1:1883';
 
-/** Connects an mqtt.js client and waits for CONNACK (rejects on error or after `ms`). */
-export async function connectClient(url: string, opts: IClientOptions = {}, ms = 5000): Promise<MqttClient> {
+/** Connects an mqtt.js client and waits for CONNACK (rejects on error or after `ms`, scaled). */
+export async function connectClient(url: string, opts: IClientOptions = {}, quietMs = 5000): Promise<MqttClient> {
+  const ms = scaled(quietMs);
   const client = mqtt.connect(url, { reconnectPeriod: 0, connectTimeout: ms, ...opts });
   await new Promise<void>((resolve, reject) => {
     const t = setTimeout(() => reject(new Error(`no CONNACK from ${url} within ${ms} ms`)), ms);

@@ -5,6 +5,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import { scaled } from './wait.js';
 
 /** The repository root, from dist/test/helpers/ where the compiled helper runs. */
 export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
@@ -53,8 +54,9 @@ export class HostProcess {
     this.exited = new Promise((resolve) => this.proc.once('exit', (code, signal) => resolve({ code, signal })));
   }
 
-  /** Resolves with the first log line (past or future) that matches, or rejects after `ms`. */
-  waitFor(match: (l: LogLine) => boolean, ms: number, what: string): Promise<LogLine> {
+  /** Resolves with the first log line (past or future) that matches, or rejects after `ms` (scaled). */
+  waitFor(match: (l: LogLine) => boolean, quietMs: number, what: string): Promise<LogLine> {
+    const ms = scaled(quietMs);
     const seen = this.lines.find(match);
     if (seen) return Promise.resolve(seen);
     return new Promise((resolve, reject) => {
@@ -86,11 +88,11 @@ export class HostProcess {
     return [...this.lines.slice(-n).map((l) => JSON.stringify(l)), ...this.stderr.slice(-5)].join('\n');
   }
 
-  /** SIGTERM and wait for the exit (SIGKILL after `ms`). */
-  async stop(ms = 15_000): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
+  /** SIGTERM and wait for the exit (SIGKILL after `ms`, scaled). */
+  async stop(quietMs = 15_000): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
     if (this.proc.exitCode !== null || this.proc.signalCode !== null) return this.exited;
     this.proc.kill('SIGTERM');
-    const timer = setTimeout(() => this.proc.kill('SIGKILL'), ms);
+    const timer = setTimeout(() => this.proc.kill('SIGKILL'), scaled(quietMs));
     const r = await this.exited;
     clearTimeout(timer);
     return r;

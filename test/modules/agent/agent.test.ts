@@ -20,7 +20,7 @@ import {
 import { captureLog, LEVEL } from '../../fixtures/capture-log.js';
 import { startHost, type TestHost } from '../../helpers/host.js';
 import { connectClient, MOSQUITTO_URL, startTestBroker, type TestBroker } from '../../helpers/mqtt.js';
-import { deferred, until, withTimeout } from '../../helpers/wait.js';
+import { deferred, periodBound, scaled, until, withTimeout } from '../../helpers/wait.js';
 import { FakeHub } from './fake-hub.js';
 
 const T = 10_000;
@@ -111,7 +111,7 @@ async function startAgent(
     secret,
     queueDir,
     states,
-    stats: () => h.host.bus.request<AgentStats>(AGENT.stats, {}, { timeoutMs: 2000 }),
+    stats: () => h.host.bus.request<AgentStats>(AGENT.stats, {}, { timeoutMs: scaled(2000) }),
   };
 }
 
@@ -191,7 +191,7 @@ for (const broker of brokers) {
       await withAgent(
         async (_a, hub) => {
           await registered(hub);
-          await until(() => hub.count('heartbeat') >= 2, T, 'two heartbeats');
+          await until(() => hub.count('heartbeat') >= 2, periodBound(1_000, 2), 'two heartbeats');
           const hb = hub.received.filter((u) => u.type === 'heartbeat')[1];
           assert.equal(hb.signed, true);
           const m = hb.payload.metrics;

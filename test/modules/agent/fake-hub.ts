@@ -12,6 +12,7 @@ import {
 } from '../../../modules/shared/protocol.js';
 import { verifySignature } from '../../../modules/shared/signing.js';
 import { connectClient } from '../../helpers/mqtt.js';
+import { scaled } from '../../helpers/wait.js';
 
 export interface Uplink {
   topic: string;
@@ -110,7 +111,8 @@ export class FakeHub {
   }
 
   /** The first uplink (already received or to come) that matches. */
-  waitFor(pred: (u: Uplink) => boolean, ms: number, what: string): Promise<Uplink> {
+  waitFor(pred: (u: Uplink) => boolean, quietMs: number, what: string): Promise<Uplink> {
+    const ms = scaled(quietMs);
     const seen = this.received.find(pred);
     if (seen) return Promise.resolve(seen);
     return new Promise<Uplink>((resolve, reject) => {

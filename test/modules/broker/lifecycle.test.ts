@@ -38,9 +38,10 @@ describe('broker lifecycle', () => {
     try {
       await assert.rejects(startBroker({ port }), (err: Error & { code?: string }) => {
         assert.equal(err.code, 'HOST_ERR_PORT_IN_USE');
-        assert.equal(
+        // the test's file has a literal port: the hint names that key, not a variable the file does not use
+        assert.match(
           err.message,
-          `port ${port} is in use (set HUB_MQTT_PORT to another port or HUB_EMBEDDED_BROKER=false to use an external broker)`,
+          new RegExp(`^port ${port} is in use \\(change modules\\.broker\\.port in .*config\\.yml\\)$`),
         );
         return true;
       });

@@ -33,7 +33,7 @@ import {
 } from '../../../modules/shared/topics.js';
 import { preparePgliteTemplate, tempPgliteConfig, withPgSchema } from '../../helpers/db.js';
 import { startHost, type TestHost } from '../../helpers/host.js';
-import { until } from '../../helpers/wait.js';
+import { scaled, until } from '../../helpers/wait.js';
 
 /** How the fake agent behind the fake bridge answers a project's commands. */
 export type AgentMode = 'auto' | 'ack' | 'silent' | 'fail-publish';
@@ -221,7 +221,8 @@ export async function startHub(driver: Driver, settings: Record<string, unknown>
     await db.cleanup();
     throw err;
   }
-  const req = <T>(topic: string, payload: unknown) => h.host.bus.request<T>(topic, payload, { timeoutMs: 10_000 });
+  const req = <T>(topic: string, payload: unknown) =>
+    h.host.bus.request<T>(topic, payload, { timeoutMs: scaled(10_000) });
   const hub: Hub = {
     h,
     w,

@@ -26,6 +26,7 @@ import {
   type StatusChangedEvent,
 } from '../../../modules/shared/topics.js';
 import { startHost, type TestHost } from '../../helpers/host.js';
+import { scaled } from '../../helpers/wait.js';
 
 /** What the fake modules saw, for asserting that refused input never reached a topic. */
 export interface Seen {
@@ -363,7 +364,7 @@ export async function startHub(
     `  grpc: ${JSON.stringify(settings)}`,
   ].join('\n');
   const th = await startHost(yaml, registry);
-  const stats = () => th.host.bus.request<GrpcStats>(GRPC.stats, {}, { timeoutMs: 2000 });
+  const stats = () => th.host.bus.request<GrpcStats>(GRPC.stats, {}, { timeoutMs: scaled(2000) });
   const { port } = await stats();
   const clients: grpc.Client[] = [];
   const newClient = () => {

@@ -136,7 +136,11 @@ describe('grpc: lifecycle, health, reflection', () => {
         startHost(`modules:\n  grpc: { port: ${port} }`, new ProviderRegistry().register(grpcProvider)),
         (err: Error) => {
           assert.equal(errorCode(err), 'HOST_ERR_PORT_IN_USE');
-          assert.equal(err.message, `port ${port} is in use (set HUB_GRPC_PORT)`);
+          // the test's file has a literal port: the hint names that key, not a variable the file does not use
+          assert.match(
+            err.message,
+            new RegExp(`^port ${port} is in use \\(change modules\\.grpc\\.port in .*config\\.yml\\)$`),
+          );
           return true;
         },
       );

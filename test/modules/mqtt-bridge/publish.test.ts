@@ -12,7 +12,7 @@ import {
 } from '../../../modules/shared/topics.js';
 import { startHost } from '../../helpers/host.js';
 import { connectClient, startTestBroker } from '../../helpers/mqtt.js';
-import { deferred, until, withTimeout } from '../../helpers/wait.js';
+import { deferred, scaled, until, withTimeout } from '../../helpers/wait.js';
 import { BROKERS, bridgeYaml, FAST, recorderProvider, registry, stateProbe, uniqueId } from './fixtures.js';
 
 const codeOf = (err: unknown) => (err as { code?: string }).code;
@@ -157,7 +157,7 @@ test('a publish made while the broker is away waits for the connection and then 
     const pending = h.host.bus.request<MqttPublishReply>(
       BRIDGE.publish,
       { topic: 'late/topic', payload: 'x' },
-      { timeoutMs: 30_000 },
+      { timeoutMs: scaled(30_000) },
     );
     b = await startTestBroker(port);
     const sub = await connectClient(b.url, { clientId: uniqueId('agent') });

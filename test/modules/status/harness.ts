@@ -27,7 +27,7 @@ import {
 } from '../../../modules/shared/topics.js';
 import { provider as statusProvider } from '../../../modules/status/index.js';
 import { preparePgliteTemplate, tempPgliteConfig, withPgSchema } from '../../helpers/db.js';
-import { deferred, withTimeout } from '../../helpers/wait.js';
+import { deferred, scaled, withTimeout } from '../../helpers/wait.js';
 
 export type Driver = 'pglite' | 'pg';
 export const DRIVERS: Driver[] = ['pglite', 'pg'];
@@ -226,8 +226,8 @@ export async function startStatus(driver: Driver, opts: HarnessOptions = {}): Pr
     events,
     monitors,
     alerts,
-    request: (topic, body = {}) => host.bus.request(topic, body, { timeoutMs: WAIT_MS }),
-    stats: () => host.bus.request(STATUS.stats, {}, { timeoutMs: WAIT_MS }),
+    request: (topic, body = {}) => host.bus.request(topic, body, { timeoutMs: scaled(WAIT_MS) }),
+    stats: () => host.bus.request(STATUS.stats, {}, { timeoutMs: scaled(WAIT_MS) }),
     create: (projectId) => h.request<CreatedProject>(STATUS.create, projectId ? { project_id: projectId } : {}),
     register(pid, secret, o = {}) {
       const payload: RegisterPayload = {
@@ -269,7 +269,7 @@ export async function startStatus(driver: Driver, opts: HarnessOptions = {}): Pr
     },
     async sweepPassed() {
       const start = (await h.stats()).sweeps as number;
-      const deadline = Date.now() + WAIT_MS;
+      const deadline = Date.now() + scaled(WAIT_MS);
       // two increments: the one running at call time may have read the clock before the change
       while (((await h.stats()).sweeps as number) < start + 2) {
         if (Date.now() > deadline) throw new Error('no sweep ran');
@@ -277,7 +277,7 @@ export async function startStatus(driver: Driver, opts: HarnessOptions = {}): Pr
       }
     },
     async flushed() {
-      const deadline = Date.now() + WAIT_MS;
+      const deadline = Date.now() + scaled(WAIT_MS);
       for (;;) {
         const s = await h.stats();
         if (s.presence.pending_writes === 0 && !s.flush.in_flight) return;

@@ -10,6 +10,7 @@ import path from 'node:path';
 import type { TestContext } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { type Browser, chromium, type Page } from 'playwright-core';
+import { scaled } from '../../helpers/wait.js';
 
 export const CHROMIUM = '/usr/bin/chromium';
 
@@ -67,10 +68,10 @@ export async function sendThroughForm(
   await page.fill('#send-payload', payloadJson);
   await page.check('#send-sync');
   await page.click('#send-button');
-  await page.waitForSelector('#send-result:has-text("completed")', { timeout: waitMs });
+  await page.waitForSelector('#send-result:has-text("completed")', { timeout: scaled(waitMs) });
   const shown = JSON.parse((await page.textContent('#send-result')) ?? '{}');
   await page.waitForSelector(`tr[data-command="${shown.command_id}"] .status:has-text("completed")`, {
-    timeout: waitMs,
+    timeout: scaled(waitMs),
   });
   return shown;
 }

@@ -15,6 +15,7 @@ import { WEB, type WebInfo } from '../../../modules/shared/topics.js';
 import { preparePgliteTemplate, tempPgliteConfig } from '../../helpers/db.js';
 import { startHost, type TestHost } from '../../helpers/host.js';
 import { freePort } from '../../helpers/process.js';
+import { scaled } from '../../helpers/wait.js';
 import { launchBrowser, noBrowser, screenshotPath, sendThroughForm } from './browser.js';
 
 const WAIT = 20_000;
@@ -62,16 +63,18 @@ describe('dashboard over the real hub and a real agent', () => {
       const errors: string[] = [];
       page.on('pageerror', (e) => errors.push(e.message));
       await page.goto(`${base}/`);
-      await page.waitForSelector('#live:text("live")', { timeout: WAIT });
+      await page.waitForSelector('#live:text("live")', { timeout: scaled(WAIT) });
 
       // provisioning through the form: the secret is shown once, and the row appears offline
       await page.fill('#provision-id', 'plant-berlin');
       await page.fill('#provision-name', 'Berlin plant');
       await page.click('#provision-form button[type="submit"]');
-      await page.waitForSelector('#provision-result:not([hidden])', { timeout: WAIT });
+      await page.waitForSelector('#provision-result:not([hidden])', { timeout: scaled(WAIT) });
       const secret = (await page.textContent('#secret-value')) ?? '';
       assert.match(secret, /^[0-9a-f]{64}$/);
-      await page.waitForSelector('tr[data-project="plant-berlin"] .state:has-text("offline")', { timeout: WAIT });
+      await page.waitForSelector('tr[data-project="plant-berlin"] .state:has-text("offline")', {
+        timeout: scaled(WAIT),
+      });
       await page.click('#secret-dismiss');
 
       // the agent joins with the secret the page showed: a config edit, applied live
@@ -83,7 +86,9 @@ describe('dashboard over the real hub and a real agent', () => {
       };
       hub.writeConfig(`${hubYaml}\n  agent: ${JSON.stringify(agent)}\n`);
       assert.deepEqual((await hub.host.reload()).started, ['agent']);
-      await page.waitForSelector('tr[data-project="plant-berlin"] .state:has-text("online")', { timeout: WAIT });
+      await page.waitForSelector('tr[data-project="plant-berlin"] .state:has-text("online")', {
+        timeout: scaled(WAIT),
+      });
       assert.match((await page.textContent('#online-count')) ?? '', /1 online \/ 1/);
 
       // a sync echo through the form, answered by the real agent over MQTT

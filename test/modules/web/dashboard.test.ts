@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { describe, test } from 'node:test';
+import { scaled } from '../../helpers/wait.js';
 import { launchBrowser as launch, noBrowser, screenshotPath, sendThroughForm } from './browser.js';
 import { startWeb } from './harness.js';
 
@@ -31,19 +32,21 @@ describe('dashboard', () => {
       d.advance(failed.command_id, 'sent');
       d.complete(failed.command_id, 'df: /data: No such file or directory', 'failure');
       d.send({ project_id: 'plant-berlin', command_type: 'hang', payload: {} });
-      await w.h.host.bus.drain(WAIT);
+      await w.h.host.bus.drain(scaled(WAIT));
       assert.ok(d.commands.get(done.command_id));
 
       const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
       const errors: string[] = [];
       page.on('pageerror', (e) => errors.push(e.message));
       await page.goto(`${w.base}/`);
-      await page.waitForSelector('#live:text("live")', { timeout: WAIT });
-      await page.waitForSelector('tr[data-project="plant-osaka"] .state:has-text("offline")', { timeout: WAIT });
+      await page.waitForSelector('#live:text("live")', { timeout: scaled(WAIT) });
+      await page.waitForSelector('tr[data-project="plant-osaka"] .state:has-text("offline")', {
+        timeout: scaled(WAIT),
+      });
 
       // a status event on the bus turns the project online in the page
       d.setState('plant-osaka', 'online', 'register_complete');
-      await page.waitForSelector('tr[data-project="plant-osaka"] .state:has-text("online")', { timeout: WAIT });
+      await page.waitForSelector('tr[data-project="plant-osaka"] .state:has-text("online")', { timeout: scaled(WAIT) });
       assert.match((await page.textContent('#online-count')) ?? '', /2 online \/ 4/);
 
       // send through the form and wait for the result the fake command module reports
@@ -60,15 +63,15 @@ describe('dashboard', () => {
 
       // a command still running shows as in flight, and turns completed live
       const running = [...d.commands.values()].find((c) => c.command_type === 'hang')!;
-      await page.waitForSelector(`tr.inflight[data-command="${running.command_id}"]`, { timeout: WAIT });
+      await page.waitForSelector(`tr.inflight[data-command="${running.command_id}"]`, { timeout: scaled(WAIT) });
 
       // provisioning shows the secret once
       await page.fill('#provision-id', 'plant-nairobi');
       await page.fill('#provision-name', 'Nairobi plant');
       await page.click('#provision-form button[type="submit"]');
-      await page.waitForSelector('#provision-result:not([hidden])', { timeout: WAIT });
+      await page.waitForSelector('#provision-result:not([hidden])', { timeout: scaled(WAIT) });
       assert.equal(await page.textContent('#secret-value'), 's'.repeat(64));
-      await page.waitForSelector('tr[data-project="plant-nairobi"]', { timeout: WAIT });
+      await page.waitForSelector('tr[data-project="plant-nairobi"]', { timeout: scaled(WAIT) });
 
       mkdirSync(path.dirname(SCREENSHOT), { recursive: true });
       await page.screenshot({ path: SCREENSHOT, fullPage: true });
@@ -90,14 +93,14 @@ describe('dashboard', () => {
       w.domain.addProject('p-secure', 'online');
       const page = await browser.newPage();
       await page.goto(`${w.base}/`);
-      await page.waitForSelector('#token-dialog[open]', { timeout: WAIT });
+      await page.waitForSelector('#token-dialog[open]', { timeout: scaled(WAIT) });
       await page.fill('#token-input', 'dash-token');
       await page.click('#token-form button[type="submit"]');
-      await page.waitForSelector('tr[data-project="p-secure"]', { timeout: WAIT });
-      await page.waitForSelector('#live:text("live")', { timeout: WAIT });
+      await page.waitForSelector('tr[data-project="p-secure"]', { timeout: scaled(WAIT) });
+      await page.waitForSelector('#live:text("live")', { timeout: scaled(WAIT) });
       assert.equal(await page.evaluate(() => sessionStorage.getItem('gmq-hub.token')), 'dash-token');
       w.domain.setState('p-secure', 'offline');
-      await page.waitForSelector('tr[data-project="p-secure"] .state:has-text("offline")', { timeout: WAIT });
+      await page.waitForSelector('tr[data-project="p-secure"] .state:has-text("offline")', { timeout: scaled(WAIT) });
     } finally {
       await browser.close();
       await w.stop();

@@ -78,7 +78,11 @@ describe('auth', () => {
     try {
       await assert.rejects(startWeb({ web: { port } }), (err: HubError) => {
         assert.equal(err.code, 'HOST_ERR_PORT_IN_USE');
-        assert.equal(err.message, `port ${port} is in use (set HUB_HTTP_PORT)`);
+        // the test's file has a literal port: the hint names that key, not a variable the file does not use
+        assert.match(
+          err.message,
+          new RegExp(`^port ${port} is in use \\(change modules\\.web\\.port in .*config\\.yml\\)$`),
+        );
         return true;
       });
     } finally {

@@ -3,7 +3,7 @@ import { randomUUID } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import { HOST_TOPICS } from '../../../core/host-topics.js';
 import { WEB, type WebInfo } from '../../../modules/shared/topics.js';
-import { until } from '../../helpers/wait.js';
+import { scaled, until } from '../../helpers/wait.js';
 import { startWeb, WAIT_MS, type WebHarness } from './harness.js';
 
 const API = '/api/exchange-hub';
@@ -201,7 +201,7 @@ describe('REST against fake domain modules', () => {
         wait_ms: 10_000,
       });
       // wait until the send reached the fake command module, then restart it, then finish the command
-      const deadline = Date.now() + 5000;
+      const deadline = Date.now() + scaled(5000);
       while (!w.domain.sends.some((s) => s.command_type === 'later') && Date.now() < deadline) {
         await new Promise((r) => setTimeout(r, 5));
       }
@@ -412,7 +412,7 @@ describe('stopping', () => {
         command_type: 'hang',
         wait_ms: 60_000,
       });
-      const deadline = Date.now() + 5000;
+      const deadline = Date.now() + scaled(5000);
       while (!w.domain.sends.length && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
       await w.h.host.bus.publish(HOST_TOPICS.stopping, {});
       const r = await waiting;
