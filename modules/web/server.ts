@@ -152,12 +152,12 @@ export function buildServer(d: ServerDeps): FastifyInstance {
     if ((fst || err instanceof SyntaxError) && err.statusCode && err.statusCode >= 400 && err.statusCode < 500) {
       return sendError(reply, err.statusCode, 'WEB_ERR_INVALID', `(body): ${err.message}`, '(body)');
     }
-    const { status, body, internal } = toHttpError(err);
+    const { status, body, internal, headers } = toHttpError(err);
     refusedWith.set(req, body.error.code);
     if (internal) {
       d.log.warn({ err, method: req.method, route: req.routeOptions.url, status }, 'request failed');
     }
-    return reply.code(status).type('application/json; charset=utf-8').send(body);
+    return reply.code(status).headers(headers).type('application/json; charset=utf-8').send(body);
   });
 
   app.setNotFoundHandler((req, reply) =>
