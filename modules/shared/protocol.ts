@@ -18,6 +18,7 @@
 import { randomUUID } from 'node:crypto';
 import { z } from 'zod';
 import { type ErrorCode, HubError } from '../../core/errors.js';
+import { findUnsafeJson } from './sanitize.js';
 import { bindSignedSource, canonicalJson, signMessage } from './signing.js';
 
 // ---------------------------------------------------------------------------------------------
@@ -426,7 +427,12 @@ export const DataMessageSchema = z.looseObject({
 
 export type ParseErrorCode = Extract<
   ErrorCode,
-  'PROTO_ERR_JSON' | 'PROTO_ERR_SCHEMA' | 'PROTO_ERR_TOO_LARGE' | 'PROTO_ERR_UNKNOWN_TYPE' | 'PROTO_ERR_PROJECT_ID'
+  | 'PROTO_ERR_JSON'
+  | 'PROTO_ERR_SCHEMA'
+  | 'PROTO_ERR_TOO_LARGE'
+  | 'PROTO_ERR_UNKNOWN_TYPE'
+  | 'PROTO_ERR_PROJECT_ID'
+  | 'PROTO_ERR_UNSAFE_VALUE'
 >;
 /** Every code `parseUplink` / `parseDownlink` can return. */
 export const PARSE_ERROR_CODES: readonly ParseErrorCode[] = [
@@ -435,6 +441,7 @@ export const PARSE_ERROR_CODES: readonly ParseErrorCode[] = [
   'PROTO_ERR_TOO_LARGE',
   'PROTO_ERR_UNKNOWN_TYPE',
   'PROTO_ERR_PROJECT_ID',
+  'PROTO_ERR_UNSAFE_VALUE',
 ];
 export type ParseResult<T> = { ok: true; value: T } | { ok: false; code: ParseErrorCode; reason: string };
 export interface ParseOptions {
@@ -644,7 +651,10 @@ export function parseUplink(
         return fail('PROTO_ERR_UNKNOWN_TYPE', `command_type: unknown uplink command type ${show(type)}`);
       }
       const r = withPayload(env.value, UPLINK_COMMAND_PAYLOAD_SCHEMAS[type], obj);
-      return r.ok ? { ok: true, value: { kind: 'command', msg: r.value as unknown as RegisterCommand } } : r;
+      if (!r.ok) return r;
+      const unsafe = unsafePayload(type, r.value.payload);
+      if (unsafe) return unsafe;
+      return { ok: true, value: { kind: 'command', msg: r.value as unknown as RegisterCommand } };
     }
     const env = checkEnvelope(obj, 'message', topic, DataMessageSchema);
     if (!env.ok) return env;
@@ -653,8 +663,38 @@ export function parseUplink(
       return fail('PROTO_ERR_UNKNOWN_TYPE', `data_type: unknown uplink data type ${show(type)}`);
     }
     const r = withPayload(env.value, UPLINK_DATA_PAYLOAD_SCHEMAS[type], obj);
-    return r.ok ? { ok: true, value: { kind: 'data', msg: r.value as unknown as UplinkDataMessage } } : r;
+    if (!r.ok) return r;
+    const unsafe = unsafePayload(type, r.value.payload);
+    if (unsafe) return unsafe;
+    return { ok: true, value: { kind: 'data', msg: r.value as unknown as UplinkDataMessage } };
   });
+}
+
+/**
+ * Command output, streamed or final: what a real command printed, stored cleaned (NUL dropped,
+ * lone surrogates replaced, command/uplink.ts `clean`), never refused — refusing it would lose
+ * a real result. Everything else an agent sends is free-form JSON checked by findUnsafeJson.
+ */
+const OUTPUT_FIELDS: Readonly<Record<string, readonly string[]>> = {
+  exec_result: ['output', 'error'],
+  log_result: ['content'],
+};
+
+/**
+ * PROTO_ERR_UNSAFE_VALUE when an uplink's payload holds something the hub cannot store or serve
+ * (NUL, a lone surrogate, nesting past the depth limit, too many values): refused here, once, so
+ * it never reaches a presence batch, a jsonb column or a listing.
+ */
+function unsafePayload(type: string, payload: unknown): Fail | null {
+  let checked = payload;
+  const exempt = OUTPUT_FIELDS[type];
+  if (exempt && payload !== null && typeof payload === 'object') {
+    const rest: Record<string, unknown> = { ...(payload as Record<string, unknown>) };
+    for (const k of exempt) if (typeof rest[k] === 'string') delete rest[k];
+    checked = rest;
+  }
+  const bad = findUnsafeJson(checked);
+  return bad ? fail('PROTO_ERR_UNSAFE_VALUE', `payload${bad.path}: ${bad.problem}`) : null;
 }
 
 /**

@@ -124,8 +124,9 @@ export interface BrokerDeniedEvent {
   kind: 'auth' | 'publish' | 'subscribe';
   /**
    * auth: anonymous, bad_credentials, auth_unavailable:<code>, max_clients, client_id_in_use,
-   * will_<publish reason>; publish: topic, project_id, not_json, too_large, rate_limit_disconnect,
-   * packet_too_large;
+   * will_<publish reason>, revoked_<credentials change> (a connected agent whose login stopped
+   * authenticating: revoked_disabled, revoked_rotated, revoked_overlap_ended); publish: topic,
+   * project_id, not_json, too_large, rate_limit_disconnect, packet_too_large, sys_topic;
    * subscribe: topic
    */
   reason: string;
@@ -157,6 +158,10 @@ export interface BrokerStats {
   /** deliveries under way / publishes waiting for a slot */
   inflight: number;
   waiting: number;
+  /** agent sessions closed because their login stopped authenticating (disabled, rotated out) */
+  revoked?: number;
+  /** every denial by kind and reason (BrokerDeniedEvent), reported or not */
+  denials?: Array<{ kind: BrokerDeniedEvent['kind']; reason: string; count: number }>;
 }
 
 // ─── status ────────────────────────────────────────────────────────────────────────────────

@@ -18,6 +18,7 @@
  */
 import { readFileSync } from 'node:fs';
 import type { Knex } from 'knex';
+import { errorCode } from '../../core/errors.js';
 import { HOST_TOPICS } from '../../core/host-topics.js';
 import type { ModuleProvider } from '../../core/module.js';
 import { CommandWaiter } from '../shared/command-waiter.js';
@@ -93,7 +94,14 @@ export const provider: ModuleProvider<WebConfig> = {
         checks.database =
           db.status === 'fulfilled'
             ? { ok: true }
-            : { ok: false, reason: `database ${cfg.database}: ${(db.reason as Error)?.message ?? db.reason}` };
+            : {
+                ok: false,
+                // DB_ERR_UNAVAILABLE already says "database "x" unreachable (ECONNREFUSED)"
+                reason:
+                  errorCode(db.reason) === 'DB_ERR_UNAVAILABLE'
+                    ? (db.reason as Error).message
+                    : `database ${cfg.database}: ${(db.reason as Error)?.message ?? db.reason}`,
+              };
       }
       if (bridge.status === 'rejected') {
         checks.mqtt = { ok: false, reason: `mqtt bridge not answering: ${(bridge.reason as Error)?.message}` };

@@ -180,6 +180,13 @@ export const commandViewSchema = z
   })
   .meta({ id: 'CommandView' });
 
+/** A dead-list item: the command, and why its outbox row went dead. */
+export const deadCommandSchema = commandViewSchema
+  .extend({
+    last_error: z.string().nullable().meta({ description: 'Why the outbox row went dead (the last delivery error)' }),
+  })
+  .meta({ id: 'DeadCommand' });
+
 const resultSchema = z.object({
   status: z.enum(['success', 'failure', 'timeout']),
   exit_code: z.number(),

@@ -399,6 +399,47 @@ test('PROTO_ERR_PROJECT_ID for an invalid project id', () => {
   }
 });
 
+test('PROTO_ERR_UNSAFE_VALUE: NUL, lone surrogates and deep nesting in free-form fields; command output is kept', () => {
+  // 10 000 levels: JSON.stringify cannot write it, so it goes on the wire as text
+  const deep = '__DEEP__';
+  const wire = (msg: unknown) =>
+    Buffer.from(JSON.stringify(msg).replace('"__DEEP__"', `${'{"d":'.repeat(10_000)}1${'}'.repeat(10_000)}`));
+  const bad: Array<[string, unknown, string]> = [
+    ['heartbeat', { metrics: { cpu: 'a\u0000b' } }, 'payload.metrics.cpu: contains a NUL'],
+    ['heartbeat', { metrics: { deep } }, 'payload.metrics.deep'],
+    ['monitor', { metrics: { deep } }, 'payload.metrics.deep'],
+    ['monitor', { metrics: { 'k\u0000': 1 } }, 'payload.metrics: has a key'],
+    ['alert', { level: 'info', message: 'x\ud800' }, 'payload.message: contains a lone'],
+    ['disconnect', { reason: 'bye\u0000' }, 'payload.reason: contains a NUL'],
+    ['register_complete', { instance_id: '\u0000' }, 'payload.instance_id'],
+    ['exec_result', { ...UPLINK_SAMPLES.exec_result, extra: '\u0000' }, 'payload.extra'],
+  ];
+  for (const [type, payload, reason] of bad) {
+    expectFail(parseUplink(TOPIC_MESSAGE_UP, wire(rawData(type, payload))), 'PROTO_ERR_UNSAFE_VALUE', reason);
+  }
+  expectFail(
+    parseUplink(TOPIC_COMMAND_UP, wire(rawRegister({ ...REGISTER, metadata: { deep } }))),
+    'PROTO_ERR_UNSAFE_VALUE',
+    'payload.metadata.deep',
+  );
+  expectFail(
+    parseUplink(TOPIC_COMMAND_UP, wire(rawRegister({ ...REGISTER, capabilities: ['a\u0000'] }))),
+    'PROTO_ERR_UNSAFE_VALUE',
+    'payload.capabilities[0]',
+  );
+  // a real command's real output: accepted as sent (the command module cleans it for storage)
+  const out = parseUplink(
+    TOPIC_MESSAGE_UP,
+    wire(rawData('exec_result', { ...UPLINK_SAMPLES.exec_result, output: 'a\u0000b', error: 'x\udc00' })),
+  );
+  assert.ok(out.ok, out.ok ? '' : out.reason);
+  const log = parseUplink(
+    TOPIC_MESSAGE_UP,
+    wire(rawData('log_result', { command_id: CMD_ID, seq: 0, content: 'line\u0000' })),
+  );
+  assert.ok(log.ok, log.ok ? '' : log.reason);
+});
+
 test('__proto__ in the JSON pollutes nothing', () => {
   const text =
     '{"message_id":"0b6c2f0e-3a52-4f43-9d0e-6a7f0c1d2e3f","type":"command","project_id":"plant-7","timestamp":1,' +
