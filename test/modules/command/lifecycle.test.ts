@@ -5,7 +5,7 @@ import { errorCode } from '../../../core/errors.js';
 import { commandDownTopic } from '../../../modules/shared/protocol.js';
 import { verifySignature } from '../../../modules/shared/signing.js';
 import { BRIDGE, COMMAND, type CommandView } from '../../../modules/shared/topics.js';
-import { until } from '../../helpers/wait.js';
+import { scaled, until } from '../../helpers/wait.js';
 import { DRIVERS, execResult, type Hub, startHub, uplink } from './harness.js';
 
 type Stats = Record<string, number> & { outbox: { pending: number; waiting: number; dead: number } };
@@ -160,7 +160,10 @@ for (const driver of DRIVERS) {
     test('timeout, then a late result: stored, status stays timeout, late_result true', async () => {
       const pid = 'p-late';
       hub.project(pid, 'online', 'ack');
-      const { command_id } = await hub.send({ project_id: pid, command_type: 'slow', timeout_ms: 150 });
+      // long enough for the fake agent's ack to land first on a loaded machine (it was 150 ms and
+      // raced the ack under load), short enough to keep the test quick
+      const { command_id } = await hub.send({ project_id: pid, command_type: 'slow', timeout_ms: scaled(500) });
+      await hub.waitStatus(command_id, (d) => d.acked_at !== null || d.status === 'timeout', 'acked');
       const t = await hub.waitStatus(command_id, (d) => d.status === 'timeout', 'timeout');
       assert.equal(t.result, null);
       assert.ok(t.acked_at);
