@@ -30,6 +30,8 @@ export type ErrorCode =
   | 'DB_ERR_CONFIG'
   | 'DB_ERR_MIGRATION'
   | 'DB_ERR_DATA_DIR_LOCKED'
+  /** The database could not be reached (down, restarting, no connection); worth a retry: 503. */
+  | 'DB_ERR_UNAVAILABLE'
   // wire protocol
   | 'PROTO_ERR_JSON'
   | 'PROTO_ERR_SCHEMA'
@@ -39,6 +41,7 @@ export type ErrorCode =
   | 'PROTO_ERR_REPLAY'
   | 'PROTO_ERR_UNKNOWN_TYPE'
   | 'PROTO_ERR_PROJECT_ID'
+  | 'PROTO_ERR_UNSAFE_VALUE'
   // the bridge's verification step (mqtt-bridge/verify.ts)
   | 'PROTO_ERR_UNKNOWN_PROJECT'
   | 'PROTO_ERR_PROJECT_DISABLED'
@@ -66,6 +69,7 @@ export type ErrorCode =
   | 'WEB_ERR_MEDIA_TYPE'
   | 'WEB_ERR_INTERNAL'
   | 'WEB_ERR_WS_MESSAGE'
+  | 'WEB_ERR_UPGRADE_REQUIRED'
   | 'MQTT_ERR_OFFLINE'
   | 'MQTT_ERR_PUBLISH'
   | 'MQTT_ERR_INVALID'

@@ -1,4 +1,5 @@
 import fs from 'node:fs';
+import { createRequire } from 'node:module';
 import path from 'node:path';
 import { PGlite } from '@electric-sql/pglite';
 import knex, { type Knex } from 'knex';
@@ -19,6 +20,9 @@ export interface DbConfig {
   schema?: string;
   pool?: { min: number; max: number };
 }
+
+// knex-pglite extends the same dialect class this way (the package has no exports map).
+const ClientPg = createRequire(import.meta.url)('knex/lib/dialects/postgres/index.js') as typeof Knex.Client;
 
 const ACQUIRE_TIMEOUT_MS = 10_000;
 const PING_TIMEOUT_MS = 2_000;
@@ -179,7 +183,7 @@ export class DbPool {
     const schema = cfg.schema;
     let schemaReady = !schema;
     const config: Knex.Config = {
-      client: 'pg',
+      client: pgClientFor(name),
       connection: {
         connectionString: cfg.url,
         // Fail a connect to a dead or black-holed server instead of waiting for the OS (minutes);
@@ -248,6 +252,99 @@ export class DbPool {
     );
     return { knex: knex(config), pglite, dataDir };
   }
+}
+
+// ─── database unavailable ───────────────────────────────────────────────────────────────────
+
+/**
+ * SQLSTATEs that mean the server is not there to answer, whatever the query: class 08
+ * (connection exception), 57P01 admin_shutdown (what every backend gets from `pg_ctl stop`),
+ * 57P02 crash_shutdown, 57P03 cannot_connect_now (starting up, shutting down, recovering),
+ * 53300 too_many_connections.
+ */
+const UNAVAILABLE_SQLSTATE = /^(08[0-9A-Z]{3}|57P0[1-3]|53300)$/;
+/** Socket errors of a connect or of a connection that went away (node-postgres passes them on as is). */
+const UNAVAILABLE_ERRNO = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'ECONNABORTED',
+  'ETIMEDOUT',
+  'EPIPE',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+]);
+/**
+ * node-postgres reports a lost or timed-out connection with plain Errors that carry no code:
+ * "Connection terminated unexpectedly", "Connection terminated due to connection timeout",
+ * "Client has encountered a connection error and is not queryable", "Connection terminated".
+ */
+const UNAVAILABLE_TEXT =
+  /Connection terminated|connection error and is not queryable|timeout exceeded when trying to connect/i;
+
+/**
+ * Whether `err` says the database could not be reached (down, restarting, network gone, pool
+ * starved of connections) rather than that the query was wrong. Such an error is worth a retry
+ * later; the caller should hear 503, not 500. Recognises the raw driver errors and the
+ * DB_ERR_UNAVAILABLE they are turned into.
+ *
+ * @example
+ *   try { await db('t').insert(row); } catch (err) { if (isDbUnavailable(err)) retryLater(); else throw err; }
+ */
+export function isDbUnavailable(err: unknown): boolean {
+  if (!err || typeof err !== 'object') return false;
+  const e = err as { code?: unknown; name?: unknown; message?: unknown; errors?: unknown };
+  if (e.code === 'DB_ERR_UNAVAILABLE') return true;
+  if (typeof e.code === 'string' && (UNAVAILABLE_ERRNO.has(e.code) || UNAVAILABLE_SQLSTATE.test(e.code))) return true;
+  // knex: no connection came out of the pool within acquireConnectionTimeout
+  if (e.name === 'KnexTimeoutError') return true;
+  // connect() to a host with several addresses (localhost: ::1 and 127.0.0.1) fails with all of them
+  if (Array.isArray(e.errors) && e.errors.length > 0 && e.errors.every(isDbUnavailable)) return true;
+  return typeof e.message === 'string' && UNAVAILABLE_TEXT.test(e.message);
+}
+
+/**
+ * `err` as DB_ERR_UNAVAILABLE when it is one (see isDbUnavailable), else `err` itself. The
+ * message names the database and the driver's code but never the SQL (knex puts the statement
+ * into its errors' messages, and this message reaches callers); the original stays as `cause`.
+ */
+export function classifyDbError(err: unknown, db: string): unknown {
+  if (!isDbUnavailable(err) || (err as { code?: unknown }).code === 'DB_ERR_UNAVAILABLE') return err;
+  const e = err as { code?: unknown; name?: unknown };
+  const why = typeof e.code === 'string' ? e.code : e.name === 'KnexTimeoutError' ? 'pool timeout' : 'connection lost';
+  return new HubError(
+    'DB_ERR_UNAVAILABLE',
+    `database "${db}" unreachable (${why}); try again shortly`,
+    { db },
+    {
+      cause: err,
+    },
+  );
+}
+
+/**
+ * knex's PostgreSQL client whose failures to reach the server come out as DB_ERR_UNAVAILABLE:
+ * classified once here, where every query, transaction statement (knex gives a transaction a
+ * client made from this prototype) and pool acquire passes, so no caller looks at driver codes.
+ */
+function pgClientFor(db: string): typeof Knex.Client {
+  return class PgClient extends ClientPg {
+    override async acquireConnection(): Promise<unknown> {
+      try {
+        return await super.acquireConnection();
+      } catch (err) {
+        throw classifyDbError(err, db);
+      }
+    }
+
+    // biome-ignore lint/suspicious/noExplicitAny: knex's own signature
+    override query(connection: any, obj: any): any {
+      return (super.query(connection, obj) as Promise<unknown>).catch((err: unknown) => {
+        throw classifyDbError(err, db);
+      });
+    }
+  };
 }
 
 /**

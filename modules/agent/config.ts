@@ -6,8 +6,11 @@ import { CLOCK_WINDOW_MS } from '../shared/signing.js';
 
 const int = (min: number) => z.number().int().min(min);
 
-/** URL schemes mqtt.js opens a TCP or TLS socket for (we set TCP_NODELAY on it, DESIGN §10). */
-const SCHEMES = ['mqtt:', 'tcp:', 'mqtts:', 'tls:', 'ssl:'];
+/**
+ * URL schemes mqtt.js opens a TCP or TLS socket for (we set TCP_NODELAY on it, DESIGN §10), and
+ * MQTT over WebSocket (`ws://host:port/mqtt`, `wss://…`: seed 004; sites that allow only HTTPS out).
+ */
+const SCHEMES = ['mqtt:', 'tcp:', 'mqtts:', 'tls:', 'ssl:', 'ws:', 'wss:'];
 
 const HostExecSchema = z
   .object({

@@ -4,6 +4,11 @@
  * accepted ack is answered with `register_complete` and heartbeats start (the ack's
  * heartbeat_interval_s wins over the setting). A refusal is logged and registration is tried again
  * after `register_retry_ms`; so is a register that got no answer. `reregister` starts over.
+ *
+ * This agent is the reference implementation of the wire contract, so it sends the seed's shapes
+ * (seed 002, 消息格式), not the ms-integer shorthand the hub also accepts: `start_time` and the
+ * heartbeat's `timestamp` as RFC 3339 strings, `node_version` as the seed's object, `uptime` in
+ * seconds, plus `hostname`, `status`, `pid`, `version` and `node_name` on every heartbeat.
  */
 import os from 'node:os';
 import type { Logger } from '../../core/log.js';
@@ -12,7 +17,7 @@ import {
   buildCommand,
   buildData,
   type DownlinkDataMessage,
-  type RegisterPayload,
+  type RegisterPayloadInput,
   TOPIC_COMMAND_UP,
   TOPIC_MESSAGE_UP,
 } from '../shared/protocol.js';
@@ -136,12 +141,12 @@ export class Registrar {
     this.clearRetry();
     this.d.setState('registering');
     const { cfg } = this.d;
-    const payload: RegisterPayload = {
+    const payload: RegisterPayloadInput = {
       node_name: cfg.node_name,
       instance_id: this.d.instanceId,
       version: this.d.version,
       pid: process.pid,
-      start_time: this.d.startTime,
+      start_time: new Date(this.d.startTime).toISOString(),
       capabilities: await this.d.capabilities(),
       metadata: {
         hostname: os.hostname(),
@@ -149,7 +154,7 @@ export class Registrar {
         arch: process.arch,
         runtime: 'node',
       },
-      node_version: process.version,
+      node_version: nodeVersion(this.d.version),
     };
     if (this.stopped || !this.connected) return;
     this.scheduleRetry();
@@ -177,10 +182,10 @@ export class Registrar {
     void this.send('heartbeat', {
       instance_id: this.d.instanceId,
       node_name: this.d.cfg.node_name,
-      timestamp: Date.now(),
+      timestamp: new Date().toISOString(),
       status: 'running',
       pid: process.pid,
-      uptime_s: m.uptime_s,
+      uptime: m.uptime_s,
       version: this.d.version,
       hostname: os.hostname(),
       metrics: m,
@@ -210,4 +215,20 @@ export class Registrar {
     if (this.retryTimer) this.d.timers.clear(this.retryTimer);
     this.retryTimer = null;
   }
+}
+
+/**
+ * Seed 002's `node_version` object. Its field names come from a Go agent; here `go_version`
+ * carries this runtime's version (`v20.11.0`) and `runtime` says which runtime that is; the
+ * package carries no build metadata, so the commit and build date say `unknown`.
+ */
+export function nodeVersion(version: string): Record<string, string> {
+  return {
+    git_version: version.startsWith('v') ? version : `v${version}`,
+    git_commit: 'unknown',
+    build_date: 'unknown',
+    go_version: process.version,
+    platform: `${process.platform}/${process.arch}`,
+    runtime: 'node',
+  };
 }

@@ -95,6 +95,21 @@ export class Authenticator {
     }
     return { ok: true, identity: { kind: 'agent', projectId } };
   }
+
+  /**
+   * Drops every cached login of a project (STATUS.credentialsChanged): a disabled project's
+   * password, or a rotated-out one, must not log in from the cache after the change.
+   */
+  forget(projectId: string): number {
+    let n = 0;
+    for (const [key, v] of this.cache) {
+      if (v.projectId === projectId) {
+        this.cache.delete(key);
+        n++;
+      }
+    }
+    return n;
+  }
 }
 
 export function sameIdentity(a: Identity | undefined, b: Identity | undefined): boolean {

@@ -1,9 +1,16 @@
 import type { EventEmitter } from 'node:events';
 import net from 'node:net';
+import type { Duplex } from 'node:stream';
 import { Aedes, type AedesPublishPacket, type Client, type PublishPacket, type Subscription } from 'aedes';
 import { HubError } from '../../core/errors.js';
 import type { ModuleContext } from '../../core/module.js';
-import { BROKER, type BrokerDeniedEvent, type BrokerStats } from '../shared/topics.js';
+import {
+  BROKER,
+  type BrokerDeniedEvent,
+  type BrokerStats,
+  type BrokerWsConnection,
+  type CredentialsChangedEvent,
+} from '../shared/topics.js';
 import { agentMaySubscribe, checkAgentPublish, downlinkTopics } from './acl.js';
 import { Authenticator, hubPasswordFor, type Identity, sameIdentity } from './auth.js';
 import type { BrokerConfig } from './config.js';
@@ -17,6 +24,11 @@ interface ClientState {
   bucket?: TokenBucket;
   /** the agent's own downlink topics, for the forward check */
   downlinks?: readonly string[];
+  /**
+   * An agent's login, kept (in memory only, never logged) to ask again whether it still
+   * authenticates when its project's credentials change: disabled, or its password rotated out.
+   */
+  login?: { username: string; password: Buffer };
 }
 
 type AuthError = Error & { returnCode: number };
@@ -50,6 +62,8 @@ export class EmbeddedBroker {
   private server?: net.Server;
   private mq?: BoundedEmitter;
   private readonly sockets = new Set<net.Socket>();
+  /** MQTT-over-WebSocket streams the web module handed over (handleStream). */
+  private readonly streams = new Set<Duplex>();
   private readonly clients = new WeakMap<Client, ClientState>();
   private readonly auth: Authenticator;
   private readonly reports: TokenBucket;
@@ -63,7 +77,12 @@ export class EmbeddedBroker {
     messages_out: 0,
     unreported: 0,
     oversized: 0,
+    revoked: 0,
   };
+  /** Every denial by `kind` and `reason` (BrokerDeniedEvent), reported or not: /metrics shows them all. */
+  private readonly denials = new Map<string, { kind: BrokerDeniedEvent['kind']; reason: string; count: number }>();
+  /** Per project, bumped on every credentials change: a CONNECT authenticated across one is checked again. */
+  private readonly credentialGen = new Map<string, number>();
   private lastSummary = { shed: 0, unreported: 0 };
   readonly hubPassword: string;
   port = 0;
@@ -169,6 +188,27 @@ export class EmbeddedBroker {
     this.ctx.log.info({ port: this.port, host: cfg.host, auth: cfg.auth }, 'embedded MQTT broker listening');
   }
 
+  /**
+   * An MQTT-over-WebSocket connection accepted by the web module on its port (BROKER.wsConnection):
+   * the same aedes, so the same CONNECT authentication, ACL, rate and packet limits as over TCP.
+   * Throws when the broker is not running (the web module then closes the WebSocket).
+   */
+  handleStream(req: BrokerWsConnection): { ok: true } {
+    const aedes = this.aedes;
+    const stream = req?.stream;
+    if (!aedes || !this.server) throw new HubError('HOST_ERR_STOPPING', 'the embedded broker is not running');
+    if (!stream || typeof stream.pipe !== 'function') {
+      throw new TypeError('broker/ws-connection needs a stream');
+    }
+    this.streams.add(stream);
+    stream.once('close', () => this.streams.delete(stream));
+    const client = aedes.handle(stream);
+    if (!limitPacketSize(client, this.ctx.config.max_packet_bytes, () => this.oversized(client))) {
+      this.warnNoPacketLimit();
+    }
+    return { ok: true };
+  }
+
   /** Stops accepting, disconnects every client, closes aedes; safe to call twice. */
   async stop(): Promise<void> {
     const server = this.server;
@@ -180,6 +220,8 @@ export class EmbeddedBroker {
     // sockets that never finished CONNECT are not aedes clients yet
     for (const s of this.sockets) s.destroy();
     this.sockets.clear();
+    for (const s of this.streams) s.destroy();
+    this.streams.clear();
     await closed;
   }
 
@@ -198,9 +240,43 @@ export class EmbeddedBroker {
       messages_in: this.c.messages_in,
       messages_out: this.c.messages_out,
       oversized: this.c.oversized,
+      revoked: this.c.revoked,
+      denials: [...this.denials.values()].map((d) => ({ ...d })),
       inflight: this.mq?.inflight ?? 0,
       waiting: this.mq?.waitingCount ?? 0,
     };
+  }
+
+  /**
+   * STATUS.credentialsChanged: the project's cached logins go at once, and each of its connected
+   * agents is asked about again with the login it connected with; one that no longer
+   * authenticates (project disabled, password rotated out and its overlap over) is disconnected.
+   * Its reconnect is then refused at CONNECT.
+   */
+  async credentialsChanged(ev: CredentialsChangedEvent): Promise<void> {
+    if (!ev || typeof ev.project_id !== 'string') return;
+    const projectId = ev.project_id;
+    this.credentialGen.set(projectId, (this.credentialGen.get(projectId) ?? 0) + 1);
+    if (this.credentialGen.size > this.ctx.config.auth_cache_max) {
+      this.credentialGen.delete(this.credentialGen.keys().next().value as string);
+    }
+    this.auth.forget(projectId);
+    if (ev.change === 'created' || ev.change === 'enabled') return; // nothing connected lost anything
+    const clients = (this.aedes as unknown as { clients?: Record<string, Client> } | undefined)?.clients ?? {};
+    const mine: Array<[Client, ClientState]> = [];
+    for (const client of Object.values(clients)) {
+      const st = this.clients.get(client);
+      if (st?.identity.kind === 'agent' && st.identity.projectId === projectId) mine.push([client, st]);
+    }
+    for (const [client, st] of mine) {
+      const login = st.login;
+      const r = login ? await this.auth.check(login.username, login.password) : undefined;
+      // no answer (status unavailable, returnCode 3) leaves the session: fail closed applies to new logins
+      if (r?.ok || r?.returnCode === 3) continue;
+      this.c.revoked++;
+      this.report({ client_id: client.id, project_id: projectId, kind: 'auth', reason: `revoked_${ev.change}` });
+      client.close();
+    }
   }
 
   // ─── aedes hooks ─────────────────────────────────────────────────────────────────────────
@@ -217,7 +293,10 @@ export class EmbeddedBroker {
     if (!cfg.auth) {
       identity = { kind: 'open' };
     } else {
-      const r = await this.auth.check(username, password);
+      const gen = username ? this.credentialGen.get(username) : undefined;
+      let r = await this.auth.check(username, password);
+      // the project's credentials changed while this was being answered: the answer may predate it
+      if (r.ok && username && this.credentialGen.get(username) !== gen) r = await this.auth.check(username, password);
       if (!r.ok) throw refuse(r.returnCode, r.reason, username);
       identity = r.identity;
     }
@@ -235,13 +314,22 @@ export class EmbeddedBroker {
       if (denial) throw refuse(5, `will_${denial}`, identity.projectId, will.topic);
       state.bucket = new TokenBucket(cfg.rate_limit.msgs_per_s, cfg.rate_limit.burst, this.ctx.services.clock.now());
       state.downlinks = downlinkTopics(identity.projectId);
+      state.login = { username: username ?? '', password: password ?? Buffer.alloc(0) };
     }
     this.clients.set(client, state);
   }
 
   /** Returns an error to make aedes close the connection, null to let the (possibly redirected) packet on. */
   private authorizePublish(client: Client | null, packet: PublishPacket): Error | null {
-    if (packet.topic.startsWith('$SYS/')) return new Error('$SYS/ topics are reserved'); // aedes#597
+    if (packet.topic.startsWith('$SYS/')) {
+      // aedes#597; the connection closes (an agent has no business there), counted like any denial
+      if (client) {
+        const st = this.clients.get(client);
+        this.c.denied_publish++;
+        this.report({ client_id: client.id, project_id: projectOf(st), kind: 'publish', reason: 'sys_topic' });
+      }
+      return new Error('$SYS/ topics are reserved');
+    }
     // a will of a connection gone before this broker started: it passed the ACL at CONNECT
     if (!client) return null;
     const st = this.clients.get(client);
@@ -331,6 +419,10 @@ export class EmbeddedBroker {
 
   /** Logs a denial and publishes it on the bus, at most denial_reports_per_s; the rest only counted. */
   private report(e: Omit<BrokerDeniedEvent, 'at'>): void {
+    const key = `${e.kind}\u0000${e.reason}`;
+    const d = this.denials.get(key);
+    if (d) d.count++;
+    else this.denials.set(key, { kind: e.kind, reason: e.reason, count: 1 });
     const at = this.ctx.services.clock.now();
     if (!this.reports.take(at)) {
       this.c.unreported++;

@@ -1,12 +1,19 @@
 import type { ModuleProvider } from '../../core/module.js';
-import { BROKER, type BrokerHubCredential } from '../shared/topics.js';
+import {
+  BROKER,
+  type BrokerHubCredential,
+  type BrokerWsConnection,
+  type CredentialsChangedEvent,
+  STATUS,
+} from '../shared/topics.js';
 import { EmbeddedBroker } from './broker.js';
 import { type BrokerConfig, brokerConfigSchema } from './config.js';
 
 /**
  * `broker`: the embedded MQTT broker (aedes) the hub's bridge and the agents connect to.
  * Answers BROKER.hubCredential and BROKER.stats, publishes BROKER.denied; asks STATUS.authenticate
- * to let an agent in.
+ * to let an agent in; on STATUS.credentialsChanged drops the project's cached logins and
+ * disconnects its agents whose login no longer authenticates.
  *
  * @example
  *   modules:
@@ -31,6 +38,14 @@ export const provider: ModuleProvider<BrokerConfig> = {
           (): BrokerHubCredential => ({ username: ctx.config.hub_username, password: broker.hubPassword }),
         );
         ctx.bus.subscribe(BROKER.stats, () => broker.stats());
+        // not awaited by the mailbox: a slow re-check of one project must not hold up the next event
+        ctx.bus.subscribe<CredentialsChangedEvent>(STATUS.credentialsChanged, (ev) => {
+          broker
+            .credentialsChanged(ev)
+            .catch((err) => ctx.log.warn({ err, project_id: ev?.project_id }, 'applying a credentials change failed'));
+        });
+        // MQTT over WebSocket arrives on the web module's port and is handed over here (see web/mqtt-ws.ts)
+        ctx.bus.subscribe<BrokerWsConnection>(BROKER.wsConnection, (req) => broker.handleStream(req));
       },
       stop: () => broker.stop(),
     };

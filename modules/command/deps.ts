@@ -4,6 +4,7 @@ import type { Clock } from '../../core/module.js';
 import type { CommandConfig } from './config.js';
 import type { CredentialsCache } from './credentials.js';
 import type { Counters, Events } from './events.js';
+import type { CommandOwners } from './owners.js';
 
 /** What the parts of one command module instance share. */
 export interface Deps {
@@ -14,6 +15,8 @@ export interface Deps {
   events: Events;
   counters: Counters;
   creds: CredentialsCache;
+  /** command id → project id, for the ownership check of uplinks (owners.ts) */
+  owners: CommandOwners;
   /** Asks the relay for a pass now (a new or released outbox row is due). */
   wakeRelay(): void;
   /** Writes the acks and results received so far (uplink.ts settle), before the relay re-publishes. */

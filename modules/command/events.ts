@@ -7,6 +7,7 @@
 import type { ModuleBus } from '../../core/bus.js';
 import type { Clock } from '../../core/module.js';
 import { COMMAND, type CommandEvent, type CommandResultView } from '../shared/topics.js';
+import type { CommandOwners } from './owners.js';
 import { type TrackerRow, timings, toView } from './rows.js';
 
 export interface Counters {
@@ -31,6 +32,10 @@ export interface Counters {
   unknown_acks: number;
   malformed_uplinks: number;
   logs: number;
+  /** log_result for a command that exists nowhere (not published) */
+  unknown_logs: number;
+  /** command_ack, exec_result or log_result naming another project's command (refused) */
+  foreign_uplinks: number;
   flushes: number;
   flush_errors: number;
   /** acks/results the database refused for their own data (given up after retries) */
@@ -67,6 +72,8 @@ export function newCounters(): Counters {
     unknown_acks: 0,
     malformed_uplinks: 0,
     logs: 0,
+    unknown_logs: 0,
+    foreign_uplinks: 0,
     flushes: 0,
     flush_errors: 0,
     uplinks_refused_by_db: 0,
@@ -82,6 +89,8 @@ export class Events {
     private readonly bus: ModuleBus,
     private readonly clock: Clock,
     readonly counters: Counters,
+    /** Told of every command whose state goes out, so uplinks can be checked for ownership cheaply. */
+    private readonly owners?: CommandOwners,
   ) {}
 
   /** A state change; counts the terminal and forward states as it goes. */
@@ -98,6 +107,7 @@ export class Events {
       default:
         break;
     }
+    this.owners?.remember(row.command_id, row.project_id);
     const ev: CommandEvent = { kind: 'state', command: toView(row), at: this.clock.now() };
     void this.bus.publish(COMMAND.event(row.project_id, row.command_id), ev);
   }
@@ -115,6 +125,7 @@ export class Events {
     void this.bus.publish(COMMAND.event(row.project_id, row.command_id), ev);
   }
 
+  /** A log chunk; the caller has checked that `commandId` belongs to `projectId` (uplink.ts). */
   log(projectId: string, commandId: string, seq: number, content: string): void {
     this.counters.logs++;
     const ev: CommandEvent = {

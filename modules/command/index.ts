@@ -38,6 +38,7 @@ import { CredentialsCache } from './credentials.js';
 import type { Deps } from './deps.js';
 import { Events, newCounters } from './events.js';
 import { migrations } from './migrations.js';
+import { CommandOwners } from './owners.js';
 import { Queries } from './queries.js';
 import { Reasker } from './reask.js';
 import { Relay } from './relay.js';
@@ -71,7 +72,9 @@ export const provider: ModuleProvider<CommandConfig> = {
   create(ctx) {
     const cfg = ctx.config;
     const counters = newCounters();
-    const events = new Events(ctx.bus, ctx.services.clock, counters);
+    let db: Deps['db'] | undefined;
+    const owners = new CommandOwners(() => db);
+    const events = new Events(ctx.bus, ctx.services.clock, counters, owners);
     const creds = new CredentialsCache(ctx.bus, ctx.services.clock, cfg.credentials_cache_ms);
     let relay: Relay | undefined;
     let sweeper: Sweeper | undefined;
@@ -81,14 +84,16 @@ export const provider: ModuleProvider<CommandConfig> = {
     return {
       async start() {
         await ctx.services.migrate(migrations, cfg.database);
+        db = ctx.services.db(cfg.database);
         const deps: Deps = {
-          db: ctx.services.db(cfg.database),
+          db,
           cfg,
           log: ctx.log,
           clock: ctx.services.clock,
           events,
           counters,
           creds,
+          owners,
           wakeRelay: () => relay?.wake(),
           settleUplinks: async () => uplinks?.settle(),
         };
@@ -116,6 +121,7 @@ export const provider: ModuleProvider<CommandConfig> = {
             ...counters,
             insert_statements: sender.insertStatements,
             uplink_queue: up.queued,
+            owner_lookups: owners.lookups,
             outbox: await queries.outbox(),
           }),
           parallel,

@@ -13,7 +13,8 @@
  * A result for a command already `timeout` or `cancelled` is stored, never dropped: the tracker
  * keeps that status and gets late_result = true (COMMAND.get then shows status 'timeout' with a
  * result and late_result true). A result or ack whose command_id is unknown, or belongs to
- * another project than the agent that sent it, is counted and logged, not stored.
+ * another project than the agent that sent it, is counted and logged, not stored; a log chunk
+ * is published only for a command of the project that sent it (owners.ts), else counted.
  * A command that had gone `failed` as 'undeliverable' (no ack seen) was delivered after all
  * when its ack or result shows up, so it resumes (acked / completed / failed) like a live one.
  *
@@ -107,6 +108,7 @@ export class Uplinks {
   private waiters: Array<() => void> = [];
   private delayed = false;
   private closed = false;
+  private lastForeignWarn = 0;
 
   constructor(
     private readonly d: Deps,
@@ -120,9 +122,11 @@ export class Uplinks {
   onAck = (ev: UplinkEvent<DataMessage>): void | Promise<void> => {
     const p = this.payload<CommandAckPayload>(ev);
     if (!p) return;
+    const commandId = p.command_id.toLowerCase();
+    if (this.foreign(ev, commandId, 'command_ack')) return;
     return this.pushSettled({
       kind: 'ack',
-      command_id: p.command_id.toLowerCase(),
+      command_id: commandId,
       project_id: ev.msg.project_id,
       at: receivedAt(ev),
       tries: 0,
@@ -133,6 +137,7 @@ export class Uplinks {
   onResult = (ev: UplinkEvent<DataMessage>): void | Promise<void> => {
     const r = this.payload<ExecResultPayload>(ev);
     if (!r || typeof r.status !== 'string') return;
+    if (this.foreign(ev, r.command_id.toLowerCase(), 'exec_result')) return;
     return this.pushSettled({
       kind: 'result',
       project_id: ev.msg.project_id,
@@ -142,11 +147,57 @@ export class Uplinks {
     });
   };
 
-  onLog = (ev: UplinkEvent<DataMessage>): void => {
+  /**
+   * Log chunks are not stored, only published: the command must exist and belong to the project
+   * that sent the chunk, or the chunk would reach another project's watchers (or name a command
+   * that exists nowhere). Answered from memory when the command is known (owners.ts), else after
+   * one shared lookup; the mailbox keeps the order of chunks either way.
+   */
+  onLog = (ev: UplinkEvent<DataMessage>): void | Promise<void> => {
     const p = this.payload<LogResultPayload>(ev);
     if (!p) return;
-    this.d.events.log(ev.msg.project_id, p.command_id.toLowerCase(), p.seq, String(p.content ?? ''));
+    const commandId = p.command_id.toLowerCase();
+    const projectId = ev.msg.project_id;
+    const emit = (owner: string | null): void => {
+      if (owner === null) {
+        this.d.counters.unknown_logs++;
+        this.d.log.debug({ command_id: commandId, project_id: projectId }, 'log_result for an unknown command ignored');
+        return;
+      }
+      if (owner !== projectId) {
+        this.refuseForeign(commandId, projectId, owner, 'log_result');
+        return;
+      }
+      this.d.events.log(projectId, commandId, p.seq, clean(p.content));
+    };
+    const owner = this.d.owners.ownerOf(commandId);
+    if (owner instanceof Promise) return owner.then(emit);
+    emit(owner);
   };
+
+  /**
+   * Acks and results are checked against the tracker by their statements (a row of another
+   * project is `known = false`); when memory already knows the command belongs to another
+   * project, the uplink is refused here, before it costs a write.
+   */
+  private foreign(ev: UplinkEvent<DataMessage>, commandId: string, type: string): boolean {
+    const owner = this.d.owners.cached(commandId);
+    if (typeof owner !== 'string' || owner === ev.msg.project_id) return false;
+    this.refuseForeign(commandId, ev.msg.project_id, owner, type);
+    return true;
+  }
+
+  private refuseForeign(commandId: string, projectId: string, owner: string, type: string): void {
+    this.d.counters.foreign_uplinks++;
+    // a hostile agent can send thousands a second: one warning a second, the rest at debug (all counted)
+    const now = Date.now();
+    const loud = now - this.lastForeignWarn >= 1_000;
+    if (loud) this.lastForeignWarn = now;
+    this.d.log[loud ? 'warn' : 'debug'](
+      { command_id: commandId, project_id: projectId, owner_project_id: owner, data_type: type },
+      "uplink names another project's command; refused",
+    );
+  }
 
   private payload<P extends { command_id: string }>(ev: UplinkEvent<DataMessage>): P | null {
     const msg = ev?.msg;

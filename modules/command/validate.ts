@@ -5,6 +5,7 @@
  */
 import { HubError } from '../../core/errors.js';
 import { COMMAND_TYPE_RE, isValidProjectId } from '../shared/protocol.js';
+import { DEFAULT_JSON_LIMITS, findUnsafeJson, unsafeTextProblem } from '../shared/sanitize.js';
 import { canonicalJson } from '../shared/signing.js';
 import type { CommandStatus, ListCommandsRequest, OfflinePolicy, SendCommandRequest } from '../shared/topics.js';
 import type { CommandConfig } from './config.js';
@@ -49,7 +50,8 @@ function optLabel(field: string, v: unknown): string | null {
   if (v === undefined || v === null) return null;
   if (typeof v !== 'string') throw invalid(field, `expected a string, got ${show(v)}`);
   if (v.length > MAX_LABEL) throw invalid(field, `longer than ${MAX_LABEL} characters`);
-  if (v.includes('\u0000')) throw invalid(field, 'contains a NUL character');
+  const problem = unsafeTextProblem(v);
+  if (problem) throw invalid(field, problem);
   return v;
 }
 
@@ -85,6 +87,18 @@ export function checkSend(req: unknown, cfg: CommandConfig): CheckedSend {
   }
   // No payload means an empty object: agents read fields off it.
   const payload = r.payload === undefined ? {} : r.payload;
+  // What jsonb cannot hold (NUL, lone surrogates) or what nests past any reader's stack, refused
+  // before anything walks it recursively. Every value takes at least one byte of JSON, so a
+  // payload within max_payload_bytes never has more values than that: the node bound is the
+  // byte limit, checked exactly below.
+  const unsafe = findUnsafeJson(payload, {
+    maxDepth: DEFAULT_JSON_LIMITS.maxDepth,
+    maxNodes: Math.max(DEFAULT_JSON_LIMITS.maxNodes, cfg.max_payload_bytes),
+  });
+  if (unsafe) {
+    // the field is the request's (`payload`); where inside it goes at the end of the message
+    throw invalid('payload', unsafe.path ? `${unsafe.problem} (at payload${unsafe.path})` : unsafe.problem);
+  }
   let payloadJson: string;
   try {
     payloadJson = canonicalJson(payload);
@@ -95,8 +109,6 @@ export function checkSend(req: unknown, cfg: CommandConfig): CheckedSend {
   if (bytes > cfg.max_payload_bytes) {
     throw invalid('payload', `${bytes} bytes as JSON, more than the ${cfg.max_payload_bytes} allowed`);
   }
-  // PostgreSQL jsonb cannot hold U+0000 (the tracker keeps the payload for GET).
-  if (payloadJson.includes('\\u0000')) throw invalid('payload', 'contains a NUL character (\\u0000)');
   const timeout =
     r.timeout_ms === undefined ? cfg.default_timeout_ms : intIn('timeout_ms', r.timeout_ms, 1, cfg.max_timeout_ms);
   const policy = r.offline_policy ?? 'fail';
@@ -163,6 +175,14 @@ export function checkPaging(r: Record<string, unknown>): Paging {
   return { limit, offset };
 }
 
+/**
+ * The times a list filter may name: years 1 to 9999. JavaScript dates reach ±275 760 years and
+ * PostgreSQL's timestamptz does not (4713 BC to 294276 AD, and the driver writes years past
+ * 9999 in a form the server refuses), so a date outside is a caller's mistake, said as one.
+ */
+const TIME_MIN = new Date('0001-01-01T00:00:00.000Z').getTime();
+const TIME_MAX = new Date('9999-12-31T23:59:59.999Z').getTime();
+
 function time(field: string, v: unknown): Date | null {
   if (v === undefined || v === null) return null;
   const t =
@@ -170,6 +190,9 @@ function time(field: string, v: unknown): Date | null {
   const d = new Date(t);
   if (!Number.isFinite(t) || Number.isNaN(d.getTime())) {
     throw invalid(field, `expected an ISO time or milliseconds since the epoch, got ${show(v)}`);
+  }
+  if (t < TIME_MIN || t > TIME_MAX) {
+    throw invalid(field, `must be between 0001-01-01T00:00:00.000Z and 9999-12-31T23:59:59.999Z, got ${show(v)}`);
   }
   return d;
 }

@@ -209,6 +209,8 @@ export function projectView(p: ProjectView): Record<string, unknown> {
     ...p,
     metrics_json: p.metrics ? JSON.stringify(p.metrics) : '',
     last_alert_json: p.last_alert ? JSON.stringify(p.last_alert) : '',
+    registration_json: p.registration ? JSON.stringify(p.registration) : '',
+    last_rejected_json: p.last_rejected ? JSON.stringify(p.last_rejected) : '',
   };
 }
 

@@ -2,6 +2,9 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import { Metadata, type ServiceError, status } from '@grpc/grpc-js';
 import { errorCode, HubError } from '../../core/errors.js';
 
+/** Seconds to wait before retrying an UNAVAILABLE call: the REST API's Retry-After, as metadata. */
+const RETRY_AFTER_S = 2;
+
 /** The hub's error codes as gRPC status codes (see the header of exchange_hub.proto). */
 const CODE_TO_STATUS: Readonly<Record<string, status>> = {
   CMD_ERR_INVALID: status.INVALID_ARGUMENT,
@@ -24,6 +27,8 @@ const CODE_TO_STATUS: Readonly<Record<string, status>> = {
   BUS_ERR_CLOSED: status.UNAVAILABLE,
   BUS_ERR_REQUEST_TIMEOUT: status.UNAVAILABLE,
   HOST_ERR_STOPPING: status.UNAVAILABLE,
+  // the database is down or restarting (issue 9): retry, as for any UNAVAILABLE
+  DB_ERR_UNAVAILABLE: status.UNAVAILABLE,
   // RestartModule: the module failed to start again (the host retries it with backoff). The
   // message is the host's own, the same text ListModules shows as last_error, so it is kept.
   HOST_ERR_START_FAILED: status.INTERNAL,
@@ -45,6 +50,7 @@ export function toServiceError(err: unknown, extra?: Record<string, string>): Pa
   md.set('error-code', code ?? 'INTERNAL');
   for (const [k, v] of Object.entries(extra ?? {})) md.set(k, v);
   if (mapped === undefined) return { code: status.INTERNAL, details: 'internal error', metadata: md };
+  if (mapped === status.UNAVAILABLE) md.set('retry-after', String(RETRY_AFTER_S));
   return { code: mapped, details: (err as Error).message, metadata: md };
 }
 

@@ -6,6 +6,7 @@ import {
   type CommandMessage,
   type DataMessage,
   parseUplink,
+  peekUplink,
   TOPIC_COMMAND_UP,
   TOPIC_MESSAGE_UP,
 } from '../shared/protocol.js';
@@ -102,7 +103,11 @@ export class UplinkHandler {
     const topic = packet.topic;
     const r = parseUplink(topic, packet.payload, { maxBytes: this.d.maxBytes });
     if (!r.ok) {
-      this.reject(topic, r.code, r.reason);
+      // the project and type, when readable, let status answer a refused register with the reason
+      // (read again only on this rare path; never for an oversized message)
+      const peek =
+        r.code === 'PROTO_ERR_TOO_LARGE' ? {} : peekUplink(topic, packet.payload, { maxBytes: this.d.maxBytes });
+      this.reject(topic, r.code, r.reason, peek.project_id, peek.type);
       done();
       return;
     }

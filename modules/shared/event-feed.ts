@@ -31,12 +31,23 @@ export type ResumeResult =
   /** The id is older than the buffer or from another epoch: the client must re-read state (REST/DB). */
   | { ok: false; reason: 'unknown_epoch' | 'too_old'; oldest: number | null };
 
-export function matches(filter: FeedFilter, ev: FeedEvent): boolean {
+/**
+ * Whether a watcher wants an event. A command is followed by its id, but an event for it counts
+ * only when it names the command's own project (`owner`, learned from the command's state
+ * events, which come from its tracker row): an event naming another project — an agent's log
+ * line about a command not its own — never reaches the command's watchers. Without a known
+ * owner (a command created before this feed started) the event's project is taken as is; the
+ * command module has already checked it against the tracker.
+ */
+export function matches(filter: FeedFilter, ev: FeedEvent, owner?: string): boolean {
   if (filter.all) return true;
   if (filter.projects?.includes(ev.project_id)) return true;
-  if (ev.command_id && filter.commands?.includes(ev.command_id)) return true;
+  if (ev.command_id && filter.commands?.includes(ev.command_id)) return owner === undefined || owner === ev.project_id;
   return false;
 }
+
+/** Commands whose project the feed remembers (about 100 bytes each; oldest forgotten first). */
+const MAX_OWNERS = 100_000;
 
 /**
  * The live event stream of one interface module: command state changes, log chunks, results and
@@ -53,6 +64,8 @@ export class EventFeed {
   private readonly capacity: number;
   private nextId = 1;
   private readonly watchers = new Set<Watcher>();
+  /** command_id → project_id, from state and result events only (never from a log chunk). */
+  private readonly owners = new Map<string, string>();
   delivered = 0;
   dropped = 0;
 
@@ -72,6 +85,7 @@ export class EventFeed {
     if (ev.kind === 'log') {
       this.push({ type: 'command.log', project_id: ev.project_id, command_id: ev.command_id, at: ev.at, data: ev });
     } else {
+      this.learnOwner(ev.command.command_id, ev.command.project_id);
       this.push({
         type: ev.kind === 'state' ? 'command.state' : 'command.result',
         project_id: ev.command.project_id,
@@ -80,6 +94,17 @@ export class EventFeed {
         data: ev.kind === 'state' ? ev.command : { command: ev.command, result: ev.result },
       });
     }
+  }
+
+  private learnOwner(commandId: string, projectId: string): void {
+    if (typeof commandId !== 'string' || typeof projectId !== 'string') return;
+    if (this.owners.get(commandId) === projectId) return;
+    this.owners.set(commandId, projectId);
+    if (this.owners.size > MAX_OWNERS) this.owners.delete(this.owners.keys().next().value as string);
+  }
+
+  private ownerOf(ev: FeedEvent): string | undefined {
+    return ev.command_id ? this.owners.get(ev.command_id) : undefined;
   }
 
   push(partial: Omit<FeedEvent, 'id'>): FeedEvent {
@@ -92,8 +117,9 @@ export class EventFeed {
       this.ring[this.start] = ev;
       this.start = (this.start + 1) % this.capacity;
     }
+    const owner = this.ownerOf(ev);
     for (const w of this.watchers) {
-      if (!matches(w.filter, ev)) continue;
+      if (!matches(w.filter, ev, owner)) continue;
       if (w.deliver(ev)) this.delivered++;
       else {
         this.dropped++;
@@ -113,7 +139,7 @@ export class EventFeed {
     const events: FeedEvent[] = [];
     for (let i = lastId + 1 - oldest; i < this.ring.length; i++) {
       const e = this.ring[(this.start + i) % this.ring.length];
-      if (matches(filter, e)) events.push(e);
+      if (matches(filter, e, this.ownerOf(e))) events.push(e);
     }
     return { ok: true, events };
   }

@@ -18,6 +18,7 @@
 import { randomUUID } from 'node:crypto';
 import { z } from 'zod';
 import { type ErrorCode, HubError } from '../../core/errors.js';
+import { findUnsafeJson } from './sanitize.js';
 import { bindSignedSource, canonicalJson, signMessage } from './signing.js';
 
 // ---------------------------------------------------------------------------------------------
@@ -116,27 +117,54 @@ export interface DataMessage<T extends string = string, P = unknown> extends Bas
 
 // Payloads. Agents may send more fields than listed; they are kept (z.looseObject).
 
-/** Uplink command `register` (SubNodeSync registration fields). */
+/**
+ * Uplink command `register` (SubNodeSync registration fields), as the hub reads it: times are
+ * normalised to ms, everything else is kept as sent (unknown fields included).
+ */
 export interface RegisterPayload {
   node_name: string;
   /** `{node_name}-{hostname}-{pid}` */
   instance_id: string;
   version: string;
   pid: number;
-  /** ms since the epoch */
+  /** ms since the epoch (sent as an RFC 3339 string or ms integer) */
   start_time: number;
   capabilities: string[];
   metadata: Record<string, unknown>;
-  node_version: string;
+  /** A string (`"v20.11.0"`) or seed 002's object `{git_version, git_commit, build_date, go_version, platform}`, kept as sent. */
+  node_version: NodeVersion;
+  [extra: string]: unknown;
 }
+/** seed 002: `{git_version, git_commit, build_date, go_version, platform}`; older agents send a string. */
+export type NodeVersion = string | Record<string, unknown>;
+/** A time on the wire: an RFC 3339 / ISO 8601 string with a zone (`"2024-01-01T12:00:00Z"`) or ms since the epoch. */
+export type WireTime = string | number;
+/** What an agent may send as a `register` payload (times as strings or ms). */
+export type RegisterPayloadInput = Omit<RegisterPayload, 'start_time' | 'capabilities' | 'metadata'> & {
+  start_time: WireTime;
+  capabilities?: string[];
+  metadata?: Record<string, unknown>;
+};
 export interface RegisterCompletePayload {
   instance_id?: string;
 }
+/**
+ * Seed 002's heartbeat: `node_name, instance_id, status, pid, uptime` (seconds), `version,
+ * hostname, metrics` (values strings like `"2.50"` or numbers, kept as sent). `timestamp` is
+ * normalised to ms; `uptime_s` is `uptime_s` or, when absent, `uptime`.
+ */
 export interface HeartbeatPayload {
   instance_id?: string;
+  node_name?: string;
   timestamp?: number;
+  status?: string;
+  pid?: number;
+  uptime?: number;
   uptime_s?: number;
+  version?: string;
+  hostname?: string;
   metrics?: Record<string, unknown>;
+  [extra: string]: unknown;
 }
 export interface CommandAckPayload {
   command_id: string;
@@ -153,7 +181,9 @@ export interface ExecResultPayload {
   exit_code: number;
   output: string;
   error: string;
+  /** ms since the epoch (sent as an RFC 3339 string or ms integer) */
   start_time: number;
+  /** ms since the epoch (sent as an RFC 3339 string or ms integer) */
   end_time: number;
   duration: number;
 }
@@ -214,29 +244,105 @@ const uuid = () => z.guid(); // 8-4-4-4-12 hex, any version/variant: agents choo
 const INT_MARK = 'expected integer';
 const int = () => z.int({ error: INT_MARK });
 const msInt = () => int().nonnegative();
-/** A `null` payload (a Go agent marshals a nil payload that way) reads as `{}` when every field is optional. */
-const orEmpty = <T extends z.ZodType>(schema: T) => z.preprocess((v) => (v === null ? {} : v), schema);
+/**
+ * A `null` payload (a Go agent marshals a nil payload that way) reads as `{}` when every field is
+ * optional. A union rather than z.preprocess so the JSON Schema can say "object or null".
+ */
+const orEmpty = <T extends z.ZodType<object>>(schema: T) =>
+  z.union([z.null().transform(() => ({}) as z.output<T>), schema], { error: 'expected object' });
 
-export const RegisterPayloadSchema: z.ZodType<RegisterPayload> = z.looseObject({
+// RFC 3339 §5.6 date-time (ISO 8601 profile): full date, 'T' (or 't' / a space, §5.6 NOTE),
+// time with optional fraction (Go's RFC3339Nano sends up to 9 digits), and a zone, required:
+// a time without one would mean a different instant on every host.
+const RFC3339_RE =
+  /^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(?:([Zz])|([+-])(\d{2}):(\d{2}))$/;
+
+/**
+ * ms since the epoch of an RFC 3339 date-time (`2024-01-01T12:00:00Z`, `2024-01-01T20:00:00.5+08:00`),
+ * or null when `s` is not one (fields out of range included; fractions below 1 ms are cut off).
+ *
+ * @example parseRfc3339('2024-01-01T12:00:00Z') === 1704110400000
+ */
+export function parseRfc3339(s: string): number | null {
+  const m = RFC3339_RE.exec(s);
+  if (!m) return null;
+  const [y, mo, d, h, mi, sec] = [m[1], m[2], m[3], m[4], m[5], m[6]].map(Number);
+  if (mo < 1 || mo > 12 || d < 1 || h > 23 || mi > 59 || sec > 59) return null;
+  const daysInMonth = new Date(Date.UTC(y, mo, 0)).getUTCDate();
+  if (d > daysInMonth) return null;
+  const ms = m[7] ? Number(m[7].slice(0, 3).padEnd(3, '0')) : 0;
+  let offsetMin = 0;
+  if (!m[8]) {
+    const oh = Number(m[10]);
+    const om = Number(m[11]);
+    if (oh > 23 || om > 59) return null;
+    offsetMin = (m[9] === '-' ? -1 : 1) * (oh * 60 + om);
+  }
+  const t = Date.UTC(y, mo - 1, d, h, mi, sec, ms) - offsetMin * 60_000;
+  if (y < 100) return null; // Date.UTC maps years 0-99 to 1900-1999
+  return Number.isSafeInteger(t) && t >= 0 ? t : null;
+}
+
+const TIME_EXPECTED = 'expected an RFC 3339 time string or ms integer';
+/**
+ * A time as agents send it (DESIGN §4, seed 002): an RFC 3339 string or ms since the epoch,
+ * read as ms. Consumers only ever see numbers; the signature still covers the string that was
+ * sent (withPayload binds the decoded object).
+ */
+const wireTime = () =>
+  z
+    .union([msInt(), z.string().meta({ format: 'date-time' })], { error: TIME_EXPECTED })
+    .transform((v, ctx) => {
+      if (typeof v === 'number') return v;
+      const ms = parseRfc3339(v);
+      if (ms === null) {
+        ctx.issues.push({
+          code: 'custom',
+          input: v,
+          message: `expected an RFC 3339 time like "2024-01-01T12:00:00Z" or ms integer, got ${show(v)}`,
+        });
+        return z.NEVER;
+      }
+      return ms;
+    })
+    .meta({
+      description:
+        'RFC 3339 date-time with a zone ("2024-01-01T12:00:00Z") or integer milliseconds since the epoch; read as ms',
+    });
+
+export const RegisterPayloadSchema: z.ZodType<RegisterPayload, RegisterPayloadInput> = z.looseObject({
   node_name: z.string(),
   instance_id: z.string(),
   version: z.string(),
   pid: int().nonnegative(),
-  start_time: msInt(),
+  start_time: wireTime(),
   capabilities: z.array(z.string()).default([]),
   metadata: z.record(z.string(), z.unknown()).default({}),
-  node_version: z.string(),
+  // kept as sent: a string, or seed 002's {git_version, git_commit, build_date, go_version, platform}
+  node_version: z.union([z.string(), z.record(z.string(), z.unknown())], {
+    error: 'expected a string or an object',
+  }),
 });
 export const RegisterCompletePayloadSchema: z.ZodType<RegisterCompletePayload> = orEmpty(
   z.looseObject({ instance_id: z.string().optional() }),
 );
 export const HeartbeatPayloadSchema: z.ZodType<HeartbeatPayload> = orEmpty(
-  z.looseObject({
-    instance_id: z.string().optional(),
-    timestamp: msInt().optional(),
-    uptime_s: z.number().nonnegative().optional(),
-    metrics: z.record(z.string(), z.unknown()).optional(),
-  }),
+  z
+    .looseObject({
+      instance_id: z.string().optional(),
+      node_name: z.string().optional(),
+      timestamp: wireTime().optional(),
+      status: z.string().optional(),
+      pid: int().nonnegative().optional(),
+      /** seed 002: seconds */
+      uptime: z.number().nonnegative().optional(),
+      uptime_s: z.number().nonnegative().optional(),
+      version: z.string().optional(),
+      hostname: z.string().optional(),
+      // values as sent: seed 002 mixes strings ("2.50") and numbers
+      metrics: z.record(z.string(), z.unknown()).optional(),
+    })
+    .transform((p) => (p.uptime_s === undefined && p.uptime !== undefined ? { ...p, uptime_s: p.uptime } : p)),
 );
 export const CommandAckPayloadSchema: z.ZodType<CommandAckPayload> = z.looseObject({ command_id: uuid() });
 export const LogResultPayloadSchema: z.ZodType<LogResultPayload> = z.looseObject({
@@ -250,8 +356,8 @@ export const ExecResultPayloadSchema: z.ZodType<ExecResultPayload> = z.looseObje
   exit_code: int(),
   output: z.string().default(''),
   error: z.string().default(''),
-  start_time: msInt(),
-  end_time: msInt(),
+  start_time: wireTime(),
+  end_time: wireTime(),
   duration: int().nonnegative(),
 });
 export const MonitorPayloadSchema: z.ZodType<MonitorPayload> = z.looseObject({
@@ -296,7 +402,8 @@ const DOWNLINK_DATA_PAYLOAD_SCHEMAS: { readonly [K in DownlinkDataType]: z.ZodTy
 const envelopeBase = {
   message_id: uuid(),
   project_id: z.string(),
-  timestamp: msInt(),
+  // DESIGN says ms; an agent that writes its times the seed's way may send a string here too
+  timestamp: wireTime(),
   version: z.literal(PROTOCOL_VERSION),
 };
 export const CommandMessageSchema = z.looseObject({
@@ -320,7 +427,12 @@ export const DataMessageSchema = z.looseObject({
 
 export type ParseErrorCode = Extract<
   ErrorCode,
-  'PROTO_ERR_JSON' | 'PROTO_ERR_SCHEMA' | 'PROTO_ERR_TOO_LARGE' | 'PROTO_ERR_UNKNOWN_TYPE' | 'PROTO_ERR_PROJECT_ID'
+  | 'PROTO_ERR_JSON'
+  | 'PROTO_ERR_SCHEMA'
+  | 'PROTO_ERR_TOO_LARGE'
+  | 'PROTO_ERR_UNKNOWN_TYPE'
+  | 'PROTO_ERR_PROJECT_ID'
+  | 'PROTO_ERR_UNSAFE_VALUE'
 >;
 /** Every code `parseUplink` / `parseDownlink` can return. */
 export const PARSE_ERROR_CODES: readonly ParseErrorCode[] = [
@@ -329,6 +441,7 @@ export const PARSE_ERROR_CODES: readonly ParseErrorCode[] = [
   'PROTO_ERR_TOO_LARGE',
   'PROTO_ERR_UNKNOWN_TYPE',
   'PROTO_ERR_PROJECT_ID',
+  'PROTO_ERR_UNSAFE_VALUE',
 ];
 export type ParseResult<T> = { ok: true; value: T } | { ok: false; code: ParseErrorCode; reason: string };
 export interface ParseOptions {
@@ -388,6 +501,17 @@ function describeIssue(issue: z.core.$ZodIssue, root: unknown, prefix: readonly 
       if (actual === undefined) return `${where}: required`;
       const expected = issue.expected === 'int' || issue.message === INT_MARK ? 'integer' : issue.expected;
       return `${where}: expected ${expected}, got ${kindOf(actual)}`;
+    }
+    case 'invalid_union': {
+      // a branch that failed below the union (orEmpty's object: one of its fields) says more
+      let inner: z.core.$ZodIssue | undefined;
+      for (const branch of issue.errors) {
+        for (const i of branch) if (i.path.length > 0 && (!inner || i.path.length > inner.path.length)) inner = i;
+      }
+      if (inner) return describeIssue(inner, root, [...prefix, ...issue.path]);
+      // our other unions carry their expectation as the message (wireTime, node_version)
+      if (actual === undefined) return `${where}: required`;
+      return `${where}: ${issue.message}, got ${kindOf(actual)}`;
     }
     case 'invalid_value':
       return `${where}: expected ${issue.values.map((v) => JSON.stringify(v)).join(' | ')}, got ${show(actual)}`;
@@ -527,7 +651,10 @@ export function parseUplink(
         return fail('PROTO_ERR_UNKNOWN_TYPE', `command_type: unknown uplink command type ${show(type)}`);
       }
       const r = withPayload(env.value, UPLINK_COMMAND_PAYLOAD_SCHEMAS[type], obj);
-      return r.ok ? { ok: true, value: { kind: 'command', msg: r.value as unknown as RegisterCommand } } : r;
+      if (!r.ok) return r;
+      const unsafe = unsafePayload(type, r.value.payload);
+      if (unsafe) return unsafe;
+      return { ok: true, value: { kind: 'command', msg: r.value as unknown as RegisterCommand } };
     }
     const env = checkEnvelope(obj, 'message', topic, DataMessageSchema);
     if (!env.ok) return env;
@@ -536,8 +663,38 @@ export function parseUplink(
       return fail('PROTO_ERR_UNKNOWN_TYPE', `data_type: unknown uplink data type ${show(type)}`);
     }
     const r = withPayload(env.value, UPLINK_DATA_PAYLOAD_SCHEMAS[type], obj);
-    return r.ok ? { ok: true, value: { kind: 'data', msg: r.value as unknown as UplinkDataMessage } } : r;
+    if (!r.ok) return r;
+    const unsafe = unsafePayload(type, r.value.payload);
+    if (unsafe) return unsafe;
+    return { ok: true, value: { kind: 'data', msg: r.value as unknown as UplinkDataMessage } };
   });
+}
+
+/**
+ * Command output, streamed or final: what a real command printed, stored cleaned (NUL dropped,
+ * lone surrogates replaced, command/uplink.ts `clean`), never refused — refusing it would lose
+ * a real result. Everything else an agent sends is free-form JSON checked by findUnsafeJson.
+ */
+const OUTPUT_FIELDS: Readonly<Record<string, readonly string[]>> = {
+  exec_result: ['output', 'error'],
+  log_result: ['content'],
+};
+
+/**
+ * PROTO_ERR_UNSAFE_VALUE when an uplink's payload holds something the hub cannot store or serve
+ * (NUL, a lone surrogate, nesting past the depth limit, too many values): refused here, once, so
+ * it never reaches a presence batch, a jsonb column or a listing.
+ */
+function unsafePayload(type: string, payload: unknown): Fail | null {
+  let checked = payload;
+  const exempt = OUTPUT_FIELDS[type];
+  if (exempt && payload !== null && typeof payload === 'object') {
+    const rest: Record<string, unknown> = { ...(payload as Record<string, unknown>) };
+    for (const k of exempt) if (typeof rest[k] === 'string') delete rest[k];
+    checked = rest;
+  }
+  const bad = findUnsafeJson(checked);
+  return bad ? fail('PROTO_ERR_UNSAFE_VALUE', `payload${bad.path}: ${bad.problem}`) : null;
 }
 
 /**
@@ -584,6 +741,33 @@ export function parseDownlink(
     const r = withPayload(env.value, DOWNLINK_DATA_PAYLOAD_SCHEMAS[type], obj);
     return r.ok ? { ok: true, value: { kind: 'data', msg: r.value as unknown as DownlinkDataMessage } } : r;
   });
+}
+
+/**
+ * What can still be read from an uplink the parser refused: its project id and message type,
+ * when they are well formed, so the refusal can be answered (a `register_ack` naming the
+ * problem) and counted against the project. Never throws; reads only these two fields (the
+ * rest of a refused message is never repeated anywhere). Oversized messages are not decoded.
+ *
+ * @example peekUplink('wdd/RDMC/command/up', buf) // { project_id: 'plant-7', type: 'register' }
+ */
+export function peekUplink(
+  topic: string,
+  raw: Buffer | Uint8Array | string,
+  opts?: ParseOptions,
+): { project_id?: string; type?: string } {
+  try {
+    const d = decode(raw, opts);
+    if (!d.ok) return {};
+    const obj = d.value;
+    const out: { project_id?: string; type?: string } = {};
+    if (isValidProjectId(obj.project_id)) out.project_id = obj.project_id;
+    const type = topic === TOPIC_COMMAND_UP ? obj.command_type : obj.data_type;
+    if (typeof type === 'string' && COMMAND_TYPE_RE.test(type)) out.type = type;
+    return out;
+  } catch {
+    return {};
+  }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ export const BRIDGE = {
   publish: 'mqtt/publish',
   /** event BridgeStateEvent */
   state: 'mqtt/state',
-  /** event { topic, code, reason } — an uplink refused by the parser (counted by the bridge) */
+  /** event BridgeRejectedEvent — an uplink refused by the parser (counted by the bridge) */
   rejected: 'mqtt/rejected',
   /** request {} → BridgeStats */
   stats: 'mqtt/stats',
@@ -100,7 +100,18 @@ export const BROKER = {
   stats: 'broker/stats',
   /** event BrokerDeniedEvent */
   denied: 'broker/denied',
+  /**
+   * request BrokerWsConnection → { ok: true } — an MQTT-over-WebSocket connection the web module
+   * accepted on its port (`/mqtt`), handed to the embedded broker as a byte stream (in-process only)
+   */
+  wsConnection: 'broker/ws-connection',
 } as const;
+
+export interface BrokerWsConnection {
+  /** The WebSocket as a byte stream (`ws` createWebSocketStream): aedes handles it like a TCP socket. */
+  stream: import('node:stream').Duplex;
+  remote_address: string;
+}
 
 export interface BrokerHubCredential {
   username: string;
@@ -113,8 +124,9 @@ export interface BrokerDeniedEvent {
   kind: 'auth' | 'publish' | 'subscribe';
   /**
    * auth: anonymous, bad_credentials, auth_unavailable:<code>, max_clients, client_id_in_use,
-   * will_<publish reason>; publish: topic, project_id, not_json, too_large, rate_limit_disconnect,
-   * packet_too_large;
+   * will_<publish reason>, revoked_<credentials change> (a connected agent whose login stopped
+   * authenticating: revoked_disabled, revoked_rotated, revoked_overlap_ended); publish: topic,
+   * project_id, not_json, too_large, rate_limit_disconnect, packet_too_large, sys_topic;
    * subscribe: topic
    */
   reason: string;
@@ -146,6 +158,10 @@ export interface BrokerStats {
   /** deliveries under way / publishes waiting for a slot */
   inflight: number;
   waiting: number;
+  /** agent sessions closed because their login stopped authenticating (disabled, rotated out) */
+  revoked?: number;
+  /** every denial by kind and reason (BrokerDeniedEvent), reported or not */
+  denials?: Array<{ kind: BrokerDeniedEvent['kind']; reason: string; count: number }>;
 }
 
 // ─── status ────────────────────────────────────────────────────────────────────────────────
@@ -218,6 +234,19 @@ export interface ProjectView {
   metrics: MonitorPayload['metrics'] | null;
   last_alert: AlertPayload | null;
   created_at: string;
+  /** The accepted registration (seed 002 fields; node_version a string or an object, as sent). */
+  registration: Record<string, unknown> | null;
+  /** Uplinks of this project refused as malformed since the hub started (counted, shown, not only logged). */
+  rejected_uplinks: number;
+  last_rejected: RejectedUplink | null;
+}
+/** The last malformed uplink of a project: its type when readable, the parser's code and reason. */
+export interface RejectedUplink {
+  type: string | null;
+  code: string;
+  reason: string;
+  /** ISO 8601 */
+  at: string;
 }
 export interface ProjectCredentials {
   project_id: string;

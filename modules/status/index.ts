@@ -12,6 +12,7 @@ import {
   type UplinkEvent,
 } from '../shared/topics.js';
 import { type StatusConfig, statusConfigSchema } from './config.js';
+import { CredentialEvents } from './credential-events.js';
 import { migrations } from './migrations.js';
 import { Flusher, loadPresence } from './persist.js';
 import { Presence, projectView } from './presence.js';
@@ -47,6 +48,7 @@ function createStatus(ctx: ModuleContext<StatusConfig>) {
   };
   const presence = new Presence(clock, emit);
   const flusher = new Flusher(db, presence, ctx.log);
+  const credentialEvents = new CredentialEvents(ctx.bus, clock, ctx.timers, ctx.log);
   const uplinks = new Uplinks({ cfg, clock, log: ctx.log, bus: ctx.bus, projects, presence });
 
   const view = (rec: ProjectRecord): ProjectView => projectView(rec, presence.get(rec.project_id));
@@ -57,6 +59,7 @@ function createStatus(ctx: ModuleContext<StatusConfig>) {
     bus.subscribe(STATUS.create, async (body): Promise<CreatedProject> => {
       const { rec, created } = await projects.create(body);
       ctx.log.info({ project_id: rec.project_id }, 'project created');
+      credentialEvents.publish(rec.project_id, 'created');
       return created;
     });
     bus.subscribe(STATUS.list, async (body) => {
@@ -68,6 +71,7 @@ function createStatus(ctx: ModuleContext<StatusConfig>) {
       const { project_id } = parseRequest(requests.idOnly, body);
       const rec = await projects.setEnabled(project_id, true);
       ctx.log.info({ project_id }, 'project enabled');
+      credentialEvents.publish(project_id, 'enabled');
       return view(rec);
     });
     bus.subscribe(STATUS.disable, async (body) => {
@@ -79,13 +83,16 @@ function createStatus(ctx: ModuleContext<StatusConfig>) {
         presence.transition(e, 'offline', 'project disabled');
       }
       ctx.log.info({ project_id }, 'project disabled');
+      // the broker drops the project's cached logins and disconnects its agents at once
+      credentialEvents.publish(project_id, 'disabled');
       return view(rec);
     });
     bus.subscribe(STATUS.rotate, async (body): Promise<CreatedProject> => {
       const req = parseRequest(requests.rotateSchema, body);
       const overlap = req.overlap_s ?? cfg.rotation_overlap_s;
-      const { created } = await projects.rotate(req.project_id, overlap);
+      const { rec, created } = await projects.rotate(req.project_id, overlap);
       ctx.log.info({ project_id: req.project_id, overlap_s: overlap }, 'project secret rotated');
+      credentialEvents.rotated(req.project_id, rec.prev_secret_expires_at);
       return created;
     });
     bus.subscribe(STATUS.credentials, (body) => {
@@ -125,7 +132,9 @@ function createStatus(ctx: ModuleContext<StatusConfig>) {
       history_dropped: presence.historyDropped,
       projects_cached: projects.cachedCount,
       flush: { ...flusher.stats, in_flight: flusher.inFlight },
+      credential_events: credentialEvents.published,
     }));
+    // uplinks the bridge refused: registers are answered with the reason, the rest counted per project
     bus.subscribe<BridgeRejectedEvent>(BRIDGE.rejected, (ev) => uplinks.onRejected(ev));
     // register, register_complete and disconnect come as requests from the bridge, which
     // acknowledges them to the broker once `written` resolves: after the presence flush that
@@ -159,6 +168,8 @@ function createStatus(ctx: ModuleContext<StatusConfig>) {
         );
       }
       subscribe();
+      const overlapping = await credentialEvents.rearm(db());
+      if (overlapping > 0) ctx.log.info({ projects: overlapping }, 'rotation overlaps re-armed');
       ctx.timers.setInterval(() => uplinks.sweep(), cfg.sweep_interval_ms);
       ctx.timers.setInterval(() => void flusher.flush(), cfg.flush_interval_ms);
       // Runs after the host cleared the timers: the last changes reach the database before the pool closes.

@@ -97,14 +97,56 @@ export interface FlushStats {
   rows_written: number;
   history_written: number;
   failures: number;
+  /** presence rows and history rows the database refused on their own (written without them) */
+  bad_rows: number;
+}
+
+/**
+ * Errors that belong to the data of one row rather than to the database: PostgreSQL data
+ * exceptions (class 22: NUL in text, an unencodable character, a value out of range) and
+ * program limits (class 54: a jsonb nested too deep), and what JSON.stringify throws before
+ * anything is sent (RangeError: too deep; TypeError: a cycle or a BigInt). Anything else (the
+ * connection, the server) would fail any row alike: the batch is kept for the next flush.
+ */
+export function isRowError(err: unknown): boolean {
+  if (err instanceof RangeError || err instanceof TypeError) return true;
+  const code = (err as { code?: unknown } | null)?.code;
+  return typeof code === 'string' && (code.startsWith('22') || code.startsWith('54'));
+}
+
+/** A short, log-safe message of a write error (pg messages may quote the bad value). */
+function brief(err: unknown): { code?: string; message: string } {
+  const e = err as { code?: unknown; message?: unknown } | null;
+  const message = String(e?.message ?? err);
+  return {
+    ...(typeof e?.code === 'string' ? { code: e.code } : {}),
+    message: message.length > 200 ? `${message.slice(0, 197)}...` : message,
+  };
+}
+
+const sizeOf = (b: Batch): number => b.rows.length + b.history.length;
+
+/** The first and second half of a batch's rows and history (at least one item each: size >= 2). */
+function halves(b: Batch): [Batch, Batch] {
+  const n = Math.floor(sizeOf(b) / 2);
+  const r = Math.min(n, b.rows.length);
+  const h = n - r;
+  return [
+    { rows: b.rows.slice(0, r), history: b.history.slice(0, h) },
+    { rows: b.rows.slice(r), history: b.history.slice(h) },
+  ];
 }
 
 /**
  * Writes presence changes in batches, one flush at a time. A failed write gives the batch back
  * to Presence, so the next flush retries it; nothing accepted is lost while the module runs.
+ * One bad row never blocks a batch: when the database refuses a batch for its data, the batch is
+ * split in halves and written again (bisection), so the good rows land in a few statements and
+ * each bad one is found alone, counted, logged once (ids and the error, never the row) and
+ * dropped instead of being retried forever with everything after it.
  */
 export class Flusher {
-  readonly stats: FlushStats = { flushes: 0, rows_written: 0, history_written: 0, failures: 0 };
+  readonly stats: FlushStats = { flushes: 0, rows_written: 0, history_written: 0, failures: 0, bad_rows: 0 };
   private running: Promise<void> | null = null;
   /** Told when a flush that started after they asked has written everything (see `written`). */
   private waiters: Array<() => void> = [];
@@ -113,6 +155,7 @@ export class Flusher {
     private readonly db: () => Knex,
     private readonly presence: Presence,
     private readonly log: Logger,
+    private readonly write: (db: Knex, batch: Batch) => Promise<void> = writeBatch,
   ) {}
 
   /**
@@ -150,20 +193,47 @@ export class Flusher {
       return;
     }
     const batch = this.presence.takeBatch();
-    try {
-      await writeBatch(this.db(), batch);
-      this.stats.flushes++;
-      this.stats.rows_written += batch.rows.length;
-      this.stats.history_written += batch.history.length;
-      for (const w of waiting) w();
-    } catch (err) {
-      this.stats.failures++;
-      this.waiters.unshift(...waiting);
-      this.presence.restore(batch);
-      this.log.warn(
-        { err, rows: batch.rows.length, history: batch.history.length },
-        'presence flush failed; retrying at the next flush',
-      );
+    // pieces still to write; on an error that is not about a row, all of them go back
+    const todo: Batch[] = [batch];
+    let written = false;
+    while (todo.length > 0) {
+      const piece = todo.pop()!;
+      try {
+        await this.write(this.db(), piece);
+        written = true;
+        this.stats.rows_written += piece.rows.length;
+        this.stats.history_written += piece.history.length;
+      } catch (err) {
+        if (!isRowError(err)) {
+          this.stats.failures++;
+          this.waiters.unshift(...waiting);
+          for (const p of [piece, ...todo]) this.presence.restore(p);
+          this.log.warn(
+            { err: brief(err), rows: batch.rows.length, history: batch.history.length },
+            'presence flush failed; retrying at the next flush',
+          );
+          return;
+        }
+        if (sizeOf(piece) > 1) {
+          const [a, b] = halves(piece);
+          todo.push(b, a); // a first: rows keep their order
+          continue;
+        }
+        this.stats.bad_rows++;
+        const row = piece.rows[0];
+        const hist = piece.history[0];
+        this.log.warn(
+          {
+            project_id: row?.project_id ?? hist?.project_id,
+            what: row ? 'presence row' : 'history row',
+            err: brief(err),
+          },
+          'presence row refused by the database; written the batch without it',
+        );
+      }
     }
+    if (written) this.stats.flushes++;
+    // a row dropped as bad will never be written: waiting for it would hold its uplink forever
+    for (const w of waiting) w();
   }
 }

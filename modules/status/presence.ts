@@ -1,6 +1,7 @@
 import type { Clock } from '../../core/module.js';
 import type { AlertPayload } from '../shared/protocol.js';
-import type { PresenceState, ProjectView, StatusChangedEvent } from '../shared/topics.js';
+import { findUnsafeJson } from '../shared/sanitize.js';
+import type { PresenceState, ProjectView, RejectedUplink, StatusChangedEvent } from '../shared/topics.js';
 import type { ProjectRecord } from './projects.js';
 
 /** One project's presence. Times are ms since the epoch on the hub clock unless said otherwise. */
@@ -21,6 +22,9 @@ export interface PresenceEntry {
   updated_at: number;
   /** Memory only: a registration in progress (lost on restart, which then asks the agent to register again). */
   handshake: Handshake | null;
+  /** Memory only: malformed uplinks of this project since start, and the last one (uplinks.ts onRejected). */
+  rejected_uplinks?: number;
+  last_rejected?: RejectedUplink | null;
 }
 
 export interface Handshake {
@@ -159,6 +163,25 @@ export class Presence {
 
 const iso = (ms: number | null | undefined): string | null => (ms == null ? null : new Date(ms).toISOString());
 
+/** Free-form values already checked for views: the same object is walked once, not per listing. */
+const servable = new WeakMap<object, boolean>();
+
+/**
+ * The value when a response can carry it, else null. Uplinks are checked at the edge
+ * (parseUplink), but a row stored before that check, or written by another tool, may hold
+ * something no serializer survives (10 000 levels deep): one such project must not turn
+ * `/projects` into a 500 for everyone, so its value is left out of the view.
+ */
+function servableOrNull<T>(v: T | null | undefined): T | null {
+  if (v === null || v === undefined || typeof v !== 'object') return v ?? null;
+  let ok = servable.get(v);
+  if (ok === undefined) {
+    ok = findUnsafeJson(v) === null;
+    servable.set(v, ok);
+  }
+  return ok ? v : null;
+}
+
 /** The public view of a project: its row and its presence; never the secret. */
 export function projectView(rec: ProjectRecord, e: PresenceEntry | undefined): ProjectView {
   return {
@@ -170,8 +193,11 @@ export function projectView(rec: ProjectRecord, e: PresenceEntry | undefined): P
     last_heartbeat_at: iso(e?.last_heartbeat_at),
     instance_id: e?.instance_id ?? null,
     agent_version: e?.agent_version ?? null,
-    metrics: e?.metrics ?? null,
-    last_alert: e?.last_alert ?? null,
+    metrics: servableOrNull(e?.metrics),
+    last_alert: servableOrNull(e?.last_alert),
     created_at: new Date(rec.created_at).toISOString(),
+    registration: e?.registration ?? null,
+    rejected_uplinks: e?.rejected_uplinks ?? 0,
+    last_rejected: e?.last_rejected ?? null,
   };
 }

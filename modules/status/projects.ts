@@ -5,6 +5,7 @@ import { HubError } from '../../core/errors.js';
 import type { Clock } from '../../core/module.js';
 import { deriveMqttPassword } from '../shared/credentials.js';
 import { isValidProjectId } from '../shared/protocol.js';
+import { findUnsafeJson, unsafeTextProblem } from '../shared/sanitize.js';
 import type { CreatedProject } from '../shared/topics.js';
 
 /** A provisioned project as the module keeps it in memory (times in ms since the epoch). */
@@ -35,11 +36,21 @@ const REFRESH_CHUNK = 5_000;
 
 // Requests are strict: a misspelt `project_id` must not silently provision a random id.
 const idOnly = z.object({ project_id: z.string() }).strict();
+/** Text PostgreSQL can store: no NUL, no lone surrogate (REST and gRPC both come through here). */
+const storableText = z.string().superRefine((s, ctx) => {
+  const problem = unsafeTextProblem(s);
+  if (problem) ctx.addIssue({ code: 'custom', message: problem });
+});
+/** Free-form JSON refused at the edge when it cannot be stored or served (shared/sanitize.ts). */
+const storableJson = z.record(z.string(), z.unknown()).superRefine((v, ctx) => {
+  const bad = findUnsafeJson(v);
+  if (bad) ctx.addIssue({ code: 'custom', message: `${bad.path ? `${bad.path} ` : ''}${bad.problem}` });
+});
 const createSchema = z
   .object({
-    project_id: z.string().optional(),
-    name: z.string().max(200).optional(),
-    metadata: z.record(z.string(), z.unknown()).optional(),
+    project_id: storableText.optional(),
+    name: storableText.max(200).optional(),
+    metadata: storableJson.optional(),
   })
   .strict();
 const listSchema = z

@@ -12,6 +12,7 @@ import {
   messageDownTopic,
   type RegisterCommand,
   type RegisterPayload,
+  TOPIC_COMMAND_UP,
 } from '../shared/protocol.js';
 import { ReplayCache, verifyInbound, verifySignature } from '../shared/signing.js';
 import {
@@ -45,6 +46,10 @@ const REFUSAL_BY_CODE: Record<string, string> = {
 };
 
 const DOWNLINK_TIMEOUT_MS = 10_000;
+/** Answers to refused registers per project and second at most; a flood gets few (the rest are counted). */
+const REFUSED_REGISTER_ANSWERS_PER_S = 5;
+/** A refusal reason is cut to this many characters (it names the field and the problem; agents show it). */
+const MAX_REASON_CHARS = 300;
 
 export interface UplinkCounters {
   registers: number;
@@ -67,6 +72,14 @@ export interface UplinkCounters {
   downlinks_sent: number;
   downlinks_failed: number;
   lookup_failures: number;
+  /** registers the bridge refused (mqtt/rejected), each answered with a reasoned register_ack */
+  registers_rejected: number;
+  /** answers to refused registers left out by the per-project limit */
+  registers_rejected_throttled: number;
+  /** refused uplinks of provisioned projects, replays excepted (also on each project's status view) */
+  uplinks_rejected: number;
+  /** refused uplinks whose project id could not be read or is not provisioned */
+  uplinks_rejected_unattributed: number;
 }
 
 function newCounters(): UplinkCounters {
@@ -91,6 +104,10 @@ function newCounters(): UplinkCounters {
     downlinks_sent: 0,
     downlinks_failed: 0,
     lookup_failures: 0,
+    registers_rejected: 0,
+    registers_rejected_throttled: 0,
+    uplinks_rejected: 0,
+    uplinks_rejected_unattributed: 0,
   };
 }
 
@@ -119,6 +136,8 @@ export class Uplinks {
   private readonly replay = new ReplayCache();
   /** Last `reregister` per project: at most one per heartbeat interval, so a flood gets few answers. */
   private readonly reregistered = new Map<string, number>();
+  /** Answers to refused registers in the current second, per project (see REFUSED_REGISTER_ANSWERS_PER_S). */
+  private readonly refusalAnswers = new Map<string, { second: number; n: number }>();
 
   constructor(private readonly d: UplinkDeps) {}
 
@@ -232,23 +251,77 @@ export class Uplinks {
   }
 
   /**
-   * An uplink the bridge refused (`mqtt/rejected`). Every registration gets an answer: a refused
-   * register is answered with a `register_ack` refusal naming why (signed when the project is
-   * known). A heartbeat or register_complete from a project that is not provisioned asks for a
-   * register, whose refusal then tells the agent why.
+   * An uplink the bridge refused (`mqtt/rejected`): by its parser (a malformed message, whose
+   * project and type the bridge read when it could) or by its verification step (signature,
+   * clock, replay, unknown or disabled project). Every registration gets an answer: a refused
+   * register is answered with `register_ack {accepted: false, reason}` naming why — for a
+   * malformed one the code, the field and the problem — signed when the project is known, at most
+   * REFUSED_REGISTER_ANSWERS_PER_S per project and second. Any refused uplink of a provisioned
+   * project (but a replayed copy, which is QoS 1 at work, not the agent's mistake) is counted on
+   * the project and shown in its status view (`rejected_uplinks`, `last_rejected`). A heartbeat or
+   * register_complete from a project that is not provisioned asks for a register, whose refusal
+   * then tells the agent why. Without a readable project id there is nobody to answer; the
+   * bridge's counters have it.
    */
   onRejected(ev: BridgeRejectedEvent): void | Promise<void> {
-    const pid = ev?.project_id;
-    if (!isValidProjectId(pid)) return;
-    if (ev.type === 'register') {
-      const reason = REFUSAL_BY_CODE[ev.code] ?? `${ev.code}: ${ev.reason}`;
-      if (ev.code === 'PROTO_ERR_UNKNOWN_PROJECT') return this.refuse(pid, null, reason);
-      return this.withProject(pid, (rec) => this.refuse(pid, rec, reason));
+    if (!ev || typeof ev !== 'object' || !isValidProjectId(ev.project_id)) {
+      this.counters.uplinks_rejected_unattributed++;
+      return;
     }
-    if ((ev.type === 'heartbeat' || ev.type === 'register_complete') && ev.code === 'PROTO_ERR_UNKNOWN_PROJECT') {
-      this.counters.data_unknown_project++;
-      this.reregister(pid, undefined, 'unknown project');
+    const pid = ev.project_id;
+    const code = String(ev.code);
+    const type = typeof ev.type === 'string' ? ev.type : null;
+    // only `register` travels on the command uplink: a refused message there is a registration attempt
+    const isRegister = type === 'register' || (type === null && ev.topic === TOPIC_COMMAND_UP);
+    if (code === 'PROTO_ERR_UNKNOWN_PROJECT') {
+      this.counters.uplinks_rejected_unattributed++;
+      if (isRegister) {
+        this.answerRefusedRegister(pid, null, REFUSAL.unknown);
+      } else if (type === 'heartbeat' || type === 'register_complete') {
+        this.counters.data_unknown_project++;
+        this.reregister(pid, undefined, 'unknown project');
+      }
+      return;
     }
+    const reason = REFUSAL_BY_CODE[code] ?? `${code}: ${String(ev.reason)}`.slice(0, MAX_REASON_CHARS);
+    return this.withProject(pid, (rec) => {
+      if (!rec) {
+        this.counters.uplinks_rejected_unattributed++;
+      } else if (code !== 'PROTO_ERR_REPLAY') {
+        this.counters.uplinks_rejected++;
+        const e = this.d.presence.ensure(pid);
+        e.rejected_uplinks = (e.rejected_uplinks ?? 0) + 1;
+        e.last_rejected = {
+          type: type ?? (isRegister ? 'register' : null),
+          code,
+          reason: `${code}: ${String(ev.reason)}`.slice(0, MAX_REASON_CHARS),
+          at: new Date(this.now()).toISOString(),
+        };
+      }
+      if (isRegister) this.answerRefusedRegister(pid, rec, reason);
+      else this.d.log.debug({ project_id: pid, type, code }, 'refused uplink counted');
+    });
+  }
+
+  private answerRefusedRegister(pid: string, rec: ProjectRecord | null, reason: string): void {
+    this.counters.registers_rejected++;
+    if (!this.mayAnswerRefusal(pid)) {
+      this.counters.registers_rejected_throttled++;
+      return;
+    }
+    if (rec) this.d.log.warn({ project_id: pid, reason }, 'registration refused');
+    this.refuse(pid, rec, reason);
+  }
+
+  private mayAnswerRefusal(pid: string): boolean {
+    const second = Math.floor(this.now() / 1000);
+    const slot = this.refusalAnswers.get(pid);
+    if (!slot || slot.second !== second) {
+      this.refusalAnswers.set(pid, { second, n: 1 });
+      return true;
+    }
+    slot.n++;
+    return slot.n <= REFUSED_REGISTER_ANSWERS_PER_S;
   }
 
   // ─── data ────────────────────────────────────────────────────────────────────────────────
@@ -449,6 +522,8 @@ export class Uplinks {
     }
     const gap = this.d.cfg.heartbeat_interval_s * 1000;
     for (const [pid, at] of this.reregistered) if (now - at >= gap || now < at) this.reregistered.delete(pid);
+    const second = Math.floor(now / 1000);
+    for (const [pid, slot] of this.refusalAnswers) if (slot.second !== second) this.refusalAnswers.delete(pid);
   }
 
   /** At start: presence the database kept is continued, unless it is stale or was mid-handshake. */

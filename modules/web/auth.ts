@@ -48,3 +48,25 @@ const LOOPBACK = new Set(['127.0.0.1', '::1', 'localhost', '::ffff:127.0.0.1']);
 export function isLoopback(host: string): boolean {
   return LOOPBACK.has(host) || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
 }
+
+/**
+ * Who may call a route, declared on the route itself (fastify route `config.access`). Only
+ * `public` routes answer without the token; a route that declares nothing, and any request the
+ * router matched to no route at all (404, bad URL), is `token`: the gate fails closed.
+ */
+export type RouteAccess = 'public' | 'token';
+
+/** What the gate needs of a route: fastify's `request.routeOptions.config`, or null when no route matched. */
+export interface RouteAccessConfig {
+  access?: RouteAccess;
+}
+
+/**
+ * The one auth decision of the HTTP server. It is taken on the route the router matched (the
+ * router decodes the path: `/%61pi/...` is `/api/...` here), never on the raw URL text, so no
+ * spelling of a path can reach a protected handler without the token.
+ */
+export function mayPass(gate: TokenGate, route: RouteAccessConfig | null | undefined, req: IncomingMessage): boolean {
+  if (!gate.enabled || route?.access === 'public') return true;
+  return gate.check(gate.fromRequest(req, false));
+}

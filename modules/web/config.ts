@@ -62,6 +62,15 @@ export const webConfigSchema = z
       .strict()
       .prefault({}),
     static_dir: z.string().min(1).optional(),
+    /**
+     * MQTT over WebSocket on this port, handed to the embedded broker (same login and ACL as TCP);
+     * null turns it off. Agents connect to `ws://host:port/mqtt` (`wss://` behind a TLS proxy).
+     */
+    mqtt_ws_path: z
+      .string()
+      .regex(/^\/[A-Za-z0-9_./-]*$/, 'must be a path such as /mqtt')
+      .nullable()
+      .default('/mqtt'),
   })
   .strict();
 

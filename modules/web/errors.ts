@@ -30,6 +30,8 @@ const EXACT: Record<string, number> = {
   BUS_ERR_CLOSED: 503,
   HOST_ERR_STOPPING: 503,
   MQTT_ERR_OFFLINE: 503,
+  // the database is down or restarting: the hub refuses rather than guess (issue 9)
+  DB_ERR_UNAVAILABLE: 503,
   CMD_ERR_TIMEOUT: 504,
 };
 
@@ -44,17 +46,42 @@ export function httpStatusOf(code: string | undefined): number {
   return 500;
 }
 
-/** Status and body for anything thrown while answering a request. */
-export function toHttpError(err: unknown): { status: number; body: ErrorBody; internal: boolean } {
+/**
+ * Seconds a caller is told to wait (`Retry-After`, RFC 9110 §10.2.3) after a 503: a database
+ * back from a restart, a module restarting or a full mailbox all take about this long.
+ */
+export const RETRY_AFTER_S = 2;
+
+/**
+ * Status, body and extra headers for anything thrown while answering a request. Every 503 says
+ * when to come back (`retry-after`).
+ */
+export function toHttpError(err: unknown): {
+  status: number;
+  body: ErrorBody;
+  internal: boolean;
+  headers: Record<string, string>;
+} {
   const code = errorCode(err);
   const status = httpStatusOf(code);
+  const headers: Record<string, string> = status === 503 ? { 'retry-after': String(RETRY_AFTER_S) } : {};
   if (!code || !HUB_CODE.test(code)) {
-    return { status, body: { error: { code: 'WEB_ERR_INTERNAL', message: 'internal error' } }, internal: true };
+    return {
+      status,
+      body: { error: { code: 'WEB_ERR_INTERNAL', message: 'internal error' } },
+      internal: true,
+      headers,
+    };
   }
   const message = err instanceof Error ? err.message : String((err as { message?: unknown }).message ?? code);
   const details = (err as { details?: Record<string, unknown> }).details;
   const field = typeof details?.field === 'string' ? details.field : undefined;
-  return { status, body: { error: { code, message, ...(field ? { field } : {}) } }, internal: status >= 500 };
+  return {
+    status,
+    body: { error: { code, message, ...(field ? { field } : {}) } },
+    internal: status >= 500,
+    headers,
+  };
 }
 
 /**

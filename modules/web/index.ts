@@ -18,6 +18,7 @@
  */
 import { readFileSync } from 'node:fs';
 import type { Knex } from 'knex';
+import { errorCode } from '../../core/errors.js';
 import { HOST_TOPICS } from '../../core/host-topics.js';
 import type { ModuleProvider } from '../../core/module.js';
 import { CommandWaiter } from '../shared/command-waiter.js';
@@ -26,6 +27,7 @@ import { BRIDGE, type BridgeStats, WEB, type WebInfo } from '../shared/topics.js
 import { isLoopback, TokenGate } from './auth.js';
 import { defaultStaticDir, tokensOf, type WebConfig, webConfigSchema } from './config.js';
 import { WebMetrics } from './metrics.js';
+import { MqttWsGate } from './mqtt-ws.js';
 import { buildOpenApi } from './openapi.js';
 import { buildRoutes } from './routes.js';
 import { buildServer, closeServer, listen } from './server.js';
@@ -70,6 +72,8 @@ export const provider: ModuleProvider<WebConfig> = {
       feedEvents: () => feed.lastId,
     });
     const hub = new WsHub({ feed, cfg: cfg.ws, gate, metrics, log, timers: ctx.timers });
+    // MQTT packets are bounded by the broker (max_packet_bytes, 1 MiB by default); a frame is one or more of them
+    const mqttWs = cfg.mqtt_ws_path === null ? undefined : new MqttWsGate(ctx.bus, log, 2 * 1_048_576);
     let closing: Promise<void> | undefined;
 
     /** Step 1 of stopping: no new work, waits end, WebSocket clients told to go. Idempotent. */
@@ -90,7 +94,14 @@ export const provider: ModuleProvider<WebConfig> = {
         checks.database =
           db.status === 'fulfilled'
             ? { ok: true }
-            : { ok: false, reason: `database ${cfg.database}: ${(db.reason as Error)?.message ?? db.reason}` };
+            : {
+                ok: false,
+                // DB_ERR_UNAVAILABLE already says "database "x" unreachable (ECONNREFUSED)"
+                reason:
+                  errorCode(db.reason) === 'DB_ERR_UNAVAILABLE'
+                    ? (db.reason as Error).message
+                    : `database ${cfg.database}: ${(db.reason as Error)?.message ?? db.reason}`,
+              };
       }
       if (bridge.status === 'rejected') {
         checks.mqtt = { ok: false, reason: `mqtt bridge not answering: ${(bridge.reason as Error)?.message}` };
@@ -123,6 +134,7 @@ export const provider: ModuleProvider<WebConfig> = {
           gate,
           metrics,
           ws: hub,
+          mqttWs,
           statics: new StaticFiles(cfg.static_dir ?? defaultStaticDir()),
           openapi: () => buildOpenApi(routes, { auth: gate.enabled, version: VERSION }),
           stopping: stop.signal,
@@ -140,6 +152,7 @@ export const provider: ModuleProvider<WebConfig> = {
         ctx.bus.subscribe(WEB.info(ctx.name), (): WebInfo => ({ ...where, ws_clients: hub.size }));
         ctx.onStop(() => {
           beginStop();
+          mqttWs?.close();
           closing ??= closeServer(app, cfg.close_grace_ms).finally(() => hub.close());
           return closing;
         });

@@ -8,9 +8,14 @@ import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { ModuleBus } from '../../core/bus.js';
 import { HOST_TOPICS } from '../../core/host-topics.js';
 import type { MailboxStats } from '../../core/mailbox.js';
+import { UPLINK_COMMAND_TYPES, UPLINK_DATA_TYPES } from '../shared/protocol.js';
 import {
   BRIDGE,
+  BROKER,
+  type BridgeRejectedEvent,
   type BridgeStats,
+  type BrokerStats,
+  COMMAND,
   type CommandEvent,
   type CommandView,
   type PresenceState,
@@ -24,6 +29,9 @@ interface BusStats {
   pending_requests: number;
   mailboxes: MailboxStats[];
 }
+
+/** Refused uplinks are labelled by their type only when it is one of ours: agents choose the string. */
+const UPLINK_TYPES = new Set<string>([...UPLINK_COMMAND_TYPES, ...UPLINK_DATA_TYPES]);
 
 const FINAL = new Set(['completed', 'failed', 'timeout', 'cancelled']);
 const PRESENCE: readonly PresenceState[] = ['offline', 'connecting', 'verifying', 'online', 'disconnecting'];
@@ -43,11 +51,14 @@ export class WebMetrics {
   readonly registry = new Registry();
   readonly httpRequests: Counter<'method' | 'route' | 'status'>;
   readonly httpDuration: Histogram<'route'>;
+  /** Every 4xx the HTTP server answers, by its error code (auth, validation, routing, framework). */
+  readonly httpRefusals: Counter<'code'>;
   readonly wsRejected: Counter<'reason'>;
   readonly wsSlow: Counter;
   readonly wsSent: Counter;
   private readonly stage: Histogram<'stage'>;
   private readonly finals: Counter<'status'>;
+  private readonly rejectedByType: Counter<'type' | 'attributed'>;
   private readonly presence = new Map<string, PresenceState>();
   private readonly seen = new Map<string, number>();
   private readonly gauges: {
@@ -62,6 +73,11 @@ export class WebMetrics {
     mqttReceived: Counter;
     mqttRejected: Counter<'code'>;
     mqttReconnects: Counter;
+  };
+  /** Refusals outside the bridge's parser: the broker's denials and the modules' uplink refusals. */
+  private readonly refusals: {
+    brokerDenials: Counter<'kind' | 'reason'>;
+    uplinksRefused: Counter<'module' | 'reason'>;
   };
 
   constructor(
@@ -80,6 +96,12 @@ export class WebMetrics {
       help: 'HTTP request time by route pattern (a sync call includes its wait)',
       labelNames: ['route'],
       buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30, 300],
+      registers: r,
+    });
+    this.httpRefusals = new Counter({
+      name: 'hub_http_refusals_total',
+      help: 'HTTP requests refused with a 4xx, by error code (AUTH_ERR_TOKEN, *_ERR_INVALID, WEB_ERR_NOT_FOUND …)',
+      labelNames: ['code'],
       registers: r,
     });
     this.wsRejected = new Counter({
@@ -147,6 +169,12 @@ export class WebMetrics {
         for (const [state, n] of counts) this.set({ state }, n);
       },
     });
+    this.rejectedByType = new Counter({
+      name: 'hub_uplinks_rejected_by_type_total',
+      help: 'Uplinks the bridge refused (parser or verification), by message type (unknown: unreadable or not ours) and whether a project id could be read',
+      labelNames: ['type', 'attributed'],
+      registers: r,
+    });
     const counter = (name: string, help: string) => new Counter({ name, help, registers: r });
     const perMailbox = (what: string) =>
       new Counter({
@@ -188,6 +216,20 @@ export class WebMetrics {
       }),
       mqttReconnects: counter('hub_mqtt_reconnects_total', 'MQTT bridge reconnect attempts'),
     };
+    this.refusals = {
+      brokerDenials: new Counter({
+        name: 'hub_broker_denials_total',
+        help: 'What the embedded broker refused, by kind (auth, publish, subscribe) and reason (not_json, project_id, too_large, bad_credentials, revoked_disabled …)',
+        labelNames: ['kind', 'reason'],
+        registers: r,
+      }),
+      uplinksRefused: new Counter({
+        name: 'hub_uplinks_refused_total',
+        help: "Parsed uplinks a module refused, by module and reason (foreign: another project's command; unknown: no such command; bad_signature …)",
+        labelNames: ['module', 'reason'],
+        registers: r,
+      }),
+    };
   }
 
   /** Keeps presence and command latencies from the events; call once when the module starts. */
@@ -198,6 +240,10 @@ export class WebMetrics {
       this.touched?.add(ev.project_id);
     });
     this.bus.subscribe<CommandEvent>('command/event/#', (ev) => this.onCommand(ev));
+    this.bus.subscribe<BridgeRejectedEvent>(BRIDGE.rejected, (ev) => {
+      const type = typeof ev?.type === 'string' && UPLINK_TYPES.has(ev.type) ? ev.type : 'unknown';
+      this.rejectedByType.inc({ type, attributed: ev?.project_id ? 'yes' : 'no' });
+    });
   }
 
   /** Projects whose state changed while a re-read of the list was under way (their event is newer). */
@@ -282,11 +328,40 @@ export class WebMetrics {
     if (this.seen.size > SEEN_MAX) this.seen.delete(this.seen.keys().next().value as string);
   }
 
+  /**
+   * Broker denials (BROKER.stats) and module refusals (COMMAND.stats, STATUS.stats), mirrored at
+   * scrape time; a module that does not answer (not configured) leaves its series as they were.
+   */
+  private async renderRefusals(): Promise<void> {
+    const ask = <T>(topic: string) => this.bus.request<T>(topic, {}, { timeoutMs: SCRAPE_TIMEOUT_MS });
+    const [broker, command, status] = await Promise.allSettled([
+      ask<BrokerStats>(BROKER.stats),
+      ask<Record<string, unknown>>(COMMAND.stats),
+      ask<Record<string, unknown>>(STATUS.stats),
+    ]);
+    const { brokerDenials, uplinksRefused } = this.refusals;
+    if (broker.status === 'fulfilled' && Array.isArray(broker.value?.denials)) {
+      brokerDenials.reset();
+      for (const d of broker.value.denials)
+        if (d.count > 0) brokerDenials.inc({ kind: d.kind, reason: d.reason }, d.count);
+    }
+    const mirror = (module: string, stats: Record<string, unknown>, names: Record<string, string>) => {
+      for (const [key, reason] of Object.entries(names)) {
+        const n = stats[key];
+        uplinksRefused.remove({ module, reason });
+        if (typeof n === 'number' && Number.isFinite(n) && n > 0) uplinksRefused.inc({ module, reason }, n);
+      }
+    };
+    if (command.status === 'fulfilled' && command.value) mirror('command', command.value, COMMAND_REFUSALS);
+    if (status.status === 'fulfilled' && status.value) mirror('status', status.value, STATUS_REFUSALS);
+  }
+
   /** The Prometheus text, after reading the bus and bridge counters. */
   async render(): Promise<{ contentType: string; text: string }> {
     const [bus, bridge] = await Promise.allSettled([
       this.bus.request<BusStats>(HOST_TOPICS.busStats, {}, { timeoutMs: SCRAPE_TIMEOUT_MS }),
       this.bus.request<BridgeStats>(BRIDGE.stats, {}, { timeoutMs: SCRAPE_TIMEOUT_MS }),
+      this.renderRefusals(),
     ]);
     const g = this.gauges;
     if (bus.status === 'fulfilled' && bus.value) {
@@ -317,6 +392,23 @@ export class WebMetrics {
     return { contentType: this.registry.contentType, text: await this.registry.metrics() };
   }
 }
+
+/** Module counters that count a refused uplink, and the `reason` label each gets. */
+const COMMAND_REFUSALS: Record<string, string> = {
+  foreign_uplinks: 'foreign',
+  unknown_acks: 'unknown_ack',
+  unknown_results: 'unknown_result',
+  unknown_logs: 'unknown_log',
+  malformed_uplinks: 'malformed',
+};
+const STATUS_REFUSALS: Record<string, string> = {
+  data_bad_signature: 'bad_signature',
+  data_unsigned_refused: 'unsigned',
+  data_unknown_project: 'unknown_project',
+  data_disabled_project: 'disabled_project',
+  malformed: 'malformed',
+  registers_refused: 'register_refused',
+};
 
 /** Counters mirrored from another module's totals: reset and add, so the exposed type stays `counter`. */
 function setCounter(c: Counter, v: number): void {

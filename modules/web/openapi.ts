@@ -13,6 +13,7 @@ const STATUS_TEXT: Record<number, string> = {
   400: 'Invalid request: `error.field` names the field',
   401: 'Missing or wrong bearer token (AUTH_ERR_TOKEN)',
   413: 'Body larger than the limit (WEB_ERR_BODY_TOO_LARGE)',
+  415: 'Body not sent as JSON (WEB_ERR_MEDIA_TYPE)',
   503: 'The module that answers is not running, or the hub is stopping',
 };
 
@@ -67,19 +68,25 @@ export function buildOpenApi(routes: readonly AnyRoute[], opts: { auth: boolean;
         ...(r.response ? { content: json(convert(r.response, 'output')) } : {}),
       },
     };
-    const secured = opts.auth && r.url.startsWith(API);
+    // The same flag the server's auth gate reads (server.ts): only routes declared public are open.
+    const secured = opts.auth && !r.public;
     const errors = new Set<number>();
     if (r.params || r.query || r.body) errors.add(400);
     if (secured) errors.add(401);
-    if (r.body) errors.add(413);
-    if (r.url.startsWith(API)) errors.add(503);
+    if (r.body) {
+      errors.add(413);
+      errors.add(415);
+    }
+    // every request gets 503 HOST_ERR_STOPPING while the hub stops (server.ts onRequest)
+    errors.add(503);
     for (const code of errors) responses[code] = { description: STATUS_TEXT[code], content: json(errorRef) };
     for (const [code, a] of Object.entries(r.answers ?? {})) {
       const [description, schema] = typeof a === 'string' ? [a, null] : a;
-      responses[code] = {
-        description,
-        content: json(schema ? convert(schema, 'output') : errorRef),
-      };
+      // a route's own body for a status the server may also answer with the plain error (a 503
+      // while stopping): either may come
+      const own = schema ? convert(schema, 'output') : errorRef;
+      const both = schema && errors.has(Number(code)) ? { anyOf: [own, errorRef] } : own;
+      responses[code] = { description, content: json(both) };
     }
     paths[path] ??= {};
     paths[path][r.method.toLowerCase()] = {
@@ -101,6 +108,7 @@ export function buildOpenApi(routes: readonly AnyRoute[], opts: { auth: boolean;
       responses: {
         200: { description: 'Metrics', content: { 'text/plain': { schema: { type: 'string' } } } },
         ...(opts.auth ? { 401: { description: STATUS_TEXT[401], content: json(errorRef) } } : {}),
+        503: { description: STATUS_TEXT[503], content: json(errorRef) },
       },
       ...(opts.auth ? {} : { security: [] }),
     },
@@ -113,6 +121,7 @@ export function buildOpenApi(routes: readonly AnyRoute[], opts: { auth: boolean;
       security: [],
       responses: {
         200: { description: 'OpenAPI 3.1', content: { 'application/json': { schema: { type: 'object' } } } },
+        503: { description: STATUS_TEXT[503], content: json(errorRef) },
       },
     },
   };
@@ -127,7 +136,12 @@ export function buildOpenApi(routes: readonly AnyRoute[], opts: { auth: boolean;
       parameters: [{ name: 'token', in: 'query', required: false, schema: { type: 'string' } }],
       responses: {
         101: { description: 'Switching protocols' },
-        ...(opts.auth ? { 401: { description: STATUS_TEXT[401] } } : {}),
+        ...(opts.auth ? { 401: { description: STATUS_TEXT[401], content: json(errorRef) } } : {}),
+        426: {
+          description: 'Not an Upgrade request (WEB_ERR_UPGRADE_REQUIRED)',
+          content: json(errorRef),
+        },
+        503: { description: STATUS_TEXT[503], content: json(errorRef) },
       },
       ...(opts.auth ? {} : { security: [] }),
     },

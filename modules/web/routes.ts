@@ -16,6 +16,7 @@ import {
   commandViewSchema,
   createdProjectSchema,
   createProjectBody,
+  deadCommandSchema,
   emptyBody,
   IDEMPOTENT_REPLAYED,
   idempotencyHeaders,
@@ -72,6 +73,11 @@ export interface RouteSpec<
   url: string;
   summary: string;
   tag: 'commands' | 'projects' | 'system';
+  /**
+   * Answered without the token (health probes). Every other route needs it: the server's one
+   * auth gate reads this flag off the route the router matched (auth.ts `mayPass`).
+   */
+  public?: boolean;
   /** Code of a validation failure on this route (400). */
   invalid: ErrorCode;
   params?: P;
@@ -168,6 +174,7 @@ export function buildRoutes(d: RouteDeps): AnyRoute[] {
         409:
           'Project not online (offline_policy fail); or the Idempotency-Key was used before with a different body ' +
           '(CMD_ERR_IDEMPOTENCY_MISMATCH)',
+        503: ['The wait was cut short: the hub is stopping; the command goes on', syncTimeoutSchema],
         504: ['The wait ran out; the command goes on (follow it by command_id)', syncTimeoutSchema],
       },
       handler: async ({ body, headers, signal }) => {
@@ -247,7 +254,7 @@ export function buildRoutes(d: RouteDeps): AnyRoute[] {
       tag: 'commands',
       invalid: C,
       query: pagingQuery,
-      response: pageOf(commandViewSchema),
+      response: pageOf(deadCommandSchema),
       handler: ({ query }) => ask(COMMAND.deadList, query),
     }),
     route({
@@ -374,6 +381,7 @@ export function buildRoutes(d: RouteDeps): AnyRoute[] {
       url: '/healthz',
       summary: 'The process is alive',
       tag: 'system',
+      public: true,
       invalid: W,
       response: z.object({ ok: z.literal(true) }),
       handler: async () => ({ ok: true }),
@@ -383,6 +391,7 @@ export function buildRoutes(d: RouteDeps): AnyRoute[] {
       url: '/readyz',
       summary: 'Ready: the database and the MQTT bridge are reachable',
       tag: 'system',
+      public: true,
       invalid: W,
       response: z.object({ ready: z.boolean(), checks: z.record(z.string(), z.unknown()) }),
       answers: { 503: ['Not ready, with the reasons', z.object({ ready: z.literal(false), checks: z.unknown() })] },

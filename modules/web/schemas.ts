@@ -180,6 +180,13 @@ export const commandViewSchema = z
   })
   .meta({ id: 'CommandView' });
 
+/** A dead-list item: the command, and why its outbox row went dead. */
+export const deadCommandSchema = commandViewSchema
+  .extend({
+    last_error: z.string().nullable().meta({ description: 'Why the outbox row went dead (the last delivery error)' }),
+  })
+  .meta({ id: 'DeadCommand' });
+
 const resultSchema = z.object({
   status: z.enum(['success', 'failure', 'timeout']),
   exit_code: z.number(),
@@ -227,6 +234,12 @@ export const projectViewSchema = z
       .looseObject({ level: z.enum(['info', 'warning', 'error', 'critical']), message: z.string() })
       .nullable(),
     created_at: iso,
+    registration: z
+      .record(z.string(), z.unknown())
+      .nullable()
+      .meta({ description: 'The accepted registration; node_version as the agent sent it (string or object)' }),
+    rejected_uplinks: z.number().meta({ description: 'Uplinks of this project refused as malformed since start' }),
+    last_rejected: z.object({ type: z.string().nullable(), code: z.string(), reason: z.string(), at: iso }).nullable(),
   })
   .meta({ id: 'ProjectView' });
 
@@ -278,5 +291,8 @@ same<Same<Omit<z.output<typeof commandDetailSchema>, 'payload'>, Omit<CommandDet
 same<Same<z.output<typeof createdProjectSchema>, CreatedProject>>(true);
 same<Same<z.output<typeof statusChangedSchema>, StatusChangedEvent>>(true);
 same<
-  Same<Omit<z.output<typeof projectViewSchema>, 'last_alert' | 'metrics'>, Omit<ProjectView, 'last_alert' | 'metrics'>>
+  Same<
+    Omit<z.output<typeof projectViewSchema>, 'last_alert' | 'metrics' | 'registration'>,
+    Omit<ProjectView, 'last_alert' | 'metrics' | 'registration'>
+  >
 >(true);

@@ -1,18 +1,21 @@
 /**
- * The fastify server: the route table with zod validation, token auth on /api and /metrics,
- * error mapping, 503 while stopping, static dashboard files, and the WebSocket upgrade.
+ * The fastify server: the route table with zod validation, one auth gate on the matched route
+ * (every route needs the token unless it is declared public), error mapping (framework and
+ * client errors included, always in the documented `{error:{code,message}}` shape), 503 while
+ * stopping, static dashboard files, and the WebSocket upgrade.
  */
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { z } from 'zod';
 import { HubError } from '../../core/errors.js';
 import type { Logger } from '../../core/log.js';
-import type { TokenGate } from './auth.js';
+import { mayPass, type RouteAccess, type RouteAccessConfig, type TokenGate } from './auth.js';
 import type { WebConfig } from './config.js';
 import { type ErrorBody, fromZod, toHttpError } from './errors.js';
 import type { WebMetrics } from './metrics.js';
-import { Answer, type AnyRoute, API } from './routes.js';
+import type { MqttWsGate } from './mqtt-ws.js';
+import { Answer, type AnyRoute } from './routes.js';
 import { DASHBOARD_CSP, type StaticFiles } from './static.js';
-import type { WsHub } from './ws.js';
+import { WS_PATH, type WsHub } from './ws.js';
 
 export interface ServerDeps {
   cfg: WebConfig;
@@ -21,17 +24,35 @@ export interface ServerDeps {
   gate: TokenGate;
   metrics: WebMetrics;
   ws: WsHub;
+  /** MQTT over WebSocket (upgrades on cfg.mqtt_ws_path), when on. */
+  mqttWs?: MqttWsGate;
   statics: StaticFiles;
   openapi: () => unknown;
   /** Aborted once the module begins to stop: new requests get 503, waits end early. */
   stopping: AbortSignal;
 }
 
-const needsToken = (path: string) => path === '/api' || path.startsWith('/api/') || path === '/metrics';
+/** Route config: who may call it (see auth.ts `mayPass`). Routes without it need the token. */
+const access = (a: RouteAccess): RouteAccessConfig => ({ access: a });
+
+const TOKEN_REQUIRED = 'a valid bearer token is required (Authorization: Bearer <token>)';
+
+/** The error code a response carried, kept on the request so onResponse can count refusals by code. */
+const refusedWith = new WeakMap<object, string>();
 
 function sendError(reply: FastifyReply, status: number, code: string, message: string, field?: string) {
+  refusedWith.set(reply.request, code);
   const body: ErrorBody = { error: { code, message, ...(field ? { field } : {}) } };
   return reply.code(status).type('application/json; charset=utf-8').send(body);
+}
+
+/**
+ * A request line or header block node's parser refused (raw control bytes in the path, a bad
+ * header, …): answered in the documented error shape instead of fastify's own, and counted.
+ * No route and no token are involved: nothing but this 400 is ever sent.
+ */
+function clientErrorBody(code: string, message: string): string {
+  return JSON.stringify({ error: { code, message } } satisfies ErrorBody);
 }
 
 export function buildServer(d: ServerDeps): FastifyInstance {
@@ -42,6 +63,48 @@ export function buildServer(d: ServerDeps): FastifyInstance {
     routerOptions: { maxParamLength: 1024 },
     // our onRequest hook answers 503 HOST_ERR_STOPPING in the usual error shape while closing
     return503OnClosing: false,
+    // Errors the router raises before any route or hook runs (a path that is not valid
+    // percent-encoding, a path parameter past maxParamLength): the documented error body, and
+    // counted like every other refusal.
+    frameworkErrors: (err, req, reply) => {
+      // no route was matched: the gate's fail-closed answer comes first, as for a 404
+      if (!mayPass(d.gate, null, req.raw)) {
+        d.metrics.httpRefusals.inc({ code: 'AUTH_ERR_TOKEN' });
+        d.metrics.httpRequests.inc({ method: req.method, route: 'unmatched', status: '401' });
+        return (reply as FastifyReply)
+          .code(401)
+          .header('www-authenticate', 'Bearer')
+          .type('application/json; charset=utf-8')
+          .send({ error: { code: 'AUTH_ERR_TOKEN', message: TOKEN_REQUIRED } } satisfies ErrorBody);
+      }
+      const tooLong = err.code === 'FST_ERR_MAX_PARAM_LENGTH';
+      d.metrics.httpRefusals.inc({ code: 'WEB_ERR_INVALID' });
+      d.metrics.httpRequests.inc({ method: req.method, route: 'unmatched', status: '400' });
+      const message = tooLong
+        ? '(path): a path segment is longer than 1024 characters'
+        : '(path): not a valid percent-encoded URL path';
+      return (reply as FastifyReply)
+        .code(400)
+        .type('application/json; charset=utf-8')
+        .send({ error: { code: 'WEB_ERR_INVALID', message, field: '(path)' } } satisfies ErrorBody);
+    },
+    clientErrorHandler(err, socket) {
+      const e = err as Error & { code?: string };
+      if (e.code === 'ECONNRESET' || socket.destroyed || !socket.writable) {
+        socket.destroy();
+        return;
+      }
+      const big = e.code === 'HPE_HEADER_OVERFLOW';
+      const status = big ? 431 : 400;
+      const code = 'WEB_ERR_INVALID';
+      d.metrics.httpRefusals.inc({ code });
+      d.metrics.httpRequests.inc({ method: 'unknown', route: 'unparsed', status: String(status) });
+      const body = clientErrorBody(code, big ? '(headers): too large' : '(request): not a valid HTTP request');
+      socket.end(
+        `HTTP/1.1 ${status} ${big ? 'Request Header Fields Too Large' : 'Bad Request'}\r\nConnection: close\r\n` +
+          `Content-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+      );
+    },
   });
 
   // JSON only: a text/plain POST is what a cross-site form can send without a CORS preflight.
@@ -61,15 +124,11 @@ export function buildServer(d: ServerDeps): FastifyInstance {
       reply.header('connection', 'close');
       return sendError(reply, 503, 'HOST_ERR_STOPPING', 'the hub is stopping; try again shortly');
     }
-    const path = req.url.split('?')[0];
-    if (needsToken(path) && !d.gate.check(d.gate.fromRequest(req.raw, false))) {
+    // The one auth decision: on the route the router matched (decoded path), declared public or
+    // not on the route itself; no route matched (404) means the token is needed too.
+    if (!mayPass(d.gate, req.is404 ? null : (req.routeOptions.config as RouteAccessConfig), req.raw)) {
       reply.header('www-authenticate', 'Bearer');
-      return sendError(
-        reply,
-        401,
-        'AUTH_ERR_TOKEN',
-        'a valid bearer token is required (Authorization: Bearer <token>)',
-      );
+      return sendError(reply, 401, 'AUTH_ERR_TOKEN', TOKEN_REQUIRED);
     }
   });
 
@@ -77,6 +136,8 @@ export function buildServer(d: ServerDeps): FastifyInstance {
     const route = req.routeOptions.url ?? 'unmatched';
     const status = reply.statusCode;
     d.metrics.httpRequests.inc({ method: req.method, route, status: String(status) });
+    const refused = refusedWith.get(req);
+    if (refused && status >= 400 && status < 500) d.metrics.httpRefusals.inc({ code: refused });
     const t0 = (req as { t0?: number }).t0;
     const ms = t0 === undefined ? 0 : performance.now() - t0;
     d.metrics.httpDuration.observe({ route }, ms / 1000);
@@ -94,50 +155,77 @@ export function buildServer(d: ServerDeps): FastifyInstance {
     if ((fst || err instanceof SyntaxError) && err.statusCode && err.statusCode >= 400 && err.statusCode < 500) {
       return sendError(reply, err.statusCode, 'WEB_ERR_INVALID', `(body): ${err.message}`, '(body)');
     }
-    const { status, body, internal } = toHttpError(err);
+    const { status, body, internal, headers } = toHttpError(err);
+    refusedWith.set(req, body.error.code);
     if (internal) {
       d.log.warn({ err, method: req.method, route: req.routeOptions.url, status }, 'request failed');
     }
-    return reply.code(status).type('application/json; charset=utf-8').send(body);
+    return reply.code(status).headers(headers).type('application/json; charset=utf-8').send(body);
   });
 
   app.setNotFoundHandler((req, reply) =>
-    sendError(reply, 404, 'WEB_ERR_NOT_FOUND', `no route ${req.method} ${req.url.split('?')[0]}`),
+    sendError(reply, 404, 'WEB_ERR_NOT_FOUND', `no route ${req.method} ${shown(req.url.split('?')[0])}`),
   );
 
   for (const r of d.routes) {
-    app.route({ method: r.method, url: r.url, handler: (req, reply) => handle(d, r, req, reply) });
+    app.route({
+      method: r.method,
+      url: r.url,
+      config: access(r.public ? 'public' : 'token'),
+      handler: (req, reply) => handle(d, r, req, reply),
+    });
   }
 
-  app.get('/metrics', async (_req, reply) => {
+  app.get('/metrics', { config: access('token') }, async (_req, reply) => {
     const { contentType, text } = await d.metrics.render();
     return reply.type(contentType).send(text);
   });
 
   let openapi: unknown;
-  app.get('/openapi.json', async (_req, reply) => {
+  app.get('/openapi.json', { config: access('public') }, async (_req, reply) => {
     openapi ??= d.openapi();
     return reply.type('application/json; charset=utf-8').send(openapi);
   });
 
-  app.get('/*', async (req, reply) => {
-    const path = req.url.split('?')[0];
-    if (path === API || path.startsWith(`${API}/`) || path.startsWith('/api/')) {
-      return sendError(reply, 404, 'WEB_ERR_NOT_FOUND', `no route GET ${path}`);
-    }
-    const file = await d.statics.get(path);
-    if (!file) return sendError(reply, 404, 'WEB_ERR_NOT_FOUND', `no file ${path}`);
-    return reply
-      .header('content-security-policy', DASHBOARD_CSP)
-      .header('x-content-type-options', 'nosniff')
-      .header('referrer-policy', 'no-referrer')
-      .header('cache-control', 'no-cache')
-      .type(file.type)
-      .send(file.body);
-  });
+  // The WebSocket path answered as plain HTTP (no Upgrade header): the upgrade itself never
+  // reaches fastify (see ws.ts, which checks the token on its own exact path).
+  app.get(WS_PATH, { config: access('token') }, async (_req, reply) =>
+    sendError(reply, 426, 'WEB_ERR_UPGRADE_REQUIRED', `${WS_PATH} is a WebSocket: send an Upgrade request`),
+  );
 
-  app.server.on('upgrade', (req, socket, head) => d.ws.onUpgrade(req, socket, head));
+  // The dashboard's files, each a public route (the page asks for the token and sends it on its
+  // API calls). No catch-all: any other path is the not-found handler's, behind the token.
+  // A file never shadows the API or another route (a stray openapi.json in the directory).
+  const taken = new Set([...d.routes.filter((r) => r.method === 'GET').map((r) => r.url), '/metrics', '/openapi.json']);
+  for (const url of d.statics.list()) {
+    if (taken.has(url) || url === '/api' || url.startsWith('/api/')) continue;
+    app.get(url, { config: access('public') }, async (_req, reply) => {
+      const file = await d.statics.get(url);
+      if (!file) return sendError(reply, 404, 'WEB_ERR_NOT_FOUND', `no file ${shown(url)}`);
+      return reply
+        .header('content-security-policy', DASHBOARD_CSP)
+        .header('x-content-type-options', 'nosniff')
+        .header('referrer-policy', 'no-referrer')
+        .header('cache-control', 'no-cache')
+        .type(file.type)
+        .send(file.body);
+    });
+  }
+
+  app.server.on('upgrade', (req, socket, head) => {
+    if (d.mqttWs && d.cfg.mqtt_ws_path !== null && (req.url ?? '').split('?')[0] === d.cfg.mqtt_ws_path) {
+      d.mqttWs.onUpgrade(req, socket, head);
+      return;
+    }
+    d.ws.onUpgrade(req, socket, head);
+  });
   return app;
+}
+
+/** A path fragment for a message: bounded, and JSON-quoted so control characters stay visible. */
+function shown(s: string): string {
+  const t = s.length > 200 ? `${s.slice(0, 197)}...` : s;
+  return JSON.stringify(t).slice(1, -1);
 }
 
 async function handle(d: ServerDeps, r: AnyRoute, req: FastifyRequest, reply: FastifyReply) {

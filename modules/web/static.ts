@@ -1,3 +1,4 @@
+import { readdirSync } from 'node:fs';
 import { readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
 
@@ -32,6 +33,31 @@ export class StaticFiles {
 
   constructor(dir: string) {
     this.root = path.resolve(dir);
+  }
+
+  /**
+   * The URL paths of the files there is to serve (`/dir/` too for each `index.html`), read when
+   * the server is built: each becomes a public route of its own, so the server has no catch-all
+   * and a path that names no file is a 404 behind the token like any other. Names the router
+   * would read as patterns (`:`, `*`) or that are hidden are left out.
+   */
+  list(): string[] {
+    const out: string[] = [];
+    const walk = (dir: string, prefix: string, depth: number) => {
+      if (depth > 8) return;
+      for (const e of readdirSync(dir, { withFileTypes: true })) {
+        if (!/^[A-Za-z0-9_][A-Za-z0-9._-]*$/.test(e.name)) continue;
+        if (e.isDirectory()) walk(path.join(dir, e.name), `${prefix}${e.name}/`, depth + 1);
+        else if (e.isFile() && TYPES[path.extname(e.name).toLowerCase()]) out.push(`${prefix}${e.name}`);
+      }
+    };
+    try {
+      walk(this.root, '/', 0);
+    } catch {
+      return [];
+    }
+    for (const p of [...out]) if (p.endsWith('/index.html')) out.push(p.slice(0, -'index.html'.length));
+    return out;
   }
 
   async get(urlPath: string): Promise<StaticFile | null> {

@@ -149,23 +149,28 @@ export class WsHub {
   /** The HTTP server's 'upgrade' event. Only WS_PATH upgrades; auth as for REST (header or ?token=). */
   onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
     socket.on('error', () => socket.destroy());
+    // an upgrade refused is a refusal like any HTTP one: counted by code in hub_http_refusals_total
+    const refuse = (status: number, code: string, message: string) => {
+      if (status < 500) this.d.metrics.httpRefusals.inc({ code });
+      refuseUpgrade(socket, status, code, message);
+    };
     const path = (req.url ?? '').split('?')[0];
     if (path !== WS_PATH) {
-      refuse(socket, 404, 'WEB_ERR_NOT_FOUND', `no WebSocket at ${path}`);
+      refuse(404, 'WEB_ERR_NOT_FOUND', `no WebSocket at ${path}`);
       return;
     }
     if (this.stopping) {
-      refuse(socket, 503, 'HOST_ERR_STOPPING', 'the hub is stopping');
+      refuse(503, 'HOST_ERR_STOPPING', 'the hub is stopping');
       return;
     }
     if (!this.d.gate.check(this.d.gate.fromRequest(req, true))) {
-      refuse(socket, 401, 'AUTH_ERR_TOKEN', 'a valid token is required (Authorization: Bearer or ?token=)');
+      refuse(401, 'AUTH_ERR_TOKEN', 'a valid token is required (Authorization: Bearer or ?token=)');
       return;
     }
     // Cross-site WebSocket hijacking: a page from another origin must not read the feed.
     const origin = req.headers.origin;
     if (origin && req.headers.host && !sameHost(origin, req.headers.host)) {
-      refuse(socket, 403, 'AUTH_ERR_TOKEN', `origin ${origin} may not open this WebSocket`);
+      refuse(403, 'AUTH_ERR_TOKEN', `origin ${origin} may not open this WebSocket`);
       return;
     }
     this.wss.handleUpgrade(req, socket, head, (ws) => this.accept(ws));
@@ -386,7 +391,7 @@ export class WsHub {
   }
 }
 
-function refuse(socket: Duplex, status: number, code: string, message: string): void {
+function refuseUpgrade(socket: Duplex, status: number, code: string, message: string): void {
   const body = JSON.stringify({ error: { code, message } });
   const reason = { 401: 'Unauthorized', 403: 'Forbidden', 404: 'Not Found', 503: 'Service Unavailable' }[status];
   socket.end(

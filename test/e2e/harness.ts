@@ -52,6 +52,8 @@ export interface HubOptions {
   /** Extra settings merged into the module blocks. */
   status?: Record<string, unknown>;
   command?: Record<string, unknown>;
+  /** `server` backend on another broker than the machine's Mosquitto (a private one), with the bridge's login. */
+  broker?: { url: string; username: string; password: string };
 }
 
 /**
@@ -96,7 +98,8 @@ export class Hub {
       const s = await withPgSchema();
       database = { ...s.config };
       dropDb = s.drop;
-      brokerUrl = MOSQUITTO_URL;
+      brokerUrl = opts.broker?.url ?? MOSQUITTO_URL;
+      if (opts.broker) superuser = { username: opts.broker.username, password: opts.broker.password };
     }
     Object.assign(modules, {
       status: {
@@ -113,7 +116,13 @@ export class Hub {
         sweep_interval_ms: 200,
         ...opts.command,
       },
-      'mqtt-bridge': { url: brokerUrl, client_id: clientId, reconnect_min_ms: 100, reconnect_max_ms: 500 },
+      'mqtt-bridge': {
+        url: brokerUrl,
+        client_id: clientId,
+        reconnect_min_ms: 100,
+        reconnect_max_ms: 500,
+        ...(opts.broker ? { username: opts.broker.username, password: opts.broker.password } : {}),
+      },
       web: { port: 0 },
     });
     const dir = tempDir('hub');
@@ -244,7 +253,8 @@ export class Hub {
   async dispose(): Promise<void> {
     await this.stop();
     await this.dropDb().catch(() => undefined);
-    if (this.backend === 'server') await forgetSessions(this.brokerUrl, [this.clientId]);
+    if (this.backend === 'server' && this.brokerUrl === MOSQUITTO_URL)
+      await forgetSessions(this.brokerUrl, [this.clientId]);
     fs.rmSync(this.dir, { recursive: true, force: true });
   }
 }

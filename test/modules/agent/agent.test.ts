@@ -173,8 +173,15 @@ for (const broker of brokers) {
         assert.equal(p.instance_id, `gmq-agent-${os.hostname()}-${process.pid}`);
         assert.equal(p.pid, process.pid);
         assert.match(p.version, /^\d+\.\d+\.\d+/);
-        assert.equal(typeof p.start_time, 'number');
-        assert.equal(p.node_version, process.version);
+        assert.equal(typeof p.start_time, 'number', 'the hub reads it as ms');
+        // the seed's shapes (seed 002, 消息格式): RFC 3339 start_time, node_version object
+        const sent = reg.sent;
+        assert.match(sent.start_time, /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$/);
+        assert.equal(Date.parse(sent.start_time), p.start_time);
+        for (const k of ['git_version', 'git_commit', 'build_date', 'go_version', 'platform']) {
+          assert.equal(typeof sent.node_version[k], 'string', `node_version.${k}`);
+        }
+        assert.equal(sent.node_version.go_version, process.version);
         assert.equal(p.metadata.hostname, os.hostname());
         for (const cap of ['count', 'echo', 'host_exec', 'slow', 'stream'])
           assert.ok(p.capabilities.includes(cap), cap);
@@ -200,6 +207,16 @@ for (const broker of brokers) {
           }
           assert.ok(m.rss_bytes > 0);
           assert.equal(hb.payload.instance_id, `gmq-agent-${os.hostname()}-${process.pid}`);
+          // seed 002's heartbeat: RFC 3339 timestamp, uptime in seconds, status, pid, hostname, version
+          const sent = hb.sent;
+          assert.match(sent.timestamp, /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$/);
+          assert.equal(typeof sent.uptime, 'number');
+          assert.equal(hb.payload.uptime_s, sent.uptime, 'the hub reads uptime as uptime_s');
+          assert.equal(sent.status, 'running');
+          assert.equal(sent.pid, process.pid);
+          assert.equal(sent.hostname, os.hostname());
+          assert.equal(typeof sent.version, 'string');
+          assert.equal(sent.node_name, 'gmq-agent');
         },
         { heartbeatS: 1 },
       );

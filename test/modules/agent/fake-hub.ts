@@ -20,6 +20,9 @@ export interface Uplink {
   type: string;
   // biome-ignore lint/suspicious/noExplicitAny: tests read payload fields by name
   payload: any;
+  /** The payload as it was sent (before the hub's normalisation: times as the agent wrote them). */
+  // biome-ignore lint/suspicious/noExplicitAny: tests read payload fields by name
+  sent: any;
   message_id: string;
   /** The signature checks out with the project's secret. */
   signed: boolean;
@@ -62,6 +65,7 @@ export class FakeHub {
       type:
         r.value.kind === 'command' ? (msg as CommandMessage).command_type : (msg as { data_type: string }).data_type,
       payload: msg.payload,
+      sent: JSON.parse(payload.toString('utf8')).payload,
       message_id: msg.message_id,
       signed: verifySignature(msg, this.secret),
     };

@@ -50,6 +50,10 @@ describe('agent config', () => {
     assert.equal(AgentConfigSchema.safeParse({ ...base, project_id: 'a/b' }).success, false);
     assert.equal(AgentConfigSchema.safeParse({ ...base, secret: '' }).success, false);
     assert.equal(AgentConfigSchema.safeParse({ ...base, url: 'http://x' }).success, false);
+    // MQTT over WebSocket (seed 004): ws:// and wss:// are broker URLs too
+    for (const url of ['ws://hub.example:8080/mqtt', 'wss://hub.example/mqtt', 'mqtts://hub.example:8883']) {
+      assert.equal(AgentConfigSchema.safeParse({ ...base, url }).success, true, url);
+    }
     assert.equal(AgentConfigSchema.safeParse({ ...base, reconnect_min_ms: 10, reconnect_max_ms: 5 }).success, false);
   });
 });

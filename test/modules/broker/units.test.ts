@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { agentMaySubscribe, checkAgentPublish } from '../../../modules/broker/acl.js';
+import { Authenticator } from '../../../modules/broker/auth.js';
 import { BoundedEmitter, type MqLike, SINK_TOPIC } from '../../../modules/broker/emitter.js';
 import { TokenBucket } from '../../../modules/broker/rate.js';
 import { until } from '../../helpers/wait.js';
@@ -132,5 +133,30 @@ describe('TokenBucket', () => {
     assert.equal(b.take(100), false);
     assert.deepEqual([b.take(10_000), b.take(10_000), b.take(10_000), b.take(10_000)], [true, true, true, false]);
     assert.equal(b.take(5), false, 'a clock going back never adds tokens');
+  });
+});
+
+describe('Authenticator cache', () => {
+  test('forget(project) drops every cached login of that project, and only of it', async () => {
+    let asked = 0;
+    const bus = {
+      request: async (_t: string, body: { username: string; password: string }) => {
+        asked++;
+        return { ok: body.password === 'pw', project_id: body.username };
+      },
+    } as unknown as ConstructorParameters<typeof Authenticator>[0];
+    const auth = new Authenticator(
+      bus,
+      { hubUsername: 'hub', hubPassword: 'h', timeoutMs: 1000, cacheMs: 60_000, cacheMax: 100, now: () => 0 },
+      () => undefined,
+    );
+    for (const u of ['p1', 'p2']) assert.equal((await auth.check(u, Buffer.from('pw'))).ok, true);
+    assert.equal(asked, 2);
+    await auth.check('p1', Buffer.from('pw'));
+    assert.equal(asked, 2, 'answered from the cache');
+    assert.equal(auth.forget('p1'), 1);
+    await auth.check('p1', Buffer.from('pw'));
+    await auth.check('p2', Buffer.from('pw'));
+    assert.equal(asked, 3, 'p1 asked again, p2 still cached');
   });
 });

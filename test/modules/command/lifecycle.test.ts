@@ -143,10 +143,14 @@ for (const driver of DRIVERS) {
       const before = await hub.req<Stats>(COMMAND.stats, {});
       pub('p-intruder', 'exec_result', execResult(command_id));
       pub('p-intruder', 'exec_result', execResult(randomUUID()));
+      // the other project's command is known to belong to p-owner: refused before any write
       await until(
-        async () => (await hub.req<Stats>(COMMAND.stats, {})).unknown_results >= before.unknown_results + 2,
+        async () => {
+          const s = await hub.req<Stats>(COMMAND.stats, {});
+          return s.unknown_results >= before.unknown_results + 1 && s.foreign_uplinks >= before.foreign_uplinks + 1;
+        },
         5000,
-        'unknown results counted',
+        'unknown and foreign results counted',
       );
       const d = await hub.get(command_id);
       assert.equal(d.status, 'acked');

@@ -217,6 +217,9 @@ export function projectView(id: string, state: ProjectView['state'] = 'online'):
     metrics: state === 'online' ? { cpu: 0.5 } : null,
     last_alert: null,
     created_at: new Date().toISOString(),
+    registration: null,
+    rejected_uplinks: 0,
+    last_rejected: null,
   };
 }
 

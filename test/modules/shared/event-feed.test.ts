@@ -27,3 +27,26 @@ describe('EventFeed replay buffer', () => {
     assert.equal(r.ok, false);
   });
 });
+
+describe('EventFeed command watchers', () => {
+  const view = (project_id: string, command_id: string) =>
+    ({ project_id, command_id, status: 'sent' }) as unknown as import('../../../modules/shared/topics.js').CommandView;
+
+  test('a command is matched on (project, command): a log naming another project reaches no watcher of it', () => {
+    const feed = new EventFeed();
+    const seen: string[] = [];
+    feed.watch({ filter: { commands: ['c-b'] }, deliver: (ev) => seen.push(`${ev.type} ${ev.project_id}`) > 0 });
+    const f = feed as unknown as { fromCommand(ev: unknown): void };
+    f.fromCommand({ kind: 'state', command: view('b', 'c-b'), at: 1 });
+    f.fromCommand({ kind: 'log', project_id: 'a', command_id: 'c-b', seq: 0, content: 'forged', at: 2 });
+    f.fromCommand({ kind: 'log', project_id: 'b', command_id: 'c-b', seq: 1, content: 'real', at: 3 });
+    assert.deepEqual(seen, ['command.state b', 'command.log b']);
+    // replay applies the same rule
+    const r = feed.since(feed.epoch, 0, { commands: ['c-b'] });
+    assert.ok(r.ok);
+    assert.deepEqual(
+      r.events.map((e) => `${e.type} ${e.project_id}`),
+      ['command.state b', 'command.log b'],
+    );
+  });
+});

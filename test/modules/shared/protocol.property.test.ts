@@ -14,6 +14,7 @@ import {
   TOPIC_COMMAND_UP,
   TOPIC_MESSAGE_UP,
 } from '../../../modules/shared/protocol.js';
+import { findUnsafeJson, unsafeTextProblem } from '../../../modules/shared/sanitize.js';
 import { verifySignature } from '../../../modules/shared/signing.js';
 
 const RUNS = { numRuns: 2000 };
@@ -31,18 +32,24 @@ function checkOutcome(r: ParseResult<unknown>): void {
 
 // --- generators of valid field values --------------------------------------------------------
 
-const text = fc.string({ unit: 'binary', maxLength: 40 });
+/** Any text, NUL and lone surrogates included: what a command may print (output, error, log content). */
+const rawText = fc.string({ unit: 'binary', maxLength: 40 });
+/** Text the hub can store: everything else free-form is refused with PROTO_ERR_UNSAFE_VALUE when it is not. */
+const text = rawText.filter((s) => unsafeTextProblem(s) === null);
+const safeJson = <T>(arb: fc.Arbitrary<T>) => arb.filter((v) => findUnsafeJson(v) === null);
 const projectId = fc.string({ unit: 'grapheme', minLength: 1, maxLength: 24 }).filter(isValidProjectId);
 const ms = fc.integer({ min: 0, max: Number.MAX_SAFE_INTEGER });
 const nat = fc.maxSafeNat();
 const anyInt = fc.maxSafeInteger();
 const uuid = fc.uuid();
-const jsonRecord = fc.dictionary(text, fc.jsonValue({ maxDepth: 2 }), { maxKeys: 5 });
+const jsonRecord = safeJson(fc.dictionary(text, fc.jsonValue({ maxDepth: 2 }), { maxKeys: 5 }));
 /** Extra fields agents may add: keys that cannot collide with declared ones. */
-const extras = fc.dictionary(
-  text.map((k) => `x_${k}`),
-  fc.jsonValue({ maxDepth: 2 }),
-  { maxKeys: 3 },
+const extras = safeJson(
+  fc.dictionary(
+    text.map((k) => `x_${k}`),
+    fc.jsonValue({ maxDepth: 2 }),
+    { maxKeys: 3 },
+  ),
 );
 const opt = <T>(arb: fc.Arbitrary<T>) => fc.option(arb, { nil: undefined });
 const withExtras = <T extends object>(arb: fc.Arbitrary<T>) =>
@@ -85,7 +92,7 @@ const uplinkData: fc.Arbitrary<[string, unknown]> = fc.oneof(
     ),
   ),
   fc.tuple(fc.constant('command_ack'), withExtras(fc.record({ command_id: uuid }))),
-  fc.tuple(fc.constant('log_result'), withExtras(fc.record({ command_id: uuid, seq: nat, content: text }))),
+  fc.tuple(fc.constant('log_result'), withExtras(fc.record({ command_id: uuid, seq: nat, content: rawText }))),
   fc.tuple(
     fc.constant('exec_result'),
     withExtras(
@@ -93,8 +100,8 @@ const uplinkData: fc.Arbitrary<[string, unknown]> = fc.oneof(
         command_id: uuid,
         status: fc.constantFrom('success', 'failure', 'timeout'),
         exit_code: anyInt,
-        output: opt(text),
-        error: opt(text),
+        output: opt(rawText),
+        error: opt(rawText),
         start_time: ms,
         end_time: ms,
         duration: nat,

@@ -268,6 +268,7 @@ test('null payloads of all-optional types read as {}; extra fields are kept', ()
     pid: 1,
     uptime: 3600,
     metrics: { process_cpu_usage_percent: '2.50' },
+    uptime_s: 3600, // seed 002's uptime (seconds), read as uptime_s too
   });
 });
 
@@ -332,9 +333,13 @@ test('PROTO_ERR_SCHEMA names the field path', () => {
     [
       TOPIC_MESSAGE_UP,
       rawData('heartbeat', {}, { timestamp: '1700000000000' }),
-      'timestamp: expected integer, got string',
+      'timestamp: expected an RFC 3339 time like "2024-01-01T12:00:00Z" or ms integer, got "1700000000000"',
     ],
-    [TOPIC_MESSAGE_UP, rawData('heartbeat', {}, { timestamp: 1.5 }), 'timestamp: expected integer'],
+    [
+      TOPIC_MESSAGE_UP,
+      rawData('heartbeat', {}, { timestamp: 1.5 }),
+      'timestamp: expected an RFC 3339 time string or ms integer, got non-integer number',
+    ],
     [TOPIC_MESSAGE_UP, rawData('heartbeat', {}, { project_id: 42 }), 'project_id: expected string, got number'],
     [TOPIC_MESSAGE_UP, rawData('heartbeat', {}, { data_type: 7 }), 'data_type: expected string'],
     [TOPIC_MESSAGE_UP, rawData('heartbeat', {}, { version: '2.0' }), 'version: expected "1.0", got "2.0"'],
@@ -392,6 +397,47 @@ test('PROTO_ERR_PROJECT_ID for an invalid project id', () => {
       'project_id:',
     );
   }
+});
+
+test('PROTO_ERR_UNSAFE_VALUE: NUL, lone surrogates and deep nesting in free-form fields; command output is kept', () => {
+  // 10 000 levels: JSON.stringify cannot write it, so it goes on the wire as text
+  const deep = '__DEEP__';
+  const wire = (msg: unknown) =>
+    Buffer.from(JSON.stringify(msg).replace('"__DEEP__"', `${'{"d":'.repeat(10_000)}1${'}'.repeat(10_000)}`));
+  const bad: Array<[string, unknown, string]> = [
+    ['heartbeat', { metrics: { cpu: 'a\u0000b' } }, 'payload.metrics.cpu: contains a NUL'],
+    ['heartbeat', { metrics: { deep } }, 'payload.metrics.deep'],
+    ['monitor', { metrics: { deep } }, 'payload.metrics.deep'],
+    ['monitor', { metrics: { 'k\u0000': 1 } }, 'payload.metrics: has a key'],
+    ['alert', { level: 'info', message: 'x\ud800' }, 'payload.message: contains a lone'],
+    ['disconnect', { reason: 'bye\u0000' }, 'payload.reason: contains a NUL'],
+    ['register_complete', { instance_id: '\u0000' }, 'payload.instance_id'],
+    ['exec_result', { ...UPLINK_SAMPLES.exec_result, extra: '\u0000' }, 'payload.extra'],
+  ];
+  for (const [type, payload, reason] of bad) {
+    expectFail(parseUplink(TOPIC_MESSAGE_UP, wire(rawData(type, payload))), 'PROTO_ERR_UNSAFE_VALUE', reason);
+  }
+  expectFail(
+    parseUplink(TOPIC_COMMAND_UP, wire(rawRegister({ ...REGISTER, metadata: { deep } }))),
+    'PROTO_ERR_UNSAFE_VALUE',
+    'payload.metadata.deep',
+  );
+  expectFail(
+    parseUplink(TOPIC_COMMAND_UP, wire(rawRegister({ ...REGISTER, capabilities: ['a\u0000'] }))),
+    'PROTO_ERR_UNSAFE_VALUE',
+    'payload.capabilities[0]',
+  );
+  // a real command's real output: accepted as sent (the command module cleans it for storage)
+  const out = parseUplink(
+    TOPIC_MESSAGE_UP,
+    wire(rawData('exec_result', { ...UPLINK_SAMPLES.exec_result, output: 'a\u0000b', error: 'x\udc00' })),
+  );
+  assert.ok(out.ok, out.ok ? '' : out.reason);
+  const log = parseUplink(
+    TOPIC_MESSAGE_UP,
+    wire(rawData('log_result', { command_id: CMD_ID, seq: 0, content: 'line\u0000' })),
+  );
+  assert.ok(log.ok, log.ok ? '' : log.reason);
 });
 
 test('__proto__ in the JSON pollutes nothing', () => {

@@ -59,6 +59,9 @@ export class FakeDomain {
       metrics: null,
       last_alert: null,
       created_at: new Date().toISOString(),
+      registration: null,
+      rejected_uplinks: 0,
+      last_rejected: null,
     };
     this.projects.set(id, p);
     return p;

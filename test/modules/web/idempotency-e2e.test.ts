@@ -244,7 +244,8 @@ for (const backend of BACKENDS) {
 
     test('a hub killed between the commit and the answer: the retry gets that command, run once', async () => {
       const key = uniqueId('crash');
-      const body = { project_id: pid(), command_type: 'echo', payload: { survives: 'the crash' } };
+      // a long execution timeout: on a loaded machine the restarts below may take tens of seconds
+      const body = { project_id: pid(), command_type: 'echo', payload: { survives: 'the crash' }, timeout_ms: 600_000 };
       assert.equal((await hub.stop()).code, 0);
       await hub.start({ HUB_CRASH_POINT: 'command.after_commit' });
       await hub.waitBack(pid());
@@ -260,7 +261,7 @@ for (const backend of BACKENDS) {
       assert.equal(retry.status, 202, JSON.stringify(retry.json));
       assert.equal(retry.replayed, 'true', 'the command the lost answer was about');
       const id = retry.json.command_id;
-      await hub.waitCommand(id);
+      await hub.waitCommand(id, (c) => c.result !== null, 3 * T);
 
       // and after a plain restart the key still names it
       assert.equal((await hub.stop()).code, 0);
@@ -273,6 +274,7 @@ for (const backend of BACKENDS) {
         project_id: pid(),
         command_type: 'echo',
         payload_json: JSON.stringify(body.payload),
+        timeout_ms: body.timeout_ms,
         idempotency_key: key,
       });
       assert.equal(viaGrpc.res.command_id, id);

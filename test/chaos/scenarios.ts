@@ -1,0 +1,213 @@
+/**
+ * The fault scenarios. Each runs on a fresh database (in the suite's private PostgreSQL), a
+ * fresh private Mosquitto, a fresh hub and N fresh agents; the load and the fault run together;
+ * then the ledger is settled and audited.
+ */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { ChaosAgent, ChaosHub } from './fleet.js';
+import { type Figures, figureLine, Load, type LoadOptions } from './ledger.js';
+import { PrivateMosquitto, type PrivatePostgres, sleep } from './servers.js';
+
+export interface ChaosOptions {
+  commands: number;
+  agents: number;
+  /** agent-pause: how long the agent stays stopped. */
+  pauseMs: number;
+  /** pg-stop: how long the database stays down. */
+  outageMs: number;
+  /** How long the settle waits without progress before auditing. */
+  stallMs: number;
+  /** Where logs of failed scenarios are kept. */
+  logDir: string;
+  log: (line: string) => void;
+}
+
+interface Ctx {
+  opts: ChaosOptions;
+  hub: ChaosHub;
+  agents: ChaosAgent[];
+  mosquitto: PrivateMosquitto;
+  pgs: PrivatePostgres;
+  load: Load;
+  notes: Record<string, unknown>;
+}
+
+interface Scenario {
+  /** What the fault is, for the README and --help. */
+  what: string;
+  sleepMs: readonly [number, number];
+  /** Commands outstanding per project at most (default 8). */
+  window?: number;
+  fault(c: Ctx): Promise<void>;
+}
+
+const at = (c: Ctx, fraction: number) => c.load.reached(Math.max(1, Math.floor(c.opts.commands * fraction)));
+
+export const SCENARIOS: Record<string, Scenario> = {
+  'hub-kill': {
+    what: 'kill -9 the hub at 1/4, 1/2 and 3/4 of the commands (results in flight), restart it each time',
+    sleepMs: [20, 200],
+    async fault(c) {
+      const down: number[] = [];
+      for (const f of [0.25, 0.5, 0.75]) {
+        await at(c, f);
+        const t0 = Date.now();
+        await c.hub.kill9();
+        await c.hub.start();
+        down.push(Date.now() - t0);
+      }
+      c.notes.kills = down.length;
+      c.notes.down_ms = down;
+    },
+  },
+  'pg-stop': {
+    what: 'PostgreSQL stopped (-m immediate) at 1/3 of the commands for the outage (default 8 s), commands of 0.5-4 s',
+    sleepMs: [500, 4_000],
+    async fault(c) {
+      await at(c, 1 / 3);
+      await c.pgs.stop('immediate');
+      const before5xx = c.load.http5xx;
+      await sleep(c.opts.outageMs);
+      await c.pgs.start();
+      c.notes.outage_ms = c.opts.outageMs;
+      c.notes.http5xx_during = c.load.http5xx - before5xx;
+    },
+  },
+  'broker-kill': {
+    what:
+      'Mosquitto (persistence on, default queue settings) kill -9 at 1/3 and 2/3 of the commands, restarted 5 s later; ' +
+      '40 commands outstanding per agent, so the agents come back with a burst of results',
+    sleepMs: [20, 200],
+    window: 40,
+    async fault(c) {
+      for (const f of [1 / 3, 2 / 3]) {
+        await at(c, f);
+        await c.mosquitto.kill9();
+        await sleep(5_000);
+        await c.mosquitto.start();
+      }
+      c.notes.kills = 2;
+    },
+  },
+  'agent-pause': {
+    what: 'SIGSTOP one agent at 1/4 of the commands for the pause (default 60 s), then SIGCONT; sends use offline_policy queue',
+    sleepMs: [20, 200],
+    async fault(c) {
+      await at(c, 0.25);
+      const a = c.agents[0];
+      a.signal('SIGSTOP');
+      await sleep(c.opts.pauseMs);
+      a.signal('SIGCONT');
+      c.notes.pause_ms = c.opts.pauseMs;
+    },
+  },
+  'agent-kill': {
+    what: 'at 1/3: the broker goes down, results wait in the agents’ disk queues; one agent is killed -9, the broker and the agent restarted',
+    sleepMs: [200, 1_000],
+    async fault(c) {
+      await at(c, 1 / 3);
+      const a = c.agents[0];
+      await c.mosquitto.kill9();
+      await sleep(3_000);
+      c.notes.on_disk_at_kill = a.queuedOnDisk();
+      await a.kill9();
+      await c.mosquitto.start();
+      await a.start();
+    },
+  },
+  sigterm: {
+    what: 'SIGTERM the hub at 1/2 of the commands, restart it',
+    sleepMs: [20, 200],
+    async fault(c) {
+      await at(c, 0.5);
+      const t0 = Date.now();
+      const r = await c.hub.stop();
+      c.notes.exit = r.code ?? r.signal;
+      c.notes.stop_ms = Date.now() - t0;
+      await c.hub.start();
+    },
+  },
+  'config-edit': {
+    what: 'config.yml edited every second under load (command and status settings alternately: hot reload)',
+    sleepMs: [20, 200],
+    async fault(c) {
+      let edits = 0;
+      while (c.load.accepted < c.opts.commands) {
+        await sleep(1_000);
+        const odd = edits % 2 === 1;
+        c.hub.writeConfig(
+          edits % 4 < 2
+            ? { command: { relay_interval_ms: odd ? 100 : 150 } }
+            : { status: { flush_interval_ms: odd ? 200 : 250 } },
+        );
+        edits++;
+      }
+      c.notes.edits = edits;
+      c.notes.reloads = c.hub.count('config reloaded');
+    },
+  },
+};
+
+/** Runs one scenario from scratch and returns its figures (logs kept in logDir when it lost anything). */
+export async function runScenario(name: string, pgs: PrivatePostgres, opts: ChaosOptions): Promise<Figures> {
+  const sc = SCENARIOS[name];
+  if (!sc) throw new Error(`unknown scenario ${name} (known: ${Object.keys(SCENARIOS).join(', ')})`);
+  const db = `chaos_${name.replace(/-/g, '_')}_${Date.now().toString(36)}`;
+  const dbUrl = await pgs.createDatabase(db);
+  const mosquitto = await PrivateMosquitto.create();
+  const hub = await ChaosHub.create(dbUrl, mosquitto.url);
+  const agents: ChaosAgent[] = [];
+  const notes: Record<string, unknown> = {};
+  try {
+    await hub.start();
+    for (let i = 0; i < opts.agents; i++) {
+      agents.push(new ChaosAgent(await hub.provision(`${db.replace(/_/g, '-')}-${i}`), mosquitto.url));
+    }
+    // a few at a time: twenty node processes starting at once take minutes on two cores
+    for (let i = 0; i < agents.length; i += 4) await Promise.all(agents.slice(i, i + 4).map((a) => a.start()));
+    const loadOpts: LoadOptions = {
+      commands: opts.commands,
+      sleepMs: sc.sleepMs,
+      window: sc.window ?? 8,
+      timeoutMs: 120_000,
+      senders: Math.min(32, agents.length * 2),
+    };
+    const load = new Load(
+      loadOpts,
+      agents.map((a) => a.project.project_id),
+      () => hub.base,
+      pgs,
+      db,
+    );
+    const t0 = Date.now();
+    const ctx: Ctx = { opts, hub, agents, mosquitto, pgs, load, notes };
+    await Promise.all([load.run(), sc.fault(ctx)]);
+    await load.settle(opts.stallMs);
+    const durationMs = Date.now() - t0;
+    const audit = await load.audit(agents.flatMap((a) => a.executions()));
+    notes.uplinks_dropped = hub.count('command uplink dropped');
+    notes.broker_drops = mosquitto.drops().length;
+    if (load.codes.size > 0) notes.refusals = Object.fromEntries(load.codes);
+    if (load.connErrors > 0) notes.conn_errors = load.connErrors;
+    const figures: Figures = { scenario: name, durationMs, notes, ...audit };
+    if (figures.lost > 0 || figures.twice > 0) {
+      const dir = fs.mkdtempSync(path.join(opts.logDir, `${name}-`));
+      hub.saveLogs(dir);
+      for (const [i, a] of agents.entries()) a.saveLogs(dir, i);
+      fs.writeFileSync(path.join(dir, 'figures.json'), JSON.stringify(figures, null, 2));
+      notes.logs = dir;
+    }
+    return figures;
+  } finally {
+    await Promise.allSettled(agents.map((a) => a.dispose()));
+    await hub.dispose().catch(() => undefined);
+    await mosquitto.destroy().catch(() => undefined);
+    await pgs.query('postgres', `DROP DATABASE IF EXISTS "${db}" WITH (FORCE)`).catch(() => undefined);
+  }
+}
+
+export { figureLine };
+
+export const DEFAULT_LOG_DIR = path.join(os.tmpdir(), 'gmq-chaos-logs');
