@@ -32,7 +32,8 @@ export interface ModuleBlock {
   start_timeout_ms: number;
   stop_timeout_ms: number;
   mailbox: MailboxConfig;
-  restart: { initial_ms: number; max_ms: number };
+  /** `reset_after_ms` (default max_ms): a run longer than this resets the backoff. */
+  restart: { initial_ms: number; max_ms: number; reset_after_ms?: number };
   path?: string;
   command?: string;
   args: string[];
@@ -108,7 +109,13 @@ const moduleHostSchema = z
         block_timeout_ms: int(0).default(1000),
       })
       .prefault({}),
-    restart: z.strictObject({ initial_ms: int(1).default(1000), max_ms: int(1).default(30000) }).prefault({}),
+    restart: z
+      .strictObject({
+        initial_ms: int(1).default(1000),
+        max_ms: int(1).default(30000),
+        reset_after_ms: int(1).optional(),
+      })
+      .prefault({}),
     path: z.string().min(1).optional(),
     command: z.string().min(1).optional(),
     args: z.array(text).optional(),

@@ -315,7 +315,7 @@ export class Host {
     void this.serial(async () => {
       if (rec.scope !== scope || this.state === 'stopping' || this.state === 'stopped') return;
       const ranMs = rec.startedAt ? this.clock.now() - rec.startedAt : 0;
-      if (ranMs > rec.block.restart.max_ms) rec.failures = 0;
+      if (ranMs > (rec.block.restart.reset_after_ms ?? rec.block.restart.max_ms)) rec.failures = 0;
       rec.state = 'failed';
       rec.lastError = describe(err);
       await this.stopInstance(rec, 'crash');

@@ -11,8 +11,10 @@ import { backoffBound, scaled, until } from '../helpers/wait.js';
 // the compiled test runs from dist/test/core/: the repo root is three levels up
 const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 const ECHO = `${ROOT}examples/exe/echo_module.py`;
-// the restart backoff of every test here; waits for restarts are derived from it
-const RESTART = { initial_ms: 100, max_ms: 400 };
+// the restart backoff of every test here; waits for restarts are derived from it. A run longer
+// than max_ms would reset the backoff, and on a loaded machine the crash after two events can
+// take that long: reset_after_ms keeps the sequence the test checks independent of the load
+const RESTART = { initial_ms: 100, max_ms: 400, reset_after_ms: 600_000 };
 
 const exeConfig = (extra = '') => `
 modules:
