@@ -57,9 +57,10 @@ describe('grpc: WatchEvents', () => {
     statusEvent(hub, 'f-1', 'online');
     logEvent(hub, 'f-1', randomUUID(), 1);
     statusEvent(hub, 'f-2', 'online');
-    // the fake command module emits command.state then command.result for it
+    // the fake command module emits command.state then command.result for it (a command of
+    // f-1: a watcher of a command sees only events naming the command's own project)
     const done = await call<{ command: Msg }>(hub.client, 'SendSyncCommand', {
-      project_id: 'f-3',
+      project_id: 'f-1',
       command_type: 'echo',
       payload_json: '{"x":1}',
       command_id: cmd,
@@ -69,7 +70,7 @@ describe('grpc: WatchEvents', () => {
     logEvent(hub, 'f-1', cmd, 99);
 
     await enough(all, 6, 'all: 6 events');
-    await enough(proj, 3, 'project: 3 events');
+    await enough(proj, 5, 'project: 5 events');
     await enough(byCmd, 3, 'command: 3 events');
     assert.deepEqual(
       all.events.map((e) => `${e.type} ${e.project_id}`),
@@ -77,14 +78,14 @@ describe('grpc: WatchEvents', () => {
         'project.status f-1',
         'command.log f-1',
         'project.status f-2',
-        'command.state f-3',
-        'command.result f-3',
+        'command.state f-1',
+        'command.result f-1',
         'command.log f-1',
       ],
     );
     assert.deepEqual(
       proj.events.map((e) => e.type),
-      ['project.status', 'command.log', 'command.log'],
+      ['project.status', 'command.log', 'command.state', 'command.result', 'command.log'],
     );
     assert.deepEqual(
       byCmd.events.map((e) => e.type),
