@@ -289,11 +289,7 @@ for (const backend of BACKENDS) {
       const pid = project.project_id;
       const raw = await RawAgent.connect(hub.brokerUrl, project);
       cleanups.push(() => raw.close());
-      const reg = raw.registerMessage();
-      await raw.publishCommandUp(reg);
-      const ack = await raw.next(isRegisterAck, T, 'register_ack');
-      assert.equal(ack.msg.payload.accepted, true);
-      await raw.sendData('register_complete', { instance_id: reg.payload.instance_id });
+      await raw.handshake();
       await hub.waitState(pid, 'online');
 
       const sent = await hub.api('POST', '/command/send', { project_id: pid, command_type: 'echo', payload: { x: 1 } });

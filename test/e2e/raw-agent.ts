@@ -98,6 +98,18 @@ export class RawAgent {
     });
   }
 
+  /**
+   * The whole handshake by hand: a signed register, an accepted register_ack, register_complete.
+   * Resolves once the hub answered; the caller waits for the project to show online.
+   */
+  async handshake(): Promise<void> {
+    const reg = this.registerMessage();
+    await this.publishCommandUp(reg);
+    const ack = await this.next(isRegisterAck, T, 'register_ack');
+    if (ack.msg.payload?.accepted !== true) throw new Error(`register refused: ${JSON.stringify(ack.msg.payload)}`);
+    await this.sendData('register_complete', { instance_id: reg.payload.instance_id });
+  }
+
   async publishCommandUp(msg: unknown): Promise<void> {
     await this.client.publishAsync(TOPIC_COMMAND_UP, JSON.stringify(msg), { qos: 1 });
   }

@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { buildData, commandDownTopic, TOPIC_MESSAGE_UP } from '../../modules/shared/protocol.js';
 import { Hub, type Json, T } from '../e2e/harness.js';
-import { isRegisterAck, RawAgent } from '../e2e/raw-agent.js';
+import { RawAgent } from '../e2e/raw-agent.js';
 import { until } from '../helpers/wait.js';
 
 const rejected = async (hub: Hub, code: string): Promise<number> => {
@@ -36,11 +36,7 @@ describe('data uplinks are verified before the command module sees them', () => 
     other = await hub.provision('other');
     const pid = project.project_id;
     raw = await RawAgent.connect(hub.brokerUrl, project);
-    const reg = raw.registerMessage();
-    await raw.publishCommandUp(reg);
-    const ack = await raw.next(isRegisterAck, T, 'register_ack');
-    assert.equal(ack.msg.payload.accepted, true);
-    await raw.sendData('register_complete', { instance_id: reg.payload.instance_id });
+    await raw.handshake();
     await hub.waitState(pid, 'online');
 
     const sent = await hub.api('POST', '/command/send', { project_id: pid, command_type: 'echo', payload: {} });
