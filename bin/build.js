@@ -124,6 +124,12 @@ export function ensureBuilt(opts = {}) {
     return false;
   }
   fs.rmSync(mark, { force: true });
+  // tsc writes files without the exec bit; the CLI is also run directly (./dist/bootstrap/cli.js)
+  try {
+    fs.chmodSync(path.join(root, 'dist', 'bootstrap', 'cli.js'), 0o755);
+  } catch {
+    // no CLI in this tree (a partial build): bin/gmq-hub.js runs it through node anyway
+  }
   const pruned = pruneOrphans(root);
   say(`done${pruned ? ` (${pruned} stale output(s) removed)` : ''}`);
   return true;
