@@ -93,6 +93,15 @@ export function pruneOrphans(root = REPO) {
  * Builds when needed. Returns true when dist/ is usable afterwards. tsc's own output goes to
  * stderr, so a command printing JSON on stdout (`gmq-hub … --json`) stays parseable.
  */
+/** tsc writes files without the exec bit; the CLI is also run directly (./dist/bootstrap/cli.js). */
+function cliExecutable(root) {
+  try {
+    fs.chmodSync(path.join(root, 'dist', 'bootstrap', 'cli.js'), 0o755);
+  } catch {
+    // no CLI in this tree (a partial build): bin/gmq-hub.js runs it through node anyway
+  }
+}
+
 export function ensureBuilt(opts = {}) {
   const root = opts.root ?? REPO;
   const say = (line) => {
@@ -100,6 +109,7 @@ export function ensureBuilt(opts = {}) {
   };
   const reason = opts.force ? 'forced' : staleReason(root);
   if (reason === null) {
+    cliExecutable(root);
     const pruned = pruneOrphans(root);
     say(`dist/ is up to date${pruned ? ` (${pruned} stale output(s) removed)` : ''}`);
     return true;
@@ -124,12 +134,7 @@ export function ensureBuilt(opts = {}) {
     return false;
   }
   fs.rmSync(mark, { force: true });
-  // tsc writes files without the exec bit; the CLI is also run directly (./dist/bootstrap/cli.js)
-  try {
-    fs.chmodSync(path.join(root, 'dist', 'bootstrap', 'cli.js'), 0o755);
-  } catch {
-    // no CLI in this tree (a partial build): bin/gmq-hub.js runs it through node anyway
-  }
+  cliExecutable(root);
   const pruned = pruneOrphans(root);
   say(`done${pruned ? ` (${pruned} stale output(s) removed)` : ''}`);
   return true;

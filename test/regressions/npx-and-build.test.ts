@@ -58,7 +58,9 @@ describe('npx gmq-hub', () => {
 
   test('`npx gmq-hub --help` works, also after a rebuild left cli.js without an exec bit', async () => {
     // a rebuild writes dist/bootstrap/cli.js as 0644: what made the old bin "Permission denied"
-    fs.chmodSync(path.join(REPO_ROOT, 'dist/bootstrap/cli.js'), 0o644);
+    const cli = path.join(REPO_ROOT, 'dist/bootstrap/cli.js');
+    const mode = fs.statSync(cli).mode & 0o777;
+    fs.chmodSync(cli, 0o644);
     // a private, offline npm cache: npx links this checkout into it as a newcomer's first run does
     const cache = fs.mkdtempSync(path.join(os.tmpdir(), 'gmq-npx-cache-'));
     try {
@@ -70,6 +72,7 @@ describe('npx gmq-hub', () => {
       assert.match(r.stdout, /^Usage: gmq-hub <command>/);
     } finally {
       fs.rmSync(cache, { recursive: true, force: true });
+      fs.chmodSync(cli, mode); // leave the checkout as it was
     }
   });
 });
