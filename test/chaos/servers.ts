@@ -9,7 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import pg from 'pg';
-import { freePort } from '../helpers/process.js';
+import { freePort, listening } from '../helpers/process.js';
 
 const run = promisify(execFile);
 
@@ -190,7 +190,7 @@ export class PrivateMosquitto {
     const deadline = Date.now() + 20_000;
     for (;;) {
       if (proc.exitCode !== null) throw new Error(`mosquitto exited at start: ${stderr.join('')}`);
-      if (await canConnect(this.port)) return;
+      if (await listening(this.port)) return;
       if (Date.now() > deadline) throw new Error(`mosquitto not listening on ${this.port} after 20 s`);
       await sleep(100);
     }
@@ -218,18 +218,6 @@ export class PrivateMosquitto {
     }
     fs.rmSync(this.dir, { recursive: true, force: true });
   }
-}
-
-async function canConnect(port: number): Promise<boolean> {
-  const net = await import('node:net');
-  return new Promise((resolve) => {
-    const s = net.connect(port, '127.0.0.1');
-    s.once('connect', () => {
-      s.destroy();
-      resolve(true);
-    });
-    s.once('error', () => resolve(false));
-  });
 }
 
 export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));

@@ -5,10 +5,9 @@
  */
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { freePort } from './process.js';
+import { freePort, listening } from './process.js';
 
 export interface PrivateMosquitto {
   tcpUrl: string;
@@ -33,17 +32,6 @@ export function mosquittoAvailable(): boolean {
     if ((err as { code?: string }).code === 'ENOENT') return false;
   }
   return true;
-}
-
-function listening(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = net.connect(port, '127.0.0.1');
-    s.once('connect', () => {
-      s.destroy();
-      resolve(true);
-    });
-    s.once('error', () => resolve(false));
-  });
 }
 
 export async function startPrivateMosquitto(users: Record<string, string>): Promise<PrivateMosquitto> {
