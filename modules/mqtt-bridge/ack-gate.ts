@@ -81,6 +81,15 @@ export class AckGate {
     };
   }
 
+  /**
+   * Whether the connection of now is still the one a packet deferred now came on: a write that
+   * finishes after a reconnect cannot be acknowledged on it (the broker delivers the packet again).
+   */
+  connectionCheck(): () => boolean {
+    const stream = this.client.stream;
+    return () => stream === this.client.stream && this.client.connected;
+  }
+
   private release(): void {
     while (this.head < this.queue.length && this.queue[this.head].outcome !== undefined) {
       const p = this.queue[this.head++];

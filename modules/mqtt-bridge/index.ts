@@ -75,6 +75,7 @@ function createBridge(ctx: ModuleContext<BridgeConfig>): ModuleInstance {
       durable_withheld: uplink.counters.durable_withheld,
       durable_waiting: uplink.waitingForWrites,
       durable_timeouts: uplink.counters.durable_timeouts,
+      durable_retried: uplink.counters.durable_retried,
       credentials_cached: verifier.cached,
       published: p?.published ?? 0,
       publish_failures: p?.publish_failures ?? 0,

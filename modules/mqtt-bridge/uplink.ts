@@ -1,6 +1,5 @@
 import type { IPublishPacket } from 'mqtt';
 import type { ModuleBus } from '../../core/bus.js';
-import { errorCode } from '../../core/errors.js';
 import type { Logger } from '../../core/log.js';
 import {
   type CommandMessage,
@@ -10,9 +9,12 @@ import {
   TOPIC_COMMAND_UP,
   TOPIC_MESSAGE_UP,
 } from '../shared/protocol.js';
-import { BRIDGE, type BridgeRejectedEvent, type DurableReply, type UplinkEvent } from '../shared/topics.js';
+import { BRIDGE, type BridgeRejectedEvent, type UplinkEvent } from '../shared/topics.js';
 import { type AckGate, DEFER_ACK } from './ack-gate.js';
+import { DURABLE_TYPES, DurableWriter } from './durable-write.js';
 import type { UplinkVerifier, Verdict } from './verify.js';
+
+export { DURABLE_TYPES } from './durable-write.js';
 
 /** At most this many rejection warnings per second; the rest go to debug and are summed up. */
 const WARN_PER_SECOND = 10;
@@ -34,21 +36,9 @@ export interface UplinkCounters {
   durable_withheld: number;
   /** Durable writes that took longer than `durable_wait_ms` (each forces a reconnect). */
   durable_timeouts: number;
+  /** Attempts at a durable write after the first failed (owner restarting, database down, credentials unreadable). */
+  durable_retried: number;
 }
-
-/**
- * Uplinks that carry state the hub must not lose: acknowledged to the broker only after the
- * owning module answered their bus request, i.e. after the write committed. The others
- * (heartbeat, monitor, alert, log_result) are acknowledged once a mailbox took them: a lost
- * heartbeat is replaced by the next one within seconds, and log chunks are a live stream.
- */
-export const DURABLE_TYPES: ReadonlySet<string> = new Set([
-  'register',
-  'register_complete',
-  'disconnect',
-  'command_ack',
-  'exec_result',
-]);
 
 export interface UplinkDeps {
   bus: ModuleBus;
@@ -56,8 +46,10 @@ export interface UplinkDeps {
   maxBytes: number;
   now: () => number;
   verifier: UplinkVerifier;
-  /** How long a durable uplink may wait for its write before the bridge reconnects for a redelivery. */
+  /** How long a durable uplink may keep failing to be written before the bridge reconnects for a redelivery. */
   durableWaitMs: number;
+  /** Backoff between a durable uplink's write attempts (tests shorten it). */
+  durableRetryMs?: { first: number; max: number };
 }
 
 /**
@@ -79,14 +71,27 @@ export class UplinkHandler {
     durable_acked: 0,
     durable_withheld: 0,
     durable_timeouts: 0,
+    durable_retried: 0,
   };
+  private readonly writer: DurableWriter;
   private gate?: AckGate;
   private onStall?: () => void;
   private windowStart = 0;
   private warnedInWindow = 0;
   private suppressed = 0;
 
-  constructor(private readonly d: UplinkDeps) {}
+  constructor(private readonly d: UplinkDeps) {
+    this.writer = new DurableWriter({
+      bus: d.bus,
+      verifier: d.verifier,
+      now: d.now,
+      waitMs: d.durableWaitMs,
+      retryMs: d.durableRetryMs,
+      onRetry: () => {
+        this.counters.durable_retried++;
+      },
+    });
+  }
 
   /** The connection's client: PUBACKs of durable uplinks are written on it; `stall` reconnects it. */
   attach(gate: AckGate, stall: () => void): void {
@@ -129,15 +134,17 @@ export class UplinkHandler {
     done: (err?: Error) => void,
   ): void {
     const type = kind === 'command' ? (msg as CommandMessage).command_type : (msg as DataMessage).data_type;
+    const ev: UplinkEvent = { msg, topic: packet.topic, received_at: this.d.now() };
+    const busTopic = BRIDGE.uplink(msg.project_id, kind, type);
+    // a durable uplink whose credentials could not be read is the hub's failure, not a refusal:
+    // the durable path tries it again instead of acknowledging it away
+    if (DURABLE_TYPES.has(type) && this.gate && (verdict.ok || verdict.code === 'PROTO_ERR_UNVERIFIABLE')) {
+      this.durable(packet, type, busTopic, ev, verdict, done);
+      return;
+    }
     if (!verdict.ok) {
       this.reject(packet.topic, verdict.code, verdict.reason, msg.project_id, type);
       done();
-      return;
-    }
-    const ev: UplinkEvent = { msg, topic: packet.topic, received_at: this.d.now() };
-    const busTopic = BRIDGE.uplink(msg.project_id, kind, type);
-    if (DURABLE_TYPES.has(type) && this.gate) {
-      this.durable(packet, busTopic, ev, verdict.replayKey, done);
       return;
     }
     let accepted: boolean | Promise<boolean>;
@@ -167,56 +174,46 @@ export class UplinkHandler {
 
   private durable(
     packet: IPublishPacket,
+    type: string,
     busTopic: string,
     ev: UplinkEvent,
-    replayKey: string | null,
+    verdict: Verdict,
     done: (err?: Error) => void,
   ): void {
-    const settle = this.gate!.defer(packet);
+    const gate = this.gate!;
+    const settle = gate.defer(packet);
+    const current = gate.connectionCheck();
     this.counters.received++;
-    let answered = false;
-    const timer = setTimeout(() => {
-      if (answered) return;
-      this.counters.durable_timeouts++;
-      this.d.log.warn(
-        { project_id: ev.msg.project_id, topic: busTopic, waited_ms: this.d.durableWaitMs },
-        'an uplink was not written in time; reconnecting so the broker delivers it again',
-      );
-      this.onStall?.();
-    }, this.d.durableWaitMs);
-    timer.unref?.();
-    const finish = (written: boolean) => {
-      answered = true;
-      clearTimeout(timer);
-      if (written) {
-        this.d.verifier.commit(replayKey);
+    void this.writer.write(type, busTopic, ev, verdict, current).then((out) => {
+      if (out.kind === 'written') {
+        this.d.verifier.commit(out.replayKey);
         this.counters.durable_acked++;
-      } else {
-        this.counters.durable_withheld++;
+        settle(true);
+        return;
       }
-      settle(written);
-    };
-    let reply: Promise<unknown>;
-    try {
-      reply = this.d.bus.request(busTopic, ev, { timeoutMs: this.d.durableWaitMs * 2 });
-    } catch (err) {
-      reply = Promise.reject(err);
-    }
-    reply
-      .then((r) => (r !== null && typeof r === 'object' && 'written' in r ? (r as DurableReply).written : undefined))
-      .then(
-        () => finish(true),
-        (err: unknown) => {
-          const code = errorCode(err);
-          // nobody owns this type (its module is not configured): nothing to keep, as with events
-          if (code === 'BUS_ERR_NO_RESPONDER') return finish(true);
-          this.d.log.warn(
-            { project_id: ev.msg.project_id, topic: busTopic, code, err: (err as Error)?.message },
-            'uplink not written; left unacknowledged for the broker to deliver again',
-          );
-          finish(false);
-        },
-      );
+      if (out.kind === 'refused') {
+        // refused once the credentials could be read: acknowledged, dropping is the decision
+        this.reject(packet.topic, out.verdict.code, out.verdict.reason, ev.msg.project_id, type);
+        settle(true);
+        return;
+      }
+      this.counters.durable_withheld++;
+      settle(false);
+      if (out.reason === 'deadline') {
+        this.counters.durable_timeouts++;
+        this.d.log.warn(
+          {
+            project_id: ev.msg.project_id,
+            topic: busTopic,
+            waited_ms: this.d.durableWaitMs,
+            last_error: out.lastError,
+          },
+          'an uplink could not be written in time; reconnecting so the broker delivers it again',
+        );
+        // the broker redelivers what a session left unacknowledged only on a new connection
+        if (current()) this.onStall?.();
+      }
+    });
     done(DEFER_ACK);
   }
 

@@ -79,6 +79,8 @@ export interface BridgeStats {
   durable_withheld?: number;
   durable_waiting?: number;
   durable_timeouts?: number;
+  /** write attempts after a failed one (owner restarting, database down, credentials unreadable) */
+  durable_retried?: number;
   /** projects in the verification step's credential read model */
   credentials_cached?: number;
   published: number;

@@ -73,6 +73,8 @@ export class WebMetrics {
     mqttReceived: Counter;
     mqttRejected: Counter<'code'>;
     mqttReconnects: Counter;
+    mqttDurable: Counter<'outcome'>;
+    mqttDurableWaiting: Gauge;
   };
   /** Refusals outside the bridge's parser: the broker's denials and the modules' uplink refusals. */
   private readonly refusals: {
@@ -215,6 +217,17 @@ export class WebMetrics {
         registers: r,
       }),
       mqttReconnects: counter('hub_mqtt_reconnects_total', 'MQTT bridge reconnect attempts'),
+      mqttDurable: new Counter({
+        name: 'hub_mqtt_durable_uplinks_total',
+        help: 'State-carrying uplinks by outcome: acked (written, then acknowledged), retried (a write attempt after a failure), withheld (left for the broker to deliver again), timeout (not written within durable_wait_ms: reconnected)',
+        labelNames: ['outcome'],
+        registers: r,
+      }),
+      mqttDurableWaiting: new Gauge({
+        name: 'hub_mqtt_durable_uplinks_waiting',
+        help: 'State-carrying uplinks waiting for their write (not yet acknowledged to the broker)',
+        registers: r,
+      }),
     };
     this.refusals = {
       brokerDenials: new Counter({
@@ -386,6 +399,16 @@ export class WebMetrics {
       setCounter(g.mqttReconnects, b.reconnects);
       g.mqttRejected.reset();
       for (const [code, n] of Object.entries(b.rejected_by_code ?? {})) g.mqttRejected.inc({ code }, n);
+      g.mqttDurable.reset();
+      const durable = {
+        acked: b.durable_acked,
+        retried: b.durable_retried,
+        withheld: b.durable_withheld,
+        timeout: b.durable_timeouts,
+      };
+      for (const [outcome, n] of Object.entries(durable))
+        if (n !== undefined && n > 0) g.mqttDurable.inc({ outcome }, n);
+      g.mqttDurableWaiting.set(b.durable_waiting ?? 0);
     } else {
       g.mqttConnected.set(0);
     }
