@@ -6,7 +6,7 @@
  *  - commands: verify the signature, clock and replay (a duplicate is acked again, never run
  *    twice), then `command_ack` and an `echo` `exec_result` (the payload back), both QoS 1;
  *  - heartbeats: signed, with a SubNodeSync-like payload.
- * Every socket has TCP_NODELAY (DESIGN §10), as the hub's own clients do.
+ * Every socket has TCP_NODELAY (docs/architecture.md#performance-decisions), as the hub's own clients do.
  */
 import { createHmac, randomUUID } from 'node:crypto';
 import net from 'node:net';

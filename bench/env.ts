@@ -69,7 +69,7 @@ export interface Mosquitto {
   stop(): Promise<void>;
 }
 
-/** A private Mosquitto on a free loopback port (anonymous, TCP_NODELAY: DESIGN §10). */
+/** A private Mosquitto on a free loopback port (anonymous, TCP_NODELAY: docs/architecture.md#performance-decisions). */
 export async function startMosquitto(): Promise<Mosquitto> {
   const dir = tempDir('mosquitto');
   const port = await freePort();

@@ -12,7 +12,7 @@
  * Durability: probe heartbeats (a marker in their metrics) for 64 extra projects outside the
  * load, 4 a second; the time from publish until PostgreSQL's project_status shows the marker.
  * PostgreSQL, not PGlite: durability is read from outside the hub, and 100 k projects at this
- * rate is a server deployment (DESIGN §6).
+ * rate is a server deployment (docs/architecture.md#databases).
  * Presence is seeded online (a hub restarted with its agents online); the first pass over all
  * 100 k projects (project cache cold) is measured separately from the steady state.
  * heartbeat_timeout_ms is 300 s here (see setup). The embedded broker runs with `auth: false`: with auth its ACL binds one connection to one

@@ -35,7 +35,7 @@ interface PendingRequest {
  * The in-process event bus: `/`-separated topics with MQTT wildcards, one bounded mailbox per
  * subscriber handled in order, request/reply with a timeout.
  *
- * Payloads are never copied (DESIGN §10: copying caps a bus near 0.6 M events/s): every
+ * Payloads are never copied (docs/architecture.md#performance-decisions: copying caps a bus near 0.6 M events/s): every
  * subscriber gets the same object and must treat it as read-only (see `freeze`).
  *
  * @example

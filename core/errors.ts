@@ -1,5 +1,5 @@
 /**
- * One errors file with stable codes (CONVENTIONS §7). Callers branch on `code`, never on the
+ * One errors file with stable codes (docs/conventions.md#one-errors-file-with-stable-codes). Callers branch on `code`, never on the
  * message text or on `instanceof` (classes are not identical across worker/process boundaries).
  *
  * @example

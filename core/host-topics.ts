@@ -1,6 +1,6 @@
 /**
  * Bus topics the host itself publishes and answers. Payload shapes are listed beside each;
- * the domain modules' topics live in modules/shared/topics.ts. (CONVENTIONS §9)
+ * the domain modules' topics live in modules/shared/topics.ts. (docs/conventions.md#one-catalogue-of-bus-topics)
  */
 export const HOST_TOPICS = {
   /** event { name, type, restarts } */

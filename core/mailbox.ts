@@ -106,7 +106,7 @@ const isThenable = (v: unknown): v is PromiseLike<unknown> =>
  * A subscriber's own bounded queue, handled strictly in order (GMQ's per-module channel).
  * It belongs to the module *name*, not to an instance: while the host restarts a module the
  * mailbox is paused with its patterns kept, so events addressed to the module wait here and the
- * next instance receives them. [DESIGN §3]
+ * next instance receives them. [docs/architecture.md#mailboxes]
  */
 export class Mailbox {
   readonly name: string;

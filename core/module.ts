@@ -30,7 +30,7 @@ export interface ModuleTimers {
 /**
  * What the host hands a module instance. Everything registered through it (subscriptions,
  * timers, `onStop` callbacks) is released by the host when the instance stops, so nothing
- * leaks across restarts. A module reaches the world only through this. (CONVENTIONS §10)
+ * leaks across restarts. A module reaches the world only through this. (docs/conventions.md#a-scoped-context-no-globals)
  */
 export interface ModuleContext<C = unknown> {
   /** The instance name: the key under `modules:` in config.yml. */

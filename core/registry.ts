@@ -1,7 +1,7 @@
 import { HubError } from './errors.js';
 import type { ModuleProvider } from './module.js';
 
-/** Providers keyed by name; an unknown name fails at load naming the config key. (CONVENTIONS §3) */
+/** Providers keyed by name; an unknown name fails at load naming the config key. (docs/conventions.md#a-registry-keyed-by-name) */
 export class ProviderRegistry {
   private readonly providers = new Map<string, ModuleProvider<unknown>>();
 

@@ -1,5 +1,5 @@
 /**
- * Commands from `wdd/RDMC/command/down/{project_id}` (DESIGN §4, §5).
+ * Commands from `wdd/RDMC/command/down/{project_id}` (docs/wire-protocol.md#mqtt-wire-protocol, docs/architecture.md#a-command-end-to-end).
  *
  * 1. Signature, clock window and message_id replay are checked (`verifyInbound`). A forged or
  *    stale command is dropped: not run, not acknowledged (nobody asked), logged and counted.

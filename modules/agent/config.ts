@@ -7,7 +7,7 @@ import { CLOCK_WINDOW_MS } from '../shared/signing.js';
 const int = (min: number) => z.number().int().min(min);
 
 /**
- * URL schemes mqtt.js opens a TCP or TLS socket for (we set TCP_NODELAY on it, DESIGN §10), and
+ * URL schemes mqtt.js opens a TCP or TLS socket for (we set TCP_NODELAY on it, docs/architecture.md#performance-decisions), and
  * MQTT over WebSocket (`ws://host:port/mqtt`, `wss://…`: seed 004; sites that allow only HTTPS out).
  */
 const SCHEMES = ['mqtt:', 'tcp:', 'mqtts:', 'tls:', 'ssl:', 'ws:', 'wss:'];

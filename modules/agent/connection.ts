@@ -159,7 +159,7 @@ export class AgentConnection {
       return;
     }
     this.client = client;
-    // DESIGN §10: without TCP_NODELAY a 0.2 ms round trip becomes ~40 ms (Nagle + delayed ACK).
+    // docs/architecture.md#performance-decisions: without TCP_NODELAY a 0.2 ms round trip becomes ~40 ms (Nagle + delayed ACK).
     (client.stream as Partial<Socket> | undefined)?.setNoDelay?.(true);
 
     client.on('connect', () => {

@@ -135,7 +135,7 @@ class AgentModule implements ModuleInstance {
     const sender: UplinkSender = (e) => {
       let text: string;
       try {
-        // signed now, not when queued: the timestamp must pass the hub's clock window (DESIGN §4)
+        // signed now, not when queued: the timestamp must pass the hub's clock window (docs/wire-protocol.md#timestamps-and-the-clock-window)
         text = JSON.stringify(
           buildData(cfg.project_id, e.data_type, e.payload, { secret: cfg.secret, messageId: e.message_id }),
         );

@@ -1,5 +1,5 @@
 /**
- * Registration and heartbeat (seed 002, SubNodeSync; DESIGN §4): on every connect the agent sends
+ * Registration and heartbeat (seed 002, SubNodeSync; docs/wire-protocol.md#registration-and-presence): on every connect the agent sends
  * a signed `register` command with its SubNodeSync fields; the hub answers `register_ack`; an
  * accepted ack is answered with `register_complete` and heartbeats start (the ack's
  * heartbeat_interval_s wins over the setting). A refusal is logged and registration is tried again

@@ -16,7 +16,7 @@
  *
  * Entries hold the data type and payload, not a signed message: the message is built and signed
  * when it is published, so its timestamp passes the hub's ±300 s clock window even after a day on
- * disk (DESIGN §4). The message_id stays the same across attempts, so the hub's replay cache drops
+ * disk (docs/wire-protocol.md#timestamps-and-the-clock-window). The message_id stays the same across attempts, so the hub's replay cache drops
  * a copy that did arrive before its PUBACK got lost.
  */
 import { randomBytes, randomUUID } from 'node:crypto';

@@ -2,7 +2,7 @@
  * The ids of commands this agent accepted, kept on disk as they are accepted, so a process that
  * is killed (kill -9, power cut of the process) still knows them when it starts again: the hub
  * re-publishes a command until it gets our command_ack, and if the ack was lost with the process
- * the next one must acknowledge it again, not run it a second time (DESIGN §5).
+ * the next one must acknowledge it again, not run it a second time (docs/wire-protocol.md#commands-and-acknowledgements).
  *
  * Two files in the agent's queue folder: `commands.seen`, a snapshot written on a graceful stop
  * and at start, and `commands.seen.log`, one JSON line appended (synchronously) per accepted

@@ -1,5 +1,5 @@
 /**
- * What an agent may do on the embedded broker (DESIGN §4, deny by default). An agent connects as
+ * What an agent may do on the embedded broker (docs/wire-protocol.md#qos-and-sessions, deny by default). An agent connects as
  * its project P; it may publish only uplinks that speak for P, and subscribe only to P's own
  * downlinks. Pure functions: the broker counts, logs and reports what they refuse.
  */

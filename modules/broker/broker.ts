@@ -150,7 +150,7 @@ export class EmbeddedBroker {
     await aedes.listen();
 
     const server = net.createServer({ noDelay: true }, (socket) => {
-      // DESIGN §10: without TCP_NODELAY a 0.2 ms MQTT round trip becomes 44 ms (Nagle + delayed ACK)
+      // docs/architecture.md#performance-decisions: without TCP_NODELAY a 0.2 ms MQTT round trip becomes 44 ms (Nagle + delayed ACK)
       socket.setNoDelay(true);
       this.sockets.add(socket);
       socket.once('close', () => this.sockets.delete(socket));

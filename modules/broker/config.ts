@@ -30,7 +30,7 @@ export const brokerConfigSchema = z
     auth_cache_max: int(1).default(10_000),
     /** Connected clients at most; beyond it CONNACK 3 (server unavailable). */
     max_clients: int(1).default(10_000),
-    /** Agent publishes with a larger payload are denied (the DESIGN's messages are small JSON). */
+    /** Agent publishes with a larger payload are denied (wire messages are small JSON: docs/wire-protocol.md#message-types). */
     max_payload_bytes: int(1).default(262_144),
     /**
      * Any client's MQTT packet larger than this closes its connection while it is still arriving,

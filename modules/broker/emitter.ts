@@ -4,7 +4,7 @@
  * Why not mqemitter's own `concurrency`: past its limit mqemitter queues without bound, and when
  * a queued message completes synchronously (no subscriber, or one that calls back at once) its
  * `released → _do → released …` chain recurses once per queued message. Under a flood that is
- * the "Maximum call stack size exceeded" crash (DESIGN §10; moscajs/aedes#193,
+ * the "Maximum call stack size exceeded" crash (docs/architecture.md#performance-decisions; moscajs/aedes#193,
  * mcollina/mqemitter#204). So aedes' mqemitter runs with concurrency 0 (no internal queue) and
  * this gate does the bounding:
  * - below `maxInflight` deliveries under way a message goes straight through;

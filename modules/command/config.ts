@@ -18,7 +18,7 @@ export const commandConfigSchema = z
     max_payload_bytes: ms(65_536),
     /** How long an `offline_policy: queue` command waits for its project when the caller gives no queue_ttl_ms. */
     default_queue_ttl_ms: ms(600_000),
-    /** Re-publish backoff without an agent ack: base, 2·base, 4·base … capped at retry_max_ms (DESIGN §5). */
+    /** Re-publish backoff without an agent ack: base, 2·base, 4·base … capped at retry_max_ms (docs/architecture.md#the-transactional-outbox-and-its-relay). */
     retry_base_ms: ms(1_000),
     retry_max_ms: ms(32_000),
     /** Publishes without an agent ack before the outbox row goes dead and the command fails `undeliverable`. */
@@ -34,7 +34,7 @@ export const commandConfigSchema = z
     /** How long a STATUS.credentials answer is reused. */
     credentials_cache_ms: z.number().int().nonnegative().default(1_000),
     /**
-     * Acks and results are written in groups (DESIGN §10). 0, the default, is group commit: the
+     * Acks and results are written in groups (docs/architecture.md#performance-decisions). 0, the default, is group commit: the
      * group goes on the next turn of the event loop with whatever arrived in this one, and under
      * load it is what arrived while the previous group was written (one flush at a time). No
      * timer sits on a sync caller's path (20 ms had been the largest share of a round trip).

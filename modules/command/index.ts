@@ -1,5 +1,5 @@
 /**
- * The `command` module: the command lifecycle of DESIGN §5.
+ * The `command` module: the command lifecycle (docs/architecture.md#a-command-end-to-end).
  *
  *   pending ──relay publish, broker PUBACK──▶ sent ──agent command_ack──▶ acked ──exec_result──▶ completed | failed
  *      │  (queued: outbox 'waiting' until the project is online or queue_ttl_ms passes → failed)

@@ -1,5 +1,5 @@
 /**
- * Group commit for sends (DESIGN §10: one INSERT per commit ≈ 2 k rows/s, 500-row statements
+ * Group commit for sends (docs/architecture.md#performance-decisions: one INSERT per commit ≈ 2 k rows/s, 500-row statements
  * ≈ 44 k rows/s). Sends accepted in the same turn of the event loop are written together: every
  * tracker row and its outbox row in ONE statement (a transaction of its own), so a command is
  * never stored without its outbox row. Alone, a send waits no timer: the statement goes out on

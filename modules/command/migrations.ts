@@ -1,7 +1,7 @@
 import type { Migration } from '../../core/module.js';
 
 /**
- * Tables of the command module (DESIGN §5, §6). Columns are at least those of the seed's
+ * Tables of the command module (docs/architecture.md#a-command-end-to-end, docs/architecture.md#tables). Columns are at least those of the seed's
  * CommandTracker and CommandResult (seeds/000); the outbox follows seeds/003 (pending →
  * published | dead, next_attempt_at for the backoff). `IF NOT EXISTS` everywhere: the
  * bookkeeping is per module instance name, so a renamed instance must find the tables in place.

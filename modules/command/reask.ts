@@ -5,7 +5,7 @@
  * send it again. So a command the agent acknowledged, whose result has not come
  * `reask_after_ms` after the ack, is published again every `reask_interval_ms`: the same
  * message_id, re-signed with a fresh timestamp. An agent that already accepted that message_id
- * does not run it again (DESIGN §5: duplicates are dropped by message_id); this project's agent
+ * does not run it again (docs/wire-protocol.md#commands-and-acknowledgements: duplicates are dropped by message_id); this project's agent
  * answers a duplicate with its ack and, when it has one, the result (agent/commands.ts).
  *
  * Only within `reask_horizon_ms` of the command's creation (default 240 s, under the ±300 s

@@ -1,5 +1,5 @@
 /**
- * The outbox relay (seeds/003, DESIGN §5). Each pass:
+ * The outbox relay (seeds/003, docs/architecture.md#the-transactional-outbox-and-its-relay). Each pass:
  *  1. rows due again after `max_attempts` publishes without an agent ack go dead, and their
  *     commands fail with error 'undeliverable';
  *  2. up to `relay_batch` due rows are claimed with FOR UPDATE SKIP LOCKED (so several hub

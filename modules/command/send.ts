@@ -1,12 +1,12 @@
 /**
- * Accepting commands (DESIGN §5): validate, ask status for the project's secret and presence,
+ * Accepting commands (docs/architecture.md#a-command-end-to-end): validate, ask status for the project's secret and presence,
  * sign, and write the tracker row and its outbox row in ONE statement (a single statement is a
  * transaction of its own; sends of the same moment share it, insert-batch.ts), then answer at
  * once and publish the first attempt straight after the commit; the relay re-publishes until
  * the agent acks. Also the two ways a row
  * re-enters the outbox: a queued command whose project came online, and a dead one replayed.
  * Both are signed again with a fresh timestamp (receivers refuse timestamps older than 300 s,
- * DESIGN §4) but keep their message_id, which is the command_id.
+ * docs/wire-protocol.md#mqtt-wire-protocol) but keep their message_id, which is the command_id.
  */
 import type { Knex } from 'knex';
 import { errorCode, HubError } from '../../core/errors.js';

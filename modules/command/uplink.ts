@@ -1,7 +1,7 @@
 /**
  * Agent uplinks for commands: command_ack, exec_result (stored) and log_result (streamed only).
  *
- * Acks and results are grouped (DESIGN §10: one INSERT per commit ≈ 2 k rows/s, 500-row
+ * Acks and results are grouped (docs/architecture.md#performance-decisions: one INSERT per commit ≈ 2 k rows/s, 500-row
  * statements ≈ 44 k rows/s): each is queued and written with the others of the same tick in ONE
  * statement per kind: on the next turn of the event loop (what arrived meanwhile joins; what
  * arrives while a group is written forms the next), or `flush_interval_ms` after the first when

@@ -25,7 +25,7 @@ export const provider: ModuleProvider<GrpcConfig> = {
   create: (ctx) => ({ start: () => start(ctx) }),
 };
 
-/** The listen address: no token → loopback only, whatever the config says (DESIGN §7). */
+/** The listen address: no token → loopback only, whatever the config says (docs/architecture.md#web-and-grpc). */
 function listenHost(ctx: ModuleContext<GrpcConfig>, tokens: readonly string[]): string {
   const cfg = ctx.config;
   const host = cfg.host ?? (tokens.length > 0 ? '0.0.0.0' : '127.0.0.1');

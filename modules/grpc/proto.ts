@@ -5,7 +5,7 @@ import type { ServiceDefinition } from '@grpc/grpc-js';
 import { loadSync, type Options, type PackageDefinition } from '@grpc/proto-loader';
 import { protoPath as healthProtoPath } from 'grpc-health-check';
 
-/** The .proto's path under the repository's `resource/proto` (DESIGN §7: the .proto lives in resource/). */
+/** The .proto's path under the repository's `resource/proto` (docs/architecture.md#web-and-grpc: the .proto lives in resource/). */
 export const PROTO_FILE = 'exchangehub/v1/exchange_hub.proto';
 export const SERVICE_NAME = 'exchangehub.v1.ExchangeHub';
 

@@ -4,7 +4,7 @@ import { DEFAULT_MAX_MESSAGE_BYTES } from '../shared/protocol.js';
 
 const int = (min: number) => z.number().int().min(min);
 
-/** URL schemes the bridge opens its own socket for (TCP_NODELAY on every one, DESIGN §10). */
+/** URL schemes the bridge opens its own socket for (TCP_NODELAY on every one, docs/architecture.md#performance-decisions). */
 export const SUPPORTED_SCHEMES = ['mqtt:', 'tcp:', 'mqtts:', 'tls:', 'ssl:'] as const;
 
 /**
@@ -13,7 +13,7 @@ export const SUPPORTED_SCHEMES = ['mqtt:', 'tcp:', 'mqtts:', 'tls:', 'ssl:'] as 
  * @example
  *   mqtt-bridge:
  *     url: ${HUB_MQTT_URL:-mqtt://127.0.0.1:1883}
- *     shared_group: hubs        # several hub instances split the uplink (DESIGN §8)
+ *     shared_group: hubs        # several hub instances split the uplink (docs/architecture.md#several-instances)
  */
 export const BridgeConfigSchema = z
   .object({
@@ -46,7 +46,7 @@ export const BridgeConfigSchema = z
     protocol_version: z.union([z.literal(4), z.literal(5)]).default(4),
     /** MQTT 5 only: how long the broker keeps the session after a disconnect (clean_session false). */
     session_expiry_s: int(0).default(86_400),
-    /** Subscribe `$share/<group>/<topic>` so several hub instances split the uplink (DESIGN §8). */
+    /** Subscribe `$share/<group>/<topic>` so several hub instances split the uplink (docs/architecture.md#several-instances). */
     shared_group: z
       .string()
       .min(1)

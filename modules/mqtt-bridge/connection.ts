@@ -43,7 +43,7 @@ export function brokerAddress(url: string): { scheme: string; host: string; port
 
 /**
  * The hub's MQTT connection: an mqtt.js client on a socket we open ourselves (TCP_NODELAY,
- * DESIGN §10: mqtt.js's own TCP builder leaves Nagle on), reconnected by us with capped
+ * docs/architecture.md#performance-decisions: mqtt.js's own TCP builder leaves Nagle on), reconnected by us with capped
  * exponential backoff and jitter (mqtt.js only knows a fixed `reconnectPeriod`), reporting
  * connected / disconnected / reconnecting / offline.
  */

@@ -25,7 +25,7 @@ const OK: MqttPublishReply = Object.freeze({ ok: true as const });
 
 /**
  * Answers `mqtt/publish`: waits (bounded) for a connection, publishes, and resolves after the
- * broker's PUBACK (QoS 1). A PUBACK is the broker's word, not the agent's (DESIGN §5).
+ * broker's PUBACK (QoS 1). A PUBACK is the broker's word, not the agent's (docs/wire-protocol.md#commands-and-acknowledgements).
  */
 export class Publisher {
   readonly counters: PublishCounters = { published: 0, publish_failures: 0, publish_ms_total: 0, publish_ms_max: 0 };

@@ -19,7 +19,7 @@ export { DURABLE_TYPES } from './durable-write.js';
 /** At most this many rejection warnings per second; the rest go to debug and are summed up. */
 const WARN_PER_SECOND = 10;
 
-/** The MQTT filters the bridge subscribes to, shared (`$share/<group>/…`, DESIGN §8) or not. */
+/** The MQTT filters the bridge subscribes to, shared (`$share/<group>/…`, docs/architecture.md#several-instances) or not. */
 export function uplinkFilters(sharedGroup: string | undefined): string[] {
   const topics = [TOPIC_COMMAND_UP, TOPIC_MESSAGE_UP];
   return sharedGroup ? topics.map((t) => `$share/${sharedGroup}/${t}`) : topics;

@@ -1,5 +1,5 @@
 /**
- * The one verification step every uplink passes before any module sees it (DESIGN §4): the
+ * The one verification step every uplink passes before any module sees it (docs/wire-protocol.md#what-is-verified): the
  * project must be provisioned and enabled, the signature must match one of its valid secrets
  * (always for `register`; for data messages when present, and also when absent if the status
  * module's `require_data_signature` is on), the timestamp must be inside the clock window, and

@@ -22,7 +22,7 @@ export type SyncOutcome = (
 };
 
 /**
- * Synchronous sends for an interface module (web, grpc). DESIGN §5: the waiter lives with the
+ * Synchronous sends for an interface module (web, grpc). docs/architecture.md#a-command-end-to-end: the waiter lives with the
  * caller, keyed by a command id chosen *before* the send, so a restart of the command module
  * loses no waiter; result events wake it at once, and a slow poll of the database (through
  * `command/get`) catches a result whose event was missed while the command module restarted.

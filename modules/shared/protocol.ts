@@ -1,5 +1,5 @@
 /**
- * The MQTT wire protocol shared by every hub module and by the agent (DESIGN §4). Topic names,
+ * The MQTT wire protocol shared by every hub module and by the agent (docs/wire-protocol.md#mqtt-wire-protocol). Topic names,
  * field names, type names and the signature rule are a fixed contract with agents we do not
  * control: do not rename anything here.
  *
@@ -22,7 +22,7 @@ import { findUnsafeJson } from './sanitize.js';
 import { bindSignedSource, canonicalJson, signMessage } from './signing.js';
 
 // ---------------------------------------------------------------------------------------------
-// Topics (DESIGN §4)
+// Topics (docs/wire-protocol.md#topics)
 
 export const TOPIC_COMMAND_UP = 'wdd/RDMC/command/up';
 export const TOPIC_MESSAGE_UP = 'wdd/RDMC/message/up';
@@ -31,7 +31,7 @@ const MESSAGE_DOWN_PREFIX = 'wdd/RDMC/message/down/';
 export const commandDownTopic = (projectId: string): string => `${COMMAND_DOWN_PREFIX}${projectId}`;
 export const messageDownTopic = (projectId: string): string => `${MESSAGE_DOWN_PREFIX}${projectId}`;
 
-/** DESIGN §4: every message is version "1.0". */
+/** docs/wire-protocol.md#the-envelope: every message is version "1.0". */
 export const PROTOCOL_VERSION = '1.0';
 /** Messages larger than this are refused before any decoding (256 KiB). */
 export const DEFAULT_MAX_MESSAGE_BYTES = 256 * 1024;
@@ -86,7 +86,7 @@ export type DownlinkDataType = (typeof DOWNLINK_DATA_TYPES)[number];
 export const COMMAND_TYPE_RE = /^[a-z0-9_.-]{1,64}$/;
 
 // ---------------------------------------------------------------------------------------------
-// Message types (DESIGN §4)
+// Message types (docs/wire-protocol.md#message-types)
 
 export interface BaseMessage {
   message_id: string;
@@ -102,7 +102,7 @@ export interface CommandMessage<T extends string = string, P = unknown> extends 
   type: 'command';
   command_type: T;
   payload: P;
-  /** Lowercase hex HMAC-SHA256 (DESIGN §4). */
+  /** Lowercase hex HMAC-SHA256 (docs/wire-protocol.md#signing). */
   signature: string;
 }
 
@@ -285,7 +285,7 @@ export function parseRfc3339(s: string): number | null {
 
 const TIME_EXPECTED = 'expected an RFC 3339 time string or ms integer';
 /**
- * A time as agents send it (DESIGN §4, seed 002): an RFC 3339 string or ms since the epoch,
+ * A time as agents send it (docs/wire-protocol.md#seed-shapes-the-hub-accepts, seed 002): an RFC 3339 string or ms since the epoch,
  * read as ms. Consumers only ever see numbers; the signature still covers the string that was
  * sent (withPayload binds the decoded object).
  */
@@ -402,7 +402,7 @@ const DOWNLINK_DATA_PAYLOAD_SCHEMAS: { readonly [K in DownlinkDataType]: z.ZodTy
 const envelopeBase = {
   message_id: uuid(),
   project_id: z.string(),
-  // DESIGN says ms; an agent that writes its times the seed's way may send a string here too
+  // the contract says ms (docs/wire-protocol.md#the-envelope); an agent that writes its times the seed's way may send a string here too
   timestamp: wireTime(),
   version: z.literal(PROTOCOL_VERSION),
 };
@@ -605,7 +605,7 @@ function withPayload<M extends { payload: unknown }>(
   const payload = schema.safeParse(envelope.payload);
   if (!payload.success) return schemaFailure(payload.error, raw, ['payload']);
   const msg = { ...envelope, payload: payload.data };
-  // Defaults may have been filled in; the signature covers what the sender sent (DESIGN §4).
+  // Defaults may have been filled in; the signature covers what the sender sent (docs/wire-protocol.md#signing).
   bindSignedSource(msg, raw);
   return { ok: true, value: msg };
 }
@@ -836,7 +836,7 @@ function checkKnownPayload(
 }
 
 /**
- * A signed command (DESIGN §4). Throws a HubError (PROTO_ERR_PROJECT_ID, PROTO_ERR_SCHEMA) for
+ * A signed command (docs/wire-protocol.md#signing). Throws a HubError (PROTO_ERR_PROJECT_ID, PROTO_ERR_SCHEMA) for
  * an invalid project id, command type, message id, timestamp, a payload that JSON cannot carry,
  * or a `register` payload that does not match its schema; a TypeError for an empty secret.
  *

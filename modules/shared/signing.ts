@@ -1,5 +1,5 @@
 /**
- * Message signing for the MQTT wire protocol (DESIGN §4): lowercase hex HMAC-SHA256 with the
+ * Message signing for the MQTT wire protocol (docs/wire-protocol.md#signing): lowercase hex HMAC-SHA256 with the
  * project's secret over the RFC 8785 (JCS) canonical JSON of the message object without its
  * `signature` field. Receivers reject a bad signature, a timestamp outside ±300 s of their clock,
  * and a `message_id` already seen; `verifyInbound` applies the three checks in that order.
@@ -12,7 +12,7 @@
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import canonicalize from 'canonicalize';
 
-/** DESIGN §4: receivers accept timestamps within ±300 s of their own clock. */
+/** docs/wire-protocol.md#timestamps-and-the-clock-window: receivers accept timestamps within ±300 s of their own clock. */
 export const CLOCK_WINDOW_MS = 300_000;
 
 const SIGNATURE_RE = /^[0-9a-f]{64}$/;
@@ -49,7 +49,7 @@ export function canonicalJson(value: unknown): string {
   return out;
 }
 
-/** The message object minus its `signature` field (DESIGN §4). Spread keeps an own `__proto__` key as data. */
+/** The message object minus its `signature` field (docs/wire-protocol.md#signing). Spread keeps an own `__proto__` key as data. */
 function withoutSignature(msg: object): Record<string, unknown> {
   const { signature: _omit, ...rest } = msg as Record<string, unknown>;
   return rest;
@@ -60,7 +60,7 @@ function hmacHex(secret: string, canonical: string): string {
 }
 
 /**
- * Lowercase hex HMAC-SHA256 over `canonicalJson(msg without 'signature')` (DESIGN §4).
+ * Lowercase hex HMAC-SHA256 over `canonicalJson(msg without 'signature')` (docs/wire-protocol.md#signing).
  * Throws a TypeError for an empty secret or a message JSON cannot carry.
  *
  * @example const signature = signMessage({ message_id, type: 'command', ... }, 'project-secret');
@@ -101,7 +101,7 @@ export function verifySignature(msg: object, secrets: string | readonly string[]
 }
 
 /**
- * DESIGN §4: a timestamp is acceptable when it is within ±windowMs of the receiver's clock,
+ * docs/wire-protocol.md#timestamps-and-the-clock-window: a timestamp is acceptable when it is within ±windowMs of the receiver's clock,
  * edges included (exactly 300 000 ms off is accepted, 300 001 is not).
  */
 export function checkClock(timestampMs: number, nowMs: number, windowMs: number = CLOCK_WINDOW_MS): boolean {
@@ -110,7 +110,7 @@ export function checkClock(timestampMs: number, nowMs: number, windowMs: number 
 }
 
 /**
- * Remembers message ids for `ttlMs` so a redelivered or replayed message is detected (DESIGN §4).
+ * Remembers message ids for `ttlMs` so a redelivered or replayed message is detected (docs/wire-protocol.md#replay).
  * The default TTL (600 s) covers the whole ±300 s clock window: a message whose timestamp is
  * 300 s ahead stays acceptable for at most 600 s after it is first seen. Memory is bounded by
  * `maxEntries`; past it the oldest ids are forgotten first (a trade-off: under a flood an old id
@@ -204,7 +204,7 @@ export type VerifyOutcome =
   | { ok: false; code: 'PROTO_ERR_SIGNATURE' | 'PROTO_ERR_CLOCK' | 'PROTO_ERR_REPLAY'; reason: string };
 
 /**
- * The receiver's three checks (DESIGN §4), in this order: signature, clock window, replay. A
+ * The receiver's three checks (docs/wire-protocol.md#signing), in this order: signature, clock window, replay. A
  * message id is recorded in the replay cache only when the signature and the clock passed, so a
  * forged or stale copy cannot block the genuine message.
  *

@@ -1,5 +1,5 @@
 /**
- * The bus contract between the hub's modules (CONVENTIONS §9): every topic a module publishes
+ * The bus contract between the hub's modules (docs/conventions.md#one-catalogue-of-bus-topics): every topic a module publishes
  * or answers, with its payload type. Modules never import one another; they import this file.
  * Project ids in topics are safe: isValidProjectId forbids `/`, `+`, `#` and NUL.
  */

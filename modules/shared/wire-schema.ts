@@ -42,7 +42,7 @@ interface MessageSpec {
 
 const MESSAGE_DOWN = 'wdd/RDMC/message/down/{project_id}';
 
-/** Every message type with a fixed payload, in DESIGN §4's order. */
+/** Every message type with a fixed payload, in the order of docs/wire-protocol.md#message-types. */
 export const WIRE_MESSAGES: readonly MessageSpec[] = [
   {
     name: 'register',
@@ -148,11 +148,13 @@ export function wireJsonSchema(): Json {
   const defs: Record<string, Json> = {
     CommandEnvelope: {
       ...jsonSchemaOf(CommandMessageSchema),
-      description: 'A command (always signed): BaseMessage + {command_type, payload, signature} (DESIGN §4)',
+      description:
+        'A command (always signed): BaseMessage + {command_type, payload, signature} (docs/wire-protocol.md#the-envelope)',
     },
     DataEnvelope: {
       ...jsonSchemaOf(DataMessageSchema),
-      description: 'A data message: BaseMessage + {data_type, payload, encrypted, signature?} (DESIGN §4)',
+      description:
+        'A data message: BaseMessage + {data_type, payload, encrypted, signature?} (docs/wire-protocol.md#the-envelope)',
     },
   };
   const refs: Json[] = [];
@@ -172,7 +174,7 @@ export function wireJsonSchema(): Json {
     $schema: 'https://json-schema.org/draft/2020-12/schema',
     title: 'gmq-hub MQTT wire protocol',
     description:
-      'Every message of DESIGN §4, generated from modules/shared/protocol.ts (npm run wire-schema). Times are ' +
+      'Every message of docs/wire-protocol.md#message-types, generated from modules/shared/protocol.ts (npm run wire-schema). Times are ' +
       'RFC 3339 strings or ms integers; unknown fields are kept. The signature is HMAC-SHA256 over the RFC 8785 ' +
       'canonical JSON of the message as sent, without its signature field.',
     oneOf: refs,

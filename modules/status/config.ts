@@ -10,23 +10,23 @@ export const statusConfigSchema = z
   .object({
     /** Name under `databases:` holding the project tables. */
     database: z.string().min(1).default('default'),
-    /** Told to agents in `register_ack` (DESIGN §4: heartbeat every 5 s). */
+    /** Told to agents in `register_ack` (docs/wire-protocol.md#registration-and-presence: heartbeat every 5 s). */
     heartbeat_interval_s: z.number().int().min(1).max(3600).default(5),
-    /** Silence after which an online project goes offline (DESIGN §4: 30 s; HUB_HEARTBEAT_TIMEOUT_MS). */
+    /** Silence after which an online project goes offline (docs/wire-protocol.md#registration-and-presence: 30 s; HUB_HEARTBEAT_TIMEOUT_MS). */
     heartbeat_timeout_ms: ms(1).default(30_000),
     /** How often presence is checked for silent projects. */
     sweep_interval_ms: ms(1).default(1_000),
     /**
-     * Presence changes are coalesced in memory and written in one batch at this pace (DESIGN §6,
-     * §10). A change is durable within this plus one flush's time, which must stay under 1 s
+     * Presence changes are coalesced in memory and written in one batch at this pace (docs/architecture.md#tables,
+     * docs/architecture.md#performance-decisions). A change is durable within this plus one flush's time, which must stay under 1 s
      * (bench `heartbeat`); a busy flush (one at a time) makes the next batch larger, not later.
      */
     flush_interval_ms: ms(1).default(250),
-    /** Accepted clock difference for signed uplinks (DESIGN §4: ±300 s). */
+    /** Accepted clock difference for signed uplinks (docs/wire-protocol.md#timestamps-and-the-clock-window: ±300 s). */
     clock_window_ms: ms(0).default(300_000),
     /** How long a rotated-out secret keeps working unless the rotate request says otherwise. */
     rotation_overlap_s: z.number().int().min(0).default(300),
-    /** Refuse unsigned data messages (DESIGN's DataMessage has no signature; the broker ACL binds a connection to its project). */
+    /** Refuse unsigned data messages (a DataMessage need not be signed, docs/wire-protocol.md#signing; the broker ACL binds a connection to its project). */
     require_data_signature: z.boolean().default(false),
     /**
      * A `disconnect` (often the MQTT last will, composed when the agent connected, before it

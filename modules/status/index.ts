@@ -24,7 +24,7 @@ const DATA_TYPES = ['register_complete', 'heartbeat', 'disconnect', 'monitor', '
 
 /**
  * `status`: project provisioning (secrets, MQTT credentials, broker authentication) and presence
- * (registration handshake, heartbeats, disconnects, last wills) — DESIGN §4 and §6.
+ * (registration handshake, heartbeats, disconnects, last wills) — docs/wire-protocol.md#mqtt-wire-protocol and docs/architecture.md#tables.
  *
  * @example config.yml
  *   status:

@@ -1,7 +1,7 @@
 import type { Migration } from '../../core/module.js';
 
 /**
- * Tables of the status module (DESIGN §6), PostgreSQL dialect for both PGlite and a server.
+ * Tables of the status module (docs/architecture.md#tables), PostgreSQL dialect for both PGlite and a server.
  * No foreign keys from presence to `project`: presence writes are batched, and one row that a
  * manual delete orphaned must not fail the whole batch.
  */

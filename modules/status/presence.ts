@@ -54,7 +54,7 @@ const MAX_PENDING_HISTORY = 100_000;
 
 /**
  * The presence of every project this module has seen, in memory: the authoritative copy while
- * the module runs. Changes mark entries dirty; the flusher writes them in batches (DESIGN §6:
+ * the module runs. Changes mark entries dirty; the flusher writes them in batches (docs/architecture.md#presence:
  * hot paths group their writes), never one write per heartbeat.
  */
 export class Presence {

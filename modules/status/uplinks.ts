@@ -123,7 +123,7 @@ export interface UplinkDeps {
 }
 
 /**
- * The agent side of presence (DESIGN §4): the registration handshake, heartbeats, disconnects
+ * The agent side of presence (docs/wire-protocol.md#registration-and-presence): the registration handshake, heartbeats, disconnects
  * (including MQTT last wills), monitor and alert data, the silence sweep, and the downlinks
  * (`register_ack`, `reregister`) it answers with through the bridge.
  *
@@ -375,7 +375,7 @@ export class Uplinks {
 
   /**
    * A signature, when present, must verify; unsigned data is accepted unless
-   * `require_data_signature` (DESIGN's DataMessage has no signature field, and the broker's ACL
+   * `require_data_signature` (a DataMessage need not be signed, docs/wire-protocol.md#signing, and the broker's ACL
    * binds a connection to its project). A disconnect is checked for its signature only: the MQTT
    * last will was composed when the agent connected, so its timestamp is old and its id may repeat.
    */

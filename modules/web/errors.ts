@@ -1,6 +1,6 @@
 /**
  * Bus and validation errors → HTTP. The body is always `{ error: { code, message, field? } }`
- * with the stable code callers branch on (CONVENTIONS §7); an error the hub does not know
+ * with the stable code callers branch on (docs/conventions.md#one-errors-file-with-stable-codes); an error the hub does not know
  * (a driver error, a bug) is a 500 that says nothing of its internals.
  */
 import type { ZodError } from 'zod';

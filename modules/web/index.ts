@@ -115,7 +115,7 @@ export const provider: ModuleProvider<WebConfig> = {
       async start() {
         let host = cfg.host ?? (gate.enabled ? '0.0.0.0' : '127.0.0.1');
         if (!gate.enabled) {
-          // DESIGN §7: without a token the API is open, so only this machine may reach it.
+          // docs/architecture.md#web-and-grpc: without a token the API is open, so only this machine may reach it.
           const refused = isLoopback(host) ? '' : `; refusing ${host}`;
           if (refused) host = '127.0.0.1';
           log.warn({ host }, `no API token configured (HUB_API_TOKEN): listening on loopback ${host} only${refused}`);

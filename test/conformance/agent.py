@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """
-A conformance agent for the gmq-hub wire protocol, written from the contract alone (DESIGN §4,
+A conformance agent for the gmq-hub wire protocol, written from the contract alone (docs/wire-protocol.md#mqtt-wire-protocol,
 the README's wire section, seed 002 消息格式) in another language than the hub: Python with
 Debian's python3-paho-mqtt. It sends the seed's shapes (RFC 3339 times, node_version object,
 uptime in seconds, string metric values), signs with HMAC-SHA256 over RFC 8785 canonical JSON,

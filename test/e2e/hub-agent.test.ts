@@ -301,7 +301,7 @@ for (const backend of BACKENDS) {
         assert.equal(c.msg.message_id, id);
         assert.deepEqual(c.raw, copies[0].raw, 'the very same signed message every time');
       }
-      // base, 2·base, … (DESIGN §5); lower bounds only, with room for a busy machine
+      // base, 2·base, … (docs/architecture.md#the-transactional-outbox-and-its-relay); lower bounds only, with room for a busy machine
       const base = HUB_TIMING.retry_base_ms;
       const gaps = [copies[1].at - copies[0].at, copies[2].at - copies[1].at];
       assert.ok(gaps[0] >= base * 0.5, `first gap ${gaps[0]} ms`);

@@ -12,7 +12,7 @@ export interface TestBroker {
 
 /**
  * A bare aedes broker on a free loopback port (no auth), for tests of modules that need an
- * MQTT peer before the broker module is involved. TCP_NODELAY on every socket (DESIGN §10).
+ * MQTT peer before the broker module is involved. TCP_NODELAY on every socket (docs/architecture.md#performance-decisions).
  */
 export async function startTestBroker(port = 0): Promise<TestBroker> {
   const aedes = await Aedes.createBroker();

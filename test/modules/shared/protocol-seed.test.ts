@@ -1,5 +1,5 @@
 /**
- * The tolerant reader (DESIGN §4, seed 002): RFC 3339 or ms times read as ms, node_version a
+ * The tolerant reader (docs/wire-protocol.md#seed-shapes-the-hub-accepts, seed 002): RFC 3339 or ms times read as ms, node_version a
  * string or an object kept as sent, uptime or uptime_s, unknown fields kept; the signature still
  * covers what was sent; peekUplink reads the project and type of a refused message.
  */

@@ -109,7 +109,7 @@ function rawRegister(payload: unknown, over: Record<string, unknown> = {}) {
   return msg;
 }
 
-test('topics are the DESIGN §4 strings', () => {
+test('topics are the strings of docs/wire-protocol.md#topics', () => {
   assert.equal(TOPIC_COMMAND_UP, 'wdd/RDMC/command/up');
   assert.equal(TOPIC_MESSAGE_UP, 'wdd/RDMC/message/up');
   assert.equal(commandDownTopic('p1'), 'wdd/RDMC/command/down/p1');

@@ -78,7 +78,7 @@ test('signMessage: known-answer vector proves JCS key order and number formattin
     signature: 'ignored, never signed',
   };
   // Written out by hand per RFC 8785: keys sorted, 1e21 → 1e+21, -0 → 0, 1e-7 stays exponent,
-  // non-ASCII kept as UTF-8, `signature` left out (DESIGN §4).
+  // non-ASCII kept as UTF-8, `signature` left out (docs/wire-protocol.md#signing).
   const canonical = '{"alpha":"héllo €😀","mid":[1.5,0,0.000001,1e-7,100],"nested":{"a":null,"b":true},"zeta":1e+21}';
   const { signature: _s, ...unsigned } = msg;
   assert.equal(canonicalJson(unsigned), canonical);
