@@ -12,7 +12,7 @@ import type { MqttDestinationConfig, OutboxEnvelope } from './contract.js';
 import type { Destination } from './destination.js';
 
 /** A level of a topic must not hold the MQTT wildcards or a separator. [MQTT-4.7.1] */
-const unsafeLevel = (s: string) => s.replace(/[+#/\u0000]/g, '_') || '_';
+const unsafeLevel = (s: string) => s.replaceAll('+', '_').replaceAll('#', '_').replaceAll('/', '_') || '_';
 
 export function topicFor(template: string, route: string, env: OutboxEnvelope): string {
   return template
