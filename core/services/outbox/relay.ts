@@ -13,9 +13,19 @@ import { type ClaimedRow, claim, markFailed, markPublished, purgePublished, rele
 
 /**
  * Test hook: with HUB_CRASH_POINT=outbox.before_publish the process kills itself with SIGKILL
- * once it has claimed events whose business transaction committed, before it delivers them.
+ * once it has claimed events whose business transaction committed, before it delivers them;
+ * `outbox.before_publish:<event type>` only when a claimed event is of that type (so events a
+ * previous run left pending do not kill the process while it starts).
  */
 export const CRASH_BEFORE_PUBLISH = 'outbox.before_publish';
+
+function crashesOn(rows: readonly ClaimedRow[]): boolean {
+  const point = process.env.HUB_CRASH_POINT;
+  if (point === CRASH_BEFORE_PUBLISH) return true;
+  if (!point?.startsWith(`${CRASH_BEFORE_PUBLISH}:`)) return false;
+  const type = point.slice(CRASH_BEFORE_PUBLISH.length + 1);
+  return rows.some((r) => r.event_type === type);
+}
 const PURGE_EVERY_MS = 60_000;
 
 export interface RelayCounters {
@@ -103,7 +113,7 @@ export class RouteRelay {
     const rows = await claim(db, d.table, d.route, d.owner, d.outbox.lease_ms, d.cfg.concurrency);
     this.failing = false;
     if (rows.length === 0) return false;
-    if (process.env.HUB_CRASH_POINT === CRASH_BEFORE_PUBLISH) process.kill(process.pid, 'SIGKILL');
+    if (crashesOn(rows)) process.kill(process.pid, 'SIGKILL');
     await Promise.all(rows.map((r) => this.deliver(db, r)));
     return rows.length === d.cfg.concurrency;
   }
