@@ -13,8 +13,11 @@ import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import * as grpc from '@grpc/grpc-js';
+import { runCli } from '../bootstrap/cli-harness.js';
 import { HostProcess, writeTempConfig } from '../helpers/process.js';
 import { scaled, until } from '../helpers/wait.js';
+import { call, ExchangeHubClient, fails } from '../modules/grpc/harness.js';
 import { type Agent, Hub, type Json, type Provisioned, T, uniqueId } from './harness.js';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
@@ -87,6 +90,7 @@ describe('outbox: domain events to a webhook and an MQTT consumer (Mosquitto + P
     fragileUrl = `http://127.0.0.1:${fragilePort}`;
     const webhook = (url: string) => ({ type: 'webhook', url, secret: SECRET, timeout_ms: 2_000 });
     const cfg = JSON.parse(fs.readFileSync(hub.file, 'utf8'));
+    cfg.modules.grpc = { port: 0 };
     cfg.outbox = {
       poll_interval_ms: 100,
       lease_ms: 3_000,
@@ -164,11 +168,17 @@ describe('outbox: domain events to a webhook and an MQTT consumer (Mosquitto + P
     assert.equal(typeof done.timings.total_ms, 'number');
     assert.equal(mqttConsumer.events(ofCommand(id))[0].topic, `${prefix}/command.completed/${pid}`);
 
-    const metrics = await (await fetch(`${hub.base}/metrics`)).text();
-    const value = (name: string) => Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(metrics)?.[1] ?? Number.NaN);
-    assert.ok(value('hub_outbox_published_total\\{route="hook"\\}') >= 2, 'published counted');
-    assert.ok(value('hub_outbox_retried_total\\{route="hook"\\}') >= 3, 'retries counted');
-    assert.ok(Number.isFinite(value('hub_outbox_lag_seconds\\{route="bus"\\}')), 'lag exposed');
+    // the receiver may see an event a moment before the relay marks it published: wait for the count
+    const value = (metrics: string, name: string) =>
+      Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(metrics)?.[1] ?? Number.NaN);
+    const metrics = await eventually(
+      async () => (await fetch(`${hub.base}/metrics`)).text(),
+      (m) => value(m, 'hub_outbox_published_total\\{route="hook"\\}') >= 2,
+      'published counted',
+    );
+    assert.ok(value(metrics, 'hub_outbox_retried_total\\{route="hook"\\}') >= 3, 'retries counted');
+    assert.ok(Number.isFinite(value(metrics, 'hub_outbox_lag_seconds\\{route="bus"\\}')), 'lag exposed');
+    assert.equal(value(metrics, 'hub_outbox_dead\\{route="hook"\\}'), 0);
   });
 
   test('a hub killed between the commit and the publish delivers the event after restart, once', async () => {
@@ -220,6 +230,23 @@ describe('outbox: domain events to a webhook and an MQTT consumer (Mosquitto + P
     assert.equal(dead.attempts, 2);
     assert.match(dead.last_error, /answered 500/);
     assert.equal(fragile.events(() => true).length, 0);
+    // the same list through the CLI and gRPC
+    const cli = await runCli(['outbox', 'dead', '--route', 'fragile', '--json', '--url', hub.base], {});
+    assert.equal(cli.code, 0, cli.stderr);
+    assert.ok(JSON.parse(cli.stdout).items.some((e: Json) => e.event_id === dead.event_id));
+    const grpcPort = Number(
+      (await hub.proc.waitFor((l) => l.msg === 'gRPC server listening', T, 'gRPC listening')).port,
+    );
+    const client = new ExchangeHubClient(`127.0.0.1:${grpcPort}`, grpc.credentials.createInsecure());
+    try {
+      const page = await call<Json>(client, 'ListDeadEvents', { route: 'fragile' });
+      const viaGrpc = page.items.find((e: Json) => e.event_id === dead.event_id);
+      assert.equal(JSON.parse(viaGrpc.envelope_json).data.command.command_id, id);
+      await fails(call(client, 'ListDeadEvents', { route: 'nope' }), grpc.status.NOT_FOUND);
+      await fails(call(client, 'ReplayDeadEvent', { event_id: 'x' }), grpc.status.INVALID_ARGUMENT);
+    } finally {
+      client.close();
+    }
 
     await fetch(`${fragileUrl}/control`, { method: 'POST', body: JSON.stringify({ fail: 0 }) });
     const replay = await hub.api('POST', `/outbox/dead/${dead.event_id}/replay`, {});
@@ -229,6 +256,9 @@ describe('outbox: domain events to a webhook and an MQTT consumer (Mosquitto + P
     assert.equal(fragile.events((l) => l.event_id === dead.event_id).length, 1);
     assert.ok(fragile.events(() => true).every((l) => l.signed));
     assert.equal((await hub.api('POST', `/outbox/dead/${dead.event_id}/replay`, {})).status, 404, 'no longer dead');
+    const again = await runCli(['outbox', 'replay', dead.event_id, '--url', hub.base], {});
+    assert.notEqual(again.code, 0);
+    assert.match(again.stderr, /OUTBOX_ERR_NOT_FOUND/);
   });
 });
 
