@@ -238,7 +238,7 @@ export class WebMetrics {
       lag: perRoute('g', 'hub_outbox_lag_seconds', 'Age of the oldest pending domain event, per outbox route'),
       published: perRoute('c', 'hub_outbox_published_total', 'Domain events this instance delivered, per route'),
       retried: perRoute('c', 'hub_outbox_retried_total', 'Failed deliveries this instance rescheduled, per route'),
-      died: perRoute('c', 'hub_outbox_dead_total', 'Domain events this instance moved to dead, per route'),
+      died: perRoute('c', 'hub_outbox_deaths_total', 'Domain events this instance moved to dead, per route'),
     };
     this.refusals = {
       brokerDenials: new Counter({

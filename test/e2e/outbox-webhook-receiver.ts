@@ -4,8 +4,9 @@
  * per request on stdout, and answers 500 while told to fail.
  *
  *   node outbox-webhook-receiver.js <secret> <fail-first-n | always>
- *   stdout: {"listening":port} then {"event_id","event_type","key","signed","header_id","data"} per
- *   accepted request, {"refused":n} per request answered 500
+ *   stdout: {"listening":port} then {"duplicate","event_id","event_type","key","signed","header_id","data"}
+ *   per accepted request (duplicate: an id seen before, which a consumer drops), {"refused":n} per
+ *   request answered 500
  *   POST /control {"fail": n | "always" | 0} changes the failing mode.
  */
 import { createHmac, timingSafeEqual } from 'node:crypto';
@@ -15,6 +16,8 @@ import type { AddressInfo } from 'node:net';
 const secret = process.argv[2] ?? '';
 let fail: number | 'always' = process.argv[3] === 'always' ? 'always' : Number(process.argv[3] ?? 0);
 let refused = 0;
+/** Consumers deduplicate on the event id (at-least-once delivery): a repeat is marked, not processed. */
+const seen = new Set<string>();
 
 function verify(ts: string | undefined, body: string, sig: string | undefined): boolean {
   if (!ts || !sig || Math.abs(Date.now() - Number(ts)) > 300_000) return false;
@@ -44,7 +47,10 @@ const server = http.createServer((req, res) => {
     }
     const env = JSON.parse(body);
     const signed = verify(req.headers['x-gmq-timestamp'] as string, body, req.headers['x-gmq-signature'] as string);
+    const duplicate = seen.has(env.event_id);
+    seen.add(env.event_id);
     out({
+      duplicate,
       event_id: env.event_id,
       header_id: req.headers['x-gmq-event-id'],
       event_type: env.event_type,
