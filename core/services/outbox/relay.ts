@@ -141,11 +141,16 @@ export class RouteRelay {
     else d.log.warn(ids, 'outbox event delivered after its lease ran out (another instance may deliver it again)');
   }
 
-  /** Stops claiming, waits for the deliveries in flight, gives back what it still holds. */
+  /**
+   * Stops polling, waits for the deliveries in flight, then makes one last pass (bounded by the
+   * destination's timeout_ms): the events the modules committed while they stopped (the status
+   * module's final flush) go out now rather than at the next start. Gives back what it still holds.
+   */
   async stop(): Promise<void> {
     this.stopped = true;
     clearTimeout(this.timer);
     await this.running?.catch(() => undefined);
+    await this.pass().catch(() => undefined);
     await releaseLeases(this.d.db(), this.d.table, this.d.owner).catch(() => undefined);
   }
 }
