@@ -3,6 +3,7 @@ import path from 'node:path';
 import { type Document, isAlias, isMap, isScalar, isSeq, parseDocument } from 'yaml';
 import { z } from 'zod';
 import { HubError } from './errors.js';
+import { type OutboxConfig, outboxSchema, unknownRouteEvent } from './services/outbox/contract.js';
 
 export type OverflowPolicy = 'block' | 'drop-oldest' | 'reject';
 export interface MailboxConfig {
@@ -52,6 +53,8 @@ export interface HostConfig {
   databases: Readonly<Record<string, DbConfig>>;
   /** In file order. */
   modules: Readonly<Record<string, ModuleBlock>>;
+  /** The outbox service's routes and relay settings (core/services/outbox). */
+  outbox: Readonly<OutboxConfig>;
   /** Dotted key paths whose value used at least one environment variable that was set. */
   envPaths: ReadonlySet<string>;
   /**
@@ -197,7 +200,8 @@ export function parseConfig(text: string, file: string, env: NodeJS.ProcessEnv =
   const envPaths = new Set<string>();
   const envVars: Record<string, string[]> = Object.create(null);
   const raw = toPlain(doc.contents, [], { doc, env, file, envPaths, envVars, aliases: 0 });
-  if (raw !== null && !isRecord(raw)) throw invalid(file, '(root)', 'expected a mapping with host, databases, modules');
+  if (raw !== null && !isRecord(raw))
+    throw invalid(file, '(root)', 'expected a mapping with host, databases, modules, outbox');
   const top = raw ?? {};
   const section = (k: string) => (top[k] === null ? undefined : top[k]);
   const parsed = z
@@ -205,10 +209,20 @@ export function parseConfig(text: string, file: string, env: NodeJS.ProcessEnv =
       host: hostSchema.prefault({}),
       databases: z.record(z.string(), dbSchema).default({}),
       modules: z.record(z.string(), z.unknown()).default({}),
+      outbox: outboxSchema.prefault({}),
     })
-    .safeParse({ ...top, host: section('host'), databases: section('databases'), modules: section('modules') });
+    .safeParse({
+      ...top,
+      host: section('host'),
+      databases: section('databases'),
+      modules: section('modules'),
+      outbox: section('outbox'),
+    });
   if (!parsed.success) throw zodError(file, '', parsed.error.issues);
-  const { host, databases } = parsed.data;
+  const { host, databases, outbox } = parsed.data;
+  // seed 003: an event type nobody registered is refused, never routed to a default
+  const unknownEvent = unknownRouteEvent(outbox);
+  if (unknownEvent) throw invalid(file, unknownEvent[0], unknownEvent[1]);
   const dir = path.dirname(path.resolve(file));
 
   const modules: Record<string, ModuleBlock> = {};
@@ -254,6 +268,7 @@ export function parseConfig(text: string, file: string, env: NodeJS.ProcessEnv =
     host,
     databases,
     modules,
+    outbox,
     envPaths: frozenSet(envPaths),
     envVars,
     raw,

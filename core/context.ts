@@ -3,6 +3,7 @@ import type { Logger } from './log.js';
 import type { Mailbox } from './mailbox.js';
 import type { Clock, Migration, ModuleContext, ModuleTimers } from './module.js';
 import type { DbPool } from './services/db.js';
+import type { OutboxService } from './services/outbox/service.js';
 
 export interface ContextParts {
   name: string;
@@ -12,6 +13,7 @@ export interface ContextParts {
   mailbox: Mailbox;
   db: DbPool;
   clock: Clock;
+  outbox: OutboxService;
   onCrash: (err: Error) => void;
 }
 
@@ -68,6 +70,7 @@ export class ContextScope {
         db: (name?: string) => p.db.get(name),
         migrate: (migrations: Migration[], dbName?: string) => p.db.migrate(p.name, migrations, dbName),
         clock: p.clock,
+        outbox: p.outbox.forModule(p.name),
       }),
       timers,
       signal: this.abort.signal,

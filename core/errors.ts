@@ -73,7 +73,20 @@ export type ErrorCode =
   | 'MQTT_ERR_OFFLINE'
   | 'MQTT_ERR_PUBLISH'
   | 'MQTT_ERR_INVALID'
-  | 'GRPC_ERR_SLOW_STREAM';
+  | 'GRPC_ERR_SLOW_STREAM'
+  // the outbox service (core/services/outbox)
+  /** outbox.add with an event type the module did not declare: the business transaction rolls back */
+  | 'OUTBOX_ERR_UNDECLARED_EVENT'
+  /** a declaration names an event type the catalogue does not know */
+  | 'OUTBOX_ERR_UNKNOWN_EVENT'
+  /** a second module declared an event type another module already owns */
+  | 'OUTBOX_ERR_EVENT_OWNED'
+  /** a declaration or an operator request is malformed (bad table name, bad route) */
+  | 'OUTBOX_ERR_INVALID'
+  /** no dead event with that id (on that route) */
+  | 'OUTBOX_ERR_NOT_FOUND'
+  /** a destination refused or failed a delivery (counted per route, retried) */
+  | 'OUTBOX_ERR_DELIVERY';
 
 export class HubError extends Error {
   readonly code: ErrorCode;

@@ -11,6 +11,8 @@ import type { Clock, ModuleInstance, ModuleProvider } from './module.js';
 import { checkPorts, plannedPorts, withPortHint } from './port-check.js';
 import type { ProviderRegistry } from './registry.js';
 import { DbPool } from './services/db.js';
+import { OUTBOX_TOPICS } from './services/outbox/contract.js';
+import { OutboxService } from './services/outbox/service.js';
 import { workerProvider } from './worker-module.js';
 
 export type ModuleState = 'disabled' | 'stopped' | 'starting' | 'running' | 'stopping' | 'failed';
@@ -83,6 +85,7 @@ export class Host {
   readonly bus: Bus;
   readonly log: Logger;
   readonly db: DbPool;
+  readonly outbox: OutboxService;
   private config: HostConfig;
   private readonly registry: ProviderRegistry;
   private readonly env: NodeJS.ProcessEnv;
@@ -106,6 +109,7 @@ export class Host {
     this.config = opts.config ?? loadConfig(opts.configFile!, this.env);
     this.bus = new Bus(this.log.child({ module: 'bus' }));
     this.db = new DbPool({ ...this.config.databases }, this.log.child({ module: 'db' }));
+    this.outbox = new OutboxService(this.config.outbox, this.db, this.log.child({ module: 'outbox' }));
   }
 
   get running(): boolean {
@@ -152,6 +156,7 @@ export class Host {
           this.log.error({ module: name, err: serializeError(err) }, 'module failed to start; stopping the host');
           await this.stopAll();
           this.state = 'stopped';
+          await this.outbox.stop();
           await this.db.close(); // releases the data dir locks and any database a module opened
           throw err;
         }
@@ -231,6 +236,7 @@ export class Host {
       mailbox: box,
       db: this.db,
       clock: this.clock,
+      outbox: this.outbox,
       onCrash: (err) => this.onCrash(rec, scope, err),
     });
     rec.scope = scope;
@@ -401,8 +407,11 @@ export class Host {
       if (JSON.stringify(next.databases) !== JSON.stringify(this.config.databases)) {
         this.log.warn('databases changed in config; that part takes effect at the next process start');
       }
+      if (JSON.stringify(next.outbox) !== JSON.stringify(this.config.outbox)) {
+        this.log.warn('outbox changed in config; that part takes effect at the next process start');
+      }
       const prev = this.config;
-      this.config = { ...next, databases: prev.databases };
+      this.config = { ...next, databases: prev.databases, outbox: prev.outbox };
       const newOrder = orderModules(plan);
 
       // stop what went away or was disabled, dependents first
@@ -560,6 +569,7 @@ export class Host {
         this.log.warn({ timeout_ms: this.config.host.drain_timeout_ms }, 'mailboxes not drained before the deadline');
       await this.serial(() => this.stopAll());
       this.bus.close();
+      await this.outbox.stop(); // after the modules: their last commits' events still get a relay pass
       await this.db.close();
       this.state = 'stopped';
       this.log.info('host stopped');
@@ -603,6 +613,9 @@ export class Host {
     box.subscribe(HOST_TOPICS.restartModule, (p) => this.restartModule(String((p as { name?: unknown })?.name)));
     box.subscribe(HOST_TOPICS.busStats, () => this.bus.stats());
     box.subscribe(HOST_TOPICS.reloadConfig, () => this.reload());
+    box.subscribe(OUTBOX_TOPICS.deadList, (p) => this.outbox.deadList((p ?? {}) as { route?: string }));
+    box.subscribe(OUTBOX_TOPICS.deadReplay, (p) => this.outbox.replay(p as { event_id: string; route?: string }));
+    box.subscribe(OUTBOX_TOPICS.stats, () => this.outbox.stats());
   }
 }
 

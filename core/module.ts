@@ -2,6 +2,7 @@ import type { Knex } from 'knex';
 import type { ZodType } from 'zod';
 import type { ModuleBus } from './bus.js';
 import type { Logger } from './log.js';
+import type { ModuleOutbox } from './services/outbox/service.js';
 
 /** A database migration a module owns; `up` is PostgreSQL-dialect SQL or a function. */
 export interface Migration {
@@ -19,6 +20,8 @@ export interface ModuleServices {
   /** Applies this module's migrations (recorded per module name) and returns the ids applied now. */
   migrate(migrations: Migration[], dbName?: string): Promise<string[]>;
   clock: Clock;
+  /** The outbox service: declare event types, write them in your transaction (core/services/outbox). */
+  outbox: ModuleOutbox;
 }
 
 export interface ModuleTimers {

@@ -69,6 +69,17 @@ interface CommandDetail {
   };
 }
 
+/** GET /outbox/dead's items (core/services/outbox/contract.ts DeadEvent). */
+interface DeadEvent {
+  event_id: string;
+  route: string;
+  event_type: string;
+  key: string;
+  attempts: number;
+  last_error: string | null;
+  dead_at: string;
+}
+
 interface ModuleInfo {
   name: string;
   type: string;
@@ -215,6 +226,7 @@ const FINAL_OK: Record<string, boolean> = { completed: true, failed: false, time
 export const GROUPS: GroupSpec[] = [
   { name: 'projects', summary: 'Provision projects (agents) and manage their secrets.' },
   { name: 'modules', summary: 'The hub’s modules: state, restarts, mailbox counters.', defaultSub: 'list' },
+  { name: 'outbox', summary: 'Domain events that went dead on a route, and their replay.', defaultSub: 'dead' },
 ];
 
 export const COMMANDS: Spec[] = [
@@ -539,6 +551,72 @@ export const COMMANDS: Spec[] = [
       else if (r.status === 202)
         ctx.out(`${r.body.name}: restarting (the web module answers before it restarts itself)\n`);
       else ctx.out(table(MODULE_HEADERS, [moduleRow(r.body as ModuleInfo)]));
+      return 0;
+    },
+  },
+  {
+    path: ['outbox', 'dead'],
+    args: '[--route R]',
+    summary: 'Domain events dead on their route (every attempt failed), oldest first (also: `gmq-hub outbox`)',
+    details: ['Replay one with `gmq-hub outbox replay <event-id>`; consumers deduplicate on its event id.'],
+    options: { route: { type: 'string', value: 'R', description: 'only this route (a key under outbox.routes)' } },
+    positionals: { min: 0, max: 0 },
+    json: true,
+    examples: ['gmq-hub outbox dead', 'gmq-hub outbox dead --route ticketing --json'],
+    async run({ values }, ctx) {
+      const items: DeadEvent[] = [];
+      let total = 0;
+      const route = values.route === undefined ? '' : `&route=${enc(String(values.route))}`;
+      do {
+        const q = `limit=500&offset=${items.length}${route}`;
+        const r = await ctx.client().call<{ items: DeadEvent[]; total: number }>('GET', `${API}/outbox/dead?${q}`);
+        items.push(...r.body.items);
+        total = r.body.total;
+        if (r.body.items.length === 0) break;
+      } while (items.length < total);
+      if (ctx.json) {
+        printJson(ctx, { items, total });
+        return 0;
+      }
+      if (items.length === 0) {
+        ctx.err('gmq-hub: no dead events');
+        return 0;
+      }
+      ctx.out(
+        table(
+          ['EVENT', 'ROUTE', 'TYPE', 'KEY', 'ATTEMPTS', 'DEAD', 'LAST ERROR'],
+          items.map((e) => [
+            e.event_id,
+            e.route,
+            e.event_type,
+            e.key,
+            String(e.attempts),
+            when(e.dead_at),
+            cell(e.last_error),
+          ]),
+        ),
+      );
+      return 0;
+    },
+  },
+  {
+    path: ['outbox', 'replay'],
+    args: '<event-id> [--route R]',
+    summary: 'Put a dead domain event back to pending with fresh attempts',
+    options: {
+      route: { type: 'string', value: 'R', description: 'only on this route (default: every route it died on)' },
+    },
+    positionals: { min: 1, max: 1 },
+    json: true,
+    examples: ['gmq-hub outbox replay 0b8f7a52-7a0e-4e0b-9d3c-2f1f6c1f9e11'],
+    async run({ positionals, values }, ctx) {
+      const body = values.route === undefined ? {} : { route: String(values.route) };
+      const r = await ctx
+        .client()
+        .call<{ event_id: string; routes: string[] }>('POST', `${API}/outbox/dead/${enc(positionals[0])}/replay`, {
+          body,
+        });
+      show(ctx, r.body, () => `${r.body.event_id}: pending again on ${r.body.routes.join(', ')}\n`);
       return 0;
     },
   },

@@ -1,6 +1,7 @@
 import type { Knex } from 'knex';
 import type { Logger } from '../../core/log.js';
 import type { Clock } from '../../core/module.js';
+import type { ModuleOutbox } from '../../core/services/outbox/service.js';
 import type { CommandConfig } from './config.js';
 import type { CredentialsCache } from './credentials.js';
 import type { Counters, Events } from './events.js';
@@ -19,6 +20,8 @@ export interface Deps {
   owners: CommandOwners;
   /** Asks the relay for a pass now (a new or released outbox row is due). */
   wakeRelay(): void;
+  /** The host's outbox service: terminal commands write their domain events through it (domain-events.ts). */
+  outbox: ModuleOutbox;
   /** Writes the acks and results received so far (uplink.ts settle), before the relay re-publishes. */
   settleUplinks(): Promise<void>;
 }

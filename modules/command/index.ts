@@ -36,6 +36,7 @@ import { BRIDGE, COMMAND, STATUS, type StatusChangedEvent, type UplinkEvent } fr
 import { type CommandConfig, commandConfigSchema } from './config.js';
 import { CredentialsCache } from './credentials.js';
 import type { Deps } from './deps.js';
+import { COMMAND_EVENTS, EVENT_TABLE } from './domain-events.js';
 import { Events, newCounters } from './events.js';
 import { migrations } from './migrations.js';
 import { CommandOwners } from './owners.js';
@@ -85,6 +86,7 @@ export const provider: ModuleProvider<CommandConfig> = {
       async start() {
         await ctx.services.migrate(migrations, cfg.database);
         db = ctx.services.db(cfg.database);
+        ctx.services.outbox.declare({ table: EVENT_TABLE, database: cfg.database, events: COMMAND_EVENTS });
         const deps: Deps = {
           db,
           cfg,
@@ -96,6 +98,7 @@ export const provider: ModuleProvider<CommandConfig> = {
           owners,
           wakeRelay: () => relay?.wake(),
           settleUplinks: async () => uplinks?.settle(),
+          outbox: ctx.services.outbox,
         };
         const theRelay = new Relay(deps, ctx.bus, ctx.timers);
         relay = theRelay;

@@ -1,4 +1,5 @@
 import type { Migration } from '../../core/module.js';
+import { eventOutboxMigration } from './domain-events.js';
 
 /**
  * Tables of the command module (docs/architecture.md#a-command-end-to-end, docs/architecture.md#tables). Columns are at least those of the seed's
@@ -106,4 +107,6 @@ CREATE TABLE IF NOT EXISTS command_idempotency (
 CREATE INDEX IF NOT EXISTS command_idempotency_created_idx ON command_idempotency (created_at);
 `,
   },
+  // the domain events of the outbox service (domain-events.ts): this module's own table
+  eventOutboxMigration,
 ];

@@ -11,6 +11,7 @@
  */
 import type { ModuleTimers } from '../../core/module.js';
 import { type Deps, isoAt, lockInOrder, query, retrying } from './deps.js';
+import { terminalEvent } from './domain-events.js';
 import { IdempotencyKeys } from './idempotency.js';
 import type { Reasker } from './reask.js';
 import { LIVE_SQL, TRACKER_COLUMNS, type TrackerRow } from './rows.js';
@@ -92,6 +93,7 @@ export class Sweeper {
               last_error = 'command timed out before the agent acknowledged it'
         WHERE command_id IN (SELECT jsonb_array_elements_text(?::jsonb)) AND status IN ('pending', 'waiting')`,
           at,
+          (rows) => rows,
         );
     for (const row of timedOut) {
       this.d.log.info(
@@ -117,6 +119,7 @@ export class Sweeper {
           `UPDATE command_outbox SET status = 'dead', last_error = '${EXPIRED}', updated_at = ?::timestamptz
         WHERE command_id IN (SELECT jsonb_array_elements_text(?::jsonb)) AND status = 'waiting'`,
           at,
+          (rows) => rows.filter((r) => r.status === 'failed' && r.error === EXPIRED),
         );
     const expired = queued.filter((r) => r.status === 'failed' && r.error === EXPIRED);
     for (const row of expired) {
@@ -138,7 +141,14 @@ export class Sweeper {
   }
 
   /** The tracker statement, then the outbox statement for the command ids it returned, in one transaction. */
-  private inTx(trackerSql: string, args: unknown[], outboxSql: string, at: string): Promise<TrackerRow[]> {
+  private inTx(
+    trackerSql: string,
+    args: unknown[],
+    outboxSql: string,
+    at: string,
+    /** The rows that became terminal: their domain events commit in this transaction (domain-events.ts). */
+    terminal: (rows: TrackerRow[]) => TrackerRow[],
+  ): Promise<TrackerRow[]> {
     return retrying(() =>
       this.d.db.transaction(async (trx) => {
         const rows = await query<TrackerRow>(trx, trackerSql, args);
@@ -146,6 +156,10 @@ export class Sweeper {
         const ids = rows.map((r) => r.command_id);
         await lockInOrder(trx, ids);
         await query(trx, outboxSql, [at, JSON.stringify(ids)]);
+        const events = terminal(rows)
+          .map((r) => terminalEvent(r, null))
+          .filter((e) => e !== null);
+        if (events.length > 0) await this.d.outbox.addMany(trx, events);
         return rows;
       }),
     );

@@ -32,6 +32,7 @@ import type { ModuleTimers } from '../../core/module.js';
 import type { CommandAckPayload, DataMessage, ExecResultPayload, LogResultPayload } from '../shared/protocol.js';
 import type { CommandResultView, UplinkEvent } from '../shared/topics.js';
 import { type Deps, isoAt, LOCK_BOTH, LOCKED_BOTH, query, retrying } from './deps.js';
+import { terminalEvent } from './domain-events.js';
 import { TRACKER_COLUMNS, type TrackerRow } from './rows.js';
 import { isUuid } from './validate.js';
 
@@ -509,7 +510,20 @@ export class Uplinks {
       ended: tsOrNull(it.r.end_time),
       ack_at: acks.has(id) ? isoAt(acks.get(id)!.at) : null,
     }));
-    return query<ResultRowOut>(this.d.db, RESULT_SQL, [ids, ids, JSON.stringify(input), now, now, now]);
+    const args = [ids, ids, JSON.stringify(input), now, now, now];
+    const { outbox } = this.d;
+    if (!outbox.routed('command.completed') && !outbox.routed('command.failed'))
+      return query<ResultRowOut>(this.d.db, RESULT_SQL, args);
+    // A route wants them: the domain events commit with the results that make the commands terminal.
+    return this.d.db.transaction(async (trx) => {
+      const rows = await query<ResultRowOut>(trx, RESULT_SQL, args);
+      const events = rows
+        .filter((r) => r.known && r.inserted && !r.late_result)
+        .map((r) => terminalEvent(r, resultView(results.get(r.in_id)!)))
+        .filter((e) => e !== null);
+      if (events.length > 0) await outbox.addMany(trx, events);
+      return rows;
+    });
   }
 
   private reportResults(rows: ResultRowOut[], results: Map<string, ResultItem>): void {
@@ -525,17 +539,7 @@ export class Uplinks {
         continue;
       }
       this.d.counters.results++;
-      const it = results.get(row.in_id)!;
-      const result: CommandResultView = {
-        status: it.r.status,
-        exit_code: it.r.exit_code,
-        output: clean(it.r.output),
-        error: clean(it.r.error),
-        start_time: it.r.start_time,
-        end_time: it.r.end_time,
-        duration: it.r.duration,
-        received_at: isoAt(it.received_at),
-      };
+      const result = resultView(results.get(row.in_id)!);
       if (row.late_result) {
         this.d.counters.late_results++;
         this.d.log.info(
@@ -548,6 +552,20 @@ export class Uplinks {
       this.d.events.result(row, result);
     }
   }
+}
+
+/** The result as the bus and the domain events show it. */
+function resultView(it: ResultItem): CommandResultView {
+  return {
+    status: it.r.status,
+    exit_code: it.r.exit_code,
+    output: clean(it.r.output),
+    error: clean(it.r.error),
+    start_time: it.r.start_time,
+    end_time: it.r.end_time,
+    duration: it.r.duration,
+    received_at: isoAt(it.received_at),
+  };
 }
 
 type AckRow = TrackerRow & { in_id: string; in_project: string; known: boolean };

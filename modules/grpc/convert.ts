@@ -4,6 +4,7 @@
  * far as the gRPC shape needs (JSON text fields, project ids before they reach a topic); the
  * owning module validates the rest and its errors name the field.
  */
+import type { DeadEvent } from '../../core/services/outbox/contract.js';
 import type { FeedEvent, FeedFilter } from '../shared/event-feed.js';
 import { isValidProjectId, MAX_PROJECT_ID_BYTES } from '../shared/protocol.js';
 import type {
@@ -254,4 +255,32 @@ export interface ResyncEvent {
   command_id?: undefined;
   at: number;
   data: { reason: string; oldest: number | null };
+}
+
+export interface ListDeadEventsMsg {
+  route?: string;
+  limit?: number;
+  offset?: number;
+}
+
+const ROUTE_RE = /^[a-z][a-z0-9_-]{0,63}$/;
+
+/** The REST query's rules (modules/web/schemas.ts outboxDeadQuery). */
+export function toDeadEventsQuery(m: ListDeadEventsMsg): { route?: string; limit?: number; offset?: number } {
+  if (m.route !== undefined && !ROUTE_RE.test(m.route))
+    throw invalidArg('route', `expected a route name matching ${ROUTE_RE}, got ${show(m.route)}`);
+  if (m.limit !== undefined && (m.limit < 1 || m.limit > 500)) throw invalidArg('limit', 'expected 1-500');
+  return { ...(m.route !== undefined ? { route: m.route } : {}), ...toPaging(m) };
+}
+
+/** DeadEvent's envelope travels as JSON text (the proto's convention for free-form JSON). */
+export function deadEvents(r: { items: DeadEvent[]; total: number }): unknown {
+  return {
+    total: r.total,
+    items: r.items.map(({ envelope, last_error, ...rest }) => ({
+      ...rest,
+      ...(last_error !== null ? { last_error } : {}),
+      envelope_json: JSON.stringify(envelope),
+    })),
+  };
 }

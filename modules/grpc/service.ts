@@ -9,6 +9,7 @@ import { HubError } from '../../core/errors.js';
 import type { ModuleInfo } from '../../core/host.js';
 import { HOST_TOPICS } from '../../core/host-topics.js';
 import type { ModuleContext } from '../../core/module.js';
+import { type DeadEvent, OUTBOX_TOPICS } from '../../core/services/outbox/contract.js';
 import type { CommandWaiter } from '../shared/command-waiter.js';
 import type { EventFeed, FeedEvent } from '../shared/event-feed.js';
 import {
@@ -28,8 +29,10 @@ import {
   checkModuleName,
   checkProjectId,
   commandDetail,
+  deadEvents,
   deadList,
   type ListCommandsMsg,
+  type ListDeadEventsMsg,
   type ListProjectsMsg,
   type PagingMsg,
   projectList,
@@ -38,6 +41,7 @@ import {
   type SendCommandMsg,
   type SendSyncCommandMsg,
   toCreateProject,
+  toDeadEventsQuery,
   toFilter,
   toListCommands,
   toListProjects,
@@ -224,6 +228,18 @@ export class ExchangeHubService {
       ),
       ReplayDeadCommand: this.unary<{ command_id: string }, unknown>('ReplayDeadCommand', (m, call) =>
         this.request<CommandView>(COMMAND.deadReplay, { command_id: checkCommandId('command_id', m.command_id) }, call),
+      ),
+      ListDeadEvents: this.unary<ListDeadEventsMsg, unknown>('ListDeadEvents', async (m, call) =>
+        deadEvents(
+          await this.request<{ items: DeadEvent[]; total: number }>(OUTBOX_TOPICS.deadList, toDeadEventsQuery(m), call),
+        ),
+      ),
+      ReplayDeadEvent: this.unary<{ event_id: string; route?: string }, unknown>('ReplayDeadEvent', (m, call) =>
+        this.request(
+          OUTBOX_TOPICS.deadReplay,
+          { event_id: checkCommandId('event_id', m.event_id), ...(m.route !== undefined ? { route: m.route } : {}) },
+          call,
+        ),
       ),
       ListModules: this.unary<unknown, unknown>('ListModules', async (_m, call) => ({
         items: await this.request<ModuleInfo[]>(HOST_TOPICS.listModules, {}, call),

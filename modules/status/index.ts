@@ -13,8 +13,9 @@ import {
 } from '../shared/topics.js';
 import { type StatusConfig, statusConfigSchema } from './config.js';
 import { CredentialEvents } from './credential-events.js';
+import { EVENT_TABLE, STATUS_EVENTS } from './domain-events.js';
 import { migrations } from './migrations.js';
-import { Flusher, loadPresence } from './persist.js';
+import { Flusher, loadPresence, writeBatch } from './persist.js';
 import { Presence, projectView } from './presence.js';
 import { type ProjectRecord, ProjectStore, parseRequest, requests } from './projects.js';
 import { Uplinks } from './uplinks.js';
@@ -47,7 +48,7 @@ function createStatus(ctx: ModuleContext<StatusConfig>) {
     void ctx.bus.publish(STATUS.changed(ev.project_id), ev);
   };
   const presence = new Presence(clock, emit);
-  const flusher = new Flusher(db, presence, ctx.log);
+  const flusher = new Flusher(db, presence, ctx.log, (d, b) => writeBatch(d, b, ctx.services.outbox));
   const credentialEvents = new CredentialEvents(ctx.bus, clock, ctx.timers, ctx.log);
   const uplinks = new Uplinks({ cfg, clock, log: ctx.log, bus: ctx.bus, projects, presence });
 
@@ -155,6 +156,7 @@ function createStatus(ctx: ModuleContext<StatusConfig>) {
   return {
     async start() {
       await ctx.services.migrate(migrations, cfg.database);
+      ctx.services.outbox.declare({ table: EVENT_TABLE, database: cfg.database, events: STATUS_EVENTS });
       presence.load(await loadPresence(db()));
       uplinks.settleLoaded();
       // the agents of continued sessions heartbeat within seconds: their projects are read in a

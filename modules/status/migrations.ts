@@ -1,4 +1,5 @@
 import type { Migration } from '../../core/module.js';
+import { eventOutboxMigration } from './domain-events.js';
 
 /**
  * Tables of the status module (docs/architecture.md#tables), PostgreSQL dialect for both PGlite and a server.
@@ -46,4 +47,6 @@ CREATE TABLE IF NOT EXISTS project_status_history (
 CREATE INDEX IF NOT EXISTS project_status_history_project_at ON project_status_history (project_id, at);
 `,
   },
+  // the domain events of the outbox service (domain-events.ts): this module's own table
+  eventOutboxMigration,
 ];

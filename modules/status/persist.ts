@@ -1,6 +1,8 @@
 import type { Knex } from 'knex';
 import type { Logger } from '../../core/log.js';
+import type { ModuleOutbox } from '../../core/services/outbox/service.js';
 import type { PresenceState } from '../shared/topics.js';
+import { presenceEvents } from './domain-events.js';
 import type { Batch, Presence, PresenceEntry } from './presence.js';
 
 /**
@@ -80,8 +82,11 @@ INSERT INTO project_status_history (project_id, from_state, to_state, reason, at
 SELECT v.project_id, v.from_state, v.to_state, v.reason, ${ts('at')}
   FROM jsonb_to_recordset(?::jsonb) AS v(project_id text, from_state text, to_state text, reason text, at float8)`;
 
-/** One transaction: a multi-row UPSERT of the changed presence rows and a multi-row INSERT of history. */
-export async function writeBatch(db: Knex, batch: Batch): Promise<void> {
+/**
+ * One transaction: a multi-row UPSERT of the changed presence rows and a multi-row INSERT of
+ * history, with the domain events of those history rows (domain-events.ts) when given an outbox.
+ */
+export async function writeBatch(db: Knex, batch: Batch, outbox?: ModuleOutbox): Promise<void> {
   await db.transaction(async (trx) => {
     for (let i = 0; i < batch.rows.length; i += CHUNK) {
       await trx.raw(UPSERT_STATUS, [JSON.stringify(batch.rows.slice(i, i + CHUNK).map(statusRow))]);
@@ -89,6 +94,7 @@ export async function writeBatch(db: Knex, batch: Batch): Promise<void> {
     for (let i = 0; i < batch.history.length; i += CHUNK) {
       await trx.raw(INSERT_HISTORY, [JSON.stringify(batch.history.slice(i, i + CHUNK))]);
     }
+    if (outbox && batch.history.length > 0) await outbox.addMany(trx, presenceEvents(batch.history));
   });
 }
 

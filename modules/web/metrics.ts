@@ -8,6 +8,7 @@ import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { ModuleBus } from '../../core/bus.js';
 import { HOST_TOPICS } from '../../core/host-topics.js';
 import type { MailboxStats } from '../../core/mailbox.js';
+import { OUTBOX_TOPICS, type RouteStats } from '../../core/services/outbox/contract.js';
 import { UPLINK_COMMAND_TYPES, UPLINK_DATA_TYPES } from '../shared/protocol.js';
 import {
   BRIDGE,
@@ -59,6 +60,15 @@ export class WebMetrics {
   private readonly stage: Histogram<'stage'>;
   private readonly finals: Counter<'status'>;
   private readonly rejectedByType: Counter<'type' | 'attributed'>;
+  /** The outbox service's routes (core/services/outbox), read at scrape time from the host. */
+  private readonly outbox: {
+    pending: Gauge<'route'>;
+    dead: Gauge<'route'>;
+    lag: Gauge<'route'>;
+    published: Counter<'route'>;
+    retried: Counter<'route'>;
+    died: Counter<'route'>;
+  };
   private readonly presence = new Map<string, PresenceState>();
   private readonly seen = new Map<string, number>();
   private readonly gauges: {
@@ -229,6 +239,20 @@ export class WebMetrics {
         registers: r,
       }),
     };
+    const perRoute = <K extends 'g' | 'c'>(kind: K, name: string, help: string) =>
+      (kind === 'g'
+        ? new Gauge({ name, help, labelNames: ['route'], registers: r })
+        : new Counter({ name, help, labelNames: ['route'], registers: r })) as K extends 'g'
+        ? Gauge<'route'>
+        : Counter<'route'>;
+    this.outbox = {
+      pending: perRoute('g', 'hub_outbox_pending', 'Domain events waiting for delivery, per outbox route'),
+      dead: perRoute('g', 'hub_outbox_dead', 'Domain events dead (every attempt failed), per outbox route'),
+      lag: perRoute('g', 'hub_outbox_lag_seconds', 'Age of the oldest pending domain event, per outbox route'),
+      published: perRoute('c', 'hub_outbox_published_total', 'Domain events this instance delivered, per route'),
+      retried: perRoute('c', 'hub_outbox_retried_total', 'Failed deliveries this instance rescheduled, per route'),
+      died: perRoute('c', 'hub_outbox_deaths_total', 'Domain events this instance moved to dead, per route'),
+    };
     this.refusals = {
       brokerDenials: new Counter({
         name: 'hub_broker_denials_total',
@@ -371,11 +395,25 @@ export class WebMetrics {
 
   /** The Prometheus text, after reading the bus and bridge counters. */
   async render(): Promise<{ contentType: string; text: string }> {
-    const [bus, bridge] = await Promise.allSettled([
+    const [bus, bridge, outbox] = await Promise.allSettled([
       this.bus.request<BusStats>(HOST_TOPICS.busStats, {}, { timeoutMs: SCRAPE_TIMEOUT_MS }),
       this.bus.request<BridgeStats>(BRIDGE.stats, {}, { timeoutMs: SCRAPE_TIMEOUT_MS }),
+      this.bus.request<{ routes: RouteStats[] }>(OUTBOX_TOPICS.stats, {}, { timeoutMs: SCRAPE_TIMEOUT_MS }),
       this.renderRefusals(),
     ]);
+    if (outbox.status === 'fulfilled' && Array.isArray(outbox.value?.routes)) {
+      const o = this.outbox;
+      for (const m of Object.values(o)) m.reset();
+      for (const s of outbox.value.routes) {
+        const route = { route: s.route };
+        o.pending.set(route, s.pending);
+        o.dead.set(route, s.dead);
+        o.lag.set(route, s.lag_seconds);
+        o.published.inc(route, s.published);
+        o.retried.inc(route, s.retried);
+        o.died.inc(route, s.died);
+      }
+    }
     const g = this.gauges;
     if (bus.status === 'fulfilled' && bus.value) {
       const s = bus.value;

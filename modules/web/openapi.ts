@@ -160,6 +160,7 @@ export function buildOpenApi(routes: readonly AnyRoute[], opts: { auth: boolean;
     tags: [
       { name: 'commands', description: 'Send, wait, follow and list commands' },
       { name: 'projects', description: 'Provisioning and presence' },
+      { name: 'outbox', description: 'Domain events for the systems around the hub: dead events and their replay' },
       { name: 'system', description: 'Modules, health, metrics' },
     ],
     paths,

@@ -7,6 +7,7 @@ import { z } from 'zod';
 import type { ModuleBus } from '../../core/bus.js';
 import type { ErrorCode } from '../../core/errors.js';
 import { HOST_TOPICS } from '../../core/host-topics.js';
+import { OUTBOX_TOPICS } from '../../core/services/outbox/contract.js';
 import type { CommandWaiter } from '../shared/command-waiter.js';
 import { COMMAND, type CommandDetail, type SendCommandRequest, type SentCommand, STATUS } from '../shared/topics.js';
 import type { WebConfig } from './config.js';
@@ -17,7 +18,9 @@ import {
   createdProjectSchema,
   createProjectBody,
   deadCommandSchema,
+  deadEventSchema,
   emptyBody,
+  eventIdParams,
   IDEMPOTENT_REPLAYED,
   idempotencyHeaders,
   itemsOf,
@@ -25,10 +28,13 @@ import {
   listProjectsQuery,
   moduleInfoSchema,
   moduleNameParams,
+  outboxDeadQuery,
+  outboxReplayBody,
   pageOf,
   pagingQuery,
   projectIdParams,
   projectViewSchema,
+  replayedEventSchema,
   rotateBody,
   sendBodySchema,
   syncBodySchema,
@@ -72,7 +78,7 @@ export interface RouteSpec<
   /** fastify pattern (`:name` params), under API unless it starts with another root */
   url: string;
   summary: string;
-  tag: 'commands' | 'projects' | 'system';
+  tag: 'commands' | 'projects' | 'outbox' | 'system';
   /**
    * Answered without the token (health probes). Every other route needs it: the server's one
    * auth gate reads this flag off the route the router matched (auth.ts `mayPass`).
@@ -126,6 +132,7 @@ export function buildRoutes(d: RouteDeps): AnyRoute[] {
   const C = 'CMD_ERR_INVALID' as const;
   const S = 'STATUS_ERR_INVALID' as const;
   const W = 'WEB_ERR_INVALID' as const;
+  const O = 'OUTBOX_ERR_INVALID' as const;
 
   return [
     route({
@@ -345,6 +352,30 @@ export function buildRoutes(d: RouteDeps): AnyRoute[] {
       response: createdProjectSchema,
       answers: { 404: 'No such project' },
       handler: ({ params, body }) => ask(STATUS.rotate, { project_id: params.project_id, ...(body ?? {}) }),
+    }),
+    route({
+      method: 'GET',
+      url: `${API}/outbox/dead`,
+      summary: 'Domain events that went dead on a route (every attempt failed), oldest first',
+      tag: 'outbox',
+      invalid: O,
+      query: outboxDeadQuery,
+      response: pageOf(deadEventSchema),
+      answers: { 404: 'No such route' },
+      handler: ({ query }) => ask(OUTBOX_TOPICS.deadList, query),
+    }),
+    route({
+      method: 'POST',
+      url: `${API}/outbox/dead/:event_id/replay`,
+      summary: 'Put a dead domain event back to pending with fresh attempts (consumers dedupe on its event_id)',
+      tag: 'outbox',
+      invalid: O,
+      params: eventIdParams,
+      body: outboxReplayBody,
+      bodyOptional: true,
+      response: replayedEventSchema,
+      answers: { 404: 'No dead event with that id (on that route), or no such route' },
+      handler: ({ params, body }) => ask(OUTBOX_TOPICS.deadReplay, { event_id: params.event_id, ...(body ?? {}) }),
     }),
     route({
       method: 'GET',

@@ -4,6 +4,7 @@
  * Response schemas are checked against the bus contract types at compile time (see the end).
  */
 import { z } from 'zod';
+import type { DeadEvent } from '../../core/services/outbox/contract.js';
 import { COMMAND_TYPE_RE, isValidProjectId } from '../shared/protocol.js';
 import type { CommandDetail, CommandView, CreatedProject, ProjectView, StatusChangedEvent } from '../shared/topics.js';
 import type { WebConfig } from './config.js';
@@ -278,6 +279,59 @@ export const moduleInfoSchema = z
   })
   .meta({ id: 'ModuleInfo' });
 
+// ─── the outbox service's operator surface (core/services/outbox) ──────────────────────────
+
+export const eventIdParams = z.object({ event_id: uuid }).strict();
+
+export const outboxDeadQuery = z
+  .object({
+    route: z
+      .string()
+      .regex(/^[a-z][a-z0-9_-]{0,63}$/)
+      .optional()
+      .meta({ description: 'Only this route (a key under outbox.routes); all routes when left out' }),
+    limit: limitQuery(500).optional(),
+    offset: offsetQuery.optional(),
+  })
+  .strict();
+
+export const outboxReplayBody = z
+  .object({
+    route: z
+      .string()
+      .regex(/^[a-z][a-z0-9_-]{0,63}$/)
+      .optional()
+      .meta({ description: 'Replay on this route only (default: every route the event died on)' }),
+  })
+  .strict();
+
+export const deadEventSchema = z
+  .object({
+    event_id: z.string(),
+    route: z.string(),
+    event_type: z.string(),
+    key: z.string(),
+    attempts: z.number(),
+    last_error: z.string().nullable(),
+    created_at: z.string(),
+    dead_at: z.string(),
+    envelope: z
+      .looseObject({
+        event_id: z.string(),
+        event_type: z.string(),
+        key: z.string(),
+        occurred_at: z.string(),
+        source: z.string(),
+        data: z.unknown(),
+      })
+      .meta({ description: 'What the route delivers: the webhook body, the MQTT payload' }),
+  })
+  .meta({ id: 'DeadEvent' });
+
+export const replayedEventSchema = z
+  .object({ event_id: z.string(), routes: z.array(z.string()) })
+  .meta({ id: 'ReplayedEvent' });
+
 export const readySchema = z.object({
   ready: z.boolean(),
   checks: z.record(z.string(), z.object({ ok: z.boolean(), reason: z.string().optional() })),
@@ -296,3 +350,4 @@ same<
     Omit<ProjectView, 'last_alert' | 'metrics' | 'registration'>
   >
 >(true);
+same<Same<Omit<z.output<typeof deadEventSchema>, 'envelope'>, Omit<DeadEvent, 'envelope'>>>(true);

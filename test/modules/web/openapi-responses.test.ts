@@ -145,10 +145,22 @@ describe('real answers match /openapi.json', () => {
     assert.equal((await check(['GET', `${API}/ws`])).status, 426);
   });
 
+  test('outbox: dead events and replay (no routes configured: empty, unknown ones 404)', async () => {
+    const dead = await check(['GET', `${API}/outbox/dead`]);
+    assert.equal(dead.status, 200);
+    assert.deepEqual(JSON.parse(dead.body).items, []);
+    assert.equal((await check(['GET', `${API}/outbox/dead?route=nope`])).status, 404);
+    assert.equal((await check(['GET', `${API}/outbox/dead?route=BAD`])).status, 400);
+    const none = '00000000-0000-0000-0000-000000000000';
+    assert.equal((await check(['POST', `${API}/outbox/dead/${none}/replay`])).status, 404);
+    assert.equal((await check(['POST', `${API}/outbox/dead/not-a-uuid/replay`])).status, 400);
+  });
+
   test('without the token: every secured operation answers 401 in the error shape, public ones answer', async () => {
     const params: Record<string, string> = {
       project_id: 'oa-1',
       command_id: '00000000-0000-0000-0000-000000000000',
+      event_id: '00000000-0000-0000-0000-000000000000',
       name: 'status',
     };
     for (const op of oracle.operations) {
