@@ -380,7 +380,8 @@ export const COMMANDS: Spec[] = [
     json: true,
     examples: [
       'gmq-hub send plant-7 echo \'{"hello":"agent"}\'',
-      'gmq-hub send --sync --timeout-ms 10000 plant-7 host_exec \'{"command":"/usr/bin/uptime"}\'',
+      // what examples/agent/config.yml allows: `uptime` by name, args as an array
+      'gmq-hub send --sync --timeout-ms 10000 plant-7 host_exec \'{"command":"uptime","args":[]}\'',
       'gmq-hub send --queue-until +30m plant-7 reboot',
       'gmq-hub send --idempotency-key deploy-2024-05-01 plant-7 deploy \'{"version":"1.4.2"}\'',
     ],
