@@ -75,7 +75,10 @@ const syncLine = steps.find((l) => l.includes('/command/sync'));
 
 describe('README walkthrough', () => {
   test('reads as this test runs it: the broker port exported for both terminals, then hub, project, agent, command', () => {
-    assert.ok(readmeEnv.HUB_MQTT_PORT, `the walkthrough exports HUB_MQTT_PORT for both terminals: ${steps.join(' | ')}`);
+    assert.ok(
+      readmeEnv.HUB_MQTT_PORT,
+      `the walkthrough exports HUB_MQTT_PORT for both terminals: ${steps.join(' | ')}`,
+    );
     assert.ok(steps.includes('npm start'), 'terminal 1 runs npm start');
     assert.ok(createLine, 'a project is provisioned with POST /projects');
     assert.ok(agentLine, 'terminal 2 runs the agent with HUB_CONFIG=examples/agent/config.yml npm start');
@@ -137,8 +140,16 @@ describe('README walkthrough', () => {
       const project = (await created.json()) as { project_id: string; secret: string };
 
       // the README's agent line: its assignments, the real secret for the README's placeholder
-      const agentEnv = { ...leadingAssignments(agentLine!), AGENT_SECRET: project.secret, HUB_DATA_DIR: agentData };
-      assert.equal(agentEnv.AGENT_PROJECT_ID, project.project_id, 'the agent runs as the project the README provisions');
+      const agentEnv: Record<string, string> = {
+        ...leadingAssignments(agentLine!),
+        AGENT_SECRET: project.secret,
+        HUB_DATA_DIR: agentData,
+      };
+      assert.equal(
+        agentEnv.AGENT_PROJECT_ID,
+        project.project_id,
+        'the agent runs as the project the README provisions',
+      );
       const env: NodeJS.ProcessEnv = { ...cleanEnv(), ...shared, ...agentEnv };
       delete env.HUB_CONFIG;
       // where the example config sends the agent with that environment: it must be this hub's broker
@@ -229,7 +240,10 @@ describe('README walkthrough', () => {
         assert.equal(warned.attempts, 1);
         const check = warned.check as string[];
         assert.ok(Array.isArray(check) && check.some((c) => c.includes(url)), JSON.stringify(check));
-        assert.ok(check.some((c) => c.includes('secret')), 'names the project id and secret');
+        assert.ok(
+          check.some((c) => c.includes('secret')),
+          'names the project id and secret',
+        );
         // and keeps trying, each wait twice the one before (order and count, not durations)
         assert.equal(warned.next_retry_ms, 10_000);
         const second = await agent.waitFor(
