@@ -341,7 +341,11 @@ describe('gmq-hub CLI against a real hub (PGlite, aedes, a real agent)', () => {
     assert.ok(all.items.length >= 3, `commands so far: ${all.items.length}`);
     assert.equal(all.total, all.items.length);
     const created = all.items.map((c: Json) => Date.parse(c.created_at));
-    assert.deepEqual(created, [...created].sort((a, b) => b - a), 'newest first');
+    assert.deepEqual(
+      created,
+      [...created].sort((a, b) => b - a),
+      'newest first',
+    );
 
     const queued = await json(['commands', '--project', 'cli-spare', '--status', 'pending,sent']);
     assert.ok(queued.items.length >= 1);
