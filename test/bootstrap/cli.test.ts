@@ -350,7 +350,10 @@ describe('gmq-hub CLI against a real hub (PGlite, aedes, a real agent)', () => {
     );
 
     const queued = await json(['commands', '--project', 'cli-spare', '--status', 'pending,sent']);
-    assert.ok(queued.items.some((c: Json) => c.command_id === held.command_id), JSON.stringify(queued.items));
+    assert.ok(
+      queued.items.some((c: Json) => c.command_id === held.command_id),
+      JSON.stringify(queued.items),
+    );
     assert.ok(queued.items.every((c: Json) => c.project_id === 'cli-spare' && ['pending', 'sent'].includes(c.status)));
     const failed = await json(['commands', '--status', 'failed', '--type', 'no_such_handler']);
     assert.ok(failed.items.length >= 1);
