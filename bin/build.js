@@ -107,6 +107,11 @@ export function ensureBuilt(opts = {}) {
   const say = (line) => {
     if (!opts.quiet) process.stderr.write(`gmq-hub build: ${line}\n`);
   };
+  // An installed package (npm install -g, npx from a tarball) ships dist/ and no sources or
+  // tsconfig.json (package.json "files"): there is nothing to build, only dist/ to run.
+  if (!fs.existsSync(path.join(root, 'tsconfig.json'))) {
+    return fs.existsSync(path.join(root, 'dist', 'bootstrap', 'cli.js'));
+  }
   const reason = opts.force ? 'forced' : staleReason(root);
   if (reason === null) {
     cliExecutable(root);

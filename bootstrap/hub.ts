@@ -5,9 +5,11 @@
  * both call this, so the two behave the same.
  */
 import path from 'node:path';
+import type { HostConfig } from '../core/config.js';
+import { loadConfig } from '../core/config.js';
 import { errorCode } from '../core/errors.js';
 import { Host } from '../core/host.js';
-import { createRootLogger } from '../core/log.js';
+import { createRootLogger, type Logger, processName } from '../core/log.js';
 import { builtinProviders } from '../modules/index.js';
 
 export interface RunHubOptions {
@@ -23,11 +25,14 @@ export interface RunHubOptions {
  *   await runHub(); // as `npm start`
  */
 export async function runHub(opts: RunHubOptions = {}): Promise<void> {
-  const log = createRootLogger();
   const configFile = path.resolve(opts.configFile ?? process.env.HUB_CONFIG ?? './config.yml');
+  let log = createRootLogger();
   let host: Host;
   try {
-    host = new Host({ configFile, registry: builtinProviders(), log });
+    // read first, so the logger is named for what this process is (a hub or an agent)
+    const config = loadConfig(configFile);
+    log = createRootLogger({ name: processName(config) });
+    host = new Host({ configFile, config, registry: builtinProviders(), log });
     await host.start();
   } catch (err) {
     // one clear line a person can act on, then the structured record
@@ -36,6 +41,7 @@ export async function runHub(opts: RunHubOptions = {}): Promise<void> {
     log.fatal({ err }, 'start failed');
     process.exit(1);
   }
+  logAgentHint(host.currentConfig, log);
 
   let stopping = false;
   const stop = (signal: string) => {
@@ -74,4 +80,32 @@ export async function runHub(opts: RunHubOptions = {}): Promise<void> {
   process.on('unhandledRejection', (err) => {
     log.error({ err }, 'unhandled rejection');
   });
+}
+
+/**
+ * One line telling the operator how an agent reaches this hub's broker: the agent's config
+ * (examples/agent/config.yml) reads HUB_MQTT_URL, so the line names it with the URL the hub's own
+ * bridge uses. An agent started without it goes to 1883, which on a machine with its own
+ * Mosquitto is not this hub (issue 15, item 1).
+ */
+function logAgentHint(config: HostConfig, log: Logger): void {
+  const bridge = Object.values(config.modules).find((m) => m.provider === 'mqtt-bridge' && m.enable);
+  const url = bridge?.settings.url;
+  if (typeof url !== 'string') return;
+  let shown: string;
+  try {
+    const u = new URL(url);
+    u.username = '';
+    u.password = '';
+    shown = u.toString().replace(/\/$/, '');
+  } catch {
+    return;
+  }
+  log.info(
+    {
+      mqtt_url: shown,
+      agent_command: `HUB_MQTT_URL=${shown} AGENT_PROJECT_ID=<project> AGENT_SECRET=<secret> HUB_DATA_DIR=./data/agent HUB_CONFIG=examples/agent/config.yml npm start`,
+    },
+    `agents connect to ${shown}`,
+  );
 }

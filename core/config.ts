@@ -17,6 +17,8 @@ export interface DbConfig {
   data_dir?: string;
   schema?: string;
   pool?: { min: number; max: number };
+  /** How long a query may wait for a connection (knex acquireConnectionTimeout); see db.ts. */
+  acquire_timeout_ms?: number;
 }
 export interface HostSettings {
   shutdown_timeout_ms: number;
@@ -89,6 +91,7 @@ const dbSchema = z
     data_dir: z.string().min(1).optional(),
     schema: z.string().min(1).optional(),
     pool: z.strictObject({ min: int(0).default(0), max: int(1).default(10) }).optional(),
+    acquire_timeout_ms: int(1).optional(),
   })
   .superRefine((db, ctx) => {
     if (db.driver === 'pg' && !db.url)

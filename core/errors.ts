@@ -126,6 +126,40 @@ export function deserializeError(e: SerializedError): HubError {
   return new HubError(e.code as ErrorCode, e.message, e.details);
 }
 
+/**
+ * Codes that mean the caller asked for something it may not have (4xx class: unknown project or
+ * command, project offline, invalid input, wrong token …). A handler that throws one did its job:
+ * it refused. Such a refusal is not a module error: it is not logged at error level and not
+ * counted in a mailbox's `errors` (issue 15, item 6). Exact codes, plus every `*_ERR_INVALID`,
+ * `*_NOT_FOUND` and `AUTH_ERR_*`.
+ */
+const CLIENT_MISTAKES: ReadonlySet<string> = new Set([
+  'CMD_ERR_PROJECT_OFFLINE',
+  'CMD_ERR_UNKNOWN_PROJECT',
+  'CMD_ERR_NOT_CANCELLABLE',
+  'CMD_ERR_IDEMPOTENCY_MISMATCH',
+  'STATUS_ERR_EXISTS',
+  'PROTO_ERR_PROJECT_ID',
+  'AGENT_ERR_NOT_ALLOWED',
+  'HOST_ERR_UNKNOWN_MODULE',
+  'WEB_ERR_BODY_TOO_LARGE',
+  'WEB_ERR_MEDIA_TYPE',
+  'WEB_ERR_WS_MESSAGE',
+  'WEB_ERR_UPGRADE_REQUIRED',
+]);
+
+/** Whether `err` carries a client-mistake code (see CLIENT_MISTAKES): a refusal, not a failure. */
+export function isClientMistake(err: unknown): boolean {
+  const code = errorCode(err);
+  if (!code) return false;
+  return (
+    CLIENT_MISTAKES.has(code) ||
+    code.endsWith('_ERR_INVALID') ||
+    code.endsWith('_ERR_NOT_FOUND') ||
+    code.startsWith('AUTH_ERR_')
+  );
+}
+
 export function errorCode(err: unknown): string | undefined {
   return err && typeof err === 'object' && typeof (err as { code?: unknown }).code === 'string'
     ? (err as { code: string }).code

@@ -1,10 +1,26 @@
 import pino, { type Logger } from 'pino';
+import pretty from 'pino-pretty';
 
 export type { Logger };
 
 /**
- * The root logger: pino JSON on stdout. Secrets never reach it: config values that came from
- * the environment are redacted by key name (token, secret, password, url with credentials).
+ * `pretty` (one coloured line per record) when stdout is a terminal, `json` otherwise (a pipe, a
+ * file, a log collector, a test). `LOG_FORMAT=json|pretty` overrides. A person at a terminal reads
+ * lines; everything else parses JSON, so the default follows who is reading.
+ */
+export function logFormat(
+  env: NodeJS.ProcessEnv = process.env,
+  tty = process.stdout.isTTY === true,
+): 'json' | 'pretty' {
+  const f = env.LOG_FORMAT?.trim().toLowerCase();
+  if (f === 'json' || f === 'pretty') return f;
+  return tty ? 'pretty' : 'json';
+}
+
+/**
+ * The root logger: pino JSON on stdout (pretty lines on a terminal: `logFormat`). Secrets never
+ * reach it: config values that came from the environment are redacted by key name (token,
+ * secret, password, url with credentials).
  */
 export function createRootLogger(
   opts: { level?: string; name?: string; destination?: pino.DestinationStream } = {},
@@ -19,8 +35,32 @@ export function createRootLogger(
     },
     timestamp: pino.stdTimeFunctions.isoTime,
   };
-  return opts.destination ? pino(options, opts.destination) : pino(options);
+  if (opts.destination) return pino(options, opts.destination);
+  if (logFormat() === 'pretty') {
+    // in this thread, synchronously: no transport worker, and nothing lost on process.exit()
+    return pino(
+      options,
+      pretty({ colorize: process.stdout.isTTY === true, sync: true, translateTime: 'SYS:HH:MM:ss.l' }),
+    );
+  }
+  return pino(options);
 }
+
+/**
+ * The name a process logs under: `gmq-agent` when the agent module is the only enabled module of
+ * the hub's own kind (a field agent, examples/agent/config.yml), `gmq-hub` otherwise, so a log
+ * collector (or a person with two terminals) tells the two apart.
+ */
+export function processName(config: {
+  modules: Readonly<Record<string, { provider: string; enable: boolean }>>;
+}): string {
+  const enabled = Object.values(config.modules).filter((m) => m.enable);
+  const agent = enabled.some((m) => m.provider === 'agent');
+  const hubSide = enabled.some((m) => HUB_PROVIDERS.has(m.provider));
+  return agent && !hubSide ? 'gmq-agent' : 'gmq-hub';
+}
+
+const HUB_PROVIDERS = new Set(['broker', 'mqtt-bridge', 'status', 'command', 'web', 'grpc']);
 
 /** A logger that writes nothing, for tests and benchmarks that do not want output. */
 export function silentLogger(): Logger {

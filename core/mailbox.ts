@@ -1,5 +1,5 @@
 import { performance } from 'node:perf_hooks';
-import { HubError } from './errors.js';
+import { errorCode, HubError, isClientMistake } from './errors.js';
 import type { Logger } from './log.js';
 import { TopicIndex } from './topic-index.js';
 import { assertPattern } from './topics.js';
@@ -487,8 +487,7 @@ export class Mailbox {
           if (answers && msg.replyTo !== undefined) this.replies.settle(msg, value, undefined);
         },
         (err) => {
-          this.c.errors++;
-          this.log.error({ err, topic: msg.topic, mailbox: this.name }, 'bus handler failed');
+          this.logFailure(msg, err);
           if (answers && msg.replyTo !== undefined) this.replies.settle(msg, undefined, err);
         },
       )
@@ -513,9 +512,26 @@ export class Mailbox {
 
   private failed(msg: BusMessage, err: unknown, t0: number): void {
     if (t0 > 0) this.timed(t0);
+    this.logFailure(msg, err);
+    if (msg.replyTo !== undefined) this.replies.settle(msg, undefined, err);
+  }
+
+  /**
+   * A handler that refused a caller's mistake (unknown project, project offline, invalid input:
+   * `isClientMistake`) answered correctly; the caller gets the error with its code. That is a
+   * debug line without a stack and no module error. Anything else is a failure of this module:
+   * counted, and logged at error level with the stack.
+   */
+  private logFailure(msg: BusMessage, err: unknown): void {
+    if (isClientMistake(err)) {
+      this.log.debug(
+        { code: errorCode(err), reason: (err as Error).message, topic: msg.topic, mailbox: this.name },
+        'bus handler refused the request',
+      );
+      return;
+    }
     this.c.errors++;
     this.log.error({ err, topic: msg.topic, mailbox: this.name }, 'bus handler failed');
-    if (msg.replyTo !== undefined) this.replies.settle(msg, undefined, err);
   }
 
   stats(): MailboxStats {

@@ -145,7 +145,8 @@ export function resolve<C>(argv: readonly string[], commands: readonly CommandSp
   } else {
     spec = commands.find((c) => c.path.length === 1 && c.path[0] === first);
   }
-  if (!spec) throw new UsageError(`unknown command "${first}" (see gmq-hub --help)`);
+  // the hint "(see: gmq-hub --help)" is the CLI's, printed once under every usage error
+  if (!spec) throw new UsageError(`unknown command "${first}"`);
 
   const skip = new Set(words.slice(0, used).map((w) => w.index));
   const rest = argv.filter((_, i) => !skip.has(i));

@@ -138,6 +138,33 @@ export function queueTtl(v: string, now: number, path: readonly string[]): numbe
   return Math.ceil(at - now);
 }
 
+const COMMAND_STATUSES = ['pending', 'sent', 'acked', 'completed', 'failed', 'timeout', 'cancelled'];
+
+/**
+ * `--since` / `--until`: an ISO 8601 time, ms since the epoch, or a duration back from now
+ * (`90s`, `10m`, `2h`, `1d`; `-2h` too, written `--since=-2h`, as a leading dash reads as an
+ * option). Returns what the REST filter takes: an ISO time.
+ */
+export function pastInstant(name: string, v: string, now: number, path: readonly string[]): string {
+  const rel = /^-?(\d+)(ms|s|m|h|d)$/.exec(v);
+  let at: number;
+  if (rel) {
+    const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[rel[2] as 'ms'];
+    at = now - Number(rel[1]) * unit;
+  } else if (/^\d+$/.test(v)) {
+    at = Number(v);
+  } else {
+    at = Date.parse(v);
+  }
+  if (!Number.isFinite(at) || Number.isNaN(new Date(at).getTime())) {
+    throw new UsageError(
+      `--${name}: expected an ISO time, ms since the epoch or a duration ago (90s, 2h, 1d), got "${v}"`,
+      path,
+    );
+  }
+  return new Date(at).toISOString();
+}
+
 function projectBlock(p: ProjectView): string {
   return block([
     ['project', p.project_id],
@@ -392,7 +419,8 @@ export const COMMANDS: Spec[] = [
     json: true,
     examples: [
       'gmq-hub send plant-7 echo \'{"hello":"agent"}\'',
-      'gmq-hub send --sync --timeout-ms 10000 plant-7 host_exec \'{"command":"/usr/bin/uptime"}\'',
+      // what examples/agent/config.yml allows: `uptime` by name, args as an array
+      'gmq-hub send --sync --timeout-ms 10000 plant-7 host_exec \'{"command":"uptime","args":[]}\'',
       'gmq-hub send --queue-until +30m plant-7 reboot',
       'gmq-hub send --idempotency-key deploy-2024-05-01 plant-7 deploy \'{"version":"1.4.2"}\'',
     ],
@@ -481,6 +509,87 @@ export const COMMANDS: Spec[] = [
     async run({ positionals }, ctx) {
       const r = await ctx.client().call<CommandDetail>('GET', `${API}/command/${enc(positionals[0])}`);
       show(ctx, r.body, () => commandBlock(r.body));
+      return 0;
+    },
+  },
+  {
+    path: ['commands'],
+    args: '[--project P] [--status S,...] [--type T] [--since T] [--until T] [--limit N]',
+    summary: 'Commands, newest first, with filters',
+    details: [
+      'GET /api/exchange-hub/commands, every page up to --limit (default 50).',
+      '--status takes one status or a comma list: pending, sent, acked, completed, failed, timeout, cancelled.',
+      '--since and --until take an ISO time, ms since the epoch, or a duration back from now',
+      '(90s, 10m, 2h, 1d: `--since 1h` is the last hour); --since is inclusive, --until exclusive,',
+      'on the command’s creation.',
+    ],
+    options: {
+      project: { type: 'string', value: 'P', description: 'only this project’s commands' },
+      status: { type: 'string', value: 'S', description: 'a status or a comma list of them' },
+      type: { type: 'string', value: 'T', description: 'only this command type' },
+      since: { type: 'string', value: 'T', description: 'created at or after T' },
+      until: { type: 'string', value: 'T', description: 'created before T' },
+      limit: { type: 'string', value: 'N', description: 'at most N commands (default 50)' },
+    },
+    positionals: { min: 0, max: 0 },
+    json: true,
+    examples: [
+      'gmq-hub commands',
+      'gmq-hub commands --project plant-7 --status failed,timeout --since 1h',
+      'gmq-hub commands --since 2026-03-01T00:00:00Z --until 2026-03-02T00:00:00Z --limit 500 --json',
+    ],
+    async run({ values }, ctx) {
+      const path = ['commands'];
+      const limit = positiveInt('limit', values.limit as string | undefined, path) ?? 50;
+      const status = values.status as string | undefined;
+      if (status !== undefined) {
+        const bad = status.split(',').filter((x) => !COMMAND_STATUSES.includes(x));
+        if (bad.length || status === '') {
+          throw new UsageError(`--status: unknown status "${bad[0] ?? ''}" (${COMMAND_STATUSES.join(', ')})`, path);
+        }
+      }
+      const q = new URLSearchParams();
+      if (values.project !== undefined) q.set('project_id', values.project as string);
+      if (status !== undefined) q.set('status', status);
+      if (values.type !== undefined) q.set('command_type', values.type as string);
+      for (const k of ['since', 'until'] as const) {
+        const v = values[k] as string | undefined;
+        if (v !== undefined) q.set(k, pastInstant(k, v, Date.now(), path));
+      }
+      const items: CommandDetail[] = [];
+      let total = 0;
+      do {
+        const page = new URLSearchParams(q);
+        page.set('limit', String(Math.min(500, limit - items.length)));
+        page.set('offset', String(items.length));
+        const r = await ctx.client().call<{ items: CommandDetail[]; total: number }>('GET', `${API}/commands?${page}`);
+        items.push(...r.body.items);
+        total = r.body.total;
+        if (r.body.items.length === 0) break;
+      } while (items.length < Math.min(limit, total));
+      if (ctx.json) {
+        printJson(ctx, { items, total });
+        return 0;
+      }
+      if (items.length === 0) {
+        ctx.err('gmq-hub: no commands match');
+        return 0;
+      }
+      ctx.out(
+        table(
+          ['CREATED', 'COMMAND ID', 'PROJECT', 'TYPE', 'STATUS', 'TOTAL', 'ERROR'],
+          items.map((c) => [
+            when(c.created_at),
+            c.command_id,
+            c.project_id,
+            c.command_type,
+            `${c.status}${c.late_result ? ' (late result)' : ''}`,
+            c.completed_at ? ms(Date.parse(c.completed_at) - Date.parse(c.created_at)) : '-',
+            cell(c.error),
+          ]),
+        ),
+      );
+      if (total > items.length) ctx.err(`gmq-hub: ${items.length} of ${total} shown (--limit N for more)`);
       return 0;
     },
   },

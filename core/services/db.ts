@@ -5,6 +5,7 @@ import { PGlite } from '@electric-sql/pglite';
 import knex, { type Knex } from 'knex';
 import ClientPGLite from 'knex-pglite';
 import type pg from 'pg';
+import type { DbConfig } from '../config.js';
 import { HubError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { lockDataDir } from './data-dir-lock.js';
@@ -12,19 +13,22 @@ import { type Migration, runMigrations } from './migrations.js';
 
 export type { Migration } from './migrations.js';
 
-/** One entry under `databases:` in config.yml (also declared in core/config.ts; to be deduped). */
-export interface DbConfig {
-  driver: 'pglite' | 'pg';
-  url?: string;
-  data_dir?: string;
-  schema?: string;
-  pool?: { min: number; max: number };
-}
+/** One entry under `databases:` in config.yml (declared once, in core/config.ts). */
+export type { DbConfig };
 
 // knex-pglite extends the same dialect class this way (the package has no exports map).
 const ClientPg = createRequire(import.meta.url)('knex/lib/dialects/postgres/index.js') as typeof Knex.Client;
 
+/**
+ * How long a query waits for a connection before knex gives up (`acquire_timeout_ms` overrides).
+ * A pg pool's wait is for one of several connections, and its connect timeout is what notices a
+ * dead server, so it stays short. PGlite is one connection: every query queues behind the one
+ * running (a batch write, a long transaction), and on a busy 2-core machine that queue can take
+ * well over 10 s without anything being wrong; giving up then turned a slow moment into failed
+ * writes (issue 15, item 10). A minute is "something is stuck", not "the machine is busy".
+ */
 const ACQUIRE_TIMEOUT_MS = 10_000;
+const PGLITE_ACQUIRE_TIMEOUT_MS = 60_000;
 const PING_TIMEOUT_MS = 2_000;
 // Quoted into SQL (search_path, CREATE SCHEMA) by us and by the knex dialects, so keep it plain.
 const SCHEMA_RE = /^[A-Za-z_][A-Za-z0-9_$]{0,62}$/;
@@ -188,12 +192,12 @@ export class DbPool {
         connectionString: cfg.url,
         // Fail a connect to a dead or black-holed server instead of waiting for the OS (minutes);
         // keepalive notices half-open sockets after a network change.
-        connectionTimeoutMillis: ACQUIRE_TIMEOUT_MS,
+        connectionTimeoutMillis: cfg.acquire_timeout_ms ?? ACQUIRE_TIMEOUT_MS,
         keepAlive: true,
         keepAliveInitialDelayMillis: 10_000,
         application_name: 'gmq-hub',
       },
-      acquireConnectionTimeout: ACQUIRE_TIMEOUT_MS,
+      acquireConnectionTimeout: cfg.acquire_timeout_ms ?? ACQUIRE_TIMEOUT_MS,
       log: knexLog(this.log, name),
       pool: {
         min: cfg.pool?.min ?? 0,
@@ -242,7 +246,7 @@ export class DbPool {
       client: PGliteClient,
       // knex-pglite's documented way to hand it our own instance (so we can exec and close it).
       connection: (() => ({ pglite })) as unknown as Knex.Config['connection'],
-      acquireConnectionTimeout: ACQUIRE_TIMEOUT_MS,
+      acquireConnectionTimeout: cfg.acquire_timeout_ms ?? PGLITE_ACQUIRE_TIMEOUT_MS,
       log: knexLog(this.log, name),
       ...(cfg.schema ? { searchPath: cfg.schema } : {}),
     };

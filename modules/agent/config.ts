@@ -81,7 +81,13 @@ export const AgentConfigSchema = z
     clock_window_ms: int(0).default(CLOCK_WINDOW_MS),
     reconnect_min_ms: int(1).default(500),
     reconnect_max_ms: int(1).default(30_000),
+    /**
+     * A register without an answer (or refused) is sent again this much later, doubling each time
+     * up to `register_retry_max_ms`; every unanswered attempt is a warning saying what to check. A max below the
+     * first wait is read as the first wait (no backoff).
+     */
     register_retry_ms: int(1).default(5000),
+    register_retry_max_ms: int(1).default(60_000),
     keepalive_s: int(0).max(65_535).default(30),
     connect_timeout_ms: int(1).default(10_000),
     /** On stop: how long in-flight uplinks and the goodbye may take before the client is ended by force. */

@@ -34,7 +34,7 @@ import {
 } from '../shared/topics.js';
 import { CommandRunner, type RunnerCounters } from './commands.js';
 import { type AgentConfig, AgentConfigSchema, resolveAgentConfig } from './config.js';
-import { AgentConnection } from './connection.js';
+import { AgentConnection, redactUrl } from './connection.js';
 import { echo, HostExec } from './handlers.js';
 import { LogBuffers } from './log-buffer.js';
 import { ProcessMetrics } from './metrics.js';
@@ -116,6 +116,7 @@ class AgentModule implements ModuleInstance {
     this.seen.compact(this.runner.exportSeen());
     this.registrar = new Registrar({
       cfg,
+      brokerUrl: redactUrl(cfg.url),
       instanceId: this.instanceId,
       version: packageVersion(),
       startTime: Date.now(),

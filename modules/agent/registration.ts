@@ -3,7 +3,13 @@
  * a signed `register` command with its SubNodeSync fields; the hub answers `register_ack`; an
  * accepted ack is answered with `register_complete` and heartbeats start (the ack's
  * heartbeat_interval_s wins over the setting). A refusal is logged and registration is tried again
- * after `register_retry_ms`; so is a register that got no answer. `reregister` starts over.
+ * after `register_retry_ms`, doubling up to `register_retry_max_ms`; so is a register that got no
+ * answer. `reregister` starts over.
+ *
+ * An agent whose register goes unanswered is connected to a broker no hub of its project reads
+ * (the wrong port: another Mosquitto on 1883), or the hub does not know it: the MQTT connection
+ * alone looks healthy, so every "register sent" is an info line naming the broker, and every
+ * attempt left unanswered is a warning that says what to check (issue 15, item 1).
  *
  * This agent is the reference implementation of the wire contract, so it sends the seed's shapes
  * (seed 002, 消息格式), not the ms-integer shorthand the hub also accepts: `start_time` and the
@@ -28,6 +34,8 @@ import type { ProcessMetrics } from './metrics.js';
 
 export interface RegistrarDeps {
   cfg: AgentConfig;
+  /** The broker URL without credentials, for the log lines a person reads to find the wrong broker. */
+  brokerUrl: string;
   instanceId: string;
   version: string;
   startTime: number;
@@ -50,6 +58,12 @@ export class Registrar {
   private heartbeatTimer: NodeJS.Timeout | null = null;
   private intervalS: number;
   private readonly replay: ReplayCache;
+  /** Registers sent since the last accepted ack or fresh connection; drives the retry backoff. */
+  private attempts = 0;
+  /** When the first register of the current unanswered run went out. */
+  private firstSentAt = 0;
+  /** Whether the hub answered (accepted or refused) the register sent last. */
+  private answered = false;
 
   constructor(deps: RegistrarDeps) {
     this.d = deps;
@@ -68,6 +82,7 @@ export class Registrar {
   /** The connection is up (downlink subscribed): register. Resolves once the register is published or failed. */
   async onConnected(): Promise<void> {
     this.connected = true;
+    this.attempts = 0;
     await this.register();
   }
 
@@ -106,20 +121,27 @@ export class Registrar {
     if (msg.data_type === 'reregister') {
       this.d.log.info({ reason: msg.payload.reason }, 'hub asked the agent to register again');
       this.registeredFlag = false;
+      this.attempts = 0;
       this.stopHeartbeat();
       void this.register();
       return;
     }
     const ack = msg.payload;
+    this.answered = true;
     if (!ack.accepted) {
       this.registeredFlag = false;
       this.stopHeartbeat();
       const reason = ack.reason ?? 'no reason given';
-      this.d.log.warn({ reason, retry_ms: this.d.cfg.register_retry_ms }, 'registration refused by the hub');
+      const retryMs = this.retryDelayMs();
+      this.d.log.warn(
+        { reason, url: this.d.brokerUrl, project_id: this.d.cfg.project_id, retry_ms: retryMs },
+        `registration refused by the hub: ${reason}`,
+      );
       this.d.setState('refused', reason);
-      this.scheduleRetry();
+      this.scheduleRetry(retryMs);
       return;
     }
+    this.attempts = 0;
     this.intervalS = ack.heartbeat_interval_s;
     if (this.registeredFlag) {
       // an answer to a register we repeated: only the interval may have changed
@@ -157,11 +179,23 @@ export class Registrar {
       node_version: nodeVersion(this.d.version),
     };
     if (this.stopped || !this.connected) return;
-    this.scheduleRetry();
+    if (this.attempts === 0) this.firstSentAt = Date.now();
+    this.attempts++;
+    this.answered = false;
+    this.scheduleRetry(this.retryDelayMs());
     try {
       const msg = buildCommand(cfg.project_id, 'register', payload, cfg.secret);
       await this.d.publish(TOPIC_COMMAND_UP, JSON.stringify(msg));
-      this.d.log.debug({ instance_id: this.d.instanceId, message_id: msg.message_id }, 'register sent');
+      this.d.log.info(
+        {
+          url: this.d.brokerUrl,
+          project_id: cfg.project_id,
+          instance_id: this.d.instanceId,
+          message_id: msg.message_id,
+          attempt: this.attempts,
+        },
+        'register sent',
+      );
     } catch (err) {
       this.d.log.warn({ err: (err as Error).message }, 'register not sent; will try again');
     }
@@ -202,19 +236,63 @@ export class Registrar {
     this.heartbeatTimer = null;
   }
 
-  private scheduleRetry(): void {
+  /** The wait after the current attempt. */
+  private retryDelayMs(): number {
+    return registerRetryDelay(this.d.cfg, this.attempts);
+  }
+
+  private scheduleRetry(delayMs: number): void {
     this.clearRetry();
     if (this.stopped || !this.connected) return;
     this.retryTimer = this.d.timers.setTimeout(() => {
       this.retryTimer = null;
-      if (!this.registeredFlag) void this.register();
-    }, this.d.cfg.register_retry_ms);
+      if (this.registeredFlag) return;
+      if (!this.answered) this.warnUnanswered();
+      void this.register();
+    }, delayMs);
+  }
+
+  /**
+   * Nothing answered: the broker takes our publishes, but no hub that knows this project reads
+   * them. Say so, with the broker we are on and what to check, at every unanswered attempt (the
+   * backoff keeps that to one line a minute at most by default).
+   */
+  private warnUnanswered(): void {
+    const waited = Date.now() - this.firstSentAt;
+    this.d.log.warn(
+      {
+        url: this.d.brokerUrl,
+        project_id: this.d.cfg.project_id,
+        attempts: this.attempts,
+        waited_ms: waited,
+        next_retry_ms: registerRetryDelay(this.d.cfg, this.attempts + 1),
+        check: [
+          `that a gmq-hub uses the broker at ${this.d.brokerUrl} (the agent's url: HUB_MQTT_URL, or HUB_MQTT_PORT as the hub was started with)`,
+          'that the project id and secret are the ones the hub provisioned',
+          'the hub log for this project (registration refused, unknown project)',
+        ],
+      },
+      `no register_ack from a hub within ${waited} ms on ${this.d.brokerUrl}; registering again`,
+    );
   }
 
   private clearRetry(): void {
     if (this.retryTimer) this.d.timers.clear(this.retryTimer);
     this.retryTimer = null;
   }
+}
+
+/**
+ * The wait after the `attempt`-th register (1-based) of an unanswered run: `register_retry_ms`
+ * doubling per attempt, capped at `register_retry_max_ms` (never below the first wait).
+ */
+export function registerRetryDelay(
+  cfg: Pick<AgentConfig, 'register_retry_ms' | 'register_retry_max_ms'>,
+  attempt: number,
+): number {
+  const base = cfg.register_retry_ms;
+  const max = Math.max(base, cfg.register_retry_max_ms);
+  return Math.min(max, base * 2 ** Math.min(30, Math.max(0, attempt - 1)));
 }
 
 /**

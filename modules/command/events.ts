@@ -5,6 +5,7 @@
  * depth and dead count in the stats come from the tables.
  */
 import type { ModuleBus } from '../../core/bus.js';
+import type { Logger } from '../../core/log.js';
 import type { Clock } from '../../core/module.js';
 import { COMMAND, type CommandEvent, type CommandResultView } from '../shared/topics.js';
 import type { CommandOwners } from './owners.js';
@@ -91,6 +92,8 @@ export class Events {
     readonly counters: Counters,
     /** Told of every command whose state goes out, so uplinks can be checked for ownership cheaply. */
     private readonly owners?: CommandOwners,
+    /** One info line when a command is accepted and one when it ends (ids and status, never payloads). */
+    private readonly trail?: Logger,
   ) {}
 
   /** A state change; counts the terminal and forward states as it goes. */
@@ -108,7 +111,9 @@ export class Events {
         break;
     }
     this.owners?.remember(row.command_id, row.project_id);
-    const ev: CommandEvent = { kind: 'state', command: toView(row), at: this.clock.now() };
+    const view = toView(row);
+    if (this.trail) logLifecycle(this.trail, view, this.clock.now());
+    const ev: CommandEvent = { kind: 'state', command: view, at: this.clock.now() };
     void this.bus.publish(COMMAND.event(row.project_id, row.command_id), ev);
   }
 
@@ -137,5 +142,21 @@ export class Events {
       at: this.clock.now(),
     };
     void this.bus.publish(COMMAND.event(projectId, commandId), ev);
+  }
+}
+
+const TERMINAL = new Set(['completed', 'failed', 'timeout', 'cancelled']);
+
+/** The operator's trail of a command: accepted, then how it ended and how long it took. */
+function logLifecycle(log: Logger, c: ReturnType<typeof toView>, now: number): void {
+  const ids = { command_id: c.command_id, project_id: c.project_id, command_type: c.command_type };
+  if (c.status === 'pending') {
+    log.info({ ...ids, offline_policy: c.offline_policy, attempts: c.attempts }, 'command accepted');
+  } else if (TERMINAL.has(c.status)) {
+    const end = c.completed_at ? Date.parse(c.completed_at) : now;
+    log.info(
+      { ...ids, status: c.status, duration_ms: end - Date.parse(c.created_at), ...(c.error ? { error: c.error } : {}) },
+      `command ${c.status}`,
+    );
   }
 }

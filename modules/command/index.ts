@@ -75,7 +75,7 @@ export const provider: ModuleProvider<CommandConfig> = {
     const counters = newCounters();
     let db: Deps['db'] | undefined;
     const owners = new CommandOwners(() => db);
-    const events = new Events(ctx.bus, ctx.services.clock, counters, owners);
+    const events = new Events(ctx.bus, ctx.services.clock, counters, owners, ctx.log);
     const creds = new CredentialsCache(ctx.bus, ctx.services.clock, cfg.credentials_cache_ms);
     let relay: Relay | undefined;
     let sweeper: Sweeper | undefined;

@@ -4,7 +4,7 @@
  * counters are read over the bus at scrape time; command latencies, final statuses and
  * presence are kept from the command and status events as they pass.
  */
-import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
 import type { ModuleBus } from '../../core/bus.js';
 import { HOST_TOPICS } from '../../core/host-topics.js';
 import type { MailboxStats } from '../../core/mailbox.js';
@@ -47,6 +47,24 @@ const E = 4; // execution
 const T = 8; // total + final status
 
 const ms = (iso: string | null) => (iso ? Date.parse(iso) : Number.NaN);
+
+/**
+ * prom-client's default process metrics (`process_cpu_seconds_total`, `process_resident_memory_bytes`,
+ * `nodejs_eventloop_lag_seconds`, `nodejs_heap_size_used_bytes`, GC durations …), the series every
+ * Node service dashboard expects. They describe the process, not one module instance, and
+ * collecting them installs process-wide observers (a GC PerformanceObserver, an event-loop delay
+ * histogram) that nothing can remove: so one registry per process, made on first use and shared
+ * by every web module instance and restart, instead of one per instance (which would add
+ * observers at every restart).
+ */
+let processRegistry: Registry | undefined;
+function processMetrics(): Registry {
+  if (!processRegistry) {
+    processRegistry = new Registry();
+    collectDefaultMetrics({ register: processRegistry });
+  }
+  return processRegistry;
+}
 
 export class WebMetrics {
   readonly registry = new Registry();
@@ -450,7 +468,8 @@ export class WebMetrics {
     } else {
       g.mqttConnected.set(0);
     }
-    return { contentType: this.registry.contentType, text: await this.registry.metrics() };
+    const [own, proc] = await Promise.all([this.registry.metrics(), processMetrics().metrics()]);
+    return { contentType: this.registry.contentType, text: own.endsWith('\n') ? own + proc : `${own}\n${proc}` };
   }
 }
 

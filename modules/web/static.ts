@@ -56,7 +56,13 @@ export class StaticFiles {
     } catch {
       return [];
     }
-    for (const p of [...out]) if (p.endsWith('/index.html')) out.push(p.slice(0, -'index.html'.length));
+    for (const p of [...out]) {
+      if (!p.endsWith('/index.html')) continue;
+      const dir = p.slice(0, -'index.html'.length);
+      out.push(dir);
+      // `/docs` as well as `/docs/`: what a person types (the page names its files by absolute path)
+      if (dir !== '/') out.push(dir.slice(0, -1));
+    }
     return out;
   }
 
@@ -69,8 +75,10 @@ export class StaticFiles {
     }
     if (rel.includes('\0')) return null;
     if (rel === '' || rel.endsWith('/')) rel += 'index.html';
-    const file = path.resolve(this.root, `.${path.posix.normalize(`/${rel}`)}`);
+    let file = path.resolve(this.root, `.${path.posix.normalize(`/${rel}`)}`);
     if (file !== this.root && !file.startsWith(this.root + path.sep)) return null;
+    // `/docs` is its directory's index.html, as `/docs/` is
+    if (file !== this.root && (await stat(file).catch(() => null))?.isDirectory()) file = path.join(file, 'index.html');
     const type = TYPES[path.extname(file).toLowerCase()];
     if (!type) return null;
     try {

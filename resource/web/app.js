@@ -7,6 +7,11 @@ const API = '/api/exchange-hub';
 const TOKEN_KEY = 'gmq-hub.token';
 const FINAL = new Set(['completed', 'failed', 'timeout', 'cancelled']);
 const MAX_COMMANDS = 100;
+// Heartbeats change no presence state, so no event carries them: the project list is re-read at
+// this pace (while the tab is visible), and the "… ago" beside each time ticks every second.
+const PROJECTS_REFRESH_MS = 5_000;
+// Results of finished commands are not in the list answer: read one by one after a (re)load.
+const DETAIL_CONCURRENCY = 6;
 
 const $ = (id) => document.getElementById(id);
 const projects = new Map(); // project_id → ProjectView
@@ -78,10 +83,52 @@ function el(tag, attrs = {}, ...children) {
   return node;
 }
 
+// A moment as the operator reads it: the date, the time and the zone, in this browser's zone
+// (`2026-03-01 14:05:09 GMT+1`); the exact UTC instant is the cell's title.
+const pad = (n) => String(n).padStart(2, '0');
+function zoneOf(d) {
+  try {
+    return (
+      new Intl.DateTimeFormat(undefined, { timeZoneName: 'short' })
+        .formatToParts(d)
+        .find((p) => p.type === 'timeZoneName')?.value ?? ''
+    );
+  } catch {
+    return '';
+  }
+}
 function time(iso) {
   if (!iso) return '—';
   const d = new Date(iso);
-  return Number.isNaN(d.getTime()) ? '—' : d.toLocaleTimeString();
+  if (Number.isNaN(d.getTime())) return '—';
+  const day = `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}`;
+  return `${day} ${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())} ${zoneOf(d)}`.trim();
+}
+
+function ago(iso) {
+  const t = Date.parse(iso ?? '');
+  if (Number.isNaN(t)) return '';
+  const s = Math.max(0, Math.round((Date.now() - t) / 1000));
+  if (s < 120) return `${s} s ago`;
+  if (s < 7200) return `${Math.round(s / 60)} min ago`;
+  return `${Math.round(s / 3600)} h ago`;
+}
+
+/** A table cell for a moment: full time, its UTC instant as the title, and a ticking "… ago". */
+function timeCell(iso, cls = '') {
+  return el(
+    'td',
+    { class: `time ${cls}`.trim(), title: iso ?? '', 'data-ts': iso ?? '' },
+    time(iso),
+    iso ? el('span', { class: 'ago muted' }, ` · ${ago(iso)}`) : '',
+  );
+}
+
+function tickAges() {
+  for (const cell of document.querySelectorAll('td.time[data-ts]')) {
+    const span = cell.querySelector('.ago');
+    if (span && cell.dataset.ts) span.textContent = ` · ${ago(cell.dataset.ts)}`;
+  }
 }
 
 function ms(n) {
@@ -108,8 +155,8 @@ function renderProjects() {
           p.name && p.name !== p.project_id ? el('div', { class: 'muted' }, p.name) : '',
         ),
         el('td', { class: 'state' }, badge(p.state, p.state)),
-        el('td', {}, time(p.state_since)),
-        el('td', {}, time(p.last_heartbeat_at)),
+        timeCell(p.state_since, 'since'),
+        timeCell(p.last_heartbeat_at, 'heartbeat'),
         el('td', { class: 'muted' }, p.agent_version ?? ''),
       ),
     );
@@ -155,23 +202,36 @@ function renderCommands() {
   const list = [...commands.values()].sort((a, b) => b.created_at.localeCompare(a.created_at));
   for (const c of list) {
     const inflight = !FINAL.has(c.status);
-    const kind = c.status === 'completed' ? 'online' : FINAL.has(c.status) ? 'failed' : 'pending';
+    const queued = isQueued(c);
+    const kind = c.status === 'completed' ? 'online' : FINAL.has(c.status) ? 'failed' : queued ? 'queued' : 'pending';
     const total = c.completed_at ? Date.parse(c.completed_at) - Date.parse(c.created_at) : null;
+    const status = queued
+      ? el('span', { title: `waiting for ${c.project_id} to come online` }, badge('queued', kind))
+      : badge(c.status, kind);
     body.append(
       el(
         'tr',
-        { 'data-command': c.command_id, class: inflight ? 'inflight' : '' },
-        el('td', { title: c.command_id }, time(c.created_at)),
+        { 'data-command': c.command_id, class: [inflight ? 'inflight' : '', queued ? 'queued' : ''].join(' ').trim() },
+        el('td', { title: `${c.created_at} · ${c.command_id}` }, time(c.created_at)),
         el('td', {}, c.project_id),
         el('td', {}, c.command_type),
-        el('td', { class: 'status' }, badge(c.status, kind), c.late_result ? badge('late result', 'warn') : ''),
+        el('td', { class: 'status' }, status, c.late_result ? badge('late result', 'warn') : ''),
         el('td', {}, ms(total)),
-        el('td', { class: 'output mono' }, c.result ? summary(c.result) : (c.error ?? '—')),
+        el('td', { class: 'output mono' }, c.result ? summary(c.result) : (c.error ?? (inflight ? '' : '—'))),
       ),
     );
   }
   $('commands-empty').hidden = list.length > 0;
   $('inflight-count').textContent = `${list.filter((c) => !FINAL.has(c.status)).length} in flight`;
+}
+
+/**
+ * Queued: the caller asked to wait for an offline project (`offline_policy: queue`) and nothing
+ * was published yet; a plain pending command is about to go out. Same status on the wire, two
+ * different things for the operator.
+ */
+function isQueued(c) {
+  return c.status === 'pending' && c.offline_policy === 'queue' && !c.sent_at && !c.attempts;
 }
 
 function summary(result) {
@@ -194,6 +254,18 @@ async function loadCommands() {
   commands.clear();
   for (const c of r.json.items) keepCommand(c);
   renderCommands();
+  // the list has no results: read the finished ones' details, a few at a time
+  const finished = r.json.items.filter((c) => FINAL.has(c.status)).map((c) => c.command_id);
+  const next = async () => {
+    for (let id = finished.shift(); id; id = finished.shift()) {
+      const d = await api('GET', `/command/${encodeURIComponent(id)}`);
+      if (d.ok && d.json?.result && commands.has(id)) {
+        keepCommand(d.json, d.json.result);
+        renderCommands();
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: DETAIL_CONCURRENCY }, next));
 }
 
 $('commands').addEventListener('click', async (e) => {
@@ -361,3 +433,7 @@ async function loadAll() {
 // REST first asks for a token when one is needed; the socket then subscribes and re-reads.
 loadAll().then(() => connect(true));
 setInterval(loadModules, 15_000);
+setInterval(() => {
+  if (document.visibilityState === 'visible') loadProjects();
+}, PROJECTS_REFRESH_MS);
+setInterval(tickAges, 1_000);

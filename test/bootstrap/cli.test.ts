@@ -117,6 +117,7 @@ describe('gmq-hub CLI against a real hub (PGlite, aedes, a real agent)', () => {
       [['send'], true],
       [['status'], true],
       [['command'], true],
+      [['commands'], true],
       [['watch'], false],
       [['modules', 'list'], true],
       [['modules', 'restart'], true],
@@ -157,6 +158,9 @@ describe('gmq-hub CLI against a real hub (PGlite, aedes, a real agent)', () => {
       [['status', 'a', 'b'], /unexpected argument "b"/],
       [['projects', 'rotate', 'x', '--overlap-s', '-1'], /--overlap-s/],
       [['status', 'cli-plant', '--url', 'ftp://example'], /--url: "ftp:\/\/example" is not an http/],
+      [['commands', '--status', 'done'], /--status: unknown status "done"/],
+      [['commands', '--since', 'yesterday'], /--since: expected an ISO time/],
+      [['commands', '--limit', '0'], /--limit: expected a positive whole number/],
     ];
     await eachLimited(cases, async ([args, message]) => {
       const r = await cli(args);
@@ -167,6 +171,9 @@ describe('gmq-hub CLI against a real hub (PGlite, aedes, a real agent)', () => {
     });
     const projects = await json(['projects', 'list', '--all']);
     assert.equal(projects.total, 0, 'no usage error reached the hub');
+    // the hint to read the help comes once (issue 15, item 8)
+    const unknown = await cli(['frobnicate']);
+    assert.equal(unknown.stderr, 'gmq-hub: unknown command "frobnicate"\n(see: gmq-hub --help)\n');
   });
 
   test('projects add (secret shown once), list, rotate, disable and enable', async () => {
@@ -327,6 +334,52 @@ describe('gmq-hub CLI against a real hub (PGlite, aedes, a real agent)', () => {
     const other = await cli(['send', '--idempotency-key', 'cli-key-1', '--queue-until', '+1m', 'cli-spare', 'echo']);
     assert.equal(other.code, 1);
     assert.match(oneLine(other), /^gmq-hub: CMD_ERR_IDEMPOTENCY_MISMATCH: /);
+  });
+
+  test('commands lists newest first, filtered by project, status, type and time, up to --limit', async () => {
+    // its own queued command: the earlier tests' queue for a minute, which a slow run outlives
+    const held = await json(['send', '--queue-until', '+1h', 'cli-spare', 'echo', '{"held":true}']);
+    const all = await json(['commands', '--limit', '500']);
+    assert.ok(all.items.length >= 3, `commands so far: ${all.items.length}`);
+    assert.equal(all.total, all.items.length);
+    const created = all.items.map((c: Json) => Date.parse(c.created_at));
+    assert.deepEqual(
+      created,
+      [...created].sort((a, b) => b - a),
+      'newest first',
+    );
+
+    const queued = await json(['commands', '--project', 'cli-spare', '--status', 'pending,sent']);
+    assert.ok(
+      queued.items.some((c: Json) => c.command_id === held.command_id),
+      JSON.stringify(queued.items),
+    );
+    assert.ok(queued.items.every((c: Json) => c.project_id === 'cli-spare' && ['pending', 'sent'].includes(c.status)));
+    const failed = await json(['commands', '--status', 'failed', '--type', 'no_such_handler']);
+    assert.ok(failed.items.length >= 1);
+    assert.ok(failed.items.every((c: Json) => c.status === 'failed' && c.command_type === 'no_such_handler'));
+
+    // time filters: the last hour has them all, an instant before any has none
+    assert.equal((await json(['commands', '--since', '1h', '--limit', '500'])).total, all.total);
+    assert.equal((await json(['commands', '--since=-1h', '--limit', '500'])).total, all.total);
+    const none = await cli(['commands', '--until', '2001-01-01T00:00:00Z']);
+    assert.equal(none.code, 0, none.stderr);
+    assert.equal(none.stdout, '');
+    assert.match(none.stderr, /^gmq-hub: no commands match$/m);
+
+    // a table for people; --limit cuts it and says so
+    const one = await cli(['commands', '--limit', '1']);
+    assert.equal(one.code, 0, one.stderr);
+    const [header, row, ...rest] = one.stdout.trimEnd().split('\n');
+    assert.match(header, /^CREATED +COMMAND ID +PROJECT +TYPE +STATUS +TOTAL +ERROR$/);
+    assert.ok(row.includes(all.items[0].command_id), row);
+    assert.deepEqual(rest, []);
+    assert.match(one.stderr, new RegExp(`1 of ${all.total} shown`));
+
+    // the hub's refusal is exit 1 with its code, as for every command
+    const bad = await cli(['commands', '--project', 'no/such']);
+    assert.equal(bad.code, 1, bad.stderr);
+    assert.match(oneLine(bad), /^gmq-hub: [A-Z]+_ERR_INVALID: /);
   });
 
   test('watch resumes from the last event id after a lost connection: nothing missed, nothing twice', async () => {

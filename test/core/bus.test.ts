@@ -1,8 +1,10 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { Bus } from '../../core/bus.js';
+import { errorCode, HubError } from '../../core/errors.js';
 import { silentLogger } from '../../core/log.js';
 import { compilePattern, isValidPattern } from '../../core/topics.js';
+import { captureLog, LEVEL } from '../fixtures/capture-log.js';
 import { deferred, until, withTimeout } from '../helpers/wait.js';
 
 const box = (capacity = 10_000, overflow: 'block' | 'drop-oldest' | 'reject' = 'block', block_timeout_ms = 1000) => ({
@@ -140,6 +142,40 @@ describe('bus delivery', () => {
     const s = bus.mailbox('m').stats();
     assert.equal(s.errors, 1);
     assert.equal(s.handled, 3);
+  });
+
+  test('a caller’s mistake (a 4xx-class code) is answered, not logged as an error, not counted; a failure is both', async () => {
+    const { log, lines } = captureLog();
+    const bus = new Bus(log);
+    bus.mailbox('m').subscribe('ask', (p) => {
+      if (p === 'offline') throw new HubError('CMD_ERR_PROJECT_OFFLINE', 'project p-1 is offline');
+      if (p === 'unknown') throw new HubError('CMD_ERR_UNKNOWN_PROJECT', 'unknown project p-2');
+      if (p === 'invalid') throw new HubError('CMD_ERR_INVALID', 'payload: too deep');
+      throw new Error('a real failure');
+    });
+    for (const [what, code] of [
+      ['offline', 'CMD_ERR_PROJECT_OFFLINE'],
+      ['unknown', 'CMD_ERR_UNKNOWN_PROJECT'],
+      ['invalid', 'CMD_ERR_INVALID'],
+    ]) {
+      await assert.rejects(bus.request('ask', what, { timeoutMs: 5000 }), (e: unknown) => errorCode(e) === code);
+    }
+    assert.equal(bus.mailbox('m').stats().errors, 0, 'refusals are not module errors');
+    assert.deepEqual(
+      lines.filter((l) => l.level >= LEVEL.warn),
+      [],
+      'no warning or error line for a caller mistake',
+    );
+    const refusals = lines.filter((l) => l.msg === 'bus handler refused the request');
+    assert.equal(refusals.length, 3);
+    assert.ok(refusals.every((l) => l.level === LEVEL.debug && l.err === undefined && typeof l.code === 'string'));
+
+    await assert.rejects(bus.request('ask', 'boom', { timeoutMs: 5000 }));
+    assert.equal(bus.mailbox('m').stats().errors, 1);
+    const failed = lines.filter((l) => l.msg === 'bus handler failed');
+    assert.equal(failed.length, 1);
+    assert.equal(failed[0].level, LEVEL.error);
+    assert.match(String((failed[0].err as { stack?: string }).stack), /a real failure/);
   });
 
   test('payloads are shared, never copied; with freeze on they are frozen', async () => {

@@ -128,7 +128,10 @@ export class Hub {
     const dir = tempDir('hub');
     const file = path.join(dir, 'config.yml');
     // YAML is a superset of JSON
-    fs.writeFileSync(file, JSON.stringify({ databases: { default: database }, modules }, null, 2));
+    // the module start timeout (15 s) is a quiet-machine bound: PGlite's first open alone can take
+    // longer on a loaded machine
+    const host = { start_timeout_ms: scaled(15_000) };
+    fs.writeFileSync(file, JSON.stringify({ host, databases: { default: database }, modules }, null, 2));
     return new Hub(backend, dir, file, brokerUrl, clientId, superuser, dropDb);
   }
 
@@ -298,7 +301,8 @@ export class Agent {
       handlers: { host_exec: { enabled: true, allow: ['/bin/cat'] } },
       ...opts.settings,
     };
-    fs.writeFileSync(this.file, JSON.stringify({ modules: { agent } }, null, 2));
+    const host = { start_timeout_ms: scaled(15_000) };
+    fs.writeFileSync(this.file, JSON.stringify({ host, modules: { agent } }, null, 2));
   }
 
   get projectId(): string {

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { describe, test } from 'node:test';
-import { scaled } from '../../helpers/wait.js';
+import { scaled, until } from '../../helpers/wait.js';
 import { launchBrowser as launch, noBrowser, screenshotPath, sendThroughForm } from './browser.js';
 import { startWeb } from './harness.js';
 
@@ -101,6 +101,88 @@ describe('dashboard', () => {
       assert.equal(await page.evaluate(() => sessionStorage.getItem('gmq-hub.token')), 'dash-token');
       w.domain.setState('p-secure', 'offline');
       await page.waitForSelector('tr[data-project="p-secure"] .state:has-text("offline")', { timeout: scaled(WAIT) });
+    } finally {
+      await browser.close();
+      await w.stop();
+    }
+  });
+
+  test('issue 15: heartbeat live, results after a reload, queued apart from pending, dated times, favicon, /docs', async (t) => {
+    if (noBrowser(t)) return;
+    const w = await startWeb();
+    const browser = await launch();
+    try {
+      const d = w.domain;
+      d.addProject('plant-hb', 'online');
+      d.addProject('plant-off', 'offline');
+      // a command answered before the page was opened: its result must show after a (re)load
+      const done = d.send({ project_id: 'plant-hb', command_type: 'echo', payload: { before: 'load' } });
+      await w.h.host.bus.drain(scaled(WAIT));
+      await until(() => d.commands.get(done.command_id)?.status === 'completed', WAIT, 'the echo completed');
+      // a command waiting for an offline project, and one about to go out
+      const queued = d.send({ project_id: 'plant-off', command_type: 'reboot', offline_policy: 'queue' });
+      const pending = d.send({ project_id: 'plant-hb', command_type: 'slow', payload: {} });
+
+      const page = await browser.newPage();
+      const errors: string[] = [];
+      const failedRequests: string[] = [];
+      page.on('pageerror', (e) => errors.push(e.message));
+      page.on('response', (r) => {
+        if (r.status() >= 400) failedRequests.push(`${r.status()} ${r.url()}`);
+      });
+      await page.goto(`${w.base}/`);
+      await page.waitForSelector('#live:text("live")', { timeout: scaled(WAIT) });
+
+      // results after a load: the finished command's output, not "—"
+      const output = `tr[data-command="${done.command_id}"] .output`;
+      await page.waitForSelector(`${output}:has-text("before")`, { timeout: scaled(WAIT) });
+      await page.reload();
+      await page.waitForSelector(`${output}:has-text("before")`, { timeout: scaled(WAIT) });
+
+      // queued and pending look different
+      await page.waitForSelector(`tr.queued[data-command="${queued.command_id}"] .badge-queued:text("queued")`, {
+        timeout: scaled(WAIT),
+      });
+      await page.waitForSelector(
+        `tr:not(.queued)[data-command="${pending.command_id}"] .badge-pending:text("pending")`,
+        {
+          timeout: scaled(WAIT),
+        },
+      );
+
+      // times carry the date and a zone
+      const since = (await page.textContent('tr[data-project="plant-hb"] td.since')) ?? '';
+      assert.match(since, /^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2} \S+/, since);
+
+      // a heartbeat changes no state and sends no event: the page still shows the new one
+      const beat = new Date(Date.now() - 1000).toISOString();
+      d.projects.set('plant-hb', { ...d.projects.get('plant-hb')!, last_heartbeat_at: beat });
+      // within one refresh period (5 s) plus the work
+      await page.waitForSelector(`tr[data-project="plant-hb"] td.heartbeat[data-ts="${beat}"]`, {
+        timeout: scaled(5_000 + WAIT),
+      });
+      assert.match((await page.textContent('tr[data-project="plant-hb"] td.heartbeat')) ?? '', /\d+ s ago/);
+
+      // the favicon the page names, and the one browsers ask for on their own
+      const icon = await fetch(`${w.base}/favicon.ico`);
+      assert.equal(icon.status, 200);
+      assert.equal(icon.headers.get('content-type'), 'image/x-icon');
+      assert.equal((await fetch(`${w.base}/favicon.svg`)).status, 200);
+
+      // /docs renders every operation of /openapi.json, under the same CSP, from nothing outside
+      const doc = (await (await fetch(`${w.base}/openapi.json`)).json()) as { paths: Record<string, object> };
+      const operations = Object.values(doc.paths).reduce(
+        (n, item) => n + Object.keys(item).filter((k) => ['get', 'post', 'put', 'patch', 'delete'].includes(k)).length,
+        0,
+      );
+      await page.goto(`${w.base}/docs`);
+      await page.waitForSelector('body[data-ready]', { timeout: scaled(WAIT) });
+      assert.equal(await page.getAttribute('body', 'data-ready'), String(operations));
+      assert.equal(await page.locator('details.op[data-op="POST /api/exchange-hub/command/sync"]').count(), 1);
+      assert.equal((await fetch(`${w.base}/docs/`)).status, 200);
+
+      assert.deepEqual(failedRequests, []);
+      assert.deepEqual(errors, []);
     } finally {
       await browser.close();
       await w.stop();

@@ -163,6 +163,12 @@ describe('health, readiness, metrics, OpenAPI, dashboard files', () => {
         /hub_ws_clients 1/,
         /hub_sync_waiting 0/,
         /# TYPE hub_mqtt_publish_failures_total counter/,
+        // prom-client's default process metrics (issue 15, item 9)
+        /process_cpu_seconds_total \d/,
+        /process_resident_memory_bytes \d+/,
+        /nodejs_eventloop_lag_seconds \d/,
+        /nodejs_heap_size_used_bytes \d+/,
+        /# TYPE nodejs_gc_duration_seconds histogram/,
       ]) {
         assert.match(t, series);
       }
@@ -188,6 +194,8 @@ describe('health, readiness, metrics, OpenAPI, dashboard files', () => {
         'presence counts from the status list',
       );
       assert.match(await metrics(), /hub_projects\{state="online"\} 1/);
+      // the process series once, however often the web module was made (one registry per process)
+      assert.equal((await metrics()).match(/^# TYPE process_cpu_seconds_total /gm)?.length, 1);
       w.domain.setState('early-2', 'online');
       await w.h.host.bus.drain(5000);
       assert.match(await metrics(), /hub_projects\{state="online"\} 2/);

@@ -1,0 +1,263 @@
+/**
+ * README "Five minutes with a hub and an agent", run as written (issue 15, item 1): the hub from
+ * the shipped config.yml with the port variable the README exports, the project provisioned with
+ * the README's request, the agent from examples/agent/config.yml with the README's environment,
+ * then the README's sync command. The only substitutions are free ports for the README's fixed
+ * ones (so the test never touches the machine's 1883 or 8080) and temp directories for ./data.
+ *
+ * The second test points the same agent at a broker where no hub listens (a private Mosquitto,
+ * never the machine's own) and requires it to say so: the "register sent" line naming that broker,
+ * then the warning that no register_ack came, with what to check, and another register.
+ */
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { loadConfig } from '../../core/config.js';
+import { deriveMqttPassword } from '../../modules/shared/credentials.js';
+import { prepareSharedPgliteTemplate, tempPgliteConfig } from '../helpers/db.js';
+import { mosquittoAvailable, startPrivateMosquitto } from '../helpers/mosquitto.js';
+import { freePort, HostProcess, type LogLine, REPO_ROOT } from '../helpers/process.js';
+import { periodBound, scaled, until } from '../helpers/wait.js';
+
+const README = fs.readFileSync(path.join(REPO_ROOT, 'README.md'), 'utf8');
+const AGENT_CONFIG = path.join(REPO_ROOT, 'examples/agent/config.yml');
+const HUB_CONFIG = path.join(REPO_ROOT, 'config.yml');
+/** A start with a fresh (template-copied) PGlite on a loaded machine. */
+const START_MS = 60_000;
+const LEVEL = { info: 30, warn: 40, error: 50 } as const;
+
+/** The first ```sh block of the walkthrough section. */
+function walkthroughBlock(): string {
+  const at = README.indexOf('### Five minutes with a hub and an agent');
+  assert.ok(at >= 0, 'README has the walkthrough section');
+  const m = /```sh\n([\s\S]*?)```/.exec(README.slice(at));
+  assert.ok(m, 'the walkthrough has a sh block');
+  return m[1];
+}
+
+/** The block's commands, continuation lines joined and trailing comments dropped. */
+function commands(block: string): string[] {
+  return block
+    .replace(/\\\n\s*/g, ' ')
+    .split('\n')
+    .map((l) => l.replace(/\s+#.*$/, '').trim())
+    .filter((l) => l !== '' && !l.startsWith('#'));
+}
+
+/** `A=1 B=2 npm start` → { A: '1', B: '2' } (the assignments before the command word). */
+function leadingAssignments(line: string): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const word of line.split(/\s+/)) {
+    const m = /^([A-Z_][A-Z0-9_]*)=(.*)$/.exec(word);
+    if (!m) break;
+    env[m[1]] = m[2];
+  }
+  return env;
+}
+
+/** The process environment without anything that would point a hub or agent elsewhere than the README says. */
+function cleanEnv(): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {};
+  for (const [k, v] of Object.entries(process.env)) {
+    if (!k.startsWith('HUB_') && !k.startsWith('AGENT_') && k !== 'LOG_FORMAT') env[k] = v;
+  }
+  return { ...env, LOG_FORMAT: 'json' };
+}
+
+const steps = commands(walkthroughBlock());
+const exported = steps.filter((l) => l.startsWith('export ')).map((l) => leadingAssignments(l.slice(7)));
+const readmeEnv: Record<string, string> = Object.assign({}, ...exported);
+const agentLine = steps.find((l) => l.includes('HUB_CONFIG=examples/agent/config.yml') && l.endsWith('npm start'));
+const createLine = steps.find((l) => l.includes('/api/exchange-hub/projects') && l.includes('-XPOST'));
+const syncLine = steps.find((l) => l.includes('/command/sync'));
+
+describe('README walkthrough', () => {
+  test('reads as this test runs it: the broker port exported for both terminals, then hub, project, agent, command', () => {
+    assert.ok(
+      readmeEnv.HUB_MQTT_PORT,
+      `the walkthrough exports HUB_MQTT_PORT for both terminals: ${steps.join(' | ')}`,
+    );
+    assert.ok(steps.includes('npm start'), 'terminal 1 runs npm start');
+    assert.ok(createLine, 'a project is provisioned with POST /projects');
+    assert.ok(agentLine, 'terminal 2 runs the agent with HUB_CONFIG=examples/agent/config.yml npm start');
+    assert.ok(syncLine, 'a sync command is sent');
+  });
+
+  describe('on free ports, as written', { skip: !agentLine || !createLine || !syncLine }, () => {
+    const dirs: string[] = [];
+    const procs: HostProcess[] = [];
+    let hub: HostProcess;
+    let base = '';
+    let mqttPort = 0;
+
+    before(async () => {
+      await prepareSharedPgliteTemplate();
+    });
+
+    after(async () => {
+      for (const p of procs.reverse()) await p.stop();
+      for (const d of dirs) fs.rmSync(d, { recursive: true, force: true });
+    });
+
+    test('the agent comes online and runs the sync command; each process logs under its own name', async () => {
+      mqttPort = await freePort();
+      const httpPort = await freePort();
+      const hubData = fs.mkdtempSync(path.join(os.tmpdir(), 'gmq-walk-hub-'));
+      const agentData = fs.mkdtempSync(path.join(os.tmpdir(), 'gmq-walk-agent-'));
+      dirs.push(hubData, agentData);
+      // an initialised cluster where config.yml keeps it ($HUB_DATA_DIR/pglite): initdb takes seconds
+      const db = tempPgliteConfig();
+      fs.cpSync(db.config.data_dir!, path.join(hubData, 'pglite'), { recursive: true });
+      db.cleanup();
+
+      // the README's exports, with a free port for its 1884
+      const shared = { ...readmeEnv, HUB_MQTT_PORT: String(mqttPort) };
+      hub = new HostProcess(HUB_CONFIG, {
+        ...cleanEnv(),
+        ...shared,
+        HUB_HTTP_PORT: String(httpPort),
+        HUB_GRPC_PORT: String(await freePort()),
+        HUB_DATA_DIR: hubData,
+      });
+      procs.push(hub);
+      await hub.started(START_MS);
+      base = `http://127.0.0.1:${httpPort}`;
+      const hint = await hub.waitFor((l) => l.msg.startsWith('agents connect to'), 5_000, 'the hub naming its broker');
+      assert.equal(hint.mqtt_url, `mqtt://127.0.0.1:${mqttPort}`);
+      assert.equal(hint.name, 'gmq-hub');
+
+      // the README's project request
+      const body = /-d '(\{[^']*\})'/.exec(createLine!)?.[1];
+      assert.ok(body, `a JSON body in: ${createLine}`);
+      const created = await fetch(`${base}/api/exchange-hub/projects`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body,
+      });
+      assert.equal(created.status, 201);
+      const project = (await created.json()) as { project_id: string; secret: string };
+
+      // the README's agent line: its assignments, the real secret for the README's placeholder
+      const agentEnv: Record<string, string> = {
+        ...leadingAssignments(agentLine!),
+        AGENT_SECRET: project.secret,
+        HUB_DATA_DIR: agentData,
+      };
+      assert.equal(
+        agentEnv.AGENT_PROJECT_ID,
+        project.project_id,
+        'the agent runs as the project the README provisions',
+      );
+      const env: NodeJS.ProcessEnv = { ...cleanEnv(), ...shared, ...agentEnv };
+      delete env.HUB_CONFIG;
+      // where the example config sends the agent with that environment: it must be this hub's broker
+      // (otherwise the agent would go to the machine's own 1883, which this test never touches)
+      const agentCfg = loadConfig(AGENT_CONFIG, env);
+      assert.equal(
+        agentCfg.modules.agent.settings.url,
+        `mqtt://127.0.0.1:${mqttPort}`,
+        'the README environment points the example agent at the hub it started',
+      );
+      const agent = new HostProcess(AGENT_CONFIG, env);
+      procs.push(agent);
+      const sent = await agent.waitFor((l) => l.msg === 'register sent', START_MS, 'register sent');
+      assert.equal(sent.level, LEVEL.info);
+      assert.equal(sent.url, `mqtt://127.0.0.1:${mqttPort}`);
+      assert.equal(sent.name, 'gmq-agent');
+      await agent.waitFor((l) => l.msg === 'agent registered', 20_000, 'agent registered');
+      await until(
+        async () => {
+          const r = (await (await fetch(`${base}/api/exchange-hub/projects/online`)).json()) as {
+            items: Array<{ project_id: string }>;
+          };
+          return r.items.some((p) => p.project_id === project.project_id);
+        },
+        20_000,
+        `${project.project_id} online`,
+      );
+
+      // the README's sync command
+      const syncBody = /-d '(\{[^']*\})'/.exec(syncLine!)?.[1];
+      assert.ok(syncBody, `a JSON body in: ${syncLine}`);
+      const res = await fetch(`${base}/api/exchange-hub/command/sync`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: syncBody,
+        signal: AbortSignal.timeout(scaled(30_000)),
+      });
+      const detail = (await res.json()) as { status: string; result?: { status: string; exit_code: number } };
+      assert.equal(res.status, 200, JSON.stringify(detail));
+      assert.equal(detail.status, 'completed');
+      assert.equal(detail.result?.status, 'success');
+      assert.equal(detail.result?.exit_code, 0);
+      assert.ok(!agent.lines.some((l) => l.msg.startsWith('no register_ack')), 'no warning on the right broker');
+      // the hub's trail of that command: accepted, then completed, at info, ids only
+      const trail = hub.lines.filter((l) => l.msg === 'command accepted' || l.msg === 'command completed');
+      assert.deepEqual(
+        trail.map((l) => l.msg),
+        ['command accepted', 'command completed'],
+      );
+      assert.ok(trail.every((l) => l.level === LEVEL.info && l.payload === undefined));
+      assert.equal(typeof trail[1].duration_ms, 'number');
+    });
+  });
+
+  describe('an agent on a broker where no hub listens', { skip: !mosquittoAvailable() || !agentLine }, () => {
+    test('says which broker it registered on, warns that nothing answered and what to check, and registers again', async () => {
+      const projectId = leadingAssignments(agentLine!).AGENT_PROJECT_ID;
+      const secret = 'a-secret-no-hub-knows';
+      // the broker lets the agent in (as a real one of the wrong hub might): only the hub is missing
+      const mosquitto = await startPrivateMosquitto({ [projectId]: deriveMqttPassword(projectId, secret) });
+      const data = fs.mkdtempSync(path.join(os.tmpdir(), 'gmq-walk-lost-'));
+      const port = new URL(mosquitto.tcpUrl).port;
+      const agent = new HostProcess(AGENT_CONFIG, {
+        ...cleanEnv(),
+        ...leadingAssignments(agentLine!),
+        HUB_MQTT_PORT: port,
+        AGENT_SECRET: secret,
+        HUB_DATA_DIR: data,
+      });
+      try {
+        const url = `mqtt://127.0.0.1:${port}`;
+        const first = await agent.waitFor(
+          (l) => l.msg === 'register sent' && l.attempt === 1,
+          START_MS,
+          'the first register',
+        );
+        assert.equal(first.level, LEVEL.info);
+        assert.equal(first.url, url);
+        // register_retry_ms is the example's default (5 s): the warning comes after it
+        const warned: LogLine = await agent.waitFor(
+          (l) => l.msg.startsWith('no register_ack'),
+          periodBound(5_000),
+          'the unanswered-register warning',
+        );
+        assert.equal(warned.level, LEVEL.warn);
+        assert.equal(warned.url, url);
+        assert.ok(warned.msg.includes(url), warned.msg);
+        assert.equal(warned.attempts, 1);
+        const check = warned.check as string[];
+        assert.ok(Array.isArray(check) && check.some((c) => c.includes(url)), JSON.stringify(check));
+        assert.ok(
+          check.some((c) => c.includes('secret')),
+          'names the project id and secret',
+        );
+        // and keeps trying, each wait twice the one before (order and count, not durations)
+        assert.equal(warned.next_retry_ms, 10_000);
+        const second = await agent.waitFor(
+          (l) => l.msg === 'register sent' && l.attempt === 2,
+          5_000,
+          'the second register',
+        );
+        assert.ok(agent.lines.indexOf(second) > agent.lines.indexOf(warned));
+        assert.ok(!agent.lines.some((l) => l.level >= LEVEL.error), agent.tail());
+      } finally {
+        await agent.stop();
+        await mosquitto.stop();
+        fs.rmSync(data, { recursive: true, force: true });
+      }
+    });
+  });
+});
