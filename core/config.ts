@@ -79,7 +79,7 @@ const hostSchema = z.strictObject({
   shutdown_timeout_ms: int(0).default(10000),
   drain_timeout_ms: int(0).default(5000),
   reload_debounce_ms: int(0).default(200),
-  start_timeout_ms: int(1).default(15000),
+  start_timeout_ms: int(1).default(60000),
 });
 
 // url/data_dir/pool are ignored (not rejected) by the other driver, so one block can switch

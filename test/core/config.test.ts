@@ -94,7 +94,7 @@ test('defaults for host, module host keys and an empty module block', () => {
     shutdown_timeout_ms: 10000,
     drain_timeout_ms: 5000,
     reload_debounce_ms: 200,
-    start_timeout_ms: 15000,
+    start_timeout_ms: 60000,
   });
   assert.deepEqual(cfg.databases, {});
   const m = cfg.modules.status;
@@ -103,7 +103,7 @@ test('defaults for host, module host keys and an empty module block', () => {
   assert.equal(m.provider, 'status');
   assert.equal(m.enable, true);
   assert.deepEqual(m.depends_on, []);
-  assert.equal(m.start_timeout_ms, 15000);
+  assert.equal(m.start_timeout_ms, 60000);
   assert.equal(m.stop_timeout_ms, 5000);
   assert.deepEqual(m.mailbox, { capacity: 10000, overflow: 'block', block_timeout_ms: 1000 });
   assert.deepEqual(m.restart, { initial_ms: 1000, max_ms: 30000 });
