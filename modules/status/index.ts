@@ -15,7 +15,7 @@ import { type StatusConfig, statusConfigSchema } from './config.js';
 import { CredentialEvents } from './credential-events.js';
 import { migrations } from './migrations.js';
 import { Flusher, loadPresence } from './persist.js';
-import { type PresenceEntry, Presence, projectView } from './presence.js';
+import { Presence, type PresenceEntry, projectView } from './presence.js';
 import { type ProjectRecord, ProjectStore, parseRequest, requests } from './projects.js';
 import { PresenceListener, PresenceSync, pgSettingsOf, presenceChannel } from './sync.js';
 import { Timeouts } from './timeouts.js';

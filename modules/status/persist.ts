@@ -21,7 +21,8 @@ const asState = (v: unknown): PresenceState => (STATES.has(v as string) ? v : 'o
 
 function fromRow(r: Record<string, unknown>): PresenceEntry {
   const hsTs = r.handshake_ts === null || r.handshake_ts === undefined ? null : Number(r.handshake_ts);
-  const handshake: Handshake | null = hsTs === null ? null : { before: asState(r.handshake_before), registered_ts: hsTs };
+  const handshake: Handshake | null =
+    hsTs === null ? null : { before: asState(r.handshake_before), registered_ts: hsTs };
   const version = Number(r.version ?? 0);
   return {
     project_id: r.project_id as string,

@@ -223,8 +223,9 @@ export class Presence {
       e.pending = Math.max(0, e.pending - 1);
       if (version !== null && version > e.version) e.version = version;
     }
-    if (version !== null) {
-      if (e && version > e.announced) e.announced = version;
+    // Its own announcement may have come back first (another connection): published once either way.
+    if (version !== null && (!e || version > e.announced)) {
+      if (e) e.announced = version;
       for (const h of op.steps) {
         this.emit({ project_id: h.project_id, state: h.to_state, previous: h.from_state, reason: h.reason, at: h.at });
       }
@@ -241,14 +242,15 @@ export class Presence {
     const e = this.ensureKnown(projectId);
     if (version <= e.announced) return;
     e.announced = version;
-    for (const h of steps) {
-      this.emit({ project_id: projectId, state: h.to_state, previous: h.from_state, reason: h.reason, at: h.at });
-    }
+    // the state first: a watcher that asks on hearing the event gets the new one
     const last = steps[steps.length - 1];
     if (e.pending === 0 && version > e.version && last) {
       e.state = last.to_state;
       e.state_since = last.at;
       if (last.to_state === 'offline' || last.to_state === 'online') e.handshake = null;
+    }
+    for (const h of steps) {
+      this.emit({ project_id: projectId, state: h.to_state, previous: h.from_state, reason: h.reason, at: h.at });
     }
   }
 
