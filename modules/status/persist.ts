@@ -206,7 +206,8 @@ function rounds(ops: readonly Transition[]): Transition[][] {
   for (const op of ops) {
     const k = seen.get(op.project_id) ?? 0;
     seen.set(op.project_id, k + 1);
-    (out[k] ??= []).push(op);
+    if (!out[k]) out[k] = [];
+    out[k].push(op);
   }
   return out;
 }
@@ -283,7 +284,8 @@ function halves(b: Batch): [Batch, Batch] {
   ];
 }
 
-type Write = (db: Knex, batch: Batch, channel: string | null) => Promise<WriteResult | undefined | void>;
+/** Writes a batch; a writer without an answer (a test's) has applied no transition. */
+type Write = (db: Knex, batch: Batch, channel: string | null) => Promise<unknown>;
 
 /**
  * Writes presence changes in batches, one flush at a time. A failed write gives the batch back
@@ -380,7 +382,7 @@ export class Flusher {
         const result = await this.write(this.db(), piece, this.channel);
         written = true;
         this.stats.rows_written += piece.rows.length;
-        const applied = result ? result.applied : new Map<Transition, number>();
+        const applied = (result as WriteResult | undefined)?.applied ?? new Map<Transition, number>();
         for (const op of piece.ops) {
           const version = applied.get(op) ?? null;
           if (version === null) {
