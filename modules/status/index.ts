@@ -144,7 +144,11 @@ function createStatus(ctx: ModuleContext<StatusConfig>) {
       // instances writing presence, the row is asked first (its announcement may be on its way).
       const e = presence.get(project_id);
       if (!pgSettings || e?.state === 'online' || (e && e.pending > 0)) return answer(r, e);
-      return sync.check(project_id).then((fresh: PresenceEntry | undefined) => answer(r, fresh));
+      // the database unreachable: the read model's answer rather than none
+      return sync.check(project_id).then(
+        (fresh: PresenceEntry | undefined) => answer(r, fresh),
+        () => answer(r, presence.get(project_id)),
+      );
     });
     bus.subscribe(STATUS.authenticate, (body) => {
       const b = (body ?? {}) as { username?: unknown; password?: unknown };

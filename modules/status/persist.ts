@@ -315,6 +315,8 @@ export class Flusher {
   onLost: (projectIds: string[]) => void = () => undefined;
   private running: Promise<void> | null = null;
   private again = false;
+  private soonScheduled = false;
+  private stopped = false;
   /** Told when a flush that started after they asked has written everything (see `written`). */
   private waiters: Array<() => void> = [];
 
@@ -343,7 +345,7 @@ export class Flusher {
   flush(): Promise<void> {
     this.running ??= this.run().finally(() => {
       this.running = null;
-      if (this.again) {
+      if (this.again && !this.stopped) {
         this.again = false;
         void this.flush();
       }
@@ -351,14 +353,25 @@ export class Flusher {
     return this.running;
   }
 
-  /** A flush now, or right after the one running (transitions: see the class comment). */
+  /**
+   * A flush at the next turn of the event loop, or right after the one running (transitions: see
+   * the class comment). The next turn, not now: the handler that queued the transition still
+   * registers its `written()` waiter, and the rest of the mailbox's burst joins the same batch.
+   */
   soon(): void {
-    if (this.running) this.again = true;
-    else void this.flush();
+    if (this.soonScheduled || this.stopped) return;
+    this.soonScheduled = true;
+    setImmediate(() => {
+      this.soonScheduled = false;
+      if (this.stopped) return;
+      if (this.running) this.again = true;
+      else void this.flush();
+    });
   }
 
   /** Waits for a running flush, then writes what is left (called on stop). */
   async final(): Promise<void> {
+    this.stopped = true;
     this.again = false;
     if (this.running) await this.running;
     await this.flush();
