@@ -293,6 +293,8 @@ export class Presence {
    */
   catchUp(row: PresenceEntry, reason: string): boolean {
     const e = this.get(row.project_id);
+    // a transition of ours on its way: its answer (or its announcement) publishes it
+    if (e && e.pending > 0) return false;
     const unseen = row.version > (e?.announced ?? 0);
     const previous = this.applyRow(row);
     const now = this.entries.get(row.project_id)!;
