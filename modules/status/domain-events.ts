@@ -10,7 +10,7 @@ import type { HistoryRow } from './presence.js';
 
 export const EVENT_TABLE = 'status_event_outbox';
 export const STATUS_EVENTS = ['project.online', 'project.offline'] as const;
-export const eventOutboxMigration = outboxMigration('002_event_outbox', EVENT_TABLE);
+export const eventOutboxMigration = outboxMigration('003_event_outbox', EVENT_TABLE);
 
 /** The events of a batch's history rows: entering online, entering offline; other moves carry none. */
 export function presenceEvents(history: readonly HistoryRow[]): OutboxEvent[] {

@@ -16,8 +16,10 @@ import { CredentialEvents } from './credential-events.js';
 import { EVENT_TABLE, STATUS_EVENTS } from './domain-events.js';
 import { migrations } from './migrations.js';
 import { Flusher, loadPresence, writeBatch } from './persist.js';
-import { Presence, projectView } from './presence.js';
+import { Presence, type PresenceEntry, projectView } from './presence.js';
 import { type ProjectRecord, ProjectStore, parseRequest, requests } from './projects.js';
+import { PresenceListener, PresenceSync, pgSettingsOf, presenceChannel } from './sync.js';
+import { Timeouts } from './timeouts.js';
 import { Uplinks } from './uplinks.js';
 
 /** Data types presence cares about; the command module takes command_ack, log_result, exec_result. */
@@ -48,9 +50,33 @@ function createStatus(ctx: ModuleContext<StatusConfig>) {
     void ctx.bus.publish(STATUS.changed(ev.project_id), ev);
   };
   const presence = new Presence(clock, emit);
-  const flusher = new Flusher(db, presence, ctx.log, (d, b) => writeBatch(d, b, ctx.services.outbox));
+  const flusher = new Flusher(db, presence, ctx.log, (d, b, channel) => writeBatch(d, b, channel, ctx.services.outbox));
+  presence.onQueued = () => flusher.soon();
+  const sync = new PresenceSync(db, presence, ctx.log);
+  flusher.onLost = (ids) => sync.reread(ids);
+  // Other hub instances may share the database when it is a server (driver pg): announcements,
+  // a listener and checks against the row. PGlite is one process: the read model is the truth.
+  const pgSettings = pgSettingsOf(db());
+  let listener: PresenceListener | null = null;
   const credentialEvents = new CredentialEvents(ctx.bus, clock, ctx.timers, ctx.log);
-  const uplinks = new Uplinks({ cfg, clock, log: ctx.log, bus: ctx.bus, projects, presence });
+  const uplinks = new Uplinks({
+    cfg,
+    clock,
+    log: ctx.log,
+    bus: ctx.bus,
+    projects,
+    presence,
+    sync: pgSettings ? sync : null,
+  });
+  const timeouts = new Timeouts({
+    db,
+    presence,
+    clock,
+    log: ctx.log,
+    timeoutMs: cfg.heartbeat_timeout_ms,
+    channel: () => flusher.channel,
+    reread: (ids) => sync.reread(ids),
+  });
 
   const view = (rec: ProjectRecord): ProjectView => projectView(rec, presence.get(rec.project_id));
   const byId = async (body: unknown) => projects.require(parseRequest(requests.idOnly, body).project_id);
@@ -80,8 +106,12 @@ function createStatus(ctx: ModuleContext<StatusConfig>) {
       const rec = await projects.setEnabled(project_id, false);
       const e = presence.get(project_id);
       if (e && e.state !== 'offline') {
-        e.handshake = null;
-        presence.transition(e, 'offline', 'project disabled');
+        presence.change(
+          e,
+          [['offline', 'project disabled']],
+          { states: ['connecting', 'verifying', 'online', 'disconnecting'] },
+          { handshake: null },
+        );
       }
       ctx.log.info({ project_id }, 'project disabled');
       // the broker drops the project's cached logins and disconnects its agents at once
@@ -98,10 +128,10 @@ function createStatus(ctx: ModuleContext<StatusConfig>) {
     });
     bus.subscribe(STATUS.credentials, (body) => {
       const { project_id } = parseRequest(requests.idOnly, body);
-      const answer = (rec: ProjectRecord): ProjectCredentials => ({
+      const answer = (rec: ProjectRecord, e = presence.get(rec.project_id)): ProjectCredentials => ({
         project_id: rec.project_id,
         enabled: rec.enabled,
-        state: presence.get(rec.project_id)?.state ?? 'offline',
+        state: e?.state ?? 'offline',
         secrets: projects.validSecrets(rec),
         prev_secret_expires_at: rec.prev_secret_expires_at,
         require_data_signature: cfg.require_data_signature,
@@ -109,9 +139,17 @@ function createStatus(ctx: ModuleContext<StatusConfig>) {
       });
       // Hot (every command signs with it): answered without a promise when cached.
       const r = projects.lookup(project_id);
-      if (r instanceof Promise) return projects.require(project_id).then(answer);
-      if (!r) return projects.require(project_id).then(answer); // throws STATUS_ERR_NOT_FOUND
-      return answer(r);
+      if (r instanceof Promise) return projects.require(project_id).then((rec) => answer(rec));
+      if (!r) return projects.require(project_id).then((rec) => answer(rec)); // throws STATUS_ERR_NOT_FOUND
+      // A send to a project this read model does not show online is refused: with other
+      // instances writing presence, the row is asked first (its announcement may be on its way).
+      const e = presence.get(project_id);
+      if (!pgSettings || e?.state === 'online' || (e && e.pending > 0)) return answer(r, e);
+      // the database unreachable: the read model's answer rather than none
+      return sync.check(project_id).then(
+        (fresh: PresenceEntry | undefined) => answer(r, fresh),
+        () => answer(r, presence.get(project_id)),
+      );
     });
     bus.subscribe(STATUS.authenticate, (body) => {
       const b = (body ?? {}) as { username?: unknown; password?: unknown };
@@ -128,9 +166,11 @@ function createStatus(ctx: ModuleContext<StatusConfig>) {
     });
     bus.subscribe(STATUS.stats, () => ({
       ...uplinks.counters,
-      sweeps: uplinks.sweeps,
+      sweeps: timeouts.sweeps,
+      timed_out: timeouts.timed_out,
       presence: { tracked: presence.size, online: countOnline(presence), pending_writes: presence.pendingWrites },
-      history_dropped: presence.historyDropped,
+      transitions_dropped: presence.opsDropped,
+      sync: { ...sync.stats, listener: listener ? { ...listener.stats, channel: listener.channel } : null },
       projects_cached: projects.cachedCount,
       flush: { ...flusher.stats, in_flight: flusher.inFlight },
       credential_events: credentialEvents.published,
@@ -158,7 +198,27 @@ function createStatus(ctx: ModuleContext<StatusConfig>) {
       await ctx.services.migrate(migrations, cfg.database);
       ctx.services.outbox.declare({ table: EVENT_TABLE, database: cfg.database, events: STATUS_EVENTS });
       presence.load(await loadPresence(db()));
-      uplinks.settleLoaded();
+      if (pgSettings) {
+        const channel = presenceChannel(pgSettings.schema);
+        flusher.channel = channel;
+        // every (re)connect re-reads all rows: what was announced before LISTEN took effect, or
+        // while the connection was down, is gone; the first one covers the gap after the load above
+        listener = new PresenceListener(
+          pgSettings.settings,
+          channel,
+          ctx.log,
+          (payload) => sync.onNotice(payload),
+          () =>
+            sync.resync().catch((err: unknown) => ctx.log.warn({ err }, 'presence resync failed; next at a reconnect')),
+        );
+        listener.start();
+        ctx.onStop(() => {
+          sync.close();
+          return listener?.stop();
+        });
+      }
+      // presence the database kept is continued unless it went stale meanwhile
+      await timeouts.sweep('stale on start');
       // the agents of continued sessions heartbeat within seconds: their projects are read in a
       // few queries now (in the background) rather than one query per first heartbeat
       const continuing: string[] = [];
@@ -172,7 +232,10 @@ function createStatus(ctx: ModuleContext<StatusConfig>) {
       subscribe();
       const overlapping = await credentialEvents.rearm(db());
       if (overlapping > 0) ctx.log.info({ projects: overlapping }, 'rotation overlaps re-armed');
-      ctx.timers.setInterval(() => uplinks.sweep(), cfg.sweep_interval_ms);
+      ctx.timers.setInterval(() => {
+        uplinks.forgetThrottles();
+        void timeouts.sweep();
+      }, cfg.sweep_interval_ms);
       ctx.timers.setInterval(() => void flusher.flush(), cfg.flush_interval_ms);
       // Runs after the host cleared the timers: the last changes reach the database before the pool closes.
       ctx.onStop(() => flusher.final());

@@ -47,6 +47,19 @@ CREATE TABLE IF NOT EXISTS project_status_history (
 CREATE INDEX IF NOT EXISTS project_status_history_project_at ON project_status_history (project_id, at);
 `,
   },
+  {
+    // Several hub instances share presence (README "Several instances: presence"): PostgreSQL is
+    // its truth. `version` is taken from one sequence at every state transition, so it orders a
+    // row's transitions and tells a read model whether it is behind; the handshake, memory-only
+    // before, is in the row, so a register_complete may land on another instance than its register.
+    id: '002_shared_presence',
+    up: `
+CREATE SEQUENCE IF NOT EXISTS project_status_version;
+ALTER TABLE project_status ADD COLUMN IF NOT EXISTS version bigint NOT NULL DEFAULT 0;
+ALTER TABLE project_status ADD COLUMN IF NOT EXISTS handshake_ts bigint NULL;
+ALTER TABLE project_status ADD COLUMN IF NOT EXISTS handshake_before text NULL;
+`,
+  },
   // the domain events of the outbox service (domain-events.ts): this module's own table
   eventOutboxMigration,
 ];

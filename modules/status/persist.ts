@@ -3,7 +3,7 @@ import type { Logger } from '../../core/log.js';
 import type { ModuleOutbox } from '../../core/services/outbox/service.js';
 import type { PresenceState } from '../shared/topics.js';
 import { presenceEvents } from './domain-events.js';
-import type { Batch, Presence, PresenceEntry } from './presence.js';
+import type { Batch, Handshake, Presence, PresenceEntry, Transition } from './presence.js';
 
 /**
  * Rows per statement. Each statement takes its rows as ONE jsonb parameter (jsonb_to_recordset):
@@ -19,12 +19,16 @@ function toMs(v: unknown): number | null {
   return Number.isNaN(t) ? null : t;
 }
 
-/** Every presence row, as entries (restart safety: a restarted module continues from here). */
-export async function loadPresence(db: Knex): Promise<PresenceEntry[]> {
-  const rows: Record<string, unknown>[] = await db('project_status').select('*');
-  return rows.map((r) => ({
+const asState = (v: unknown): PresenceState => (STATES.has(v as string) ? v : 'offline') as PresenceState;
+
+function fromRow(r: Record<string, unknown>): PresenceEntry {
+  const hsTs = r.handshake_ts === null || r.handshake_ts === undefined ? null : Number(r.handshake_ts);
+  const handshake: Handshake | null =
+    hsTs === null ? null : { before: asState(r.handshake_before), registered_ts: hsTs };
+  const version = Number(r.version ?? 0);
+  return {
     project_id: r.project_id as string,
-    state: (STATES.has(r.state as string) ? r.state : 'offline') as PresenceState,
+    state: asState(r.state),
     state_since: toMs(r.state_since) ?? toMs(r.updated_at) ?? 0,
     last_heartbeat_at: toMs(r.last_heartbeat_at),
     instance_id: (r.instance_id as string | null) ?? null,
@@ -36,21 +40,35 @@ export async function loadPresence(db: Knex): Promise<PresenceEntry[]> {
     last_alert: (r.last_alert as PresenceEntry['last_alert']) ?? null,
     last_alert_at: toMs(r.last_alert_at),
     updated_at: toMs(r.updated_at) ?? 0,
-    handshake: null,
-  }));
+    handshake,
+    version,
+    announced: version,
+    pending: 0,
+  };
 }
 
-/** One presence row for jsonb_to_recordset: times stay ms since the epoch (to_timestamp in SQL). */
-function statusRow(e: PresenceEntry): Record<string, unknown> {
+/** Every presence row, as entries (restart safety: a restarted module continues from here). */
+export async function loadPresence(db: Knex): Promise<PresenceEntry[]> {
+  const rows: Record<string, unknown>[] = await db('project_status').select('*');
+  return rows.map(fromRow);
+}
+
+/** The rows of these projects, in one query (a re-read after news or a lost race; a check). */
+export async function readPresence(db: Knex, ids: readonly string[]): Promise<PresenceEntry[]> {
+  if (ids.length === 0) return [];
+  const rows: Record<string, unknown>[] = await db('project_status').whereRaw(
+    'project_id IN (SELECT jsonb_array_elements_text(?::jsonb))',
+    [JSON.stringify(ids)],
+  );
+  return rows.map(fromRow);
+}
+
+/** One row of what heartbeats, metrics and alerts change, for jsonb_to_recordset (times in ms). */
+function attributeRow(e: PresenceEntry): Record<string, unknown> {
   return {
     project_id: e.project_id,
-    state: e.state,
     state_since: e.state_since,
     last_heartbeat_at: e.last_heartbeat_at,
-    instance_id: e.instance_id,
-    agent_version: e.agent_version,
-    registration: e.registration,
-    session_started_at: e.session_started_at,
     metrics: e.metrics,
     metrics_at: e.metrics_at,
     last_alert: e.last_alert,
@@ -61,49 +79,185 @@ function statusRow(e: PresenceEntry): Record<string, unknown> {
 
 const ts = (col: string) => `to_timestamp(v.${col} / 1000.0)`;
 
-/** A multi-row UPSERT of presence rows (unique project ids: a batch holds each entry once). */
-const UPSERT_STATUS = `
-INSERT INTO project_status (project_id, state, state_since, last_heartbeat_at, instance_id, agent_version,
-  registration, session_started_at, metrics, metrics_at, last_alert, last_alert_at, updated_at)
-SELECT v.project_id, v.state, ${ts('state_since')}, ${ts('last_heartbeat_at')}, v.instance_id, v.agent_version,
-  v.registration, ${ts('session_started_at')}, v.metrics, ${ts('metrics_at')}, v.last_alert, ${ts('last_alert_at')},
-  ${ts('updated_at')}
-  FROM jsonb_to_recordset(?::jsonb) AS v(project_id text, state text, state_since float8, last_heartbeat_at float8,
-    instance_id text, agent_version text, registration jsonb, session_started_at float8, metrics jsonb,
-    metrics_at float8, last_alert jsonb, last_alert_at float8, updated_at float8)
-ON CONFLICT (project_id) DO UPDATE SET state = EXCLUDED.state, state_since = EXCLUDED.state_since,
-  last_heartbeat_at = EXCLUDED.last_heartbeat_at, instance_id = EXCLUDED.instance_id,
-  agent_version = EXCLUDED.agent_version, registration = EXCLUDED.registration,
-  session_started_at = EXCLUDED.session_started_at, metrics = EXCLUDED.metrics, metrics_at = EXCLUDED.metrics_at,
-  last_alert = EXCLUDED.last_alert, last_alert_at = EXCLUDED.last_alert_at, updated_at = EXCLUDED.updated_at`;
-
-const INSERT_HISTORY = `
-INSERT INTO project_status_history (project_id, from_state, to_state, reason, at)
-SELECT v.project_id, v.from_state, v.to_state, v.reason, ${ts('at')}
-  FROM jsonb_to_recordset(?::jsonb) AS v(project_id text, from_state text, to_state text, reason text, at float8)`;
+/**
+ * Heartbeats, metrics and alerts: a multi-row UPSERT that only moves them forward, so of two
+ * instances writing the same project the later heartbeat wins whichever flushes last. It never
+ * touches the state: that changes only through a transition (TRANSITION_SQL). A project without
+ * a row gets one, offline.
+ */
+const UPSERT_ATTRIBUTES = `
+INSERT INTO project_status (project_id, state, state_since, last_heartbeat_at, metrics, metrics_at, last_alert,
+  last_alert_at, updated_at)
+SELECT v.project_id, 'offline', ${ts('state_since')}, ${ts('last_heartbeat_at')}, v.metrics, ${ts('metrics_at')},
+  v.last_alert, ${ts('last_alert_at')}, ${ts('updated_at')}
+  FROM jsonb_to_recordset(?::jsonb) AS v(project_id text, state_since float8, last_heartbeat_at float8,
+    metrics jsonb, metrics_at float8, last_alert jsonb, last_alert_at float8, updated_at float8)
+ON CONFLICT (project_id) DO UPDATE SET
+  last_heartbeat_at = GREATEST(project_status.last_heartbeat_at, EXCLUDED.last_heartbeat_at),
+  metrics = CASE WHEN EXCLUDED.metrics_at >= project_status.metrics_at OR project_status.metrics_at IS NULL
+    THEN COALESCE(EXCLUDED.metrics, project_status.metrics) ELSE project_status.metrics END,
+  metrics_at = GREATEST(project_status.metrics_at, EXCLUDED.metrics_at),
+  last_alert = CASE WHEN EXCLUDED.last_alert_at >= project_status.last_alert_at OR project_status.last_alert_at IS NULL
+    THEN COALESCE(EXCLUDED.last_alert, project_status.last_alert) ELSE project_status.last_alert END,
+  last_alert_at = GREATEST(project_status.last_alert_at, EXCLUDED.last_alert_at),
+  updated_at = GREATEST(project_status.updated_at, EXCLUDED.updated_at)`;
 
 /**
- * One transaction: a multi-row UPSERT of the changed presence rows and a multi-row INSERT of
- * history, with the domain events of those history rows (domain-events.ts) when given an outbox.
+ * Transitions, one per project and statement: each row changes only when it holds what the
+ * transition expects (Expect in presence.ts), takes the next version, writes its history rows and,
+ * on a server, is announced with pg_notify in the same transaction (only committed changes are
+ * heard; the payload, the id, version and steps, stays far below NOTIFY's 8000 bytes).
  */
-export async function writeBatch(db: Knex, batch: Batch, outbox?: ModuleOutbox): Promise<void> {
+function transitionSql(notify: boolean): string {
+  return `
+WITH v AS (
+  SELECT * FROM jsonb_to_recordset(?::jsonb) AS v(n int, project_id text, to_state text, at float8, steps jsonb,
+    x_states jsonb, x_handshake_ts bigint, x_check_session boolean, x_session float8, x_register_ts bigint,
+    x_heartbeat_before float8, x_since_before float8, hs_ts bigint, hs_before text, set_session float8,
+    set_heartbeat float8, set_reg boolean, instance_id text, agent_version text, registration jsonb)
+), a AS (
+  UPDATE project_status s SET
+    state = v.to_state,
+    state_since = CASE WHEN jsonb_array_length(v.steps) > 0 THEN ${ts('at')} ELSE s.state_since END,
+    version = nextval('project_status_version'),
+    handshake_ts = v.hs_ts,
+    handshake_before = v.hs_before,
+    session_started_at = COALESCE(${ts('set_session')}, s.session_started_at),
+    last_heartbeat_at = GREATEST(s.last_heartbeat_at, ${ts('set_heartbeat')}),
+    instance_id = CASE WHEN v.set_reg THEN v.instance_id ELSE s.instance_id END,
+    agent_version = CASE WHEN v.set_reg THEN v.agent_version ELSE s.agent_version END,
+    registration = CASE WHEN v.set_reg THEN v.registration ELSE s.registration END,
+    updated_at = GREATEST(s.updated_at, ${ts('at')})
+  FROM v
+  WHERE s.project_id = v.project_id
+    AND (v.x_states IS NULL OR s.state IN (SELECT jsonb_array_elements_text(v.x_states)))
+    AND (v.x_handshake_ts IS NULL OR s.handshake_ts = v.x_handshake_ts)
+    AND (v.x_check_session IS NOT TRUE OR s.session_started_at IS NOT DISTINCT FROM ${ts('x_session')})
+    AND (v.x_register_ts IS NULL OR NOT (
+          (s.state IN ('connecting', 'verifying') AND s.handshake_ts > v.x_register_ts)
+       OR (s.state = 'online' AND s.session_started_at >= to_timestamp(v.x_register_ts / 1000.0))))
+    AND (v.x_heartbeat_before IS NULL OR COALESCE(s.last_heartbeat_at, s.state_since) < ${ts('x_heartbeat_before')})
+    AND (v.x_since_before IS NULL OR s.state_since < ${ts('x_since_before')})
+  RETURNING s.project_id, s.version, v.n, v.steps
+), h AS (
+  INSERT INTO project_status_history (project_id, from_state, to_state, reason, at)
+  SELECT a.project_id, st.f, st.t, st.r, to_timestamp(st.a / 1000.0)
+    FROM a, ROWS FROM (jsonb_to_recordset(a.steps) AS (f text, t text, r text, a float8)) WITH ORDINALITY AS st(f, t, r, a, i)
+   ORDER BY a.n, st.i
+)
+SELECT a.n, a.version${notify ? `, pg_notify(?, json_build_object('p', a.project_id, 'v', a.version, 's', a.steps)::text)` : ''}
+  FROM a`;
+}
+
+/** A transition as one jsonb_to_recordset row; `n` finds it again in the answer. */
+function transitionRow(op: Transition, n: number): Record<string, unknown> {
+  const x = op.expect;
+  const reg = op.set.registration;
+  return {
+    n,
+    project_id: op.project_id,
+    to_state: op.to,
+    at: op.at,
+    steps: op.steps.map((h) => ({ f: h.from_state, t: h.to_state, r: h.reason, a: h.at })),
+    x_states: x.states ?? null,
+    x_handshake_ts: x.handshake_ts ?? null,
+    x_check_session: x.session_started_at !== undefined,
+    x_session: x.session_started_at ?? null,
+    x_register_ts: x.register_ts ?? null,
+    x_heartbeat_before: x.heartbeat_before ?? null,
+    x_since_before: x.since_before ?? null,
+    hs_ts: op.set.handshake?.registered_ts ?? null,
+    hs_before: op.set.handshake?.before ?? null,
+    set_session: op.set.session_started_at ?? null,
+    set_heartbeat: op.set.last_heartbeat_at ?? null,
+    set_reg: reg !== undefined,
+    instance_id: reg?.instance_id ?? null,
+    agent_version: reg?.agent_version ?? null,
+    registration: reg?.registration ?? null,
+  };
+}
+
+/** The steps of an announcement as HistoryRows (the compact form TRANSITION_SQL sends). */
+export function stepsFromNotice(
+  projectId: string,
+  steps: unknown,
+): Array<{ project_id: string; from_state: PresenceState; to_state: PresenceState; reason: string; at: number }> {
+  if (!Array.isArray(steps)) return [];
+  return steps.map((s: { f?: unknown; t?: unknown; r?: unknown; a?: unknown }) => ({
+    project_id: projectId,
+    from_state: asState(s.f),
+    to_state: asState(s.t),
+    reason: String(s.r ?? ''),
+    at: Number(s.a ?? 0),
+  }));
+}
+
+/** Transitions applied by a write, with the version each row got. */
+export interface WriteResult {
+  applied: Map<Transition, number>;
+}
+
+/**
+ * Transitions in rounds: the k-th transition of every project goes in round k, one statement per
+ * round, so a project's transitions apply in order (and the later ones, decided on the earlier,
+ * fail with them).
+ */
+function rounds(ops: readonly Transition[]): Transition[][] {
+  const out: Transition[][] = [];
+  const seen = new Map<string, number>();
+  for (const op of ops) {
+    const k = seen.get(op.project_id) ?? 0;
+    seen.set(op.project_id, k + 1);
+    if (!out[k]) out[k] = [];
+    out[k].push(op);
+  }
+  return out;
+}
+
+/**
+ * One transaction: a multi-row UPSERT of heartbeats, metrics and alerts, then the transitions (one
+ * statement per round). `channel` names the NOTIFY channel (null: no announcement, one process).
+ * With an outbox, the domain events of the transitions PostgreSQL applied (domain-events.ts) are
+ * written in the same transaction: an event exists exactly when its history row does.
+ */
+export async function writeBatch(
+  db: Knex,
+  batch: Batch,
+  channel: string | null = null,
+  outbox?: ModuleOutbox,
+): Promise<WriteResult> {
+  const applied = new Map<Transition, number>();
   await db.transaction(async (trx) => {
     for (let i = 0; i < batch.rows.length; i += CHUNK) {
-      await trx.raw(UPSERT_STATUS, [JSON.stringify(batch.rows.slice(i, i + CHUNK).map(statusRow))]);
+      await trx.raw(UPSERT_ATTRIBUTES, [JSON.stringify(batch.rows.slice(i, i + CHUNK).map(attributeRow))]);
     }
-    for (let i = 0; i < batch.history.length; i += CHUNK) {
-      await trx.raw(INSERT_HISTORY, [JSON.stringify(batch.history.slice(i, i + CHUNK))]);
+    const sql = transitionSql(channel !== null);
+    for (const round of rounds(batch.ops)) {
+      for (let i = 0; i < round.length; i += CHUNK) {
+        const part = round.slice(i, i + CHUNK);
+        const bindings: string[] = [JSON.stringify(part.map(transitionRow))];
+        if (channel !== null) bindings.push(channel);
+        const res = (await trx.raw(sql, bindings)) as { rows: Array<{ n: number; version: string | number }> };
+        for (const r of res.rows) applied.set(part[Number(r.n)], Number(r.version));
+      }
     }
-    if (outbox && batch.history.length > 0) await outbox.addMany(trx, presenceEvents(batch.history));
+    if (outbox && applied.size > 0) {
+      const events = presenceEvents([...applied.keys()].flatMap((op) => op.steps));
+      if (events.length > 0) await outbox.addMany(trx, events);
+    }
   });
+  return { applied };
 }
 
 export interface FlushStats {
   flushes: number;
   rows_written: number;
   history_written: number;
+  /** transitions PostgreSQL applied / refused because the row no longer held what they expected */
+  transitions_applied: number;
+  transitions_lost: number;
   failures: number;
-  /** presence rows and history rows the database refused on their own (written without them) */
+  /** presence rows and transitions the database refused on their own (written without them) */
   bad_rows: number;
 }
 
@@ -130,18 +284,21 @@ function brief(err: unknown): { code?: string; message: string } {
   };
 }
 
-const sizeOf = (b: Batch): number => b.rows.length + b.history.length;
+const sizeOf = (b: Batch): number => b.rows.length + b.ops.length;
 
-/** The first and second half of a batch's rows and history (at least one item each: size >= 2). */
+/** The first and second half of a batch's rows and transitions (at least one item each: size >= 2). */
 function halves(b: Batch): [Batch, Batch] {
   const n = Math.floor(sizeOf(b) / 2);
   const r = Math.min(n, b.rows.length);
-  const h = n - r;
+  const o = n - r;
   return [
-    { rows: b.rows.slice(0, r), history: b.history.slice(0, h) },
-    { rows: b.rows.slice(r), history: b.history.slice(h) },
+    { rows: b.rows.slice(0, r), ops: b.ops.slice(0, o) },
+    { rows: b.rows.slice(r), ops: b.ops.slice(o) },
   ];
 }
+
+/** Writes a batch; a writer without an answer (a test's) has applied no transition. */
+type Write = (db: Knex, batch: Batch, channel: string | null) => Promise<unknown>;
 
 /**
  * Writes presence changes in batches, one flush at a time. A failed write gives the batch back
@@ -150,10 +307,29 @@ function halves(b: Batch): [Batch, Batch] {
  * split in halves and written again (bisection), so the good rows land in a few statements and
  * each bad one is found alone, counted, logged once (ids and the error, never the row) and
  * dropped instead of being retried forever with everything after it.
+ *
+ * Heartbeats wait for the flush interval; a transition asks for a flush at once (`soon`): one
+ * runs at a time and what queued meanwhile goes in the next, so a burst of registrations still
+ * shares statements (group commit) while a lone one is not held back by the interval.
  */
 export class Flusher {
-  readonly stats: FlushStats = { flushes: 0, rows_written: 0, history_written: 0, failures: 0, bad_rows: 0 };
+  readonly stats: FlushStats = {
+    flushes: 0,
+    rows_written: 0,
+    history_written: 0,
+    transitions_applied: 0,
+    transitions_lost: 0,
+    failures: 0,
+    bad_rows: 0,
+  };
+  /** The NOTIFY channel transitions are announced on (null: one process, nobody to tell). */
+  channel: string | null = null;
+  /** Told the projects whose transitions PostgreSQL refused: their rows are to be read again. */
+  onLost: (projectIds: string[]) => void = () => undefined;
   private running: Promise<void> | null = null;
+  private again = false;
+  private soonScheduled = false;
+  private stopped = false;
   /** Told when a flush that started after they asked has written everything (see `written`). */
   private waiters: Array<() => void> = [];
 
@@ -161,7 +337,7 @@ export class Flusher {
     private readonly db: () => Knex,
     private readonly presence: Presence,
     private readonly log: Logger,
-    private readonly write: (db: Knex, batch: Batch) => Promise<void> = writeBatch,
+    private readonly write: Write = writeBatch,
   ) {}
 
   /**
@@ -182,14 +358,37 @@ export class Flusher {
   flush(): Promise<void> {
     this.running ??= this.run().finally(() => {
       this.running = null;
+      if (this.again && !this.stopped) {
+        this.again = false;
+        void this.flush();
+      }
     });
     return this.running;
   }
 
+  /**
+   * A flush at the next turn of the event loop, or right after the one running (transitions: see
+   * the class comment). The next turn, not now: the handler that queued the transition still
+   * registers its `written()` waiter, and the rest of the mailbox's burst joins the same batch.
+   */
+  soon(): void {
+    if (this.soonScheduled || this.stopped) return;
+    this.soonScheduled = true;
+    setImmediate(() => {
+      this.soonScheduled = false;
+      if (this.stopped) return;
+      if (this.running) this.again = true;
+      else void this.flush();
+    });
+  }
+
   /** Waits for a running flush, then writes what is left (called on stop). */
   async final(): Promise<void> {
+    this.stopped = true;
+    this.again = false;
     if (this.running) await this.running;
     await this.flush();
+    this.again = false;
   }
 
   private async run(): Promise<void> {
@@ -201,23 +400,36 @@ export class Flusher {
     const batch = this.presence.takeBatch();
     // pieces still to write; on an error that is not about a row, all of them go back
     const todo: Batch[] = [batch];
+    const lost = new Set<string>();
     let written = false;
     while (todo.length > 0) {
       const piece = todo.pop()!;
       try {
-        await this.write(this.db(), piece);
+        const result = await this.write(this.db(), piece, this.channel);
         written = true;
         this.stats.rows_written += piece.rows.length;
-        this.stats.history_written += piece.history.length;
+        const applied = (result as WriteResult | undefined)?.applied ?? new Map<Transition, number>();
+        for (const op of piece.ops) {
+          const version = applied.get(op) ?? null;
+          if (version === null) {
+            this.stats.transitions_lost++;
+            lost.add(op.project_id);
+          } else {
+            this.stats.transitions_applied++;
+            this.stats.history_written += op.steps.length;
+          }
+          this.presence.settle(op, version);
+        }
       } catch (err) {
         if (!isRowError(err)) {
           this.stats.failures++;
           this.waiters.unshift(...waiting);
           for (const p of [piece, ...todo]) this.presence.restore(p);
           this.log.warn(
-            { err: brief(err), rows: batch.rows.length, history: batch.history.length },
+            { err: brief(err), rows: batch.rows.length, transitions: batch.ops.length },
             'presence flush failed; retrying at the next flush',
           );
+          this.reportLost(lost);
           return;
         }
         if (sizeOf(piece) > 1) {
@@ -227,19 +439,24 @@ export class Flusher {
         }
         this.stats.bad_rows++;
         const row = piece.rows[0];
-        const hist = piece.history[0];
+        const op = piece.ops[0];
+        if (op) {
+          this.presence.settle(op, null);
+          lost.add(op.project_id);
+        }
         this.log.warn(
-          {
-            project_id: row?.project_id ?? hist?.project_id,
-            what: row ? 'presence row' : 'history row',
-            err: brief(err),
-          },
+          { project_id: row?.project_id ?? op?.project_id, what: row ? 'presence row' : 'transition', err: brief(err) },
           'presence row refused by the database; written the batch without it',
         );
       }
     }
     if (written) this.stats.flushes++;
+    this.reportLost(lost);
     // a row dropped as bad will never be written: waiting for it would hold its uplink forever
     for (const w of waiting) w();
+  }
+
+  private reportLost(lost: Set<string>): void {
+    if (lost.size > 0) this.onLost([...lost]);
   }
 }

@@ -23,8 +23,9 @@ import {
   type UplinkEvent,
 } from '../shared/topics.js';
 import type { StatusConfig } from './config.js';
-import type { Presence } from './presence.js';
+import type { Presence, PresenceEntry } from './presence.js';
 import type { ProjectRecord, ProjectStore } from './projects.js';
+import type { PresenceSync } from './sync.js';
 
 /** The reasons a `register_ack` refusal carries (agents show them to operators). */
 export const REFUSAL = {
@@ -55,6 +56,8 @@ export interface UplinkCounters {
   registers: number;
   registers_accepted: number;
   registers_refused: number;
+  /** accepted registers whose handshake PostgreSQL refused: a newer one (or the same, redelivered) was there */
+  registers_superseded: number;
   register_completed: number;
   heartbeats: number;
   monitors: number;
@@ -87,6 +90,7 @@ function newCounters(): UplinkCounters {
     registers: 0,
     registers_accepted: 0,
     registers_refused: 0,
+    registers_superseded: 0,
     register_completed: 0,
     heartbeats: 0,
     monitors: 0,
@@ -120,6 +124,12 @@ export interface UplinkDeps {
   bus: ModuleBus;
   projects: ProjectStore;
   presence: Presence;
+  /**
+   * Set when other hub instances may write presence (driver pg): what the read model cannot place
+   * (a heartbeat of a project it does not show online, a register_complete without its handshake)
+   * is checked against the row before anything is decided.
+   */
+  sync: PresenceSync | null;
 }
 
 /**
@@ -132,7 +142,6 @@ export interface UplinkDeps {
  */
 export class Uplinks {
   readonly counters = newCounters();
-  sweeps = 0;
   private readonly replay = new ReplayCache();
   /** Last `reregister` per project: at most one per heartbeat interval, so a flood gets few answers. */
   private readonly reregistered = new Map<string, number>();
@@ -191,22 +200,24 @@ export class Uplinks {
     const { presence } = this.d;
     const e = presence.ensure(pid);
     const inHandshake = e.handshake !== null && (e.state === 'connecting' || e.state === 'verifying');
-    if (!inHandshake) {
-      const before = e.state;
-      presence.transition(e, 'connecting', 'register received');
-      presence.transition(e, 'verifying', 'verifying registration');
-      e.handshake = { before, accepted: false, registered_ts: msg.timestamp };
-    }
     const now = this.now();
     const v = verifyInbound(msg, this.d.projects.validSecrets(rec, now), this.replay, now, this.d.cfg.clock_window_ms);
     if (!v.ok) {
       const reason = REFUSAL[v.code];
       // A refused register never disturbs a handshake that was already going (a replayed copy
-      // arriving during it); otherwise the project goes back to where it was.
-      if (!inHandshake && e.handshake) {
-        const back = e.handshake.before === 'online' ? 'online' : 'offline';
-        e.handshake = null;
-        presence.transition(e, back, `registration refused: ${reason}`);
+      // arriving during it); otherwise the project goes through the handshake states and back.
+      if (!inHandshake) {
+        const before = e.state;
+        presence.change(
+          e,
+          [
+            ['connecting', 'register received'],
+            ['verifying', 'verifying registration'],
+            [before === 'online' ? 'online' : 'offline', `registration refused: ${reason}`],
+          ],
+          { states: [before] },
+          { handshake: null },
+        );
       }
       this.d.log.warn({ project_id: pid, code: v.code, detail: v.reason }, 'registration refused');
       this.refuse(pid, rec, reason);
@@ -214,10 +225,14 @@ export class Uplinks {
     }
 
     const p = msg.payload as RegisterPayload;
-    e.handshake = { before: e.handshake?.before ?? 'offline', accepted: true, registered_ts: msg.timestamp };
-    e.instance_id = p.instance_id;
-    e.agent_version = p.version;
-    e.registration = {
+    const before = inHandshake ? e.handshake!.before : e.state;
+    const steps: Array<['connecting' | 'verifying', string]> = inHandshake
+      ? []
+      : [
+          ['connecting', 'register received'],
+          ['verifying', 'verifying registration'],
+        ];
+    const registration = {
       node_name: p.node_name,
       instance_id: p.instance_id,
       version: p.version,
@@ -228,14 +243,31 @@ export class Uplinks {
       metadata: p.metadata,
       registered_at: now,
     };
-    presence.touch(e);
-    this.counters.registers_accepted++;
-    this.d.log.info({ project_id: pid, instance_id: p.instance_id, version: p.version }, 'registration accepted');
-    this.send(
-      pid,
-      'register_ack',
-      { accepted: true, heartbeat_interval_s: this.d.cfg.heartbeat_interval_s },
-      rec.secret,
+    // The register_ack goes once the handshake is in PostgreSQL: the agent's register_complete
+    // may land on another hub instance, which must find it there.
+    presence.change(
+      e,
+      steps,
+      { register_ts: msg.timestamp },
+      {
+        handshake: { before: before === 'online' ? 'online' : 'offline', registered_ts: msg.timestamp },
+        registration: { instance_id: p.instance_id, agent_version: p.version, registration },
+      },
+      (version) => {
+        if (version === null) {
+          this.counters.registers_superseded++;
+          this.d.log.info({ project_id: pid, instance_id: p.instance_id }, 'registration superseded by a newer one');
+          return;
+        }
+        this.counters.registers_accepted++;
+        this.d.log.info({ project_id: pid, instance_id: p.instance_id, version: p.version }, 'registration accepted');
+        this.send(
+          pid,
+          'register_ack',
+          { accepted: true, heartbeat_interval_s: this.d.cfg.heartbeat_interval_s },
+          rec.secret,
+        );
+      },
     );
   }
 
@@ -336,7 +368,7 @@ export class Uplinks {
     return this.withProject(msg.project_id, (rec) => this.data(msg, rec));
   }
 
-  private data(msg: UplinkData, rec: ProjectRecord | null): void {
+  private data(msg: UplinkData, rec: ProjectRecord | null): void | Promise<void> {
     const pid = msg.project_id;
     const type = msg.data_type;
     if (!rec) {
@@ -354,14 +386,11 @@ export class Uplinks {
     if (!this.verifyData(msg, rec)) return;
     switch (type) {
       case 'register_complete':
-        this.registerComplete(msg, rec);
-        return;
+        return this.registerComplete(msg, rec);
       case 'heartbeat':
-        this.heartbeat(msg as DataMessage<'heartbeat', HeartbeatPayload>, rec);
-        return;
+        return this.heartbeat(msg as DataMessage<'heartbeat', HeartbeatPayload>, rec);
       case 'disconnect':
-        this.disconnect(msg);
-        return;
+        return this.disconnect(msg);
       case 'monitor':
         this.monitor(msg as DataMessage<'monitor', MonitorPayload>);
         return;
@@ -405,55 +434,97 @@ export class Uplinks {
     this.d.log.warn({ project_id: msg.project_id, data_type: msg.data_type, code, reason }, 'data message dropped');
   }
 
-  private registerComplete(msg: UplinkData, rec: ProjectRecord): void {
-    const { presence } = this.d;
-    const e = presence.get(msg.project_id);
-    if (e?.state === 'verifying' && e.handshake?.accepted) {
-      const now = this.now();
-      e.session_started_at = e.handshake.registered_ts;
-      e.last_heartbeat_at = now;
-      e.handshake = null;
-      presence.transition(e, 'online', 'registration complete');
-      this.counters.register_completed++;
-      return;
-    }
-    if (e?.state === 'online') {
-      this.counters.data_ignored++; // a QoS 1 redelivery
-      return;
-    }
-    this.reregister(msg.project_id, rec.secret, 'no registration in progress');
+  /**
+   * Runs `decide` with the entry, first bringing it up to date from its row when the read model
+   * cannot place the message (`placed` false) and other instances may have written it: the
+   * announcement of their change may not have arrived yet. Nothing of ours on its way: then the
+   * read model is ahead of the row, not behind.
+   */
+  private placed(
+    pid: string,
+    placed: (e: PresenceEntry | undefined) => boolean,
+    decide: (e: PresenceEntry | undefined) => void,
+  ): void | Promise<void> {
+    const e = this.d.presence.get(pid);
+    const { sync } = this.d;
+    if (!sync || placed(e) || (e && e.pending > 0)) return decide(e);
+    return sync.check(pid).then(decide, (err) => {
+      this.counters.lookup_failures++;
+      // No answer to the agent: it sends again (heartbeat) or registers again, and by then the database may be back.
+      this.d.log.error({ err, project_id: pid }, 'presence check failed; uplink dropped');
+    });
   }
 
-  private heartbeat(msg: DataMessage<'heartbeat', HeartbeatPayload>, rec: ProjectRecord): void {
+  private registerComplete(msg: UplinkData, rec: ProjectRecord): void | Promise<void> {
+    const pid = msg.project_id;
+    return this.placed(
+      pid,
+      (e) => (e?.state === 'verifying' && e.handshake !== null) || e?.state === 'online',
+      (e) => {
+        if (e?.state === 'verifying' && e.handshake) {
+          const hs = e.handshake;
+          const now = this.now();
+          this.d.presence.change(
+            e,
+            [['online', 'registration complete']],
+            { states: ['verifying'], handshake_ts: hs.registered_ts },
+            { handshake: null, session_started_at: hs.registered_ts, last_heartbeat_at: now },
+          );
+          this.counters.register_completed++;
+          return;
+        }
+        if (e?.state === 'online') {
+          this.counters.data_ignored++; // a QoS 1 redelivery
+          return;
+        }
+        this.reregister(pid, rec.secret, 'no registration in progress');
+      },
+    );
+  }
+
+  private heartbeat(msg: DataMessage<'heartbeat', HeartbeatPayload>, rec: ProjectRecord): void | Promise<void> {
     this.counters.heartbeats++;
-    const { presence } = this.d;
-    const e = presence.get(msg.project_id);
-    if (e?.state === 'online') {
-      const now = this.now();
-      e.last_heartbeat_at = now;
-      const metrics = msg.payload?.metrics;
-      if (metrics && typeof metrics === 'object') {
-        e.metrics = metrics;
-        e.metrics_at = now;
-      }
-      presence.touch(e);
-      return;
-    }
-    // Registering right now: the heartbeat is early, not a sign of a lost session.
-    if (e?.handshake && (e.state === 'connecting' || e.state === 'verifying')) return;
-    this.reregister(msg.project_id, rec.secret, 'heartbeat while not online');
+    const pid = msg.project_id;
+    const registering = (e: PresenceEntry | undefined) =>
+      e?.handshake != null && (e.state === 'connecting' || e.state === 'verifying');
+    return this.placed(
+      pid,
+      (e) => e?.state === 'online' || registering(e),
+      (e) => {
+        if (e?.state === 'online') {
+          const now = this.now();
+          e.last_heartbeat_at = Math.max(e.last_heartbeat_at ?? now, now);
+          const metrics = msg.payload?.metrics;
+          if (metrics && typeof metrics === 'object') {
+            e.metrics = metrics;
+            e.metrics_at = now;
+          }
+          this.d.presence.touch(e);
+          return;
+        }
+        // Registering right now: the heartbeat is early, not a sign of a lost session.
+        if (registering(e)) return;
+        this.reregister(pid, rec.secret, 'heartbeat while not online');
+      },
+    );
   }
 
-  private disconnect(msg: UplinkData): void {
+  private disconnect(msg: UplinkData): void | Promise<void> {
     this.counters.disconnects++;
+    const live = (e: PresenceEntry | undefined): e is PresenceEntry =>
+      e !== undefined && e.state !== 'offline' && e.state !== 'disconnecting';
+    return this.placed(msg.project_id, live, (e) => {
+      if (live(e)) this.disconnectSession(msg, e);
+    });
+  }
+
+  private disconnectSession(msg: UplinkData, e: PresenceEntry): void {
     const { presence } = this.d;
-    const e = presence.get(msg.project_id);
-    if (!e || e.state === 'offline' || e.state === 'disconnecting') return;
     const sessionStart = e.state === 'online' ? e.session_started_at : (e.handshake?.registered_ts ?? null);
     const payload = (msg.payload ?? {}) as { reason?: unknown; instance_id?: unknown };
     // An agent that names its instance (SubNodeSync `{node_name}-{hostname}-{pid}`) is checked by
     // name too: a will left by an earlier process never ends the session of its successor.
-    const current = e.state === 'online' || e.handshake?.accepted ? e.instance_id : null;
+    const current = e.state === 'online' || e.handshake ? e.instance_id : null;
     const otherInstance =
       typeof payload.instance_id === 'string' && current !== null && payload.instance_id !== current;
     const tooOld = sessionStart !== null && msg.timestamp < sessionStart - this.d.cfg.will_grace_ms;
@@ -473,9 +544,22 @@ export class Uplinks {
     }
     const why = payload.reason;
     const reason = typeof why === 'string' && why.length > 0 ? `disconnect: ${why.slice(0, 200)}` : 'disconnect';
-    e.handshake = null;
-    presence.transition(e, 'disconnecting', reason);
-    presence.transition(e, 'offline', reason);
+    // Conditional on the session judged here: a disconnect never ends a session that replaced it.
+    const expect =
+      e.state === 'online'
+        ? { states: [e.state], session_started_at: e.session_started_at }
+        : e.handshake
+          ? { states: [e.state], handshake_ts: e.handshake.registered_ts }
+          : { states: [e.state] };
+    presence.change(
+      e,
+      [
+        ['disconnecting', reason],
+        ['offline', reason],
+      ],
+      expect,
+      { handshake: null },
+    );
   }
 
   private monitor(msg: DataMessage<'monitor', MonitorPayload>): void {
@@ -499,44 +583,15 @@ export class Uplinks {
     void this.d.bus.publish(STATUS.alert(msg.project_id), { project_id: msg.project_id, alert: msg.payload, at });
   }
 
-  // ─── sweep ───────────────────────────────────────────────────────────────────────────────
+  // ─── throttles ───────────────────────────────────────────────────────────────────────────
 
-  /** Silent online projects and stuck handshakes go offline; the reregister throttle forgets old entries. */
-  sweep(): void {
-    this.sweeps++;
+  /** The reregister and refusal throttles forget old entries (the silence sweep is timeouts.ts). */
+  forgetThrottles(): void {
     const now = this.now();
-    const timeout = this.d.cfg.heartbeat_timeout_ms;
-    const { presence } = this.d;
-    for (const e of presence.all()) {
-      if (e.state === 'online') {
-        if (now - (e.last_heartbeat_at ?? e.state_since) > timeout)
-          presence.transition(e, 'offline', 'heartbeat timeout');
-      } else if (e.state === 'connecting' || e.state === 'verifying') {
-        if (now - e.state_since > timeout) {
-          e.handshake = null;
-          presence.transition(e, 'offline', 'registration not completed');
-        }
-      } else if (e.state === 'disconnecting') {
-        presence.transition(e, 'offline', 'disconnected');
-      }
-    }
     const gap = this.d.cfg.heartbeat_interval_s * 1000;
     for (const [pid, at] of this.reregistered) if (now - at >= gap || now < at) this.reregistered.delete(pid);
     const second = Math.floor(now / 1000);
     for (const [pid, slot] of this.refusalAnswers) if (slot.second !== second) this.refusalAnswers.delete(pid);
-  }
-
-  /** At start: presence the database kept is continued, unless it is stale or was mid-handshake. */
-  settleLoaded(): void {
-    const now = this.now();
-    const timeout = this.d.cfg.heartbeat_timeout_ms;
-    const { presence } = this.d;
-    for (const e of presence.all()) {
-      if (e.state === 'offline') continue;
-      if (e.state === 'online' && now - (e.last_heartbeat_at ?? e.state_since) <= timeout) continue;
-      const reason = e.state === 'online' ? 'stale on start' : 'registration interrupted by a restart';
-      presence.transition(e, 'offline', reason);
-    }
   }
 
   // ─── downlinks ───────────────────────────────────────────────────────────────────────────

@@ -1,0 +1,232 @@
+/**
+ * How one hub instance keeps its presence read model current when several share one PostgreSQL
+ * (README "Several instances: presence"). Every transition is announced with pg_notify in the
+ * transaction that makes it (persist.ts); each instance LISTENs on one dedicated connection, takes
+ * the new state from the announcement at once, publishes the change on its own bus (once: the
+ * version says whether it already did), and re-reads the changed rows for the rest (registration,
+ * instance id) in one query per burst. A listener that reconnects re-reads every row, since
+ * announcements made while it was away are gone.
+ *
+ * PGlite (the embedded default) is one process: nobody else writes, so there is no listener and
+ * no check; the read model is the truth by construction.
+ */
+import { createHash } from 'node:crypto';
+import type { Knex } from 'knex';
+import pg from 'pg';
+import type { Logger } from '../../core/log.js';
+import { loadPresence, readPresence, stepsFromNotice } from './persist.js';
+import type { Presence, PresenceEntry } from './presence.js';
+
+const RECONNECT_MIN_MS = 100;
+const RECONNECT_MAX_MS = 5_000;
+
+/** The reason of a change learnt by a resync rather than from its announcement. */
+export const RESYNC_REASON = 'learnt after the presence listener reconnected';
+
+/**
+ * The NOTIFY channel of a schema. Channels are per database, not per schema: two hubs (or two
+ * test files) on one database with different schemas must not hear each other. Identifiers stop
+ * at 63 bytes, so a long schema name is hashed.
+ */
+export function presenceChannel(schema: string | undefined): string {
+  if (!schema) return 'gmq_presence';
+  const plain = `gmq_presence_${schema.toLowerCase()}`;
+  if (plain.length <= 63 && /^[a-z0-9_$]+$/.test(plain)) return plain;
+  return `gmq_presence_${createHash('sha256').update(schema).digest('hex').slice(0, 32)}`;
+}
+
+/**
+ * The node-postgres settings a knex instance of driver `pg` connects with, and its schema; null
+ * for PGlite (whose knex connection is a function handing out the embedded instance).
+ */
+export function pgSettingsOf(db: Knex): { settings: pg.ClientConfig; schema?: string } | null {
+  const client = db.client as { config?: { connection?: unknown }; connectionSettings?: unknown; searchPath?: unknown };
+  if (typeof client.config?.connection === 'function') return null;
+  const settings = client.connectionSettings;
+  if (!settings || typeof settings !== 'object') return null;
+  const schema = typeof client.searchPath === 'string' ? client.searchPath : undefined;
+  return { settings: { ...(settings as pg.ClientConfig), application_name: 'gmq-hub presence' }, schema };
+}
+
+export interface ListenerStats {
+  connects: number;
+  drops: number;
+  notices: number;
+  connected: boolean;
+}
+
+/**
+ * One pg.Client that LISTENs on the presence channel, reconnecting with backoff (100 ms doubling
+ * to 5 s) when the connection drops. `onConnected` runs after every successful LISTEN, the first
+ * included, so the caller can re-read what it may have missed.
+ */
+export class PresenceListener {
+  readonly stats: ListenerStats = { connects: 0, drops: 0, notices: 0, connected: false };
+  private client: pg.Client | null = null;
+  private timer: NodeJS.Timeout | null = null;
+  private delay = RECONNECT_MIN_MS;
+  private stopped = false;
+
+  constructor(
+    private readonly settings: pg.ClientConfig,
+    readonly channel: string,
+    private readonly log: Logger,
+    private readonly onNotice: (payload: string) => void,
+    private readonly onConnected: () => Promise<void>,
+  ) {}
+
+  start(): void {
+    void this.connect();
+  }
+
+  private async connect(): Promise<void> {
+    this.timer = null;
+    if (this.stopped) return;
+    const client = new pg.Client(this.settings);
+    this.client = client;
+    let dropped = false;
+    const drop = (err?: unknown) => {
+      if (dropped) return;
+      dropped = true;
+      if (this.client === client) this.client = null;
+      client.removeAllListeners('notification');
+      client.end().catch(() => undefined);
+      if (this.stopped) return;
+      if (this.stats.connected) this.stats.drops++;
+      this.stats.connected = false;
+      this.log.warn({ err, retry_ms: this.delay }, 'presence listener lost its connection; reconnecting');
+      this.timer = setTimeout(() => void this.connect(), this.delay);
+      this.delay = Math.min(this.delay * 2, RECONNECT_MAX_MS);
+    };
+    client.on('error', drop);
+    client.on('end', () => drop());
+    client.on('notification', (n) => {
+      if (n.channel !== this.channel || n.payload === undefined) return;
+      this.stats.notices++;
+      this.onNotice(n.payload);
+    });
+    try {
+      await client.connect();
+      await client.query(`LISTEN "${this.channel}"`);
+      if (this.stopped) {
+        await client.end().catch(() => undefined);
+        return;
+      }
+      this.stats.connects++;
+      this.stats.connected = true;
+      this.delay = RECONNECT_MIN_MS;
+      this.log.info({ channel: this.channel, connects: this.stats.connects }, 'presence listener connected');
+      await this.onConnected();
+    } catch (err) {
+      drop(err);
+    }
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    const c = this.client;
+    this.client = null;
+    this.stats.connected = false;
+    if (c) await c.end().catch(() => undefined);
+  }
+}
+
+export interface SyncStats {
+  rereads: number;
+  checks: number;
+  resyncs: number;
+  bad_notices: number;
+}
+
+/**
+ * Applies what other instances did to the read model: their announcements, re-reads of rows
+ * (after an announcement or a transition of ours that lost a race), checks of one row on the hot
+ * path, and full resyncs.
+ */
+export class PresenceSync {
+  readonly stats: SyncStats = { rereads: 0, checks: 0, resyncs: 0, bad_notices: 0 };
+  private readonly queued = new Set<string>();
+  private scheduled = false;
+  private readonly checking = new Map<string, Promise<PresenceEntry | undefined>>();
+  private closed = false;
+
+  constructor(
+    private readonly db: () => Knex,
+    private readonly presence: Presence,
+    private readonly log: Logger,
+  ) {}
+
+  /** An announcement: `{p: project_id, v: version, s: steps}` (persist.ts TRANSITION_SQL). */
+  onNotice(payload: string): void {
+    let n: { p?: unknown; v?: unknown; s?: unknown };
+    try {
+      n = JSON.parse(payload) as typeof n;
+    } catch {
+      this.stats.bad_notices++;
+      return;
+    }
+    if (typeof n.p !== 'string' || !Number.isFinite(Number(n.v))) {
+      this.stats.bad_notices++;
+      return;
+    }
+    this.presence.announce(n.p, Number(n.v), stepsFromNotice(n.p, n.s));
+    this.reread([n.p]);
+  }
+
+  /** Re-reads these rows soon, together with any others asked for meanwhile (one query per burst). */
+  reread(ids: readonly string[]): void {
+    for (const id of ids) this.queued.add(id);
+    if (this.scheduled || this.closed) return;
+    this.scheduled = true;
+    setImmediate(() => void this.drain());
+  }
+
+  private async drain(): Promise<void> {
+    while (this.queued.size > 0 && !this.closed) {
+      const ids = [...this.queued];
+      this.queued.clear();
+      try {
+        this.stats.rereads++;
+        for (const row of await readPresence(this.db(), ids)) this.presence.applyRow(row);
+      } catch (err) {
+        // the listener's next resync (or the next announcement) brings them; not worth a retry loop
+        if (!this.closed) this.log.warn({ err, projects: ids.length }, 'presence re-read failed');
+        break;
+      }
+    }
+    this.scheduled = false;
+  }
+
+  /**
+   * The project's row, read now (one query, shared by concurrent callers): what a heartbeat or a
+   * register_complete the read model cannot place is checked against before anything is decided.
+   */
+  check(projectId: string): Promise<PresenceEntry | undefined> {
+    let p = this.checking.get(projectId);
+    if (p) return p;
+    this.stats.checks++;
+    p = readPresence(this.db(), [projectId])
+      .then((rows) => {
+        for (const row of rows) this.presence.applyRow(row);
+        return this.presence.get(projectId);
+      })
+      .finally(() => this.checking.delete(projectId));
+    this.checking.set(projectId, p);
+    return p;
+  }
+
+  /** Every row again (after the listener (re)connected): changes missed meanwhile are published once. */
+  async resync(): Promise<void> {
+    this.stats.resyncs++;
+    const rows = await loadPresence(this.db());
+    let changed = 0;
+    for (const row of rows) if (this.presence.catchUp(row, RESYNC_REASON)) changed++;
+    if (changed > 0) this.log.info({ changed }, 'presence resync found changes the listener missed');
+  }
+
+  close(): void {
+    this.closed = true;
+  }
+}
