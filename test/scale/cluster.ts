@@ -1,0 +1,144 @@
+/**
+ * Several hub instances acting as one hub (DESIGN §8): each one a `node dist/bootstrap/main.js`
+ * process with a generated config — driver pg on one shared database, the external broker (no
+ * `broker` module: what `HUB_EMBEDDED_BROKER=false` gives), its own bridge `client_id`, one
+ * `mqtt-bridge.shared_group` for all, its own web and gRPC ports.
+ */
+import { randomBytes } from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { freePort, HostProcess } from '../helpers/process.js';
+import { scaled } from '../helpers/wait.js';
+
+/** A process start on two shared cores under load can take minutes (the chaos suite's bound). */
+const START_MS = 240_000;
+
+/**
+ * Presence timings of every instance: heartbeats every second, offline after 5 s of silence.
+ * Short, as in the fault suite, so a run of a few minutes meets every presence path many times.
+ */
+export const STATUS_SETTINGS = {
+  heartbeat_interval_s: 1,
+  heartbeat_timeout_ms: 5_000,
+  sweep_interval_ms: 200,
+  flush_interval_ms: 200,
+};
+
+export interface InstanceOptions {
+  index: number;
+  dbUrl: string;
+  brokerUrl: string;
+  /** `mqtt-bridge.shared_group`, the same for every instance. */
+  group: string;
+}
+
+/** One hub instance; restartable with the same config (same ports, same client id). */
+export class HubInstance {
+  readonly runs: HostProcess[] = [];
+  readonly dir = fs.mkdtempSync(path.join(os.tmpdir(), 'gmq-scale-hub-'));
+  readonly file = path.join(this.dir, 'config.yml');
+  /** Distinct per instance and fixed across its restarts: the broker keeps its session under it. */
+  readonly clientId: string;
+  base = '';
+
+  private constructor(
+    readonly o: InstanceOptions,
+    readonly webPort: number,
+    readonly grpcPort: number,
+  ) {
+    this.clientId = `scale-hub-${o.index}-${randomBytes(3).toString('hex')}`;
+  }
+
+  static async create(o: InstanceOptions): Promise<HubInstance> {
+    const hub = new HubInstance(o, await freePort(), await freePort());
+    hub.writeConfig();
+    return hub;
+  }
+
+  get index(): number {
+    return this.o.index;
+  }
+
+  get name(): string {
+    return `hub-${this.o.index}`;
+  }
+
+  get grpcAddress(): string {
+    return `127.0.0.1:${this.grpcPort}`;
+  }
+
+  private writeConfig(): void {
+    const config = {
+      host: { start_timeout_ms: scaled(15_000) },
+      databases: { default: { driver: 'pg', url: this.o.dbUrl } },
+      modules: {
+        status: STATUS_SETTINGS,
+        command: { retry_base_ms: 400, retry_max_ms: 3_200, relay_interval_ms: 100, sweep_interval_ms: 200 },
+        'mqtt-bridge': {
+          url: this.o.brokerUrl,
+          client_id: this.clientId,
+          shared_group: this.o.group,
+          reconnect_min_ms: 100,
+          reconnect_max_ms: 500,
+        },
+        web: { port: this.webPort },
+        grpc: { port: this.grpcPort },
+      },
+    };
+    fs.writeFileSync(this.file, JSON.stringify(config, null, 2));
+  }
+
+  get proc(): HostProcess {
+    const p = this.runs.at(-1);
+    if (!p) throw new Error(`${this.name} not started`);
+    return p;
+  }
+
+  get running(): boolean {
+    const p = this.runs.at(-1);
+    return p !== undefined && p.proc.exitCode === null && p.proc.signalCode === null;
+  }
+
+  get pid(): number | undefined {
+    return this.running ? this.proc.proc.pid : undefined;
+  }
+
+  /** Starts a process; resolves once REST and gRPC listen. */
+  async start(): Promise<void> {
+    const p = new HostProcess(this.file, { HUB_EMBEDDED_BROKER: 'false' });
+    this.runs.push(p);
+    const [web] = await Promise.all([
+      p.waitFor((l) => l.msg === 'web listening', START_MS, `${this.name} web listening`),
+      p.waitFor((l) => l.msg === 'gRPC server listening', START_MS, `${this.name} gRPC listening`),
+    ]);
+    this.base = String(web.url);
+  }
+
+  kill9() {
+    return this.proc.kill9();
+  }
+
+  stop() {
+    return this.running ? this.proc.stop(30_000) : Promise.resolve({ code: null, signal: null });
+  }
+
+  /** Log lines of every run with this message. */
+  count(msg: string): number {
+    return this.runs.reduce((n, r) => n + r.lines.filter((l) => l.msg === msg).length, 0);
+  }
+
+  saveLogs(dir: string): void {
+    this.runs.forEach((r, i) => {
+      fs.writeFileSync(
+        path.join(dir, `${this.name}-run${i}.log`),
+        `${[...r.lines.map((l) => JSON.stringify(l)), ...r.stderr].join('\n')}\n`,
+      );
+    });
+  }
+
+  async dispose(): Promise<void> {
+    await this.stop();
+    fs.rmSync(this.dir, { recursive: true, force: true });
+  }
+}
