@@ -765,6 +765,12 @@ export function report(f: ScaleFigures, log: (line: string) => void): void {
   if (f.audit.lostSamples.length > 0) log(`  lost, e.g.: ${JSON.stringify(f.audit.lostSamples.slice(0, 2))}`);
   if (f.audit.strandedSamples.length > 0)
     log(`  stranded, e.g.: ${JSON.stringify(f.audit.strandedSamples.slice(0, 2))}`);
+  const back = f.watchers.find((w) => w.outOfOrderExample);
+  if (back?.outOfOrderExample) {
+    log(
+      `  out of order, e.g. on ${back.name}: ${back.outOfOrderExample.command_id} ${back.outOfOrderExample.states.join(' → ')}`,
+    );
+  }
   for (const i of f.presence.perInstance) {
     if (i.example)
       log(`  ${i.name} disagreed, e.g.: missing ${i.example.missing.join(' ')} extra ${i.example.extra.join(' ')}`);

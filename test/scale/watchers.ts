@@ -35,6 +35,8 @@ export interface WatcherFigures {
   outOfOrder: number;
   /** A few command ids of the window the watcher never saw. */
   missingSample: string[];
+  /** One command whose states went back: the statuses in the order the watcher got them. */
+  outOfOrderExample?: { command_id: string; states: string[] };
 }
 
 /** What one watcher saw. */
@@ -43,6 +45,9 @@ export class Tally {
   /** command id → highest rank seen, and whether it ever went back. */
   private readonly rank = new Map<string, number>();
   private readonly states = new Map<string, Set<string>>();
+  /** Statuses in arrival order, per command (kept for the first command that goes back). */
+  private readonly order = new Map<string, string[]>();
+  private example?: { command_id: string; states: string[] };
   private readonly backwards = new Set<string>();
   stateDuplicates = 0;
   events = 0;
@@ -66,10 +71,15 @@ export class Tally {
     if (seen.has(status)) this.stateDuplicates++;
     seen.add(status);
     this.states.set(commandId, seen);
+    const order = this.order.get(commandId) ?? [];
+    order.push(status);
+    this.order.set(commandId, order);
     const r = RANK[status] ?? 0;
     const top = this.rank.get(commandId) ?? -1;
-    if (r < top) this.backwards.add(commandId);
-    else this.rank.set(commandId, r);
+    if (r < top) {
+      this.backwards.add(commandId);
+      this.example ??= { command_id: commandId, states: order };
+    } else this.rank.set(commandId, r);
   }
 
   /** Figures against the results the hub received while this watcher was open (`expected`). */
@@ -90,6 +100,7 @@ export class Tally {
       stateDuplicates: this.stateDuplicates,
       outOfOrder: this.backwards.size,
       missingSample: missing,
+      ...(this.example ? { outOfOrderExample: this.example } : {}),
     };
   }
 }
