@@ -191,7 +191,7 @@ export async function runScale(opts: ScaleOptions): Promise<ScaleFigures> {
       agents.push(new ChaosAgent(await provision(hubs[0].base, `scale-${i}`), mosquitto.url));
     }
     // a few at a time: twenty node processes starting at once take minutes on two cores
-    for (let i = 0; i < agents.length; i += 4) await Promise.all(agents.slice(i, i + 4).map((a) => a.start()));
+    for (let i = 0; i < agents.length; i += 5) await Promise.all(agents.slice(i, i + 5).map((a) => a.start()));
     log(`scale: ${agents.length} agents registered`);
     const connected = () => new Set(agents.filter(agentConnected).map((a) => a.project.project_id));
     const serving = new Set<string>([hubs[0].name]);
@@ -354,7 +354,17 @@ export async function runScale(opts: ScaleOptions): Promise<ScaleFigures> {
         .catch(() => -1);
       const r0 = Date.now();
       restartBeganAt = r0;
-      await victim.start();
+      try {
+        await victim.start();
+      } catch (err) {
+        // a restart that fails is a finding of the run, not the end of it
+        kill.restartMs = Date.now() - r0;
+        restartedAt = Date.now();
+        kill.servesDetail = `restart failed: ${(err as Error).message.split('\n')[0]}`;
+        log(`scale: ${victim.name} ${kill.servesDetail}`);
+        faultDone = true;
+        return;
+      }
       kill.restartMs = Date.now() - r0;
       restartedAt = Date.now();
       await watch(victim, ' (restarted)');
