@@ -186,6 +186,7 @@ export async function runScale(opts: ScaleOptions): Promise<ScaleFigures> {
   try {
     // one instance first: it runs the migrations; the others start later (throughput 1 vs N)
     await hubs[0].start();
+    await hubs[0].ready();
     log(`scale: ${hubs[0].name} up at ${hubs[0].base}`);
     for (let i = 0; i < opts.projects; i++) {
       agents.push(new ChaosAgent(await provision(hubs[0].base, `scale-${i}`), mosquitto.url));
@@ -257,7 +258,12 @@ export async function runScale(opts: ScaleOptions): Promise<ScaleFigures> {
       };
     };
     if (opts.throughputMs > 0) await measure(1);
-    await Promise.all(hubs.slice(1).map((h) => h.start()));
+    await Promise.all(
+      hubs.slice(1).map(async (h) => {
+        await h.start();
+        await h.ready();
+      }),
+    );
     for (const h of hubs) serving.add(h.name);
     log(`scale: ${hubs.length} instances up`);
     if (opts.throughputMs > 0 && hubs.length > 1) await measure(hubs.length);
@@ -356,6 +362,8 @@ export async function runScale(opts: ScaleOptions): Promise<ScaleFigures> {
       restartBeganAt = r0;
       try {
         await victim.start();
+        // like a load balancer, callers and samples reach it once /readyz says so
+        await victim.ready();
       } catch (err) {
         // a restart that fails is a finding of the run, not the end of it
         kill.restartMs = Date.now() - r0;
@@ -462,11 +470,9 @@ function withoutLog(opts: ScaleOptions): Omit<ScaleOptions, 'log'> {
   return rest;
 }
 
-/** The restarted instance answers /readyz 200 and a sync send through it completes. */
+/** A sync send through the restarted instance (ready by now) completes. */
 async function servesCheck(h: HubInstance, project: string, waitMs: number): Promise<{ ok: boolean; detail: string }> {
   try {
-    const ready = await fetch(`${h.base}/readyz`, { signal: AbortSignal.timeout(10_000) });
-    if (ready.status !== 200) return { ok: false, detail: `/readyz ${ready.status}` };
     const res = await fetch(`${h.base}${API}/command/sync`, {
       method: 'POST',
       headers: { 'content-type': 'application/json' },
@@ -475,7 +481,10 @@ async function servesCheck(h: HubInstance, project: string, waitMs: number): Pro
     });
     const body = (await res.json().catch(() => ({}))) as { status?: string; error?: { code?: string } };
     const ok = res.status === 200 && body.status === 'completed';
-    return { ok, detail: `/readyz 200, sync send ${res.status} ${body.status ?? body.error?.code ?? ''}`.trim() };
+    return {
+      ok,
+      detail: `/readyz 200, then a sync send ${res.status} ${body.status ?? body.error?.code ?? ''}`.trim(),
+    };
   } catch (err) {
     return { ok: false, detail: (err as Error).message };
   }
