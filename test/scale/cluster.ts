@@ -47,8 +47,8 @@ export class HubInstance {
 
   private constructor(
     readonly o: InstanceOptions,
-    readonly webPort: number,
-    readonly grpcPort: number,
+    public webPort: number,
+    public grpcPort: number,
   ) {
     this.clientId = `scale-hub-${o.index}-${randomBytes(3).toString('hex')}`;
   }
@@ -107,15 +107,33 @@ export class HubInstance {
     return this.running ? this.proc.proc.pid : undefined;
   }
 
-  /** Starts a process; resolves once REST and gRPC listen. */
+  /**
+   * Starts a process; resolves once REST and gRPC listen. The ports were free when chosen, but on a
+   * machine where other suites pick free ports too one may be taken by the time the hub binds it:
+   * then the hub refuses to start (HOST_ERR_PORT_IN_USE) and is started again on fresh ports, as an
+   * operator would move it.
+   */
   async start(): Promise<void> {
-    const p = new HostProcess(this.file, { HUB_EMBEDDED_BROKER: 'false' });
-    this.runs.push(p);
-    const [web] = await Promise.all([
-      p.waitFor((l) => l.msg === 'web listening', START_MS, `${this.name} web listening`),
-      p.waitFor((l) => l.msg === 'gRPC server listening', START_MS, `${this.name} gRPC listening`),
-    ]);
-    this.base = String(web.url);
+    for (let attempt = 1; ; attempt++) {
+      const p = new HostProcess(this.file, { HUB_EMBEDDED_BROKER: 'false' });
+      this.runs.push(p);
+      try {
+        const [web] = await Promise.all([
+          p.waitFor((l) => l.msg === 'web listening', START_MS, `${this.name} web listening`),
+          p.waitFor((l) => l.msg === 'gRPC server listening', START_MS, `${this.name} gRPC listening`),
+        ]);
+        this.base = String(web.url);
+        return;
+      } catch (err) {
+        const taken = p.lines.some((l) => (l.err as { code?: string } | undefined)?.code === 'HOST_ERR_PORT_IN_USE');
+        if (!taken || attempt >= 3) throw err;
+        await p.exited;
+        this.runs.pop();
+        this.webPort = await freePort();
+        this.grpcPort = await freePort();
+        this.writeConfig();
+      }
+    }
   }
 
   /**
