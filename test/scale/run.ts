@@ -470,23 +470,32 @@ function withoutLog(opts: ScaleOptions): Omit<ScaleOptions, 'log'> {
   return rest;
 }
 
-/** A sync send through the restarted instance (ready by now) completes. */
+/**
+ * A sync send through the restarted instance (ready by now) completes. A 503 says "try again"
+ * (Retry-After), so a caller does, with the same Idempotency-Key, at most three times.
+ */
 async function servesCheck(h: HubInstance, project: string, waitMs: number): Promise<{ ok: boolean; detail: string }> {
+  const key = `serves-${Date.now()}`;
+  const answers: string[] = [];
   try {
-    const res = await fetch(`${h.base}${API}/command/sync`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ project_id: project, command_type: 'echo', payload: { probe: true }, wait_ms: waitMs }),
-      signal: AbortSignal.timeout(waitMs + 30_000),
-    });
-    const body = (await res.json().catch(() => ({}))) as { status?: string; error?: { code?: string } };
-    const ok = res.status === 200 && body.status === 'completed';
-    return {
-      ok,
-      detail: `/readyz 200, then a sync send ${res.status} ${body.status ?? body.error?.code ?? ''}`.trim(),
-    };
+    for (let attempt = 1; attempt <= 3; attempt++) {
+      const res = await fetch(`${h.base}${API}/command/sync`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'idempotency-key': key },
+        body: JSON.stringify({ project_id: project, command_type: 'echo', payload: { probe: true }, wait_ms: waitMs }),
+        signal: AbortSignal.timeout(waitMs + 30_000),
+      });
+      const body = (await res.json().catch(() => ({}))) as { status?: string; error?: { code?: string } };
+      answers.push(`${res.status} ${body.status ?? body.error?.code ?? ''}`.trim());
+      if (res.status === 200 && body.status === 'completed') {
+        return { ok: true, detail: `/readyz 200, then a sync send: ${answers.join(', ')}` };
+      }
+      if (res.status !== 503) break;
+      await sleep(2_000);
+    }
+    return { ok: false, detail: `/readyz 200, then a sync send: ${answers.join(', ')}` };
   } catch (err) {
-    return { ok: false, detail: (err as Error).message };
+    return { ok: false, detail: `${answers.join(', ')} ${(err as Error).message}`.trim() };
   }
 }
 
