@@ -23,6 +23,8 @@ export interface PresenceFigures {
   samples: number;
   /** Samples in which at least one instance disagreed. */
   samplesDisagreed: number;
+  /** Samples in which the instances' answers differed from each other (whatever the agents said). */
+  samplesSplit: number;
   /** Instance-samples that disagreed (of instanceSamples). */
   instanceSamplesDisagreed: number;
   instanceSamples: number;
@@ -33,6 +35,7 @@ export class PresenceSampler {
   private readonly per = new Map<string, InstancePresence>();
   private samples = 0;
   private samplesDisagreed = 0;
+  private samplesSplit = 0;
   private timer?: NodeJS.Timeout;
   private running?: Promise<void>;
   /** Instances not to ask (killed, not yet serving again). */
@@ -61,6 +64,7 @@ export class PresenceSampler {
     return {
       samples: this.samples,
       samplesDisagreed: this.samplesDisagreed,
+      samplesSplit: this.samplesSplit,
       instanceSamples: perInstance.reduce((n, p) => n + p.samples, 0),
       instanceSamplesDisagreed: perInstance.reduce((n, p) => n + p.disagreed, 0),
       perInstance,
@@ -106,6 +110,8 @@ export class PresenceSampler {
       }
     });
     if (anyBad) this.samplesDisagreed++;
+    const keys = answers.filter((a): a is Set<string> => a !== undefined).map((a) => [...a].sort().join(' '));
+    if (new Set(keys).size > 1) this.samplesSplit++;
   }
 }
 

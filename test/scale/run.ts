@@ -668,7 +668,8 @@ export function properties(f: ScaleFigures, opts: ScaleOptions): Property[] {
       name: 'presence',
       ok: p.instanceSamplesDisagreed === 0 && p.samples > 0,
       line:
-        `presence: ${p.samples} samples, ${p.samplesDisagreed} with an instance disagreeing; ` +
+        `presence: ${p.samples} samples, ${p.samplesDisagreed} with an instance disagreeing with the agents, ` +
+        `${p.samplesSplit} with instances disagreeing with each other; ` +
         `instance-samples disagreeing ${p.instanceSamplesDisagreed}/${p.instanceSamples}: ${per}`,
     },
     {
@@ -793,6 +794,9 @@ export function report(f: ScaleFigures, log: (line: string) => void): void {
   if (f.audit.lostSamples.length > 0) log(`  lost, e.g.: ${JSON.stringify(f.audit.lostSamples.slice(0, 2))}`);
   if (f.audit.strandedSamples.length > 0)
     log(`  stranded, e.g.: ${JSON.stringify(f.audit.strandedSamples.slice(0, 2))}`);
+  for (const w of f.watchers.filter((x) => x.closeReason && !x.name.endsWith(f.kill.victim))) {
+    log(`  ${w.name} ended early: ${w.closeReason.slice(0, 200)}`);
+  }
   const back = f.watchers.find((w) => w.outOfOrderExample);
   if (back?.outOfOrderExample) {
     log(

@@ -35,6 +35,8 @@ export interface WatcherFigures {
   outOfOrder: number;
   /** A few command ids of the window the watcher never saw. */
   missingSample: string[];
+  /** Why the stream ended before the run closed it (empty: it did not). */
+  closeReason: string;
   /** One command whose states went back: the statuses in the order the watcher got them. */
   outOfOrderExample?: { command_id: string; states: string[] };
 }
@@ -54,6 +56,8 @@ export class Tally {
   openedAt = 0;
   closedAt = 0;
   closeReason = '';
+  /** Set when the run closes the watcher itself: what follows is not a reason. */
+  closing = false;
 
   constructor(readonly name: string) {}
 
@@ -100,6 +104,7 @@ export class Tally {
       stateDuplicates: this.stateDuplicates,
       outOfOrder: this.backwards.size,
       missingSample: missing,
+      closeReason: this.closeReason,
       ...(this.example ? { outOfOrderExample: this.example } : {}),
     };
   }
@@ -116,11 +121,11 @@ export async function watchWs(base: string, name: string): Promise<Watcher> {
   const url = `${base.replace(/^http/, 'ws')}/api/exchange-hub/ws`;
   const ws = new WebSocket(url);
   ws.on('error', (err) => {
-    tally.closeReason ||= err.message;
+    if (!tally.closing) tally.closeReason ||= err.message;
   });
   ws.on('close', (code) => {
     tally.closedAt ||= Date.now();
-    tally.closeReason ||= `close ${code}`;
+    if (!tally.closing) tally.closeReason ||= `close ${code}`;
   });
   const subscribed = new Promise<void>((resolve) => {
     ws.on('message', (raw) => {
@@ -141,6 +146,7 @@ export async function watchWs(base: string, name: string): Promise<Watcher> {
   return {
     tally,
     close: () => {
+      tally.closing = true;
       tally.closedAt ||= Date.now();
       ws.terminate();
     },
@@ -192,7 +198,7 @@ export async function watchGrpc(address: string, name: string): Promise<Watcher>
   });
   call.on('error', (err: Error) => {
     tally.closedAt ||= Date.now();
-    tally.closeReason ||= err.message;
+    if (!tally.closing) tally.closeReason ||= err.message;
   });
   call.on('end', () => {
     tally.closedAt ||= Date.now();
@@ -201,6 +207,7 @@ export async function watchGrpc(address: string, name: string): Promise<Watcher>
   return {
     tally,
     close: () => {
+      tally.closing = true;
       tally.closedAt ||= Date.now();
       call.cancel();
       client.close();
