@@ -58,6 +58,8 @@ export class Tally {
   closeReason = '';
   /** Set when the run closes the watcher itself: what follows is not a reason. */
   closing = false;
+  /** Times the stream was reopened with resume after the hub cut it for falling behind. */
+  resumes = 0;
 
   constructor(readonly name: string) {}
 
@@ -154,9 +156,15 @@ export async function watchWs(base: string, name: string): Promise<Watcher> {
 }
 
 type ExchangeHubClient = grpc.Client & {
-  WatchEvents(req: { all: boolean }): grpc.ClientReadableStream<FeedEvent>;
+  WatchEvents(req: {
+    all: boolean;
+    resume_epoch?: string;
+    last_event_id?: number;
+  }): grpc.ClientReadableStream<FeedEvent>;
 };
 interface FeedEvent {
+  id: number;
+  epoch: string;
   type: string;
   command_id?: string;
   data_json: string;
@@ -176,33 +184,46 @@ function exchangeHubClient(address: string): ExchangeHubClient {
   return new clientCtor(address, grpc.credentials.createInsecure());
 }
 
-/** A gRPC WatchEvents(all) stream on `address`; resolves once the hub sent its initial metadata. */
+/**
+ * A gRPC WatchEvents(all) stream on `address`; resolves once the hub sent its initial metadata.
+ * A stream the hub ends with RESOURCE_EXHAUSTED (the client fell more than `grpc.stream_buffer_max`
+ * events behind, as a watcher on a busy machine may) is reopened the way the .proto tells a client
+ * to: with the epoch and id of the last event processed, so the missed events are replayed, none
+ * twice. Any other end is final (the instance died).
+ */
 export async function watchGrpc(address: string, name: string): Promise<Watcher> {
   const tally = new Tally(name);
   const client = exchangeHubClient(address);
-  const call = client.WatchEvents({ all: true });
-  const started = new Promise<void>((resolve) => {
+  let last: { epoch: string; id: number } | undefined;
+  let call: grpc.ClientReadableStream<FeedEvent>;
+  const open = (resolve?: () => void) => {
+    call = client.WatchEvents(last ? { all: true, resume_epoch: last.epoch, last_event_id: last.id } : { all: true });
     call.on('metadata', () => {
-      tally.openedAt = Date.now();
-      resolve();
+      tally.openedAt ||= Date.now();
+      resolve?.();
     });
-  });
-  call.on('data', (ev: FeedEvent) => {
-    let data: unknown = null;
-    try {
-      data = JSON.parse(ev.data_json);
-    } catch {
-      // a resync event or a body we do not need
-    }
-    tally.onEvent(ev.type, ev.command_id || undefined, data);
-  });
-  call.on('error', (err: Error) => {
-    tally.closedAt ||= Date.now();
-    if (!tally.closing) tally.closeReason ||= err.message;
-  });
-  call.on('end', () => {
-    tally.closedAt ||= Date.now();
-  });
+    call.on('data', (ev: FeedEvent) => {
+      if (ev.type === 'resync') return;
+      if (ev.epoch) last = { epoch: ev.epoch, id: Number(ev.id) };
+      let data: unknown = null;
+      try {
+        data = JSON.parse(ev.data_json);
+      } catch {
+        // a body we do not need
+      }
+      tally.onEvent(ev.type, ev.command_id || undefined, data);
+    });
+    call.on('error', (err: grpc.ServiceError) => {
+      if (!tally.closing && err.code === grpc.status.RESOURCE_EXHAUSTED && last && tally.resumes < 20) {
+        tally.resumes++;
+        open();
+        return;
+      }
+      tally.closedAt ||= Date.now();
+      if (!tally.closing) tally.closeReason ||= err.message;
+    });
+  };
+  const started = new Promise<void>((resolve) => open(resolve));
   await withTimeout(started, 30_000, `${name} stream started`);
   return {
     tally,
