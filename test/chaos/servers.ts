@@ -154,6 +154,11 @@ export class PrivateMosquitto {
     return `mqtt://127.0.0.1:${this.port}`;
   }
 
+  /** The running broker's pid (CPU accounting of the scale run), undefined when it is not running. */
+  get pid(): number | undefined {
+    return this.proc && this.proc.exitCode === null && this.proc.signalCode === null ? this.proc.pid : undefined;
+  }
+
   static async create(extra: string[] = []): Promise<PrivateMosquitto> {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'gmq-chaos-mosquitto-'));
     const port = await freePort();
