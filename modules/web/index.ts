@@ -69,6 +69,7 @@ export const provider: ModuleProvider<WebConfig> = {
       // read at scrape time only, once `hub` exists
       wsClients: () => hub.size,
       syncWaiting: () => waiter.waiting,
+      syncAnswers: () => waiter.answers,
       feedEvents: () => feed.lastId,
     });
     const hub = new WsHub({ feed, cfg: cfg.ws, gate, metrics, log, timers: ctx.timers });

@@ -84,7 +84,13 @@ export class WebMetrics {
 
   constructor(
     private readonly bus: ModuleBus,
-    live: { wsClients: () => number; syncWaiting: () => number; feedEvents: () => number },
+    live: {
+      wsClients: () => number;
+      syncWaiting: () => number;
+      feedEvents: () => number;
+      /** Sync calls answered, by how the result was found (command-waiter.ts). */
+      syncAnswers?: () => { event: number; poll: number };
+    },
   ) {
     const r = [this.registry];
     this.httpRequests = new Counter({
@@ -136,6 +142,19 @@ export class WebMetrics {
       registers: r,
       collect() {
         this.set(live.syncWaiting());
+      },
+    });
+    new Counter({
+      name: 'hub_sync_answers_total',
+      help: 'Sync calls answered with their result, by how it came: event (pushed, this or another instance) or poll (the slow database re-read)',
+      labelNames: ['via'],
+      registers: r,
+      collect() {
+        const a = live.syncAnswers?.();
+        if (!a) return;
+        this.reset();
+        if (a.event > 0) this.inc({ via: 'event' }, a.event);
+        if (a.poll > 0) this.inc({ via: 'poll' }, a.poll);
       },
     });
     new Gauge({
@@ -293,7 +312,8 @@ export class WebMetrics {
   }
 
   private onCommand(ev: CommandEvent): void {
-    if (!ev || ev.kind === 'log') return;
+    // another instance's command: its latencies and final counts are that instance's to report
+    if (!ev || ev.kind === 'log' || ev.remote) return;
     const c = ev.command;
     if (!c?.command_id) return;
     let mask = this.seen.get(c.command_id) ?? 0;
