@@ -80,6 +80,7 @@ export class WebMetrics {
   private readonly refusals: {
     brokerDenials: Counter<'kind' | 'reason'>;
     uplinksRefused: Counter<'module' | 'reason'>;
+    commandCounters: Counter<'counter'>;
   };
 
   constructor(
@@ -261,6 +262,12 @@ export class WebMetrics {
         labelNames: ['module', 'reason'],
         registers: r,
       }),
+      commandCounters: new Counter({
+        name: 'hub_command_module_total',
+        help: "This instance's command module: results it wrote, results it asked for again (reasks), events of other instances it republished (cluster_events_in) or dropped as already seen (cluster_duplicates), listener connection losses",
+        labelNames: ['counter'],
+        registers: r,
+      }),
     };
   }
 
@@ -385,7 +392,15 @@ export class WebMetrics {
         if (typeof n === 'number' && Number.isFinite(n) && n > 0) uplinksRefused.inc({ module, reason }, n);
       }
     };
-    if (command.status === 'fulfilled' && command.value) mirror('command', command.value, COMMAND_REFUSALS);
+    if (command.status === 'fulfilled' && command.value) {
+      mirror('command', command.value, COMMAND_REFUSALS);
+      const c = this.refusals.commandCounters;
+      c.reset();
+      for (const key of COMMAND_COUNTERS) {
+        const n = command.value[key];
+        if (typeof n === 'number' && Number.isFinite(n) && n > 0) c.inc({ counter: key }, n);
+      }
+    }
     if (status.status === 'fulfilled' && status.value) mirror('status', status.value, STATUS_REFUSALS);
   }
 
@@ -435,6 +450,9 @@ export class WebMetrics {
     return { contentType: this.registry.contentType, text: await this.registry.metrics() };
   }
 }
+
+/** Command module counters mirrored as hub_command_module_total{counter} (several instances: who did what). */
+const COMMAND_COUNTERS = ['results', 'reasks', 'cluster_events_in', 'cluster_duplicates', 'cluster_listen_errors'];
 
 /** Module counters that count a refused uplink, and the `reason` label each gets. */
 const COMMAND_REFUSALS: Record<string, string> = {

@@ -1,0 +1,64 @@
+/**
+ * Regression (issue 11): a hub instance killed with kill -9 kept its broker session. The bridge's
+ * shared subscription sat on a persistent session (clean_session false), so the broker went on
+ * handing that dead session its share of the uplinks (acks, results) until the instance came
+ * back: on the survivors their commands stayed `acked` and ended `timeout`. Now a bridge in a
+ * shared group uses a clean session: the broker ends the dead instance's session at once and the
+ * survivors get every uplink. Re-asking for results is off here, so nothing but the broker's
+ * routing can complete the commands.
+ */
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import type { Provisioned } from '../e2e/harness.js';
+import { scaled, until } from '../helpers/wait.js';
+import { Cluster } from '../modules/command/cluster-harness.js';
+
+let cluster: Cluster;
+let project: Provisioned;
+
+before(async () => {
+  cluster = await Cluster.create({ hubs: 2, command: { reask_after_ms: 0 } });
+  const [a, b] = cluster.hubs;
+  await a.start();
+  project = await cluster.provision(a, 'dead');
+  await cluster.agent(project);
+  await b.start();
+  await until(
+    async () => (await b.api('GET', `/project/${project.project_id}/status`)).json?.state === 'online',
+    scaled(30_000),
+    'the project online on B',
+  );
+});
+
+after(async () => {
+  await cluster?.dispose();
+});
+
+test("a killed instance's broker session does not keep the uplinks the survivor needs", async () => {
+  const [a, b] = cluster.hubs;
+  await b.kill9();
+  const ids: string[] = [];
+  for (let i = 0; i < 10; i++) {
+    const r = await a.api('POST', '/command/send', {
+      project_id: project.project_id,
+      command_type: 'echo',
+      payload: { i },
+    });
+    assert.equal(r.status, 202, JSON.stringify(r.json));
+    ids.push(r.json.command_id);
+  }
+  const left = new Set(ids);
+  await until(
+    async () => {
+      for (const id of [...left]) {
+        const d = (await a.api('GET', `/command/${id}`)).json;
+        if (d?.status === 'completed' && d.result) left.delete(id);
+      }
+      return left.size === 0;
+    },
+    scaled(30_000),
+    'every command completed on the survivor',
+  ).catch((err) => {
+    throw new Error(`${left.size} of ${ids.length} commands stuck (their uplinks went to the dead session): ${err}`);
+  });
+});
