@@ -44,7 +44,8 @@ export class CommandWaiter {
   private readonly results = new Map<string, CommandDetail>();
   /**
    * Sync calls answered, by how their result was found: from a result event (this instance's or,
-   * announced through the database, another instance's) or by the slow poll of the database.
+   * announced through the database, another instance's) or by a database read (the slow poll,
+   * or a final state that carries no result: failed, timeout, cancelled).
    */
   readonly answers = { event: 0, poll: 0 };
 
@@ -74,7 +75,9 @@ export class CommandWaiter {
           });
         }
         waiter();
-      } else if (FINAL.has(ev.command.status)) waiter();
+      } else if (FINAL.has(ev.command.status) && ev.command.status !== 'completed') waiter();
+      // 'completed' is written with its result, whose event follows (from another instance it
+      // may come a read later): waking here would only read the database for what is on its way
     });
   }
 

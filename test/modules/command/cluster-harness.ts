@@ -66,7 +66,7 @@ export class ClusterHub {
 
   /** A sample of /metrics: `name{labels}` as written there (labels in the order prom-client writes them). */
   async metric(series: string): Promise<number> {
-    const text = await (await fetch(`${this.base}${API}/metrics`)).text();
+    const text = await (await fetch(`${this.base}/metrics`)).text();
     const line = text.split('\n').find((l) => l.startsWith(`${series} `));
     return line ? Number(line.slice(series.length + 1)) : 0;
   }
@@ -82,6 +82,7 @@ export interface ClusterOptions {
   /** Extra settings per module block, for every hub. */
   command?: Record<string, unknown>;
   bridge?: Record<string, unknown>;
+  web?: Record<string, unknown>;
 }
 
 export class Cluster {
@@ -128,7 +129,7 @@ export class Cluster {
           reconnect_max_ms: 500,
           ...opts.bridge,
         },
-        web: { port: 0 },
+        web: { port: 0, ...opts.web },
       };
       const file = path.join(dir, `${name}.yml`);
       fs.writeFileSync(file, JSON.stringify({ databases: { default: db.config }, modules }, null, 2));
