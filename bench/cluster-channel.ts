@@ -96,7 +96,7 @@ async function benchNotify(): Promise<Row> {
 }
 
 async function benchBroker(): Promise<Row> {
-  // DESIGN §10: Mosquitto needs set_tcp_nodelay for a fair latency figure
+  // Mosquitto leaves Nagle on without set_tcp_nodelay: 44 ms per round trip instead of 0.2 ms
   const broker = await PrivateMosquitto.create([
     'set_tcp_nodelay true',
     'max_inflight_messages 0',
