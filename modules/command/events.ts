@@ -149,6 +149,12 @@ const versionOf = (row: TrackerRow): number | undefined =>
 
 export class Events {
   private readonly order = new EventOrder();
+  /**
+   * Set when this instance hears other instances (cluster-events.ts): events then pass the
+   * version gate. Without it (PGlite, or cluster_events off) versions are not kept and every
+   * event goes out as made.
+   */
+  ordered = false;
   /** Log chunks received here, for the other instances (cluster-events.ts announceLog). */
   announceLog?: (projectId: string, commandId: string, seq: number, content: string) => void;
 
@@ -174,7 +180,7 @@ export class Events {
    * changes only). `remote`: announced by another instance (cluster-events.ts).
    */
   state(row: TrackerRow, remote = false): void {
-    if (!this.order.admitState(row.command_id, versionOf(row))) {
+    if (this.ordered && !this.order.admitState(row.command_id, versionOf(row))) {
       this.counters.cluster_duplicates++;
       return;
     }
@@ -205,7 +211,7 @@ export class Events {
 
   /** The row as the result left it, with its payload. */
   result(row: TrackerRow, result: CommandResultView, remote = false): void {
-    if (!this.order.admitResult(row.command_id)) {
+    if (this.ordered && !this.order.admitResult(row.command_id)) {
       this.counters.cluster_duplicates++;
       return;
     }

@@ -153,7 +153,10 @@ export const provider: ModuleProvider<CommandConfig> = {
         cluster = new ClusterEvents(deps, ctx.timers);
         const heard = cluster;
         await heard.start();
-        if (heard.enabled) events.announceLog = (p, c, seq, content) => heard.announceLog(p, c, seq, content);
+        if (heard.enabled) {
+          events.ordered = true;
+          events.announceLog = (p, c, seq, content) => heard.announceLog(p, c, seq, content);
+        }
 
         relay.start();
         sweeper.start();

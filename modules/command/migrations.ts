@@ -113,10 +113,9 @@ CREATE INDEX IF NOT EXISTS command_idempotency_created_idx ON command_idempotenc
     // state go backwards and drops what it has seen. The announce triggers NOTIFY the other
     // instances in the committing transaction: only committed changes are announced, none is
     // lost between the commit and the announcement, and PostgreSQL delivers them in commit order.
-    // The announce functions are attached by cluster-events.ts when an instance on driver pg
-    // starts (ANNOUNCE_TRIGGERS): an embedded PGlite has no one to tell, and its writes would pay
-    // for them (~30 % on a 20-row tracker UPDATE, measured; the version trigger costs nothing
-    // measurable). The channel is per schema (instances on one schema are one hub). A state notification
+    // The version and announce functions are attached by cluster-events.ts when an instance on
+    // driver pg starts (ANNOUNCE_TRIGGERS): an embedded PGlite has no one to tell, and its writes
+    // would pay for them (~30 % on a 20-row tracker UPDATE, measured). The channel is per schema (instances on one schema are one hub). A state notification
     // carries the row without its payload when it fits under NOTIFY's 8000-byte limit, else only
     // the id and version; a result notification is always a reference (the listener reads the row).
     id: '004_command_cluster_events',
@@ -129,9 +128,6 @@ BEGIN
   RETURN NEW;
 END
 $fn$;
-DROP TRIGGER IF EXISTS command_tracker_next_version ON command_tracker;
-CREATE TRIGGER command_tracker_next_version BEFORE UPDATE ON command_tracker
-  FOR EACH ROW EXECUTE FUNCTION command_tracker_next_version();
 
 -- the changes the command module itself announces as state events (events.ts): a new command,
 -- a new status, or a failure that got another reason (undeliverable, then the agent's result)
