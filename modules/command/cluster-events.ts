@@ -121,9 +121,10 @@ export class ClusterEvents {
   /** Starts listening; a first connection that fails is retried in the background (start goes on). */
   async start(): Promise<void> {
     if (!this.d.cfg.cluster_events) return;
-    const settings = (this.d.db.client as { connectionSettings?: unknown }).connectionSettings;
-    // PGlite: knex-pglite's settings hold the embedded instance, and no other process shares it
-    if (!settings || typeof settings !== 'object' || 'pglite' in settings) return;
+    // driver pg only: its knex config is an object with the server's URL (core/services/db.ts);
+    // PGlite's is a function handing over the embedded instance, which no other process shares
+    const settings = (this.d.db.client as { config?: { connection?: unknown } }).config?.connection;
+    if (!settings || typeof settings !== 'object' || !('connectionString' in settings)) return;
     await this.d.db.transaction((trx) => trx.raw(ANNOUNCE_TRIGGERS));
     const [{ schema }] = await query<{ schema: string }>(this.d.db, 'SELECT current_schema() AS schema');
     this.channel = channelFor(schema);
