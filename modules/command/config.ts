@@ -60,6 +60,12 @@ export const commandConfigSchema = z
     idempotency_retention_ms: ms(86_400_000),
     /** How often keys older than the retention are deleted (their commands stay). */
     idempotency_sweep_interval_ms: ms(60_000),
+    /**
+     * Hear the command events of other hub instances on the same PostgreSQL schema (LISTEN/NOTIFY,
+     * cluster-events.ts) and republish them here, so every instance's watchers and sync waiters
+     * see every command. Driver pg only (PGlite has no other instance).
+     */
+    cluster_events: z.boolean().default(true),
   })
   .strict()
   .refine((c) => c.retry_base_ms <= c.retry_max_ms, {

@@ -9,7 +9,7 @@ import type { Logger } from '../../core/log.js';
 import type { Clock } from '../../core/module.js';
 import { COMMAND, type CommandEvent, type CommandResultView } from '../shared/topics.js';
 import type { CommandOwners } from './owners.js';
-import { type TrackerRow, timings, toView } from './rows.js';
+import { num, type TrackerRow, timings, toView } from './rows.js';
 
 export interface Counters {
   accepted: number;
@@ -48,6 +48,18 @@ export interface Counters {
   /** Sends refused: their idempotency key names a command made by a different request. */
   idempotency_mismatches: number;
   idempotency_keys_expired: number;
+  /** Events of other hub instances republished here (cluster-events.ts). */
+  cluster_events_in: number;
+  /** Events dropped because one of the same command with this version (or a result) already went out. */
+  cluster_duplicates: number;
+  /** Reads of announced changes too large for a notification, or results (one per batch). */
+  cluster_reads: number;
+  /** 1 while the listening connection is up (driver pg), else 0. */
+  cluster_listening: number;
+  cluster_listen_errors: number;
+  /** Log chunk parts announced to the other instances / not announced (the database refused). */
+  cluster_logs_announced: number;
+  cluster_logs_unannounced: number;
 }
 
 export function newCounters(): Counters {
@@ -82,10 +94,71 @@ export function newCounters(): Counters {
     idempotent_replays: 0,
     idempotency_mismatches: 0,
     idempotency_keys_expired: 0,
+    cluster_events_in: 0,
+    cluster_duplicates: 0,
+    cluster_reads: 0,
+    cluster_listening: 0,
+    cluster_listen_errors: 0,
+    cluster_logs_announced: 0,
+    cluster_logs_unannounced: 0,
   };
 }
 
+/** Commands whose last version (and result) the gate remembers; the oldest are forgotten first. */
+const MAX_REMEMBERED = 100_000;
+
+/**
+ * The order of one command's events wherever they were made: a state goes out only with a
+ * version above the last one that went out (the tracker's version, raised by every change), a
+ * result once per command. Local and remote events pass the same gate, so this instance's own
+ * announcements coming back are dropped, and when two instances' events of one command cross
+ * (sent recorded on A after B recorded the ack) the older one is dropped instead of showing a
+ * state going backwards.
+ */
+class EventOrder {
+  private readonly versions = new Map<string, number>();
+  private readonly results = new Set<string>();
+
+  newer(commandId: string, version: number): boolean {
+    const last = this.versions.get(commandId);
+    return last === undefined || version > last;
+  }
+
+  admitState(commandId: string, version: number | undefined): boolean {
+    if (version === undefined || !Number.isFinite(version)) return true;
+    if (!this.newer(commandId, version)) return false;
+    this.versions.delete(commandId);
+    this.versions.set(commandId, version);
+    if (this.versions.size > MAX_REMEMBERED) this.versions.delete(this.versions.keys().next().value as string);
+    return true;
+  }
+
+  hasResult(commandId: string): boolean {
+    return this.results.has(commandId);
+  }
+
+  admitResult(commandId: string): boolean {
+    if (this.results.has(commandId)) return false;
+    this.results.add(commandId);
+    if (this.results.size > MAX_REMEMBERED) this.results.delete(this.results.values().next().value as string);
+    return true;
+  }
+}
+
+const versionOf = (row: TrackerRow): number | undefined =>
+  row.version === undefined || row.version === null ? undefined : num(row.version);
+
 export class Events {
+  private readonly order = new EventOrder();
+  /**
+   * Set when this instance hears other instances (cluster-events.ts): events then pass the
+   * version gate. Without it (PGlite, or cluster_events off) versions are not kept and every
+   * event goes out as made.
+   */
+  ordered = false;
+  /** Log chunks received here, for the other instances (cluster-events.ts announceLog). */
+  announceLog?: (projectId: string, commandId: string, seq: number, content: string) => void;
+
   constructor(
     private readonly bus: ModuleBus,
     private readonly clock: Clock,
@@ -96,29 +169,59 @@ export class Events {
     private readonly trail?: Logger,
   ) {}
 
-  /** A state change; counts the terminal and forward states as it goes. */
-  state(row: TrackerRow): void {
-    switch (row.status) {
-      case 'sent':
-      case 'acked':
-      case 'completed':
-      case 'failed':
-      case 'timeout':
-      case 'cancelled':
-        this.counters[row.status]++;
-        break;
-      default:
-        break;
+  /** Whether a state of this version would still go out (cluster-events.ts reads only those). */
+  newer(commandId: string, version: number): boolean {
+    return this.order.newer(commandId, version);
+  }
+
+  hasResult(commandId: string): boolean {
+    return this.order.hasResult(commandId);
+  }
+
+  /**
+   * A state change; counts the terminal and forward states as it goes (this instance's own
+   * changes only). `remote`: announced by another instance (cluster-events.ts).
+   */
+  state(row: TrackerRow, remote = false): void {
+    if (this.ordered && !this.order.admitState(row.command_id, versionOf(row))) {
+      this.counters.cluster_duplicates++;
+      return;
+    }
+    if (remote) this.counters.cluster_events_in++;
+    else {
+      switch (row.status) {
+        case 'sent':
+        case 'acked':
+        case 'completed':
+        case 'failed':
+        case 'timeout':
+        case 'cancelled':
+          this.counters[row.status]++;
+          break;
+        default:
+          break;
+      }
     }
     this.owners?.remember(row.command_id, row.project_id);
     const view = toView(row);
-    if (this.trail) logLifecycle(this.trail, view, this.clock.now());
-    const ev: CommandEvent = { kind: 'state', command: view, at: this.clock.now() };
+    // one lifecycle line per command across the instances: the one that made the change logs it
+    if (this.trail && !remote) logLifecycle(this.trail, view, this.clock.now());
+    const ev: CommandEvent = {
+      kind: 'state',
+      command: view,
+      at: this.clock.now(),
+      ...(remote ? { remote: true as const } : {}),
+    };
     void this.bus.publish(COMMAND.event(row.project_id, row.command_id), ev);
   }
 
   /** The row as the result left it, with its payload. */
-  result(row: TrackerRow, result: CommandResultView): void {
+  result(row: TrackerRow, result: CommandResultView, remote = false): void {
+    if (this.ordered && !this.order.admitResult(row.command_id)) {
+      this.counters.cluster_duplicates++;
+      return;
+    }
+    if (remote) this.counters.cluster_events_in++;
     const ev: CommandEvent = {
       kind: 'result',
       command: toView(row),
@@ -126,13 +229,18 @@ export class Events {
       payload: row.payload ?? null,
       timings: timings(row, result),
       at: this.clock.now(),
+      ...(remote ? { remote: true as const } : {}),
     };
     void this.bus.publish(COMMAND.event(row.project_id, row.command_id), ev);
   }
 
   /** A log chunk; the caller has checked that `commandId` belongs to `projectId` (uplink.ts). */
-  log(projectId: string, commandId: string, seq: number, content: string): void {
-    this.counters.logs++;
+  log(projectId: string, commandId: string, seq: number, content: string, remote = false): void {
+    if (remote) this.counters.cluster_events_in++;
+    else {
+      this.counters.logs++;
+      this.announceLog?.(projectId, commandId, seq, content);
+    }
     const ev: CommandEvent = {
       kind: 'log',
       command_id: commandId,
@@ -140,6 +248,7 @@ export class Events {
       seq,
       content,
       at: this.clock.now(),
+      ...(remote ? { remote: true as const } : {}),
     };
     void this.bus.publish(COMMAND.event(projectId, commandId), ev);
   }

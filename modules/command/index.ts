@@ -21,7 +21,8 @@
  *  - cancelled: status 'cancelled' (only before any broker PUBACK and agent ack).
  *
  * Bus: answers COMMAND.send/get/list/cancel/deadList/deadReplay/stats; publishes CommandEvent on
- * COMMAND.event(project_id, command_id); asks STATUS.credentials and BRIDGE.publish; listens to
+ * COMMAND.event(project_id, command_id), its own and (marked `remote`) those of the other hub
+ * instances on the same database (cluster-events.ts); asks STATUS.credentials and BRIDGE.publish; listens to
  * BRIDGE uplinks (command_ack, exec_result, log_result) and STATUS.changedPattern.
  *
  * @example config.yml
@@ -33,6 +34,7 @@
 import type { ModuleProvider } from '../../core/module.js';
 import type { DataMessage } from '../shared/protocol.js';
 import { BRIDGE, COMMAND, STATUS, type StatusChangedEvent, type UplinkEvent } from '../shared/topics.js';
+import { ClusterEvents } from './cluster-events.js';
 import { type CommandConfig, commandConfigSchema } from './config.js';
 import { CredentialsCache } from './credentials.js';
 import type { Deps } from './deps.js';
@@ -80,6 +82,7 @@ export const provider: ModuleProvider<CommandConfig> = {
     let relay: Relay | undefined;
     let sweeper: Sweeper | undefined;
     let uplinks: Uplinks | undefined;
+    let cluster: ClusterEvents | undefined;
     const releases = new Set<Promise<unknown>>();
 
     return {
@@ -149,6 +152,15 @@ export const provider: ModuleProvider<CommandConfig> = {
           releases.add(p);
         });
 
+        // other instances' events: listening before the relay and sweeper start changing rows
+        cluster = new ClusterEvents(deps, ctx.timers);
+        const heard = cluster;
+        await heard.start();
+        if (heard.enabled) {
+          events.ordered = true;
+          events.announceLog = (p, c, seq, content) => heard.announceLog(p, c, seq, content);
+        }
+
         relay.start();
         sweeper.start();
         ctx.log.info(
@@ -161,6 +173,8 @@ export const provider: ModuleProvider<CommandConfig> = {
         await Promise.allSettled([relay?.stop(), sweeper?.stop(), ...releases]);
         // Acks and results already taken from the mailbox are written before the instance goes.
         await uplinks?.close();
+        events.announceLog = undefined;
+        await cluster?.stop();
       },
     };
   },

@@ -109,4 +109,55 @@ CREATE INDEX IF NOT EXISTS command_idempotency_created_idx ON command_idempotenc
   },
   // the domain events of the outbox service (domain-events.ts): this module's own table
   eventOutboxMigration,
+  {
+    // Several hub instances as one (cluster-events.ts). Every tracker row gets a version that
+    // each change raises by one, so an event can be ordered against another of the same command
+    // wherever the two were made (sent on A, acked on B, result on C): a watcher never sees a
+    // state go backwards and drops what it has seen. The announce triggers NOTIFY the other
+    // instances in the committing transaction: only committed changes are announced, none is
+    // lost between the commit and the announcement, and PostgreSQL delivers them in commit order.
+    // The version and announce functions are attached by cluster-events.ts when an instance on
+    // driver pg starts (ANNOUNCE_TRIGGERS): an embedded PGlite has no one to tell, and its writes
+    // would pay for them (~30 % on a 20-row tracker UPDATE, measured). The channel is per schema (instances on one schema are one hub). A state notification
+    // carries the row without its payload when it fits under NOTIFY's 8000-byte limit, else only
+    // the id and version; a result notification is always a reference (the listener reads the row).
+    id: '005_command_cluster_events',
+    up: `
+ALTER TABLE command_tracker ADD COLUMN IF NOT EXISTS version bigint NOT NULL DEFAULT 0;
+
+CREATE OR REPLACE FUNCTION command_tracker_next_version() RETURNS trigger LANGUAGE plpgsql AS $fn$
+BEGIN
+  NEW.version := OLD.version + 1;
+  RETURN NEW;
+END
+$fn$;
+
+-- the changes the command module itself announces as state events (events.ts): a new command,
+-- a new status, or a failure that got another reason (undeliverable, then the agent's result)
+CREATE OR REPLACE FUNCTION command_tracker_announce() RETURNS trigger LANGUAGE plpgsql AS $fn$
+DECLARE
+  body text;
+BEGIN
+  IF TG_OP = 'UPDATE' AND OLD.status = NEW.status
+     AND NOT (NEW.status = 'failed' AND OLD.error IS DISTINCT FROM NEW.error) THEN
+    RETURN NULL;
+  END IF;
+  body := json_build_object('k', 's', 'id', NEW.command_id, 'v', NEW.version, 'row', to_jsonb(NEW) - 'payload')::text;
+  IF octet_length(body) > 7900 THEN
+    body := json_build_object('k', 's', 'id', NEW.command_id, 'v', NEW.version)::text;
+  END IF;
+  PERFORM pg_notify(left('gmq_cmd_events:' || TG_TABLE_SCHEMA, 63), body);
+  RETURN NULL;
+END
+$fn$;
+
+CREATE OR REPLACE FUNCTION command_result_announce() RETURNS trigger LANGUAGE plpgsql AS $fn$
+BEGIN
+  PERFORM pg_notify(left('gmq_cmd_events:' || TG_TABLE_SCHEMA, 63),
+                    json_build_object('k', 'r', 'id', NEW.command_id)::text);
+  RETURN NULL;
+END
+$fn$;
+`,
+  },
 ];

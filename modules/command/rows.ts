@@ -35,6 +35,8 @@ export interface TrackerRow {
   timeout_at: Date | string;
   created_at: Date | string;
   updated_at: Date | string;
+  /** Raised by one at every change (migration 004): orders the events of one command across instances. */
+  version?: number | string;
 }
 
 export interface ResultRow {
@@ -56,7 +58,7 @@ export const LIVE_SQL = `('pending', 'sent', 'acked')`;
 export const TRACKER_COLUMNS =
   'id, command_id, project_id, command_type, module, operator_id, status, offline_policy, timeout_ms, ' +
   'queue_expires_at, attempts, late_result, error, is_sync, sent_at, acked_at, started_at, completed_at, ' +
-  'timeout_at, created_at, updated_at';
+  'timeout_at, created_at, updated_at, version';
 
 export function num(v: number | string | null | undefined): number {
   return typeof v === 'number' ? v : Number(v ?? 0);

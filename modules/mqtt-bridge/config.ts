@@ -40,8 +40,13 @@ export const BridgeConfigSchema = z
     /** With username and password both empty, the embedded broker's hub credential is asked for. */
     username: z.string().optional(),
     password: z.string().optional(),
-    /** false: persistent session — uplinks published while the hub was down arrive when it reconnects. */
-    clean_session: z.boolean().default(false),
+    /**
+     * false: persistent session — uplinks published while the hub was down arrive when it
+     * reconnects. Default: false alone, true with `shared_group`: a persistent session in a shared
+     * subscription keeps getting its share of the uplinks while its instance is dead, where no
+     * other instance can take them (README "Several instances: events and takeover").
+     */
+    clean_session: z.boolean().optional(),
     /** MQTT protocol level: 4 (3.1.1) or 5. */
     protocol_version: z.union([z.literal(4), z.literal(5)]).default(4),
     /** MQTT 5 only: how long the broker keeps the session after a disconnect (clean_session false). */
@@ -91,6 +96,7 @@ export const BridgeConfigSchema = z
   .refine((c) => c.reconnect_max_ms >= c.reconnect_min_ms, {
     message: 'reconnect_max_ms must be >= reconnect_min_ms',
     path: ['reconnect_max_ms'],
-  });
+  })
+  .transform((c) => ({ ...c, clean_session: c.clean_session ?? c.shared_group !== undefined }));
 
 export type BridgeConfig = z.output<typeof BridgeConfigSchema>;

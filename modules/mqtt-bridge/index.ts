@@ -59,6 +59,7 @@ function createBridge(ctx: ModuleContext<BridgeConfig>): ModuleInstance {
   let conn: BridgeConnection | undefined;
   let publisher: Publisher | undefined;
   let stopping: Promise<void> | undefined;
+  let gate: AckGate | undefined;
   const filters = uplinkFilters(cfg.shared_group);
 
   const stats = (): BridgeStats => {
@@ -106,6 +107,12 @@ function createBridge(ctx: ModuleContext<BridgeConfig>): ModuleInstance {
 
   return {
     async start() {
+      if (cfg.shared_group && !cfg.clean_session) {
+        ctx.log.warn(
+          { shared_group: cfg.shared_group, client_id: cfg.client_id },
+          'persistent session in a shared subscription: while this instance is down the broker keeps giving it uplinks no other instance can take',
+        );
+      }
       const { credential, fromBroker } = await resolveCredential();
       // stopped (a start timeout) while the credential was asked for: open nothing
       if (ctx.signal.aborted || stopping) return;
@@ -139,8 +146,11 @@ function createBridge(ctx: ModuleContext<BridgeConfig>): ModuleInstance {
         fromBroker,
       );
       conn = c;
-      // a stalled write: drop the connection, the broker delivers what was not acknowledged again
-      uplink.attach(new AckGate(c.client, now), () => c.client.stream?.destroy());
+      // A stalled write: drop the connection, the broker delivers what was not acknowledged again.
+      // On a clean session (shared group) the broker drops it instead; re-ask, the relay and the
+      // agents' registration retry recover it (README "Several instances: events and takeover").
+      gate = new AckGate(c.client, now);
+      uplink.attach(gate, () => c.client.stream?.destroy());
       publisher = new Publisher({
         client: c.client,
         waitConnected: (ms) => c.waitConnected(ms),
@@ -171,11 +181,38 @@ function createBridge(ctx: ModuleContext<BridgeConfig>): ModuleInstance {
     stop: () => stop(),
   };
 
+  /**
+   * Stops taking uplinks first: in a shared subscription (or on a clean session) UNSUBSCRIBE, so
+   * the broker hands new ones to the other instances instead of to a session about to end (alone
+   * on a persistent session the subscription stays, and the broker keeps them for our return). Then the uplinks already taken are written and acknowledged and
+   * the publishes in flight finish (both within stop_drain_ms), then DISCONNECT. What a clean
+   * session still held unacknowledged at that point the broker drops: results are asked for again
+   * by another instance (command reask), commands never acked are published again by the relay.
+   */
   function stop(): Promise<void> {
     stopping ??= (async () => {
-      const drained = (await publisher?.drain(cfg.stop_drain_ms)) ?? true;
+      const c = conn;
+      const deadline = Date.now() + cfg.stop_drain_ms;
+      // alone on a persistent session the subscription stays: the broker keeps our uplinks for our return
+      if (c?.connected && (cfg.shared_group || cfg.clean_session)) {
+        await new Promise<void>((resolve) => {
+          const t = setTimeout(resolve, Math.max(0, deadline - Date.now()));
+          c.client.unsubscribe(filters, () => {
+            clearTimeout(t);
+            resolve();
+          });
+        });
+      }
+      const drained = (await publisher?.drain(Math.max(0, deadline - Date.now()))) ?? true;
       if (!drained) ctx.log.warn({ in_flight: publisher?.inFlight }, 'mqtt bridge stopping with publishes in flight');
-      await conn?.end(END_GRACE_MS);
+      while (gate && gate.waiting > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+      if (gate && gate.waiting > 0) {
+        ctx.log.warn(
+          { waiting: gate.waiting, clean_session: cfg.clean_session },
+          'mqtt bridge stopping with uplinks not yet written; they are not acknowledged',
+        );
+      }
+      await c?.end(END_GRACE_MS);
     })();
     return stopping;
   }

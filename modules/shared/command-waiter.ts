@@ -26,6 +26,9 @@ export type SyncOutcome = (
  * caller, keyed by a command id chosen *before* the send, so a restart of the command module
  * loses no waiter; result events wake it at once, and a slow poll of the database (through
  * `command/get`) catches a result whose event was missed while the command module restarted.
+ * With several hub instances on one database, a result that lands on another instance comes
+ * here as a `remote` result event (command module, cluster-events.ts): pushed too, so the poll
+ * stays the safety net it is (`answers` counts which of the two found each result).
  *
  * @example
  *   const waiter = new CommandWaiter(ctx.bus);
@@ -39,6 +42,12 @@ export class CommandWaiter {
   private readonly waiters = new Map<string, Set<() => void>>();
   /** Results that arrived as events for a waiting caller, taken by its loop. */
   private readonly results = new Map<string, CommandDetail>();
+  /**
+   * Sync calls answered, by how their result was found: from a result event (this instance's or,
+   * announced through the database, another instance's) or by a database read (the slow poll,
+   * or a final state that carries no result: failed, timeout, cancelled).
+   */
+  readonly answers = { event: 0, poll: 0 };
 
   constructor(bus: ModuleBus, opts: { pollMs?: number } = {}) {
     this.bus = bus;
@@ -66,7 +75,9 @@ export class CommandWaiter {
           });
         }
         waiter();
-      } else if (FINAL.has(ev.command.status)) waiter();
+      } else if (FINAL.has(ev.command.status) && ev.command.status !== 'completed') waiter();
+      // 'completed' is written with its result, whose event follows (from another instance it
+      // may come a read later): waking here would only read the database for what is on its way
     });
   }
 
@@ -123,9 +134,13 @@ export class CommandWaiter {
             wake = r;
           });
           const fromEvent = this.results.get(commandId);
-          if (fromEvent) return { done: true, command: fromEvent, ...flag };
+          if (fromEvent) {
+            this.answers.event++;
+            return { done: true, command: fromEvent, ...flag };
+          }
           const current = await this.get(commandId);
           if (current && FINAL.has(current.status) && (current.result || current.status !== 'completed')) {
+            this.answers.poll++;
             return { done: true, command: current, ...flag };
           }
         }

@@ -371,8 +371,12 @@ export interface ListCommandsRequest {
   offset?: number;
 }
 
-/** One event per state change, log chunk or result, in `command/event/{project_id}/{command_id}`. */
-export type CommandEvent =
+/**
+ * One event per state change, log chunk or result, in `command/event/{project_id}/{command_id}`.
+ * `remote`: made by another hub instance on the same database and announced to this one
+ * (command module, cluster-events.ts); counted as this instance's own work nowhere.
+ */
+export type CommandEvent = (
   | { kind: 'state'; command: CommandView; at: number }
   | { kind: 'log'; command_id: string; project_id: string; seq: number; content: string; at: number }
   | {
@@ -383,7 +387,8 @@ export type CommandEvent =
       payload: unknown;
       timings: CommandTimings;
       at: number;
-    };
+    }
+) & { remote?: true };
 
 // ─── web ───────────────────────────────────────────────────────────────────────────────────
 export const WEB = {

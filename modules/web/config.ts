@@ -43,6 +43,11 @@ export const webConfigSchema = z
     sync_wait_ms_max: ms(300_000),
     /** A sync call's wait when it gives no `wait_ms` (or its `timeout_ms` when that is longer). */
     default_sync_wait_ms: ms(30_000),
+    /**
+     * A waiting sync call re-reads its command from the database this often: the safety net
+     * for a result event that never came (its own instance's or, announced, another's).
+     */
+    sync_poll_ms: ms(1_000),
     /** How long a REST call waits for the module that answers it over the bus. */
     request_timeout_ms: ms(10_000),
     /** The database /readyz pings; null: none. */

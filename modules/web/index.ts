@@ -64,11 +64,12 @@ export const provider: ModuleProvider<WebConfig> = {
     const gate = new TokenGate(tokensOf(cfg));
     const stop = new AbortController();
     const feed = new EventFeed({ replay: cfg.ws.replay });
-    const waiter = new CommandWaiter(ctx.bus);
+    const waiter = new CommandWaiter(ctx.bus, { pollMs: cfg.sync_poll_ms });
     const metrics = new WebMetrics(ctx.bus, {
       // read at scrape time only, once `hub` exists
       wsClients: () => hub.size,
       syncWaiting: () => waiter.waiting,
+      syncAnswers: () => waiter.answers,
       feedEvents: () => feed.lastId,
     });
     const hub = new WsHub({ feed, cfg: cfg.ws, gate, metrics, log, timers: ctx.timers });

@@ -108,11 +108,18 @@ export class WebMetrics {
   private readonly refusals: {
     brokerDenials: Counter<'kind' | 'reason'>;
     uplinksRefused: Counter<'module' | 'reason'>;
+    commandCounters: Counter<'counter'>;
   };
 
   constructor(
     private readonly bus: ModuleBus,
-    live: { wsClients: () => number; syncWaiting: () => number; feedEvents: () => number },
+    live: {
+      wsClients: () => number;
+      syncWaiting: () => number;
+      feedEvents: () => number;
+      /** Sync calls answered, by how the result was found (command-waiter.ts). */
+      syncAnswers?: () => { event: number; poll: number };
+    },
   ) {
     const r = [this.registry];
     this.httpRequests = new Counter({
@@ -164,6 +171,19 @@ export class WebMetrics {
       registers: r,
       collect() {
         this.set(live.syncWaiting());
+      },
+    });
+    new Counter({
+      name: 'hub_sync_answers_total',
+      help: 'Sync calls answered with their result, by how it came: event (pushed, this or another instance) or poll (the slow database re-read)',
+      labelNames: ['via'],
+      registers: r,
+      collect() {
+        const a = live.syncAnswers?.();
+        if (!a) return;
+        this.reset();
+        if (a.event > 0) this.inc({ via: 'event' }, a.event);
+        if (a.poll > 0) this.inc({ via: 'poll' }, a.poll);
       },
     });
     new Gauge({
@@ -284,6 +304,12 @@ export class WebMetrics {
         labelNames: ['module', 'reason'],
         registers: r,
       }),
+      commandCounters: new Counter({
+        name: 'hub_command_module_total',
+        help: "This instance's command module: results it wrote, results it asked for again (reasks), events of other instances it republished (cluster_events_in) or dropped as already seen (cluster_duplicates), listener connection losses",
+        labelNames: ['counter'],
+        registers: r,
+      }),
     };
   }
 
@@ -335,7 +361,8 @@ export class WebMetrics {
   }
 
   private onCommand(ev: CommandEvent): void {
-    if (!ev || ev.kind === 'log') return;
+    // another instance's command: its latencies and final counts are that instance's to report
+    if (!ev || ev.kind === 'log' || ev.remote) return;
     const c = ev.command;
     if (!c?.command_id) return;
     let mask = this.seen.get(c.command_id) ?? 0;
@@ -407,7 +434,15 @@ export class WebMetrics {
         if (typeof n === 'number' && Number.isFinite(n) && n > 0) uplinksRefused.inc({ module, reason }, n);
       }
     };
-    if (command.status === 'fulfilled' && command.value) mirror('command', command.value, COMMAND_REFUSALS);
+    if (command.status === 'fulfilled' && command.value) {
+      mirror('command', command.value, COMMAND_REFUSALS);
+      const c = this.refusals.commandCounters;
+      c.reset();
+      for (const key of COMMAND_COUNTERS) {
+        const n = command.value[key];
+        if (typeof n === 'number' && Number.isFinite(n) && n > 0) c.inc({ counter: key }, n);
+      }
+    }
     if (status.status === 'fulfilled' && status.value) mirror('status', status.value, STATUS_REFUSALS);
   }
 
@@ -472,6 +507,9 @@ export class WebMetrics {
     return { contentType: this.registry.contentType, text: own.endsWith('\n') ? own + proc : `${own}\n${proc}` };
   }
 }
+
+/** Command module counters mirrored as hub_command_module_total{counter} (several instances: who did what). */
+const COMMAND_COUNTERS = ['results', 'reasks', 'cluster_events_in', 'cluster_duplicates', 'cluster_listen_errors'];
 
 /** Module counters that count a refused uplink, and the `reason` label each gets. */
 const COMMAND_REFUSALS: Record<string, string> = {

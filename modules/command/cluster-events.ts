@@ -1,0 +1,322 @@
+/**
+ * Command events of the other hub instances (issue 11, "many hubs as one"). Several instances on
+ * one PostgreSQL schema are one hub: a command sent on A may be acked on B and completed on C,
+ * and every instance's watchers (WebSocket, gRPC) and sync waiters must see all of it. This file
+ * has that one job: it listens to the schema's announcements and republishes them on this
+ * instance's bus as ordinary CommandEvents marked `remote`.
+ *
+ * The channel is PostgreSQL LISTEN/NOTIFY (bench/cluster-channel.ts measured it against a QoS 1
+ * Mosquitto topic at 1 000 events/s to three listeners: p50 0.9 ms / p99 23 ms against 3.3 ms /
+ * 91 ms). State and result changes are announced by triggers (migrations.ts 004) in the very
+ * transaction that commits them: nothing uncommitted is announced, nothing committed is missed
+ * by a crash between commit and publish, and listeners get them in commit order. Log chunks are
+ * not stored, so this instance announces the ones it receives itself (`announceLog`).
+ *
+ * Local events never wait for any of this: the command module publishes them on its bus right
+ * after its own commit, as before. Its own announcements come back here too and are dropped by
+ * the per-command version gate in events.ts (a state goes out once per version, a result once
+ * per command), which also keeps a watcher from ever seeing a state go backwards when two
+ * instances' events of one command cross.
+ *
+ * NOTIFY carries at most 8 000 bytes: a state notification holds the row (without its payload)
+ * when it fits, else only its id and version; a result notification is always a reference. Those
+ * are read back, one query per batch of notifications. Log chunks are cut into parts and put
+ * together here (the parts of one chunk are sent in one statement, so they arrive together).
+ *
+ * Only with driver `pg` (PGlite is one process: there is no other instance to hear from). While
+ * the listening connection is down (reconnected with backoff), other instances' events are not
+ * seen live: sync waiters still find their result through their slow database poll, and watchers
+ * can re-read state over REST (README "Several instances").
+ */
+import { randomUUID } from 'node:crypto';
+import pg from 'pg';
+import type { ModuleTimers } from '../../core/module.js';
+import { type Deps, ID_LIST, query } from './deps.js';
+import { type ResultRow, TRACKER_COLUMNS, type TrackerRow, toResultView } from './rows.js';
+
+/** PostgreSQL identifiers (and so channel names) hold at most 63 bytes. */
+const MAX_CHANNEL = 63;
+/** One chunk part: at most this many UTF-16 units (6 bytes each as JSON at worst) stays under 8000 bytes. */
+const LOG_PART_CHARS = 1_200;
+const RECONNECT_MIN_MS = 500;
+const RECONNECT_MAX_MS = 10_000;
+/** Log chunks being put together, at most (a lost part must not grow the map for ever). */
+const MAX_PARTIAL_LOGS = 1_000;
+
+/** The schema's channel, as the triggers name it: left('gmq_cmd_events:' || schema, 63). */
+export function channelFor(schema: string): string {
+  return `gmq_cmd_events:${schema}`.slice(0, MAX_CHANNEL);
+}
+
+/**
+ * Attaches the version and announce functions of migration 004 to the tables, once per schema (instances
+ * starting together take turns on an advisory lock; an existing trigger is left alone, so no
+ * start takes the table lock a DROP/CREATE would).
+ */
+const ANNOUNCE_TRIGGERS = `DO $do$
+BEGIN
+  PERFORM pg_advisory_xact_lock(hashtext('gmq_cmd_events:' || current_schema()));
+  IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = 'command_tracker_next_version'
+                    AND tgrelid = 'command_tracker'::regclass) THEN
+    CREATE TRIGGER command_tracker_next_version BEFORE UPDATE ON command_tracker
+      FOR EACH ROW EXECUTE FUNCTION command_tracker_next_version();
+  END IF;
+  IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = 'command_tracker_announce'
+                    AND tgrelid = 'command_tracker'::regclass) THEN
+    CREATE TRIGGER command_tracker_announce AFTER INSERT OR UPDATE ON command_tracker
+      FOR EACH ROW EXECUTE FUNCTION command_tracker_announce();
+  END IF;
+  IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = 'command_result_announce'
+                    AND tgrelid = 'command_result'::regclass) THEN
+    CREATE TRIGGER command_result_announce AFTER INSERT ON command_result
+      FOR EACH ROW EXECUTE FUNCTION command_result_announce();
+  END IF;
+END
+$do$`;
+
+type Notice =
+  | { k: 's'; id: string; v: number; row?: TrackerRow }
+  | { k: 'r'; id: string }
+  | { k: 'l'; o: string; p: string; id: string; s: number; c: string; i: number; n: number };
+
+type ReadRow = TrackerRow & {
+  r_status: ResultRow['status'] | null;
+  r_exit_code: ResultRow['exit_code'];
+  r_output: string;
+  r_error: string;
+  r_start_time: ResultRow['start_time'];
+  r_end_time: ResultRow['end_time'];
+  r_duration: ResultRow['duration'];
+  r_received_at: ResultRow['received_at'];
+};
+
+const READ_COLS = TRACKER_COLUMNS.split(', ')
+  .map((c) => `t.${c}`)
+  .join(', ');
+
+export class ClusterEvents {
+  /** Tells this instance's own log announcements apart when they come back. */
+  readonly origin = randomUUID();
+  private channel = '';
+  private settings?: pg.ClientConfig;
+  private client?: pg.Client;
+  private stopped = false;
+  private retryTimer?: NodeJS.Timeout;
+  private retryMs = RECONNECT_MIN_MS;
+  private queue: Notice[] = [];
+  private running?: Promise<void>;
+  private outLogs: string[] = [];
+  private readonly partial = new Map<string, string[]>();
+
+  constructor(
+    private readonly d: Deps,
+    private readonly timers: ModuleTimers,
+  ) {}
+
+  /** Whether this instance listens (driver pg and `cluster_events` on). */
+  get enabled(): boolean {
+    return this.settings !== undefined;
+  }
+
+  /** Starts listening; a first connection that fails is retried in the background (start goes on). */
+  async start(): Promise<void> {
+    if (!this.d.cfg.cluster_events) return;
+    // driver pg only: its knex config is an object with the server's URL (core/services/db.ts);
+    // PGlite's is a function handing over the embedded instance, which no other process shares
+    const settings = (this.d.db.client as { config?: { connection?: unknown } }).config?.connection;
+    if (!settings || typeof settings !== 'object' || !('connectionString' in settings)) return;
+    await this.d.db.transaction((trx) => trx.raw(ANNOUNCE_TRIGGERS));
+    const [{ schema }] = await query<{ schema: string }>(this.d.db, 'SELECT current_schema() AS schema');
+    this.channel = channelFor(schema);
+    this.settings = settings as pg.ClientConfig;
+    await this.connect();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.retryTimer) this.timers.clear(this.retryTimer);
+    this.retryTimer = undefined;
+    const c = this.client;
+    this.client = undefined;
+    this.d.counters.cluster_listening = 0;
+    if (c) await c.end().catch(() => undefined);
+    await this.running;
+  }
+
+  private async connect(): Promise<void> {
+    if (this.stopped || !this.settings) return;
+    const c = new pg.Client(this.settings);
+    const lost = (err?: Error) => {
+      if (this.client !== c) return;
+      this.client = undefined;
+      this.d.counters.cluster_listening = 0;
+      this.d.counters.cluster_listen_errors++;
+      this.d.log.warn(
+        { err: err?.message },
+        'cluster event listener lost its connection; other instances are not heard until it is back',
+      );
+      void c.end().catch(() => undefined);
+      this.scheduleRetry();
+    };
+    c.on('notification', (m) => {
+      if (m.channel === this.channel && m.payload) this.onNotice(m.payload);
+    });
+    c.on('error', lost);
+    c.on('end', () => lost());
+    try {
+      await c.connect();
+      await c.query(`LISTEN "${this.channel.replaceAll('"', '""')}"`);
+    } catch (err) {
+      c.removeAllListeners('end');
+      await c.end().catch(() => undefined);
+      this.d.counters.cluster_listen_errors++;
+      this.d.log.warn({ err: (err as Error).message }, 'cluster event listener could not connect; retrying');
+      this.scheduleRetry();
+      return;
+    }
+    if (this.stopped) {
+      await c.end().catch(() => undefined);
+      return;
+    }
+    this.client = c;
+    this.retryMs = RECONNECT_MIN_MS;
+    this.d.counters.cluster_listening = 1;
+    this.d.log.info({ channel: this.channel }, 'listening to the command events of other hub instances');
+  }
+
+  private scheduleRetry(): void {
+    if (this.stopped || this.retryTimer) return;
+    const delay = this.retryMs;
+    this.retryMs = Math.min(RECONNECT_MAX_MS, this.retryMs * 2);
+    this.retryTimer = this.timers.setTimeout(() => {
+      this.retryTimer = undefined;
+      void this.connect();
+    }, delay);
+  }
+
+  private onNotice(payload: string): void {
+    let n: Notice;
+    try {
+      n = JSON.parse(payload) as Notice;
+    } catch {
+      return;
+    }
+    if (n.k === 'l' && n.o === this.origin) return; // our own log chunk
+    this.queue.push(n);
+    if (!this.running) this.running = this.drain();
+  }
+
+  /** Batches in arrival order; the next batch waits for this one, so order is kept. */
+  private async drain(): Promise<void> {
+    // let the notifications of this read from the socket join one batch
+    await new Promise((r) => setImmediate(r));
+    while (this.queue.length > 0 && !this.stopped) {
+      const batch = this.queue.splice(0, 2_000);
+      try {
+        await this.apply(batch);
+      } catch (err) {
+        // the database went away between the notification and the read: the events of this
+        // batch that needed a read are not shown live (sync waiters still poll)
+        this.d.log.warn({ err, notices: batch.length }, 'could not read announced command changes');
+      }
+    }
+    this.running = undefined;
+  }
+
+  private async apply(batch: Notice[]): Promise<void> {
+    const ev = this.d.events;
+    const toRead = new Set<string>();
+    for (const n of batch) {
+      if (n.k === 's' && !n.row && ev.newer(n.id, n.v)) toRead.add(n.id);
+      if (n.k === 'r' && !ev.hasResult(n.id)) toRead.add(n.id);
+    }
+    const rows = new Map<string, ReadRow>();
+    if (toRead.size > 0) {
+      this.d.counters.cluster_reads++;
+      const read = await query<ReadRow>(
+        this.d.db,
+        `SELECT ${READ_COLS}, t.payload, r.status AS r_status, r.exit_code AS r_exit_code, r.output AS r_output,
+                r.error AS r_error, r.start_time AS r_start_time, r.end_time AS r_end_time,
+                r.duration AS r_duration, r.received_at AS r_received_at
+           FROM command_tracker t LEFT JOIN command_result r ON r.command_id = t.command_id
+          WHERE t.command_id IN (${ID_LIST})`,
+        [JSON.stringify([...toRead])],
+      );
+      for (const r of read) rows.set(r.command_id, r);
+    }
+    for (const n of batch) {
+      if (n.k === 's') {
+        const row = n.row ?? rows.get(n.id);
+        if (row) ev.state(row, true);
+      } else if (n.k === 'r') {
+        const row = rows.get(n.id);
+        if (!row || row.r_status === null) continue;
+        // the result's state change first (dropped when its own notification came before)
+        if (!row.late_result) ev.state(row, true);
+        ev.result(
+          row,
+          toResultView({
+            status: row.r_status,
+            exit_code: row.r_exit_code,
+            output: row.r_output,
+            error: row.r_error,
+            start_time: row.r_start_time,
+            end_time: row.r_end_time,
+            duration: row.r_duration,
+            received_at: row.r_received_at,
+          }),
+          true,
+        );
+      } else if (n.k === 'l') {
+        const key = `${n.o}/${n.id}/${n.s}`;
+        const parts = this.partial.get(key) ?? [];
+        parts[n.i] = n.c;
+        if (n.i < n.n - 1) {
+          this.partial.set(key, parts);
+          if (this.partial.size > MAX_PARTIAL_LOGS) this.partial.delete(this.partial.keys().next().value as string);
+          continue;
+        }
+        this.partial.delete(key);
+        ev.log(n.p, n.id, n.s, parts.join(''), true);
+      }
+    }
+  }
+
+  /**
+   * A log chunk this instance received from its agent, for the other instances' watchers. Chunks
+   * of one turn go out in one statement, each cut into parts that fit a notification.
+   */
+  announceLog(projectId: string, commandId: string, seq: number, content: string): void {
+    if (!this.client || this.stopped) return;
+    const parts: string[] = [];
+    for (let at = 0; at < content.length || parts.length === 0; ) {
+      let end = Math.min(content.length, at + LOG_PART_CHARS);
+      // never cut a surrogate pair in two
+      if (end < content.length && /[\uD800-\uDBFF]/.test(content[end - 1])) end--;
+      parts.push(content.slice(at, end));
+      at = end;
+    }
+    parts.forEach((c, i) => {
+      this.outLogs.push(
+        JSON.stringify({ k: 'l', o: this.origin, p: projectId, id: commandId, s: seq, c, i, n: parts.length }),
+      );
+    });
+    if (this.outLogs.length === parts.length) setImmediate(() => void this.flushLogs());
+  }
+
+  private async flushLogs(): Promise<void> {
+    const out = this.outLogs.splice(0);
+    if (out.length === 0) return;
+    try {
+      await query(this.d.db, 'SELECT pg_notify(?, x) FROM jsonb_array_elements_text(?::jsonb) AS x', [
+        this.channel,
+        JSON.stringify(out),
+      ]);
+      this.d.counters.cluster_logs_announced += out.length;
+    } catch (err) {
+      // a live stream: lost for the other instances' watchers, counted
+      this.d.counters.cluster_logs_unannounced += out.length;
+      this.d.log.debug({ err, parts: out.length }, 'log chunks not announced to other instances');
+    }
+  }
+}
