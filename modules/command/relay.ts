@@ -21,6 +21,7 @@ import type { ModuleBus } from '../../core/bus.js';
 import type { ModuleTimers } from '../../core/module.js';
 import { BRIDGE, type MqttPublishRequest } from '../shared/topics.js';
 import { type Deps, isoAt, lockCte, lockInOrder, query, retrying } from './deps.js';
+import { terminalEvent } from './domain-events.js';
 import { TRACKER_COLUMNS, type TrackerRow } from './rows.js';
 
 /** An outbox row taken for one publish attempt. */
@@ -154,10 +155,17 @@ export class Relay {
             WHERE o.command_id IN (SELECT jsonb_array_elements_text(?::jsonb)) AND o.status = 'pending'`,
           [at, JSON.stringify(ids)],
         );
+        // the commands failed here are terminal: their command.failed events commit with them
+        // (a late ack can still bring one back; its later state then has its own event)
+        const events = rows
+          .filter(isUndeliverable)
+          .map((r) => terminalEvent(r, null))
+          .filter((e) => e !== null);
+        if (events.length > 0) await this.d.outbox.addMany(trx, events);
         return rows;
       }),
     );
-    const failed = deadRows.filter((r) => r.status === 'failed' && r.error === 'undeliverable');
+    const failed = deadRows.filter(isUndeliverable);
     for (const row of failed) {
       this.d.counters.dead++;
       this.d.log.warn(
@@ -324,4 +332,9 @@ export class Relay {
       }
     }
   }
+}
+
+/** A row this relay just failed for want of an agent ack. */
+function isUndeliverable(r: TrackerRow): boolean {
+  return r.status === 'failed' && r.error === 'undeliverable';
 }
