@@ -96,6 +96,21 @@ for (const backend of BACKENDS) {
       };
     }
 
+    /**
+     * `post` right after a hub restart: the restarted hub may find the project's row stale (the
+     * restart took longer than the heartbeat timeout on a busy machine) and ask the agent to
+     * register again, so the project is briefly not online after `waitBack` saw it online. A
+     * refusal commits nothing under the key; the send is tried again until it is accepted.
+     */
+    async function postOnline(path: string, body: unknown, key: string): Promise<Reply> {
+      const deadline = Date.now() + T;
+      for (;;) {
+        const r = await post(path, body, key);
+        if (r.status !== 409 || r.json?.error?.code !== 'CMD_ERR_PROJECT_OFFLINE' || Date.now() > deadline) return r;
+        await new Promise((res) => setTimeout(res, 200));
+      }
+    }
+
     const runs = (id: string) => agent.logs('command finished', id).length;
     const commandsOf = async (): Promise<string[]> =>
       (await hub.api('GET', `/commands?project_id=${encodeURIComponent(pid())}&limit=500`)).json.items.map(
@@ -249,15 +264,15 @@ for (const backend of BACKENDS) {
       assert.equal((await hub.stop()).code, 0);
       await hub.start({ HUB_CRASH_POINT: 'command.after_commit' });
       await hub.waitBack(pid());
-      const lost = await post('/command/send', body, key)
-        .then((r) => `answered ${r.status}`)
+      const lost = await postOnline('/command/send', body, key)
+        .then((r) => `answered ${r.status} ${r.json?.error?.code ?? ''}`)
         .catch((err: Error) => `no answer: ${err.message}`);
       assert.match(lost, /^no answer/, 'the caller got no answer');
       assert.equal((await hub.proc.exited).signal, 'SIGKILL');
 
       await hub.start();
       await hub.waitBack(pid());
-      const retry = await post('/command/send', body, key);
+      const retry = await postOnline('/command/send', body, key);
       assert.equal(retry.status, 202, JSON.stringify(retry.json));
       assert.equal(retry.replayed, 'true', 'the command the lost answer was about');
       const id = retry.json.command_id;
@@ -267,7 +282,7 @@ for (const backend of BACKENDS) {
       assert.equal((await hub.stop()).code, 0);
       await hub.start();
       await hub.waitBack(pid());
-      const later = await post('/command/send', body, key);
+      const later = await postOnline('/command/send', body, key);
       assert.equal(later.json.command_id, id);
       assert.equal(later.replayed, 'true');
       const viaGrpc = await grpcCall(client, 'SendCommand', {
