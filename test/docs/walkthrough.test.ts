@@ -193,8 +193,11 @@ describe('README walkthrough', () => {
       assert.equal(detail.result?.status, 'success');
       assert.equal(detail.result?.exit_code, 0);
       assert.ok(!agent.lines.some((l) => l.msg.startsWith('no register_ack')), 'no warning on the right broker');
-      // the hub's trail of that command: accepted, then completed, at info, ids only
-      const trail = hub.lines.filter((l) => l.msg === 'command accepted' || l.msg === 'command completed');
+      // the hub's trail of that command: accepted, then completed, at info, ids only (the sync
+      // answer can reach the caller before the hub's stdout line is read: wait for it)
+      const trailOf = () => hub.lines.filter((l) => l.msg === 'command accepted' || l.msg === 'command completed');
+      await until(() => trailOf().length >= 2, 5_000, "the hub's log trail of the command");
+      const trail = trailOf();
       assert.deepEqual(
         trail.map((l) => l.msg),
         ['command accepted', 'command completed'],

@@ -71,7 +71,15 @@ for (const driver of DRIVERS) {
           .filter((e) => e.kind === 'state' && e.command.command_id === id)
           .map((e) => (e.kind === 'state' ? e.command.status : ''));
       await until(() => states().includes('completed'), 5000, 'completed event');
-      assert.deepEqual(states(), ['pending', 'sent', 'acked', 'completed']);
+      // in order, never backwards; 'sent' may be skipped: an agent that acks at once can overtake
+      // the relay's marking of the publish, and the row goes pending → acked (sent_at is still
+      // set, asserted above); a watcher then never sees a stale 'sent' after 'acked'
+      const seen = states();
+      assert.deepEqual(
+        seen.filter((st) => st !== 'sent'),
+        ['pending', 'acked', 'completed'],
+      );
+      assert.ok(!seen.includes('sent') || (seen.indexOf('sent') === 1 && seen.lastIndexOf('sent') === 1), seen.join());
       await until(() => hub.w.events.some((e) => e.kind === 'result' && e.command.command_id === id), 5000, 'result');
     });
 
