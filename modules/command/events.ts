@@ -11,6 +11,8 @@ import { COMMAND, type CommandEvent, type CommandResultView } from '../shared/to
 import type { CommandOwners } from './owners.js';
 import { num, type TrackerRow, timings, toView } from './rows.js';
 
+const TERMINAL: ReadonlySet<string> = new Set(['completed', 'failed', 'timeout', 'cancelled']);
+
 export interface Counters {
   accepted: number;
   duplicates_sent: number;
@@ -117,6 +119,8 @@ const MAX_REMEMBERED = 100_000;
  */
 class EventOrder {
   private readonly versions = new Map<string, number>();
+  /** The terminal status each command last showed. */
+  private readonly terminal = new Map<string, string>();
   private readonly results = new Set<string>();
 
   newer(commandId: string, version: number): boolean {
@@ -124,12 +128,21 @@ class EventOrder {
     return last === undefined || version > last;
   }
 
-  admitState(commandId: string, version: number | undefined): boolean {
+  admitState(commandId: string, version: number | undefined, status: string): boolean {
     if (version === undefined || !Number.isFinite(version)) return true;
     if (!this.newer(commandId, version)) return false;
+    // one statement can change a row twice (ack and result together): its announcements carry the
+    // row after each change, its RETURNING the last, so one terminal state can come with two
+    // versions; a terminal state already shown is not shown again (another one still goes out)
+    if (TERMINAL.has(status) && this.terminal.get(commandId) === status) return false;
     this.versions.delete(commandId);
     this.versions.set(commandId, version);
     if (this.versions.size > MAX_REMEMBERED) this.versions.delete(this.versions.keys().next().value as string);
+    if (TERMINAL.has(status)) {
+      this.terminal.delete(commandId);
+      this.terminal.set(commandId, status);
+      if (this.terminal.size > MAX_REMEMBERED) this.terminal.delete(this.terminal.keys().next().value as string);
+    }
     return true;
   }
 
@@ -183,7 +196,7 @@ export class Events {
    * changes only). `remote`: announced by another instance (cluster-events.ts).
    */
   state(row: TrackerRow, remote = false): void {
-    if (this.ordered && !this.order.admitState(row.command_id, versionOf(row))) {
+    if (this.ordered && !this.order.admitState(row.command_id, versionOf(row), row.status)) {
       this.counters.cluster_duplicates++;
       return;
     }
@@ -253,8 +266,6 @@ export class Events {
     void this.bus.publish(COMMAND.event(projectId, commandId), ev);
   }
 }
-
-const TERMINAL = new Set(['completed', 'failed', 'timeout', 'cancelled']);
 
 /** The operator's trail of a command: accepted, then how it ended and how long it took. */
 function logLifecycle(log: Logger, c: ReturnType<typeof toView>, now: number): void {

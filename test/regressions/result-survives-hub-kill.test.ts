@@ -35,11 +35,15 @@ for (const backend of BACKENDS) {
       await hub.start({ HUB_CRASH_POINT: 'command.before_result_write' });
       await hub.waitBack(pid);
 
-      const sent = await hub.api('POST', '/command/send', {
-        project_id: pid,
-        command_type: 'echo',
-        payload: { kept: 'through the kill' },
-      });
+      // the restarted hub may find the project's row stale and ask the agent to register again,
+      // so the project can be briefly not online after waitBack saw it online: send until accepted
+      const body = { project_id: pid, command_type: 'echo', payload: { kept: 'through the kill' } };
+      let sent = await hub.api('POST', '/command/send', body);
+      for (const until = Date.now() + T; sent.status === 409 && Date.now() < until; ) {
+        if (sent.json?.error?.code !== 'CMD_ERR_PROJECT_OFFLINE') break;
+        await new Promise((r) => setTimeout(r, 200));
+        sent = await hub.api('POST', '/command/send', body);
+      }
       assert.equal(sent.status, 202, JSON.stringify(sent.json));
       const id: string = sent.json.command_id;
       const exit = await hub.proc.exited;
