@@ -21,8 +21,8 @@ import type {
   CommandStatus,
   CommandView,
   CreatedProject,
-  OfflinePolicy,
   ProjectView,
+  SendCommandRequest,
 } from '../modules/shared/topics.js';
 
 export type {
@@ -50,21 +50,12 @@ export interface HubClientOptions {
   fetch?: typeof fetch;
 }
 
-/** `POST /command/send` and `/command/sync` bodies. */
-export interface SendRequest {
-  project_id: string;
-  /** `[a-z0-9_.-]`, 1-64 characters */
-  command_type: string;
-  payload?: unknown;
-  /** execution timeout on the agent; the hub's default when left out */
-  timeout_ms?: number;
-  module?: string;
-  operator_id?: string;
-  /** `fail` (409 when the project is not online, the default) or `queue` */
-  offline_policy?: OfflinePolicy;
-  /** with `queue`: how long the command may wait for its project */
-  queue_ttl_ms?: number;
-}
+/**
+ * `POST /command/send` and `/command/sync` bodies: the hub's own send request without the fields
+ * the interface modules set themselves (the id a waiter chooses, the sync flag, the key, which
+ * travels as the `Idempotency-Key` header: `SendOptions`).
+ */
+export type SendRequest = Omit<SendCommandRequest, 'command_id' | 'is_sync' | 'idempotency_key'>;
 
 export interface SyncRequest extends SendRequest {
   /** how long the hub waits for the result before answering 504 (its default when left out) */

@@ -95,6 +95,31 @@ type Spec = CommandSpec<CliContext>;
 
 const enc = encodeURIComponent;
 
+/**
+ * Every page of a list endpoint (`{items, total}`), `pageSize` at a time, up to `max` items:
+ * an operator asking for a list wants all of it (or the `--limit` they gave).
+ */
+async function allPages<T>(
+  ctx: CliContext,
+  path: string,
+  query: URLSearchParams,
+  pageSize: number,
+  max = Number.POSITIVE_INFINITY,
+): Promise<{ items: T[]; total: number }> {
+  const items: T[] = [];
+  let total = 0;
+  do {
+    const page = new URLSearchParams(query);
+    page.set('limit', String(Math.min(pageSize, max - items.length)));
+    page.set('offset', String(items.length));
+    const r = await ctx.client().call<{ items: T[]; total: number }>('GET', `${API}${path}?${page}`);
+    items.push(...r.body.items);
+    total = r.body.total;
+    if (r.body.items.length === 0) break;
+  } while (items.length < Math.min(max, total));
+  return { items, total };
+}
+
 function printJson(ctx: CliContext, v: unknown): void {
   ctx.out(`${JSON.stringify(v, null, 2)}\n`);
 }
@@ -302,17 +327,8 @@ export const COMMANDS: Spec[] = [
     json: true,
     examples: ['gmq-hub projects list', 'gmq-hub projects list --all --json'],
     async run({ values }, ctx) {
-      const items: ProjectView[] = [];
-      let total = 0;
-      const limit = 1000;
-      // every page: an operator asking for the list wants all of it
-      do {
-        const q = `limit=${limit}&offset=${items.length}${values.all ? '&include_disabled=true' : ''}`;
-        const r = await ctx.client().call<{ items: ProjectView[]; total: number }>('GET', `${API}/projects?${q}`);
-        items.push(...r.body.items);
-        total = r.body.total;
-        if (r.body.items.length === 0) break;
-      } while (items.length < total);
+      const query = new URLSearchParams(values.all ? { include_disabled: 'true' } : {});
+      const { items, total } = await allPages<ProjectView>(ctx, '/projects', query, 1000);
       if (ctx.json) {
         printJson(ctx, { items, total });
         return 0;
@@ -556,17 +572,7 @@ export const COMMANDS: Spec[] = [
         const v = values[k] as string | undefined;
         if (v !== undefined) q.set(k, pastInstant(k, v, Date.now(), path));
       }
-      const items: CommandDetail[] = [];
-      let total = 0;
-      do {
-        const page = new URLSearchParams(q);
-        page.set('limit', String(Math.min(500, limit - items.length)));
-        page.set('offset', String(items.length));
-        const r = await ctx.client().call<{ items: CommandDetail[]; total: number }>('GET', `${API}/commands?${page}`);
-        items.push(...r.body.items);
-        total = r.body.total;
-        if (r.body.items.length === 0) break;
-      } while (items.length < Math.min(limit, total));
+      const { items, total } = await allPages<CommandDetail>(ctx, '/commands', q, 500, limit);
       if (ctx.json) {
         printJson(ctx, { items, total });
         return 0;
@@ -673,16 +679,8 @@ export const COMMANDS: Spec[] = [
     json: true,
     examples: ['gmq-hub outbox dead', 'gmq-hub outbox dead --route ticketing --json'],
     async run({ values }, ctx) {
-      const items: DeadEvent[] = [];
-      let total = 0;
-      const route = values.route === undefined ? '' : `&route=${enc(String(values.route))}`;
-      do {
-        const q = `limit=500&offset=${items.length}${route}`;
-        const r = await ctx.client().call<{ items: DeadEvent[]; total: number }>('GET', `${API}/outbox/dead?${q}`);
-        items.push(...r.body.items);
-        total = r.body.total;
-        if (r.body.items.length === 0) break;
-      } while (items.length < total);
+      const query = new URLSearchParams(values.route === undefined ? {} : { route: String(values.route) });
+      const { items, total } = await allPages<DeadEvent>(ctx, '/outbox/dead', query, 500);
       if (ctx.json) {
         printJson(ctx, { items, total });
         return 0;

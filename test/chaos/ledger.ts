@@ -9,9 +9,9 @@
  */
 import type { PrivatePostgres } from './servers.js';
 import { sleep } from './servers.js';
+import { OutstandingWindow, TERMINAL, TERMINAL_SQL } from './window.js';
 
-export const TERMINAL = ['completed', 'failed', 'timeout', 'cancelled'] as const;
-const TERMINAL_SQL = `(${TERMINAL.map((s) => `'${s}'`).join(', ')})`;
+export { TERMINAL } from './window.js';
 
 export interface LoadOptions {
   /** Commands to have accepted (2xx) in all. */
@@ -45,9 +45,6 @@ export interface Figures {
   lostSamples: unknown[];
 }
 
-/** Commands older than this without a terminal state no longer count against a project's window. */
-const STALE_MS = 20_000;
-
 export class Load {
   /** command_id → project, for every 2xx. */
   readonly ledger = new Map<string, string>();
@@ -56,11 +53,7 @@ export class Load {
   connErrors = 0;
   readonly codes = new Map<string, number>();
   private claimed = 0;
-  private readonly inflight = new Map<string, number>();
-  /** Non-terminal commands per project as of the last poll (not stale). */
-  private open = new Map<string, number>();
-  /** Accepted since the last poll began: not yet visible in `open`. */
-  private fresh: Array<{ id: string; project: string; at: number }> = [];
+  private readonly window: OutstandingWindow;
   private waiters: Array<{ n: number; resolve: () => void }> = [];
   private rr = 0;
   private stopped = false;
@@ -71,7 +64,9 @@ export class Load {
     private readonly base: () => string,
     private readonly pgs: PrivatePostgres,
     private readonly db: string,
-  ) {}
+  ) {
+    this.window = new OutstandingWindow(pgs, db);
+  }
 
   get accepted(): number {
     return this.ledger.size;
@@ -97,8 +92,7 @@ export class Load {
   }
 
   private outstanding(p: string): number {
-    const since = this.fresh.filter((f) => f.project === p).length;
-    return (this.open.get(p) ?? 0) + since + (this.inflight.get(p) ?? 0);
+    return this.window.outstanding(p);
   }
 
   private pick(): string | undefined {
@@ -120,12 +114,12 @@ export class Load {
         continue;
       }
       this.claimed++;
-      this.inflight.set(project, (this.inflight.get(project) ?? 0) + 1);
+      this.window.sending(project);
       let ok = false;
       try {
         ok = await this.sendOne(project);
       } finally {
-        this.inflight.set(project, (this.inflight.get(project) ?? 1) - 1);
+        this.window.done(project);
         if (!ok) this.claimed--;
       }
       if (!ok) await sleep(100);
@@ -158,7 +152,7 @@ export class Load {
     if (res.status >= 200 && res.status < 300) {
       const id = (JSON.parse(text) as { command_id: string }).command_id;
       this.ledger.set(id, project);
-      this.fresh.push({ id, project, at: Date.now() });
+      this.window.accepted(project);
       this.wake();
       return true;
     }
@@ -184,22 +178,8 @@ export class Load {
   /** Polls the database for commands not yet terminal, per project (failures keep the last view). */
   private async poll(): Promise<void> {
     while (!this.stopped) {
-      const began = Date.now();
-      try {
-        const rows = await this.pgs.query<{ project_id: string; n: string }>(
-          this.db,
-          `SELECT project_id, count(*) AS n FROM command_tracker
-           WHERE status NOT IN ${TERMINAL_SQL} AND created_at > now() - make_interval(secs => $1)
-           GROUP BY project_id`,
-          [STALE_MS / 1000],
-        );
-        this.open = new Map(rows.map((r) => [r.project_id, Number(r.n)]));
-        // 100 ms of margin: a row committed just before the poll began may be missing from it
-        this.fresh = this.fresh.filter((f) => f.at > began - 100);
-      } catch {
-        // database down (pg-stop): keep sending against the last view, bounded by `fresh`
-        this.fresh = this.fresh.filter((f) => f.at > Date.now() - STALE_MS);
-      }
+      // database down (pg-stop): the window keeps sending against the last view, bounded
+      await this.window.poll();
       await sleep(150);
     }
   }

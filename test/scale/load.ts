@@ -11,13 +11,11 @@
 import { randomUUID } from 'node:crypto';
 import type { PrivatePostgres } from '../chaos/servers.js';
 import { sleep } from '../chaos/servers.js';
+import { OutstandingWindow } from '../chaos/window.js';
 import type { HubInstance } from './cluster.js';
 
 export const API = '/api/exchange-hub';
-export const TERMINAL = ['completed', 'failed', 'timeout', 'cancelled'] as const;
-export const TERMINAL_SQL = `(${TERMINAL.map((s) => `'${s}'`).join(', ')})`;
-/** Commands older than this without a terminal state no longer count against a project's window. */
-const STALE_MS = 20_000;
+export { TERMINAL, TERMINAL_SQL } from '../chaos/window.js';
 
 export interface LoadSpec {
   /** Label of the sends (and of the ledger entries) of this run. */
@@ -74,18 +72,18 @@ export class ScaleLoad {
   private waiters: Array<{ n: number; resolve: () => void }> = [];
   private rr = 0;
   private target = 0;
-  private readonly inflight = new Map<string, number>();
-  private open = new Map<string, number>();
-  private fresh: Array<{ project: string; at: number }> = [];
+  private readonly window: OutstandingWindow;
 
   constructor(
     private readonly projects: string[],
     /** The instances a caller may reach now (the killed one leaves this list at once). */
     private readonly serving: () => HubInstance[],
     private readonly connected: () => Set<string>,
-    private readonly pgs: PrivatePostgres,
-    private readonly db: string,
-  ) {}
+    pgs: PrivatePostgres,
+    db: string,
+  ) {
+    this.window = new OutstandingWindow(pgs, db);
+  }
 
   /** Resolves once `n` sends of the current run were answered (or the run ended). */
   reached(n: number): Promise<void> {
@@ -104,7 +102,7 @@ export class ScaleLoad {
       (spec.sends === undefined || claimed < spec.sends || (spec.until ? !spec.until() : false));
     const poller = (async () => {
       while (!stopped) {
-        await this.poll();
+        await this.window.poll();
         await sleep(150);
       }
     })();
@@ -117,11 +115,11 @@ export class ScaleLoad {
         }
         const n = ++claimed;
         const sync = spec.syncEvery > 0 && n % spec.syncEvery === 0;
-        this.inflight.set(project, (this.inflight.get(project) ?? 0) + 1);
+        this.window.sending(project);
         try {
           await this.sendOne(spec, project, sync);
         } finally {
-          this.inflight.set(project, (this.inflight.get(project) ?? 1) - 1);
+          this.window.done(project);
         }
         this.answered++;
         this.wake();
@@ -144,7 +142,7 @@ export class ScaleLoad {
   }
 
   private outstanding(p: string): number {
-    return (this.open.get(p) ?? 0) + this.fresh.filter((f) => f.project === p).length + (this.inflight.get(p) ?? 0);
+    return this.window.outstanding(p);
   }
 
   private pick(window: number): string | undefined {
@@ -223,27 +221,9 @@ export class ScaleLoad {
       // a 504 names its command too: it was accepted, only the wait ran out
       if ((ok || res.status === 504) && typeof id === 'string' && !this.ledger.has(id)) {
         this.ledger.set(id, { project, phase: spec.phase, sync, via: hub.name, at: t0 });
-        this.fresh.push({ project, at: Date.now() });
+        this.window.accepted(project);
       }
       return;
-    }
-  }
-
-  /** Non-terminal commands per project (recent ones), as the window's view. */
-  private async poll(): Promise<void> {
-    const began = Date.now();
-    try {
-      const rows = await this.pgs.query<{ project_id: string; n: string }>(
-        this.db,
-        `SELECT project_id, count(*) AS n FROM command_tracker
-         WHERE status NOT IN ${TERMINAL_SQL} AND created_at > now() - make_interval(secs => $1)
-         GROUP BY project_id`,
-        [STALE_MS / 1000],
-      );
-      this.open = new Map(rows.map((r) => [r.project_id, Number(r.n)]));
-      this.fresh = this.fresh.filter((f) => f.at > began - 100);
-    } catch {
-      this.fresh = this.fresh.filter((f) => f.at > Date.now() - STALE_MS);
     }
   }
 }
