@@ -29,8 +29,7 @@
  * can re-read state over REST (README "Several instances").
  */
 import { randomUUID } from 'node:crypto';
-import pg from 'pg';
-import type { ModuleTimers } from '../../core/module.js';
+import { PgListener, pgListenSettings } from '../../core/services/pg-listener.js';
 import { type Deps, ID_LIST, query } from './deps.js';
 import { type ResultRow, TRACKER_COLUMNS, type TrackerRow, toResultView } from './rows.js';
 
@@ -38,8 +37,6 @@ import { type ResultRow, TRACKER_COLUMNS, type TrackerRow, toResultView } from '
 const MAX_CHANNEL = 63;
 /** One chunk part: at most this many UTF-16 units (6 bytes each as JSON at worst) stays under 8000 bytes. */
 const LOG_PART_CHARS = 1_200;
-const RECONNECT_MIN_MS = 500;
-const RECONNECT_MAX_MS = 10_000;
 /** Log chunks being put together, at most (a lost part must not grow the map for ever). */
 const MAX_PARTIAL_LOGS = 1_000;
 
@@ -97,101 +94,50 @@ const READ_COLS = TRACKER_COLUMNS.split(', ')
 export class ClusterEvents {
   /** Tells this instance's own log announcements apart when they come back. */
   readonly origin = randomUUID();
-  private channel = '';
-  private settings?: pg.ClientConfig;
-  private client?: pg.Client;
+  private listener?: PgListener;
   private stopped = false;
-  private retryTimer?: NodeJS.Timeout;
-  private retryMs = RECONNECT_MIN_MS;
   private queue: Notice[] = [];
   private running?: Promise<void>;
   private outLogs: string[] = [];
   private readonly partial = new Map<string, string[]>();
 
-  constructor(
-    private readonly d: Deps,
-    private readonly timers: ModuleTimers,
-  ) {}
+  constructor(private readonly d: Deps) {}
 
   /** Whether this instance listens (driver pg and `cluster_events` on). */
   get enabled(): boolean {
-    return this.settings !== undefined;
+    return this.listener !== undefined;
   }
 
   /** Starts listening; a first connection that fails is retried in the background (start goes on). */
   async start(): Promise<void> {
     if (!this.d.cfg.cluster_events) return;
-    // driver pg only: its knex config is an object with the server's URL (core/services/db.ts);
-    // PGlite's is a function handing over the embedded instance, which no other process shares
-    const settings = (this.d.db.client as { config?: { connection?: unknown } }).config?.connection;
-    if (!settings || typeof settings !== 'object' || !('connectionString' in settings)) return;
+    // driver pg only: PGlite is one process, nobody else writes (pgListenSettings)
+    const pgs = pgListenSettings(this.d.db, 'gmq-hub command events');
+    if (!pgs) return;
     await this.d.db.transaction((trx) => trx.raw(ANNOUNCE_TRIGGERS));
     const [{ schema }] = await query<{ schema: string }>(this.d.db, 'SELECT current_schema() AS schema');
-    this.channel = channelFor(schema);
-    this.settings = settings as pg.ClientConfig;
-    await this.connect();
+    const messages = {
+      connected: 'listening to the command events of other hub instances',
+      lost: 'cluster event listener lost its connection; other instances are not heard until it is back',
+    };
+    this.listener = new PgListener(pgs.settings, channelFor(schema), messages, this.d.log, {
+      onNotice: (payload) => this.onNotice(payload),
+      onConnected: () => {
+        this.d.counters.cluster_listening = 1;
+      },
+      onLost: () => {
+        this.d.counters.cluster_listening = 0;
+        this.d.counters.cluster_listen_errors++;
+      },
+    });
+    await this.listener.start();
   }
 
   async stop(): Promise<void> {
     this.stopped = true;
-    if (this.retryTimer) this.timers.clear(this.retryTimer);
-    this.retryTimer = undefined;
-    const c = this.client;
-    this.client = undefined;
     this.d.counters.cluster_listening = 0;
-    if (c) await c.end().catch(() => undefined);
+    await this.listener?.stop();
     await this.running;
-  }
-
-  private async connect(): Promise<void> {
-    if (this.stopped || !this.settings) return;
-    const c = new pg.Client(this.settings);
-    const lost = (err?: Error) => {
-      if (this.client !== c) return;
-      this.client = undefined;
-      this.d.counters.cluster_listening = 0;
-      this.d.counters.cluster_listen_errors++;
-      this.d.log.warn(
-        { err: err?.message },
-        'cluster event listener lost its connection; other instances are not heard until it is back',
-      );
-      void c.end().catch(() => undefined);
-      this.scheduleRetry();
-    };
-    c.on('notification', (m) => {
-      if (m.channel === this.channel && m.payload) this.onNotice(m.payload);
-    });
-    c.on('error', lost);
-    c.on('end', () => lost());
-    try {
-      await c.connect();
-      await c.query(`LISTEN "${this.channel.replaceAll('"', '""')}"`);
-    } catch (err) {
-      c.removeAllListeners('end');
-      await c.end().catch(() => undefined);
-      this.d.counters.cluster_listen_errors++;
-      this.d.log.warn({ err: (err as Error).message }, 'cluster event listener could not connect; retrying');
-      this.scheduleRetry();
-      return;
-    }
-    if (this.stopped) {
-      await c.end().catch(() => undefined);
-      return;
-    }
-    this.client = c;
-    this.retryMs = RECONNECT_MIN_MS;
-    this.d.counters.cluster_listening = 1;
-    this.d.log.info({ channel: this.channel }, 'listening to the command events of other hub instances');
-  }
-
-  private scheduleRetry(): void {
-    if (this.stopped || this.retryTimer) return;
-    const delay = this.retryMs;
-    this.retryMs = Math.min(RECONNECT_MAX_MS, this.retryMs * 2);
-    this.retryTimer = this.timers.setTimeout(() => {
-      this.retryTimer = undefined;
-      void this.connect();
-    }, delay);
   }
 
   private onNotice(payload: string): void {
@@ -287,7 +233,7 @@ export class ClusterEvents {
    * of one turn go out in one statement, each cut into parts that fit a notification.
    */
   announceLog(projectId: string, commandId: string, seq: number, content: string): void {
-    if (!this.client || this.stopped) return;
+    if (!this.listener?.stats.connected || this.stopped) return;
     const parts: string[] = [];
     for (let at = 0; at < content.length || parts.length === 0; ) {
       let end = Math.min(content.length, at + LOG_PART_CHARS);
@@ -309,7 +255,7 @@ export class ClusterEvents {
     if (out.length === 0) return;
     try {
       await query(this.d.db, 'SELECT pg_notify(?, x) FROM jsonb_array_elements_text(?::jsonb) AS x', [
-        this.channel,
+        this.listener?.channel,
         JSON.stringify(out),
       ]);
       this.d.counters.cluster_logs_announced += out.length;

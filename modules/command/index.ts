@@ -153,7 +153,7 @@ export const provider: ModuleProvider<CommandConfig> = {
         });
 
         // other instances' events: listening before the relay and sweeper start changing rows
-        cluster = new ClusterEvents(deps, ctx.timers);
+        cluster = new ClusterEvents(deps);
         const heard = cluster;
         await heard.start();
         if (heard.enabled) {

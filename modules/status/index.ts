@@ -1,4 +1,5 @@
 import type { ModuleContext, ModuleProvider } from '../../core/module.js';
+import { PgListener, pgListenSettings } from '../../core/services/pg-listener.js';
 import type { RegisterCommand } from '../shared/protocol.js';
 import {
   BRIDGE,
@@ -18,7 +19,7 @@ import { migrations } from './migrations.js';
 import { Flusher, loadPresence, writeBatch } from './persist.js';
 import { Presence, type PresenceEntry, projectView } from './presence.js';
 import { type ProjectRecord, ProjectStore, parseRequest, requests } from './projects.js';
-import { PresenceListener, PresenceSync, pgSettingsOf, presenceChannel } from './sync.js';
+import { PresenceSync, presenceChannel } from './sync.js';
 import { Timeouts } from './timeouts.js';
 import { Uplinks } from './uplinks.js';
 
@@ -56,8 +57,8 @@ function createStatus(ctx: ModuleContext<StatusConfig>) {
   flusher.onLost = (ids) => sync.reread(ids);
   // Other hub instances may share the database when it is a server (driver pg): announcements,
   // a listener and checks against the row. PGlite is one process: the read model is the truth.
-  const pgSettings = pgSettingsOf(db());
-  let listener: PresenceListener | null = null;
+  const pgSettings = pgListenSettings(db(), 'gmq-hub presence');
+  let listener: PgListener | null = null;
   const credentialEvents = new CredentialEvents(ctx.bus, clock, ctx.timers, ctx.log);
   const uplinks = new Uplinks({
     cfg,
@@ -203,15 +204,16 @@ function createStatus(ctx: ModuleContext<StatusConfig>) {
         flusher.channel = channel;
         // every (re)connect re-reads all rows: what was announced before LISTEN took effect, or
         // while the connection was down, is gone; the first one covers the gap after the load above
-        listener = new PresenceListener(
-          pgSettings.settings,
-          channel,
-          ctx.log,
-          (payload) => sync.onNotice(payload),
-          () =>
+        const messages = {
+          connected: 'presence listener connected',
+          lost: 'presence listener lost its connection; reconnecting',
+        };
+        listener = new PgListener(pgSettings.settings, channel, messages, ctx.log, {
+          onNotice: (payload) => sync.onNotice(payload),
+          onConnected: () =>
             sync.resync().catch((err: unknown) => ctx.log.warn({ err }, 'presence resync failed; next at a reconnect')),
-        );
-        listener.start();
+        });
+        void listener.start();
         ctx.onStop(() => {
           sync.close();
           return listener?.stop();

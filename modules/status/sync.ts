@@ -12,13 +12,9 @@
  */
 import { createHash } from 'node:crypto';
 import type { Knex } from 'knex';
-import pg from 'pg';
 import type { Logger } from '../../core/log.js';
 import { loadPresence, readPresence, stepsFromNotice } from './persist.js';
 import type { Presence, PresenceEntry } from './presence.js';
-
-const RECONNECT_MIN_MS = 100;
-const RECONNECT_MAX_MS = 5_000;
 
 /** The reason of a change learnt by a resync rather than from its announcement. */
 export const RESYNC_REASON = 'learnt after the presence listener reconnected';
@@ -33,104 +29,6 @@ export function presenceChannel(schema: string | undefined): string {
   const plain = `gmq_presence_${schema.toLowerCase()}`;
   if (plain.length <= 63 && /^[a-z0-9_$]+$/.test(plain)) return plain;
   return `gmq_presence_${createHash('sha256').update(schema).digest('hex').slice(0, 32)}`;
-}
-
-/**
- * The node-postgres settings a knex instance of driver `pg` connects with, and its schema; null
- * for PGlite (whose knex connection is a function handing out the embedded instance).
- */
-export function pgSettingsOf(db: Knex): { settings: pg.ClientConfig; schema?: string } | null {
-  const client = db.client as { config?: { connection?: unknown }; connectionSettings?: unknown; searchPath?: unknown };
-  if (typeof client.config?.connection === 'function') return null;
-  const settings = client.connectionSettings;
-  if (!settings || typeof settings !== 'object') return null;
-  const schema = typeof client.searchPath === 'string' ? client.searchPath : undefined;
-  return { settings: { ...(settings as pg.ClientConfig), application_name: 'gmq-hub presence' }, schema };
-}
-
-export interface ListenerStats {
-  connects: number;
-  drops: number;
-  notices: number;
-  connected: boolean;
-}
-
-/**
- * One pg.Client that LISTENs on the presence channel, reconnecting with backoff (100 ms doubling
- * to 5 s) when the connection drops. `onConnected` runs after every successful LISTEN, the first
- * included, so the caller can re-read what it may have missed.
- */
-export class PresenceListener {
-  readonly stats: ListenerStats = { connects: 0, drops: 0, notices: 0, connected: false };
-  private client: pg.Client | null = null;
-  private timer: NodeJS.Timeout | null = null;
-  private delay = RECONNECT_MIN_MS;
-  private stopped = false;
-
-  constructor(
-    private readonly settings: pg.ClientConfig,
-    readonly channel: string,
-    private readonly log: Logger,
-    private readonly onNotice: (payload: string) => void,
-    private readonly onConnected: () => Promise<void>,
-  ) {}
-
-  start(): void {
-    void this.connect();
-  }
-
-  private async connect(): Promise<void> {
-    this.timer = null;
-    if (this.stopped) return;
-    const client = new pg.Client(this.settings);
-    this.client = client;
-    let dropped = false;
-    const drop = (err?: unknown) => {
-      if (dropped) return;
-      dropped = true;
-      if (this.client === client) this.client = null;
-      client.removeAllListeners('notification');
-      client.end().catch(() => undefined);
-      if (this.stopped) return;
-      if (this.stats.connected) this.stats.drops++;
-      this.stats.connected = false;
-      this.log.warn({ err, retry_ms: this.delay }, 'presence listener lost its connection; reconnecting');
-      this.timer = setTimeout(() => void this.connect(), this.delay);
-      this.delay = Math.min(this.delay * 2, RECONNECT_MAX_MS);
-    };
-    client.on('error', drop);
-    client.on('end', () => drop());
-    client.on('notification', (n) => {
-      if (n.channel !== this.channel || n.payload === undefined) return;
-      this.stats.notices++;
-      this.onNotice(n.payload);
-    });
-    try {
-      await client.connect();
-      await client.query(`LISTEN "${this.channel}"`);
-      if (this.stopped) {
-        await client.end().catch(() => undefined);
-        return;
-      }
-      this.stats.connects++;
-      this.stats.connected = true;
-      this.delay = RECONNECT_MIN_MS;
-      this.log.info({ channel: this.channel, connects: this.stats.connects }, 'presence listener connected');
-      await this.onConnected();
-    } catch (err) {
-      drop(err);
-    }
-  }
-
-  async stop(): Promise<void> {
-    this.stopped = true;
-    if (this.timer) clearTimeout(this.timer);
-    this.timer = null;
-    const c = this.client;
-    this.client = null;
-    this.stats.connected = false;
-    if (c) await c.end().catch(() => undefined);
-  }
 }
 
 export interface SyncStats {
