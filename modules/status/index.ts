@@ -1,3 +1,4 @@
+import type { Knex } from 'knex';
 import type { ModuleContext, ModuleProvider } from '../../core/module.js';
 import { PgListener, pgListenSettings } from '../../core/services/pg-listener.js';
 import type { RegisterCommand } from '../shared/protocol.js';
@@ -17,7 +18,7 @@ import { CredentialEvents } from './credential-events.js';
 import { EVENT_TABLE, STATUS_EVENTS } from './domain-events.js';
 import { migrations } from './migrations.js';
 import { Flusher, loadPresence, writeBatch } from './persist.js';
-import { Presence, type PresenceEntry, projectView } from './presence.js';
+import { type Batch, Presence, type PresenceEntry, projectView } from './presence.js';
 import { type ProjectRecord, ProjectStore, parseRequest, requests } from './projects.js';
 import { PresenceSync, presenceChannel } from './sync.js';
 import { Timeouts } from './timeouts.js';
@@ -51,7 +52,11 @@ function createStatus(ctx: ModuleContext<StatusConfig>) {
     void ctx.bus.publish(STATUS.changed(ev.project_id), ev);
   };
   const presence = new Presence(clock, emit);
-  const flusher = new Flusher(db, presence, ctx.log, (d, b, channel) => writeBatch(d, b, channel, ctx.services.outbox));
+  // Every presence write goes through this one writer, so each applied transition's domain
+  // event (project.online/offline) is written in its transaction, whoever decided it: a flush
+  // or the silence sweep (timeouts.ts)
+  const write = (d: Knex, b: Batch, channel: string | null) => writeBatch(d, b, channel, ctx.services.outbox);
+  const flusher = new Flusher(db, presence, ctx.log, write);
   presence.onQueued = () => flusher.soon();
   const sync = new PresenceSync(db, presence, ctx.log);
   flusher.onLost = (ids) => sync.reread(ids);
@@ -77,6 +82,7 @@ function createStatus(ctx: ModuleContext<StatusConfig>) {
     timeoutMs: cfg.heartbeat_timeout_ms,
     channel: () => flusher.channel,
     reread: (ids) => sync.reread(ids),
+    write,
   });
 
   const view = (rec: ProjectRecord): ProjectView => projectView(rec, presence.get(rec.project_id));

@@ -298,7 +298,7 @@ function halves(b: Batch): [Batch, Batch] {
 }
 
 /** Writes a batch; a writer without an answer (a test's) has applied no transition. */
-type Write = (db: Knex, batch: Batch, channel: string | null) => Promise<unknown>;
+export type Write = (db: Knex, batch: Batch, channel: string | null) => Promise<unknown>;
 
 /**
  * Writes presence changes in batches, one flush at a time. A failed write gives the batch back

@@ -2,7 +2,7 @@ import type { Knex } from 'knex';
 import type { Logger } from '../../core/log.js';
 import type { Clock } from '../../core/module.js';
 import type { PresenceState } from '../shared/topics.js';
-import { writeBatch } from './persist.js';
+import type { WriteResult } from './persist.js';
 import type { Presence, PresenceEntry, Transition } from './presence.js';
 
 /**
@@ -29,6 +29,8 @@ export class Timeouts {
       timeoutMs: number;
       channel: () => string | null;
       reread: (ids: string[]) => void;
+      /** The module's presence writer (persist.ts writeBatch with its outbox). */
+      write: (db: Knex, batch: { rows: []; ops: Transition[] }, channel: string | null) => Promise<WriteResult>;
     },
   ) {}
 
@@ -78,7 +80,7 @@ export class Timeouts {
     const ops = this.candidates(reason);
     if (ops.length === 0) return;
     try {
-      const { applied } = await writeBatch(this.d.db(), { rows: [], ops }, this.d.channel());
+      const { applied } = await this.d.write(this.d.db(), { rows: [], ops }, this.d.channel());
       const lost: string[] = [];
       for (const o of ops) {
         const version = applied.get(o);

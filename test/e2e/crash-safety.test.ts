@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import { after, before, beforeEach, describe, test } from 'node:test';
 import { TOPIC_MESSAGE_UP } from '../../modules/shared/protocol.js';
-import { scaled, until } from '../helpers/wait.js';
+import { scaled, until, withTimeout } from '../helpers/wait.js';
 import { type Agent, BACKEND_TITLE, BACKENDS, Hub, type Json, type Provisioned, scratchDir, T } from './harness.js';
 import { MqttProxy } from './mqtt-proxy.js';
 import { Gate } from './raw-agent.js';
@@ -90,7 +90,7 @@ for (const backend of BACKENDS) {
         .then((r) => `answered ${r.status}`)
         .catch((err: Error) => `no answer: ${err.message}`);
       assert.match(answer, /^no answer/, 'the hub died before answering');
-      const exit = await hub.proc.exited;
+      const exit = await withTimeout(hub.proc.exited, T, 'the hub killing itself at the crash point');
       assert.equal(exit.signal, 'SIGKILL', 'it killed itself at the crash point, after the commit');
 
       await hub.start();

@@ -16,7 +16,7 @@ import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import { runCli } from '../bootstrap/cli-harness.js';
 import { HostProcess, writeTempConfig } from '../helpers/process.js';
-import { scaled, until } from '../helpers/wait.js';
+import { scaled, until, withTimeout } from '../helpers/wait.js';
 import { call, ExchangeHubClient, fails } from '../modules/grpc/harness.js';
 import { type Agent, Hub, type Json, type Provisioned, T, uniqueId } from './harness.js';
 
@@ -191,7 +191,7 @@ describe('outbox: domain events to a webhook and an MQTT consumer (Mosquitto + P
     const sent = await hub.api('POST', '/command/send', { project_id: pid, command_type: 'echo', payload: { n: 2 } });
     assert.equal(sent.status, 202);
     const id: string = sent.json.command_id;
-    const exit = await hub.proc.exited;
+    const exit = await withTimeout(hub.proc.exited, T, 'the hub killing itself at the crash point');
     assert.equal(exit.signal, 'SIGKILL', 'it killed itself holding a committed, unpublished event');
     assert.equal(hook.events(ofCommand(id)).length + mqttConsumer.events(ofCommand(id)).length, 0);
 
@@ -228,7 +228,7 @@ describe('outbox: domain events to a webhook and an MQTT consumer (Mosquitto + P
     const after = (p: LineProcess) => p.lines.slice(marks.get(p)).filter((l) => l.event_id && offline(l));
     const seen = after(hook).length + after(mqttConsumer).length;
     await agent.stop(); // a graceful goodbye: the project goes offline
-    const exit = await hub.proc.exited;
+    const exit = await withTimeout(hub.proc.exited, T, 'the hub killing itself at the crash point (project.offline)');
     assert.equal(exit.signal, 'SIGKILL', 'it killed itself holding the committed, unpublished project.offline');
     assert.equal(after(hook).length + after(mqttConsumer).length, seen);
 

@@ -10,6 +10,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { type Agent, BACKEND_TITLE, BACKENDS, Hub, T } from '../e2e/harness.js';
+import { withTimeout } from '../helpers/wait.js';
 
 for (const backend of BACKENDS) {
   describe(`a result in flight when the hub is killed is stored after restart (${BACKEND_TITLE[backend]})`, () => {
@@ -46,7 +47,7 @@ for (const backend of BACKENDS) {
       }
       assert.equal(sent.status, 202, JSON.stringify(sent.json));
       const id: string = sent.json.command_id;
-      const exit = await hub.proc.exited;
+      const exit = await withTimeout(hub.proc.exited, T, 'the hub killing itself at the crash point');
       assert.equal(exit.signal, 'SIGKILL', 'the hub died at the crash point');
 
       await hub.start();

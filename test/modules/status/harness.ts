@@ -182,12 +182,20 @@ export interface HarnessOptions {
   clock?: FakeClock;
   /** Other module blocks (then no fake bridge unless listed) and the providers they need. */
   modules?: Record<string, unknown>;
+  /** The config's `outbox:` section (routes for domain events). */
+  outbox?: Record<string, unknown>;
   providers?: ModuleProvider<never>[];
 }
 
-function yaml(db: DbConfig, settings: Record<string, unknown>, modules?: Record<string, unknown>): string {
+function yaml(
+  db: DbConfig,
+  settings: Record<string, unknown>,
+  modules?: Record<string, unknown>,
+  outbox?: Record<string, unknown>,
+): string {
   return JSON.stringify({
     databases: { default: db },
+    ...(outbox ? { outbox } : {}),
     modules: {
       ...(modules ?? { 'fake-bridge': {} }),
       status: { sweep_interval_ms: 10, flush_interval_ms: 20, ...settings },
@@ -207,7 +215,7 @@ export async function startStatus(driver: Driver, opts: HarnessOptions = {}): Pr
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'gmq-status-'));
   const settings = opts.settings ?? {};
   const host = new Host({
-    config: parseConfig(yaml(db.config, settings, opts.modules), path.join(dir, 'config.yml'), {}),
+    config: parseConfig(yaml(db.config, settings, opts.modules, opts.outbox), path.join(dir, 'config.yml'), {}),
     registry,
     log: silentLogger(),
     clock,
