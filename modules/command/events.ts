@@ -118,31 +118,26 @@ const MAX_REMEMBERED = 100_000;
  * state going backwards.
  */
 class EventOrder {
-  private readonly versions = new Map<string, number>();
-  /** The terminal status each command last showed. */
-  private readonly terminal = new Map<string, string>();
+  /** The last state that went out per command: its version and status. */
+  private readonly shown = new Map<string, { version: number; status: string }>();
   private readonly results = new Set<string>();
 
   newer(commandId: string, version: number): boolean {
-    const last = this.versions.get(commandId);
-    return last === undefined || version > last;
+    const last = this.shown.get(commandId);
+    return last === undefined || version > last.version;
   }
 
   admitState(commandId: string, version: number | undefined, status: string): boolean {
     if (version === undefined || !Number.isFinite(version)) return true;
-    if (!this.newer(commandId, version)) return false;
+    const last = this.shown.get(commandId);
+    if (last !== undefined && version <= last.version) return false;
     // one statement can change a row twice (ack and result together): its announcements carry the
     // row after each change, its RETURNING the last, so one terminal state can come with two
-    // versions; a terminal state already shown is not shown again (another one still goes out)
-    if (TERMINAL.has(status) && this.terminal.get(commandId) === status) return false;
-    this.versions.delete(commandId);
-    this.versions.set(commandId, version);
-    if (this.versions.size > MAX_REMEMBERED) this.versions.delete(this.versions.keys().next().value as string);
-    if (TERMINAL.has(status)) {
-      this.terminal.delete(commandId);
-      this.terminal.set(commandId, status);
-      if (this.terminal.size > MAX_REMEMBERED) this.terminal.delete(this.terminal.keys().next().value as string);
-    }
+    // versions; a terminal state just shown is not shown again (another one still goes out)
+    if (last?.status === status && TERMINAL.has(status)) return false;
+    this.shown.delete(commandId);
+    this.shown.set(commandId, { version, status });
+    if (this.shown.size > MAX_REMEMBERED) this.shown.delete(this.shown.keys().next().value as string);
     return true;
   }
 

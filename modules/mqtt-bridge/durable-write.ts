@@ -20,8 +20,6 @@ export const DURABLE_OWNERS: ReadonlyMap<string, string> = new Map([
   ['exec_result', 'command'],
 ]);
 
-export const DURABLE_TYPES: ReadonlySet<string> = new Set(DURABLE_OWNERS.keys());
-
 /** How a durable uplink ended: written (acknowledge), refused (acknowledge: dropping is the decision), or withheld. */
 export type DurableOutcome =
   | { kind: 'written'; replayKey: string | null }

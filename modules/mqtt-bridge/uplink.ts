@@ -11,10 +11,8 @@ import {
 } from '../shared/protocol.js';
 import { BRIDGE, type BridgeRejectedEvent, type UplinkEvent } from '../shared/topics.js';
 import { type AckGate, DEFER_ACK } from './ack-gate.js';
-import { DURABLE_TYPES, DurableWriter } from './durable-write.js';
+import { DURABLE_OWNERS, DurableWriter } from './durable-write.js';
 import type { UplinkVerifier, Verdict } from './verify.js';
-
-export { DURABLE_TYPES } from './durable-write.js';
 
 /** At most this many rejection warnings per second; the rest go to debug and are summed up. */
 const WARN_PER_SECOND = 10;
@@ -138,7 +136,7 @@ export class UplinkHandler {
     const busTopic = BRIDGE.uplink(msg.project_id, kind, type);
     // a durable uplink whose credentials could not be read is the hub's failure, not a refusal:
     // the durable path tries it again instead of acknowledging it away
-    if (DURABLE_TYPES.has(type) && this.gate && (verdict.ok || verdict.code === 'PROTO_ERR_UNVERIFIABLE')) {
+    if (DURABLE_OWNERS.has(type) && this.gate && (verdict.ok || verdict.code === 'PROTO_ERR_UNVERIFIABLE')) {
       this.durable(packet, type, busTopic, ev, verdict, done);
       return;
     }
