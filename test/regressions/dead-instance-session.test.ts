@@ -48,20 +48,7 @@ test("a killed instance's broker session does not keep the uplinks the survivor 
     assert.equal(r.status, 202, JSON.stringify(r.json));
     ids.push(r.json.command_id);
   }
-  const left = new Set(ids);
-  await until(
-    async () => {
-      for (const id of [...left]) {
-        const d = (await a.api('GET', `/command/${id}`)).json;
-        if (d?.status === 'completed' && d.result) left.delete(id);
-      }
-      return left.size === 0;
-    },
-    30_000,
-    'every command completed on the survivor',
-  ).catch((err) => {
-    throw new Error(`${left.size} of ${ids.length} commands stuck (their uplinks went to the dead session): ${err}`);
-  });
+  await allCompleted(a, ids, 'every command completed on the survivor', 'their uplinks went to the dead session');
 });
 
 test('an instance stopped with SIGTERM while results come in leaves none of them behind', async () => {
@@ -86,18 +73,23 @@ test('an instance stopped with SIGTERM while results come in leaves none of them
   await new Promise((r) => setTimeout(r, 300));
   const exit = await b.stop();
   assert.equal(exit.code, 0);
+  await allCompleted(a, ids, 'every command completed', "after B's stop");
+});
+
+/** Waits until every command in `ids` is completed with its result, as `hub` answers; names the stuck ones' count. */
+async function allCompleted(hub: (typeof cluster.hubs)[number], ids: string[], what: string, why: string) {
   const left = new Set(ids);
   await until(
     async () => {
       for (const id of [...left]) {
-        const d = (await a.api('GET', `/command/${id}`)).json;
+        const d = (await hub.api('GET', `/command/${id}`)).json;
         if (d?.status === 'completed' && d.result) left.delete(id);
       }
       return left.size === 0;
     },
     30_000,
-    'every command completed',
+    what,
   ).catch((err) => {
-    throw new Error(`${left.size} of ${ids.length} commands stuck after B's stop: ${err}`);
+    throw new Error(`${left.size} of ${ids.length} commands stuck (${why}): ${err}`);
   });
-});
+}
