@@ -40,8 +40,33 @@ export async function startPrivateMosquitto(users: Record<string, string>): Prom
   fs.writeFileSync(passwd, '', { mode: 0o600 });
   const setUser = (u: string, p: string) => execFileSync('mosquitto_passwd', ['-b', passwd, u, p], { stdio: 'ignore' });
   for (const [u, p] of Object.entries(users)) setUser(u, p);
+  // A free port is only free when it was probed: another test (or the second probe here) can take
+  // it before Mosquitto binds. Mosquitto then binds what it can and exits, and a bare TCP probe
+  // can pass in between (a CI run lost 240 s to an agent refused by a broker that had just died).
+  // So: two distinct ports, both accepting, still alive (and accepting) a moment later, and on any
+  // failure new ports. (Mosquitto's own "listen socket" lines sit in its stdout buffer: no signal.)
+  let lastFailure = '';
+  for (let attempt = 1; attempt <= 5; attempt++) {
+    const started = await startOn(dir, passwd);
+    if ('proc' in started) return handle(started, dir, setUser);
+    lastFailure = started.failure;
+  }
+  fs.rmSync(dir, { recursive: true, force: true });
+  throw new Error(`private mosquitto did not start in 5 attempts; the last said:\n${lastFailure}`);
+}
+
+interface Started {
+  proc: ChildProcess;
+  out: string[];
+  exited: Promise<void>;
+  tcp: number;
+  ws: number;
+}
+
+async function startOn(dir: string, passwd: string): Promise<Started | { failure: string }> {
   const tcp = await freePort();
-  const ws = await freePort();
+  let ws = await freePort();
+  while (ws === tcp) ws = await freePort();
   const conf = path.join(dir, 'mosquitto.conf');
   fs.writeFileSync(
     conf,
@@ -64,14 +89,28 @@ export async function startPrivateMosquitto(users: Record<string, string>): Prom
   proc.stdout?.on('data', (b: Buffer) => out.push(b.toString()));
   proc.stderr?.on('data', (b: Buffer) => out.push(b.toString()));
   const exited = new Promise<void>((r) => proc.once('exit', () => r()));
+  const alive = () => proc.exitCode === null && proc.signalCode === null;
   const deadline = Date.now() + 15_000;
-  while (!((await listening(tcp)) && (await listening(ws)))) {
-    if (proc.exitCode !== null || Date.now() > deadline) {
+  for (;;) {
+    if (alive() && (await listening(tcp)) && (await listening(ws))) {
+      // a bind failure on a later listener ends the process just after the earlier one opened
+      await new Promise((r) => setTimeout(r, 300));
+      if (alive() && (await listening(tcp))) return { proc, out, exited, tcp, ws };
+    }
+    if (!alive() || Date.now() > deadline) {
       proc.kill('SIGKILL');
-      throw new Error(`private mosquitto did not start:\n${out.join('')}`);
+      await exited;
+      return { failure: out.join('') || `exit ${proc.exitCode ?? proc.signalCode}` };
     }
     await new Promise((r) => setTimeout(r, 50));
   }
+}
+
+function handle(
+  { proc, out, exited, tcp, ws }: Started,
+  dir: string,
+  setUser: (u: string, p: string) => void,
+): PrivateMosquitto {
   return {
     tcpUrl: `mqtt://127.0.0.1:${tcp}`,
     wsUrl: `ws://127.0.0.1:${ws}`,
