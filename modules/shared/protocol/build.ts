@@ -71,16 +71,25 @@ function knownSchema(kind: 'command' | 'data', typeName: string): z.ZodType | un
   return undefined;
 }
 
-/** Known types get their payload checked at build time, so a bad message fails at the sender. */
-function checkKnownPayload(kind: 'command' | 'data', typeName: string, payload: unknown): void {
-  const schema = knownSchema(kind, typeName);
-  if (!schema) return;
-  const r = schema.safeParse(payload);
-  if (!r.success) {
-    const field = kind === 'command' ? 'command_type' : 'data_type';
-    const f = schemaFailure(r.error, { payload }, ['payload']);
-    throw new HubError('PROTO_ERR_SCHEMA', `${field} ${typeName}: ${f.reason}`, { field: 'payload' });
+const typeField = (kind: 'command' | 'data') => (kind === 'command' ? 'command_type' : 'data_type');
+
+function checkTypeName(kind: 'command' | 'data', typeName: string): void {
+  if (typeof typeName !== 'string' || !COMMAND_TYPE_RE.test(typeName)) {
+    const field = typeField(kind);
+    throw new HubError('PROTO_ERR_SCHEMA', `${field}: must match ${COMMAND_TYPE_RE}, got ${show(typeName)}`, { field });
   }
+}
+
+/** A JSON-only copy of the payload; a known type's is checked at build time, so a bad message fails at the sender. */
+function checkedBody(kind: 'command' | 'data', typeName: string, payload: unknown): unknown {
+  const body = jsonCopy(payload);
+  const schema = knownSchema(kind, typeName);
+  const r = schema?.safeParse(body);
+  if (r && !r.success) {
+    const f = schemaFailure(r.error, { payload: body }, ['payload']);
+    throw new HubError('PROTO_ERR_SCHEMA', `${typeField(kind)} ${typeName}: ${f.reason}`, { field: 'payload' });
+  }
+  return body;
 }
 
 /**
@@ -99,14 +108,9 @@ export function buildCommand(
   secret: string,
   opts?: BuildOptions,
 ): CommandMessage {
-  if (typeof commandType !== 'string' || !COMMAND_TYPE_RE.test(commandType)) {
-    throw new HubError('PROTO_ERR_SCHEMA', `command_type: must match ${COMMAND_TYPE_RE}, got ${show(commandType)}`, {
-      field: 'command_type',
-    });
-  }
+  checkTypeName('command', commandType);
   const base = baseFields(projectId, 'command', opts);
-  const body = jsonCopy(payload);
-  checkKnownPayload('command', commandType, body);
+  const body = checkedBody('command', commandType, payload);
   const unsigned = { ...base, command_type: commandType, payload: body };
   return { ...unsigned, signature: signMessage(unsigned, secret) };
 }
@@ -126,14 +130,9 @@ export function buildData(
   payload: unknown,
   opts?: BuildOptions & { encrypted?: boolean; secret?: string },
 ): DataMessage & { signature?: string } {
-  if (typeof dataType !== 'string' || !COMMAND_TYPE_RE.test(dataType)) {
-    throw new HubError('PROTO_ERR_SCHEMA', `data_type: must match ${COMMAND_TYPE_RE}, got ${show(dataType)}`, {
-      field: 'data_type',
-    });
-  }
+  checkTypeName('data', dataType);
   const base = baseFields(projectId, 'message', opts);
-  const body = jsonCopy(payload);
-  checkKnownPayload('data', dataType, body);
+  const body = checkedBody('data', dataType, payload);
   const unsigned: DataMessage = { ...base, data_type: dataType, payload: body, encrypted: opts?.encrypted ?? false };
   if (opts?.secret === undefined) return unsigned;
   return { ...unsigned, signature: signMessage(unsigned, opts.secret) };
