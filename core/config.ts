@@ -316,7 +316,7 @@ export function formatZodIssue(prefix: string, issue: z.core.$ZodIssue): string 
  * host's part, see Host). Throws HOST_ERR_DEPENDENCY when an enabled module depends on a disabled one.
  */
 export function moduleOrder(modules: Record<string, ModuleBlock>): string[] {
-  return fileGraph(modules, '').start as string[];
+  return [...fileGraph(modules, '').start];
 }
 
 /** The graph config.yml alone gives, over its enabled modules. */
