@@ -66,11 +66,9 @@ export const provider: ModuleProvider<CommandConfig> = {
   name: 'command',
   description: 'Signed commands to agents: tracker, transactional outbox relay, acks, results, timeouts',
   schema: commandConfigSchema,
-  // Not the bridge: the bridge depends on us. It must start after its uplink consumers have
-  // subscribed (a persistent session delivers the queued uplinks at once on connect) and stop
-  // before them. Declaring each other made the start order hang on the order of keys in
-  // config.yml, and results queued while the hub was down were acknowledged into no one's hands.
-  // Until the bridge answers, the relay's publishes fail and are retried on the backoff schedule.
+  // Not the bridge: it is an ingress, started after us and stopped before us, and it opens its
+  // uplink flow only when the host is ready (every consumer subscribed). Until the bridge
+  // answers, the relay's publishes fail and are retried on the backoff schedule.
   dependencies: ['status'],
   create(ctx) {
     const cfg = ctx.config;
