@@ -21,7 +21,6 @@ export interface GraphNode {
  *   the keys in config.yml.
  * - `stop`: exactly the reverse, so an ingress stops (and drains what it took) while the modules
  *   answering it still run.
- * - `dependents(name)`: what starts after a module because of it, directly or not.
  *
  * A cycle of any kind, hard or soft, a self-dependency included, is refused with
  * HOST_ERR_DEPENDENCY naming it: breaking it at whichever key came first would make the order
@@ -68,21 +67,6 @@ export class ModuleGraph {
     }
     refuseCycles(edges);
     return new ModuleGraph(edges, ingress);
-  }
-
-  has(name: string): boolean {
-    return this.edges.has(name);
-  }
-
-  /** The modules that depend on `name`, directly or through others, in start order. */
-  dependents(name: string): string[] {
-    const found = new Set<string>([name]);
-    // start order puts every dependency before its dependents: one pass finds them all
-    for (const n of this.start) {
-      if (n !== name && this.edges.get(n)!.some((d) => found.has(d))) found.add(n);
-    }
-    found.delete(name);
-    return [...found];
   }
 }
 

@@ -101,24 +101,6 @@ test('cycles are refused whatever they are made of: soft, hard, mixed, self', ()
   );
 });
 
-test('dependents: what starts after a module because of it, directly or not, in start order', () => {
-  const g = ModuleGraph.build([
-    ['web', node([], ['command', 'status'], true)],
-    ['status', node()],
-    ['command', node([], ['status'])],
-    ['grpc', node([], [], true)],
-    ['bridge', node([], ['broker'], true)],
-    ['broker', node()],
-  ]);
-  assert.deepEqual(g.dependents('status'), ['command', 'web']);
-  assert.deepEqual(g.dependents('command'), ['web']);
-  assert.deepEqual(g.dependents('broker'), ['bridge']);
-  assert.deepEqual(g.dependents('grpc'), []);
-  assert.deepEqual(g.dependents('nope'), []);
-  assert.ok(g.has('bridge'));
-  assert.ok(!g.has('nope'));
-});
-
 test('an empty graph has empty orders; orders are frozen', () => {
   const g = ModuleGraph.build([]);
   assert.deepEqual(g.start, []);
