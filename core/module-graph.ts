@@ -38,11 +38,8 @@ export class ModuleGraph {
   readonly start: readonly string[];
   /** Stop order: the reverse of `start`. */
   readonly stop: readonly string[];
-  /** Each module's dependencies that are in the graph. */
-  private readonly edges: ReadonlyMap<string, readonly string[]>;
 
   private constructor(edges: Map<string, string[]>, ingress: ReadonlySet<string>) {
-    this.edges = edges;
     this.start = Object.freeze(startOrder(edges, ingress));
     this.stop = Object.freeze([...this.start].reverse());
   }
