@@ -3,6 +3,7 @@ import path from 'node:path';
 import { type Document, isAlias, isMap, isScalar, isSeq, parseDocument } from 'yaml';
 import { z } from 'zod';
 import { HubError } from './errors.js';
+import { ModuleGraph } from './module-graph.js';
 import { type OutboxConfig, outboxSchema, unknownRouteEvent } from './services/outbox/contract.js';
 
 export type OverflowPolicy = 'block' | 'drop-oldest' | 'reject';
@@ -263,7 +264,7 @@ export function parseConfig(text: string, file: string, env: NodeJS.ProcessEnv =
     modules[name] = { ...mb, fingerprint: canonicalJson(mb) };
   }
   checkGraph(file, modules);
-  orderModules(modules, `${file}: `);
+  fileGraph(modules, `${file}: `);
 
   return deepFreeze({
     file: path.resolve(file),
@@ -311,69 +312,52 @@ export function formatZodIssue(prefix: string, issue: z.core.$ZodIssue): string 
 }
 
 /**
- * Enabled modules, dependencies first, otherwise in file order. Throws HOST_ERR_DEPENDENCY when an
- * enabled module depends on a disabled one.
+ * Enabled modules in start order (config `depends_on` only: the providers' declarations are the
+ * host's part, see Host). Throws HOST_ERR_DEPENDENCY when an enabled module depends on a disabled one.
  */
 export function moduleOrder(modules: Record<string, ModuleBlock>): string[] {
-  return orderModules(modules, '');
+  return [...fileGraph(modules, '').start];
 }
 
-function orderModules(modules: Readonly<Record<string, ModuleBlock>>, label: string): string[] {
-  const names = Object.keys(modules).filter((n) => modules[n].enable);
-  for (const n of names) {
-    for (const d of modules[n].depends_on) {
+/** The graph config.yml alone gives, over its enabled modules. */
+function fileGraph(modules: Readonly<Record<string, ModuleBlock>>, label: string): ModuleGraph {
+  const enabled = Object.values(modules).filter((m) => m.enable);
+  for (const m of enabled) {
+    for (const d of m.depends_on) {
       if (!modules[d])
-        throw new HubError('HOST_ERR_CONFIG_INVALID', `${label}modules.${n}.depends_on: unknown module "${d}"`, {
-          path: `modules.${n}.depends_on`,
+        throw new HubError('HOST_ERR_CONFIG_INVALID', `${label}modules.${m.name}.depends_on: unknown module "${d}"`, {
+          path: `modules.${m.name}.depends_on`,
         });
       if (!modules[d].enable)
         throw new HubError(
           'HOST_ERR_DEPENDENCY',
-          `${label}modules.${n}.depends_on: module "${n}" depends on "${d}", which is disabled (enable: false)`,
-          { path: `modules.${n}.depends_on`, module: n, dependency: d },
+          `${label}modules.${m.name}.depends_on: module "${m.name}" depends on "${d}", which is disabled (enable: false)`,
+          { path: `modules.${m.name}.depends_on`, module: m.name, dependency: d },
         );
     }
   }
-  // Repeatedly take the earliest ready module in file order: dependencies first, and otherwise
-  // the order the operator wrote, which is what they expect to read in the start-up log.
-  const placed = new Set<string>();
-  const order: string[] = [];
-  while (order.length < names.length) {
-    const next = names.find((n) => !placed.has(n) && modules[n].depends_on.every((d) => placed.has(d)));
-    if (next === undefined) {
-      const rest = names.filter((n) => !placed.has(n));
-      throw new HubError('HOST_ERR_CONFIG_INVALID', `${label}dependency cycle among ${rest.join(', ')}`, {
-        modules: rest,
-      });
-    }
-    placed.add(next);
-    order.push(next);
-  }
-  return order;
+  return ModuleGraph.build(enabled.map((m) => [m.name, { requires: m.depends_on, after: [] }] as const));
 }
 
-/** Unknown dependencies and cycles over all modules, enabled or not, so a later toggle cannot expose one. */
+/**
+ * Unknown dependencies and cycles over all modules, enabled or not, so a later toggle cannot
+ * expose one. A cycle written in the file alone is a mistake in the file: HOST_ERR_CONFIG_INVALID
+ * naming it (one that goes through a provider's declared dependencies is the host's
+ * HOST_ERR_DEPENDENCY).
+ */
 function checkGraph(file: string, modules: Record<string, ModuleBlock>): void {
   for (const m of Object.values(modules)) {
     for (const d of m.depends_on) {
       if (!modules[d]) throw invalid(file, `modules.${m.name}.depends_on`, `unknown module "${d}"`);
     }
   }
-  const state = new Map<string, 'visiting' | 'done'>();
-  const stack: string[] = [];
-  const visit = (n: string): void => {
-    if (state.get(n) === 'done') return;
-    if (state.get(n) === 'visiting') {
-      const cycle = [...stack.slice(stack.indexOf(n)), n];
-      throw invalid(file, `modules.${n}.depends_on`, `dependency cycle ${cycle.join(' -> ')}`, { cycle });
-    }
-    state.set(n, 'visiting');
-    stack.push(n);
-    for (const d of modules[n].depends_on) visit(d);
-    stack.pop();
-    state.set(n, 'done');
-  };
-  for (const n of Object.keys(modules)) visit(n);
+  try {
+    ModuleGraph.build(Object.values(modules).map((m) => [m.name, { requires: m.depends_on, after: [] }] as const));
+  } catch (err) {
+    const cycle = (err as HubError).details?.cycle as string[] | undefined;
+    if (!cycle) throw err;
+    throw invalid(file, `modules.${cycle[0]}.depends_on`, (err as HubError).message, { cycle });
+  }
 }
 
 /** A deep copy of `cfg.raw` with every environment-derived value replaced by '[env]', safe to log. */

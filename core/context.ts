@@ -2,6 +2,7 @@ import { type Bus, scopedBus } from './bus.js';
 import type { Logger } from './log.js';
 import type { Mailbox } from './mailbox.js';
 import type { Clock, Migration, ModuleContext, ModuleTimers } from './module.js';
+import type { ReadyPhase } from './ready-phase.js';
 import type { DbPool } from './services/db.js';
 import type { OutboxService } from './services/outbox/service.js';
 
@@ -14,6 +15,7 @@ export interface ContextParts {
   db: DbPool;
   clock: Clock;
   outbox: OutboxService;
+  ready: ReadyPhase;
   onCrash: (err: Error) => void;
 }
 
@@ -25,6 +27,7 @@ export class ContextScope {
   readonly ctx: ModuleContext<unknown>;
   private readonly timers = new Set<NodeJS.Timeout>();
   private readonly stopFns: Array<() => unknown> = [];
+  private readonly readyWaits: Array<() => void> = [];
   private readonly abort = new AbortController();
   private live = true;
 
@@ -77,16 +80,30 @@ export class ContextScope {
       onStop: (fn: () => unknown) => {
         this.stopFns.push(fn);
       },
+      onReady: (fn: () => unknown) => {
+        this.readyWaits.push(
+          p.ready.wait(() => {
+            if (!this.live) return;
+            // work begun on ready that fails is the instance failing: restarted with backoff
+            Promise.resolve()
+              .then(fn)
+              .catch((err: unknown) => {
+                if (this.live) p.onCrash(err instanceof Error ? err : new Error(String(err)));
+              });
+          }),
+        );
+      },
       crashed: (err: Error) => {
         if (this.live) p.onCrash(err);
       },
     }) as ModuleContext<unknown>;
   }
 
-  /** Marks the scope dead: from now on the instance's unsubscribes and crash reports are ignored. */
+  /** Marks the scope dead: from now on the instance's unsubscribes, crash reports and ready callbacks are ignored. */
   detach(): void {
     this.live = false;
     this.abort.abort();
+    for (const cancel of this.readyWaits.splice(0)) cancel();
   }
 
   /** Runs `onStop` callbacks last-in first-out and clears timers; failures are logged, not thrown. */

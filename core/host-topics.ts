@@ -15,6 +15,8 @@ export const HOST_TOPICS = {
   configRejected: 'host/config/rejected',
   /** event { started[], stopped[], restarted[], failed[{ name, code, message, kept_previous }] } */
   configApplied: 'host/config/applied',
+  /** event { modules[] } — every enabled module started (in this order); once per host, see ctx.onReady */
+  ready: 'host/ready',
   /** event {} — graceful stop began: interfaces stop taking new work */
   stopping: 'host/stopping',
   /** request {} → ModuleInfo[] */

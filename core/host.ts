@@ -8,7 +8,9 @@ import { exeProvider } from './exe-module.js';
 import { HOST_TOPICS } from './host-topics.js';
 import { createRootLogger, type Logger } from './log.js';
 import type { Clock, ModuleInstance, ModuleProvider } from './module.js';
+import { ModuleGraph } from './module-graph.js';
 import { checkPorts, plannedPorts, withPortHint } from './port-check.js';
+import { ReadyPhase } from './ready-phase.js';
 import type { ProviderRegistry } from './registry.js';
 import { DbPool } from './services/db.js';
 import { OUTBOX_TOPICS } from './services/outbox/contract.js';
@@ -77,7 +79,8 @@ export interface ReloadOutcome {
 }
 
 /**
- * The module host: builds modules from config.yml, starts them in dependency order, restarts
+ * The module host: builds modules from config.yml, starts them in the order of the module graph
+ * (core/module-graph.ts), announces `host/ready` once all have started (ctx.onReady), restarts
  * crashed ones with backoff, applies config edits by restarting only what changed, and stops
  * in reverse order. Lifecycle operations run one at a time through `serial`.
  */
@@ -91,7 +94,8 @@ export class Host {
   private readonly env: NodeJS.ProcessEnv;
   private readonly clock: Clock;
   private readonly records = new Map<string, ModuleRecord>();
-  private order: string[] = [];
+  private graph = ModuleGraph.build([]);
+  private readonly ready = new ReadyPhase();
   private chain: Promise<unknown> = Promise.resolve();
   private watcher?: ConfigWatcher;
   private readonly opts: HostOptions;
@@ -126,14 +130,17 @@ export class Host {
     return run;
   }
 
-  /** Starts every enabled module in dependency order; a failure stops what started and throws. */
+  /**
+   * Starts every enabled module in graph order, then reaches the ready phase; a failure stops
+   * what started and throws (the ready phase is then never reached).
+   */
   async start(): Promise<void> {
     if (this.state !== 'new') return;
     this.state = 'starting';
     this.installIntrospection();
     const plan = this.plan(this.config);
     await this.serial(async () => {
-      this.order = orderModules(plan);
+      this.graph = moduleGraph(plan);
       try {
         // cheap checks first: a second hub on the same PGlite directory, or a taken port, fail
         // in milliseconds instead of after the database (tens of seconds when fresh) has opened
@@ -147,7 +154,7 @@ export class Host {
         await this.db.close();
         throw err;
       }
-      for (const name of this.order) {
+      for (const name of this.graph.start) {
         const p = plan.get(name)!;
         const rec = this.newRecord(p);
         try {
@@ -164,6 +171,8 @@ export class Host {
       for (const [name, block] of Object.entries(this.config.modules)) {
         if (!block.enable) this.records.set(name, this.disabledRecord(block));
       }
+      this.ready.reach();
+      void this.bus.publish(HOST_TOPICS.ready, { modules: [...this.graph.start] });
     });
     if (this.opts.configFile && this.opts.watch !== false) {
       this.watcher = watchConfigFile(this.opts.configFile, () => void this.reload(), {
@@ -171,7 +180,7 @@ export class Host {
       });
     }
     this.state = 'running';
-    this.log.info({ modules: this.order }, 'host started');
+    this.log.info({ modules: this.graph.start }, 'host started');
   }
 
   /** Validates every enabled module's settings against its provider; throws on the first bad one. */
@@ -237,6 +246,7 @@ export class Host {
       db: this.db,
       clock: this.clock,
       outbox: this.outbox,
+      ready: this.ready,
       onCrash: (err) => this.onCrash(rec, scope, err),
     });
     rec.scope = scope;
@@ -391,10 +401,11 @@ export class Host {
       if (this.state !== 'running' || !this.opts.configFile) return outcome;
       let next: HostConfig;
       let plan: Map<string, Planned>;
+      let graph: ModuleGraph;
       try {
         next = loadConfig(this.opts.configFile, this.env);
         plan = this.plan(next);
-        orderModules(plan);
+        graph = moduleGraph(plan);
       } catch (err) {
         const e = serializeError(err);
         this.log.error(
@@ -412,10 +423,9 @@ export class Host {
       }
       const prev = this.config;
       this.config = { ...next, databases: prev.databases, outbox: prev.outbox };
-      const newOrder = orderModules(plan);
 
-      // stop what went away or was disabled, dependents first
-      for (const name of [...this.order].reverse()) {
+      // stop what went away or was disabled, in the running graph's stop order (dependents first)
+      for (const name of this.graph.stop) {
         if (plan.has(name)) continue;
         const rec = this.records.get(name)!;
         clearTimeout(rec.retryTimer);
@@ -427,7 +437,7 @@ export class Host {
         void this.bus.publish(HOST_TOPICS.moduleStopped, { name, reason: 'config' });
       }
       const kept = new Map<string, ModuleBlock>(); // modules running on with their previous block
-      for (const name of newOrder) {
+      for (const name of graph.start) {
         const p = plan.get(name)!;
         const rec = this.records.get(name);
         if (rec && rec.state !== 'disabled') {
@@ -458,7 +468,7 @@ export class Host {
       for (const [name, block] of Object.entries(next.modules)) {
         if (!block.enable) this.records.set(name, this.disabledRecord(block));
       }
-      this.order = newOrder;
+      this.graph = graph;
       outcome.applied = true;
       const summary = { started: outcome.started, stopped: outcome.stopped, restarted: outcome.restarted };
       if (outcome.failed.length === 0) this.log.info(summary, 'config reloaded');
@@ -578,7 +588,7 @@ export class Host {
   }
 
   private async stopAll(): Promise<void> {
-    for (const name of [...this.order].reverse()) {
+    for (const name of this.graph.stop) {
       const rec = this.records.get(name);
       if (!rec) continue;
       clearTimeout(rec.retryTimer);
@@ -619,34 +629,25 @@ export class Host {
   }
 }
 
-/** Dependency order: config `depends_on` always, provider `dependencies` when that module is enabled. */
+/**
+ * The module graph of a plan: config `depends_on` (each must be enabled), provider `dependencies`
+ * (when enabled) and `ingress`. Throws HOST_ERR_DEPENDENCY for a cycle or a missing dependency.
+ */
+export function moduleGraph(plan: ReadonlyMap<string, Planned>): ModuleGraph {
+  return ModuleGraph.build(
+    [...plan].map(
+      ([name, p]) =>
+        [
+          name,
+          { requires: p.block.depends_on, after: p.provider.dependencies ?? [], ingress: p.provider.ingress === true },
+        ] as const,
+    ),
+  );
+}
+
+/** Start order of a plan (moduleGraph(plan).start). */
 export function orderModules(plan: Map<string, Planned>): string[] {
-  const out: string[] = [];
-  const state = new Map<string, 'visiting' | 'done'>();
-  const visit = (name: string, trail: string[]) => {
-    const s = state.get(name);
-    if (s === 'done') return;
-    if (s === 'visiting') {
-      throw new HubError('HOST_ERR_DEPENDENCY', `dependency cycle: ${[...trail, name].join(' -> ')}`);
-    }
-    state.set(name, 'visiting');
-    const p = plan.get(name)!;
-    for (const dep of p.block.depends_on) {
-      if (!plan.has(dep)) {
-        throw new HubError('HOST_ERR_DEPENDENCY', `modules.${name}.depends_on: ${dep} is not an enabled module`, {
-          path: `modules.${name}.depends_on`,
-        });
-      }
-      visit(dep, [...trail, name]);
-    }
-    for (const dep of p.provider.dependencies ?? []) {
-      if (plan.has(dep) && state.get(dep) !== 'visiting') visit(dep, [...trail, name]);
-    }
-    state.set(name, 'done');
-    out.push(name);
-  };
-  for (const name of plan.keys()) visit(name, []);
-  return out;
+  return [...moduleGraph(plan).start];
 }
 
 function describe(err: unknown): string {

@@ -47,6 +47,13 @@ export interface ModuleContext<C = unknown> {
   readonly signal: AbortSignal;
   /** Registers a release step (close a server, end a client); run in reverse order on stop. */
   onStop(fn: () => unknown): void;
+  /**
+   * Runs `fn` once the host is ready: every enabled module has started (`host/ready`). An instance
+   * started after that (a restart, a reload) has it run at once, in a microtask. Not run when the
+   * instance stops first; a throw or rejection counts as a crash (restarted with backoff). Open
+   * flows of outside input here, so every module that consumes it is up when the first item comes.
+   */
+  onReady(fn: () => unknown): void;
   /** Tells the host the instance died on its own (a worker or process crashed); it restarts it with backoff. */
   crashed(err: Error): void;
 }
@@ -71,7 +78,17 @@ export interface ModuleProvider<C = unknown> {
   readonly name: string;
   readonly description?: string;
   readonly schema: ZodType<C>;
-  /** Modules this one should start after when they are enabled (config `depends_on` adds hard ones). */
+  /**
+   * Modules this one calls and so starts after, when they are enabled (config `depends_on` adds
+   * hard ones). Not for "wait until the others are up": that is `ctx.onReady`. A cycle, through
+   * these or `depends_on`, is refused (core/module-graph.ts).
+   */
   readonly dependencies?: readonly string[];
+  /**
+   * The module brings outside input onto the bus (MQTT uplinks, HTTP or gRPC calls, broker
+   * logins). The host starts it after the modules that are not one, as far as dependencies allow,
+   * and so stops it before them: what it took in is still answered while it drains.
+   */
+  readonly ingress?: boolean;
   create(ctx: ModuleContext<C>): ModuleInstance | Promise<ModuleInstance>;
 }

@@ -394,5 +394,7 @@ export const provider: ModuleProvider<AgentConfig> = {
   name: 'agent',
   description: 'this host as a field agent: registration, heartbeat, signed commands, retry queue',
   schema: AgentConfigSchema,
+  // commands come from the hub and are answered by handler modules on this host: they start first
+  ingress: true,
   create: (ctx) => new AgentModule(ctx),
 };

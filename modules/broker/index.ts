@@ -25,9 +25,10 @@ export const provider: ModuleProvider<BrokerConfig> = {
   name: 'broker',
   description: 'embedded MQTT broker with per-project authentication, ACL and load shedding',
   schema: brokerConfigSchema,
-  // agents are authenticated by the status module: start after it when it is enabled, so the
-  // first CONNECTs find an answer (without it they are refused with CONNACK 3 and retry)
-  dependencies: ['status'],
+  // agents' CONNECTs come from outside and are authenticated by the status module: as an ingress
+  // the broker starts after it, so the first CONNECTs find an answer (without it they are
+  // refused with CONNACK 3 and retry)
+  ingress: true,
   create(ctx) {
     const broker = new EmbeddedBroker(ctx);
     return {

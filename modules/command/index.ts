@@ -32,8 +32,8 @@
  *       max_attempts: 8
  */
 import type { ModuleProvider } from '../../core/module.js';
-import type { DataMessage } from '../shared/protocol.js';
-import { BRIDGE, COMMAND, STATUS, type StatusChangedEvent, type UplinkEvent } from '../shared/topics.js';
+import { COMMAND, STATUS, type StatusChangedEvent } from '../shared/topics.js';
+import { subscribeUplinks } from '../shared/uplink-routes.js';
 import { ClusterEvents } from './cluster-events.js';
 import { type CommandConfig, commandConfigSchema } from './config.js';
 import { CredentialsCache } from './credentials.js';
@@ -66,11 +66,9 @@ export const provider: ModuleProvider<CommandConfig> = {
   name: 'command',
   description: 'Signed commands to agents: tracker, transactional outbox relay, acks, results, timeouts',
   schema: commandConfigSchema,
-  // Not the bridge: the bridge depends on us. It must start after its uplink consumers have
-  // subscribed (a persistent session delivers the queued uplinks at once on connect) and stop
-  // before them. Declaring each other made the start order hang on the order of keys in
-  // config.yml, and results queued while the hub was down were acknowledged into no one's hands.
-  // Until the bridge answers, the relay's publishes fail and are retried on the backoff schedule.
+  // Not the bridge: it is an ingress, started after us and stopped before us, and it opens its
+  // uplink flow only when the host is ready (every consumer subscribed). Until the bridge
+  // answers, the relay's publishes fail and are retried on the backoff schedule.
   dependencies: ['status'],
   create(ctx) {
     const cfg = ctx.config;
@@ -132,12 +130,9 @@ export const provider: ModuleProvider<CommandConfig> = {
           }),
           parallel,
         );
-        // Acks and results are bus requests answered once written (the bridge acknowledges them
-        // to the broker then): many wait at once, so the writes group (uplink.ts).
-        const durable = { concurrency: UPLINK_CONCURRENCY };
-        bus.subscribe<UplinkEvent<DataMessage>>(BRIDGE.uplinkPattern('data', 'command_ack'), up.onAck, durable);
-        bus.subscribe<UplinkEvent<DataMessage>>(BRIDGE.uplinkPattern('data', 'exec_result'), up.onResult, durable);
-        bus.subscribe<UplinkEvent<DataMessage>>(BRIDGE.uplinkPattern('data', 'log_result'), up.onLog);
+        // Acks and results (durable in the uplink table) are bus requests answered once written
+        // (the bridge acknowledges them to the broker then): many wait at once, so the writes group (uplink.ts).
+        subscribeUplinks(bus, 'command', up.handlers, { options: { concurrency: UPLINK_CONCURRENCY } });
         bus.subscribe<StatusChangedEvent>(STATUS.changedPattern, (ev) => {
           if (!ev || typeof ev.project_id !== 'string') return;
           creds.forget(ev.project_id);

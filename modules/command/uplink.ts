@@ -31,6 +31,7 @@ import { HubError } from '../../core/errors.js';
 import type { ModuleTimers } from '../../core/module.js';
 import type { CommandAckPayload, DataMessage, ExecResultPayload, LogResultPayload } from '../shared/protocol.js';
 import type { CommandResultView, UplinkEvent } from '../shared/topics.js';
+import type { UplinkHandlers } from '../shared/uplink-routes.js';
 import { type Deps, isoAt, LOCK_BOTH, LOCKED_BOTH, query, retrying } from './deps.js';
 import { terminalEvent } from './domain-events.js';
 import { TRACKER_COLUMNS, type TrackerRow } from './rows.js';
@@ -115,6 +116,16 @@ export class Uplinks {
     private readonly d: Deps,
     private readonly timers: ModuleTimers,
   ) {}
+
+  /**
+   * One handler per uplink type the command module owns in the uplink table (index.ts subscribes
+   * them with subscribeUplinks); the compiler refuses a map that misses one.
+   */
+  readonly handlers = {
+    command_ack: (ev) => this.onAck(ev),
+    log_result: (ev) => this.onLog(ev),
+    exec_result: (ev) => this.onResult(ev),
+  } satisfies UplinkHandlers<'command'>;
 
   // The bridge hands over parsed, schema-checked uplinks; these guards only keep a stray
   // malformed event on the bus from throwing in here (counted as malformed_uplinks).

@@ -28,8 +28,14 @@ export const grpcConfigSchema = z
     max_message_bytes: int(1024).default(4_194_304),
     /** Events kept for WatchEvents resume (the replay buffer of the feed). */
     replay: int(0).default(10_000),
-    /** Events queued for one WatchEvents stream that does not keep up; past it the stream ends with RESOURCE_EXHAUSTED. */
-    stream_buffer_max: int(1).default(1_000),
+    /**
+     * Events queued for one WatchEvents stream that does not keep up; past it the stream ends with
+     * RESOURCE_EXHAUSTED and the client resumes from its last id. The queue holds references to
+     * events the feed shares (about 8 bytes each), so the default is the replay buffer's size: a
+     * stream is cut only when it is as far behind as a resume can still reach. (1 000 cut streams
+     * of watchers on a loaded machine a few seconds behind, issue 11.)
+     */
+    stream_buffer_max: int(1).default(10_000),
     /** The variable named in the "port in use" error, so the operator knows what to change. */
     port_env: z.string().min(1).default('HUB_GRPC_PORT'),
   })

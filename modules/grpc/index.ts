@@ -26,6 +26,8 @@ export const provider: ModuleProvider<GrpcConfig> = {
   name: 'grpc',
   description: 'gRPC interface (ExchangeHub service, WatchEvents stream, health, reflection)',
   schema: grpcConfigSchema,
+  // calls come from outside and are answered by status and command: started after them, stopped before
+  ingress: true,
   create: (ctx) => ({ start: () => start(ctx) }),
 };
 

@@ -1,24 +1,20 @@
 import type { ModuleBus } from '../../core/bus.js';
 import { errorCode } from '../../core/errors.js';
 import { HOST_TOPICS } from '../../core/host-topics.js';
-import type { CommandMessage, DataMessage } from '../shared/protocol.js';
+import { type CommandMessage, type DataMessage, UPLINK_TYPES, UPLINKS, type UplinkOwner } from '../shared/protocol.js';
 import type { DurableReply, UplinkEvent } from '../shared/topics.js';
 import type { UplinkVerifier, Verdict } from './verify.js';
 
 /**
- * Uplinks that carry state the hub must not lose, and the provider of the module that writes
- * each: acknowledged to the broker only after that module answered their bus request, i.e. after
- * the write committed. The others (heartbeat, monitor, alert, log_result) are acknowledged once a
- * mailbox took them: a lost heartbeat is replaced by the next one within seconds, and log chunks
- * are a live stream.
+ * Uplinks that carry state the hub must not lose (`durable` in the uplink table,
+ * shared/protocol/uplinks.ts), and the provider of the module that writes each: acknowledged to
+ * the broker only after that module answered their bus request, i.e. after the write committed.
+ * The others (heartbeat, monitor, alert, log_result) are acknowledged once a mailbox took them: a
+ * lost heartbeat is replaced by the next one within seconds, and log chunks are a live stream.
  */
-export const DURABLE_OWNERS: ReadonlyMap<string, string> = new Map([
-  ['register', 'status'],
-  ['register_complete', 'status'],
-  ['disconnect', 'status'],
-  ['command_ack', 'command'],
-  ['exec_result', 'command'],
-]);
+export const DURABLE_OWNERS: ReadonlyMap<string, UplinkOwner> = new Map(
+  UPLINK_TYPES.filter((type) => UPLINKS[type].durable).map((type) => [type, UPLINKS[type].owner]),
+);
 
 /** How a durable uplink ended: written (acknowledge), refused (acknowledge: dropping is the decision), or withheld. */
 export type DurableOutcome =

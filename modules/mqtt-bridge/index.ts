@@ -116,6 +116,16 @@ function createBridge(ctx: ModuleContext<BridgeConfig>): ModuleInstance {
       const { credential, fromBroker } = await resolveCredential();
       // stopped (a start timeout) while the credential was asked for: open nothing
       if (ctx.signal.aborted || stopping) return;
+      // The uplink flow opens when the host is ready: right after CONNACK a persistent session
+      // hands over what queued while the hub was down, before any SUBSCRIBE, and every module that
+      // consumes uplinks must have subscribed by then, or those uplinks would be acknowledged into
+      // no one's hands. Held ones are not acknowledged: the broker keeps them meanwhile.
+      let flowing = false;
+      const held: Array<() => void> = [];
+      ctx.onReady(() => {
+        flowing = true;
+        for (const handle of held.splice(0)) handle();
+      });
       const c = new BridgeConnection(
         {
           config: cfg,
@@ -139,7 +149,10 @@ function createBridge(ctx: ModuleContext<BridgeConfig>): ModuleInstance {
             });
             ctx.log.debug({ session_present: connack.sessionPresent }, 'mqtt bridge CONNACK');
           },
-          handleMessage: (packet, done) => uplink.handle(packet, done),
+          handleMessage: (packet, done) => {
+            if (flowing) uplink.handle(packet, done);
+            else held.push(() => uplink.handle(packet, done));
+          },
           credential: () => brokerCredential(ctx),
         },
         credential,
@@ -222,9 +235,9 @@ export const provider: ModuleProvider<BridgeConfig> = {
   name: 'mqtt-bridge',
   description: 'MQTT client of the hub: uplinks to the bus, mqtt/publish to the broker',
   schema: BridgeConfigSchema,
-  // Start after the embedded broker (it must listen) and after the modules that consume uplinks:
-  // on connect a persistent session delivers what queued while the hub was down, and the bus
-  // must already have their mailboxes, or those uplinks would be acknowledged into no one's hands.
-  dependencies: ['broker', 'status', 'command'],
+  // After the embedded broker, when there is one: it must listen, and it hands out our credential.
+  // The modules that consume uplinks are not listed: the uplink flow opens on ctx.onReady.
+  dependencies: ['broker'],
+  ingress: true,
   create: (ctx) => createBridge(ctx),
 };

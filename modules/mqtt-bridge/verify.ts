@@ -6,16 +6,17 @@
  * the message_id must not have been seen. A message that passes is handed on with its project
  * verified; one that fails is refused with a code and never reaches a module.
  *
- * What is checked, per type (docs/wire-protocol.md "What is verified"):
- * - `register`: signature required, clock window, replay.
- * - `disconnect`: signature only (the MQTT last will was composed at connect: old timestamp,
- *   and its id repeats across reconnects).
- * - `command_ack`, `exec_result`: signature; the clock window only against timestamps from the
- *   future, and no replay check. Both are idempotent by command_id (a second copy changes
- *   nothing), and a genuine one may reach the hub long after it was signed: the broker keeps it
- *   for the hub's session while the hub or its database is down. Refusing it as stale would lose
- *   a result the agent will never send again.
- * - every other data type: signature, clock window, replay.
+ * What is checked, per type (docs/wire-protocol.md "What is verified"), is its entry in the
+ * uplink table (shared/protocol/uplinks.ts): `signature` and `freshness`.
+ * - `register` (signature `required`, `window_and_replay`): signature, clock window, replay.
+ * - `disconnect` (`none`): signature only (the MQTT last will was composed at connect: old
+ *   timestamp, and its id repeats across reconnects).
+ * - `command_ack`, `exec_result` (`future_only`): signature; the clock window only against
+ *   timestamps from the future, and no replay check. Both are idempotent by command_id (a second
+ *   copy changes nothing), and a genuine one may reach the hub long after it was signed: the
+ *   broker keeps it for the hub's session while the hub or its database is down. Refusing it as
+ *   stale would lose a result the agent will never send again.
+ * - every other data type (`window_and_replay`): signature, clock window, replay.
  *
  * Credentials come from the status module (STATUS.credentials) and are kept in a local read
  * model: an uplink of a known project is verified without a bus request; the entry is dropped at
@@ -29,7 +30,7 @@
 
 import type { ModuleBus } from '../../core/bus.js';
 import { errorCode } from '../../core/errors.js';
-import type { CommandMessage, DataMessage } from '../shared/protocol.js';
+import { type CommandMessage, type DataMessage, uplinkSpec } from '../shared/protocol.js';
 import { CLOCK_WINDOW_MS, checkClock, ReplayCache, verifySignature } from '../shared/signing.js';
 import { type CredentialsChangedEvent, type ProjectCredentials, STATUS } from '../shared/topics.js';
 
@@ -55,9 +56,6 @@ interface Entry {
 const NEGATIVE_TTL_MS = 1_000;
 const MAX_ENTRIES = 200_000;
 const REQUEST_TIMEOUT_MS = 5_000;
-
-/** Types whose copies are idempotent by command_id: no replay check, no lower clock bound. */
-const IDEMPOTENT = new Set(['command_ack', 'exec_result']);
 
 export interface VerifierOptions {
   bus: ModuleBus;
@@ -115,7 +113,9 @@ export class UplinkVerifier {
     if (!creds.enabled) return refuse('PROTO_ERR_PROJECT_DISABLED', `project ${msg.project_id} is disabled`);
     const type = kind === 'command' ? (msg as CommandMessage).command_type : (msg as DataMessage).data_type;
     const signed = (msg as { signature?: unknown }).signature !== undefined;
-    if (!signed && kind === 'data' && !creds.require_data_signature) return this.clockAndReplay(type, msg, creds, now);
+    // commands are always signed (the envelope says so); a data type by its table entry or the project's setting
+    const mustSign = kind === 'command' || uplinkSpec(type)?.signature === 'required' || creds.require_data_signature;
+    if (!signed && !mustSign) return this.clockAndReplay(type, msg, creds, now);
     if (!signed) return refuse('PROTO_ERR_UNSIGNED', `${type} must be signed`);
     if (!verifySignature(msg, creds.secrets)) {
       return refuse('PROTO_ERR_SIGNATURE', 'signature does not match any secret of the project');
@@ -129,9 +129,10 @@ export class UplinkVerifier {
     creds: ProjectCredentials,
     now: number,
   ): Verdict {
-    if (type === 'disconnect') return { ok: true, replayKey: null };
+    const freshness = uplinkSpec(type)?.freshness ?? 'window_and_replay';
+    if (freshness === 'none') return { ok: true, replayKey: null };
     const window = creds.clock_window_ms ?? CLOCK_WINDOW_MS;
-    const idempotent = IDEMPOTENT.has(type);
+    const idempotent = freshness === 'future_only';
     const inWindow = idempotent ? msg.timestamp <= now + window : checkClock(msg.timestamp, now, window);
     if (!inWindow) {
       const skew = Number.isFinite(msg.timestamp) ? `${msg.timestamp - now} ms` : 'not a number';

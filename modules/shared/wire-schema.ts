@@ -11,21 +11,13 @@ import fs from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { z } from 'zod';
 import {
-  AlertPayloadSchema,
-  CommandAckPayloadSchema,
   CommandMessageSchema,
   DataMessageSchema,
-  DisconnectPayloadSchema,
-  ExecResultPayloadSchema,
-  HeartbeatPayloadSchema,
-  LogResultPayloadSchema,
-  MonitorPayloadSchema,
   RegisterAckPayloadSchema,
-  RegisterCompletePayloadSchema,
-  RegisterPayloadSchema,
   ReregisterPayloadSchema,
-  TOPIC_COMMAND_UP,
-  TOPIC_MESSAGE_UP,
+  UPLINK_TOPIC,
+  UPLINK_TYPES,
+  UPLINKS,
 } from './protocol.js';
 
 type Json = Record<string, unknown>;
@@ -42,80 +34,19 @@ interface MessageSpec {
 
 const MESSAGE_DOWN = 'wdd/RDMC/message/down/{project_id}';
 
-/** Every message type with a fixed payload, in the order of docs/wire-protocol.md#message-types. */
+/** Every message type with a fixed payload, in the order of docs/wire-protocol.md#message-types: the uplinks from their table, then the downlinks. */
 export const WIRE_MESSAGES: readonly MessageSpec[] = [
-  {
-    name: 'register',
-    kind: 'command',
-    direction: 'uplink',
-    topic: TOPIC_COMMAND_UP,
-    payload: RegisterPayloadSchema,
-    description: 'SubNodeSync registration (seed 002 注册消息), signed; always answered with register_ack',
-  },
-  {
-    name: 'register_complete',
-    kind: 'message',
-    direction: 'uplink',
-    topic: TOPIC_MESSAGE_UP,
-    payload: RegisterCompletePayloadSchema,
-    description: 'after an accepted register_ack: the project goes online',
-  },
-  {
-    name: 'heartbeat',
-    kind: 'message',
-    direction: 'uplink',
-    topic: TOPIC_MESSAGE_UP,
-    payload: HeartbeatPayloadSchema,
-    description: 'SubNodeSync heartbeat (seed 002 心跳消息); metric values strings or numbers, kept as sent',
-  },
-  {
-    name: 'command_ack',
-    kind: 'message',
-    direction: 'uplink',
-    topic: TOPIC_MESSAGE_UP,
-    payload: CommandAckPayloadSchema,
-    description: 'the agent has the command (a broker PUBACK is not delivery)',
-  },
-  {
-    name: 'log_result',
-    kind: 'message',
-    direction: 'uplink',
-    topic: TOPIC_MESSAGE_UP,
-    payload: LogResultPayloadSchema,
-    description: 'one ordered chunk of a command output, streamed live',
-  },
-  {
-    name: 'exec_result',
-    kind: 'message',
-    direction: 'uplink',
-    topic: TOPIC_MESSAGE_UP,
-    payload: ExecResultPayloadSchema,
-    description: 'the final result of a command (idempotent by command_id)',
-  },
-  {
-    name: 'monitor',
-    kind: 'message',
-    direction: 'uplink',
-    topic: TOPIC_MESSAGE_UP,
-    payload: MonitorPayloadSchema,
-    description: 'metrics outside the heartbeat',
-  },
-  {
-    name: 'alert',
-    kind: 'message',
-    direction: 'uplink',
-    topic: TOPIC_MESSAGE_UP,
-    payload: AlertPayloadSchema,
-    description: 'an alert shown on the project',
-  },
-  {
-    name: 'disconnect',
-    kind: 'message',
-    direction: 'uplink',
-    topic: TOPIC_MESSAGE_UP,
-    payload: DisconnectPayloadSchema,
-    description: 'graceful goodbye (also the MQTT last will)',
-  },
+  ...UPLINK_TYPES.map((name): MessageSpec => {
+    const spec = UPLINKS[name];
+    return {
+      name,
+      kind: spec.kind === 'command' ? 'command' : 'message',
+      direction: 'uplink',
+      topic: UPLINK_TOPIC[spec.kind],
+      payload: spec.schema,
+      description: spec.description,
+    };
+  }),
   {
     name: 'register_ack',
     kind: 'message',

@@ -1,7 +1,6 @@
 import type { Knex } from 'knex';
 import type { ModuleContext, ModuleProvider } from '../../core/module.js';
 import { PgListener, pgListenSettings } from '../../core/services/pg-listener.js';
-import type { RegisterCommand } from '../shared/protocol.js';
 import {
   BRIDGE,
   type BridgeRejectedEvent,
@@ -11,8 +10,8 @@ import {
   type ProjectView,
   STATUS,
   type StatusChangedEvent,
-  type UplinkEvent,
 } from '../shared/topics.js';
+import { subscribeUplinks } from '../shared/uplink-routes.js';
 import { type StatusConfig, statusConfigSchema } from './config.js';
 import { CredentialEvents } from './credential-events.js';
 import { EVENT_TABLE, STATUS_EVENTS } from './domain-events.js';
@@ -23,9 +22,6 @@ import { type ProjectRecord, ProjectStore, parseRequest, requests } from './proj
 import { PresenceSync, presenceChannel } from './sync.js';
 import { Timeouts } from './timeouts.js';
 import { Uplinks } from './uplinks.js';
-
-/** Data types presence cares about; the command module takes command_ack, log_result, exec_result. */
-const DATA_TYPES = ['register_complete', 'heartbeat', 'disconnect', 'monitor', 'alert'] as const;
 
 /**
  * `status`: project provisioning (secrets, MQTT credentials, broker authentication) and presence
@@ -184,20 +180,13 @@ function createStatus(ctx: ModuleContext<StatusConfig>) {
     }));
     // uplinks the bridge refused: registers are answered with the reason, the rest counted per project
     bus.subscribe<BridgeRejectedEvent>(BRIDGE.rejected, (ev) => uplinks.onRejected(ev));
-    // register, register_complete and disconnect come as requests from the bridge, which
-    // acknowledges them to the broker once `written` resolves: after the presence flush that
-    // holds their change (the mailbox itself does not wait for it, so registrations still group)
-    const durably = (r: void | Promise<void>): DurableReply | Promise<DurableReply> =>
+    // the uplink types status owns (the uplink table); the durable ones (register,
+    // register_complete, disconnect) come as requests from the bridge, which acknowledges them to
+    // the broker once `written` resolves: after the presence flush that holds their change (the
+    // mailbox itself does not wait for it, so registrations still group)
+    const durably = (r: unknown): DurableReply | Promise<DurableReply> =>
       r instanceof Promise ? r.then(() => ({ written: flusher.written() })) : { written: flusher.written() };
-    bus.subscribe<UplinkEvent<RegisterCommand>>(BRIDGE.uplinkPattern('command', 'register'), (ev) =>
-      durably(uplinks.onRegister(ev)),
-    );
-    for (const type of DATA_TYPES) {
-      bus.subscribe<UplinkEvent>(BRIDGE.uplinkPattern('data', type), (ev) => {
-        const r = uplinks.onData(ev as Parameters<Uplinks['onData']>[0]);
-        return type === 'register_complete' || type === 'disconnect' ? durably(r) : r;
-      });
-    }
+    subscribeUplinks(bus, 'status', uplinks.handlers, { wrap: durably });
   }
 
   return {

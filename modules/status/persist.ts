@@ -215,6 +215,26 @@ function rounds(ops: readonly Transition[]): Transition[][] {
 }
 
 /**
+ * Takes the row locks of every project the batch touches first, in project_id order. The UPSERT
+ * locks rows in the order of the batch and the transitions' UPDATE in the order the planner joins,
+ * so two instances flushing overlapping projects locked the same rows in opposite orders and one
+ * of them died in a deadlock (40P01: its batch waited for the next flush, and under load its
+ * heartbeats went stale enough for the silence sweep). One order everywhere makes that
+ * impossible for rows that exist; a new project's row is inserted once, at creation.
+ */
+async function lockInOrder(trx: Knex.Transaction, batch: Batch): Promise<void> {
+  const ids = new Set<string>();
+  for (const e of batch.rows) ids.add(e.project_id);
+  for (const op of batch.ops) ids.add(op.project_id);
+  if (ids.size === 0) return;
+  // the ids as jsonb, as every statement here takes its rows (the same on pg and PGlite)
+  await trx.raw(
+    'SELECT 1 FROM project_status WHERE project_id IN (SELECT jsonb_array_elements_text(?::jsonb)) ORDER BY project_id FOR UPDATE',
+    [JSON.stringify([...ids])],
+  );
+}
+
+/**
  * One transaction: a multi-row UPSERT of heartbeats, metrics and alerts, then the transitions (one
  * statement per round). `channel` names the NOTIFY channel (null: no announcement, one process).
  * With an outbox, the domain events of the transitions PostgreSQL applied (domain-events.ts) are
@@ -228,6 +248,7 @@ export async function writeBatch(
 ): Promise<WriteResult> {
   const applied = new Map<Transition, number>();
   await db.transaction(async (trx) => {
+    await lockInOrder(trx, batch);
     for (let i = 0; i < batch.rows.length; i += CHUNK) {
       await trx.raw(UPSERT_ATTRIBUTES, [JSON.stringify(batch.rows.slice(i, i + CHUNK).map(attributeRow))]);
     }

@@ -2,17 +2,15 @@ import type { ModuleBus } from '../../core/bus.js';
 import type { Logger } from '../../core/log.js';
 import type { Clock } from '../../core/module.js';
 import {
-  type AlertPayload,
   buildData,
   type DataMessage,
   type DownlinkDataType,
-  type HeartbeatPayload,
   isValidProjectId,
-  type MonitorPayload,
   messageDownTopic,
   type RegisterCommand,
   type RegisterPayload,
   TOPIC_COMMAND_UP,
+  uplinkSpec,
 } from '../shared/protocol.js';
 import { ReplayCache, verifyInbound, verifySignature } from '../shared/signing.js';
 import {
@@ -22,6 +20,7 @@ import {
   STATUS,
   type UplinkEvent,
 } from '../shared/topics.js';
+import type { UplinkHandlers, UplinkMessage } from '../shared/uplink-routes.js';
 import type { StatusConfig } from './config.js';
 import type { Presence, PresenceEntry } from './presence.js';
 import type { ProjectRecord, ProjectStore } from './projects.js';
@@ -149,6 +148,19 @@ export class Uplinks {
   private readonly refusalAnswers = new Map<string, { second: number; n: number }>();
 
   constructor(private readonly d: UplinkDeps) {}
+
+  /**
+   * One handler per uplink type status owns in the uplink table (index.ts subscribes them with
+   * subscribeUplinks); the compiler refuses a map that misses one.
+   */
+  readonly handlers = {
+    register: (ev) => this.onRegister(ev),
+    register_complete: (ev) => this.onData(ev, (msg, rec) => this.registerComplete(msg, rec)),
+    heartbeat: (ev) => this.onData(ev, (msg, rec) => this.heartbeat(msg, rec)),
+    disconnect: (ev) => this.onData(ev, (msg) => this.disconnect(msg)),
+    monitor: (ev) => this.onData(ev, (msg) => this.monitor(msg)),
+    alert: (ev) => this.onData(ev, (msg) => this.alert(msg)),
+  } satisfies UplinkHandlers<'status'>;
 
   private now(): number {
     return Math.floor(this.d.clock.now());
@@ -358,17 +370,28 @@ export class Uplinks {
 
   // ─── data ────────────────────────────────────────────────────────────────────────────────
 
-  onData(ev: UplinkEvent<UplinkData>): void | Promise<void> {
+  /**
+   * The steps every data uplink of status goes through before its own handler: a well-formed
+   * message, a provisioned and enabled project, its signature (verifyData).
+   */
+  private onData<M extends UplinkData>(
+    ev: UplinkEvent<M>,
+    handle: (msg: M, rec: ProjectRecord) => void | Promise<void>,
+  ): void | Promise<void> {
     const msg = ev?.msg;
     if (!msg || typeof msg !== 'object' || typeof msg.data_type !== 'string' || !isValidProjectId(msg.project_id)) {
       this.counters.malformed++;
       this.d.log.warn('data event without a valid message dropped');
       return;
     }
-    return this.withProject(msg.project_id, (rec) => this.data(msg, rec));
+    return this.withProject(msg.project_id, (rec) => this.data(msg, rec, handle));
   }
 
-  private data(msg: UplinkData, rec: ProjectRecord | null): void | Promise<void> {
+  private data<M extends UplinkData>(
+    msg: M,
+    rec: ProjectRecord | null,
+    handle: (msg: M, rec: ProjectRecord) => void | Promise<void>,
+  ): void | Promise<void> {
     const pid = msg.project_id;
     const type = msg.data_type;
     if (!rec) {
@@ -384,29 +407,15 @@ export class Uplinks {
       return;
     }
     if (!this.verifyData(msg, rec)) return;
-    switch (type) {
-      case 'register_complete':
-        return this.registerComplete(msg, rec);
-      case 'heartbeat':
-        return this.heartbeat(msg as DataMessage<'heartbeat', HeartbeatPayload>, rec);
-      case 'disconnect':
-        return this.disconnect(msg);
-      case 'monitor':
-        this.monitor(msg as DataMessage<'monitor', MonitorPayload>);
-        return;
-      case 'alert':
-        this.alert(msg as DataMessage<'alert', AlertPayload>);
-        return;
-      default:
-        this.counters.data_ignored++;
-    }
+    return handle(msg, rec);
   }
 
   /**
    * A signature, when present, must verify; unsigned data is accepted unless
    * `require_data_signature` (a DataMessage need not be signed, docs/wire-protocol.md#signing, and the broker's ACL
-   * binds a connection to its project). A disconnect is checked for its signature only: the MQTT
-   * last will was composed when the agent connected, so its timestamp is old and its id may repeat.
+   * binds a connection to its project). A type whose table entry says `freshness: 'none'`
+   * (disconnect) is checked for its signature only: the MQTT last will was composed when the agent
+   * connected, so its timestamp is old and its id may repeat.
    */
   private verifyData(msg: UplinkData, rec: ProjectRecord): boolean {
     const pid = msg.project_id;
@@ -418,7 +427,7 @@ export class Uplinks {
     }
     const now = this.now();
     const secrets = this.d.projects.validSecrets(rec, now);
-    if (msg.data_type === 'disconnect') {
+    if (uplinkSpec(msg.data_type)?.freshness === 'none') {
       if (verifySignature(msg, secrets)) return true;
       this.badData(msg, 'PROTO_ERR_SIGNATURE', 'signature does not verify');
       return false;
@@ -455,7 +464,7 @@ export class Uplinks {
     });
   }
 
-  private registerComplete(msg: UplinkData, rec: ProjectRecord): void | Promise<void> {
+  private registerComplete(msg: UplinkMessage<'register_complete'>, rec: ProjectRecord): void | Promise<void> {
     const pid = msg.project_id;
     return this.placed(
       pid,
@@ -482,7 +491,7 @@ export class Uplinks {
     );
   }
 
-  private heartbeat(msg: DataMessage<'heartbeat', HeartbeatPayload>, rec: ProjectRecord): void | Promise<void> {
+  private heartbeat(msg: UplinkMessage<'heartbeat'>, rec: ProjectRecord): void | Promise<void> {
     this.counters.heartbeats++;
     const pid = msg.project_id;
     const registering = (e: PresenceEntry | undefined) =>
@@ -509,7 +518,7 @@ export class Uplinks {
     );
   }
 
-  private disconnect(msg: UplinkData): void | Promise<void> {
+  private disconnect(msg: UplinkMessage<'disconnect'>): void | Promise<void> {
     this.counters.disconnects++;
     const live = (e: PresenceEntry | undefined): e is PresenceEntry =>
       e !== undefined && e.state !== 'offline' && e.state !== 'disconnecting';
@@ -562,7 +571,7 @@ export class Uplinks {
     );
   }
 
-  private monitor(msg: DataMessage<'monitor', MonitorPayload>): void {
+  private monitor(msg: UplinkMessage<'monitor'>): void {
     this.counters.monitors++;
     const e = this.d.presence.ensure(msg.project_id);
     const at = this.now();
@@ -572,7 +581,7 @@ export class Uplinks {
     void this.d.bus.publish(STATUS.monitor(msg.project_id), { project_id: msg.project_id, metrics: e.metrics, at });
   }
 
-  private alert(msg: DataMessage<'alert', AlertPayload>): void {
+  private alert(msg: UplinkMessage<'alert'>): void {
     this.counters.alerts++;
     const e = this.d.presence.ensure(msg.project_id);
     const at = this.now();

@@ -60,7 +60,8 @@ export const provider: ModuleProvider<WebConfig> = {
   name: 'web',
   description: 'REST API, live WebSocket, dashboard, metrics and health for the exchange hub',
   schema: webConfigSchema,
-  dependencies: ['status', 'command'],
+  // calls come from outside and are answered by status and command: started after them, stopped before
+  ingress: true,
   create(ctx) {
     const cfg = ctx.config;
     const log = ctx.log;

@@ -1,26 +1,21 @@
 /**
- * Hostile MQTT uplinks, generated with fast-check: a message of each of the nine uplink types as
- * an agent of project A would send it, then mutated — fields removed or given the wrong type,
+ * Hostile MQTT uplinks, generated with fast-check: a message of each uplink type of the table
+ * (modules/shared/protocol/uplinks.ts) as an agent of project A would send it, then mutated — fields removed or given the wrong type,
  * huge, deeply nested, NUL and lone-surrogate values, other projects' ids and command ids,
  * absent, bogus or foreign signatures, stale timestamps, reused message ids, wrong topics, and
  * bytes that are not JSON at all.
  */
 import { randomUUID } from 'node:crypto';
 import fc from 'fast-check';
-import { TOPIC_COMMAND_UP, TOPIC_MESSAGE_UP } from '../../modules/shared/protocol.js';
+import {
+  TOPIC_COMMAND_UP,
+  TOPIC_MESSAGE_UP,
+  UPLINK_TOPIC,
+  UPLINK_TYPES,
+  UPLINKS,
+  type UplinkType,
+} from '../../modules/shared/protocol.js';
 import { signMessage } from '../../modules/shared/signing.js';
-
-export const UPLINK_TYPES = [
-  'register',
-  'register_complete',
-  'heartbeat',
-  'command_ack',
-  'log_result',
-  'exec_result',
-  'monitor',
-  'alert',
-  'disconnect',
-] as const;
 
 export interface FuzzIds {
   /** The attacker: the agent that publishes, logged in as this project. */
@@ -75,7 +70,11 @@ function commandId(ids: FuzzIds): fc.Arbitrary<string> {
 
 const metrics = fc.dictionary(fc.string({ maxLength: 8 }), fc.jsonValue({ maxDepth: 2 }), { maxKeys: 4 });
 
-function basePayload(type: string, cmd: fc.Arbitrary<string>, now: number): fc.Arbitrary<Record<string, unknown>> {
+/**
+ * A valid payload of `type`, varied where it matters (command ids of both projects, sizes,
+ * metrics); a type without its own generator here starts from its table entry's example.
+ */
+function basePayload(type: UplinkType, cmd: fc.Arbitrary<string>, now: number): fc.Arbitrary<Record<string, unknown>> {
   switch (type) {
     case 'register':
       return fc.record({
@@ -117,8 +116,11 @@ function basePayload(type: string, cmd: fc.Arbitrary<string>, now: number): fc.A
         level: fc.constantFrom('info', 'warning', 'error', 'critical'),
         message: fc.string({ maxLength: 20 }),
       });
-    default:
+    case 'disconnect':
       return fc.record({ reason: fc.string({ maxLength: 20 }) }, { requiredKeys: [] });
+    default:
+      // a type added to the table after this generator: its example, mutated like the rest
+      return fc.constant({ ...UPLINKS[type as UplinkType].example });
   }
 }
 
@@ -173,7 +175,7 @@ export function uplinkArb(ids: FuzzIds, now: number, reuseIds: readonly string[]
 }
 
 function oneType(
-  type: string,
+  type: UplinkType,
   ids: FuzzIds,
   cmd: fc.Arbitrary<string>,
   now: number,
@@ -227,7 +229,7 @@ function oneType(
       ),
     })
     .map((g): FuzzUplink => {
-      const isCommand = type === 'register';
+      const isCommand = UPLINKS[type].kind === 'command';
       const projectId =
         g.project === 'a' ? ids.a.project_id : g.project === 'b' ? ids.b.project_id : `${ids.a.project_id}/x`;
       const msg: Record<string, unknown> = {
@@ -273,7 +275,7 @@ function oneType(
       if (deep) {
         text = text.replace(new RegExp(`"${DEEP}(\\d+)${DEEP}"`, 'g'), (_m, n: string) => deepText(Number(n)));
       }
-      const right = isCommand ? TOPIC_COMMAND_UP : TOPIC_MESSAGE_UP;
+      const right = UPLINK_TOPIC[UPLINKS[type].kind];
       const topic =
         g.topic === 'right'
           ? right

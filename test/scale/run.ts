@@ -32,7 +32,7 @@ import { HubInstance } from './cluster.js';
 import { CpuMeter, cpuOf, postmasterPid, treeCpuOf } from './cpu.js';
 import { API, type LoadSpec, type Outcome, ScaleLoad, TERMINAL, TERMINAL_SQL } from './load.js';
 import { type PresenceFigures, PresenceSampler } from './presence.js';
-import { type Watcher, type WatcherFigures, watchGrpc, watchWs } from './watchers.js';
+import { type NextInstance, type Watcher, type WatcherFigures, watchGrpc, watchWs } from './watchers.js';
 
 export interface ScaleOptions {
   instances: number;
@@ -182,7 +182,6 @@ export async function runScale(opts: ScaleOptions): Promise<ScaleFigures> {
     hubs.push(await HubInstance.create({ index: i, dbUrl, brokerUrl: mosquitto.url, group }));
   const agents: ChaosAgent[] = [];
   const watchers: Watcher[] = [];
-  const retired: Watcher[] = [];
   try {
     // one instance first: it runs the migrations; the others start later (throughput 1 vs N)
     await hubs[0].start();
@@ -269,9 +268,16 @@ export async function runScale(opts: ScaleOptions): Promise<ScaleFigures> {
     if (opts.throughputMs > 0 && hubs.length > 1) await measure(hubs.length);
 
     // watchers on every instance, presence sampled on every instance
+    // a watcher whose instance dies moves to one that serves, as the README tells clients to
+    const nextFor =
+      (own: HubInstance): NextInstance =>
+      () => {
+        const h = hubs.find((x) => x !== own && serving.has(x.name));
+        return h ? { base: h.base, grpcAddress: h.grpcAddress } : undefined;
+      };
     const watch = async (h: HubInstance, suffix = '') => {
-      const ws = await watchWs(h.base, `ws ${h.name}${suffix}`);
-      const gr = await watchGrpc(h.grpcAddress, `grpc ${h.name}${suffix}`);
+      const ws = await watchWs(h.base, `ws ${h.name}${suffix}`, nextFor(h));
+      const gr = await watchGrpc(h.grpcAddress, `grpc ${h.name}${suffix}`, nextFor(h));
       watchers.push(ws, gr);
       return [ws, gr];
     };
@@ -318,10 +324,6 @@ export async function runScale(opts: ScaleOptions): Promise<ScaleFigures> {
       load.phase = 'down';
       killAt = Date.now();
       await victim.kill9();
-      for (const w of watchers.filter((x) => x.tally.name.endsWith(victim.name))) {
-        w.tally.closedAt = Math.min(w.tally.closedAt || killAt, killAt);
-        retired.push(w);
-      }
       log(`scale: ${victim.name} killed (-9) after ${load.ledger.size} accepted`);
       const ids = [...load.ledger.keys()];
       const rows = await pgs.query<{ command_id: string }>(
@@ -457,7 +459,7 @@ export async function runScale(opts: ScaleOptions): Promise<ScaleFigures> {
     }
     return figures;
   } finally {
-    for (const w of [...watchers, ...retired]) w.close();
+    for (const w of watchers) w.close();
     await Promise.allSettled(agents.map((a) => a.dispose()));
     await Promise.allSettled(hubs.map((h) => h.dispose()));
     await mosquitto.destroy().catch(() => undefined);
@@ -690,7 +692,7 @@ export function properties(f: ScaleFigures, opts: ScaleOptions): Property[] {
       line: `watchers: ${f.watchers
         .map(
           (w) =>
-            `${w.name} ${w.seen}/${w.of}${w.duplicates ? ` dup ${w.duplicates}` : ''}${w.outOfOrder ? ` out-of-order ${w.outOfOrder}` : ''}`,
+            `${w.name} ${w.seen}/${w.of}${w.failovers ? ` (moved ${w.failovers}×, ${w.reread} by re-read)` : ''}${w.duplicates ? ` dup ${w.duplicates}` : ''}${w.outOfOrder ? ` out-of-order ${w.outOfOrder}` : ''}`,
         )
         .join(', ')}; duplicates ${f.watchers.reduce((n, w) => n + w.duplicates, 0)}, out-of-order ${f.watchers.reduce(
         (n, w) => n + w.outOfOrder,

@@ -3,6 +3,12 @@
  * WatchEvents stream with `all: true`. Each keeps what it saw per command (result events, the
  * order of state events), so the run can ask: did every watcher on every instance see every
  * result, once, and each command's states in lifecycle order?
+ *
+ * A watcher whose instance dies does what the README tells a client to do ("Resume on another
+ * instance"): it reconnects to an instance that serves, asks to resume (that instance answers
+ * `resync`: ids belong to the instance that numbered them), takes the live events at once, and
+ * re-reads over REST the results it may have missed since a little before its last event. What it
+ * learns only from that re-read is counted apart (`reread`), so the figures show both.
  */
 import * as grpc from '@grpc/grpc-js';
 import { loadSync } from '@grpc/proto-loader';
@@ -27,6 +33,10 @@ export interface WatcherFigures {
   seen: number;
   /** Results the hub received within the watcher's window (from the database). */
   of: number;
+  /** Of `seen`, learned from the REST re-read after a failover (not from the stream). */
+  reread: number;
+  /** Times the watcher moved to another instance because its own died. */
+  failovers: number;
   /** Result events beyond the first, per command (summed). */
   duplicates: number;
   /** The same (command, status) state event more than once (summed). */
@@ -44,6 +54,8 @@ export interface WatcherFigures {
 /** What one watcher saw. */
 export class Tally {
   readonly results = new Map<string, number>();
+  /** command id → the failover count when its result first arrived. */
+  private readonly resultGeneration = new Map<string, number>();
   /** command id → highest rank seen, and whether it ever went back. */
   private readonly rank = new Map<string, number>();
   private readonly states = new Map<string, Set<string>>();
@@ -60,13 +72,25 @@ export class Tally {
   closing = false;
   /** Times the stream was reopened with resume after the hub cut it for falling behind. */
   resumes = 0;
+  /** Times the watcher moved to another instance because its own died. */
+  failovers = 0;
+  /** Commands whose result the watcher learned from the REST re-read after a failover. */
+  readonly reread = new Set<string>();
+  /** When the last event arrived (local clock): a re-read starts a margin before it. */
+  lastEventAt = 0;
 
   constructor(readonly name: string) {}
 
   onEvent(type: string, commandId: string | undefined, data: unknown): void {
     this.events++;
+    this.lastEventAt = Date.now();
     if (!commandId) return;
     if (type === 'command.result') {
+      // the same result from the instance that died and from the one moved to is the overlap the
+      // README allows across a failover, not a duplicate of one stream
+      const seenIn = this.resultGeneration.get(commandId);
+      if (seenIn !== undefined && seenIn !== this.failovers) return;
+      this.resultGeneration.set(commandId, this.failovers);
       this.results.set(commandId, (this.results.get(commandId) ?? 0) + 1);
       return;
     }
@@ -91,10 +115,14 @@ export class Tally {
   /** Figures against the results the hub received while this watcher was open (`expected`). */
   figures(expected: ReadonlySet<string>): WatcherFigures {
     let seen = 0;
+    let reread = 0;
     const missing: string[] = [];
     for (const id of expected) {
       if (this.results.has(id)) seen++;
-      else if (missing.length < 3) missing.push(id);
+      else if (this.reread.has(id)) {
+        seen++;
+        reread++;
+      } else if (missing.length < 3) missing.push(id);
     }
     let duplicates = 0;
     for (const n of this.results.values()) duplicates += n - 1;
@@ -102,6 +130,8 @@ export class Tally {
       name: this.name,
       seen,
       of: expected.size,
+      reread,
+      failovers: this.failovers,
       duplicates,
       stateDuplicates: this.stateDuplicates,
       outOfOrder: this.backwards.size,
@@ -117,33 +147,90 @@ export interface Watcher {
   close(): void;
 }
 
+/** Where a watcher whose instance died goes next: an instance that serves now. */
+export type NextInstance = () => { base: string; grpcAddress: string } | undefined;
+
+/** Terminal statuses whose command may carry a result (the list view says which by status). */
+const WITH_RESULT = 'completed,failed,timeout';
+/** A re-read starts this long before the last event seen (commands run for up to a few seconds). */
+const REREAD_MARGIN_MS = 60_000;
+
+/**
+ * The README's re-read after a `resync`: every command created since `sinceMs` (until now, so the
+ * pages do not shift under new sends) that ended with a result, marked as known to `tally`.
+ */
+async function rereadResults(base: string, tally: Tally, sinceMs: number): Promise<void> {
+  const until = Date.now();
+  for (let offset = 0; ; ) {
+    const q = new URLSearchParams({
+      status: WITH_RESULT,
+      since: String(Math.floor(sinceMs)),
+      until: String(until),
+      limit: '500',
+      offset: String(offset),
+    });
+    const r = await fetch(`${base}/api/exchange-hub/commands?${q}`, { signal: AbortSignal.timeout(30_000) });
+    if (!r.ok) throw new Error(`re-read: GET /commands answered ${r.status}`);
+    const page = (await r.json()) as {
+      items: Array<{ command_id: string; status: string; late_result?: boolean }>;
+      total: number;
+    };
+    // completed and failed carry their result; a timeout carries one when it came late
+    for (const c of page.items) if (c.status !== 'timeout' || c.late_result) tally.reread.add(c.command_id);
+    offset += page.items.length;
+    if (page.items.length === 0 || offset >= page.total) return;
+  }
+}
+
+/** Moves `tally`'s watcher to the next instance; false when none serves or it moved too often. */
+function canFailOver(tally: Tally, next: NextInstance | undefined): ReturnType<NextInstance> {
+  if (tally.closing || !next || tally.failovers >= 3) return undefined;
+  const to = next();
+  if (to) tally.failovers++;
+  return to;
+}
+
 /** A WebSocket client on `base` subscribed to every event; resolves once the hub said `subscribed`. */
-export async function watchWs(base: string, name: string): Promise<Watcher> {
+export async function watchWs(base: string, name: string, next?: NextInstance): Promise<Watcher> {
   const tally = new Tally(name);
-  const url = `${base.replace(/^http/, 'ws')}/api/exchange-hub/ws`;
-  const ws = new WebSocket(url);
-  ws.on('error', (err) => {
-    if (!tally.closing) tally.closeReason ||= err.message;
-  });
-  ws.on('close', (code) => {
-    tally.closedAt ||= Date.now();
-    if (!tally.closing) tally.closeReason ||= `close ${code}`;
-  });
-  const subscribed = new Promise<void>((resolve) => {
-    ws.on('message', (raw) => {
+  let ws: WebSocket;
+  const open = (at: string, failover: boolean, resolve?: () => void) => {
+    const sock = new WebSocket(`${at.replace(/^http/, 'ws')}/api/exchange-hub/ws`);
+    ws = sock;
+    let moved = false;
+    const moveOn = (why: string) => {
+      if (moved || tally.closing) return;
+      moved = true;
+      const to = canFailOver(tally, next);
+      if (to) open(to.base, true);
+      else {
+        tally.closedAt ||= Date.now();
+        tally.closeReason ||= why;
+      }
+    };
+    sock.on('error', (err) => moveOn(err.message));
+    sock.on('close', (code) => moveOn(`close ${code}`));
+    sock.on('message', (raw) => {
       let m: { op?: string; type?: string; command_id?: string; data?: unknown };
       try {
         m = JSON.parse(String(raw));
       } catch {
         return;
       }
-      if (m.op === 'hello') ws.send(JSON.stringify({ op: 'subscribe', all: true }));
+      if (m.op === 'hello') sock.send(JSON.stringify({ op: 'subscribe', all: true }));
       else if (m.op === 'subscribed') {
-        tally.openedAt = Date.now();
-        resolve();
+        tally.openedAt ||= Date.now();
+        resolve?.();
+        // live events flow from now on; what fell between the death and now is re-read
+        if (failover) {
+          rereadResults(at, tally, (tally.lastEventAt || tally.openedAt) - REREAD_MARGIN_MS).catch((err) => {
+            tally.closeReason ||= (err as Error).message;
+          });
+        }
       } else if (m.op === 'event' && typeof m.type === 'string') tally.onEvent(m.type, m.command_id, m.data);
     });
-  });
+  };
+  const subscribed = new Promise<void>((resolve) => open(base, false, resolve));
   await withTimeout(subscribed, 30_000, `${name} subscribed`);
   return {
     tally,
@@ -189,20 +276,29 @@ function exchangeHubClient(address: string): ExchangeHubClient {
  * A stream the hub ends with RESOURCE_EXHAUSTED (the client fell more than `grpc.stream_buffer_max`
  * events behind, as a watcher on a busy machine may) is reopened the way the .proto tells a client
  * to: with the epoch and id of the last event processed, so the missed events are replayed, none
- * twice. Any other end is final (the instance died).
+ * twice. Any other end means the instance died: the watcher moves to `next()` (see the header).
  */
-export async function watchGrpc(address: string, name: string): Promise<Watcher> {
+export async function watchGrpc(address: string, name: string, next?: NextInstance): Promise<Watcher> {
   const tally = new Tally(name);
-  const client = exchangeHubClient(address);
+  let client = exchangeHubClient(address);
   let last: { epoch: string; id: number } | undefined;
   let call: grpc.ClientReadableStream<FeedEvent>;
-  const open = (resolve?: () => void) => {
-    call = client.WatchEvents(last ? { all: true, resume_epoch: last.epoch, last_event_id: last.id } : { all: true });
-    call.on('metadata', () => {
+  const open = (rest: string | undefined, resolve?: () => void) => {
+    const c = client.WatchEvents(
+      last ? { all: true, resume_epoch: last.epoch, last_event_id: last.id } : { all: true },
+    );
+    call = c;
+    c.on('metadata', () => {
       tally.openedAt ||= Date.now();
       resolve?.();
+      // after a failover: the stream is live here; what fell between the death and now is re-read
+      if (rest) {
+        rereadResults(rest, tally, (tally.lastEventAt || tally.openedAt) - REREAD_MARGIN_MS).catch((err) => {
+          tally.closeReason ||= (err as Error).message;
+        });
+      }
     });
-    call.on('data', (ev: FeedEvent) => {
+    c.on('data', (ev: FeedEvent) => {
       if (ev.type === 'resync') return;
       if (ev.epoch) last = { epoch: ev.epoch, id: Number(ev.id) };
       let data: unknown = null;
@@ -213,17 +309,25 @@ export async function watchGrpc(address: string, name: string): Promise<Watcher>
       }
       tally.onEvent(ev.type, ev.command_id || undefined, data);
     });
-    call.on('error', (err: grpc.ServiceError) => {
-      if (!tally.closing && err.code === grpc.status.RESOURCE_EXHAUSTED && last && tally.resumes < 20) {
+    c.on('error', (err: grpc.ServiceError) => {
+      if (tally.closing) return;
+      if (err.code === grpc.status.RESOURCE_EXHAUSTED && last) {
         tally.resumes++;
-        open();
+        open(undefined);
+        return;
+      }
+      const to = canFailOver(tally, next);
+      if (to) {
+        client.close();
+        client = exchangeHubClient(to.grpcAddress);
+        open(to.base);
         return;
       }
       tally.closedAt ||= Date.now();
-      if (!tally.closing) tally.closeReason ||= err.message;
+      tally.closeReason ||= err.message;
     });
   };
-  const started = new Promise<void>((resolve) => open(resolve));
+  const started = new Promise<void>((resolve) => open(undefined, resolve));
   await withTimeout(started, 30_000, `${name} stream started`);
   return {
     tally,

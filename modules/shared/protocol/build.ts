@@ -1,0 +1,139 @@
+/**
+ * Outbound: `buildCommand` / `buildData` make well-formed, signed messages (docs/wire-protocol.md#signing).
+ * Payloads of known types are checked against their schema here, so a bad message fails at the
+ * sender, not at the receiver.
+ */
+import { randomUUID } from 'node:crypto';
+import type { z } from 'zod';
+import { HubError } from '../../../core/errors.js';
+import { canonicalJson, signMessage } from '../signing.js';
+import { schemaFailure, show } from './describe.js';
+import { DOWNLINK_DATA_PAYLOAD_SCHEMAS } from './downlinks.js';
+import type { CommandMessage, DataMessage } from './envelope.js';
+import { uuid } from './fields.js';
+import { uplinkSpec } from './uplinks.js';
+import { COMMAND_TYPE_RE, isValidProjectId, PROTOCOL_VERSION } from './wire.js';
+
+/** A fresh message id (UUID v4). */
+export function newMessageId(): string {
+  return randomUUID();
+}
+
+interface BuildOptions {
+  messageId?: string;
+  /** The timestamp to stamp, ms since the epoch; default `Date.now()`. */
+  now?: number;
+}
+
+/**
+ * A deep, JSON-only copy of `payload`: the message never shares objects with the caller (a later
+ * mutation would break the signature), and values JSON cannot carry fail here, not at the receiver.
+ */
+function jsonCopy(payload: unknown): unknown {
+  if (payload === undefined) throw new HubError('PROTO_ERR_SCHEMA', 'payload: required (use null for "nothing")');
+  try {
+    return JSON.parse(canonicalJson(payload));
+  } catch (err) {
+    throw new HubError('PROTO_ERR_SCHEMA', `payload: not JSON-serialisable: ${(err as Error).message}`, undefined, {
+      cause: err,
+    });
+  }
+}
+
+function baseFields<T extends 'command' | 'message'>(projectId: string, type: T, opts: BuildOptions | undefined) {
+  if (!isValidProjectId(projectId)) {
+    throw new HubError('PROTO_ERR_PROJECT_ID', `project_id: invalid project id ${show(projectId)}`, {
+      field: 'project_id',
+    });
+  }
+  const messageId = opts?.messageId ?? newMessageId();
+  if (!uuid().safeParse(messageId).success) {
+    throw new HubError('PROTO_ERR_SCHEMA', `message_id: expected a UUID, got ${show(messageId)}`, {
+      field: 'message_id',
+    });
+  }
+  const timestamp = opts?.now ?? Date.now();
+  if (!Number.isSafeInteger(timestamp) || timestamp < 0) {
+    throw new HubError('PROTO_ERR_SCHEMA', `timestamp: expected a non-negative integer, got ${show(timestamp)}`, {
+      field: 'timestamp',
+    });
+  }
+  return { message_id: messageId, type, project_id: projectId, timestamp, version: PROTOCOL_VERSION } as const;
+}
+
+/** The schema a known type's payload must match: an uplink of that kind, or (data) a downlink. */
+function knownSchema(kind: 'command' | 'data', typeName: string): z.ZodType | undefined {
+  const spec = uplinkSpec(typeName);
+  if (spec?.kind === kind) return spec.schema;
+  if (kind === 'data' && Object.hasOwn(DOWNLINK_DATA_PAYLOAD_SCHEMAS, typeName)) {
+    return DOWNLINK_DATA_PAYLOAD_SCHEMAS[typeName as keyof typeof DOWNLINK_DATA_PAYLOAD_SCHEMAS];
+  }
+  return undefined;
+}
+
+const typeField = (kind: 'command' | 'data') => (kind === 'command' ? 'command_type' : 'data_type');
+
+function checkTypeName(kind: 'command' | 'data', typeName: string): void {
+  if (typeof typeName !== 'string' || !COMMAND_TYPE_RE.test(typeName)) {
+    const field = typeField(kind);
+    throw new HubError('PROTO_ERR_SCHEMA', `${field}: must match ${COMMAND_TYPE_RE}, got ${show(typeName)}`, { field });
+  }
+}
+
+/** A JSON-only copy of the payload; a known type's is checked at build time, so a bad message fails at the sender. */
+function checkedBody(kind: 'command' | 'data', typeName: string, payload: unknown): unknown {
+  const body = jsonCopy(payload);
+  const schema = knownSchema(kind, typeName);
+  const r = schema?.safeParse(body);
+  if (r && !r.success) {
+    const f = schemaFailure(r.error, { payload: body }, ['payload']);
+    throw new HubError('PROTO_ERR_SCHEMA', `${typeField(kind)} ${typeName}: ${f.reason}`, { field: 'payload' });
+  }
+  return body;
+}
+
+/**
+ * A signed command (docs/wire-protocol.md#signing). Throws a HubError (PROTO_ERR_PROJECT_ID, PROTO_ERR_SCHEMA) for
+ * an invalid project id, command type, message id, timestamp, a payload that JSON cannot carry,
+ * or a `register` payload that does not match its schema; a TypeError for an empty secret.
+ *
+ * @example
+ *   const cmd = buildCommand('plant-7', 'host_exec', { script: 'uptime' }, secret);
+ *   mqtt.publish(commandDownTopic('plant-7'), JSON.stringify(cmd), { qos: 1 });
+ */
+export function buildCommand(
+  projectId: string,
+  commandType: string,
+  payload: unknown,
+  secret: string,
+  opts?: BuildOptions,
+): CommandMessage {
+  checkTypeName('command', commandType);
+  const base = baseFields(projectId, 'command', opts);
+  const body = checkedBody('command', commandType, payload);
+  const unsigned = { ...base, command_type: commandType, payload: body };
+  return { ...unsigned, signature: signMessage(unsigned, secret) };
+}
+
+/**
+ * A data message; signed when `secret` is given (the hub and agent sign everything they can).
+ * Throws like `buildCommand`; payloads of known data types (uplink and downlink) are checked
+ * against their schema.
+ *
+ * @example
+ *   const ack = buildData('plant-7', 'command_ack', { command_id }, { secret });
+ *   mqtt.publish(TOPIC_MESSAGE_UP, JSON.stringify(ack), { qos: 1 });
+ */
+export function buildData(
+  projectId: string,
+  dataType: string,
+  payload: unknown,
+  opts?: BuildOptions & { encrypted?: boolean; secret?: string },
+): DataMessage & { signature?: string } {
+  checkTypeName('data', dataType);
+  const base = baseFields(projectId, 'message', opts);
+  const body = checkedBody('data', dataType, payload);
+  const unsigned: DataMessage = { ...base, data_type: dataType, payload: body, encrypted: opts?.encrypted ?? false };
+  if (opts?.secret === undefined) return unsigned;
+  return { ...unsigned, signature: signMessage(unsigned, opts.secret) };
+}
