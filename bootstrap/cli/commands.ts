@@ -478,7 +478,7 @@ export const COMMANDS: Spec[] = [
       }
       let r: { body: CommandDetail; headers: Headers };
       try {
-        // the hub bounds the wait (sync_wait_ms_max); the CLI waits as long as it does
+        // the hub bounds the wait (max_sync_wait_ms); the CLI waits as long as it does
         r = await ctx.client().call<CommandDetail>('POST', `${API}/command/sync`, { body, timeoutMs: null, headers });
       } catch (err) {
         if (err instanceof ApiError && err.code === 'CMD_ERR_TIMEOUT') {

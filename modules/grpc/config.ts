@@ -1,11 +1,15 @@
 import { z } from 'zod';
+import { oldSettingNames, resolveRenamed } from '../shared/interface-kit/renamed-settings.js';
+import { interfaceSettings } from '../shared/interface-kit/settings.js';
 
 const int = (min: number) => z.number().int().min(min);
 
 /**
  * Settings of the `grpc` module. `grpc: {}` is a working server on 127.0.0.1:50051 without
  * authentication; with a token (HUB_API_TOKEN in the default config.yml) it listens on every
- * interface and every ExchangeHub call needs `authorization: Bearer <token>`.
+ * interface and every ExchangeHub call needs `authorization: Bearer <token>`. The keys it shares
+ * with web come from the interface kit (one name and meaning each); the longest sync wait
+ * defaults to 600 s here.
  */
 export const grpcConfigSchema = z
   .object({
@@ -16,16 +20,12 @@ export const grpcConfigSchema = z
      * non-loopback address is refused (the server binds 127.0.0.1 and says so in the log).
      */
     host: z.string().min(1).optional(),
-    /** Accepted bearer tokens (several, so one can be rotated without downtime). */
-    tokens: z.array(z.string().min(1)).default([]),
-    /** One more accepted token; empty means none. The default config.yml sets it from HUB_API_TOKEN. */
-    token: z.string().default(''),
+    /** tokens, token, the sync-wait settings, request_timeout_ms (or the call's deadline when sooner), close_grace_ms. */
+    ...interfaceSettings,
+    /** The old name of close_grace_ms, still read (with a warning). */
+    ...oldSettingNames(['stop_grace_ms']),
     /** grpc.max_receive_message_length and grpc.max_send_message_length, in bytes. */
     max_message_bytes: int(1024).default(4_194_304),
-    /** SendSyncCommand waits this long for the result when the request names no wait_ms. */
-    default_sync_wait_ms: int(1).default(30_000),
-    /** Longest wait_ms a caller may ask for (bounds the server-side resources of one call). */
-    max_sync_wait_ms: int(1).default(600_000),
     /** Events kept for WatchEvents resume (the replay buffer of the feed). */
     replay: int(0).default(10_000),
     /**
@@ -36,23 +36,10 @@ export const grpcConfigSchema = z
      * of watchers on a loaded machine a few seconds behind, issue 11.)
      */
     stream_buffer_max: int(1).default(10_000),
-    /** Bus requests to other modules give up after this long (or the call's deadline when sooner). */
-    request_timeout_ms: int(1).default(10_000),
-    /** On stop: how long running calls may finish (tryShutdown) before they are cut (forceShutdown). */
-    stop_grace_ms: int(0).default(2_000),
     /** The variable named in the "port in use" error, so the operator knows what to change. */
     port_env: z.string().min(1).default('HUB_GRPC_PORT'),
   })
-  .strict();
+  .strict()
+  .transform(resolveRenamed({ max_sync_wait_ms: 600_000, close_grace_ms: 2_000 }));
 
-export type GrpcConfig = z.infer<typeof grpcConfigSchema>;
-
-/** The tokens in force: `tokens` plus a non-empty `token`, without duplicates. */
-export function effectiveTokens(cfg: GrpcConfig): string[] {
-  return [...new Set([...cfg.tokens, ...(cfg.token ? [cfg.token] : [])])];
-}
-
-export function isLoopback(host: string): boolean {
-  const h = host.replace(/^\[|\]$/g, '').toLowerCase();
-  return h === 'localhost' || h === '::1' || /^127(\.\d{1,3}){3}$/.test(h) || h === '::ffff:127.0.0.1';
-}
+export type GrpcConfig = z.output<typeof grpcConfigSchema>;

@@ -1,4 +1,3 @@
-import { createHash, timingSafeEqual } from 'node:crypto';
 import { Metadata, type ServiceError, status } from '@grpc/grpc-js';
 import { errorCode, HubError } from '../../core/errors.js';
 
@@ -65,36 +64,4 @@ export function isExpected(err: unknown): boolean {
 /** INVALID_ARGUMENT naming the field, in the command module's format (`field: reason`). */
 export function invalidArg(field: string, reason: string): HubError {
   return new HubError('CMD_ERR_INVALID', `${field}: ${reason}`, { field });
-}
-
-/**
- * Bearer tokens compared in constant time: both sides are hashed first, so neither the length
- * nor the content of a configured token leaks through timing.
- */
-export class TokenCheck {
-  private readonly digests: Buffer[];
-
-  constructor(tokens: readonly string[]) {
-    this.digests = tokens.map(digest);
-  }
-
-  get enabled(): boolean {
-    return this.digests.length > 0;
-  }
-
-  /** Throws AUTH_ERR_TOKEN unless the metadata carries `authorization: Bearer <a configured token>`. */
-  check(md: Metadata): void {
-    if (!this.enabled) return;
-    const header = md.get('authorization')[0];
-    const m = typeof header === 'string' ? /^Bearer\s+(\S+)\s*$/i.exec(header) : null;
-    if (!m) throw new HubError('AUTH_ERR_TOKEN', 'missing metadata "authorization: Bearer <token>"');
-    const d = digest(m[1]);
-    let ok = false;
-    for (const known of this.digests) ok = timingSafeEqual(known, d) || ok;
-    if (!ok) throw new HubError('AUTH_ERR_TOKEN', 'invalid bearer token');
-  }
-}
-
-function digest(s: string): Buffer {
-  return createHash('sha256').update(s, 'utf8').digest();
 }

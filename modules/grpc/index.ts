@@ -12,9 +12,13 @@ import { HOST_TOPICS } from '../../core/host-topics.js';
 import type { ModuleContext, ModuleProvider } from '../../core/module.js';
 import { CommandWaiter } from '../shared/command-waiter.js';
 import { EventFeed } from '../shared/event-feed.js';
+import { closeWithGrace } from '../shared/interface-kit/close-with-grace.js';
+import { listenHost } from '../shared/interface-kit/listen-host.js';
+import { warnRenamedSettings } from '../shared/interface-kit/renamed-settings.js';
+import { tokenEntries } from '../shared/interface-kit/settings.js';
+import { TokenGate } from '../shared/interface-kit/token-gate.js';
 import { GRPC, type GrpcStats } from '../shared/topics.js';
-import { effectiveTokens, type GrpcConfig, grpcConfigSchema, isLoopback } from './config.js';
-import { TokenCheck } from './errors.js';
+import { type GrpcConfig, grpcConfigSchema } from './config.js';
 import { loadProto, SERVICE_NAME } from './proto.js';
 import { type CallStats, ExchangeHubService } from './service.js';
 
@@ -28,18 +32,16 @@ export const provider: ModuleProvider<GrpcConfig> = {
 };
 
 /** The listen address: no token → loopback only, whatever the config says (docs/architecture.md#web-and-grpc). */
-function listenHost(ctx: ModuleContext<GrpcConfig>, tokens: readonly string[]): string {
-  const cfg = ctx.config;
-  const host = cfg.host ?? (tokens.length > 0 ? '0.0.0.0' : '127.0.0.1');
-  if (tokens.length > 0) return host;
-  if (!isLoopback(host)) {
+function chooseHost(ctx: ModuleContext<GrpcConfig>, gate: TokenGate): string {
+  const { host, refused } = listenHost(ctx.config.host, gate.enabled);
+  if (refused !== undefined) {
     ctx.log.warn(
-      { host },
-      `no token configured: refusing to listen on ${host}; listening on 127.0.0.1 only (set tokens, or HUB_API_TOKEN in the default config)`,
+      { host: refused },
+      `no token configured: refusing to listen on ${refused}; listening on ${host} only (set tokens, or HUB_API_TOKEN in the default config)`,
     );
-    return '127.0.0.1';
+  } else if (!gate.enabled) {
+    ctx.log.info({ host }, 'no token configured: gRPC listens on loopback only and accepts calls without a token');
   }
-  ctx.log.info({ host }, 'no token configured: gRPC listens on loopback only and accepts calls without a token');
   return host;
 }
 
@@ -64,33 +66,25 @@ function bind(server: Server, address: string, port: number, portEnv: string): P
   });
 }
 
+/** Running calls get `graceMs` to finish (tryShutdown), then every call and connection is cut (forceShutdown). */
 function shutdown(server: Server, graceMs: number): Promise<'graceful' | 'forced'> {
-  return new Promise((resolve) => {
-    let done = false;
-    const timer = setTimeout(() => {
-      if (done) return;
-      done = true;
-      server.forceShutdown();
-      resolve('forced');
-    }, graceMs);
-    server.tryShutdown(() => {
-      if (done) return;
-      done = true;
-      clearTimeout(timer);
-      resolve('graceful');
-    });
-  });
+  return closeWithGrace(
+    graceMs,
+    () => new Promise<void>((resolve) => server.tryShutdown(() => resolve())),
+    () => server.forceShutdown(),
+  );
 }
 
 async function start(ctx: ModuleContext<GrpcConfig>): Promise<void> {
   const cfg = ctx.config;
-  const tokens = effectiveTokens(cfg);
-  const host = listenHost(ctx, tokens);
+  warnRenamedSettings(cfg, ctx.log, ctx.name);
+  const gate = new TokenGate(tokenEntries(cfg));
+  const host = chooseHost(ctx, gate);
   const proto = loadProto();
 
   const feed = new EventFeed({ replay: cfg.replay });
   feed.attach(ctx.bus);
-  const waiter = new CommandWaiter(ctx.bus);
+  const waiter = new CommandWaiter(ctx.bus, { pollMs: cfg.sync_poll_ms });
   waiter.attach();
 
   const health = new HealthImplementation({ '': 'NOT_SERVING', [SERVICE_NAME]: 'NOT_SERVING' });
@@ -119,7 +113,7 @@ async function start(ctx: ModuleContext<GrpcConfig>): Promise<void> {
   const stats: CallStats = { calls: 0, errors: {}, streams_open: 0, streams_total: 0, streams_slow: 0 };
   const service = new ExchangeHubService({
     ctx,
-    tokens: new TokenCheck(tokens),
+    gate,
     waiter,
     feed,
     encodeEvent,
@@ -144,20 +138,20 @@ async function start(ctx: ModuleContext<GrpcConfig>): Promise<void> {
     stopping = true;
     setHealth('NOT_SERVING');
     service.endStreams();
-    const how = await shutdown(server, cfg.stop_grace_ms);
+    const how = await shutdown(server, cfg.close_grace_ms);
     ctx.log.info({ how, ...stats, errors: stats.errors }, 'gRPC server stopped');
   });
 
   const address = `${host.includes(':') && !host.startsWith('[') ? `[${host}]` : host}:${cfg.port}`;
   const port = await bind(server, address, cfg.port, cfg.port_env);
   setHealth('SERVING');
-  ctx.log.info({ host, port, auth: tokens.length > 0 }, 'gRPC server listening');
+  ctx.log.info({ host, port, auth: gate.enabled }, 'gRPC server listening');
   ctx.bus.subscribe(
     GRPC.stats,
     (): GrpcStats => ({
       port,
       host,
-      auth: tokens.length > 0,
+      auth: gate.enabled,
       ...stats,
       errors: { ...stats.errors },
       sync_waiting: waiter.waiting,

@@ -12,6 +12,8 @@ import type { ModuleContext } from '../../core/module.js';
 import { type DeadEvent, OUTBOX_TOPICS } from '../../core/services/outbox/contract.js';
 import type { CommandWaiter } from '../shared/command-waiter.js';
 import type { EventFeed, FeedEvent } from '../shared/event-feed.js';
+import { syncWait } from '../shared/interface-kit/sync-wait.js';
+import { bearerToken, type Principal, type TokenGate } from '../shared/interface-kit/token-gate.js';
 import {
   COMMAND,
   type CommandDetail,
@@ -50,12 +52,12 @@ import {
   toSendRequest,
   type WatchEventsMsg,
 } from './convert.js';
-import { invalidArg, isExpected, type TokenCheck, toServiceError } from './errors.js';
+import { invalidArg, isExpected, toServiceError } from './errors.js';
 import { type EventStream, startWatch } from './watch.js';
 
 export interface ServiceDeps {
   ctx: ModuleContext<GrpcConfig>;
-  tokens: TokenCheck;
+  gate: TokenGate;
   waiter: CommandWaiter;
   feed: EventFeed;
   /** Encodes a FeedEvent message once (the stream then writes the bytes as they are). */
@@ -148,9 +150,16 @@ export class ExchangeHubService {
     };
   }
 
-  private admit(md: Metadata): void {
+  /** The stopping check, then the token gate: every ExchangeHub method needs the token (health and reflection do not). */
+  private admit(md: Metadata): Principal {
     if (this.d.stopping()) throw new HubError('HOST_ERR_STOPPING', 'the hub is stopping; try again elsewhere or later');
-    this.d.tokens.check(md);
+    const presented = bearerToken(md.get('authorization')[0]);
+    const who = this.d.gate.admit(presented);
+    if (who) return who;
+    throw new HubError(
+      'AUTH_ERR_TOKEN',
+      presented === null ? 'missing metadata "authorization: Bearer <token>"' : 'invalid bearer token',
+    );
   }
 
   private fail(method: string, err: unknown, trailers?: Record<string, string>) {
@@ -283,8 +292,8 @@ export class ExchangeHubService {
       this.admit(call.metadata);
       const m = call.request;
       const req = toSendRequest(m);
-      const asked = Math.min(m.wait_ms ?? cfg.default_sync_wait_ms, cfg.max_sync_wait_ms);
-      if (m.wait_ms !== undefined && m.wait_ms < 1) throw invalidArg('wait_ms', 'must be at least 1 ms');
+      // no timeout_ms here: exchange_hub.proto documents an unset wait_ms as the server's default_sync_wait_ms
+      const asked = syncWait(cfg, { wait_ms: m.wait_ms });
       const left = remaining(call);
       const wait = Math.min(asked, left - deadlineMargin(left));
       if (wait <= 0) throw new HubError('CMD_ERR_TIMEOUT', 'the call deadline leaves no time to wait for a result');

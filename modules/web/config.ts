@@ -2,6 +2,8 @@ import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { z } from 'zod';
+import { oldSettingNames, resolveRenamed } from '../shared/interface-kit/renamed-settings.js';
+import { interfaceSettings } from '../shared/interface-kit/settings.js';
 
 const ms = (def: number) => z.number().int().positive().default(def);
 
@@ -15,12 +17,10 @@ export function defaultStaticDir(): string {
   return existsSync(source) ? source : path.resolve(here, '../../..', 'resource/web');
 }
 
-// config.yml passes `${HUB_API_TOKEN:-}`: unset is '', and an all-digit token re-types as a number.
-const tokenText = z.union([z.string(), z.number()]).transform(String);
-
 /**
  * Settings of the `web` module (config.yml `modules.web`): REST, WebSocket and the dashboard.
- * Every key has a default; unknown keys are rejected.
+ * Every key has a default; unknown keys are rejected. The keys it shares with grpc come from the
+ * interface kit (one name and meaning each); the longest sync wait defaults to 300 s here.
  *
  * @example config.yml
  *   web:
@@ -32,29 +32,16 @@ export const webConfigSchema = z
     port: z.number().int().min(0).max(65_535).default(8080),
     /** Default: 127.0.0.1 without a token, 0.0.0.0 with one. Without a token only loopback is ever bound. */
     host: z.string().min(1).optional(),
-    /** Bearer tokens accepted on /api and /metrics; none → open API on loopback only. */
-    tokens: z.array(z.string().min(1)).default([]),
-    /** One more token, as the default config passes it (`${HUB_API_TOKEN:-}`); '' means none. */
-    token: tokenText.optional(),
+    /** tokens, token, the sync-wait settings, request_timeout_ms, close_grace_ms: as grpc's. */
+    ...interfaceSettings,
+    /** The old name of max_sync_wait_ms, still read (with a warning). */
+    ...oldSettingNames(['sync_wait_ms_max']),
     /** The variable that sets the port, named in the error when the port is taken. */
     port_env: z.string().min(1).default('HUB_HTTP_PORT'),
     body_limit_bytes: ms(262_144),
-    /** Longest `wait_ms` a sync call may ask for. */
-    sync_wait_ms_max: ms(300_000),
-    /** A sync call's wait when it gives no `wait_ms` (or its `timeout_ms` when that is longer). */
-    default_sync_wait_ms: ms(30_000),
-    /**
-     * A waiting sync call re-reads its command from the database this often: the safety net
-     * for a result event that never came (its own instance's or, announced, another's).
-     */
-    sync_poll_ms: ms(1_000),
-    /** How long a REST call waits for the module that answers it over the bus. */
-    request_timeout_ms: ms(10_000),
     /** The database /readyz pings; null: none. */
     database: z.string().min(1).nullable().default('default'),
     ready_timeout_ms: ms(1_000),
-    /** After host/stopping, how long open requests may finish before connections are cut. */
-    close_grace_ms: ms(2_000),
     ws: z
       .object({
         max_payload_bytes: ms(65_536),
@@ -77,14 +64,8 @@ export const webConfigSchema = z
       .nullable()
       .default('/mqtt'),
   })
-  .strict();
+  .strict()
+  .transform(resolveRenamed({ max_sync_wait_ms: 300_000, close_grace_ms: 2_000 }));
 
 export type WebConfigInput = z.input<typeof webConfigSchema>;
 export type WebConfig = z.output<typeof webConfigSchema>;
-
-/** The tokens in force: `tokens` plus a non-empty `token`. */
-export function tokensOf(cfg: WebConfig): string[] {
-  const all = [...cfg.tokens];
-  if (cfg.token && cfg.token.trim() !== '') all.push(cfg.token.trim());
-  return all;
-}

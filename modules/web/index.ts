@@ -23,9 +23,12 @@ import { HOST_TOPICS } from '../../core/host-topics.js';
 import type { ModuleProvider } from '../../core/module.js';
 import { CommandWaiter } from '../shared/command-waiter.js';
 import { EventFeed } from '../shared/event-feed.js';
+import { listenHost } from '../shared/interface-kit/listen-host.js';
+import { warnRenamedSettings } from '../shared/interface-kit/renamed-settings.js';
+import { tokenEntries } from '../shared/interface-kit/settings.js';
+import { TokenGate } from '../shared/interface-kit/token-gate.js';
 import { BRIDGE, type BridgeStats, WEB, type WebInfo } from '../shared/topics.js';
-import { isLoopback, TokenGate } from './auth.js';
-import { defaultStaticDir, tokensOf, type WebConfig, webConfigSchema } from './config.js';
+import { defaultStaticDir, type WebConfig, webConfigSchema } from './config.js';
 import { WebMetrics } from './metrics.js';
 import { MqttWsGate } from './mqtt-ws.js';
 import { buildOpenApi } from './openapi.js';
@@ -62,7 +65,8 @@ export const provider: ModuleProvider<WebConfig> = {
   create(ctx) {
     const cfg = ctx.config;
     const log = ctx.log;
-    const gate = new TokenGate(tokensOf(cfg));
+    warnRenamedSettings(cfg, log, ctx.name);
+    const gate = new TokenGate(tokenEntries(cfg));
     const stop = new AbortController();
     const feed = new EventFeed({ replay: cfg.ws.replay });
     const waiter = new CommandWaiter(ctx.bus, { pollMs: cfg.sync_poll_ms });
@@ -115,12 +119,10 @@ export const provider: ModuleProvider<WebConfig> = {
 
     return {
       async start() {
-        let host = cfg.host ?? (gate.enabled ? '0.0.0.0' : '127.0.0.1');
+        const { host, refused } = listenHost(cfg.host, gate.enabled);
         if (!gate.enabled) {
-          // docs/architecture.md#web-and-grpc: without a token the API is open, so only this machine may reach it.
-          const refused = isLoopback(host) ? '' : `; refusing ${host}`;
-          if (refused) host = '127.0.0.1';
-          log.warn({ host }, `no API token configured (HUB_API_TOKEN): listening on loopback ${host} only${refused}`);
+          const why = refused === undefined ? '' : `; refusing ${refused}`;
+          log.warn({ host }, `no API token configured (HUB_API_TOKEN): listening on loopback ${host} only${why}`);
         }
 
         feed.attach(ctx.bus);

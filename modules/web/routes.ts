@@ -9,6 +9,7 @@ import type { ErrorCode } from '../../core/errors.js';
 import { HOST_TOPICS } from '../../core/host-topics.js';
 import { OUTBOX_TOPICS } from '../../core/services/outbox/contract.js';
 import type { CommandWaiter } from '../shared/command-waiter.js';
+import { syncWait } from '../shared/interface-kit/sync-wait.js';
 import { COMMAND, type CommandDetail, type SendCommandRequest, type SentCommand, STATUS } from '../shared/topics.js';
 import type { WebConfig } from './config.js';
 import {
@@ -81,7 +82,7 @@ export interface RouteSpec<
   tag: 'commands' | 'projects' | 'outbox' | 'system';
   /**
    * Answered without the token (health probes). Every other route needs it: the server's one
-   * auth gate reads this flag off the route the router matched (auth.ts `mayPass`).
+   * auth gate reads this flag off the route the router matched (auth.ts `admitRequest`).
    */
   public?: boolean;
   /** Code of a validation failure on this route (400). */
@@ -186,8 +187,7 @@ export function buildRoutes(d: RouteDeps): AnyRoute[] {
       },
       handler: async ({ body, headers, signal }) => {
         const { wait_ms, ...req } = body;
-        const wait =
-          wait_ms ?? Math.min(d.cfg.sync_wait_ms_max, Math.max(d.cfg.default_sync_wait_ms, req.timeout_ms ?? 0));
+        const wait = syncWait(d.cfg, { wait_ms, timeout_ms: req.timeout_ms });
         const out = await d.waiter.sendAndWait(withKey(req, headers['idempotency-key']), wait, { signal });
         const replayed = out.replayed ? REPLAYED : undefined;
         if (out.done) return replayed ? new Answer(200, out.command, undefined, replayed) : out.command;

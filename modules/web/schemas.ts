@@ -51,7 +51,7 @@ export function syncBodySchema(cfg: WebConfig) {
         .number()
         .int()
         .min(1)
-        .max(cfg.sync_wait_ms_max)
+        .max(cfg.max_sync_wait_ms)
         .optional()
         .meta({
           description: `How long to wait for the result (default ${cfg.default_sync_wait_ms} ms, or timeout_ms when longer)`,

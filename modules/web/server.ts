@@ -8,7 +8,9 @@ import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest }
 import type { z } from 'zod';
 import { HubError } from '../../core/errors.js';
 import type { Logger } from '../../core/log.js';
-import { mayPass, type RouteAccess, type RouteAccessConfig, type TokenGate } from './auth.js';
+import { closeWithGrace } from '../shared/interface-kit/close-with-grace.js';
+import type { Access, Principal, TokenGate } from '../shared/interface-kit/token-gate.js';
+import { admitRequest, type RouteAccessConfig } from './auth.js';
 import type { WebConfig } from './config.js';
 import { type ErrorBody, fromZod, toHttpError } from './errors.js';
 import type { WebMetrics } from './metrics.js';
@@ -32,8 +34,15 @@ export interface ServerDeps {
   stopping: AbortSignal;
 }
 
-/** Route config: who may call it (see auth.ts `mayPass`). Routes without it need the token. */
-const access = (a: RouteAccess): RouteAccessConfig => ({ access: a });
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** Who the token gate admitted (null when it refused, or before the onRequest hook ran). */
+    principal: Principal | null;
+  }
+}
+
+/** Route config: who may call it (see auth.ts `admitRequest`). Routes without it need the token. */
+const access = (a: Access): RouteAccessConfig => ({ access: a });
 
 const TOKEN_REQUIRED = 'a valid bearer token is required (Authorization: Bearer <token>)';
 
@@ -68,7 +77,7 @@ export function buildServer(d: ServerDeps): FastifyInstance {
     // counted like every other refusal.
     frameworkErrors: (err, req, reply) => {
       // no route was matched: the gate's fail-closed answer comes first, as for a 404
-      if (!mayPass(d.gate, null, req.raw)) {
+      if (!admitRequest(d.gate, null, req.raw)) {
         d.metrics.httpRefusals.inc({ code: 'AUTH_ERR_TOKEN' });
         d.metrics.httpRequests.inc({ method: req.method, route: 'unmatched', status: '401' });
         return (reply as FastifyReply)
@@ -118,6 +127,7 @@ export function buildServer(d: ServerDeps): FastifyInstance {
     jsonParser(req, text, done);
   });
 
+  app.decorateRequest('principal', null);
   app.addHook('onRequest', async (req, reply) => {
     (req as { t0?: number }).t0 = performance.now();
     if (d.stopping.aborted) {
@@ -126,7 +136,8 @@ export function buildServer(d: ServerDeps): FastifyInstance {
     }
     // The one auth decision: on the route the router matched (decoded path), declared public or
     // not on the route itself; no route matched (404) means the token is needed too.
-    if (!mayPass(d.gate, req.is404 ? null : (req.routeOptions.config as RouteAccessConfig), req.raw)) {
+    req.principal = admitRequest(d.gate, req.is404 ? null : (req.routeOptions.config as RouteAccessConfig), req.raw);
+    if (!req.principal) {
       reply.header('www-authenticate', 'Bearer');
       return sendError(reply, 401, 'AUTH_ERR_TOKEN', TOKEN_REQUIRED);
     }
@@ -141,7 +152,10 @@ export function buildServer(d: ServerDeps): FastifyInstance {
     const t0 = (req as { t0?: number }).t0;
     const ms = t0 === undefined ? 0 : performance.now() - t0;
     d.metrics.httpDuration.observe({ route }, ms / 1000);
-    d.log.debug({ method: req.method, route, status, ms: Math.round(ms * 10) / 10 }, 'http request');
+    d.log.debug(
+      { method: req.method, route, status, ms: Math.round(ms * 10) / 10, token_id: req.principal?.token_id },
+      'http request',
+    );
   });
 
   app.setErrorHandler((err: Error & { code?: string; statusCode?: number }, req, reply) => {
@@ -293,10 +307,9 @@ export async function listen(
 
 /** Closes the server: open requests get `graceMs` to finish, then every connection is cut. */
 export async function closeServer(app: FastifyInstance, graceMs: number): Promise<void> {
-  const timer = setTimeout(() => app.server.closeAllConnections(), graceMs);
-  try {
-    await app.close();
-  } finally {
-    clearTimeout(timer);
-  }
+  await closeWithGrace(
+    graceMs,
+    () => app.close(),
+    () => app.server.closeAllConnections(),
+  );
 }

@@ -25,7 +25,8 @@ import { z } from 'zod';
 import type { Logger } from '../../core/log.js';
 import type { ModuleTimers } from '../../core/module.js';
 import type { EventFeed, FeedEvent, FeedFilter } from '../shared/event-feed.js';
-import type { TokenGate } from './auth.js';
+import type { TokenGate } from '../shared/interface-kit/token-gate.js';
+import { presentedToken } from './auth.js';
 import type { WebConfig } from './config.js';
 import type { WebMetrics } from './metrics.js';
 import { projectId } from './schemas.js';
@@ -163,7 +164,7 @@ export class WsHub {
       refuse(503, 'HOST_ERR_STOPPING', 'the hub is stopping');
       return;
     }
-    if (!this.d.gate.check(this.d.gate.fromRequest(req, true))) {
+    if (!this.d.gate.admit(presentedToken(req, true))) {
       refuse(401, 'AUTH_ERR_TOKEN', 'a valid token is required (Authorization: Bearer or ?token=)');
       return;
     }
