@@ -44,24 +44,16 @@ const digest = (s: string) => createHash('sha256').update(s, 'utf8').digest();
  *   if (!who) return unauthorized();
  */
 export class TokenGate {
-  private known: ReadonlyArray<{ id: string; digest: Buffer }> = [];
+  private readonly known: ReadonlyArray<{ id: string; digest: Buffer }>;
 
+  // A changed token list restarts the module that holds the gate (config reload): no swap here.
   constructor(tokens: readonly TokenEntry[]) {
-    this.replace(tokens);
+    this.known = tokens.map((t) => ({ id: t.id, digest: digest(t.token) }));
   }
 
   /** Whether any token is configured (otherwise the API is open, on loopback only). */
   get enabled(): boolean {
     return this.known.length > 0;
-  }
-
-  /**
-   * Puts a new token list in force at once, for the calls that arrive from now on (a call
-   * admitted before keeps its principal). A token may be rotated without a restart: add the new
-   * one, move callers over, remove the old one.
-   */
-  replace(tokens: readonly TokenEntry[]): void {
-    this.known = tokens.map((t) => ({ id: t.id, digest: digest(t.token) }));
   }
 
   /** The principal of a presented token, or null when it matches none (or none was presented). */

@@ -29,17 +29,6 @@ describe('interface kit: token gate', () => {
     assert.deepEqual(gate.admit('anything'), { token_id: 'loopback', role: 'admin' });
   });
 
-  test('replace() puts a new list in force at once: a token is rotated without a restart', () => {
-    const gate = new TokenGate(tokenEntries({ tokens: ['old'] }));
-    gate.replace(tokenEntries({ tokens: ['old', 'new'] }));
-    assert.equal(gate.admit('new')?.token_id, 'tokens[1]');
-    gate.replace(tokenEntries({ tokens: ['new'] }));
-    assert.equal(gate.admit('old'), null);
-    assert.equal(gate.admit('new')?.token_id, 'tokens[0]');
-    gate.replace([]);
-    assert.equal(gate.enabled, false);
-  });
-
   test('bearerToken reads `Bearer <token>` (any case, surrounding blanks dropped) and nothing else', () => {
     assert.equal(bearerToken('Bearer abc'), 'abc');
     assert.equal(bearerToken('bearer   abc  '), 'abc');
