@@ -37,7 +37,7 @@ import {
 } from './env.js';
 import { startFloor } from './floor.js';
 import { connectFloorAgents } from './floor-agent.js';
-import { machine, percentile, type SuiteResult } from './harness.js';
+import { machine, percentile, type SuiteResult, vsFloor } from './harness.js';
 import { JsonClient } from './http.js';
 
 const API = '/api/exchange-hub';
@@ -264,43 +264,11 @@ export async function runAsyncSuite(): Promise<SuiteResult> {
       suite: 'async',
       machine: machine(),
       rows: [
-        {
-          metric: `commands/s completed end to end (${IN_FLIGHT} in flight)`,
-          value: rate,
-          unit: 'cmd/s',
-          baseline: fRate,
-          against: 'floor',
-          ratio: rate / fRate,
-          goal: '>= 0.8x floor',
-          met: rate / fRate >= 0.8,
-        },
+        vsFloor(`commands/s completed end to end (${IN_FLIGHT} in flight)`, 'cmd/s', rate, fRate, { min: 0.8 }),
         { metric: '  against raw MQTT echo', value: rate, unit: 'cmd/s', baseline: echo.rate, ratio: rate / echo.rate },
-        {
-          metric: 'commands/s accepted (202)',
-          value: acceptRate(hw),
-          unit: 'cmd/s',
-          baseline: acceptRate(fw),
-          against: 'floor',
-          ratio: acceptRate(hw) / acceptRate(fw),
-        },
-        {
-          metric: 'accept latency p50',
-          value: percentile(hw.acceptLat, 50),
-          unit: 'ms',
-          baseline: percentile(fw.acceptLat, 50),
-          against: 'floor',
-          ratio: percentile(hw.acceptLat, 50) / percentile(fw.acceptLat, 50),
-        },
-        {
-          metric: 'accept latency p99',
-          value: p99,
-          unit: 'ms',
-          baseline: f99,
-          against: 'floor',
-          ratio: p99 / f99,
-          goal: '< 100 ms',
-          met: p99 < 100,
-        },
+        vsFloor('commands/s accepted (202)', 'cmd/s', acceptRate(hw), acceptRate(fw)),
+        vsFloor('accept latency p50', 'ms', percentile(hw.acceptLat, 50), percentile(fw.acceptLat, 50)),
+        { ...vsFloor('accept latency p99', 'ms', p99, f99), goal: '< 100 ms', met: p99 < 100 },
         { metric: 'commands lost', value: lost, unit: 'cmd', goal: '0', met: lost === 0 && hw.errors.length === 0 },
         {
           metric: 'floor commands lost',
@@ -310,14 +278,7 @@ export async function runAsyncSuite(): Promise<SuiteResult> {
           met: floorLost === 0 && fw.errors.length === 0,
         },
         { metric: 'drain after the window', value: hd.drainMs, unit: 'ms', baseline: fd.drainMs, against: 'floor' },
-        {
-          metric: 'server CPU per command',
-          value: hubCpu,
-          unit: 'ms',
-          baseline: floorCpu,
-          against: 'floor',
-          ratio: hubCpu / floorCpu,
-        },
+        vsFloor('server CPU per command', 'ms', hubCpu, floorCpu),
       ],
       notes: [
         `${WINDOW_MS / 1000} s sustained after ${WARMUP_MS / 1000} s warm-up, for the floor and then the hub; ${IN_FLIGHT} commands in flight end to end over ${AGENTS} agents (one connection each; hub: lean simulated, signed; floor: unsigned echo); against the floor the ratio is hub / floor (goal >= 0.8x, accept p99 < 100 ms)`,

@@ -11,7 +11,7 @@
  * exec_result. SimAgent cannot serve here: it rejects unsigned messages by design.
  */
 import type { MqttClient } from 'mqtt';
-import { connectMqtt, endClient } from './agents.js';
+import { connectMqtt, endClient, pool } from './agents.js';
 
 export const floorCommandTopic = (projectId: string) => `floor/cmd/${projectId}`;
 export const floorReplyTopic = (projectId: string) => `floor/res/${projectId}`;
@@ -58,14 +58,8 @@ export class FloorAgent {
 /** One FloorAgent per project id, `concurrency` connecting at a time. */
 export async function connectFloorAgents(url: string, projectIds: string[], concurrency = 64): Promise<FloorAgent[]> {
   const out: FloorAgent[] = new Array(projectIds.length);
-  let next = 0;
-  await Promise.all(
-    Array.from({ length: Math.min(concurrency, projectIds.length) }, async () => {
-      while (next < projectIds.length) {
-        const i = next++;
-        out[i] = await FloorAgent.connect(url, projectIds[i]);
-      }
-    }),
-  );
+  await pool(projectIds, concurrency, async (id, i) => {
+    out[i] = await FloorAgent.connect(url, id);
+  });
   return out;
 }

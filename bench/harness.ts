@@ -90,3 +90,25 @@ export function saveSuite(r: SuiteResult): string {
 
 /** Yields to the event loop, so a benchmark's own loop does not starve what it measures. */
 export const tick = () => new Promise<void>((r) => setImmediate(r));
+
+/**
+ * A row against the hand-coded floor: ratio hub / floor and, with a goal, met when that ratio is
+ * at most `max` (latencies: issue 13's "p50 <= 1.5x the floor") or at least `min` (rates).
+ *
+ * @example
+ *   vsFloor('sync round trip p50', 'ms', 9.1, 4.7, { max: 1.5 }) // ratio 1.94, met false
+ */
+export function vsFloor(
+  metric: string,
+  unit: string,
+  value: number,
+  floor: number,
+  goal?: { max: number } | { min: number },
+): BenchRow {
+  const ratio = value / floor;
+  const row: BenchRow = { metric, value, unit, baseline: floor, against: 'floor', ratio };
+  if (!goal) return row;
+  return 'max' in goal
+    ? { ...row, goal: `<= ${goal.max}x floor`, met: ratio <= goal.max }
+    : { ...row, goal: `>= ${goal.min}x floor`, met: ratio >= goal.min };
+}

@@ -38,7 +38,7 @@ import {
 } from './env.js';
 import { type FloorProcess, startFloor } from './floor.js';
 import { connectFloorAgents } from './floor-agent.js';
-import { type BenchRow, machine, median, percentile, type SuiteResult } from './harness.js';
+import { type BenchRow, machine, median, percentile, type SuiteResult, vsFloor } from './harness.js';
 import { JsonClient } from './http.js';
 
 const API = '/api/exchange-hub';
@@ -204,6 +204,21 @@ class Tally {
   }
 }
 
+/** The rows both sync suites end with: failed calls on each side, and server CPU per command. */
+function failuresAndCpu(hub: Tally, floor: Tally): BenchRow[] {
+  return [
+    { metric: 'sync calls failed', value: hub.errors.length, unit: 'calls', goal: '0', met: hub.errors.length === 0 },
+    {
+      metric: 'floor calls failed',
+      value: floor.errors.length,
+      unit: 'calls',
+      goal: '0',
+      met: floor.errors.length === 0,
+    },
+    vsFloor('server CPU per sync command', 'ms', hub.cpuPerCall, floor.cpuPerCall),
+  ];
+}
+
 const floorStatsNote = async (floor: FloorProcess) => {
   const f = await floor.stats();
   return `floor writes: ${f.inserted} rows in ${f.insert_batches} INSERTs (${(f.inserted / Math.max(1, f.insert_batches)).toFixed(1)} per statement), ${f.updated} in ${f.update_batches} UPDATEs (${(f.updated / Math.max(1, f.update_batches)).toFixed(1)}); sync timeouts ${f.sync_timeouts}`;
@@ -236,45 +251,12 @@ export async function runSyncSuite(): Promise<SuiteResult> {
     const v50 = median(hub.p50);
     const v99 = median(hub.p99);
     const rows: BenchRow[] = [
-      {
-        metric: 'sync round trip p50 (1 in flight)',
-        value: v50,
-        unit: 'ms',
-        baseline: f50,
-        against: 'floor',
-        ratio: v50 / f50,
-        goal: '<= 1.5x floor',
-        met: v50 <= 1.5 * f50,
-      },
+      vsFloor('sync round trip p50 (1 in flight)', 'ms', v50, f50, { max: 1.5 }),
       { metric: '  p50 against raw MQTT echo', value: v50, unit: 'ms', baseline: base50, ratio: base50 / v50 },
-      {
-        metric: 'sync round trip p99 (1 in flight)',
-        value: v99,
-        unit: 'ms',
-        baseline: f99,
-        against: 'floor',
-        ratio: v99 / f99,
-        goal: '<= 2x floor',
-        met: v99 <= 2 * f99,
-      },
+      vsFloor('sync round trip p99 (1 in flight)', 'ms', v99, f99, { max: 2 }),
       { metric: '  p99 against raw MQTT echo', value: v99, unit: 'ms', baseline: base99, ratio: base99 / v99 },
       { metric: 'sync calls measured', value: hub.calls, unit: 'calls', baseline: floor.calls, against: 'floor' },
-      { metric: 'sync calls failed', value: hub.errors.length, unit: 'calls', goal: '0', met: hub.errors.length === 0 },
-      {
-        metric: 'floor calls failed',
-        value: floor.errors.length,
-        unit: 'calls',
-        goal: '0',
-        met: floor.errors.length === 0,
-      },
-      {
-        metric: 'server CPU per sync command',
-        value: hub.cpuPerCall,
-        unit: 'ms',
-        baseline: floor.cpuPerCall,
-        against: 'floor',
-        ratio: hub.cpuPerCall / floor.cpuPerCall,
-      },
+      ...failuresAndCpu(hub, floor),
     ];
     return {
       suite: 'sync',
@@ -325,41 +307,11 @@ export async function runSyncConcurrentSuite(): Promise<SuiteResult> {
       suite: 'sync-concurrent',
       machine: machine(),
       rows: [
-        {
-          metric: `sync commands/s (${IN_FLIGHT} in flight)`,
-          value: v,
-          unit: 'cmd/s',
-          baseline: f,
-          against: 'floor',
-          ratio: v / f,
-          goal: '>= 0.8x floor',
-          met: v / f >= 0.8,
-        },
+        vsFloor(`sync commands/s (${IN_FLIGHT} in flight)`, 'cmd/s', v, f, { min: 0.8 }),
         { metric: '  against raw MQTT echo', value: v, unit: 'cmd/s', baseline: base, ratio: v / base },
-        { metric: 'sync round trip p99', value: v99, unit: 'ms', baseline: f99, against: 'floor', ratio: v99 / f99 },
+        vsFloor('sync round trip p99', 'ms', v99, f99),
         { metric: '  p99 against raw MQTT echo', value: v99, unit: 'ms', baseline: median(e99s) },
-        {
-          metric: 'sync calls failed',
-          value: hub.errors.length,
-          unit: 'calls',
-          goal: '0',
-          met: hub.errors.length === 0,
-        },
-        {
-          metric: 'floor calls failed',
-          value: floor.errors.length,
-          unit: 'calls',
-          goal: '0',
-          met: floor.errors.length === 0,
-        },
-        {
-          metric: 'server CPU per sync command',
-          value: hub.cpuPerCall,
-          unit: 'ms',
-          baseline: floor.cpuPerCall,
-          against: 'floor',
-          ratio: hub.cpuPerCall / floor.cpuPerCall,
-        },
+        ...failuresAndCpu(hub, floor),
       ],
       notes: [
         `median of ${RUNS} runs, each ${ECHO_MS} ms of echo, ${SYNC_MS} ms of hub and ${SYNC_MS} ms of floor sync calls (${IN_FLIGHT} in flight), interleaved; against the floor the ratio is hub / floor (goal >= 0.8x); the floor micro-batches its writes (one INSERT and one UPDATE per turn of its event loop)`,
