@@ -1,15 +1,21 @@
 /**
  * `async`: commands accepted over REST (POST /api/exchange-hub/command/send, answered 202 at
  * once) and completed end to end — tracker + outbox in PostgreSQL, relay, bridge, Mosquitto,
- * agent ack + exec_result, acks and results written — sustained for 30 s, against the raw
- * mqtt.js QoS 1 echo at 256 in flight on the same broker, measured in the same run.
+ * agent ack + exec_result, acks and results written — sustained for 30 s, against two baselines
+ * on the same broker, measured in the same run, one after the other on an otherwise idle
+ * machine (echo, floor, hub):
+ *  - the hand-coded floor (issue 13; bench/floor-child.ts): POST /send → INSERT (committed) →
+ *    QoS 1 publish (PUBACKed) → 202; the agent's reply → UPDATE; node:http, pg and mqtt.js, no
+ *    framework, no signing, writes micro-batched; on the same PostgreSQL server, its own schema.
+ *    The suite's goals are against it: >= 0.8x its completed rate, accept p99 < 100 ms;
+ *  - the raw mqtt.js QoS 1 echo at 256 in flight, shown on a second line.
  *
- * Load: a window of 256 commands in flight end to end. A slot sends a command and is free again
- * when the agent's exec_result for it has been acknowledged by the broker; the hub's writing of
- * that result is not in the loop, so if the hub falls behind on writes its backlog shows as the
- * drain after the window: completed/s counts until the database holds every accepted command as
- * completed. "Lost" is an accepted command that is not `completed` (with a stored result) at
- * the end.
+ * Load (the same for hub and floor): a window of 256 commands in flight end to end. A slot sends
+ * a command and is free again when the agent's reply for it (hub: exec_result) has been
+ * acknowledged by the broker; the server's writing of that result is not in the loop, so if it
+ * falls behind on writes its backlog shows as the drain after the window: completed/s counts
+ * until the database holds every accepted command as completed. "Lost" is an accepted command
+ * that is not `completed` at the end.
  */
 import { performance } from 'node:perf_hooks';
 import pg from 'pg';
@@ -29,11 +35,125 @@ import {
   startHub,
   startMosquitto,
 } from './env.js';
-import { machine, percentile, type SuiteResult } from './harness.js';
+import { startFloor } from './floor.js';
+import { connectFloorAgents } from './floor-agent.js';
+import { machine, percentile, type SuiteResult, vsFloor } from './harness.js';
 import { JsonClient } from './http.js';
 
 const API = '/api/exchange-hub';
 const PAYLOAD = { text: 'x'.repeat(200), n: 1 };
+const DRAIN_MS = 60_000;
+
+interface WindowOpts {
+  http: JsonClient;
+  path: string;
+  projectIds: string[];
+  /** the side's agents; each reports when the broker acknowledged its result for a command */
+  agents: Array<{ onResultSent?: (id: string) => void }>;
+  cpuPid: number;
+  inFlight: number;
+  warmupMs: number;
+  windowMs: number;
+}
+
+interface WindowResult {
+  acceptLat: number[];
+  errors: string[];
+  accepted: number;
+  acceptedInWindow: number;
+  doneInWindow: number;
+  windowElapsed: number;
+  cpuWindow: number;
+}
+
+/** `inFlight` slots sending for warm-up + window, each waiting for its command's result. */
+async function driveWindow(o: WindowOpts): Promise<WindowResult> {
+  // results acknowledged by the broker, by command id; a result may beat the 202 to this process
+  const waiting = new Map<string, () => void>();
+  const early = new Set<string>();
+  for (const a of o.agents) {
+    a.onResultSent = (id) => {
+      const w = waiting.get(id);
+      if (w) {
+        waiting.delete(id);
+        w();
+      } else early.add(id);
+    };
+  }
+  const resultOf = (id: string) =>
+    early.delete(id)
+      ? Promise.resolve()
+      : new Promise<void>((r) => {
+          waiting.set(id, r);
+        });
+
+  const acceptLat: number[] = [];
+  const errors: string[] = [];
+  let accepted = 0;
+  let acceptedInWindow = 0;
+  let doneInWindow = 0;
+  let measuring = false;
+  let stop = false;
+  const t0 = performance.now();
+  const windowStart = t0 + o.warmupMs;
+  const windowEnd = windowStart + o.windowMs;
+  let cpuStart = 0;
+  const phase = setTimeout(() => {
+    measuring = true;
+    cpuStart = cpuMsOf(o.cpuPid);
+  }, o.warmupMs);
+  const slots = Array.from({ length: o.inFlight }, async (_, k) => {
+    const pid = o.projectIds[k % o.projectIds.length];
+    while (!stop) {
+      const a = performance.now();
+      let r: Awaited<ReturnType<JsonClient['request']>>;
+      try {
+        r = await o.http.request('POST', o.path, { project_id: pid, command_type: 'echo', payload: PAYLOAD });
+      } catch (err) {
+        errors.push((err as Error).message);
+        continue;
+      }
+      const ms = performance.now() - a;
+      if (r.status !== 202) {
+        errors.push(`HTTP ${r.status} ${r.json?.error?.code ?? ''}`);
+        await sleep(10);
+        continue;
+      }
+      accepted++;
+      const inWindow = measuring && !stop;
+      if (inWindow) {
+        acceptLat.push(ms);
+        acceptedInWindow++;
+      }
+      await resultOf(r.json.command_id);
+      if (inWindow) doneInWindow++;
+    }
+  });
+  await sleep(windowEnd - performance.now());
+  stop = true;
+  const windowElapsed = performance.now() - windowStart;
+  const cpuWindow = cpuMsOf(o.cpuPid) - cpuStart;
+  clearTimeout(phase);
+  await Promise.race([Promise.all(slots), sleep(DRAIN_MS)]);
+  return { acceptLat, errors, accepted, acceptedInWindow, doneInWindow, windowElapsed, cpuWindow };
+}
+
+/** Waits until `completed()` reaches `accepted` (or DRAIN_MS); how long that took and the count. */
+async function drain(completed: () => Promise<number>, accepted: number) {
+  let done = await completed();
+  const start = performance.now();
+  while (done < accepted && performance.now() - start < DRAIN_MS) {
+    await sleep(100);
+    done = await completed();
+  }
+  return { drainMs: performance.now() - start, completed: done };
+}
+
+/** Completions of the window's commands per second, with the drain they still needed counted in. */
+const completedRate = (w: WindowResult, drainMs: number) => (w.doneInWindow / (w.windowElapsed + drainMs)) * 1000;
+const acceptRate = (w: WindowResult) => (w.acceptedInWindow / w.windowElapsed) * 1000;
+const errorsNote = (errors: string[]) =>
+  `${errors.length}${errors.length ? ` (${[...new Set(errors)].slice(0, 3).join('; ')})` : ''}`;
 
 export async function runAsyncSuite(): Promise<SuiteResult> {
   const WINDOW_MS = envNumber('BENCH_ASYNC_MS', 30_000, 8_000);
@@ -41,19 +161,58 @@ export async function runAsyncSuite(): Promise<SuiteResult> {
   const IN_FLIGHT = envNumber('BENCH_ASYNC_IN_FLIGHT', 256);
   const AGENTS = envNumber('BENCH_ASYNC_AGENTS', 64);
   const ECHO_MS = envNumber('BENCH_ECHO_MS', 5_000, 2_000);
-  const DRAIN_MS = 60_000;
 
   const mosq = await startMosquitto();
   const db = await pgDatabase();
   const schema = db.config.schema!;
-  const cleanups: Array<() => Promise<unknown>> = [db.drop, () => mosq.stop()];
+  const floorDb = await pgDatabase().catch(async (err) => {
+    await db.drop();
+    throw err;
+  });
+  const cleanups: Array<() => Promise<unknown>> = [floorDb.drop, db.drop, () => mosq.stop()];
+  const pgc = new pg.Client({ connectionString: PG_URL });
   const run = async (): Promise<SuiteResult> => {
-    // raw baseline first, on the idle machine the hub run gets too
+    await pgc.connect();
+    cleanups.unshift(() => pgc.end());
+    const ids = projectIds(AGENTS);
+
+    // raw baseline first, on the idle machine the floor and the hub get too
     const peer = await startPeer('echo', mosq.url);
     const echo = await echoRun(mosq.url, { inFlight: IN_FLIGHT, durationMs: ECHO_MS, peer });
     await peer.stop();
 
-    const projects = [...(await provision(db, projectIds(AGENTS))).values()];
+    // the floor, alone, then stopped before the hub starts
+    const floor = await startFloor(mosq.url, { url: PG_URL, schema: floorDb.config.schema! });
+    const floorAgents = await connectFloorAgents(mosq.url, ids);
+    const floorHttp = new JsonClient(floor.url, IN_FLIGHT);
+    const floorCleanups = [
+      async () => floorHttp.close(),
+      () => Promise.all(floorAgents.map((a) => a.close())),
+      floor.stop,
+    ];
+    cleanups.unshift(...floorCleanups);
+    const fw = await driveWindow({
+      http: floorHttp,
+      path: '/send',
+      projectIds: ids,
+      agents: floorAgents,
+      cpuPid: floor.pid,
+      inFlight: IN_FLIGHT,
+      warmupMs: WARMUP_MS,
+      windowMs: WINDOW_MS,
+    });
+    const fd = await drain(async () => {
+      const r = await pgc.query<{ n: string }>(`SELECT count(*) AS n FROM ${floor.table} WHERE status = 'completed'`);
+      return Number(r.rows[0].n);
+    }, fw.accepted);
+    const fstats = await floor.stats();
+    for (const c of floorCleanups) await c();
+    cleanups.splice(0, floorCleanups.length);
+    const floorLost = fw.accepted - fd.completed;
+    const fRate = completedRate(fw, fd.drainMs);
+    const f99 = percentile(fw.acceptLat, 99);
+
+    const projects = [...(await provision(db, ids)).values()];
     const hub = await startHub(hubYaml({ db, mqttUrl: mosq.url }), { name: 'async' });
     cleanups.unshift(async () => {
       await hub.stop();
@@ -67,9 +226,6 @@ export async function runAsyncSuite(): Promise<SuiteResult> {
     cleanups.unshift(async () => stopBeats());
     const http = new JsonClient(info.url, IN_FLIGHT);
     cleanups.unshift(async () => http.close());
-    const pgc = new pg.Client({ connectionString: PG_URL });
-    await pgc.connect();
-    cleanups.unshift(() => pgc.end());
     const count = async () => {
       const r = await pgc.query<{ status: string; n: string }>(
         `SELECT status, count(*) AS n FROM "${schema}".command_tracker GROUP BY status`,
@@ -82,118 +238,54 @@ export async function runAsyncSuite(): Promise<SuiteResult> {
       if (Date.now() > deadline) throw new Error('agents did not come online');
     }
 
-    // results acknowledged by the broker, by command id; a result may beat the 202 to this process
-    const waiting = new Map<string, () => void>();
-    const early = new Set<string>();
-    for (const a of agents) {
-      a.onResultSent = (id) => {
-        const w = waiting.get(id);
-        if (w) {
-          waiting.delete(id);
-          w();
-        } else early.add(id);
-      };
-    }
-    const resultOf = (id: string) =>
-      early.delete(id)
-        ? Promise.resolve()
-        : new Promise<void>((r) => {
-            waiting.set(id, r);
-          });
-
-    const acceptLat: number[] = [];
-    const errors: string[] = [];
-    let accepted = 0;
-    let acceptedInWindow = 0;
-    let doneInWindow = 0;
-    let measuring = false;
-    let stop = false;
-    const t0 = performance.now();
-    const windowStart = t0 + WARMUP_MS;
-    const windowEnd = windowStart + WINDOW_MS;
-    let cpuStart = 0;
-    const phase = setTimeout(() => {
-      measuring = true;
-      cpuStart = cpuMsOf(hub.pid);
-    }, WARMUP_MS);
-    const slots = Array.from({ length: IN_FLIGHT }, async (_, k) => {
-      const pid = projects[k % projects.length].project_id;
-      while (!stop) {
-        const a = performance.now();
-        let r: Awaited<ReturnType<JsonClient['request']>>;
-        try {
-          r = await http.request('POST', `${API}/command/send`, {
-            project_id: pid,
-            command_type: 'echo',
-            payload: PAYLOAD,
-          });
-        } catch (err) {
-          errors.push((err as Error).message);
-          continue;
-        }
-        const ms = performance.now() - a;
-        if (r.status !== 202) {
-          errors.push(`HTTP ${r.status} ${r.json?.error?.code ?? ''}`);
-          await sleep(10);
-          continue;
-        }
-        accepted++;
-        const inWindow = measuring && !stop;
-        if (inWindow) {
-          acceptLat.push(ms);
-          acceptedInWindow++;
-        }
-        await resultOf(r.json.command_id);
-        if (inWindow) doneInWindow++;
-      }
+    const hw = await driveWindow({
+      http,
+      path: `${API}/command/send`,
+      projectIds: ids,
+      agents,
+      cpuPid: hub.pid,
+      inFlight: IN_FLIGHT,
+      warmupMs: WARMUP_MS,
+      windowMs: WINDOW_MS,
     });
-    await sleep(windowEnd - performance.now());
-    stop = true;
-    const windowElapsed = performance.now() - windowStart;
-    const cpuWindow = cpuMsOf(hub.pid) - cpuStart;
-    clearTimeout(phase);
-    await Promise.race([Promise.all(slots), sleep(DRAIN_MS)]);
-    // drain: every accepted command completed in the database
-    let last = await count();
-    const drainStart = performance.now();
-    while ((last.completed ?? 0) < accepted && performance.now() - drainStart < DRAIN_MS) {
-      await sleep(100);
+    let last: Record<string, number> = {};
+    const hd = await drain(async () => {
       last = await count();
-    }
-    const drainMs = performance.now() - drainStart;
-    const completed = last.completed ?? 0;
+      return last.completed ?? 0;
+    }, hw.accepted);
     const results = await pgc.query<{ n: string }>(`SELECT count(*) AS n FROM "${schema}".command_result`);
-    const lost = accepted - completed;
-    const acceptRate = (acceptedInWindow / windowElapsed) * 1000;
-    // completions of the window's commands, with the drain they still needed counted in
-    const completedRate = (doneInWindow / (windowElapsed + drainMs)) * 1000;
-    const p99 = percentile(acceptLat, 99);
+    const lost = hw.accepted - hd.completed;
+    const rate = completedRate(hw, hd.drainMs);
+    const p99 = percentile(hw.acceptLat, 99);
     const stats = await hub.request<Record<string, number>>('command/stats');
-    const ratio = completedRate / echo.rate;
+    const hubCpu = hw.cpuWindow / Math.max(1, hw.acceptedInWindow);
+    const floorCpu = fw.cpuWindow / Math.max(1, fw.acceptedInWindow);
     return {
       suite: 'async',
       machine: machine(),
       rows: [
+        vsFloor(`commands/s completed end to end (${IN_FLIGHT} in flight)`, 'cmd/s', rate, fRate, { min: 0.8 }),
+        { metric: '  against raw MQTT echo', value: rate, unit: 'cmd/s', baseline: echo.rate, ratio: rate / echo.rate },
+        vsFloor('commands/s accepted (202)', 'cmd/s', acceptRate(hw), acceptRate(fw)),
+        vsFloor('accept latency p50', 'ms', percentile(hw.acceptLat, 50), percentile(fw.acceptLat, 50)),
+        { ...vsFloor('accept latency p99', 'ms', p99, f99), goal: '< 100 ms', met: p99 < 100 },
+        { metric: 'commands lost', value: lost, unit: 'cmd', goal: '0', met: lost === 0 && hw.errors.length === 0 },
         {
-          metric: `commands/s completed end to end (${IN_FLIGHT} in flight)`,
-          value: completedRate,
-          unit: 'cmd/s',
-          baseline: echo.rate,
-          ratio,
-          goal: '>= 0.30x raw',
-          met: ratio >= 0.3,
+          metric: 'floor commands lost',
+          value: floorLost,
+          unit: 'cmd',
+          goal: '0',
+          met: floorLost === 0 && fw.errors.length === 0,
         },
-        { metric: 'commands/s accepted (202)', value: acceptRate, unit: 'cmd/s', baseline: echo.rate },
-        { metric: 'accept latency p50', value: percentile(acceptLat, 50), unit: 'ms' },
-        { metric: 'accept latency p99', value: p99, unit: 'ms', goal: '< 100 ms', met: p99 < 100 },
-        { metric: 'commands lost', value: lost, unit: 'cmd', goal: '0', met: lost === 0 && errors.length === 0 },
-        { metric: 'drain after the window', value: drainMs, unit: 'ms' },
-        { metric: 'hub CPU per command', value: cpuWindow / Math.max(1, acceptedInWindow), unit: 'ms' },
+        { metric: 'drain after the window', value: hd.drainMs, unit: 'ms', baseline: fd.drainMs, against: 'floor' },
+        vsFloor('server CPU per command', 'ms', hubCpu, floorCpu),
       ],
       notes: [
-        `${WINDOW_MS / 1000} s sustained after ${WARMUP_MS / 1000} s warm-up; ${IN_FLIGHT} commands in flight end to end over ${AGENTS} lean simulated agents (one connection each); hub: child process, PostgreSQL (fresh schema), Mosquitto`,
-        `baseline: mqtt.js QoS 1 echo, ${IN_FLIGHT} in flight, ${ECHO_MS / 1000} s, echo peer in a child process, before the hub started`,
-        `accepted ${accepted}, completed ${completed}, results stored ${results.rows[0].n}, statuses ${JSON.stringify(last)}, HTTP errors ${errors.length}${errors.length ? ` (${[...new Set(errors)].slice(0, 3).join('; ')})` : ''}`,
+        `${WINDOW_MS / 1000} s sustained after ${WARMUP_MS / 1000} s warm-up, for the floor and then the hub; ${IN_FLIGHT} commands in flight end to end over ${AGENTS} agents (one connection each; hub: lean simulated, signed; floor: unsigned echo); against the floor the ratio is hub / floor (goal >= 0.8x, accept p99 < 100 ms)`,
+        `databases: hub and floor both on the PostgreSQL server (${PG_URL}), each in a fresh schema (hub ${schema}, floor ${floorDb.config.schema}); hub: child process; floor: hand-coded node:http + pg + mqtt.js child process, writes micro-batched; Mosquitto private`,
+        `raw: mqtt.js QoS 1 echo, ${IN_FLIGHT} in flight, ${ECHO_MS / 1000} s, echo peer in a child process, before the floor and the hub started`,
+        `hub: accepted ${hw.accepted}, completed ${hd.completed}, results stored ${results.rows[0].n}, statuses ${JSON.stringify(last)}, HTTP errors ${errorsNote(hw.errors)}`,
+        `floor: accepted ${fw.accepted}, completed ${fd.completed}, HTTP errors ${errorsNote(fw.errors)}; ${fstats.inserted} rows in ${fstats.insert_batches} INSERTs (${(fstats.inserted / Math.max(1, fstats.insert_batches)).toFixed(1)} per statement), ${fstats.updated} in ${fstats.update_batches} UPDATEs (${(fstats.updated / Math.max(1, fstats.update_batches)).toFixed(1)})`,
         `command stats: published ${stats.published}, publish_errors ${stats.publish_errors}, flushes ${stats.flushes}, flush_errors ${stats.flush_errors}, duplicate_results ${stats.duplicate_results}; agent duplicates ${agents.reduce((n, a) => n + a.counters.duplicates, 0)}`,
       ],
     };

@@ -1,26 +1,33 @@
 /**
  * `sync` and `sync-concurrent`: REST sync commands (POST /api/exchange-hub/command/sync) through
  * the whole hub — web → command (tracker + outbox on PGlite) → relay → mqtt-bridge → Mosquitto →
- * agent → command_ack + exec_result → results written → waiter woken → answer — against a raw
- * mqtt.js QoS 1 echo round trip on the same Mosquitto, measured in the same run, interleaved.
+ * agent → command_ack + exec_result → results written → waiter woken → answer — against two
+ * baselines on the same Mosquitto, measured in the same run, interleaved:
+ *  - the hand-coded floor (issue 13): the same command path written directly with node:http, pg
+ *    and mqtt.js, no framework and no signing, its writes micro-batched (bench/floor-child.ts),
+ *    always on the PostgreSQL server in a schema of its own; the suites' goals are against it;
+ *  - a raw mqtt.js QoS 1 echo round trip (no HTTP, no database), shown on a second line.
  *
- * Layout: the hub in a child process (hub-child.ts); the HTTP callers and the simulated agents
- * in this process; the echo baseline's requester here and its echo peer in a child process, so
- * both sides cross the same process boundaries and broker hops.
- * The agent is the lean simulated one (agents.ts SimAgent: verifies, acks, answers `echo` at
- * once), not modules/agent: the point is the hub's overhead, not the agent's handler bus.
+ * Layout: the hub and the floor each in a child process (hub-child.ts, floor-child.ts); the HTTP
+ * callers and the simulated agents of both in this process; the echo baseline's requester here
+ * and its echo peer in a child process, so all three cross the same process boundaries and
+ * broker hops. The hub's agent is the lean simulated one (agents.ts SimAgent: verifies, acks,
+ * answers `echo` at once), not modules/agent: the point is the hub's overhead, not the agent's
+ * handler bus; the floor's is its unsigned counterpart (floor-agent.ts).
  */
 import { performance } from 'node:perf_hooks';
 import { COMMAND, WEB } from '../modules/shared/topics.js';
 import { connectAgents, pool, type SimAgent, startHeartbeats } from './agents.js';
 import { echoRun, type Peer, startPeer } from './baseline.js';
 import {
+  type BenchDb,
   cleanupDir,
   cpuMsOf,
   envNumber,
   type HubProcess,
   hubYaml,
   type Mosquitto,
+  PG_URL,
   pgDatabase,
   pgliteDatabase,
   projectIds,
@@ -29,29 +36,48 @@ import {
   startHub,
   startMosquitto,
 } from './env.js';
-import { type BenchRow, machine, median, percentile, type SuiteResult } from './harness.js';
+import { type FloorProcess, startFloor } from './floor.js';
+import { connectFloorAgents } from './floor-agent.js';
+import { type BenchRow, machine, median, percentile, type SuiteResult, vsFloor } from './harness.js';
 import { JsonClient } from './http.js';
 
 const API = '/api/exchange-hub';
 
+/** One side a sync caller can drive: the hub or the floor, each a process with an HTTP route. */
+interface Target {
+  http: JsonClient;
+  path: string;
+  pid: number;
+  ids: string[];
+}
+
 interface World {
   mosq: Mosquitto;
   hub: HubProcess;
-  http: JsonClient;
   agents: SimAgent[];
+  floor: FloorProcess;
+  floorDb: BenchDb;
   peer: Peer;
+  hubSide: Target;
+  floorSide: Target;
   close(): Promise<void>;
 }
 
 /** BENCH_SYNC_DB=pg|pglite picks the hub's database (default: pglite, the embedded default). */
 const SYNC_DB = process.env.BENCH_SYNC_DB === 'pg' ? 'pg' : 'pglite';
 
+const dbNote = (floorDb: BenchDb) =>
+  `databases: hub on ${SYNC_DB === 'pg' ? `the PostgreSQL server (${PG_URL}, schema of its own)` : 'PGlite (embedded, in the hub process)'}; floor on the PostgreSQL server (${PG_URL}, schema ${floorDb.config.schema})`;
+
 async function startWorld(nProjects: number, name: string): Promise<World> {
   const mosq = await startMosquitto();
   const db = SYNC_DB === 'pg' ? await pgDatabase() : pgliteDatabase();
   const cleanups: Array<() => Promise<unknown>> = [db.drop, () => mosq.stop()];
   try {
+    const floorDb = await pgDatabase();
+    cleanups.unshift(floorDb.drop);
     const projects = [...(await provision(db, projectIds(nProjects))).values()];
+    const ids = projects.map((p) => p.project_id);
     const hub = await startHub(hubYaml({ db, mqttUrl: mosq.url }), { name });
     cleanups.unshift(async () => {
       await hub.stop();
@@ -73,14 +99,23 @@ async function startWorld(nProjects: number, name: string): Promise<World> {
       if (Date.now() > deadline) throw new Error(`agents not online: ${JSON.stringify(r.json).slice(0, 300)}`);
       await sleep(50);
     }
+    const floor = await startFloor(mosq.url, { url: PG_URL, schema: floorDb.config.schema! });
+    cleanups.unshift(() => floor.stop());
+    const floorAgents = await connectFloorAgents(mosq.url, ids);
+    cleanups.unshift(() => Promise.all(floorAgents.map((a) => a.close())));
+    const floorHttp = new JsonClient(floor.url, 300);
+    cleanups.unshift(async () => floorHttp.close());
     const peer = await startPeer('echo', mosq.url);
     cleanups.unshift(() => peer.stop());
     return {
       mosq,
       hub,
-      http,
       agents,
+      floor,
+      floorDb,
       peer,
+      hubSide: { http, path: `${API}/command/sync`, pid: hub.pid, ids },
+      floorSide: { http: floorHttp, path: '/sync', pid: floor.pid, ids },
       async close() {
         for (const c of cleanups) await c().catch((err) => console.error(`cleanup: ${(err as Error).message}`));
       },
@@ -93,10 +128,10 @@ async function startWorld(nProjects: number, name: string): Promise<World> {
 
 const PAYLOAD = { text: 'x'.repeat(200), n: 1 };
 
-/** One sync call; the latency in ms, or an error string. */
-async function syncCall(http: JsonClient, projectId: string): Promise<number | string> {
+/** One sync call; the latency in ms, or an error string. Hub and floor take the same body. */
+async function syncCall(t: Target, projectId: string): Promise<number | string> {
   const t0 = performance.now();
-  const r = await http.request('POST', `${API}/command/sync`, {
+  const r = await t.http.request('POST', t.path, {
     project_id: projectId,
     command_type: 'echo',
     payload: PAYLOAD,
@@ -112,41 +147,82 @@ interface LoopResult {
   lat: number[];
   errors: string[];
   rate: number;
-  hubCpuMs: number;
+  cpuMs: number;
 }
 
 /** `inFlight` closed-loop callers for `ms`, each on its own project in turn. */
-async function syncLoop(w: World, inFlight: number, ms: number): Promise<LoopResult> {
+async function syncLoop(t: Target, inFlight: number, ms: number): Promise<LoopResult> {
   const lat: number[] = [];
   const errors: string[] = [];
-  const ids = w.agents.map((a) => a.project.project_id);
-  const cpu0 = cpuMsOf(w.hub.pid);
+  const cpu0 = cpuMsOf(t.pid);
   const t0 = performance.now();
   const end = t0 + ms;
   await Promise.all(
     Array.from({ length: inFlight }, async (_, k) => {
-      const pid = ids[k % ids.length];
+      const pid = t.ids[k % t.ids.length];
       while (performance.now() < end) {
-        const r = await syncCall(w.http, pid);
+        const r = await syncCall(t, pid);
         if (typeof r === 'number') lat.push(r);
         else errors.push(r);
       }
     }),
   );
   const elapsed = performance.now() - t0;
-  return { lat, errors, rate: (lat.length / elapsed) * 1000, hubCpuMs: cpuMsOf(w.hub.pid) - cpu0 };
+  return { lat, errors, rate: (lat.length / elapsed) * 1000, cpuMs: cpuMsOf(t.pid) - cpu0 };
 }
 
-const warm = (w: World, n: number, inFlight: number) => syncLoopCount(w, n, inFlight);
-async function syncLoopCount(w: World, n: number, inFlight: number): Promise<void> {
+async function warm(t: Target, n: number, inFlight: number): Promise<void> {
   let left = n;
-  const ids = w.agents.map((a) => a.project.project_id);
   await Promise.all(
     Array.from({ length: inFlight }, async (_, k) => {
-      while (left-- > 0) await syncCall(w.http, ids[k % ids.length]);
+      while (left-- > 0) await syncCall(t, t.ids[k % t.ids.length]);
     }),
   );
 }
+
+/** Per-side totals over the runs of a suite. */
+class Tally {
+  readonly p50: number[] = [];
+  readonly p99: number[] = [];
+  readonly rates: number[] = [];
+  readonly errors: string[] = [];
+  calls = 0;
+  cpu = 0;
+  add(r: LoopResult): void {
+    this.p50.push(percentile(r.lat, 50));
+    this.p99.push(percentile(r.lat, 99));
+    this.rates.push(r.rate);
+    this.errors.push(...r.errors);
+    this.calls += r.lat.length;
+    this.cpu += r.cpuMs;
+  }
+  get cpuPerCall(): number {
+    return this.cpu / Math.max(1, this.calls);
+  }
+  firstErrors(who: string): string[] {
+    return this.errors.length > 0 ? [`${who} first errors: ${[...new Set(this.errors)].slice(0, 3).join('; ')}`] : [];
+  }
+}
+
+/** The rows both sync suites end with: failed calls on each side, and server CPU per command. */
+function failuresAndCpu(hub: Tally, floor: Tally): BenchRow[] {
+  return [
+    { metric: 'sync calls failed', value: hub.errors.length, unit: 'calls', goal: '0', met: hub.errors.length === 0 },
+    {
+      metric: 'floor calls failed',
+      value: floor.errors.length,
+      unit: 'calls',
+      goal: '0',
+      met: floor.errors.length === 0,
+    },
+    vsFloor('server CPU per sync command', 'ms', hub.cpuPerCall, floor.cpuPerCall),
+  ];
+}
+
+const floorStatsNote = async (floor: FloorProcess) => {
+  const f = await floor.stats();
+  return `floor writes: ${f.inserted} rows in ${f.insert_batches} INSERTs (${(f.inserted / Math.max(1, f.insert_batches)).toFixed(1)} per statement), ${f.updated} in ${f.update_batches} UPDATEs (${(f.updated / Math.max(1, f.update_batches)).toFixed(1)}); sync timeouts ${f.sync_timeouts}`;
+};
 
 export async function runSyncSuite(): Promise<SuiteResult> {
   const RUNS = envNumber('BENCH_SYNC_RUNS', 5, 2);
@@ -154,63 +230,47 @@ export async function runSyncSuite(): Promise<SuiteResult> {
   const ECHO_MS = envNumber('BENCH_ECHO_MS', 2000, 1000);
   const w = await startWorld(1, 'sync');
   try {
-    await warm(w, 300, 1);
-    const p50: number[] = [];
-    const p99: number[] = [];
+    await warm(w.hubSide, 300, 1);
+    await warm(w.floorSide, 300, 1);
     const e50: number[] = [];
     const e99: number[] = [];
-    const errors: string[] = [];
-    let calls = 0;
-    let cpu = 0;
+    const hub = new Tally();
+    const floor = new Tally();
     for (let r = 0; r < RUNS; r++) {
       const echo = await echoRun(w.mosq.url, { inFlight: 1, durationMs: ECHO_MS, warmupMs: 200, peer: w.peer });
       e50.push(percentile(echo.rtts, 50));
       e99.push(percentile(echo.rtts, 99));
-      const hub = await syncLoop(w, 1, SYNC_MS);
-      p50.push(percentile(hub.lat, 50));
-      p99.push(percentile(hub.lat, 99));
-      errors.push(...hub.errors);
-      calls += hub.lat.length;
-      cpu += hub.hubCpuMs;
+      hub.add(await syncLoop(w.hubSide, 1, SYNC_MS));
+      floor.add(await syncLoop(w.floorSide, 1, SYNC_MS));
     }
     const s = await w.hub.request<Record<string, number>>(COMMAND.stats);
     const base50 = median(e50);
     const base99 = median(e99);
-    const v50 = median(p50);
-    const v99 = median(p99);
+    const f50 = median(floor.p50);
+    const f99 = median(floor.p99);
+    const v50 = median(hub.p50);
+    const v99 = median(hub.p99);
     const rows: BenchRow[] = [
-      {
-        metric: 'sync round trip p50 (1 in flight)',
-        value: v50,
-        unit: 'ms',
-        baseline: base50,
-        ratio: base50 / v50,
-        goal: '<= 6x raw',
-        met: v50 <= 6 * base50,
-      },
-      {
-        metric: 'sync round trip p99 (1 in flight)',
-        value: v99,
-        unit: 'ms',
-        baseline: base99,
-        ratio: base99 / v99,
-        goal: '<= 20x raw',
-        met: v99 <= 20 * base99,
-      },
-      { metric: 'sync calls measured', value: calls, unit: 'calls' },
-      { metric: 'sync calls failed', value: errors.length, unit: 'calls', goal: '0', met: errors.length === 0 },
-      { metric: 'hub CPU per sync command', value: cpu / Math.max(1, calls), unit: 'ms' },
+      vsFloor('sync round trip p50 (1 in flight)', 'ms', v50, f50, { max: 1.5 }),
+      { metric: '  p50 against raw MQTT echo', value: v50, unit: 'ms', baseline: base50, ratio: base50 / v50 },
+      vsFloor('sync round trip p99 (1 in flight)', 'ms', v99, f99, { max: 2 }),
+      { metric: '  p99 against raw MQTT echo', value: v99, unit: 'ms', baseline: base99, ratio: base99 / v99 },
+      { metric: 'sync calls measured', value: hub.calls, unit: 'calls', baseline: floor.calls, against: 'floor' },
+      ...failuresAndCpu(hub, floor),
     ];
     return {
       suite: 'sync',
       machine: machine(),
       rows,
       notes: [
-        `median of ${RUNS} runs, each ${SYNC_MS} ms of sync calls and ${ECHO_MS} ms of echo, interleaved; ratio = raw / hub (the hub is ${(v50 / base50).toFixed(1)}x raw at p50, ${(v99 / base99).toFixed(1)}x at p99)`,
-        `hub: child process, ${SYNC_DB === 'pg' ? 'PostgreSQL server' : 'PGlite'}, Mosquitto (private, set_tcp_nodelay); agent: lean simulated (bench/agents.ts), one project; baseline: mqtt.js QoS 1 echo through an echo peer in a child process`,
-        `per-run p50 hub ${p50.map((x) => x.toFixed(2)).join(', ')} ms; raw ${e50.map((x) => x.toFixed(3)).join(', ')} ms`,
+        `median of ${RUNS} runs, each ${ECHO_MS} ms of echo, ${SYNC_MS} ms of hub sync calls and ${SYNC_MS} ms of floor sync calls, interleaved; against the floor the ratio is hub / floor (goal: p50 <= 1.5x, p99 <= 2x); against raw it is raw / hub (the hub is ${(v50 / base50).toFixed(1)}x raw at p50, ${(v99 / base99).toFixed(1)}x at p99)`,
+        dbNote(w.floorDb),
+        'hub: child process, Mosquitto (private, set_tcp_nodelay); agent: lean simulated (bench/agents.ts), one project; floor: hand-coded node:http + pg + mqtt.js child process (bench/floor-child.ts), unsigned echo agent (bench/floor-agent.ts); raw: mqtt.js QoS 1 echo through an echo peer in a child process',
+        `per-run p50 hub ${hub.p50.map((x) => x.toFixed(2)).join(', ')} ms; floor ${floor.p50.map((x) => x.toFixed(2)).join(', ')} ms; raw ${e50.map((x) => x.toFixed(3)).join(', ')} ms`,
         `command stats: accepted ${s.accepted}, published ${s.published}, completed ${s.completed}, flushes ${s.flushes}`,
-        ...(errors.length > 0 ? [`first errors: ${[...new Set(errors)].slice(0, 3).join('; ')}`] : []),
+        await floorStatsNote(w.floor),
+        ...hub.firstErrors('hub'),
+        ...floor.firstErrors('floor'),
       ],
     };
   } finally {
@@ -225,49 +285,42 @@ export async function runSyncConcurrentSuite(): Promise<SuiteResult> {
   const IN_FLIGHT = envNumber('BENCH_SYNC_IN_FLIGHT', 64);
   const w = await startWorld(IN_FLIGHT, 'sync-concurrent');
   try {
-    await warm(w, 1000, IN_FLIGHT);
-    const rates: number[] = [];
-    const p99s: number[] = [];
+    await warm(w.hubSide, 1000, IN_FLIGHT);
+    await warm(w.floorSide, 1000, IN_FLIGHT);
     const erates: number[] = [];
     const e99s: number[] = [];
-    const errors: string[] = [];
-    let calls = 0;
-    let cpu = 0;
+    const hub = new Tally();
+    const floor = new Tally();
     for (let r = 0; r < RUNS; r++) {
       const echo = await echoRun(w.mosq.url, { inFlight: IN_FLIGHT, durationMs: ECHO_MS, peer: w.peer });
       erates.push(echo.rate);
       e99s.push(percentile(echo.rtts, 99));
-      const hub = await syncLoop(w, IN_FLIGHT, SYNC_MS);
-      rates.push(hub.rate);
-      p99s.push(percentile(hub.lat, 99));
-      errors.push(...hub.errors);
-      calls += hub.lat.length;
-      cpu += hub.hubCpuMs;
+      hub.add(await syncLoop(w.hubSide, IN_FLIGHT, SYNC_MS));
+      floor.add(await syncLoop(w.floorSide, IN_FLIGHT, SYNC_MS));
     }
     const base = median(erates);
-    const v = median(rates);
+    const f = median(floor.rates);
+    const v = median(hub.rates);
+    const v99 = median(hub.p99);
+    const f99 = median(floor.p99);
     return {
       suite: 'sync-concurrent',
       machine: machine(),
       rows: [
-        {
-          metric: `sync commands/s (${IN_FLIGHT} in flight)`,
-          value: v,
-          unit: 'cmd/s',
-          baseline: base,
-          ratio: v / base,
-          goal: '>= 0.25x raw',
-          met: v / base >= 0.25,
-        },
-        { metric: 'sync round trip p99', value: median(p99s), unit: 'ms', baseline: median(e99s) },
-        { metric: 'sync calls failed', value: errors.length, unit: 'calls', goal: '0', met: errors.length === 0 },
-        { metric: 'hub CPU per sync command', value: cpu / Math.max(1, calls), unit: 'ms' },
+        vsFloor(`sync commands/s (${IN_FLIGHT} in flight)`, 'cmd/s', v, f, { min: 0.8 }),
+        { metric: '  against raw MQTT echo', value: v, unit: 'cmd/s', baseline: base, ratio: v / base },
+        vsFloor('sync round trip p99', 'ms', v99, f99),
+        { metric: '  p99 against raw MQTT echo', value: v99, unit: 'ms', baseline: median(e99s) },
+        ...failuresAndCpu(hub, floor),
       ],
       notes: [
-        `median of ${RUNS} runs, each ${SYNC_MS} ms of sync calls and ${ECHO_MS} ms of echo (${IN_FLIGHT} in flight), interleaved`,
-        `hub: child process, ${SYNC_DB === 'pg' ? 'PostgreSQL server' : 'PGlite'}, Mosquitto; ${IN_FLIGHT} lean simulated agents (one project each, own connection), one caller per agent`,
-        `per-run hub cmd/s ${rates.map((x) => x.toFixed(0)).join(', ')}; raw echo/s ${erates.map((x) => x.toFixed(0)).join(', ')}`,
-        ...(errors.length > 0 ? [`first errors: ${[...new Set(errors)].slice(0, 3).join('; ')}`] : []),
+        `median of ${RUNS} runs, each ${ECHO_MS} ms of echo, ${SYNC_MS} ms of hub and ${SYNC_MS} ms of floor sync calls (${IN_FLIGHT} in flight), interleaved; against the floor the ratio is hub / floor (goal >= 0.8x); the floor micro-batches its writes (one INSERT and one UPDATE per turn of its event loop)`,
+        dbNote(w.floorDb),
+        `hub: child process, Mosquitto; ${IN_FLIGHT} lean simulated agents (one project each, own connection), one caller per agent; floor: the same projects, ${IN_FLIGHT} unsigned echo agents on their own connections`,
+        `per-run cmd/s hub ${hub.rates.map((x) => x.toFixed(0)).join(', ')}; floor ${floor.rates.map((x) => x.toFixed(0)).join(', ')}; raw echo/s ${erates.map((x) => x.toFixed(0)).join(', ')}`,
+        await floorStatsNote(w.floor),
+        ...hub.firstErrors('hub'),
+        ...floor.firstErrors('floor'),
       ],
     };
   } finally {
