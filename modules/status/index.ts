@@ -214,8 +214,7 @@ function createStatus(ctx: ModuleContext<StatusConfig>) {
           return listener?.stop();
         });
       }
-      // presence the database kept is continued unless it went stale meanwhile
-      await timeouts.sweep('stale on start');
+      // presence the database kept is continued: silence is counted from now (timeouts.ts)
       // the agents of continued sessions heartbeat within seconds: their projects are read in a
       // few queries now (in the background) rather than one query per first heartbeat
       const continuing: string[] = [];

@@ -13,6 +13,15 @@ import type { Presence, PresenceEntry, Transition } from './presence.js';
  * AND last_heartbeat_at < cutoff`): of several instances sweeping at once one applies it, and a
  * heartbeat another instance wrote meanwhile makes it fail; failed candidates are re-read, which
  * brings that heartbeat into the read model so they stop being candidates.
+ *
+ * Silence is counted from this instance's start at the earliest (`startedAt`): while the hub was
+ * down nobody recorded the agents' heartbeats, and those sent meanwhile wait in the broker for its
+ * session, to arrive just after the start. Judging the rows at the start ("stale on start") called
+ * every project offline whose hub restart took longer than the timeout (a deploy flapped the whole
+ * fleet: offline, a reregister ask, online again, and 409s in between). Now a project continued
+ * from the database has a full timeout after the start to be heard from; one whose agent is
+ * really gone goes offline then ('heartbeat timeout'). Another instance that kept running judges
+ * by the shared rows as before.
  */
 export class Timeouts {
   sweeps = 0;
@@ -32,11 +41,13 @@ export class Timeouts {
       /** The module's presence writer (persist.ts writeBatch with its outbox). */
       write: (db: Knex, batch: { rows: []; ops: Transition[] }, channel: string | null) => Promise<WriteResult>;
     },
+    /** When this instance started (module clock): no silence is counted from before it. */
+    private readonly startedAt = d.clock.now(),
   ) {}
 
-  /** One sweep unless one runs (then that one's promise); `reason` names a silence timeout. */
-  sweep(reason = 'heartbeat timeout'): Promise<void> {
-    this.running ??= this.run(reason).finally(() => {
+  /** One sweep unless one runs (then that one's promise). */
+  sweep(): Promise<void> {
+    this.running ??= this.run('heartbeat timeout').finally(() => {
       this.running = null;
       this.sweeps++;
     });
@@ -46,6 +57,8 @@ export class Timeouts {
   private candidates(reason: string): Transition[] {
     const now = Math.floor(this.d.clock.now());
     const cutoff = now - this.d.timeoutMs;
+    // within a timeout of the start nobody can have been silent for a whole timeout here
+    if (cutoff < this.startedAt) return [];
     const ops: Transition[] = [];
     const op = (e: PresenceEntry, to: PresenceState, why: string, expect: Transition['expect']): Transition => ({
       project_id: e.project_id,
