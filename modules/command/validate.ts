@@ -64,7 +64,7 @@ export function checkSend(req: unknown, cfg: CommandConfig): CheckedSend {
   if (!isObject(req)) throw invalid('(request)', `expected an object, got ${show(req)}`);
   const given: Record<string, unknown> = { ...req };
   for (const k of NULL_MEANS_ABSENT) if (given[k] === null) delete given[k];
-  const r = parseOr('CMD_ERR_INVALID', sendSchemaFor(cfg), given, 'request');
+  const r = parseOr(sendSchemaFor(cfg), given, invalid);
   // No payload means an empty object: agents read fields off it.
   const payload = r.payload === undefined ? {} : r.payload;
   // What jsonb cannot hold (NUL, lone surrogates) or what nests past any reader's stack, refused

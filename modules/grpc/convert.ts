@@ -73,9 +73,7 @@ export interface WatchEventsMsg {
 
 /** `v` checked with `schema`; its error names `field` (a proto field, or a list item `projects[2]`). */
 function checked<S extends z.ZodType>(schema: S, field: string, v: string): z.output<S> {
-  const res = schema.safeParse(v === '' ? undefined : v);
-  if (res.success) return res.data;
-  throw invalidArg(field, res.error.issues[0].message);
+  return parseOr(schema, v === '' ? undefined : v, (_, reason) => invalidArg(field, reason));
 }
 
 export function checkProjectId(field: string, v: string): string {
@@ -125,7 +123,7 @@ export function toSendRequest(m: SendCommandMsg): SendCommandRequest {
   for (const k of SEND_TEXT_FIELDS) if (m[k] !== '') req[k] = m[k];
   if (m.timeout_ms !== undefined) req.timeout_ms = m.timeout_ms;
   if (m.queue_ttl_ms !== undefined) req.queue_ttl_ms = m.queue_ttl_ms;
-  const out: SendCommandRequest = parseOr('CMD_ERR_INVALID', sendSchema, req, 'request');
+  const out: SendCommandRequest = parseOr(sendSchema, req, invalidArg);
   // free-form JSON travels as text; any JSON value is a payload, so it is parsed after the fields
   if (m.payload_json !== '') out.payload = parseJson('payload_json', m.payload_json);
   if (out.command_id !== undefined) out.command_id = out.command_id.toLowerCase();

@@ -51,10 +51,10 @@ export const uuid = z
 export type RequestPart = 'body' | 'query' | 'params' | 'headers' | 'request';
 
 /**
- * A zod failure as the hub's validation error: the first issue, its field named (an unknown key
- * names the key itself), and a message that starts with the field (`timeout_ms: …`).
+ * The first issue of a zod failure as a field and a message: an unknown key names the key
+ * itself, and a failure of the whole value names the part (`(body)`).
  */
-export function fromZod(code: ErrorCode, err: z.ZodError, where: RequestPart): HubError {
+export function firstIssue(err: z.ZodError, where: RequestPart): { field: string; message: string } {
   const issue = err.issues[0];
   let field = issue.path.map(String).join('.');
   let message = issue.message;
@@ -63,18 +63,26 @@ export function fromZod(code: ErrorCode, err: z.ZodError, where: RequestPart): H
     field = [...issue.path.map(String), keys[0]].join('.');
     message = `unknown field${keys.length > 1 ? 's' : ''} ${keys.map((k) => JSON.stringify(k)).join(', ')}`;
   }
-  if (!field) field = `(${where})`;
+  return { field: field || `(${where})`, message };
+}
+
+/** A zod failure as the hub's validation error, its message starting with the field (`timeout_ms: …`). */
+export function fromZod(code: ErrorCode, err: z.ZodError, where: RequestPart): HubError {
+  const { field, message } = firstIssue(err, where);
   return new HubError(code, `${field}: ${message}`, { field, where });
 }
 
-/** Parses `value` with `schema`, or throws `code` naming the first field at fault. */
+/**
+ * Parses `value` with `schema`, or throws what `invalid` makes of the first field at fault (each
+ * domain's own error: the command module's `CMD_ERR_INVALID` with `details.field`).
+ */
 export function parseOr<S extends z.ZodType>(
-  code: ErrorCode,
   schema: S,
   value: unknown,
-  where: RequestPart,
+  invalid: (field: string, reason: string) => HubError,
 ): z.output<S> {
   const res = schema.safeParse(value);
   if (res.success) return res.data;
-  throw fromZod(code, res.error, where);
+  const { field, message } = firstIssue(res.error, 'request');
+  throw invalid(field, message);
 }
