@@ -19,7 +19,6 @@ import type { WebConfig } from './config.js';
 
 export { projectId };
 
-const STATUSES = COMMAND_STATUSES;
 const PRESENCE = ['offline', 'connecting', 'verifying', 'online', 'disconnecting'] as const;
 
 // ─── requests ──────────────────────────────────────────────────────────────────────────────
@@ -80,8 +79,8 @@ export const listCommandsQuery = z
     project_id: projectId.optional(),
     status: z
       .string()
-      .regex(new RegExp(`^(${STATUSES.join('|')})(,(${STATUSES.join('|')}))*$`), {
-        message: `expected a comma list of ${STATUSES.join(', ')}`,
+      .regex(new RegExp(`^(${COMMAND_STATUSES.join('|')})(,(${COMMAND_STATUSES.join('|')}))*$`), {
+        message: `expected a comma list of ${COMMAND_STATUSES.join(', ')}`,
       })
       .optional(),
     command_type: commandType.optional(),
@@ -151,7 +150,7 @@ export const commandViewSchema = z
     command_type: z.string(),
     module: z.string().nullable(),
     operator_id: z.string().nullable(),
-    status: z.enum(STATUSES),
+    status: z.enum(COMMAND_STATUSES),
     is_sync: z.boolean(),
     offline_policy: z.enum(OFFLINE_POLICIES),
     attempts: z.number(),
