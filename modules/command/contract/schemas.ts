@@ -45,7 +45,8 @@ const WIDEST: SendLimits = { max_timeout_ms: Number.MAX_SAFE_INTEGER };
 
 /** A whole number of milliseconds from 1 to `max`. */
 const msUpTo = (max: number) => {
-  const range = (iss: { input?: unknown }) => `must be between 1 and ${max}, got ${shown(iss.input)}`;
+  const bounds = max === Number.MAX_SAFE_INTEGER ? 'must be at least 1' : `must be between 1 and ${max}`;
+  const range = (iss: { input?: unknown }) => `${bounds}, got ${shown(iss.input)}`;
   return z
     .number({ error: expected('expected an integer') })
     .int({ error: expected('expected an integer') })
