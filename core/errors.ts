@@ -1,92 +1,134 @@
 /**
- * One errors file with stable codes (docs/conventions.md#one-errors-file-with-stable-codes). Callers branch on `code`, never on the
+ * Stable error codes and the registry that says what each one means to a caller
+ * (docs/conventions.md#one-errors-file-with-stable-codes). Callers branch on `code`, never on the
  * message text or on `instanceof` (classes are not identical across worker/process boundaries).
  *
+ * Each domain declares its codes beside itself with `defineCodes` (core's own are below; a
+ * module's are in its `contract/codes.ts`): the HTTP status, the gRPC status and whether the code
+ * is a caller's mistake. REST, gRPC and the bus read that one declaration, so they cannot
+ * disagree. The declaration also extends `HubErrorCodes`, so a code that no domain declares is a
+ * compile error where it is thrown.
+ *
  * @example
- *   throw new HubError('HOST_ERR_UNKNOWN_MODULE', 'no provider named "x"', { path: 'modules.x.provider' });
+ *   // modules/x/contract/codes.ts
+ *   export const X_CODES = defineCodes({
+ *     X_ERR_INVALID: { http: 400, grpc: 'INVALID_ARGUMENT', client: true },
+ *   });
+ *   declare module '../../../core/errors.js' {
+ *     interface HubErrorCodes extends CodesOf<typeof X_CODES> {}
+ *   }
+ *   // anywhere
+ *   throw new HubError('X_ERR_INVALID', 'name: required', { field: 'name' });
  */
-export type ErrorCode =
+
+/** gRPC status names (grpc/grpc `doc/statuscodes.md`); the grpc module turns them into numbers. */
+export type GrpcStatusName =
+  | 'INVALID_ARGUMENT'
+  | 'DEADLINE_EXCEEDED'
+  | 'NOT_FOUND'
+  | 'ALREADY_EXISTS'
+  | 'PERMISSION_DENIED'
+  | 'RESOURCE_EXHAUSTED'
+  | 'FAILED_PRECONDITION'
+  | 'INTERNAL'
+  | 'UNAVAILABLE'
+  | 'UNAUTHENTICATED';
+
+/** What a code means to a caller, declared once where the code is defined. */
+export interface CodeSpec {
+  /** The REST answer's status. */
+  readonly http: number;
+  /** The gRPC answer's status. */
+  readonly grpc: GrpcStatusName;
+  /**
+   * The caller asked for something it may not have (4xx class: unknown project or command,
+   * project offline, invalid input, wrong token …). A handler that throws one did its job: it
+   * refused. Such a refusal is not a module error: not logged at error level, not counted in a
+   * mailbox's `errors` (issue 15, item 6).
+   */
+  readonly client: boolean;
+}
+
+/**
+ * Every declared code, filled by the `declare module` blocks beside each `defineCodes` call.
+ * `ErrorCode` is its keys: `new HubError('CMD_ERR_INVALD', …)` does not compile.
+ */
+// biome-ignore lint/suspicious/noEmptyInterface: filled by declaration merging, one block per domain
+export interface HubErrorCodes {}
+
+/** The type a domain's `declare module` block extends `HubErrorCodes` with. */
+export type CodesOf<T> = Record<keyof T, CodeSpec>;
+
+export type ErrorCode = keyof HubErrorCodes & string;
+
+// Our own codes look like AREA_ERR_WHAT; anything else (pg SQLSTATEs, ECONNRESET, TypeError…)
+// is an internal detail and never reaches a caller.
+const CODE_SHAPE = /^[A-Z]+_ERR_[A-Z_]+$/;
+
+const registry = new Map<string, CodeSpec>();
+
+/**
+ * Registers a domain's codes and returns them, typed. A code declared twice, or not shaped
+ * AREA_ERR_WHAT, throws at load: two owners of one code would answer two ways.
+ */
+export function defineCodes<const T extends Record<string, CodeSpec>>(codes: T): Readonly<T> {
+  for (const [code, spec] of Object.entries(codes)) {
+    if (!CODE_SHAPE.test(code)) throw new Error(`error code ${code} is not shaped AREA_ERR_WHAT`);
+    if (registry.has(code)) throw new Error(`error code ${code} is declared twice`);
+    registry.set(code, Object.freeze({ ...spec }));
+  }
+  return Object.freeze(codes);
+}
+
+/** The declaration of `code`, or undefined for a code no loaded domain declares. */
+export function codeSpec(code: string | undefined): CodeSpec | undefined {
+  return code === undefined ? undefined : registry.get(code);
+}
+
+/** Every code the loaded domains declare, with its declaration. */
+export function registeredCodes(): ReadonlyMap<string, CodeSpec> {
+  return registry;
+}
+
+// ─── core's own codes ─────────────────────────────────────────────────────────────────────
+
+export const CORE_CODES = defineCodes({
   // host and config
-  | 'HOST_ERR_CONFIG_READ'
-  | 'HOST_ERR_CONFIG_YAML'
-  | 'HOST_ERR_CONFIG_INVALID'
-  | 'HOST_ERR_CONFIG_ENV'
-  | 'HOST_ERR_UNKNOWN_MODULE'
-  | 'HOST_ERR_UNKNOWN_TYPE'
-  | 'HOST_ERR_DEPENDENCY'
-  | 'HOST_ERR_START_TIMEOUT'
-  | 'HOST_ERR_START_FAILED'
-  | 'HOST_ERR_STOPPING'
-  | 'HOST_ERR_PORT_IN_USE'
-  // bus
-  | 'BUS_ERR_REQUEST_TIMEOUT'
-  | 'BUS_ERR_NO_RESPONDER'
-  | 'BUS_ERR_MAILBOX_FULL'
-  | 'BUS_ERR_BAD_TOPIC'
-  | 'BUS_ERR_HANDLER'
-  | 'BUS_ERR_CLOSED'
+  HOST_ERR_CONFIG_READ: { http: 500, grpc: 'INTERNAL', client: false },
+  HOST_ERR_CONFIG_YAML: { http: 500, grpc: 'INTERNAL', client: false },
+  HOST_ERR_CONFIG_INVALID: { http: 500, grpc: 'INTERNAL', client: false },
+  HOST_ERR_CONFIG_ENV: { http: 500, grpc: 'INTERNAL', client: false },
+  /** no module of that name (an admin request named it) */
+  HOST_ERR_UNKNOWN_MODULE: { http: 404, grpc: 'NOT_FOUND', client: true },
+  HOST_ERR_UNKNOWN_TYPE: { http: 500, grpc: 'INTERNAL', client: false },
+  HOST_ERR_DEPENDENCY: { http: 500, grpc: 'INTERNAL', client: false },
+  // RestartModule / restart route: the module failed to start again (the host retries it with
+  // backoff). The message is the host's own, the text module listings show as last_error.
+  HOST_ERR_START_TIMEOUT: { http: 500, grpc: 'INTERNAL', client: false },
+  HOST_ERR_START_FAILED: { http: 500, grpc: 'INTERNAL', client: false },
+  /** the hub is stopping: try again elsewhere or later */
+  HOST_ERR_STOPPING: { http: 503, grpc: 'UNAVAILABLE', client: false },
+  HOST_ERR_PORT_IN_USE: { http: 500, grpc: 'INTERNAL', client: false },
+  // bus: the module behind a request is not running (restarting, disabled), is overloaded, or
+  // the bus is closing; worth a retry
+  BUS_ERR_REQUEST_TIMEOUT: { http: 503, grpc: 'UNAVAILABLE', client: false },
+  BUS_ERR_NO_RESPONDER: { http: 503, grpc: 'UNAVAILABLE', client: false },
+  BUS_ERR_MAILBOX_FULL: { http: 503, grpc: 'RESOURCE_EXHAUSTED', client: false },
+  BUS_ERR_BAD_TOPIC: { http: 500, grpc: 'INTERNAL', client: false },
+  BUS_ERR_HANDLER: { http: 500, grpc: 'INTERNAL', client: false },
+  BUS_ERR_CLOSED: { http: 503, grpc: 'UNAVAILABLE', client: false },
   // services
-  | 'DB_ERR_UNKNOWN_DATABASE'
-  | 'DB_ERR_CONFIG'
-  | 'DB_ERR_MIGRATION'
-  | 'DB_ERR_DATA_DIR_LOCKED'
-  /** The database could not be reached (down, restarting, no connection); worth a retry: 503. */
-  | 'DB_ERR_UNAVAILABLE'
-  // wire protocol
-  | 'PROTO_ERR_JSON'
-  | 'PROTO_ERR_SCHEMA'
-  | 'PROTO_ERR_TOO_LARGE'
-  | 'PROTO_ERR_SIGNATURE'
-  | 'PROTO_ERR_CLOCK'
-  | 'PROTO_ERR_REPLAY'
-  | 'PROTO_ERR_UNKNOWN_TYPE'
-  | 'PROTO_ERR_PROJECT_ID'
-  | 'PROTO_ERR_UNSAFE_VALUE'
-  // the bridge's verification step (mqtt-bridge/verify.ts)
-  | 'PROTO_ERR_UNKNOWN_PROJECT'
-  | 'PROTO_ERR_PROJECT_DISABLED'
-  | 'PROTO_ERR_UNSIGNED'
-  | 'PROTO_ERR_UNVERIFIABLE'
-  // domain modules
-  | 'CMD_ERR_INVALID'
-  | 'CMD_ERR_NOT_FOUND'
-  | 'CMD_ERR_PROJECT_OFFLINE'
-  | 'CMD_ERR_UNKNOWN_PROJECT'
-  | 'CMD_ERR_NOT_CANCELLABLE'
-  | 'CMD_ERR_TIMEOUT'
-  | 'CMD_ERR_IDEMPOTENCY_MISMATCH'
-  | 'STATUS_ERR_INVALID'
-  | 'STATUS_ERR_NOT_FOUND'
-  | 'STATUS_ERR_EXISTS'
-  | 'AGENT_ERR_HANDLER'
-  | 'AGENT_ERR_NOT_ALLOWED'
-  | 'AGENT_ERR_OFFLINE'
-  | 'AGENT_ERR_INVALID'
-  | 'AUTH_ERR_TOKEN'
-  | 'WEB_ERR_INVALID'
-  | 'WEB_ERR_NOT_FOUND'
-  | 'WEB_ERR_BODY_TOO_LARGE'
-  | 'WEB_ERR_MEDIA_TYPE'
-  | 'WEB_ERR_INTERNAL'
-  | 'WEB_ERR_WS_MESSAGE'
-  | 'WEB_ERR_UPGRADE_REQUIRED'
-  | 'MQTT_ERR_OFFLINE'
-  | 'MQTT_ERR_PUBLISH'
-  | 'MQTT_ERR_INVALID'
-  | 'GRPC_ERR_SLOW_STREAM'
-  // the outbox service (core/services/outbox)
-  /** outbox.add with an event type the module did not declare: the business transaction rolls back */
-  | 'OUTBOX_ERR_UNDECLARED_EVENT'
-  /** a declaration names an event type the catalogue does not know */
-  | 'OUTBOX_ERR_UNKNOWN_EVENT'
-  /** a second module declared an event type another module already owns */
-  | 'OUTBOX_ERR_EVENT_OWNED'
-  /** a declaration or an operator request is malformed (bad table name, bad route) */
-  | 'OUTBOX_ERR_INVALID'
-  /** no dead event with that id (on that route) */
-  | 'OUTBOX_ERR_NOT_FOUND'
-  /** a destination refused or failed a delivery (counted per route, retried) */
-  | 'OUTBOX_ERR_DELIVERY';
+  DB_ERR_UNKNOWN_DATABASE: { http: 500, grpc: 'INTERNAL', client: false },
+  DB_ERR_CONFIG: { http: 500, grpc: 'INTERNAL', client: false },
+  DB_ERR_MIGRATION: { http: 500, grpc: 'INTERNAL', client: false },
+  DB_ERR_DATA_DIR_LOCKED: { http: 500, grpc: 'INTERNAL', client: false },
+  /** The database could not be reached (down, restarting, no connection): the hub refuses rather than guess (issue 9). */
+  DB_ERR_UNAVAILABLE: { http: 503, grpc: 'UNAVAILABLE', client: false },
+});
+
+export interface HubErrorCodes extends CodesOf<typeof CORE_CODES> {}
+
+// ─── the error ────────────────────────────────────────────────────────────────────────────
 
 export class HubError extends Error {
   readonly code: ErrorCode;
@@ -126,38 +168,14 @@ export function deserializeError(e: SerializedError): HubError {
   return new HubError(e.code as ErrorCode, e.message, e.details);
 }
 
-/**
- * Codes that mean the caller asked for something it may not have (4xx class: unknown project or
- * command, project offline, invalid input, wrong token …). A handler that throws one did its job:
- * it refused. Such a refusal is not a module error: it is not logged at error level and not
- * counted in a mailbox's `errors` (issue 15, item 6). Exact codes, plus every `*_ERR_INVALID`,
- * `*_NOT_FOUND` and `AUTH_ERR_*`.
- */
-const CLIENT_MISTAKES: ReadonlySet<string> = new Set([
-  'CMD_ERR_PROJECT_OFFLINE',
-  'CMD_ERR_UNKNOWN_PROJECT',
-  'CMD_ERR_NOT_CANCELLABLE',
-  'CMD_ERR_IDEMPOTENCY_MISMATCH',
-  'STATUS_ERR_EXISTS',
-  'PROTO_ERR_PROJECT_ID',
-  'AGENT_ERR_NOT_ALLOWED',
-  'HOST_ERR_UNKNOWN_MODULE',
-  'WEB_ERR_BODY_TOO_LARGE',
-  'WEB_ERR_MEDIA_TYPE',
-  'WEB_ERR_WS_MESSAGE',
-  'WEB_ERR_UPGRADE_REQUIRED',
-]);
-
-/** Whether `err` carries a client-mistake code (see CLIENT_MISTAKES): a refusal, not a failure. */
+/** Whether `err` carries a code its domain declares a caller's mistake: a refusal, not a failure. */
 export function isClientMistake(err: unknown): boolean {
-  const code = errorCode(err);
-  if (!code) return false;
-  return (
-    CLIENT_MISTAKES.has(code) ||
-    code.endsWith('_ERR_INVALID') ||
-    code.endsWith('_ERR_NOT_FOUND') ||
-    code.startsWith('AUTH_ERR_')
-  );
+  return codeSpec(errorCode(err))?.client === true;
+}
+
+/** Whether `code` is shaped like one of the hub's codes (AREA_ERR_WHAT), declared or not. */
+export function isHubCodeShape(code: string | undefined): code is string {
+  return code !== undefined && CODE_SHAPE.test(code);
 }
 
 export function errorCode(err: unknown): string | undefined {

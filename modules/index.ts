@@ -1,4 +1,6 @@
 import { ProviderRegistry } from '../core/registry.js';
+// every domain's error codes, registered before any module runs (the bus's refusal test reads them)
+import './contracts.js';
 import { provider as agent } from './agent/index.js';
 import { provider as broker } from './broker/index.js';
 import { provider as command } from './command/index.js';

@@ -4,6 +4,7 @@
  * works against any hub it can reach. The shapes below are the documented REST answers
  * (GET /api/exchange-hub/openapi.json), restated here with only the fields the CLI prints.
  */
+import { COMMAND_STATUSES } from '../../modules/command/contract/schemas.js';
 import { type CommandSpec, type GroupSpec, UsageError } from './args.js';
 import { API, ApiError, type HubClient } from './client.js';
 import { block, cell, ms, table, when } from './format.js';
@@ -162,8 +163,6 @@ export function queueTtl(v: string, now: number, path: readonly string[]): numbe
   if (at <= now) throw new UsageError(`--queue-until: ${new Date(at).toISOString()} is not in the future`, path);
   return Math.ceil(at - now);
 }
-
-const COMMAND_STATUSES = ['pending', 'sent', 'acked', 'completed', 'failed', 'timeout', 'cancelled'];
 
 /**
  * `--since` / `--until`: an ISO 8601 time, ms since the epoch, or a duration back from now
@@ -559,7 +558,7 @@ export const COMMANDS: Spec[] = [
       const limit = positiveInt('limit', values.limit as string | undefined, path) ?? 50;
       const status = values.status as string | undefined;
       if (status !== undefined) {
-        const bad = status.split(',').filter((x) => !COMMAND_STATUSES.includes(x));
+        const bad = status.split(',').filter((x) => !(COMMAND_STATUSES as readonly string[]).includes(x));
         if (bad.length || status === '') {
           throw new UsageError(`--status: unknown status "${bad[0] ?? ''}" (${COMMAND_STATUSES.join(', ')})`, path);
         }

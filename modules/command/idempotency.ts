@@ -8,7 +8,8 @@
  * Correctness does not rest on this file's look-ups: the key row is written by the very
  * statement that writes the tracker and outbox rows (insert-batch.ts), under the table's primary
  * key, so concurrent sends with one key make one command and a crash never splits a key from its
- * command. The look-ups only decide what to answer.
+ * command. The look-ups only decide what to answer. What a key may be is the send schema's
+ * (contract/schemas.ts `idempotencyKey`).
  */
 import { createHash } from 'node:crypto';
 import { HubError } from '../../core/errors.js';
@@ -16,29 +17,8 @@ import { canonicalJson } from '../shared/signing.js';
 import { type Deps, isoAt, query } from './deps.js';
 import { TRACKER_COLUMNS, type TrackerRow } from './rows.js';
 
-/** Longest key accepted (the common limit of idempotency-key schemes). */
-export const MAX_IDEMPOTENCY_KEY = 255;
-/** Printable ASCII (an HTTP header value carries it unchanged), no space at either end (HTTP trims those). */
-const KEY_RE = /^[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?$/;
 /** Keys deleted per statement by the retention sweep. */
 const SWEEP_BATCH = 1000;
-
-/** The key, or null when none is given; CMD_ERR_INVALID (field idempotency_key) when it is malformed. */
-export function checkIdempotencyKey(v: unknown): string | null {
-  if (v === undefined || v === null) return null;
-  const field = 'idempotency_key';
-  if (typeof v !== 'string') throw invalidKey(`expected a string, got ${typeof v}`);
-  if (v.length === 0) throw invalidKey('must not be empty');
-  if (v.length > MAX_IDEMPOTENCY_KEY) throw invalidKey(`longer than ${MAX_IDEMPOTENCY_KEY} characters (${v.length})`);
-  if (!KEY_RE.test(v)) {
-    throw invalidKey('only printable ASCII (0x20-0x7E) is allowed, with no space at either end');
-  }
-  return v;
-
-  function invalidKey(reason: string): HubError {
-    return new HubError('CMD_ERR_INVALID', `${field}: ${reason}`, { field });
-  }
-}
 
 /** What a retry must repeat for its key to name the same command. */
 export interface HashedRequest {

@@ -29,13 +29,13 @@
  */
 import { HubError } from '../../core/errors.js';
 import type { ModuleTimers } from '../../core/module.js';
+import { isUuid } from '../shared/contract/schemas.js';
 import type { CommandAckPayload, DataMessage, ExecResultPayload, LogResultPayload } from '../shared/protocol.js';
 import type { CommandResultView, UplinkEvent } from '../shared/topics.js';
 import type { UplinkHandlers } from '../shared/uplink-routes.js';
 import { type Deps, isoAt, LOCK_BOTH, LOCKED_BOTH, query, retrying } from './deps.js';
 import { terminalEvent } from './domain-events.js';
 import { TRACKER_COLUMNS, type TrackerRow } from './rows.js';
-import { isUuid } from './validate.js';
 
 /** Told when an item's fate is known: written (or deliberately dropped), or refused (not written). */
 interface Settle {

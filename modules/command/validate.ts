@@ -1,43 +1,25 @@
 /**
  * Input checks for the command topics. Every error is CMD_ERR_INVALID with `details.field`
  * naming the offending field and a message that starts with it (`timeout_ms: …`), so REST and
- * gRPC can answer 400 with a reason a caller can act on.
+ * gRPC can answer 400 with a reason a caller can act on. A send is checked with the domain's one
+ * send schema (contract/schemas.ts), bounded by this module's config.
  */
 import { HubError } from '../../core/errors.js';
+import { isUuid, parseOr, shown as show } from '../shared/contract/schemas.js';
 import { COMMAND_TYPE_RE, isValidProjectId } from '../shared/protocol.js';
-import { DEFAULT_JSON_LIMITS, findUnsafeJson, unsafeTextProblem } from '../shared/sanitize.js';
+import { DEFAULT_JSON_LIMITS, findUnsafeJson } from '../shared/sanitize.js';
 import { canonicalJson } from '../shared/signing.js';
-import type { CommandStatus, ListCommandsRequest, OfflinePolicy, SendCommandRequest } from '../shared/topics.js';
+import type { CommandStatus, ListCommandsRequest, OfflinePolicy } from '../shared/topics.js';
 import type { CommandConfig } from './config.js';
-import { checkIdempotencyKey, requestHash } from './idempotency.js';
-
-const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
-const MAX_LABEL = 200;
-const MAX_QUEUE_TTL_MS = 30 * 24 * 3600 * 1000;
-const STATUSES: readonly CommandStatus[] = ['pending', 'sent', 'acked', 'completed', 'failed', 'timeout', 'cancelled'];
-export const MAX_LIST_LIMIT = 500;
-export const DEFAULT_LIST_LIMIT = 50;
+import { COMMAND_STATUSES, DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT, sendRequestSchema } from './contract/schemas.js';
+import { requestHash } from './idempotency.js';
 
 export function invalid(field: string, reason: string): HubError {
   return new HubError('CMD_ERR_INVALID', `${field}: ${reason}`, { field });
 }
 
-function show(v: unknown): string {
-  let s: string;
-  try {
-    s = JSON.stringify(v) ?? String(v);
-  } catch {
-    s = typeof v;
-  }
-  return s.length > 64 ? `${s.slice(0, 61)}...` : s;
-}
-
 function isObject(v: unknown): v is Record<string, unknown> {
   return v !== null && typeof v === 'object' && !Array.isArray(v);
-}
-
-export function isUuid(v: unknown): v is string {
-  return typeof v === 'string' && UUID_RE.test(v);
 }
 
 function intIn(field: string, v: unknown, min: number, max: number): number {
@@ -46,14 +28,19 @@ function intIn(field: string, v: unknown, min: number, max: number): number {
   return v;
 }
 
-function optLabel(field: string, v: unknown): string | null {
-  if (v === undefined || v === null) return null;
-  if (typeof v !== 'string') throw invalid(field, `expected a string, got ${show(v)}`);
-  if (v.length > MAX_LABEL) throw invalid(field, `longer than ${MAX_LABEL} characters`);
-  const problem = unsafeTextProblem(v);
-  if (problem) throw invalid(field, problem);
-  return v;
+/** The send schema bounded by one config (configs are frozen: one schema per config object). */
+const sendSchemas = new WeakMap<CommandConfig, ReturnType<typeof sendRequestSchema>>();
+function sendSchemaFor(cfg: CommandConfig): ReturnType<typeof sendRequestSchema> {
+  let schema = sendSchemas.get(cfg);
+  if (!schema) {
+    schema = sendRequestSchema({ max_timeout_ms: cfg.max_timeout_ms });
+    sendSchemas.set(cfg, schema);
+  }
+  return schema;
 }
+
+/** Optional fields a JSON caller on the bus may send as null: null means left out there. */
+const NULL_MEANS_ABSENT = ['module', 'operator_id', 'command_id', 'idempotency_key'] as const;
 
 /** A send request with every default applied. */
 export interface CheckedSend {
@@ -75,16 +62,9 @@ export interface CheckedSend {
 
 export function checkSend(req: unknown, cfg: CommandConfig): CheckedSend {
   if (!isObject(req)) throw invalid('(request)', `expected an object, got ${show(req)}`);
-  const r = req as Partial<SendCommandRequest> & Record<string, unknown>;
-  if (!isValidProjectId(r.project_id)) {
-    throw invalid(
-      'project_id',
-      `expected a project id (1-128 bytes, no / + # or control characters), got ${show(r.project_id)}`,
-    );
-  }
-  if (typeof r.command_type !== 'string' || !COMMAND_TYPE_RE.test(r.command_type)) {
-    throw invalid('command_type', `must match ${COMMAND_TYPE_RE}, got ${show(r.command_type)}`);
-  }
+  const given: Record<string, unknown> = { ...req };
+  for (const k of NULL_MEANS_ABSENT) if (given[k] === null) delete given[k];
+  const r = parseOr(sendSchemaFor(cfg), given, invalid);
   // No payload means an empty object: agents read fields off it.
   const payload = r.payload === undefined ? {} : r.payload;
   // What jsonb cannot hold (NUL, lone surrogates) or what nests past any reader's stack, refused
@@ -109,34 +89,20 @@ export function checkSend(req: unknown, cfg: CommandConfig): CheckedSend {
   if (bytes > cfg.max_payload_bytes) {
     throw invalid('payload', `${bytes} bytes as JSON, more than the ${cfg.max_payload_bytes} allowed`);
   }
-  const timeout =
-    r.timeout_ms === undefined ? cfg.default_timeout_ms : intIn('timeout_ms', r.timeout_ms, 1, cfg.max_timeout_ms);
   const policy = r.offline_policy ?? 'fail';
-  if (policy !== 'fail' && policy !== 'queue')
-    throw invalid('offline_policy', `expected "fail" or "queue", got ${show(policy)}`);
-  const ttl =
-    r.queue_ttl_ms === undefined
-      ? cfg.default_queue_ttl_ms
-      : intIn('queue_ttl_ms', r.queue_ttl_ms, 1, MAX_QUEUE_TTL_MS);
-  if (r.command_id !== undefined && r.command_id !== null && !isUuid(r.command_id)) {
-    throw invalid('command_id', `expected a UUID, got ${show(r.command_id)}`);
-  }
-  if (r.is_sync !== undefined && typeof r.is_sync !== 'boolean') {
-    throw invalid('is_sync', `expected a boolean, got ${show(r.is_sync)}`);
-  }
-  const module = optLabel('module', r.module);
-  const operatorId = optLabel('operator_id', r.operator_id);
-  const key = checkIdempotencyKey(r.idempotency_key);
+  const module = r.module ?? null;
+  const operatorId = r.operator_id ?? null;
+  const key = r.idempotency_key ?? null;
   return {
     project_id: r.project_id,
     command_type: r.command_type,
     payload: JSON.parse(payloadJson),
     payload_json: payloadJson,
-    timeout_ms: timeout,
+    timeout_ms: r.timeout_ms ?? cfg.default_timeout_ms,
     module,
     operator_id: operatorId,
     offline_policy: policy,
-    queue_ttl_ms: ttl,
+    queue_ttl_ms: r.queue_ttl_ms ?? cfg.default_queue_ttl_ms,
     command_id: r.command_id ? r.command_id.toLowerCase() : null,
     is_sync: r.is_sync ?? false,
     idempotency: key
@@ -216,8 +182,8 @@ export function checkList(req: unknown): CheckedList {
     const list = Array.isArray(r.status) ? r.status : String(r.status).split(',');
     if (list.length === 0) throw invalid('status', 'expected at least one status');
     for (const s of list) {
-      if (!STATUSES.includes(s as CommandStatus)) {
-        throw invalid('status', `expected one or more of ${STATUSES.join(', ')}, got ${show(s)}`);
+      if (!(COMMAND_STATUSES as readonly string[]).includes(s)) {
+        throw invalid('status', `expected one or more of ${COMMAND_STATUSES.join(', ')}, got ${show(s)}`);
       }
     }
     statuses = [...new Set(list as CommandStatus[])];

@@ -1,12 +1,15 @@
 /**
  * Between the proto messages (exchange_hub.proto, loaded with keepCase so field names are the
- * bus's own) and the bus types of modules/shared/topics.ts. Requests are checked here only as
- * far as the gRPC shape needs (JSON text fields, project ids before they reach a topic); the
- * owning module validates the rest and its errors name the field.
+ * bus's own) and the bus types of modules/shared/topics.ts. A proto message leaves unset strings
+ * empty: they become absent fields. A send is then checked with the command domain's send schema
+ * (the one REST uses); other requests as far as the gRPC shape needs (JSON text fields, project
+ * ids before they reach a topic), and the owning module validates the rest. Errors name the field.
  */
+import type { z } from 'zod';
 import type { DeadEvent } from '../../core/services/outbox/contract.js';
+import { sendRequestSchema } from '../command/contract/schemas.js';
+import { parseOr, projectId, shown as show, uuid } from '../shared/contract/schemas.js';
 import type { FeedEvent, FeedFilter } from '../shared/event-feed.js';
-import { isValidProjectId, MAX_PROJECT_ID_BYTES } from '../shared/protocol.js';
 import type {
   CommandDetail,
   CommandView,
@@ -16,8 +19,6 @@ import type {
   SendCommandRequest,
 } from '../shared/topics.js';
 import { invalidArg } from './errors.js';
-
-const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 /** Request messages as proto-loader hands them over: unset `optional` fields are absent. */
 export interface SendCommandMsg {
@@ -70,26 +71,17 @@ export interface WatchEventsMsg {
   last_event_id?: number;
 }
 
-function show(v: string): string {
-  const s = JSON.stringify(v);
-  return s.length > 64 ? `${s.slice(0, 61)}...` : s;
+/** `v` checked with `schema`; its error names `field` (a proto field, or a list item `projects[2]`). */
+function checked<S extends z.ZodType>(schema: S, field: string, v: string): z.output<S> {
+  return parseOr(schema, v === '' ? undefined : v, (_, reason) => invalidArg(field, reason));
 }
 
 export function checkProjectId(field: string, v: string): string {
-  if (!isValidProjectId(v)) {
-    throw invalidArg(
-      field,
-      v === ''
-        ? 'required'
-        : `expected a project id (1-${MAX_PROJECT_ID_BYTES} bytes, no / + # or control characters, not starting with $), got ${show(v)}`,
-    );
-  }
-  return v;
+  return checked(projectId, field, v);
 }
 
 export function checkCommandId(field: string, v: string): string {
-  if (!UUID_RE.test(v)) throw invalidArg(field, v === '' ? 'required' : `expected a UUID, got ${show(v)}`);
-  return v.toLowerCase();
+  return checked(uuid, field, v).toLowerCase();
 }
 
 /** The REST route's rule for a module name (modules/web/schemas.ts moduleNameParams). */
@@ -113,27 +105,29 @@ function parseJson(field: string, text: string): unknown {
   }
 }
 
+/** The send schema without the command module's config: its own bounds are checked there. */
+const sendSchema = sendRequestSchema();
+/** SendCommand's string fields: empty is unset. */
+const SEND_TEXT_FIELDS = [
+  'project_id',
+  'command_type',
+  'module',
+  'operator_id',
+  'offline_policy',
+  'command_id',
+  'idempotency_key',
+] as const;
+
 export function toSendRequest(m: SendCommandMsg): SendCommandRequest {
-  const req: SendCommandRequest = {
-    project_id: checkProjectId('project_id', m.project_id),
-    command_type: m.command_type,
-  };
-  if (m.command_type === '') throw invalidArg('command_type', 'required');
-  if (m.payload_json !== '') req.payload = parseJson('payload_json', m.payload_json);
+  const req: Record<string, unknown> = {};
+  for (const k of SEND_TEXT_FIELDS) if (m[k] !== '') req[k] = m[k];
   if (m.timeout_ms !== undefined) req.timeout_ms = m.timeout_ms;
-  if (m.module !== '') req.module = m.module;
-  if (m.operator_id !== '') req.operator_id = m.operator_id;
-  if (m.offline_policy !== '') {
-    if (m.offline_policy !== 'fail' && m.offline_policy !== 'queue') {
-      throw invalidArg('offline_policy', `expected "fail" or "queue", got ${show(m.offline_policy)}`);
-    }
-    req.offline_policy = m.offline_policy;
-  }
   if (m.queue_ttl_ms !== undefined) req.queue_ttl_ms = m.queue_ttl_ms;
-  if (m.command_id !== '') req.command_id = checkCommandId('command_id', m.command_id);
-  // checked by the command module (idempotency.ts), whose error names the field
-  if (m.idempotency_key !== '') req.idempotency_key = m.idempotency_key;
-  return req;
+  const out: SendCommandRequest = parseOr(sendSchema, req, invalidArg);
+  // free-form JSON travels as text; any JSON value is a payload, so it is parsed after the fields
+  if (m.payload_json !== '') out.payload = parseJson('payload_json', m.payload_json);
+  if (out.command_id !== undefined) out.command_id = out.command_id.toLowerCase();
+  return out;
 }
 
 export function toListCommands(m: ListCommandsMsg): ListCommandsRequest {

@@ -3,47 +3,21 @@
  * with the stable code callers branch on (docs/conventions.md#one-errors-file-with-stable-codes); an error the hub does not know
  * (a driver error, a bug) is a 500 that says nothing of its internals.
  */
-import type { ZodError } from 'zod';
-import { type ErrorCode, errorCode, HubError } from '../../core/errors.js';
+import { codeSpec, errorCode, isHubCodeShape } from '../../core/errors.js';
+// every domain's codes, so a code thrown by a module this process does not run still maps
+import '../contracts.js';
 
 export interface ErrorBody {
   error: { code: string; message: string; field?: string };
 }
 
-// Our own codes look like AREA_ERR_WHAT; anything else (pg SQLSTATEs, ECONNRESET, TypeError…)
-// is an internal detail and never reaches a caller.
-const HUB_CODE = /^[A-Z]+_ERR_[A-Z_]+$/;
-
-const EXACT: Record<string, number> = {
-  PROTO_ERR_PROJECT_ID: 400,
-  CMD_ERR_UNKNOWN_PROJECT: 404,
-  HOST_ERR_UNKNOWN_MODULE: 404,
-  STATUS_ERR_EXISTS: 409,
-  CMD_ERR_PROJECT_OFFLINE: 409,
-  CMD_ERR_NOT_CANCELLABLE: 409,
-  CMD_ERR_IDEMPOTENCY_MISMATCH: 409,
-  WEB_ERR_BODY_TOO_LARGE: 413,
-  WEB_ERR_MEDIA_TYPE: 415,
-  BUS_ERR_NO_RESPONDER: 503,
-  BUS_ERR_REQUEST_TIMEOUT: 503,
-  BUS_ERR_MAILBOX_FULL: 503,
-  BUS_ERR_CLOSED: 503,
-  HOST_ERR_STOPPING: 503,
-  MQTT_ERR_OFFLINE: 503,
-  // the database is down or restarting: the hub refuses rather than guess (issue 9)
-  DB_ERR_UNAVAILABLE: 503,
-  CMD_ERR_TIMEOUT: 504,
-};
-
-/** The HTTP status for a hub error code. */
+/**
+ * The HTTP status for a hub error code: the one its domain declares (`contract/codes.ts`). A code
+ * no domain declares, or anything that is not a hub code (pg SQLSTATEs, ECONNRESET, TypeError…),
+ * is a 500.
+ */
 export function httpStatusOf(code: string | undefined): number {
-  if (!code || !HUB_CODE.test(code)) return 500;
-  const exact = EXACT[code];
-  if (exact) return exact;
-  if (code.endsWith('_ERR_INVALID')) return 400;
-  if (code.startsWith('AUTH_ERR_')) return 401;
-  if (code.endsWith('_NOT_FOUND')) return 404;
-  return 500;
+  return codeSpec(code)?.http ?? 500;
 }
 
 /**
@@ -65,7 +39,8 @@ export function toHttpError(err: unknown): {
   const code = errorCode(err);
   const status = httpStatusOf(code);
   const headers: Record<string, string> = status === 503 ? { 'retry-after': String(RETRY_AFTER_S) } : {};
-  if (!code || !HUB_CODE.test(code)) {
+  // anything not shaped like a hub code is an internal detail and never reaches a caller
+  if (!isHubCodeShape(code)) {
     return {
       status,
       body: { error: { code: 'WEB_ERR_INTERNAL', message: 'internal error' } },
@@ -84,19 +59,5 @@ export function toHttpError(err: unknown): {
   };
 }
 
-/**
- * A zod failure as the hub's validation error: the first issue, its field named (an unknown key
- * names the key itself), and a message that starts with the field.
- */
-export function fromZod(code: ErrorCode, err: ZodError, where: 'body' | 'query' | 'params' | 'headers'): HubError {
-  const issue = err.issues[0];
-  let field = issue.path.map(String).join('.');
-  let message = issue.message;
-  if (issue.code === 'unrecognized_keys') {
-    const keys = (issue as { keys: string[] }).keys;
-    field = [...issue.path.map(String), keys[0]].join('.');
-    message = `unknown field${keys.length > 1 ? 's' : ''} ${keys.map((k) => JSON.stringify(k)).join(', ')}`;
-  }
-  if (!field) field = `(${where})`;
-  return new HubError(code, `${field}: ${message}`, { field, where });
-}
+/** A zod failure as the hub's validation error (one rule for every interface: shared/contract/schemas.ts). */
+export { fromZod } from '../shared/contract/schemas.js';

@@ -5,41 +5,31 @@
  */
 import { z } from 'zod';
 import type { DeadEvent } from '../../core/services/outbox/contract.js';
-import { COMMAND_TYPE_RE, isValidProjectId } from '../shared/protocol.js';
+import {
+  COMMAND_STATUSES,
+  commandType,
+  idempotencyKey,
+  MAX_LIST_LIMIT,
+  OFFLINE_POLICIES,
+  sendFields,
+} from '../command/contract/schemas.js';
+import { projectId, uuid } from '../shared/contract/schemas.js';
 import type { CommandDetail, CommandView, CreatedProject, ProjectView, StatusChangedEvent } from '../shared/topics.js';
 import type { WebConfig } from './config.js';
 
-export const projectId = z
-  .string()
-  .max(128)
-  .refine(isValidProjectId, { message: 'expected a project id (1-128 bytes; no / + # NUL or control characters)' })
-  .meta({ description: 'Project id: 1-128 UTF-8 bytes, no `/`, `+`, `#`, NUL or control characters' });
+export { projectId };
 
-const uuid = z.string().regex(/^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$/, {
-  message: 'expected a UUID',
-});
-const label = z.string().max(200);
-const positiveInt = z.number().int().positive();
-const STATUSES = ['pending', 'sent', 'acked', 'completed', 'failed', 'timeout', 'cancelled'] as const;
 const PRESENCE = ['offline', 'connecting', 'verifying', 'online', 'disconnecting'] as const;
 
 // ─── requests ──────────────────────────────────────────────────────────────────────────────
 
-/** The command bodies are strict: no status, signature or command_id can be assigned by a caller. */
+/**
+ * The command bodies are the command domain's send fields (contract/schemas.ts), strict: no
+ * status, signature or command_id can be assigned by a caller.
+ */
 export function sendBodySchema(cfg: WebConfig) {
   return z
-    .object({
-      project_id: projectId,
-      command_type: z.string().regex(COMMAND_TYPE_RE, { message: `must match ${COMMAND_TYPE_RE}` }),
-      payload: z.unknown().optional().meta({ description: 'Any JSON; an empty object when left out' }),
-      timeout_ms: positiveInt.optional().meta({ description: 'Execution timeout (default: the command module’s)' }),
-      module: label.optional(),
-      operator_id: label.optional(),
-      offline_policy: z.enum(['fail', 'queue']).optional().meta({
-        description: '`fail` (default): 409 when the project is not online; `queue`: wait for it up to queue_ttl_ms',
-      }),
-      queue_ttl_ms: positiveInt.optional(),
-    })
+    .object(sendFields())
     .strict()
     .meta({ id: 'SendCommandBody', description: `JSON body, at most ${cfg.body_limit_bytes} bytes` });
 }
@@ -69,20 +59,12 @@ export const IDEMPOTENT_REPLAYED = 'Idempotent-Replayed';
  * and bus callers pass it too); here it is documented and refused early with the same rule.
  */
 export const idempotencyHeaders = z.object({
-  'idempotency-key': z
-    .string()
-    .min(1, { message: 'must not be empty' })
-    .max(255, { message: 'longer than 255 characters' })
-    .regex(/^[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?$/, {
-      message: 'only printable ASCII (0x20-0x7E) is allowed, with no space at either end',
-    })
-    .optional()
-    .meta({
-      description:
-        'Retry key (1-255 printable ASCII characters), kept at least 24 h: the same key with the same body answers ' +
-        'the command the first request made (header Idempotent-Replayed: true); with another body, 409 ' +
-        'CMD_ERR_IDEMPOTENCY_MISMATCH. Keys are global to the hub.',
-    }),
+  'idempotency-key': idempotencyKey.optional().meta({
+    description:
+      'Retry key (1-255 printable ASCII characters), kept at least 24 h: the same key with the same body answers ' +
+      'the command the first request made (header Idempotent-Replayed: true); with another body, 409 ' +
+      'CMD_ERR_IDEMPOTENCY_MISMATCH. Keys are global to the hub.',
+  }),
 });
 
 export const commandIdParams = z.object({ command_id: uuid }).strict();
@@ -97,19 +79,21 @@ export const listCommandsQuery = z
     project_id: projectId.optional(),
     status: z
       .string()
-      .regex(new RegExp(`^(${STATUSES.join('|')})(,(${STATUSES.join('|')}))*$`), {
-        message: `expected a comma list of ${STATUSES.join(', ')}`,
+      .regex(new RegExp(`^(${COMMAND_STATUSES.join('|')})(,(${COMMAND_STATUSES.join('|')}))*$`), {
+        message: `expected a comma list of ${COMMAND_STATUSES.join(', ')}`,
       })
       .optional(),
-    command_type: z.string().regex(COMMAND_TYPE_RE).optional(),
+    command_type: commandType.optional(),
     since: z.string().optional().meta({ description: 'created at or after: ISO time or ms since the epoch' }),
     until: z.string().optional().meta({ description: 'created before: ISO time or ms since the epoch' }),
-    limit: limitQuery(500).optional(),
+    limit: limitQuery(MAX_LIST_LIMIT).optional(),
     offset: offsetQuery.optional(),
   })
   .strict();
 
-export const pagingQuery = z.object({ limit: limitQuery(500).optional(), offset: offsetQuery.optional() }).strict();
+export const pagingQuery = z
+  .object({ limit: limitQuery(MAX_LIST_LIMIT).optional(), offset: offsetQuery.optional() })
+  .strict();
 
 export const listProjectsQuery = z
   .object({
@@ -166,9 +150,9 @@ export const commandViewSchema = z
     command_type: z.string(),
     module: z.string().nullable(),
     operator_id: z.string().nullable(),
-    status: z.enum(STATUSES),
+    status: z.enum(COMMAND_STATUSES),
     is_sync: z.boolean(),
-    offline_policy: z.enum(['fail', 'queue']),
+    offline_policy: z.enum(OFFLINE_POLICIES),
     attempts: z.number(),
     created_at: iso,
     sent_at: isoOrNull,

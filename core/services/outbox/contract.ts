@@ -7,6 +7,8 @@
  */
 import { z } from 'zod';
 
+export { OUTBOX_CODES } from './codes.js';
+
 /**
  * Every event type the hub can publish, with the module that owns it. A config route naming
  * another string is refused at load (`outbox.routes.<name>.events[i]`). `job.*` is absent on

@@ -1,0 +1,88 @@
+/**
+ * Request fields every interface shares (project ids, UUIDs), as zod schemas whose messages say
+ * what was expected and what came, and the one way a zod failure becomes a hub error. REST, gRPC
+ * and the modules validate with these, so a rule and its message are written once.
+ */
+import { z } from 'zod';
+import { type ErrorCode, HubError } from '../../../core/errors.js';
+import { isValidProjectId, MAX_PROJECT_ID_BYTES } from '../protocol.js';
+
+/** A value as a message shows it: JSON, cut at 64 characters. */
+export function shown(v: unknown): string {
+  let s: string;
+  try {
+    s = JSON.stringify(v) ?? String(v);
+  } catch {
+    s = typeof v;
+  }
+  return s.length > 64 ? `${s.slice(0, 61)}...` : s;
+}
+
+/** A message for a field that is absent, or `what` plus the value that came. */
+export const expected =
+  (what: string) =>
+  (iss: { input?: unknown }): string =>
+    iss.input === undefined ? 'required' : `${what}, got ${shown(iss.input)}`;
+
+const projectIdMessage = expected(
+  `expected a project id (1-${MAX_PROJECT_ID_BYTES} bytes; no / + # NUL or control characters, not starting with $)`,
+);
+
+/** A project id (protocol.ts `isValidProjectId`: it becomes one MQTT topic level). */
+export const projectId = z
+  .string({ error: projectIdMessage })
+  .max(MAX_PROJECT_ID_BYTES, { error: projectIdMessage })
+  .refine(isValidProjectId, { error: projectIdMessage })
+  .meta({ description: 'Project id: 1-128 UTF-8 bytes, no `/`, `+`, `#`, NUL or control characters' });
+
+/** Any RFC 9562 UUID, either case (ids are stored lower-case). */
+export const UUID_RE = /^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$/;
+
+export function isUuid(v: unknown): v is string {
+  return typeof v === 'string' && UUID_RE.test(v);
+}
+
+/** A UUID, either case; the module that stores it lower-cases it. */
+export const uuid = z
+  .string({ error: expected('expected a UUID') })
+  .regex(UUID_RE, { error: expected('expected a UUID') });
+
+/** Where a request's part came from, named when a failure has no field (`(body): …`). */
+export type RequestPart = 'body' | 'query' | 'params' | 'headers' | 'request';
+
+/**
+ * The first issue of a zod failure as a field and a message: an unknown key names the key
+ * itself, and a failure of the whole value names the part (`(body)`).
+ */
+export function firstIssue(err: z.ZodError, where: RequestPart): { field: string; message: string } {
+  const issue = err.issues[0];
+  let field = issue.path.map(String).join('.');
+  let message = issue.message;
+  if (issue.code === 'unrecognized_keys') {
+    const keys = (issue as { keys: string[] }).keys;
+    field = [...issue.path.map(String), keys[0]].join('.');
+    message = `unknown field${keys.length > 1 ? 's' : ''} ${keys.map((k) => JSON.stringify(k)).join(', ')}`;
+  }
+  return { field: field || `(${where})`, message };
+}
+
+/** A zod failure as the hub's validation error, its message starting with the field (`timeout_ms: …`). */
+export function fromZod(code: ErrorCode, err: z.ZodError, where: RequestPart): HubError {
+  const { field, message } = firstIssue(err, where);
+  return new HubError(code, `${field}: ${message}`, { field, where });
+}
+
+/**
+ * Parses `value` with `schema`, or throws what `invalid` makes of the first field at fault (each
+ * domain's own error: the command module's `CMD_ERR_INVALID` with `details.field`).
+ */
+export function parseOr<S extends z.ZodType>(
+  schema: S,
+  value: unknown,
+  invalid: (field: string, reason: string) => HubError,
+): z.output<S> {
+  const res = schema.safeParse(value);
+  if (res.success) return res.data;
+  const { field, message } = firstIssue(res.error, 'request');
+  throw invalid(field, message);
+}
