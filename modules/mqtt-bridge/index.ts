@@ -123,20 +123,10 @@ function createBridge(ctx: ModuleContext<BridgeConfig>): ModuleInstance {
           timers: ctx.timers,
           now,
           onState: (ev: BridgeStateEvent) => void ctx.bus.publish(BRIDGE.state, ev),
+          // after every CONNACK the session subscribes again: a broker that lost our session (or a
+          // new shared_group) needs them; with a resumed session this is a harmless refresh
+          subscriptions: filters,
           onConnect: (connack) => {
-            // every CONNACK: a broker that lost our session (or a new shared_group) needs them again;
-            // with a resumed session this is a harmless refresh
-            c.client.subscribe(filters, { qos: 1 }, (err, granted) => {
-              if (err) {
-                ctx.log.error({ err: err.message, filters }, 'mqtt bridge could not subscribe to the uplink');
-                return;
-              }
-              for (const g of granted ?? []) {
-                if (g.qos !== 0 && g.qos !== 1 && g.qos !== 2) {
-                  ctx.log.error({ filter: g.topic, granted: g.qos }, 'broker refused the uplink subscription');
-                }
-              }
-            });
             ctx.log.debug({ session_present: connack.sessionPresent }, 'mqtt bridge CONNACK');
           },
           handleMessage: (packet, done) => uplink.handle(packet, done),
