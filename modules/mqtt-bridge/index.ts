@@ -9,6 +9,7 @@
  *     url: ${HUB_MQTT_URL:-mqtt://127.0.0.1:1883}
  */
 import { errorCode } from '../../core/errors.js';
+import { metricsTopic } from '../../core/metrics.js';
 import type { ModuleContext, ModuleInstance, ModuleProvider } from '../../core/module.js';
 import {
   BRIDGE,
@@ -22,6 +23,7 @@ import {
 import { AckGate } from './ack-gate.js';
 import { type BridgeConfig, BridgeConfigSchema } from './config.js';
 import { BridgeConnection, type Credential } from './connection.js';
+import { bridgeMetrics } from './metrics.js';
 import { Publisher } from './publisher.js';
 import { UplinkHandler, uplinkFilters } from './uplink.js';
 import { UplinkVerifier } from './verify.js';
@@ -156,6 +158,7 @@ function createBridge(ctx: ModuleContext<BridgeConfig>): ModuleInstance {
         concurrency: PUBLISH_CONCURRENCY,
       });
       ctx.bus.subscribe(BRIDGE.stats, () => stats());
+      ctx.bus.subscribe(metricsTopic(ctx.name), () => bridgeMetrics(stats(), uplink.rejectedByType.samples()));
       ctx.bus.subscribe(STATUS.credentialsChanged, verifier.onCredentialsChanged);
       ctx.onStop(() => stop());
 
