@@ -33,46 +33,23 @@ export function busMetrics(s: ReturnType<Bus['stats']>): MetricFamily[] {
   ];
 }
 
+/** Per outbox route: the series, its kind, and the route's field it shows. */
+const OUTBOX_SERIES: Array<[typeof counter, string, string, (r: RouteStats) => number]> = [
+  [gauge, 'hub_outbox_pending', 'Domain events waiting for delivery, per outbox route', (r) => r.pending],
+  [gauge, 'hub_outbox_dead', 'Domain events dead (every attempt failed), per outbox route', (r) => r.dead],
+  [gauge, 'hub_outbox_lag_seconds', 'Age of the oldest pending domain event, per outbox route', (r) => r.lag_seconds],
+  [counter, 'hub_outbox_published_total', 'Domain events this instance delivered, per route', (r) => r.published],
+  [counter, 'hub_outbox_retried_total', 'Failed deliveries this instance rescheduled, per route', (r) => r.retried],
+  [counter, 'hub_outbox_deaths_total', 'Domain events this instance moved to dead, per route', (r) => r.died],
+];
+
 export function outboxMetrics(routes: RouteStats[]): MetricFamily[] {
-  const perRoute = (value: (r: RouteStats) => number): MetricSample[] =>
-    routes.map((r) => ({ labels: { route: r.route }, value: value(r) }));
-  const route = ['route'];
-  return [
-    gauge(
-      'hub_outbox_pending',
-      'Domain events waiting for delivery, per outbox route',
-      perRoute((r) => r.pending),
-      route,
+  return OUTBOX_SERIES.map(([kind, name, help, value]) =>
+    kind(
+      name,
+      help,
+      routes.map((r) => ({ labels: { route: r.route }, value: value(r) })),
+      ['route'],
     ),
-    gauge(
-      'hub_outbox_dead',
-      'Domain events dead (every attempt failed), per outbox route',
-      perRoute((r) => r.dead),
-      route,
-    ),
-    gauge(
-      'hub_outbox_lag_seconds',
-      'Age of the oldest pending domain event, per outbox route',
-      perRoute((r) => r.lag_seconds),
-      route,
-    ),
-    counter(
-      'hub_outbox_published_total',
-      'Domain events this instance delivered, per route',
-      perRoute((r) => r.published),
-      route,
-    ),
-    counter(
-      'hub_outbox_retried_total',
-      'Failed deliveries this instance rescheduled, per route',
-      perRoute((r) => r.retried),
-      route,
-    ),
-    counter(
-      'hub_outbox_deaths_total',
-      'Domain events this instance moved to dead, per route',
-      perRoute((r) => r.died),
-      route,
-    ),
-  ];
+  );
 }

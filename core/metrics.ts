@@ -35,25 +35,18 @@ export function metricsTopic(owner: string): string {
   return `metrics/${owner}`;
 }
 
-/** A counter: one unlabelled total, or labelled samples. */
-export function counter(
+type FamilyOf = (
   name: string,
   help: string,
   samples: number | MetricSample[],
   labelNames?: readonly string[],
-): MetricFamily {
-  return family('counter', name, help, samples, labelNames);
-}
+) => MetricFamily;
+
+/** A counter: one unlabelled total, or labelled samples. */
+export const counter: FamilyOf = (...args) => family('counter', ...args);
 
 /** A gauge: one unlabelled value, or labelled samples. */
-export function gauge(
-  name: string,
-  help: string,
-  samples: number | MetricSample[],
-  labelNames?: readonly string[],
-): MetricFamily {
-  return family('gauge', name, help, samples, labelNames);
-}
+export const gauge: FamilyOf = (...args) => family('gauge', ...args);
 
 /** Labelled samples from a record of counts, leaving out the zeros (a count never seen is not a series). */
 export function countsBy(label: string, counts: Record<string, number | undefined>): MetricSample[] {
