@@ -12,15 +12,8 @@ export interface MailboxConfig {
   overflow: OverflowPolicy;
   block_timeout_ms: number;
 }
-export interface DbConfig {
-  driver: 'pglite' | 'pg';
-  url?: string;
-  data_dir?: string;
-  schema?: string;
-  pool?: { min: number; max: number };
-  /** How long a query may wait for a connection (knex acquireConnectionTimeout); see db.ts. */
-  acquire_timeout_ms?: number;
-}
+/** One entry under `databases:`, as its schema (below) reads it. */
+export type DbConfig = z.output<typeof dbSchema>;
 export interface HostSettings {
   shutdown_timeout_ms: number;
   drain_timeout_ms: number;
@@ -92,6 +85,7 @@ const dbSchema = z
     data_dir: z.string().min(1).optional(),
     schema: z.string().min(1).optional(),
     pool: z.strictObject({ min: int(0).default(0), max: int(1).default(10) }).optional(),
+    /** How long a query may wait for a connection (knex acquireConnectionTimeout); see db.ts. */
     acquire_timeout_ms: int(1).optional(),
   })
   .superRefine((db, ctx) => {

@@ -3,6 +3,7 @@ import { z } from 'zod';
 import { HubError } from './errors.js';
 import type { ModuleContext, ModuleInstance, ModuleProvider } from './module.js';
 import { RemotePeer } from './remote-peer.js';
+import { within } from './within.js';
 
 export interface ExeSpec {
   command: string;
@@ -161,21 +162,6 @@ class ExeModule implements ModuleInstance {
     child.stdout?.destroy();
     child.stderr?.destroy();
     this.peer?.failAll('process stopped');
-  }
-}
-
-/** `p`'s value, or undefined once `ms` passed; the timer is always cleared. */
-async function within<T>(ms: number, p: Promise<T>): Promise<T | undefined> {
-  let t: NodeJS.Timeout | undefined;
-  try {
-    return await Promise.race([
-      p,
-      new Promise<undefined>((r) => {
-        t = setTimeout(() => r(undefined), ms);
-      }),
-    ]);
-  } finally {
-    clearTimeout(t);
   }
 }
 

@@ -5,8 +5,10 @@ import { type ConfigWatcher, watchConfigFile } from './config-watch.js';
 import { ContextScope } from './context.js';
 import { errorCode, HubError, serializeError } from './errors.js';
 import { exeProvider } from './exe-module.js';
+import { busMetrics, outboxMetrics } from './host-metrics.js';
 import { HOST_TOPICS } from './host-topics.js';
 import { createRootLogger, type Logger } from './log.js';
+import { CORE_METRICS, metricsTopic } from './metrics.js';
 import type { Clock, ModuleInstance, ModuleProvider } from './module.js';
 import { ModuleGraph } from './module-graph.js';
 import { checkPorts, plannedPorts, withPortHint } from './port-check.js';
@@ -626,6 +628,8 @@ export class Host {
     box.subscribe(OUTBOX_TOPICS.deadList, (p) => this.outbox.deadList((p ?? {}) as { route?: string }));
     box.subscribe(OUTBOX_TOPICS.deadReplay, (p) => this.outbox.replay(p as { event_id: string; route?: string }));
     box.subscribe(OUTBOX_TOPICS.stats, () => this.outbox.stats());
+    box.subscribe(metricsTopic(CORE_METRICS.bus), () => busMetrics(this.bus.stats()));
+    box.subscribe(metricsTopic(CORE_METRICS.outbox), async () => outboxMetrics((await this.outbox.stats()).routes));
   }
 }
 

@@ -3,6 +3,7 @@ import { z } from 'zod';
 import { HubError } from './errors.js';
 import type { ModuleContext, ModuleInstance, ModuleProvider } from './module.js';
 import { RemotePeer } from './remote-peer.js';
+import { within } from './within.js';
 
 const RUNTIME = new URL('./worker-runtime.js', import.meta.url);
 /** How long a stopping worker may take to finish its event in flight, then to run its `stop`, before terminate. */
@@ -104,20 +105,5 @@ class WorkerModule implements ModuleInstance {
     await this.exited;
     this.running = false;
     this.peer?.failAll('worker stopped');
-  }
-}
-
-/** `p`'s value, or undefined once `ms` passed; the timer is always cleared. */
-async function within<T>(ms: number, p: Promise<T>): Promise<T | undefined> {
-  let t: NodeJS.Timeout | undefined;
-  try {
-    return await Promise.race([
-      p,
-      new Promise<undefined>((r) => {
-        t = setTimeout(() => r(undefined), ms);
-      }),
-    ]);
-  } finally {
-    clearTimeout(t);
   }
 }

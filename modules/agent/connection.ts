@@ -1,19 +1,18 @@
 /**
- * The agent's own MQTT connection (it is the agent side: it does not use the hub's bridge).
+ * The agent's own MQTT connection (it is the agent side: it does not use the hub's bridge), on
+ * the shared MqttSession: what is the agent's here is its will, its log lines and its errors.
  *
- * One mqtt.js client per connection attempt, with mqtt.js's own reconnect and resend turned off:
- * with `clean: false` mqtt.js would keep unacknowledged QoS 1 publishes to itself forever (their
- * callbacks never fire), while the retry queue needs to know. So when a connection closes, every
- * publish still waiting for its PUBACK is failed here and the queue decides; the next attempt
- * comes after a capped exponential backoff with full jitter (seed 002's reconnect loop).
- * The client id is stable, so the broker keeps the session and the downlink commands published
- * while the agent was away.
+ * `clean: false` with a stable client id: the broker keeps the session and the downlink commands
+ * published while the agent was away. The session is up only once the downlink subscription is
+ * granted (a refusal reconnects). When a connection closes, every publish still waiting for its
+ * PUBACK is failed and the retry queue decides; the backoff is capped exponential with full
+ * jitter (seed 002's reconnect loop) and starts over after every connection that was up.
  */
-import type { Socket } from 'node:net';
-import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
 import { HubError } from '../../core/errors.js';
 import type { Logger } from '../../core/log.js';
 import type { ModuleTimers } from '../../core/module.js';
+import { MqttSession } from '../shared/mqtt-session.js';
+import { redactUrl } from '../shared/mqtt-session-socket.js';
 
 export interface ConnectionOptions {
   url: string;
@@ -36,42 +35,52 @@ export interface ConnectionOptions {
   onConnecting?: () => void;
 }
 
-interface Pending {
-  reject: (err: Error) => void;
-}
-
-/** Capped exponential backoff with full jitter: uniform in [0, min(max, min·2^attempt)]. */
-export function backoffDelay(
-  attempt: number,
-  minMs: number,
-  maxMs: number,
-  random: () => number = Math.random,
-): number {
-  const cap = Math.min(maxMs, minMs * 2 ** Math.min(attempt, 30));
-  return Math.floor(random() * cap);
-}
-
 export class AgentConnection {
-  private readonly o: ConnectionOptions;
-  private client: MqttClient | null = null;
-  private generation = 0;
-  private up = false;
-  private attempt = 0;
-  private reconnectTimer: NodeJS.Timeout | null = null;
-  private stopped = false;
-  private pending = new Set<Pending>();
-  private lastError = '';
+  private readonly session: MqttSession;
 
-  constructor(opts: ConnectionOptions) {
-    this.o = opts;
+  constructor(o: ConnectionOptions) {
+    this.session = new MqttSession({
+      url: o.url,
+      client: {
+        clientId: o.clientId,
+        username: o.username,
+        password: o.password,
+        clean: false,
+        keepalive: o.keepaliveS,
+        connectTimeout: o.connectTimeoutMs,
+        protocolVersion: 4,
+      },
+      subscriptions: o.subscriptions,
+      requireSubscriptions: true,
+      backoff: { minMs: o.reconnectMinMs, maxMs: o.reconnectMaxMs, jitter: 'full', stableMs: 0 },
+      offlineError: (message, cause) => new HubError('AGENT_ERR_OFFLINE', message, undefined, { cause }),
+      log: o.log,
+      timers: o.timers,
+      now: () => Date.now(),
+      beforeConnect: (options) => {
+        o.onConnecting?.();
+        const will = o.will();
+        options.will = { topic: will.topic, payload: Buffer.from(will.payload), qos: 1, retain: false };
+      },
+      onUp: () => {
+        o.log.info({ url: redactUrl(o.url), client_id: o.clientId }, 'agent connected to the broker');
+        o.onUp();
+      },
+      onDown: (_reason, wasUp) => {
+        if (!wasUp) return;
+        o.log.warn({ url: redactUrl(o.url) }, 'agent lost the broker connection');
+        o.onDown('connection lost');
+      },
+      onMessage: o.onMessage,
+    });
   }
 
   get connected(): boolean {
-    return this.up;
+    return this.session.up;
   }
 
   start(): void {
-    this.connect();
+    this.session.start();
   }
 
   /**
@@ -79,161 +88,14 @@ export class AgentConnection {
    * connected or when the connection closes before the PUBACK.
    */
   publish(topic: string, payload: string): Promise<void> {
-    const client = this.client;
-    if (!this.up || !client) {
-      return Promise.reject(new HubError('AGENT_ERR_OFFLINE', 'not connected to the broker'));
-    }
-    return new Promise<void>((resolve, reject) => {
-      const p: Pending = { reject };
-      this.pending.add(p);
-      client.publish(topic, payload, { qos: 1 }, (err) => {
-        if (!this.pending.delete(p)) return; // already failed by a close
-        if (err) reject(new HubError('AGENT_ERR_OFFLINE', `publish failed: ${err.message}`, undefined, { cause: err }));
-        else resolve();
-      });
-    });
+    return this.session.publish(topic, payload);
   }
 
   /**
    * Ends the connection: politely (DISCONNECT after in-flight PUBACKs, so the broker does not send
    * the last will) within `graceMs`, then by force.
    */
-  async stop(graceMs: number): Promise<void> {
-    this.stopped = true;
-    if (this.reconnectTimer) this.o.timers.clear(this.reconnectTimer);
-    this.reconnectTimer = null;
-    const client = this.client;
-    this.client = null;
-    this.generation++;
-    const wasUp = this.up;
-    this.up = false;
-    if (client) {
-      let ended = false;
-      if (wasUp && graceMs > 0) {
-        let timer: NodeJS.Timeout | undefined;
-        await Promise.race([
-          new Promise<void>((r) =>
-            client.end(false, {}, () => {
-              ended = true;
-              r();
-            }),
-          ),
-          new Promise<void>((r) => {
-            timer = setTimeout(r, graceMs);
-          }),
-        ]);
-        clearTimeout(timer);
-      }
-      if (!ended) {
-        // end(true) does nothing while a polite end is under way, so close the socket ourselves
-        client.end(true);
-        client.stream?.destroy();
-      }
-    }
-    this.failPending('connection stopped');
-  }
-
-  private connect(): void {
-    if (this.stopped) return;
-    const gen = ++this.generation;
-    this.o.onConnecting?.();
-    const will = this.o.will();
-    const opts: IClientOptions = {
-      clientId: this.o.clientId,
-      username: this.o.username,
-      password: this.o.password,
-      clean: false,
-      keepalive: this.o.keepaliveS,
-      connectTimeout: this.o.connectTimeoutMs,
-      reconnectPeriod: 0,
-      resubscribe: false,
-      protocolVersion: 4,
-      will: { topic: will.topic, payload: Buffer.from(will.payload), qos: 1, retain: false },
-    };
-    let client: MqttClient;
-    try {
-      client = mqtt.connect(this.o.url, opts);
-    } catch (err) {
-      this.o.log.error({ err: (err as Error).message }, 'cannot create the MQTT client');
-      this.scheduleReconnect();
-      return;
-    }
-    this.client = client;
-    // docs/architecture.md#performance-decisions: without TCP_NODELAY a 0.2 ms round trip becomes ~40 ms (Nagle + delayed ACK).
-    (client.stream as Partial<Socket> | undefined)?.setNoDelay?.(true);
-
-    client.on('connect', () => {
-      if (gen !== this.generation) return;
-      const subs = Object.fromEntries(this.o.subscriptions.map((t) => [t, { qos: 1 as const }]));
-      client.subscribe(subs, (err, granted) => {
-        if (gen !== this.generation) return;
-        const refused = granted?.filter((g) => g.qos === 128) ?? [];
-        if (err || refused.length > 0) {
-          this.o.log.error(
-            { err: err?.message, refused: refused.map((g) => g.topic) },
-            'downlink subscription refused; reconnecting',
-          );
-          client.end(true);
-          return;
-        }
-        this.attempt = 0;
-        this.lastError = '';
-        this.up = true;
-        this.o.log.info({ url: redactUrl(this.o.url), client_id: this.o.clientId }, 'agent connected to the broker');
-        this.o.onUp();
-      });
-    });
-    client.on('message', (topic, payload) => {
-      if (gen !== this.generation) return;
-      this.o.onMessage(topic, payload);
-    });
-    client.on('error', (err) => {
-      if (gen !== this.generation) return;
-      // one line per distinct error, not one per attempt of a long outage
-      if (err.message !== this.lastError) {
-        this.lastError = err.message;
-        this.o.log.warn({ err: err.message, url: redactUrl(this.o.url) }, 'MQTT connection error');
-      }
-    });
-    client.on('close', () => {
-      if (gen !== this.generation) return;
-      this.generation++;
-      this.client = null;
-      const wasUp = this.up;
-      this.up = false;
-      this.failPending('connection closed before the PUBACK');
-      if (wasUp) {
-        this.o.log.warn({ url: redactUrl(this.o.url) }, 'agent lost the broker connection');
-        this.o.onDown('connection lost');
-      }
-      this.scheduleReconnect();
-    });
-  }
-
-  private failPending(reason: string): void {
-    const list = [...this.pending];
-    this.pending.clear();
-    for (const p of list) p.reject(new HubError('AGENT_ERR_OFFLINE', reason));
-  }
-
-  private scheduleReconnect(): void {
-    if (this.stopped || this.reconnectTimer) return;
-    const delay = backoffDelay(this.attempt++, this.o.reconnectMinMs, this.o.reconnectMaxMs);
-    this.reconnectTimer = this.o.timers.setTimeout(() => {
-      this.reconnectTimer = null;
-      this.connect();
-    }, delay);
-  }
-}
-
-/** The URL without credentials, for logs. */
-export function redactUrl(url: string): string {
-  try {
-    const u = new URL(url);
-    u.username = '';
-    u.password = '';
-    return u.toString();
-  } catch {
-    return '(invalid url)';
+  stop(graceMs: number): Promise<void> {
+    return this.session.end(graceMs);
   }
 }

@@ -16,6 +16,7 @@ import { fileURLToPath } from 'node:url';
 import type { ModuleInfo } from '../../core/host.js';
 import { HOST_TOPICS } from '../../core/host-topics.js';
 import type { ModuleContext, ModuleInstance, ModuleProvider } from '../../core/module.js';
+import { redactUrl } from '../shared/mqtt-session-socket.js';
 import {
   buildData,
   COMMAND_TYPE_RE,
@@ -34,7 +35,7 @@ import {
 } from '../shared/topics.js';
 import { CommandRunner, type RunnerCounters } from './commands.js';
 import { type AgentConfig, AgentConfigSchema, resolveAgentConfig } from './config.js';
-import { AgentConnection, redactUrl } from './connection.js';
+import { AgentConnection } from './connection.js';
 import { echo, HostExec } from './handlers.js';
 import { LogBuffers } from './log-buffer.js';
 import { ProcessMetrics } from './metrics.js';

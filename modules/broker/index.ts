@@ -1,3 +1,4 @@
+import { metricsTopic } from '../../core/metrics.js';
 import type { ModuleProvider } from '../../core/module.js';
 import {
   BROKER,
@@ -8,6 +9,7 @@ import {
 } from '../shared/topics.js';
 import { EmbeddedBroker } from './broker.js';
 import { type BrokerConfig, brokerConfigSchema } from './config.js';
+import { brokerMetrics } from './metrics.js';
 
 /**
  * `broker`: the embedded MQTT broker (aedes) the hub's bridge and the agents connect to.
@@ -39,6 +41,7 @@ export const provider: ModuleProvider<BrokerConfig> = {
           (): BrokerHubCredential => ({ username: ctx.config.hub_username, password: broker.hubPassword }),
         );
         ctx.bus.subscribe(BROKER.stats, () => broker.stats());
+        ctx.bus.subscribe(metricsTopic(ctx.name), () => brokerMetrics(broker.stats()));
         // not awaited by the mailbox: a slow re-check of one project must not hold up the next event
         ctx.bus.subscribe<CredentialsChangedEvent>(STATUS.credentialsChanged, (ev) => {
           broker

@@ -31,6 +31,7 @@
  *       default_timeout_ms: 30000
  *       max_attempts: 8
  */
+import { metricsTopic } from '../../core/metrics.js';
 import type { ModuleProvider } from '../../core/module.js';
 import { COMMAND, STATUS, type StatusChangedEvent } from '../shared/topics.js';
 import { subscribeUplinks } from '../shared/uplink-routes.js';
@@ -40,6 +41,7 @@ import { CredentialsCache } from './credentials.js';
 import type { Deps } from './deps.js';
 import { COMMAND_EVENTS, EVENT_TABLE } from './domain-events.js';
 import { Events, newCounters } from './events.js';
+import { commandMetrics } from './metrics.js';
 import { migrations } from './migrations.js';
 import { CommandOwners } from './owners.js';
 import { Queries } from './queries.js';
@@ -119,6 +121,7 @@ export const provider: ModuleProvider<CommandConfig> = {
         bus.subscribe(COMMAND.cancel, (p) => queries.cancel(checkCommandId(p)));
         bus.subscribe(COMMAND.deadList, (p) => queries.deadList(p), parallel);
         bus.subscribe(COMMAND.deadReplay, (p) => sender.replay(checkCommandId(p)));
+        bus.subscribe(metricsTopic(ctx.name), () => commandMetrics(counters));
         bus.subscribe(
           COMMAND.stats,
           async () => ({

@@ -1,9 +1,9 @@
-import net from 'node:net';
-import tls from 'node:tls';
-import { type IClientOptions, type IConnackPacket, type IPublishPacket, MqttClient } from 'mqtt';
+import type { IClientOptions, IConnackPacket, IPublishPacket, MqttClient } from 'mqtt';
 import { HubError } from '../../core/errors.js';
 import type { Logger } from '../../core/log.js';
 import type { ModuleTimers } from '../../core/module.js';
+import { MqttSession } from '../shared/mqtt-session.js';
+import { brokerAddress } from '../shared/mqtt-session-socket.js';
 import type { BridgeStateEvent } from '../shared/topics.js';
 import type { BridgeConfig } from './config.js';
 
@@ -27,39 +27,30 @@ export interface ConnectionDeps {
   handleMessage(packet: IPublishPacket, done: (err?: Error) => void): void;
   /** The credential to use when the config has none (asked again after the broker refused one). */
   credential(): Promise<Credential>;
+  /** Filters subscribed at QoS 1 after every CONNACK (a refusal is logged, the connection stays). */
+  subscriptions: readonly string[];
 }
 
 /** CONNACK return codes that mean "wrong credential": 3.1.1 §3.2.2.3 (4, 5) and MQTT 5 §3.2.2.2 (134, 135). */
 const AUTH_CODES = new Set([4, 5, 134, 135]);
 
-/** Where the bridge connects, without credentials: safe to log. */
-export function brokerAddress(url: string): { scheme: string; host: string; port: number; tls: boolean } {
-  const u = new URL(url);
-  const secure = u.protocol === 'mqtts:' || u.protocol === 'tls:' || u.protocol === 'ssl:';
-  // URL keeps IPv6 literals in brackets; net wants them bare
-  const host = u.hostname.replace(/^\[(.*)\]$/, '$1') || 'localhost';
-  return { scheme: u.protocol.slice(0, -1), host, port: u.port ? Number(u.port) : secure ? 8883 : 1883, tls: secure };
-}
-
 /**
- * The hub's MQTT connection: an mqtt.js client on a socket we open ourselves (TCP_NODELAY,
- * docs/architecture.md#performance-decisions: mqtt.js's own TCP builder leaves Nagle on), reconnected by us with capped
- * exponential backoff and jitter (mqtt.js only knows a fixed `reconnectPeriod`), reporting
- * connected / disconnected / reconnecting / offline.
+ * The hub's MQTT connection, on the shared MqttSession (TCP_NODELAY socket, reconnect with
+ * capped backoff and "equal jitter", subscriptions after every CONNACK). What is the bridge's
+ * here: its states (connected / disconnected / reconnecting / offline), the bounded wait of its
+ * publishers for a connection, and the embedded broker's credential asked again after a refusal.
  */
 export class BridgeConnection {
   readonly client: MqttClient;
+  private readonly session: MqttSession;
   private readonly d: ConnectionDeps;
   private readonly address: ReturnType<typeof brokerAddress>;
   private stateNow: BridgeState = 'disconnected';
   private connectedAt: number | null = null;
   /** When the connection was lost (or the bridge started), for waitConnected. */
   private downSince: number;
-  private attempt = 0;
-  private retryTimer?: NodeJS.Timeout;
   private lastError?: Error;
   private authFailed = false;
-  private usesBrokerCredential = false;
   private ending = false;
   private readonly waiters = new Set<{ resolve(): void; reject(e: unknown): void; timer: NodeJS.Timeout }>();
   /** Reconnect attempts made (each try after a loss or a failed attempt). */
@@ -72,38 +63,41 @@ export class BridgeConnection {
     const c = deps.config;
     this.address = brokerAddress(c.url);
     const url = new URL(c.url);
-    this.usesBrokerCredential = fromBroker;
-    const options: IClientOptions = {
-      protocol: this.address.tls ? 'mqtts' : 'mqtt',
-      clientId: c.client_id,
-      // credentials in the URL count when the config has none (mqtt.js does the same)
-      username: credential.username ?? (url.username ? decodeURIComponent(url.username) : undefined),
-      password: credential.password ?? (url.password ? decodeURIComponent(url.password) : undefined),
-      clean: c.clean_session,
-      keepalive: c.keepalive_s,
-      protocolVersion: c.protocol_version,
-      connectTimeout: c.connect_timeout_ms,
-      // we reconnect ourselves (capped backoff with jitter); mqtt.js would retry at a fixed period
-      reconnectPeriod: 0,
-      // the bridge subscribes on every CONNACK itself (see onConnect in index.ts)
-      resubscribe: false,
-      // publishes wait for a connection in Publisher, bounded; mqtt.js's offline queue is not
-      queueQoSZero: false,
-      manualConnect: true,
-      ...(c.protocol_version === 5 && !c.clean_session
-        ? { properties: { sessionExpiryInterval: c.session_expiry_s } }
-        : {}),
-    };
-    this.client = new MqttClient(() => this.openSocket(), options);
-    this.client.handleMessage = (packet, done) => deps.handleMessage(packet, done);
-    this.client.on('connect', (connack) => this.onConnect(connack));
-    this.client.on('close', () => this.onClose());
-    this.client.on('error', (err) => {
-      this.lastError = err;
-      const code = (err as { code?: unknown }).code;
-      if (typeof code === 'number' && AUTH_CODES.has(code)) this.authFailed = true;
-      this.d.log.debug({ err: err.message, code }, 'mqtt client error');
+    this.session = new MqttSession({
+      url: c.url,
+      client: {
+        clientId: c.client_id,
+        // credentials in the URL count when the config has none (mqtt.js does the same)
+        username: credential.username ?? (url.username ? decodeURIComponent(url.username) : undefined),
+        password: credential.password ?? (url.password ? decodeURIComponent(url.password) : undefined),
+        clean: c.clean_session,
+        keepalive: c.keepalive_s,
+        protocolVersion: c.protocol_version,
+        connectTimeout: c.connect_timeout_ms,
+        // publishes wait for a connection in Publisher, bounded; mqtt.js's offline queue is not
+        queueQoSZero: false,
+        ...(c.protocol_version === 5 && !c.clean_session
+          ? { properties: { sessionExpiryInterval: c.session_expiry_s } }
+          : {}),
+      },
+      subscriptions: deps.subscriptions,
+      requireSubscriptions: false,
+      backoff: { minMs: c.reconnect_min_ms, maxMs: c.reconnect_max_ms, jitter: 'equal', stableMs: c.reconnect_max_ms },
+      offlineError: (message, cause) => offline(message, cause),
+      log: deps.log,
+      timers: deps.timers,
+      now: deps.now,
+      beforeConnect: (options, retry) => (retry ? this.beforeRetry(options, fromBroker) : undefined),
+      onUp: (connack) => this.onConnect(connack),
+      onDown: (_reason, wasUp) => this.onClose(wasUp),
+      onError: (err) => {
+        this.lastError = err;
+        const code = (err as { code?: unknown }).code;
+        if (typeof code === 'number' && AUTH_CODES.has(code)) this.authFailed = true;
+      },
+      handleMessage: (packet, done) => deps.handleMessage(packet, done),
     });
+    this.client = this.session.client;
   }
 
   get state(): BridgeState {
@@ -121,16 +115,6 @@ export class BridgeConnection {
   /** host:port without credentials, for logs and stats. */
   get broker(): string {
     return `${this.address.scheme}://${this.address.host}:${this.address.port}`;
-  }
-
-  private openSocket(): net.Socket {
-    const { host, port } = this.address;
-    if (this.address.tls) {
-      const socket = tls.connect({ host, port, servername: net.isIP(host) ? undefined : host });
-      socket.setNoDelay(true);
-      return socket;
-    }
-    return net.createConnection({ host, port, noDelay: true });
   }
 
   /**
@@ -151,7 +135,7 @@ export class BridgeConnection {
       this.client.once('connect', onConnect);
       this.client.once('close', onClose);
       timer = this.d.timers.setTimeout(() => finish(this.connected), waitMs);
-      this.client.connect();
+      this.session.start();
     });
   }
 
@@ -210,56 +194,31 @@ export class BridgeConnection {
     this.waiters.clear();
   }
 
-  private onClose(): void {
+  private onClose(wasUp: boolean): void {
     if (this.ending) return;
-    const wasUp = this.connectedAt !== null;
     if (wasUp) {
-      // a connection that dropped at once (another client with our id, a broker kicking us) must not
-      // turn into a tight loop: the backoff only starts over after a connection that lasted
-      if (this.d.now() - this.connectedAt! >= this.d.config.reconnect_max_ms) this.attempt = 0;
       this.connectedAt = null;
       this.downSince = this.d.now();
       this.setState('disconnected', this.lastError);
     } else {
       this.setState('offline', this.lastError ?? new Error('connection closed before CONNACK'));
     }
-    this.scheduleRetry();
   }
 
-  /** Capped exponential backoff with "equal jitter": half the delay fixed, half random. */
-  private nextDelay(): number {
-    const { reconnect_min_ms: min, reconnect_max_ms: max } = this.d.config;
-    const capped = Math.min(max, min * 2 ** Math.min(this.attempt, 30));
-    this.attempt++;
-    return Math.max(min, Math.round(capped / 2 + (Math.random() * capped) / 2));
-  }
-
-  private scheduleRetry(): void {
-    if (this.ending || this.retryTimer) return;
-    const delay = this.nextDelay();
-    this.d.log.debug({ retry_in_ms: delay, attempt: this.attempt }, 'mqtt bridge reconnect scheduled');
-    this.retryTimer = this.d.timers.setTimeout(() => {
-      this.retryTimer = undefined;
-      void this.retry();
-    }, delay);
-  }
-
-  private async retry(): Promise<void> {
-    if (this.ending) return;
+  /** Before each reconnect attempt: the state says so, and a refused broker credential is asked again. */
+  private async beforeRetry(options: IClientOptions, fromBroker: boolean): Promise<void> {
     if (this.stateNow === 'disconnected') this.setState('reconnecting');
-    if (this.authFailed && this.usesBrokerCredential) {
+    if (this.authFailed && fromBroker) {
       // the embedded broker may have a new hub credential (its secret changed): ask again
       try {
         const cred = await this.d.credential();
-        if (this.ending) return;
-        this.client.options.username = cred.username;
-        this.client.options.password = cred.password;
+        options.username = cred.username;
+        options.password = cred.password;
       } catch {
         // keep the old one; the next attempt asks again
       }
     }
-    this.reconnects++;
-    this.client.connect();
+    if (!this.ending) this.reconnects++;
   }
 
   /**
@@ -269,38 +228,17 @@ export class BridgeConnection {
   async end(graceMs: number): Promise<void> {
     if (this.ending) return;
     this.ending = true;
-    if (this.retryTimer) this.d.timers.clear(this.retryTimer);
-    this.retryTimer = undefined;
     for (const w of this.waiters) {
       this.d.timers.clear(w.timer);
       w.reject(offline('the bridge is stopping'));
     }
     this.waiters.clear();
-    const client = this.client;
-    const wasConnected = client.connected;
-    await new Promise<void>((resolve) => {
-      let timer: NodeJS.Timeout | undefined;
-      const done = () => {
-        if (timer) this.d.timers.clear(timer);
-        resolve();
-      };
-      if (wasConnected && graceMs > 0) {
-        timer = this.d.timers.setTimeout(() => {
-          // the DISCONNECT did not go out in time (or end() still waits for in-flight PUBACKs): drop the socket
-          client.stream?.destroy();
-          resolve();
-        }, graceMs);
-        // what is still unacknowledged here outlived its request (Publisher.drain already waited);
-        // mqtt.js's end() would otherwise wait for those PUBACKs before it sends the DISCONNECT
-        for (const id of Object.keys(client.outgoing)) client.removeOutgoingMessage(Number(id));
-        client.end(false, {}, done); // DISCONNECT first [MQTT-3.14]
-      } else {
-        client.end(true, {}, done);
-      }
-    });
-    // a socket still half open (end() raced a connect in progress) must not outlive the module
-    // (listeners stay: mqtt.js's own 'close' handler clears its CONNACK timer; ours check `ending`)
-    client.stream?.destroy();
+    // what is still unacknowledged here outlived its request (Publisher.drain already waited);
+    // mqtt.js's end() would otherwise wait for those PUBACKs before it sends the DISCONNECT
+    if (this.client.connected && graceMs > 0) {
+      for (const id of Object.keys(this.client.outgoing)) this.client.removeOutgoingMessage(Number(id));
+    }
+    await this.session.end(graceMs);
     if (this.connectedAt !== null) {
       this.connectedAt = null;
       this.setState('disconnected');

@@ -9,6 +9,7 @@
  *     url: ${HUB_MQTT_URL:-mqtt://127.0.0.1:1883}
  */
 import { errorCode } from '../../core/errors.js';
+import { metricsTopic } from '../../core/metrics.js';
 import type { ModuleContext, ModuleInstance, ModuleProvider } from '../../core/module.js';
 import {
   BRIDGE,
@@ -22,6 +23,7 @@ import {
 import { AckGate } from './ack-gate.js';
 import { type BridgeConfig, BridgeConfigSchema } from './config.js';
 import { BridgeConnection, type Credential } from './connection.js';
+import { bridgeMetrics } from './metrics.js';
 import { Publisher } from './publisher.js';
 import { UplinkHandler, uplinkFilters } from './uplink.js';
 import { UplinkVerifier } from './verify.js';
@@ -133,20 +135,10 @@ function createBridge(ctx: ModuleContext<BridgeConfig>): ModuleInstance {
           timers: ctx.timers,
           now,
           onState: (ev: BridgeStateEvent) => void ctx.bus.publish(BRIDGE.state, ev),
+          // after every CONNACK the session subscribes again: a broker that lost our session (or a
+          // new shared_group) needs them; with a resumed session this is a harmless refresh
+          subscriptions: filters,
           onConnect: (connack) => {
-            // every CONNACK: a broker that lost our session (or a new shared_group) needs them again;
-            // with a resumed session this is a harmless refresh
-            c.client.subscribe(filters, { qos: 1 }, (err, granted) => {
-              if (err) {
-                ctx.log.error({ err: err.message, filters }, 'mqtt bridge could not subscribe to the uplink');
-                return;
-              }
-              for (const g of granted ?? []) {
-                if (g.qos !== 0 && g.qos !== 1 && g.qos !== 2) {
-                  ctx.log.error({ filter: g.topic, granted: g.qos }, 'broker refused the uplink subscription');
-                }
-              }
-            });
             ctx.log.debug({ session_present: connack.sessionPresent }, 'mqtt bridge CONNACK');
           },
           handleMessage: (packet, done) => {
@@ -179,6 +171,7 @@ function createBridge(ctx: ModuleContext<BridgeConfig>): ModuleInstance {
         concurrency: PUBLISH_CONCURRENCY,
       });
       ctx.bus.subscribe(BRIDGE.stats, () => stats());
+      ctx.bus.subscribe(metricsTopic(ctx.name), () => bridgeMetrics(stats(), uplink.rejectedByType.samples()));
       ctx.bus.subscribe(STATUS.credentialsChanged, verifier.onCredentialsChanged);
       ctx.onStop(() => stop());
 

@@ -12,6 +12,7 @@ import {
 import { BRIDGE, type BridgeRejectedEvent, type UplinkEvent } from '../shared/topics.js';
 import { type AckGate, DEFER_ACK } from './ack-gate.js';
 import { DURABLE_OWNERS, DurableWriter } from './durable-write.js';
+import { RejectedByType } from './metrics.js';
 import type { UplinkVerifier, Verdict } from './verify.js';
 
 /** At most this many rejection warnings per second; the rest go to debug and are summed up. */
@@ -71,6 +72,7 @@ export class UplinkHandler {
     durable_timeouts: 0,
     durable_retried: 0,
   };
+  readonly rejectedByType = new RejectedByType();
   private readonly writer: DurableWriter;
   private gate?: AckGate;
   private onStall?: () => void;
@@ -223,6 +225,7 @@ export class UplinkHandler {
   private reject(topic: string, code: string, reason: string, projectId?: string, type?: string): void {
     const c = this.counters.rejected_by_code;
     c[code] = (c[code] ?? 0) + 1;
+    this.rejectedByType.count(type, projectId);
     const now = this.d.now();
     if (now - this.windowStart >= 1000) {
       if (this.suppressed > 0) {

@@ -1,4 +1,5 @@
 import type { Knex } from 'knex';
+import { metricsTopic } from '../../core/metrics.js';
 import type { ModuleContext, ModuleProvider } from '../../core/module.js';
 import { PgListener, pgListenSettings } from '../../core/services/pg-listener.js';
 import {
@@ -15,6 +16,7 @@ import { subscribeUplinks } from '../shared/uplink-routes.js';
 import { type StatusConfig, statusConfigSchema } from './config.js';
 import { CredentialEvents } from './credential-events.js';
 import { EVENT_TABLE, STATUS_EVENTS } from './domain-events.js';
+import { statusMetrics } from './metrics.js';
 import { migrations } from './migrations.js';
 import { Flusher, loadPresence, writeBatch } from './persist.js';
 import { type Batch, Presence, type PresenceEntry, projectView } from './presence.js';
@@ -167,6 +169,7 @@ function createStatus(ctx: ModuleContext<StatusConfig>) {
       }
       return { items };
     });
+    bus.subscribe(metricsTopic(ctx.name), () => statusMetrics(uplinks.counters));
     bus.subscribe(STATUS.stats, () => ({
       ...uplinks.counters,
       sweeps: timeouts.sweeps,

@@ -3,10 +3,11 @@ import { describe, test } from 'node:test';
 import { silentLogger } from '../../../core/log.js';
 import type { ModuleTimers } from '../../../core/module.js';
 import { AgentConfigSchema, resolveAgentConfig } from '../../../modules/agent/config.js';
-import { backoffDelay, redactUrl } from '../../../modules/agent/connection.js';
 import { echo, HostExec } from '../../../modules/agent/handlers.js';
 import { capUtf8, LogBuffers, type LogChunk, splitUtf8 } from '../../../modules/agent/log-buffer.js';
 import { deriveMqttPassword } from '../../../modules/shared/credentials.js';
+import { backoffDelay } from '../../../modules/shared/mqtt-session.js';
+import { redactUrl } from '../../../modules/shared/mqtt-session-socket.js';
 import { until } from '../../helpers/wait.js';
 
 const timers: ModuleTimers = {

@@ -9,8 +9,10 @@ import { z } from 'zod';
 import type { ModuleBus } from '../../../core/bus.js';
 import { HubError } from '../../../core/errors.js';
 import { createRootLogger, type Logger } from '../../../core/log.js';
+import { metricsTopic } from '../../../core/metrics.js';
 import type { ModuleProvider } from '../../../core/module.js';
 import { ProviderRegistry } from '../../../core/registry.js';
+import { bridgeMetrics } from '../../../modules/mqtt-bridge/metrics.js';
 import {
   BRIDGE,
   type BridgeStats,
@@ -281,25 +283,25 @@ function fakeDomainProvider(
             });
           }
           if (ctx.config.answer_bridge) {
-            bus.subscribe(
-              BRIDGE.stats,
-              (): BridgeStats => ({
-                state: domain.bridge,
-                connected_since: Date.now(),
-                broker: 'mqtt://127.0.0.1:1883',
-                client_id: 'hub-test',
-                received: 12,
-                rejected_by_code: { PROTO_ERR_SIGNATURE: 3 },
-                dropped_by_bus: 0,
-                published: 7,
-                publish_failures: 2,
-                publish_in_flight: 0,
-                publish_ms_avg: 1,
-                publish_ms_max: 2,
-                reconnects: 1,
-                connects: 1,
-              }),
-            );
+            const stats = (): BridgeStats => ({
+              state: domain.bridge,
+              connected_since: Date.now(),
+              broker: 'mqtt://127.0.0.1:1883',
+              client_id: 'hub-test',
+              received: 12,
+              rejected_by_code: { PROTO_ERR_SIGNATURE: 3 },
+              dropped_by_bus: 0,
+              published: 7,
+              publish_failures: 2,
+              publish_in_flight: 0,
+              publish_ms_avg: 1,
+              publish_ms_max: 2,
+              reconnects: 1,
+              connects: 1,
+            });
+            bus.subscribe(BRIDGE.stats, stats);
+            // the bridge's series on /metrics, as the bridge registers them from these stats
+            bus.subscribe(metricsTopic(ctx.name), () => bridgeMetrics(stats(), []));
           }
         },
       };

@@ -1,0 +1,16 @@
+/** The embedded broker's series on /metrics (core/metrics.ts). */
+import { counter, type MetricFamily } from '../../core/metrics.js';
+import type { BrokerStats } from '../shared/topics.js';
+
+export function brokerMetrics(s: BrokerStats): MetricFamily[] {
+  return [
+    counter(
+      'hub_broker_denials_total',
+      'What the embedded broker refused, by kind (auth, publish, subscribe) and reason (not_json, project_id, too_large, bad_credentials, revoked_disabled …)',
+      (s.denials ?? [])
+        .filter((d) => d.count > 0)
+        .map((d) => ({ labels: { kind: d.kind, reason: d.reason }, value: d.count })),
+      ['kind', 'reason'],
+    ),
+  ];
+}
