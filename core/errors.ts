@@ -4,15 +4,15 @@
  * message text or on `instanceof` (classes are not identical across worker/process boundaries).
  *
  * Each domain declares its codes beside itself with `defineCodes` (core's own are below; a
- * module's are in its `contract/codes.ts`): the HTTP status, the gRPC status and whether the code
- * is a caller's mistake. REST, gRPC and the bus read that one declaration, so they cannot
+ * module's are in its `contract/codes.ts`): the HTTP status and the gRPC status; a 4xx code is a
+ * caller's mistake. REST, gRPC and the bus read that one declaration, so they cannot
  * disagree. The declaration also extends `HubErrorCodes`, so a code that no domain declares is a
  * compile error where it is thrown.
  *
  * @example
  *   // modules/x/contract/codes.ts
  *   export const X_CODES = defineCodes({
- *     X_ERR_INVALID: { http: 400, grpc: 'INVALID_ARGUMENT', client: true },
+ *     X_ERR_INVALID: { http: 400, grpc: 'INVALID_ARGUMENT' },
  *   });
  *   declare module '../../../core/errors.js' {
  *     interface HubErrorCodes extends CodesOf<typeof X_CODES> {}
@@ -35,16 +35,22 @@ export type GrpcStatusName =
   | 'UNAUTHENTICATED';
 
 /** What a code means to a caller, declared once where the code is defined. */
-export interface CodeSpec {
+/** What a domain declares for a code. */
+export interface CodeDeclaration {
   /** The REST answer's status. */
   readonly http: number;
   /** The gRPC answer's status. */
   readonly grpc: GrpcStatusName;
+}
+
+/** A registered code: its declaration, and what follows from it. */
+export interface CodeSpec extends CodeDeclaration {
   /**
-   * The caller asked for something it may not have (4xx class: unknown project or command,
-   * project offline, invalid input, wrong token …). A handler that throws one did its job: it
-   * refused. Such a refusal is not a module error: not logged at error level, not counted in a
-   * mailbox's `errors` (issue 15, item 6).
+   * The caller asked for something it may not have: exactly the 4xx codes (unknown project or
+   * command, project offline, invalid input, wrong token …). A handler that throws one did its
+   * job: it refused. Such a refusal is not a module error: not logged at error level, not
+   * counted in a mailbox's `errors` (issue 15, item 6). Derived from `http`, never declared, so
+   * the two cannot disagree.
    */
   readonly client: boolean;
 }
@@ -57,7 +63,7 @@ export interface CodeSpec {
 export interface HubErrorCodes {}
 
 /** The type a domain's `declare module` block extends `HubErrorCodes` with. */
-export type CodesOf<T> = Record<keyof T, CodeSpec>;
+export type CodesOf<T> = Record<keyof T, CodeDeclaration>;
 
 export type ErrorCode = keyof HubErrorCodes & string;
 
@@ -71,11 +77,11 @@ const registry = new Map<string, CodeSpec>();
  * Registers a domain's codes and returns them, typed. A code declared twice, or not shaped
  * AREA_ERR_WHAT, throws at load: two owners of one code would answer two ways.
  */
-export function defineCodes<const T extends Record<string, CodeSpec>>(codes: T): Readonly<T> {
+export function defineCodes<const T extends Record<string, CodeDeclaration>>(codes: T): Readonly<T> {
   for (const [code, spec] of Object.entries(codes)) {
     if (!CODE_SHAPE.test(code)) throw new Error(`error code ${code} is not shaped AREA_ERR_WHAT`);
     if (registry.has(code)) throw new Error(`error code ${code} is declared twice`);
-    registry.set(code, Object.freeze({ ...spec }));
+    registry.set(code, Object.freeze({ http: spec.http, grpc: spec.grpc, client: spec.http < 500 }));
   }
   return Object.freeze(codes);
 }
@@ -94,36 +100,36 @@ export function registeredCodes(): ReadonlyMap<string, CodeSpec> {
 
 export const CORE_CODES = defineCodes({
   // host and config
-  HOST_ERR_CONFIG_READ: { http: 500, grpc: 'INTERNAL', client: false },
-  HOST_ERR_CONFIG_YAML: { http: 500, grpc: 'INTERNAL', client: false },
-  HOST_ERR_CONFIG_INVALID: { http: 500, grpc: 'INTERNAL', client: false },
-  HOST_ERR_CONFIG_ENV: { http: 500, grpc: 'INTERNAL', client: false },
+  HOST_ERR_CONFIG_READ: { http: 500, grpc: 'INTERNAL' },
+  HOST_ERR_CONFIG_YAML: { http: 500, grpc: 'INTERNAL' },
+  HOST_ERR_CONFIG_INVALID: { http: 500, grpc: 'INTERNAL' },
+  HOST_ERR_CONFIG_ENV: { http: 500, grpc: 'INTERNAL' },
   /** no module of that name (an admin request named it) */
-  HOST_ERR_UNKNOWN_MODULE: { http: 404, grpc: 'NOT_FOUND', client: true },
-  HOST_ERR_UNKNOWN_TYPE: { http: 500, grpc: 'INTERNAL', client: false },
-  HOST_ERR_DEPENDENCY: { http: 500, grpc: 'INTERNAL', client: false },
+  HOST_ERR_UNKNOWN_MODULE: { http: 404, grpc: 'NOT_FOUND' },
+  HOST_ERR_UNKNOWN_TYPE: { http: 500, grpc: 'INTERNAL' },
+  HOST_ERR_DEPENDENCY: { http: 500, grpc: 'INTERNAL' },
   // RestartModule / restart route: the module failed to start again (the host retries it with
   // backoff). The message is the host's own, the text module listings show as last_error.
-  HOST_ERR_START_TIMEOUT: { http: 500, grpc: 'INTERNAL', client: false },
-  HOST_ERR_START_FAILED: { http: 500, grpc: 'INTERNAL', client: false },
+  HOST_ERR_START_TIMEOUT: { http: 500, grpc: 'INTERNAL' },
+  HOST_ERR_START_FAILED: { http: 500, grpc: 'INTERNAL' },
   /** the hub is stopping: try again elsewhere or later */
-  HOST_ERR_STOPPING: { http: 503, grpc: 'UNAVAILABLE', client: false },
-  HOST_ERR_PORT_IN_USE: { http: 500, grpc: 'INTERNAL', client: false },
+  HOST_ERR_STOPPING: { http: 503, grpc: 'UNAVAILABLE' },
+  HOST_ERR_PORT_IN_USE: { http: 500, grpc: 'INTERNAL' },
   // bus: the module behind a request is not running (restarting, disabled), is overloaded, or
   // the bus is closing; worth a retry
-  BUS_ERR_REQUEST_TIMEOUT: { http: 503, grpc: 'UNAVAILABLE', client: false },
-  BUS_ERR_NO_RESPONDER: { http: 503, grpc: 'UNAVAILABLE', client: false },
-  BUS_ERR_MAILBOX_FULL: { http: 503, grpc: 'RESOURCE_EXHAUSTED', client: false },
-  BUS_ERR_BAD_TOPIC: { http: 500, grpc: 'INTERNAL', client: false },
-  BUS_ERR_HANDLER: { http: 500, grpc: 'INTERNAL', client: false },
-  BUS_ERR_CLOSED: { http: 503, grpc: 'UNAVAILABLE', client: false },
+  BUS_ERR_REQUEST_TIMEOUT: { http: 503, grpc: 'UNAVAILABLE' },
+  BUS_ERR_NO_RESPONDER: { http: 503, grpc: 'UNAVAILABLE' },
+  BUS_ERR_MAILBOX_FULL: { http: 503, grpc: 'RESOURCE_EXHAUSTED' },
+  BUS_ERR_BAD_TOPIC: { http: 500, grpc: 'INTERNAL' },
+  BUS_ERR_HANDLER: { http: 500, grpc: 'INTERNAL' },
+  BUS_ERR_CLOSED: { http: 503, grpc: 'UNAVAILABLE' },
   // services
-  DB_ERR_UNKNOWN_DATABASE: { http: 500, grpc: 'INTERNAL', client: false },
-  DB_ERR_CONFIG: { http: 500, grpc: 'INTERNAL', client: false },
-  DB_ERR_MIGRATION: { http: 500, grpc: 'INTERNAL', client: false },
-  DB_ERR_DATA_DIR_LOCKED: { http: 500, grpc: 'INTERNAL', client: false },
+  DB_ERR_UNKNOWN_DATABASE: { http: 500, grpc: 'INTERNAL' },
+  DB_ERR_CONFIG: { http: 500, grpc: 'INTERNAL' },
+  DB_ERR_MIGRATION: { http: 500, grpc: 'INTERNAL' },
+  DB_ERR_DATA_DIR_LOCKED: { http: 500, grpc: 'INTERNAL' },
   /** The database could not be reached (down, restarting, no connection): the hub refuses rather than guess (issue 9). */
-  DB_ERR_UNAVAILABLE: { http: 503, grpc: 'UNAVAILABLE', client: false },
+  DB_ERR_UNAVAILABLE: { http: 503, grpc: 'UNAVAILABLE' },
 });
 
 export interface HubErrorCodes extends CodesOf<typeof CORE_CODES> {}

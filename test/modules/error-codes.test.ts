@@ -39,10 +39,10 @@ describe('error codes: one declaration, every interface', () => {
   });
 
   test('a code declared twice or not shaped AREA_ERR_WHAT is refused at load', () => {
-    assert.throws(() => defineCodes({ CMD_ERR_INVALID: { http: 400, grpc: 'INVALID_ARGUMENT', client: true } }), {
+    assert.throws(() => defineCodes({ CMD_ERR_INVALID: { http: 400, grpc: 'INVALID_ARGUMENT' } }), {
       message: /CMD_ERR_INVALID is declared twice/,
     });
-    assert.throws(() => defineCodes({ 'cmd-invalid': { http: 400, grpc: 'INVALID_ARGUMENT', client: true } }), {
+    assert.throws(() => defineCodes({ 'cmd-invalid': { http: 400, grpc: 'INVALID_ARGUMENT' } }), {
       message: /not shaped AREA_ERR_WHAT/,
     });
   });

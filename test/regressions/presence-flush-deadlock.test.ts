@@ -12,30 +12,22 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import type { Knex } from 'knex';
-import { silentLogger } from '../../core/log.js';
-import { DbPool } from '../../core/services/db.js';
-import { migrations } from '../../modules/status/migrations.js';
 import { writeBatch } from '../../modules/status/persist.js';
 import { type Batch, Presence, type PresenceEntry, type Transition } from '../../modules/status/presence.js';
-import { withPgSchema } from '../helpers/db.js';
+import { type PresenceDb, presenceDbOnPg } from '../modules/status/pg-presence-db.js';
 
 const PROJECTS = 1000;
 const ROUNDS = 10;
 
 describe('regression: concurrent presence flushes never deadlock (PostgreSQL)', () => {
-  let pool: DbPool;
+  let pdb: PresenceDb;
   let db: Knex;
-  let drop: () => Promise<void>;
   before(async () => {
-    const s = await withPgSchema();
-    drop = s.drop;
-    pool = new DbPool({ default: { ...s.config, pool: { min: 0, max: 4 } } }, silentLogger());
-    db = pool.get();
-    await pool.migrate('status', migrations);
+    pdb = await presenceDbOnPg(4);
+    db = pdb.db;
   });
   after(async () => {
-    await pool?.close();
-    await drop?.();
+    await pdb?.close();
   });
 
   test('two instances flushing the same projects in opposite orders', async () => {

@@ -7,13 +7,13 @@ import { type CodesOf, defineCodes } from '../../../core/errors.js';
 
 export const AGENT_CODES = defineCodes({
   /** a handler failed while running a command */
-  AGENT_ERR_HANDLER: { http: 500, grpc: 'INTERNAL', client: false },
+  AGENT_ERR_HANDLER: { http: 500, grpc: 'INTERNAL' },
   /** the command asks for what the agent's allowlist does not allow */
-  AGENT_ERR_NOT_ALLOWED: { http: 403, grpc: 'PERMISSION_DENIED', client: true },
+  AGENT_ERR_NOT_ALLOWED: { http: 403, grpc: 'PERMISSION_DENIED' },
   /** not connected to the broker; the uplink waits in the queue */
-  AGENT_ERR_OFFLINE: { http: 500, grpc: 'INTERNAL', client: false },
+  AGENT_ERR_OFFLINE: { http: 500, grpc: 'INTERNAL' },
   /** a command payload the handler cannot take */
-  AGENT_ERR_INVALID: { http: 400, grpc: 'INVALID_ARGUMENT', client: true },
+  AGENT_ERR_INVALID: { http: 400, grpc: 'INVALID_ARGUMENT' },
 });
 
 declare module '../../../core/errors.js' {

@@ -7,7 +7,7 @@ import { type CodesOf, defineCodes } from '../../../core/errors.js';
 
 export const GRPC_CODES = defineCodes({
   /** a WatchEvents stream fell too far behind and was cut; the caller resumes it */
-  GRPC_ERR_SLOW_STREAM: { http: 503, grpc: 'RESOURCE_EXHAUSTED', client: false },
+  GRPC_ERR_SLOW_STREAM: { http: 503, grpc: 'RESOURCE_EXHAUSTED' },
 });
 
 declare module '../../../core/errors.js' {

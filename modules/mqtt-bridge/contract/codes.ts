@@ -7,11 +7,11 @@ import { type CodesOf, defineCodes } from '../../../core/errors.js';
 
 export const MQTT_CODES = defineCodes({
   /** no broker connection within the publish wait, or the bridge is stopping: retry */
-  MQTT_ERR_OFFLINE: { http: 503, grpc: 'UNAVAILABLE', client: false },
+  MQTT_ERR_OFFLINE: { http: 503, grpc: 'UNAVAILABLE' },
   /** the broker did not acknowledge a publish in time, or refused it */
-  MQTT_ERR_PUBLISH: { http: 500, grpc: 'INTERNAL', client: false },
+  MQTT_ERR_PUBLISH: { http: 500, grpc: 'INTERNAL' },
   /** a publish request the bridge refuses (topic, payload) */
-  MQTT_ERR_INVALID: { http: 400, grpc: 'INVALID_ARGUMENT', client: true },
+  MQTT_ERR_INVALID: { http: 400, grpc: 'INVALID_ARGUMENT' },
 });
 
 declare module '../../../core/errors.js' {

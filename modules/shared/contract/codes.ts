@@ -8,24 +8,24 @@ import { type CodesOf, defineCodes } from '../../../core/errors.js';
 export const SHARED_CODES = defineCodes({
   // wire protocol: an uplink the bridge refuses is counted by code, never answered
   /** not JSON, not UTF-8, not an object; over gRPC a JSON text field that does not parse */
-  PROTO_ERR_JSON: { http: 400, grpc: 'INVALID_ARGUMENT', client: true },
-  PROTO_ERR_SCHEMA: { http: 500, grpc: 'INTERNAL', client: false },
-  PROTO_ERR_TOO_LARGE: { http: 500, grpc: 'INTERNAL', client: false },
-  PROTO_ERR_SIGNATURE: { http: 500, grpc: 'INTERNAL', client: false },
-  PROTO_ERR_CLOCK: { http: 500, grpc: 'INTERNAL', client: false },
-  PROTO_ERR_REPLAY: { http: 500, grpc: 'INTERNAL', client: false },
-  PROTO_ERR_UNKNOWN_TYPE: { http: 500, grpc: 'INTERNAL', client: false },
+  PROTO_ERR_JSON: { http: 400, grpc: 'INVALID_ARGUMENT' },
+  PROTO_ERR_SCHEMA: { http: 500, grpc: 'INTERNAL' },
+  PROTO_ERR_TOO_LARGE: { http: 500, grpc: 'INTERNAL' },
+  PROTO_ERR_SIGNATURE: { http: 500, grpc: 'INTERNAL' },
+  PROTO_ERR_CLOCK: { http: 500, grpc: 'INTERNAL' },
+  PROTO_ERR_REPLAY: { http: 500, grpc: 'INTERNAL' },
+  PROTO_ERR_UNKNOWN_TYPE: { http: 500, grpc: 'INTERNAL' },
   /** a project id that cannot be one (it becomes an MQTT topic level) */
-  PROTO_ERR_PROJECT_ID: { http: 400, grpc: 'INVALID_ARGUMENT', client: true },
-  PROTO_ERR_UNSAFE_VALUE: { http: 500, grpc: 'INTERNAL', client: false },
+  PROTO_ERR_PROJECT_ID: { http: 400, grpc: 'INVALID_ARGUMENT' },
+  PROTO_ERR_UNSAFE_VALUE: { http: 500, grpc: 'INTERNAL' },
   // the bridge's verification step (mqtt-bridge/verify.ts)
-  PROTO_ERR_UNKNOWN_PROJECT: { http: 500, grpc: 'INTERNAL', client: false },
-  PROTO_ERR_PROJECT_DISABLED: { http: 500, grpc: 'INTERNAL', client: false },
-  PROTO_ERR_UNSIGNED: { http: 500, grpc: 'INTERNAL', client: false },
-  PROTO_ERR_UNVERIFIABLE: { http: 500, grpc: 'INTERNAL', client: false },
+  PROTO_ERR_UNKNOWN_PROJECT: { http: 500, grpc: 'INTERNAL' },
+  PROTO_ERR_PROJECT_DISABLED: { http: 500, grpc: 'INTERNAL' },
+  PROTO_ERR_UNSIGNED: { http: 500, grpc: 'INTERNAL' },
+  PROTO_ERR_UNVERIFIABLE: { http: 500, grpc: 'INTERNAL' },
   // callers of REST and gRPC
   /** no bearer token, or not a configured one */
-  AUTH_ERR_TOKEN: { http: 401, grpc: 'UNAUTHENTICATED', client: true },
+  AUTH_ERR_TOKEN: { http: 401, grpc: 'UNAUTHENTICATED' },
 });
 
 declare module '../../../core/errors.js' {

@@ -6,10 +6,10 @@
 import { type CodesOf, defineCodes } from '../../../core/errors.js';
 
 export const STATUS_CODES = defineCodes({
-  STATUS_ERR_INVALID: { http: 400, grpc: 'INVALID_ARGUMENT', client: true },
-  STATUS_ERR_NOT_FOUND: { http: 404, grpc: 'NOT_FOUND', client: true },
+  STATUS_ERR_INVALID: { http: 400, grpc: 'INVALID_ARGUMENT' },
+  STATUS_ERR_NOT_FOUND: { http: 404, grpc: 'NOT_FOUND' },
   /** a project with that id exists already */
-  STATUS_ERR_EXISTS: { http: 409, grpc: 'ALREADY_EXISTS', client: true },
+  STATUS_ERR_EXISTS: { http: 409, grpc: 'ALREADY_EXISTS' },
 });
 
 declare module '../../../core/errors.js' {

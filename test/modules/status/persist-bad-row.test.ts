@@ -9,27 +9,20 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import type { Knex } from 'knex';
 import { silentLogger } from '../../../core/log.js';
-import { DbPool } from '../../../core/services/db.js';
-import { migrations } from '../../../modules/status/migrations.js';
 import { Flusher } from '../../../modules/status/persist.js';
 import { Presence } from '../../../modules/status/presence.js';
 import { captureLog, LEVEL } from '../../fixtures/capture-log.js';
-import { withPgSchema } from '../../helpers/db.js';
+import { type PresenceDb, presenceDbOnPg } from './pg-presence-db.js';
 
 describe('presence flush with bad rows (PostgreSQL)', () => {
-  let pool: DbPool;
+  let pdb: PresenceDb;
   let db: Knex;
-  let drop: () => Promise<void>;
   before(async () => {
-    const s = await withPgSchema();
-    drop = s.drop;
-    pool = new DbPool({ default: s.config }, silentLogger());
-    db = pool.get();
-    await pool.migrate('status', migrations);
+    pdb = await presenceDbOnPg();
+    db = pdb.db;
   });
   after(async () => {
-    await pool?.close();
-    await drop?.();
+    await pdb?.close();
   });
 
   test('good rows are written, each bad one counted and logged once without its data', async () => {
