@@ -7,6 +7,7 @@
 import { type ChannelOptions, Server, ServerCredentials, type ServiceDefinition } from '@grpc/grpc-js';
 import { ReflectionService } from '@grpc/reflection';
 import { HealthImplementation, type ServingStatus } from 'grpc-health-check';
+import { CONTROL } from '../../core/bus.js';
 import { HubError } from '../../core/errors.js';
 import { HOST_TOPICS } from '../../core/host-topics.js';
 import type { ModuleContext, ModuleProvider } from '../../core/module.js';
@@ -158,5 +159,6 @@ async function start(ctx: ModuleContext<GrpcConfig>): Promise<void> {
       feed_epoch: feed.epoch,
       feed_last_id: feed.lastId,
     }),
+    CONTROL,
   );
 }
