@@ -1,5 +1,5 @@
 /**
- * Row shapes of the command tables and their mapping to the bus views (modules/shared/topics.ts).
+ * Row shapes of the command tables and their mapping to the bus views (modules/command/contract/topics.ts).
  * Both drivers return timestamptz as Date; bigint may come back as a string (pg) or a number
  * (PGlite), so numbers are read through `num`.
  */
@@ -10,7 +10,7 @@ import type {
   CommandTimings,
   CommandView,
   OfflinePolicy,
-} from '../shared/topics.js';
+} from './contract/topics.js';
 
 export interface TrackerRow {
   id: string | number;
