@@ -12,13 +12,13 @@ import { createRootLogger, type Logger } from '../../../core/log.js';
 import { type MetricFamily, metricsTopic } from '../../../core/metrics.js';
 import type { ModuleProvider } from '../../../core/module.js';
 import { ProviderRegistry } from '../../../core/registry.js';
-import {
-  COMMAND,
-  type CommandDetail,
-  type CommandEvent,
-  type CommandView,
-  type SendCommandRequest,
+import type {
+  CommandDetail,
+  CommandEvent,
+  CommandView,
+  SendCommandRequest,
 } from '../../../modules/command/contract/topics.js';
+import { COMMAND } from '../../../modules/command/contract/topics.js';
 import { StageMetrics } from '../../../modules/command/stage-metrics.js';
 import { BRIDGE, type BridgeStats } from '../../../modules/mqtt-bridge/contract/topics.js';
 import { bridgeMetrics } from '../../../modules/mqtt-bridge/metrics.js';
