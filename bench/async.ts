@@ -19,7 +19,7 @@
  */
 import { performance } from 'node:perf_hooks';
 import pg from 'pg';
-import { WEB } from '../modules/shared/topics.js';
+import { WEB } from '../modules/web/contract/topics.js';
 import { connectAgents, pool, startHeartbeats } from './agents.js';
 import { echoRun, startPeer } from './baseline.js';
 import {

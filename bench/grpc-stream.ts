@@ -21,9 +21,9 @@ import { parseConfig } from '../core/config.js';
 import { Host } from '../core/host.js';
 import { silentLogger } from '../core/log.js';
 import { ProviderRegistry } from '../core/registry.js';
+import { GRPC, type GrpcStats } from '../modules/grpc/contract/topics.js';
 import { provider as grpcProvider } from '../modules/grpc/index.js';
 import { LOADER_OPTIONS, PROTO_FILE, protoRoot, SERVICE_NAME } from '../modules/grpc/proto.js';
-import { GRPC, type GrpcStats } from '../modules/shared/topics.js';
 import { machine } from './harness.js';
 import {
   ClientPool,

@@ -21,8 +21,10 @@
 import { performance } from 'node:perf_hooks';
 import type { MqttClient } from 'mqtt';
 import pg from 'pg';
+import { BROKER } from '../modules/broker/contract/topics.js';
+import { BRIDGE } from '../modules/mqtt-bridge/contract/topics.js';
 import { TOPIC_MESSAGE_UP } from '../modules/shared/protocol.js';
-import { BRIDGE, BROKER, STATUS } from '../modules/shared/topics.js';
+import { STATUS } from '../modules/status/contract/topics.js';
 import { connectMqtt, endClient, heartbeatPayload, publishQos1, signedData } from './agents.js';
 import { startPeer } from './baseline.js';
 import {

@@ -9,7 +9,7 @@
  */
 import { type ChildProcess, fork } from 'node:child_process';
 import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
-import type { CommandEvent, CommandResultView, CommandView } from '../modules/shared/topics.js';
+import type { CommandEvent, CommandResultView, CommandView } from '../modules/command/contract/topics.js';
 import { machine, median, type SuiteResult } from './harness.js';
 
 /** An integer setting from the environment (`BENCH_*`), or its default. */

@@ -9,7 +9,7 @@
  * Provisioning: a batched INSERT in the status module's table format (env.ts provision).
  */
 import { performance } from 'node:perf_hooks';
-import { STATUS } from '../modules/shared/topics.js';
+import { STATUS } from '../modules/status/contract/topics.js';
 import { connectAgents, pool, type SimAgent, startHeartbeats } from './agents.js';
 import {
   type BenchDb,

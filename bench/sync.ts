@@ -16,7 +16,8 @@
  * handler bus; the floor's is its unsigned counterpart (floor-agent.ts).
  */
 import { performance } from 'node:perf_hooks';
-import { COMMAND, WEB } from '../modules/shared/topics.js';
+import { COMMAND } from '../modules/command/contract/topics.js';
+import { WEB } from '../modules/web/contract/topics.js';
 import { connectAgents, pool, type SimAgent, startHeartbeats } from './agents.js';
 import { echoRun, type Peer, startPeer } from './baseline.js';
 import {

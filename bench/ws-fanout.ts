@@ -22,7 +22,7 @@ import { parseConfig } from '../core/config.js';
 import { Host } from '../core/host.js';
 import { silentLogger } from '../core/log.js';
 import { ProviderRegistry } from '../core/registry.js';
-import { WEB, type WebInfo } from '../modules/shared/topics.js';
+import { WEB, type WebInfo } from '../modules/web/contract/topics.js';
 import { provider as webProvider } from '../modules/web/index.js';
 import { WS_PATH } from '../modules/web/ws.js';
 import { machine, type SuiteResult } from './harness.js';

@@ -62,7 +62,7 @@ export function staleReason(root = REPO) {
   return null;
 }
 
-/** Removes outputs (and their source maps) whose `.ts` source no longer exists; returns how many. */
+/** Removes outputs (their source maps and declarations) whose `.ts` source no longer exists; returns how many. */
 export function pruneOrphans(root = REPO) {
   const dist = path.join(root, 'dist');
   const { files, dirs } = sources(root);
@@ -81,6 +81,10 @@ export function pruneOrphans(root = REPO) {
       else if (e.name.endsWith('.js') && !expected.has(r)) {
         fs.rmSync(path.join(dist, r), { force: true });
         fs.rmSync(path.join(dist, `${r}.map`), { force: true });
+        removed++;
+      } else if (e.name.endsWith('.d.ts') && !expected.has(`${r.slice(0, -'.d.ts'.length)}.js`)) {
+        // a moved source's declarations would otherwise ship in the package beside its new ones
+        fs.rmSync(path.join(dist, r), { force: true });
         removed++;
       }
     }

@@ -1,7 +1,7 @@
 /**
  * `gmq-hub/client`: a typed client for the hub's REST API (README "REST API", `/openapi.json`),
- * for Node 20+ (global `fetch`) and browsers. Its types are the hub's own (modules/shared/topics.ts,
- * the shapes its routes validate against), so a caller's code breaks at compile time, not at run
+ * for Node 20+ (global `fetch`) and browsers. Its types are the hub's own (the command and status
+ * contracts, modules/<domain>/contract/topics.ts: the shapes its routes validate against), so a caller's code breaks at compile time, not at run
  * time, when the contract changes. Errors are `HubApiError` with the hub's stable `code`.
  *
  * @example
@@ -20,10 +20,9 @@ import type {
   CommandDetail,
   CommandStatus,
   CommandView,
-  CreatedProject,
-  ProjectView,
   SendCommandRequest,
-} from '../modules/shared/topics.js';
+} from '../modules/command/contract/topics.js';
+import type { CreatedProject, ProjectView } from '../modules/status/contract/topics.js';
 
 export type {
   CommandDetail,
@@ -31,11 +30,9 @@ export type {
   CommandStatus,
   CommandTimings,
   CommandView,
-  CreatedProject,
   OfflinePolicy,
-  PresenceState,
-  ProjectView,
-} from '../modules/shared/topics.js';
+} from '../modules/command/contract/topics.js';
+export type { CreatedProject, PresenceState, ProjectView } from '../modules/status/contract/topics.js';
 
 export const API_BASE = '/api/exchange-hub';
 

@@ -1,6 +1,7 @@
 /**
  * Bus topics the host itself publishes and answers. Payload shapes are listed beside each;
- * the domain modules' topics live in modules/shared/topics.ts. (docs/conventions.md#one-catalogue-of-bus-topics)
+ * each domain module's topics live in its own contract (modules/<domain>/contract/topics.ts).
+ * (docs/conventions.md#each-domain-owns-its-bus-topics)
  */
 export const HOST_TOPICS = {
   /** event { name, type, restarts } */

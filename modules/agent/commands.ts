@@ -14,8 +14,8 @@ import { errorCode } from '../../core/errors.js';
 import type { Logger } from '../../core/log.js';
 import type { CommandMessage, ExecResultPayload, ExecStatus } from '../shared/protocol.js';
 import { ReplayCache, verifyInbound } from '../shared/signing.js';
-import { AGENT, type AgentTaskRequest, type AgentTaskResult } from '../shared/topics.js';
 import type { AgentConfig } from './config.js';
+import { AGENT, type AgentTaskRequest, type AgentTaskResult } from './contract/topics.js';
 import { capUtf8, type LogBuffers } from './log-buffer.js';
 
 /** Past its deadline a handler gets this long to report its own `timeout` result before the agent does. */

@@ -13,8 +13,8 @@ import { z } from 'zod';
 import { HubError } from '../../core/errors.js';
 import type { Logger } from '../../core/log.js';
 import type { ModuleTimers } from '../../core/module.js';
-import type { AgentTaskRequest, AgentTaskResult } from '../shared/topics.js';
 import type { AgentConfig } from './config.js';
+import type { AgentTaskRequest, AgentTaskResult } from './contract/topics.js';
 import { capUtf8 } from './log-buffer.js';
 
 /** echo: the payload back as JSON text. */

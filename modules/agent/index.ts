@@ -26,6 +26,9 @@ import {
   parseDownlink,
   TOPIC_MESSAGE_UP,
 } from '../shared/protocol.js';
+import { CommandRunner, type RunnerCounters } from './commands.js';
+import { type AgentConfig, AgentConfigSchema, resolveAgentConfig } from './config.js';
+import { AgentConnection } from './connection.js';
 import {
   AGENT,
   type AgentOutputEvent,
@@ -33,10 +36,7 @@ import {
   type AgentStateEvent,
   type AgentStats,
   type AgentTaskRequest,
-} from '../shared/topics.js';
-import { CommandRunner, type RunnerCounters } from './commands.js';
-import { type AgentConfig, AgentConfigSchema, resolveAgentConfig } from './config.js';
-import { AgentConnection } from './connection.js';
+} from './contract/topics.js';
 import { echo, HostExec } from './handlers.js';
 import { LogBuffers } from './log-buffer.js';
 import { ProcessMetrics } from './metrics.js';

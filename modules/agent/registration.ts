@@ -28,8 +28,8 @@ import {
   TOPIC_MESSAGE_UP,
 } from '../shared/protocol.js';
 import { ReplayCache, verifyInbound } from '../shared/signing.js';
-import type { AgentState } from '../shared/topics.js';
 import type { AgentConfig } from './config.js';
+import type { AgentState } from './contract/topics.js';
 import type { ProcessMetrics } from './metrics.js';
 
 export interface RegistrarDeps {

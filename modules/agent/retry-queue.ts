@@ -25,6 +25,7 @@ import path from 'node:path';
 import { errorCode } from '../../core/errors.js';
 import type { Logger } from '../../core/log.js';
 import type { ModuleTimers } from '../../core/module.js';
+import type { AgentStats } from './contract/topics.js';
 
 export interface QueuedUplink {
   /** Sortable: `{created_at:15}-{seq:10}-{random}`; also the file name on disk. */
@@ -54,14 +55,11 @@ export interface RetryQueueOptions {
   now?: () => number;
 }
 
-export interface RetryQueueStats {
-  queue_memory: number;
-  queue_disk: number;
-  sent: number;
-  retried: number;
-  expired: number;
-  dropped: number;
-}
+/** The queue's part of the agent's stats (`agent/stats`). */
+export type RetryQueueStats = Pick<
+  AgentStats,
+  'queue_memory' | 'queue_disk' | 'sent' | 'retried' | 'expired' | 'dropped'
+>;
 
 const LOAD_BATCH = 100;
 const SUFFIX = '.json';

@@ -1,7 +1,7 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { ModuleBus } from '../../core/bus.js';
 import { errorCode } from '../../core/errors.js';
-import { STATUS } from '../shared/topics.js';
+import { STATUS } from '../status/contract/topics.js';
 
 /** Who a connection is, decided once at CONNECT. */
 export type Identity = { kind: 'hub' } | { kind: 'agent'; projectId: string } | { kind: 'open' };

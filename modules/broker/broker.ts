@@ -4,16 +4,11 @@ import type { Duplex } from 'node:stream';
 import { Aedes, type AedesPublishPacket, type Client, type PublishPacket, type Subscription } from 'aedes';
 import { HubError } from '../../core/errors.js';
 import type { ModuleContext } from '../../core/module.js';
-import {
-  BROKER,
-  type BrokerDeniedEvent,
-  type BrokerStats,
-  type BrokerWsConnection,
-  type CredentialsChangedEvent,
-} from '../shared/topics.js';
+import type { CredentialsChangedEvent } from '../status/contract/topics.js';
 import { agentMaySubscribe, checkAgentPublish, downlinkTopics } from './acl.js';
 import { Authenticator, hubPasswordFor, type Identity, sameIdentity } from './auth.js';
 import type { BrokerConfig } from './config.js';
+import { BROKER, type BrokerDeniedEvent, type BrokerStats, type BrokerWsConnection } from './contract/topics.js';
 import { BoundedEmitter, type MqLike, SINK_TOPIC } from './emitter.js';
 import { limitPacketSize } from './packet-limit.js';
 import { TokenBucket } from './rate.js';

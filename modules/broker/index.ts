@@ -1,15 +1,10 @@
 import { CONTROL } from '../../core/bus.js';
 import { metricsTopic } from '../../core/metrics.js';
 import type { ModuleProvider } from '../../core/module.js';
-import {
-  BROKER,
-  type BrokerHubCredential,
-  type BrokerWsConnection,
-  type CredentialsChangedEvent,
-  STATUS,
-} from '../shared/topics.js';
+import { type CredentialsChangedEvent, STATUS } from '../status/contract/topics.js';
 import { EmbeddedBroker } from './broker.js';
 import { type BrokerConfig, brokerConfigSchema } from './config.js';
+import { BROKER, type BrokerHubCredential, type BrokerWsConnection } from './contract/topics.js';
 import { brokerMetrics } from './metrics.js';
 
 /**

@@ -1,6 +1,6 @@
 /** The embedded broker's series on /metrics (core/metrics.ts). */
 import { counter, type MetricFamily } from '../../core/metrics.js';
-import type { BrokerStats } from '../shared/topics.js';
+import type { BrokerStats } from './contract/topics.js';
 
 export function brokerMetrics(s: BrokerStats): MetricFamily[] {
   return [

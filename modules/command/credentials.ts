@@ -6,7 +6,7 @@
 import type { ModuleBus } from '../../core/bus.js';
 import { errorCode, HubError } from '../../core/errors.js';
 import type { Clock } from '../../core/module.js';
-import { type ProjectCredentials, STATUS } from '../shared/topics.js';
+import { type ProjectCredentials, STATUS } from '../status/contract/topics.js';
 
 const MAX_ENTRIES = 10_000;
 const REQUEST_TIMEOUT_MS = 5_000;

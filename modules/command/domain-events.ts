@@ -6,7 +6,7 @@
  */
 import type { OutboxEvent } from '../../core/services/outbox/service.js';
 import { outboxMigration } from '../../core/services/outbox/tables.js';
-import type { CommandResultView } from '../shared/topics.js';
+import type { CommandResultView } from './contract/topics.js';
 import { type TrackerRow, timings, toView } from './rows.js';
 
 export const EVENT_TABLE = 'command_event_outbox';

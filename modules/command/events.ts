@@ -7,9 +7,10 @@
 import type { ModuleBus } from '../../core/bus.js';
 import type { Logger } from '../../core/log.js';
 import type { Clock } from '../../core/module.js';
-import { COMMAND, type CommandEvent, type CommandResultView } from '../shared/topics.js';
+import { COMMAND, type CommandEvent, type CommandResultView } from './contract/topics.js';
 import type { CommandOwners } from './owners.js';
 import { num, type TrackerRow, timings, toView } from './rows.js';
+import type { StageMetrics } from './stage-metrics.js';
 
 const TERMINAL: ReadonlySet<string> = new Set(['completed', 'failed', 'timeout', 'cancelled']);
 
@@ -175,6 +176,8 @@ export class Events {
     private readonly owners?: CommandOwners,
     /** One info line when a command is accepted and one when it ends (ids and status, never payloads). */
     private readonly trail?: Logger,
+    /** The latencies and final statuses this instance reports on /metrics (stage-metrics.ts). */
+    private readonly stages?: StageMetrics,
   ) {}
 
   /** Whether a state of this version would still go out (cluster-events.ts reads only those). */
@@ -220,6 +223,7 @@ export class Events {
       at: this.clock.now(),
       ...(remote ? { remote: true as const } : {}),
     };
+    this.stages?.observe(ev);
     void this.bus.publish(COMMAND.event(row.project_id, row.command_id), ev);
   }
 
@@ -239,6 +243,7 @@ export class Events {
       at: this.clock.now(),
       ...(remote ? { remote: true as const } : {}),
     };
+    this.stages?.observe(ev);
     void this.bus.publish(COMMAND.event(row.project_id, row.command_id), ev);
   }
 

@@ -34,10 +34,11 @@
 import { CONTROL } from '../../core/bus.js';
 import { metricsTopic } from '../../core/metrics.js';
 import type { ModuleProvider } from '../../core/module.js';
-import { COMMAND, STATUS, type StatusChangedEvent } from '../shared/topics.js';
-import { subscribeUplinks } from '../shared/uplink-routes.js';
+import { subscribeUplinks } from '../mqtt-bridge/contract/uplink-routes.js';
+import { STATUS, type StatusChangedEvent } from '../status/contract/topics.js';
 import { ClusterEvents } from './cluster-events.js';
 import { type CommandConfig, commandConfigSchema } from './config.js';
+import { COMMAND } from './contract/topics.js';
 import { CredentialsCache } from './credentials.js';
 import type { Deps } from './deps.js';
 import { COMMAND_EVENTS, EVENT_TABLE } from './domain-events.js';
@@ -49,6 +50,7 @@ import { Queries } from './queries.js';
 import { Reasker } from './reask.js';
 import { Relay } from './relay.js';
 import { Sender } from './send.js';
+import { StageMetrics } from './stage-metrics.js';
 import { Sweeper } from './sweeper.js';
 import { Uplinks } from './uplink.js';
 import { checkCommandId } from './validate.js';
@@ -78,7 +80,8 @@ export const provider: ModuleProvider<CommandConfig> = {
     const counters = newCounters();
     let db: Deps['db'] | undefined;
     const owners = new CommandOwners(() => db);
-    const events = new Events(ctx.bus, ctx.services.clock, counters, owners, ctx.log);
+    const stages = new StageMetrics();
+    const events = new Events(ctx.bus, ctx.services.clock, counters, owners, ctx.log, stages);
     const creds = new CredentialsCache(ctx.bus, ctx.services.clock, cfg.credentials_cache_ms);
     let relay: Relay | undefined;
     let sweeper: Sweeper | undefined;
@@ -122,7 +125,7 @@ export const provider: ModuleProvider<CommandConfig> = {
         bus.subscribe(COMMAND.cancel, (p) => queries.cancel(checkCommandId(p)));
         bus.subscribe(COMMAND.deadList, (p) => queries.deadList(p), parallel);
         bus.subscribe(COMMAND.deadReplay, (p) => sender.replay(checkCommandId(p)));
-        bus.subscribe(metricsTopic(ctx.name), () => commandMetrics(counters), CONTROL);
+        bus.subscribe(metricsTopic(ctx.name), () => [...commandMetrics(counters), ...stages.families()], CONTROL);
         bus.subscribe(
           COMMAND.stats,
           async () => ({

@@ -1,6 +1,6 @@
 /** Reading commands (get, list, dead list, stats) and cancelling one. */
 import { HubError } from '../../core/errors.js';
-import type { CommandDetail, CommandView } from '../shared/topics.js';
+import type { CommandDetail, CommandView } from './contract/topics.js';
 import { type Deps, isoAt, query } from './deps.js';
 import { type ResultRow, TRACKER_COLUMNS, type TrackerRow, toDetail, toView } from './rows.js';
 import { checkList, checkPaging } from './validate.js';

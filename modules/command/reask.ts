@@ -19,8 +19,8 @@
  */
 import type { ModuleBus } from '../../core/bus.js';
 import { errorCode } from '../../core/errors.js';
+import { BRIDGE, type MqttPublishRequest } from '../mqtt-bridge/contract/topics.js';
 import { signMessage } from '../shared/signing.js';
-import { BRIDGE, type MqttPublishRequest } from '../shared/topics.js';
 import { type Deps, isoAt, query } from './deps.js';
 
 const BATCH = 200;

@@ -19,7 +19,7 @@
  */
 import type { ModuleBus } from '../../core/bus.js';
 import type { ModuleTimers } from '../../core/module.js';
-import { BRIDGE, type MqttPublishRequest } from '../shared/topics.js';
+import { BRIDGE, type MqttPublishRequest } from '../mqtt-bridge/contract/topics.js';
 import { type Deps, isoAt, lockCte, lockInOrder, query, retrying } from './deps.js';
 import { terminalEvent } from './domain-events.js';
 import { TRACKER_COLUMNS, type TrackerRow } from './rows.js';

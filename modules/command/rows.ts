@@ -1,5 +1,5 @@
 /**
- * Row shapes of the command tables and their mapping to the bus views (modules/shared/topics.ts).
+ * Row shapes of the command tables and their mapping to the bus views (modules/command/contract/topics.ts).
  * Both drivers return timestamptz as Date; bigint may come back as a string (pg) or a number
  * (PGlite), so numbers are read through `num`.
  */
@@ -9,19 +9,16 @@ import type {
   CommandStatus,
   CommandTimings,
   CommandView,
-  OfflinePolicy,
-} from '../shared/topics.js';
+} from './contract/topics.js';
 
-export interface TrackerRow {
+/** A command row as the database returns it: the view's own fields as they are, times and counts as stored. */
+export interface TrackerRow
+  extends Pick<
+    CommandView,
+    'command_id' | 'project_id' | 'command_type' | 'module' | 'operator_id' | 'status' | 'offline_policy'
+  > {
   id: string | number;
-  command_id: string;
-  project_id: string;
-  command_type: string;
-  module: string | null;
-  operator_id: string | null;
-  status: CommandStatus;
   payload?: unknown;
-  offline_policy: OfflinePolicy;
   timeout_ms: number;
   queue_expires_at: Date | string | null;
   attempts: number | string;

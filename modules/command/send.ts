@@ -11,7 +11,7 @@
 import type { Knex } from 'knex';
 import { errorCode, HubError } from '../../core/errors.js';
 import { buildCommand, type CommandMessage, commandDownTopic } from '../shared/protocol.js';
-import type { CommandView, SentCommand } from '../shared/topics.js';
+import type { CommandView, SentCommand } from './contract/topics.js';
 import { type Deps, isoAt, lockInOrder, query, retrying } from './deps.js';
 import { IdempotencyKeys, mismatch } from './idempotency.js';
 import { InsertBatch } from './insert-batch.js';

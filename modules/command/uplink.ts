@@ -29,10 +29,11 @@
  */
 import { HubError } from '../../core/errors.js';
 import type { ModuleTimers } from '../../core/module.js';
+import type { UplinkEvent } from '../mqtt-bridge/contract/topics.js';
+import type { UplinkHandlers } from '../mqtt-bridge/contract/uplink-routes.js';
 import { isUuid } from '../shared/contract/schemas.js';
 import type { CommandAckPayload, DataMessage, ExecResultPayload, LogResultPayload } from '../shared/protocol.js';
-import type { CommandResultView, UplinkEvent } from '../shared/topics.js';
-import type { UplinkHandlers } from '../shared/uplink-routes.js';
+import type { CommandResultView } from './contract/topics.js';
 import { type Deps, isoAt, LOCK_BOTH, LOCKED_BOTH, query, retrying } from './deps.js';
 import { terminalEvent } from './domain-events.js';
 import { TRACKER_COLUMNS, type TrackerRow } from './rows.js';

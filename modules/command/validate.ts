@@ -9,9 +9,9 @@ import { isUuid, parseOr, shown as show } from '../shared/contract/schemas.js';
 import { COMMAND_TYPE_RE, isValidProjectId } from '../shared/protocol.js';
 import { DEFAULT_JSON_LIMITS, findUnsafeJson } from '../shared/sanitize.js';
 import { canonicalJson } from '../shared/signing.js';
-import type { CommandStatus, ListCommandsRequest, OfflinePolicy } from '../shared/topics.js';
 import type { CommandConfig } from './config.js';
 import { COMMAND_STATUSES, DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT, sendRequestSchema } from './contract/schemas.js';
+import type { CommandStatus, ListCommandsRequest, OfflinePolicy } from './contract/topics.js';
 import { requestHash } from './idempotency.js';
 
 export function invalid(field: string, reason: string): HubError {

@@ -1,6 +1,6 @@
 /**
  * Between the proto messages (exchange_hub.proto, loaded with keepCase so field names are the
- * bus's own) and the bus types of modules/shared/topics.ts. A proto message leaves unset strings
+ * bus's own) and the bus types of the command and status contracts. A proto message leaves unset strings
  * empty: they become absent fields. A send is then checked with the command domain's send schema
  * (the one REST uses); other requests as far as the gRPC shape needs (JSON text fields, project
  * ids before they reach a topic), and the owning module validates the rest. Errors name the field.
@@ -8,16 +8,15 @@
 import type { z } from 'zod';
 import type { DeadEvent } from '../../core/services/outbox/contract.js';
 import { sendRequestSchema } from '../command/contract/schemas.js';
-import { parseOr, projectId, shown as show, uuid } from '../shared/contract/schemas.js';
-import type { FeedEvent, FeedFilter } from '../shared/event-feed.js';
 import type {
   CommandDetail,
   CommandView,
-  CreateProjectRequest,
   ListCommandsRequest,
-  ProjectView,
   SendCommandRequest,
-} from '../shared/topics.js';
+} from '../command/contract/topics.js';
+import { parseOr, projectId, shown as show, uuid } from '../shared/contract/schemas.js';
+import type { FeedEvent, FeedFilter } from '../shared/interface-kit/event-feed.js';
+import type { CreateProjectRequest, ProjectView } from '../status/contract/topics.js';
 import { invalidArg } from './errors.js';
 
 /** Request messages as proto-loader hands them over: unset `optional` fields are absent. */

@@ -11,15 +11,15 @@ import { CONTROL } from '../../core/bus.js';
 import { HubError } from '../../core/errors.js';
 import { HOST_TOPICS } from '../../core/host-topics.js';
 import type { ModuleContext, ModuleProvider } from '../../core/module.js';
-import { CommandWaiter } from '../shared/command-waiter.js';
-import { EventFeed } from '../shared/event-feed.js';
 import { closeWithGrace } from '../shared/interface-kit/close-with-grace.js';
+import { CommandWaiter } from '../shared/interface-kit/command-waiter.js';
+import { EventFeed } from '../shared/interface-kit/event-feed.js';
 import { listenHost } from '../shared/interface-kit/listen-host.js';
 import { warnRenamedSettings } from '../shared/interface-kit/renamed-settings.js';
 import { tokenEntries } from '../shared/interface-kit/settings.js';
 import { TokenGate } from '../shared/interface-kit/token-gate.js';
-import { GRPC, type GrpcStats } from '../shared/topics.js';
 import { type GrpcConfig, grpcConfigSchema } from './config.js';
+import { GRPC, type GrpcStats } from './contract/topics.js';
 import { loadProto, SERVICE_NAME } from './proto.js';
 import { type CallStats, ExchangeHubService } from './service.js';
 

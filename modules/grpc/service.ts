@@ -10,21 +10,14 @@ import type { ModuleInfo } from '../../core/host.js';
 import { HOST_TOPICS } from '../../core/host-topics.js';
 import type { ModuleContext } from '../../core/module.js';
 import { type DeadEvent, OUTBOX_TOPICS } from '../../core/services/outbox/contract.js';
-import type { CommandWaiter } from '../shared/command-waiter.js';
-import type { EventFeed, FeedEvent } from '../shared/event-feed.js';
+import { COMMAND, type CommandDetail, type CommandView, type SentCommand } from '../command/contract/topics.js';
+import type { CommandWaiter } from '../shared/interface-kit/command-waiter.js';
+import type { EventFeed, FeedEvent } from '../shared/interface-kit/event-feed.js';
 import { syncWait } from '../shared/interface-kit/sync-wait.js';
 import { bearerToken, type Principal, type TokenGate } from '../shared/interface-kit/token-gate.js';
-import {
-  COMMAND,
-  type CommandDetail,
-  type CommandView,
-  type CreatedProject,
-  type GrpcStats,
-  type ProjectView,
-  type SentCommand,
-  STATUS,
-} from '../shared/topics.js';
+import { type CreatedProject, type ProjectView, STATUS } from '../status/contract/topics.js';
 import type { GrpcConfig } from './config.js';
+import type { GrpcStats } from './contract/topics.js';
 import {
   type CreateProjectMsg,
   checkCommandId,

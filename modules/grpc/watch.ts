@@ -1,7 +1,7 @@
 import { Metadata, type ServerWritableStream } from '@grpc/grpc-js';
 import { HubError } from '../../core/errors.js';
 import type { Logger } from '../../core/log.js';
-import type { EventFeed, FeedEvent, FeedFilter } from '../shared/event-feed.js';
+import type { EventFeed, FeedEvent, FeedFilter } from '../shared/interface-kit/event-feed.js';
 import { feedEvent, type ResyncEvent } from './convert.js';
 import { toServiceError } from './errors.js';
 

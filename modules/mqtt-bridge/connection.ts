@@ -4,8 +4,8 @@ import type { Logger } from '../../core/log.js';
 import type { ModuleTimers } from '../../core/module.js';
 import { MqttSession } from '../shared/mqtt-session.js';
 import { brokerAddress } from '../shared/mqtt-session-socket.js';
-import type { BridgeStateEvent } from '../shared/topics.js';
 import type { BridgeConfig } from './config.js';
+import type { BridgeStateEvent } from './contract/topics.js';
 
 export type BridgeState = BridgeStateEvent['state'];
 

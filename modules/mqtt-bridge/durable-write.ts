@@ -2,7 +2,7 @@ import type { ModuleBus } from '../../core/bus.js';
 import { errorCode } from '../../core/errors.js';
 import { HOST_TOPICS } from '../../core/host-topics.js';
 import { type CommandMessage, type DataMessage, UPLINK_TYPES, UPLINKS, type UplinkOwner } from '../shared/protocol.js';
-import type { DurableReply, UplinkEvent } from '../shared/topics.js';
+import type { DurableReply, UplinkEvent } from './contract/topics.js';
 import type { UplinkVerifier, Verdict } from './verify.js';
 
 /**

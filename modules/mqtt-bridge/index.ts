@@ -13,18 +13,18 @@ import { CONTROL } from '../../core/bus.js';
 import { errorCode } from '../../core/errors.js';
 import { metricsTopic } from '../../core/metrics.js';
 import type { ModuleContext, ModuleInstance, ModuleProvider } from '../../core/module.js';
+import { BROKER } from '../broker/contract/topics.js';
+import { STATUS } from '../status/contract/topics.js';
+import { AckGate } from './ack-gate.js';
+import { type BridgeConfig, BridgeConfigSchema } from './config.js';
+import { BridgeConnection, type Credential } from './connection.js';
 import {
   BRIDGE,
-  BROKER,
   type BridgeStateEvent,
   type BridgeStats,
   type MqttPublishReply,
   type MqttPublishRequest,
-  STATUS,
-} from '../shared/topics.js';
-import { AckGate } from './ack-gate.js';
-import { type BridgeConfig, BridgeConfigSchema } from './config.js';
-import { BridgeConnection, type Credential } from './connection.js';
+} from './contract/topics.js';
 import { bridgeMetrics } from './metrics.js';
 import { Publisher } from './publisher.js';
 import { UplinkHandler, uplinkFilters } from './uplink.js';

@@ -4,7 +4,7 @@
  */
 import { counter, countsBy, gauge, type MetricFamily, type MetricSample } from '../../core/metrics.js';
 import { UPLINK_COMMAND_TYPES, UPLINK_DATA_TYPES } from '../shared/protocol.js';
-import type { BridgeStats } from '../shared/topics.js';
+import type { BridgeStats } from './contract/topics.js';
 
 /** Refused uplinks are labelled by their type only when it is one of ours: agents choose the string. */
 const UPLINK_TYPES = new Set<string>([...UPLINK_COMMAND_TYPES, ...UPLINK_DATA_TYPES]);

@@ -2,7 +2,7 @@ import type { MqttClient } from 'mqtt';
 import { HubError } from '../../core/errors.js';
 import type { Logger } from '../../core/log.js';
 import type { ModuleTimers } from '../../core/module.js';
-import type { MqttPublishReply, MqttPublishRequest } from '../shared/topics.js';
+import type { MqttPublishReply, MqttPublishRequest } from './contract/topics.js';
 
 export interface PublisherDeps {
   client: MqttClient;

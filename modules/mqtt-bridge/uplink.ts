@@ -9,8 +9,8 @@ import {
   TOPIC_COMMAND_UP,
   TOPIC_MESSAGE_UP,
 } from '../shared/protocol.js';
-import { BRIDGE, type BridgeRejectedEvent, type UplinkEvent } from '../shared/topics.js';
 import { type AckGate, DEFER_ACK } from './ack-gate.js';
+import { BRIDGE, type BridgeRejectedEvent, type UplinkEvent } from './contract/topics.js';
 import { DURABLE_OWNERS, DurableWriter } from './durable-write.js';
 import { RejectedByType } from './metrics.js';
 import type { UplinkVerifier, Verdict } from './verify.js';

@@ -32,7 +32,7 @@ import type { ModuleBus } from '../../core/bus.js';
 import { errorCode } from '../../core/errors.js';
 import { type CommandMessage, type DataMessage, uplinkSpec } from '../shared/protocol.js';
 import { CLOCK_WINDOW_MS, checkClock, ReplayCache, verifySignature } from '../shared/signing.js';
-import { type CredentialsChangedEvent, type ProjectCredentials, STATUS } from '../shared/topics.js';
+import { type CredentialsChangedEvent, type ProjectCredentials, STATUS } from '../status/contract/topics.js';
 
 /** Codes an uplink can be refused with here (the parser's own codes come before). */
 export type VerifyCode =

@@ -13,7 +13,7 @@ import type { Knex } from 'knex';
 import type { ModuleBus } from '../../core/bus.js';
 import type { Logger } from '../../core/log.js';
 import type { Clock, ModuleTimers } from '../../core/module.js';
-import { type CredentialsChangedEvent, STATUS } from '../shared/topics.js';
+import { type CredentialsChangedEvent, STATUS } from './contract/topics.js';
 
 /** The longest single timer (a little under Node's 2^31 - 1 ms limit). */
 const MAX_TIMER_MS = 2_000_000_000;

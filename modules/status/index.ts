@@ -3,21 +3,19 @@ import { CONTROL } from '../../core/bus.js';
 import { metricsTopic } from '../../core/metrics.js';
 import type { ModuleContext, ModuleProvider } from '../../core/module.js';
 import { PgListener, pgListenSettings } from '../../core/services/pg-listener.js';
+import { BRIDGE, type BridgeRejectedEvent, type DurableReply } from '../mqtt-bridge/contract/topics.js';
+import { subscribeUplinks } from '../mqtt-bridge/contract/uplink-routes.js';
+import { type StatusConfig, statusConfigSchema } from './config.js';
 import {
-  BRIDGE,
-  type BridgeRejectedEvent,
   type CreatedProject,
-  type DurableReply,
   type ProjectCredentials,
   type ProjectView,
   STATUS,
   type StatusChangedEvent,
-} from '../shared/topics.js';
-import { subscribeUplinks } from '../shared/uplink-routes.js';
-import { type StatusConfig, statusConfigSchema } from './config.js';
+} from './contract/topics.js';
 import { CredentialEvents } from './credential-events.js';
 import { EVENT_TABLE, STATUS_EVENTS } from './domain-events.js';
-import { statusMetrics } from './metrics.js';
+import { projectsByState, statusMetrics } from './metrics.js';
 import { migrations } from './migrations.js';
 import { Flusher, loadPresence, writeBatch } from './persist.js';
 import { type Batch, Presence, type PresenceEntry, projectView } from './presence.js';
@@ -174,7 +172,20 @@ function createStatus(ctx: ModuleContext<StatusConfig>) {
       },
       CONTROL,
     );
-    bus.subscribe(metricsTopic(ctx.name), () => statusMetrics(uplinks.counters), CONTROL);
+    bus.subscribe(
+      metricsTopic(ctx.name),
+      async () => {
+        const own = statusMetrics(uplinks.counters);
+        try {
+          return [...own, projectsByState(presence.all(), await projects.count())];
+        } catch (err) {
+          // the database unreachable: hub_projects is left out, so /metrics keeps its last counts
+          ctx.log.debug({ err: (err as Error).message }, 'project counts not read');
+          return own;
+        }
+      },
+      CONTROL,
+    );
     bus.subscribe(
       STATUS.stats,
       () => ({

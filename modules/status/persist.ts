@@ -1,7 +1,7 @@
 import type { Knex } from 'knex';
 import type { Logger } from '../../core/log.js';
 import type { ModuleOutbox } from '../../core/services/outbox/service.js';
-import type { PresenceState } from '../shared/topics.js';
+import type { PresenceState } from './contract/topics.js';
 import { presenceEvents } from './domain-events.js';
 import type { Batch, Handshake, Presence, PresenceEntry, Transition } from './presence.js';
 

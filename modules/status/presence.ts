@@ -1,7 +1,7 @@
 import type { Clock } from '../../core/module.js';
 import type { AlertPayload } from '../shared/protocol.js';
 import { findUnsafeJson } from '../shared/sanitize.js';
-import type { PresenceState, ProjectView, RejectedUplink, StatusChangedEvent } from '../shared/topics.js';
+import type { PresenceState, ProjectView, RejectedUplink, StatusChangedEvent } from './contract/topics.js';
 import type { ProjectRecord } from './projects.js';
 
 /** One project's presence. Times are ms since the epoch on the hub clock unless said otherwise. */

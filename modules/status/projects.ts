@@ -6,7 +6,7 @@ import type { Clock } from '../../core/module.js';
 import { deriveMqttPassword } from '../shared/credentials.js';
 import { isValidProjectId } from '../shared/protocol.js';
 import { findUnsafeJson, unsafeTextProblem } from '../shared/sanitize.js';
-import type { CreatedProject } from '../shared/topics.js';
+import type { CreatedProject } from './contract/topics.js';
 
 /** A provisioned project as the module keeps it in memory (times in ms since the epoch). */
 export interface ProjectRecord {
@@ -313,6 +313,12 @@ export class ProjectStore {
       scope(this.db()('project')).count<{ n: string | number }[]>({ n: '*' }),
     ]);
     return { items: rows.map(fromRow), total: Number(count[0]?.n ?? 0) };
+  }
+
+  /** Every project, disabled ones included (hub_projects counts them all). */
+  async count(): Promise<number> {
+    const rows = await this.db()('project').count<{ n: string | number }[]>({ n: '*' });
+    return Number(rows[0]?.n ?? 0);
   }
 
   async setEnabled(projectId: string, enabled: boolean): Promise<ProjectRecord> {

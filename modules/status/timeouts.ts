@@ -1,7 +1,7 @@
 import type { Knex } from 'knex';
 import type { Logger } from '../../core/log.js';
 import type { Clock } from '../../core/module.js';
-import type { PresenceState } from '../shared/topics.js';
+import type { PresenceState } from './contract/topics.js';
 import type { WriteResult } from './persist.js';
 import type { Presence, PresenceEntry, Transition } from './presence.js';
 

@@ -2,6 +2,13 @@ import type { ModuleBus } from '../../core/bus.js';
 import type { Logger } from '../../core/log.js';
 import type { Clock } from '../../core/module.js';
 import {
+  BRIDGE,
+  type BridgeRejectedEvent,
+  type MqttPublishRequest,
+  type UplinkEvent,
+} from '../mqtt-bridge/contract/topics.js';
+import type { UplinkHandlers, UplinkMessage } from '../mqtt-bridge/contract/uplink-routes.js';
+import {
   buildData,
   type DataMessage,
   type DownlinkDataType,
@@ -13,15 +20,8 @@ import {
   uplinkSpec,
 } from '../shared/protocol.js';
 import { ReplayCache, verifyInbound, verifySignature } from '../shared/signing.js';
-import {
-  BRIDGE,
-  type BridgeRejectedEvent,
-  type MqttPublishRequest,
-  STATUS,
-  type UplinkEvent,
-} from '../shared/topics.js';
-import type { UplinkHandlers, UplinkMessage } from '../shared/uplink-routes.js';
 import type { StatusConfig } from './config.js';
+import { STATUS } from './contract/topics.js';
 import type { Presence, PresenceEntry } from './presence.js';
 import type { ProjectRecord, ProjectStore } from './projects.js';
 import type { PresenceSync } from './sync.js';

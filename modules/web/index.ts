@@ -22,14 +22,15 @@ import { CONTROL } from '../../core/bus.js';
 import { errorCode } from '../../core/errors.js';
 import { HOST_TOPICS } from '../../core/host-topics.js';
 import type { ModuleProvider } from '../../core/module.js';
-import { CommandWaiter } from '../shared/command-waiter.js';
-import { EventFeed } from '../shared/event-feed.js';
+import { BRIDGE, type BridgeStats } from '../mqtt-bridge/contract/topics.js';
+import { CommandWaiter } from '../shared/interface-kit/command-waiter.js';
+import { EventFeed } from '../shared/interface-kit/event-feed.js';
 import { listenHost } from '../shared/interface-kit/listen-host.js';
 import { warnRenamedSettings } from '../shared/interface-kit/renamed-settings.js';
 import { tokenEntries } from '../shared/interface-kit/settings.js';
 import { TokenGate } from '../shared/interface-kit/token-gate.js';
-import { BRIDGE, type BridgeStats, WEB, type WebInfo } from '../shared/topics.js';
 import { defaultStaticDir, type WebConfig, webConfigSchema } from './config.js';
+import { WEB, type WebInfo } from './contract/topics.js';
 import { WebMetrics } from './metrics.js';
 import { MqttWsGate } from './mqtt-ws.js';
 import { buildOpenApi } from './openapi.js';
@@ -39,9 +40,6 @@ import { StaticFiles } from './static.js';
 import { WsHub } from './ws.js';
 
 export type { WebConfig } from './config.js';
-
-/** How often the presence counts of /metrics are re-read from the status module. */
-const PRESENCE_SYNC_MS = 60_000;
 
 /** The package version, for the OpenAPI document (package.json is two levels up, three when compiled). */
 const VERSION = (() => {
@@ -128,7 +126,6 @@ export const provider: ModuleProvider<WebConfig> = {
 
         feed.attach(ctx.bus);
         waiter.attach();
-        metrics.attach();
         ctx.bus.subscribe(HOST_TOPICS.stopping, () => beginStop());
 
         const routes = buildRoutes({ name: ctx.name, cfg, bus: ctx.bus, waiter, ready });
@@ -162,14 +159,6 @@ export const provider: ModuleProvider<WebConfig> = {
           return closing;
         });
         hub.startKeepalive();
-        const syncPresence = () =>
-          metrics
-            .syncPresence(cfg.request_timeout_ms)
-            .catch((err) =>
-              log.debug({ err: (err as Error).message }, 'presence counts not refreshed: status did not answer'),
-            );
-        void syncPresence();
-        ctx.timers.setInterval(syncPresence, PRESENCE_SYNC_MS);
         log.info({ url: info.url, auth: gate.enabled }, 'web listening');
       },
       async stop() {

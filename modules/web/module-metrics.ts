@@ -1,6 +1,6 @@
 /**
  * The series other owners register (core/metrics.ts), mirrored into the web module's registry at
- * scrape time: each running module and the host are asked for their families, and each answer
+ * scrape time (counters, gauges and histograms): each running module and the host are asked for their families, and each answer
  * replaces what that owner showed before. An owner that does not answer keeps its series as they
  * were, except the gauges it marked with an `absent` value (a stopped bridge is not connected).
  */
@@ -8,8 +8,10 @@ import { Counter, Gauge, type Registry } from 'prom-client';
 import type { ModuleBus } from '../../core/bus.js';
 import { HOST_TOPICS } from '../../core/host-topics.js';
 import { CORE_METRICS, type MetricFamily, metricsTopic } from '../../core/metrics.js';
+import { MirroredHistogram } from './mirrored-histogram.js';
 
 type Labels = Record<string, string>;
+type Mirrored = Counter<string> | Gauge<string> | MirroredHistogram;
 
 interface Shown {
   labels: Labels[];
@@ -17,7 +19,7 @@ interface Shown {
 }
 
 export class ModuleMetrics {
-  private readonly metrics = new Map<string, { family: MetricFamily; metric: Counter<string> | Gauge<string> }>();
+  private readonly metrics = new Map<string, { family: MetricFamily; metric: Mirrored }>();
   /** owner → family name → the series that owner set last. */
   private readonly shown = new Map<string, Map<string, Shown>>();
 
@@ -62,6 +64,7 @@ export class ModuleMetrics {
         if (!Number.isFinite(s.value)) continue;
         try {
           if (m instanceof Gauge) m.set(l, s.value);
+          else if (m instanceof MirroredHistogram) m.set(l, s);
           else if (s.value >= 0) m.inc(l, s.value);
           labels.push(l);
         } catch {
@@ -81,26 +84,29 @@ export class ModuleMetrics {
     }
   }
 
-  private clear(m: Counter<string> | Gauge<string>, shown: Shown | undefined): void {
+  private clear(m: Mirrored, shown: Shown | undefined): void {
     if (!shown) return;
     for (const l of shown.labels) {
       // an unlabelled series is reset to 0, not removed (prom-client always shows it)
-      if (Object.keys(l).length === 0) m.reset();
+      if (m instanceof MirroredHistogram) m.remove(l);
+      else if (Object.keys(l).length === 0) m.reset();
       else m.remove(l);
     }
   }
 
   /** The prom-client metric for a family, made on first sight; undefined when the shape is not one. */
-  private metricFor(f: MetricFamily): Counter<string> | Gauge<string> | undefined {
+  private metricFor(f: MetricFamily): Mirrored | undefined {
     if (!f || typeof f.name !== 'string' || !Array.isArray(f.samples)) return undefined;
     const known = this.metrics.get(f.name);
     if (known) return known.family.type === f.type ? known.metric : undefined;
     const opts = { name: f.name, help: f.help, labelNames: [...(f.labelNames ?? [])], registers: [this.registry] };
-    let metric: Counter<string> | Gauge<string>;
+    let metric: Mirrored;
     try {
       if (f.type === 'counter') metric = new Counter(opts);
       else if (f.type === 'gauge') metric = new Gauge(opts);
-      else return undefined;
+      else if (f.type === 'histogram' && Array.isArray(f.buckets)) {
+        metric = new MirroredHistogram(f.name, f.help, f.buckets, opts.labelNames, this.registry);
+      } else return undefined;
     } catch {
       return undefined; // a name prom-client refuses, or one the web module registers itself
     }

@@ -17,7 +17,7 @@ import type { Duplex } from 'node:stream';
 import { createWebSocketStream, type WebSocket, WebSocketServer } from 'ws';
 import type { ModuleBus } from '../../core/bus.js';
 import type { Logger } from '../../core/log.js';
-import { BROKER, type BrokerWsConnection } from '../shared/topics.js';
+import { BROKER, type BrokerWsConnection } from '../broker/contract/topics.js';
 
 /** MQTT over WebSocket names its subprotocol `mqtt` (MQTT 3.1.1 §6) or `mqttv3.1` (3.1). */
 const SUBPROTOCOLS = ['mqtt', 'mqttv3.1'];

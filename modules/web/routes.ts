@@ -8,9 +8,10 @@ import type { ModuleBus } from '../../core/bus.js';
 import type { ErrorCode } from '../../core/errors.js';
 import { HOST_TOPICS } from '../../core/host-topics.js';
 import { OUTBOX_TOPICS } from '../../core/services/outbox/contract.js';
-import type { CommandWaiter } from '../shared/command-waiter.js';
+import { COMMAND, type CommandDetail, type SendCommandRequest, type SentCommand } from '../command/contract/topics.js';
+import type { CommandWaiter } from '../shared/interface-kit/command-waiter.js';
 import { syncWait } from '../shared/interface-kit/sync-wait.js';
-import { COMMAND, type CommandDetail, type SendCommandRequest, type SentCommand, STATUS } from '../shared/topics.js';
+import { STATUS } from '../status/contract/topics.js';
 import type { WebConfig } from './config.js';
 import {
   commandDetailSchema,

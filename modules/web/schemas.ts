@@ -13,8 +13,9 @@ import {
   OFFLINE_POLICIES,
   sendFields,
 } from '../command/contract/schemas.js';
+import type { CommandDetail, CommandView } from '../command/contract/topics.js';
 import { projectId, uuid } from '../shared/contract/schemas.js';
-import type { CommandDetail, CommandView, CreatedProject, ProjectView, StatusChangedEvent } from '../shared/topics.js';
+import type { CreatedProject, ProjectView, StatusChangedEvent } from '../status/contract/topics.js';
 import type { WebConfig } from './config.js';
 
 export { projectId };

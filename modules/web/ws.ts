@@ -24,7 +24,7 @@ import { type WebSocket, WebSocketServer } from 'ws';
 import { z } from 'zod';
 import type { Logger } from '../../core/log.js';
 import type { ModuleTimers } from '../../core/module.js';
-import type { EventFeed, FeedEvent, FeedFilter } from '../shared/event-feed.js';
+import type { EventFeed, FeedEvent, FeedFilter } from '../shared/interface-kit/event-feed.js';
 import type { TokenGate } from '../shared/interface-kit/token-gate.js';
 import { presentedToken } from './auth.js';
 import type { WebConfig } from './config.js';

@@ -41,7 +41,7 @@ describe('the npm package', () => {
       'dist/modules/index.js',
       'dist/client/index.js',
       'dist/client/index.d.ts',
-      'dist/modules/shared/topics.d.ts',
+      'dist/modules/command/contract/topics.d.ts',
       'resource/web/index.html',
       'resource/web/docs/index.html',
       'resource/web/favicon.ico',

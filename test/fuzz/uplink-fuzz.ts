@@ -18,7 +18,8 @@
 import { randomUUID } from 'node:crypto';
 import fc from 'fast-check';
 import WebSocket from 'ws';
-import type { CommandEvent, StatusChangedEvent } from '../../modules/shared/topics.js';
+import type { CommandEvent } from '../../modules/command/contract/topics.js';
+import type { StatusChangedEvent } from '../../modules/status/contract/topics.js';
 import { type FuzzUplink, uplinkArb } from './uplink-gen.js';
 import { FullHub, HandAgent, type Json, WAIT_MS } from './uplink-hub.js';
 

@@ -20,7 +20,8 @@ import {
   TOPIC_COMMAND_UP,
   TOPIC_MESSAGE_UP,
 } from '../../modules/shared/protocol.js';
-import { type CreatedProject, WEB, type WebInfo } from '../../modules/shared/topics.js';
+import type { CreatedProject } from '../../modules/status/contract/topics.js';
+import { WEB, type WebInfo } from '../../modules/web/contract/topics.js';
 import { withPgSchema } from '../helpers/db.js';
 import { startHost, type TestHost } from '../helpers/host.js';
 import { connectClient } from '../helpers/mqtt.js';

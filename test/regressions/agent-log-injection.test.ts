@@ -8,7 +8,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import WebSocket from 'ws';
-import type { CommandEvent } from '../../modules/shared/topics.js';
+import type { CommandEvent } from '../../modules/command/contract/topics.js';
 import { FullHub, HandAgent, type Json, metricSum, strayId, WAIT_MS } from '../fuzz/uplink-hub.js';
 import { withTimeout } from '../helpers/wait.js';
 

@@ -8,7 +8,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import type { MqttClient } from 'mqtt';
-import type { CreatedProject } from '../../modules/shared/topics.js';
+import type { CreatedProject } from '../../modules/status/contract/topics.js';
 import { FullHub, metricSum, WAIT_MS } from '../fuzz/uplink-hub.js';
 import { connectClient } from '../helpers/mqtt.js';
 import { withTimeout } from '../helpers/wait.js';

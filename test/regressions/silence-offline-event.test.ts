@@ -9,7 +9,7 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { STATUS } from '../../modules/shared/topics.js';
+import { STATUS } from '../../modules/status/contract/topics.js';
 import { until } from '../helpers/wait.js';
 import { type Harness, startStatus } from '../modules/status/harness.js';
 

@@ -8,7 +8,7 @@ import { z } from 'zod';
 import { expected, projectId, shown, uuid } from '../../shared/contract/schemas.js';
 import { COMMAND_TYPE_RE } from '../../shared/protocol.js';
 import { unsafeTextProblem } from '../../shared/sanitize.js';
-import type { CommandStatus, OfflinePolicy } from '../../shared/topics.js';
+import type { CommandStatus, OfflinePolicy } from './topics.js';
 
 /** Every state of a command, in the order it can go through them. */
 export const COMMAND_STATUSES = [

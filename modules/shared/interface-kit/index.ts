@@ -2,10 +2,13 @@
  * The interface kit: what the interface modules (web: REST and WebSocket; grpc) share, so they
  * cannot drift apart. Token gate and principals, the loopback rule for a server without a token,
  * the settings they both have (one name each, old names read with a warning), the sync-wait
- * policy and the two-step close. Sync waits and live events are `../command-waiter.ts` and
- * `../event-feed.ts`, used by both the same way.
+ * policy, the two-step close, sync waits (command-waiter.ts) and live events (event-feed.ts).
+ * The last two consume the command and status contracts: the one place in modules/shared that
+ * knows a domain (test/docs/layering.test.ts names the exception).
  */
 export { closeWithGrace } from './close-with-grace.js';
+export { CommandWaiter, type SyncOutcome } from './command-waiter.js';
+export { EventFeed, type FeedEvent, type FeedFilter, type Watcher } from './event-feed.js';
 export { isLoopback, type ListenHost, listenHost } from './listen-host.js';
 export {
   type NewSettingName,

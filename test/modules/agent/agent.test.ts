@@ -8,15 +8,15 @@ import { z } from 'zod';
 import type { Logger } from '../../../core/log.js';
 import type { ModuleProvider } from '../../../core/module.js';
 import { ProviderRegistry } from '../../../core/registry.js';
-import { projectFolder, provider } from '../../../modules/agent/index.js';
-import { deriveMqttPassword } from '../../../modules/shared/credentials.js';
 import {
   AGENT,
   type AgentStateEvent,
   type AgentStats,
   type AgentTaskRequest,
   type AgentTaskResult,
-} from '../../../modules/shared/topics.js';
+} from '../../../modules/agent/contract/topics.js';
+import { projectFolder, provider } from '../../../modules/agent/index.js';
+import { deriveMqttPassword } from '../../../modules/shared/credentials.js';
 import { captureLog, LEVEL } from '../../fixtures/capture-log.js';
 import { startHost, type TestHost } from '../../helpers/host.js';
 import { connectClient, MOSQUITTO_URL, startTestBroker, type TestBroker } from '../../helpers/mqtt.js';

@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import type { MqttClient } from 'mqtt';
+import { BROKER, type BrokerDeniedEvent } from '../../../modules/broker/contract/topics.js';
 import { deriveMqttPassword } from '../../../modules/shared/credentials.js';
-import { BROKER, type BrokerDeniedEvent } from '../../../modules/shared/topics.js';
 import { until, withTimeout } from '../../helpers/wait.js';
 import {
   A,

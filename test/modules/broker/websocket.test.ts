@@ -6,15 +6,10 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import type { MqttClient } from 'mqtt';
 import { ProviderRegistry } from '../../../core/registry.js';
+import { BROKER, type BrokerHubCredential, type BrokerStats } from '../../../modules/broker/contract/topics.js';
 import { provider as brokerProvider } from '../../../modules/broker/index.js';
 import { messageDownTopic, TOPIC_MESSAGE_UP } from '../../../modules/shared/protocol.js';
-import {
-  BROKER,
-  type BrokerHubCredential,
-  type BrokerStats,
-  WEB,
-  type WebInfo,
-} from '../../../modules/shared/topics.js';
+import { WEB, type WebInfo } from '../../../modules/web/contract/topics.js';
 import { provider as webProvider } from '../../../modules/web/index.js';
 import { startHost, type TestHost } from '../../helpers/host.js';
 import { connectClient } from '../../helpers/mqtt.js';

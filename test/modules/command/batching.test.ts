@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { COMMAND, type CommandView } from '../../../modules/shared/topics.js';
+import { COMMAND, type CommandView } from '../../../modules/command/contract/topics.js';
 import { until } from '../../helpers/wait.js';
 import { DRIVERS, execResult, type Hub, startHub, uplink } from './harness.js';
 

@@ -10,7 +10,15 @@ import { createRootLogger } from '../../../core/log.js';
 import type { ModuleProvider } from '../../../core/module.js';
 import { ProviderRegistry } from '../../../core/registry.js';
 import type { DbConfig } from '../../../core/services/db.js';
+import {
+  COMMAND,
+  type CommandDetail,
+  type CommandEvent,
+  type CommandView,
+  type SendCommandRequest,
+} from '../../../modules/command/contract/topics.js';
 import { provider as commandProvider } from '../../../modules/command/index.js';
+import { BRIDGE, type MqttPublishRequest } from '../../../modules/mqtt-bridge/contract/topics.js';
 import {
   buildData,
   type CommandMessage,
@@ -19,18 +27,11 @@ import {
   TOPIC_MESSAGE_UP,
 } from '../../../modules/shared/protocol.js';
 import {
-  BRIDGE,
-  COMMAND,
-  type CommandDetail,
-  type CommandEvent,
-  type CommandView,
-  type MqttPublishRequest,
   type PresenceState,
   type ProjectCredentials,
-  type SendCommandRequest,
   STATUS,
   type StatusChangedEvent,
-} from '../../../modules/shared/topics.js';
+} from '../../../modules/status/contract/topics.js';
 import { preparePgliteTemplate, tempPgliteConfig, withPgSchema } from '../../helpers/db.js';
 import { startHost, type TestHost } from '../../helpers/host.js';
 import { scaled, until } from '../../helpers/wait.js';

@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { errorCode } from '../../../core/errors.js';
-import { COMMAND, type CommandView, type SentCommand } from '../../../modules/shared/topics.js';
+import { COMMAND, type CommandView, type SentCommand } from '../../../modules/command/contract/topics.js';
 import { until } from '../../helpers/wait.js';
 import { DRIVERS, type Driver, FAST, type Hub, startHub } from './harness.js';
 

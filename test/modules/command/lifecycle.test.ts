@@ -2,9 +2,10 @@ import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import { errorCode } from '../../../core/errors.js';
+import { COMMAND, type CommandView } from '../../../modules/command/contract/topics.js';
+import { BRIDGE } from '../../../modules/mqtt-bridge/contract/topics.js';
 import { commandDownTopic } from '../../../modules/shared/protocol.js';
 import { verifySignature } from '../../../modules/shared/signing.js';
-import { BRIDGE, COMMAND, type CommandView } from '../../../modules/shared/topics.js';
 import { scaled, until } from '../../helpers/wait.js';
 import { DRIVERS, execResult, type Hub, startHub, uplink } from './harness.js';
 

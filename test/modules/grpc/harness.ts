@@ -9,22 +9,23 @@ import { z } from 'zod';
 import { HubError } from '../../../core/errors.js';
 import type { ModuleProvider } from '../../../core/module.js';
 import { ProviderRegistry } from '../../../core/registry.js';
-import { provider as grpcProvider } from '../../../modules/grpc/index.js';
-import { LOADER_OPTIONS, PROTO_FILE, protoRoot } from '../../../modules/grpc/proto.js';
 import {
   COMMAND,
   type CommandDetail,
   type CommandEvent,
   type CommandView,
-  type CreateProjectRequest,
-  GRPC,
-  type GrpcStats,
   type ListCommandsRequest,
-  type ProjectView,
   type SendCommandRequest,
+} from '../../../modules/command/contract/topics.js';
+import { GRPC, type GrpcStats } from '../../../modules/grpc/contract/topics.js';
+import { provider as grpcProvider } from '../../../modules/grpc/index.js';
+import { LOADER_OPTIONS, PROTO_FILE, protoRoot } from '../../../modules/grpc/proto.js';
+import {
+  type CreateProjectRequest,
+  type ProjectView,
   STATUS,
   type StatusChangedEvent,
-} from '../../../modules/shared/topics.js';
+} from '../../../modules/status/contract/topics.js';
 import { startHost, type TestHost } from '../../helpers/host.js';
 import { scaled } from '../../helpers/wait.js';
 

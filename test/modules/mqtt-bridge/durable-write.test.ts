@@ -18,10 +18,11 @@ import { test } from 'node:test';
 import { Bus, scopedBus } from '../../../core/bus.js';
 import { HOST_TOPICS } from '../../../core/host-topics.js';
 import { silentLogger } from '../../../core/log.js';
+import { BRIDGE, type UplinkEvent } from '../../../modules/mqtt-bridge/contract/topics.js';
 import { DurableWriter } from '../../../modules/mqtt-bridge/durable-write.js';
 import { UplinkVerifier } from '../../../modules/mqtt-bridge/verify.js';
 import { buildData, type DataMessage } from '../../../modules/shared/protocol.js';
-import { BRIDGE, type ProjectCredentials, STATUS, type UplinkEvent } from '../../../modules/shared/topics.js';
+import { type ProjectCredentials, STATUS } from '../../../modules/status/contract/topics.js';
 import { scaled, withTimeout } from '../../helpers/wait.js';
 
 const PID = 'durable-p1';

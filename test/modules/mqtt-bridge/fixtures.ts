@@ -4,9 +4,10 @@ import type { Bus, BusMessage } from '../../../core/bus.js';
 import { HubError } from '../../../core/errors.js';
 import type { ModuleProvider } from '../../../core/module.js';
 import { ProviderRegistry } from '../../../core/registry.js';
+import { BRIDGE, type BridgeStateEvent } from '../../../modules/mqtt-bridge/contract/topics.js';
 import { provider } from '../../../modules/mqtt-bridge/index.js';
 import { buildData } from '../../../modules/shared/protocol.js';
-import { BRIDGE, type BridgeStateEvent, STATUS } from '../../../modules/shared/topics.js';
+import { STATUS } from '../../../modules/status/contract/topics.js';
 import { forgetSessions, MOSQUITTO_URL, startTestBroker, type TestBroker } from '../../helpers/mqtt.js';
 import { until } from '../../helpers/wait.js';
 

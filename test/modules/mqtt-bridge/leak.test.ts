@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import { test } from 'node:test';
-import { BRIDGE, type BridgeStats } from '../../../modules/shared/topics.js';
+import { BRIDGE, type BridgeStats } from '../../../modules/mqtt-bridge/contract/topics.js';
 import { startHost } from '../../helpers/host.js';
 import { startTestBroker } from '../../helpers/mqtt.js';
 import { until } from '../../helpers/wait.js';

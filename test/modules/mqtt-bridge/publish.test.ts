@@ -3,13 +3,13 @@ import net from 'node:net';
 import { describe, test } from 'node:test';
 import type { MqttClient } from 'mqtt';
 import type { BusMessage } from '../../../core/bus.js';
-import { commandDownTopic } from '../../../modules/shared/protocol.js';
 import {
   BRIDGE,
   type BridgeStateEvent,
   type BridgeStats,
   type MqttPublishReply,
-} from '../../../modules/shared/topics.js';
+} from '../../../modules/mqtt-bridge/contract/topics.js';
+import { commandDownTopic } from '../../../modules/shared/protocol.js';
 import { startHost } from '../../helpers/host.js';
 import { connectClient, startTestBroker } from '../../helpers/mqtt.js';
 import { deferred, scaled, until, withTimeout } from '../../helpers/wait.js';

@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import type { BusMessage } from '../../../core/bus.js';
+import { BRIDGE, type BridgeStateEvent, type UplinkEvent } from '../../../modules/mqtt-bridge/contract/topics.js';
 import { buildData, TOPIC_MESSAGE_UP } from '../../../modules/shared/protocol.js';
-import { BRIDGE, type BridgeStateEvent, type UplinkEvent } from '../../../modules/shared/topics.js';
 import { startHost } from '../../helpers/host.js';
 import { connectClient, startTestBroker } from '../../helpers/mqtt.js';
 import { until } from '../../helpers/wait.js';

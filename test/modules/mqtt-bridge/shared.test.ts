@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import type { BusMessage } from '../../../core/bus.js';
+import type { UplinkEvent } from '../../../modules/mqtt-bridge/contract/topics.js';
 import { buildData, TOPIC_MESSAGE_UP } from '../../../modules/shared/protocol.js';
-import type { UplinkEvent } from '../../../modules/shared/topics.js';
 import { startHost, type TestHost } from '../../helpers/host.js';
 import { connectClient, MOSQUITTO_URL } from '../../helpers/mqtt.js';
 import { until } from '../../helpers/wait.js';

@@ -2,6 +2,12 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { z } from 'zod';
 import type { ModuleProvider } from '../../../core/module.js';
+import {
+  BRIDGE,
+  type BridgeRejectedEvent,
+  type BridgeStats,
+  type UplinkEvent,
+} from '../../../modules/mqtt-bridge/contract/topics.js';
 import { provider as bridgeProvider } from '../../../modules/mqtt-bridge/index.js';
 import {
   buildCommand,
@@ -10,12 +16,6 @@ import {
   TOPIC_COMMAND_UP,
   TOPIC_MESSAGE_UP,
 } from '../../../modules/shared/protocol.js';
-import {
-  BRIDGE,
-  type BridgeRejectedEvent,
-  type BridgeStats,
-  type UplinkEvent,
-} from '../../../modules/shared/topics.js';
 import { startHost, type TestHost } from '../../helpers/host.js';
 import { connectClient } from '../../helpers/mqtt.js';
 import { deferred, until } from '../../helpers/wait.js';

@@ -16,6 +16,8 @@ import type { ModuleTimers } from '../../../core/module.js';
 import type { Deps } from '../../../modules/command/deps.js';
 import { Uplinks as CommandUplinks } from '../../../modules/command/uplink.js';
 import { AckGate, DEFER_ACK } from '../../../modules/mqtt-bridge/ack-gate.js';
+import { BRIDGE, type UplinkEvent } from '../../../modules/mqtt-bridge/contract/topics.js';
+import { subscribeUplinks, type UplinkHandlers } from '../../../modules/mqtt-bridge/contract/uplink-routes.js';
 import { UplinkHandler } from '../../../modules/mqtt-bridge/uplink.js';
 import { UplinkVerifier } from '../../../modules/mqtt-bridge/verify.js';
 import {
@@ -31,8 +33,7 @@ import {
   uplinkTypesOf,
 } from '../../../modules/shared/protocol.js';
 import { signMessage } from '../../../modules/shared/signing.js';
-import { BRIDGE, type ProjectCredentials, STATUS, type UplinkEvent } from '../../../modules/shared/topics.js';
-import { subscribeUplinks, type UplinkHandlers } from '../../../modules/shared/uplink-routes.js';
+import { type ProjectCredentials, STATUS } from '../../../modules/status/contract/topics.js';
 import { Uplinks as StatusUplinks, type UplinkDeps } from '../../../modules/status/uplinks.js';
 import { uplinkArb } from '../../fuzz/uplink-gen.js';
 import { scaled, until } from '../../helpers/wait.js';

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { messageDownTopic, newMessageId } from '../../../modules/shared/protocol.js';
 import { verifySignature } from '../../../modules/shared/signing.js';
-import { type ProjectView, STATUS } from '../../../modules/shared/topics.js';
+import { type ProjectView, STATUS } from '../../../modules/status/contract/topics.js';
 import { ackPayload, DRIVERS, type Harness, isDown, startStatus } from './harness.js';
 
 for (const driver of DRIVERS) {

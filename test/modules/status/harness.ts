@@ -8,6 +8,7 @@ import { silentLogger } from '../../../core/log.js';
 import type { ModuleProvider } from '../../../core/module.js';
 import { ProviderRegistry } from '../../../core/registry.js';
 import type { DbConfig } from '../../../core/services/db.js';
+import { BRIDGE, type MqttPublishRequest } from '../../../modules/mqtt-bridge/contract/topics.js';
 import {
   buildCommand,
   buildData,
@@ -18,13 +19,7 @@ import {
   TOPIC_COMMAND_UP,
   TOPIC_MESSAGE_UP,
 } from '../../../modules/shared/protocol.js';
-import {
-  BRIDGE,
-  type CreatedProject,
-  type MqttPublishRequest,
-  STATUS,
-  type StatusChangedEvent,
-} from '../../../modules/shared/topics.js';
+import { type CreatedProject, STATUS, type StatusChangedEvent } from '../../../modules/status/contract/topics.js';
 import { provider as statusProvider } from '../../../modules/status/index.js';
 import { preparePgliteTemplate, tempPgliteConfig, withPgSchema } from '../../helpers/db.js';
 import { deferred, scaled, withTimeout } from '../../helpers/wait.js';

@@ -4,6 +4,7 @@ import net from 'node:net';
 import { describe, test } from 'node:test';
 import type { ModuleProvider } from '../../../core/module.js';
 import { provider as brokerProvider } from '../../../modules/broker/index.js';
+import { BRIDGE, type BridgeStats } from '../../../modules/mqtt-bridge/contract/topics.js';
 import { provider as bridgeProvider } from '../../../modules/mqtt-bridge/index.js';
 import {
   buildCommand,
@@ -15,7 +16,7 @@ import {
   TOPIC_MESSAGE_UP,
 } from '../../../modules/shared/protocol.js';
 import { verifySignature } from '../../../modules/shared/signing.js';
-import { BRIDGE, type BridgeStats, type ProjectView, STATUS } from '../../../modules/shared/topics.js';
+import { type ProjectView, STATUS } from '../../../modules/status/contract/topics.js';
 import { connectClient, MOSQUITTO_URL } from '../../helpers/mqtt.js';
 import { until } from '../../helpers/wait.js';
 import { type Driver, RealClock, Recorder, startStatus } from './harness.js';

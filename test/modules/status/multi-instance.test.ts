@@ -15,6 +15,7 @@ import { randomBytes } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import pg from 'pg';
 import type { ModuleProvider } from '../../../core/module.js';
+import { BRIDGE, type BridgeStats } from '../../../modules/mqtt-bridge/contract/topics.js';
 import { provider as bridgeProvider } from '../../../modules/mqtt-bridge/index.js';
 import {
   buildCommand,
@@ -27,13 +28,11 @@ import {
 } from '../../../modules/shared/protocol.js';
 import { verifySignature } from '../../../modules/shared/signing.js';
 import {
-  BRIDGE,
-  type BridgeStats,
   type ProjectCredentials,
   type ProjectView,
   STATUS,
   type StatusChangedEvent,
-} from '../../../modules/shared/topics.js';
+} from '../../../modules/status/contract/topics.js';
 import { presenceChannel } from '../../../modules/status/sync.js';
 import { TEST_DATABASE_URL } from '../../helpers/db.js';
 import { mosquittoAvailable, type PrivateMosquitto, startPrivateMosquitto } from '../../helpers/mosquitto.js';

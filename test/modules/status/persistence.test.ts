@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { type ProjectView, STATUS } from '../../../modules/shared/topics.js';
+import { type ProjectView, STATUS } from '../../../modules/status/contract/topics.js';
 import { DRIVERS, type Harness, isDown, newDb, startStatus, type TestDb } from './harness.js';
 
 for (const driver of DRIVERS) {

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { verifySignature } from '../../../modules/shared/signing.js';
-import { type ProjectView, STATUS } from '../../../modules/shared/topics.js';
+import { type ProjectView, STATUS } from '../../../modules/status/contract/topics.js';
 import { DRIVERS, type Harness, isDown, startStatus } from './harness.js';
 
 const TIMEOUT_MS = 30_000;

@@ -7,7 +7,7 @@ import {
   type ProjectCredentials,
   type ProjectView,
   STATUS,
-} from '../../../modules/shared/topics.js';
+} from '../../../modules/status/contract/topics.js';
 import { ackPayload, DRIVERS, type Harness, isDown, startStatus } from './harness.js';
 
 for (const driver of DRIVERS) {

@@ -11,7 +11,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { builtinProviders } from '../../../modules/index.js';
-import { WEB, type WebInfo } from '../../../modules/shared/topics.js';
+import { WEB, type WebInfo } from '../../../modules/web/contract/topics.js';
 import { preparePgliteTemplate, tempPgliteConfig } from '../../helpers/db.js';
 import { startHost, type TestHost } from '../../helpers/host.js';
 import { freePort } from '../../helpers/process.js';

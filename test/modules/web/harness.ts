@@ -9,26 +9,28 @@ import { z } from 'zod';
 import type { ModuleBus } from '../../../core/bus.js';
 import { HubError } from '../../../core/errors.js';
 import { createRootLogger, type Logger } from '../../../core/log.js';
-import { metricsTopic } from '../../../core/metrics.js';
+import { type MetricFamily, metricsTopic } from '../../../core/metrics.js';
 import type { ModuleProvider } from '../../../core/module.js';
 import { ProviderRegistry } from '../../../core/registry.js';
+import type {
+  CommandDetail,
+  CommandEvent,
+  CommandView,
+  SendCommandRequest,
+} from '../../../modules/command/contract/topics.js';
+import { COMMAND } from '../../../modules/command/contract/topics.js';
+import { StageMetrics } from '../../../modules/command/stage-metrics.js';
+import { BRIDGE, type BridgeStats } from '../../../modules/mqtt-bridge/contract/topics.js';
 import { bridgeMetrics } from '../../../modules/mqtt-bridge/metrics.js';
 import {
-  BRIDGE,
-  type BridgeStats,
-  COMMAND,
-  type CommandDetail,
-  type CommandEvent,
-  type CommandView,
   type CreatedProject,
   type PresenceState,
   type ProjectView,
-  type SendCommandRequest,
   STATUS,
   type StatusChangedEvent,
-  WEB,
-  type WebInfo,
-} from '../../../modules/shared/topics.js';
+} from '../../../modules/status/contract/topics.js';
+import { projectsByState } from '../../../modules/status/metrics.js';
+import { WEB, type WebInfo } from '../../../modules/web/contract/topics.js';
 import { provider as webProvider } from '../../../modules/web/index.js';
 import { startHost, type TestHost } from '../../helpers/host.js';
 import { withTimeout } from '../../helpers/wait.js';
@@ -47,6 +49,8 @@ export class FakeDomain {
   readonly sends: SendCommandRequest[] = [];
   bridge: BridgeStats['state'] = 'connected';
   bus?: ModuleBus;
+  /** The command module's latency series, observed from the events this fake sends as it would. */
+  readonly stages = new StageMetrics();
 
   addProject(id: string, state: PresenceState = 'offline'): ProjectView {
     const p: ProjectView = {
@@ -132,6 +136,7 @@ export class FakeDomain {
   }
 
   emit(ev: CommandEvent): void {
+    this.stages.observe(ev);
     const projectId = ev.kind === 'log' ? ev.project_id : ev.command.project_id;
     const commandId = ev.kind === 'log' ? ev.command_id : ev.command.command_id;
     void this.bus!.publish(COMMAND.event(projectId, commandId), ev);
@@ -214,7 +219,9 @@ function fakeDomainProvider(
       return {
         start() {
           domain.bus = bus;
+          const families: Array<() => MetricFamily[]> = [];
           if (ctx.config.answer_status) {
+            families.push(() => [projectsByState(domain.projects.values(), domain.projects.size)]);
             bus.subscribe(STATUS.create, (b): CreatedProject => {
               const req = (b ?? {}) as { project_id?: string; name?: string };
               const id = req.project_id ?? `p-${randomUUID().slice(0, 8)}`;
@@ -253,6 +260,7 @@ function fakeDomainProvider(
             });
           }
           if (ctx.config.answer_command) {
+            families.push(() => domain.stages.families());
             bus.subscribe(COMMAND.send, (b) => domain.send(b as SendCommandRequest));
             bus.subscribe(COMMAND.get, (b) => command(b));
             bus.subscribe(COMMAND.list, (b) => {
@@ -301,8 +309,10 @@ function fakeDomainProvider(
             });
             bus.subscribe(BRIDGE.stats, stats);
             // the bridge's series on /metrics, as the bridge registers them from these stats
-            bus.subscribe(metricsTopic(ctx.name), () => bridgeMetrics(stats(), []));
+            families.push(() => bridgeMetrics(stats(), []));
           }
+          // the series the modules this one stands in for report, made by their own code
+          bus.subscribe(metricsTopic(ctx.name), () => families.flatMap((f) => f()));
         },
       };
     },

@@ -2,8 +2,8 @@ import assert from 'node:assert/strict';
 import net from 'node:net';
 import { describe, test } from 'node:test';
 import type { HubError } from '../../../core/errors.js';
-import { WEB, type WebInfo } from '../../../modules/shared/topics.js';
 import { webConfigSchema } from '../../../modules/web/config.js';
+import { WEB, type WebInfo } from '../../../modules/web/contract/topics.js';
 import { TEST_DATABASE_URL } from '../../helpers/db.js';
 import { until } from '../../helpers/wait.js';
 import { captureLog, type Json, startWeb, WAIT_MS, WsClient } from './harness.js';
@@ -178,7 +178,7 @@ describe('health, readiness, metrics, OpenAPI, dashboard files', () => {
     }
   });
 
-  test('presence counts come from the status module’s list, then from the events', async () => {
+  test('presence counts are the status module’s (metrics/{name}), shown again after a web restart', async () => {
     const w = await startWeb();
     try {
       // projects that existed before the web module started
@@ -187,7 +187,7 @@ describe('health, readiness, metrics, OpenAPI, dashboard files', () => {
       await w.h.host.restartModule('web');
       const info = await w.h.host.bus.request<WebInfo>(WEB.info('web'), {});
       const metrics = () => fetch(`${info.url}/metrics`).then((r) => r.text());
-      // the list is read in the background once the module is up
+      // the status module's own series (test/modules/status/metrics.test.ts), read at scrape time
       await until(
         async () => /hub_projects\{state="offline"\} 1/.test(await metrics()),
         WAIT_MS,

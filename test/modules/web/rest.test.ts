@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import { HOST_TOPICS } from '../../../core/host-topics.js';
-import { WEB, type WebInfo } from '../../../modules/shared/topics.js';
+import { WEB, type WebInfo } from '../../../modules/web/contract/topics.js';
 import { scaled, until } from '../../helpers/wait.js';
 import { startWeb, WAIT_MS, type WebHarness } from './harness.js';
 

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import { HOST_TOPICS } from '../../../core/host-topics.js';
-import { STATUS } from '../../../modules/shared/topics.js';
+import { STATUS } from '../../../modules/status/contract/topics.js';
 import { until } from '../../helpers/wait.js';
 import { type Json, startWeb, WAIT_MS, type WebHarness, WsClient } from './harness.js';
 

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
-import type { ModuleBus } from '../../core/bus.js';
-import { errorCode } from '../../core/errors.js';
+import type { ModuleBus } from '../../../core/bus.js';
+import { errorCode } from '../../../core/errors.js';
 import {
   COMMAND,
   type CommandDetail,
@@ -8,7 +8,7 @@ import {
   type CommandStatus,
   type SendCommandRequest,
   type SentCommand,
-} from './topics.js';
+} from '../../command/contract/topics.js';
 
 const FINAL: ReadonlySet<CommandStatus> = new Set(['completed', 'failed', 'timeout', 'cancelled']);
 

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { EventFeed } from '../../../modules/shared/event-feed.js';
+import { EventFeed } from '../../../../modules/shared/interface-kit/event-feed.js';
 
 const ev = (project_id: string) => ({ type: 'project.status' as const, project_id, at: 0, data: {} });
 
@@ -30,7 +30,11 @@ describe('EventFeed replay buffer', () => {
 
 describe('EventFeed command watchers', () => {
   const view = (project_id: string, command_id: string) =>
-    ({ project_id, command_id, status: 'sent' }) as unknown as import('../../../modules/shared/topics.js').CommandView;
+    ({
+      project_id,
+      command_id,
+      status: 'sent',
+    }) as unknown as import('../../../../modules/command/contract/topics.js').CommandView;
 
   test('a command is matched on (project, command): a log naming another project reaches no watcher of it', () => {
     const feed = new EventFeed();

@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
-import type { ModuleBus } from '../../core/bus.js';
-import { COMMAND, type CommandEvent, STATUS, type StatusChangedEvent } from './topics.js';
+import type { ModuleBus } from '../../../core/bus.js';
+import { COMMAND, type CommandEvent } from '../../command/contract/topics.js';
+import { STATUS, type StatusChangedEvent } from '../../status/contract/topics.js';
 
 /** What live clients (WebSocket, gRPC WatchEvents) receive, one object per event. */
 export interface FeedEvent {

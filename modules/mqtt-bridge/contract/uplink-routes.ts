@@ -1,14 +1,15 @@
 /**
- * How an owner module takes its uplinks from the bridge: one handler per type it owns in the
- * uplink table (shared/protocol/uplinks.ts), subscribed here to the bus topic the bridge hands
- * that type over on (`hub/uplink/+/{kind}/{type}`). The handler map is checked by the compiler
+ * The bridge's hand-over of uplinks, consumer side (in the bridge's contract because the topics
+ * are the bridge's): how an owner module (status, command) takes its uplinks from the bridge.
+ * One handler per type it owns in the uplink table (shared/protocol/uplinks.ts), subscribed
+ * here to the bus topic the bridge hands that type over on (`hub/uplink/+/{kind}/{type}`). The handler map is checked by the compiler
  * against the table (`satisfies UplinkHandlers<'status'>`): a type added to the table without
  * its owner's handler does not build.
  *
  * @example
  *   subscribeUplinks(ctx.bus, 'command', uplinks.handlers, { options: { concurrency: 64 } });
  */
-import type { ModuleBus, SubscribeOptions } from '../../core/bus.js';
+import type { ModuleBus, SubscribeOptions } from '../../../core/bus.js';
 import {
   type CommandMessage,
   type DataMessage,
@@ -19,7 +20,7 @@ import {
   type UplinkType,
   type UplinkTypeOf,
   uplinkTypesOf,
-} from './protocol.js';
+} from '../../shared/protocol.js';
 import { BRIDGE, type UplinkEvent } from './topics.js';
 
 /** The message of one uplink type, payload parsed. */

@@ -1,0 +1,91 @@
+/**
+ * The command latencies and final statuses on /metrics (core/metrics.ts), observed from the
+ * events this instance's command module sends: queue (created→sent), delivery (sent→acked),
+ * execution (the agent's own duration) and total (created→final), each once per command however
+ * often its state goes out. Another instance's commands (`remote` events) are that instance's to
+ * report.
+ */
+import { counter, countsBy, Histogram, histogram, type MetricFamily } from '../../core/metrics.js';
+import type { CommandEvent, CommandView } from './contract/topics.js';
+
+const FINAL = new Set(['completed', 'failed', 'timeout', 'cancelled']);
+const STAGE_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900, 3600];
+/** Commands whose stages were observed, so a repeated event is not counted twice (oldest forgotten first). */
+const SEEN_MAX = 50_000;
+
+const Q = 1; // queue observed
+const D = 2; // delivery
+const E = 4; // execution
+const T = 8; // total + final status
+
+const ms = (iso: string | null) => (iso ? Date.parse(iso) : Number.NaN);
+
+export class StageMetrics {
+  private readonly stage = new Histogram(STAGE_BUCKETS);
+  private readonly finals: Record<string, number> = {};
+  private readonly seen = new Map<string, number>();
+
+  /** Every state or result event the module sends, before it goes out. */
+  observe(ev: CommandEvent): void {
+    if (!ev || ev.kind === 'log' || ev.remote) return;
+    const c = ev.command;
+    if (!c?.command_id) return;
+    let mask = this.seen.get(c.command_id) ?? 0;
+    const before = mask;
+    if (ev.kind === 'result') {
+      if (!(mask & E) && Number.isFinite(ev.result.duration) && ev.result.duration >= 0) {
+        this.stage.observe({ stage: 'execution' }, ev.result.duration / 1000);
+        mask |= E;
+      }
+    } else {
+      mask = this.observeState(c, mask);
+    }
+    if (mask === before) return;
+    if (FINAL.has(c.status)) {
+      // the command is done: forget it once its last stage is in
+      if (mask & E || c.status !== 'completed') this.seen.delete(c.command_id);
+      else this.remember(c.command_id, mask);
+    } else this.remember(c.command_id, mask);
+  }
+
+  families(): MetricFamily[] {
+    return [
+      histogram(
+        'hub_command_stage_seconds',
+        'Command latency by stage: queue (created→sent), delivery (sent→acked), execution (agent), total (created→final)',
+        this.stage,
+        ['stage'],
+      ),
+      counter('hub_commands_final_total', 'Commands that reached a final status', countsBy('status', this.finals), [
+        'status',
+      ]),
+    ];
+  }
+
+  private observeState(c: CommandView, mask: number): number {
+    const created = ms(c.created_at);
+    const sent = ms(c.sent_at);
+    const acked = ms(c.acked_at);
+    if (!(mask & Q) && sent >= created) {
+      this.stage.observe({ stage: 'queue' }, (sent - created) / 1000);
+      mask |= Q;
+    }
+    if (!(mask & D) && acked >= sent) {
+      this.stage.observe({ stage: 'delivery' }, (acked - sent) / 1000);
+      mask |= D;
+    }
+    if (!(mask & T) && FINAL.has(c.status)) {
+      this.finals[c.status] = (this.finals[c.status] ?? 0) + 1;
+      const done = ms(c.completed_at);
+      if (done >= created) this.stage.observe({ stage: 'total' }, (done - created) / 1000);
+      mask |= T;
+    }
+    return mask;
+  }
+
+  private remember(id: string, mask: number): void {
+    this.seen.delete(id);
+    this.seen.set(id, mask);
+    if (this.seen.size > SEEN_MAX) this.seen.delete(this.seen.keys().next().value as string);
+  }
+}
