@@ -123,6 +123,16 @@ describe('dashboard over the real hub and a real agent', () => {
 
       // times carry the date and a zone; the heartbeat moves on without a reload (every 5 s)
       const heartbeat = 'tr[data-project="plant-berlin"] td.heartbeat';
+      // and it is in view: the projects table fits its panel at a laptop's width (its dated time
+      // cells once pushed the heartbeat column past the panel's edge)
+      const fits = await page.evaluate(() => {
+        const table = document.getElementById('projects')!;
+        const panel = table.closest('.panel')!;
+        const cell = document.querySelector('tr[data-project="plant-berlin"] td.heartbeat')!;
+        const right = panel.getBoundingClientRect().right;
+        return { table: table.getBoundingClientRect().right <= right, cell: cell.getBoundingClientRect().right <= right };
+      });
+      assert.deepEqual(fits, { table: true, cell: true });
       assert.match((await page.textContent(heartbeat)) ?? '', /^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2} \S+/);
       const firstBeat = (await page.getAttribute(heartbeat, 'data-ts')) ?? '';
       assert.ok(firstBeat !== '', 'a heartbeat is shown');
