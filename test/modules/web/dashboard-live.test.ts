@@ -130,7 +130,10 @@ describe('dashboard over the real hub and a real agent', () => {
         const panel = table.closest('.panel')!;
         const cell = document.querySelector('tr[data-project="plant-berlin"] td.heartbeat')!;
         const right = panel.getBoundingClientRect().right;
-        return { table: table.getBoundingClientRect().right <= right, cell: cell.getBoundingClientRect().right <= right };
+        return {
+          table: table.getBoundingClientRect().right <= right,
+          cell: cell.getBoundingClientRect().right <= right,
+        };
       });
       assert.deepEqual(fits, { table: true, cell: true });
       assert.match((await page.textContent(heartbeat)) ?? '', /^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2} \S+/);
