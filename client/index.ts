@@ -16,6 +16,7 @@
  *     if (err instanceof HubApiError && err.code === 'CMD_ERR_UNKNOWN_PROJECT') console.log('no such project');
  *   }
  */
+import type { DeadEvent, OutboxEnvelope } from '../core/services/outbox/contract.js';
 import type {
   CommandDetail,
   CommandStatus,
@@ -33,6 +34,7 @@ export type {
   OfflinePolicy,
 } from '../modules/command/contract/topics.js';
 export type { CreatedProject, PresenceState, ProjectView } from '../modules/status/contract/topics.js';
+export type { DeadEvent, OutboxEnvelope };
 
 export const API_BASE = '/api/exchange-hub';
 
@@ -103,6 +105,12 @@ export interface ModuleInfo {
   last_error: string | null;
   mailbox: { queued: number; handled: number; dropped: number; [k: string]: unknown } | null;
   [k: string]: unknown;
+}
+
+/** What a dead event's replay put back: the routes it is pending on again. */
+export interface ReplayedEvent {
+  event_id: string;
+  routes: string[];
 }
 
 export interface Readiness {
@@ -247,6 +255,24 @@ export class HubClient {
     return (await this.call<CreatedProject>('POST', `/projects/${enc(projectId)}/rotate`, { body: opts })).body;
   }
 
+  // ─── the outbox ───────────────────────────────────────────────────────────────────────────
+
+  /** Domain events every attempt of a route failed for, oldest first (all routes, or `route`). */
+  listDeadOutboxEvents(filter: { route?: string; limit?: number; offset?: number } = {}): Promise<Page<DeadEvent>> {
+    const q = new URLSearchParams(paging(filter).slice(1));
+    if (filter.route !== undefined) q.set('route', filter.route);
+    const qs = q.toString();
+    return this.get(`/outbox/dead${qs ? `?${qs}` : ''}`);
+  }
+
+  /**
+   * Puts a dead event back to pending with fresh attempts, on `route` or on every route it died
+   * on; consumers dedupe on its `event_id`. 404 `OUTBOX_ERR_NOT_FOUND` when there is none.
+   */
+  async replayDeadOutboxEvent(eventId: string, opts: { route?: string } = {}): Promise<ReplayedEvent> {
+    return (await this.call<ReplayedEvent>('POST', `/outbox/dead/${enc(eventId)}/replay`, { body: opts })).body;
+  }
+
   // ─── the host ─────────────────────────────────────────────────────────────────────────────
 
   listModules(): Promise<{ items: ModuleInfo[] }> {
@@ -255,6 +281,11 @@ export class HubClient {
 
   async restartModule(name: string): Promise<unknown> {
     return (await this.call('POST', `/modules/${enc(name)}/restart`, { body: {} })).body;
+  }
+
+  /** `/healthz`: the process answers (rejects with `CLIENT_ERR_UNREACHABLE` when it does not). */
+  health(): Promise<{ ok: true }> {
+    return this.get<{ ok: true }>('/healthz', { root: true });
   }
 
   /** `/readyz`: resolves with the checks whether ready (200) or not (503). */
@@ -269,8 +300,8 @@ export class HubClient {
 
   // ─── transport ────────────────────────────────────────────────────────────────────────────
 
-  private async get<T>(path: string): Promise<T> {
-    return (await this.call<T>('GET', path)).body;
+  private async get<T>(path: string, o: { root?: boolean } = {}): Promise<T> {
+    return (await this.call<T>('GET', path, o)).body;
   }
 
   private async call<T>(

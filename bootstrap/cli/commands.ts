@@ -106,18 +106,19 @@ async function allPages<T>(
   query: URLSearchParams,
   pageSize: number,
   max = Number.POSITIVE_INFINITY,
+  start = 0,
 ): Promise<{ items: T[]; total: number }> {
   const items: T[] = [];
   let total = 0;
   do {
     const page = new URLSearchParams(query);
     page.set('limit', String(Math.min(pageSize, max - items.length)));
-    page.set('offset', String(items.length));
+    page.set('offset', String(start + items.length));
     const r = await ctx.client().call<{ items: T[]; total: number }>('GET', `${API}${path}?${page}`);
     items.push(...r.body.items);
     total = r.body.total;
     if (r.body.items.length === 0) break;
-  } while (items.length < Math.min(max, total));
+  } while (items.length < Math.min(max, total - start));
   return { items, total };
 }
 
@@ -129,6 +130,15 @@ function printJson(ctx: CliContext, v: unknown): void {
 function show(ctx: CliContext, body: unknown, human: () => string): void {
   if (ctx.json) printJson(ctx, body);
   else ctx.out(human());
+}
+
+/** `--offset`: how many to skip, 0 or more. */
+function nonNegativeInt(name: string, v: string | undefined, path: readonly string[]): number | undefined {
+  if (v === undefined) return undefined;
+  if (!/^\d+$/.test(v) || !Number.isSafeInteger(Number(v))) {
+    throw new UsageError(`--${name}: expected a whole number, 0 or more, got "${v}"`, path);
+  }
+  return Number(v);
 }
 
 function positiveInt(name: string, v: string | undefined, path: readonly string[]): number | undefined {
@@ -529,10 +539,11 @@ export const COMMANDS: Spec[] = [
   },
   {
     path: ['commands'],
-    args: '[--project P] [--status S,...] [--type T] [--since T] [--until T] [--limit N]',
+    args: '[--project P] [--status S,...] [--type T] [--since T] [--until T] [--limit N] [--offset N]',
     summary: 'Commands, newest first, with filters',
     details: [
-      'GET /api/exchange-hub/commands, every page up to --limit (default 50).',
+      'GET /api/exchange-hub/commands, every page up to --limit (default 50), after skipping --offset',
+      '(default 0): `--limit 50 --offset 50` is the second page of fifty.',
       '--status takes one status or a comma list: pending, sent, acked, completed, failed, timeout, cancelled.',
       '--since and --until take an ISO time, ms since the epoch, or a duration back from now',
       '(90s, 10m, 2h, 1d: `--since 1h` is the last hour); --since is inclusive, --until exclusive,',
@@ -545,6 +556,7 @@ export const COMMANDS: Spec[] = [
       since: { type: 'string', value: 'T', description: 'created at or after T' },
       until: { type: 'string', value: 'T', description: 'created before T' },
       limit: { type: 'string', value: 'N', description: 'at most N commands (default 50)' },
+      offset: { type: 'string', value: 'N', description: 'skip the N newest that match (default 0)' },
     },
     positionals: { min: 0, max: 0 },
     json: true,
@@ -552,10 +564,12 @@ export const COMMANDS: Spec[] = [
       'gmq-hub commands',
       'gmq-hub commands --project plant-7 --status failed,timeout --since 1h',
       'gmq-hub commands --since 2026-03-01T00:00:00Z --until 2026-03-02T00:00:00Z --limit 500 --json',
+      'gmq-hub commands --project plant-7 --limit 50 --offset 50',
     ],
     async run({ values }, ctx) {
       const path = ['commands'];
       const limit = positiveInt('limit', values.limit as string | undefined, path) ?? 50;
+      const offset = nonNegativeInt('offset', values.offset as string | undefined, path) ?? 0;
       const status = values.status as string | undefined;
       if (status !== undefined) {
         const bad = status.split(',').filter((x) => !(COMMAND_STATUSES as readonly string[]).includes(x));
@@ -571,13 +585,17 @@ export const COMMANDS: Spec[] = [
         const v = values[k] as string | undefined;
         if (v !== undefined) q.set(k, pastInstant(k, v, Date.now(), path));
       }
-      const { items, total } = await allPages<CommandDetail>(ctx, '/commands', q, 500, limit);
+      const { items, total } = await allPages<CommandDetail>(ctx, '/commands', q, 500, limit, offset);
       if (ctx.json) {
-        printJson(ctx, { items, total });
+        printJson(ctx, { items, total, offset });
         return 0;
       }
       if (items.length === 0) {
-        ctx.err('gmq-hub: no commands match');
+        ctx.err(
+          offset > 0 && total > 0
+            ? `gmq-hub: ${total} match, none after --offset ${offset}`
+            : 'gmq-hub: no commands match',
+        );
         return 0;
       }
       ctx.out(
@@ -594,7 +612,11 @@ export const COMMANDS: Spec[] = [
           ]),
         ),
       );
-      if (total > items.length) ctx.err(`gmq-hub: ${items.length} of ${total} shown (--limit N for more)`);
+      if (total > items.length) {
+        const range = offset > 0 ? `${offset + 1}–${offset + items.length}` : `${items.length}`;
+        const next = offset + items.length < total ? ` (--offset ${offset + items.length} for the next)` : '';
+        ctx.err(`gmq-hub: ${range} of ${total} shown${next}`);
+      }
       return 0;
     },
   },

@@ -114,20 +114,23 @@ function ago(iso) {
   return `${Math.round(s / 3600)} h ago`;
 }
 
-/** A table cell for a moment: full time, its UTC instant as the title, and a ticking "… ago". */
+/**
+ * A table cell for a moment: full time, its UTC instant as the title, and a ticking "… ago" on a
+ * line of its own (side by side, two dated columns pushed the projects table past its panel).
+ */
 function timeCell(iso, cls = '') {
   return el(
     'td',
     { class: `time ${cls}`.trim(), title: iso ?? '', 'data-ts': iso ?? '' },
     time(iso),
-    iso ? el('span', { class: 'ago muted' }, ` · ${ago(iso)}`) : '',
+    iso ? el('span', { class: 'ago muted' }, ago(iso)) : '',
   );
 }
 
 function tickAges() {
   for (const cell of document.querySelectorAll('td.time[data-ts]')) {
     const span = cell.querySelector('.ago');
-    if (span && cell.dataset.ts) span.textContent = ` · ${ago(cell.dataset.ts)}`;
+    if (span && cell.dataset.ts) span.textContent = ago(cell.dataset.ts);
   }
 }
 

@@ -161,6 +161,7 @@ describe('gmq-hub CLI against a real hub (PGlite, aedes, a real agent)', () => {
       [['commands', '--status', 'done'], /--status: unknown status "done"/],
       [['commands', '--since', 'yesterday'], /--since: expected an ISO time/],
       [['commands', '--limit', '0'], /--limit: expected a positive whole number/],
+      [['commands', '--offset', 'ten'], /--offset: expected a whole number, 0 or more/],
     ];
     await eachLimited(cases, async ([args, message]) => {
       const r = await cli(args);
@@ -374,7 +375,24 @@ describe('gmq-hub CLI against a real hub (PGlite, aedes, a real agent)', () => {
     assert.match(header, /^CREATED +COMMAND ID +PROJECT +TYPE +STATUS +TOTAL +ERROR$/);
     assert.ok(row.includes(all.items[0].command_id), row);
     assert.deepEqual(rest, []);
-    assert.match(one.stderr, new RegExp(`1 of ${all.total} shown`));
+    assert.match(one.stderr, new RegExp(`1 of ${all.total} shown \\(--offset 1 for the next\\)`));
+
+    // paging: --offset skips the newest, in the table and in --json
+    const page2 = await json(['commands', '--limit', '2', '--offset', '1']);
+    assert.deepEqual(
+      page2.items.map((c: Json) => c.command_id),
+      all.items.slice(1, 3).map((c: Json) => c.command_id),
+    );
+    assert.equal(page2.total, all.total);
+    assert.equal(page2.offset, 1);
+    const second = await cli(['commands', '--limit', '1', '--offset', '1']);
+    assert.equal(second.code, 0, second.stderr);
+    assert.ok(second.stdout.split('\n')[1].includes(all.items[1].command_id), second.stdout);
+    assert.match(second.stderr, new RegExp(`2–2 of ${all.total} shown \\(--offset 2 for the next\\)`));
+    const past = await cli(['commands', '--offset', String(all.total)]);
+    assert.equal(past.code, 0, past.stderr);
+    assert.equal(past.stdout, '');
+    assert.match(past.stderr, new RegExp(`^gmq-hub: ${all.total} match, none after --offset ${all.total}$`, 'm'));
 
     // the hub's refusal is exit 1 with its code, as for every command
     const bad = await cli(['commands', '--project', 'no/such']);

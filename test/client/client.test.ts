@@ -3,11 +3,19 @@
  * real agent process: provisioning, a sync command answered by the agent, an async send followed
  * by id, the list with filters, idempotent replays, and the hub's refusals as HubApiError with
  * their stable codes. It is imported the way a user imports it: through package.json `exports`.
+ * Also: every operation of the hub's /openapi.json has a client method, and the README's example
+ * typechecks with tsc as a user's project would and runs against the hub.
  */
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { promisify } from 'node:util';
 import * as direct from '../../client/index.js';
 import { type Agent, Hub, T } from '../e2e/harness.js';
+import { REPO_ROOT } from '../helpers/process.js';
 import { scaled, until } from '../helpers/wait.js';
 
 // The package's own name resolves through its `exports` map (Node's self-reference), to the very
@@ -19,6 +27,8 @@ const { HubApiError, HubClient } = viaExports;
 describe('gmq-hub/client against a real hub', () => {
   let hub: Hub;
   let agent: Agent | undefined;
+  const agents: Agent[] = [];
+  const dirs: string[] = [];
 
   before(async () => {
     hub = await Hub.create('embedded');
@@ -27,7 +37,9 @@ describe('gmq-hub/client against a real hub', () => {
 
   after(async () => {
     await agent?.dispose();
+    for (const a of agents) await a.dispose();
     await hub?.dispose();
+    for (const d of dirs) fs.rmSync(d, { recursive: true, force: true });
   });
 
   test('is what package.json exports as gmq-hub/client', () => {
@@ -91,6 +103,15 @@ describe('gmq-hub/client against a real hub', () => {
     assert.ok((await client.listProjects()).items.some((p) => p.project_id === 'client-plant'));
     assert.ok((await client.listModules()).items.some((m) => m.name === 'command' && m.state === 'running'));
     assert.equal((await client.ready()).ready, true);
+    assert.deepEqual(await client.health(), { ok: true });
+    // the outbox's dead events: none on this hub, and a replay of an unknown one is its 404
+    const dead = await client.listDeadOutboxEvents({ limit: 10 });
+    assert.deepEqual(dead.items, []);
+    assert.equal(dead.total, 0);
+    await assert.rejects(
+      client.replayDeadOutboxEvent('00000000-0000-4000-8000-000000000000'),
+      (err: unknown) => err instanceof HubApiError && err.code === 'OUTBOX_ERR_NOT_FOUND' && err.status === 404,
+    );
 
     // refusals carry the hub's code, status and field
     await assert.rejects(
@@ -111,5 +132,123 @@ describe('gmq-hub/client against a real hub', () => {
       nowhere.listModules(),
       (err: unknown) => err instanceof HubApiError && err.code === 'CLIENT_ERR_UNREACHABLE' && err.status === 0,
     );
+  });
+
+  test('every operation of /openapi.json has a client method', async () => {
+    const doc = (await (await fetch(`${hub.base}/openapi.json`)).json()) as { paths: Record<string, object> };
+    const documented = new Set<string>();
+    for (const [p, item] of Object.entries(doc.paths)) {
+      for (const m of Object.keys(item))
+        if (['get', 'post', 'put', 'patch', 'delete'].includes(m)) documented.add(`${m.toUpperCase()} ${p}`);
+    }
+    // not JSON request/answer operations: the Prometheus text, the document itself, and the
+    // WebSocket event feed (README "WebSocket"; Node 20 has no WebSocket of its own to build on)
+    const notForTheClient = new Set(['GET /metrics', 'GET /openapi.json', 'GET /api/exchange-hub/ws']);
+
+    // each method once, through a fetch that records what it asks and answers like the hub would
+    const asked: string[] = [];
+    const recording = new HubClient({
+      url: 'http://hub.invalid',
+      fetch: async (input, init) => {
+        asked.push(`${init?.method ?? 'GET'} ${new URL(String(input)).pathname}`);
+        return new Response(JSON.stringify({ items: [], total: 0, ready: true, checks: {}, ok: true }), {
+          status: 200,
+        });
+      },
+    });
+    const calls: Record<string, (c: InstanceType<typeof HubClient>) => Promise<unknown>> = {
+      send: (c) => c.send({ project_id: 'p', command_type: 'echo' }),
+      sendWithReplay: (c) => c.sendWithReplay({ project_id: 'p', command_type: 'echo' }),
+      sendSync: (c) => c.sendSync({ project_id: 'p', command_type: 'echo' }),
+      getCommand: (c) => c.getCommand('c1'),
+      cancelCommand: (c) => c.cancelCommand('c1'),
+      listCommands: (c) => c.listCommands(),
+      listDeadCommands: (c) => c.listDeadCommands(),
+      replayDeadCommand: (c) => c.replayDeadCommand('c1'),
+      createProject: (c) => c.createProject(),
+      getProjectStatus: (c) => c.getProjectStatus('p'),
+      listOnlineProjects: (c) => c.listOnlineProjects(),
+      listProjects: (c) => c.listProjects(),
+      disableProject: (c) => c.disableProject('p'),
+      enableProject: (c) => c.enableProject('p'),
+      rotateProjectSecret: (c) => c.rotateProjectSecret('p'),
+      listDeadOutboxEvents: (c) => c.listDeadOutboxEvents(),
+      replayDeadOutboxEvent: (c) => c.replayDeadOutboxEvent('e1'),
+      listModules: (c) => c.listModules(),
+      restartModule: (c) => c.restartModule('m'),
+      health: (c) => c.health(),
+      ready: (c) => c.ready(),
+    };
+    // the table is every public method: a method added without a line here fails
+    const methods = Object.getOwnPropertyNames(HubClient.prototype).filter(
+      (n) => n !== 'constructor' && !['get', 'call'].includes(n),
+    );
+    assert.deepEqual(methods.sort(), Object.keys(calls).sort());
+    for (const call of Object.values(calls)) await call(recording);
+
+    const templates = [...documented].map((op) => {
+      const [method, p] = op.split(' ');
+      return { op, re: new RegExp(`^${method} ${p.replace(/\{[^}]+\}/g, '[^/]+')}$`) };
+    });
+    const covered = new Set(asked.map((a) => templates.find((t) => t.re.test(a))?.op ?? `undocumented: ${a}`));
+    assert.deepEqual(
+      [...documented].filter((op) => !covered.has(op) && !notForTheClient.has(op)),
+      [],
+      'operations without a client method',
+    );
+    assert.deepEqual(
+      [...covered].filter((op) => op.startsWith('undocumented')),
+      [],
+      'client calls the document does not have',
+    );
+  });
+
+  test("the README's example typechecks as a user's project and runs against the hub", async () => {
+    const readme = fs.readFileSync(path.join(REPO_ROOT, 'README.md'), 'utf8');
+    const block = /### TypeScript client[\s\S]*?```ts\n([\s\S]*?)```/.exec(readme)?.[1];
+    assert.ok(block, 'README "TypeScript client" has a ts block');
+    assert.ok(block.includes("'http://127.0.0.1:8080'"), 'the example names the default address');
+    const source = block.replace("'http://127.0.0.1:8080'", JSON.stringify(hub.base));
+
+    // a user's project: gmq-hub installed under node_modules, its own tsconfig, ESM
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'gmq-client-example-'));
+    dirs.push(dir);
+    fs.mkdirSync(path.join(dir, 'node_modules'));
+    fs.symlinkSync(REPO_ROOT, path.join(dir, 'node_modules', 'gmq-hub'));
+    fs.symlinkSync(path.join(REPO_ROOT, 'node_modules', '@types'), path.join(dir, 'node_modules', '@types'));
+    fs.writeFileSync(path.join(dir, 'package.json'), JSON.stringify({ type: 'module', private: true }));
+    fs.writeFileSync(
+      path.join(dir, 'tsconfig.json'),
+      JSON.stringify({
+        compilerOptions: { target: 'ES2022', module: 'NodeNext', strict: true, outDir: 'out', types: ['node'] },
+        files: ['example.ts'],
+      }),
+    );
+    fs.writeFileSync(path.join(dir, 'example.ts'), source);
+    const run = promisify(execFile);
+    const tsc = path.join(REPO_ROOT, 'node_modules', 'typescript', 'bin', 'tsc');
+    await run(process.execPath, [tsc, '-p', dir], { cwd: dir }).catch((err: { stdout?: string }) => {
+      assert.fail(`tsc refused the README example:\n${err.stdout}`);
+    });
+
+    // the project it talks to, online with an agent
+    const created = await new HubClient({ url: hub.base }).createProject({ project_id: 'plant-7' });
+    const a = hub.newAgent(created);
+    agents.push(a);
+    await a.start();
+    await until(
+      async () => (await new HubClient({ url: hub.base }).getProjectStatus('plant-7')).state === 'online',
+      T,
+      'plant-7 online',
+    );
+    const { stdout } = await run(process.execPath, [path.join(dir, 'out', 'example.js')], {
+      cwd: dir,
+      timeout: scaled(T),
+      env: { ...process.env, HUB_API_TOKEN: '' },
+    });
+    const lines = stdout.trimEnd().split('\n');
+    assert.match(lines[0], /^completed \{"hi":1\} \d+$/, stdout);
+    assert.equal(lines[1], 'no such project', stdout);
+    assert.equal(lines.length, 2, stdout);
   });
 });

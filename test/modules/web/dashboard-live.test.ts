@@ -3,7 +3,10 @@
  * authenticated by the status module), mqtt-bridge, status and command on PGlite, and a real
  * agent module. Everything the page shows comes from the hub's own REST answers and live events:
  * a project provisioned through the form, its agent coming online, a command sent through the
- * form and answered by the agent. UPDATE_SCREENSHOT=1 refreshes docs/dashboard.png (the README's).
+ * form and answered by the agent; then issue 15's dashboard frictions on the real REST answers:
+ * the result still shown after a reload, the heartbeat moving without one, a command queued for
+ * an offline project marked queued, times with date and zone, no request answered 4xx/5xx
+ * (favicon included). UPDATE_SCREENSHOT=1 refreshes docs/dashboard.png (the README's).
  */
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -61,7 +64,11 @@ describe('dashboard over the real hub and a real agent', () => {
     try {
       const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
       const errors: string[] = [];
+      const failedRequests: string[] = [];
       page.on('pageerror', (e) => errors.push(e.message));
+      page.on('response', (r) => {
+        if (r.status() >= 400) failedRequests.push(`${r.status()} ${r.url()}`);
+      });
       await page.goto(`${base}/`);
       await page.waitForSelector('#live:text("live")', { timeout: scaled(WAIT) });
 
@@ -108,9 +115,62 @@ describe('dashboard over the real hub and a real agent', () => {
       assert.equal(stored.status, 'completed');
       assert.equal(typeof stored.timings.total_ms, 'number');
 
+      // a reload reads the finished command's result from REST, not from a live event
+      const output = `tr[data-command="${result.command_id}"] .output`;
+      await page.reload();
+      await page.waitForSelector('#live:text("live")', { timeout: scaled(WAIT) });
+      await page.waitForSelector(`${output}:has-text("hello from the dashboard")`, { timeout: scaled(WAIT) });
+
+      // times carry the date and a zone; the heartbeat moves on without a reload (every 5 s)
+      const heartbeat = 'tr[data-project="plant-berlin"] td.heartbeat';
+      // and it is in view: the projects table fits its panel at a laptop's width (its dated time
+      // cells once pushed the heartbeat column past the panel's edge)
+      const fits = await page.evaluate(() => {
+        const table = document.getElementById('projects')!;
+        const panel = table.closest('.panel')!;
+        const cell = document.querySelector('tr[data-project="plant-berlin"] td.heartbeat')!;
+        const right = panel.getBoundingClientRect().right;
+        return {
+          table: table.getBoundingClientRect().right <= right,
+          cell: cell.getBoundingClientRect().right <= right,
+        };
+      });
+      assert.deepEqual(fits, { table: true, cell: true });
+      assert.match((await page.textContent(heartbeat)) ?? '', /^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2} \S+/);
+      const firstBeat = (await page.getAttribute(heartbeat, 'data-ts')) ?? '';
+      assert.ok(firstBeat !== '', 'a heartbeat is shown');
+      await page.waitForFunction(
+        ([sel, before]) => {
+          const ts = document.querySelector(sel)?.getAttribute('data-ts') ?? '';
+          return ts !== '' && Date.parse(ts) > Date.parse(before);
+        },
+        [heartbeat, firstBeat] as const,
+        { timeout: scaled(WAIT) },
+      );
+
+      // a command queued for an offline project is marked queued, not pending
+      const lyon = await fetch(`${base}/api/exchange-hub/projects`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ project_id: 'plant-lyon' }),
+      });
+      assert.equal(lyon.status, 201);
+      const queuedRes = await fetch(`${base}/api/exchange-hub/command/send`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ project_id: 'plant-lyon', command_type: 'echo', offline_policy: 'queue' }),
+      });
+      assert.equal(queuedRes.status, 202);
+      const queued = (await queuedRes.json()) as { command_id: string };
+      const queuedRow = `tr.queued[data-command="${queued.command_id}"] .badge-queued:text("queued")`;
+      await page.waitForSelector(queuedRow, { timeout: scaled(WAIT) });
+      await page.reload();
+      await page.waitForSelector(queuedRow, { timeout: scaled(WAIT) });
+
       const shot = screenshotPath('dashboard');
       fs.mkdirSync(path.dirname(shot), { recursive: true });
       await page.screenshot({ path: shot, fullPage: true });
+      assert.deepEqual(failedRequests, []);
       assert.deepEqual(errors, []);
     } finally {
       await browser.close();
