@@ -172,7 +172,7 @@ export type PresenceState = 'offline' | 'connecting' | 'verifying' | 'online' | 
 export const STATUS = {
   /** request CreateProjectRequest → CreatedProject (the secret is shown this once) */
   create: 'status/project/create',
-  /** request { include_disabled?: boolean, limit?, offset? } → { items: ProjectView[], total } */
+  /** request { include_disabled?: boolean, metadata?: {key: value}, limit?, offset? } → { items: ProjectView[], total } (metadata: containment match) */
   list: 'status/project/list',
   /** request { project_id } → ProjectView (STATUS_ERR_NOT_FOUND) */
   get: 'status/project/get',
@@ -313,6 +313,8 @@ export interface SendCommandRequest {
    * send made; another request → CMD_ERR_IDEMPOTENCY_MISMATCH. 1-255 printable ASCII characters.
    */
   idempotency_key?: string;
+  /** The job sending it (the jobs module sets it; no REST field). */
+  job_id?: string;
 }
 
 /** COMMAND.send's answer: the command, flagged when an idempotency key named one made before. */
@@ -348,6 +350,8 @@ export interface CommandView {
   /** true when the result arrived after the command had been marked timeout */
   late_result: boolean;
   error: string | null;
+  /** The job that sent the command (modules/jobs), or null. */
+  job_id: string | null;
 }
 
 export interface CommandResultView extends Omit<ExecResultPayload, 'command_id'> {
@@ -364,6 +368,8 @@ export interface ListCommandsRequest {
   project_id?: string;
   status?: CommandStatus | CommandStatus[];
   command_type?: string;
+  /** Only the commands of this job. */
+  job_id?: string;
   /** ISO time or ms: created_at ≥ since */
   since?: string | number;
   until?: string | number;

@@ -84,6 +84,7 @@ export const listCommandsQuery = z
       })
       .optional(),
     command_type: commandType.optional(),
+    job_id: uuid.optional().meta({ description: 'Only the commands of this job' }),
     since: z.string().optional().meta({ description: 'created at or after: ISO time or ms since the epoch' }),
     until: z.string().optional().meta({ description: 'created before: ISO time or ms since the epoch' }),
     limit: limitQuery(MAX_LIST_LIMIT).optional(),
@@ -162,6 +163,7 @@ export const commandViewSchema = z
     timeout_at: iso,
     late_result: z.boolean().meta({ description: 'The result arrived after the command was marked timeout' }),
     error: z.string().nullable(),
+    job_id: z.string().nullable().meta({ description: 'The job that sent the command, or null' }),
   })
   .meta({ id: 'CommandView' });
 

@@ -110,6 +110,8 @@ export function sendRequestSchema(limits: SendLimits = WIDEST) {
     command_id: uuid.optional(),
     is_sync: z.boolean({ error: expected('expected a boolean') }).optional(),
     idempotency_key: idempotencyKey.optional(),
+    /** set by the jobs module only: the job the command belongs to (not a REST field) */
+    job_id: uuid.optional(),
   });
 }
 
