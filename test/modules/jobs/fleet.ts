@@ -4,7 +4,8 @@
  * project (signed register → register_ack → register_complete, and again on `reregister`),
  * acknowledges each command it receives and answers it with an exec_result after `exec_ms`
  * (failure when the payload says `fail: true`). It drops a command whose message_id it has
- * executed (as a real agent does) but acknowledges it again, and it reports on stdout, one JSON
+ * executed (as a real agent does) but acknowledges it again, with its result when it has one
+ * (the hub asks again for a result it lost, reask.ts), and it reports on stdout, one JSON
  * line each: `registered`, every execution, and `stats` (the most commands it ever ran at once).
  */
 import fs from 'node:fs';
@@ -36,6 +37,8 @@ async function main(): Promise<void> {
   const secrets = new Map(spec.projects.map((p) => [p.project_id, p.secret]));
   const executed = new Set<string>();
   const registered = new Set<string>();
+  /** Results sent, by command id: a duplicate of a command already run is answered with its result again. */
+  const results = new Map<string, { project_id: string; payload: unknown }>();
   let running = 0;
   let maxRunning = 0;
   let duplicates = 0;
@@ -93,7 +96,10 @@ async function main(): Promise<void> {
     const id = msg.message_id;
     void data(pid, 'command_ack', { command_id: id });
     if (executed.has(id)) {
+      // a re-publish before the ack, or the hub asking again for a result it lost (reask.ts)
       duplicates++;
+      const r = results.get(id);
+      if (r) void data(r.project_id, 'exec_result', r.payload);
       return;
     }
     executed.add(id);
@@ -105,7 +111,7 @@ async function main(): Promise<void> {
       running--;
       const end = Date.now();
       out({ ev: 'exec', command_id: id, project_id: pid });
-      void data(pid, 'exec_result', {
+      const payload = {
         command_id: id,
         status: fail ? 'failure' : 'success',
         exit_code: fail ? 1 : 0,
@@ -114,7 +120,9 @@ async function main(): Promise<void> {
         start_time: start,
         end_time: end,
         duration: end - start,
-      });
+      };
+      results.set(id, { project_id: pid, payload });
+      void data(pid, 'exec_result', payload);
     }, spec.exec_ms);
   });
   await client.subscribeAsync({ 'wdd/RDMC/command/down/+': { qos: 1 }, 'wdd/RDMC/message/down/+': { qos: 1 } });
