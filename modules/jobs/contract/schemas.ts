@@ -4,13 +4,8 @@
  * module itself. Field names are the issue's (issue 14 item 1): they are the contract.
  */
 import { z } from 'zod';
-import {
-  type COMMAND_STATUSES,
-  commandType,
-  idempotencyKey,
-  OFFLINE_POLICIES,
-} from '../../command/contract/schemas.js';
-import { expected, projectId, shown } from '../../shared/contract/schemas.js';
+import { commandType, expected, idempotencyKey, projectId, shown } from '../../shared/contract/schemas.js';
+import type { CommandStatus, OfflinePolicy } from '../../shared/topics.js';
 import type { JobStatus } from './topics.js';
 
 export const JOB_STATUSES = [
@@ -23,6 +18,8 @@ export const JOB_STATUSES = [
 
 /** Most targets one job may have (a larger fleet: several jobs, or raise nothing and split by metadata). */
 export const MAX_TARGETS = 10_000;
+/** What each target's command does when its project is not online (the command domain's policies). */
+const OFFLINE_POLICIES = ['fail', 'queue'] as const satisfies readonly OfflinePolicy[];
 /** The command module's longest timeout is its own config; this is the widest a job passes on. */
 const MAX_TIMEOUT_MS = 24 * 3600 * 1000;
 export const MAX_JOB_LIST_LIMIT = 500;
@@ -112,10 +109,7 @@ export const listJobsRequestSchema = z.object({
 });
 
 /** Command statuses a target's command can be in, mapped to the target's state. */
-export const TARGET_STATE_OF: Record<
-  (typeof COMMAND_STATUSES)[number],
-  'in_flight' | 'completed' | 'failed' | 'timeout' | 'cancelled'
-> = {
+export const TARGET_STATE_OF: Record<CommandStatus, 'in_flight' | 'completed' | 'failed' | 'timeout' | 'cancelled'> = {
   pending: 'in_flight',
   sent: 'in_flight',
   acked: 'in_flight',
