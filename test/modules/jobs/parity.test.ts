@@ -18,7 +18,7 @@ import { provider as webProvider } from '../../../modules/web/index.js';
 import { runCli } from '../../bootstrap/cli-harness.js';
 import { preparePgliteTemplate, tempPgliteConfig } from '../../helpers/db.js';
 import { startHost, type TestHost } from '../../helpers/host.js';
-import { call, ExchangeHubClient, fails, type Msg } from '../grpc/harness.js';
+import { call, ExchangeHubClient, fails, type Msg, watch } from '../grpc/harness.js';
 import { poll } from './fleet-harness.js';
 
 describe('jobs over gRPC and the CLI (real modules, PGlite)', () => {
@@ -69,7 +69,12 @@ describe('jobs over gRPC and the CLI (real modules, PGlite)', () => {
 
   const getJob = (id: string) => call<Msg & { counts: Record<string, number> }>(client, 'GetJob', { job_id: id });
 
-  test('gRPC: create (idempotent), get, list, commands by job, cancel', async () => {
+  test('gRPC: create (idempotent), get, list, commands by job, cancel; job.progress on WatchEvents', async () => {
+    const stream = watch(client, { all: true });
+    const events: Msg[] = [];
+    stream.on('data', (ev: Msg) => events.push(ev));
+    stream.on('error', () => undefined);
+    await new Promise((resolve) => stream.once('metadata', resolve));
     const req = {
       targets: { metadata_json: '{"ring":"a"}' },
       command_type: 'echo',
@@ -113,6 +118,18 @@ describe('jobs over gRPC and the CLI (real modules, PGlite)', () => {
       20_000,
       () => 'both targets cancelled',
     );
+    await poll(
+      () =>
+        events.some(
+          (e) =>
+            e.type === 'job.progress' &&
+            e.job_id === job.job_id &&
+            JSON.parse(String(e.data_json)).status === 'cancelled',
+        ),
+      10_000,
+      () => `job.progress cancelled on WatchEvents (got ${events.map((e) => e.type).join(', ')})`,
+    );
+    stream.cancel();
     const after = await call<{ items: Msg[] }>(client, 'ListCommands', { job_id: job.job_id });
     assert.ok(after.items.every((c) => c.status === 'cancelled'));
     await fails(call(client, 'CancelJob', { job_id: job.job_id }), grpc.status.FAILED_PRECONDITION);
