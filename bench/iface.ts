@@ -72,6 +72,7 @@ export function resultEvent(i: number, output: string): { topic: string; event: 
     timeout_at: new Date(now + 30_000).toISOString(),
     late_result: false,
     error: null,
+    job_id: null,
   };
   const result: CommandResultView = {
     status: 'success',

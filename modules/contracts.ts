@@ -8,6 +8,7 @@ import { OUTBOX_CODES } from '../core/services/outbox/codes.js';
 import { AGENT_CODES } from './agent/contract/codes.js';
 import { COMMAND_CODES } from './command/contract/codes.js';
 import { GRPC_CODES } from './grpc/contract/codes.js';
+import { JOB_CODES } from './jobs/contract/codes.js';
 import { MQTT_CODES } from './mqtt-bridge/contract/codes.js';
 import { SHARED_CODES } from './shared/contract/codes.js';
 import { STATUS_CODES } from './status/contract/codes.js';
@@ -18,6 +19,7 @@ export const DOMAIN_CODES = [
   OUTBOX_CODES,
   SHARED_CODES,
   COMMAND_CODES,
+  JOB_CODES,
   STATUS_CODES,
   WEB_CODES,
   GRPC_CODES,

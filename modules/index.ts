@@ -5,6 +5,7 @@ import { provider as agent } from './agent/index.js';
 import { provider as broker } from './broker/index.js';
 import { provider as command } from './command/index.js';
 import { provider as grpc } from './grpc/index.js';
+import { provider as jobs } from './jobs/index.js';
 import { provider as mqttBridge } from './mqtt-bridge/index.js';
 import { provider as status } from './status/index.js';
 import { provider as web } from './web/index.js';
@@ -19,6 +20,7 @@ export function builtinProviders(): ProviderRegistry {
     .register(mqttBridge)
     .register(status)
     .register(command)
+    .register(jobs)
     .register(web)
     .register(grpc)
     .register(agent);

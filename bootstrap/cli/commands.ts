@@ -92,15 +92,15 @@ interface ModuleInfo {
   mailbox: { queued: number; handled: number; dropped: number; rejected?: number; errors?: number } | null;
 }
 
-type Spec = CommandSpec<CliContext>;
+export type Spec = CommandSpec<CliContext>;
 
-const enc = encodeURIComponent;
+export const enc = encodeURIComponent;
 
 /**
  * Every page of a list endpoint (`{items, total}`), `pageSize` at a time, up to `max` items:
  * an operator asking for a list wants all of it (or the `--limit` they gave).
  */
-async function allPages<T>(
+export async function allPages<T>(
   ctx: CliContext,
   path: string,
   query: URLSearchParams,
@@ -122,12 +122,12 @@ async function allPages<T>(
   return { items, total };
 }
 
-function printJson(ctx: CliContext, v: unknown): void {
+export function printJson(ctx: CliContext, v: unknown): void {
   ctx.out(`${JSON.stringify(v, null, 2)}\n`);
 }
 
 /** The API's answer as JSON with --json, else as the text `human` makes of it. */
-function show(ctx: CliContext, body: unknown, human: () => string): void {
+export function show(ctx: CliContext, body: unknown, human: () => string): void {
   if (ctx.json) printJson(ctx, body);
   else ctx.out(human());
 }
@@ -141,7 +141,7 @@ function nonNegativeInt(name: string, v: string | undefined, path: readonly stri
   return Number(v);
 }
 
-function positiveInt(name: string, v: string | undefined, path: readonly string[]): number | undefined {
+export function positiveInt(name: string, v: string | undefined, path: readonly string[]): number | undefined {
   if (v === undefined) return undefined;
   if (!/^\d+$/.test(v) || Number(v) < 1 || !Number.isSafeInteger(Number(v))) {
     throw new UsageError(`--${name}: expected a positive whole number, got "${v}"`, path);
@@ -553,6 +553,7 @@ export const COMMANDS: Spec[] = [
       project: { type: 'string', value: 'P', description: 'only this project’s commands' },
       status: { type: 'string', value: 'S', description: 'a status or a comma list of them' },
       type: { type: 'string', value: 'T', description: 'only this command type' },
+      job: { type: 'string', value: 'ID', description: 'only the commands of this job' },
       since: { type: 'string', value: 'T', description: 'created at or after T' },
       until: { type: 'string', value: 'T', description: 'created before T' },
       limit: { type: 'string', value: 'N', description: 'at most N commands (default 50)' },
@@ -581,6 +582,7 @@ export const COMMANDS: Spec[] = [
       if (values.project !== undefined) q.set('project_id', values.project as string);
       if (status !== undefined) q.set('status', status);
       if (values.type !== undefined) q.set('command_type', values.type as string);
+      if (values.job !== undefined) q.set('job_id', values.job as string);
       for (const k of ['since', 'until'] as const) {
         const v = values[k] as string | undefined;
         if (v !== undefined) q.set(k, pastInstant(k, v, Date.now(), path));

@@ -42,22 +42,24 @@ export interface NewCommandRow {
   /** The caller's retry key and its request hash (idempotency.ts), or null. */
   idempotency_key: string | null;
   request_hash: string | null;
+  /** The job that sends it (modules/jobs), or null. */
+  job_id: string | null;
 }
 
 /** Largest group in one statement (bind size stays a few MB at the 64 KB payload limit). */
 const MAX_GROUP = 500;
 
 const TRACKER_INSERT = `INSERT INTO command_tracker (command_id, project_id, command_type, module, operator_id, status,
-      payload, offline_policy, timeout_ms, queue_expires_at, is_sync, timeout_at, created_at, updated_at)`;
+      payload, offline_policy, timeout_ms, queue_expires_at, is_sync, timeout_at, created_at, updated_at, job_id)`;
 const TRACKER_VALUES = `v.command_id, v.project_id, v.command_type, v.module, v.operator_id, 'pending',
       v.payload_json::jsonb, v.offline_policy, v.timeout_ms, v.queue_expires_at, v.is_sync, v.timeout_at, v.created_at,
-      v.created_at`;
+      v.created_at, v.job_id`;
 
 const INSERT_SQL = `WITH v AS (
     SELECT * FROM jsonb_to_recordset(?::jsonb) AS v(command_id text, project_id text, command_type text, module text,
       operator_id text, payload_json text, offline_policy text, timeout_ms integer, queue_expires_at timestamptz,
       is_sync boolean, timeout_at timestamptz, created_at timestamptz, topic text, message text, outbox_status text,
-      attempts integer, next_attempt_at timestamptz, idempotency_key text, request_hash text)
+      attempts integer, next_attempt_at timestamptz, idempotency_key text, request_hash text, job_id text)
   ), k AS (
     INSERT INTO command_idempotency (idempotency_key, request_hash, command_id, created_at)
     SELECT idempotency_key, request_hash, command_id, created_at FROM v WHERE idempotency_key IS NOT NULL

@@ -160,4 +160,14 @@ END
 $fn$;
 `,
   },
+  {
+    // Jobs (modules/jobs): every command a job sends carries its job id, so a job's commands are
+    // one filtered read (`GET /commands?job_id=`) and a job's counts can be recomputed from here.
+    // Partial index: most commands belong to no job.
+    id: '007_command_job_id',
+    up: `
+ALTER TABLE command_tracker ADD COLUMN IF NOT EXISTS job_id text;
+CREATE INDEX IF NOT EXISTS command_tracker_job_idx ON command_tracker (job_id, created_at DESC) WHERE job_id IS NOT NULL;
+`,
+  },
 ];

@@ -56,7 +56,7 @@ export class Queries {
     return toDetail(row, result);
   }
 
-  /** Newest first. Filters: project_id, status (one or several), command_type, since ≤ created_at ≤ until. */
+  /** Newest first. Filters: project_id, status (one or several), command_type, job_id, since ≤ created_at ≤ until. */
   async list(req: unknown): Promise<Page<CommandView>> {
     const f = checkList(req);
     const where: string[] = [];
@@ -72,6 +72,10 @@ export class Queries {
     if (f.command_type !== null) {
       where.push('command_type = ?');
       args.push(f.command_type);
+    }
+    if (f.job_id !== null) {
+      where.push('job_id = ?');
+      args.push(f.job_id);
     }
     if (f.since !== null) {
       where.push('created_at >= ?::timestamptz');

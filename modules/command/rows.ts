@@ -34,6 +34,8 @@ export interface TrackerRow
   updated_at: Date | string;
   /** Raised by one at every change (migration 004): orders the events of one command across instances. */
   version?: number | string;
+  /** The job that sent the command (modules/jobs), or null. */
+  job_id?: string | null;
 }
 
 export interface ResultRow {
@@ -55,7 +57,7 @@ export const LIVE_SQL = `('pending', 'sent', 'acked')`;
 export const TRACKER_COLUMNS =
   'id, command_id, project_id, command_type, module, operator_id, status, offline_policy, timeout_ms, ' +
   'queue_expires_at, attempts, late_result, error, is_sync, sent_at, acked_at, started_at, completed_at, ' +
-  'timeout_at, created_at, updated_at, version';
+  'timeout_at, created_at, updated_at, version, job_id';
 
 export function num(v: number | string | null | undefined): number {
   return typeof v === 'number' ? v : Number(v ?? 0);
@@ -91,6 +93,7 @@ export function toView(r: TrackerRow): CommandView {
     timeout_at: iso(r.timeout_at)!,
     late_result: r.late_result,
     error: r.error,
+    job_id: r.job_id ?? null,
   };
 }
 

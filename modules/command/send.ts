@@ -130,6 +130,7 @@ export class Sender {
         next_attempt_at: isoAt(queued ? (queueExpires ?? now) : now + this.d.cfg.retry_base_ms),
         idempotency_key: c.idempotency?.key ?? null,
         request_hash: c.idempotency?.hash ?? null,
+        job_id: c.job_id,
       })
       .catch(async (err: unknown) => {
         // a keyed send whose caller-chosen command_id another command took (insert-batch.ts)

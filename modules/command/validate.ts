@@ -40,7 +40,7 @@ function sendSchemaFor(cfg: CommandConfig): ReturnType<typeof sendRequestSchema>
 }
 
 /** Optional fields a JSON caller on the bus may send as null: null means left out there. */
-const NULL_MEANS_ABSENT = ['module', 'operator_id', 'command_id', 'idempotency_key'] as const;
+const NULL_MEANS_ABSENT = ['module', 'operator_id', 'command_id', 'idempotency_key', 'job_id'] as const;
 
 /** A send request with every default applied. */
 export interface CheckedSend {
@@ -58,6 +58,8 @@ export interface CheckedSend {
   is_sync: boolean;
   /** The caller's retry key and the hash of what it must repeat (idempotency.ts); null without a key. */
   idempotency: { key: string; hash: string } | null;
+  /** The job that sends it (modules/jobs), or null. */
+  job_id: string | null;
 }
 
 export function checkSend(req: unknown, cfg: CommandConfig): CheckedSend {
@@ -105,6 +107,7 @@ export function checkSend(req: unknown, cfg: CommandConfig): CheckedSend {
     queue_ttl_ms: r.queue_ttl_ms ?? cfg.default_queue_ttl_ms,
     command_id: r.command_id ? r.command_id.toLowerCase() : null,
     is_sync: r.is_sync ?? false,
+    job_id: r.job_id ? r.job_id.toLowerCase() : null,
     idempotency: key
       ? {
           key,
@@ -167,6 +170,7 @@ export interface CheckedList extends Paging {
   project_id: string | null;
   statuses: CommandStatus[] | null;
   command_type: string | null;
+  job_id: string | null;
   since: Date | null;
   until: Date | null;
 }
@@ -188,6 +192,7 @@ export function checkList(req: unknown): CheckedList {
     }
     statuses = [...new Set(list as CommandStatus[])];
   }
+  if (r.job_id !== undefined && !isUuid(r.job_id)) throw invalid('job_id', `expected a UUID, got ${show(r.job_id)}`);
   if (r.command_type !== undefined && (typeof r.command_type !== 'string' || !COMMAND_TYPE_RE.test(r.command_type))) {
     throw invalid('command_type', `must match ${COMMAND_TYPE_RE}, got ${show(r.command_type)}`);
   }
@@ -195,6 +200,7 @@ export function checkList(req: unknown): CheckedList {
     project_id: r.project_id ?? null,
     statuses,
     command_type: r.command_type ?? null,
+    job_id: r.job_id ? r.job_id.toLowerCase() : null,
     since: time('since', r.since),
     until: time('until', r.until),
     ...checkPaging(r),

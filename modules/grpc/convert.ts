@@ -14,6 +14,7 @@ import type {
   ListCommandsRequest,
   SendCommandRequest,
 } from '../command/contract/topics.js';
+import type { JobView } from '../jobs/contract/topics.js';
 import { parseOr, projectId, shown as show, uuid } from '../shared/contract/schemas.js';
 import type { FeedEvent, FeedFilter } from '../shared/interface-kit/event-feed.js';
 import type { CreateProjectRequest, ProjectView } from '../status/contract/topics.js';
@@ -43,6 +44,7 @@ export interface ListCommandsMsg {
   until: string;
   limit?: number;
   offset?: number;
+  job_id: string;
 }
 export interface ListProjectsMsg {
   include_disabled: boolean;
@@ -134,6 +136,7 @@ export function toListCommands(m: ListCommandsMsg): ListCommandsRequest {
   if (m.project_id !== '') req.project_id = checkProjectId('project_id', m.project_id);
   if (m.status.length > 0) req.status = m.status as ListCommandsRequest['status'];
   if (m.command_type !== '') req.command_type = m.command_type;
+  if (m.job_id !== undefined && m.job_id !== '') req.job_id = checkCommandId('job_id', m.job_id);
   if (m.since !== '') req.since = m.since;
   if (m.until !== '') req.until = m.until;
   if (m.limit !== undefined) req.limit = m.limit;
@@ -235,6 +238,7 @@ export function feedEvent(ev: FeedEvent | ResyncEvent, epoch: string): Record<st
     type: ev.type,
     project_id: ev.project_id,
     command_id: ev.command_id,
+    job_id: 'job_id' in ev ? ev.job_id : undefined,
     at: ev.at,
     data_json: JSON.stringify(ev.data ?? null),
   };
@@ -275,5 +279,76 @@ export function deadEvents(r: { items: DeadEvent[]; total: number }): unknown {
       ...(last_error !== null ? { last_error } : {}),
       envelope_json: JSON.stringify(envelope),
     })),
+  };
+}
+
+// ─── jobs ────────────────────────────────────────────────────────────────────────────────
+
+export interface CreateJobMsg {
+  targets?: { project_ids: string[]; all: boolean; metadata_json: string };
+  command_type: string;
+  payload_json: string;
+  timeout_ms?: number;
+  offline_policy: string;
+  max_in_flight?: number;
+  max_per_minute?: number;
+  failure_ratio?: number;
+  min_done?: number;
+  schedule_at: string;
+  idempotency_key: string;
+}
+
+/**
+ * The proto form onto the jobs domain's request (jobs/contract/schemas.ts): unset fields are
+ * left out, and the jobs module checks the whole with the schema REST uses.
+ */
+export function toCreateJob(m: CreateJobMsg): Record<string, unknown> {
+  const t = m.targets ?? { project_ids: [], all: false, metadata_json: '' };
+  const targets: Record<string, unknown> = {};
+  if (t.project_ids.length > 0) targets.project_ids = t.project_ids;
+  if (t.all) targets.all = true;
+  if (t.metadata_json !== '') targets.metadata = parseJson('targets.metadata_json', t.metadata_json);
+  const req: Record<string, unknown> = { targets, command_type: m.command_type };
+  if (m.payload_json !== '') req.payload = parseJson('payload_json', m.payload_json);
+  if (m.timeout_ms !== undefined) req.timeout_ms = m.timeout_ms;
+  if (m.offline_policy !== '') req.offline_policy = m.offline_policy;
+  if (m.max_in_flight !== undefined || m.max_per_minute !== undefined) {
+    req.rollout = {
+      ...(m.max_in_flight !== undefined ? { max_in_flight: m.max_in_flight } : {}),
+      ...(m.max_per_minute !== undefined ? { max_per_minute: m.max_per_minute } : {}),
+    };
+  }
+  if (m.failure_ratio !== undefined) {
+    req.abort = { failure_ratio: m.failure_ratio, ...(m.min_done !== undefined ? { min_done: m.min_done } : {}) };
+  } else if (m.min_done !== undefined) throw invalidArg('min_done', 'only with failure_ratio');
+  if (m.schedule_at !== '') req.schedule_at = m.schedule_at;
+  if (m.idempotency_key !== '') req.idempotency_key = m.idempotency_key;
+  return req;
+}
+
+export function toListJobs(m: { status: string[]; limit?: number; offset?: number }): Record<string, unknown> {
+  return { ...(m.status.length > 0 ? { status: m.status } : {}), ...toPaging(m) };
+}
+
+/** A JobView in its proto form: free-form JSON as text, the rollout and abort settings flat. */
+export function jobView(v: JobView): Record<string, unknown> {
+  return {
+    job_id: v.job_id,
+    status: v.status,
+    counts: v.counts,
+    targets_json: JSON.stringify(v.targets),
+    command_type: v.command_type,
+    payload_json: JSON.stringify(v.payload ?? {}),
+    timeout_ms: v.timeout_ms ?? undefined,
+    offline_policy: v.offline_policy ?? undefined,
+    max_in_flight: v.rollout.max_in_flight,
+    max_per_minute: v.rollout.max_per_minute ?? undefined,
+    failure_ratio: v.abort?.failure_ratio,
+    min_done: v.abort?.min_done,
+    schedule_at: v.schedule_at ?? undefined,
+    reason: v.reason ?? undefined,
+    created_at: v.created_at,
+    started_at: v.started_at ?? undefined,
+    finished_at: v.finished_at ?? undefined,
   };
 }

@@ -4,6 +4,7 @@
  * the .proto. A thin adapter: every call is a bus request to the command or status module; sync
  * waits and the live feed use the shared CommandWaiter and EventFeed, like the web module.
  */
+
 import { type ChannelOptions, Server, ServerCredentials, type ServiceDefinition } from '@grpc/grpc-js';
 import { ReflectionService } from '@grpc/reflection';
 import { HealthImplementation, type ServingStatus } from 'grpc-health-check';
@@ -11,6 +12,7 @@ import { CONTROL } from '../../core/bus.js';
 import { HubError } from '../../core/errors.js';
 import { HOST_TOPICS } from '../../core/host-topics.js';
 import type { ModuleContext, ModuleProvider } from '../../core/module.js';
+import { JOBS } from '../jobs/contract/topics.js';
 import { closeWithGrace } from '../shared/interface-kit/close-with-grace.js';
 import { CommandWaiter } from '../shared/interface-kit/command-waiter.js';
 import { EventFeed } from '../shared/interface-kit/event-feed.js';
@@ -84,7 +86,7 @@ async function start(ctx: ModuleContext<GrpcConfig>): Promise<void> {
   const proto = loadProto();
 
   const feed = new EventFeed({ replay: cfg.replay });
-  feed.attach(ctx.bus);
+  feed.attach(ctx.bus, JOBS.eventPattern);
   const waiter = new CommandWaiter(ctx.bus, { pollMs: cfg.sync_poll_ms });
   waiter.attach();
 

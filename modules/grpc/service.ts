@@ -11,6 +11,7 @@ import { HOST_TOPICS } from '../../core/host-topics.js';
 import type { ModuleContext } from '../../core/module.js';
 import { type DeadEvent, OUTBOX_TOPICS } from '../../core/services/outbox/contract.js';
 import { COMMAND, type CommandDetail, type CommandView, type SentCommand } from '../command/contract/topics.js';
+import { type CreatedJob, JOBS, type JobView } from '../jobs/contract/topics.js';
 import type { CommandWaiter } from '../shared/interface-kit/command-waiter.js';
 import type { EventFeed, FeedEvent } from '../shared/interface-kit/event-feed.js';
 import { syncWait } from '../shared/interface-kit/sync-wait.js';
@@ -19,6 +20,7 @@ import { type CreatedProject, type ProjectView, STATUS } from '../status/contrac
 import type { GrpcConfig } from './config.js';
 import type { GrpcStats } from './contract/topics.js';
 import {
+  type CreateJobMsg,
   type CreateProjectMsg,
   checkCommandId,
   checkModuleName,
@@ -26,6 +28,7 @@ import {
   commandDetail,
   deadEvents,
   deadList,
+  jobView,
   type ListCommandsMsg,
   type ListDeadEventsMsg,
   type ListProjectsMsg,
@@ -35,10 +38,12 @@ import {
   type RotateProjectSecretMsg,
   type SendCommandMsg,
   type SendSyncCommandMsg,
+  toCreateJob,
   toCreateProject,
   toDeadEventsQuery,
   toFilter,
   toListCommands,
+  toListJobs,
   toListProjects,
   toPaging,
   toRotate,
@@ -182,6 +187,28 @@ export class ExchangeHubService {
             call,
           ),
         ),
+      ),
+      CreateJob: this.unary<CreateJobMsg, unknown>('CreateJob', async (m, call) => {
+        const { idempotent_replayed, ...view } = await this.request<CreatedJob>(JOBS.create, toCreateJob(m), call);
+        if (idempotent_replayed) call.sendMetadata(replayedMetadata());
+        return jobView(view);
+      }),
+      GetJob: this.unary<{ job_id: string }, unknown>('GetJob', async (m, call) =>
+        jobView(await this.request<JobView>(JOBS.get, { job_id: checkCommandId('job_id', m.job_id) }, call)),
+      ),
+      ListJobs: this.unary<{ status: string[]; limit?: number; offset?: number }, unknown>(
+        'ListJobs',
+        async (m, call) => {
+          const page = await this.request<{ items: JobView[]; total: number; limit: number; offset: number }>(
+            JOBS.list,
+            toListJobs(m),
+            call,
+          );
+          return { ...page, items: page.items.map(jobView) };
+        },
+      ),
+      CancelJob: this.unary<{ job_id: string }, unknown>('CancelJob', async (m, call) =>
+        jobView(await this.request<JobView>(JOBS.cancel, { job_id: checkCommandId('job_id', m.job_id) }, call)),
       ),
       ListCommands: this.unary<ListCommandsMsg, unknown>('ListCommands', (m, call) =>
         this.request(COMMAND.list, toListCommands(m), call),

@@ -58,6 +58,8 @@ const listSchema = z
     include_disabled: z.boolean().default(false),
     limit: z.number().int().min(1).max(1000).default(100),
     offset: z.number().int().min(0).default(0),
+    /** Only projects whose metadata holds every one of these key/value pairs (jsonb containment). */
+    metadata: z.record(z.string(), z.unknown()).optional(),
   })
   .strict();
 const rotateSchema = z
@@ -300,7 +302,10 @@ export class ProjectStore {
 
   async list(body: unknown): Promise<{ items: ProjectRecord[]; total: number }> {
     const req = parseRequest(listSchema, body);
-    const scope = (q: Knex.QueryBuilder) => (req.include_disabled ? q : q.where({ enabled: true }));
+    const scope = (q: Knex.QueryBuilder) => {
+      const enabled = req.include_disabled ? q : q.where({ enabled: true });
+      return req.metadata ? enabled.whereRaw('metadata @> ?::jsonb', [JSON.stringify(req.metadata)]) : enabled;
+    };
     const [rows, count] = await Promise.all([
       scope(this.db()('project'))
         .select('*')

@@ -16,12 +16,14 @@
  *     port: ${HUB_HTTP_PORT:-8080}
  *     token: ${HUB_API_TOKEN:-}
  */
+
 import { readFileSync } from 'node:fs';
 import type { Knex } from 'knex';
 import { CONTROL } from '../../core/bus.js';
 import { errorCode } from '../../core/errors.js';
 import { HOST_TOPICS } from '../../core/host-topics.js';
 import type { ModuleProvider } from '../../core/module.js';
+import { JOBS } from '../jobs/contract/topics.js';
 import { BRIDGE, type BridgeStats } from '../mqtt-bridge/contract/topics.js';
 import { CommandWaiter } from '../shared/interface-kit/command-waiter.js';
 import { EventFeed } from '../shared/interface-kit/event-feed.js';
@@ -124,7 +126,7 @@ export const provider: ModuleProvider<WebConfig> = {
           log.warn({ host }, `no API token configured (HUB_API_TOKEN): listening on loopback ${host} only${why}`);
         }
 
-        feed.attach(ctx.bus);
+        feed.attach(ctx.bus, JOBS.eventPattern);
         waiter.attach();
         ctx.bus.subscribe(HOST_TOPICS.stopping, () => beginStop());
 

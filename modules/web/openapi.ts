@@ -160,6 +160,7 @@ export function buildOpenApi(routes: readonly AnyRoute[], opts: { auth: boolean;
     tags: [
       { name: 'commands', description: 'Send, wait, follow and list commands' },
       { name: 'projects', description: 'Provisioning and presence' },
+      { name: 'jobs', description: 'One command to many projects: rollout, abort threshold, schedule, progress' },
       { name: 'outbox', description: 'Domain events for the systems around the hub: dead events and their replay' },
       { name: 'system', description: 'Modules, health, metrics' },
     ],
@@ -175,6 +176,7 @@ function headerName(name: string): string {
 }
 
 function operationId(r: AnyRoute): string {
+  if (r.operationId) return r.operationId;
   const words = r.url
     .replace(API, '')
     .split('/')

@@ -9,6 +9,7 @@ import type { ErrorCode } from '../../core/errors.js';
 import { HOST_TOPICS } from '../../core/host-topics.js';
 import { OUTBOX_TOPICS } from '../../core/services/outbox/contract.js';
 import { COMMAND, type CommandDetail, type SendCommandRequest, type SentCommand } from '../command/contract/topics.js';
+import { type CreatedJob, type CreateJobRequest, JOBS } from '../jobs/contract/topics.js';
 import type { CommandWaiter } from '../shared/interface-kit/command-waiter.js';
 import { syncWait } from '../shared/interface-kit/sync-wait.js';
 import { STATUS } from '../status/contract/topics.js';
@@ -18,6 +19,7 @@ import {
   commandIdParams,
   commandViewSchema,
   createdProjectSchema,
+  createJobBody,
   createProjectBody,
   deadCommandSchema,
   deadEventSchema,
@@ -26,7 +28,10 @@ import {
   IDEMPOTENT_REPLAYED,
   idempotencyHeaders,
   itemsOf,
+  jobIdParams,
+  jobViewSchema,
   listCommandsQuery,
+  listJobsQuery,
   listProjectsQuery,
   moduleInfoSchema,
   moduleNameParams,
@@ -80,7 +85,9 @@ export interface RouteSpec<
   /** fastify pattern (`:name` params), under API unless it starts with another root */
   url: string;
   summary: string;
-  tag: 'commands' | 'projects' | 'outbox' | 'system';
+  tag: 'commands' | 'projects' | 'jobs' | 'outbox' | 'system';
+  /** The OpenAPI operationId when the one derived from the path would repeat another route's. */
+  operationId?: string;
   /**
    * Answered without the token (health probes). Every other route needs it: the server's one
    * auth gate reads this flag off the route the router matched (auth.ts `admitRequest`).
@@ -135,6 +142,7 @@ export function buildRoutes(d: RouteDeps): AnyRoute[] {
   const S = 'STATUS_ERR_INVALID' as const;
   const W = 'WEB_ERR_INVALID' as const;
   const O = 'OUTBOX_ERR_INVALID' as const;
+  const J = 'JOB_ERR_INVALID' as const;
 
   return [
     route({
@@ -277,6 +285,69 @@ export function buildRoutes(d: RouteDeps): AnyRoute[] {
       response: commandViewSchema,
       answers: { 404: 'No such command' },
       handler: ({ params }) => ask(COMMAND.deadReplay, { command_id: params.command_id }),
+    }),
+    route({
+      method: 'POST',
+      url: `${API}/jobs`,
+      summary: 'Create a job: one command to many projects, rolled out within its limits',
+      tag: 'jobs',
+      invalid: J,
+      body: createJobBody,
+      headers: idempotencyHeaders,
+      status: 201,
+      response: jobViewSchema,
+      responseHeaders: {
+        [IDEMPOTENT_REPLAYED]:
+          '`true` when the Idempotency-Key named a job created before: this is that job, as it is now',
+      },
+      answers: {
+        404: 'A project named in targets.project_ids does not exist (JOB_ERR_UNKNOWN_PROJECT)',
+        409:
+          'The targets match no project now (JOB_ERR_NO_TARGETS); or the Idempotency-Key was used before with a ' +
+          'different body (CMD_ERR_IDEMPOTENCY_MISMATCH)',
+      },
+      handler: async ({ body, headers }) => {
+        const key = headers['idempotency-key'];
+        const req: CreateJobRequest = key === undefined ? body : { ...body, idempotency_key: key };
+        const { idempotent_replayed, ...view } = await ask<CreatedJob>(JOBS.create, req);
+        return new Answer(201, view, undefined, idempotent_replayed ? REPLAYED : undefined);
+      },
+    }),
+    route({
+      method: 'GET',
+      url: `${API}/jobs`,
+      summary: 'Jobs, newest first, with their counts',
+      tag: 'jobs',
+      invalid: J,
+      query: listJobsQuery,
+      response: pageOf(jobViewSchema),
+      handler: ({ query }) =>
+        ask(JOBS.list, { ...query, ...(query.status ? { status: query.status.split(',') } : {}) }),
+    }),
+    route({
+      method: 'GET',
+      url: `${API}/jobs/:job_id`,
+      operationId: 'getJob',
+      summary: 'A job with its status and counts',
+      tag: 'jobs',
+      invalid: J,
+      params: jobIdParams,
+      response: jobViewSchema,
+      answers: { 404: 'No such job' },
+      handler: ({ params }) => ask(JOBS.get, { job_id: params.job_id }),
+    }),
+    route({
+      method: 'POST',
+      url: `${API}/jobs/:job_id/cancel`,
+      summary: 'Cancel a scheduled or running job: targets not sent yet are never sent',
+      tag: 'jobs',
+      invalid: J,
+      params: jobIdParams,
+      body: emptyBody,
+      bodyOptional: true,
+      response: jobViewSchema,
+      answers: { 404: 'No such job', 409: 'The job has finished (JOB_ERR_NOT_CANCELLABLE)' },
+      handler: ({ params }) => ask(JOBS.cancel, { job_id: params.job_id }),
     }),
     route({
       method: 'GET',

@@ -14,6 +14,8 @@ import {
   sendFields,
 } from '../command/contract/schemas.js';
 import type { CommandDetail, CommandView } from '../command/contract/topics.js';
+import { createJobFields, JOB_STATUSES, MAX_JOB_LIST_LIMIT } from '../jobs/contract/schemas.js';
+import type { JobView } from '../jobs/contract/topics.js';
 import { projectId, uuid } from '../shared/contract/schemas.js';
 import type { CreatedProject, ProjectView, StatusChangedEvent } from '../status/contract/topics.js';
 import type { WebConfig } from './config.js';
@@ -69,6 +71,23 @@ export const idempotencyHeaders = z.object({
 });
 
 export const commandIdParams = z.object({ command_id: uuid }).strict();
+export const jobIdParams = z.object({ job_id: uuid }).strict();
+
+/** POST /jobs: the jobs domain's fields (jobs/contract/schemas.ts), strict. */
+export const createJobBody = z.object(createJobFields()).strict().meta({ id: 'CreateJobBody' });
+
+export const listJobsQuery = z
+  .object({
+    status: z
+      .string()
+      .regex(new RegExp(`^(${JOB_STATUSES.join('|')})(,(${JOB_STATUSES.join('|')}))*$`), {
+        message: `expected a comma list of ${JOB_STATUSES.join(', ')}`,
+      })
+      .optional(),
+    limit: z.coerce.number().int().min(1).max(MAX_JOB_LIST_LIMIT).optional(),
+    offset: z.coerce.number().int().min(0).optional(),
+  })
+  .strict();
 export const projectIdParams = z.object({ project_id: projectId }).strict();
 export const moduleNameParams = z.object({ name: z.string().regex(/^[a-z][a-z0-9_-]{0,63}$/) }).strict();
 
@@ -85,6 +104,7 @@ export const listCommandsQuery = z
       })
       .optional(),
     command_type: commandType.optional(),
+    job_id: uuid.optional().meta({ description: 'Only the commands of this job' }),
     since: z.string().optional().meta({ description: 'created at or after: ISO time or ms since the epoch' }),
     until: z.string().optional().meta({ description: 'created before: ISO time or ms since the epoch' }),
     limit: limitQuery(MAX_LIST_LIMIT).optional(),
@@ -163,6 +183,7 @@ export const commandViewSchema = z
     timeout_at: iso,
     late_result: z.boolean().meta({ description: 'The result arrived after the command was marked timeout' }),
     error: z.string().nullable(),
+    job_id: z.string().nullable().meta({ description: 'The job that sent the command, or null' }),
   })
   .meta({ id: 'CommandView' });
 
@@ -196,6 +217,36 @@ export const commandDetailSchema = commandViewSchema
     }),
   })
   .meta({ id: 'CommandDetail' });
+
+const jobCount = (what: string) => z.number().meta({ description: what });
+
+export const jobViewSchema = z
+  .object({
+    job_id: z.string(),
+    status: z.enum(JOB_STATUSES),
+    counts: z.object({
+      total: jobCount('Targets of the job'),
+      pending: jobCount('Not sent yet'),
+      in_flight: jobCount('Sent, command not terminal'),
+      completed: jobCount('Command completed'),
+      failed: jobCount('Command failed, or refused by the command module (project offline, unknown, disabled)'),
+      timeout: jobCount('Command timed out'),
+      cancelled: jobCount('Never sent (job cancelled or aborted) or command cancelled'),
+    }),
+    targets: z.looseObject({}).meta({ description: 'The selector as given: project_ids, all or metadata' }),
+    command_type: z.string(),
+    payload: z.unknown(),
+    timeout_ms: z.number().nullable(),
+    offline_policy: z.enum(OFFLINE_POLICIES).nullable(),
+    rollout: z.object({ max_in_flight: z.number(), max_per_minute: z.number().nullable() }),
+    abort: z.object({ failure_ratio: z.number(), min_done: z.number() }).nullable(),
+    schedule_at: isoOrNull,
+    reason: z.string().nullable().meta({ description: 'Why the job ended as it did (an abort gives its ratio)' }),
+    created_at: iso,
+    started_at: isoOrNull,
+    finished_at: isoOrNull,
+  })
+  .meta({ id: 'JobView' });
 
 export const syncTimeoutSchema = z
   .object({
@@ -328,6 +379,7 @@ const same = <T extends true>(_: T) => undefined;
 same<Same<z.output<typeof commandViewSchema>, CommandView>>(true);
 same<Same<Omit<z.output<typeof commandDetailSchema>, 'payload'>, Omit<CommandDetail, 'payload'>>>(true);
 same<Same<z.output<typeof createdProjectSchema>, CreatedProject>>(true);
+same<Same<Omit<z.output<typeof jobViewSchema>, 'targets' | 'payload'>, Omit<JobView, 'targets' | 'payload'>>>(true);
 same<Same<z.output<typeof statusChangedSchema>, StatusChangedEvent>>(true);
 same<
   Same<

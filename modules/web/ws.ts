@@ -9,7 +9,7 @@
  *            { op: 'resumed', count, last_event_id } — or { op: 'resync', reason } when the
  *            epoch is unknown or the id is older than the replay buffer (re-read over REST)
  *   client → { op: 'ping' }                                               → { op: 'pong' }
- *   server → { op: 'event', id, type, project_id, command_id?, at, data }
+ *   server → { op: 'event', id, type, project_id, command_id?, job_id?, at, data }   (job.progress: to `all` subscribers)
  *   server → { op: 'error', code, message }   a bad client message; the connection stays open
  *
  * Resuming replays, under the current filter, exactly the events after `last_event_id` that

@@ -52,6 +52,8 @@ export interface HubOptions {
   /** Extra settings merged into the module blocks. */
   status?: Record<string, unknown>;
   command?: Record<string, unknown>;
+  /** Settings of the jobs module; the hub runs it only when this is given. */
+  jobs?: Record<string, unknown>;
   /** `server` backend on another broker than the machine's Mosquitto (a private one), with the bridge's login. */
   broker?: { url: string; username: string; password: string };
 }
@@ -124,6 +126,7 @@ export class Hub {
         ...(opts.broker ? { username: opts.broker.username, password: opts.broker.password } : {}),
       },
       web: { port: 0 },
+      ...(opts.jobs ? { jobs: opts.jobs } : {}),
     });
     const dir = tempDir('hub');
     const file = path.join(dir, 'config.yml');

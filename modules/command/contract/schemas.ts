@@ -5,8 +5,15 @@
  * configured limits). The statuses, the policies and the bounds are defined here once.
  */
 import { z } from 'zod';
-import { expected, projectId, shown, uuid } from '../../shared/contract/schemas.js';
-import { COMMAND_TYPE_RE } from '../../shared/protocol.js';
+import {
+  commandType,
+  expected,
+  idempotencyKey,
+  MAX_IDEMPOTENCY_KEY,
+  projectId,
+  shown,
+  uuid,
+} from '../../shared/contract/schemas.js';
 import { unsafeTextProblem } from '../../shared/sanitize.js';
 import type { CommandStatus, OfflinePolicy } from './topics.js';
 
@@ -28,10 +35,6 @@ export const OFFLINE_POLICIES = ['fail', 'queue'] as const satisfies readonly Of
 export const MAX_LABEL = 200;
 /** The longest a queued command may wait for its project (30 days). */
 export const MAX_QUEUE_TTL_MS = 30 * 24 * 3600 * 1000;
-/** Longest idempotency key accepted (the common limit of idempotency-key schemes). */
-export const MAX_IDEMPOTENCY_KEY = 255;
-/** Printable ASCII (an HTTP header value carries it unchanged), no space at either end (HTTP trims those). */
-const IDEMPOTENCY_KEY_RE = /^[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?$/;
 /** Page sizes of the command lists. */
 export const MAX_LIST_LIMIT = 500;
 export const DEFAULT_LIST_LIMIT = 50;
@@ -63,20 +66,9 @@ const label = z
     if (problem) ctx.issues.push({ code: 'custom', message: problem, input: ctx.value });
   });
 
-export const commandType = z
-  .string({ error: expected(`must match ${COMMAND_TYPE_RE}`) })
-  .regex(COMMAND_TYPE_RE, { error: expected(`must match ${COMMAND_TYPE_RE}`) });
-
-/** A retry key (REST header `Idempotency-Key`, gRPC and bus field `idempotency_key`). */
-export const idempotencyKey = z
-  .string({ error: (iss) => `expected a string, got ${typeof iss.input}` })
-  .min(1, { error: 'must not be empty' })
-  .max(MAX_IDEMPOTENCY_KEY, {
-    error: (iss) => `longer than ${MAX_IDEMPOTENCY_KEY} characters (${(iss.input as string).length})`,
-  })
-  .regex(IDEMPOTENCY_KEY_RE, {
-    error: 'only printable ASCII (0x20-0x7E) is allowed, with no space at either end',
-  });
+// The command type and the retry key rules are shared with the jobs domain (a job sends commands
+// and takes an Idempotency-Key too): defined once in modules/shared/contract/schemas.ts.
+export { commandType, idempotencyKey, MAX_IDEMPOTENCY_KEY };
 
 /** What a caller of any interface sets on a send. REST takes exactly these (its body is strict). */
 export function sendFields(limits: SendLimits = WIDEST) {
@@ -110,6 +102,8 @@ export function sendRequestSchema(limits: SendLimits = WIDEST) {
     command_id: uuid.optional(),
     is_sync: z.boolean({ error: expected('expected a boolean') }).optional(),
     idempotency_key: idempotencyKey.optional(),
+    /** set by the jobs module only: the job the command belongs to (not a REST field) */
+    job_id: uuid.optional(),
   });
 }
 

@@ -4,10 +4,11 @@
  * answers, with its payload type. Other modules import this file, never the module itself.
  * Project ids in topics are safe: isValidProjectId forbids `/`, `+`, `#` and NUL.
  */
+
+import type { CommandStatus, OfflinePolicy } from '../../shared/contract/schemas.js';
 import type { ExecResultPayload } from '../../shared/protocol.js';
 
-export type CommandStatus = 'pending' | 'sent' | 'acked' | 'completed' | 'failed' | 'timeout' | 'cancelled';
-export type OfflinePolicy = 'fail' | 'queue';
+export type { CommandStatus, OfflinePolicy };
 
 export const COMMAND = {
   /** request SendCommandRequest → SentCommand (at once; the outbox delivers) */
@@ -48,6 +49,8 @@ export interface SendCommandRequest {
    * send made; another request → CMD_ERR_IDEMPOTENCY_MISMATCH. 1-255 printable ASCII characters.
    */
   idempotency_key?: string;
+  /** The job sending it (the jobs module sets it; no REST field). */
+  job_id?: string;
 }
 
 /** COMMAND.send's answer: the command, flagged when an idempotency key named one made before. */
@@ -83,6 +86,8 @@ export interface CommandView {
   /** true when the result arrived after the command had been marked timeout */
   late_result: boolean;
   error: string | null;
+  /** The job that sent the command (modules/jobs), or null. */
+  job_id: string | null;
 }
 
 export interface CommandResultView extends Omit<ExecResultPayload, 'command_id'> {
@@ -99,6 +104,8 @@ export interface ListCommandsRequest {
   project_id?: string;
   status?: CommandStatus | CommandStatus[];
   command_type?: string;
+  /** Only the commands of this job. */
+  job_id?: string;
   /** ISO time or ms: created_at ≥ since */
   since?: string | number;
   until?: string | number;

@@ -5,7 +5,15 @@
  */
 import { z } from 'zod';
 import { type ErrorCode, HubError } from '../../../core/errors.js';
-import { isValidProjectId, MAX_PROJECT_ID_BYTES } from '../protocol.js';
+import { COMMAND_TYPE_RE, isValidProjectId, MAX_PROJECT_ID_BYTES } from '../protocol.js';
+
+/**
+ * A command's state names (docs/wire-protocol.md) and offline policies. The command domain owns
+ * them; they are declared here because the jobs contract names them too and a contract imports no
+ * other contract. modules/command/contract/topics.ts re-exports them.
+ */
+export type CommandStatus = 'pending' | 'sent' | 'acked' | 'completed' | 'failed' | 'timeout' | 'cancelled';
+export type OfflinePolicy = 'fail' | 'queue';
 
 /** A value as a message shows it: JSON, cut at 64 characters. */
 export function shown(v: unknown): string {
@@ -86,3 +94,24 @@ export function parseOr<S extends z.ZodType>(
   const { field, message } = firstIssue(res.error, 'request');
   throw invalid(field, message);
 }
+
+/** A command type (protocol.ts COMMAND_TYPE_RE), as commands and jobs take it. */
+export const commandType = z
+  .string({ error: expected(`must match ${COMMAND_TYPE_RE}`) })
+  .regex(COMMAND_TYPE_RE, { error: expected(`must match ${COMMAND_TYPE_RE}`) });
+
+/** Longest idempotency key accepted (the common limit of idempotency-key schemes). */
+export const MAX_IDEMPOTENCY_KEY = 255;
+/** Printable ASCII (an HTTP header value carries it unchanged), no space at either end (HTTP trims those). */
+const IDEMPOTENCY_KEY_RE = /^[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?$/;
+
+/** A retry key (REST header `Idempotency-Key`, gRPC and bus field `idempotency_key`) of sends and jobs. */
+export const idempotencyKey = z
+  .string({ error: (iss) => `expected a string, got ${typeof iss.input}` })
+  .min(1, { error: 'must not be empty' })
+  .max(MAX_IDEMPOTENCY_KEY, {
+    error: (iss) => `longer than ${MAX_IDEMPOTENCY_KEY} characters (${(iss.input as string).length})`,
+  })
+  .regex(IDEMPOTENCY_KEY_RE, {
+    error: 'only printable ASCII (0x20-0x7E) is allowed, with no space at either end',
+  });

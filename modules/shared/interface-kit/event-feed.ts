@@ -7,9 +7,12 @@ import { STATUS, type StatusChangedEvent } from '../../status/contract/topics.js
 export interface FeedEvent {
   /** Monotonically increasing within one feed `epoch`; a client resumes from the last it saw. */
   id: number;
-  type: 'command.state' | 'command.log' | 'command.result' | 'project.status';
+  type: 'command.state' | 'command.log' | 'command.result' | 'project.status' | 'job.progress';
+  /** Empty for a job event (a job spans projects). */
   project_id: string;
   command_id?: string;
+  /** job.progress: the job's id (data is the job view). */
+  job_id?: string;
   at: number;
   data: unknown;
 }
@@ -74,8 +77,18 @@ export class EventFeed {
     this.capacity = opts.replay ?? 10_000;
   }
 
-  /** Subscribes the feed to the command and status events of the bus. */
-  attach(bus: ModuleBus): void {
+  /**
+   * Subscribes the feed to the command and status events of the bus, and to the jobs module's
+   * progress events when `jobEvents` names their pattern (the interface module passes it from
+   * the jobs contract: this file imports no module). A job event goes to `all` watchers.
+   */
+  attach(bus: ModuleBus, jobEvents?: string): void {
+    if (jobEvents) {
+      bus.subscribe<{ job: { job_id: string }; at: number }>(jobEvents, (ev) => {
+        if (typeof ev?.job?.job_id !== 'string') return;
+        this.push({ type: 'job.progress', project_id: '', job_id: ev.job.job_id, at: ev.at, data: ev.job });
+      });
+    }
     bus.subscribe<CommandEvent>(COMMAND.eventPattern, (ev) => this.fromCommand(ev));
     bus.subscribe<StatusChangedEvent>(STATUS.changedPattern, (ev) =>
       this.push({ type: 'project.status', project_id: ev.project_id, at: ev.at, data: ev }),

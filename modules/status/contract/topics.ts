@@ -11,7 +11,7 @@ export type PresenceState = 'offline' | 'connecting' | 'verifying' | 'online' | 
 export const STATUS = {
   /** request CreateProjectRequest → CreatedProject (the secret is shown this once) */
   create: 'status/project/create',
-  /** request { include_disabled?: boolean, limit?, offset? } → { items: ProjectView[], total } */
+  /** request { include_disabled?: boolean, metadata?: {key: value}, limit?, offset? } → { items: ProjectView[], total } (metadata: containment match) */
   list: 'status/project/list',
   /** request { project_id } → ProjectView (STATUS_ERR_NOT_FOUND) */
   get: 'status/project/get',

@@ -32,6 +32,7 @@ function command(status: CommandView['status'], over: Partial<CommandView> = {})
     timeout_at: iso(60_000),
     late_result: false,
     error: null,
+    job_id: null,
     ...over,
   };
 }

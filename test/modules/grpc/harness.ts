@@ -58,6 +58,7 @@ function view(req: SendCommandRequest, id: string): CommandView {
     timeout_at: new Date(Date.now() + 60_000).toISOString(),
     late_result: false,
     error: null,
+    job_id: null,
   };
 }
 

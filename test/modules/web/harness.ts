@@ -170,6 +170,7 @@ export class FakeDomain {
       timeout_at: new Date(Date.now() + (req.timeout_ms ?? 30_000)).toISOString(),
       late_result: false,
       error: null,
+      job_id: null,
       payload: req.payload ?? {},
       result: null,
       timings: { queue_ms: null, delivery_ms: null, execution_ms: null, total_ms: null },

@@ -226,6 +226,10 @@ describe('health, readiness, metrics, OpenAPI, dashboard files', () => {
         [`${API}/commands/dead/{command_id}/replay`, 'post'],
         [`${API}/modules`, 'get'],
         [`${API}/modules/{name}/restart`, 'post'],
+        [`${API}/jobs`, 'post'],
+        [`${API}/jobs`, 'get'],
+        [`${API}/jobs/{job_id}`, 'get'],
+        [`${API}/jobs/{job_id}/cancel`, 'post'],
         [`${API}/ws`, 'get'],
         ['/healthz', 'get'],
         ['/readyz', 'get'],
@@ -244,7 +248,7 @@ describe('health, readiness, metrics, OpenAPI, dashboard files', () => {
       assert.ok(doc.components.schemas.CommandView);
       assert.ok(doc.components.schemas.CommandDetail);
       const list = doc.paths[`${API}/commands`].get.parameters.map((p: Json) => p.name);
-      assert.deepEqual(list, ['project_id', 'status', 'command_type', 'since', 'until', 'limit', 'offset']);
+      assert.deepEqual(list, ['project_id', 'status', 'command_type', 'job_id', 'since', 'until', 'limit', 'offset']);
       const ids = Object.values(doc.paths).flatMap((ops) =>
         Object.values(ops as Json).map((op: Json) => op.operationId),
       );
