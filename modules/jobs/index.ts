@@ -24,6 +24,7 @@
  *       default_max_in_flight: 100
  */
 import { randomUUID } from 'node:crypto';
+import { CONTROL } from '../../core/bus.js';
 import { counter, countsBy, metricsTopic } from '../../core/metrics.js';
 import type { ModuleProvider } from '../../core/module.js';
 import { COMMAND, type CommandEvent } from '../command/contract/topics.js';
@@ -140,14 +141,18 @@ export const provider: ModuleProvider<JobsConfig> = {
           pendingStates.set(c.command_id, TARGET_STATE_OF[c.status]);
           scheduleFlush();
         });
-        bus.subscribe(metricsTopic(ctx.name), () => [
-          counter(
-            'hub_jobs_total',
-            "This instance's jobs module: jobs created, refused (bad request, unknown project, no target, key mismatch), answered by an idempotency key, cancelled, aborted, completed; target commands sent and refused; leases taken",
-            countsBy('counter', { ...counters }),
-            ['counter'],
-          ),
-        ]);
+        bus.subscribe(
+          metricsTopic(ctx.name),
+          () => [
+            counter(
+              'hub_jobs_total',
+              "This instance's jobs module: jobs created, refused (bad request, unknown project, no target, key mismatch), answered by an idempotency key, cancelled, aborted, completed; target commands sent and refused; leases taken",
+              countsBy('counter', { ...counters }),
+              ['counter'],
+            ),
+          ],
+          CONTROL,
+        );
         // Idempotency keys name their job for cfg.idempotency_retention_ms, then are let go (the job stays).
         const sweepKeys = () =>
           query(
