@@ -205,6 +205,56 @@ describe('README walkthrough', () => {
       assert.ok(trail.every((l) => l.level === LEVEL.info && l.payload === undefined));
       assert.equal(typeof trail[1].duration_ms, 'number');
     });
+
+    test("a newcomer's mistakes are info lines with their code: no stack, no error, no module error", async () => {
+      assert.ok(base, 'the walkthrough hub is up');
+      const from = hub.lines.length;
+      const post = (route: string, body: unknown) =>
+        fetch(`${base}/api/exchange-hub${route}`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify(body),
+        });
+      // a project nobody provisioned, one without an agent, and a body without a type
+      const offline = `${leadingAssignments(agentLine!).AGENT_PROJECT_ID}-no-agent`;
+      assert.equal((await post('/projects', { project_id: offline })).status, 201);
+      const answers = [
+        await post('/command/sync', { project_id: 'never-provisioned', command_type: 'echo', payload: {} }),
+        await post('/command/sync', { project_id: offline, command_type: 'echo', payload: {} }),
+        await post('/command/send', { project_id: offline }),
+      ];
+      const codes = await Promise.all(
+        answers.map(async (r) => ((await r.json()) as { error: { code: string } }).error.code),
+      );
+      assert.deepEqual(codes, ['CMD_ERR_UNKNOWN_PROJECT', 'CMD_ERR_PROJECT_OFFLINE', 'CMD_ERR_INVALID']);
+      const refusedLines = () => hub.lines.slice(from).filter((l) => l.msg === 'request refused');
+      await until(() => refusedLines().length >= 3, 5_000, "the hub's lines for three refused requests");
+      const lines = refusedLines();
+      assert.deepEqual(
+        lines.map((l) => l.code),
+        codes,
+      );
+      for (const l of lines) {
+        assert.equal(l.level, LEVEL.info, JSON.stringify(l));
+        assert.equal(l.name, 'gmq-hub');
+        assert.equal(l.err, undefined, 'no error object, no stack');
+        assert.equal(l.payload, undefined, 'no request body');
+      }
+      const worse = hub.lines.slice(from).filter((l) => l.level >= LEVEL.warn);
+      assert.deepEqual(worse, [], 'nothing above info for a caller mistake');
+      // counted as refusals by code, and not as errors of any module's bus handlers
+      const metrics = await (await fetch(`${base}/metrics`)).text();
+      for (const code of codes) {
+        assert.match(metrics, new RegExp(`^hub_http_refusals_total\\{code="${code}"\\} [1-9]`, 'm'), code);
+      }
+      const handlerErrors = [...metrics.matchAll(/^hub_bus_mailbox_errors_total\{[^}]*\} (\d+)/gm)];
+      assert.ok(handlerErrors.length > 0, 'the mailbox error series are exported');
+      assert.deepEqual(
+        handlerErrors.filter((m) => m[1] !== '0').map((m) => m[0]),
+        [],
+        'no module counted a refusal as its error',
+      );
+    });
   });
 
   describe('an agent on a broker where no hub listens', { skip: !mosquittoAvailable() || !agentLine }, () => {
