@@ -206,6 +206,37 @@ describe('README walkthrough', () => {
       assert.equal(typeof trail[1].duration_ms, 'number');
     });
 
+    test("the README's agent with a secret the hub did not show: the hub's broker refuses the login, and the agent says what to check", async () => {
+      assert.ok(mqttPort > 0, 'the walkthrough hub is up');
+      const data = fs.mkdtempSync(path.join(os.tmpdir(), 'gmq-walk-wrong-secret-'));
+      dirs.push(data);
+      const agent = new HostProcess(AGENT_CONFIG, {
+        ...cleanEnv(),
+        ...readmeEnv,
+        ...leadingAssignments(agentLine!),
+        HUB_MQTT_PORT: String(mqttPort),
+        AGENT_SECRET: 'not-the-secret-the-hub-showed',
+        HUB_DATA_DIR: data,
+      });
+      procs.push(agent);
+      const refused = await agent.waitFor((l) => l.msg === 'MQTT connection error', START_MS, 'the refused login');
+      assert.equal(refused.level, LEVEL.warn);
+      assert.equal(refused.url, `mqtt://127.0.0.1:${mqttPort}`);
+      assert.match(String(refused.err), /not authori[sz]ed|bad user ?name or password/i);
+      const check = refused.check as string[];
+      assert.ok(Array.isArray(check), JSON.stringify(refused));
+      assert.ok(
+        check.some((c) => c.includes('AGENT_SECRET')),
+        JSON.stringify(check),
+      );
+      assert.ok(
+        check.some((c) => c.includes(`mqtt://127.0.0.1:${mqttPort}`)),
+        JSON.stringify(check),
+      );
+      assert.ok(!agent.lines.some((l) => l.msg === 'agent connected to the broker'), agent.tail());
+      await agent.stop();
+    });
+
     test("a newcomer's mistakes are info lines with their code: no stack, no error, no module error", async () => {
       assert.ok(base, 'the walkthrough hub is up');
       const from = hub.lines.length;
