@@ -1,12 +1,15 @@
+import { createRequire } from 'node:module';
 import pino, { type Logger } from 'pino';
-import pretty from 'pino-pretty';
+import type PinoPretty from 'pino-pretty';
 
 export type { Logger };
 
 /**
  * `pretty` (one coloured line per record) when stdout is a terminal, `json` otherwise (a pipe, a
- * file, a log collector, a test). `LOG_FORMAT=json|pretty` overrides. A person at a terminal reads
- * lines; everything else parses JSON, so the default follows who is reading.
+ * file, a log collector, a test) and always under `NODE_ENV=production` (a production process on
+ * a terminal, `docker run -t`, still feeds a collector). `LOG_FORMAT=json|pretty` overrides. A
+ * person at a terminal reads lines; everything else parses JSON, so the default follows who is
+ * reading.
  */
 export function logFormat(
   env: NodeJS.ProcessEnv = process.env,
@@ -14,6 +17,7 @@ export function logFormat(
 ): 'json' | 'pretty' {
   const f = env.LOG_FORMAT?.trim().toLowerCase();
   if (f === 'json' || f === 'pretty') return f;
+  if (env.NODE_ENV?.trim().toLowerCase() === 'production') return 'json';
   return tty ? 'pretty' : 'json';
 }
 
@@ -38,9 +42,16 @@ export function createRootLogger(
   if (opts.destination) return pino(options, opts.destination);
   if (logFormat() === 'pretty') {
     // in this thread, synchronously: no transport worker, and nothing lost on process.exit()
+    // loaded only here: a process logging JSON (production, a pipe) never loads pino-pretty
+    const pretty = createRequire(import.meta.url)('pino-pretty') as typeof PinoPretty;
     return pino(
       options,
-      pretty({ colorize: process.stdout.isTTY === true, sync: true, translateTime: 'SYS:HH:MM:ss.l' }),
+      pretty({
+        colorize: process.stdout.isTTY === true,
+        sync: true,
+        singleLine: true,
+        translateTime: 'SYS:HH:MM:ss.l',
+      }),
     );
   }
   return pino(options);

@@ -16,6 +16,8 @@ import { redactUrl } from '../shared/mqtt-session-socket.js';
 
 export interface ConnectionOptions {
   url: string;
+  /** The project the agent serves, named in what to check when the broker refuses the login. */
+  projectId: string;
   clientId: string;
   username: string;
   password: string;
@@ -71,6 +73,7 @@ export class AgentConnection {
         o.log.warn({ url: redactUrl(o.url) }, 'agent lost the broker connection');
         o.onDown('connection lost');
       },
+      explainError: (err) => (isLoginRefused(err) ? { check: loginChecks(redactUrl(o.url), o.projectId) } : undefined),
       onMessage: o.onMessage,
     });
   }
@@ -98,4 +101,23 @@ export class AgentConnection {
   stop(graceMs: number): Promise<void> {
     return this.session.end(graceMs);
   }
+}
+
+/** CONNACK 4 / 5 (MQTT 3.1.1): the broker refused the username and password, or the client. */
+function isLoginRefused(err: Error): boolean {
+  const code = (err as { code?: unknown }).code;
+  return code === 4 || code === 5 || /not authori[sz]ed|bad user ?name or password/i.test(err.message);
+}
+
+/**
+ * What an agent refused at the login should check. The broker is where a hub's provisioning shows
+ * (the hub's embedded broker lets in only provisioned, enabled projects with the password derived
+ * from their secret), so a refusal is a wrong broker, project or secret (issue 15, item 1).
+ */
+function loginChecks(url: string, projectId: string): string[] {
+  return [
+    `that ${url} is the broker of the hub that provisioned ${projectId} (the hub logs "agents connect to …"; the agent's url is HUB_MQTT_URL, or HUB_MQTT_PORT as the hub was started with)`,
+    `that ${projectId} is provisioned and enabled on that hub (AGENT_PROJECT_ID)`,
+    'that AGENT_SECRET is the secret the hub showed: the broker password is derived from it',
+  ];
 }

@@ -149,6 +149,7 @@ class AgentModule implements ModuleInstance {
     };
     this.conn = new AgentConnection({
       url: cfg.url,
+      projectId: cfg.project_id,
       clientId: resolved.clientId,
       username: resolved.username,
       password: resolved.password,

@@ -106,6 +106,10 @@ export class Registrar {
       const v = verifyInbound(msg, this.d.cfg.secret, this.replay, Date.now(), this.d.cfg.clock_window_ms);
       if (!v.ok) {
         this.d.rejected();
+        if (v.code === 'PROTO_ERR_SIGNATURE' && msg.data_type === 'register_ack' && !this.registeredFlag) {
+          this.warnUnverifiableAck(v.reason);
+          return;
+        }
         this.d.log.warn({ code: v.code, reason: v.reason, data_type: msg.data_type }, 'downlink message rejected');
         return;
       }
@@ -273,6 +277,31 @@ export class Registrar {
         ],
       },
       `no register_ack from a hub within ${waited} ms on ${this.d.brokerUrl}; registering again`,
+    );
+  }
+
+  /**
+   * A hub that knows the project signs its answer with the project's secret, refusals included
+   * (a register signed with the wrong secret is refused with "bad signature"). An agent holding
+   * another secret cannot verify that answer, so without this line it would only see "no
+   * register_ack" and blame the broker. The answer is still not trusted (nothing changes but the
+   * log and the count of rejected messages); the scheduled retry goes on, and the unanswered
+   * warning is not repeated for this attempt: something did answer.
+   */
+  private warnUnverifiableAck(reason: string): void {
+    this.answered = true;
+    this.d.log.warn(
+      {
+        url: this.d.brokerUrl,
+        project_id: this.d.cfg.project_id,
+        code: 'PROTO_ERR_SIGNATURE',
+        reason,
+        check: [
+          `that AGENT_SECRET is the secret the hub showed when ${this.d.cfg.project_id} was provisioned (or last rotated)`,
+          `that no other party answers for ${this.d.cfg.project_id} on ${this.d.brokerUrl}`,
+        ],
+      },
+      `a register_ack came on ${this.d.brokerUrl} but its signature does not verify with this agent's secret; the secret is likely not the one the hub provisioned`,
     );
   }
 

@@ -5,7 +5,7 @@ import {
   type sendUnaryData,
   type UntypedServiceImplementation,
 } from '@grpc/grpc-js';
-import { HubError } from '../../core/errors.js';
+import { errorCode, HubError, isClientMistake } from '../../core/errors.js';
 import type { ModuleInfo } from '../../core/host.js';
 import { HOST_TOPICS } from '../../core/host-topics.js';
 import type { ModuleContext } from '../../core/module.js';
@@ -165,7 +165,9 @@ export class ExchangeHubService {
     const key = String(se.code);
     this.d.stats.errors[key] = (this.d.stats.errors[key] ?? 0) + 1;
     const log = this.d.ctx.log;
-    if (isExpected(err)) log.debug({ method, code: se.code, err: (err as Error).message }, 'gRPC call refused');
+    // a caller's mistake is an answer: one info line with its code, never a stack or the request
+    if (isClientMistake(err)) log.info({ method, code: errorCode(err), grpc_status: se.code }, 'gRPC call refused');
+    else if (isExpected(err)) log.debug({ method, code: se.code, err: (err as Error).message }, 'gRPC call refused');
     else log.error({ method, err }, 'gRPC call failed');
     return se;
   }

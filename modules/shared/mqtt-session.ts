@@ -66,6 +66,11 @@ export interface MqttSessionOptions {
   /** A connection closed, or an attempt failed (`wasUp` false); `reason` is the last error seen. */
   onDown?(reason: string, wasUp: boolean): void;
   onError?(err: Error): void;
+  /**
+   * Fields added to the 'MQTT connection error' line, e.g. what a person should check when the
+   * broker refuses the login: the owner knows what its credential is made of, the session does not.
+   */
+  explainError?(err: Error): Record<string, unknown> | undefined;
   onMessage?(topic: string, payload: Buffer): void;
   /** Replaces mqtt.js's inbound PUBLISH handling: the PUBACK goes out when `done` is called. */
   handleMessage?(packet: IPublishPacket, done: (err?: Error) => void): void;
@@ -239,7 +244,10 @@ export class MqttSession {
     if (this.ending) return;
     // one line per distinct error, not one per attempt of a long outage
     if (err.message !== this.lastError?.message) {
-      this.o.log.warn({ err: err.message, url: redactUrl(this.o.url) }, 'MQTT connection error');
+      this.o.log.warn(
+        { err: err.message, url: redactUrl(this.o.url), ...this.o.explainError?.(err) },
+        'MQTT connection error',
+      );
     }
     this.lastError = err;
     this.o.onError?.(err);

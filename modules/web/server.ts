@@ -148,9 +148,17 @@ export function buildServer(d: ServerDeps): FastifyInstance {
     const status = reply.statusCode;
     d.metrics.httpRequests.inc({ method: req.method, route, status: String(status) });
     const refused = refusedWith.get(req);
-    if (refused && status >= 400 && status < 500) d.metrics.httpRefusals.inc({ code: refused });
     const t0 = (req as { t0?: number }).t0;
     const ms = t0 === undefined ? 0 : performance.now() - t0;
+    if (refused && status >= 400 && status < 500) {
+      d.metrics.httpRefusals.inc({ code: refused });
+      // a caller's mistake (unknown project, project offline, invalid body) is an answer, not a
+      // failure: one info line with its code, never a stack, never the body
+      d.log.info(
+        { method: req.method, route, status, code: refused, token_id: req.principal?.token_id },
+        'request refused',
+      );
+    }
     d.metrics.httpDuration.observe({ route }, ms / 1000);
     d.log.debug(
       { method: req.method, route, status, ms: Math.round(ms * 10) / 10, token_id: req.principal?.token_id },

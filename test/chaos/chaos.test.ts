@@ -7,9 +7,10 @@ import assert from 'node:assert/strict';
 import os from 'node:os';
 import path from 'node:path';
 import { it } from 'node:test';
+import { scaled } from '../helpers/wait.js';
 import { runChaos } from './run.js';
 
-it('chaos: sigterm under load loses nothing and runs nothing twice', { timeout: 900_000 }, async (t) => {
+it('chaos: sigterm under load loses nothing and runs nothing twice', { timeout: scaled(225_000) }, async (t) => {
   const commands = 150;
   const [f] = await runChaos(['sigterm'], {
     commands,

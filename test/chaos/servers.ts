@@ -10,6 +10,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import pg from 'pg';
 import { freePort, listening } from '../helpers/process.js';
+import { scaled } from '../helpers/wait.js';
 
 const run = promisify(execFile);
 
@@ -192,11 +193,12 @@ export class PrivateMosquitto {
     proc.stderr?.on('data', (b: Buffer) => stderr.push(b.toString()));
     this.proc = proc;
     this.exited = new Promise((r) => proc.once('exit', () => r()));
-    const deadline = Date.now() + 20_000;
+    const bound = scaled(20_000);
+    const deadline = Date.now() + bound;
     for (;;) {
       if (proc.exitCode !== null) throw new Error(`mosquitto exited at start: ${stderr.join('')}`);
       if (await listening(this.port)) return;
-      if (Date.now() > deadline) throw new Error(`mosquitto not listening on ${this.port} after 20 s`);
+      if (Date.now() > deadline) throw new Error(`mosquitto not listening on ${this.port} after ${bound} ms`);
       await sleep(100);
     }
   }

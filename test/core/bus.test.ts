@@ -7,7 +7,7 @@ import { silentLogger } from '../../core/log.js';
 import '../../modules/contracts.js';
 import { compilePattern, isValidPattern } from '../../core/topics.js';
 import { captureLog, LEVEL } from '../fixtures/capture-log.js';
-import { deferred, until, withTimeout } from '../helpers/wait.js';
+import { deferred, scaled, until, withTimeout } from '../helpers/wait.js';
 
 const box = (capacity = 10_000, overflow: 'block' | 'drop-oldest' | 'reject' = 'block', block_timeout_ms = 1000) => ({
   capacity,
@@ -160,7 +160,10 @@ describe('bus delivery', () => {
       ['unknown', 'CMD_ERR_UNKNOWN_PROJECT'],
       ['invalid', 'CMD_ERR_INVALID'],
     ]) {
-      await assert.rejects(bus.request('ask', what, { timeoutMs: 5000 }), (e: unknown) => errorCode(e) === code);
+      await assert.rejects(
+        bus.request('ask', what, { timeoutMs: scaled(5000) }),
+        (e: unknown) => errorCode(e) === code,
+      );
     }
     assert.equal(bus.mailbox('m').stats().errors, 0, 'refusals are not module errors');
     assert.deepEqual(
@@ -172,7 +175,7 @@ describe('bus delivery', () => {
     assert.equal(refusals.length, 3);
     assert.ok(refusals.every((l) => l.level === LEVEL.debug && l.err === undefined && typeof l.code === 'string'));
 
-    await assert.rejects(bus.request('ask', 'boom', { timeoutMs: 5000 }));
+    await assert.rejects(bus.request('ask', 'boom', { timeoutMs: scaled(5000) }));
     assert.equal(bus.mailbox('m').stats().errors, 1);
     const failed = lines.filter((l) => l.msg === 'bus handler failed');
     assert.equal(failed.length, 1);

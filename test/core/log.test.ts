@@ -34,5 +34,9 @@ describe('log name and format', () => {
     assert.equal(logFormat({ LOG_FORMAT: 'json' }, true), 'json');
     assert.equal(logFormat({ LOG_FORMAT: 'PRETTY' }, false), 'pretty');
     assert.equal(logFormat({ LOG_FORMAT: 'nonsense' }, false), 'json');
+    // production keeps JSON on a terminal too (docker run -t), unless asked otherwise
+    assert.equal(logFormat({ NODE_ENV: 'production' }, true), 'json');
+    assert.equal(logFormat({ NODE_ENV: 'production', LOG_FORMAT: 'pretty' }, true), 'pretty');
+    assert.equal(logFormat({ NODE_ENV: 'development' }, true), 'pretty');
   });
 });

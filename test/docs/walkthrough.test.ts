@@ -205,6 +205,87 @@ describe('README walkthrough', () => {
       assert.ok(trail.every((l) => l.level === LEVEL.info && l.payload === undefined));
       assert.equal(typeof trail[1].duration_ms, 'number');
     });
+
+    test("the README's agent with a secret the hub did not show: the hub's broker refuses the login, and the agent says what to check", async () => {
+      assert.ok(mqttPort > 0, 'the walkthrough hub is up');
+      const data = fs.mkdtempSync(path.join(os.tmpdir(), 'gmq-walk-wrong-secret-'));
+      dirs.push(data);
+      const agent = new HostProcess(AGENT_CONFIG, {
+        ...cleanEnv(),
+        ...readmeEnv,
+        ...leadingAssignments(agentLine!),
+        HUB_MQTT_PORT: String(mqttPort),
+        AGENT_SECRET: 'not-the-secret-the-hub-showed',
+        HUB_DATA_DIR: data,
+      });
+      procs.push(agent);
+      const refused = await agent.waitFor((l) => l.msg === 'MQTT connection error', START_MS, 'the refused login');
+      assert.equal(refused.level, LEVEL.warn);
+      assert.equal(refused.url, `mqtt://127.0.0.1:${mqttPort}`);
+      assert.match(String(refused.err), /not authori[sz]ed|bad user ?name or password/i);
+      const check = refused.check as string[];
+      assert.ok(Array.isArray(check), JSON.stringify(refused));
+      assert.ok(
+        check.some((c) => c.includes('AGENT_SECRET')),
+        JSON.stringify(check),
+      );
+      assert.ok(
+        check.some((c) => c.includes(`mqtt://127.0.0.1:${mqttPort}`)),
+        JSON.stringify(check),
+      );
+      assert.ok(!agent.lines.some((l) => l.msg === 'agent connected to the broker'), agent.tail());
+      await agent.stop();
+    });
+
+    test("a newcomer's mistakes are info lines with their code: no stack, no error, no module error", async () => {
+      assert.ok(base, 'the walkthrough hub is up');
+      const from = hub.lines.length;
+      const post = (route: string, body: unknown) =>
+        fetch(`${base}/api/exchange-hub${route}`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify(body),
+        });
+      // a project nobody provisioned, one without an agent, and a body without a type
+      const offline = `${leadingAssignments(agentLine!).AGENT_PROJECT_ID}-no-agent`;
+      assert.equal((await post('/projects', { project_id: offline })).status, 201);
+      const answers = [
+        await post('/command/sync', { project_id: 'never-provisioned', command_type: 'echo', payload: {} }),
+        await post('/command/sync', { project_id: offline, command_type: 'echo', payload: {} }),
+        await post('/command/send', { project_id: offline }),
+      ];
+      const codes = await Promise.all(
+        answers.map(async (r) => ((await r.json()) as { error: { code: string } }).error.code),
+      );
+      assert.deepEqual(codes, ['CMD_ERR_UNKNOWN_PROJECT', 'CMD_ERR_PROJECT_OFFLINE', 'CMD_ERR_INVALID']);
+      const refusedLines = () => hub.lines.slice(from).filter((l) => l.msg === 'request refused');
+      await until(() => refusedLines().length >= 3, 5_000, "the hub's lines for three refused requests");
+      const lines = refusedLines();
+      assert.deepEqual(
+        lines.map((l) => l.code),
+        codes,
+      );
+      for (const l of lines) {
+        assert.equal(l.level, LEVEL.info, JSON.stringify(l));
+        assert.equal(l.name, 'gmq-hub');
+        assert.equal(l.err, undefined, 'no error object, no stack');
+        assert.equal(l.payload, undefined, 'no request body');
+      }
+      const worse = hub.lines.slice(from).filter((l) => l.level >= LEVEL.warn);
+      assert.deepEqual(worse, [], 'nothing above info for a caller mistake');
+      // counted as refusals by code, and not as errors of any module's bus handlers
+      const metrics = await (await fetch(`${base}/metrics`)).text();
+      for (const code of codes) {
+        assert.match(metrics, new RegExp(`^hub_http_refusals_total\\{code="${code}"\\} [1-9]`, 'm'), code);
+      }
+      const handlerErrors = [...metrics.matchAll(/^hub_bus_mailbox_errors_total\{[^}]*\} (\d+)/gm)];
+      assert.ok(handlerErrors.length > 0, 'the mailbox error series are exported');
+      assert.deepEqual(
+        handlerErrors.filter((m) => m[1] !== '0').map((m) => m[0]),
+        [],
+        'no module counted a refusal as its error',
+      );
+    });
   });
 
   describe('an agent on a broker where no hub listens', { skip: !mosquittoAvailable() || !agentLine }, () => {
@@ -261,6 +342,126 @@ describe('README walkthrough', () => {
         await mosquitto.stop();
         fs.rmSync(data, { recursive: true, force: true });
       }
+    });
+  });
+
+  describe('a hub that answers no', { skip: !mosquittoAvailable() || !agentLine }, () => {
+    // The README's agent on the broker its hub uses (a Mosquitto the hub reaches with
+    // HUB_EMBEDDED_BROKER=false, which lets the agents in: a broker does not check the secret the
+    // hub signs with), as a project the hub never provisioned, and as a provisioned project with
+    // the wrong secret. Each must say why it is not online and keep registering.
+    const dirs: string[] = [];
+    const procs: HostProcess[] = [];
+    let mosquitto: Awaited<ReturnType<typeof startPrivateMosquitto>> | undefined;
+
+    after(async () => {
+      for (const p of procs.reverse()) await p.stop();
+      await mosquitto?.stop();
+      for (const d of dirs) fs.rmSync(d, { recursive: true, force: true });
+    });
+
+    test('an unknown project is told so, a wrong secret is named; both register again, neither blames the broker', async () => {
+      await prepareSharedPgliteTemplate();
+      const projectId = leadingAssignments(agentLine!).AGENT_PROJECT_ID;
+      const stranger = `${projectId}-unprovisioned`;
+      const wrongSecret = 'not-the-secret-the-hub-showed';
+      const strangerSecret = 'a-secret-no-hub-knows';
+      mosquitto = await startPrivateMosquitto({
+        'gmq-hub': 'hub-password',
+        [projectId]: deriveMqttPassword(projectId, wrongSecret),
+        [stranger]: deriveMqttPassword(stranger, strangerSecret),
+      });
+      const url = mosquitto.tcpUrl;
+      const httpPort = await freePort();
+      const hubData = fs.mkdtempSync(path.join(os.tmpdir(), 'gmq-walk-no-hub-'));
+      dirs.push(hubData);
+      const db = tempPgliteConfig();
+      fs.cpSync(db.config.data_dir!, path.join(hubData, 'pglite'), { recursive: true });
+      db.cleanup();
+      const hub = new HostProcess(HUB_CONFIG, {
+        ...cleanEnv(),
+        HUB_EMBEDDED_BROKER: 'false',
+        HUB_MQTT_URL: url,
+        HUB_MQTT_USERNAME: 'gmq-hub',
+        HUB_MQTT_PASSWORD: 'hub-password',
+        HUB_HTTP_PORT: String(httpPort),
+        HUB_GRPC_PORT: String(await freePort()),
+        HUB_DATA_DIR: hubData,
+      });
+      procs.push(hub);
+      await hub.started(START_MS);
+      const created = await fetch(`http://127.0.0.1:${httpPort}/api/exchange-hub/projects`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ project_id: projectId }),
+      });
+      assert.equal(created.status, 201);
+
+      const agentWith = (id: string, secret: string): HostProcess => {
+        const data = fs.mkdtempSync(path.join(os.tmpdir(), 'gmq-walk-refused-'));
+        dirs.push(data);
+        const agent = new HostProcess(AGENT_CONFIG, {
+          ...cleanEnv(),
+          ...leadingAssignments(agentLine!),
+          HUB_MQTT_URL: url,
+          AGENT_PROJECT_ID: id,
+          AGENT_SECRET: secret,
+          HUB_DATA_DIR: data,
+        });
+        procs.push(agent);
+        return agent;
+      };
+      const unknown = agentWith(stranger, strangerSecret);
+      const wrong = agentWith(projectId, wrongSecret);
+
+      // not provisioned: the hub answers (unsigned: it has no secret for it) with its reason
+      const refused = await unknown.waitFor(
+        (l) => l.msg.startsWith('registration refused by the hub'),
+        START_MS,
+        "the hub's refusal",
+      );
+      assert.equal(refused.level, LEVEL.warn);
+      assert.equal(refused.reason, 'unknown project');
+      assert.equal(refused.url, url);
+      assert.ok(refused.msg.includes('unknown project'), refused.msg);
+      await unknown.waitFor(
+        (l) => l.msg === 'register sent' && l.attempt === 2,
+        periodBound(5_000),
+        'a register after the refusal',
+      );
+
+      // the wrong secret: the hub's refusal is signed with the right one, which this agent cannot
+      // verify; it says that, naming the secret, instead of reporting silence
+      const unverified = await wrong.waitFor(
+        (l) => l.msg.startsWith('a register_ack came'),
+        START_MS,
+        'the unverifiable answer named',
+      );
+      assert.equal(unverified.level, LEVEL.warn);
+      assert.equal(unverified.url, url);
+      assert.equal(unverified.code, 'PROTO_ERR_SIGNATURE');
+      assert.ok(
+        (unverified.check as string[]).some((c) => c.includes('AGENT_SECRET')),
+        JSON.stringify(unverified),
+      );
+      await wrong.waitFor(
+        (l) => l.msg === 'register sent' && l.attempt === 2,
+        periodBound(5_000),
+        'a register after the unverifiable answer',
+      );
+
+      for (const agent of [unknown, wrong]) {
+        assert.ok(!agent.lines.some((l) => l.msg.startsWith('no register_ack')), agent.tail());
+        assert.ok(!agent.lines.some((l) => l.msg === 'agent registered'), agent.tail());
+        assert.ok(!agent.lines.some((l) => l.level >= LEVEL.error), agent.tail());
+      }
+      // the hub logged both refusals as warnings, not errors
+      await hub.waitFor(
+        (l) => l.msg === 'registration refused' && l.project_id === projectId,
+        5_000,
+        "the hub's line for the bad signature",
+      );
+      assert.ok(!hub.lines.some((l) => l.level >= LEVEL.error), hub.tail());
     });
   });
 });

@@ -8,6 +8,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { freePort, listening } from './process.js';
+import { scaled } from './wait.js';
 
 export interface PrivateMosquitto {
   tcpUrl: string;
@@ -90,7 +91,7 @@ async function startOn(dir: string, passwd: string): Promise<Started | { failure
   proc.stderr?.on('data', (b: Buffer) => out.push(b.toString()));
   const exited = new Promise<void>((r) => proc.once('exit', () => r()));
   const alive = () => proc.exitCode === null && proc.signalCode === null;
-  const deadline = Date.now() + 15_000;
+  const deadline = Date.now() + scaled(15_000);
   for (;;) {
     if (alive() && (await listening(tcp)) && (await listening(ws))) {
       // a bind failure on a later listener ends the process just after the earlier one opened
@@ -119,7 +120,7 @@ function handle(
       const mark = out.length;
       proc.kill('SIGHUP');
       // Mosquitto logs the reload; give it a moment either way
-      const until = Date.now() + 5_000;
+      const until = Date.now() + scaled(5_000);
       while (Date.now() < until && !out.slice(mark).join('').includes('Reloading config')) {
         await new Promise((r) => setTimeout(r, 20));
       }
@@ -129,7 +130,7 @@ function handle(
     async stop() {
       if (proc.exitCode === null && proc.signalCode === null) {
         proc.kill('SIGTERM');
-        const t = setTimeout(() => proc.kill('SIGKILL'), 5_000);
+        const t = setTimeout(() => proc.kill('SIGKILL'), scaled(5_000));
         await exited;
         clearTimeout(t);
       }

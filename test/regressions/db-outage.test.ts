@@ -13,6 +13,7 @@ import { toServiceError } from '../../modules/grpc/errors.js';
 import { toHttpError } from '../../modules/web/errors.js';
 import { API, ChaosAgent, ChaosHub } from '../chaos/fleet.js';
 import { PrivateMosquitto, PrivatePostgres, sleep } from '../chaos/servers.js';
+import { scaled } from '../helpers/wait.js';
 
 describe('database unavailable: the classifier', () => {
   const errno = (code: string) => Object.assign(new Error(`connect ${code} 127.0.0.1:5432`), { code });
@@ -69,7 +70,9 @@ describe('database unavailable: the classifier', () => {
   });
 });
 
-describe('database outage: callers get 503 + Retry-After, the hub recovers by itself', { timeout: 300_000 }, () => {
+describe('database outage: callers get 503 + Retry-After, the hub recovers by itself', {
+  timeout: scaled(75_000),
+}, () => {
   let pgs: PrivatePostgres;
   let mosquitto: PrivateMosquitto;
   let hub: ChaosHub;
@@ -104,7 +107,7 @@ describe('database outage: callers get 503 + Retry-After, the hub recovers by it
   };
 
   const waitCompleted = async (id: string) => {
-    const deadline = Date.now() + 60_000;
+    const deadline = Date.now() + scaled(60_000);
     let last: unknown;
     while (Date.now() < deadline) {
       const r = await fetch(`${hub.base}${API}/command/${id}`);
@@ -138,13 +141,18 @@ describe('database outage: callers get 503 + Retry-After, the hub recovers by it
 
     await pgs.start();
     const back = Date.now();
+    const bound = scaled(5_000);
     let r = await send();
-    while (r.status !== 202 && Date.now() - back < 5_000) {
+    while (r.status !== 202 && Date.now() - back < bound) {
       assert.notEqual(r.status, 500, JSON.stringify(r.json));
       await sleep(100);
       r = await send();
     }
-    assert.equal(r.status, 202, `no send accepted within 5 s of the database's return: ${JSON.stringify(r.json)}`);
+    assert.equal(
+      r.status,
+      202,
+      `no send accepted within ${bound} ms of the database's return: ${JSON.stringify(r.json)}`,
+    );
     await waitCompleted((r.json as { command_id: string }).command_id);
     assert.equal((await fetch(`${hub.base}/readyz`)).status, 200);
   });

@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import WebSocket from 'ws';
 import type { Agent, Json, Provisioned } from '../../e2e/harness.js';
-import { until } from '../../helpers/wait.js';
+import { scaled, until } from '../../helpers/wait.js';
 import { API, Cluster, type ClusterHub } from './cluster-harness.js';
 
 const RANK: Record<string, number> = { pending: 0, sent: 1, acked: 2, completed: 3, failed: 3, timeout: 3 };
@@ -66,7 +66,7 @@ class Watcher {
   }
 }
 
-describe('several hubs as one: events everywhere, pushed sync answers, takeover', { timeout: 900_000 }, () => {
+describe('several hubs as one: events everywhere, pushed sync answers, takeover', { timeout: scaled(225_000) }, () => {
   let cluster: Cluster;
   let a: ClusterHub;
   let b: ClusterHub;

@@ -7,6 +7,7 @@ import * as grpc from '@grpc/grpc-js';
 import { loadSync } from '@grpc/proto-loader';
 import { z } from 'zod';
 import { HubError } from '../../../core/errors.js';
+import type { Logger } from '../../../core/log.js';
 import type { ModuleProvider } from '../../../core/module.js';
 import { ProviderRegistry } from '../../../core/registry.js';
 import {
@@ -352,6 +353,8 @@ export async function startHub(
     fakes?: ('command' | 'status')[];
     /** More modules: each provider is registered and gets a `<name>: <block>` line. */
     extra?: { provider: ModuleProvider<Record<string, never>>; block?: Record<string, unknown> }[];
+    /** The host's logger (silent unless given), e.g. test/fixtures/capture-log.ts. */
+    log?: Logger;
   } = {},
 ): Promise<Hub> {
   const seen: Seen = { sends: [], creates: [], gets: [], admin: [] };
@@ -368,7 +371,7 @@ export async function startHub(
     ...extra.map((e) => `  ${e.provider.name}: ${JSON.stringify(e.block ?? {})}`),
     `  grpc: ${JSON.stringify(settings)}`,
   ].join('\n');
-  const th = await startHost(yaml, registry);
+  const th = await startHost(yaml, registry, { log: opts.log });
   const stats = () => th.host.bus.request<GrpcStats>(GRPC.stats, {}, { timeoutMs: scaled(2000) });
   const { port } = await stats();
   const clients: grpc.Client[] = [];

@@ -1,14 +1,16 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { status } from '@grpc/grpc-js';
+import { captureLog, LEVEL } from '../../fixtures/capture-log.js';
 import { call, fails, type Hub, type Msg, startHub, watch } from './harness.js';
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
 describe('grpc: ExchangeHub calls', () => {
   let hub: Hub;
+  const logged = captureLog();
   before(async () => {
-    hub = await startHub({ default_sync_wait_ms: 5000 });
+    hub = await startHub({ default_sync_wait_ms: 5000 }, { log: logged.log });
   });
   after(async () => {
     await hub?.stop();
@@ -214,6 +216,21 @@ describe('grpc: ExchangeHub calls', () => {
     await fails(
       call(hub.client, 'SendSyncCommand', { project_id: 'offline-1', command_type: 'echo' }),
       status.FAILED_PRECONDITION,
+    );
+    // a caller's mistake is one info line with its code: no stack, not an error of the module
+    const refusals = logged.find('gRPC call refused', 'grpc').filter((l) => l.code === 'CMD_ERR_PROJECT_OFFLINE');
+    assert.deepEqual(
+      refusals.map((l) => [l.method, l.level, l.grpc_status]),
+      [
+        ['SendCommand', LEVEL.info, status.FAILED_PRECONDITION],
+        ['SendSyncCommand', LEVEL.info, status.FAILED_PRECONDITION],
+      ],
+    );
+    assert.ok(refusals.every((l) => l.err === undefined));
+    assert.deepEqual(
+      logged.lines.filter((l) => l.level >= LEVEL.error),
+      [],
+      'no refusal is logged as an error',
     );
   });
 
