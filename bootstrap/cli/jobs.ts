@@ -1,6 +1,6 @@
 /**
  * `gmq-hub jobs create|list|show|cancel`: jobs (one command to many projects) over REST, as
- * README "Jobs" describes them. The shapes are the documented REST answers (JobView).
+ * README "Jobs: one command to many projects" describes them. The shapes are the documented REST answers (JobView).
  */
 import type { GroupSpec } from './args.js';
 import { UsageError } from './args.js';

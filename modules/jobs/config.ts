@@ -2,7 +2,7 @@ import { z } from 'zod';
 
 const ms = (def: number) => z.number().int().positive().default(def);
 
-/** The jobs module's settings (README "Jobs"). */
+/** The jobs module's settings (README "Jobs: one command to many projects"). */
 export const jobsConfigSchema = z
   .object({
     /** Which entry under `databases:` holds the job tables. */

@@ -1,5 +1,5 @@
 /**
- * The `jobs` module: one command to many projects (README "Jobs", issue 14 item 1).
+ * The `jobs` module: one command to many projects (README "Jobs: one command to many projects", issue 14 item 1).
  *
  *   scheduled ──schedule_at──▶ running ──every target terminal──▶ completed
  *       │                         ├──failure ratio ≥ abort.failure_ratio (after min_done)──▶ aborted

@@ -1,7 +1,7 @@
 import type { Migration } from '../../core/module.js';
 
 /**
- * Tables of the jobs module (README "Jobs"). `job` is one row per job with its rollout settings
+ * Tables of the jobs module (README "Jobs: one command to many projects"). `job` is one row per job with its rollout settings
  * and the driver's lease (lease_owner, lease_until: one rollout driver per job at a time across
  * hub instances on one database). `job_target` is one row per target project, with the command
  * id the job sends it under, chosen when the target is stored (so a driver taking over after a

@@ -1,6 +1,6 @@
 /**
  * The jobs module's bus topics and payloads (docs/conventions.md#each-domain-owns-its-bus-topics):
- * one command to many projects (README "Jobs"). Interfaces (web, grpc) ask these; the live
+ * one command to many projects (README "Jobs: one command to many projects"). Interfaces (web, grpc) ask these; the live
  * feed (modules/shared/interface-kit/event-feed.ts) turns `job.progress` events into WebSocket and gRPC events.
  */
 import type { OfflinePolicy } from '../../shared/contract/schemas.js';
