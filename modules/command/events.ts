@@ -49,6 +49,9 @@ export interface Counters {
   idempotent_replays: number;
   /** Sends refused: their idempotency key names a command made by a different request. */
   idempotency_mismatches: number;
+  /** Scheduled commands this instance started at their time (sent or queued), and failed then. */
+  scheduled_started: number;
+  scheduled_failed: number;
   idempotency_keys_expired: number;
   /** Events of other hub instances republished here (cluster-events.ts). */
   cluster_events_in: number;
@@ -95,6 +98,8 @@ export function newCounters(): Counters {
     reasks: 0,
     idempotent_replays: 0,
     idempotency_mismatches: 0,
+    scheduled_started: 0,
+    scheduled_failed: 0,
     idempotency_keys_expired: 0,
     cluster_events_in: 0,
     cluster_duplicates: 0,

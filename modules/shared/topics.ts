@@ -271,7 +271,15 @@ export interface StatusChangedEvent {
 }
 
 // ─── command ───────────────────────────────────────────────────────────────────────────────
-export type CommandStatus = 'pending' | 'sent' | 'acked' | 'completed' | 'failed' | 'timeout' | 'cancelled';
+export type CommandStatus =
+  | 'scheduled'
+  | 'pending'
+  | 'sent'
+  | 'acked'
+  | 'completed'
+  | 'failed'
+  | 'timeout'
+  | 'cancelled';
 export type OfflinePolicy = 'fail' | 'queue';
 
 export const COMMAND = {
@@ -305,6 +313,8 @@ export interface SendCommandRequest {
   offline_policy?: OfflinePolicy;
   /** With offline_policy 'queue': how long the command may wait for the project (default config). */
   queue_ttl_ms?: number;
+  /** Async only: when to start it (ISO 8601 with zone); `scheduled` until then. */
+  schedule_at?: string;
   /** Callers that wait for the result choose the id first, so their waiter exists before the send. */
   command_id?: string;
   is_sync?: boolean;
@@ -345,6 +355,8 @@ export interface CommandView {
   started_at: string | null;
   completed_at: string | null;
   timeout_at: string;
+  /** When a scheduled send was asked to start (null: sent at once) */
+  schedule_at: string | null;
   /** true when the result arrived after the command had been marked timeout */
   late_result: boolean;
   error: string | null;
