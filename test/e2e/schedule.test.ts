@@ -109,7 +109,7 @@ for (const backend of BACKENDS) {
       assert.ok(Date.parse(done.timeout_at) >= Date.parse(at) + 2_000, `timeout_at ${done.timeout_at}`);
       const got = received(id);
       assert.equal(got.length, 1, 'the agent received it once');
-      assert.ok(Number(got[0].time) >= Date.parse(at), `the agent got it at ${got[0].time}, before ${at}`);
+      assert.ok(Date.parse(String(got[0].time)) >= Date.parse(at), `the agent got it at ${got[0].time}, before ${at}`);
       await until(() => feed.states(id).includes('completed'), 10_000, 'the feed saw it complete');
       const states = feed.states(id);
       assert.equal(states[0], 'scheduled', states.join(' '));
