@@ -270,7 +270,11 @@ export class Events {
 /** The operator's trail of a command: accepted, then how it ended and how long it took. */
 function logLifecycle(log: Logger, c: ReturnType<typeof toView>, now: number): void {
   const ids = { command_id: c.command_id, project_id: c.project_id, command_type: c.command_type };
-  if (c.status === 'pending') {
+  if (c.status === 'scheduled') {
+    log.info({ ...ids, schedule_at: c.schedule_at, offline_policy: c.offline_policy }, 'command scheduled');
+  } else if (c.status === 'pending' && c.schedule_at !== null) {
+    log.info({ ...ids, schedule_at: c.schedule_at, offline_policy: c.offline_policy }, 'scheduled command started');
+  } else if (c.status === 'pending') {
     log.info({ ...ids, offline_policy: c.offline_policy, attempts: c.attempts }, 'command accepted');
   } else if (TERMINAL.has(c.status)) {
     const end = c.completed_at ? Date.parse(c.completed_at) : now;

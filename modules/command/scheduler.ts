@@ -122,7 +122,8 @@ export class Scheduler {
       const ids = { project_id: row.project_id, command_id: row.command_id };
       if (row.status === 'failed') {
         this.d.counters.scheduled_failed++;
-        this.d.log.info({ ...ids, error: row.error }, 'scheduled command failed at its time');
+        // the lifecycle line ('command failed', events.ts) says why at info
+        this.d.log.debug({ ...ids, error: row.error }, 'scheduled command failed at its time');
       } else {
         this.d.counters.scheduled_started++;
         if (row.queue_expires_at === null) toRelay++;
