@@ -64,7 +64,7 @@ const INSERT_SQL = `WITH v AS (
       operator_id text, payload_json text, offline_policy text, timeout_ms integer, queue_expires_at timestamptz,
       is_sync boolean, timeout_at timestamptz, created_at timestamptz, topic text, message text, outbox_status text,
       attempts integer, next_attempt_at timestamptz, idempotency_key text, request_hash text, status text,
-      schedule_at timestamptz, queue_ttl_ms integer)
+      schedule_at timestamptz, queue_ttl_ms bigint)
   ), k AS (
     INSERT INTO command_idempotency (idempotency_key, request_hash, command_id, created_at)
     SELECT idempotency_key, request_hash, command_id, created_at FROM v WHERE idempotency_key IS NOT NULL

@@ -171,7 +171,7 @@ $fn$;
     id: '006_command_schedule_at',
     up: `
 ALTER TABLE command_tracker ADD COLUMN IF NOT EXISTS schedule_at timestamptz;
-ALTER TABLE command_tracker ADD COLUMN IF NOT EXISTS queue_ttl_ms integer;
+ALTER TABLE command_tracker ADD COLUMN IF NOT EXISTS queue_ttl_ms bigint;
 ALTER TABLE command_tracker DROP CONSTRAINT IF EXISTS command_tracker_status_check;
 ALTER TABLE command_tracker ADD CONSTRAINT command_tracker_status_check
   CHECK (status IN ('scheduled', 'pending', 'sent', 'acked', 'completed', 'failed', 'timeout', 'cancelled'));

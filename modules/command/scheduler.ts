@@ -23,7 +23,7 @@ import { buildCommand } from '../shared/protocol.js';
 import type { OfflinePolicy } from '../shared/topics.js';
 import { type Deps, ID_LIST, isoAt, lockInOrder, query, retrying } from './deps.js';
 import { terminalEvent } from './domain-events.js';
-import { TRACKER_COLUMNS, type TrackerRow } from './rows.js';
+import { num, TRACKER_COLUMNS, type TrackerRow } from './rows.js';
 
 /** Scheduled commands started per statement. */
 const BATCH = 500;
@@ -37,8 +37,8 @@ interface DueRow {
   command_type: string;
   payload: unknown;
   offline_policy: OfflinePolicy;
-  timeout_ms: number;
-  queue_ttl_ms: number | null;
+  timeout_ms: number | string;
+  queue_ttl_ms: number | string | null;
 }
 
 /** What one due command becomes, decided from its project's state at its time. */
@@ -174,13 +174,14 @@ export class Scheduler {
       const payload = JSON.stringify(
         buildCommand(projectId, r.command_type, r.payload, secret, { messageId: r.command_id, now }),
       );
-      const queueExpires = online ? null : now + (r.queue_ttl_ms ?? defaultTtl);
+      // bigint: pg answers a string (rows.ts num)
+      const queueExpires = online ? null : now + (r.queue_ttl_ms === null ? defaultTtl : num(r.queue_ttl_ms));
       return {
         command_id: r.command_id,
         status: 'pending',
         error: null,
         queue_expires_at: queueExpires === null ? null : isoAt(queueExpires),
-        timeout_at: isoAt((queueExpires ?? now) + r.timeout_ms),
+        timeout_at: isoAt((queueExpires ?? now) + num(r.timeout_ms)),
         outbox_status: online ? 'pending' : 'waiting',
         payload,
         next_attempt_at: isoAt(queueExpires ?? now),
