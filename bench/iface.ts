@@ -70,6 +70,7 @@ export function resultEvent(i: number, output: string): { topic: string; event: 
     started_at: iso,
     completed_at: iso,
     timeout_at: new Date(now + 30_000).toISOString(),
+    schedule_at: null,
     late_result: false,
     error: null,
     job_id: null,

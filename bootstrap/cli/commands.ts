@@ -53,6 +53,7 @@ interface CommandDetail {
   acked_at: string | null;
   completed_at: string | null;
   timeout_at: string;
+  schedule_at?: string | null;
   late_result: boolean;
   error: string | null;
   payload?: unknown;
@@ -175,6 +176,18 @@ export function queueTtl(v: string, now: number, path: readonly string[]): numbe
 }
 
 /**
+ * `--at`: when a scheduled send starts. A duration from now (`+90s`, `+10m`, `+2h`, `+1d`) becomes
+ * an ISO time here; anything else goes to the hub as written, which wants ISO 8601 with a zone
+ * and says so when it is not.
+ */
+export function scheduleAt(v: string, now: number): string {
+  const rel = /^\+(\d+)(ms|s|m|h|d)?$/.exec(v);
+  if (!rel) return v;
+  const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[(rel[2] ?? 'ms') as 'ms'];
+  return new Date(now + Number(rel[1]) * unit).toISOString();
+}
+
+/**
  * `--since` / `--until`: an ISO 8601 time, ms since the epoch, or a duration back from now
  * (`90s`, `10m`, `2h`, `1d`; `-2h` too, written `--since=-2h`, as a leading dash reads as an
  * option). Returns what the REST filter takes: an ISO time.
@@ -231,6 +244,7 @@ function commandBlock(c: CommandDetail): string {
     ['type', c.command_type],
     ['status', `${c.status}${c.late_result ? ' (late result: it came after the timeout)' : ''}`],
     ['created', when(c.created_at)],
+    ...(c.schedule_at ? ([['scheduled for', when(c.schedule_at)]] as Array<[string, string]>) : []),
     ['sent', when(c.sent_at)],
     ['acked', when(c.acked_at)],
     ['completed', when(c.completed_at)],
@@ -407,7 +421,7 @@ export const COMMANDS: Spec[] = [
   ),
   {
     path: ['send'],
-    args: '[--sync] [--timeout-ms N] [--wait-ms N] [--queue-until T] [--idempotency-key K] <project> <type> [json-payload]',
+    args: '[--sync] [--timeout-ms N] [--wait-ms N] [--queue-until T] [--at T] [--idempotency-key K] <project> <type> [json-payload]',
     summary: 'Send a command to a project’s agent',
     details: [
       'Without --sync the hub answers at once with the command id (the outbox delivers it).',
@@ -417,6 +431,9 @@ export const COMMANDS: Spec[] = [
       'A project that is not online refuses the command (CMD_ERR_PROJECT_OFFLINE) unless',
       '--queue-until says how long it may wait for the project to come online.',
       'The payload is JSON (default {}); quote it for the shell.',
+      'With --at the command is stored now as `scheduled` and starts at T (cancel it until then with',
+      '`gmq-hub cancel <id>`); whether its project is online counts then, and --queue-until is measured',
+      'from T. Not with --sync.',
       'With --idempotency-key the same command line run again (a retry after a lost answer) gets the',
       'command the first run made instead of a second one; the key with another command is refused',
       '(CMD_ERR_IDEMPOTENCY_MISMATCH). Keys are kept at least 24 h.',
@@ -434,6 +451,11 @@ export const COMMANDS: Spec[] = [
         value: 'T',
         description: 'queue while the project is offline, until T: ISO time, ms since the epoch, or +90s/+10m/+2h',
       },
+      at: {
+        type: 'string',
+        value: 'T',
+        description: 'start at T: ISO 8601 time with zone (2026-12-24T18:00:00Z) or +90s/+10m/+2h/+1d',
+      },
       'idempotency-key': {
         type: 'string',
         value: 'K',
@@ -447,6 +469,7 @@ export const COMMANDS: Spec[] = [
       // what examples/agent/config.yml allows: `uptime` by name, args as an array
       'gmq-hub send --sync --timeout-ms 10000 plant-7 host_exec \'{"command":"uptime","args":[]}\'',
       'gmq-hub send --queue-until +30m plant-7 reboot',
+      'gmq-hub send --at 2026-12-24T18:00:00Z plant-7 reboot',
       'gmq-hub send --idempotency-key deploy-2024-05-01 plant-7 deploy \'{"version":"1.4.2"}\'',
     ],
     async run({ values, positionals }, ctx) {
@@ -464,12 +487,19 @@ export const COMMANDS: Spec[] = [
       const wait = positiveInt('wait-ms', values['wait-ms'] as string | undefined, path);
       if (wait !== undefined && !values.sync) throw new UsageError('--wait-ms needs --sync', path);
       const until = values['queue-until'] as string | undefined;
+      const now = Date.now();
+      const atArg = values.at as string | undefined;
+      if (atArg !== undefined && values.sync) throw new UsageError('--at cannot be used with --sync', path);
+      const at = atArg === undefined ? undefined : scheduleAt(atArg, now);
+      // the queued wait begins when the command starts, so --queue-until counts from --at
+      const start = at === undefined ? now : Math.max(now, Date.parse(at) || now);
       const body = {
         project_id: project,
         command_type: type,
         ...(payload !== undefined ? { payload } : {}),
         ...(timeout !== undefined ? { timeout_ms: timeout } : {}),
-        ...(until !== undefined ? { offline_policy: 'queue', queue_ttl_ms: queueTtl(until, Date.now(), path) } : {}),
+        ...(until !== undefined ? { offline_policy: 'queue', queue_ttl_ms: queueTtl(until, start, path) } : {}),
+        ...(at !== undefined ? { schedule_at: at } : {}),
         ...(wait !== undefined ? { wait_ms: wait } : {}),
       };
       const key = values['idempotency-key'] as string | undefined;
@@ -538,13 +568,33 @@ export const COMMANDS: Spec[] = [
     },
   },
   {
+    path: ['cancel'],
+    args: '<command-id>',
+    summary: 'Cancel a command not delivered yet (scheduled, or pending before any delivery)',
+    details: [
+      'POST /api/exchange-hub/command/<id>/cancel. A command the agent may already have is refused',
+      '(CMD_ERR_NOT_CANCELLABLE, exit 1).',
+    ],
+    positionals: { min: 1, max: 1 },
+    json: true,
+    examples: ['gmq-hub cancel 0b8f7a52-7a0e-4e0b-9d3c-2f1f6c1f9e11'],
+    async run({ positionals }, ctx) {
+      const r = await ctx
+        .client()
+        .call<CommandDetail>('POST', `${API}/command/${enc(positionals[0])}/cancel`, { body: {} });
+      show(ctx, r.body, () => commandBlock(r.body));
+      return 0;
+    },
+  },
+  {
     path: ['commands'],
     args: '[--project P] [--status S,...] [--type T] [--since T] [--until T] [--limit N] [--offset N]',
     summary: 'Commands, newest first, with filters',
     details: [
       'GET /api/exchange-hub/commands, every page up to --limit (default 50), after skipping --offset',
       '(default 0): `--limit 50 --offset 50` is the second page of fifty.',
-      '--status takes one status or a comma list: pending, sent, acked, completed, failed, timeout, cancelled.',
+      '--status takes one status or a comma list: scheduled, pending, sent, acked, completed, failed, timeout,',
+      'cancelled.',
       '--since and --until take an ISO time, ms since the epoch, or a duration back from now',
       '(90s, 10m, 2h, 1d: `--since 1h` is the last hour); --since is inclusive, --until exclusive,',
       'on the command’s creation.',

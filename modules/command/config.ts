@@ -29,7 +29,12 @@ export const commandConfigSchema = z
     relay_batch: z.number().int().min(1).max(5000).default(100),
     /** How long one BRIDGE.publish may take before it counts as a failed attempt. */
     publish_timeout_ms: ms(10_000),
-    /** Timeout / queue-expiry sweep period. */
+    /**
+     * How far ahead a send's `schedule_at` may be (README "Scheduled sends"); later is refused
+     * with CMD_ERR_INVALID. Scheduled commands start on the sweep (sweep_interval_ms).
+     */
+    max_schedule_ahead_ms: ms(30 * 24 * 3600 * 1000),
+    /** Timeout / queue-expiry sweep period (also when scheduled commands are looked for). */
     sweep_interval_ms: ms(500),
     /** How long a STATUS.credentials answer is reused. */
     credentials_cache_ms: z.number().int().nonnegative().default(1_000),

@@ -50,6 +50,9 @@ export interface Counters {
   idempotent_replays: number;
   /** Sends refused: their idempotency key names a command made by a different request. */
   idempotency_mismatches: number;
+  /** Scheduled commands this instance started at their time (sent or queued), and failed then. */
+  scheduled_started: number;
+  scheduled_failed: number;
   idempotency_keys_expired: number;
   /** Events of other hub instances republished here (cluster-events.ts). */
   cluster_events_in: number;
@@ -96,6 +99,8 @@ export function newCounters(): Counters {
     reasks: 0,
     idempotent_replays: 0,
     idempotency_mismatches: 0,
+    scheduled_started: 0,
+    scheduled_failed: 0,
     idempotency_keys_expired: 0,
     cluster_events_in: 0,
     cluster_duplicates: 0,
@@ -270,7 +275,11 @@ export class Events {
 /** The operator's trail of a command: accepted, then how it ended and how long it took. */
 function logLifecycle(log: Logger, c: ReturnType<typeof toView>, now: number): void {
   const ids = { command_id: c.command_id, project_id: c.project_id, command_type: c.command_type };
-  if (c.status === 'pending') {
+  if (c.status === 'scheduled') {
+    log.info({ ...ids, schedule_at: c.schedule_at, offline_policy: c.offline_policy }, 'command scheduled');
+  } else if (c.status === 'pending' && c.schedule_at !== null) {
+    log.info({ ...ids, schedule_at: c.schedule_at, offline_policy: c.offline_policy }, 'scheduled command started');
+  } else if (c.status === 'pending') {
     log.info({ ...ids, offline_policy: c.offline_policy, attempts: c.attempts }, 'command accepted');
   } else if (TERMINAL.has(c.status)) {
     const end = c.completed_at ? Date.parse(c.completed_at) : now;

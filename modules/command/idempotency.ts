@@ -32,6 +32,8 @@ export interface HashedRequest {
   queue_ttl_ms: number | null;
   module: string | null;
   operator_id: string | null;
+  /** The scheduled start as an instant (ISO, UTC, ms), or null for a send that starts at once. */
+  schedule_at?: string | null;
 }
 
 /**
@@ -50,6 +52,9 @@ export function requestHash(r: HashedRequest): string {
     queue_ttl_ms: r.queue_ttl_ms,
     module: r.module,
     operator_id: r.operator_id,
+    // only when given, so the hashes of keys stored before schedules existed stay the same;
+    // the instant, not the text, so `Z` and `+00:00` are one request
+    ...(r.schedule_at ? { schedule_at: r.schedule_at } : {}),
   });
   return createHash('sha256').update(canonical, 'utf8').digest('hex');
 }

@@ -1,9 +1,10 @@
 /**
  * The `command` module: the command lifecycle (docs/architecture.md#a-command-end-to-end).
  *
+ *   scheduled ──schedule_at comes (scheduler.ts)──▶ pending │ failed (offline_policy fail, project gone)
  *   pending ──relay publish, broker PUBACK──▶ sent ──agent command_ack──▶ acked ──exec_result──▶ completed | failed
  *      │  (queued: outbox 'waiting' until the project is online or queue_ttl_ms passes → failed)
- *      └─ cancel (never delivered) ▶ cancelled          any live state past timeout_at ▶ timeout
+ *      └─ cancel (never delivered; also from scheduled) ▶ cancelled          any live state past timeout_at ▶ timeout
  *
  * A send writes the tracker row and its outbox row in one statement (sends of the same moment
  * share it), answers at once and publishes the first attempt right after the commit; the relay
@@ -49,6 +50,7 @@ import { CommandOwners } from './owners.js';
 import { Queries } from './queries.js';
 import { Reasker } from './reask.js';
 import { Relay } from './relay.js';
+import { Scheduler } from './scheduler.js';
 import { Sender } from './send.js';
 import { StageMetrics } from './stage-metrics.js';
 import { Sweeper } from './sweeper.js';
@@ -111,7 +113,8 @@ export const provider: ModuleProvider<CommandConfig> = {
         relay = theRelay;
         const sender = new Sender(deps, (row) => theRelay.deliverSoon(row));
         const queries = new Queries(deps);
-        sweeper = new Sweeper(deps, ctx.timers, sender, new Reasker(deps, ctx.bus));
+        const scheduler = new Scheduler(deps);
+        sweeper = new Sweeper(deps, ctx.timers, sender, new Reasker(deps, ctx.bus), scheduler);
         const up = new Uplinks(deps, ctx.timers);
         uplinks = up;
 

@@ -35,7 +35,12 @@ export interface NewCommandRow {
   /** Outbox: the downlink topic and the signed message text. */
   topic: string;
   message: string;
-  outbox_status: 'pending' | 'waiting';
+  /** 'scheduled' for a send that starts later (tracker and outbox alike), else 'pending'. */
+  status: 'scheduled' | 'pending';
+  schedule_at: string | null;
+  /** Kept for a scheduled command: its queued wait, if any, starts at its time. */
+  queue_ttl_ms: number | null;
+  outbox_status: 'pending' | 'waiting' | 'scheduled';
   /** 1 when the send path publishes the first attempt itself (the relay's claim is then already made). */
   attempts: number;
   next_attempt_at: string;
@@ -50,16 +55,18 @@ export interface NewCommandRow {
 const MAX_GROUP = 500;
 
 const TRACKER_INSERT = `INSERT INTO command_tracker (command_id, project_id, command_type, module, operator_id, status,
-      payload, offline_policy, timeout_ms, queue_expires_at, is_sync, timeout_at, created_at, updated_at, job_id)`;
-const TRACKER_VALUES = `v.command_id, v.project_id, v.command_type, v.module, v.operator_id, 'pending',
+      payload, offline_policy, timeout_ms, queue_expires_at, is_sync, timeout_at, created_at, updated_at, schedule_at,
+      queue_ttl_ms, job_id)`;
+const TRACKER_VALUES = `v.command_id, v.project_id, v.command_type, v.module, v.operator_id, v.status,
       v.payload_json::jsonb, v.offline_policy, v.timeout_ms, v.queue_expires_at, v.is_sync, v.timeout_at, v.created_at,
-      v.created_at, v.job_id`;
+      v.created_at, v.schedule_at, v.queue_ttl_ms, v.job_id`;
 
 const INSERT_SQL = `WITH v AS (
     SELECT * FROM jsonb_to_recordset(?::jsonb) AS v(command_id text, project_id text, command_type text, module text,
       operator_id text, payload_json text, offline_policy text, timeout_ms integer, queue_expires_at timestamptz,
       is_sync boolean, timeout_at timestamptz, created_at timestamptz, topic text, message text, outbox_status text,
-      attempts integer, next_attempt_at timestamptz, idempotency_key text, request_hash text, job_id text)
+      attempts integer, next_attempt_at timestamptz, idempotency_key text, request_hash text, status text,
+      schedule_at timestamptz, queue_ttl_ms bigint, job_id text)
   ), k AS (
     INSERT INTO command_idempotency (idempotency_key, request_hash, command_id, created_at)
     SELECT idempotency_key, request_hash, command_id, created_at FROM v WHERE idempotency_key IS NOT NULL

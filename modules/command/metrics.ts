@@ -16,6 +16,8 @@ const REFUSALS = {
 const MODULE_COUNTERS = [
   'results',
   'reasks',
+  'scheduled_started',
+  'scheduled_failed',
   'cluster_events_in',
   'cluster_duplicates',
   'cluster_listen_errors',
@@ -26,7 +28,7 @@ export function commandMetrics(c: Counters): MetricFamily[] {
     uplinksRefused('command', c, REFUSALS),
     counter(
       'hub_command_module_total',
-      "This instance's command module: results it wrote, results it asked for again (reasks), events of other instances it republished (cluster_events_in) or dropped as already seen (cluster_duplicates), listener connection losses",
+      "This instance's command module: results it wrote, results it asked for again (reasks), scheduled commands it started or failed at their time (scheduled_started, scheduled_failed), events of other instances it republished (cluster_events_in) or dropped as already seen (cluster_duplicates), listener connection losses",
       countsBy('counter', Object.fromEntries(MODULE_COUNTERS.map((k) => [k, c[k]]))),
       ['counter'],
     ),

@@ -161,6 +161,28 @@ $fn$;
 `,
   },
   {
+    // Scheduled sends (README "Scheduled sends"): a command with a future schedule_at is stored at
+    // once as tracker status `scheduled` with an outbox row `scheduled` (neither the relay nor the
+    // queue sweep looks at those). At its time the sweeper's scheduler (scheduler.ts) claims it
+    // with FOR UPDATE SKIP LOCKED under a `status = 'scheduled'` guard, so of several instances
+    // exactly one starts it: signed again, then pending/waiting per offline_policy, its timeout
+    // from then. queue_ttl_ms is kept because a queued wait can only start then too.
+    // The CHECKs are dropped and written again (their default names) to admit the new status.
+    id: '006_command_schedule_at',
+    up: `
+ALTER TABLE command_tracker ADD COLUMN IF NOT EXISTS schedule_at timestamptz;
+ALTER TABLE command_tracker ADD COLUMN IF NOT EXISTS queue_ttl_ms bigint;
+ALTER TABLE command_tracker DROP CONSTRAINT IF EXISTS command_tracker_status_check;
+ALTER TABLE command_tracker ADD CONSTRAINT command_tracker_status_check
+  CHECK (status IN ('scheduled', 'pending', 'sent', 'acked', 'completed', 'failed', 'timeout', 'cancelled'));
+ALTER TABLE command_outbox DROP CONSTRAINT IF EXISTS command_outbox_status_check;
+ALTER TABLE command_outbox ADD CONSTRAINT command_outbox_status_check
+  CHECK (status IN ('scheduled', 'pending', 'waiting', 'published', 'dead'));
+-- the scheduler looks only at commands still waiting for their time
+CREATE INDEX IF NOT EXISTS command_tracker_scheduled_idx ON command_tracker (schedule_at) WHERE status = 'scheduled';
+`,
+  },
+  {
     // Jobs (modules/jobs): every command a job sends carries its job id, so a job's commands are
     // one filtered read (`GET /commands?job_id=`) and a job's counts can be recomputed from here.
     // Partial index: most commands belong to no job.

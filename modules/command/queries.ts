@@ -100,8 +100,9 @@ export class Queries {
   }
 
   /**
-   * Only a command nobody has received can be cancelled: tracker still `pending` (no broker
-   * PUBACK yet, or queued for an offline project) and never acked. Its outbox row is removed in
+   * Only a command nobody has received can be cancelled: tracker still `scheduled` (its time
+   * has not come; the scheduler's claim waits for this row lock and then finds it cancelled) or
+   * `pending` (no broker PUBACK yet, or queued for an offline project) and never acked. Its outbox row is removed in
    * the same statement. A publish already in flight may still reach the agent; its result would
    * then be stored as a late result on the cancelled record.
    */
@@ -112,7 +113,7 @@ export class Queries {
       `WITH t AS (
          UPDATE command_tracker t SET status = 'cancelled', error = 'cancelled', completed_at = ?::timestamptz,
                 updated_at = ?::timestamptz
-          WHERE t.command_id = ? AND t.status = 'pending' AND t.acked_at IS NULL
+          WHERE t.command_id = ? AND t.status IN ('scheduled', 'pending') AND t.acked_at IS NULL
          RETURNING ${T_COLS}
        ), o AS (
          DELETE FROM command_outbox o USING t WHERE o.command_id = t.command_id
@@ -129,7 +130,7 @@ export class Queries {
       if (!cur) throw new HubError('CMD_ERR_NOT_FOUND', `no command ${commandId}`, { command_id: commandId });
       throw new HubError(
         'CMD_ERR_NOT_CANCELLABLE',
-        `command ${commandId} is ${cur.status}: only a pending command never delivered can be cancelled`,
+        `command ${commandId} is ${cur.status}: only a scheduled or pending command never delivered can be cancelled`,
         { command_id: commandId, status: cur.status },
       );
     }

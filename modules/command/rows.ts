@@ -36,6 +36,8 @@ export interface TrackerRow
   version?: number | string;
   /** The job that sent the command (modules/jobs), or null. */
   job_id?: string | null;
+  /** Migration 006: when a scheduled send starts (null: it started at once). */
+  schedule_at?: Date | string | null;
 }
 
 export interface ResultRow {
@@ -49,7 +51,10 @@ export interface ResultRow {
   received_at: Date | string;
 }
 
-/** Statuses the relay, the sweeper and the uplink handlers may still move forward. */
+/**
+ * Statuses the relay, the sweeper and the uplink handlers may still move forward. Not
+ * `scheduled`: nothing was sent yet and no timeout runs; only the scheduler (or a cancel) moves it.
+ */
 export const LIVE_STATUSES: readonly CommandStatus[] = ['pending', 'sent', 'acked'];
 /** `status IN (…)` text for LIVE_STATUSES (constants only, never user input). */
 export const LIVE_SQL = `('pending', 'sent', 'acked')`;
@@ -57,7 +62,7 @@ export const LIVE_SQL = `('pending', 'sent', 'acked')`;
 export const TRACKER_COLUMNS =
   'id, command_id, project_id, command_type, module, operator_id, status, offline_policy, timeout_ms, ' +
   'queue_expires_at, attempts, late_result, error, is_sync, sent_at, acked_at, started_at, completed_at, ' +
-  'timeout_at, created_at, updated_at, version, job_id';
+  'timeout_at, created_at, updated_at, version, schedule_at, job_id';
 
 export function num(v: number | string | null | undefined): number {
   return typeof v === 'number' ? v : Number(v ?? 0);
@@ -91,6 +96,7 @@ export function toView(r: TrackerRow): CommandView {
     started_at: iso(r.started_at),
     completed_at: iso(r.completed_at),
     timeout_at: iso(r.timeout_at)!,
+    schedule_at: iso(r.schedule_at),
     late_result: r.late_result,
     error: r.error,
     job_id: r.job_id ?? null,

@@ -57,7 +57,7 @@ export class Sender {
   async send(req: unknown): Promise<SentCommand> {
     let c: CheckedSend;
     try {
-      c = checkSend(req, this.d.cfg);
+      c = checkSend(req, this.d.cfg, this.d.clock.now());
     } catch (err) {
       this.d.counters.rejected++;
       throw err;
@@ -76,7 +76,9 @@ export class Sender {
     const secret = creds.secrets[0];
     if (!secret) throw invalid('project_id', `project ${c.project_id} has no signing secret`);
     const online = creds.state === 'online';
-    if (!online && c.offline_policy === 'fail') {
+    // A scheduled send meets offline_policy at its time (scheduler.ts), not now.
+    const scheduled = c.schedule_at !== null;
+    if (!scheduled && !online && c.offline_policy === 'fail') {
       return this.refuse(
         c,
         new HubError(
@@ -100,10 +102,11 @@ export class Sender {
       throw invalid(field, (err as Error).message.replace(/^[a-z_]+: /, ''));
     }
     const commandId = msg.message_id;
-    const queued = !online;
+    const queued = !scheduled && !online;
     const queueExpires = queued ? now + c.queue_ttl_ms : null;
-    // A queued command's execution clock starts when it is released; until then only the queue expiry applies.
-    const timeoutAt = (queueExpires ?? now) + c.timeout_ms;
+    // A queued command's execution clock starts when it is released; until then only the queue
+    // expiry applies. A scheduled one's starts at its time (the scheduler sets it again then).
+    const timeoutAt = (c.schedule_at ?? queueExpires ?? now) + c.timeout_ms;
     const message = JSON.stringify(msg);
     const topic = commandDownTopic(c.project_id);
     // Online: this send publishes the first attempt itself, right after the commit (the fast
@@ -125,9 +128,14 @@ export class Sender {
         created_at: isoAt(now),
         topic,
         message,
-        outbox_status: queued ? 'waiting' : 'pending',
-        attempts: queued ? 0 : 1,
-        next_attempt_at: isoAt(queued ? (queueExpires ?? now) : now + this.d.cfg.retry_base_ms),
+        status: scheduled ? 'scheduled' : 'pending',
+        schedule_at: c.schedule_at === null ? null : isoAt(c.schedule_at),
+        queue_ttl_ms: c.queue_ttl_ms,
+        // the message signed now checks the payload against its wire schema; a scheduled one is
+        // signed again at its time (scheduler.ts)
+        outbox_status: scheduled ? 'scheduled' : queued ? 'waiting' : 'pending',
+        attempts: queued || scheduled ? 0 : 1,
+        next_attempt_at: isoAt(c.schedule_at ?? (queued ? (queueExpires ?? now) : now + this.d.cfg.retry_base_ms)),
         idempotency_key: c.idempotency?.key ?? null,
         request_hash: c.idempotency?.hash ?? null,
         job_id: c.job_id,
@@ -153,11 +161,11 @@ export class Sender {
     maybeCrash();
     this.d.counters.accepted++;
     this.d.log.debug(
-      { project_id: c.project_id, command_id: commandId, command_type: c.command_type, queued },
+      { project_id: c.project_id, command_id: commandId, command_type: c.command_type, queued, scheduled },
       'command accepted',
     );
     this.d.events.state(row);
-    if (!queued) {
+    if (!queued && !scheduled) {
       this.deliver({
         id: row.outbox_id,
         command_id: commandId,

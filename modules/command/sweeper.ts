@@ -6,6 +6,7 @@
  *  - queued commands past queue_expires_at fail with 'expired before the project came online';
  *  - every RECHECK_EVERY passes, projects with queued commands are looked up: one that is online
  *    (its online event came while no command module was running) gets its commands released;
+ *  - scheduled commands whose schedule_at has come start (scheduler.ts);
  *  - every idempotency_sweep_interval_ms, idempotency keys older than idempotency_retention_ms
  *    are deleted (idempotency.ts; the commands they named stay).
  */
@@ -15,6 +16,7 @@ import { terminalEvent } from './domain-events.js';
 import { IdempotencyKeys } from './idempotency.js';
 import type { Reasker } from './reask.js';
 import { LIVE_SQL, TRACKER_COLUMNS, type TrackerRow } from './rows.js';
+import type { Scheduler } from './scheduler.js';
 import type { Sender } from './send.js';
 
 const BATCH = 500;
@@ -41,6 +43,7 @@ export class Sweeper {
     private readonly timers: ModuleTimers,
     private readonly sender: Sender,
     private readonly reasker?: Reasker,
+    private readonly scheduler?: Scheduler,
   ) {
     this.keys = new IdempotencyKeys(d);
   }
@@ -70,6 +73,8 @@ export class Sweeper {
 
   /** One sweep; true when a batch was full. */
   async pass(): Promise<boolean> {
+    // scheduled commands first: one due now then meets this same pass's timeouts with its new timeout_at
+    const moreScheduled = this.scheduler ? await this.scheduler.pass() : false;
     const now = this.d.clock.now();
     const at = isoAt(now);
     // A cheap look first: most sweeps find nothing and need no transaction.
@@ -137,7 +142,7 @@ export class Sweeper {
       this.keysSweptAt = now;
       await this.keys.sweep();
     }
-    return timedOut.length === BATCH || queued.length === BATCH;
+    return moreScheduled || timedOut.length === BATCH || queued.length === BATCH;
   }
 
   /** The tracker statement, then the outbox statement for the command ids it returned, in one transaction. */

@@ -56,13 +56,15 @@ export interface CheckedSend {
   queue_ttl_ms: number;
   command_id: string | null;
   is_sync: boolean;
+  /** When a scheduled send starts (ms since the epoch); null: at once (none given, or the time is past). */
+  schedule_at: number | null;
   /** The caller's retry key and the hash of what it must repeat (idempotency.ts); null without a key. */
   idempotency: { key: string; hash: string } | null;
   /** The job that sends it (modules/jobs), or null. */
   job_id: string | null;
 }
 
-export function checkSend(req: unknown, cfg: CommandConfig): CheckedSend {
+export function checkSend(req: unknown, cfg: CommandConfig, now = Date.now()): CheckedSend {
   if (!isObject(req)) throw invalid('(request)', `expected an object, got ${show(req)}`);
   const given: Record<string, unknown> = { ...req };
   for (const k of NULL_MEANS_ABSENT) if (given[k] === null) delete given[k];
@@ -95,6 +97,17 @@ export function checkSend(req: unknown, cfg: CommandConfig): CheckedSend {
   const module = r.module ?? null;
   const operatorId = r.operator_id ?? null;
   const key = r.idempotency_key ?? null;
+  const scheduleAt = r.schedule_at === undefined ? null : Date.parse(r.schedule_at);
+  if (scheduleAt !== null) {
+    // a sync caller waits for the result on this request: it cannot be asked to wait for days
+    if (r.is_sync) throw invalid('schedule_at', 'only an async send can be scheduled (POST /command/send)');
+    if (scheduleAt - now > cfg.max_schedule_ahead_ms) {
+      throw invalid(
+        'schedule_at',
+        `${r.schedule_at} is more than ${cfg.max_schedule_ahead_ms} ms (max_schedule_ahead_ms) ahead`,
+      );
+    }
+  }
   return {
     project_id: r.project_id,
     command_type: r.command_type,
@@ -108,6 +121,8 @@ export function checkSend(req: unknown, cfg: CommandConfig): CheckedSend {
     command_id: r.command_id ? r.command_id.toLowerCase() : null,
     is_sync: r.is_sync ?? false,
     job_id: r.job_id ? r.job_id.toLowerCase() : null,
+    // a time already past starts the command at once, as if none were given
+    schedule_at: scheduleAt !== null && scheduleAt > now ? scheduleAt : null,
     idempotency: key
       ? {
           key,
@@ -120,6 +135,7 @@ export function checkSend(req: unknown, cfg: CommandConfig): CheckedSend {
             queue_ttl_ms: r.queue_ttl_ms ?? null,
             module,
             operator_id: operatorId,
+            schedule_at: scheduleAt === null ? null : new Date(scheduleAt).toISOString(),
           }),
         }
       : null,

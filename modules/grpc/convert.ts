@@ -32,6 +32,8 @@ export interface SendCommandMsg {
   queue_ttl_ms?: number;
   command_id: string;
   idempotency_key: string;
+  /** SendCommand only (SendSyncCommand has no such field: undefined there). */
+  schedule_at?: string;
 }
 export interface SendSyncCommandMsg extends SendCommandMsg {
   wait_ms?: number;
@@ -117,11 +119,12 @@ const SEND_TEXT_FIELDS = [
   'offline_policy',
   'command_id',
   'idempotency_key',
+  'schedule_at',
 ] as const;
 
 export function toSendRequest(m: SendCommandMsg): SendCommandRequest {
   const req: Record<string, unknown> = {};
-  for (const k of SEND_TEXT_FIELDS) if (m[k] !== '') req[k] = m[k];
+  for (const k of SEND_TEXT_FIELDS) if (m[k] !== '' && m[k] !== undefined) req[k] = m[k];
   if (m.timeout_ms !== undefined) req.timeout_ms = m.timeout_ms;
   if (m.queue_ttl_ms !== undefined) req.queue_ttl_ms = m.queue_ttl_ms;
   const out: SendCommandRequest = parseOr(sendSchema, req, invalidArg);

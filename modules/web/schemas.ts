@@ -181,6 +181,7 @@ export const commandViewSchema = z
     started_at: isoOrNull,
     completed_at: isoOrNull,
     timeout_at: iso,
+    schedule_at: isoOrNull.meta({ description: 'When a scheduled send starts (or started); null: sent at once' }),
     late_result: z.boolean().meta({ description: 'The result arrived after the command was marked timeout' }),
     error: z.string().nullable(),
     job_id: z.string().nullable().meta({ description: 'The job that sent the command, or null' }),

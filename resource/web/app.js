@@ -208,9 +208,12 @@ function renderCommands() {
     const queued = isQueued(c);
     const kind = c.status === 'completed' ? 'online' : FINAL.has(c.status) ? 'failed' : queued ? 'queued' : 'pending';
     const total = c.completed_at ? Date.parse(c.completed_at) - Date.parse(c.created_at) : null;
-    const status = queued
-      ? el('span', { title: `waiting for ${c.project_id} to come online` }, badge('queued', kind))
-      : badge(c.status, kind);
+    const status =
+      c.status === 'scheduled'
+        ? el('span', { title: `starts at ${c.schedule_at}` }, badge('scheduled', 'queued'))
+        : queued
+          ? el('span', { title: `waiting for ${c.project_id} to come online` }, badge('queued', kind))
+          : badge(c.status, kind);
     body.append(
       el(
         'tr',

@@ -155,6 +155,8 @@ describe('gmq-hub CLI against a real hub (PGlite, aedes, a real agent)', () => {
       ],
       [['send', '--queue-until', 'tomorrow', 'cli-plant', 'echo'], /--queue-until: expected an ISO time/],
       [['send', '--wait-ms', '5', 'cli-plant', 'echo'], /--wait-ms needs --sync/],
+      [['send', '--sync', '--at', '+1h', 'cli-plant', 'echo'], /--at cannot be used with --sync/],
+      [['cancel'], /missing <command-id>/],
       [['status', 'a', 'b'], /unexpected argument "b"/],
       [['projects', 'rotate', 'x', '--overlap-s', '-1'], /--overlap-s/],
       [['status', 'cli-plant', '--url', 'ftp://example'], /--url: "ftp:\/\/example" is not an http/],
@@ -260,6 +262,26 @@ describe('gmq-hub CLI against a real hub (PGlite, aedes, a real agent)', () => {
       assert.equal(human.code, 0, human.stderr);
       assert.match(human.stdout, new RegExp(`^command_id +${UUID.source}$`, 'm'));
       assert.match(human.stdout, /^status +pending$/m);
+
+      // --at: stored as scheduled, shown with its start, cancelled before it
+      const scheduled = await cli(['send', '--at', '+1h', 'cli-plant', 'echo']);
+      assert.equal(scheduled.code, 0, scheduled.stderr);
+      assert.match(scheduled.stdout, /^status +scheduled$/m);
+      assert.match(scheduled.stdout, /^scheduled for +\S+/m);
+      const scheduledId = /^command_id +(\S+)$/m.exec(scheduled.stdout)?.[1] ?? '';
+      const listed = await json(['commands', '--status', 'scheduled']);
+      assert.deepEqual(
+        listed.items.map((c: Json) => c.command_id),
+        [scheduledId],
+      );
+      const cancelled = await json(['cancel', scheduledId]);
+      assert.equal(cancelled.status, 'cancelled');
+      const notAgain = await cli(['cancel', scheduledId]);
+      assert.equal(notAgain.code, 1);
+      assert.match(oneLine(notAgain), /^gmq-hub: CMD_ERR_NOT_CANCELLABLE: /);
+      const badAt = await cli(['send', '--at', 'soon', 'cli-plant', 'echo']);
+      assert.equal(badAt.code, 1);
+      assert.match(oneLine(badAt), /^gmq-hub: CMD_ERR_INVALID: schedule_at: /);
 
       // --sync: the agent's own result
       const sync = await cli(['send', '--sync', '--timeout-ms', '15000', 'cli-plant', 'echo', '{"hello":"cli"}']);

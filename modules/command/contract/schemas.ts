@@ -19,6 +19,7 @@ import type { CommandStatus, OfflinePolicy } from './topics.js';
 
 /** Every state of a command, in the order it can go through them. */
 export const COMMAND_STATUSES = [
+  'scheduled',
   'pending',
   'sent',
   'acked',
@@ -35,6 +36,12 @@ export const OFFLINE_POLICIES = ['fail', 'queue'] as const satisfies readonly Of
 export const MAX_LABEL = 200;
 /** The longest a queued command may wait for its project (30 days). */
 export const MAX_QUEUE_TTL_MS = 30 * 24 * 3600 * 1000;
+/**
+ * `schedule_at`: an ISO 8601 date and time WITH its zone (`Z` or ±hh:mm), so the instant is never
+ * read in the hub's local time. Seconds and fractions are optional.
+ */
+export const SCHEDULE_AT_RE =
+  /^\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])T([01]\d|2[0-3]):[0-5]\d(:[0-5]\d(\.\d{1,9})?)?(Z|[+-]([01]\d|2[0-3]):[0-5]\d)$/i;
 /** Page sizes of the command lists. */
 export const MAX_LIST_LIMIT = 500;
 export const DEFAULT_LIST_LIMIT = 50;
@@ -70,6 +77,29 @@ const label = z
 // and takes an Idempotency-Key too): defined once in modules/shared/contract/schemas.ts.
 export { commandType, idempotencyKey, MAX_IDEMPOTENCY_KEY };
 
+/** A time with its zone that Date can read (the regex alone lets 2026-02-31 through). */
+const scheduleAt = z.string({ error: expected('expected an ISO 8601 time with zone') }).check((ctx) => {
+  if (!SCHEDULE_AT_RE.test(ctx.value) || !validCalendarDate(ctx.value)) {
+    ctx.issues.push({
+      code: 'custom',
+      message: `expected an ISO 8601 time with zone (e.g. 2026-12-24T18:00:00Z), got ${shown(ctx.value)}`,
+      input: ctx.value,
+    });
+  }
+});
+
+/** True when the date part names a real day (Date.parse rolls 02-31 over to March). */
+function validCalendarDate(text: string): boolean {
+  const [y, m, d] = text.slice(0, 10).split('-').map(Number);
+  const day = new Date(Date.UTC(y, m - 1, d));
+  return (
+    day.getUTCFullYear() === y &&
+    day.getUTCMonth() === m - 1 &&
+    day.getUTCDate() === d &&
+    Number.isFinite(Date.parse(text))
+  );
+}
+
 /** What a caller of any interface sets on a send. REST takes exactly these (its body is strict). */
 export function sendFields(limits: SendLimits = WIDEST) {
   return {
@@ -88,6 +118,13 @@ export function sendFields(limits: SendLimits = WIDEST) {
         description: '`fail` (default): 409 when the project is not online; `queue`: wait for it up to queue_ttl_ms',
       }),
     queue_ttl_ms: msUpTo(MAX_QUEUE_TTL_MS).optional(),
+    schedule_at: scheduleAt.optional().meta({
+      description:
+        'Async sends only: start the command at this time (ISO 8601 with zone, e.g. 2026-12-24T18:00:00Z). Until then ' +
+        'it is `scheduled` and can be cancelled; at its time it is sent, or queued/failed per offline_policy, and ' +
+        'its timeout counts from then. A time already past starts it at once. At most the command module’s ' +
+        'max_schedule_ahead_ms ahead (default 30 days); refused on /command/sync.',
+    }),
   };
 }
 

@@ -41,6 +41,8 @@ export interface SendCommandRequest {
   offline_policy?: OfflinePolicy;
   /** With offline_policy 'queue': how long the command may wait for the project (default config). */
   queue_ttl_ms?: number;
+  /** Async only: when to start it (ISO 8601 with zone); `scheduled` until then. */
+  schedule_at?: string;
   /** Callers that wait for the result choose the id first, so their waiter exists before the send. */
   command_id?: string;
   is_sync?: boolean;
@@ -83,6 +85,8 @@ export interface CommandView {
   started_at: string | null;
   completed_at: string | null;
   timeout_at: string;
+  /** When a scheduled send was asked to start (null: sent at once) */
+  schedule_at: string | null;
   /** true when the result arrived after the command had been marked timeout */
   late_result: boolean;
   error: string | null;

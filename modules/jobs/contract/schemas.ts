@@ -110,6 +110,8 @@ export const listJobsRequestSchema = z.object({
 
 /** Command statuses a target's command can be in, mapped to the target's state. */
 export const TARGET_STATE_OF: Record<CommandStatus, 'in_flight' | 'completed' | 'failed' | 'timeout' | 'cancelled'> = {
+  // a job's own commands are never scheduled (the job is); a command scheduled by other means counts as started
+  scheduled: 'in_flight',
   pending: 'in_flight',
   sent: 'in_flight',
   acked: 'in_flight',

@@ -12,7 +12,15 @@ import { COMMAND_TYPE_RE, isValidProjectId, MAX_PROJECT_ID_BYTES } from '../prot
  * them; they are declared here because the jobs contract names them too and a contract imports no
  * other contract. modules/command/contract/topics.ts re-exports them.
  */
-export type CommandStatus = 'pending' | 'sent' | 'acked' | 'completed' | 'failed' | 'timeout' | 'cancelled';
+export type CommandStatus =
+  | 'scheduled'
+  | 'pending'
+  | 'sent'
+  | 'acked'
+  | 'completed'
+  | 'failed'
+  | 'timeout'
+  | 'cancelled';
 export type OfflinePolicy = 'fail' | 'queue';
 
 /** A value as a message shows it: JSON, cut at 64 characters. */

@@ -33,6 +33,7 @@ function command(status: CommandView['status'], over: Partial<CommandView> = {})
     late_result: false,
     error: null,
     job_id: null,
+    schedule_at: null,
     ...over,
   };
 }

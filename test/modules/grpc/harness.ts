@@ -57,6 +57,7 @@ function view(req: SendCommandRequest, id: string): CommandView {
     started_at: null,
     completed_at: null,
     timeout_at: new Date(Date.now() + 60_000).toISOString(),
+    schedule_at: null,
     late_result: false,
     error: null,
     job_id: null,

@@ -124,6 +124,33 @@ describe('grpc over the real status and command modules (PGlite)', () => {
     );
   });
 
+  test('scheduled send: scheduled with its start, listed, cancelled; a bad time is INVALID_ARGUMENT', async () => {
+    await call(client, 'CreateProject', { project_id: 'real-sched', name: 'Scheduled' });
+    const at = new Date(Date.now() + 3_600_000).toISOString();
+    // the project is offline: what counts is its state at the time, so this is accepted
+    const v = await call(client, 'SendCommand', { project_id: 'real-sched', command_type: 'echo', schedule_at: at });
+    assert.equal(v.status, 'scheduled');
+    assert.equal(v.schedule_at, at);
+    const page = await call<{ items: Msg[]; total: number }>(client, 'ListCommands', {
+      project_id: 'real-sched',
+      status: ['scheduled'],
+    });
+    assert.deepEqual(
+      page.items.map((i) => i.command_id),
+      [v.command_id],
+    );
+    const c = await call(client, 'CancelCommand', { command_id: v.command_id });
+    assert.equal(c.status, 'cancelled');
+    for (const bad of ['2030-01-01T10:00:00', 'later', new Date(Date.now() + 40 * 86_400_000).toISOString()]) {
+      const e = await fails(
+        call(client, 'SendCommand', { project_id: 'real-sched', command_type: 'echo', schedule_at: bad }),
+        grpc.status.INVALID_ARGUMENT,
+      );
+      assert.match(e.details, /^schedule_at:/, bad);
+      assert.equal(e.metadata.get('error-code')[0], 'CMD_ERR_INVALID');
+    }
+  });
+
   test('project admin: disable, enable, rotate the secret; NOT_FOUND for an unknown project', async () => {
     const created = await call(client, 'CreateProject', { project_id: 'real-admin' });
     const off = await call(client, 'DisableProject', { project_id: 'real-admin' });

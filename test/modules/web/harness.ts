@@ -168,6 +168,7 @@ export class FakeDomain {
       started_at: null,
       completed_at: null,
       timeout_at: new Date(Date.now() + (req.timeout_ms ?? 30_000)).toISOString(),
+      schedule_at: null,
       late_result: false,
       error: null,
       job_id: null,
