@@ -16,7 +16,9 @@ import {
 import { subscribeUplinks } from '../shared/uplink-routes.js';
 import { type StatusConfig, statusConfigSchema } from './config.js';
 import { CredentialEvents } from './credential-events.js';
+import { STATUS_HISTORY } from './contract/history-topics.js';
 import { EVENT_TABLE, STATUS_EVENTS } from './domain-events.js';
+import { historyCleanup, parseHistoryRequest, readHistory } from './history.js';
 import { statusMetrics } from './metrics.js';
 import { migrations } from './migrations.js';
 import { Flusher, loadPresence, writeBatch } from './persist.js';
@@ -100,6 +102,12 @@ function createStatus(ctx: ModuleContext<StatusConfig>) {
       return { items: items.map(view), total };
     });
     bus.subscribe(STATUS.get, async (body) => view(await byId(body)));
+    bus.subscribe(STATUS_HISTORY.list, async (body) => {
+      // an unknown project is a 404, not an empty page (the same answer as its status)
+      const req = parseHistoryRequest(body);
+      await projects.require(req.project_id);
+      return readHistory(db(), req);
+    });
     bus.subscribe(STATUS.enable, async (body) => {
       const { project_id } = parseRequest(requests.idOnly, body);
       const rec = await projects.setEnabled(project_id, true);
@@ -245,6 +253,9 @@ function createStatus(ctx: ModuleContext<StatusConfig>) {
         void timeouts.sweep();
       }, cfg.sweep_interval_ms);
       ctx.timers.setInterval(() => void flusher.flush(), cfg.flush_interval_ms);
+      const cleanup = historyCleanup(db, () => clock.now(), cfg.history_retention_days * 86_400_000, ctx.log);
+      void cleanup();
+      ctx.timers.setInterval(() => void cleanup(), cfg.history_cleanup_interval_ms);
       // Runs after the host cleared the timers: the last changes reach the database before the pool closes.
       ctx.onStop(() => flusher.final());
       ctx.log.info({ tracked: presence.size, online: countOnline(presence) }, 'status started');

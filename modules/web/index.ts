@@ -28,6 +28,7 @@ import { listenHost } from '../shared/interface-kit/listen-host.js';
 import { warnRenamedSettings } from '../shared/interface-kit/renamed-settings.js';
 import { tokenEntries } from '../shared/interface-kit/settings.js';
 import { TokenGate } from '../shared/interface-kit/token-gate.js';
+import { AuditTrail } from '../audit/contract/trail.js';
 import { BRIDGE, type BridgeStats, WEB, type WebInfo } from '../shared/topics.js';
 import { defaultStaticDir, type WebConfig, webConfigSchema } from './config.js';
 import { WebMetrics } from './metrics.js';
@@ -142,6 +143,7 @@ export const provider: ModuleProvider<WebConfig> = {
           mqttWs,
           statics: new StaticFiles(cfg.static_dir ?? defaultStaticDir()),
           openapi: () => buildOpenApi(routes, { auth: gate.enabled, version: VERSION }),
+          trail: new AuditTrail(ctx.bus, log, () => ctx.services.clock.now(), cfg.request_timeout_ms),
           stopping: stop.signal,
         });
         const bound = await listen(app, cfg, host);

@@ -6,12 +6,16 @@
 import { z } from 'zod';
 import type { ModuleBus } from '../../core/bus.js';
 import type { ErrorCode } from '../../core/errors.js';
+import { type AuditSpec, pickIds } from '../audit/contract/trail.js';
 import { HOST_TOPICS } from '../../core/host-topics.js';
 import { OUTBOX_TOPICS } from '../../core/services/outbox/contract.js';
+import { AUDIT } from '../audit/contract/topics.js';
 import type { CommandWaiter } from '../shared/command-waiter.js';
 import { syncWait } from '../shared/interface-kit/sync-wait.js';
 import { COMMAND, type CommandDetail, type SendCommandRequest, type SentCommand, STATUS } from '../shared/topics.js';
+import { STATUS_HISTORY } from '../status/contract/history-topics.js';
 import type { WebConfig } from './config.js';
+import { auditEntrySchema, auditQuery, historyQuery, presenceChangeSchema } from './history-schemas.js';
 import {
   commandDetailSchema,
   commandIdParams,
@@ -101,7 +105,34 @@ export interface RouteSpec<
   response: z.ZodType | null;
   /** Other documented answers: status → [description, schema?]. Error bodies default to the Error schema. */
   answers?: Record<number, string | [string, z.ZodType]>;
+  /**
+   * An operator action: audited after the handler and before the answer (README "Audit trail").
+   * Adding an audited route: this one line (and the action's name in the audit contract).
+   */
+  audit?: AuditSpec<RouteInput<Out<P>, Out<Q>, Out<B>, Out<H>>>;
   handler(input: RouteInput<Out<P>, Out<Q>, Out<B>, Out<H>>): Promise<unknown>;
+}
+
+/** The body of a handler's answer (an Answer's, or the value itself). */
+const bodyOf = (out: unknown): unknown => (out instanceof Answer ? out.body : out);
+
+/**
+ * An audit spec whose targets are these keys, looked up in the path parameters, the body and the
+ * answer, in that order (the first that holds a string wins).
+ */
+function audit<I extends { params?: unknown; body?: unknown }>(action: AuditSpec['action'], keys: string[]): AuditSpec<I> {
+  return {
+    action,
+    targets: (input, out) => {
+      const answer = bodyOf(out);
+      return {
+        ...pickIds(answer, keys),
+        ...pickIds((answer as { command?: unknown } | null)?.command, keys),
+        ...pickIds(input.body, keys),
+        ...pickIds(input.params, keys),
+      };
+    },
+  };
 }
 
 // biome-ignore lint/suspicious/noExplicitAny: a table of routes of different schemas
@@ -156,6 +187,7 @@ export function buildRoutes(d: RouteDeps): AnyRoute[] {
           'Project not online (offline_policy fail) or disabled; or the Idempotency-Key was used before with a ' +
           'different body (CMD_ERR_IDEMPOTENCY_MISMATCH)',
       },
+      audit: audit('command.sent', ['command_id', 'project_id']),
       handler: async ({ body, headers }) => {
         const { idempotent_replayed, ...view } = await ask<SentCommand>(
           COMMAND.send,
@@ -185,6 +217,7 @@ export function buildRoutes(d: RouteDeps): AnyRoute[] {
         503: ['The wait was cut short: the hub is stopping; the command goes on', syncTimeoutSchema],
         504: ['The wait ran out; the command goes on (follow it by command_id)', syncTimeoutSchema],
       },
+      audit: audit('command.sent', ['command_id', 'project_id']),
       handler: async ({ body, headers, signal }) => {
         const { wait_ms, ...req } = body;
         const wait = syncWait(d.cfg, { wait_ms, timeout_ms: req.timeout_ms });
@@ -238,6 +271,7 @@ export function buildRoutes(d: RouteDeps): AnyRoute[] {
       bodyOptional: true,
       response: commandViewSchema,
       answers: { 404: 'No such command', 409: 'Already delivered or final' },
+      audit: audit('command.cancelled', ['command_id', 'project_id']),
       handler: ({ params }) => ask(COMMAND.cancel, { command_id: params.command_id }),
     }),
     route({
@@ -275,6 +309,7 @@ export function buildRoutes(d: RouteDeps): AnyRoute[] {
       bodyOptional: true,
       response: commandViewSchema,
       answers: { 404: 'No such command' },
+      audit: audit('command.replayed', ['command_id', 'project_id']),
       handler: ({ params }) => ask(COMMAND.deadReplay, { command_id: params.command_id }),
     }),
     route({
@@ -287,6 +322,29 @@ export function buildRoutes(d: RouteDeps): AnyRoute[] {
       response: projectViewSchema,
       answers: { 404: 'No such project' },
       handler: ({ params }) => ask(STATUS.get, { project_id: params.project_id }),
+    }),
+    route({
+      method: 'GET',
+      url: `${API}/project/:project_id/history`,
+      summary: 'A project’s presence changes with their reasons, newest first',
+      tag: 'projects',
+      invalid: S,
+      params: projectIdParams,
+      query: historyQuery,
+      response: pageOf(presenceChangeSchema),
+      answers: { 404: 'No such project' },
+      handler: ({ params, query }) => ask(STATUS_HISTORY.list, { project_id: params.project_id, ...query }),
+    }),
+    route({
+      method: 'GET',
+      url: `${API}/audit`,
+      summary: 'The audit trail of operator actions, newest first, with filters',
+      tag: 'system',
+      invalid: 'AUDIT_ERR_INVALID',
+      query: auditQuery,
+      response: pageOf(auditEntrySchema),
+      answers: { 503: 'No audit module configured (BUS_ERR_NO_RESPONDER)' },
+      handler: ({ query }) => ask(AUDIT.list, query),
     }),
     route({
       method: 'GET',
@@ -305,6 +363,7 @@ export function buildRoutes(d: RouteDeps): AnyRoute[] {
       invalid: S,
       query: listProjectsQuery,
       response: pageOf(projectViewSchema),
+      audit: audit('project.created', ['project_id']),
       handler: ({ query }) =>
         ask(STATUS.list, {
           ...(query.limit !== undefined ? { limit: query.limit } : {}),
@@ -337,7 +396,8 @@ export function buildRoutes(d: RouteDeps): AnyRoute[] {
         bodyOptional: true,
         response: projectViewSchema,
         answers: { 404: 'No such project' },
-        handler: ({ params }) => ask(STATUS[op], { project_id: params.project_id }),
+          audit: audit(op === 'disable' ? 'project.disabled' : 'project.enabled', ['project_id']),
+      handler: ({ params }) => ask(STATUS[op], { project_id: params.project_id }),
       }),
     ),
     route({
@@ -351,6 +411,7 @@ export function buildRoutes(d: RouteDeps): AnyRoute[] {
       bodyOptional: true,
       response: createdProjectSchema,
       answers: { 404: 'No such project' },
+      audit: audit('project.rotated', ['project_id']),
       handler: ({ params, body }) => ask(STATUS.rotate, { project_id: params.project_id, ...(body ?? {}) }),
     }),
     route({
@@ -375,6 +436,7 @@ export function buildRoutes(d: RouteDeps): AnyRoute[] {
       bodyOptional: true,
       response: replayedEventSchema,
       answers: { 404: 'No dead event with that id (on that route), or no such route' },
+      audit: audit('outbox.event_replayed', ['event_id', 'route']),
       handler: ({ params, body }) => ask(OUTBOX_TOPICS.deadReplay, { event_id: params.event_id, ...(body ?? {}) }),
     }),
     route({
@@ -397,6 +459,7 @@ export function buildRoutes(d: RouteDeps): AnyRoute[] {
       bodyOptional: true,
       response: moduleInfoSchema,
       answers: { 202: 'Restarting this web module itself: it goes once this answer is sent', 404: 'No such module' },
+      audit: { action: 'module.restarted', targets: ({ params }) => ({ module: params.name }) },
       handler: async ({ params }) => {
         if (params.name === d.name) {
           // Restarting ourselves: answer first, or the stop would wait on this very request.
