@@ -9,6 +9,7 @@ import { ReflectionService } from '@grpc/reflection';
 import { HealthImplementation, type ServingStatus } from 'grpc-health-check';
 import { CONTROL } from '../../core/bus.js';
 import { HubError } from '../../core/errors.js';
+import { AuditTrail } from '../audit/contract/trail.js';
 import { HOST_TOPICS } from '../../core/host-topics.js';
 import type { ModuleContext, ModuleProvider } from '../../core/module.js';
 import { CommandWaiter } from '../shared/command-waiter.js';
@@ -120,6 +121,7 @@ async function start(ctx: ModuleContext<GrpcConfig>): Promise<void> {
     encodeEvent,
     stopping: () => stopping || ctx.signal.aborted,
     stats,
+    trail: new AuditTrail(ctx.bus, ctx.log, () => ctx.services.clock.now(), cfg.request_timeout_ms),
   });
 
   const options: ChannelOptions = {

@@ -116,20 +116,18 @@ export interface RouteSpec<
 /** The body of a handler's answer (an Answer's, or the value itself). */
 const bodyOf = (out: unknown): unknown => (out instanceof Answer ? out.body : out);
 
-/**
- * An audit spec whose targets are these keys, looked up in the path parameters, the body and the
- * answer, in that order (the first that holds a string wins).
- */
+/** An audit spec whose targets are these keys, looked up in the body, the path parameters and the answer. */
 function audit<I extends { params?: unknown; body?: unknown }>(action: AuditSpec['action'], keys: string[]): AuditSpec<I> {
   return {
     action,
     targets: (input, out) => {
       const answer = bodyOf(out);
+      // the answer last: it holds the ids as stored (a command id lower-cased)
       return {
-        ...pickIds(answer, keys),
-        ...pickIds((answer as { command?: unknown } | null)?.command, keys),
         ...pickIds(input.body, keys),
         ...pickIds(input.params, keys),
+        ...pickIds((answer as { command?: unknown } | null)?.command, keys),
+        ...pickIds(answer, keys),
       };
     },
   };
