@@ -8,6 +8,7 @@ import { COMMAND_STATUSES } from '../../modules/command/contract/schemas.js';
 import { type CommandSpec, type GroupSpec, UsageError } from './args.js';
 import { API, ApiError, type HubClient } from './client.js';
 import { block, cell, ms, table, when } from './format.js';
+import { HISTORY_COMMANDS } from './history-commands.js';
 
 export interface CliContext {
   /** The REST client (base URL and token from --url/--token or the environment). */
@@ -92,7 +93,7 @@ interface ModuleInfo {
   mailbox: { queued: number; handled: number; dropped: number; rejected?: number; errors?: number } | null;
 }
 
-type Spec = CommandSpec<CliContext>;
+export type Spec = CommandSpec<CliContext>;
 
 const enc = encodeURIComponent;
 
@@ -100,7 +101,7 @@ const enc = encodeURIComponent;
  * Every page of a list endpoint (`{items, total}`), `pageSize` at a time, up to `max` items:
  * an operator asking for a list wants all of it (or the `--limit` they gave).
  */
-async function allPages<T>(
+export async function allPages<T>(
   ctx: CliContext,
   path: string,
   query: URLSearchParams,
@@ -121,7 +122,7 @@ async function allPages<T>(
   return { items, total };
 }
 
-function printJson(ctx: CliContext, v: unknown): void {
+export function printJson(ctx: CliContext, v: unknown): void {
   ctx.out(`${JSON.stringify(v, null, 2)}\n`);
 }
 
@@ -726,4 +727,5 @@ export const COMMANDS: Spec[] = [
       return 0;
     },
   },
+  ...HISTORY_COMMANDS,
 ];

@@ -74,7 +74,8 @@ async function start(ctx: ModuleContext<AuditConfig>): Promise<void> {
     cleaning = true;
     try {
       const n = await store.cleanup(ctx.services.clock.now(), retentionMs);
-      if (n > 0) ctx.log.info({ deleted: n, retention_days: cfg.retention_days }, 'audit records past retention deleted');
+      if (n > 0)
+        ctx.log.info({ deleted: n, retention_days: cfg.retention_days }, 'audit records past retention deleted');
     } catch (err) {
       ctx.log.warn({ err }, 'audit cleanup failed; trying again at the next round');
     } finally {

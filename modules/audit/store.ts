@@ -19,7 +19,9 @@ const label = z
   .string()
   .min(1)
   .max(256)
-  .regex(/^[^\u0000-\u001f\u007f]*$/, { message: 'no control characters' });
+  .refine((v) => ![...v].some((c) => c.charCodeAt(0) < 0x20 || c.charCodeAt(0) === 0x7f), {
+    message: 'no control characters',
+  });
 
 const recordSchema = z
   .object({

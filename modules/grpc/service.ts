@@ -6,14 +6,12 @@ import {
   type UntypedServiceImplementation,
 } from '@grpc/grpc-js';
 import { errorCode, HubError } from '../../core/errors.js';
-import { AUDIT, type AuditPage } from '../audit/contract/topics.js';
-import { type AuditSpec, type AuditTrail, pickIds } from '../audit/contract/trail.js';
-import { STATUS_HISTORY } from '../status/contract/history-topics.js';
-import { auditPage, type HistoryMsg, type ListAuditMsg, toHistoryRequest, toListAudit } from './history-convert.js';
 import type { ModuleInfo } from '../../core/host.js';
 import { HOST_TOPICS } from '../../core/host-topics.js';
 import type { ModuleContext } from '../../core/module.js';
 import { type DeadEvent, OUTBOX_TOPICS } from '../../core/services/outbox/contract.js';
+import { AUDIT, type AuditPage } from '../audit/contract/topics.js';
+import { type AuditSpec, type AuditTrail, pickIds } from '../audit/contract/trail.js';
 import type { CommandWaiter } from '../shared/command-waiter.js';
 import type { EventFeed, FeedEvent } from '../shared/event-feed.js';
 import { syncWait } from '../shared/interface-kit/sync-wait.js';
@@ -28,6 +26,7 @@ import {
   type SentCommand,
   STATUS,
 } from '../shared/topics.js';
+import { STATUS_HISTORY } from '../status/contract/history-topics.js';
 import type { GrpcConfig } from './config.js';
 import {
   type CreateProjectMsg,
@@ -57,6 +56,7 @@ import {
   type WatchEventsMsg,
 } from './convert.js';
 import { invalidArg, isExpected, toServiceError } from './errors.js';
+import { auditPage, type HistoryMsg, type ListAuditMsg, toHistoryRequest, toListAudit } from './history-convert.js';
 import { type EventStream, startWatch } from './watch.js';
 
 export interface ServiceDeps {
@@ -171,7 +171,15 @@ export class ExchangeHubService {
           await this.d.trail.record(audit, who, 'grpc', call.request, undefined, errorCode(err) ?? 'INTERNAL', false);
           throw err;
         }
-        await this.d.trail.record(audit, who, 'grpc', call.request, out instanceof ThenRun ? out.value : out, 'ok', true);
+        await this.d.trail.record(
+          audit,
+          who,
+          'grpc',
+          call.request,
+          out instanceof ThenRun ? out.value : out,
+          'ok',
+          true,
+        );
         return out;
       };
       run().then(
@@ -209,11 +217,19 @@ export class ExchangeHubService {
 
   implementation(): UntypedServiceImplementation {
     return {
-      SendCommand: this.unary<SendCommandMsg, CommandView>('SendCommand', async (m, call) => {
-        const { idempotent_replayed, ...view } = await this.request<SentCommand>(COMMAND.send, toSendRequest(m), call);
-        if (idempotent_replayed) call.sendMetadata(replayedMetadata());
-        return view;
-      }, audited('command.sent', ['command_id', 'project_id'])),
+      SendCommand: this.unary<SendCommandMsg, CommandView>(
+        'SendCommand',
+        async (m, call) => {
+          const { idempotent_replayed, ...view } = await this.request<SentCommand>(
+            COMMAND.send,
+            toSendRequest(m),
+            call,
+          );
+          if (idempotent_replayed) call.sendMetadata(replayedMetadata());
+          return view;
+        },
+        audited('command.sent', ['command_id', 'project_id']),
+      ),
       SendSyncCommand: (call: ServerUnaryCall<SendSyncCommandMsg, unknown>, callback: sendUnaryData<unknown>) =>
         this.sendSync(call, callback),
       GetCommand: this.unary<{ command_id: string }, unknown>('GetCommand', async (m, call) =>
@@ -228,8 +244,9 @@ export class ExchangeHubService {
       ListCommands: this.unary<ListCommandsMsg, unknown>('ListCommands', (m, call) =>
         this.request(COMMAND.list, toListCommands(m), call),
       ),
-      CancelCommand: this.unary<{ command_id: string }, unknown>('CancelCommand', (m, call) =>
-        this.request(COMMAND.cancel, { command_id: checkCommandId('command_id', m.command_id) }, call),
+      CancelCommand: this.unary<{ command_id: string }, unknown>(
+        'CancelCommand',
+        (m, call) => this.request(COMMAND.cancel, { command_id: checkCommandId('command_id', m.command_id) }, call),
         audited('command.cancelled', ['command_id', 'project_id']),
       ),
       GetProjectStatus: this.unary<{ project_id: string }, unknown>('GetProjectStatus', async (m, call) =>
@@ -240,43 +257,55 @@ export class ExchangeHubService {
       ListOnlineProjects: this.unary<unknown, unknown>('ListOnlineProjects', async (_m, call) =>
         projectList(await this.request<{ items: ProjectView[]; total?: number }>(STATUS.online, {}, call)),
       ),
-      CreateProject: this.unary<CreateProjectMsg, unknown>('CreateProject', (m, call) =>
-        this.request<CreatedProject>(STATUS.create, toCreateProject(m), call),
+      CreateProject: this.unary<CreateProjectMsg, unknown>(
+        'CreateProject',
+        (m, call) => this.request<CreatedProject>(STATUS.create, toCreateProject(m), call),
         audited('project.created', ['project_id']),
       ),
       ListProjects: this.unary<ListProjectsMsg, unknown>('ListProjects', async (m, call) =>
         projectList(await this.request<{ items: ProjectView[]; total: number }>(STATUS.list, toListProjects(m), call)),
       ),
       WatchEvents: (call: ServerWritableStream<WatchEventsMsg, unknown>) => this.watch(call),
-      DisableProject: this.unary<{ project_id: string }, unknown>('DisableProject', async (m, call) =>
-        projectView(
-          await this.request<ProjectView>(
-            STATUS.disable,
-            { project_id: checkProjectId('project_id', m.project_id) },
-            call,
+      DisableProject: this.unary<{ project_id: string }, unknown>(
+        'DisableProject',
+        async (m, call) =>
+          projectView(
+            await this.request<ProjectView>(
+              STATUS.disable,
+              { project_id: checkProjectId('project_id', m.project_id) },
+              call,
+            ),
           ),
-        ),
         audited('project.disabled', ['project_id']),
       ),
-      EnableProject: this.unary<{ project_id: string }, unknown>('EnableProject', async (m, call) =>
-        projectView(
-          await this.request<ProjectView>(
-            STATUS.enable,
-            { project_id: checkProjectId('project_id', m.project_id) },
-            call,
+      EnableProject: this.unary<{ project_id: string }, unknown>(
+        'EnableProject',
+        async (m, call) =>
+          projectView(
+            await this.request<ProjectView>(
+              STATUS.enable,
+              { project_id: checkProjectId('project_id', m.project_id) },
+              call,
+            ),
           ),
-        ),
         audited('project.enabled', ['project_id']),
       ),
-      RotateProjectSecret: this.unary<RotateProjectSecretMsg, unknown>('RotateProjectSecret', (m, call) =>
-        this.request<CreatedProject>(STATUS.rotate, toRotate(m), call),
+      RotateProjectSecret: this.unary<RotateProjectSecretMsg, unknown>(
+        'RotateProjectSecret',
+        (m, call) => this.request<CreatedProject>(STATUS.rotate, toRotate(m), call),
         audited('project.rotated', ['project_id']),
       ),
       ListDeadCommands: this.unary<PagingMsg, unknown>('ListDeadCommands', async (m, call) =>
         deadList(await this.request(COMMAND.deadList, toPaging(m), call)),
       ),
-      ReplayDeadCommand: this.unary<{ command_id: string }, unknown>('ReplayDeadCommand', (m, call) =>
-        this.request<CommandView>(COMMAND.deadReplay, { command_id: checkCommandId('command_id', m.command_id) }, call),
+      ReplayDeadCommand: this.unary<{ command_id: string }, unknown>(
+        'ReplayDeadCommand',
+        (m, call) =>
+          this.request<CommandView>(
+            COMMAND.deadReplay,
+            { command_id: checkCommandId('command_id', m.command_id) },
+            call,
+          ),
         audited('command.replayed', ['command_id', 'project_id']),
       ),
       ListDeadEvents: this.unary<ListDeadEventsMsg, unknown>('ListDeadEvents', async (m, call) =>
@@ -284,12 +313,14 @@ export class ExchangeHubService {
           await this.request<{ items: DeadEvent[]; total: number }>(OUTBOX_TOPICS.deadList, toDeadEventsQuery(m), call),
         ),
       ),
-      ReplayDeadEvent: this.unary<{ event_id: string; route?: string }, unknown>('ReplayDeadEvent', (m, call) =>
-        this.request(
-          OUTBOX_TOPICS.deadReplay,
-          { event_id: checkCommandId('event_id', m.event_id), ...(m.route !== undefined ? { route: m.route } : {}) },
-          call,
-        ),
+      ReplayDeadEvent: this.unary<{ event_id: string; route?: string }, unknown>(
+        'ReplayDeadEvent',
+        (m, call) =>
+          this.request(
+            OUTBOX_TOPICS.deadReplay,
+            { event_id: checkCommandId('event_id', m.event_id), ...(m.route !== undefined ? { route: m.route } : {}) },
+            call,
+          ),
         audited('outbox.event_replayed', ['event_id', 'route']),
       ),
       ListModules: this.unary<unknown, unknown>('ListModules', async (_m, call) => ({
@@ -301,8 +332,9 @@ export class ExchangeHubService {
       ListAudit: this.unary<ListAuditMsg, unknown>('ListAudit', async (m, call) =>
         auditPage(await this.request<AuditPage>(AUDIT.list, toListAudit(m), call)),
       ),
-      RestartModule: this.unary<{ name: string }, unknown>('RestartModule', (m, call) =>
-        this.restartModule(checkModuleName('name', m.name), call),
+      RestartModule: this.unary<{ name: string }, unknown>(
+        'RestartModule',
+        (m, call) => this.restartModule(checkModuleName('name', m.name), call),
         { action: 'module.restarted', targets: (m) => ({ module: m.name }) },
       ),
     };
@@ -356,7 +388,15 @@ export class ExchangeHubService {
       }
       // sent, whether or not the result came in time: answered only once its record is committed
       const outcome = out.done ? 'ok' : this.d.ctx.signal.aborted ? 'HOST_ERR_STOPPING' : 'CMD_ERR_TIMEOUT';
-      await this.d.trail.record(audit, who, 'grpc', m, { command: out.command, ...(out.done ? {} : { command_id: out.command_id }) }, outcome, true);
+      await this.d.trail.record(
+        audit,
+        who,
+        'grpc',
+        m,
+        { command: out.command, ...(out.done ? {} : { command_id: out.command_id }) },
+        outcome,
+        true,
+      );
       const replayed = out.replayed ? { [REPLAYED_MD]: 'true' } : {};
       if (out.done) {
         if (out.replayed) call.sendMetadata(replayedMetadata());

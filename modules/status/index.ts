@@ -15,8 +15,8 @@ import {
 } from '../shared/topics.js';
 import { subscribeUplinks } from '../shared/uplink-routes.js';
 import { type StatusConfig, statusConfigSchema } from './config.js';
-import { CredentialEvents } from './credential-events.js';
 import { STATUS_HISTORY } from './contract/history-topics.js';
+import { CredentialEvents } from './credential-events.js';
 import { EVENT_TABLE, STATUS_EVENTS } from './domain-events.js';
 import { historyCleanup, parseHistoryRequest, readHistory } from './history.js';
 import { statusMetrics } from './metrics.js';

@@ -3,12 +3,7 @@
  * (`GET /audit`): the routes validate with these and /openapi.json is generated from them.
  */
 import { z } from 'zod';
-import {
-  AUDIT_ACTIONS,
-  AUDIT_INTERFACES,
-  AUDIT_MAX_LIMIT,
-  type AuditEntry,
-} from '../audit/contract/topics.js';
+import { AUDIT_ACTIONS, AUDIT_INTERFACES, AUDIT_MAX_LIMIT, type AuditEntry } from '../audit/contract/topics.js';
 import { projectId } from '../shared/contract/schemas.js';
 import { HISTORY_MAX_LIMIT, type PresenceChange } from '../status/contract/history-topics.js';
 
@@ -40,7 +35,12 @@ export const auditQuery = z
   .object({
     action: z.enum(AUDIT_ACTIONS).optional(),
     project_id: projectId.optional(),
-    token_id: z.string().min(1).max(256).optional().meta({ description: 'The token id (tokens[0], token, loopback …)' }),
+    token_id: z
+      .string()
+      .min(1)
+      .max(256)
+      .optional()
+      .meta({ description: 'The token id (tokens[0], token, loopback …)' }),
     since,
     until,
     limit: limit(AUDIT_MAX_LIMIT).optional(),

@@ -6,10 +6,10 @@
 import { z } from 'zod';
 import type { ModuleBus } from '../../core/bus.js';
 import type { ErrorCode } from '../../core/errors.js';
-import { type AuditSpec, pickIds } from '../audit/contract/trail.js';
 import { HOST_TOPICS } from '../../core/host-topics.js';
 import { OUTBOX_TOPICS } from '../../core/services/outbox/contract.js';
 import { AUDIT } from '../audit/contract/topics.js';
+import { type AuditSpec, pickIds } from '../audit/contract/trail.js';
 import type { CommandWaiter } from '../shared/command-waiter.js';
 import { syncWait } from '../shared/interface-kit/sync-wait.js';
 import { COMMAND, type CommandDetail, type SendCommandRequest, type SentCommand, STATUS } from '../shared/topics.js';
@@ -117,7 +117,10 @@ export interface RouteSpec<
 const bodyOf = (out: unknown): unknown => (out instanceof Answer ? out.body : out);
 
 /** An audit spec whose targets are these keys, looked up in the body, the path parameters and the answer. */
-function audit<I extends { params?: unknown; body?: unknown }>(action: AuditSpec['action'], keys: string[]): AuditSpec<I> {
+function audit<I extends { params?: unknown; body?: unknown }>(
+  action: AuditSpec['action'],
+  keys: string[],
+): AuditSpec<I> {
   return {
     action,
     targets: (input, out) => {
@@ -394,8 +397,8 @@ export function buildRoutes(d: RouteDeps): AnyRoute[] {
         bodyOptional: true,
         response: projectViewSchema,
         answers: { 404: 'No such project' },
-          audit: audit(op === 'disable' ? 'project.disabled' : 'project.enabled', ['project_id']),
-      handler: ({ params }) => ask(STATUS[op], { project_id: params.project_id }),
+        audit: audit(op === 'disable' ? 'project.disabled' : 'project.enabled', ['project_id']),
+        handler: ({ params }) => ask(STATUS[op], { project_id: params.project_id }),
       }),
     ),
     route({

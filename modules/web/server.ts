@@ -7,8 +7,8 @@
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { z } from 'zod';
 import { errorCode, HubError } from '../../core/errors.js';
-import type { AuditTrail } from '../audit/contract/trail.js';
 import type { Logger } from '../../core/log.js';
+import type { AuditTrail } from '../audit/contract/trail.js';
 import { closeWithGrace } from '../shared/interface-kit/close-with-grace.js';
 import type { Access, Principal, TokenGate } from '../shared/interface-kit/token-gate.js';
 import { admitRequest, type RouteAccessConfig } from './auth.js';

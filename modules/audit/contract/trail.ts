@@ -86,7 +86,8 @@ export class AuditTrail {
     required: boolean,
   ): Promise<void> {
     const targets: Record<string, string> = {};
-    for (const [k, v] of Object.entries(spec.targets(input, answer))) if (typeof v === 'string' && v !== '') targets[k] = v;
+    for (const [k, v] of Object.entries(spec.targets(input, answer)))
+      if (typeof v === 'string' && v !== '') targets[k] = v;
     const rec: AuditRecord = {
       action: spec.action,
       token_id: who.token_id,

@@ -18,17 +18,15 @@ export function instantMs(v: unknown): number {
 }
 
 /** `since` / `until` of a list: parsed to a Date, refused with the value shown otherwise. */
-export const instant = z
-  .union([z.string(), z.number()])
-  .transform((v, ctx) => {
-    const t = instantMs(v);
-    if (Number.isNaN(t)) {
-      ctx.addIssue({ code: 'custom', message: `expected an ISO time or milliseconds since the epoch, got ${shown(v)}` });
-      return z.NEVER;
-    }
-    if (t < TIME_MIN || t > TIME_MAX) {
-      ctx.addIssue({ code: 'custom', message: `must be between years 1 and 9999, got ${shown(v)}` });
-      return z.NEVER;
-    }
-    return new Date(t);
-  });
+export const instant = z.union([z.string(), z.number()]).transform((v, ctx) => {
+  const t = instantMs(v);
+  if (Number.isNaN(t)) {
+    ctx.addIssue({ code: 'custom', message: `expected an ISO time or milliseconds since the epoch, got ${shown(v)}` });
+    return z.NEVER;
+  }
+  if (t < TIME_MIN || t > TIME_MAX) {
+    ctx.addIssue({ code: 'custom', message: `must be between years 1 and 9999, got ${shown(v)}` });
+    return z.NEVER;
+  }
+  return new Date(t);
+});
