@@ -364,7 +364,6 @@ export function buildRoutes(d: RouteDeps): AnyRoute[] {
       invalid: S,
       query: listProjectsQuery,
       response: pageOf(projectViewSchema),
-      audit: audit('project.created', ['project_id']),
       handler: ({ query }) =>
         ask(STATUS.list, {
           ...(query.limit !== undefined ? { limit: query.limit } : {}),
@@ -383,6 +382,7 @@ export function buildRoutes(d: RouteDeps): AnyRoute[] {
       status: 201,
       response: createdProjectSchema,
       answers: { 409: 'A project with this id exists' },
+      audit: audit('project.created', ['project_id']),
       handler: ({ body }) => ask(STATUS.create, body ?? {}),
     }),
     ...(['disable', 'enable'] as const).map((op) =>
