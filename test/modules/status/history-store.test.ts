@@ -71,18 +71,16 @@ for (const backend of ['pglite', 'pg'] as const) {
         at: new Date(t0 + i * 1000).toISOString(),
       }));
       // another project's change never shows in this one's history
-      await h
-        .db('project_status_history')
-        .insert([
-          ...rows,
-          {
-            project_id: 'hist-b',
-            from_state: 'offline',
-            to_state: 'online',
-            reason: 'x',
-            at: new Date(t0).toISOString(),
-          },
-        ]);
+      await h.db('project_status_history').insert([
+        ...rows,
+        {
+          project_id: 'hist-b',
+          from_state: 'offline',
+          to_state: 'online',
+          reason: 'x',
+          at: new Date(t0).toISOString(),
+        },
+      ]);
       const p1 = await readHistory(h.db, parseHistoryRequest({ project_id: 'hist-a', limit: 2 }));
       assert.equal(p1.total, 5);
       assert.deepEqual(
