@@ -8,6 +8,7 @@
  *   audit:
  *     retention_days: 365
  */
+import { CONTROL } from '../../core/bus.js';
 import { counter, countsBy, metricsTopic } from '../../core/metrics.js';
 import type { ModuleContext, ModuleProvider } from '../../core/module.js';
 import { type AuditConfig, auditConfigSchema } from './config.js';
@@ -57,15 +58,20 @@ async function start(ctx: ModuleContext<AuditConfig>): Promise<void> {
     return e;
   });
   ctx.bus.subscribe(AUDIT.list, (body) => store.list(body));
-  ctx.bus.subscribe(metricsTopic(ctx.name), () => [
-    counter('hub_audit_records_total', 'Audit records written, by action', countsBy('action', written), ['action']),
-    counter(
-      'hub_audit_refused_total',
-      'Audit records the module could not write, by error code',
-      countsBy('code', refused),
-      ['code'],
-    ),
-  ]);
+  // introspection answers ahead of the data queue (core/mailbox.ts control lane)
+  ctx.bus.subscribe(
+    metricsTopic(ctx.name),
+    () => [
+      counter('hub_audit_records_total', 'Audit records written, by action', countsBy('action', written), ['action']),
+      counter(
+        'hub_audit_refused_total',
+        'Audit records the module could not write, by error code',
+        countsBy('code', refused),
+        ['code'],
+      ),
+    ],
+    CONTROL,
+  );
 
   const retentionMs = cfg.retention_days * 86_400_000;
   let cleaning = false;
