@@ -6,6 +6,7 @@
  */
 import { OUTBOX_CODES } from '../core/services/outbox/codes.js';
 import { AGENT_CODES } from './agent/contract/codes.js';
+import { AUDIT_CODES } from './audit/contract/codes.js';
 import { COMMAND_CODES } from './command/contract/codes.js';
 import { GRPC_CODES } from './grpc/contract/codes.js';
 import { JOB_CODES } from './jobs/contract/codes.js';
@@ -25,4 +26,5 @@ export const DOMAIN_CODES = [
   GRPC_CODES,
   MQTT_CODES,
   AGENT_CODES,
+  AUDIT_CODES,
 ] as const;

@@ -2,6 +2,7 @@ import { ProviderRegistry } from '../core/registry.js';
 // every domain's error codes, registered before any module runs (the bus's refusal test reads them)
 import './contracts.js';
 import { provider as agent } from './agent/index.js';
+import { provider as audit } from './audit/index.js';
 import { provider as broker } from './broker/index.js';
 import { provider as command } from './command/index.js';
 import { provider as grpc } from './grpc/index.js';
@@ -21,6 +22,7 @@ export function builtinProviders(): ProviderRegistry {
     .register(status)
     .register(command)
     .register(jobs)
+    .register(audit)
     .register(web)
     .register(grpc)
     .register(agent);

@@ -70,7 +70,8 @@ export class HubClient {
     opts: CallOptions = {},
   ): Promise<{ status: number; body: T; headers: Headers }> {
     const url = this.base + path;
-    const headers: Record<string, string> = { ...opts.headers, accept: 'application/json' };
+    // `cli` in the audit trail (modules/web/server.ts CLIENT_HEADER): a declaration, the token says who
+    const headers: Record<string, string> = { ...opts.headers, accept: 'application/json', 'x-gmq-client': 'cli' };
     if (this.token) headers.authorization = `Bearer ${this.token}`;
     if (opts.body !== undefined) headers['content-type'] = 'application/json';
     const timeoutMs = opts.timeoutMs === undefined ? 30_000 : opts.timeoutMs;

@@ -12,6 +12,7 @@ import { CONTROL } from '../../core/bus.js';
 import { HubError } from '../../core/errors.js';
 import { HOST_TOPICS } from '../../core/host-topics.js';
 import type { ModuleContext, ModuleProvider } from '../../core/module.js';
+import { AuditTrail } from '../audit/contract/trail.js';
 import { JOBS } from '../jobs/contract/topics.js';
 import { closeWithGrace } from '../shared/interface-kit/close-with-grace.js';
 import { CommandWaiter } from '../shared/interface-kit/command-waiter.js';
@@ -122,6 +123,7 @@ async function start(ctx: ModuleContext<GrpcConfig>): Promise<void> {
     encodeEvent,
     stopping: () => stopping || ctx.signal.aborted,
     stats,
+    trail: new AuditTrail(ctx.bus, ctx.log, () => ctx.services.clock.now(), cfg.request_timeout_ms),
   });
 
   const options: ChannelOptions = {

@@ -10,12 +10,15 @@ import type { ModuleInfo } from '../../core/host.js';
 import { HOST_TOPICS } from '../../core/host-topics.js';
 import type { ModuleContext } from '../../core/module.js';
 import { type DeadEvent, OUTBOX_TOPICS } from '../../core/services/outbox/contract.js';
+import { AUDIT, type AuditPage } from '../audit/contract/topics.js';
+import { type AuditSpec, type AuditTrail, pickIds } from '../audit/contract/trail.js';
 import { COMMAND, type CommandDetail, type CommandView, type SentCommand } from '../command/contract/topics.js';
 import { type CreatedJob, JOBS, type JobView } from '../jobs/contract/topics.js';
 import type { CommandWaiter } from '../shared/interface-kit/command-waiter.js';
 import type { EventFeed, FeedEvent } from '../shared/interface-kit/event-feed.js';
 import { syncWait } from '../shared/interface-kit/sync-wait.js';
 import { bearerToken, type Principal, type TokenGate } from '../shared/interface-kit/token-gate.js';
+import { STATUS_HISTORY } from '../status/contract/history-topics.js';
 import { type CreatedProject, type ProjectView, STATUS } from '../status/contract/topics.js';
 import type { GrpcConfig } from './config.js';
 import type { GrpcStats } from './contract/topics.js';
@@ -51,6 +54,7 @@ import {
   type WatchEventsMsg,
 } from './convert.js';
 import { invalidArg, isExpected, toServiceError } from './errors.js';
+import { auditPage, type HistoryMsg, type ListAuditMsg, toHistoryRequest, toListAudit } from './history-convert.js';
 import { type EventStream, startWatch } from './watch.js';
 
 export interface ServiceDeps {
@@ -63,6 +67,20 @@ export interface ServiceDeps {
   /** True once the host announced its stop or the module is stopping: new calls get UNAVAILABLE. */
   stopping: () => boolean;
   stats: CallStats;
+  /** Writes the audit record of an operator action (README "Audit trail"). */
+  trail: AuditTrail;
+}
+
+/** An audit spec whose targets are these keys of the request, then of the answer. */
+function audited<Q>(action: AuditSpec['action'], keys: string[]): AuditSpec<Q> {
+  return {
+    action,
+    targets: (req, answer) => ({
+      ...pickIds(req, keys),
+      ...pickIds((answer as { command?: unknown } | null)?.command, keys),
+      ...pickIds(answer, keys),
+    }),
+  };
 }
 
 /** The counters the service keeps; GRPC.stats adds the rest. */
@@ -129,13 +147,38 @@ export class ExchangeHubService {
     return this.d.ctx.bus.request<R>(topic, payload, { timeoutMs });
   }
 
-  /** Auth, the stopping check, error mapping and counting around one unary handler. */
-  private unary<Q, R>(name: string, fn: (req: Q, call: ServerUnaryCall<Q, R>) => Promise<unknown>) {
+  /**
+   * Auth, the stopping check, error mapping and counting around one unary handler; with `audit`,
+   * the operator action's record is written after the handler and before the answer (README
+   * "Audit trail"): a done action is answered only once its record is committed.
+   */
+  private unary<Q, R>(
+    name: string,
+    fn: (req: Q, call: ServerUnaryCall<Q, R>) => Promise<unknown>,
+    audit?: AuditSpec<Q>,
+  ) {
     return (call: ServerUnaryCall<Q, R>, callback: sendUnaryData<R>) => {
       this.d.stats.calls++;
       const run = async () => {
-        this.admit(call.metadata);
-        return fn(call.request, call);
+        const who = this.admit(call.metadata);
+        if (!audit) return fn(call.request, call);
+        let out: unknown;
+        try {
+          out = await fn(call.request, call);
+        } catch (err) {
+          await this.d.trail.record(audit, who, 'grpc', call.request, undefined, errorCode(err) ?? 'INTERNAL', false);
+          throw err;
+        }
+        await this.d.trail.record(
+          audit,
+          who,
+          'grpc',
+          call.request,
+          out instanceof ThenRun ? out.value : out,
+          'ok',
+          true,
+        );
+        return out;
       };
       run().then(
         (res) => {
@@ -174,11 +217,19 @@ export class ExchangeHubService {
 
   implementation(): UntypedServiceImplementation {
     return {
-      SendCommand: this.unary<SendCommandMsg, CommandView>('SendCommand', async (m, call) => {
-        const { idempotent_replayed, ...view } = await this.request<SentCommand>(COMMAND.send, toSendRequest(m), call);
-        if (idempotent_replayed) call.sendMetadata(replayedMetadata());
-        return view;
-      }),
+      SendCommand: this.unary<SendCommandMsg, CommandView>(
+        'SendCommand',
+        async (m, call) => {
+          const { idempotent_replayed, ...view } = await this.request<SentCommand>(
+            COMMAND.send,
+            toSendRequest(m),
+            call,
+          );
+          if (idempotent_replayed) call.sendMetadata(replayedMetadata());
+          return view;
+        },
+        audited('command.sent', ['command_id', 'project_id']),
+      ),
       SendSyncCommand: (call: ServerUnaryCall<SendSyncCommandMsg, unknown>, callback: sendUnaryData<unknown>) =>
         this.sendSync(call, callback),
       GetCommand: this.unary<{ command_id: string }, unknown>('GetCommand', async (m, call) =>
@@ -190,11 +241,15 @@ export class ExchangeHubService {
           ),
         ),
       ),
-      CreateJob: this.unary<CreateJobMsg, unknown>('CreateJob', async (m, call) => {
-        const { idempotent_replayed, ...view } = await this.request<CreatedJob>(JOBS.create, toCreateJob(m), call);
-        if (idempotent_replayed) call.sendMetadata(replayedMetadata());
-        return jobView(view);
-      }),
+      CreateJob: this.unary<CreateJobMsg, unknown>(
+        'CreateJob',
+        async (m, call) => {
+          const { idempotent_replayed, ...view } = await this.request<CreatedJob>(JOBS.create, toCreateJob(m), call);
+          if (idempotent_replayed) call.sendMetadata(replayedMetadata());
+          return jobView(view);
+        },
+        audited('job.created', ['job_id']),
+      ),
       GetJob: this.unary<{ job_id: string }, unknown>('GetJob', async (m, call) =>
         jobView(await this.request<JobView>(JOBS.get, { job_id: checkCommandId('job_id', m.job_id) }, call)),
       ),
@@ -209,14 +264,19 @@ export class ExchangeHubService {
           return { ...page, items: page.items.map(jobView) };
         },
       ),
-      CancelJob: this.unary<{ job_id: string }, unknown>('CancelJob', async (m, call) =>
-        jobView(await this.request<JobView>(JOBS.cancel, { job_id: checkCommandId('job_id', m.job_id) }, call)),
+      CancelJob: this.unary<{ job_id: string }, unknown>(
+        'CancelJob',
+        async (m, call) =>
+          jobView(await this.request<JobView>(JOBS.cancel, { job_id: checkCommandId('job_id', m.job_id) }, call)),
+        audited('job.cancelled', ['job_id']),
       ),
       ListCommands: this.unary<ListCommandsMsg, unknown>('ListCommands', (m, call) =>
         this.request(COMMAND.list, toListCommands(m), call),
       ),
-      CancelCommand: this.unary<{ command_id: string }, unknown>('CancelCommand', (m, call) =>
-        this.request(COMMAND.cancel, { command_id: checkCommandId('command_id', m.command_id) }, call),
+      CancelCommand: this.unary<{ command_id: string }, unknown>(
+        'CancelCommand',
+        (m, call) => this.request(COMMAND.cancel, { command_id: checkCommandId('command_id', m.command_id) }, call),
+        audited('command.cancelled', ['command_id', 'project_id']),
       ),
       GetProjectStatus: this.unary<{ project_id: string }, unknown>('GetProjectStatus', async (m, call) =>
         projectView(
@@ -226,57 +286,85 @@ export class ExchangeHubService {
       ListOnlineProjects: this.unary<unknown, unknown>('ListOnlineProjects', async (_m, call) =>
         projectList(await this.request<{ items: ProjectView[]; total?: number }>(STATUS.online, {}, call)),
       ),
-      CreateProject: this.unary<CreateProjectMsg, unknown>('CreateProject', (m, call) =>
-        this.request<CreatedProject>(STATUS.create, toCreateProject(m), call),
+      CreateProject: this.unary<CreateProjectMsg, unknown>(
+        'CreateProject',
+        (m, call) => this.request<CreatedProject>(STATUS.create, toCreateProject(m), call),
+        audited('project.created', ['project_id']),
       ),
       ListProjects: this.unary<ListProjectsMsg, unknown>('ListProjects', async (m, call) =>
         projectList(await this.request<{ items: ProjectView[]; total: number }>(STATUS.list, toListProjects(m), call)),
       ),
       WatchEvents: (call: ServerWritableStream<WatchEventsMsg, unknown>) => this.watch(call),
-      DisableProject: this.unary<{ project_id: string }, unknown>('DisableProject', async (m, call) =>
-        projectView(
-          await this.request<ProjectView>(
-            STATUS.disable,
-            { project_id: checkProjectId('project_id', m.project_id) },
-            call,
+      DisableProject: this.unary<{ project_id: string }, unknown>(
+        'DisableProject',
+        async (m, call) =>
+          projectView(
+            await this.request<ProjectView>(
+              STATUS.disable,
+              { project_id: checkProjectId('project_id', m.project_id) },
+              call,
+            ),
           ),
-        ),
+        audited('project.disabled', ['project_id']),
       ),
-      EnableProject: this.unary<{ project_id: string }, unknown>('EnableProject', async (m, call) =>
-        projectView(
-          await this.request<ProjectView>(
-            STATUS.enable,
-            { project_id: checkProjectId('project_id', m.project_id) },
-            call,
+      EnableProject: this.unary<{ project_id: string }, unknown>(
+        'EnableProject',
+        async (m, call) =>
+          projectView(
+            await this.request<ProjectView>(
+              STATUS.enable,
+              { project_id: checkProjectId('project_id', m.project_id) },
+              call,
+            ),
           ),
-        ),
+        audited('project.enabled', ['project_id']),
       ),
-      RotateProjectSecret: this.unary<RotateProjectSecretMsg, unknown>('RotateProjectSecret', (m, call) =>
-        this.request<CreatedProject>(STATUS.rotate, toRotate(m), call),
+      RotateProjectSecret: this.unary<RotateProjectSecretMsg, unknown>(
+        'RotateProjectSecret',
+        (m, call) => this.request<CreatedProject>(STATUS.rotate, toRotate(m), call),
+        audited('project.rotated', ['project_id']),
       ),
       ListDeadCommands: this.unary<PagingMsg, unknown>('ListDeadCommands', async (m, call) =>
         deadList(await this.request(COMMAND.deadList, toPaging(m), call)),
       ),
-      ReplayDeadCommand: this.unary<{ command_id: string }, unknown>('ReplayDeadCommand', (m, call) =>
-        this.request<CommandView>(COMMAND.deadReplay, { command_id: checkCommandId('command_id', m.command_id) }, call),
+      ReplayDeadCommand: this.unary<{ command_id: string }, unknown>(
+        'ReplayDeadCommand',
+        (m, call) =>
+          this.request<CommandView>(
+            COMMAND.deadReplay,
+            { command_id: checkCommandId('command_id', m.command_id) },
+            call,
+          ),
+        audited('command.replayed', ['command_id', 'project_id']),
       ),
       ListDeadEvents: this.unary<ListDeadEventsMsg, unknown>('ListDeadEvents', async (m, call) =>
         deadEvents(
           await this.request<{ items: DeadEvent[]; total: number }>(OUTBOX_TOPICS.deadList, toDeadEventsQuery(m), call),
         ),
       ),
-      ReplayDeadEvent: this.unary<{ event_id: string; route?: string }, unknown>('ReplayDeadEvent', (m, call) =>
-        this.request(
-          OUTBOX_TOPICS.deadReplay,
-          { event_id: checkCommandId('event_id', m.event_id), ...(m.route !== undefined ? { route: m.route } : {}) },
-          call,
-        ),
+      ReplayDeadEvent: this.unary<{ event_id: string; route?: string }, unknown>(
+        'ReplayDeadEvent',
+        (m, call) =>
+          this.request(
+            OUTBOX_TOPICS.deadReplay,
+            { event_id: checkCommandId('event_id', m.event_id), ...(m.route !== undefined ? { route: m.route } : {}) },
+            call,
+          ),
+        audited('outbox.event_replayed', ['event_id', 'route']),
       ),
       ListModules: this.unary<unknown, unknown>('ListModules', async (_m, call) => ({
         items: await this.request<ModuleInfo[]>(HOST_TOPICS.listModules, {}, call),
       })),
-      RestartModule: this.unary<{ name: string }, unknown>('RestartModule', (m, call) =>
-        this.restartModule(checkModuleName('name', m.name), call),
+      GetProjectHistory: this.unary<HistoryMsg, unknown>('GetProjectHistory', (m, call) =>
+        this.request(STATUS_HISTORY.list, toHistoryRequest(m), call),
+      ),
+      ListAudit: this.unary<ListAuditMsg, unknown>('ListAudit', async (m, call) =>
+        auditPage(await this.request<AuditPage>(AUDIT.list, toListAudit(m), call)),
+      ),
+      RestartModule: this.unary<{ name: string }, unknown>(
+        'RestartModule',
+        (m, call) => this.restartModule(checkModuleName('name', m.name), call),
+        { action: 'module.restarted', targets: (m) => ({ module: m.name }) },
       ),
     };
   }
@@ -311,15 +399,33 @@ export class ExchangeHubService {
     const onStop = () => abort.abort();
     this.d.ctx.signal.addEventListener('abort', onStop, { once: true });
     const run = async () => {
-      this.admit(call.metadata);
+      const who = this.admit(call.metadata);
       const m = call.request;
       const req = toSendRequest(m);
+      const audit = audited<SendSyncCommandMsg>('command.sent', ['command_id', 'project_id']);
       // no timeout_ms here: exchange_hub.proto documents an unset wait_ms as the server's default_sync_wait_ms
       const asked = syncWait(cfg, { wait_ms: m.wait_ms });
       const left = remaining(call);
       const wait = Math.min(asked, left - deadlineMargin(left));
       if (wait <= 0) throw new HubError('CMD_ERR_TIMEOUT', 'the call deadline leaves no time to wait for a result');
-      const out = await this.d.waiter.sendAndWait(req, wait, { signal: abort.signal });
+      let out: Awaited<ReturnType<CommandWaiter['sendAndWait']>>;
+      try {
+        out = await this.d.waiter.sendAndWait(req, wait, { signal: abort.signal });
+      } catch (err) {
+        await this.d.trail.record(audit, who, 'grpc', m, undefined, errorCode(err) ?? 'INTERNAL', false);
+        throw err;
+      }
+      // sent, whether or not the result came in time: answered only once its record is committed
+      const outcome = out.done ? 'ok' : this.d.ctx.signal.aborted ? 'HOST_ERR_STOPPING' : 'CMD_ERR_TIMEOUT';
+      await this.d.trail.record(
+        audit,
+        who,
+        'grpc',
+        m,
+        { command: out.command, ...(out.done ? {} : { command_id: out.command_id }) },
+        outcome,
+        true,
+      );
       const replayed = out.replayed ? { [REPLAYED_MD]: 'true' } : {};
       if (out.done) {
         if (out.replayed) call.sendMetadata(replayedMetadata());

@@ -37,6 +37,10 @@ export const statusConfigSchema = z
     will_grace_ms: ms(0).default(10_000),
     /** Project rows (secrets, enabled) are cached this long; other hub instances' changes show after it. */
     cache_ttl_ms: ms(0).default(30_000),
+    /** Presence history (GET /project/:project_id/history) older than this is deleted. */
+    history_retention_days: z.number().int().min(1).max(36_500).default(30),
+    /** How often the history past its retention is deleted (every instance may: deletes are idempotent). */
+    history_cleanup_interval_ms: ms(1000).default(3_600_000),
   })
   .strict();
 

@@ -6,6 +6,7 @@ import { PgListener, pgListenSettings } from '../../core/services/pg-listener.js
 import { BRIDGE, type BridgeRejectedEvent, type DurableReply } from '../mqtt-bridge/contract/topics.js';
 import { subscribeUplinks } from '../mqtt-bridge/contract/uplink-routes.js';
 import { type StatusConfig, statusConfigSchema } from './config.js';
+import { STATUS_HISTORY } from './contract/history-topics.js';
 import {
   type CreatedProject,
   type ProjectCredentials,
@@ -15,6 +16,7 @@ import {
 } from './contract/topics.js';
 import { CredentialEvents } from './credential-events.js';
 import { EVENT_TABLE, STATUS_EVENTS } from './domain-events.js';
+import { historyCleanup, parseHistoryRequest, readHistory } from './history.js';
 import { projectsByState, statusMetrics } from './metrics.js';
 import { migrations } from './migrations.js';
 import { Flusher, loadPresence, writeBatch } from './persist.js';
@@ -98,6 +100,12 @@ function createStatus(ctx: ModuleContext<StatusConfig>) {
       return { items: items.map(view), total };
     });
     bus.subscribe(STATUS.get, async (body) => view(await byId(body)));
+    bus.subscribe(STATUS_HISTORY.list, async (body) => {
+      // an unknown project is a 404, not an empty page (the same answer as its status)
+      const req = parseHistoryRequest(body);
+      await projects.require(req.project_id);
+      return readHistory(db(), req);
+    });
     bus.subscribe(STATUS.enable, async (body) => {
       const { project_id } = parseRequest(requests.idOnly, body);
       const rec = await projects.setEnabled(project_id, true);
@@ -256,6 +264,9 @@ function createStatus(ctx: ModuleContext<StatusConfig>) {
         void timeouts.sweep();
       }, cfg.sweep_interval_ms);
       ctx.timers.setInterval(() => void flusher.flush(), cfg.flush_interval_ms);
+      const cleanup = historyCleanup(db, () => clock.now(), cfg.history_retention_days * 86_400_000, ctx.log);
+      void cleanup();
+      ctx.timers.setInterval(() => void cleanup(), cfg.history_cleanup_interval_ms);
       // Runs after the host cleared the timers: the last changes reach the database before the pool closes.
       ctx.onStop(() => flusher.final());
       ctx.log.info({ tracked: presence.size, online: countOnline(presence) }, 'status started');

@@ -62,4 +62,9 @@ ALTER TABLE project_status ADD COLUMN IF NOT EXISTS handshake_before text NULL;
   },
   // the domain events of the outbox service (domain-events.ts): this module's own table
   eventOutboxMigration,
+  {
+    // the retention cleanup (history.ts) deletes by time across projects
+    id: '004_history_retention',
+    up: 'CREATE INDEX IF NOT EXISTS project_status_history_at ON project_status_history (at);',
+  },
 ];

@@ -23,6 +23,7 @@ import { CONTROL } from '../../core/bus.js';
 import { errorCode } from '../../core/errors.js';
 import { HOST_TOPICS } from '../../core/host-topics.js';
 import type { ModuleProvider } from '../../core/module.js';
+import { AuditTrail } from '../audit/contract/trail.js';
 import { JOBS } from '../jobs/contract/topics.js';
 import { BRIDGE, type BridgeStats } from '../mqtt-bridge/contract/topics.js';
 import { CommandWaiter } from '../shared/interface-kit/command-waiter.js';
@@ -141,6 +142,7 @@ export const provider: ModuleProvider<WebConfig> = {
           mqttWs,
           statics: new StaticFiles(cfg.static_dir ?? defaultStaticDir()),
           openapi: () => buildOpenApi(routes, { auth: gate.enabled, version: VERSION }),
+          trail: new AuditTrail(ctx.bus, log, () => ctx.services.clock.now(), cfg.request_timeout_ms),
           stopping: stop.signal,
         });
         const bound = await listen(app, cfg, host);

@@ -80,6 +80,12 @@ export function buildOpenApi(routes: readonly AnyRoute[], opts: { auth: boolean;
     // every request gets 503 HOST_ERR_STOPPING while the hub stops (server.ts onRequest)
     errors.add(503);
     for (const code of errors) responses[code] = { description: STATUS_TEXT[code], content: json(errorRef) };
+    if (r.audit) {
+      responses[503] = {
+        description: `${STATUS_TEXT[503]}; or AUDIT_ERR_UNAVAILABLE: the action was done, but its audit record could not be written`,
+        content: json(errorRef),
+      };
+    }
     for (const [code, a] of Object.entries(r.answers ?? {})) {
       const [description, schema] = typeof a === 'string' ? [a, null] : a;
       // a route's own body for a status the server may also answer with the plain error (a 503
@@ -96,6 +102,8 @@ export function buildOpenApi(routes: readonly AnyRoute[], opts: { auth: boolean;
       ...(parameters.length ? { parameters } : {}),
       ...(r.body ? { requestBody: { required: !r.bodyOptional, content: json(convert(r.body, 'input')) } } : {}),
       responses,
+      // the audit trail's action name of an operator action (README "Audit trail")
+      ...(r.audit ? { 'x-audit-action': r.audit.action } : {}),
       ...(secured ? {} : { security: [] }),
     };
   }

@@ -8,12 +8,16 @@ import type { ModuleBus } from '../../core/bus.js';
 import type { ErrorCode } from '../../core/errors.js';
 import { HOST_TOPICS } from '../../core/host-topics.js';
 import { OUTBOX_TOPICS } from '../../core/services/outbox/contract.js';
+import { AUDIT } from '../audit/contract/topics.js';
+import { type AuditSpec, pickIds } from '../audit/contract/trail.js';
 import { COMMAND, type CommandDetail, type SendCommandRequest, type SentCommand } from '../command/contract/topics.js';
 import { type CreatedJob, type CreateJobRequest, JOBS } from '../jobs/contract/topics.js';
 import type { CommandWaiter } from '../shared/interface-kit/command-waiter.js';
 import { syncWait } from '../shared/interface-kit/sync-wait.js';
+import { STATUS_HISTORY } from '../status/contract/history-topics.js';
 import { STATUS } from '../status/contract/topics.js';
 import type { WebConfig } from './config.js';
+import { auditEntrySchema, auditQuery, historyQuery, presenceChangeSchema } from './history-schemas.js';
 import {
   commandDetailSchema,
   commandIdParams,
@@ -109,7 +113,35 @@ export interface RouteSpec<
   response: z.ZodType | null;
   /** Other documented answers: status → [description, schema?]. Error bodies default to the Error schema. */
   answers?: Record<number, string | [string, z.ZodType]>;
+  /**
+   * An operator action: audited after the handler and before the answer (README "Audit trail").
+   * Adding an audited route: this one line (and the action's name in the audit contract).
+   */
+  audit?: AuditSpec<RouteInput<Out<P>, Out<Q>, Out<B>, Out<H>>>;
   handler(input: RouteInput<Out<P>, Out<Q>, Out<B>, Out<H>>): Promise<unknown>;
+}
+
+/** The body of a handler's answer (an Answer's, or the value itself). */
+const bodyOf = (out: unknown): unknown => (out instanceof Answer ? out.body : out);
+
+/** An audit spec whose targets are these keys, looked up in the body, the path parameters and the answer. */
+function audit<I extends { params?: unknown; body?: unknown }>(
+  action: AuditSpec['action'],
+  keys: string[],
+): AuditSpec<I> {
+  return {
+    action,
+    targets: (input, out) => {
+      const answer = bodyOf(out);
+      // the answer last: it holds the ids as stored (a command id lower-cased)
+      return {
+        ...pickIds(input.body, keys),
+        ...pickIds(input.params, keys),
+        ...pickIds((answer as { command?: unknown } | null)?.command, keys),
+        ...pickIds(answer, keys),
+      };
+    },
+  };
 }
 
 // biome-ignore lint/suspicious/noExplicitAny: a table of routes of different schemas
@@ -165,6 +197,7 @@ export function buildRoutes(d: RouteDeps): AnyRoute[] {
           'Project not online (offline_policy fail) or disabled; or the Idempotency-Key was used before with a ' +
           'different body (CMD_ERR_IDEMPOTENCY_MISMATCH)',
       },
+      audit: audit('command.sent', ['command_id', 'project_id']),
       handler: async ({ body, headers }) => {
         const { idempotent_replayed, ...view } = await ask<SentCommand>(
           COMMAND.send,
@@ -194,6 +227,7 @@ export function buildRoutes(d: RouteDeps): AnyRoute[] {
         503: ['The wait was cut short: the hub is stopping; the command goes on', syncTimeoutSchema],
         504: ['The wait ran out; the command goes on (follow it by command_id)', syncTimeoutSchema],
       },
+      audit: audit('command.sent', ['command_id', 'project_id']),
       handler: async ({ body, headers, signal }) => {
         const { wait_ms, ...req } = body;
         const wait = syncWait(d.cfg, { wait_ms, timeout_ms: req.timeout_ms });
@@ -247,6 +281,7 @@ export function buildRoutes(d: RouteDeps): AnyRoute[] {
       bodyOptional: true,
       response: commandViewSchema,
       answers: { 404: 'No such command', 409: 'Already delivered or final' },
+      audit: audit('command.cancelled', ['command_id', 'project_id']),
       handler: ({ params }) => ask(COMMAND.cancel, { command_id: params.command_id }),
     }),
     route({
@@ -284,6 +319,7 @@ export function buildRoutes(d: RouteDeps): AnyRoute[] {
       bodyOptional: true,
       response: commandViewSchema,
       answers: { 404: 'No such command' },
+      audit: audit('command.replayed', ['command_id', 'project_id']),
       handler: ({ params }) => ask(COMMAND.deadReplay, { command_id: params.command_id }),
     }),
     route({
@@ -306,6 +342,7 @@ export function buildRoutes(d: RouteDeps): AnyRoute[] {
           'The targets match no project now (JOB_ERR_NO_TARGETS); or the Idempotency-Key was used before with a ' +
           'different body (CMD_ERR_IDEMPOTENCY_MISMATCH)',
       },
+      audit: audit('job.created', ['job_id']),
       handler: async ({ body, headers }) => {
         const key = headers['idempotency-key'];
         const req: CreateJobRequest = key === undefined ? body : { ...body, idempotency_key: key };
@@ -347,6 +384,7 @@ export function buildRoutes(d: RouteDeps): AnyRoute[] {
       bodyOptional: true,
       response: jobViewSchema,
       answers: { 404: 'No such job', 409: 'The job has finished (JOB_ERR_NOT_CANCELLABLE)' },
+      audit: audit('job.cancelled', ['job_id']),
       handler: ({ params }) => ask(JOBS.cancel, { job_id: params.job_id }),
     }),
     route({
@@ -359,6 +397,29 @@ export function buildRoutes(d: RouteDeps): AnyRoute[] {
       response: projectViewSchema,
       answers: { 404: 'No such project' },
       handler: ({ params }) => ask(STATUS.get, { project_id: params.project_id }),
+    }),
+    route({
+      method: 'GET',
+      url: `${API}/project/:project_id/history`,
+      summary: 'A project’s presence changes with their reasons, newest first',
+      tag: 'projects',
+      invalid: S,
+      params: projectIdParams,
+      query: historyQuery,
+      response: pageOf(presenceChangeSchema),
+      answers: { 404: 'No such project' },
+      handler: ({ params, query }) => ask(STATUS_HISTORY.list, { project_id: params.project_id, ...query }),
+    }),
+    route({
+      method: 'GET',
+      url: `${API}/audit`,
+      summary: 'The audit trail of operator actions, newest first, with filters',
+      tag: 'system',
+      invalid: 'AUDIT_ERR_INVALID',
+      query: auditQuery,
+      response: pageOf(auditEntrySchema),
+      answers: { 503: 'No audit module configured (BUS_ERR_NO_RESPONDER)' },
+      handler: ({ query }) => ask(AUDIT.list, query),
     }),
     route({
       method: 'GET',
@@ -395,6 +456,7 @@ export function buildRoutes(d: RouteDeps): AnyRoute[] {
       status: 201,
       response: createdProjectSchema,
       answers: { 409: 'A project with this id exists' },
+      audit: audit('project.created', ['project_id']),
       handler: ({ body }) => ask(STATUS.create, body ?? {}),
     }),
     ...(['disable', 'enable'] as const).map((op) =>
@@ -409,6 +471,7 @@ export function buildRoutes(d: RouteDeps): AnyRoute[] {
         bodyOptional: true,
         response: projectViewSchema,
         answers: { 404: 'No such project' },
+        audit: audit(op === 'disable' ? 'project.disabled' : 'project.enabled', ['project_id']),
         handler: ({ params }) => ask(STATUS[op], { project_id: params.project_id }),
       }),
     ),
@@ -423,6 +486,7 @@ export function buildRoutes(d: RouteDeps): AnyRoute[] {
       bodyOptional: true,
       response: createdProjectSchema,
       answers: { 404: 'No such project' },
+      audit: audit('project.rotated', ['project_id']),
       handler: ({ params, body }) => ask(STATUS.rotate, { project_id: params.project_id, ...(body ?? {}) }),
     }),
     route({
@@ -447,6 +511,7 @@ export function buildRoutes(d: RouteDeps): AnyRoute[] {
       bodyOptional: true,
       response: replayedEventSchema,
       answers: { 404: 'No dead event with that id (on that route), or no such route' },
+      audit: audit('outbox.event_replayed', ['event_id', 'route']),
       handler: ({ params, body }) => ask(OUTBOX_TOPICS.deadReplay, { event_id: params.event_id, ...(body ?? {}) }),
     }),
     route({
@@ -469,6 +534,7 @@ export function buildRoutes(d: RouteDeps): AnyRoute[] {
       bodyOptional: true,
       response: moduleInfoSchema,
       answers: { 202: 'Restarting this web module itself: it goes once this answer is sent', 404: 'No such module' },
+      audit: { action: 'module.restarted', targets: ({ params }) => ({ module: params.name }) },
       handler: async ({ params }) => {
         if (params.name === d.name) {
           // Restarting ourselves: answer first, or the stop would wait on this very request.

@@ -6,8 +6,9 @@
  */
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { z } from 'zod';
-import { HubError } from '../../core/errors.js';
+import { errorCode, HubError } from '../../core/errors.js';
 import type { Logger } from '../../core/log.js';
+import type { AuditTrail } from '../audit/contract/trail.js';
 import { closeWithGrace } from '../shared/interface-kit/close-with-grace.js';
 import type { Access, Principal, TokenGate } from '../shared/interface-kit/token-gate.js';
 import { admitRequest, type RouteAccessConfig } from './auth.js';
@@ -32,7 +33,15 @@ export interface ServerDeps {
   openapi: () => unknown;
   /** Aborted once the module begins to stop: new requests get 503, waits end early. */
   stopping: AbortSignal;
+  /** Writes the audit record of a route that declares `audit` (README "Audit trail"). */
+  trail: AuditTrail;
 }
+
+/**
+ * The header gmq-hub's CLI sends on its calls, so the audit trail says `cli` rather than `rest`.
+ * A caller's own declaration, not a credential: who acted is the token, whatever it says here.
+ */
+export const CLIENT_HEADER = 'x-gmq-client';
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -266,7 +275,22 @@ async function handle(d: ServerDeps, r: AnyRoute, req: FastifyRequest, reply: Fa
     if (!reply.raw.writableFinished) ac.abort();
   });
 
-  const out = await r.handler({ params, query, body, headers, signal: ac.signal });
+  const input = { params, query, body, headers, signal: ac.signal };
+  let out: unknown;
+  if (!r.audit) out = await r.handler(input);
+  else {
+    const who = req.principal ?? { token_id: 'unknown', role: 'unknown' };
+    const via = req.headers[CLIENT_HEADER] === 'cli' ? 'cli' : 'rest';
+    try {
+      out = await r.handler(input);
+    } catch (err) {
+      // refused: nothing was done; its record is best effort and never changes the answer
+      await d.trail.record(r.audit, who, via, input, undefined, errorCode(err) ?? 'WEB_ERR_INTERNAL', false);
+      throw err;
+    }
+    // done: answered only once its record is committed (AUDIT_ERR_UNAVAILABLE otherwise)
+    await d.trail.record(r.audit, who, via, input, out, outcomeOf(out), true);
+  }
   if (out instanceof Answer) {
     if (out.after) reply.raw.once('finish', out.after);
     if (out.headers) reply.headers(out.headers);
@@ -276,6 +300,13 @@ async function handle(d: ServerDeps, r: AnyRoute, req: FastifyRequest, reply: Fa
     .code(r.status ?? 200)
     .type('application/json; charset=utf-8')
     .send(out);
+}
+
+/** `ok`, or the code of an error answer a handler chose itself (a sync send's 504 CMD_ERR_TIMEOUT). */
+function outcomeOf(out: unknown): string {
+  if (!(out instanceof Answer) || out.status < 400) return 'ok';
+  const code = (out.body as { error?: { code?: unknown } } | null)?.error?.code;
+  return typeof code === 'string' ? code : `HTTP_${out.status}`;
 }
 
 function parse(

@@ -31,6 +31,7 @@ describe('shipped config.yml', () => {
   test('with no environment: embedded broker on 1883, PGlite under ./data, the hub modules on, the agent off', () => {
     const { cfg, settings } = load('config.yml', {});
     assert.deepEqual(Object.keys(settings).sort(), [
+      'audit',
       'broker',
       'command',
       'grpc',
@@ -39,6 +40,8 @@ describe('shipped config.yml', () => {
       'status',
       'web',
     ]);
+    assert.equal(settings.audit.retention_days, 365);
+    assert.equal(settings.status.history_retention_days, 30);
     assert.equal(cfg.modules.agent.enable, false);
     assert.equal(settings.broker.port, 1883);
     assert.equal(settings['mqtt-bridge'].url, 'mqtt://127.0.0.1:1883');

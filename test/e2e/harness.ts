@@ -56,6 +56,10 @@ export interface HubOptions {
   jobs?: Record<string, unknown>;
   /** `server` backend on another broker than the machine's Mosquitto (a private one), with the bridge's login. */
   broker?: { url: string; username: string; password: string };
+  /** More module blocks (audit, grpc …), or settings replacing a block's (web with tokens). */
+  modules?: Record<string, Record<string, unknown>>;
+  /** The bearer token `api()` sends (when web has tokens). */
+  token?: string;
 }
 
 /**
@@ -66,6 +70,8 @@ export class Hub {
   /** Every process this hub ran, in order; `proc` is the last. */
   readonly runs: HostProcess[] = [];
   base = '';
+  /** Sent by `api()` as the bearer token. */
+  token: string | undefined;
 
   private constructor(
     readonly backend: BackendName,
@@ -128,6 +134,9 @@ export class Hub {
       web: { port: 0 },
       ...(opts.jobs ? { jobs: opts.jobs } : {}),
     });
+    for (const [name, block] of Object.entries(opts.modules ?? {})) {
+      modules[name] = { ...(modules[name] as Record<string, unknown> | undefined), ...block };
+    }
     const dir = tempDir('hub');
     const file = path.join(dir, 'config.yml');
     // YAML is a superset of JSON
@@ -135,7 +144,9 @@ export class Hub {
     // longer on a loaded machine
     const host = { start_timeout_ms: scaled(15_000) };
     fs.writeFileSync(file, JSON.stringify({ host, databases: { default: database }, modules }, null, 2));
-    return new Hub(backend, dir, file, brokerUrl, clientId, superuser, dropDb);
+    const hub = new Hub(backend, dir, file, brokerUrl, clientId, superuser, dropDb);
+    hub.token = opts.token;
+    return hub;
   }
 
   get proc(): HostProcess {
@@ -168,9 +179,11 @@ export class Hub {
   }
 
   async api(method: 'GET' | 'POST', p: string, body?: unknown): Promise<{ status: number; json: Json }> {
+    const headers: Record<string, string> = body === undefined ? {} : { 'content-type': 'application/json' };
+    if (this.token) headers.authorization = `Bearer ${this.token}`;
     const res = await fetch(this.base + API + p, {
       method,
-      headers: body === undefined ? {} : { 'content-type': 'application/json' },
+      headers,
       body: body === undefined ? undefined : JSON.stringify(body),
     });
     const text = await res.text();

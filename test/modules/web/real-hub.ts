@@ -4,9 +4,11 @@
  * broker, and (when asked) the gRPC module, all with an API token. Plus a raw HTTP client that
  * sends the request line exactly as written (fetch() would normalise `%61`, `..` and `#`).
  */
+
 import net from 'node:net';
 import type { Logger } from '../../../core/log.js';
 import { ProviderRegistry } from '../../../core/registry.js';
+import { provider as auditProvider } from '../../../modules/audit/index.js';
 import { provider as commandProvider } from '../../../modules/command/index.js';
 import { GRPC, type GrpcStats } from '../../../modules/grpc/contract/topics.js';
 import { provider as grpcProvider } from '../../../modules/grpc/index.js';
@@ -49,6 +51,7 @@ export async function startRealHub(opts: RealHubOptions = {}): Promise<RealHub> 
       .register(statusProvider)
       .register(commandProvider)
       .register(bridgeProvider)
+      .register(auditProvider)
       .register(webProvider);
     if (opts.grpc) registry.register(grpcProvider);
     const web = { port: 0, tokens: [HUB_TOKEN], host: '127.0.0.1', ...opts.web };
@@ -58,6 +61,8 @@ export async function startRealHub(opts: RealHubOptions = {}): Promise<RealHub> 
       'modules:',
       '  status: {}',
       '  command: {}',
+      // the shipped config's audit trail: operator actions are recorded before they are answered
+      '  audit: {}',
       `  mqtt-bridge: { url: ${JSON.stringify(broker.url)}, username: hub, password: hub }`,
       `  web: ${JSON.stringify(web)}`,
       ...(opts.grpc ? [`  grpc: { port: 0, host: "127.0.0.1", tokens: [${JSON.stringify(HUB_TOKEN)}] }`] : []),

@@ -1,0 +1,149 @@
+/** The audit table: checking and writing a record, the listing, the retention cleanup. */
+import type { Knex } from 'knex';
+import { z } from 'zod';
+import { HubError } from '../../core/errors.js';
+import { instant } from '../shared/contract/instant.js';
+import { firstIssue, projectId } from '../shared/contract/schemas.js';
+import {
+  AUDIT_ACTIONS,
+  AUDIT_DEFAULT_LIMIT,
+  AUDIT_INTERFACES,
+  AUDIT_MAX_LIMIT,
+  type AuditEntry,
+  type AuditPage,
+  type AuditRecord,
+} from './contract/topics.js';
+
+/** An id or label written as it came: bounded, one line, no NUL (PostgreSQL text refuses it). */
+const label = z
+  .string()
+  .min(1)
+  .max(256)
+  .refine((v) => ![...v].some((c) => c.charCodeAt(0) < 0x20 || c.charCodeAt(0) === 0x7f), {
+    message: 'no control characters',
+  });
+
+const recordSchema = z
+  .object({
+    action: z.enum(AUDIT_ACTIONS),
+    token_id: label,
+    role: label,
+    interface: z.enum(AUDIT_INTERFACES),
+    project_id: label.nullable(),
+    targets: z.record(z.string().max(64), label),
+    outcome: label,
+    at: z.number().int().nonnegative(),
+  })
+  .strict();
+
+const listSchema = z
+  .object({
+    action: z.enum(AUDIT_ACTIONS).optional(),
+    project_id: projectId.optional(),
+    token_id: label.optional(),
+    since: instant.optional(),
+    until: instant.optional(),
+    limit: z.number().int().min(1).max(AUDIT_MAX_LIMIT).default(AUDIT_DEFAULT_LIMIT),
+    offset: z.number().int().min(0).default(0),
+  })
+  .strict();
+
+function check<S extends z.ZodType>(schema: S, body: unknown): z.output<S> {
+  const r = schema.safeParse(body ?? {});
+  if (r.success) return r.data;
+  const { field, message } = firstIssue(r.error, 'request');
+  throw new HubError('AUDIT_ERR_INVALID', `${field}: ${message}`, { field });
+}
+
+interface AuditRow {
+  id: string | number;
+  at: Date | string;
+  action: string;
+  token_id: string;
+  role: string;
+  interface: string;
+  project_id: string | null;
+  targets: Record<string, string> | string;
+  outcome: string;
+}
+
+const toEntry = (r: AuditRow): AuditEntry => ({
+  audit_id: String(r.id),
+  at: new Date(r.at).toISOString(),
+  action: r.action as AuditEntry['action'],
+  token_id: r.token_id,
+  role: r.role,
+  interface: r.interface as AuditEntry['interface'],
+  project_id: r.project_id,
+  targets: typeof r.targets === 'string' ? JSON.parse(r.targets) : r.targets,
+  outcome: r.outcome,
+});
+
+export class AuditStore {
+  constructor(private readonly db: () => Knex) {}
+
+  /** Checks and writes one record; resolves with it once committed. */
+  async write(body: unknown): Promise<AuditEntry> {
+    const rec: AuditRecord = check(recordSchema, body);
+    const [row] = (await this.db()('audit_log')
+      .insert({
+        at: new Date(rec.at).toISOString(),
+        action: rec.action,
+        token_id: rec.token_id,
+        role: rec.role,
+        interface: rec.interface,
+        project_id: rec.project_id,
+        targets: JSON.stringify(rec.targets),
+        outcome: rec.outcome,
+      })
+      .returning('*')) as AuditRow[];
+    return toEntry(row);
+  }
+
+  /** Newest first, filtered by action, project, token and time. */
+  async list(body: unknown): Promise<AuditPage> {
+    const req = check(listSchema, body);
+    const scope = (q: Knex.QueryBuilder) => {
+      if (req.action) q.where('action', req.action);
+      if (req.project_id) q.where('project_id', req.project_id);
+      if (req.token_id) q.where('token_id', req.token_id);
+      if (req.since) q.where('at', '>=', req.since.toISOString());
+      if (req.until) q.where('at', '<=', req.until.toISOString());
+      return q;
+    };
+    const [rows, count] = await Promise.all([
+      scope(this.db()('audit_log'))
+        .select('*')
+        .orderBy([
+          { column: 'at', order: 'desc' },
+          { column: 'id', order: 'desc' },
+        ])
+        .limit(req.limit)
+        .offset(req.offset),
+      scope(this.db()('audit_log')).count<{ n: string | number }[]>({ n: '*' }),
+    ]);
+    return {
+      items: (rows as AuditRow[]).map(toEntry),
+      total: Number(count[0]?.n ?? 0),
+      limit: req.limit,
+      offset: req.offset,
+    };
+  }
+
+  /** Deletes records older than the retention, in short batches; returns how many went. */
+  async cleanup(now: number, retentionMs: number): Promise<number> {
+    const cutoff = new Date(now - retentionMs).toISOString();
+    let total = 0;
+    for (;;) {
+      const res = (await this.db().raw(
+        `WITH d AS (DELETE FROM audit_log WHERE id IN (
+           SELECT id FROM audit_log WHERE at < ?::timestamptz ORDER BY at LIMIT 5000) RETURNING 1)
+         SELECT count(*) AS n FROM d`,
+        [cutoff],
+      )) as { rows: Array<{ n: string | number }> };
+      const n = Number(res.rows[0]?.n ?? 0);
+      total += n;
+      if (n < 5000) return total;
+    }
+  }
+}
