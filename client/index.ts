@@ -17,14 +17,18 @@
  *   }
  */
 import type { DeadEvent, OutboxEnvelope } from '../core/services/outbox/contract.js';
+import type { AuditEntry } from '../modules/audit/contract/topics.js';
 import type {
   CommandDetail,
   CommandStatus,
   CommandView,
   SendCommandRequest,
 } from '../modules/command/contract/topics.js';
+import type { CreateJobRequest, JobStatus, JobView } from '../modules/jobs/contract/topics.js';
+import type { PresenceChange } from '../modules/status/contract/history-topics.js';
 import type { CreatedProject, ProjectView } from '../modules/status/contract/topics.js';
 
+export type { AuditEntry, AuditPage } from '../modules/audit/contract/topics.js';
 export type {
   CommandDetail,
   CommandResultView,
@@ -33,6 +37,8 @@ export type {
   CommandView,
   OfflinePolicy,
 } from '../modules/command/contract/topics.js';
+export type { CreateJobRequest, JobCounts, JobStatus, JobView } from '../modules/jobs/contract/topics.js';
+export type { PresenceChange, PresenceHistoryPage } from '../modules/status/contract/history-topics.js';
 export type { CreatedProject, PresenceState, ProjectView } from '../modules/status/contract/topics.js';
 export type { DeadEvent, OutboxEnvelope };
 
@@ -78,6 +84,8 @@ export interface ListCommandsFilter {
   /** one status or several */
   status?: CommandStatus | CommandStatus[];
   command_type?: string;
+  /** only the commands of this job */
+  job_id?: string;
   /** created at or after: a Date, an ISO time or ms since the epoch */
   since?: Date | string | number;
   /** created before */
@@ -202,6 +210,7 @@ export class HubClient {
     if (filter.project_id) q.set('project_id', filter.project_id);
     if (filter.status) q.set('status', ([] as string[]).concat(filter.status).join(','));
     if (filter.command_type) q.set('command_type', filter.command_type);
+    if (filter.job_id) q.set('job_id', filter.job_id);
     if (filter.since !== undefined) q.set('since', instant(filter.since));
     if (filter.until !== undefined) q.set('until', instant(filter.until));
     if (filter.limit !== undefined) q.set('limit', String(filter.limit));
@@ -216,6 +225,36 @@ export class HubClient {
 
   async replayDeadCommand(commandId: string): Promise<CommandView> {
     return (await this.call<CommandView>('POST', `/commands/dead/${enc(commandId)}/replay`, { body: {} })).body;
+  }
+
+  // ─── jobs ─────────────────────────────────────────────────────────────────────────────────
+
+  /** One command to many projects, rolled out within `rollout` (README "Jobs: one command to many projects"). */
+  async createJob(
+    req: Omit<CreateJobRequest, 'idempotency_key'>,
+    opts: SendOptions = {},
+  ): Promise<{ job: JobView; replayed: boolean }> {
+    const r = await this.call<JobView>('POST', '/jobs', { body: req, ...idem(opts) });
+    return { job: r.body, replayed: r.headers.get('idempotent-replayed') === 'true' };
+  }
+
+  getJob(jobId: string): Promise<JobView> {
+    return this.get(`/jobs/${enc(jobId)}`);
+  }
+
+  /** Newest first, one page; `status` one or several. */
+  listJobs(filter: { status?: JobStatus | JobStatus[]; limit?: number; offset?: number } = {}): Promise<Page<JobView>> {
+    const q = new URLSearchParams();
+    if (filter.status) q.set('status', ([] as string[]).concat(filter.status).join(','));
+    if (filter.limit !== undefined) q.set('limit', String(filter.limit));
+    if (filter.offset !== undefined) q.set('offset', String(filter.offset));
+    const qs = q.toString();
+    return this.get(`/jobs${qs ? `?${qs}` : ''}`);
+  }
+
+  /** Cancels a scheduled or running job: its targets not sent yet are never sent. */
+  async cancelJob(jobId: string): Promise<JobView> {
+    return (await this.call<JobView>('POST', `/jobs/${enc(jobId)}/cancel`, { body: {} })).body;
   }
 
   // ─── projects ─────────────────────────────────────────────────────────────────────────────
@@ -253,6 +292,37 @@ export class HubClient {
   /** A new secret; the old one keeps working `overlap_s` seconds (the hub's default when left out). */
   async rotateProjectSecret(projectId: string, opts: { overlap_s?: number } = {}): Promise<CreatedProject> {
     return (await this.call<CreatedProject>('POST', `/projects/${enc(projectId)}/rotate`, { body: opts })).body;
+  }
+
+  /** A project's presence changes with their reasons, newest first. */
+  projectHistory(
+    projectId: string,
+    filter: { since?: Date | string | number; until?: Date | string | number; limit?: number; offset?: number } = {},
+  ): Promise<Page<PresenceChange>> {
+    return this.get(`/project/${enc(projectId)}/history${timeFilter(filter)}`);
+  }
+
+  // ─── the audit trail ──────────────────────────────────────────────────────────────────────
+
+  /** Operator actions, newest first (README "Audit trail"). */
+  listAudit(
+    filter: {
+      action?: string;
+      project_id?: string;
+      token_id?: string;
+      since?: Date | string | number;
+      until?: Date | string | number;
+      limit?: number;
+      offset?: number;
+    } = {},
+  ): Promise<Page<AuditEntry>> {
+    const { action, project_id, token_id, ...rest } = filter;
+    const q = new URLSearchParams(timeFilter(rest).slice(1));
+    if (action) q.set('action', action);
+    if (project_id) q.set('project_id', project_id);
+    if (token_id) q.set('token_id', token_id);
+    const qs = q.toString();
+    return this.get(`/audit${qs ? `?${qs}` : ''}`);
   }
 
   // ─── the outbox ───────────────────────────────────────────────────────────────────────────
@@ -373,6 +443,20 @@ function paging(p: { limit?: number; offset?: number }): string {
   const q = new URLSearchParams();
   if (p.limit !== undefined) q.set('limit', String(p.limit));
   if (p.offset !== undefined) q.set('offset', String(p.offset));
+  const s = q.toString();
+  return s ? `?${s}` : '';
+}
+
+/** `since`/`until` (a Date, an ISO time or ms) and paging as a query string. */
+function timeFilter(f: {
+  since?: Date | string | number;
+  until?: Date | string | number;
+  limit?: number;
+  offset?: number;
+}): string {
+  const q = new URLSearchParams(paging(f).slice(1));
+  if (f.since !== undefined) q.set('since', instant(f.since));
+  if (f.until !== undefined) q.set('until', instant(f.until));
   const s = q.toString();
   return s ? `?${s}` : '';
 }

@@ -176,6 +176,12 @@ describe('gmq-hub/client against a real hub', () => {
       replayDeadOutboxEvent: (c) => c.replayDeadOutboxEvent('e1'),
       listModules: (c) => c.listModules(),
       restartModule: (c) => c.restartModule('m'),
+      createJob: (c) => c.createJob({ targets: { all: true }, command_type: 'echo' }),
+      getJob: (c) => c.getJob('j1'),
+      listJobs: (c) => c.listJobs({ status: ['running', 'scheduled'] }),
+      cancelJob: (c) => c.cancelJob('j1'),
+      projectHistory: (c) => c.projectHistory('p', { since: new Date(0), limit: 10 }),
+      listAudit: (c) => c.listAudit({ action: 'job.created', since: 0 }),
       health: (c) => c.health(),
       ready: (c) => c.ready(),
     };
@@ -250,5 +256,76 @@ describe('gmq-hub/client against a real hub', () => {
     assert.match(lines[0], /^completed \{"hi":1\} \d+$/, stdout);
     assert.equal(lines[1], 'no such project', stdout);
     assert.equal(lines.length, 2, stdout);
+  });
+});
+
+describe('gmq-hub/client: jobs, presence history and the audit trail against a real hub', () => {
+  let hub: Hub;
+  let agent: Agent | undefined;
+
+  before(async () => {
+    hub = await Hub.create('embedded', { jobs: { tick_ms: 50 }, modules: { audit: {} } });
+    await hub.start();
+  });
+
+  after(async () => {
+    await agent?.dispose();
+    await hub?.dispose();
+  });
+
+  test('a job to one project completes; its command, the presence change and the audit rows are listed', async () => {
+    const client = new HubClient({ url: hub.base, timeoutMs: scaled(T) });
+    const created = await client.createProject({ project_id: 'client-fleet-1' });
+    agent = hub.newAgent(created);
+    await agent.start();
+    await until(
+      async () => (await client.getProjectStatus('client-fleet-1')).state === 'online',
+      T,
+      'client-fleet-1 online',
+    );
+
+    const { job, replayed } = await client.createJob(
+      { targets: { project_ids: ['client-fleet-1'] }, command_type: 'echo', payload: { via: 'job' } },
+      { idempotencyKey: 'client-job-1' },
+    );
+    assert.equal(replayed, false);
+    assert.equal(job.counts.total, 1);
+    await until(async () => (await client.getJob(job.job_id)).status === 'completed', T, 'the job completed');
+    const done = await client.getJob(job.job_id);
+    assert.equal(done.counts.completed, 1);
+    const again = await client.createJob(
+      { targets: { project_ids: ['client-fleet-1'] }, command_type: 'echo', payload: { via: 'job' } },
+      { idempotencyKey: 'client-job-1' },
+    );
+    assert.equal(again.replayed, true);
+    assert.equal(again.job.job_id, job.job_id);
+    assert.ok((await client.listJobs({ status: 'completed' })).items.some((j) => j.job_id === job.job_id));
+
+    const commands = await client.listCommands({ job_id: job.job_id });
+    assert.equal(commands.total, 1);
+    assert.equal(commands.items[0].project_id, 'client-fleet-1');
+    assert.equal(commands.items[0].status, 'completed');
+
+    await until(
+      async () => (await client.projectHistory('client-fleet-1')).items.some((c) => c.to_state === 'online'),
+      T,
+      'the online change in the history',
+    );
+    const history = await client.projectHistory('client-fleet-1', {
+      since: new Date(Date.now() - 3_600_000),
+      limit: 50,
+    });
+    assert.ok(history.items.every((c) => c.project_id === 'client-fleet-1' && typeof c.reason === 'string'));
+
+    const audit = await client.listAudit({ action: 'job.created' });
+    // each call is a record (the retry too: who asked, when), both naming the one job
+    assert.equal(audit.total, 2);
+    assert.ok(audit.items.every((e) => e.targets.job_id === job.job_id && e.outcome === 'ok'));
+    assert.equal((await client.listAudit({ action: 'project.created', project_id: 'client-fleet-1' })).total, 1);
+
+    await assert.rejects(client.cancelJob(job.job_id), (err: InstanceType<typeof HubApiError>) => {
+      assert.equal(err.code, 'JOB_ERR_NOT_CANCELLABLE');
+      return true;
+    });
   });
 });
