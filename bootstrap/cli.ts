@@ -14,9 +14,11 @@ import { readFileSync } from 'node:fs';
 import { helpFor, resolve, UsageError, usageLine } from './cli/args.js';
 import { ApiError, defaultUrl, HubClient, normaliseBase, UnreachableError } from './cli/client.js';
 import { COMMANDS as BASE_COMMANDS, GROUPS as BASE_GROUPS, type CliContext } from './cli/commands.js';
+import { HISTORY_COMMANDS } from './cli/history-commands.js';
 import { JOB_COMMANDS, JOBS_GROUP } from './cli/jobs.js';
 
-const COMMANDS = [...BASE_COMMANDS, ...JOB_COMMANDS];
+// each command file imports commands.ts for its helpers; the list is put together here, so none imports back
+const COMMANDS = [...BASE_COMMANDS, ...HISTORY_COMMANDS, ...JOB_COMMANDS];
 const GROUPS = [...BASE_GROUPS, JOBS_GROUP];
 
 /** Runs one command line; resolves to the exit code, or 'running' when `start` now owns the process. */

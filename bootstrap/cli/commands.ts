@@ -8,7 +8,6 @@ import { COMMAND_STATUSES } from '../../modules/command/contract/schemas.js';
 import { type CommandSpec, type GroupSpec, UsageError } from './args.js';
 import { API, ApiError, type HubClient } from './client.js';
 import { block, cell, ms, table, when } from './format.js';
-import { HISTORY_COMMANDS } from './history-commands.js';
 
 export interface CliContext {
   /** The REST client (base URL and token from --url/--token or the environment). */
@@ -801,5 +800,4 @@ export const COMMANDS: Spec[] = [
       return 0;
     },
   },
-  ...HISTORY_COMMANDS,
 ];

@@ -12,6 +12,7 @@ import { provider as auditProvider } from '../../../modules/audit/index.js';
 import { provider as commandProvider } from '../../../modules/command/index.js';
 import { GRPC, type GrpcStats } from '../../../modules/grpc/contract/topics.js';
 import { provider as grpcProvider } from '../../../modules/grpc/index.js';
+import { provider as jobsProvider } from '../../../modules/jobs/index.js';
 import { provider as bridgeProvider } from '../../../modules/mqtt-bridge/index.js';
 import { provider as statusProvider } from '../../../modules/status/index.js';
 import { WEB, type WebInfo } from '../../../modules/web/contract/topics.js';
@@ -52,6 +53,7 @@ export async function startRealHub(opts: RealHubOptions = {}): Promise<RealHub> 
       .register(commandProvider)
       .register(bridgeProvider)
       .register(auditProvider)
+      .register(jobsProvider)
       .register(webProvider);
     if (opts.grpc) registry.register(grpcProvider);
     const web = { port: 0, tokens: [HUB_TOKEN], host: '127.0.0.1', ...opts.web };
@@ -63,6 +65,8 @@ export async function startRealHub(opts: RealHubOptions = {}): Promise<RealHub> 
       '  command: {}',
       // the shipped config's audit trail: operator actions are recorded before they are answered
       '  audit: {}',
+      // and its jobs: /jobs answers, not 503 for want of a module
+      '  jobs: {}',
       `  mqtt-bridge: { url: ${JSON.stringify(broker.url)}, username: hub, password: hub }`,
       `  web: ${JSON.stringify(web)}`,
       ...(opts.grpc ? [`  grpc: { port: 0, host: "127.0.0.1", tokens: [${JSON.stringify(HUB_TOKEN)}] }`] : []),
