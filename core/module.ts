@@ -61,6 +61,13 @@ export interface ModuleContext<C = unknown> {
 export interface ModuleInstance {
   start?(): unknown;
   stop?(): unknown;
+  /**
+   * A config edit changed only this module's own settings (not its host keys: type, mailbox,
+   * depends_on …). Return true when the instance took the new settings in place (the host then
+   * does not restart it); false, or a throw, and it is restarted as usual. For settings whose
+   * change must not cut open connections (the interfaces' tokens). `settings` is validated.
+   */
+  reconfigure?(settings: unknown): boolean | Promise<boolean>;
 }
 
 /**

@@ -9,8 +9,23 @@ import type { ErrorCode } from '../../core/errors.js';
 import { HOST_TOPICS } from '../../core/host-topics.js';
 import { OUTBOX_TOPICS } from '../../core/services/outbox/contract.js';
 import type { CommandWaiter } from '../shared/command-waiter.js';
+import {
+  type Access,
+  listScope,
+  requireProject,
+  requireWholeHub,
+  seesProject,
+} from '../shared/interface-kit/permissions.js';
 import { syncWait } from '../shared/interface-kit/sync-wait.js';
-import { COMMAND, type CommandDetail, type SendCommandRequest, type SentCommand, STATUS } from '../shared/topics.js';
+import type { Principal } from '../shared/interface-kit/token-gate.js';
+import {
+  COMMAND,
+  type CommandDetail,
+  type ProjectView,
+  type SendCommandRequest,
+  type SentCommand,
+  STATUS,
+} from '../shared/topics.js';
 import type { WebConfig } from './config.js';
 import {
   commandDetailSchema,
@@ -64,6 +79,8 @@ export interface RouteInput<P, Q, B, H = unknown> {
   headers: H;
   /** Aborted when the client goes away or the module is stopping. */
   signal: AbortSignal;
+  /** Who is calling (the gate admitted them and their role grants the route's `access`). */
+  principal: Principal;
 }
 
 type Schema = z.ZodType | undefined;
@@ -81,10 +98,12 @@ export interface RouteSpec<
   summary: string;
   tag: 'commands' | 'projects' | 'outbox' | 'system';
   /**
-   * Answered without the token (health probes). Every other route needs it: the server's one
-   * auth gate reads this flag off the route the router matched (auth.ts `admitRequest`).
+   * Who may call it (permissions.ts): `public` without the token (health probes), else a token
+   * whose role grants the action (`read`, `operate`, `admin`). Mandatory: the server refuses to
+   * start with a route that declares none. The server's one auth gate reads it off the route the
+   * router matched (auth.ts `admitRequest`, server.ts onRequest).
    */
-  public?: boolean;
+  access: Access;
   /** Code of a validation failure on this route (400). */
   invalid: ErrorCode;
   params?: P;
@@ -134,6 +153,15 @@ export function buildRoutes(d: RouteDeps): AnyRoute[] {
   const S = 'STATUS_ERR_INVALID' as const;
   const W = 'WEB_ERR_INVALID' as const;
   const O = 'OUTBOX_ERR_INVALID' as const;
+  /**
+   * A token limited to some projects acts on a command only when it is one of theirs: the
+   * command is read first (its project is not in the request). Unlimited tokens skip the read.
+   */
+  const requireCommand = async (who: Principal, commandId: string) => {
+    if (who.projects === null) return;
+    const cmd = await ask<CommandDetail>(COMMAND.get, { command_id: commandId });
+    requireProject(who, cmd.project_id);
+  };
 
   return [
     route({
@@ -141,6 +169,7 @@ export function buildRoutes(d: RouteDeps): AnyRoute[] {
       url: `${API}/command/send`,
       summary: 'Send a command; answers at once with its id (the outbox delivers it)',
       tag: 'commands',
+      access: 'operate',
       invalid: C,
       body: send,
       headers: idempotencyHeaders,
@@ -156,7 +185,8 @@ export function buildRoutes(d: RouteDeps): AnyRoute[] {
           'Project not online (offline_policy fail) or disabled; or the Idempotency-Key was used before with a ' +
           'different body (CMD_ERR_IDEMPOTENCY_MISMATCH)',
       },
-      handler: async ({ body, headers }) => {
+      handler: async ({ body, headers, principal }) => {
+        requireProject(principal, body.project_id);
         const { idempotent_replayed, ...view } = await ask<SentCommand>(
           COMMAND.send,
           withKey(body satisfies SendCommandRequest, headers['idempotency-key']),
@@ -169,6 +199,7 @@ export function buildRoutes(d: RouteDeps): AnyRoute[] {
       url: `${API}/command/sync`,
       summary: 'Send a command and wait for its result',
       tag: 'commands',
+      access: 'operate',
       invalid: C,
       body: sync,
       headers: idempotencyHeaders,
@@ -185,7 +216,8 @@ export function buildRoutes(d: RouteDeps): AnyRoute[] {
         503: ['The wait was cut short: the hub is stopping; the command goes on', syncTimeoutSchema],
         504: ['The wait ran out; the command goes on (follow it by command_id)', syncTimeoutSchema],
       },
-      handler: async ({ body, headers, signal }) => {
+      handler: async ({ body, headers, signal, principal }) => {
+        requireProject(principal, body.project_id);
         const { wait_ms, ...req } = body;
         const wait = syncWait(d.cfg, { wait_ms, timeout_ms: req.timeout_ms });
         const out = await d.waiter.sendAndWait(withKey(req, headers['idempotency-key']), wait, { signal });
@@ -222,10 +254,15 @@ export function buildRoutes(d: RouteDeps): AnyRoute[] {
       summary: 'A command with its tracker, result and timings',
       tag: 'commands',
       invalid: C,
+      access: 'read',
       params: commandIdParams,
       response: commandDetailSchema,
       answers: { 404: 'No such command' },
-      handler: ({ params }) => ask(COMMAND.get, { command_id: params.command_id }),
+      handler: async ({ params, principal }) => {
+        const cmd = await ask<CommandDetail>(COMMAND.get, { command_id: params.command_id });
+        requireProject(principal, cmd.project_id);
+        return cmd;
+      },
     }),
     route({
       method: 'POST',
@@ -237,8 +274,12 @@ export function buildRoutes(d: RouteDeps): AnyRoute[] {
       body: emptyBody,
       bodyOptional: true,
       response: commandViewSchema,
+      access: 'operate',
       answers: { 404: 'No such command', 409: 'Already delivered or final' },
-      handler: ({ params }) => ask(COMMAND.cancel, { command_id: params.command_id }),
+      handler: async ({ params, principal }) => {
+        await requireCommand(principal, params.command_id);
+        return ask(COMMAND.cancel, { command_id: params.command_id });
+      },
     }),
     route({
       method: 'GET',
@@ -246,13 +287,17 @@ export function buildRoutes(d: RouteDeps): AnyRoute[] {
       summary: 'Commands, newest first, with filters',
       tag: 'commands',
       invalid: C,
+      access: 'read',
       query: listCommandsQuery,
       response: pageOf(commandViewSchema),
-      handler: ({ query }) =>
-        ask(COMMAND.list, {
+      handler: ({ query, principal }) => {
+        if (query.project_id !== undefined) requireProject(principal, query.project_id);
+        return ask(COMMAND.list, {
           ...query,
           ...(query.status ? { status: query.status.split(',') } : {}),
-        }),
+          ...listScope(principal),
+        });
+      },
     }),
     route({
       method: 'GET',
@@ -260,9 +305,10 @@ export function buildRoutes(d: RouteDeps): AnyRoute[] {
       summary: 'Commands whose outbox row went dead (never acked after max attempts)',
       tag: 'commands',
       invalid: C,
+      access: 'read',
       query: pagingQuery,
       response: pageOf(deadCommandSchema),
-      handler: ({ query }) => ask(COMMAND.deadList, query),
+      handler: ({ query, principal }) => ask(COMMAND.deadList, { ...query, ...listScope(principal) }),
     }),
     route({
       method: 'POST',
@@ -274,8 +320,12 @@ export function buildRoutes(d: RouteDeps): AnyRoute[] {
       body: emptyBody,
       bodyOptional: true,
       response: commandViewSchema,
+      access: 'operate',
       answers: { 404: 'No such command' },
-      handler: ({ params }) => ask(COMMAND.deadReplay, { command_id: params.command_id }),
+      handler: async ({ params, principal }) => {
+        await requireCommand(principal, params.command_id);
+        return ask(COMMAND.deadReplay, { command_id: params.command_id });
+      },
     }),
     route({
       method: 'GET',
@@ -285,8 +335,12 @@ export function buildRoutes(d: RouteDeps): AnyRoute[] {
       invalid: S,
       params: projectIdParams,
       response: projectViewSchema,
+      access: 'read',
       answers: { 404: 'No such project' },
-      handler: ({ params }) => ask(STATUS.get, { project_id: params.project_id }),
+      handler: ({ params, principal }) => {
+        requireProject(principal, params.project_id);
+        return ask(STATUS.get, { project_id: params.project_id });
+      },
     }),
     route({
       method: 'GET',
@@ -294,8 +348,13 @@ export function buildRoutes(d: RouteDeps): AnyRoute[] {
       summary: 'Projects online now',
       tag: 'projects',
       invalid: S,
+      access: 'read',
       response: itemsOf(projectViewSchema),
-      handler: () => ask(STATUS.online, {}),
+      handler: async ({ principal }) => {
+        const all = await ask<{ items: ProjectView[] }>(STATUS.online, {});
+        if (principal.projects === null) return all;
+        return { ...all, items: all.items.filter((p) => seesProject(principal, p.project_id)) };
+      },
     }),
     route({
       method: 'GET',
@@ -303,13 +362,15 @@ export function buildRoutes(d: RouteDeps): AnyRoute[] {
       summary: 'Provisioned projects',
       tag: 'projects',
       invalid: S,
+      access: 'read',
       query: listProjectsQuery,
       response: pageOf(projectViewSchema),
-      handler: ({ query }) =>
+      handler: ({ query, principal }) =>
         ask(STATUS.list, {
           ...(query.limit !== undefined ? { limit: query.limit } : {}),
           ...(query.offset !== undefined ? { offset: query.offset } : {}),
           include_disabled: query.include_disabled === 'true',
+          ...listScope(principal),
         }),
     }),
     route({
@@ -322,8 +383,13 @@ export function buildRoutes(d: RouteDeps): AnyRoute[] {
       bodyOptional: true,
       status: 201,
       response: createdProjectSchema,
+      access: 'admin',
       answers: { 409: 'A project with this id exists' },
-      handler: ({ body }) => ask(STATUS.create, body ?? {}),
+      handler: ({ body, principal }) => {
+        // a token limited to some projects names the new one, and it must be one of them
+        if (principal.projects !== null) requireProject(principal, body?.project_id ?? '(generated id)');
+        return ask(STATUS.create, body ?? {});
+      },
     }),
     ...(['disable', 'enable'] as const).map((op) =>
       route({
@@ -336,8 +402,12 @@ export function buildRoutes(d: RouteDeps): AnyRoute[] {
         body: emptyBody,
         bodyOptional: true,
         response: projectViewSchema,
+        access: 'admin',
         answers: { 404: 'No such project' },
-        handler: ({ params }) => ask(STATUS[op], { project_id: params.project_id }),
+        handler: ({ params, principal }) => {
+          requireProject(principal, params.project_id);
+          return ask(STATUS[op], { project_id: params.project_id });
+        },
       }),
     ),
     route({
@@ -350,8 +420,12 @@ export function buildRoutes(d: RouteDeps): AnyRoute[] {
       body: rotateBody,
       bodyOptional: true,
       response: createdProjectSchema,
+      access: 'admin',
       answers: { 404: 'No such project' },
-      handler: ({ params, body }) => ask(STATUS.rotate, { project_id: params.project_id, ...(body ?? {}) }),
+      handler: ({ params, body, principal }) => {
+        requireProject(principal, params.project_id);
+        return ask(STATUS.rotate, { project_id: params.project_id, ...(body ?? {}) });
+      },
     }),
     route({
       method: 'GET',
@@ -361,8 +435,12 @@ export function buildRoutes(d: RouteDeps): AnyRoute[] {
       invalid: O,
       query: outboxDeadQuery,
       response: pageOf(deadEventSchema),
+      access: 'admin',
       answers: { 404: 'No such route' },
-      handler: ({ query }) => ask(OUTBOX_TOPICS.deadList, query),
+      handler: ({ query, principal }) => {
+        requireWholeHub(principal, 'read the outbox of every domain');
+        return ask(OUTBOX_TOPICS.deadList, query);
+      },
     }),
     route({
       method: 'POST',
@@ -375,7 +453,11 @@ export function buildRoutes(d: RouteDeps): AnyRoute[] {
       bodyOptional: true,
       response: replayedEventSchema,
       answers: { 404: 'No dead event with that id (on that route), or no such route' },
-      handler: ({ params, body }) => ask(OUTBOX_TOPICS.deadReplay, { event_id: params.event_id, ...(body ?? {}) }),
+      access: 'admin',
+      handler: ({ params, body, principal }) => {
+        requireWholeHub(principal, 'replay an outbox event');
+        return ask(OUTBOX_TOPICS.deadReplay, { event_id: params.event_id, ...(body ?? {}) });
+      },
     }),
     route({
       method: 'GET',
@@ -383,6 +465,7 @@ export function buildRoutes(d: RouteDeps): AnyRoute[] {
       summary: 'The host’s modules with their state and mailbox counters',
       tag: 'system',
       invalid: W,
+      access: 'read',
       response: itemsOf(moduleInfoSchema),
       handler: async () => ({ items: await ask(HOST_TOPICS.listModules, {}) }),
     }),
@@ -397,7 +480,9 @@ export function buildRoutes(d: RouteDeps): AnyRoute[] {
       bodyOptional: true,
       response: moduleInfoSchema,
       answers: { 202: 'Restarting this web module itself: it goes once this answer is sent', 404: 'No such module' },
-      handler: async ({ params }) => {
+      access: 'admin',
+      handler: async ({ params, principal }) => {
+        requireWholeHub(principal, 'restart a module');
         if (params.name === d.name) {
           // Restarting ourselves: answer first, or the stop would wait on this very request.
           return new Answer(202, { name: d.name, state: 'restarting' }, () => {
@@ -412,7 +497,7 @@ export function buildRoutes(d: RouteDeps): AnyRoute[] {
       url: '/healthz',
       summary: 'The process is alive',
       tag: 'system',
-      public: true,
+      access: 'public',
       invalid: W,
       response: z.object({ ok: z.literal(true) }),
       handler: async () => ({ ok: true }),
@@ -422,7 +507,7 @@ export function buildRoutes(d: RouteDeps): AnyRoute[] {
       url: '/readyz',
       summary: 'Ready: the database and the MQTT bridge are reachable',
       tag: 'system',
-      public: true,
+      access: 'public',
       invalid: W,
       response: z.object({ ready: z.boolean(), checks: z.record(z.string(), z.unknown()) }),
       answers: { 503: ['Not ready, with the reasons', z.object({ ready: z.literal(false), checks: z.unknown() })] },

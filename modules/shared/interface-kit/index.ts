@@ -15,6 +15,19 @@ export {
   resolveRenamed,
   warnRenamedSettings,
 } from './renamed-settings.js';
-export { interfaceSettings, type TokenSettings, tokenEntries } from './settings.js';
+export {
+  type Access,
+  type Action,
+  assertDeclared,
+  grants,
+  listScope,
+  requireAction,
+  requireProject,
+  requireWholeHub,
+  ROLES,
+  type Role,
+  seesProject,
+} from './permissions.js';
+export { interfaceSettings, type TokenSettings, tokenEntries, tokenOnlyEdit } from './settings.js';
 export { type SyncWaitAsk, type SyncWaitPolicy, syncWait } from './sync-wait.js';
-export { type Access, bearerToken, type Principal, type Role, type TokenEntry, TokenGate } from './token-gate.js';
+export { bearerToken, type Principal, type TokenEntry, TokenGate } from './token-gate.js';
