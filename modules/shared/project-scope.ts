@@ -10,6 +10,16 @@
  * `*` and `?` are always wildcards here (a project id containing them is matched by them too).
  */
 
+import { isValidProjectId } from './protocol.js';
+
+/** Most patterns one list request or token may carry. */
+export const MAX_PROJECT_PATTERNS = 1000;
+
+/** Whether a value is a project id or a glob of them (the wildcards aside, what a project id may be). */
+export function isProjectPattern(v: unknown): v is string {
+  return typeof v === 'string' && v.length > 0 && isValidProjectId(v.replace(/[*?]/g, 'x'));
+}
+
 /** The SQL LIKE form of a pattern, to use with `ESCAPE '\'`: `%`, `_` and `\` of the id are escaped. */
 export function toLike(pattern: string): string {
   let out = '';

@@ -4,6 +4,7 @@ import { z } from 'zod';
 import { HubError } from '../../core/errors.js';
 import type { Clock } from '../../core/module.js';
 import { deriveMqttPassword } from '../shared/credentials.js';
+import { isProjectPattern, likeCondition, MAX_PROJECT_PATTERNS } from '../shared/project-scope.js';
 import { isValidProjectId } from '../shared/protocol.js';
 import { findUnsafeJson, unsafeTextProblem } from '../shared/sanitize.js';
 import type { CreatedProject } from '../shared/topics.js';
@@ -58,6 +59,8 @@ const listSchema = z
     include_disabled: z.boolean().default(false),
     limit: z.number().int().min(1).max(1000).default(100),
     offset: z.number().int().min(0).default(0),
+    /** only projects matching one of these ids or globs: the caller's token is limited to them */
+    project_patterns: z.array(z.string().refine(isProjectPattern)).max(MAX_PROJECT_PATTERNS).optional(),
   })
   .strict();
 const rotateSchema = z
@@ -300,7 +303,11 @@ export class ProjectStore {
 
   async list(body: unknown): Promise<{ items: ProjectRecord[]; total: number }> {
     const req = parseRequest(listSchema, body);
-    const scope = (q: Knex.QueryBuilder) => (req.include_disabled ? q : q.where({ enabled: true }));
+    const limit = likeCondition('project_id', req.project_patterns);
+    const scope = (q: Knex.QueryBuilder) => {
+      const enabled = req.include_disabled ? q : q.where({ enabled: true });
+      return limit ? enabled.whereRaw(limit.sql, limit.args) : enabled;
+    };
     const [rows, count] = await Promise.all([
       scope(this.db()('project'))
         .select('*')

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { isValidProjectId } from '../protocol.js';
+import { isProjectPattern, MAX_PROJECT_PATTERNS } from '../project-scope.js';
 import { ROLES, type Role } from './permissions.js';
 import type { TokenEntry } from './token-gate.js';
 
@@ -13,7 +13,7 @@ const projectPattern = z
   .string()
   .min(1)
   .max(128)
-  .refine((p) => isValidProjectId(p.replace(/[*?]/g, 'x')), {
+  .refine(isProjectPattern, {
     error: 'a project id or glob (`*`, `?`): no `/`, `+`, `#`, NUL or control characters',
   });
 
@@ -22,7 +22,7 @@ const roleToken = z
   .object({
     token: tokenText.pipe(z.string().min(1)),
     role: z.enum(ROLES as [Role, ...Role[]]),
-    projects: z.array(projectPattern).min(1).max(1000).optional(),
+    projects: z.array(projectPattern).min(1).max(MAX_PROJECT_PATTERNS).optional(),
   })
   .strict();
 
