@@ -522,7 +522,10 @@ export class Host {
     try {
       if (!(await instance.reconfigure(p.settings))) return false;
     } catch (err) {
-      this.log.warn({ module: rec.name, err: serializeError(err) }, 'module could not take its edit in place; restarting it');
+      this.log.warn(
+        { module: rec.name, err: serializeError(err) },
+        'module could not take its edit in place; restarting it',
+      );
       return false;
     }
     Object.assign(rec, { block: p.block, settings: p.settings });

@@ -1,7 +1,7 @@
 /** Reading commands (get, list, dead list, stats) and cancelling one. */
 import { HubError } from '../../core/errors.js';
-import type { CommandDetail, CommandView } from '../shared/topics.js';
 import { likeCondition } from '../shared/project-scope.js';
+import type { CommandDetail, CommandView } from '../shared/topics.js';
 import { type Deps, isoAt, query } from './deps.js';
 import { type ResultRow, TRACKER_COLUMNS, type TrackerRow, toDetail, toView } from './rows.js';
 import { checkList, checkPaging, checkPatterns } from './validate.js';

@@ -15,7 +15,7 @@ import { EventFeed } from '../shared/event-feed.js';
 import { closeWithGrace } from '../shared/interface-kit/close-with-grace.js';
 import { listenHost } from '../shared/interface-kit/listen-host.js';
 import { warnRenamedSettings } from '../shared/interface-kit/renamed-settings.js';
-import { tokenEntries } from '../shared/interface-kit/settings.js';
+import { tokenEntries, tokenOnlyEdit } from '../shared/interface-kit/settings.js';
 import { TokenGate } from '../shared/interface-kit/token-gate.js';
 import { GRPC, type GrpcStats } from '../shared/topics.js';
 import { type GrpcConfig, grpcConfigSchema } from './config.js';
@@ -28,7 +28,20 @@ export const provider: ModuleProvider<GrpcConfig> = {
   schema: grpcConfigSchema,
   // calls come from outside and are answered by status and command: started after them, stopped before
   ingress: true,
-  create: (ctx) => ({ start: () => start(ctx) }),
+  create: (ctx) => {
+    const gate = new TokenGate(tokenEntries(ctx.config));
+    return {
+      start: () => start(ctx, gate),
+      // a token edit swaps the gate's table in place: open WatchEvents streams stay, each re-checked
+      reconfigure(next) {
+        const entries = tokenOnlyEdit(ctx.config, next as GrpcConfig, gate.enabled);
+        if (entries === null) return false;
+        gate.replace(entries);
+        ctx.log.info({ tokens: entries.length }, 'tokens edited: applied in place (open streams kept)');
+        return true;
+      },
+    };
+  },
 };
 
 /** The listen address: no token → loopback only, whatever the config says (docs/architecture.md#web-and-grpc). */
@@ -75,10 +88,9 @@ function shutdown(server: Server, graceMs: number): Promise<'graceful' | 'forced
   );
 }
 
-async function start(ctx: ModuleContext<GrpcConfig>): Promise<void> {
+async function start(ctx: ModuleContext<GrpcConfig>, gate: TokenGate): Promise<void> {
   const cfg = ctx.config;
   warnRenamedSettings(cfg, ctx.log, ctx.name);
-  const gate = new TokenGate(tokenEntries(cfg));
   const host = chooseHost(ctx, gate);
   const proto = loadProto();
 
@@ -129,7 +141,10 @@ async function start(ctx: ModuleContext<GrpcConfig>): Promise<void> {
     'grpc.keepalive_timeout_ms': 20_000,
   };
   const server = new Server(options);
-  server.addService(definition, service.implementation());
+  // refuses to start when a proto method declares no action (permissions.ts)
+  server.addService(definition, service.implementation(Object.keys(proto.service)));
+  const unwatch = gate.onChange(() => service.recheckPrincipals());
+  ctx.onStop(() => unwatch());
   health.addToServer(server);
   new ReflectionService(proto.reflection).addToServer(server);
 

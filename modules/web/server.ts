@@ -157,7 +157,11 @@ export function buildServer(d: ServerDeps): FastifyInstance {
     if (!req.is404) {
       const need = (req.routeOptions.config as RouteAccessConfig).access;
       if (!isAccess(need) || !grants(req.principal.role, need)) {
-        const err = forbiddenAction(req.principal, isAccess(need) ? need : 'admin', `${req.method} ${req.routeOptions.url}`);
+        const err = forbiddenAction(
+          req.principal,
+          isAccess(need) ? need : 'admin',
+          `${req.method} ${req.routeOptions.url}`,
+        );
         logForbidden(d, req, err.message);
         return sendError(reply, 403, err.code, err.message);
       }

@@ -8,6 +8,19 @@
 export { closeWithGrace } from './close-with-grace.js';
 export { isLoopback, type ListenHost, listenHost } from './listen-host.js';
 export {
+  type Access,
+  type Action,
+  assertDeclared,
+  grants,
+  listScope,
+  ROLES,
+  type Role,
+  requireAction,
+  requireProject,
+  requireWholeHub,
+  seesProject,
+} from './permissions.js';
+export {
   type NewSettingName,
   type OldSettingName,
   oldSettingNames,
@@ -15,19 +28,6 @@ export {
   resolveRenamed,
   warnRenamedSettings,
 } from './renamed-settings.js';
-export {
-  type Access,
-  type Action,
-  assertDeclared,
-  grants,
-  listScope,
-  requireAction,
-  requireProject,
-  requireWholeHub,
-  ROLES,
-  type Role,
-  seesProject,
-} from './permissions.js';
 export { interfaceSettings, type TokenSettings, tokenEntries, tokenOnlyEdit } from './settings.js';
 export { type SyncWaitAsk, type SyncWaitPolicy, syncWait } from './sync-wait.js';
 export { bearerToken, type Principal, type TokenEntry, TokenGate } from './token-gate.js';

@@ -9,13 +9,9 @@ const ms = (min: number) => z.number().int().min(min);
 const tokenText = z.union([z.string(), z.number()]).transform(String);
 
 /** A project id or a glob of them (`*` any run, `?` one character; project-scope.ts). */
-const projectPattern = z
-  .string()
-  .min(1)
-  .max(128)
-  .refine(isProjectPattern, {
-    error: 'a project id or glob (`*`, `?`): no `/`, `+`, `#`, NUL or control characters',
-  });
+const projectPattern = z.string().min(1).max(128).refine(isProjectPattern, {
+  error: 'a project id or glob (`*`, `?`): no `/`, `+`, `#`, NUL or control characters',
+});
 
 /** A token with a role (and optionally the projects it is limited to). */
 const roleToken = z

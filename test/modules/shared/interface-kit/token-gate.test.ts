@@ -46,9 +46,11 @@ describe('interface kit: tokens from the settings', () => {
     assert.deepEqual(tokenEntries({ tokens: [], token: '' }), []);
     assert.deepEqual(tokenEntries({ tokens: [], token: '   ' }), []);
     assert.deepEqual(tokenEntries({ tokens: ['a'], token: ' b ' }), [
-      { id: 'tokens[0]', token: 'a' },
-      { id: 'token', token: 'b' },
+      { id: 'tokens[0]', token: 'a', role: 'admin', projects: null },
+      { id: 'token', token: 'b', role: 'admin', projects: null },
     ]);
-    assert.deepEqual(tokenEntries({ tokens: ['a', 'a'], token: 'a' }), [{ id: 'tokens[0]', token: 'a' }]);
+    assert.deepEqual(tokenEntries({ tokens: ['a', 'a'], token: 'a' }), [
+      { id: 'tokens[0]', token: 'a', role: 'admin', projects: null },
+    ]);
   });
 });
