@@ -64,6 +64,8 @@ export class Hub {
   /** Every process this hub ran, in order; `proc` is the last. */
   readonly runs: HostProcess[] = [];
   base = '';
+  /** The bearer token `api()` sends (set it when the test configures web tokens). */
+  token: string | null = null;
 
   private constructor(
     readonly backend: BackendName,
@@ -167,7 +169,10 @@ export class Hub {
   async api(method: 'GET' | 'POST', p: string, body?: unknown): Promise<{ status: number; json: Json }> {
     const res = await fetch(this.base + API + p, {
       method,
-      headers: body === undefined ? {} : { 'content-type': 'application/json' },
+      headers: {
+        ...(body === undefined ? {} : { 'content-type': 'application/json' }),
+        ...(this.token === null ? {} : { authorization: `Bearer ${this.token}` }),
+      },
       body: body === undefined ? undefined : JSON.stringify(body),
     });
     const text = await res.text();
