@@ -14,6 +14,7 @@ import fs from 'node:fs';
 import { after, before, describe, test } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
 import WebSocket from 'ws';
+import { cliEnv, runCli } from '../../bootstrap/cli-harness.js';
 import {
   type Agent,
   API,
@@ -259,6 +260,19 @@ for (const backend of BACKENDS) {
       assert.ok(line, 'a refusal is logged');
       assert.equal(line.token_id, 'tokens[1]');
       assert.equal(line.level, 30, 'a client mistake is info, not an error');
+    });
+
+    test('the CLI says a refusal in one line with the code (exit 1); what the token may do works', async () => {
+      const env = cliEnv({ HUB_URL: hub.base, HUB_API_TOKEN: TOKENS.viewer });
+      const refused = await runCli(['send', a.project_id, 'echo'], env, scaled(T));
+      assert.equal(refused.code, 1, refused.stderr);
+      assert.equal(refused.stdout, '');
+      assert.match(
+        refused.stderr.trim(),
+        /^gmq-hub: AUTH_ERR_FORBIDDEN: token tokens\[1\] \(role viewer\) may not .*role operator or admin.*web\.tokens/,
+      );
+      const read = await runCli(['status', a.project_id], env, scaled(T));
+      assert.equal(read.code, 0, read.stderr);
     });
 
     test('a viewer token changes nothing over gRPC: every mutating method answers PERMISSION_DENIED', async () => {
