@@ -19,6 +19,7 @@ import {
   grants,
   listScope,
   requireAction,
+  requireNewProject,
   requireProject,
   requireWholeHub,
   seesProject,
@@ -288,8 +289,7 @@ export class ExchangeHubService {
       }),
       CreateProject: this.unary<CreateProjectMsg, unknown>('CreateProject', 'admin', (m, call, who) => {
         const req = toCreateProject(m);
-        // a token limited to some projects names the new one, and it must be one of them
-        if (who.projects !== null) requireProject(who, (req as { project_id?: string }).project_id ?? '(generated id)');
+        requireNewProject(who, req.project_id);
         return this.request<CreatedProject>(STATUS.create, req, call);
       }),
       ListProjects: this.unary<ListProjectsMsg, unknown>('ListProjects', 'read', async (m, call, who) =>

@@ -12,6 +12,7 @@ import type { CommandWaiter } from '../shared/command-waiter.js';
 import {
   type Access,
   listScope,
+  requireNewProject,
   requireProject,
   requireWholeHub,
   seesProject,
@@ -386,8 +387,7 @@ export function buildRoutes(d: RouteDeps): AnyRoute[] {
       access: 'admin',
       answers: { 409: 'A project with this id exists' },
       handler: ({ body, principal }) => {
-        // a token limited to some projects names the new one, and it must be one of them
-        if (principal.projects !== null) requireProject(principal, body?.project_id ?? '(generated id)');
+        requireNewProject(principal, body?.project_id);
         return ask(STATUS.create, body ?? {});
       },
     }),

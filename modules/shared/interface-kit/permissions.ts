@@ -87,6 +87,22 @@ export function requireProject(who: Grantee, projectId: string): void {
 }
 
 /**
+ * Creating a project: a token limited to some projects must name the new one's id, and it must be
+ * one of them (a generated id would be another project it then could not see).
+ */
+export function requireNewProject(who: Grantee, projectId: string | undefined): void {
+  if (who.projects === null) return;
+  if (projectId === undefined) {
+    throw new HubError(
+      'AUTH_ERR_FORBIDDEN',
+      `token ${who.token_id} is limited to projects ${who.projects.patterns.join(', ')}: name the new project's project_id`,
+      { token_id: who.token_id },
+    );
+  }
+  requireProject(who, projectId);
+}
+
+/**
  * Throws AUTH_ERR_FORBIDDEN for a token limited to some projects: the operation is about the whole
  * hub (the outbox of every domain, restarting a module), which a limited token never reaches.
  */

@@ -101,6 +101,7 @@ for (const backend of BACKENDS) {
       viewer: tok('viewer'),
       operator: tok('operator'),
       scoped: tok('scoped'),
+      scopedAdmin: tok('scoped-admin'),
       spare: tok('spare'),
       revoked: tok('revoked'),
     };
@@ -110,6 +111,7 @@ for (const backend of BACKENDS) {
       { token: TOKENS.operator, role: operatorRole },
       { token: TOKENS.scoped, role: 'operator', projects: ['e2e-roles-a-*', 'e2e-roles-x?'] },
       { token: TOKENS.spare, role: 'viewer' },
+      { token: TOKENS.scopedAdmin, role: 'admin', projects: ['e2e-roles-a-*', 'made-?'] },
       ...(withRevoked ? [{ token: TOKENS.revoked, role: 'viewer' }] : []),
     ];
     let hub: Hub;
@@ -432,6 +434,34 @@ for (const backend of BACKENDS) {
         const err = await grpcFails(call(client, m, req, opts));
         assert.equal(err.code, grpc.status.PERMISSION_DENIED, `${m}: ${err.details}`);
       }
+    });
+
+    test('an admin limited to some projects creates only those, and no whole-hub operation', async () => {
+      const s = TOKENS.scopedAdmin;
+      const made = `made-${backend === 'embedded' ? 'e' : 's'}`;
+      const ok = await rest(s, 'POST', `${API}/projects`, { project_id: made });
+      assert.equal(ok.status, 201, JSON.stringify(ok.json));
+      for (const [p, body] of [
+        [`${API}/projects`, { project_id: uniqueId('outside') }],
+        [`${API}/projects`, {}],
+        [`${API}/projects/${b.project_id}/disable`, undefined],
+        [`${API}/modules/command/restart`, undefined],
+        [`${API}/outbox/dead/${randomUUID()}/replay`, undefined],
+      ] as const) {
+        const r = await rest(s, 'POST', p, body);
+        assert.equal(r.status, 403, `${p} ${JSON.stringify(body)}: ${r.status}`);
+        assert.equal(r.json.error.code, 'AUTH_ERR_FORBIDDEN');
+      }
+      assert.match(
+        (await rest(s, 'POST', `${API}/projects`, {})).json.error.message,
+        /name the new project's project_id/,
+      );
+      const listed = await rest(s, 'GET', `${API}/projects`);
+      assert.deepEqual((listed.json.items as Json[]).map((p) => p.project_id).sort(), [a.project_id, made].sort());
+      const err = await grpcFails(
+        call(client, 'CreateProject', { project_id: uniqueId('outside') }, { token: s, deadlineMs: scaled(T) }),
+      );
+      assert.equal(err.code, grpc.status.PERMISSION_DENIED);
     });
 
     test('the event feeds (WebSocket and WatchEvents) never carry events of projects outside the limit', async () => {
