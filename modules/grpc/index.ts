@@ -9,6 +9,7 @@ import { ReflectionService } from '@grpc/reflection';
 import { HealthImplementation, type ServingStatus } from 'grpc-health-check';
 import { HubError } from '../../core/errors.js';
 import { HOST_TOPICS } from '../../core/host-topics.js';
+import { counter, countsBy, type MetricFamily, metricsTopic } from '../../core/metrics.js';
 import type { ModuleContext, ModuleProvider } from '../../core/module.js';
 import { CommandWaiter } from '../shared/command-waiter.js';
 import { EventFeed } from '../shared/event-feed.js';
@@ -144,6 +145,15 @@ async function start(ctx: ModuleContext<GrpcConfig>, gate: TokenGate): Promise<v
   // refuses to start when a proto method declares no action (permissions.ts)
   server.addService(definition, service.implementation(Object.keys(proto.service)));
   const unwatch = gate.onChange(() => service.recheckPrincipals());
+  // on /metrics: the refusals by code, as hub_http_refusals_total is for REST
+  ctx.bus.subscribe(metricsTopic(ctx.name), (): MetricFamily[] => [
+    counter(
+      'hub_grpc_refusals_total',
+      'gRPC calls refused as the caller’s mistake, by error code (AUTH_ERR_TOKEN, AUTH_ERR_FORBIDDEN, *_ERR_INVALID …)',
+      countsBy('code', service.refusals),
+      ['code'],
+    ),
+  ]);
   ctx.onStop(() => unwatch());
   health.addToServer(server);
   new ReflectionService(proto.reflection).addToServer(server);

@@ -5,7 +5,7 @@ import {
   type sendUnaryData,
   type UntypedServiceImplementation,
 } from '@grpc/grpc-js';
-import { errorCode, HubError } from '../../core/errors.js';
+import { errorCode, HubError, isClientMistake } from '../../core/errors.js';
 import type { ModuleInfo } from '../../core/host.js';
 import { HOST_TOPICS } from '../../core/host-topics.js';
 import type { ModuleContext } from '../../core/module.js';
@@ -143,6 +143,8 @@ export class ExchangeHubService {
   private readonly cache = new WeakMap<FeedEvent, Buffer>();
   /** method → the action it needs, filled as the implementation is built. */
   private readonly declared = new Map<string, Access>();
+  /** Calls refused as the caller's mistake, by hub error code (hub_grpc_refusals_total). */
+  readonly refusals: Record<string, number> = {};
 
   constructor(private readonly d: ServiceDeps) {}
 
@@ -216,6 +218,8 @@ export class ExchangeHubService {
     const se = toServiceError(err, trailers);
     const key = String(se.code);
     this.d.stats.errors[key] = (this.d.stats.errors[key] ?? 0) + 1;
+    const code = errorCode(err);
+    if (code && isClientMistake(err)) this.refusals[code] = (this.refusals[code] ?? 0) + 1;
     const log = this.d.ctx.log;
     if (errorCode(err) === 'AUTH_ERR_FORBIDDEN') {
       // a caller's mistake worth seeing: who (token_id, role; never the token) and what

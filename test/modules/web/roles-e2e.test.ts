@@ -299,6 +299,9 @@ for (const backend of BACKENDS) {
         assert.equal(err.code, grpc.status.PERMISSION_DENIED, `${m}: ${grpc.status[err.code]} ${err.details}`);
         assert.equal(err.metadata.get('error-code')[0], 'AUTH_ERR_FORBIDDEN', m);
       }
+      const metrics = String((await rest(TOKENS.viewer, 'GET', '/metrics')).json);
+      const m = /hub_grpc_refusals_total\{code="AUTH_ERR_FORBIDDEN"\} (\d+)/.exec(metrics);
+      assert.ok(m && Number(m[1]) >= mutating.length, 'gRPC refusals counted in /metrics');
       // reads are granted
       const list = await call<Msg>(client, 'ListProjects', {}, { token: TOKENS.viewer, deadlineMs: scaled(T) });
       assert.ok((list.items as Msg[]).length >= 3);
