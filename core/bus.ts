@@ -12,6 +12,7 @@ import {
 import { assertPublishTopic } from './topics.js';
 
 export type { BusMessage, Handler, MailboxOptions, MailboxStats, OverflowPolicy, SubscribeOptions } from './mailbox.js';
+export { CONTROL } from './mailbox.js';
 
 export interface RequestOptions {
   /** Default 5000 ms. */
@@ -82,6 +83,15 @@ export class Bus {
 
   hasMailbox(name: string): boolean {
     return this.boxes.has(name);
+  }
+
+  /**
+   * Resolves once the named module has handled every event queued for it before the call. A
+   * control-lane answer (stats, metrics) does not wait in line; a caller that wants it to reflect
+   * what it just published awaits this first.
+   */
+  settled(name: string): Promise<void> {
+    return this.boxes.get(name)?.settled() ?? Promise.resolve();
   }
 
   /** Removes a mailbox for good, dropping what waits in it (counted in its last stats). */

@@ -1,5 +1,5 @@
 import path from 'node:path';
-import { Bus } from './bus.js';
+import { Bus, CONTROL } from './bus.js';
 import { canonicalJson, type HostConfig, loadConfig, type ModuleBlock, validateSettings } from './config.js';
 import { type ConfigWatcher, watchConfigFile } from './config-watch.js';
 import { ContextScope } from './context.js';
@@ -662,15 +662,19 @@ export class Host {
   /** The host answers bus requests about its modules, so the web and grpc modules can show them. */
   private installIntrospection(): void {
     const box = this.bus.mailbox('host', { capacity: 1000, overflow: 'reject', block_timeout_ms: 0 });
-    box.subscribe(HOST_TOPICS.listModules, () => this.list());
+    box.subscribe(HOST_TOPICS.listModules, () => this.list(), CONTROL);
     box.subscribe(HOST_TOPICS.restartModule, (p) => this.restartModule(String((p as { name?: unknown })?.name)));
-    box.subscribe(HOST_TOPICS.busStats, () => this.bus.stats());
+    box.subscribe(HOST_TOPICS.busStats, () => this.bus.stats(), CONTROL);
     box.subscribe(HOST_TOPICS.reloadConfig, () => this.reload());
     box.subscribe(OUTBOX_TOPICS.deadList, (p) => this.outbox.deadList((p ?? {}) as { route?: string }));
     box.subscribe(OUTBOX_TOPICS.deadReplay, (p) => this.outbox.replay(p as { event_id: string; route?: string }));
-    box.subscribe(OUTBOX_TOPICS.stats, () => this.outbox.stats());
-    box.subscribe(metricsTopic(CORE_METRICS.bus), () => busMetrics(this.bus.stats()));
-    box.subscribe(metricsTopic(CORE_METRICS.outbox), async () => outboxMetrics((await this.outbox.stats()).routes));
+    box.subscribe(OUTBOX_TOPICS.stats, () => this.outbox.stats(), CONTROL);
+    box.subscribe(metricsTopic(CORE_METRICS.bus), () => busMetrics(this.bus.stats()), CONTROL);
+    box.subscribe(
+      metricsTopic(CORE_METRICS.outbox),
+      async () => outboxMetrics((await this.outbox.stats()).routes),
+      CONTROL,
+    );
   }
 }
 

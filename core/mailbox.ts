@@ -39,7 +39,18 @@ export interface SubscribeOptions {
    * For handlers of independent work (an agent running commands), not for ordered state.
    */
   concurrency?: number;
+  /**
+   * `control`: the handler answers introspection (stats, metrics, module lists) and only reads
+   * state. Its requests skip the data queue: they are handled on the next turn of the event loop
+   * even behind a backlog of 100 000 events or while an async data handler holds the mailbox, so
+   * a dashboard, `/metrics` or a benchmark never times out because the module is busy. Default
+   * `data`: in order with every other event. [docs/architecture.md#mailboxes]
+   */
+  lane?: 'data' | 'control';
 }
+
+/** The options of an introspection subscription (stats, metrics, lists): see `lane`. */
+export const CONTROL: Readonly<SubscribeOptions> = Object.freeze({ lane: 'control' });
 
 /** What the bus needs back from a mailbox when a handler answers (or fails) a request. */
 export interface ReplySink {
@@ -60,6 +71,8 @@ export interface MailboxStats {
   rejected: number;
   errors: number;
   blocked: number;
+  /** Control-lane requests handled ahead of the data queue (see SubscribeOptions.lane). */
+  control_handled: number;
   handler_ms_total: number;
   handler_ms_max: number;
   subscriptions: string[];
@@ -71,6 +84,7 @@ interface Subscription {
   handler: Handler | null;
   concurrency: number;
   inflight: number;
+  control: boolean;
 }
 
 interface BlockedPublisher {
@@ -96,6 +110,11 @@ const CLOCK_EVERY = 256;
 /** Before a mailbox has measured its handlers, read the clock this often. */
 const CLOCK_FIRST = 16;
 const ROUTE_CACHE_MAX = 4096;
+/**
+ * Control requests waiting at once. They are answered on the next turn, so this is only reached
+ * by a caller flooding introspection; beyond it they are refused like a full mailbox's.
+ */
+const CONTROL_CAPACITY = 1024;
 
 const isThenable = (v: unknown): v is PromiseLike<unknown> =>
   v !== null &&
@@ -130,8 +149,26 @@ export class Mailbox {
   /** Calls of `concurrency > 1` handlers still running, and who waits for one of them to finish. */
   private concurrent = 0;
   private slotWaiters: Array<() => void> = [];
+  /** The control lane: requests for control subscriptions, handled ahead of `queue`. */
+  private control: BusMessage[] = [];
+  private controlScheduled = false;
+  private controlRunning = 0;
+  /** Data events taken off the queue and handled, and who waits for a count (`settled`). */
+  private dataDone = 0;
+  private dataIn = 0;
+  private settledWaiters: Array<{ upTo: number; resolve: () => void }> = [];
 
-  private c = { enqueued: 0, handled: 0, dropped: 0, rejected: 0, errors: 0, blocked: 0, ms: 0, maxMs: 0 };
+  private c = {
+    enqueued: 0,
+    handled: 0,
+    dropped: 0,
+    rejected: 0,
+    errors: 0,
+    blocked: 0,
+    control: 0,
+    ms: 0,
+    maxMs: 0,
+  };
 
   constructor(name: string, opts: MailboxOptions, log: Logger, replies: ReplySink, onPatternsChanged: () => void) {
     this.name = name;
@@ -181,15 +218,18 @@ export class Mailbox {
 
   subscribe(pattern: string, handler: Handler, opts: SubscribeOptions = {}): () => void {
     const concurrency = Math.max(1, Math.floor(opts.concurrency ?? 1));
+    const control = opts.lane === 'control';
     const detached = this.subs.find((s) => s.pattern === pattern && s.handler === null);
     let sub: Subscription;
     if (detached) {
       detached.handler = handler;
       detached.concurrency = concurrency;
+      if (detached.control !== control) this.routeCache.clear();
+      detached.control = control;
       sub = detached;
     } else {
       assertPattern(pattern);
-      sub = { pattern, handler, concurrency, inflight: 0 };
+      sub = { pattern, handler, concurrency, inflight: 0, control };
       this.subs.push(sub);
       this.patternsChanged();
     }
@@ -209,6 +249,7 @@ export class Mailbox {
    * (policy `block`) that settles once the event is queued or its wait ran out.
    */
   offer(msg: BusMessage): boolean | Promise<boolean> {
+    if (this.isControl(msg.topic)) return this.offerControl(msg);
     if (this.size < this.opts.capacity && this.waiting.length === 0) {
       this.push(msg);
       return true;
@@ -217,6 +258,7 @@ export class Mailbox {
       case 'drop-oldest': {
         const old = this.shift();
         this.c.dropped++;
+        this.dataDone++;
         if (old?.replyTo !== undefined) this.replies.lost(old, full(this.name));
         this.push(msg);
         return true;
@@ -227,6 +269,60 @@ export class Mailbox {
       default:
         return this.block(msg);
     }
+  }
+
+  /** True when every subscription the topic reaches is on the control lane. */
+  private isControl(topic: string): boolean {
+    const subs = this.handlersFor(topic);
+    if (subs.length === 0) return false;
+    for (let i = 0; i < subs.length; i++) if (!subs[i].control) return false;
+    return true;
+  }
+
+  private offerControl(msg: BusMessage): boolean {
+    if (this.control.length >= CONTROL_CAPACITY) {
+      this.c.rejected++;
+      if (msg.replyTo !== undefined) this.replies.lost(msg, full(this.name));
+      return false;
+    }
+    this.control.push(msg);
+    this.c.enqueued++;
+    this.scheduleControl();
+    return true;
+  }
+
+  private scheduleControl(): void {
+    if (this.controlScheduled || this.pausedFlag || this.control.length === 0) return;
+    this.controlScheduled = true;
+    setImmediate(() => {
+      this.controlScheduled = false;
+      this.drainControl();
+    });
+  }
+
+  /**
+   * Handles every waiting control request now, beside whatever the data lane is doing: control
+   * handlers only read, so they need not wait for an async data handler to finish, and an async
+   * control handler does not hold up the next one.
+   */
+  private drainControl(): void {
+    while (!this.pausedFlag && this.control.length > 0) {
+      const batch = this.control;
+      this.control = [];
+      for (const msg of batch) {
+        this.c.handled++;
+        this.c.control++;
+        const pending = this.dispatch(msg);
+        if (pending !== undefined) {
+          this.controlRunning++;
+          void pending.finally(() => {
+            this.controlRunning--;
+            this.notifyIdle();
+          });
+        }
+      }
+    }
+    this.notifyIdle();
   }
 
   private block(msg: BusMessage): Promise<boolean> {
@@ -261,6 +357,7 @@ export class Mailbox {
   }
 
   private push(msg: BusMessage): void {
+    this.dataIn++;
     this.queue.push(msg);
     this.c.enqueued++;
     this.schedule();
@@ -285,6 +382,26 @@ export class Mailbox {
     return msg;
   }
 
+  /**
+   * Resolves once every data event queued before the call has been handled (or dropped): the
+   * barrier a caller needs before reading a control answer, which no longer waits in line.
+   * Events handled with `concurrency > 1` count when their call started.
+   */
+  settled(): Promise<void> {
+    const upTo = this.dataIn;
+    if (this.dataDone >= upTo) return Promise.resolve();
+    return new Promise((resolve) => this.settledWaiters.push({ upTo, resolve }));
+  }
+
+  private releaseSettled(): void {
+    const done = this.dataDone;
+    this.settledWaiters = this.settledWaiters.filter((w) => {
+      if (w.upTo > done) return true;
+      w.resolve();
+      return false;
+    });
+  }
+
   /** Holds events (they keep queueing) and detaches every handler; used while the module restarts. */
   pause(): void {
     this.pausedFlag = true;
@@ -303,6 +420,7 @@ export class Mailbox {
     }
     this.pausedFlag = false;
     this.schedule();
+    this.scheduleControl();
   }
 
   /** Removes every pattern and drops what waits: the module is gone for good. */
@@ -311,6 +429,10 @@ export class Mailbox {
     this.subs = [];
     this.patternsChanged();
     let msg = this.shift();
+    for (const c of this.control.splice(0)) {
+      this.c.dropped++;
+      if (c.replyTo !== undefined) this.replies.lost(c, new HubError('BUS_ERR_CLOSED', `module ${this.name} stopped`));
+    }
     while (msg) {
       this.c.dropped++;
       if (msg.replyTo !== undefined)
@@ -322,6 +444,7 @@ export class Mailbox {
       this.c.dropped++;
       w.resolve(false);
     }
+    for (const w of this.settledWaiters.splice(0)) w.resolve();
     this.notifyIdle();
   }
 
@@ -332,7 +455,13 @@ export class Mailbox {
   }
 
   private isIdle(): boolean {
-    return !this.running && this.concurrent === 0 && (this.size === 0 || this.pausedFlag) && this.waiting.length === 0;
+    return (
+      !this.running &&
+      this.concurrent === 0 &&
+      this.controlRunning === 0 &&
+      ((this.size === 0 && this.control.length === 0) || this.pausedFlag) &&
+      this.waiting.length === 0
+    );
   }
 
   private notifyIdle(): void {
@@ -375,6 +504,8 @@ export class Mailbox {
         const pending = this.dispatch(msg);
         if (pending !== undefined) await pending;
         this.c.handled++;
+        this.dataDone++;
+        if (this.settledWaiters.length > 0) this.releaseSettled();
         if (--budget === 0) {
           const now = performance.now();
           const perEvent = (now - lastRead) / this.clockEvery;
@@ -537,7 +668,7 @@ export class Mailbox {
   stats(): MailboxStats {
     return {
       name: this.name,
-      queued: this.size,
+      queued: this.size + this.control.length,
       capacity: this.opts.capacity,
       overflow: this.opts.overflow,
       paused: this.pausedFlag,
@@ -547,6 +678,7 @@ export class Mailbox {
       rejected: this.c.rejected,
       errors: this.c.errors,
       blocked: this.c.blocked,
+      control_handled: this.c.control,
       handler_ms_total: Math.round(this.c.ms * 1000) / 1000,
       handler_ms_max: Math.round(this.c.maxMs * 1000) / 1000,
       subscriptions: this.subs.map((s) => s.pattern),

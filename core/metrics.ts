@@ -8,7 +8,7 @@
  *   ctx.bus.subscribe(metricsTopic(ctx.name), (): MetricFamily[] => [
  *     counter('hub_widgets_made_total', 'Widgets made', made),
  *     gauge('hub_widgets_queued', 'Widgets waiting', [{ labels: { line: 'a' }, value: 3 }], ['line']),
- *   ]);
+ *   ], CONTROL);
  */
 
 export interface MetricSample {

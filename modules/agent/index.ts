@@ -13,6 +13,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { CONTROL } from '../../core/bus.js';
 import type { ModuleInfo } from '../../core/host.js';
 import { HOST_TOPICS } from '../../core/host-topics.js';
 import type { ModuleContext, ModuleInstance, ModuleProvider } from '../../core/module.js';
@@ -236,7 +237,7 @@ class AgentModule implements ModuleInstance {
 
   private subscribeBus(): void {
     const { ctx, cfg } = this;
-    ctx.bus.subscribe(AGENT.stats, () => this.stats());
+    ctx.bus.subscribe(AGENT.stats, () => this.stats(), CONTROL);
     ctx.bus.subscribe(barrierTopic(ctx.name), () => true);
     ctx.bus.subscribe<AgentOutputEvent>(`${OUTPUT_PREFIX}+`, (p, msg) => {
       // our own handlers hand their output over directly (this mailbox is busy while they run)

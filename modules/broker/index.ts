@@ -1,3 +1,4 @@
+import { CONTROL } from '../../core/bus.js';
 import { metricsTopic } from '../../core/metrics.js';
 import type { ModuleProvider } from '../../core/module.js';
 import {
@@ -40,8 +41,8 @@ export const provider: ModuleProvider<BrokerConfig> = {
           BROKER.hubCredential,
           (): BrokerHubCredential => ({ username: ctx.config.hub_username, password: broker.hubPassword }),
         );
-        ctx.bus.subscribe(BROKER.stats, () => broker.stats());
-        ctx.bus.subscribe(metricsTopic(ctx.name), () => brokerMetrics(broker.stats()));
+        ctx.bus.subscribe(BROKER.stats, () => broker.stats(), CONTROL);
+        ctx.bus.subscribe(metricsTopic(ctx.name), () => brokerMetrics(broker.stats()), CONTROL);
         // not awaited by the mailbox: a slow re-check of one project must not hold up the next event
         ctx.bus.subscribe<CredentialsChangedEvent>(STATUS.credentialsChanged, (ev) => {
           broker

@@ -31,6 +31,7 @@
  *       default_timeout_ms: 30000
  *       max_attempts: 8
  */
+import { CONTROL } from '../../core/bus.js';
 import { metricsTopic } from '../../core/metrics.js';
 import type { ModuleProvider } from '../../core/module.js';
 import { COMMAND, STATUS, type StatusChangedEvent } from '../shared/topics.js';
@@ -121,7 +122,7 @@ export const provider: ModuleProvider<CommandConfig> = {
         bus.subscribe(COMMAND.cancel, (p) => queries.cancel(checkCommandId(p)));
         bus.subscribe(COMMAND.deadList, (p) => queries.deadList(p), parallel);
         bus.subscribe(COMMAND.deadReplay, (p) => sender.replay(checkCommandId(p)));
-        bus.subscribe(metricsTopic(ctx.name), () => commandMetrics(counters));
+        bus.subscribe(metricsTopic(ctx.name), () => commandMetrics(counters), CONTROL);
         bus.subscribe(
           COMMAND.stats,
           async () => ({
@@ -131,7 +132,7 @@ export const provider: ModuleProvider<CommandConfig> = {
             owner_lookups: owners.lookups,
             outbox: await queries.outbox(),
           }),
-          parallel,
+          CONTROL,
         );
         // Acks and results (durable in the uplink table) are bus requests answered once written
         // (the bridge acknowledges them to the broker then): many wait at once, so the writes group (uplink.ts).

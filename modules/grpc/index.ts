@@ -7,6 +7,7 @@
 import { type ChannelOptions, Server, ServerCredentials, type ServiceDefinition } from '@grpc/grpc-js';
 import { ReflectionService } from '@grpc/reflection';
 import { HealthImplementation, type ServingStatus } from 'grpc-health-check';
+import { CONTROL } from '../../core/bus.js';
 import { HubError } from '../../core/errors.js';
 import { HOST_TOPICS } from '../../core/host-topics.js';
 import { counter, countsBy, type MetricFamily, metricsTopic } from '../../core/metrics.js';
@@ -146,14 +147,18 @@ async function start(ctx: ModuleContext<GrpcConfig>, gate: TokenGate): Promise<v
   server.addService(definition, service.implementation(Object.keys(proto.service)));
   const unwatch = gate.onChange(() => service.recheckPrincipals());
   // on /metrics: the refusals by code, as hub_http_refusals_total is for REST
-  ctx.bus.subscribe(metricsTopic(ctx.name), (): MetricFamily[] => [
-    counter(
-      'hub_grpc_refusals_total',
-      'gRPC calls refused as the caller’s mistake, by error code (AUTH_ERR_TOKEN, AUTH_ERR_FORBIDDEN, *_ERR_INVALID …)',
-      countsBy('code', service.refusals),
-      ['code'],
-    ),
-  ]);
+  ctx.bus.subscribe(
+    metricsTopic(ctx.name),
+    (): MetricFamily[] => [
+      counter(
+        'hub_grpc_refusals_total',
+        'gRPC calls refused as the caller’s mistake, by error code (AUTH_ERR_TOKEN, AUTH_ERR_FORBIDDEN, *_ERR_INVALID …)',
+        countsBy('code', service.refusals),
+        ['code'],
+      ),
+    ],
+    CONTROL,
+  );
   ctx.onStop(() => unwatch());
   health.addToServer(server);
   new ReflectionService(proto.reflection).addToServer(server);
@@ -183,5 +188,6 @@ async function start(ctx: ModuleContext<GrpcConfig>, gate: TokenGate): Promise<v
       feed_epoch: feed.epoch,
       feed_last_id: feed.lastId,
     }),
+    CONTROL,
   );
 }

@@ -8,6 +8,8 @@
  *   mqtt-bridge:
  *     url: ${HUB_MQTT_URL:-mqtt://127.0.0.1:1883}
  */
+
+import { CONTROL } from '../../core/bus.js';
 import { errorCode } from '../../core/errors.js';
 import { metricsTopic } from '../../core/metrics.js';
 import type { ModuleContext, ModuleInstance, ModuleProvider } from '../../core/module.js';
@@ -170,8 +172,8 @@ function createBridge(ctx: ModuleContext<BridgeConfig>): ModuleInstance {
       ctx.bus.subscribe<MqttPublishRequest>(BRIDGE.publish, (req): Promise<MqttPublishReply> => pub.publish(req), {
         concurrency: PUBLISH_CONCURRENCY,
       });
-      ctx.bus.subscribe(BRIDGE.stats, () => stats());
-      ctx.bus.subscribe(metricsTopic(ctx.name), () => bridgeMetrics(stats(), uplink.rejectedByType.samples()));
+      ctx.bus.subscribe(BRIDGE.stats, () => stats(), CONTROL);
+      ctx.bus.subscribe(metricsTopic(ctx.name), () => bridgeMetrics(stats(), uplink.rejectedByType.samples()), CONTROL);
       ctx.bus.subscribe(STATUS.credentialsChanged, verifier.onCredentialsChanged);
       ctx.onStop(() => stop());
 

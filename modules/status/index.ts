@@ -1,4 +1,5 @@
 import type { Knex } from 'knex';
+import { CONTROL } from '../../core/bus.js';
 import { metricsTopic } from '../../core/metrics.js';
 import type { ModuleContext, ModuleProvider } from '../../core/module.js';
 import { PgListener, pgListenSettings } from '../../core/services/pg-listener.js';
@@ -160,27 +161,35 @@ function createStatus(ctx: ModuleContext<StatusConfig>) {
       const b = (body ?? {}) as { username?: unknown; password?: unknown };
       return projects.authenticate(b.username, b.password);
     });
-    bus.subscribe(STATUS.online, async () => {
-      const items: ProjectView[] = [];
-      for (const e of presence.all()) {
-        if (e.state !== 'online') continue;
-        const rec = await projects.lookup(e.project_id);
-        if (rec) items.push(projectView(rec, e));
-      }
-      return { items };
-    });
-    bus.subscribe(metricsTopic(ctx.name), () => statusMetrics(uplinks.counters));
-    bus.subscribe(STATUS.stats, () => ({
-      ...uplinks.counters,
-      sweeps: timeouts.sweeps,
-      timed_out: timeouts.timed_out,
-      presence: { tracked: presence.size, online: countOnline(presence), pending_writes: presence.pendingWrites },
-      transitions_dropped: presence.opsDropped,
-      sync: { ...sync.stats, listener: listener ? { ...listener.stats, channel: listener.channel } : null },
-      projects_cached: projects.cachedCount,
-      flush: { ...flusher.stats, in_flight: flusher.inFlight },
-      credential_events: credentialEvents.published,
-    }));
+    bus.subscribe(
+      STATUS.online,
+      async () => {
+        const items: ProjectView[] = [];
+        for (const e of presence.all()) {
+          if (e.state !== 'online') continue;
+          const rec = await projects.lookup(e.project_id);
+          if (rec) items.push(projectView(rec, e));
+        }
+        return { items };
+      },
+      CONTROL,
+    );
+    bus.subscribe(metricsTopic(ctx.name), () => statusMetrics(uplinks.counters), CONTROL);
+    bus.subscribe(
+      STATUS.stats,
+      () => ({
+        ...uplinks.counters,
+        sweeps: timeouts.sweeps,
+        timed_out: timeouts.timed_out,
+        presence: { tracked: presence.size, online: countOnline(presence), pending_writes: presence.pendingWrites },
+        transitions_dropped: presence.opsDropped,
+        sync: { ...sync.stats, listener: listener ? { ...listener.stats, channel: listener.channel } : null },
+        projects_cached: projects.cachedCount,
+        flush: { ...flusher.stats, in_flight: flusher.inFlight },
+        credential_events: credentialEvents.published,
+      }),
+      CONTROL,
+    );
     // uplinks the bridge refused: registers are answered with the reason, the rest counted per project
     bus.subscribe<BridgeRejectedEvent>(BRIDGE.rejected, (ev) => uplinks.onRejected(ev));
     // the uplink types status owns (the uplink table); the durable ones (register,

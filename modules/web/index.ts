@@ -18,6 +18,7 @@
  */
 import { readFileSync } from 'node:fs';
 import type { Knex } from 'knex';
+import { CONTROL } from '../../core/bus.js';
 import { errorCode } from '../../core/errors.js';
 import { HOST_TOPICS } from '../../core/host-topics.js';
 import type { ModuleProvider } from '../../core/module.js';
@@ -163,7 +164,7 @@ export const provider: ModuleProvider<WebConfig> = {
           ws_clients: 0,
         };
         const where = info;
-        ctx.bus.subscribe(WEB.info(ctx.name), (): WebInfo => ({ ...where, ws_clients: hub.size }));
+        ctx.bus.subscribe(WEB.info(ctx.name), (): WebInfo => ({ ...where, ws_clients: hub.size }), CONTROL);
         ctx.onStop(() => {
           beginStop();
           mqttWs?.close();

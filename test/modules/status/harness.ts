@@ -235,7 +235,11 @@ export async function startStatus(driver: Driver, opts: HarnessOptions = {}): Pr
     monitors,
     alerts,
     request: (topic, body = {}) => host.bus.request(topic, body, { timeoutMs: scaled(WAIT_MS) }),
-    stats: () => host.bus.request(STATUS.stats, {}, { timeoutMs: scaled(WAIT_MS) }),
+    // stats answer on the control lane, ahead of the queue: wait until what the test published is handled
+    stats: async () => {
+      await host.bus.settled('status');
+      return host.bus.request(STATUS.stats, {}, { timeoutMs: scaled(WAIT_MS) });
+    },
     create: (projectId) => h.request<CreatedProject>(STATUS.create, projectId ? { project_id: projectId } : {}),
     register(pid, secret, o = {}) {
       const payload: RegisterPayload = {
