@@ -97,6 +97,7 @@ async function cli(argv: readonly string[], env: NodeJS.ProcessEnv = process.env
 /** What to do next, for the errors an operator meets most (the message itself is the hub's). */
 const HINTS: Record<string, string> = {
   AUTH_ERR_TOKEN: ' (set --token or HUB_API_TOKEN)',
+  AUTH_ERR_FORBIDDEN: ' (the token is valid, but its role or projects in the hub’s web.tokens do not allow this)',
   CMD_ERR_PROJECT_OFFLINE: ' (with the CLI: --queue-until T)',
 };
 

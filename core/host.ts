@@ -1,6 +1,6 @@
 import path from 'node:path';
 import { Bus, CONTROL } from './bus.js';
-import { type HostConfig, loadConfig, type ModuleBlock, validateSettings } from './config.js';
+import { canonicalJson, type HostConfig, loadConfig, type ModuleBlock, validateSettings } from './config.js';
 import { type ConfigWatcher, watchConfigFile } from './config-watch.js';
 import { ContextScope } from './context.js';
 import { errorCode, HubError, serializeError } from './errors.js';
@@ -72,6 +72,8 @@ export interface ReloadOutcome {
   started: string[];
   stopped: string[];
   restarted: string[];
+  /** Running modules that took an edit of their own settings in place (ModuleInstance.reconfigure): not restarted. */
+  reconfigured: string[];
   /**
    * Modules whose edited block could not start. A module that ran before keeps running with its
    * previous block (`kept_previous`); a new one is retried with backoff.
@@ -399,7 +401,14 @@ export class Host {
    */
   reload(): Promise<ReloadOutcome> {
     return this.serial(async () => {
-      const outcome: ReloadOutcome = { applied: false, started: [], stopped: [], restarted: [], failed: [] };
+      const outcome: ReloadOutcome = {
+        applied: false,
+        started: [],
+        stopped: [],
+        restarted: [],
+        reconfigured: [],
+        failed: [],
+      };
       if (this.state !== 'running' || !this.opts.configFile) return outcome;
       let next: HostConfig;
       let plan: Map<string, Planned>;
@@ -444,6 +453,10 @@ export class Host {
         const rec = this.records.get(name);
         if (rec && rec.state !== 'disabled') {
           if (rec.block.fingerprint === p.block.fingerprint) continue;
+          if (await this.applyInPlace(rec, p)) {
+            outcome.reconfigured.push(name);
+            continue;
+          }
           const refused = await this.applyEdit(rec, p);
           if (refused) {
             outcome.failed.push(refused);
@@ -472,7 +485,12 @@ export class Host {
       }
       this.graph = graph;
       outcome.applied = true;
-      const summary = { started: outcome.started, stopped: outcome.stopped, restarted: outcome.restarted };
+      const summary = {
+        started: outcome.started,
+        stopped: outcome.stopped,
+        restarted: outcome.restarted,
+        reconfigured: outcome.reconfigured,
+      };
       if (outcome.failed.length === 0) this.log.info(summary, 'config reloaded');
       else {
         // the one line an operator reads after an edit: which module refused it, why, and what runs now
@@ -490,6 +508,29 @@ export class Host {
       void this.bus.publish(HOST_TOPICS.configApplied, { ...outcome });
       return outcome;
     });
+  }
+
+  /**
+   * An edit of a running module's own settings only (same provider, every host key equal) that
+   * the instance takes without a restart. False: restart it (applyEdit).
+   */
+  private async applyInPlace(rec: ModuleRecord, p: Planned): Promise<boolean> {
+    const instance = rec.instance;
+    if (rec.state !== 'running' || !instance?.reconfigure || rec.provider !== p.provider) return false;
+    const hostKeys = (b: ModuleBlock) => canonicalJson({ ...b, settings: null, fingerprint: null });
+    if (hostKeys(rec.block) !== hostKeys(p.block)) return false;
+    try {
+      if (!(await instance.reconfigure(p.settings))) return false;
+    } catch (err) {
+      this.log.warn(
+        { module: rec.name, err: serializeError(err) },
+        'module could not take its edit in place; restarting it',
+      );
+      return false;
+    }
+    Object.assign(rec, { block: p.block, settings: p.settings });
+    this.log.info({ module: rec.name }, 'module took its settings edit in place (not restarted)');
+    return true;
   }
 
   /**

@@ -61,6 +61,15 @@ export interface ModuleContext<C = unknown> {
 export interface ModuleInstance {
   start?(): unknown;
   stop?(): unknown;
+  /**
+   * A config edit changed only this module's own settings (not its host keys: type, mailbox,
+   * depends_on …). Return true when the instance took the new settings in place (the host then
+   * does not restart it); false, or a throw, and it is restarted as usual. For settings whose
+   * change must not cut open connections (the interfaces' tokens). `settings` is validated;
+   * `ctx.config` keeps the settings the instance started with (the instance holds what it
+   * applied), and the next start of the module gets the new ones.
+   */
+  reconfigure?(settings: unknown): boolean | Promise<boolean>;
 }
 
 /**

@@ -1,9 +1,10 @@
 /** Reading commands (get, list, dead list, stats) and cancelling one. */
 import { HubError } from '../../core/errors.js';
+import { likeCondition } from '../shared/project-scope.js';
 import type { CommandDetail, CommandView } from './contract/topics.js';
 import { type Deps, isoAt, query } from './deps.js';
 import { type ResultRow, TRACKER_COLUMNS, type TrackerRow, toDetail, toView } from './rows.js';
-import { checkList, checkPaging } from './validate.js';
+import { checkList, checkPaging, checkPatterns } from './validate.js';
 
 const T_COLS = TRACKER_COLUMNS.split(', ')
   .map((c) => `t.${c}`)
@@ -64,6 +65,11 @@ export class Queries {
     if (f.project_id !== null) {
       where.push('project_id = ?');
       args.push(f.project_id);
+    }
+    const scope = likeCondition('project_id', f.project_patterns);
+    if (scope) {
+      where.push(scope.sql);
+      args.push(...scope.args);
     }
     if (f.statuses !== null) {
       where.push(`status IN (${f.statuses.map(() => '?').join(', ')})`);
@@ -141,16 +147,24 @@ export class Queries {
 
   /** Commands whose outbox row went dead (no ack after max attempts, timed out undelivered, queue expired). */
   async deadList(req: unknown): Promise<Page<CommandView & { last_error: string | null }>> {
-    const p = checkPaging((req ?? {}) as Record<string, unknown>);
+    const r = (req ?? {}) as Record<string, unknown>;
+    const { project_patterns, ...paging } = r;
+    const p = checkPaging(paging);
+    // a token limited to some projects sees their dead commands only (project-scope.ts)
+    const scope = likeCondition('t.project_id', checkPatterns(project_patterns));
+    const and = scope ? ` AND ${scope.sql}` : '';
+    const scopeArgs = scope?.args ?? [];
     const [count] = await query<{ n: number | string }>(
       this.d.db,
-      `SELECT count(*) AS n FROM command_outbox WHERE status = 'dead'`,
+      `SELECT count(*) AS n FROM command_outbox o JOIN command_tracker t ON t.command_id = o.command_id
+        WHERE o.status = 'dead'${and}`,
+      scopeArgs,
     );
     const rows = await query<TrackerRow & { last_error: string | null }>(
       this.d.db,
       `SELECT ${T_COLS}, o.last_error FROM command_outbox o JOIN command_tracker t ON t.command_id = o.command_id
-        WHERE o.status = 'dead' ORDER BY o.updated_at DESC, o.id DESC LIMIT ? OFFSET ?`,
-      [p.limit, p.offset],
+        WHERE o.status = 'dead'${and} ORDER BY o.updated_at DESC, o.id DESC LIMIT ? OFFSET ?`,
+      [...scopeArgs, p.limit, p.offset],
     );
     return {
       items: rows.map((r) => ({ ...toView(r), last_error: r.last_error })),

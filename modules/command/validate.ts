@@ -6,6 +6,7 @@
  */
 import { HubError } from '../../core/errors.js';
 import { isUuid, parseOr, shown as show } from '../shared/contract/schemas.js';
+import { isProjectPattern, MAX_PROJECT_PATTERNS } from '../shared/project-scope.js';
 import { COMMAND_TYPE_RE, isValidProjectId } from '../shared/protocol.js';
 import { DEFAULT_JSON_LIMITS, findUnsafeJson } from '../shared/sanitize.js';
 import { canonicalJson } from '../shared/signing.js';
@@ -184,11 +185,21 @@ function time(field: string, v: unknown): Date | null {
 
 export interface CheckedList extends Paging {
   project_id: string | null;
+  project_patterns: string[] | null;
   statuses: CommandStatus[] | null;
   command_type: string | null;
   job_id: string | null;
   since: Date | null;
   until: Date | null;
+}
+
+/** `project_patterns` of a list request (the caller's token limit): ids or globs; null when absent. */
+export function checkPatterns(v: unknown): string[] | null {
+  if (v === undefined || v === null) return null;
+  if (!Array.isArray(v) || v.length > MAX_PROJECT_PATTERNS || !v.every(isProjectPattern)) {
+    throw invalid('project_patterns', `expected up to ${MAX_PROJECT_PATTERNS} project ids or globs, got ${show(v)}`);
+  }
+  return v;
 }
 
 export function checkList(req: unknown): CheckedList {
@@ -214,6 +225,7 @@ export function checkList(req: unknown): CheckedList {
   }
   return {
     project_id: r.project_id ?? null,
+    project_patterns: checkPatterns(r.project_patterns),
     statuses,
     command_type: r.command_type ?? null,
     job_id: r.job_id ? r.job_id.toLowerCase() : null,

@@ -11,6 +11,7 @@ import { HealthImplementation, type ServingStatus } from 'grpc-health-check';
 import { CONTROL } from '../../core/bus.js';
 import { HubError } from '../../core/errors.js';
 import { HOST_TOPICS } from '../../core/host-topics.js';
+import { counter, countsBy, type MetricFamily, metricsTopic } from '../../core/metrics.js';
 import type { ModuleContext, ModuleProvider } from '../../core/module.js';
 import { AuditTrail } from '../audit/contract/trail.js';
 import { JOBS } from '../jobs/contract/topics.js';
@@ -19,7 +20,7 @@ import { CommandWaiter } from '../shared/interface-kit/command-waiter.js';
 import { EventFeed } from '../shared/interface-kit/event-feed.js';
 import { listenHost } from '../shared/interface-kit/listen-host.js';
 import { warnRenamedSettings } from '../shared/interface-kit/renamed-settings.js';
-import { tokenEntries } from '../shared/interface-kit/settings.js';
+import { tokenEntries, tokenOnlyEdit } from '../shared/interface-kit/settings.js';
 import { TokenGate } from '../shared/interface-kit/token-gate.js';
 import { type GrpcConfig, grpcConfigSchema } from './config.js';
 import { GRPC, type GrpcStats } from './contract/topics.js';
@@ -32,7 +33,20 @@ export const provider: ModuleProvider<GrpcConfig> = {
   schema: grpcConfigSchema,
   // calls come from outside and are answered by status and command: started after them, stopped before
   ingress: true,
-  create: (ctx) => ({ start: () => start(ctx) }),
+  create: (ctx) => {
+    const gate = new TokenGate(tokenEntries(ctx.config));
+    return {
+      start: () => start(ctx, gate),
+      // a token edit swaps the gate's table in place: open WatchEvents streams stay, each re-checked
+      reconfigure(next) {
+        const entries = tokenOnlyEdit(ctx.config, next as GrpcConfig, gate.enabled);
+        if (entries === null) return false;
+        gate.replace(entries);
+        ctx.log.info({ tokens: entries.length }, 'tokens edited: applied in place (open streams kept)');
+        return true;
+      },
+    };
+  },
 };
 
 /** The listen address: no token → loopback only, whatever the config says (docs/architecture.md#web-and-grpc). */
@@ -79,10 +93,9 @@ function shutdown(server: Server, graceMs: number): Promise<'graceful' | 'forced
   );
 }
 
-async function start(ctx: ModuleContext<GrpcConfig>): Promise<void> {
+async function start(ctx: ModuleContext<GrpcConfig>, gate: TokenGate): Promise<void> {
   const cfg = ctx.config;
   warnRenamedSettings(cfg, ctx.log, ctx.name);
-  const gate = new TokenGate(tokenEntries(cfg));
   const host = chooseHost(ctx, gate);
   const proto = loadProto();
 
@@ -134,7 +147,23 @@ async function start(ctx: ModuleContext<GrpcConfig>): Promise<void> {
     'grpc.keepalive_timeout_ms': 20_000,
   };
   const server = new Server(options);
-  server.addService(definition, service.implementation());
+  // refuses to start when a proto method declares no action (permissions.ts)
+  server.addService(definition, service.implementation(Object.keys(proto.service)));
+  const unwatch = gate.onChange(() => service.recheckPrincipals());
+  // on /metrics: the refusals by code, as hub_http_refusals_total is for REST
+  ctx.bus.subscribe(
+    metricsTopic(ctx.name),
+    (): MetricFamily[] => [
+      counter(
+        'hub_grpc_refusals_total',
+        'gRPC calls refused as the caller’s mistake, by error code (AUTH_ERR_TOKEN, AUTH_ERR_FORBIDDEN, *_ERR_INVALID …)',
+        countsBy('code', service.refusals),
+        ['code'],
+      ),
+    ],
+    CONTROL,
+  );
+  ctx.onStop(() => unwatch());
   health.addToServer(server);
   new ReflectionService(proto.reflection).addToServer(server);
 

@@ -29,7 +29,7 @@ export class EventStream {
     private readonly call: ServerWritableStream<unknown, unknown>,
     private readonly encode: (ev: FeedEvent) => Buffer,
     private readonly max: number,
-    private readonly onClose: (why: 'slow' | 'client' | 'stop') => void,
+    private readonly onClose: (why: 'slow' | 'client' | 'stop' | 'revoked') => void,
   ) {
     call.on('drain', this.onDrain);
     call.on('cancelled', () => this.close('client'));
@@ -89,13 +89,13 @@ export class EventStream {
    * (the status follows them on the HTTP/2 stream), so a client that resumes reading sees them,
    * then the error; the stop path's forceShutdown cuts a client that never reads again.
    */
-  end(err: HubError, why: 'slow' | 'stop'): void {
+  end(err: HubError, why: 'slow' | 'stop' | 'revoked'): void {
     if (this.closed) return;
     this.close(why);
     this.call.emit('error', toServiceError(err));
   }
 
-  private close(why: 'slow' | 'client' | 'stop'): void {
+  private close(why: 'slow' | 'client' | 'stop' | 'revoked'): void {
     if (this.closed) return;
     this.closed = true;
     this.queue = [];

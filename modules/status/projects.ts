@@ -4,6 +4,7 @@ import { z } from 'zod';
 import { HubError } from '../../core/errors.js';
 import type { Clock } from '../../core/module.js';
 import { deriveMqttPassword } from '../shared/credentials.js';
+import { isProjectPattern, likeCondition, MAX_PROJECT_PATTERNS } from '../shared/project-scope.js';
 import { isValidProjectId } from '../shared/protocol.js';
 import { findUnsafeJson, unsafeTextProblem } from '../shared/sanitize.js';
 import type { CreatedProject } from './contract/topics.js';
@@ -60,6 +61,8 @@ const listSchema = z
     offset: z.number().int().min(0).default(0),
     /** Only projects whose metadata holds every one of these key/value pairs (jsonb containment). */
     metadata: z.record(z.string(), z.unknown()).optional(),
+    /** only projects matching one of these ids or globs: the caller's token is limited to them */
+    project_patterns: z.array(z.string().refine(isProjectPattern)).max(MAX_PROJECT_PATTERNS).optional(),
   })
   .strict();
 const rotateSchema = z
@@ -302,9 +305,11 @@ export class ProjectStore {
 
   async list(body: unknown): Promise<{ items: ProjectRecord[]; total: number }> {
     const req = parseRequest(listSchema, body);
+    const limit = likeCondition('project_id', req.project_patterns);
     const scope = (q: Knex.QueryBuilder) => {
       const enabled = req.include_disabled ? q : q.where({ enabled: true });
-      return req.metadata ? enabled.whereRaw('metadata @> ?::jsonb', [JSON.stringify(req.metadata)]) : enabled;
+      const inScope = limit ? enabled.whereRaw(limit.sql, limit.args) : enabled;
+      return req.metadata ? inScope.whereRaw('metadata @> ?::jsonb', [JSON.stringify(req.metadata)]) : inScope;
     };
     const [rows, count] = await Promise.all([
       scope(this.db()('project'))

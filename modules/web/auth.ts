@@ -5,7 +5,10 @@
 import type { IncomingMessage } from 'node:http';
 import { type Access, bearerToken, type Principal, type TokenGate } from '../shared/interface-kit/token-gate.js';
 
-/** What the gate needs of a route: fastify's `request.routeOptions.config`, or null when no route matched. */
+/**
+ * What the gate needs of a route: fastify's `request.routeOptions.config`, or null when no route
+ * matched. Every route declares `access` (server.ts refuses to start otherwise).
+ */
 export interface RouteAccessConfig {
   access?: Access;
 }
@@ -33,5 +36,5 @@ export function admitRequest(
   route: RouteAccessConfig | null | undefined,
   req: IncomingMessage,
 ): Principal | null {
-  return gate.admit(presentedToken(req, false), route?.access === 'public' ? 'public' : 'token');
+  return gate.admit(presentedToken(req, false), route?.access === 'public' ? 'public' : 'read');
 }

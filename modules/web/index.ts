@@ -30,7 +30,7 @@ import { CommandWaiter } from '../shared/interface-kit/command-waiter.js';
 import { EventFeed } from '../shared/interface-kit/event-feed.js';
 import { listenHost } from '../shared/interface-kit/listen-host.js';
 import { warnRenamedSettings } from '../shared/interface-kit/renamed-settings.js';
-import { tokenEntries } from '../shared/interface-kit/settings.js';
+import { tokenEntries, tokenOnlyEdit } from '../shared/interface-kit/settings.js';
 import { TokenGate } from '../shared/interface-kit/token-gate.js';
 import { defaultStaticDir, type WebConfig, webConfigSchema } from './config.js';
 import { WEB, type WebInfo } from './contract/topics.js';
@@ -119,7 +119,17 @@ export const provider: ModuleProvider<WebConfig> = {
       return { ready: Object.values(checks).every((c) => c.ok), checks };
     };
 
+    // a token edit swaps the gate's table in place: open WebSockets stay, each re-checked
+    gate.onChange(() => hub.recheckPrincipals());
+
     return {
+      reconfigure(next) {
+        const entries = tokenOnlyEdit(cfg, next as WebConfig, gate.enabled);
+        if (entries === null) return false;
+        gate.replace(entries);
+        log.info({ tokens: entries.length }, 'tokens edited: applied in place (open connections kept)');
+        return true;
+      },
       async start() {
         const { host, refused } = listenHost(cfg.host, gate.enabled);
         if (!gate.enabled) {

@@ -12,6 +12,9 @@ type Json = Record<string, unknown>;
 const STATUS_TEXT: Record<number, string> = {
   400: 'Invalid request: `error.field` names the field',
   401: 'Missing or wrong bearer token (AUTH_ERR_TOKEN)',
+  403:
+    'The token’s role does not grant this operation’s action (`x-access`), or its `projects` do not include ' +
+    'the project asked for or the command’s project (AUTH_ERR_FORBIDDEN)',
   413: 'Body larger than the limit (WEB_ERR_BODY_TOO_LARGE)',
   415: 'Body not sent as JSON (WEB_ERR_MEDIA_TYPE)',
   503: 'The module that answers is not running, or the hub is stopping',
@@ -68,11 +71,14 @@ export function buildOpenApi(routes: readonly AnyRoute[], opts: { auth: boolean;
         ...(r.response ? { content: json(convert(r.response, 'output')) } : {}),
       },
     };
-    // The same flag the server's auth gate reads (server.ts): only routes declared public are open.
-    const secured = opts.auth && !r.public;
+    // The same declaration the server's auth gate reads (server.ts): only routes declared public are open.
+    const secured = opts.auth && r.access !== 'public';
     const errors = new Set<number>();
     if (r.params || r.query || r.body) errors.add(400);
-    if (secured) errors.add(401);
+    if (secured) {
+      errors.add(401);
+      errors.add(403);
+    }
     if (r.body) {
       errors.add(413);
       errors.add(415);
@@ -99,6 +105,8 @@ export function buildOpenApi(routes: readonly AnyRoute[], opts: { auth: boolean;
       operationId: operationId(r),
       summary: r.summary,
       tags: [r.tag],
+      // the action a token's role must grant (permissions.ts): public, read, operate or admin
+      'x-access': r.access,
       ...(parameters.length ? { parameters } : {}),
       ...(r.body ? { requestBody: { required: !r.bodyOptional, content: json(convert(r.body, 'input')) } } : {}),
       responses,
@@ -113,9 +121,15 @@ export function buildOpenApi(routes: readonly AnyRoute[], opts: { auth: boolean;
       operationId: 'metrics',
       summary: 'Prometheus metrics (text exposition format)',
       tags: ['system'],
+      'x-access': 'read',
       responses: {
         200: { description: 'Metrics', content: { 'text/plain': { schema: { type: 'string' } } } },
-        ...(opts.auth ? { 401: { description: STATUS_TEXT[401], content: json(errorRef) } } : {}),
+        ...(opts.auth
+          ? {
+              401: { description: STATUS_TEXT[401], content: json(errorRef) },
+              403: { description: STATUS_TEXT[403], content: json(errorRef) },
+            }
+          : {}),
         503: { description: STATUS_TEXT[503], content: json(errorRef) },
       },
       ...(opts.auth ? {} : { security: [] }),
@@ -126,6 +140,7 @@ export function buildOpenApi(routes: readonly AnyRoute[], opts: { auth: boolean;
       operationId: 'openapi',
       summary: 'This document',
       tags: ['system'],
+      'x-access': 'public',
       security: [],
       responses: {
         200: { description: 'OpenAPI 3.1', content: { 'application/json': { schema: { type: 'object' } } } },
@@ -141,10 +156,16 @@ export function buildOpenApi(routes: readonly AnyRoute[], opts: { auth: boolean;
         'Send {"op":"subscribe","all":true} or {"op":"subscribe","projects":[…],"commands":[…]}; ' +
         'resume after a reconnect with {"op":"resume","epoch":…,"last_event_id":…}. Token: Authorization header or ?token=.',
       tags: ['system'],
+      'x-access': 'read',
       parameters: [{ name: 'token', in: 'query', required: false, schema: { type: 'string' } }],
       responses: {
         101: { description: 'Switching protocols' },
-        ...(opts.auth ? { 401: { description: STATUS_TEXT[401], content: json(errorRef) } } : {}),
+        ...(opts.auth
+          ? {
+              401: { description: STATUS_TEXT[401], content: json(errorRef) },
+              403: { description: STATUS_TEXT[403], content: json(errorRef) },
+            }
+          : {}),
         426: {
           description: 'Not an Upgrade request (WEB_ERR_UPGRADE_REQUIRED)',
           content: json(errorRef),

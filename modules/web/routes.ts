@@ -13,9 +13,18 @@ import { type AuditSpec, pickIds } from '../audit/contract/trail.js';
 import { COMMAND, type CommandDetail, type SendCommandRequest, type SentCommand } from '../command/contract/topics.js';
 import { type CreatedJob, type CreateJobRequest, JOBS } from '../jobs/contract/topics.js';
 import type { CommandWaiter } from '../shared/interface-kit/command-waiter.js';
+import {
+  type Access,
+  listScope,
+  requireNewProject,
+  requireProject,
+  requireWholeHub,
+  seesProject,
+} from '../shared/interface-kit/permissions.js';
 import { syncWait } from '../shared/interface-kit/sync-wait.js';
+import type { Principal } from '../shared/interface-kit/token-gate.js';
 import { STATUS_HISTORY } from '../status/contract/history-topics.js';
-import { STATUS } from '../status/contract/topics.js';
+import { type ProjectView, STATUS } from '../status/contract/topics.js';
 import type { WebConfig } from './config.js';
 import { auditEntrySchema, auditQuery, historyQuery, presenceChangeSchema } from './history-schemas.js';
 import {
@@ -74,6 +83,8 @@ export interface RouteInput<P, Q, B, H = unknown> {
   headers: H;
   /** Aborted when the client goes away or the module is stopping. */
   signal: AbortSignal;
+  /** Who is calling (the gate admitted them and their role grants the route's `access`). */
+  principal: Principal;
 }
 
 type Schema = z.ZodType | undefined;
@@ -93,10 +104,12 @@ export interface RouteSpec<
   /** The OpenAPI operationId when the one derived from the path would repeat another route's. */
   operationId?: string;
   /**
-   * Answered without the token (health probes). Every other route needs it: the server's one
-   * auth gate reads this flag off the route the router matched (auth.ts `admitRequest`).
+   * Who may call it (permissions.ts): `public` without the token (health probes), else a token
+   * whose role grants the action (`read`, `operate`, `admin`). Mandatory: the server refuses to
+   * start with a route that declares none. The server's one auth gate reads it off the route the
+   * router matched (auth.ts `admitRequest`, server.ts onRequest).
    */
-  public?: boolean;
+  access: Access;
   /** Code of a validation failure on this route (400). */
   invalid: ErrorCode;
   params?: P;
@@ -175,6 +188,15 @@ export function buildRoutes(d: RouteDeps): AnyRoute[] {
   const W = 'WEB_ERR_INVALID' as const;
   const O = 'OUTBOX_ERR_INVALID' as const;
   const J = 'JOB_ERR_INVALID' as const;
+  /**
+   * A token limited to some projects acts on a command only when it is one of theirs: the
+   * command is read first (its project is not in the request). Unlimited tokens skip the read.
+   */
+  const requireCommand = async (who: Principal, commandId: string) => {
+    if (who.projects === null) return;
+    const cmd = await ask<CommandDetail>(COMMAND.get, { command_id: commandId });
+    requireProject(who, cmd.project_id);
+  };
 
   return [
     route({
@@ -182,6 +204,7 @@ export function buildRoutes(d: RouteDeps): AnyRoute[] {
       url: `${API}/command/send`,
       summary: 'Send a command; answers at once with its id (the outbox delivers it)',
       tag: 'commands',
+      access: 'operate',
       invalid: C,
       body: send,
       headers: idempotencyHeaders,
@@ -198,7 +221,8 @@ export function buildRoutes(d: RouteDeps): AnyRoute[] {
           'different body (CMD_ERR_IDEMPOTENCY_MISMATCH)',
       },
       audit: audit('command.sent', ['command_id', 'project_id']),
-      handler: async ({ body, headers }) => {
+      handler: async ({ body, headers, principal }) => {
+        requireProject(principal, body.project_id);
         const { idempotent_replayed, ...view } = await ask<SentCommand>(
           COMMAND.send,
           withKey(body satisfies SendCommandRequest, headers['idempotency-key']),
@@ -211,6 +235,7 @@ export function buildRoutes(d: RouteDeps): AnyRoute[] {
       url: `${API}/command/sync`,
       summary: 'Send a command and wait for its result',
       tag: 'commands',
+      access: 'operate',
       invalid: C,
       body: sync,
       headers: idempotencyHeaders,
@@ -228,7 +253,8 @@ export function buildRoutes(d: RouteDeps): AnyRoute[] {
         504: ['The wait ran out; the command goes on (follow it by command_id)', syncTimeoutSchema],
       },
       audit: audit('command.sent', ['command_id', 'project_id']),
-      handler: async ({ body, headers, signal }) => {
+      handler: async ({ body, headers, signal, principal }) => {
+        requireProject(principal, body.project_id);
         const { wait_ms, ...req } = body;
         const wait = syncWait(d.cfg, { wait_ms, timeout_ms: req.timeout_ms });
         const out = await d.waiter.sendAndWait(withKey(req, headers['idempotency-key']), wait, { signal });
@@ -265,10 +291,15 @@ export function buildRoutes(d: RouteDeps): AnyRoute[] {
       summary: 'A command with its tracker, result and timings',
       tag: 'commands',
       invalid: C,
+      access: 'read',
       params: commandIdParams,
       response: commandDetailSchema,
       answers: { 404: 'No such command' },
-      handler: ({ params }) => ask(COMMAND.get, { command_id: params.command_id }),
+      handler: async ({ params, principal }) => {
+        const cmd = await ask<CommandDetail>(COMMAND.get, { command_id: params.command_id });
+        requireProject(principal, cmd.project_id);
+        return cmd;
+      },
     }),
     route({
       method: 'POST',
@@ -280,9 +311,13 @@ export function buildRoutes(d: RouteDeps): AnyRoute[] {
       body: emptyBody,
       bodyOptional: true,
       response: commandViewSchema,
+      access: 'operate',
       answers: { 404: 'No such command', 409: 'Already delivered or final' },
       audit: audit('command.cancelled', ['command_id', 'project_id']),
-      handler: ({ params }) => ask(COMMAND.cancel, { command_id: params.command_id }),
+      handler: async ({ params, principal }) => {
+        await requireCommand(principal, params.command_id);
+        return ask(COMMAND.cancel, { command_id: params.command_id });
+      },
     }),
     route({
       method: 'GET',
@@ -290,13 +325,17 @@ export function buildRoutes(d: RouteDeps): AnyRoute[] {
       summary: 'Commands, newest first, with filters',
       tag: 'commands',
       invalid: C,
+      access: 'read',
       query: listCommandsQuery,
       response: pageOf(commandViewSchema),
-      handler: ({ query }) =>
-        ask(COMMAND.list, {
+      handler: ({ query, principal }) => {
+        if (query.project_id !== undefined) requireProject(principal, query.project_id);
+        return ask(COMMAND.list, {
           ...query,
           ...(query.status ? { status: query.status.split(',') } : {}),
-        }),
+          ...listScope(principal),
+        });
+      },
     }),
     route({
       method: 'GET',
@@ -304,9 +343,10 @@ export function buildRoutes(d: RouteDeps): AnyRoute[] {
       summary: 'Commands whose outbox row went dead (never acked after max attempts)',
       tag: 'commands',
       invalid: C,
+      access: 'read',
       query: pagingQuery,
       response: pageOf(deadCommandSchema),
-      handler: ({ query }) => ask(COMMAND.deadList, query),
+      handler: ({ query, principal }) => ask(COMMAND.deadList, { ...query, ...listScope(principal) }),
     }),
     route({
       method: 'POST',
@@ -318,9 +358,13 @@ export function buildRoutes(d: RouteDeps): AnyRoute[] {
       body: emptyBody,
       bodyOptional: true,
       response: commandViewSchema,
+      access: 'operate',
       answers: { 404: 'No such command' },
       audit: audit('command.replayed', ['command_id', 'project_id']),
-      handler: ({ params }) => ask(COMMAND.deadReplay, { command_id: params.command_id }),
+      handler: async ({ params, principal }) => {
+        await requireCommand(principal, params.command_id);
+        return ask(COMMAND.deadReplay, { command_id: params.command_id });
+      },
     }),
     route({
       method: 'POST',
@@ -342,8 +386,11 @@ export function buildRoutes(d: RouteDeps): AnyRoute[] {
           'The targets match no project now (JOB_ERR_NO_TARGETS); or the Idempotency-Key was used before with a ' +
           'different body (CMD_ERR_IDEMPOTENCY_MISMATCH)',
       },
+      access: 'operate',
       audit: audit('job.created', ['job_id']),
-      handler: async ({ body, headers }) => {
+      handler: async ({ body, headers, principal }) => {
+        // a job may reach any project (`all`, metadata): jobs are for tokens of the whole hub
+        requireWholeHub(principal, 'create a job');
         const key = headers['idempotency-key'];
         const req: CreateJobRequest = key === undefined ? body : { ...body, idempotency_key: key };
         const { idempotent_replayed, ...view } = await ask<CreatedJob>(JOBS.create, req);
@@ -358,8 +405,11 @@ export function buildRoutes(d: RouteDeps): AnyRoute[] {
       invalid: J,
       query: listJobsQuery,
       response: pageOf(jobViewSchema),
-      handler: ({ query }) =>
-        ask(JOBS.list, { ...query, ...(query.status ? { status: query.status.split(',') } : {}) }),
+      access: 'read',
+      handler: ({ query, principal }) => {
+        requireWholeHub(principal, 'list jobs');
+        return ask(JOBS.list, { ...query, ...(query.status ? { status: query.status.split(',') } : {}) });
+      },
     }),
     route({
       method: 'GET',
@@ -371,7 +421,11 @@ export function buildRoutes(d: RouteDeps): AnyRoute[] {
       params: jobIdParams,
       response: jobViewSchema,
       answers: { 404: 'No such job' },
-      handler: ({ params }) => ask(JOBS.get, { job_id: params.job_id }),
+      access: 'read',
+      handler: ({ params, principal }) => {
+        requireWholeHub(principal, 'read a job');
+        return ask(JOBS.get, { job_id: params.job_id });
+      },
     }),
     route({
       method: 'POST',
@@ -384,8 +438,12 @@ export function buildRoutes(d: RouteDeps): AnyRoute[] {
       bodyOptional: true,
       response: jobViewSchema,
       answers: { 404: 'No such job', 409: 'The job has finished (JOB_ERR_NOT_CANCELLABLE)' },
+      access: 'operate',
       audit: audit('job.cancelled', ['job_id']),
-      handler: ({ params }) => ask(JOBS.cancel, { job_id: params.job_id }),
+      handler: ({ params, principal }) => {
+        requireWholeHub(principal, 'cancel a job');
+        return ask(JOBS.cancel, { job_id: params.job_id });
+      },
     }),
     route({
       method: 'GET',
@@ -395,8 +453,12 @@ export function buildRoutes(d: RouteDeps): AnyRoute[] {
       invalid: S,
       params: projectIdParams,
       response: projectViewSchema,
+      access: 'read',
       answers: { 404: 'No such project' },
-      handler: ({ params }) => ask(STATUS.get, { project_id: params.project_id }),
+      handler: ({ params, principal }) => {
+        requireProject(principal, params.project_id);
+        return ask(STATUS.get, { project_id: params.project_id });
+      },
     }),
     route({
       method: 'GET',
@@ -408,7 +470,11 @@ export function buildRoutes(d: RouteDeps): AnyRoute[] {
       query: historyQuery,
       response: pageOf(presenceChangeSchema),
       answers: { 404: 'No such project' },
-      handler: ({ params, query }) => ask(STATUS_HISTORY.list, { project_id: params.project_id, ...query }),
+      access: 'read',
+      handler: ({ params, query, principal }) => {
+        requireProject(principal, params.project_id);
+        return ask(STATUS_HISTORY.list, { project_id: params.project_id, ...query });
+      },
     }),
     route({
       method: 'GET',
@@ -419,7 +485,12 @@ export function buildRoutes(d: RouteDeps): AnyRoute[] {
       query: auditQuery,
       response: pageOf(auditEntrySchema),
       answers: { 503: 'No audit module configured (BUS_ERR_NO_RESPONDER)' },
-      handler: ({ query }) => ask(AUDIT.list, query),
+      // who did what across the hub: token ids and every project's actions
+      access: 'admin',
+      handler: ({ query, principal }) => {
+        requireWholeHub(principal, 'read the audit trail');
+        return ask(AUDIT.list, query);
+      },
     }),
     route({
       method: 'GET',
@@ -427,8 +498,13 @@ export function buildRoutes(d: RouteDeps): AnyRoute[] {
       summary: 'Projects online now',
       tag: 'projects',
       invalid: S,
+      access: 'read',
       response: itemsOf(projectViewSchema),
-      handler: () => ask(STATUS.online, {}),
+      handler: async ({ principal }) => {
+        const all = await ask<{ items: ProjectView[] }>(STATUS.online, {});
+        if (principal.projects === null) return all;
+        return { ...all, items: all.items.filter((p) => seesProject(principal, p.project_id)) };
+      },
     }),
     route({
       method: 'GET',
@@ -436,13 +512,15 @@ export function buildRoutes(d: RouteDeps): AnyRoute[] {
       summary: 'Provisioned projects',
       tag: 'projects',
       invalid: S,
+      access: 'read',
       query: listProjectsQuery,
       response: pageOf(projectViewSchema),
-      handler: ({ query }) =>
+      handler: ({ query, principal }) =>
         ask(STATUS.list, {
           ...(query.limit !== undefined ? { limit: query.limit } : {}),
           ...(query.offset !== undefined ? { offset: query.offset } : {}),
           include_disabled: query.include_disabled === 'true',
+          ...listScope(principal),
         }),
     }),
     route({
@@ -455,9 +533,13 @@ export function buildRoutes(d: RouteDeps): AnyRoute[] {
       bodyOptional: true,
       status: 201,
       response: createdProjectSchema,
+      access: 'admin',
       answers: { 409: 'A project with this id exists' },
       audit: audit('project.created', ['project_id']),
-      handler: ({ body }) => ask(STATUS.create, body ?? {}),
+      handler: ({ body, principal }) => {
+        requireNewProject(principal, body?.project_id);
+        return ask(STATUS.create, body ?? {});
+      },
     }),
     ...(['disable', 'enable'] as const).map((op) =>
       route({
@@ -470,9 +552,13 @@ export function buildRoutes(d: RouteDeps): AnyRoute[] {
         body: emptyBody,
         bodyOptional: true,
         response: projectViewSchema,
+        access: 'admin',
         answers: { 404: 'No such project' },
         audit: audit(op === 'disable' ? 'project.disabled' : 'project.enabled', ['project_id']),
-        handler: ({ params }) => ask(STATUS[op], { project_id: params.project_id }),
+        handler: ({ params, principal }) => {
+          requireProject(principal, params.project_id);
+          return ask(STATUS[op], { project_id: params.project_id });
+        },
       }),
     ),
     route({
@@ -485,9 +571,13 @@ export function buildRoutes(d: RouteDeps): AnyRoute[] {
       body: rotateBody,
       bodyOptional: true,
       response: createdProjectSchema,
+      access: 'admin',
       answers: { 404: 'No such project' },
       audit: audit('project.rotated', ['project_id']),
-      handler: ({ params, body }) => ask(STATUS.rotate, { project_id: params.project_id, ...(body ?? {}) }),
+      handler: ({ params, body, principal }) => {
+        requireProject(principal, params.project_id);
+        return ask(STATUS.rotate, { project_id: params.project_id, ...(body ?? {}) });
+      },
     }),
     route({
       method: 'GET',
@@ -497,8 +587,12 @@ export function buildRoutes(d: RouteDeps): AnyRoute[] {
       invalid: O,
       query: outboxDeadQuery,
       response: pageOf(deadEventSchema),
+      access: 'admin',
       answers: { 404: 'No such route' },
-      handler: ({ query }) => ask(OUTBOX_TOPICS.deadList, query),
+      handler: ({ query, principal }) => {
+        requireWholeHub(principal, 'read the outbox of every domain');
+        return ask(OUTBOX_TOPICS.deadList, query);
+      },
     }),
     route({
       method: 'POST',
@@ -512,7 +606,11 @@ export function buildRoutes(d: RouteDeps): AnyRoute[] {
       response: replayedEventSchema,
       answers: { 404: 'No dead event with that id (on that route), or no such route' },
       audit: audit('outbox.event_replayed', ['event_id', 'route']),
-      handler: ({ params, body }) => ask(OUTBOX_TOPICS.deadReplay, { event_id: params.event_id, ...(body ?? {}) }),
+      access: 'admin',
+      handler: ({ params, body, principal }) => {
+        requireWholeHub(principal, 'replay an outbox event');
+        return ask(OUTBOX_TOPICS.deadReplay, { event_id: params.event_id, ...(body ?? {}) });
+      },
     }),
     route({
       method: 'GET',
@@ -520,6 +618,7 @@ export function buildRoutes(d: RouteDeps): AnyRoute[] {
       summary: 'The host’s modules with their state and mailbox counters',
       tag: 'system',
       invalid: W,
+      access: 'read',
       response: itemsOf(moduleInfoSchema),
       handler: async () => ({ items: await ask(HOST_TOPICS.listModules, {}) }),
     }),
@@ -535,7 +634,9 @@ export function buildRoutes(d: RouteDeps): AnyRoute[] {
       response: moduleInfoSchema,
       answers: { 202: 'Restarting this web module itself: it goes once this answer is sent', 404: 'No such module' },
       audit: { action: 'module.restarted', targets: ({ params }) => ({ module: params.name }) },
-      handler: async ({ params }) => {
+      access: 'admin',
+      handler: async ({ params, principal }) => {
+        requireWholeHub(principal, 'restart a module');
         if (params.name === d.name) {
           // Restarting ourselves: answer first, or the stop would wait on this very request.
           return new Answer(202, { name: d.name, state: 'restarting' }, () => {
@@ -550,7 +651,7 @@ export function buildRoutes(d: RouteDeps): AnyRoute[] {
       url: '/healthz',
       summary: 'The process is alive',
       tag: 'system',
-      public: true,
+      access: 'public',
       invalid: W,
       response: z.object({ ok: z.literal(true) }),
       handler: async () => ({ ok: true }),
@@ -560,7 +661,7 @@ export function buildRoutes(d: RouteDeps): AnyRoute[] {
       url: '/readyz',
       summary: 'Ready: the database and the MQTT bridge are reachable',
       tag: 'system',
-      public: true,
+      access: 'public',
       invalid: W,
       response: z.object({ ready: z.boolean(), checks: z.record(z.string(), z.unknown()) }),
       answers: { 503: ['Not ready, with the reasons', z.object({ ready: z.literal(false), checks: z.unknown() })] },

@@ -10,6 +10,7 @@ import { errorCode, HubError } from '../../core/errors.js';
 import type { Logger } from '../../core/log.js';
 import type { AuditTrail } from '../audit/contract/trail.js';
 import { closeWithGrace } from '../shared/interface-kit/close-with-grace.js';
+import { assertDeclared, forbiddenAction, grants, isAccess } from '../shared/interface-kit/permissions.js';
 import type { Access, Principal, TokenGate } from '../shared/interface-kit/token-gate.js';
 import { admitRequest, type RouteAccessConfig } from './auth.js';
 import type { WebConfig } from './config.js';
@@ -50,7 +51,7 @@ declare module 'fastify' {
   }
 }
 
-/** Route config: who may call it (see auth.ts `admitRequest`). Routes without it need the token. */
+/** Route config: who may call it (permissions.ts; auth.ts `admitRequest`). Every route declares one. */
 const access = (a: Access): RouteAccessConfig => ({ access: a });
 
 const TOKEN_REQUIRED = 'a valid bearer token is required (Authorization: Bearer <token>)';
@@ -136,6 +137,17 @@ export function buildServer(d: ServerDeps): FastifyInstance {
     jsonParser(req, text, done);
   });
 
+  // A route without a valid access declaration fails the start (so none can go unguarded);
+  // fastify's own HEAD twins of GET routes carry their GET's config.
+  const undeclared: string[] = [];
+  app.addHook('onRoute', (opts) => {
+    const cfg = opts.config as RouteAccessConfig | undefined;
+    if (!isAccess(cfg?.access)) undeclared.push(`${opts.method} ${opts.url}`);
+  });
+  app.addHook('onReady', async () => {
+    assertDeclared('web (REST)', undeclared, () => undefined);
+  });
+
   app.decorateRequest('principal', null);
   app.addHook('onRequest', async (req, reply) => {
     (req as { t0?: number }).t0 = performance.now();
@@ -149,6 +161,19 @@ export function buildServer(d: ServerDeps): FastifyInstance {
     if (!req.principal) {
       reply.header('www-authenticate', 'Bearer');
       return sendError(reply, 401, 'AUTH_ERR_TOKEN', TOKEN_REQUIRED);
+    }
+    // Then the role: a matched route's declared action must be granted (a 404 needs only the token).
+    if (!req.is404) {
+      const need = (req.routeOptions.config as RouteAccessConfig).access;
+      if (!isAccess(need) || !grants(req.principal.role, need)) {
+        const err = forbiddenAction(
+          req.principal,
+          isAccess(need) ? need : 'admin',
+          `${req.method} ${req.routeOptions.url}`,
+        );
+        logForbidden(d, req, err.message);
+        return sendError(reply, 403, err.code, err.message);
+      }
     }
   });
 
@@ -188,6 +213,7 @@ export function buildServer(d: ServerDeps): FastifyInstance {
     }
     const { status, body, internal, headers } = toHttpError(err);
     refusedWith.set(req, body.error.code);
+    if (body.error.code === 'AUTH_ERR_FORBIDDEN') logForbidden(d, req, body.error.message);
     if (internal) {
       d.log.warn({ err, method: req.method, route: req.routeOptions.url, status }, 'request failed');
     }
@@ -202,12 +228,12 @@ export function buildServer(d: ServerDeps): FastifyInstance {
     app.route({
       method: r.method,
       url: r.url,
-      config: access(r.public ? 'public' : 'token'),
+      config: access(r.access),
       handler: (req, reply) => handle(d, r, req, reply),
     });
   }
 
-  app.get('/metrics', { config: access('token') }, async (_req, reply) => {
+  app.get('/metrics', { config: access('read') }, async (_req, reply) => {
     const { contentType, text } = await d.metrics.render();
     return reply.type(contentType).send(text);
   });
@@ -220,7 +246,7 @@ export function buildServer(d: ServerDeps): FastifyInstance {
 
   // The WebSocket path answered as plain HTTP (no Upgrade header): the upgrade itself never
   // reaches fastify (see ws.ts, which checks the token on its own exact path).
-  app.get(WS_PATH, { config: access('token') }, async (_req, reply) =>
+  app.get(WS_PATH, { config: access('read') }, async (_req, reply) =>
     sendError(reply, 426, 'WEB_ERR_UPGRADE_REQUIRED', `${WS_PATH} is a WebSocket: send an Upgrade request`),
   );
 
@@ -253,6 +279,23 @@ export function buildServer(d: ServerDeps): FastifyInstance {
   return app;
 }
 
+/**
+ * A refusal by role or project: a caller's mistake, so info (not an error), with who asked
+ * (token_id and role, never the token) and what.
+ */
+function logForbidden(d: ServerDeps, req: FastifyRequest, message: string): void {
+  d.log.info(
+    {
+      token_id: req.principal?.token_id,
+      role: req.principal?.role,
+      method: req.method,
+      route: req.routeOptions.url,
+      code: 'AUTH_ERR_FORBIDDEN',
+    },
+    message,
+  );
+}
+
 /** A path fragment for a message: bounded, and JSON-quoted so control characters stay visible. */
 function shown(s: string): string {
   const t = s.length > 200 ? `${s.slice(0, 197)}...` : s;
@@ -275,7 +318,7 @@ async function handle(d: ServerDeps, r: AnyRoute, req: FastifyRequest, reply: Fa
     if (!reply.raw.writableFinished) ac.abort();
   });
 
-  const input = { params, query, body, headers, signal: ac.signal };
+  const input = { params, query, body, headers, signal: ac.signal, principal: req.principal! };
   let out: unknown;
   if (!r.audit) out = await r.handler(input);
   else {

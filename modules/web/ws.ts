@@ -12,6 +12,13 @@
  *   server → { op: 'event', id, type, project_id, command_id?, job_id?, at, data }   (job.progress: to `all` subscribers)
  *   server → { op: 'error', code, message }   a bad client message; the connection stays open
  *
+ * Permissions (permissions.ts): opening the socket is the `read` action. A token limited to some
+ * projects only ever receives events of those projects (`all` included); subscribing to another
+ * project by name answers { op: 'error', code: 'AUTH_ERR_FORBIDDEN' } and is not taken. When a
+ * config edit takes the token away, or its role no longer grants `read`, the socket gets that
+ * error frame (AUTH_ERR_TOKEN or AUTH_ERR_FORBIDDEN) and is closed with 1008; a changed
+ * `projects` applies to the open socket at once.
+ *
  * Resuming replays, under the current filter, exactly the events after `last_event_id` that
  * this connection has not received live: sent with the first subscribe (or before it) the
  * replay and the start of live delivery happen in one synchronous step, so nothing is missed
@@ -25,7 +32,8 @@ import { z } from 'zod';
 import type { Logger } from '../../core/log.js';
 import type { ModuleTimers } from '../../core/module.js';
 import type { EventFeed, FeedEvent, FeedFilter } from '../shared/interface-kit/event-feed.js';
-import type { TokenGate } from '../shared/interface-kit/token-gate.js';
+import { forbiddenAction, grants, seesProject } from '../shared/interface-kit/permissions.js';
+import type { Principal, TokenGate } from '../shared/interface-kit/token-gate.js';
 import { presentedToken } from './auth.js';
 import type { WebConfig } from './config.js';
 import type { WebMetrics } from './metrics.js';
@@ -68,6 +76,8 @@ type ClientMessage = z.infer<typeof clientMessage>;
 interface Client {
   readonly ws: WebSocket;
   readonly id: number;
+  /** Who opened it; replaced in place when a config edit changes its token's role or projects. */
+  principal: Principal;
   all: boolean;
   projects: Set<string>;
   commands: Set<string>;
@@ -164,8 +174,15 @@ export class WsHub {
       refuse(503, 'HOST_ERR_STOPPING', 'the hub is stopping');
       return;
     }
-    if (!this.d.gate.admit(presentedToken(req, true))) {
+    const who = this.d.gate.admit(presentedToken(req, true), 'read');
+    if (!who) {
       refuse(401, 'AUTH_ERR_TOKEN', 'a valid token is required (Authorization: Bearer or ?token=)');
+      return;
+    }
+    if (!grants(who.role, 'read')) {
+      const err = forbiddenAction(who, 'read', 'open the event WebSocket');
+      this.d.log.info({ token_id: who.token_id, role: who.role, code: err.code }, err.message);
+      refuse(403, err.code, err.message);
       return;
     }
     // Cross-site WebSocket hijacking: a page from another origin must not read the feed.
@@ -174,10 +191,10 @@ export class WsHub {
       refuse(403, 'AUTH_ERR_TOKEN', `origin ${origin} may not open this WebSocket`);
       return;
     }
-    this.wss.handleUpgrade(req, socket, head, (ws) => this.accept(ws));
+    this.wss.handleUpgrade(req, socket, head, (ws) => this.accept(ws, who));
   }
 
-  private accept(ws: WebSocket): void {
+  private accept(ws: WebSocket, principal: Principal): void {
     if (this.stopping) {
       ws.close(1001, 'server stopping');
       return;
@@ -185,6 +202,7 @@ export class WsHub {
     const c: Client = {
       ws,
       id: this.nextId++,
+      principal,
       all: false,
       projects: new Set(),
       commands: new Set(),
@@ -197,6 +215,7 @@ export class WsHub {
       corked: false,
       unsentAtCork: 0,
     };
+    this.scope(c);
     this.clients.add(c);
     ws.on('pong', () => {
       c.alive = true;
@@ -255,6 +274,11 @@ export class WsHub {
         this.send(c, { op: 'unsubscribed', ...this.describe(c) });
         return;
       case 'subscribe': {
+        const refused = (m.projects ?? []).filter((p) => !seesProject(c.principal, p));
+        if (refused.length > 0) {
+          this.forbid(c, `token ${c.principal.token_id} may not follow project(s) ${refused.slice(0, 5).join(', ')}`);
+          return;
+        }
         if (m.all) c.all = true;
         for (const p of m.projects ?? []) c.projects.add(p);
         for (const id of m.commands ?? []) c.commands.add(id.toLowerCase());
@@ -280,6 +304,56 @@ export class WsHub {
         }
         return;
       }
+    }
+  }
+
+  /** The client's project limit, applied to every event it could receive (live and replayed). */
+  private scope(c: Client): void {
+    const who = c.principal;
+    if (who.projects === null) delete c.filter.allow;
+    else c.filter.allow = (p) => seesProject(who, p);
+  }
+
+  /** A subscription the token may not have: an error frame, counted and logged (a client mistake). */
+  private forbid(c: Client, message: string): void {
+    this.d.metrics.wsRejected.inc({ reason: 'forbidden' });
+    this.d.log.info(
+      { client: c.id, token_id: c.principal.token_id, role: c.principal.role, code: 'AUTH_ERR_FORBIDDEN' },
+      message,
+    );
+    this.send(c, { op: 'error', code: 'AUTH_ERR_FORBIDDEN', message });
+  }
+
+  /**
+   * After the gate's token table was swapped (config edit): each client's token is checked again.
+   * Gone → AUTH_ERR_TOKEN, no longer granted `read` → AUTH_ERR_FORBIDDEN, both closed with 1008
+   * (policy violation); a new role or `projects` applies in place, the connection stays.
+   */
+  recheckPrincipals(): void {
+    for (const c of this.clients) {
+      if (c.closing) continue;
+      const now = this.d.gate.recheck(c.principal);
+      if (now === c.principal) continue;
+      const code = now === null ? 'AUTH_ERR_TOKEN' : grants(now.role, 'read') ? null : 'AUTH_ERR_FORBIDDEN';
+      if (code === null) {
+        c.principal = now!;
+        this.scope(c);
+        // followed projects outside the new limit are dropped (nothing of them is delivered anyway)
+        for (const p of [...c.projects]) if (!seesProject(now!, p)) c.projects.delete(p);
+        this.refilter(c);
+        this.d.log.info({ client: c.id, token_id: now!.token_id, role: now!.role }, 'websocket token changed; applied');
+        continue;
+      }
+      const message =
+        code === 'AUTH_ERR_TOKEN'
+          ? `token ${c.principal.token_id} is no longer accepted`
+          : `token ${c.principal.token_id} may no longer read the event feed`;
+      this.d.log.info({ client: c.id, token_id: c.principal.token_id, code }, `${message}; closing the websocket`);
+      this.send(c, { op: 'error', code, message });
+      c.closing = true;
+      c.unwatch?.();
+      c.unwatch = null;
+      c.ws.close(1008, code);
     }
   }
 

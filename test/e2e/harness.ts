@@ -70,8 +70,8 @@ export class Hub {
   /** Every process this hub ran, in order; `proc` is the last. */
   readonly runs: HostProcess[] = [];
   base = '';
-  /** Sent by `api()` as the bearer token. */
-  token: string | undefined;
+  /** The bearer token `api()` sends (set it when the test configures web tokens). */
+  token: string | null | undefined;
 
   private constructor(
     readonly backend: BackendName,

@@ -106,6 +106,11 @@ export interface CommandDetail extends CommandView {
 
 export interface ListCommandsRequest {
   project_id?: string;
+  /**
+   * Only commands of projects matching one of these ids or globs (project-scope.ts): the
+   * caller's token is limited to them. Absent: every project.
+   */
+  project_patterns?: string[];
   status?: CommandStatus | CommandStatus[];
   command_type?: string;
   /** Only the commands of this job. */

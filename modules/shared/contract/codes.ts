@@ -26,6 +26,14 @@ export const SHARED_CODES = defineCodes({
   // callers of REST and gRPC
   /** no bearer token, or not a configured one */
   AUTH_ERR_TOKEN: { http: 401, grpc: 'UNAUTHENTICATED' },
+  /**
+   * a configured token whose role does not grant the operation's action, or whose `projects` do
+   * not include the project asked for (one answer for both: a disallowed project is not told apart
+   * from an unknown one)
+   */
+  AUTH_ERR_FORBIDDEN: { http: 403, grpc: 'PERMISSION_DENIED' },
+  /** start-up refusal: an interface operation (REST route, gRPC method) declares no access (permissions.ts) */
+  AUTH_ERR_UNDECLARED: { http: 500, grpc: 'INTERNAL' },
 });
 
 declare module '../../../core/errors.js' {

@@ -22,6 +22,11 @@ export interface FeedFilter {
   all?: boolean;
   projects?: readonly string[];
   commands?: readonly string[];
+  /**
+   * The projects the watcher's token may see (permissions.ts): an event of any other project is
+   * never delivered, whatever the rest of the filter says (`all` included). Absent: every project.
+   */
+  allow?: (projectId: string) => boolean;
 }
 
 export interface Watcher {
@@ -44,6 +49,7 @@ export type ResumeResult =
  * command module has already checked it against the tracker.
  */
 export function matches(filter: FeedFilter, ev: FeedEvent, owner?: string): boolean {
+  if (filter.allow && !filter.allow(ev.project_id)) return false;
   if (filter.all) return true;
   if (filter.projects?.includes(ev.project_id)) return true;
   if (ev.command_id && filter.commands?.includes(ev.command_id)) return owner === undefined || owner === ev.project_id;

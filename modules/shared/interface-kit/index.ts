@@ -11,6 +11,19 @@ export { CommandWaiter, type SyncOutcome } from './command-waiter.js';
 export { EventFeed, type FeedEvent, type FeedFilter, type Watcher } from './event-feed.js';
 export { isLoopback, type ListenHost, listenHost } from './listen-host.js';
 export {
+  type Access,
+  type Action,
+  assertDeclared,
+  grants,
+  listScope,
+  ROLES,
+  type Role,
+  requireAction,
+  requireProject,
+  requireWholeHub,
+  seesProject,
+} from './permissions.js';
+export {
   type NewSettingName,
   type OldSettingName,
   oldSettingNames,
@@ -18,6 +31,6 @@ export {
   resolveRenamed,
   warnRenamedSettings,
 } from './renamed-settings.js';
-export { interfaceSettings, type TokenSettings, tokenEntries } from './settings.js';
+export { interfaceSettings, type TokenSettings, tokenEntries, tokenOnlyEdit } from './settings.js';
 export { type SyncWaitAsk, type SyncWaitPolicy, syncWait } from './sync-wait.js';
-export { type Access, bearerToken, type Principal, type Role, type TokenEntry, TokenGate } from './token-gate.js';
+export { bearerToken, type Principal, type TokenEntry, TokenGate } from './token-gate.js';
