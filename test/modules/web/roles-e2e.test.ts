@@ -209,6 +209,7 @@ for (const backend of BACKENDS) {
       };
       const fill = (p: string) =>
         p
+          .replace('{job_id}', randomUUID())
           .replace('{project_id}', a.project_id)
           .replace('{command_id}', commandB)
           .replace('{name}', 'command')
@@ -217,11 +218,12 @@ for (const backend of BACKENDS) {
       for (const [p, ops] of Object.entries(doc.paths as Record<string, Record<string, Json>>)) {
         for (const [method, op] of Object.entries(ops)) {
           if (method === 'get') {
-            // reads: a viewer may, except the outbox's (event payloads of every domain: admin)
+            // reads: a viewer may, except the outbox's (event payloads of every domain) and the audit
+            // trail's (who did what across the hub): admin
             if (op['x-access'] === 'public' || p.endsWith('/ws')) continue;
             const r = await rest(TOKENS.viewer, 'GET', fill(p));
             if (op['x-access'] === 'admin') {
-              assert.ok(p.startsWith(`${API}/outbox/`), `${p} is an admin read`);
+              assert.ok(p.startsWith(`${API}/outbox/`) || p === `${API}/audit`, `${p} is an admin read`);
               assert.equal(r.status, 403, `viewer GET ${p}`);
             } else {
               assert.equal(op['x-access'], 'read', `${method} ${p} is declared read`);
@@ -291,6 +293,8 @@ for (const backend of BACKENDS) {
         ReplayDeadCommand: { command_id: commandB },
         ReplayDeadEvent: { event_id: randomUUID() },
         RestartModule: { name: 'command' },
+        CreateJob: { targets: { all: true }, command_type: 'echo', payload_json: '{}' },
+        CancelJob: { job_id: randomUUID() },
       };
       const mutating = methods.filter((m) => !/^(Get|List|Watch)/.test(m));
       assert.deepEqual(mutating.sort(), Object.keys(requests).sort(), 'every mutating method is in the table');
@@ -450,6 +454,9 @@ for (const backend of BACKENDS) {
         [`${API}/projects/${b.project_id}/disable`, undefined],
         [`${API}/modules/command/restart`, undefined],
         [`${API}/outbox/dead/${randomUUID()}/replay`, undefined],
+        // a job may reach any project (`all`, metadata): whole-hub tokens only, even naming its own
+        [`${API}/jobs`, { targets: { project_ids: [a.project_id] }, command_type: 'echo' }],
+        [`${API}/jobs/${randomUUID()}/cancel`, undefined],
       ] as const) {
         const r = await rest(s, 'POST', p, body);
         assert.equal(r.status, 403, `${p} ${JSON.stringify(body)}: ${r.status}`);
@@ -459,6 +466,12 @@ for (const backend of BACKENDS) {
         (await rest(s, 'POST', `${API}/projects`, {})).json.error.message,
         /name the new project's project_id/,
       );
+      for (const p of [`${API}/audit`, `${API}/jobs`]) {
+        const r = await rest(s, 'GET', p);
+        assert.equal(r.status, 403, `limited admin GET ${p}: ${r.status}`);
+      }
+      assert.equal((await rest(s, 'GET', `${API}/project/${a.project_id}/history`)).status, 200, 'its own history');
+      assert.equal((await rest(s, 'GET', `${API}/project/${b.project_id}/history`)).status, 403, "another's history");
       const listed = await rest(s, 'GET', `${API}/projects`);
       assert.deepEqual((listed.json.items as Json[]).map((p) => p.project_id).sort(), [a.project_id, made].sort());
       const err = await grpcFails(
