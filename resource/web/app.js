@@ -321,9 +321,14 @@ $('secret-dismiss').addEventListener('click', () => {
 });
 
 // ─── modules ───────────────────────────────────────────────────────────────────────────────
+// Jobs are a module of their own: a hub that does not run it has no /jobs to read.
+let jobsRunning = false;
+
 async function loadModules() {
   const r = await api('GET', '/modules');
   if (!r.ok) return;
+  jobsRunning = r.json.items.some((m) => m.provider === 'jobs' && m.state === 'running');
+  $('jobs-off').hidden = jobsRunning;
   $('modules').replaceChildren(
     ...r.json.items.map((m) =>
       el(
@@ -407,7 +412,11 @@ function connect(fresh = false) {
 }
 
 async function loadAll() {
-  await Promise.all([loadProjects(), loadCommands(), loadModules(), loadJobs()]);
+  await Promise.all([loadProjects(), loadCommands(), loadModules().then(refreshJobs)]);
+}
+
+function refreshJobs() {
+  if (jobsRunning) return loadJobs();
 }
 
 // REST first asks for a token when one is needed; the socket then subscribes and re-reads.
@@ -418,7 +427,7 @@ setInterval(() => {
 }, PROJECTS_REFRESH_MS);
 setInterval(tickAges, 1_000);
 setInterval(() => {
-  if (document.visibilityState === 'visible') loadJobs();
+  if (document.visibilityState === 'visible') refreshJobs();
 }, JOBS_REFRESH_MS);
 sample();
 setInterval(() => {
