@@ -3,7 +3,7 @@
 // stored anywhere, so a reload cannot bring it back); and its presence history, paged.
 import { $, api, badge, el, pager, refusal, timeCell } from './lib.js';
 
-const HISTORY_PAGE = 10;
+const HISTORY_PAGE = 5;
 let openId = null;
 let history = { total: 0, limit: HISTORY_PAGE, offset: 0 };
 let afterChange = () => {};
@@ -19,8 +19,9 @@ export function openProject(project) {
     history = { total: 0, limit: HISTORY_PAGE, offset: 0 };
     forgetSecret();
     $('project-refusal').hidden = true;
-    loadHistory();
   }
+  // a click on the row re-reads the history too (a change is in it with the status flush)
+  loadHistory();
   $('project-panel').hidden = false;
   showProject(project);
 }
