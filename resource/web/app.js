@@ -202,10 +202,15 @@ function matches(c) {
   );
 }
 
+let commandsRequest = 0;
+
 async function loadCommands() {
   const q = new URLSearchParams({ limit: String(listing.limit), offset: String(listing.offset) });
   for (const k of ['project_id', 'status', 'command_type']) if (listing[k]) q.set(k, listing[k]);
+  // filters change faster than the hub answers: only the newest request's answer is shown
+  const mine = ++commandsRequest;
   const r = await api('GET', `/commands?${q}`);
+  if (mine !== commandsRequest) return;
   $('commands-refusal').hidden = r.ok;
   if (!r.ok) {
     $('commands-refusal').textContent = `${r.json?.error?.code}: ${r.json?.error?.message}`;

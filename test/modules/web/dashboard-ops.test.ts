@@ -143,7 +143,55 @@ for (const backend of BACKENDS) {
       await page.selectOption('#filter-project', '');
     });
 
-    test('3+5+6. disable → a dead command refused replay (code shown) → enable → replayed; rotate shown once; history paged', async (t) => {
+    test('3. (items 4, 7) jobs: a progress bar reaching 100 %, a scheduled job cancelled; charts sampled from /metrics', async (t) => {
+      if (noBrowser(t)) return;
+      const idle = (await hub.api('POST', '/projects', { project_id: uniqueId('idle') })).json.project_id;
+      const job = await post(hub, '/jobs', {
+        targets: { project_ids: [projectId, idle] },
+        command_type: 'echo',
+        payload: { hello: 'job' },
+        offline_policy: 'fail',
+      });
+      assert.equal(job.status, 201, JSON.stringify(job.json));
+      const row = `tr[data-job="${job.json.job_id}"]`;
+      await page.waitForSelector(`${row} td.progress[data-percent="100"]`, wait);
+      await page.waitForSelector(`${row} .status:has-text("completed")`, wait);
+      assert.match((await page.textContent(`${row} td.progress`)) ?? '', /2 \/ 2 · 100% · 1 failed/);
+      assert.equal(await page.locator(`${row} .seg-completed`).count(), 1);
+      assert.equal(await page.locator(`${row} .seg-failed`).count(), 1);
+
+      const later = await post(hub, '/jobs', {
+        targets: { project_ids: [projectId] },
+        command_type: 'echo',
+        schedule_at: new Date(Date.now() + 3_600_000).toISOString(),
+      });
+      assert.equal(later.status, 201, JSON.stringify(later.json));
+      const lrow = `tr[data-job="${later.json.job_id}"]`;
+      await page.waitForSelector(`${lrow} .status:has-text("scheduled")`, wait);
+      await page.click(`${lrow} button.job-cancel`);
+      await page.waitForSelector(`${lrow} .status:has-text("cancelled")`, wait);
+      assert.equal(await page.locator(`${lrow} button.job-cancel`).count(), 0);
+      assert.equal((await hub.api('GET', `/jobs/${later.json.job_id}`)).json.status, 'cancelled');
+
+      // the charts: commands finished while the page sampled, so both have a line above zero
+      for (const chart of ['#chart-throughput', '#chart-latency']) {
+        await page.waitForFunction(
+          (sel) => {
+            const svg = document.querySelector(sel) as SVGElement | null;
+            return (
+              Number(svg?.dataset.samples) >= 2 && Number(svg?.dataset.max) > 0 && !!svg?.querySelector('polyline')
+            );
+          },
+          chart,
+          wait,
+        );
+      }
+      assert.match((await page.textContent('#chart-throughput-max')) ?? '', /max \d+\.\d\d \/s/);
+      assert.match((await page.textContent('#chart-latency-max')) ?? '', /max \d+(\.\d)? (ms|s)/);
+    });
+
+    // last: the rotation changes the secret the agent signs with
+    test('4. (items 3, 5, 6) disable → a dead command refused replay (code shown) → enable → replayed; rotate shown once; history paged', async (t) => {
       if (noBrowser(t)) return;
       // scheduled a moment ahead; the project is disabled before it starts, so it fails dead
       const at = new Date(Date.now() + scaled(3_000)).toISOString();
@@ -185,7 +233,9 @@ for (const backend of BACKENDS) {
       await page.waitForSelector(`#project-id:text("${projectId}")`, wait);
       assert.ok(await page.isHidden('#rotated-box'));
       assert.ok(!(await page.content()).includes(secret));
-      const stored = await page.evaluate(() => JSON.stringify({ ...sessionStorage }) + JSON.stringify({ ...localStorage }));
+      const stored = await page.evaluate(
+        () => JSON.stringify({ ...sessionStorage }) + JSON.stringify({ ...localStorage }),
+      );
       assert.ok(!stored.includes(secret));
 
       // presence history: online, the disable's offline with its reason, online again: two pages of five
@@ -199,55 +249,13 @@ for (const backend of BACKENDS) {
       await page.click('#history-next');
       await page.waitForSelector('#history-page:text-matches("^6–")', wait);
       const all = (await hub.api('GET', `/project/${projectId}/history?limit=100`)).json;
-      assert.ok(all.items.some((h: Json) => /disabled/.test(h.reason)), JSON.stringify(all.items));
+      assert.ok(
+        all.items.some((h: Json) => /disabled/.test(h.reason)),
+        JSON.stringify(all.items),
+      );
       const shown = [...(await page.locator('#history tbody tr').allTextContents())];
       assert.equal(shown.length, Math.min(5, all.total - 5));
       assert.match(shown.join('\n'), /offline → connecting|register received/);
-    });
-
-    test('4+7. jobs: a progress bar reaching 100 %, a scheduled job cancelled; charts sampled from /metrics', async (t) => {
-      if (noBrowser(t)) return;
-      const idle = (await hub.api('POST', '/projects', { project_id: uniqueId('idle') })).json.project_id;
-      const job = await post(hub, '/jobs', {
-        targets: { project_ids: [projectId, idle] },
-        command_type: 'echo',
-        payload: { hello: 'job' },
-        offline_policy: 'fail',
-      });
-      assert.equal(job.status, 201, JSON.stringify(job.json));
-      const row = `tr[data-job="${job.json.job_id}"]`;
-      await page.waitForSelector(`${row} td.progress[data-percent="100"]`, wait);
-      await page.waitForSelector(`${row} .status:has-text("completed")`, wait);
-      assert.match((await page.textContent(`${row} td.progress`)) ?? '', /2 \/ 2 · 100% · 1 failed/);
-      assert.equal(await page.locator(`${row} .seg-completed`).count(), 1);
-      assert.equal(await page.locator(`${row} .seg-failed`).count(), 1);
-
-      const later = await post(hub, '/jobs', {
-        targets: { project_ids: [projectId] },
-        command_type: 'echo',
-        schedule_at: new Date(Date.now() + 3_600_000).toISOString(),
-      });
-      assert.equal(later.status, 201, JSON.stringify(later.json));
-      const lrow = `tr[data-job="${later.json.job_id}"]`;
-      await page.waitForSelector(`${lrow} .status:has-text("scheduled")`, wait);
-      await page.click(`${lrow} button.job-cancel`);
-      await page.waitForSelector(`${lrow} .status:has-text("cancelled")`, wait);
-      assert.equal(await page.locator(`${lrow} button.job-cancel`).count(), 0);
-      assert.equal((await hub.api('GET', `/jobs/${later.json.job_id}`)).json.status, 'cancelled');
-
-      // the charts: commands finished while the page sampled, so both have a line above zero
-      for (const chart of ['#chart-throughput', '#chart-latency']) {
-        await page.waitForFunction(
-          (sel) => {
-            const svg = document.querySelector(sel) as SVGElement | null;
-            return Number(svg?.dataset.samples) >= 2 && Number(svg?.dataset.max) > 0 && !!svg?.querySelector('polyline');
-          },
-          chart,
-          wait,
-        );
-      }
-      assert.match((await page.textContent('#chart-throughput-max')) ?? '', /max \d+\.\d\d \/s/);
-      assert.match((await page.textContent('#chart-latency-max')) ?? '', /max \d+(\.\d)? (ms|s)/);
       assert.deepEqual(errors, []);
     });
   });
