@@ -35,8 +35,10 @@ const DETAIL_CONCURRENCY = 6;
 
 const projects = new Map(); // project_id → ProjectView
 const commands = new Map(); // command_id → CommandView (+ result): the page of the list shown
-// The commands list's filters and page (GET /commands query), and the answer's total.
-const listing = { project_id: '', status: '', command_type: '', limit: 50, offset: 0, total: 0 };
+// The commands list's filters and page asked for (GET /commands query), and the page shown
+// (the answer's total, limit and offset: a request still on its way must not relabel it).
+const listing = { project_id: '', status: '', command_type: '', limit: 50, offset: 0 };
+let shown = { total: 0, limit: 50, offset: 0 };
 let feed = { epoch: null, last: 0 };
 let socket = null;
 let reconnectDelay = 500;
@@ -153,7 +155,7 @@ function renderCommands() {
     );
   }
   $('commands-empty').hidden = list.length > 0;
-  pager('commands', listing);
+  pager('commands', shown);
   $('inflight-count').textContent = `${list.filter((c) => !FINAL.has(c.status)).length} in flight`;
 }
 
@@ -183,10 +185,10 @@ function keepCommand(view, result) {
 function liveCommand(view, result) {
   detailFollows(view, result);
   if (commands.has(view.command_id)) keepCommand(view, result);
-  else if (listing.offset === 0 && matches(view)) {
+  else if (shown.offset === 0 && matches(view)) {
     keepCommand(view, result);
-    listing.total++;
-    if (commands.size > listing.limit) {
+    shown.total++;
+    if (commands.size > shown.limit) {
       const oldest = [...commands.values()].sort((a, b) => a.created_at.localeCompare(b.created_at))[0];
       commands.delete(oldest.command_id);
     }
@@ -218,12 +220,13 @@ async function loadCommands() {
   }
   commands.clear();
   for (const c of r.json.items) keepCommand(c);
-  listing.total = r.json.total;
+  shown = { total: r.json.total, limit: r.json.limit, offset: r.json.offset };
   renderCommands();
   // the list has no results: read the finished ones' details, a few at a time
   const finished = r.json.items.filter((c) => FINAL.has(c.status)).map((c) => c.command_id);
   const next = async () => {
     for (let id = finished.shift(); id; id = finished.shift()) {
+      if (mine !== commandsRequest) return; // another page is shown now
       const d = await api('GET', `/command/${encodeURIComponent(id)}`);
       if (d.ok && d.json?.result && commands.has(id)) {
         keepCommand(d.json, d.json.result);
@@ -251,11 +254,11 @@ $('commands-filter').addEventListener('change', () => {
 });
 $('commands-filter').addEventListener('submit', (e) => e.preventDefault());
 $('commands-prev').addEventListener('click', () => {
-  listing.offset = Math.max(0, listing.offset - listing.limit);
+  listing.offset = Math.max(0, shown.offset - listing.limit);
   loadCommands();
 });
 $('commands-next').addEventListener('click', () => {
-  listing.offset += listing.limit;
+  listing.offset = shown.offset + shown.limit;
   loadCommands();
 });
 
