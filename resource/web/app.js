@@ -337,6 +337,7 @@ async function loadModules() {
   if (!r.ok) return;
   jobsRunning = r.json.items.some((m) => m.provider === 'jobs' && m.state === 'running');
   $('jobs-off').hidden = jobsRunning;
+  if (!jobsRunning) $('jobs-empty').hidden = true;
   $('modules').replaceChildren(
     ...r.json.items.map((m) =>
       el(

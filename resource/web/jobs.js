@@ -22,12 +22,17 @@ export async function loadJobs() {
 
 export function onJobProgress(job) {
   if (jobs.has(job.job_id)) jobs.set(job.job_id, job);
-  else if (page.offset === 0) {
-    // a new job on the first page: it is the newest
+  else if (page.offset === 0 && newerThanShown(job)) {
+    // a job made since the page was read: the newest, on the first page
     jobs.set(job.job_id, job);
     page.total++;
   } else return;
   render();
+}
+
+function newerThanShown(job) {
+  const shown = [...jobs.values()];
+  return shown.length < PAGE || shown.every((j) => j.created_at < job.created_at);
 }
 
 /** How far a job is: its terminal targets (completed, failed, timeout, cancelled) of its total. */
