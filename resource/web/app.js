@@ -1,145 +1,50 @@
-// The exchange hub dashboard: plain JavaScript, no build step, nothing loaded from elsewhere.
-// State comes from the REST API once, then from the live WebSocket; on a reconnect the page
-// resumes the feed where it left off, or re-reads everything when the hub says `resync`.
-// Data is only ever put in the page with textContent, never as HTML.
+// The exchange hub dashboard: plain JavaScript modules, no build step, nothing loaded from
+// elsewhere. State comes from the REST API once, then from the live WebSocket; on a reconnect the
+// page resumes the feed where it left off, or re-reads everything when the hub says `resync`.
+// Data is only ever put in the page with textContent, never as HTML. The parts: lib.js (token,
+// REST, page helpers), detail.js (a command), jobs.js, project.js (actions, history), charts.js.
 
-const API = '/api/exchange-hub';
-const TOKEN_KEY = 'gmq-hub.token';
-const FINAL = new Set(['completed', 'failed', 'timeout', 'cancelled']);
-const MAX_COMMANDS = 100;
+import { SAMPLE_MS, sample } from './charts.js';
+import { onCommand as detailFollows, onLog, openDetail } from './detail.js';
+import { loadJobs, onJobProgress } from './jobs.js';
+import {
+  $,
+  API,
+  api,
+  askToken,
+  badge,
+  el,
+  FINAL,
+  ms,
+  pager,
+  tickAges,
+  time,
+  timeCell,
+  token,
+  whenTokenSet,
+} from './lib.js';
+import { onStatus as historyFollows, openProject, showProject, whenProjectChanged } from './project.js';
+
 // Heartbeats change no presence state, so no event carries them: the project list is re-read at
 // this pace (while the tab is visible), and the "… ago" beside each time ticks every second.
 const PROJECTS_REFRESH_MS = 5_000;
+// Jobs driven by another hub instance send no events here: their rows are re-read at this pace.
+const JOBS_REFRESH_MS = 5_000;
 // Results of finished commands are not in the list answer: read one by one after a (re)load.
 const DETAIL_CONCURRENCY = 6;
 
-const $ = (id) => document.getElementById(id);
 const projects = new Map(); // project_id → ProjectView
-const commands = new Map(); // command_id → CommandView (+ result)
+const commands = new Map(); // command_id → CommandView (+ result): the page of the list shown
+// The commands list's filters and page asked for (GET /commands query), and the page shown
+// (the answer's total, limit and offset: a request still on its way must not relabel it).
+const listing = { project_id: '', status: '', command_type: '', limit: 50, offset: 0 };
+let shown = { total: 0, limit: 50, offset: 0 };
 let feed = { epoch: null, last: 0 };
 let socket = null;
 let reconnectDelay = 500;
 
-// ─── token ─────────────────────────────────────────────────────────────────────────────────
-const token = () => sessionStorage.getItem(TOKEN_KEY) ?? '';
-let tokenWaiters = [];
-
-function askToken() {
-  return new Promise((resolve) => {
-    tokenWaiters.push(resolve);
-    const dialog = $('token-dialog');
-    if (!dialog.open) dialog.showModal();
-    $('token-input').focus();
-  });
-}
-
-$('token-form').addEventListener('submit', (e) => {
-  e.preventDefault();
-  sessionStorage.setItem(TOKEN_KEY, $('token-input').value.trim());
-  $('token-input').value = '';
-  $('token-dialog').close();
-  const waiting = tokenWaiters;
-  tokenWaiters = [];
-  for (const resolve of waiting) resolve();
-  connect(true);
-});
+whenTokenSet(() => connect(true));
 $('token-button').addEventListener('click', () => askToken().then(() => loadAll()));
-
-// ─── REST ──────────────────────────────────────────────────────────────────────────────────
-async function api(method, path, body) {
-  for (;;) {
-    const headers = {};
-    if (token()) headers.authorization = `Bearer ${token()}`;
-    if (body !== undefined) headers['content-type'] = 'application/json';
-    const res = await fetch(API + path, {
-      method,
-      headers,
-      body: body === undefined ? undefined : JSON.stringify(body),
-    });
-    if (res.status === 401) {
-      await askToken();
-      continue;
-    }
-    const text = await res.text();
-    let json = null;
-    try {
-      json = text ? JSON.parse(text) : null;
-    } catch {
-      json = { error: { code: 'BAD_RESPONSE', message: text.slice(0, 200) } };
-    }
-    return { status: res.status, ok: res.ok, json };
-  }
-}
-
-// ─── rendering helpers ─────────────────────────────────────────────────────────────────────
-function el(tag, attrs = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs)) {
-    if (k === 'class') node.className = v;
-    else if (k.startsWith('data-')) node.setAttribute(k, v);
-    else node[k] = v;
-  }
-  for (const c of children) node.append(c instanceof Node ? c : document.createTextNode(c ?? ''));
-  return node;
-}
-
-// A moment as the operator reads it: the date, the time and the zone, in this browser's zone
-// (`2026-03-01 14:05:09 GMT+1`); the exact UTC instant is the cell's title.
-const pad = (n) => String(n).padStart(2, '0');
-function zoneOf(d) {
-  try {
-    return (
-      new Intl.DateTimeFormat(undefined, { timeZoneName: 'short' })
-        .formatToParts(d)
-        .find((p) => p.type === 'timeZoneName')?.value ?? ''
-    );
-  } catch {
-    return '';
-  }
-}
-function time(iso) {
-  if (!iso) return '—';
-  const d = new Date(iso);
-  if (Number.isNaN(d.getTime())) return '—';
-  const day = `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}`;
-  return `${day} ${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())} ${zoneOf(d)}`.trim();
-}
-
-function ago(iso) {
-  const t = Date.parse(iso ?? '');
-  if (Number.isNaN(t)) return '';
-  const s = Math.max(0, Math.round((Date.now() - t) / 1000));
-  if (s < 120) return `${s} s ago`;
-  if (s < 7200) return `${Math.round(s / 60)} min ago`;
-  return `${Math.round(s / 3600)} h ago`;
-}
-
-/**
- * A table cell for a moment: full time, its UTC instant as the title, and a ticking "… ago" on a
- * line of its own (side by side, two dated columns pushed the projects table past its panel).
- */
-function timeCell(iso, cls = '') {
-  return el(
-    'td',
-    { class: `time ${cls}`.trim(), title: iso ?? '', 'data-ts': iso ?? '' },
-    time(iso),
-    iso ? el('span', { class: 'ago muted' }, ago(iso)) : '',
-  );
-}
-
-function tickAges() {
-  for (const cell of document.querySelectorAll('td.time[data-ts]')) {
-    const span = cell.querySelector('.ago');
-    if (span && cell.dataset.ts) span.textContent = ago(cell.dataset.ts);
-  }
-}
-
-function ms(n) {
-  if (n === null || n === undefined) return '—';
-  return n < 1000 ? `${Math.round(n)} ms` : `${(n / 1000).toFixed(1)} s`;
-}
-
-const badge = (text, kind) => el('span', { class: `badge badge-${kind}` }, text);
 
 // ─── projects ──────────────────────────────────────────────────────────────────────────────
 function renderProjects() {
@@ -177,7 +82,28 @@ function renderProjects() {
   const firstOnline = list.find((p) => p.state === 'online');
   if (chosen && projects.has(chosen)) select.value = chosen;
   else if (firstOnline) select.value = firstOnline.project_id;
+
+  // the commands filter offers the same projects
+  const filter = $('filter-project');
+  filter.replaceChildren(
+    el('option', { value: '' }, 'all'),
+    ...list.map((p) => el('option', { value: p.project_id }, p.project_id)),
+  );
+  filter.value = listing.project_id;
+  for (const p of list) showProject(p);
 }
+
+$('projects').addEventListener('click', (e) => {
+  const row = e.target.closest('tr[data-project]');
+  const p = row && projects.get(row.dataset.project);
+  if (p) openProject(p);
+});
+
+whenProjectChanged(async (id) => {
+  const r = await api('GET', `/project/${encodeURIComponent(id)}/status`);
+  if (r.ok) projects.set(id, { ...projects.get(id), ...r.json });
+  renderProjects();
+});
 
 async function loadProjects() {
   const r = await api('GET', '/projects?limit=1000&include_disabled=true');
@@ -191,6 +117,7 @@ async function onStatus(ev) {
   const known = projects.get(ev.project_id);
   if (known) {
     projects.set(ev.project_id, { ...known, state: ev.state, state_since: new Date(ev.at).toISOString() });
+    historyFollows(ev);
   } else {
     const r = await api('GET', `/project/${encodeURIComponent(ev.project_id)}/status`);
     if (r.ok) projects.set(ev.project_id, r.json);
@@ -228,6 +155,7 @@ function renderCommands() {
     );
   }
   $('commands-empty').hidden = list.length > 0;
+  pager('commands', shown);
   $('inflight-count').textContent = `${list.filter((c) => !FINAL.has(c.status)).length} in flight`;
 }
 
@@ -248,22 +176,57 @@ function summary(result) {
 function keepCommand(view, result) {
   const prev = commands.get(view.command_id);
   commands.set(view.command_id, { ...prev, ...view, result: result ?? prev?.result ?? null });
-  if (commands.size > MAX_COMMANDS) {
-    const oldest = [...commands.values()].sort((a, b) => a.created_at.localeCompare(b.created_at))[0];
-    commands.delete(oldest.command_id);
-  }
 }
 
+/**
+ * A command from a live event: a row shown follows it; a new one joins only the first page, and
+ * only when it matches the filters (the newest first: the oldest row of the page makes room).
+ */
+function liveCommand(view, result) {
+  detailFollows(view, result);
+  if (commands.has(view.command_id)) keepCommand(view, result);
+  else if (shown.offset === 0 && matches(view)) {
+    keepCommand(view, result);
+    shown.total++;
+    if (commands.size > shown.limit) {
+      const oldest = [...commands.values()].sort((a, b) => a.created_at.localeCompare(b.created_at))[0];
+      commands.delete(oldest.command_id);
+    }
+  } else return;
+  renderCommands();
+}
+
+function matches(c) {
+  return (
+    (!listing.project_id || c.project_id === listing.project_id) &&
+    (!listing.status || c.status === listing.status) &&
+    (!listing.command_type || c.command_type === listing.command_type)
+  );
+}
+
+let commandsRequest = 0;
+
 async function loadCommands() {
-  const r = await api('GET', '/commands?limit=50');
-  if (!r.ok) return;
+  const q = new URLSearchParams({ limit: String(listing.limit), offset: String(listing.offset) });
+  for (const k of ['project_id', 'status', 'command_type']) if (listing[k]) q.set(k, listing[k]);
+  // filters change faster than the hub answers: only the newest request's answer is shown
+  const mine = ++commandsRequest;
+  const r = await api('GET', `/commands?${q}`);
+  if (mine !== commandsRequest) return;
+  $('commands-refusal').hidden = r.ok;
+  if (!r.ok) {
+    $('commands-refusal').textContent = `${r.json?.error?.code}: ${r.json?.error?.message}`;
+    return;
+  }
   commands.clear();
   for (const c of r.json.items) keepCommand(c);
+  shown = { total: r.json.total, limit: r.json.limit, offset: r.json.offset };
   renderCommands();
   // the list has no results: read the finished ones' details, a few at a time
   const finished = r.json.items.filter((c) => FINAL.has(c.status)).map((c) => c.command_id);
   const next = async () => {
     for (let id = finished.shift(); id; id = finished.shift()) {
+      if (mine !== commandsRequest) return; // another page is shown now
       const d = await api('GET', `/command/${encodeURIComponent(id)}`);
       if (d.ok && d.json?.result && commands.has(id)) {
         keepCommand(d.json, d.json.result);
@@ -277,8 +240,26 @@ async function loadCommands() {
 $('commands').addEventListener('click', async (e) => {
   const row = e.target.closest('tr[data-command]');
   if (!row) return;
-  const r = await api('GET', `/command/${row.dataset.command}`);
-  show(r);
+  openDetail(row.dataset.command);
+});
+
+// a filter changed: back to the first page
+$('commands-filter').addEventListener('change', () => {
+  listing.project_id = $('filter-project').value;
+  listing.status = $('filter-status').value;
+  listing.command_type = $('filter-type').value.trim();
+  listing.limit = Number($('filter-limit').value);
+  listing.offset = 0;
+  loadCommands();
+});
+$('commands-filter').addEventListener('submit', (e) => e.preventDefault());
+$('commands-prev').addEventListener('click', () => {
+  listing.offset = Math.max(0, shown.offset - listing.limit);
+  loadCommands();
+});
+$('commands-next').addEventListener('click', () => {
+  listing.offset = shown.offset + shown.limit;
+  loadCommands();
 });
 
 // ─── send ──────────────────────────────────────────────────────────────────────────────────
@@ -311,10 +292,7 @@ $('send-form').addEventListener('submit', async (e) => {
     const r = await api('POST', sync ? '/command/sync' : '/command/send', body);
     show(r);
     const view = r.json?.command_id && r.json.status ? r.json : r.json?.command;
-    if (view) {
-      keepCommand(view, view.result);
-      renderCommands();
-    }
+    if (view) liveCommand(view, view.result);
   } finally {
     $('send-button').disabled = false;
   }
@@ -351,9 +329,15 @@ $('secret-dismiss').addEventListener('click', () => {
 });
 
 // ─── modules ───────────────────────────────────────────────────────────────────────────────
+// Jobs are a module of their own: a hub that does not run it has no /jobs to read.
+let jobsRunning = false;
+
 async function loadModules() {
   const r = await api('GET', '/modules');
   if (!r.ok) return;
+  jobsRunning = r.json.items.some((m) => m.provider === 'jobs' && m.state === 'running');
+  $('jobs-off').hidden = jobsRunning;
+  if (!jobsRunning) $('jobs-empty').hidden = true;
   $('modules').replaceChildren(
     ...r.json.items.map((m) =>
       el(
@@ -382,12 +366,16 @@ function onEvent(ev) {
       onStatus(ev.data);
       return;
     case 'command.state':
-      keepCommand(ev.data);
-      renderCommands();
+      liveCommand(ev.data);
       return;
     case 'command.result':
-      keepCommand(ev.data.command, ev.data.result);
-      renderCommands();
+      liveCommand(ev.data.command, ev.data.result);
+      return;
+    case 'command.log':
+      onLog(ev.data);
+      return;
+    case 'job.progress':
+      onJobProgress(ev.data);
       return;
     default:
       return;
@@ -433,7 +421,11 @@ function connect(fresh = false) {
 }
 
 async function loadAll() {
-  await Promise.all([loadProjects(), loadCommands(), loadModules()]);
+  await Promise.all([loadProjects(), loadCommands(), loadModules().then(refreshJobs)]);
+}
+
+function refreshJobs() {
+  if (jobsRunning) return loadJobs();
 }
 
 // REST first asks for a token when one is needed; the socket then subscribes and re-reads.
@@ -443,3 +435,10 @@ setInterval(() => {
   if (document.visibilityState === 'visible') loadProjects();
 }, PROJECTS_REFRESH_MS);
 setInterval(tickAges, 1_000);
+setInterval(() => {
+  if (document.visibilityState === 'visible') refreshJobs();
+}, JOBS_REFRESH_MS);
+sample();
+setInterval(() => {
+  if (document.visibilityState === 'visible') sample();
+}, SAMPLE_MS);

@@ -45,6 +45,7 @@ describe('dashboard over the real hub and a real agent', () => {
       `  mqtt-bridge: { url: "mqtt://127.0.0.1:${mqttPort}" }`,
       '  status: {}',
       '  command: {}',
+      '  jobs: {}',
       '  web: { port: 0 }',
     ].join('\n');
     th = await startHost(hubYaml, builtinProviders());
@@ -166,6 +167,12 @@ describe('dashboard over the real hub and a real agent', () => {
       await page.waitForSelector(queuedRow, { timeout: scaled(WAIT) });
       await page.reload();
       await page.waitForSelector(queuedRow, { timeout: scaled(WAIT) });
+
+      // the echo's detail, as the screenshot shows it: its timings read from the hub
+      await page.click(`tr[data-command="${result.command_id}"]`);
+      await page.waitForSelector('#detail-panel[data-status="completed"]', { timeout: scaled(WAIT) });
+      assert.match((await page.textContent('#detail-timings [data-timing="total"]')) ?? '', /\d+ (ms|s)/);
+      assert.ok(await page.isHidden('#jobs-off'), 'the jobs module runs: its panel is live');
 
       const shot = screenshotPath('dashboard');
       fs.mkdirSync(path.dirname(shot), { recursive: true });
