@@ -2,26 +2,13 @@
  * `gmq-hub jobs create|list|show|cancel`: jobs (one command to many projects) over REST, as
  * README "Jobs: one command to many projects" describes them. The shapes are the documented REST answers (JobView).
  */
+
+import type { JobView } from '../../modules/jobs/contract/topics.js';
 import type { GroupSpec } from './args.js';
 import { UsageError } from './args.js';
 import { API } from './client.js';
 import { allPages, type CliContext, enc, positiveInt, printJson, type Spec, show } from './commands.js';
 import { block, cell, table, when } from './format.js';
-
-interface JobView {
-  job_id: string;
-  status: string;
-  counts: Record<'total' | 'pending' | 'in_flight' | 'completed' | 'failed' | 'timeout' | 'cancelled', number>;
-  targets: Record<string, unknown>;
-  command_type: string;
-  rollout: { max_in_flight: number; max_per_minute: number | null };
-  abort: { failure_ratio: number; min_done: number } | null;
-  schedule_at: string | null;
-  reason: string | null;
-  created_at: string;
-  started_at: string | null;
-  finished_at: string | null;
-}
 
 export const JOBS_GROUP: GroupSpec = {
   name: 'jobs',
