@@ -24,6 +24,16 @@ export interface RunHubOptions {
  * @example
  *   await runHub(); // as `npm start`
  */
+/** Start refusals whose fix is in the operator's hands, logged without a stack. */
+const OPERATOR_FIXES = new Set([
+  'HOST_ERR_CONFIG_READ',
+  'HOST_ERR_CONFIG_YAML',
+  'HOST_ERR_CONFIG_INVALID',
+  'HOST_ERR_CONFIG_ENV',
+  'HOST_ERR_PORT_IN_USE',
+  'DB_ERR_DATA_DIR_LOCKED',
+]);
+
 export async function runHub(opts: RunHubOptions = {}): Promise<void> {
   const configFile = path.resolve(opts.configFile ?? process.env.HUB_CONFIG ?? './config.yml');
   let log = createRootLogger();
@@ -37,8 +47,12 @@ export async function runHub(opts: RunHubOptions = {}): Promise<void> {
   } catch (err) {
     // one clear line a person can act on, then the structured record
     const e = err as Error;
-    process.stderr.write(`gmq-hub: ${errorCode(err) ? `${errorCode(err)}: ` : ''}${e.message}\n`);
-    log.fatal({ err }, 'start failed');
+    const code = errorCode(err);
+    process.stderr.write(`gmq-hub: ${code ? `${code}: ` : ''}${e.message}\n`);
+    // the operator's to fix (a config value, a taken port, a second hub on the data directory):
+    // the record says what and where, without a stack that would read like a crash of the hub
+    if (code && OPERATOR_FIXES.has(code)) log.fatal({ code, reason: e.message }, 'start refused');
+    else log.fatal({ err }, 'start failed');
     process.exit(1);
   }
   logAgentHint(host.currentConfig, log);

@@ -253,7 +253,8 @@ export class WsHub {
 
   private reject(c: Client, reason: string, message: string): void {
     this.d.metrics.wsRejected.inc({ reason });
-    this.d.log.debug({ client: c.id, reason }, 'websocket message rejected');
+    // a caller's mistake is an answer: one info line with its code, as REST's `request refused`
+    this.d.log.info({ client: c.id, reason, code: 'WEB_ERR_WS_MESSAGE' }, 'websocket message refused');
     this.send(c, { op: 'error', code: 'WEB_ERR_WS_MESSAGE', message });
   }
 

@@ -632,6 +632,17 @@ describe('gmq-hub start', () => {
       }
       const viaFlag = await runCli(['start', '--config', cfg.file], { LOG_LEVEL: 'silent' });
       assert.equal(oneLine(viaFlag), oneLine(viaCli), '--config is HUB_CONFIG');
+      // the structured record of an operator's mistake: code and reason, no stack
+      const logged = await runScript(MAIN, [], { HUB_CONFIG: cfg.file, LOG_LEVEL: 'info' });
+      const fatal = logged.stdout
+        .split('\n')
+        .filter((l) => l.startsWith('{'))
+        .map((l) => JSON.parse(l) as Record<string, unknown>)
+        .find((r) => r.level === 60);
+      assert.ok(fatal, logged.stdout);
+      assert.equal(fatal.msg, 'start refused');
+      assert.equal(fatal.code, 'HOST_ERR_PORT_IN_USE');
+      assert.ok(!logged.stdout.includes('"stack"'), 'no stack for a taken port');
     } finally {
       await new Promise<void>((r) => holder.close(() => r()));
       cfg.cleanup();

@@ -4,7 +4,7 @@ import { after, before, describe, test } from 'node:test';
 import { HOST_TOPICS } from '../../../core/host-topics.js';
 import { STATUS } from '../../../modules/status/contract/topics.js';
 import { until } from '../../helpers/wait.js';
-import { type Json, startWeb, WAIT_MS, type WebHarness, WsClient } from './harness.js';
+import { captureLog, type Json, startWeb, WAIT_MS, type WebHarness, WsClient } from './harness.js';
 
 const API = '/api/exchange-hub';
 
@@ -18,8 +18,9 @@ function assertContiguous(ids: number[], from: number, to: number): void {
 
 describe('WebSocket feed', () => {
   let w: WebHarness;
+  const cap = captureLog();
   before(async () => {
-    w = await startWeb({ web: { ws: { replay: 50, max_buffered_bytes: 65_536 } } });
+    w = await startWeb({ log: cap.log, web: { ws: { replay: 50, max_buffered_bytes: 65_536 } } });
   });
   after(() => w.stop());
 
@@ -193,6 +194,10 @@ describe('WebSocket feed', () => {
       const metrics = await w.call('GET', '/metrics');
       assert.match(metrics.text, /hub_ws_messages_rejected_total\{reason="json"\} 1/);
       assert.match(metrics.text, /hub_ws_messages_rejected_total\{reason="invalid"\} 3/);
+      // each refusal is one info line with its code (a caller's mistake, not an error of the hub)
+      const refused = cap.lines.filter((l) => l.msg === 'websocket message refused');
+      assert.equal(refused.length, 4);
+      assert.ok(refused.every((l) => l.level === 30 && l.code === 'WEB_ERR_WS_MESSAGE'));
     } finally {
       await c.close();
     }
