@@ -8,7 +8,8 @@ import { BRIDGE, type BridgeStateEvent } from '../../../modules/mqtt-bridge/cont
 import { provider } from '../../../modules/mqtt-bridge/index.js';
 import { buildData } from '../../../modules/shared/protocol.js';
 import { STATUS } from '../../../modules/status/contract/topics.js';
-import { forgetSessions, MOSQUITTO_URL, startTestBroker, type TestBroker } from '../../helpers/mqtt.js';
+import { startPrivateMosquitto } from '../../helpers/mosquitto.js';
+import { startTestBroker, type TestBroker } from '../../helpers/mqtt.js';
 import { until } from '../../helpers/wait.js';
 
 /** The secret the stand-in status module gives every project (sign test uplinks with it). */
@@ -83,6 +84,9 @@ export interface BrokerCase {
 }
 
 /** The embedded aedes broker and the machine's Mosquitto: every feature is tested on both. */
+const BRIDGE_TEST_USER = 'bridge-test';
+const BRIDGE_TEST_PASSWORD = 'bridge-test-password';
+
 export const BROKERS: BrokerCase[] = [
   {
     name: 'embedded aedes',
@@ -93,8 +97,13 @@ export const BROKERS: BrokerCase[] = [
   },
   {
     name: 'mosquitto',
+    // a private Mosquitto, not the machine's: the bridge subscribes to the protocol's fixed topics,
+    // so on a shared broker every other test's agents (e2e hubs, fuzzers) reach it too, and a test
+    // counting exactly its own rejections or uplinks sees theirs as well (a CI run failed so)
     async open() {
-      return { url: MOSQUITTO_URL, done: (ids = []) => forgetSessions(MOSQUITTO_URL, ids) };
+      const m = await startPrivateMosquitto({ [BRIDGE_TEST_USER]: BRIDGE_TEST_PASSWORD });
+      const url = m.tcpUrl.replace('mqtt://', `mqtt://${BRIDGE_TEST_USER}:${BRIDGE_TEST_PASSWORD}@`);
+      return { url, done: () => m.stop() };
     },
   },
 ];
