@@ -5,6 +5,7 @@
  * send schema (contract/schemas.ts), bounded by this module's config.
  */
 import { HubError } from '../../core/errors.js';
+import { instantMs, TIME_MAX, TIME_MIN } from '../shared/contract/instant.js';
 import { isUuid, parseOr, shown as show } from '../shared/contract/schemas.js';
 import { isProjectPattern, MAX_PROJECT_PATTERNS } from '../shared/project-scope.js';
 import { COMMAND_TYPE_RE, isValidProjectId } from '../shared/protocol.js';
@@ -162,19 +163,15 @@ export function checkPaging(r: Record<string, unknown>): Paging {
 }
 
 /**
- * The times a list filter may name: years 1 to 9999. JavaScript dates reach ±275 760 years and
- * PostgreSQL's timestamptz does not (4713 BC to 294276 AD, and the driver writes years past
- * 9999 in a form the server refuses), so a date outside is a caller's mistake, said as one.
+ * The times a list filter may name: years 1 to 9999 (TIME_MIN, TIME_MAX). JavaScript dates reach
+ * ±275 760 years and PostgreSQL's timestamptz does not (the driver writes years past 9999 in a
+ * form the server refuses), so a date outside is a caller's mistake, said as one.
  */
-const TIME_MIN = new Date('0001-01-01T00:00:00.000Z').getTime();
-const TIME_MAX = new Date('9999-12-31T23:59:59.999Z').getTime();
-
 function time(field: string, v: unknown): Date | null {
   if (v === undefined || v === null) return null;
-  const t =
-    typeof v === 'number' ? v : typeof v === 'string' ? (/^\d+$/.test(v) ? Number(v) : Date.parse(v)) : Number.NaN;
+  const t = instantMs(v);
   const d = new Date(t);
-  if (!Number.isFinite(t) || Number.isNaN(d.getTime())) {
+  if (Number.isNaN(t) || Number.isNaN(d.getTime())) {
     throw invalid(field, `expected an ISO time or milliseconds since the epoch, got ${show(v)}`);
   }
   if (t < TIME_MIN || t > TIME_MAX) {

@@ -7,8 +7,9 @@
 import { z } from 'zod';
 import { shown } from './schemas.js';
 
-const TIME_MIN = Date.parse('0001-01-01T00:00:00.000Z');
-const TIME_MAX = Date.parse('9999-12-31T23:59:59.999Z');
+/** The times a list filter may name (years 1 to 9999), in ms: the command list uses them too. */
+export const TIME_MIN = Date.parse('0001-01-01T00:00:00.000Z');
+export const TIME_MAX = Date.parse('9999-12-31T23:59:59.999Z');
 
 /** The instant as ms, or NaN when it is not one. */
 export function instantMs(v: unknown): number {
