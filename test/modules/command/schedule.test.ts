@@ -224,6 +224,9 @@ describe('scheduled sends across two hub instances on one PostgreSQL (pg)', () =
     const at = inMs(AHEAD_MS);
     const N = 300;
     const ids = new Set<string>();
+    // on a slow machine the last sends can be made after `at`: those start at once (a past time),
+    // so the scheduler's count is checked against the sends accepted as scheduled
+    let scheduled = 0;
     for (let i = 0; i < N; i++) {
       const v = await hubs[i % 2].req<SentCommand>(COMMAND.send, {
         project_id: 's-two',
@@ -231,7 +234,9 @@ describe('scheduled sends across two hub instances on one PostgreSQL (pg)', () =
         schedule_at: at,
       });
       ids.add(v.command_id);
+      if (v.status === 'scheduled') scheduled++;
     }
+    assert.ok(scheduled > 0, 'some sends were accepted as scheduled');
     await until(
       async () =>
         (await hubs[0].req<Page>(COMMAND.list, { project_id: 's-two', status: ['completed'], limit: 1 })).total === N,
@@ -239,7 +244,7 @@ describe('scheduled sends across two hub instances on one PostgreSQL (pg)', () =
       `${N} completed`,
     );
     const stats = await Promise.all(hubs.map((h) => h.req<Stats>(COMMAND.stats, {})));
-    assert.equal(stats[0].scheduled_started + stats[1].scheduled_started, N, JSON.stringify(stats));
+    assert.equal(stats[0].scheduled_started + stats[1].scheduled_started, scheduled, JSON.stringify(stats));
     // each start is one local scheduled → pending change on one instance only
     const starts = new Map<string, number>();
     for (const h of hubs) {
