@@ -26,6 +26,9 @@ import { PresenceSync, presenceChannel } from './sync.js';
 import { Timeouts } from './timeouts.js';
 import { Uplinks } from './uplinks.js';
 
+/** Broker logins answered at once (each is a cache hit or waits for a shared read). */
+const LOGINS_IN_FLIGHT = 256;
+
 /**
  * `status`: project provisioning (secrets, MQTT credentials, broker authentication) and presence
  * (registration handshake, heartbeats, disconnects, last wills) — docs/wire-protocol.md#mqtt-wire-protocol and docs/architecture.md#tables.
@@ -163,10 +166,16 @@ function createStatus(ctx: ModuleContext<StatusConfig>) {
         () => answer(r, presence.get(project_id)),
       );
     });
-    bus.subscribe(STATUS.authenticate, (body) => {
-      const b = (body ?? {}) as { username?: unknown; password?: unknown };
-      return projects.authenticate(b.username, b.password);
-    });
+    // A login is a pure read: a miss waits for the store's batched read (ProjectStore.load)
+    // without holding the mailbox, so the logins of a fleet reconnecting at once share queries.
+    bus.subscribe(
+      STATUS.authenticate,
+      (body) => {
+        const b = (body ?? {}) as { username?: unknown; password?: unknown };
+        return projects.authenticate(b.username, b.password);
+      },
+      { concurrency: LOGINS_IN_FLIGHT },
+    );
     bus.subscribe(
       STATUS.online,
       async () => {

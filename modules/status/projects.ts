@@ -119,7 +119,7 @@ function notFound(projectId: string): HubError {
 /**
  * The `project` table behind an in-memory cache. Credentials and broker authentication are hot
  * (every signed message, every MQTT connect), so lookups are answered from memory: synchronously
- * when cached, with one database read (shared by concurrent callers) when not. This module's own
+ * when cached, else from one database read shared by every miss of the same moment (load). This module's own
  * changes invalidate the entry at once; other hub instances' changes show after `cacheTtlMs`.
  */
 export class ProjectStore {
@@ -128,6 +128,9 @@ export class ProjectStore {
   /** Provisioned projects whose entry outlived the TTL, to be re-read together. */
   private readonly expired = new Set<string>();
   private refreshing = false;
+  /** Uncached ids asked for since the last batched read (load), with who waits for each. */
+  private readonly misses = new Map<string, { resolve(rec: ProjectRecord | null): void; reject(err: unknown): void }>();
+  private missesScheduled = false;
 
   constructor(
     private readonly db: () => Knex,
@@ -199,16 +202,8 @@ export class ProjectStore {
         this.expired.delete(id);
         if (ids.length >= REFRESH_CHUNK) break;
       }
-      const rows: Record<string, unknown>[] = await this.db()('project').whereRaw(
-        'project_id IN (SELECT jsonb_array_elements_text(?::jsonb))',
-        [JSON.stringify(ids)],
-      );
-      const found = new Set<string>();
-      for (const row of rows) {
-        found.add(row.project_id as string);
-        this.remember(row.project_id as string, fromRow(row));
-      }
-      for (const id of ids) if (!found.has(id)) this.remember(id, null);
+      const found = await this.readMany(ids);
+      for (const id of ids) this.remember(id, found.get(id) ?? null);
     }
   }
 
@@ -220,37 +215,67 @@ export class ProjectStore {
   async warm(projectIds: string[]): Promise<number> {
     let n = 0;
     for (let i = 0; i < projectIds.length && this.cache.size < CACHE_MAX; i += REFRESH_CHUNK) {
-      const ids = projectIds.slice(i, i + REFRESH_CHUNK);
-      const rows: Record<string, unknown>[] = await this.db()('project').whereRaw(
-        'project_id IN (SELECT jsonb_array_elements_text(?::jsonb))',
-        [JSON.stringify(ids)],
-      );
-      for (const row of rows) {
-        const id = row.project_id as string;
+      const found = await this.readMany(projectIds.slice(i, i + REFRESH_CHUNK));
+      for (const [id, rec] of found) {
         if (this.cache.has(id)) continue; // a fresher answer arrived meanwhile
-        this.remember(id, fromRow(row));
+        this.remember(id, rec);
         n++;
       }
     }
     return n;
   }
 
+  /**
+   * Misses are read together: the ids asked for while the event loop turns are gathered and
+   * read in one query at the next turn (REFRESH_CHUNK per query). Ten thousand agents
+   * connecting at once used to mean ten thousand single-row reads, one after another; on PGlite
+   * the broker's authentication requests waited behind them past their deadline (bench `memory`).
+   */
   private load(projectId: string): Promise<ProjectRecord | null> {
     if (!isValidProjectId(projectId)) return Promise.resolve(null);
     let p = this.loading.get(projectId);
     if (p) return p;
-    p = (async () => {
-      try {
-        const row = await this.db()('project').where({ project_id: projectId }).first();
-        const rec = row ? fromRow(row) : null;
-        this.remember(projectId, rec);
-        return rec;
-      } finally {
-        this.loading.delete(projectId);
-      }
-    })();
+    p = new Promise<ProjectRecord | null>((resolve, reject) => this.misses.set(projectId, { resolve, reject }));
     this.loading.set(projectId, p);
+    if (!this.missesScheduled) {
+      this.missesScheduled = true;
+      setImmediate(() => void this.readMisses());
+    }
     return p;
+  }
+
+  private async readMisses(): Promise<void> {
+    this.missesScheduled = false;
+    const waiting = [...this.misses];
+    this.misses.clear();
+    for (let i = 0; i < waiting.length; i += REFRESH_CHUNK) {
+      const part = waiting.slice(i, i + REFRESH_CHUNK);
+      let found: Map<string, ProjectRecord>;
+      try {
+        found = await this.readMany(part.map(([id]) => id));
+      } catch (err) {
+        for (const [id, waiter] of part) {
+          this.loading.delete(id);
+          waiter.reject(err);
+        }
+        continue;
+      }
+      for (const [id, waiter] of part) {
+        const rec = found.get(id) ?? null;
+        this.remember(id, rec);
+        this.loading.delete(id);
+        waiter.resolve(rec);
+      }
+    }
+  }
+
+  /** The provisioned projects among `ids`, in one query. */
+  private async readMany(ids: string[]): Promise<Map<string, ProjectRecord>> {
+    const rows: Record<string, unknown>[] = await this.db()('project').whereRaw(
+      'project_id IN (SELECT jsonb_array_elements_text(?::jsonb))',
+      [JSON.stringify(ids)],
+    );
+    return new Map(rows.map((row) => [row.project_id as string, fromRow(row)]));
   }
 
   private remember(projectId: string, rec: ProjectRecord | null): void {
