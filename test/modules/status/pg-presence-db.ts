@@ -1,12 +1,13 @@
 /**
- * The status module's tables on a fresh PostgreSQL schema, for tests that drive the presence
- * writer (persist.ts) directly. `close()` ends the pool and drops the schema.
+ * The status module's tables on a fresh database (a PostgreSQL schema, or a PGlite directory),
+ * for tests that drive the module's stores (persist.ts, projects.ts) directly. `close()` ends
+ * the pool and drops the schema or directory.
  */
 import type { Knex } from 'knex';
 import { silentLogger } from '../../../core/log.js';
 import { DbPool } from '../../../core/services/db.js';
 import { migrations } from '../../../modules/status/migrations.js';
-import { withPgSchema } from '../../helpers/db.js';
+import { prepareSharedPgliteTemplate, tempPgliteConfig, withPgSchema } from '../../helpers/db.js';
 
 export interface PresenceDb {
   db: Knex;
@@ -15,21 +16,35 @@ export interface PresenceDb {
 
 /** `maxConnections`: how many flushes may hold a connection at once (a pool of knex's default otherwise). */
 export async function presenceDbOnPg(maxConnections?: number): Promise<PresenceDb> {
-  const s = await withPgSchema();
-  const config = maxConnections ? { ...s.config, pool: { min: 0, max: maxConnections } } : s.config;
+  return statusDb('pg', maxConnections);
+}
+
+export async function statusDb(backend: 'pg' | 'pglite', maxConnections?: number): Promise<PresenceDb> {
+  let config: ConstructorParameters<typeof DbPool>[0]['default'];
+  let drop: () => Promise<void> | void;
+  if (backend === 'pglite') {
+    await prepareSharedPgliteTemplate();
+    const t = tempPgliteConfig();
+    config = t.config;
+    drop = t.cleanup;
+  } else {
+    const s = await withPgSchema();
+    config = maxConnections ? { ...s.config, pool: { min: 0, max: maxConnections } } : s.config;
+    drop = s.drop;
+  }
   const pool = new DbPool({ default: config }, silentLogger());
   try {
     await pool.migrate('status', migrations);
   } catch (err) {
     await pool.close();
-    await s.drop();
+    await drop();
     throw err;
   }
   return {
     db: pool.get(),
     async close() {
       await pool.close();
-      await s.drop();
+      await drop();
     },
   };
 }
