@@ -87,6 +87,11 @@ const dbSchema = z
     pool: z.strictObject({ min: int(0).default(0), max: int(1).default(10) }).optional(),
     /** How long a query may wait for a connection (knex acquireConnectionTimeout); see db.ts. */
     acquire_timeout_ms: int(1).optional(),
+    /** PGlite's buffer cache inside the hub's process (services/pglite.ts); ignored by `pg`. */
+    shared_buffers: z
+      .string()
+      .regex(/^[1-9][0-9]*(kB|MB|GB)$/, 'a size such as 32MB (kB, MB or GB)')
+      .optional(),
   })
   .superRefine((db, ctx) => {
     if (db.driver === 'pg' && !db.url)

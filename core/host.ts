@@ -153,6 +153,7 @@ export class Host {
           plannedPorts([...plan.values()].map((p) => ({ name: p.block.name, settings: p.settings }))),
           this.config,
         );
+        await this.db.prepareDataDirs();
       } catch (err) {
         this.state = 'stopped';
         await this.db.close();

@@ -10,6 +10,7 @@ import { HubError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { lockDataDir } from './data-dir-lock.js';
 import { type Migration, runMigrations } from './migrations.js';
+import { initDataDirApart, pgliteStartParams } from './pglite.js';
 
 export type { Migration } from './migrations.js';
 
@@ -91,6 +92,29 @@ export class DbPool {
 
   private lockDir(dataDir: string): void {
     if (!this.dirLocks.has(dataDir)) this.dirLocks.set(dataDir, lockDataDir(dataDir));
+  }
+
+  /**
+   * Creates each configured PGlite data_dir that does not exist yet in a child process
+   * (pglite.ts initDataDirApart), so this process opens an existing database and never holds
+   * initdb's memory. The host calls this at start, after the locks. A failed child is logged
+   * and the open here then creates the directory as before (and reports its own error).
+   */
+  async prepareDataDirs(): Promise<void> {
+    for (const [name, cfg] of this.configs) {
+      if (cfg.driver !== 'pglite' || !cfg.data_dir || cfg.data_dir === 'memory://') continue;
+      const dataDir = path.resolve(cfg.data_dir);
+      const t0 = Date.now();
+      try {
+        if (await initDataDirApart(dataDir, cfg.shared_buffers))
+          this.log.info({ db: name, data_dir: dataDir, ms: Date.now() - t0 }, 'embedded database created');
+      } catch (err) {
+        this.log.warn(
+          { db: name, data_dir: dataDir, err: (err as Error).message },
+          'embedded database not created apart; creating it in process',
+        );
+      }
+    }
   }
 
   names(): string[] {
@@ -237,7 +261,7 @@ export class DbPool {
     if (cfg.pool && cfg.pool.max > 1) {
       this.log.warn({ db: name }, 'pool is ignored for driver pglite: it is a single connection');
     }
-    const pglite = new PGlite(dataDir, { parsers: PGLITE_PARSERS });
+    const pglite = new PGlite(dataDir, { parsers: PGLITE_PARSERS, startParams: pgliteStartParams(cfg.shared_buffers) });
     // An init failure (corrupt data_dir) must not crash the process as an unhandled rejection
     // when nothing has queried yet; the first query still gets the error.
     pglite.waitReady.catch((err: unknown) => this.log.error({ db: name, err }, 'PGlite failed to start'));

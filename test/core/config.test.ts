@@ -154,6 +154,12 @@ test('databases: pglite default driver; pg requires a url', () => {
     'HOST_ERR_CONFIG_INVALID',
     'databases.main.pool.idle: unknown key',
   );
+  assert.equal(parse('databases:\n  default:\n    shared_buffers: 16MB\n').databases.default.shared_buffers, '16MB');
+  rejects(
+    'databases:\n  default:\n    shared_buffers: lots\n',
+    'HOST_ERR_CONFIG_INVALID',
+    'databases.default.shared_buffers: a size such as 32MB (kB, MB or GB)',
+  );
 });
 
 test('rejections name the file, the dotted key and the reason', () => {

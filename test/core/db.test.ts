@@ -1,10 +1,14 @@
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { Writable } from 'node:stream';
 import { before, describe, test } from 'node:test';
 import pino from 'pino';
 import { errorCode, HubError } from '../../core/errors.js';
 import { silentLogger } from '../../core/log.js';
 import { type DbConfig, DbPool, type Migration } from '../../core/services/db.js';
+import { PGLITE_SHARED_BUFFERS } from '../../core/services/pglite.js';
 import { preparePgliteTemplate, TEST_DATABASE_URL, tempPgliteConfig, withPgSchema } from '../helpers/db.js';
 
 type Fixture = { config: DbConfig; cleanup(): Promise<void> };
@@ -313,6 +317,36 @@ describe('DbPool specifics', () => {
       }
     } finally {
       t.cleanup();
+    }
+  });
+
+  test('a fresh PGlite data_dir is created in a child process; the hub opens it with its buffer size', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'gmq-fresh-'));
+    const dataDir = path.join(dir, 'db');
+    try {
+      const pool = new DbPool(
+        { default: { driver: 'pglite', data_dir: dataDir, shared_buffers: '16MB' } },
+        silentLogger(),
+      );
+      try {
+        await pool.prepareDataDirs();
+        // created before this process opened anything: the child's init, not ours
+        assert.ok(fs.existsSync(path.join(dataDir, 'PG_VERSION')), 'the child created the database');
+        const rows = (await pool.get().raw('SHOW shared_buffers')).rows as Array<{ shared_buffers: string }>;
+        assert.deepEqual(rows, [{ shared_buffers: '16MB' }]);
+        await pool.prepareDataDirs(); // an existing directory is left alone
+      } finally {
+        await pool.close();
+      }
+      const again = new DbPool({ default: { driver: 'pglite', data_dir: dataDir } }, silentLogger());
+      try {
+        const rows = (await again.get().raw('SHOW shared_buffers')).rows as Array<{ shared_buffers: string }>;
+        assert.deepEqual(rows, [{ shared_buffers: PGLITE_SHARED_BUFFERS }], 'the default when none is configured');
+      } finally {
+        await again.close();
+      }
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
     }
   });
 
