@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
@@ -67,6 +68,12 @@ export class DbPool {
   private closing?: Promise<void>;
   /** Cross-process locks on PGlite data dirs (data-dir-lock.ts), by resolved path; released by close(). */
   private readonly dirLocks = new Map<string, () => void>();
+
+  /**
+   * This pool's mark on its PostgreSQL sessions (`gmq.origin`, read back with
+   * `current_setting('gmq.origin', true)`): random per pool, so per hub instance.
+   */
+  readonly origin = randomBytes(8).toString('hex');
 
   constructor(
     configs: Record<string, DbConfig>,
@@ -220,6 +227,11 @@ export class DbPool {
         keepAlive: true,
         keepAliveInitialDelayMillis: 10_000,
         application_name: 'gmq-hub',
+        // Which pool a write came from, for database triggers that announce changes: a module
+        // tells its own announcements from other hub instances' by it (command
+        // cluster-events.ts). A URL that sets `options` itself overrides this (nothing is then
+        // told apart, as before).
+        options: `-c gmq.origin=${this.origin}`,
       },
       acquireConnectionTimeout: cfg.acquire_timeout_ms ?? ACQUIRE_TIMEOUT_MS,
       log: knexLog(this.log, name),

@@ -13,9 +13,11 @@
  * not stored, so this instance announces the ones it receives itself (`announceLog`).
  *
  * Local events never wait for any of this: the command module publishes them on its bus right
- * after its own commit, as before. Its own announcements come back here too and are dropped by
- * the per-command version gate in events.ts (a state goes out once per version, a result once
- * per command), which also keeps a watcher from ever seeing a state go backwards when two
+ * after its own commit, as before. Its own announcements come back here too, marked with its
+ * sessions' gmq.origin (migration 008), and are dropped on arrival: left to the version gate,
+ * one read before the commit's reply was shown as another instance's change and the local event
+ * refused. The per-command version gate in events.ts (a state goes out once per version, a
+ * result once per command) keeps a watcher from ever seeing a state go backwards when two
  * instances' events of one command cross.
  *
  * NOTIFY carries at most 8 000 bytes: a state notification holds the row (without its payload)
@@ -72,8 +74,8 @@ END
 $do$`;
 
 type Notice =
-  | { k: 's'; id: string; v: number; row?: TrackerRow }
-  | { k: 'r'; id: string }
+  | { k: 's'; id: string; v: number; o?: string | null; row?: TrackerRow }
+  | { k: 'r'; id: string; o?: string | null }
   | { k: 'l'; o: string; p: string; id: string; s: number; c: string; i: number; n: number };
 
 type ReadRow = TrackerRow & {
@@ -94,6 +96,12 @@ const READ_COLS = TRACKER_COLUMNS.split(', ')
 export class ClusterEvents {
   /** Tells this instance's own log announcements apart when they come back. */
   readonly origin = randomUUID();
+  /**
+   * This instance's database sessions' gmq.origin (core/services/db.ts), which the triggers put
+   * in their state and result announcements (migration 008): those are this instance's own
+   * changes, already published locally. Null when the sessions carry none.
+   */
+  private sessionOrigin: string | null = null;
   private listener?: PgListener;
   private stopped = false;
   private queue: Notice[] = [];
@@ -115,7 +123,11 @@ export class ClusterEvents {
     const pgs = pgListenSettings(this.d.db, 'gmq-hub command events');
     if (!pgs) return;
     await this.d.db.transaction((trx) => trx.raw(ANNOUNCE_TRIGGERS));
-    const [{ schema }] = await query<{ schema: string }>(this.d.db, 'SELECT current_schema() AS schema');
+    const [{ schema, origin }] = await query<{ schema: string; origin: string | null }>(
+      this.d.db,
+      "SELECT current_schema() AS schema, current_setting('gmq.origin', true) AS origin",
+    );
+    this.sessionOrigin = origin || null;
     const messages = {
       connected: 'listening to the command events of other hub instances',
       lost: 'cluster event listener lost its connection; other instances are not heard until it is back',
@@ -148,6 +160,8 @@ export class ClusterEvents {
       return;
     }
     if (n.k === 'l' && n.o === this.origin) return; // our own log chunk
+    // our own state or result change: published locally right after its commit (events.ts)
+    if (n.k !== 'l' && this.sessionOrigin !== null && n.o === this.sessionOrigin) return;
     this.queue.push(n);
     if (!this.running) this.running = this.drain();
   }

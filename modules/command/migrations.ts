@@ -192,4 +192,42 @@ ALTER TABLE command_tracker ADD COLUMN IF NOT EXISTS job_id text;
 CREATE INDEX IF NOT EXISTS command_tracker_job_idx ON command_tracker (job_id, created_at DESC) WHERE job_id IS NOT NULL;
 `,
   },
+  {
+    // Announcements say which hub instance made the change ('o': the writing session's
+    // gmq.origin, set per connection pool by core/services/db.ts), so an instance drops its own
+    // when they come back (cluster-events.ts) instead of racing them against its local events:
+    // when the notification was read before the commit's reply, the instance showed its own
+    // change as another instance's, and its counters and lifecycle log line missed it (a
+    // two-instance test counted 205 of 300 local starts). Sessions without the setting announce
+    // 'o': null, which nobody drops.
+    id: '008_command_announce_origin',
+    up: `
+CREATE OR REPLACE FUNCTION command_tracker_announce() RETURNS trigger LANGUAGE plpgsql AS $fn$
+DECLARE
+  body text;
+  origin text := current_setting('gmq.origin', true);
+BEGIN
+  IF TG_OP = 'UPDATE' AND OLD.status = NEW.status
+     AND NOT (NEW.status = 'failed' AND OLD.error IS DISTINCT FROM NEW.error) THEN
+    RETURN NULL;
+  END IF;
+  body := json_build_object('k', 's', 'id', NEW.command_id, 'v', NEW.version, 'o', origin,
+                            'row', to_jsonb(NEW) - 'payload')::text;
+  IF octet_length(body) > 7900 THEN
+    body := json_build_object('k', 's', 'id', NEW.command_id, 'v', NEW.version, 'o', origin)::text;
+  END IF;
+  PERFORM pg_notify(left('gmq_cmd_events:' || TG_TABLE_SCHEMA, 63), body);
+  RETURN NULL;
+END
+$fn$;
+
+CREATE OR REPLACE FUNCTION command_result_announce() RETURNS trigger LANGUAGE plpgsql AS $fn$
+BEGIN
+  PERFORM pg_notify(left('gmq_cmd_events:' || TG_TABLE_SCHEMA, 63),
+                    json_build_object('k', 'r', 'id', NEW.command_id, 'o', current_setting('gmq.origin', true))::text);
+  RETURN NULL;
+END
+$fn$;
+`,
+  },
 ];
