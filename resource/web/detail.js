@@ -38,14 +38,30 @@ export async function openDetail(id) {
   current = null;
   $('detail-refusal').hidden = true;
   $('detail-panel').hidden = false;
+  // the last command's status must not stand for this one while it loads
+  delete $('detail-panel').dataset.status;
   $('detail-id').textContent = id;
   await load(id);
   $('detail-panel').scrollIntoView({ block: 'nearest' });
 }
 
+/** Retries of a detail read the hub could not answer (5xx, or no answer at all), with backoff. */
+const LOAD_RETRIES = 5;
+
 async function load(id) {
-  const r = await api('GET', `/command/${encodeURIComponent(id)}`);
-  if (id !== openId) return;
+  let r;
+  for (let attempt = 0; ; attempt++) {
+    // a busy hub answers 503 with Retry-After: the panel must not stay empty for a moment's load
+    r = await api('GET', `/command/${encodeURIComponent(id)}`).catch((err) => ({
+      status: 0,
+      ok: false,
+      json: { error: { code: 'NETWORK', message: String(err?.message ?? err) } },
+    }));
+    if (id !== openId) return;
+    if (r.ok || (r.status >= 400 && r.status < 500) || attempt >= LOAD_RETRIES) break;
+    await new Promise((resolve) => setTimeout(resolve, 500 * 2 ** attempt));
+    if (id !== openId) return;
+  }
   if (!r.ok) {
     showRefusal(r);
     return;

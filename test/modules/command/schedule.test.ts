@@ -55,9 +55,12 @@ for (const driver of DRIVERS) {
 
     test('scheduled until its time, published only then, its timeout counted from the start', async () => {
       hub.project('s-run');
-      const at = inMs(AHEAD_MS);
-      // a timeout shorter than the wait for the start: counted from the acceptance it would have run out
-      const v = await send({ project_id: 's-run', command_type: 'echo', schedule_at: at, timeout_ms: 400 });
+      // a timeout shorter than the wait for the start: counted from the acceptance it would have
+      // run out; long enough for the delivery after the start on a busy machine (400 ms was not:
+      // published 0.5 s after its start beside two suites, it timed out before its result)
+      const timeoutMs = scaled(2_500);
+      const at = inMs(timeoutMs + AHEAD_MS);
+      const v = await send({ project_id: 's-run', command_type: 'echo', schedule_at: at, timeout_ms: timeoutMs });
       assert.equal(v.status, 'scheduled');
       assert.equal(v.schedule_at, at);
       const listed = await hub.req<Page>(COMMAND.list, { project_id: 's-run', status: ['scheduled'] });
@@ -72,7 +75,10 @@ for (const driver of DRIVERS) {
         assert.ok(p.at >= Date.parse(at), `published at ${new Date(p.at).toISOString()}, before ${at}`);
       // signed at the start, not at the acceptance
       assert.ok(pubs[0].msg.timestamp >= Date.parse(at) - 1000, `signed at ${pubs[0].msg.timestamp}`);
-      assert.ok(Date.parse(d.timeout_at) >= Date.parse(at) + 400, `timeout_at ${d.timeout_at} counts from the start`);
+      assert.ok(
+        Date.parse(d.timeout_at) >= Date.parse(at) + timeoutMs,
+        `timeout_at ${d.timeout_at} counts from the start`,
+      );
       const states = statesOf(v.command_id);
       assert.equal(states[0], 'scheduled');
       assert.ok(states.indexOf('pending') > 0, `states ${states.join(' ')}`);

@@ -133,7 +133,17 @@ for (const backend of BACKENDS) {
       await page.selectOption('#filter-status', 'scheduled');
       await page.waitForSelector('#commands-page:text("1–1 of 1")', wait);
       await page.click(`tr[data-command="${s.json.command_id}"]`);
-      await page.waitForSelector('#detail-panel[data-status="scheduled"] #detail-cancel:visible', wait);
+      await page
+        .waitForSelector('#detail-panel[data-status="scheduled"] #detail-cancel:visible', wait)
+        .catch(async (err) => {
+          // what the panel showed instead (a CI run beside another suite timed out here once)
+          const shown = await page.evaluate(() => ({
+            id: document.getElementById('detail-id')?.textContent,
+            status: document.getElementById('detail-panel')?.dataset.status,
+            refusal: document.getElementById('detail-refusal')?.textContent,
+          }));
+          throw new Error(`${(err as Error).message}; panel: ${JSON.stringify(shown)}, expected ${s.json.command_id}`);
+        });
       assert.ok(await page.isHidden('#detail-replay'));
       await page.click('#detail-cancel');
       await page.waitForSelector('#detail-panel[data-status="cancelled"]', wait);
