@@ -227,11 +227,6 @@ export class DbPool {
         keepAlive: true,
         keepAliveInitialDelayMillis: 10_000,
         application_name: 'gmq-hub',
-        // Which pool a write came from, for database triggers that announce changes: a module
-        // tells its own announcements from other hub instances' by it (command
-        // cluster-events.ts). A URL that sets `options` itself overrides this (nothing is then
-        // told apart, as before).
-        options: `-c gmq.origin=${this.origin}`,
       },
       acquireConnectionTimeout: cfg.acquire_timeout_ms ?? ACQUIRE_TIMEOUT_MS,
       log: knexLog(this.log, name),
@@ -240,15 +235,28 @@ export class DbPool {
         max: cfg.pool?.max ?? 10,
         // knex has set search_path to the schema by now; PostgreSQL accepts a missing schema
         // there, so creating it afterwards (once per pool) makes it effective.
+        // Each session is marked with this pool's origin first: database triggers that announce
+        // changes carry it, so a module tells its own announcements from other hub instances'
+        // (command cluster-events.ts). Set by statement, not as a startup option, which
+        // connection poolers such as PgBouncer refuse.
         afterCreate: (conn: pg.Client, done: (err: Error | null, conn: pg.Client) => void) => {
-          if (schemaReady || !schema) return done(null, conn);
-          ensureSchema((sql, params) => conn.query(sql, params), schema).then(
-            () => {
-              schemaReady = true;
-              done(null, conn);
-            },
-            (err: Error) => done(err, conn),
-          );
+          const marked = conn.query("SELECT set_config('gmq.origin', $1, false)", [this.origin]);
+          if (schemaReady || !schema) {
+            marked.then(
+              () => done(null, conn),
+              (err: Error) => done(err, conn),
+            );
+            return;
+          }
+          marked
+            .then(() => ensureSchema((sql, params) => conn.query(sql, params), schema))
+            .then(
+              () => {
+                schemaReady = true;
+                done(null, conn);
+              },
+              (err: Error) => done(err, conn),
+            );
         },
       },
       ...(schema ? { searchPath: schema } : {}),

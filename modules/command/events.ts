@@ -165,9 +165,9 @@ const versionOf = (row: TrackerRow): number | undefined =>
 export class Events {
   private readonly order = new EventOrder();
   /**
-   * Set when this instance hears other instances (cluster-events.ts): events then pass the
-   * version gate. Without it (PGlite, or cluster_events off) versions are not kept and every
-   * event goes out as made.
+   * Events pass the per-command version gate (EventOrder): set by the module at start, once the
+   * tracker's version trigger is there (migration 009, every backend). Off only in unit tests
+   * that feed rows without versions.
    */
   ordered = false;
   /** Log chunks received here, for the other instances (cluster-events.ts announceLog). */
@@ -199,12 +199,9 @@ export class Events {
    * changes only). `remote`: announced by another instance (cluster-events.ts).
    */
   state(row: TrackerRow, remote = false): void {
-    if (this.ordered && !this.order.admitState(row.command_id, versionOf(row), row.status)) {
-      this.counters.cluster_duplicates++;
-      return;
-    }
-    if (remote) this.counters.cluster_events_in++;
-    else {
+    // This instance's own changes are counted whether or not they are shown: a result written
+    // before the relay's `sent` reply came back makes that `sent` older than what watchers saw.
+    if (!remote) {
       switch (row.status) {
         case 'sent':
         case 'acked':
@@ -218,6 +215,11 @@ export class Events {
           break;
       }
     }
+    if (this.ordered && !this.order.admitState(row.command_id, versionOf(row), row.status)) {
+      this.counters.cluster_duplicates++;
+      return;
+    }
+    if (remote) this.counters.cluster_events_in++;
     this.owners?.remember(row.command_id, row.project_id);
     const view = toView(row);
     // one lifecycle line per command across the instances: the one that made the change logs it

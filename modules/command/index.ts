@@ -161,8 +161,9 @@ export const provider: ModuleProvider<CommandConfig> = {
         cluster = new ClusterEvents(deps);
         const heard = cluster;
         await heard.start();
+        // own events in version order on every backend (migration 009), others' too when heard
+        events.ordered = true;
         if (heard.enabled) {
-          events.ordered = true;
           events.announceLog = (p, c, seq, content) => heard.announceLog(p, c, seq, content);
         }
 

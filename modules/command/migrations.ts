@@ -230,4 +230,24 @@ END
 $fn$;
 `,
   },
+  {
+    // Every change of a tracker row raises its version on every backend, not only where other
+    // instances listen (migration 005 attached the trigger with driver pg only): the command
+    // module's own events go out in version order everywhere (events.ts), so a watcher never
+    // sees a `sent` published after the command's `completed` (a fast agent's result can be
+    // written before the relay's reply comes back; seen on PGlite beside another suite). The
+    // announce triggers stay pg-only: they are the costly part.
+    id: '009_command_version_everywhere',
+    up: `
+DO $do$
+BEGIN
+  IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = 'command_tracker_next_version'
+                    AND tgrelid = 'command_tracker'::regclass) THEN
+    CREATE TRIGGER command_tracker_next_version BEFORE UPDATE ON command_tracker
+      FOR EACH ROW EXECUTE FUNCTION command_tracker_next_version();
+  END IF;
+END
+$do$;
+`,
+  },
 ];

@@ -61,17 +61,23 @@ export async function readHistory(db: Knex, req: HistoryRequest): Promise<Presen
     if (req.until) q.where('at', '<=', req.until.toISOString());
     return q;
   };
-  const [rows, count] = await Promise.all([
-    scope(db('project_status_history'))
-      .select('project_id', 'from_state', 'to_state', 'reason', 'at')
-      .orderBy([
-        { column: 'at', order: 'desc' },
-        { column: 'id', order: 'desc' },
-      ])
-      .limit(req.limit)
-      .offset(req.offset),
-    scope(db('project_status_history')).count<{ n: string | number }[]>({ n: '*' }),
-  ]);
+  // The page and its total from one snapshot: read apart, a presence flush between them gave a
+  // total larger than what the pages held (a client paging to the total stopped a page short).
+  const [rows, count] = await db.transaction(
+    async (trx) => {
+      const page = await scope(trx('project_status_history'))
+        .select('project_id', 'from_state', 'to_state', 'reason', 'at')
+        .orderBy([
+          { column: 'at', order: 'desc' },
+          { column: 'id', order: 'desc' },
+        ])
+        .limit(req.limit)
+        .offset(req.offset);
+      const n = await scope(trx('project_status_history')).count<{ n: string | number }[]>({ n: '*' });
+      return [page, n] as const;
+    },
+    { isolationLevel: 'repeatable read', readOnly: true },
+  );
   return {
     items: (rows as HistoryDbRow[]).map(toChange),
     total: Number(count[0]?.n ?? 0),

@@ -3,7 +3,7 @@ import { randomUUID } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import { HOST_TOPICS } from '../../../core/host-topics.js';
 import { STATUS } from '../../../modules/status/contract/topics.js';
-import { until } from '../../helpers/wait.js';
+import { scaled, until } from '../../helpers/wait.js';
 import { captureLog, type Json, startWeb, WAIT_MS, type WebHarness, WsClient } from './harness.js';
 
 const API = '/api/exchange-hub';
@@ -281,7 +281,9 @@ describe('WebSocket feed', () => {
   });
 
   test('keepalive: a client that answers pings stays, one that does not is dropped', async () => {
-    const k = await startWeb({ web: { ws: { ping_interval_ms: 20 } } });
+    // a client must pong within one interval: 20 ms was shorter than a busy machine's turn, and
+    // the answering client was dropped too (a run beside another suite)
+    const k = await startWeb({ web: { ws: { ping_interval_ms: scaled(250) } } });
     try {
       const c = await WsClient.open(k.base);
       const mute = await WsClient.open(k.base, '', { autoPong: false });
