@@ -48,18 +48,14 @@ export function channelFor(schema: string): string {
 }
 
 /**
- * Attaches the version and announce functions of migration 004 to the tables, once per schema (instances
+ * Attaches the announce functions (migrations 005, 008) to the tables, once per schema; the
+ * version trigger is attached by migration 009 on every backend (instances
  * starting together take turns on an advisory lock; an existing trigger is left alone, so no
  * start takes the table lock a DROP/CREATE would).
  */
 const ANNOUNCE_TRIGGERS = `DO $do$
 BEGIN
   PERFORM pg_advisory_xact_lock(hashtext('gmq_cmd_events:' || current_schema()));
-  IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = 'command_tracker_next_version'
-                    AND tgrelid = 'command_tracker'::regclass) THEN
-    CREATE TRIGGER command_tracker_next_version BEFORE UPDATE ON command_tracker
-      FOR EACH ROW EXECUTE FUNCTION command_tracker_next_version();
-  END IF;
   IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = 'command_tracker_announce'
                     AND tgrelid = 'command_tracker'::regclass) THEN
     CREATE TRIGGER command_tracker_announce AFTER INSERT OR UPDATE ON command_tracker

@@ -9,41 +9,16 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import type { Knex } from 'knex';
 import { errorCode } from '../../../core/errors.js';
-import { silentLogger } from '../../../core/log.js';
-import { DbPool } from '../../../core/services/db.js';
 import '../../../modules/contracts.js';
 import { migrations as auditMigrations } from '../../../modules/audit/migrations.js';
 import { AuditStore } from '../../../modules/audit/store.js';
 import { cleanupHistory, parseHistoryRequest, readHistory } from '../../../modules/status/history.js';
-import { migrations as statusMigrations } from '../../../modules/status/migrations.js';
-import { prepareSharedPgliteTemplate, tempPgliteConfig, withPgSchema } from '../../helpers/db.js';
+import { type PresenceDb, statusDb } from './pg-presence-db.js';
 
 const DAY = 86_400_000;
 
-async function openDb(backend: 'pglite' | 'pg'): Promise<{ db: Knex; close(): Promise<void> }> {
-  let config: ConstructorParameters<typeof DbPool>[0]['default'];
-  let drop: () => Promise<void> | void;
-  if (backend === 'pglite') {
-    await prepareSharedPgliteTemplate();
-    const t = tempPgliteConfig();
-    config = t.config;
-    drop = t.cleanup;
-  } else {
-    const s = await withPgSchema();
-    config = s.config;
-    drop = s.drop;
-  }
-  const pool = new DbPool({ default: config }, silentLogger());
-  await pool.migrate('status', statusMigrations);
-  await pool.migrate('audit', auditMigrations);
-  return {
-    db: pool.get(),
-    async close() {
-      await pool.close();
-      await drop();
-    },
-  };
-}
+const openDb = (backend: 'pglite' | 'pg'): Promise<PresenceDb> =>
+  statusDb(backend, { also: [['audit', auditMigrations]] });
 
 for (const backend of ['pglite', 'pg'] as const) {
   describe(`presence history and audit storage (${backend})`, () => {

@@ -5,7 +5,7 @@
  */
 import type { Knex } from 'knex';
 import { silentLogger } from '../../../core/log.js';
-import { DbPool } from '../../../core/services/db.js';
+import { DbPool, type Migration } from '../../../core/services/db.js';
 import { migrations } from '../../../modules/status/migrations.js';
 import { prepareSharedPgliteTemplate, tempPgliteConfig, withPgSchema } from '../../helpers/db.js';
 
@@ -16,10 +16,15 @@ export interface PresenceDb {
 
 /** `maxConnections`: how many flushes may hold a connection at once (a pool of knex's default otherwise). */
 export async function presenceDbOnPg(maxConnections?: number): Promise<PresenceDb> {
-  return statusDb('pg', maxConnections);
+  return statusDb('pg', { maxConnections });
 }
 
-export async function statusDb(backend: 'pg' | 'pglite', maxConnections?: number): Promise<PresenceDb> {
+/** `also`: other modules' migrations to apply beside the status module's (owner, migrations). */
+export async function statusDb(
+  backend: 'pg' | 'pglite',
+  opts: { maxConnections?: number; also?: Array<[string, Migration[]]> } = {},
+): Promise<PresenceDb> {
+  const { maxConnections } = opts;
   let config: ConstructorParameters<typeof DbPool>[0]['default'];
   let drop: () => Promise<void> | void;
   if (backend === 'pglite') {
@@ -35,6 +40,7 @@ export async function statusDb(backend: 'pg' | 'pglite', maxConnections?: number
   const pool = new DbPool({ default: config }, silentLogger());
   try {
     await pool.migrate('status', migrations);
+    for (const [owner, more] of opts.also ?? []) await pool.migrate(owner, more);
   } catch (err) {
     await pool.close();
     await drop();
