@@ -233,28 +233,22 @@ export class DbPool {
       pool: {
         min: cfg.pool?.min ?? 0,
         max: cfg.pool?.max ?? 10,
-        // knex has set search_path to the schema by now; PostgreSQL accepts a missing schema
-        // there, so creating it afterwards (once per pool) makes it effective.
         // Each session is marked with this pool's origin first: database triggers that announce
         // changes carry it, so a module tells its own announcements from other hub instances'
         // (command cluster-events.ts). Set by statement, not as a startup option, which
-        // connection poolers such as PgBouncer refuse.
+        // connection poolers such as PgBouncer refuse. Then the schema: knex has set
+        // search_path to it by now; PostgreSQL accepts a missing schema there, so creating it
+        // afterwards (once per pool) makes it effective.
         afterCreate: (conn: pg.Client, done: (err: Error | null, conn: pg.Client) => void) => {
-          const marked = conn.query("SELECT set_config('gmq.origin', $1, false)", [this.origin]);
-          if (schemaReady || !schema) {
-            marked.then(
-              () => done(null, conn),
-              (err: Error) => done(err, conn),
-            );
-            return;
-          }
-          marked
-            .then(() => ensureSchema((sql, params) => conn.query(sql, params), schema))
+          conn
+            .query("SELECT set_config('gmq.origin', $1, false)", [this.origin])
+            .then(async () => {
+              if (schemaReady || !schema) return;
+              await ensureSchema((sql, params) => conn.query(sql, params), schema);
+              schemaReady = true;
+            })
             .then(
-              () => {
-                schemaReady = true;
-                done(null, conn);
-              },
+              () => done(null, conn),
               (err: Error) => done(err, conn),
             );
         },

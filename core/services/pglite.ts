@@ -1,11 +1,11 @@
 /**
  * How the hub starts PGlite, shared by the hub's process (db.ts) and the child that creates a
- * fresh data directory (pglite-init.ts), so both run the same server settings.
+ * fresh data directory (pglite-init-child.ts), so both run the same server settings.
  *
  * `shared_buffers`: PGlite's PostgreSQL defaults to 128 MB of buffers inside the WebAssembly
  * heap, which grows as pages are touched and never returns memory to the system. Measured on
  * this machine with 100 000 rows read back: 339 MB resident at 128 MB, 221 MB at 16 MB (bench
- * `memory` has the hub's figures); the hub keeps its hot rows (projects, presence) in its own
+ * `memory` measures the hub); the hub keeps its hot rows (projects, presence) in its own
  * read models, so the buffers are a second copy.
  */
 import { fork } from 'node:child_process';

@@ -13,7 +13,7 @@ import { COMMAND, type SentCommand } from '../../modules/command/contract/topics
 import { scaled, until } from '../helpers/wait.js';
 import { DRIVERS, type Hub, startHub } from '../modules/command/harness.js';
 
-type Stats = { sent: number; completed: number; cluster_listening: number; cluster_events_in: number };
+type Stats = { completed: number; cluster_listening: number; cluster_events_in: number };
 
 describe('regression: an instance never hears its own command changes back as another instance’s (pg)', () => {
   let hub: Hub;
@@ -41,9 +41,8 @@ describe('regression: an instance never hears its own command changes back as an
     await new Promise((r) => setTimeout(r, scaled(1_000)));
     const stats = await hub.req<Stats>(COMMAND.stats, {});
     assert.equal(stats.cluster_events_in, 0, JSON.stringify(stats));
-    // its own changes counted, shown or not (a `sent` can come after the result; a re-publish
-    // under load is another `sent`)
-    assert.ok(stats.sent >= N, JSON.stringify(stats));
+    // (`sent` is not counted here: a command whose result came before its PUBACK reply is never
+    // `sent`, so that counter is below N on a good run too)
     assert.equal(stats.completed, N, JSON.stringify(stats));
     const remote = hub.w.events.filter((e) => e.kind === 'state' && e.remote && ids.includes(e.command.command_id));
     assert.equal(remote.length, 0, 'no change of its own shown as another instance’s');
