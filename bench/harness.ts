@@ -10,9 +10,10 @@ export interface BenchRow {
   baseline?: number;
   /**
    * What `baseline` is: 'raw' (default) a bare-library baseline such as the MQTT echo, or 'floor'
-   * the hand-coded command path (bench/floor-child.ts).
+   * the hand-coded command path (bench/floor-child.ts), or 'unnamed' the same SQL statement sent
+   * unnamed, against its prepared form (bench/statements.ts).
    */
-  against?: 'raw' | 'floor';
+  against?: 'raw' | 'floor' | 'unnamed';
   /**
    * Against raw: value / baseline (or baseline / value for latencies, so > 1 is always "better
    * than raw"). Against the floor: always hub / floor, as issue 13 states its goals (a latency
@@ -67,7 +68,7 @@ export function printSuite(r: SuiteResult): void {
     row.metric,
     fmt(row.value),
     row.unit,
-    row.baseline === undefined ? '' : `${fmt(row.baseline)} ${floor(row) ? 'floor' : 'raw'}`,
+    row.baseline === undefined ? '' : `${fmt(row.baseline)} ${row.against ?? 'raw'}`,
     row.ratio === undefined ? '' : `${row.ratio.toFixed(3)}x${floor(row) ? ' hub/floor' : ''}`,
     row.goal ?? '',
     row.met === undefined ? '' : row.met ? 'yes' : 'NO',

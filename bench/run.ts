@@ -9,6 +9,7 @@ import { printSuite, type SuiteResult, saveSuite } from './harness.js';
 import { runHeartbeatSuite } from './heartbeat.js';
 import { runMemorySuite } from './memory.js';
 import { runRestartSuite } from './restart.js';
+import { runStatementsSuite } from './statements.js';
 import { runSyncConcurrentSuite, runSyncSuite } from './sync.js';
 import { runWsFanoutSuite } from './ws-fanout.js';
 
@@ -18,6 +19,7 @@ const SUITES: Record<string, () => Promise<SuiteResult>> = {
   'ws-fanout': runWsFanoutSuite,
   'grpc-stream': runGrpcStreamSuite,
   sync: runSyncSuite,
+  statements: runStatementsSuite,
   'sync-concurrent': runSyncConcurrentSuite,
   async: runAsyncSuite,
   heartbeat: runHeartbeatSuite,

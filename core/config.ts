@@ -87,6 +87,8 @@ const dbSchema = z
     pool: z.strictObject({ min: int(0).default(0), max: int(1).default(10) }).optional(),
     /** How long a query may wait for a connection (knex acquireConnectionTimeout); see db.ts. */
     acquire_timeout_ms: int(1).optional(),
+    /** Hot statements prepared once per session (services/statement.ts); false behind a pooler that cannot keep them. */
+    prepared_statements: z.boolean().optional(),
     /** PGlite's buffer cache inside the hub's process (services/pglite.ts); ignored by `pg`. */
     shared_buffers: z
       .string()

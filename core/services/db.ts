@@ -218,7 +218,7 @@ export class DbPool {
     const schema = cfg.schema;
     let schemaReady = !schema;
     const config: Knex.Config = {
-      client: pgClientFor(name),
+      client: pgClientFor(name, cfg.prepared_statements !== false),
       connection: {
         connectionString: cfg.url,
         // Fail a connect to a dead or black-holed server instead of waiting for the OS (minutes);
@@ -365,13 +365,61 @@ export function classifyDbError(err: unknown, db: string): unknown {
   );
 }
 
+/** The dialect's `_query` (declared by each knex dialect, not by the Client type), called on `self`. */
+// biome-ignore lint/suspicious/noExplicitAny: knex's own signature
+function dialectQuery(dialect: typeof Knex.Client, self: unknown, connection: any, obj: any): Promise<any> {
+  // biome-ignore lint/suspicious/noExplicitAny: knex's own signature
+  const proto = dialect.prototype as unknown as { _query(connection: any, obj: any): Promise<any> };
+  return proto._query.call(self, connection, obj);
+}
+
+/** SQLSTATEs of a session's prepared statement out of step with its text or its tables. */
+const STALE_STATEMENT = new Set(['0A000', '26000', '42P05']);
+
 /**
  * knex's PostgreSQL client whose failures to reach the server come out as DB_ERR_UNAVAILABLE:
  * classified once here, where every query, transaction statement (knex gives a transaction a
  * client made from this prototype) and pool acquire passes, so no caller looks at driver codes.
  */
-function pgClientFor(db: string): typeof Knex.Client {
+function pgClientFor(db: string, prepare: boolean): typeof Knex.Client {
   return class PgClient extends ClientPg {
+    /**
+     * Hot statements come with a name (statement.ts): prepared once per session. Without
+     * `prepared_statements` they go unnamed. A session whose prepared copy no longer fits
+     * (a migration changed its result type under it: 0A000; or it lost or kept a copy the driver
+     * did not expect: 26000, 42P05) drops that copy and runs the statement again; inside a
+     * transaction, which the error has aborted, the session is retired instead (knex's pool
+     * discards a disposed connection) and the error goes to the caller, as any other would.
+     */
+    // biome-ignore lint/suspicious/noExplicitAny: knex's own signature
+    async _query(connection: any, obj: any): Promise<any> {
+      const run = () => dialectQuery(ClientPg, this, connection, obj);
+      const name: unknown = obj.options?.name;
+      if (typeof name !== 'string') return run();
+      if (!prepare) {
+        const { name: _, ...options } = obj.options;
+        obj.options = options;
+        return run();
+      }
+      try {
+        return await run();
+      } catch (err) {
+        if (!STALE_STATEMENT.has(String((err as { code?: unknown }).code))) throw err;
+        // node-postgres keeps what a session has prepared on its protocol connection
+        const session = connection.connection as { parsedStatements?: object; submittedNamedStatements?: object };
+        for (const kept of [session?.parsedStatements, session?.submittedNamedStatements]) {
+          if (kept) delete (kept as Record<string, unknown>)[name];
+        }
+        // biome-ignore lint/suspicious/noExplicitAny: knex's own field
+        if ((this as any).transacting) {
+          connection.__knex__disposed = `prepared statement ${name} went stale inside a transaction`;
+          throw err;
+        }
+        await connection.query(`DEALLOCATE ${name}`).catch(() => undefined);
+        return run();
+      }
+    }
+
     override async acquireConnection(): Promise<unknown> {
       try {
         return await super.acquireConnection();
@@ -399,6 +447,16 @@ class PGliteClient extends ClientPGLite {
     const schema = this.config.searchPath;
     if (typeof schema === 'string') await ensureSchema((sql, params) => conn.query(sql, params), schema);
     return conn;
+  }
+
+  /** A hot statement's name (statement.ts) is not a PGlite query option: it runs as any other query. */
+  // biome-ignore lint/suspicious/noExplicitAny: knex's own signature
+  _query(connection: any, obj: any): Promise<any> {
+    if (obj.options?.name !== undefined) {
+      const { name: _, ...options } = obj.options;
+      obj.options = options;
+    }
+    return dialectQuery(ClientPGLite as unknown as typeof Knex.Client, this, connection, obj);
   }
 }
 

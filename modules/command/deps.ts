@@ -2,6 +2,7 @@ import type { Knex } from 'knex';
 import type { Logger } from '../../core/log.js';
 import type { Clock } from '../../core/module.js';
 import type { ModuleOutbox } from '../../core/services/outbox/service.js';
+import { run, type Statement } from '../../core/services/statement.js';
 import type { CommandConfig } from './config.js';
 import type { CredentialsCache } from './credentials.js';
 import type { Counters, Events } from './events.js';
@@ -26,8 +27,12 @@ export interface Deps {
   settleUplinks(): Promise<void>;
 }
 
-/** `rows` of a knex.raw result; both drivers (pg, PGlite) answer `{ rows }`. */
-export async function query<T>(db: Knex, sql: string, bindings: readonly unknown[] = []): Promise<T[]> {
+/**
+ * `rows` of a knex.raw result; both drivers (pg, PGlite) answer `{ rows }`. A hot statement
+ * (core/services/statement.ts) runs prepared.
+ */
+export async function query<T>(db: Knex, sql: string | Statement, bindings: readonly unknown[] = []): Promise<T[]> {
+  if (typeof sql !== 'string') return run<T>(db, sql, bindings);
   const r = (await db.raw(sql, bindings as Knex.RawBinding[])) as { rows: T[] };
   return r.rows;
 }

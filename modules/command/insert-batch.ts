@@ -15,6 +15,7 @@
  * key never points at a command another request made.
  */
 import type { Knex } from 'knex';
+import { statement } from '../../core/services/statement.js';
 import { query } from './deps.js';
 import { TRACKER_COLUMNS, type TrackerRow } from './rows.js';
 
@@ -61,7 +62,7 @@ const TRACKER_VALUES = `v.command_id, v.project_id, v.command_type, v.module, v.
       v.payload_json::jsonb, v.offline_policy, v.timeout_ms, v.queue_expires_at, v.is_sync, v.timeout_at, v.created_at,
       v.created_at, v.schedule_at, v.queue_ttl_ms, v.job_id`;
 
-const INSERT_SQL = `WITH v AS (
+const INSERT_SQL = statement(`WITH v AS (
     SELECT * FROM jsonb_to_recordset(?::jsonb) AS v(command_id text, project_id text, command_type text, module text,
       operator_id text, payload_json text, offline_policy text, timeout_ms integer, queue_expires_at timestamptz,
       is_sync boolean, timeout_at timestamptz, created_at timestamptz, topic text, message text, outbox_status text,
@@ -92,7 +93,7 @@ const INSERT_SQL = `WITH v AS (
       FROM v JOIN t ON t.command_id = v.command_id
     RETURNING id, command_id
   )
-  SELECT t.*, o.id AS outbox_id FROM t JOIN o ON o.command_id = t.command_id`;
+  SELECT t.*, o.id AS outbox_id FROM t JOIN o ON o.command_id = t.command_id`);
 
 export type InsertedRow = TrackerRow & { outbox_id: string | number };
 

@@ -11,7 +11,13 @@
  * is remembered, so a flood of made-up ids costs one statement per turn, not one per message.
  */
 import type { Knex } from 'knex';
+import { statement } from '../../core/services/statement.js';
 import { query } from './deps.js';
+
+/** Who owns each of a group of command ids (a hot statement: every uplink's first sight of an id). */
+const OWNERS_SQL = statement(
+  'SELECT command_id, project_id FROM command_tracker WHERE command_id IN (SELECT jsonb_array_elements_text(?::jsonb))',
+);
 
 /** Command ids remembered (about 100 bytes each). */
 const MAX_OWNERS = 100_000;
@@ -71,11 +77,9 @@ export class CommandOwners {
       if (!db) throw new Error('command module not started');
       for (let i = 0; i < ids.length; i += LOOKUP_CHUNK) {
         this.lookups++;
-        const rows = await query<{ command_id: string; project_id: string }>(
-          db,
-          'SELECT command_id, project_id FROM command_tracker WHERE command_id IN (SELECT jsonb_array_elements_text(?::jsonb))',
-          [JSON.stringify(ids.slice(i, i + LOOKUP_CHUNK))],
-        );
+        const rows = await query<{ command_id: string; project_id: string }>(db, OWNERS_SQL, [
+          JSON.stringify(ids.slice(i, i + LOOKUP_CHUNK)),
+        ]);
         for (const r of rows) found.set(r.command_id, r.project_id);
       }
     } catch {

@@ -19,6 +19,7 @@
  */
 import type { ModuleBus } from '../../core/bus.js';
 import type { ModuleTimers } from '../../core/module.js';
+import { statement } from '../../core/services/statement.js';
 import { BRIDGE, type MqttPublishRequest } from '../mqtt-bridge/contract/topics.js';
 import { type Deps, isoAt, lockCte, lockInOrder, query, retrying } from './deps.js';
 import { terminalEvent } from './domain-events.js';
@@ -205,30 +206,19 @@ export class Relay {
     // after the whole batch): an agent's ack that was recorded first (sent_at = its arrival) or
     // an earlier attempt keeps the earlier moment, and nothing is sent after it was acked.
     const rows = await retrying(() =>
-      query<TrackerRow & { was: string }>(
-        this.d.db,
-        `WITH l AS ${lockCte('command_tracker')}
-         UPDATE command_tracker t
-            SET attempts = GREATEST(t.attempts, v.attempts),
-                status = CASE WHEN v.ok AND t.status = 'pending' THEN 'sent' ELSE t.status END,
-                sent_at = CASE WHEN v.ok THEN LEAST(t.sent_at, v.sent, t.acked_at) ELSE t.sent_at END,
-                updated_at = ?::timestamptz
-           FROM l, jsonb_to_recordset(?::jsonb) AS v(command_id text, attempts int, ok boolean, sent timestamptz)
-          WHERE t.id = l.id AND t.command_id = v.command_id
-         RETURNING ${T_COLS}, l.status AS was`,
-        [JSON.stringify(v.map((x) => x.command_id)), at, JSON.stringify(v)],
-      ),
+      query<TrackerRow & { was: string }>(this.d.db, OUTCOME_SQL, [
+        JSON.stringify(v.map((x) => x.command_id)),
+        at,
+        JSON.stringify(v),
+      ]),
     );
     if (touchOutbox.length > 0) {
       await retrying(() =>
-        query(
-          this.d.db,
-          `WITH l AS ${lockCte('command_outbox')}
-           UPDATE command_outbox o SET last_error = v.err, updated_at = ?::timestamptz
-             FROM l, jsonb_to_recordset(?::jsonb) AS v(command_id text, err text)
-            WHERE o.id = l.id AND o.command_id = v.command_id`,
-          [JSON.stringify(touchOutbox.map((x) => x.command_id)), at, JSON.stringify(touchOutbox)],
-        ),
+        query(this.d.db, OUTBOX_ERROR_SQL, [
+          JSON.stringify(touchOutbox.map((x) => x.command_id)),
+          at,
+          JSON.stringify(touchOutbox),
+        ]),
       );
     }
     return rows.filter((r) => r.status === 'sent' && r.was === 'pending');
@@ -245,20 +235,15 @@ export class Relay {
 
     // acks already received but not yet written would otherwise look like silence
     await this.d.settleUplinks();
-    const claimed = await query<Claimed>(
-      db,
-      `WITH c AS (
-         UPDATE command_outbox o SET attempts = o.attempts + 1, updated_at = ?::timestamptz,
-                next_attempt_at = ?::timestamptz
-                  + LEAST(?::float8 * power(2::float8, LEAST(o.attempts, 40)), ?::float8) * interval '1 millisecond'
-          WHERE o.id IN (SELECT id FROM command_outbox
-                          WHERE status = 'pending' AND next_attempt_at <= ?::timestamptz AND attempts < ?
-                          ORDER BY next_attempt_at, id LIMIT ? FOR UPDATE SKIP LOCKED)
-         RETURNING o.id, o.command_id, o.project_id, o.topic, o.payload, o.attempts, o.last_error IS NOT NULL AS had_error
-       )
-       SELECT * FROM c ORDER BY id`,
-      [at, at, cfg.retry_base_ms, cfg.retry_max_ms, at, cfg.max_attempts, cfg.relay_batch],
-    );
+    const claimed = await query<Claimed>(db, CLAIM_SQL, [
+      at,
+      at,
+      cfg.retry_base_ms,
+      cfg.retry_max_ms,
+      at,
+      cfg.max_attempts,
+      cfg.relay_batch,
+    ]);
     if (claimed.length === 0) return deadRows.length === cfg.relay_batch;
     await this.deliver(claimed);
     return claimed.length === cfg.relay_batch;
@@ -333,6 +318,37 @@ export class Relay {
     }
   }
 }
+
+// The relay's hot statements (core/services/statement.ts: prepared once per session).
+
+/** Claims due outbox rows for one publish attempt each (see the header, step 2). */
+const CLAIM_SQL = statement(`WITH c AS (
+         UPDATE command_outbox o SET attempts = o.attempts + 1, updated_at = ?::timestamptz,
+                next_attempt_at = ?::timestamptz
+                  + LEAST(?::float8 * power(2::float8, LEAST(o.attempts, 40)), ?::float8) * interval '1 millisecond'
+          WHERE o.id IN (SELECT id FROM command_outbox
+                          WHERE status = 'pending' AND next_attempt_at <= ?::timestamptz AND attempts < ?
+                          ORDER BY next_attempt_at, id LIMIT ? FOR UPDATE SKIP LOCKED)
+         RETURNING o.id, o.command_id, o.project_id, o.topic, o.payload, o.attempts, o.last_error IS NOT NULL AS had_error
+       )
+       SELECT * FROM c ORDER BY id`);
+
+/** Publish outcomes on the tracker: attempts, `sent` on a PUBACK (recordOutcomes). */
+const OUTCOME_SQL = statement(`WITH l AS ${lockCte('command_tracker')}
+         UPDATE command_tracker t
+            SET attempts = GREATEST(t.attempts, v.attempts),
+                status = CASE WHEN v.ok AND t.status = 'pending' THEN 'sent' ELSE t.status END,
+                sent_at = CASE WHEN v.ok THEN LEAST(t.sent_at, v.sent, t.acked_at) ELSE t.sent_at END,
+                updated_at = ?::timestamptz
+           FROM l, jsonb_to_recordset(?::jsonb) AS v(command_id text, attempts int, ok boolean, sent timestamptz)
+          WHERE t.id = l.id AND t.command_id = v.command_id
+         RETURNING ${T_COLS}, l.status AS was`);
+
+/** A failed publish's error on its outbox row, or a success clearing an earlier one (recordOutcomes). */
+const OUTBOX_ERROR_SQL = statement(`WITH l AS ${lockCte('command_outbox')}
+           UPDATE command_outbox o SET last_error = v.err, updated_at = ?::timestamptz
+             FROM l, jsonb_to_recordset(?::jsonb) AS v(command_id text, err text)
+            WHERE o.id = l.id AND o.command_id = v.command_id`);
 
 /** A row this relay just failed for want of an agent ack. */
 function isUndeliverable(r: TrackerRow): boolean {

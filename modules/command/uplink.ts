@@ -29,6 +29,7 @@
  */
 import { HubError } from '../../core/errors.js';
 import type { ModuleTimers } from '../../core/module.js';
+import { statement } from '../../core/services/statement.js';
 import type { UplinkEvent } from '../mqtt-bridge/contract/topics.js';
 import type { UplinkHandlers } from '../mqtt-bridge/contract/uplink-routes.js';
 import { isUuid } from '../shared/contract/schemas.js';
@@ -590,7 +591,7 @@ type ResultRowOut = AckRow & { inserted: boolean };
  * come back with known = false. sent_at never comes after acked_at: the relay's PUBACK and the
  * agent's ack race, and the PUBACK may be seen a moment after the ack arrived.
  */
-const ACK_SQL = `WITH ${LOCK_BOTH},
+const ACK_SQL = statement(`WITH ${LOCK_BOTH},
        v AS (SELECT * FROM jsonb_to_recordset(?::jsonb) AS v(command_id text, project_id text, ack_at timestamptz)),
        k AS (SELECT v.* FROM v JOIN command_tracker t ON t.command_id = v.command_id AND t.project_id = v.project_id
               WHERE ${LOCKED_BOTH}),
@@ -608,7 +609,7 @@ const ACK_SQL = `WITH ${LOCK_BOTH},
          RETURNING t.*
        )
        SELECT v.command_id AS in_id, v.project_id AS in_project, (k.command_id IS NOT NULL) AS known, ${U_COLS}
-         FROM v LEFT JOIN k ON k.command_id = v.command_id LEFT JOIN u ON u.command_id = v.command_id`;
+         FROM v LEFT JOIN k ON k.command_id = v.command_id LEFT JOIN u ON u.command_id = v.command_id`);
 
 /**
  * Results: stored once per command_id (ON CONFLICT DO NOTHING), then the tracker completes or
@@ -617,8 +618,9 @@ const ACK_SQL = `WITH ${LOCK_BOTH},
  * and acked_at, so total_ms never mixes in an agent's clock (agents may be off by up to the
  * ±300 s window); the agent's own start/end stay in the result (execution_ms). An ack that came
  * in the same group (`ack_at`) is applied here too, so the usual ack + result pair is one write.
+ * Exported for bench/statements.ts.
  */
-const RESULT_SQL = `WITH ${LOCK_BOTH},
+export const RESULT_SQL = statement(`WITH ${LOCK_BOTH},
        v AS (
          SELECT * FROM jsonb_to_recordset(?::jsonb) AS v(command_id text, project_id text, status text,
            exit_code bigint, output text, error text, start_time bigint, end_time bigint, duration bigint,
@@ -657,4 +659,4 @@ const RESULT_SQL = `WITH ${LOCK_BOTH},
        )
        SELECT v.command_id AS in_id, v.project_id AS in_project, (k.command_id IS NOT NULL) AS known,
               (u.command_id IS NOT NULL) AS inserted, ${U_COLS}, u.payload
-         FROM v LEFT JOIN k ON k.command_id = v.command_id LEFT JOIN u ON u.command_id = v.command_id`;
+         FROM v LEFT JOIN k ON k.command_id = v.command_id LEFT JOIN u ON u.command_id = v.command_id`);

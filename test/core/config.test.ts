@@ -160,6 +160,15 @@ test('databases: pglite default driver; pg requires a url', () => {
     'HOST_ERR_CONFIG_INVALID',
     'databases.default.shared_buffers: a size such as 32MB (kB, MB or GB)',
   );
+  assert.equal(
+    parse('databases:\n  default:\n    prepared_statements: false\n').databases.default.prepared_statements,
+    false,
+  );
+  rejects(
+    'databases:\n  default:\n    prepared_statements: "no"\n',
+    'HOST_ERR_CONFIG_INVALID',
+    'databases.default.prepared_statements: expected boolean, received string',
+  );
 });
 
 test('rejections name the file, the dotted key and the reason', () => {

@@ -1,0 +1,203 @@
+/**
+ * What a hot statement costs on the PostgreSQL server, sent unnamed (parsed and planned on every
+ * call, as knex sends every query) and prepared (core/services/statement.ts: parsed and planned
+ * once per session). The statements are the command path's own, through its own code: the send's
+ * INSERT through InsertBatch (one row per statement, as at 1 in flight), and the ack + result
+ * write an agent's answer makes. Two pools on one schema, one of them with
+ * `prepared_statements: false`, alternating in blocks so drift on a busy machine hits both.
+ *
+ * Figures per statement: the caller's wall time (median of the blocks' means) and the server's
+ * CPU (the backend process's utime + stime from /proc, which a local server exposes), the part
+ * a small machine shares with the hub.
+ */
+import { randomUUID } from 'node:crypto';
+import fs from 'node:fs';
+import { performance } from 'node:perf_hooks';
+import type { Knex } from 'knex';
+import { silentLogger } from '../core/log.js';
+import { type DbConfig, DbPool } from '../core/services/db.js';
+import { query } from '../modules/command/deps.js';
+import { InsertBatch, type NewCommandRow } from '../modules/command/insert-batch.js';
+import { migrations } from '../modules/command/migrations.js';
+import { RESULT_SQL } from '../modules/command/uplink.js';
+import { envNumber, pgDatabase } from './env.js';
+import { type BenchRow, machine, median, type SuiteResult } from './harness.js';
+
+const BLOCKS = envNumber('BENCH_STMT_BLOCKS', 8, 3);
+const PER_BLOCK = envNumber('BENCH_STMT_PER_BLOCK', 250, 60);
+const CLK_TCK = 100; // Linux USER_HZ: /proc/<pid>/stat counts CPU in 1/100 s
+
+interface Side {
+  name: 'unnamed' | 'prepared';
+  pool: DbPool;
+  db: Knex;
+  inserts: InsertBatch;
+  /** The session's backend pid (pool of one connection). */
+  backend: number;
+  wallMs: { insert: number[]; result: number[] };
+  cpuMs: { insert: number; result: number };
+  n: number;
+}
+
+function backendCpuMs(pid: number): number {
+  const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return ((Number(fields[11]) + Number(fields[12])) * 1000) / CLK_TCK;
+}
+
+function newRow(projectId: string): NewCommandRow {
+  const now = new Date().toISOString();
+  return {
+    command_id: randomUUID(),
+    project_id: projectId,
+    command_type: 'exec',
+    module: null,
+    operator_id: null,
+    payload_json: '{"cmd":"uptime"}',
+    offline_policy: 'fail',
+    timeout_ms: 60_000,
+    queue_expires_at: null,
+    is_sync: true,
+    timeout_at: now,
+    created_at: now,
+    topic: `gmq/${projectId}/down/command`,
+    message: '{"message_id":"x","signature":"y"}',
+    status: 'pending',
+    schedule_at: null,
+    queue_ttl_ms: null,
+    outbox_status: 'pending',
+    attempts: 1,
+    next_attempt_at: now,
+    idempotency_key: null,
+    request_hash: null,
+    job_id: null,
+  };
+}
+
+/** The ack + result write of one answered command (uplink.ts writeResults' bindings). */
+function resultArgs(commandId: string, projectId: string): unknown[] {
+  const now = new Date().toISOString();
+  const ids = JSON.stringify([commandId]);
+  const input = [
+    {
+      command_id: commandId,
+      project_id: projectId,
+      status: 'success',
+      exit_code: 0,
+      output: 'up 8 min',
+      error: '',
+      start_time: Date.now(),
+      end_time: Date.now(),
+      duration: 1,
+      received_at: now,
+      started: now,
+      ended: now,
+      ack_at: now,
+    },
+  ];
+  return [ids, ids, JSON.stringify(input), now, now, now];
+}
+
+async function openSide(name: Side['name'], config: DbConfig): Promise<Side> {
+  const pool = new DbPool(
+    { default: { ...config, pool: { min: 1, max: 1 }, prepared_statements: name === 'prepared' } },
+    silentLogger(),
+  );
+  const db = pool.get();
+  const [{ pid }] = await query<{ pid: number }>(db, 'SELECT pg_backend_pid() AS pid');
+  return {
+    name,
+    pool,
+    db,
+    inserts: new InsertBatch(() => db),
+    backend: pid,
+    wallMs: { insert: [], result: [] },
+    cpuMs: { insert: 0, result: 0 },
+    n: 0,
+  };
+}
+
+/** One block on one side: PER_BLOCK inserts, then PER_BLOCK result writes for those commands. */
+async function block(side: Side, measured: boolean): Promise<void> {
+  const ids: string[] = [];
+  let cpu0 = backendCpuMs(side.backend);
+  let t0 = performance.now();
+  for (let i = 0; i < PER_BLOCK; i++) {
+    const row = await side.inserts.add(newRow('bench-p'));
+    if (!row) throw new Error('insert stored nothing');
+    ids.push(row.command_id);
+  }
+  const insertMs = performance.now() - t0;
+  const insertCpu = backendCpuMs(side.backend) - cpu0;
+  cpu0 = backendCpuMs(side.backend);
+  t0 = performance.now();
+  for (const id of ids) {
+    const rows = await query<{ inserted: boolean }>(side.db, RESULT_SQL, resultArgs(id, 'bench-p'));
+    if (!rows[0]?.inserted) throw new Error('result stored nothing');
+  }
+  const resultMs = performance.now() - t0;
+  const resultCpu = backendCpuMs(side.backend) - cpu0;
+  if (!measured) return;
+  side.wallMs.insert.push(insertMs / PER_BLOCK);
+  side.wallMs.result.push(resultMs / PER_BLOCK);
+  side.cpuMs.insert += insertCpu;
+  side.cpuMs.result += resultCpu;
+  side.n += PER_BLOCK;
+}
+
+export async function runStatementsSuite(): Promise<SuiteResult> {
+  const bench = await pgDatabase({ min: 1, max: 1 });
+  const setup = new DbPool({ default: bench.config }, silentLogger());
+  const sides: Side[] = [];
+  try {
+    await setup.migrate('command', migrations);
+    await setup.close();
+    sides.push(await openSide('unnamed', bench.config), await openSide('prepared', bench.config));
+    for (const s of sides) await block(s, false); // warm-up: connections, caches, the first plans
+    for (let b = 0; b < BLOCKS; b++) {
+      // alternate which side goes first, so neither always follows the other's writes
+      const order = b % 2 === 0 ? sides : [...sides].reverse();
+      for (const s of order) await block(s, true);
+    }
+  } finally {
+    await Promise.all(sides.map((s) => s.pool.close()));
+    await setup.close();
+    await bench.drop();
+  }
+  const [plain, prep] = sides;
+  const rows: BenchRow[] = [];
+  for (const kind of ['insert', 'result'] as const) {
+    const label = kind === 'insert' ? 'send INSERT (tracker + outbox, 1 row)' : 'ack + result write (1 command)';
+    const wallPlain = median(plain.wallMs[kind]);
+    const wallPrep = median(prep.wallMs[kind]);
+    const cpuPlain = plain.cpuMs[kind] / plain.n;
+    const cpuPrep = prep.cpuMs[kind] / prep.n;
+    rows.push(
+      {
+        metric: `${label}: wall, prepared`,
+        value: wallPrep,
+        unit: 'ms',
+        baseline: wallPlain,
+        against: 'unnamed',
+        ratio: wallPlain / wallPrep,
+      },
+      {
+        metric: `${label}: server CPU, prepared`,
+        value: cpuPrep,
+        unit: 'ms',
+        baseline: cpuPlain,
+        against: 'unnamed',
+        ratio: cpuPlain / cpuPrep,
+      },
+    );
+  }
+  return {
+    suite: 'statements',
+    machine: machine(),
+    rows,
+    notes: [
+      `PostgreSQL server, one session per side on one schema; baseline: the same statement unnamed (knex's default: parsed and planned on every call); ratio = unnamed / prepared (> 1: prepared is cheaper)`,
+      `${BLOCKS} blocks of ${PER_BLOCK} inserts then ${PER_BLOCK} result writes per side, sides alternating; wall = median of the blocks' means; server CPU from /proc/<backend pid>/stat (1/${CLK_TCK} s ticks, summed over all blocks)`,
+    ],
+  };
+}
