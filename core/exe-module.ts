@@ -16,6 +16,8 @@ export interface ExeSpec {
 const MAX_LINE = 1024 * 1024;
 /** How long a stopping child may take to finish its event in flight, then to exit on `stop`, before SIGTERM. */
 const GRACE_MS = 2000;
+/** A child that closed its input is given this long to exit before it is reported as crashed. */
+const INPUT_LOST_MS = 5000;
 
 /**
  * A `type: exe` module: a child process in any language that speaks line-delimited JSON over
@@ -76,35 +78,51 @@ class ExeModule implements ModuleInstance {
       this.ctx,
       {
         send: (m) => {
-          if (gone || !stdin.writable) return true; // the crash path reports it; nothing to wait for
+          if (gone) return true; // the crash path has reported it and paused the mailbox
+          // The pipe broke (EPIPE): the child is dying, but on a busy machine its 'exit' can come
+          // well after. Until then each event waits (drained) instead of being dropped: passed as
+          // written, a whole mailbox of them drained into nothing before the crash was seen.
+          if (!stdin.writable) return false;
           return stdin.write(`${JSON.stringify(m)}\n`);
         },
         // a write that filled the pipe waits for room, or for the end of the process (never for ever)
         drained: () =>
           new Promise<void>((resolve) => {
+            if (gone) return resolve();
             const done = () => {
               stdin.off('drain', done);
-              stdin.off('close', done);
               resolve();
             };
-            if (gone || !stdin.writable) return resolve();
             stdin.on('drain', done);
-            stdin.on('close', done);
+            // after the crash report (registered first, below), so the mailbox is paused by then
+            void this.exited!.then(done);
           }),
       },
       { ackEveryEvent: false },
     );
     this.peer = peer;
     stdin.on('error', () => undefined); // EPIPE after the child died is reported through 'exit'
+    // A child that closes its input but lives on would hold the event waiting for it for ever:
+    // after INPUT_LOST_MS without an exit it is reported as crashed (the restart stops it).
+    stdin.once('close', () => {
+      if (this.stopping || gone) return;
+      const t = setTimeout(() => {
+        if (this.stopping || gone) return;
+        gone = true;
+        this.ctx.crashed(new Error(`process ${this.ctx.name} closed its input and did not exit`));
+      }, INPUT_LOST_MS);
+      void this.exited!.then(() => clearTimeout(t));
+    });
     this.readLines(child, peer);
     splitLines(child.stderr!, MAX_LINE, (line) => this.ctx.log.warn({ stderr: line.slice(0, 2000) }, 'exe stderr'));
 
     // The crash is reported at 'exit' (so the host pauses the mailbox at once); the events still
     // waiting for a reply fail only at 'close', once the lines the child wrote before dying are read.
     const ended = this.exited.then(({ code, signal }) => {
+      const reported = gone; // by the closed-input timer
       gone = true;
       const err = startError ?? new Error(`process exited (code ${code}, signal ${signal})`);
-      if (!this.stopping) this.ctx.crashed(err);
+      if (!this.stopping && !reported) this.ctx.crashed(err);
       return err;
     });
     void this.closed.then(() => peer.failAll(`process ${this.ctx.name} exited`));

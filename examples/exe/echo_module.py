@@ -14,7 +14,8 @@ What it does:
   - request on py/ask           -> replies {echo: payload, from: 'python', pid}
   - event on py/echo/<x>        -> publishes the payload on py/echoed/<x>
   - event on py/relay           -> requests host/modules/list and publishes {count} on py/relayed
-  - event on py/crash           -> exits 3 at once (for the host's crash tests)
+  - event on py/crash           -> exits 3 at once (for the host's crash tests); with payload
+                                   {linger_s: S} it closes its input first and exits S seconds later
   - {op:'stop'} or stdin EOF    -> exits 0
 
 Config (the module block's own keys in config.yml):
@@ -33,6 +34,7 @@ Usage in config.yml:
 import json
 import os
 import sys
+import time
 
 out = sys.stdout
 
@@ -87,6 +89,12 @@ class Module:
         payload = msg.get("payload")
         try:
             if topic == "py/crash":
+                linger = payload.get("linger_s", 0) if isinstance(payload, dict) else 0
+                if isinstance(linger, (int, float)) and linger > 0:
+                    # a death whose exit comes late: the input closes now, the process ends later
+                    os.close(0)
+                    time.sleep(min(linger, 30))
+                    os._exit(3)
                 sys.exit(3)  # at once, without reading what else waits on stdin (for the host's tests)
             if topic == "py/ask":
                 result = {"echo": payload, "from": "python", "pid": os.getpid()}

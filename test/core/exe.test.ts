@@ -230,6 +230,39 @@ describe('exe module (python, line-delimited JSON over stdio)', () => {
     }
   });
 
+  test('a child whose input closed before its exit was seen: the events of that moment wait for the next process', async () => {
+    // Seen beside another suite: the child died, its pipe broke (EPIPE) at once, and its exit
+    // came seconds later; every event handed over in between was dropped as written, so the
+    // next process saw none of 3000. Here the child closes its input and exits 2 s later.
+    const h = await startHost(exeConfig(), new ProviderRegistry());
+    try {
+      const seen = recordEvents(h.host, [HOST_TOPICS.moduleRestarted, 'py/echoed/#']);
+      const first = await h.host.bus.request<Echo>('py/ask', 'before');
+      h.host.bus.publish('py/crash', { linger_s: 2 });
+      // its input is closed once this write of the pipe fails: wait until the host's side is broken
+      await until(() => h.host.bus.mailbox('py').stats().queued === 0, 5_000, 'the crash event taken');
+      await new Promise((r) => setTimeout(r, 300));
+      const total = 100;
+      for (let i = 0; i < total; i++) {
+        const r = h.host.bus.publish('py/echo/late', { i });
+        if (r !== true) assert.equal(await r, true);
+      }
+      await seen.waitFor(HOST_TOPICS.moduleRestarted, 1, backoffBound(RESTART, 1) + 5_000);
+      const late = () => seen.on('py/echoed/late').map((e) => (e.payload as { i: number }).i);
+      // one event may be lost into the broken pipe (the write that found it broken); the rest go on
+      await until(() => late().at(-1) === total - 1, 20_000, 'the last late echo').catch((err: Error) => {
+        throw new Error(`${err.message}: ${late().length} of ${total} echoed`);
+      });
+      const got = late();
+      assert.ok(got.length >= total - 2, `echoed ${got.length} of ${total}`);
+      for (let k = 1; k < got.length; k++) assert.equal(got[k], got[k - 1] + 1);
+      const after = await h.host.bus.request<Echo>('py/ask', 'after');
+      assert.notEqual(after.pid, first.pid);
+    } finally {
+      await h.stop();
+    }
+  });
+
   test('graceful stop sends stop; the process exits 0 and is reaped', async () => {
     const cap = captureLog();
     const h = await startHost(exeConfig(), new ProviderRegistry(), { log: cap.log });
