@@ -135,10 +135,12 @@ async function adminQuery(sql: string): Promise<void> {
 export async function pgDatabase(pool = { min: 0, max: 10 }): Promise<BenchDb> {
   const schema = `bench_${randomBytes(5).toString('hex')}`;
   await adminQuery(`CREATE SCHEMA "${schema}"`);
-  const config: DbConfig = { driver: 'pg', url: PG_URL, schema, pool };
+  // BENCH_PG_PREPARED=0: the hub sends its hot statements unnamed (an A/B of statement.ts)
+  const prepared = process.env.BENCH_PG_PREPARED !== '0';
+  const config: DbConfig = { driver: 'pg', url: PG_URL, schema, pool, prepared_statements: prepared };
   return {
     config,
-    yaml: `  default: { driver: pg, url: ${JSON.stringify(PG_URL)}, schema: ${schema}, pool: { min: ${pool.min}, max: ${pool.max} } }`,
+    yaml: `  default: { driver: pg, url: ${JSON.stringify(PG_URL)}, schema: ${schema}, pool: { min: ${pool.min}, max: ${pool.max} }, prepared_statements: ${prepared} }`,
     drop: () => adminQuery(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`),
   };
 }
