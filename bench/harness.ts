@@ -10,10 +10,10 @@ export interface BenchRow {
   baseline?: number;
   /**
    * What `baseline` is: 'raw' (default) a bare-library baseline such as the MQTT echo, or 'floor'
-   * the hand-coded command path (bench/floor-child.ts), or 'unnamed' the same SQL statement sent
-   * unnamed, against its prepared form (bench/statements.ts).
+   * the hand-coded command path (bench/floor-child.ts), or 'knex' the same SQL statement sent
+   * through knex unnamed, as every query went before statement.ts (bench/statements.ts).
    */
-  against?: 'raw' | 'floor' | 'unnamed';
+  against?: 'raw' | 'floor' | 'knex';
   /**
    * Against raw: value / baseline (or baseline / value for latencies, so > 1 is always "better
    * than raw"). Against the floor: always hub / floor, as issue 13 states its goals (a latency

@@ -1,14 +1,14 @@
 /**
- * What a hot statement costs on the PostgreSQL server, sent unnamed (parsed and planned on every
- * call, as knex sends every query) and prepared (core/services/statement.ts: parsed and planned
- * once per session). The statements are the command path's own, through its own code: the send's
- * INSERT through InsertBatch (one row per statement, as at 1 in flight), and the ack + result
- * write an agent's answer makes. Two pools on one schema, one of them with
- * `prepared_statements: false`, alternating in blocks so drift on a busy machine hits both.
+ * What the command path's hot statements cost as the hub sends them (core/services/statement.ts:
+ * named prepared statements, run straight on a pooled connection) against how every query went
+ * before (knex `db.raw`, unnamed: parsed and planned by PostgreSQL on every call, and through
+ * knex's builder and runner). The statements are the command module's own: the send's INSERT
+ * (one row, as at 1 in flight) and the ack + result write an agent's answer makes. Two pools on
+ * one schema, one session each, alternating in blocks so drift on a busy machine hits both.
  *
- * Figures per statement: the caller's wall time (median of the blocks' means) and the server's
- * CPU (the backend process's utime + stime from /proc, which a local server exposes), the part
- * a small machine shares with the hub.
+ * Figures per statement: the caller's wall time (median of the blocks' means), the server's CPU
+ * (the backend process's utime + stime from /proc, which a local server exposes) and this
+ * process's CPU (what the hub spends on the same statement).
  */
 import { randomUUID } from 'node:crypto';
 import fs from 'node:fs';
@@ -16,8 +16,9 @@ import { performance } from 'node:perf_hooks';
 import type { Knex } from 'knex';
 import { silentLogger } from '../core/log.js';
 import { type DbConfig, DbPool } from '../core/services/db.js';
+import { run, type Statement } from '../core/services/statement.js';
 import { query } from '../modules/command/deps.js';
-import { InsertBatch, type NewCommandRow } from '../modules/command/insert-batch.js';
+import { INSERT_SQL, type NewCommandRow } from '../modules/command/insert-batch.js';
 import { migrations } from '../modules/command/migrations.js';
 import { RESULT_SQL } from '../modules/command/uplink.js';
 import { envNumber, pgDatabase } from './env.js';
@@ -28,14 +29,15 @@ const PER_BLOCK = envNumber('BENCH_STMT_PER_BLOCK', 250, 60);
 const CLK_TCK = 100; // Linux USER_HZ: /proc/<pid>/stat counts CPU in 1/100 s
 
 interface Side {
-  name: 'unnamed' | 'prepared';
+  name: 'knex' | 'prepared';
   pool: DbPool;
   db: Knex;
-  inserts: InsertBatch;
   /** The session's backend pid (pool of one connection). */
   backend: number;
   wallMs: { insert: number[]; result: number[] };
   cpuMs: { insert: number; result: number };
+  /** This process's CPU (the hub's side of the same work: the module code, knex, the driver). */
+  clientCpuMs: { insert: number; result: number };
   n: number;
 }
 
@@ -44,6 +46,8 @@ function backendCpuMs(pid: number): number {
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   return ((Number(fields[11]) + Number(fields[12])) * 1000) / CLK_TCK;
 }
+
+const ownMs = (u: NodeJS.CpuUsage) => (u.user + u.system) / 1000;
 
 function newRow(projectId: string): NewCommandRow {
   const now = new Date().toISOString();
@@ -99,45 +103,55 @@ function resultArgs(commandId: string, projectId: string): unknown[] {
 }
 
 async function openSide(name: Side['name'], config: DbConfig): Promise<Side> {
-  const pool = new DbPool(
-    { default: { ...config, pool: { min: 1, max: 1 }, prepared_statements: name === 'prepared' } },
-    silentLogger(),
-  );
+  const pool = new DbPool({ default: { ...config, pool: { min: 1, max: 1 } } }, silentLogger());
   const db = pool.get();
   const [{ pid }] = await query<{ pid: number }>(db, 'SELECT pg_backend_pid() AS pid');
   return {
     name,
     pool,
     db,
-    inserts: new InsertBatch(() => db),
     backend: pid,
     wallMs: { insert: [], result: [] },
     cpuMs: { insert: 0, result: 0 },
+    clientCpuMs: { insert: 0, result: 0 },
     n: 0,
   };
+}
+
+/** A statement as this side sends it: knex raw unnamed (before), or run() (the hub now). */
+async function exec<T>(side: Side, st: Statement, bindings: unknown[]): Promise<T[]> {
+  if (side.name === 'prepared') return run<T>(side.db, st, bindings);
+  return ((await side.db.raw(st.sql, bindings as Knex.RawBinding[])) as { rows: T[] }).rows;
 }
 
 /** One block on one side: PER_BLOCK inserts, then PER_BLOCK result writes for those commands. */
 async function block(side: Side, measured: boolean): Promise<void> {
   const ids: string[] = [];
   let cpu0 = backendCpuMs(side.backend);
+  let own0 = process.cpuUsage();
   let t0 = performance.now();
   for (let i = 0; i < PER_BLOCK; i++) {
-    const row = await side.inserts.add(newRow('bench-p'));
-    if (!row) throw new Error('insert stored nothing');
+    const row = newRow('bench-p');
+    const stored = await exec<{ command_id: string }>(side, INSERT_SQL, [JSON.stringify([row])]);
+    if (stored[0]?.command_id !== row.command_id) throw new Error('insert stored nothing');
     ids.push(row.command_id);
   }
   const insertMs = performance.now() - t0;
   const insertCpu = backendCpuMs(side.backend) - cpu0;
+  const insertOwn = ownMs(process.cpuUsage(own0));
   cpu0 = backendCpuMs(side.backend);
+  own0 = process.cpuUsage();
   t0 = performance.now();
   for (const id of ids) {
-    const rows = await query<{ inserted: boolean }>(side.db, RESULT_SQL, resultArgs(id, 'bench-p'));
+    const rows = await exec<{ inserted: boolean }>(side, RESULT_SQL, resultArgs(id, 'bench-p'));
     if (!rows[0]?.inserted) throw new Error('result stored nothing');
   }
   const resultMs = performance.now() - t0;
   const resultCpu = backendCpuMs(side.backend) - cpu0;
+  const resultOwn = ownMs(process.cpuUsage(own0));
   if (!measured) return;
+  side.clientCpuMs.insert += insertOwn;
+  side.clientCpuMs.result += resultOwn;
   side.wallMs.insert.push(insertMs / PER_BLOCK);
   side.wallMs.result.push(resultMs / PER_BLOCK);
   side.cpuMs.insert += insertCpu;
@@ -152,7 +166,7 @@ export async function runStatementsSuite(): Promise<SuiteResult> {
   try {
     await setup.migrate('command', migrations);
     await setup.close();
-    sides.push(await openSide('unnamed', bench.config), await openSide('prepared', bench.config));
+    sides.push(await openSide('knex', bench.config), await openSide('prepared', bench.config));
     for (const s of sides) await block(s, false); // warm-up: connections, caches, the first plans
     for (let b = 0; b < BLOCKS; b++) {
       // alternate which side goes first, so neither always follows the other's writes
@@ -164,31 +178,22 @@ export async function runStatementsSuite(): Promise<SuiteResult> {
     await setup.close();
     await bench.drop();
   }
-  const [plain, prep] = sides;
+  const [before, hub] = sides;
   const rows: BenchRow[] = [];
+  const row = (metric: string, value: number, baseline: number): BenchRow => ({
+    metric,
+    value,
+    unit: 'ms',
+    baseline,
+    against: 'knex',
+    ratio: baseline / value,
+  });
   for (const kind of ['insert', 'result'] as const) {
     const label = kind === 'insert' ? 'send INSERT (tracker + outbox, 1 row)' : 'ack + result write (1 command)';
-    const wallPlain = median(plain.wallMs[kind]);
-    const wallPrep = median(prep.wallMs[kind]);
-    const cpuPlain = plain.cpuMs[kind] / plain.n;
-    const cpuPrep = prep.cpuMs[kind] / prep.n;
     rows.push(
-      {
-        metric: `${label}: wall, prepared`,
-        value: wallPrep,
-        unit: 'ms',
-        baseline: wallPlain,
-        against: 'unnamed',
-        ratio: wallPlain / wallPrep,
-      },
-      {
-        metric: `${label}: server CPU, prepared`,
-        value: cpuPrep,
-        unit: 'ms',
-        baseline: cpuPlain,
-        against: 'unnamed',
-        ratio: cpuPlain / cpuPrep,
-      },
+      row(`${label}: wall`, median(hub.wallMs[kind]), median(before.wallMs[kind])),
+      row(`${label}: server CPU`, hub.cpuMs[kind] / hub.n, before.cpuMs[kind] / before.n),
+      row(`${label}: hub CPU`, hub.clientCpuMs[kind] / hub.n, before.clientCpuMs[kind] / before.n),
     );
   }
   return {
@@ -196,8 +201,8 @@ export async function runStatementsSuite(): Promise<SuiteResult> {
     machine: machine(),
     rows,
     notes: [
-      `PostgreSQL server, one session per side on one schema; baseline: the same statement unnamed (knex's default: parsed and planned on every call); ratio = unnamed / prepared (> 1: prepared is cheaper)`,
-      `${BLOCKS} blocks of ${PER_BLOCK} inserts then ${PER_BLOCK} result writes per side, sides alternating; wall = median of the blocks' means; server CPU from /proc/<backend pid>/stat (1/${CLK_TCK} s ticks, summed over all blocks)`,
+      `PostgreSQL server, one session per side on one schema; value: the statement as the hub sends it (run(): prepared, straight on the connection); baseline: the same statement through knex db.raw, unnamed (every query before); ratio = knex / hub (> 1: the hub's way is cheaper)`,
+      `${BLOCKS} blocks of ${PER_BLOCK} inserts then ${PER_BLOCK} result writes per side, sides alternating; wall = median of the blocks' means; server CPU from /proc/<backend pid>/stat (1/${CLK_TCK} s ticks), hub CPU from process.cpuUsage(), both summed over all blocks`,
     ],
   };
 }

@@ -365,6 +365,34 @@ export function classifyDbError(err: unknown, db: string): unknown {
   );
 }
 
+/** What statement.ts hands a client's `runHot`: the text with `$n` placeholders, its values, its name. */
+export interface HotQuery {
+  sql: string;
+  bindings: unknown[];
+  options: { name: string };
+}
+
+/**
+ * A hot statement straight on a pooled connection: the dialect's own `_query` (prepared
+ * statements and their recovery above), the pool's acquire and release, the client's error
+ * classification and its 'query' event; knex's query builder, runner and per-call placeholder
+ * rewriting are skipped (bench/statements.ts measures what that saves).
+ */
+async function runHot(client: Knex.Client, obj: HotQuery, classify: (err: unknown) => unknown): Promise<unknown[]> {
+  const conn = (await client.acquireConnection()) as { __knexUid?: string };
+  // what knex tells its 'query' listeners (debugging, statement counts in tests) for every query
+  client.emit('query', { __knexUid: conn.__knexUid, method: 'raw', ...obj });
+  try {
+    // biome-ignore lint/suspicious/noExplicitAny: knex's own signature
+    const out = await (client as any)._query(conn, { method: 'raw', ...obj });
+    return (out.response as { rows: unknown[] }).rows;
+  } catch (err) {
+    throw classify(err);
+  } finally {
+    await client.releaseConnection(conn);
+  }
+}
+
 /** The dialect's `_query` (declared by each knex dialect, not by the Client type), called on `self`. */
 // biome-ignore lint/suspicious/noExplicitAny: knex's own signature
 function dialectQuery(dialect: typeof Knex.Client, self: unknown, connection: any, obj: any): Promise<any> {
@@ -391,6 +419,11 @@ function pgClientFor(db: string, prepare: boolean): typeof Knex.Client {
      * transaction, which the error has aborted, the session is retired instead (knex's pool
      * discards a disposed connection) and the error goes to the caller, as any other would.
      */
+    /** statement.ts: a hot statement on a pooled connection, past knex's builder and runner. */
+    runHot(obj: HotQuery): Promise<unknown[]> {
+      return runHot(this, obj, (err) => classifyDbError(err, db));
+    }
+
     // biome-ignore lint/suspicious/noExplicitAny: knex's own signature
     async _query(connection: any, obj: any): Promise<any> {
       const run = () => dialectQuery(ClientPg, this, connection, obj);
@@ -447,6 +480,11 @@ class PGliteClient extends ClientPGLite {
     const schema = this.config.searchPath;
     if (typeof schema === 'string') await ensureSchema((sql, params) => conn.query(sql, params), schema);
     return conn;
+  }
+
+  /** statement.ts: a hot statement on the one connection, past knex's builder and runner. */
+  runHot(obj: HotQuery): Promise<unknown[]> {
+    return runHot(this, obj, (err) => err);
   }
 
   /** A hot statement's name (statement.ts) is not a PGlite query option: it runs as any other query. */

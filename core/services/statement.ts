@@ -26,16 +26,33 @@ export interface Statement {
   readonly name: string;
   /** knex `?` placeholders, as in `db.raw`. */
   readonly sql: string;
+  /** The same with `$n` placeholders, rewritten once here (knex rewrites on every call). */
+  readonly text: string;
 }
 
 /** A hot statement of fixed text; define it once, at module level. */
 export function statement(sql: string): Statement {
   const name = `gmq_${createHash('sha256').update(sql).digest('hex').slice(0, 24)}`;
-  return Object.freeze({ name, sql });
+  // knex's PostgreSQL rule: `\?` stays a question mark, any other `?` is the next placeholder
+  let n = 0;
+  const text = sql.replace(/(\\*)(\?)/g, (_m, escapes: string) => (escapes.length % 2 ? '?' : `$${++n}`));
+  return Object.freeze({ name, sql, text });
 }
 
-/** Runs a hot statement; its `rows` on both drivers. */
+/** A client of db.ts that runs hot statements itself (both of its dialects do). */
+interface HotClient {
+  runHot(obj: { sql: string; bindings: unknown[]; options: { name: string } }): Promise<unknown[]>;
+}
+
+/**
+ * Runs a hot statement; its `rows` on both drivers. Outside a transaction it goes straight to a
+ * pooled connection (db.ts runHot); inside one, through knex on the transaction's connection.
+ */
 export async function run<T>(db: Knex, st: Statement, bindings: readonly unknown[] = []): Promise<T[]> {
+  const client = db.client as Partial<HotClient>;
+  if (!(db as Knex.Transaction).isTransaction && typeof client.runHot === 'function') {
+    return (await client.runHot({ sql: st.text, bindings: [...bindings], options: { name: st.name } })) as T[];
+  }
   const r = (await db.raw(st.sql, bindings as Knex.RawBinding[]).options({ name: st.name })) as { rows: T[] };
   return r.rows;
 }

@@ -62,7 +62,8 @@ const TRACKER_VALUES = `v.command_id, v.project_id, v.command_type, v.module, v.
       v.payload_json::jsonb, v.offline_policy, v.timeout_ms, v.queue_expires_at, v.is_sync, v.timeout_at, v.created_at,
       v.created_at, v.schedule_at, v.queue_ttl_ms, v.job_id`;
 
-const INSERT_SQL = statement(`WITH v AS (
+/** Exported for bench/statements.ts. */
+export const INSERT_SQL = statement(`WITH v AS (
     SELECT * FROM jsonb_to_recordset(?::jsonb) AS v(command_id text, project_id text, command_type text, module text,
       operator_id text, payload_json text, offline_policy text, timeout_ms integer, queue_expires_at timestamptz,
       is_sync boolean, timeout_at timestamptz, created_at timestamptz, topic text, message text, outbox_status text,
