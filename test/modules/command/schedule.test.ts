@@ -79,13 +79,19 @@ for (const driver of DRIVERS) {
         Date.parse(d.timeout_at) >= Date.parse(at) + timeoutMs,
         `timeout_at ${d.timeout_at} counts from the start`,
       );
+      // The stored status can be read back before the watcher's mailbox has its event (a busy
+      // machine, beside another suite: "scheduled pending sent"), so wait for the event itself.
+      await until(() => statesOf(v.command_id).includes('completed'), 10_000, 'the completed event').catch(
+        (err: Error) => {
+          throw new Error(`${err.message}: states ${statesOf(v.command_id).join(' ')}`);
+        },
+      );
       const states = statesOf(v.command_id);
       assert.equal(states[0], 'scheduled');
       assert.ok(states.indexOf('pending') > 0, `states ${states.join(' ')}`);
       // Known, not yet explained: a clean CI run here once saw this command's `sent` event after
       // its `completed` one on PostgreSQL, which the version gate (events.ts) should refuse; the
       // stored status is right (checked above). Written up in the closing note of this stop.
-      assert.ok(states.includes('completed'), `states ${states.join(' ')}`);
     });
 
     test('cancelled before its time: never published; a started one cannot be cancelled', async () => {
