@@ -181,7 +181,7 @@ for (const backend of BACKENDS) {
       assert.equal((await hub.api('GET', `/jobs?status=scheduled`)).json.items.length >= 2, true);
       const done = await waitJob(hub, soon.json.job_id, (j) => j.status === 'completed', 'completed');
       assert.ok(Date.parse(done.started_at) >= at, `started ${done.started_at} before ${new Date(at).toISOString()}`);
-      assert.equal(done.counts.completed, 2);
+      assert.equal(done.counts.completed, 2, `the job when it completed: ${JSON.stringify(done)}`);
 
       const cancelled = await post(hub, `/jobs/${later.json.job_id}/cancel`, {});
       assert.equal(cancelled.status, 200);
