@@ -411,6 +411,11 @@ const STALE_STATEMENT = new Set(['0A000', '26000', '42P05']);
  */
 function pgClientFor(db: string, prepare: boolean): typeof Knex.Client {
   return class PgClient extends ClientPg {
+    /** statement.ts: a hot statement on a pooled connection, past knex's builder and runner. */
+    runHot(obj: HotQuery): Promise<unknown[]> {
+      return runHot(this, obj, (err) => classifyDbError(err, db));
+    }
+
     /**
      * Hot statements come with a name (statement.ts): prepared once per session. Without
      * `prepared_statements` they go unnamed. A session whose prepared copy no longer fits
@@ -419,11 +424,6 @@ function pgClientFor(db: string, prepare: boolean): typeof Knex.Client {
      * transaction, which the error has aborted, the session is retired instead (knex's pool
      * discards a disposed connection) and the error goes to the caller, as any other would.
      */
-    /** statement.ts: a hot statement on a pooled connection, past knex's builder and runner. */
-    runHot(obj: HotQuery): Promise<unknown[]> {
-      return runHot(this, obj, (err) => classifyDbError(err, db));
-    }
-
     // biome-ignore lint/suspicious/noExplicitAny: knex's own signature
     async _query(connection: any, obj: any): Promise<any> {
       const run = () => dialectQuery(ClientPg, this, connection, obj);

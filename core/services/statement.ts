@@ -3,7 +3,7 @@
  * outcome, the ack and result writes). On PostgreSQL each is a named prepared statement, so a
  * session parses and plans it once instead of on every call: for the send's multi-CTE INSERT
  * that planning was about 1 ms of server CPU per call, more than the write itself on a small
- * machine (bench/statement-cost.ts measures it).
+ * machine (`npm run bench -- statements` measures it).
  *
  * The name is derived from the text, so one name never stands for two texts (node-postgres
  * refuses that on a session). A statement only ever has a fixed text: never build one from
@@ -20,6 +20,7 @@
  */
 import { createHash } from 'node:crypto';
 import type { Knex } from 'knex';
+import type { HotQuery } from './db.js';
 
 export interface Statement {
   /** `gmq_` and a digest of the text: the session-level name of the prepared statement. */
@@ -41,7 +42,7 @@ export function statement(sql: string): Statement {
 
 /** A client of db.ts that runs hot statements itself (both of its dialects do). */
 interface HotClient {
-  runHot(obj: { sql: string; bindings: unknown[]; options: { name: string } }): Promise<unknown[]>;
+  runHot(obj: HotQuery): Promise<unknown[]>;
 }
 
 /**
