@@ -21,6 +21,14 @@ export async function poll(cond: () => boolean | Promise<boolean>, quietMs: numb
 }
 
 const JOBS = { tick_ms: 100, reconcile_ms: 1_000 };
+/**
+ * No test here waits for an agent to be found silent (the offline target never had an agent),
+ * so the silence bound is stretched like every other bound. With the harness's 3 s, a hub starved
+ * for 3 s beside another suite marks both agents offline, and a job dispatched in that moment
+ * counts its targets failed (offline_policy fail): right for the product, wrong for this test,
+ * and the likeliest cause of a side-by-side run whose scheduled job completed with 0 of 2.
+ */
+const STATUS = { heartbeat_timeout_ms: scaled(3_000) };
 
 async function post(hub: Hub, p: string, body: unknown, headers: Record<string, string> = {}) {
   const res = await fetch(`${hub.base}/api/exchange-hub${p}`, {
@@ -53,7 +61,7 @@ for (const backend of BACKENDS) {
     let offline = '';
 
     before(async () => {
-      hub = await Hub.create(backend, { jobs: JOBS });
+      hub = await Hub.create(backend, { jobs: JOBS, status: STATUS });
       await hub.start();
       for (let i = 0; i < 2; i++) {
         const project_id = uniqueId('eu');
