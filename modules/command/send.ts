@@ -10,7 +10,7 @@
  */
 import type { Knex } from 'knex';
 import { errorCode, HubError } from '../../core/errors.js';
-import { buildCommand, type CommandMessage, commandDownTopic } from '../shared/protocol.js';
+import { buildCommand, commandDownTopic, signedCommandJson } from '../shared/protocol.js';
 import type { CommandView, SentCommand } from './contract/topics.js';
 import { type Deps, isoAt, lockInOrder, query, retrying } from './deps.js';
 import { IdempotencyKeys, mismatch } from './idempotency.js';
@@ -89,9 +89,10 @@ export class Sender {
       );
     }
     const now = this.d.clock.now();
-    let msg: CommandMessage;
+    let signed: { message_id: string; json: string };
     try {
-      msg = buildCommand(c.project_id, c.command_type, c.payload, secret, {
+      // signed over the payload's canonical text from validation: the payload is not walked again
+      signed = signedCommandJson(c.project_id, c.command_type, c.payload_json, secret, {
         ...(c.command_id ? { messageId: c.command_id } : {}),
         now,
       });
@@ -101,13 +102,13 @@ export class Sender {
       const field = String((err as HubError).details?.field ?? 'payload');
       throw invalid(field, (err as Error).message.replace(/^[a-z_]+: /, ''));
     }
-    const commandId = msg.message_id;
+    const commandId = signed.message_id;
     const queued = !scheduled && !online;
     const queueExpires = queued ? now + c.queue_ttl_ms : null;
     // A queued command's execution clock starts when it is released; until then only the queue
     // expiry applies. A scheduled one's starts at its time (the scheduler sets it again then).
     const timeoutAt = (c.schedule_at ?? queueExpires ?? now) + c.timeout_ms;
-    const message = JSON.stringify(msg);
+    const message = signed.json;
     const topic = commandDownTopic(c.project_id);
     // Online: this send publishes the first attempt itself, right after the commit (the fast
     // lane), so the row is written already claimed for it: attempts 1, due again after the first

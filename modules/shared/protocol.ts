@@ -11,7 +11,7 @@
  *   durability and owner of each; everything that enumerates uplink types reads it;
  * - `downlinks.ts`: the downlink data types (`register_ack`, `reregister`);
  * - `parse.ts`: `parseUplink` / `parseDownlink` / `peekUplink`, which never throw;
- * - `build.ts`: `buildCommand` / `buildData`, signed and checked at the sender;
+ * - `build.ts`: `buildCommand` / `buildData` / `signedCommandJson`, signed and checked at the sender;
  * - `describe.ts`: parse results and refusal reasons naming the field.
  *
  * @example
@@ -21,7 +21,7 @@
  *     r.value.msg.payload.exit_code; // number
  *   }
  */
-export { buildCommand, buildData, newMessageId } from './protocol/build.js';
+export { buildCommand, buildData, newMessageId, signedCommandJson } from './protocol/build.js';
 export { PARSE_ERROR_CODES, type ParseErrorCode, type ParseResult } from './protocol/describe.js';
 export {
   DOWNLINK_DATA_TYPES,

@@ -66,8 +66,16 @@ function hmacHex(secret: string, canonical: string): string {
  * @example const signature = signMessage({ message_id, type: 'command', ... }, 'project-secret');
  */
 export function signMessage(msg: object, secret: string): string {
+  return signCanonical(canonicalJson(withoutSignature(msg)), secret);
+}
+
+/**
+ * The signature of a message whose canonical text (without `signature`) the caller already has:
+ * signMessage without walking the message again. Throws a TypeError for an empty secret.
+ */
+export function signCanonical(canonical: string, secret: string): string {
   if (typeof secret !== 'string' || secret.length === 0) throw new TypeError('secret must be a non-empty string');
-  return hmacHex(secret, canonicalJson(withoutSignature(msg)));
+  return hmacHex(secret, canonical);
 }
 
 /**

@@ -6,7 +6,7 @@
 import { randomUUID } from 'node:crypto';
 import type { z } from 'zod';
 import { HubError } from '../../../core/errors.js';
-import { canonicalJson, signMessage } from '../signing.js';
+import { canonicalJson, signCanonical, signMessage } from '../signing.js';
 import { schemaFailure, show } from './describe.js';
 import { DOWNLINK_DATA_PAYLOAD_SCHEMAS } from './downlinks.js';
 import type { CommandMessage, DataMessage } from './envelope.js';
@@ -26,13 +26,14 @@ interface BuildOptions {
 }
 
 /**
- * A deep, JSON-only copy of `payload`: the message never shares objects with the caller (a later
- * mutation would break the signature), and values JSON cannot carry fail here, not at the receiver.
+ * The payload as RFC 8785 canonical JSON: what the message carries and what its signature
+ * covers, so the caller's objects are never shared with the message (a later mutation would
+ * break the signature) and values JSON cannot carry fail here, not at the receiver.
  */
-function jsonCopy(payload: unknown): unknown {
+function canonicalPayload(payload: unknown): string {
   if (payload === undefined) throw new HubError('PROTO_ERR_SCHEMA', 'payload: required (use null for "nothing")');
   try {
-    return JSON.parse(canonicalJson(payload));
+    return canonicalJson(payload);
   } catch (err) {
     throw new HubError('PROTO_ERR_SCHEMA', `payload: not JSON-serialisable: ${(err as Error).message}`, undefined, {
       cause: err,
@@ -80,15 +81,19 @@ function checkTypeName(kind: 'command' | 'data', typeName: string): void {
   }
 }
 
-/** A JSON-only copy of the payload; a known type's is checked at build time, so a bad message fails at the sender. */
-function checkedBody(kind: 'command' | 'data', typeName: string, payload: unknown): unknown {
-  const body = jsonCopy(payload);
-  const schema = knownSchema(kind, typeName);
-  const r = schema?.safeParse(body);
+/** A known type's payload checked against its schema, so a bad message fails at the sender. */
+function checkKnownPayload(kind: 'command' | 'data', typeName: string, body: unknown): void {
+  const r = knownSchema(kind, typeName)?.safeParse(body);
   if (r && !r.success) {
     const f = schemaFailure(r.error, { payload: body }, ['payload']);
     throw new HubError('PROTO_ERR_SCHEMA', `${typeField(kind)} ${typeName}: ${f.reason}`, { field: 'payload' });
   }
+}
+
+/** A JSON-only copy of the payload, checked when its type is known. */
+function checkedBody(kind: 'command' | 'data', typeName: string, payload: unknown): unknown {
+  const body = JSON.parse(canonicalPayload(payload));
+  checkKnownPayload(kind, typeName, body);
   return body;
 }
 
@@ -108,11 +113,56 @@ export function buildCommand(
   secret: string,
   opts?: BuildOptions,
 ): CommandMessage {
+  return JSON.parse(composeCommand(projectId, commandType, () => canonicalPayload(payload), secret, opts).json);
+}
+
+/**
+ * A signed command as the JSON text to publish, from a payload already in canonical form (the
+ * send path has it from validation): the canonical text of the message is composed around it
+ * rather than walked again, and the signature is the HMAC of that text. Keys are written in
+ * RFC 8785 order (UTF-16 code units); strings and the integer timestamp are what
+ * `JSON.stringify` writes, which is what RFC 8785 specifies for them. The text sent keeps the
+ * envelope's field order, signature last.
+ * Checks and throws like `buildCommand`. `canonicalPayloadJson` must be canonicalJson output.
+ *
+ * @example
+ *   const { message_id, json } = signedCommandJson('plant-7', 'echo', canonicalJson({ a: 1 }), secret);
+ */
+export function signedCommandJson(
+  projectId: string,
+  commandType: string,
+  canonicalPayloadJson: string,
+  secret: string,
+  opts?: BuildOptions,
+): { message_id: string; json: string } {
+  return composeCommand(projectId, commandType, () => canonicalPayloadJson, secret, opts);
+}
+
+/** Both of the above: the envelope checked first, then the payload (so errors name the first bad field). */
+function composeCommand(
+  projectId: string,
+  commandType: string,
+  payloadJson: () => string,
+  secret: string,
+  opts: BuildOptions | undefined,
+): { message_id: string; json: string } {
   checkTypeName('command', commandType);
   const base = baseFields(projectId, 'command', opts);
-  const body = checkedBody('command', commandType, payload);
-  const unsigned = { ...base, command_type: commandType, payload: body };
-  return { ...unsigned, signature: signMessage(unsigned, secret) };
+  const canonicalPayloadJson = payloadJson();
+  if (knownSchema('command', commandType)) checkKnownPayload('command', commandType, JSON.parse(canonicalPayloadJson));
+  const type = JSON.stringify(commandType);
+  const id = JSON.stringify(base.message_id);
+  const project = JSON.stringify(base.project_id);
+  const version = JSON.stringify(base.version);
+  const canonical =
+    `{"command_type":${type},"message_id":${id},"payload":${canonicalPayloadJson},"project_id":${project}` +
+    `,"timestamp":${base.timestamp},"type":"command","version":${version}}`;
+  const signature = signCanonical(canonical, secret);
+  // on the wire in the envelope's own order (docs/wire-protocol.md), as every message is written
+  const json =
+    `{"message_id":${id},"type":"command","project_id":${project},"timestamp":${base.timestamp}` +
+    `,"version":${version},"command_type":${type},"payload":${canonicalPayloadJson},"signature":"${signature}"}`;
+  return { message_id: base.message_id, json };
 }
 
 /**

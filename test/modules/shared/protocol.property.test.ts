@@ -11,11 +11,12 @@ import {
   type ParseResult,
   parseDownlink,
   parseUplink,
+  signedCommandJson,
   TOPIC_COMMAND_UP,
   TOPIC_MESSAGE_UP,
 } from '../../../modules/shared/protocol.js';
 import { findUnsafeJson, unsafeTextProblem } from '../../../modules/shared/sanitize.js';
-import { verifySignature } from '../../../modules/shared/signing.js';
+import { canonicalJson, signMessage, verifySignature } from '../../../modules/shared/signing.js';
 
 const RUNS = { numRuns: 2000 };
 const SECRET = 'property-secret';
@@ -282,6 +283,34 @@ test('valid generated downlink commands (any type, any JSON payload) always pars
         const r = parseDownlink(commandDownTopic(pid), JSON.stringify(cmd));
         if (!r.ok) assert.fail(`${r.code}: ${r.reason}`);
         assert.equal(r.value.kind, 'command');
+        assert.equal(verifySignature(r.value.msg, SECRET), true);
+      },
+    ),
+    RUNS,
+  );
+});
+
+test('a command composed around its canonical payload (the send path) is exactly the canonical message, signed as buildCommand signs it', () => {
+  fc.assert(
+    fc.property(
+      projectId,
+      fc.stringMatching(/^[a-z0-9_.-]{1,64}$/),
+      safeJson(fc.jsonValue()),
+      uuid,
+      ms,
+      (pid, type, payload, id, now) => {
+        const { message_id, json } = signedCommandJson(pid, type, canonicalJson(payload), SECRET, {
+          messageId: id,
+          now,
+        });
+        assert.equal(message_id, id);
+        const sent = JSON.parse(json);
+        const { signature, ...unsigned } = sent;
+        // signed over what RFC 8785 makes of the message as the receiver parses it
+        assert.equal(signature, signMessage(unsigned, SECRET));
+        assert.deepEqual(sent, buildCommand(pid, type, payload, SECRET, { messageId: id, now }));
+        const r = parseDownlink(commandDownTopic(pid), json);
+        if (!r.ok) assert.fail(`${r.code}: ${r.reason}`);
         assert.equal(verifySignature(r.value.msg, SECRET), true);
       },
     ),
