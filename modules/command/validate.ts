@@ -48,8 +48,7 @@ const NULL_MEANS_ABSENT = ['module', 'operator_id', 'command_id', 'idempotency_k
 export interface CheckedSend {
   project_id: string;
   command_type: string;
-  payload: unknown;
-  /** The payload's JSON text, as stored in the tracker. */
+  /** The payload as canonical JSON (RFC 8785): stored in the tracker, and what the command is signed around. */
   payload_json: string;
   timeout_ms: number;
   module: string | null;
@@ -113,7 +112,6 @@ export function checkSend(req: unknown, cfg: CommandConfig, now = Date.now()): C
   return {
     project_id: r.project_id,
     command_type: r.command_type,
-    payload: JSON.parse(payloadJson),
     payload_json: payloadJson,
     timeout_ms: r.timeout_ms ?? cfg.default_timeout_ms,
     module,
