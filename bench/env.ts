@@ -386,8 +386,11 @@ export interface HubYamlOptions {
 
 /**
  * The hub's config.yml for a suite: the default config's modules (status, command, mqtt-bridge,
- * web, and the embedded broker when no external one is given) with their defaults, on loopback
- * and free ports. gRPC is left out: no suite calls it, and it only adds start time.
+ * jobs, audit, web, and the embedded broker when no external one is given) with their defaults,
+ * on loopback and free ports, so a suite pays what a hub started from config.yml pays (every
+ * REST send writes an audit record; jobs follows every command's state). gRPC is left out: no
+ * suite calls it, and it only adds start time. `BENCH_AUDIT=0` leaves the audit trail out, to
+ * measure what it costs.
  */
 export function hubYaml(o: HubYamlOptions): string {
   const url = o.mqttUrl ?? `mqtt://127.0.0.1:${o.embeddedPort}`;
@@ -397,6 +400,10 @@ export function hubYaml(o: HubYamlOptions): string {
   lines.push(block('status', { ...o.status }));
   lines.push(block('command', { ...o.command }));
   lines.push(block('mqtt-bridge', { url, client_id: `bench-hub-${randomBytes(3).toString('hex')}`, ...o.bridge }));
-  if (o.web !== false) lines.push(block('web', { port: 0 }));
+  lines.push(block('jobs', {}));
+  if (o.web !== false) {
+    if (process.env.BENCH_AUDIT !== '0') lines.push(block('audit', {}));
+    lines.push(block('web', { port: 0 }));
+  }
   return `${lines.join('\n')}\n`;
 }

@@ -16,6 +16,9 @@ import { AUDIT, type AuditEntry } from './contract/topics.js';
 import { migrations } from './migrations.js';
 import { AuditStore } from './store.js';
 
+/** Records being written at once; past it the mailbox holds the rest (backpressure). */
+const RECORDS_IN_FLIGHT = 2048;
+
 export const provider: ModuleProvider<AuditConfig> = {
   name: 'audit',
   description: 'the audit trail of operator actions (who did what, over which interface, with what outcome)',
@@ -31,32 +34,38 @@ async function start(ctx: ModuleContext<AuditConfig>): Promise<void> {
   const written: Record<string, number> = {};
   const refused: Record<string, number> = {};
 
-  ctx.bus.subscribe(AUDIT.record, async (body): Promise<AuditEntry> => {
-    let e: AuditEntry;
-    try {
-      e = await store.write(body);
-    } catch (err) {
-      const code = (err as { code?: string }).code ?? 'error';
-      refused[code] = (refused[code] ?? 0) + 1;
-      throw err;
-    }
-    written[e.action] = (written[e.action] ?? 0) + 1;
-    // the record's one log line: ids, never a payload or a secret
-    ctx.log.info(
-      {
-        audit_id: e.audit_id,
-        action: e.action,
-        token_id: e.token_id,
-        role: e.role,
-        interface: e.interface,
-        project_id: e.project_id,
-        targets: e.targets,
-        outcome: e.outcome,
-      },
-      'audit',
-    );
-    return e;
-  });
+  ctx.bus.subscribe(
+    AUDIT.record,
+    async (body): Promise<AuditEntry> => {
+      let e: AuditEntry;
+      try {
+        e = await store.write(body);
+      } catch (err) {
+        const code = (err as { code?: string }).code ?? 'error';
+        refused[code] = (refused[code] ?? 0) + 1;
+        throw err;
+      }
+      written[e.action] = (written[e.action] ?? 0) + 1;
+      // the record's one log line: ids, never a payload or a secret
+      ctx.log.info(
+        {
+          audit_id: e.audit_id,
+          action: e.action,
+          token_id: e.token_id,
+          role: e.role,
+          interface: e.interface,
+          project_id: e.project_id,
+          targets: e.targets,
+          outcome: e.outcome,
+        },
+        'audit',
+      );
+      return e;
+    },
+    // records wait for their group's commit side by side (group-commit.ts), not one commit each
+    // in turn: one at a time, the trail capped every interface's sends at one commit per record
+    { concurrency: RECORDS_IN_FLIGHT },
+  );
   ctx.bus.subscribe(AUDIT.list, (body) => store.list(body));
   // introspection answers ahead of the data queue (core/mailbox.ts control lane)
   ctx.bus.subscribe(

@@ -2,6 +2,8 @@
 import type { Knex } from 'knex';
 import { z } from 'zod';
 import { HubError } from '../../core/errors.js';
+import { GroupCommit } from '../../core/services/group-commit.js';
+import { run, statement } from '../../core/services/statement.js';
 import { instant } from '../shared/contract/instant.js';
 import { firstIssue, projectId } from '../shared/contract/schemas.js';
 import {
@@ -79,25 +81,41 @@ const toEntry = (r: AuditRow): AuditEntry => ({
   outcome: r.outcome,
 });
 
-export class AuditStore {
-  constructor(private readonly db: () => Knex) {}
+/**
+ * Records of one turn go in one statement (prepared, core/services/statement.ts), in the order
+ * given: the serial ids follow the SELECT's ORDER BY, so the rows sorted by id line up with the
+ * items. Every send and sync is an audited action, so this is on the command path.
+ */
+const INSERT_SQL =
+  statement(`INSERT INTO audit_log (at, action, token_id, role, interface, project_id, targets, outcome)
+  SELECT v.at, v.action, v.token_id, v.role, v.interface, v.project_id, v.targets, v.outcome
+    FROM jsonb_to_recordset(?::jsonb) AS v(n int, at timestamptz, action text, token_id text, role text,
+      interface text, project_id text, targets jsonb, outcome text)
+   ORDER BY v.n
+  RETURNING *`);
 
-  /** Checks and writes one record; resolves with it once committed. */
+export class AuditStore {
+  private readonly group: GroupCommit<AuditRecord, AuditEntry>;
+
+  constructor(private readonly db: () => Knex) {
+    this.group = new GroupCommit(async (recs) => {
+      const items = recs.map((rec, n) => ({ n, ...rec, at: new Date(rec.at).toISOString() }));
+      const rows = await run<AuditRow>(this.db(), INSERT_SQL, [JSON.stringify(items)]);
+      return rows.sort((a, b) => (BigInt(a.id) < BigInt(b.id) ? -1 : 1)).map(toEntry);
+    });
+  }
+
+  /** Statements written (each one commit of one or more records). */
+  get statements(): number {
+    return this.group.statements;
+  }
+
+  /**
+   * Checks one record and writes it with the others of the same turn; resolves with it once
+   * committed. One record the database refuses fails alone (group-commit.ts).
+   */
   async write(body: unknown): Promise<AuditEntry> {
-    const rec: AuditRecord = check(recordSchema, body);
-    const [row] = (await this.db()('audit_log')
-      .insert({
-        at: new Date(rec.at).toISOString(),
-        action: rec.action,
-        token_id: rec.token_id,
-        role: rec.role,
-        interface: rec.interface,
-        project_id: rec.project_id,
-        targets: JSON.stringify(rec.targets),
-        outcome: rec.outcome,
-      })
-      .returning('*')) as AuditRow[];
-    return toEntry(row);
+    return this.group.add(check(recordSchema, body));
   }
 
   /** Newest first, filtered by action, project, token and time. */

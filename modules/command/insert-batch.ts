@@ -1,12 +1,9 @@
 /**
- * Group commit for sends (docs/architecture.md#performance-decisions: one INSERT per commit ≈ 2 k rows/s, 500-row statements
- * ≈ 44 k rows/s). Sends accepted in the same turn of the event loop are written together: every
- * tracker row and its outbox row in ONE statement (a transaction of its own), so a command is
- * never stored without its outbox row. Alone, a send waits no timer: the statement goes out on
- * the next turn; under load, the sends that arrive while a statement runs form the next group.
- *
- * A group that fails as a whole (one poisoned row) is written again row by row, so one bad send
- * fails alone. A command_id already stored comes back as `null` (the caller looks it up).
+ * Group commit for sends (core/services/group-commit.ts). Sends accepted in the same turn of the
+ * event loop are written together: every tracker row and its outbox row in ONE statement (a
+ * transaction of its own), so a command is never stored without its outbox row. A group that
+ * fails as a whole (one poisoned row) is written again row by row, so one bad send fails alone.
+ * A command_id already stored comes back as `null` (the caller looks it up).
  *
  * A row with an idempotency key writes its key row in the same statement, first: its tracker
  * and outbox rows are written only if the key went in. A key another send holds (committed, or
@@ -15,6 +12,7 @@
  * key never points at a command another request made.
  */
 import type { Knex } from 'knex';
+import { GroupCommit } from '../../core/services/group-commit.js';
 import { statement } from '../../core/services/statement.js';
 import { query } from './deps.js';
 import { TRACKER_COLUMNS, type TrackerRow } from './rows.js';
@@ -51,9 +49,6 @@ export interface NewCommandRow {
   /** The job that sends it (modules/jobs), or null. */
   job_id: string | null;
 }
-
-/** Largest group in one statement (bind size stays a few MB at the 64 KB payload limit). */
-const MAX_GROUP = 500;
 
 const TRACKER_INSERT = `INSERT INTO command_tracker (command_id, project_id, command_type, module, operator_id, status,
       payload, offline_policy, timeout_ms, queue_expires_at, is_sync, timeout_at, created_at, updated_at, schedule_at,
@@ -98,75 +93,33 @@ export const INSERT_SQL = statement(`WITH v AS (
 
 export type InsertedRow = TrackerRow & { outbox_id: string | number };
 
-interface Waiting {
-  row: NewCommandRow;
-  resolve: (r: InsertedRow | null) => void;
-  reject: (err: unknown) => void;
-}
-
+/**
+ * The sends' group commit (core/services/group-commit.ts). A command_id stored before, or a
+ * keyed row whose key another send holds, comes back as null (the caller looks it up).
+ */
 export class InsertBatch {
-  private queue: Waiting[] = [];
-  private running = false;
-  private scheduled = false;
-  /** Statements written, for the counters (each is one commit). */
-  statements = 0;
+  private readonly group: GroupCommit<NewCommandRow, InsertedRow | null>;
 
-  constructor(private readonly db: () => Knex) {}
+  constructor(db: () => Knex) {
+    this.group = new GroupCommit(async (rows) => {
+      const stored = await query<InsertedRow>(db(), INSERT_SQL, [JSON.stringify(rows)]);
+      const byId = new Map(stored.map((r) => [r.command_id, r]));
+      return rows.map((row) => {
+        const r = byId.get(row.command_id);
+        // a second send of one id in the same group: the first one stored it
+        if (r) byId.delete(row.command_id);
+        return r ?? null;
+      });
+    });
+  }
+
+  /** Statements written, for the counters (each is one commit). */
+  get statements(): number {
+    return this.group.statements;
+  }
 
   /** Resolves with the stored rows, or null when the command_id was stored before. */
   add(row: NewCommandRow): Promise<InsertedRow | null> {
-    return new Promise((resolve, reject) => {
-      this.queue.push({ row, resolve, reject });
-      this.schedule();
-    });
-  }
-
-  private schedule(): void {
-    if (this.running || this.scheduled || this.queue.length === 0) return;
-    this.scheduled = true;
-    // the rest of this turn's sends join the group
-    setImmediate(() => {
-      this.scheduled = false;
-      void this.run();
-    });
-  }
-
-  private async run(): Promise<void> {
-    this.running = true;
-    try {
-      while (this.queue.length > 0) {
-        const group = this.queue.splice(0, MAX_GROUP);
-        try {
-          this.settle(group, await this.write(group.map((w) => w.row)));
-        } catch {
-          // one bad row must not fail the others: write them one by one, each with its own answer
-          for (const w of group) {
-            try {
-              this.settle([w], await this.write([w.row]));
-            } catch (err) {
-              w.reject(err);
-            }
-          }
-        }
-      }
-    } finally {
-      this.running = false;
-      this.schedule();
-    }
-  }
-
-  private async write(rows: NewCommandRow[]): Promise<InsertedRow[]> {
-    this.statements++;
-    return query<InsertedRow>(this.db(), INSERT_SQL, [JSON.stringify(rows)]);
-  }
-
-  private settle(group: Waiting[], stored: InsertedRow[]): void {
-    const byId = new Map(stored.map((r) => [r.command_id, r]));
-    for (const w of group) {
-      const r = byId.get(w.row.command_id);
-      // a second send of one id in the same group: the first one stored it
-      if (r) byId.delete(w.row.command_id);
-      w.resolve(r ?? null);
-    }
+    return this.group.add(row);
   }
 }

@@ -194,5 +194,43 @@ for (const backend of ['pglite', 'pg'] as const) {
         ['command.cancelled', 'module.restarted'],
       );
     });
+
+    test('audit records of one moment share a statement; each caller gets its own record; a record the database refuses fails alone', async () => {
+      const store = new AuditStore(() => h.db);
+      const at = Date.parse('2026-04-01T00:00:00.000Z');
+      const rec = (i: number, token_id = 'tokens[0]') => ({
+        action: 'command.sent',
+        token_id,
+        role: 'operator',
+        interface: 'rest',
+        project_id: 'aud-group',
+        targets: { project_id: 'aud-group', command_id: `g-${i}` },
+        outcome: 'ok',
+        at: at + i,
+      });
+      const before = store.statements;
+      const written = await Promise.all(Array.from({ length: 300 }, (_, i) => store.write(rec(i))));
+      assert.ok(store.statements - before <= 3, `300 records took ${store.statements - before} statements`);
+      written.forEach((e, i) => {
+        assert.equal(e.targets.command_id, `g-${i}`);
+        assert.equal(e.at, new Date(at + i).toISOString());
+      });
+      const ids = written.map((e) => BigInt(e.audit_id));
+      assert.ok(
+        ids.every((id, i) => i === 0 || id > ids[i - 1]),
+        'ids follow the order the records came in',
+      );
+      // a lone surrogate passes the record's checks but not PostgreSQL's jsonb: that record alone fails
+      const mixed = await Promise.allSettled([
+        store.write(rec(1000)),
+        store.write(rec(1001, 'tok\uD800')),
+        store.write(rec(1002)),
+      ]);
+      assert.deepEqual(
+        mixed.map((r) => r.status),
+        ['fulfilled', 'rejected', 'fulfilled'],
+      );
+      assert.equal((await store.list({ project_id: 'aud-group', limit: 500 })).total, 302);
+    });
   });
 }
