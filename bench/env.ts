@@ -389,8 +389,9 @@ export interface HubYamlOptions {
  * jobs, audit, web, and the embedded broker when no external one is given) with their defaults,
  * on loopback and free ports, so a suite pays what a hub started from config.yml pays (every
  * REST send writes an audit record; jobs follows every command's state). gRPC is left out: no
- * suite calls it, and it only adds start time. `BENCH_AUDIT=0` leaves the audit trail out, to
- * measure what it costs.
+ * suite calls it, and it only adds start time. `BENCH_AUDIT=0` leaves the audit trail out and
+ * `BENCH_CLUSTER_EVENTS=0` the command module's announcements to other instances, to measure
+ * what each costs.
  */
 export function hubYaml(o: HubYamlOptions): string {
   const url = o.mqttUrl ?? `mqtt://127.0.0.1:${o.embeddedPort}`;
@@ -398,7 +399,9 @@ export function hubYaml(o: HubYamlOptions): string {
   const lines = ['host: { shutdown_timeout_ms: 20000, drain_timeout_ms: 5000 }', 'databases:', o.db.yaml, 'modules:'];
   if (!o.mqttUrl) lines.push(block('broker', { port: o.embeddedPort, host: '127.0.0.1', ...o.broker }));
   lines.push(block('status', { ...o.status }));
-  lines.push(block('command', { ...o.command }));
+  // BENCH_CLUSTER_EVENTS=0: no change announcements to other instances (triggers and LISTEN)
+  const cluster = process.env.BENCH_CLUSTER_EVENTS === '0' ? { cluster_events: false } : {};
+  lines.push(block('command', { ...cluster, ...o.command }));
   lines.push(block('mqtt-bridge', { url, client_id: `bench-hub-${randomBytes(3).toString('hex')}`, ...o.bridge }));
   lines.push(block('jobs', {}));
   if (o.web !== false) {
