@@ -306,20 +306,35 @@ export async function pool<T>(items: T[], concurrency: number, fn: (item: T, i: 
   );
 }
 
+/**
+ * Heartbeats per agent, each from the moment `start(agent)` is called (right after its own
+ * registration, as modules/agent does: an agent registered early and silent until the whole
+ * fleet has registered is, by the hub's rules, gone once its heartbeat timeout passes).
+ */
+export function heartbeats(intervalMs = 5000): { start(a: SimAgent, delayMs?: number): void; stop(): void } {
+  const timers: NodeJS.Timeout[] = [];
+  let stopped = false;
+  return {
+    start(a, delayMs = 0) {
+      if (stopped) return;
+      const first = setTimeout(() => {
+        void a.heartbeat().catch(() => undefined);
+        if (!stopped) timers.push(setInterval(() => void a.heartbeat().catch(() => undefined), intervalMs));
+      }, delayMs);
+      timers.push(first);
+    },
+    stop() {
+      stopped = true;
+      for (const t of timers) clearTimeout(t);
+    },
+  };
+}
+
 /** Every agent heartbeats every `intervalMs` (spread over the interval), as modules/agent does; returns a stop function. */
 export function startHeartbeats(agents: SimAgent[], intervalMs = 5000): () => void {
-  const timers: NodeJS.Timeout[] = [];
+  const beats = heartbeats(intervalMs);
   agents.forEach((a, i) => {
-    const first = setTimeout(
-      () => {
-        void a.heartbeat().catch(() => undefined);
-        timers.push(setInterval(() => void a.heartbeat().catch(() => undefined), intervalMs));
-      },
-      Math.floor((i / agents.length) * intervalMs),
-    );
-    timers.push(first);
+    beats.start(a, Math.floor((i / agents.length) * intervalMs));
   });
-  return () => {
-    for (const t of timers) clearTimeout(t);
-  };
+  return () => beats.stop();
 }

@@ -10,7 +10,7 @@
  */
 import { performance } from 'node:perf_hooks';
 import { STATUS } from '../modules/status/contract/topics.js';
-import { connectAgents, pool, type SimAgent, startHeartbeats } from './agents.js';
+import { connectAgents, heartbeats, pool, type SimAgent } from './agents.js';
 import {
   type BenchDb,
   cleanupDir,
@@ -70,10 +70,15 @@ async function measureRss(db: BenchDb, N: number, ONLINE: number, STEADY_MS: num
     const agents: SimAgent[] = await connectAgents(`mqtt://127.0.0.1:${port}`, online, true, 200);
     cleanups.unshift(() => pool(agents, 500, (a) => a.close()));
     const connectMs = performance.now() - t0;
-    await pool(agents, 200, (a) => a.register());
+    // each agent heartbeats from its own registration on: registering 10 000 takes longer than
+    // the hub's heartbeat timeout, so the first ones would otherwise be silent past it
+    const beats = heartbeats();
+    cleanups.unshift(async () => beats.stop());
+    await pool(agents, 200, async (a) => {
+      await a.register();
+      beats.start(a, Math.floor(Math.random() * 5000));
+    });
     const registerMs = performance.now() - t0 - connectMs;
-    const stopBeats = startHeartbeats(agents);
-    cleanups.unshift(async () => stopBeats());
     const stats = () => hub.request<{ presence: { online: number; tracked: number } }>(STATUS.stats, {}, 60_000);
     // the status mailbox answers after the registrations queued before the request: be patient
     for (const deadline = Date.now() + 180_000; ; await sleep(500)) {
