@@ -19,7 +19,8 @@
  * events commit together; a crash before the commit leaves the row `scheduled` for the next pass.
  */
 import { errorCode } from '../../core/errors.js';
-import { buildCommand } from '../shared/protocol.js';
+import { signedCommandJson } from '../shared/protocol.js';
+import { canonicalJson } from '../shared/signing.js';
 import type { OfflinePolicy } from './contract/topics.js';
 import { type Deps, ID_LIST, isoAt, lockInOrder, query, retrying } from './deps.js';
 import { terminalEvent } from './domain-events.js';
@@ -171,9 +172,10 @@ export class Scheduler {
       if (!online && r.offline_policy === 'fail') {
         return fail(`project ${projectId} was ${creds.state} at the scheduled time (offline_policy fail)`);
       }
-      const payload = JSON.stringify(
-        buildCommand(projectId, r.command_type, r.payload, secret, { messageId: r.command_id, now }),
-      );
+      const payload = signedCommandJson(projectId, r.command_type, canonicalJson(r.payload), secret, {
+        messageId: r.command_id,
+        now,
+      }).json;
       // bigint: pg answers a string (rows.ts num)
       const queueExpires = online ? null : now + (r.queue_ttl_ms === null ? defaultTtl : num(r.queue_ttl_ms));
       return {

@@ -10,7 +10,8 @@
  */
 import type { Knex } from 'knex';
 import { errorCode, HubError } from '../../core/errors.js';
-import { buildCommand, commandDownTopic, signedCommandJson } from '../shared/protocol.js';
+import { commandDownTopic, signedCommandJson } from '../shared/protocol.js';
+import { canonicalJson } from '../shared/signing.js';
 import type { CommandView, SentCommand } from './contract/topics.js';
 import { type Deps, isoAt, lockInOrder, query, retrying } from './deps.js';
 import { IdempotencyKeys, mismatch } from './idempotency.js';
@@ -264,9 +265,10 @@ export class Sender {
       const now = this.d.clock.now();
       const signed = waiting.map((w) => ({
         command_id: w.command_id,
-        payload: JSON.stringify(
-          buildCommand(projectId, w.command_type, w.payload, secret, { messageId: w.command_id, now }),
-        ),
+        payload: signedCommandJson(projectId, w.command_type, canonicalJson(w.payload), secret, {
+          messageId: w.command_id,
+          now,
+        }).json,
       }));
       const rows = await this.locked(
         signed.map((x) => x.command_id),
@@ -313,7 +315,10 @@ export class Sender {
     const secret = creds.secrets[0];
     if (!creds.enabled || !secret) throw invalid('project_id', `project ${cur.project_id} is disabled`);
     const now = this.d.clock.now();
-    const msg = buildCommand(cur.project_id, cur.command_type, cur.payload, secret, { messageId: commandId, now });
+    const message = signedCommandJson(cur.project_id, cur.command_type, canonicalJson(cur.payload), secret, {
+      messageId: commandId,
+      now,
+    }).json;
     const rows = await this.locked([commandId], (trx) =>
       query<TrackerRow>(
         trx,
@@ -328,7 +333,7 @@ export class Sender {
               timeout_at = ?::timestamptz + t.timeout_ms * interval '1 millisecond', updated_at = ?::timestamptz
          FROM o WHERE t.command_id = o.command_id
        RETURNING ${T_COLS}`,
-        [JSON.stringify(msg), isoAt(now), isoAt(now), commandId, isoAt(now), isoAt(now)],
+        [message, isoAt(now), isoAt(now), commandId, isoAt(now), isoAt(now)],
       ),
     );
     if (rows.length === 0) throw invalid('command_id', `command ${commandId} is not dead any more`);
