@@ -273,6 +273,12 @@ export interface ModuleBus {
   subscribe<P = unknown>(pattern: string, handler: Handler<P>, opts?: SubscribeOptions): () => void;
   publish(topic: string, payload: unknown): boolean | Promise<boolean>;
   request<R = unknown>(topic: string, payload: unknown, opts?: RequestOptions): Promise<R>;
+  /**
+   * Resolves once this module has handled every data event queued for it before the call: what
+   * a timer needs before judging by state the queue may still hold (the silence sweep waits for
+   * the heartbeats a backlog holds, rather than calling their agents silent).
+   */
+  settled(): Promise<void>;
 }
 
 /** Builds the scoped handle; `track` lets the host release subscriptions when the instance stops. */
@@ -286,5 +292,6 @@ export function scopedBus(bus: Bus, box: Mailbox, track: (release: () => void) =
     },
     publish: (topic, payload) => bus.publish(topic, payload, from),
     request: (topic, payload, opts) => bus.request(topic, payload, { from, ...opts }),
+    settled: () => box.settled(),
   };
 }

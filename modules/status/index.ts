@@ -83,6 +83,7 @@ function createStatus(ctx: ModuleContext<StatusConfig>) {
     log: ctx.log,
     timeoutMs: cfg.heartbeat_timeout_ms,
     channel: () => flusher.channel,
+    settled: () => ctx.bus.settled(),
     reread: (ids) => sync.reread(ids),
     write,
   });

@@ -22,6 +22,14 @@ import type { Presence, PresenceEntry, Transition } from './presence.js';
  * from the database has a full timeout after the start to be heard from; one whose agent is
  * really gone goes offline then ('heartbeat timeout'). Another instance that kept running judges
  * by the shared rows as before.
+ *
+ * Silence is judged as of the moment the sweep took its place behind the module's queue
+ * (`settled`), not as of when it runs: a hub behind on its uplinks holds heartbeats in its
+ * mailbox that the agents sent in time. Judging by the clock alone called a whole fleet offline
+ * whenever the status mailbox fell a timeout behind (a registration storm), and every heartbeat
+ * then waiting was answered with a `reregister`: a flood into a publish queue that was already
+ * late. One turn of I/O first (setImmediate) brings in what the socket holds after an event-loop
+ * stall, so that a timer firing late does not judge ahead of the messages read in the same turn.
  */
 export class Timeouts {
   sweeps = 0;
@@ -37,6 +45,8 @@ export class Timeouts {
       log: Logger;
       timeoutMs: number;
       channel: () => string | null;
+      /** Resolves once the uplinks queued before the call are handled (the module's ModuleBus.settled). */
+      settled: () => Promise<void>;
       reread: (ids: string[]) => void;
       /** The module's presence writer (persist.ts writeBatch with its outbox). */
       write: (db: Knex, batch: { rows: []; ops: Transition[] }, channel: string | null) => Promise<WriteResult>;
@@ -54,9 +64,10 @@ export class Timeouts {
     return this.running;
   }
 
-  private candidates(reason: string): Transition[] {
+  /** `asOf`: when the sweep started waiting for the queue; every uplink received before it is applied. */
+  private candidates(reason: string, asOf: number): Transition[] {
     const now = Math.floor(this.d.clock.now());
-    const cutoff = now - this.d.timeoutMs;
+    const cutoff = Math.min(now, asOf) - this.d.timeoutMs;
     // within a timeout of the start nobody can have been silent for a whole timeout here
     if (cutoff < this.startedAt) return [];
     const ops: Transition[] = [];
@@ -90,7 +101,10 @@ export class Timeouts {
   }
 
   private async run(reason: string): Promise<void> {
-    const ops = this.candidates(reason);
+    const asOf = Math.floor(this.d.clock.now());
+    await new Promise<void>((r) => setImmediate(r));
+    await this.d.settled();
+    const ops = this.candidates(reason, asOf);
     if (ops.length === 0) return;
     try {
       const { applied } = await this.d.write(this.d.db(), { rows: [], ops }, this.d.channel());
