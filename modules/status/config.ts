@@ -35,6 +35,12 @@ export const statusConfigSchema = z
      * fresh session offline, while the will of the current connection still counts.
      */
     will_grace_ms: ms(0).default(10_000),
+    /**
+     * `reregister` asks per second at most, fleet-wide (besides once per heartbeat interval per
+     * project). A fleet heard while offline (back from a broker outage) is asked at the pace the
+     * hub registers, the rest at a later heartbeat; asks beyond it are counted, not queued.
+     */
+    reregister_per_s: z.number().int().min(1).default(500),
     /** Project rows (secrets, enabled) are cached this long; other hub instances' changes show after it. */
     cache_ttl_ms: ms(0).default(30_000),
     /** Presence history (GET /project/:project_id/history) older than this is deleted. */

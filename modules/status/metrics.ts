@@ -1,5 +1,5 @@
 /** The status module's series on /metrics (core/metrics.ts). */
-import { gauge, type MetricFamily } from '../../core/metrics.js';
+import { counter, countsBy, gauge, type MetricFamily } from '../../core/metrics.js';
 import { uplinksRefused } from '../shared/uplink-refusals.js';
 import type { PresenceState } from './contract/topics.js';
 import type { UplinkCounters } from './uplinks.js';
@@ -15,7 +15,21 @@ const REFUSALS = {
 } as const satisfies Partial<Record<keyof UplinkCounters, string>>;
 
 export function statusMetrics(c: UplinkCounters): MetricFamily[] {
-  return [uplinksRefused('status', c, REFUSALS)];
+  return [
+    uplinksRefused('status', c, REFUSALS),
+    // sent; throttled: the project was asked within its heartbeat interval; deferred: the
+    // fleet-wide limit (reregister_per_s) left it for a later heartbeat
+    counter(
+      'hub_reregisters_total',
+      'reregister asks to agents heard while their project is not online, by outcome',
+      countsBy('outcome', {
+        sent: c.reregisters_sent,
+        throttled: c.reregisters_throttled,
+        deferred: c.reregisters_deferred,
+      }),
+      ['outcome'],
+    ),
+  ];
 }
 
 const PRESENCE: readonly PresenceState[] = ['offline', 'connecting', 'verifying', 'online', 'disconnecting'];

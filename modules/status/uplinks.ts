@@ -71,6 +71,8 @@ export interface UplinkCounters {
   malformed: number;
   reregisters_sent: number;
   reregisters_throttled: number;
+  /** reregister asks left for a later heartbeat by the fleet-wide limit (cfg.reregister_per_s) */
+  reregisters_deferred: number;
   downlinks_sent: number;
   downlinks_failed: number;
   lookup_failures: number;
@@ -104,6 +106,7 @@ function newCounters(): UplinkCounters {
     malformed: 0,
     reregisters_sent: 0,
     reregisters_throttled: 0,
+    reregisters_deferred: 0,
     downlinks_sent: 0,
     downlinks_failed: 0,
     lookup_failures: 0,
@@ -144,6 +147,9 @@ export class Uplinks {
   private readonly replay = new ReplayCache();
   /** Last `reregister` per project: at most one per heartbeat interval, so a flood gets few answers. */
   private readonly reregistered = new Map<string, number>();
+  /** The second `reregistersThisSecond` counts in (cfg.reregister_per_s). */
+  private reregisterSecond = 0;
+  private reregistersThisSecond = 0;
   /** Answers to refused registers in the current second, per project (see REFUSED_REGISTER_ANSWERS_PER_S). */
   private readonly refusalAnswers = new Map<string, { second: number; n: number }>();
 
@@ -612,6 +618,17 @@ export class Uplinks {
       this.counters.reregisters_throttled++;
       return;
     }
+    // fleet-wide: the agents not asked this second are asked at one of their next heartbeats
+    const second = Math.floor(now / 1000);
+    if (second !== this.reregisterSecond) {
+      this.reregisterSecond = second;
+      this.reregistersThisSecond = 0;
+    }
+    if (this.reregistersThisSecond >= this.d.cfg.reregister_per_s) {
+      this.counters.reregisters_deferred++;
+      return;
+    }
+    this.reregistersThisSecond++;
     this.reregistered.set(pid, now);
     this.counters.reregisters_sent++;
     this.d.log.debug({ project_id: pid, reason }, 'asking the agent to register again');

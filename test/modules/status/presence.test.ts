@@ -191,3 +191,43 @@ for (const driver of DRIVERS) {
     });
   });
 }
+
+describe('reregister asks are limited fleet-wide (reregister_per_s)', () => {
+  let h: Harness;
+  before(async () => {
+    h = await startStatus('pglite', { settings: { reregister_per_s: 3 } });
+  });
+  after(() => h.close());
+
+  test('a fleet heard while offline is asked at the limit pace; the rest at a later heartbeat', async () => {
+    const pids = ['rl-0', 'rl-1', 'rl-2', 'rl-3', 'rl-4'];
+    const secrets = new Map<string, string>();
+    for (const pid of pids) secrets.set(pid, (await h.create(pid)).secret);
+    const asked = (from: number) =>
+      new Set(
+        h.downlinks.items
+          .slice(from)
+          .filter(isDown('reregister'))
+          .map((d) => d.parsed.msg.project_id as string),
+      );
+
+    let from = h.downlinks.items.length;
+    for (const pid of pids) h.data(pid, 'heartbeat', {}, { secret: secrets.get(pid) });
+    let s = await h.stats();
+    assert.equal(s.reregisters_sent, 3);
+    assert.equal(s.reregisters_deferred, 2);
+    await h.downlinks.wait(() => asked(from).size === 3, 'three reregister asks', from);
+    const first = asked(from);
+
+    // a second later every agent heartbeats again: the two left out are asked now, the three
+    // asked are within their heartbeat interval (throttled per project, as before)
+    h.clock.advance(1_000);
+    from = h.downlinks.items.length;
+    for (const pid of pids) h.data(pid, 'heartbeat', {}, { secret: secrets.get(pid) });
+    s = await h.stats();
+    assert.equal(s.reregisters_sent, 5);
+    assert.equal(s.reregisters_throttled, 3);
+    await h.downlinks.wait(() => asked(from).size === 2, 'the two deferred asks', from);
+    assert.deepEqual([...asked(from), ...first].sort(), pids);
+  });
+});
