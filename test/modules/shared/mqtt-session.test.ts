@@ -197,6 +197,46 @@ describe('MqttSession against a real broker', () => {
   });
 });
 
+test('the PUBACKs of the messages one read brings in leave in a few writes, not one each', async () => {
+  const b = await startTestBroker();
+  open.push(b);
+  const N = 300;
+  const { s, messages } = session(b.url);
+  open.push(s);
+  s.start();
+  await until(() => s.up, 5000, 'up');
+  const sock = s.client.stream as unknown as {
+    pause(): void;
+    resume(): void;
+    _write: (...a: unknown[]) => void;
+    _writev?: (...a: unknown[]) => void;
+  };
+  let writes = 0;
+  const write = sock._write.bind(sock);
+  sock._write = (...a) => {
+    writes++;
+    write(...a);
+  };
+  const writev = sock._writev?.bind(sock);
+  if (writev)
+    sock._writev = (...a) => {
+      writes++;
+      writev(...a);
+    };
+  // the burst waits in the socket while it is not read: one read then brings many messages
+  sock.pause();
+  const pub = await connectClient(b.url);
+  await Promise.all(Array.from({ length: N }, (_, i) => pub.publishAsync(`t/burst`, String(i), { qos: 1 })));
+  await new Promise((r) => setTimeout(r, 200));
+  sock.resume();
+  await until(() => messages.length === N, 10_000, `${N} messages`);
+  await until(() => writes > 0, 5000, 'acks written');
+  await new Promise((r) => setTimeout(r, 200)); // the last turn's hold released
+  pub.end(true);
+  // one write per packet before (mqtt.js handles each packet in its own tick; mqtt-packet uncorks each)
+  assert.ok(writes <= N / 10, `${writes} writes for ${N} PUBACKs`);
+});
+
 test('addresses and logged URLs carry no credentials', () => {
   assert.equal(redactUrl('mqtt://user:pw@host:1883'), 'mqtt://host:1883');
   assert.deepEqual(brokerAddress('mqtts://u:p@[::1]'), {
