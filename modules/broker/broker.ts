@@ -4,6 +4,7 @@ import type { Duplex } from 'node:stream';
 import { Aedes, type AedesPublishPacket, type Client, type PublishPacket, type Subscription } from 'aedes';
 import { HubError } from '../../core/errors.js';
 import type { ModuleContext } from '../../core/module.js';
+import { holdWritesPerTurn } from '../shared/write-hold.js';
 import type { CredentialsChangedEvent } from '../status/contract/topics.js';
 import { agentMaySubscribe, checkAgentPublish, downlinkTopics } from './acl.js';
 import { Authenticator, hubPasswordFor, type Identity, sameIdentity } from './auth.js';
@@ -147,6 +148,8 @@ export class EmbeddedBroker {
     const server = net.createServer({ noDelay: true }, (socket) => {
       // docs/architecture.md#performance-decisions: without TCP_NODELAY a 0.2 ms MQTT round trip becomes 44 ms (Nagle + delayed ACK)
       socket.setNoDelay(true);
+      // the packets aedes writes in one turn (PUBACKs, deliveries) leave in one writev
+      holdWritesPerTurn(socket);
       this.sockets.add(socket);
       socket.once('close', () => this.sockets.delete(socket));
       const client = aedes.handle(socket);

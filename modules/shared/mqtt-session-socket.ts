@@ -6,6 +6,7 @@
  */
 import net from 'node:net';
 import tls from 'node:tls';
+import { holdWritesPerTurn } from './write-hold.js';
 
 export interface BrokerAddress {
   scheme: string;
@@ -27,15 +28,15 @@ export function brokerAddress(url: string): BrokerAddress {
   return { scheme: u.protocol.slice(0, -1), host, port: u.port ? Number(u.port) : defaultPort, tls: secure, websocket };
 }
 
-/** A TCP or TLS socket to `address` with TCP_NODELAY set. */
+/** A TCP or TLS socket to `address` with TCP_NODELAY set, its writes held per turn (write-hold.ts). */
 export function openSocket(address: BrokerAddress): net.Socket {
   const { host, port } = address;
   if (address.tls) {
     const socket = tls.connect({ host, port, servername: net.isIP(host) ? undefined : host });
     socket.setNoDelay(true);
-    return socket;
+    return holdWritesPerTurn(socket);
   }
-  return net.createConnection({ host, port, noDelay: true });
+  return holdWritesPerTurn(net.createConnection({ host, port, noDelay: true }));
 }
 
 /** The URL without credentials, for logs. */

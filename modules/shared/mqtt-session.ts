@@ -101,8 +101,6 @@ export class MqttSession {
   private lastError: Error | undefined;
   /** Publishes waiting for their PUBACK, by their mqtt.js callback (how `client.outgoing` names them). */
   private readonly pending = new Map<PublishCallback, (err: Error) => void>();
-  /** The stream corked until the end of the turn (holdWrites), if any. */
-  private held: { uncork(): void } | null = null;
 
   constructor(opts: MqttSessionOptions) {
     this.o = opts;
@@ -114,31 +112,9 @@ export class MqttSession {
       : new MqttClient(() => openSocket(address), options);
     if (opts.handleMessage) this.client.handleMessage = opts.handleMessage;
     if (opts.onMessage) this.client.on('message', opts.onMessage);
-    this.client.on('packetreceive', () => this.holdWrites());
     this.client.on('connect', (connack) => this.onConnect(connack));
     this.client.on('close', () => this.onClose());
     this.client.on('error', (err) => this.onError(err));
-  }
-
-  /**
-   * Holds the connection's writes until the end of this event-loop turn (setImmediate), so the
-   * PUBACKs of the messages one read brought in leave in one write. mqtt.js handles each inbound
-   * packet in its own process.nextTick and mqtt-packet uncorks after each written packet, so
-   * every PUBACK was its own writev and, on a TCP_NODELAY socket, its own segment: 13 % of the
-   * hub's CPU at 6 000 heartbeats/s went to those syscalls (bench `heartbeat`, BENCH_HUB_PROF).
-   * A write waits one turn at most; cork/uncork nest, so mqtt-packet's own pairs still balance.
-   */
-  private holdWrites(): void {
-    if (this.held) return;
-    const stream = this.client.stream as (NodeJS.WritableStream & { cork?(): void; uncork?(): void }) | undefined;
-    if (!stream || typeof stream.cork !== 'function' || typeof stream.uncork !== 'function') return;
-    stream.cork();
-    this.held = stream as { uncork(): void };
-    setImmediate(() => {
-      const h = this.held;
-      this.held = null;
-      h?.uncork();
-    });
   }
 
   /** Connected, and (with `requireSubscriptions`) subscribed. */

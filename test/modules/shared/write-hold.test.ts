@@ -1,0 +1,80 @@
+/**
+ * holdWritesPerTurn (modules/shared/write-hold.ts) on a real TCP connection: writes made in one
+ * event-loop turn, each in its own tick as mqtt.js and aedes make them, leave in one syscall;
+ * nothing is reordered or lost; a write made in a later turn is not held behind the first.
+ */
+import assert from 'node:assert/strict';
+import net from 'node:net';
+import { test } from 'node:test';
+import { holdWritesPerTurn } from '../../../modules/shared/write-hold.js';
+import { until } from '../../helpers/wait.js';
+
+async function pair(): Promise<{ client: net.Socket; server: net.Socket; received: () => string; close(): void }> {
+  let chunks = '';
+  const accepted = new Promise<net.Socket>((resolve) => {
+    const srv = net.createServer((s) => {
+      s.on('data', (d) => {
+        chunks += d.toString('utf8');
+      });
+      resolve(s);
+    });
+    srv.listen(0, '127.0.0.1', () => {
+      const port = (srv.address() as net.AddressInfo).port;
+      const client = net.createConnection({ host: '127.0.0.1', port, noDelay: true });
+      client.once('connect', () => srv.close());
+      pending = client;
+    });
+  });
+  let pending: net.Socket | undefined;
+  const server = await accepted;
+  await until(() => pending !== undefined && !pending.connecting, 5000, 'connected');
+  const client = pending!;
+  const close = () => {
+    client.destroy();
+    server.destroy();
+  };
+  return { client, server, received: () => chunks, close };
+}
+
+test('the writes of one turn leave in one syscall, in order; the next turn is not held behind it', async () => {
+  const { client, received, close } = await pair();
+  try {
+    holdWritesPerTurn(client);
+    const sock = client as unknown as { _write: (...a: unknown[]) => void; _writev: (...a: unknown[]) => void };
+    let syscalls = 0;
+    for (const k of ['_write', '_writev'] as const) {
+      const f = sock[k].bind(client);
+      sock[k] = (...a) => {
+        syscalls++;
+        f(...a);
+      };
+    }
+    // 200 packets, each written in a tick of its own with a cork/nextTick-uncork of its own (as mqtt-packet does)
+    const expected: string[] = [];
+    await new Promise<void>((resolve) => {
+      let i = 0;
+      const next = () => {
+        if (i === 200) return resolve();
+        const line = `p${i++};`;
+        expected.push(line);
+        client.cork();
+        assert.equal(client.write(line), true);
+        process.nextTick(() => client.uncork());
+        process.nextTick(next);
+      };
+      next();
+    });
+    await until(() => received().length === expected.join('').length, 5000, 'all bytes');
+    assert.equal(received(), expected.join(''), 'in order, nothing lost');
+    assert.ok(syscalls <= 2, `${syscalls} syscalls for 200 writes of one turn`);
+
+    // a later turn: its own write goes out at that turn's end, not held for ever
+    const before = syscalls;
+    await new Promise((r) => setImmediate(r));
+    client.write('late;');
+    await until(() => received().endsWith('late;'), 5000, 'the later write');
+    assert.equal(syscalls, before + 1);
+  } finally {
+    close();
+  }
+});
