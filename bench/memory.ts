@@ -9,6 +9,7 @@
  * Provisioning: a batched INSERT in the status module's table format (env.ts provision).
  */
 import { performance } from 'node:perf_hooks';
+import { HOST_TOPICS } from '../core/host-topics.js';
 import { STATUS } from '../modules/status/contract/topics.js';
 import { connectAgents, heartbeats, pool, type SimAgent } from './agents.js';
 import {
@@ -74,10 +75,33 @@ async function measureRss(db: BenchDb, N: number, ONLINE: number, STEADY_MS: num
     // the hub's heartbeat timeout, so the first ones would otherwise be silent past it
     const beats = heartbeats();
     cleanups.unshift(async () => beats.stop());
+    // every 5 s while registering: how far, and where the hub's queues stand (stderr, not the figures)
+    let registered = 0;
+    const probe = setInterval(() => {
+      void hub
+        .request<{ mailboxes: Array<{ name: string; queued: number; handled: number }> }>(
+          HOST_TOPICS.busStats,
+          {},
+          4000,
+        )
+        .then(
+          (s) => {
+            const q = s.mailboxes
+              .filter((m) => m.queued > 0)
+              .map((m) => `${m.name}:${m.queued}`)
+              .join(' ');
+            console.error(`  [memory] registered ${registered}/${ONLINE}; queued ${q || 'none'}`);
+          },
+          (err) => console.error(`  [memory] registered ${registered}/${ONLINE}; bus stats: ${(err as Error).message}`),
+        );
+    }, 5000);
+    cleanups.unshift(async () => clearInterval(probe));
     await pool(agents, 200, async (a) => {
       await a.register();
+      registered++;
       beats.start(a, Math.floor(Math.random() * 5000));
     });
+    clearInterval(probe);
     const registerMs = performance.now() - t0 - connectMs;
     const stats = () => hub.request<{ presence: { online: number; tracked: number } }>(STATUS.stats, {}, 60_000);
     // the status mailbox answers after the registrations queued before the request: be patient
