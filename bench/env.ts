@@ -234,6 +234,8 @@ export interface HubProcess {
   dir: string;
   logFile: string;
   request<T = unknown>(topic: string, payload?: unknown, timeoutMs?: number): Promise<T>;
+  /** The hub's process.memoryUsage(); with `snapshot`, a V8 heap snapshot written to that path first. */
+  memory(snapshot?: string): Promise<NodeJS.MemoryUsage>;
   alive(): boolean;
   /** Graceful stop (host.stop), then SIGKILL after `ms`. Returns the exit code (null: killed). */
   stop(ms?: number): Promise<number | null>;
@@ -308,6 +310,14 @@ export async function startHub(
     dir,
     logFile,
     alive: () => exited === undefined,
+    memory(snapshot?: string): Promise<NodeJS.MemoryUsage> {
+      if (exited !== undefined) return Promise.reject(new Error(`hub has exited (code ${exited})`));
+      const id = nextId++;
+      return new Promise<NodeJS.MemoryUsage>((resolve, reject) => {
+        pending.set(id, { resolve: resolve as (v: unknown) => void, reject });
+        child.send({ op: 'memory', id, snapshot });
+      });
+    },
     request<T>(topic: string, payload: unknown = {}, timeoutMs = 10_000): Promise<T> {
       if (exited !== undefined) return Promise.reject(new Error(`hub has exited (code ${exited})`));
       const id = nextId++;

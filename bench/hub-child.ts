@@ -9,10 +9,14 @@
  * millisecond it spends would show up as hub latency; and the memory suite needs the hub's own
  * RSS, not the RSS of hub + generator. The IPC shim adds one listener and nothing on a hot path.
  *
- * Parent → child: { op: 'request', id, topic, payload, timeout_ms } | { op: 'stop' }
+ * Parent → child: { op: 'request', id, topic, payload, timeout_ms } | { op: 'memory', id, snapshot? } | { op: 'stop' }
  * Child → parent: { op: 'ready' } | { op: 'reply', id, value?, error? } | { op: 'start-failed', error }
+ *
+ * `memory` answers process.memoryUsage() (where the RSS goes: JS heap, external, array buffers)
+ * and, with `snapshot` (a file path), writes a V8 heap snapshot there first (BENCH_HEAP_SNAPSHOT).
  */
 import path from 'node:path';
+import v8 from 'node:v8';
 import { errorCode, serializeError } from '../core/errors.js';
 import { Host } from '../core/host.js';
 import { createRootLogger } from '../core/log.js';
@@ -25,7 +29,7 @@ interface RequestMsg {
   payload: unknown;
   timeout_ms?: number;
 }
-type ParentMsg = RequestMsg | { op: 'stop' };
+type ParentMsg = RequestMsg | { op: 'memory'; id: number; snapshot?: string } | { op: 'stop' };
 
 const send = (m: unknown) => process.send?.(m);
 const log = createRootLogger();
@@ -49,6 +53,11 @@ async function stop(code: number): Promise<never> {
 process.on('message', (m: ParentMsg) => {
   if (m.op === 'stop') {
     void stop(0);
+    return;
+  }
+  if (m.op === 'memory') {
+    if (m.snapshot) v8.writeHeapSnapshot(m.snapshot);
+    send({ op: 'reply', id: m.id, value: process.memoryUsage() });
     return;
   }
   if (m.op !== 'request') return;

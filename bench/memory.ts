@@ -10,6 +10,7 @@
  */
 import { performance } from 'node:perf_hooks';
 import { HOST_TOPICS } from '../core/host-topics.js';
+import { BRIDGE, type BridgeStats } from '../modules/mqtt-bridge/contract/topics.js';
 import { STATUS } from '../modules/status/contract/topics.js';
 import { connectAgents, heartbeats, pool, type SimAgent } from './agents.js';
 import {
@@ -30,6 +31,14 @@ import { machine, median, type SuiteResult } from './harness.js';
 
 const MB = 1024 * 1024;
 
+/** The fields of the status module's stats the registration probe prints. */
+interface StatusProbe {
+  registers_accepted: number;
+  reregisters_sent: number;
+  presence?: { online: number; pending_writes: number };
+  flush?: { in_flight: boolean; flushes: number };
+}
+
 interface Variant {
   peak: number;
   median: number;
@@ -39,6 +48,7 @@ interface Variant {
   connectMs: number;
   registerMs: number;
   samples: number;
+  usage: NodeJS.MemoryUsage | null;
 }
 
 async function measureRss(db: BenchDb, N: number, ONLINE: number, STEADY_MS: number): Promise<Variant> {
@@ -78,22 +88,31 @@ async function measureRss(db: BenchDb, N: number, ONLINE: number, STEADY_MS: num
     // every 5 s while registering: how far, and where the hub's queues stand (stderr, not the figures)
     let registered = 0;
     const probe = setInterval(() => {
-      void hub
-        .request<{ mailboxes: Array<{ name: string; queued: number; handled: number }> }>(
-          HOST_TOPICS.busStats,
-          {},
-          4000,
-        )
-        .then(
-          (s) => {
-            const q = s.mailboxes
-              .filter((m) => m.queued > 0)
-              .map((m) => `${m.name}:${m.queued}`)
-              .join(' ');
-            console.error(`  [memory] registered ${registered}/${ONLINE}; queued ${q || 'none'}`);
-          },
-          (err) => console.error(`  [memory] registered ${registered}/${ONLINE}; bus stats: ${(err as Error).message}`),
+      const ask = <T>(topic: string) => hub.request<T>(topic, {}, 4000).catch((err: Error) => err);
+      void Promise.all([
+        ask<{ mailboxes: Array<{ name: string; queued: number }> }>(HOST_TOPICS.busStats),
+        ask<StatusProbe>(STATUS.stats),
+        ask<BridgeStats>(BRIDGE.stats),
+      ]).then(([bus, st, br]) => {
+        const q =
+          bus instanceof Error
+            ? bus.message
+            : bus.mailboxes
+                .filter((m) => m.queued > 0)
+                .map((m) => `${m.name}:${m.queued}`)
+                .join(' ') || 'none';
+        const status =
+          st instanceof Error
+            ? st.message
+            : `accepted ${st.registers_accepted}, online ${st.presence?.online}, pending writes ${st.presence?.pending_writes}, flush in flight ${st.flush?.in_flight}, flushes ${st.flush?.flushes}, reregisters ${st.reregisters_sent}`;
+        const bridge =
+          br instanceof Error
+            ? br.message
+            : `received ${br.received}, durable waiting ${br.durable_waiting}, publish in flight ${br.publish_in_flight} (avg ${Math.round(br.publish_ms_avg)} ms, max ${Math.round(br.publish_ms_max)} ms)`;
+        console.error(
+          `  [memory] registered ${registered}/${ONLINE}; queued ${q}; status: ${status}; bridge: ${bridge}`,
         );
+      });
     }, 5000);
     cleanups.unshift(async () => clearInterval(probe));
     await pool(agents, 200, async (a) => {
@@ -117,7 +136,10 @@ async function measureRss(db: BenchDb, N: number, ONLINE: number, STEADY_MS: num
       await sleep(1000);
     }
     const s = await stats().catch(() => ({ presence: { online: Number.NaN, tracked: Number.NaN } }));
+    // where the RSS goes; BENCH_HEAP_SNAPSHOT=file also writes the JS heap there (steady state)
+    const usage = await hub.memory(process.env.BENCH_HEAP_SNAPSHOT).catch(() => null);
     return {
+      usage,
       peak: Math.max(...samples),
       median: median(samples),
       idle: median(idle),
@@ -174,6 +196,11 @@ export async function runMemorySuite(): Promise<SuiteResult> {
         unit: 's',
       },
     );
+    const u = v.usage;
+    if (u)
+      notes.push(
+        `${short} at the end: JS heap ${(u.heapUsed / MB).toFixed(0)} of ${(u.heapTotal / MB).toFixed(0)} MB, external ${(u.external / MB).toFixed(0)} MB (array buffers ${(u.arrayBuffers / MB).toFixed(0)} MB), RSS ${(u.rss / MB).toFixed(0)} MB`,
+      );
     notes.push(
       `${short}: ${v.samples} samples, connect ${(v.connectMs / 1000).toFixed(1)} s, register ${(v.registerMs / 1000).toFixed(1)} s (${Math.round(ONLINE / (v.registerMs / 1000))}/s), tracked ${v.tracked}` +
         (d === 'pglite'
