@@ -8,7 +8,7 @@
  *   CHAOS_SCENARIO=sigterm CHAOS_COMMANDS=300 npm run chaos
  *
  * Flags (env): --scenario NAME[,NAME] (CHAOS_SCENARIO, default all), --commands N (CHAOS_COMMANDS,
- * 10000), --agents N (CHAOS_AGENTS, 10), --pause-s S (CHAOS_PAUSE_S, 60), --outage-s S
+ * 10000), --agents N (CHAOS_AGENTS, 20), --pause-s S (CHAOS_PAUSE_S, 60), --outage-s S
  * (CHAOS_OUTAGE_S, 8), --stall-s S (CHAOS_STALL_S, 90: the settle gives up after this long
  * without progress), --log-dir DIR (CHAOS_LOG_DIR: logs of scenarios that lost something).
  */
@@ -54,7 +54,7 @@ export function chaosOptions(argv: string[], env: NodeJS.ProcessEnv): { scenario
     scenarios,
     opts: {
       commands: Math.floor(num(values.commands, env.CHAOS_COMMANDS, 10_000, '--commands')),
-      agents: Math.floor(num(values.agents, env.CHAOS_AGENTS, 10, '--agents')),
+      agents: Math.floor(num(values.agents, env.CHAOS_AGENTS, 20, '--agents')),
       pauseMs: num(values['pause-s'], env.CHAOS_PAUSE_S, 60, '--pause-s') * 1000,
       outageMs: num(values['outage-s'], env.CHAOS_OUTAGE_S, 8, '--outage-s') * 1000,
       stallMs: num(values['stall-s'], env.CHAOS_STALL_S, 90, '--stall-s') * 1000,
