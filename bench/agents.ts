@@ -10,6 +10,7 @@
  */
 import { createHmac, randomUUID } from 'node:crypto';
 import net from 'node:net';
+import { performance } from 'node:perf_hooks';
 import { type IClientOptions, MqttClient } from 'mqtt';
 import {
   buildCommand,
@@ -128,6 +129,8 @@ export class SimAgent {
   private readonly results = new Map<string, string>();
   private registered?: { resolve(): void; reject(e: Error): void };
   onResultSent?: (commandId: string) => void;
+  /** When set, each new command's arrival (performance.now()) by command id: the sync suite's split. */
+  arrivals?: Map<string, number>;
 
   private constructor(
     readonly client: MqttClient,
@@ -241,6 +244,7 @@ export class SimAgent {
       return;
     }
     this.counters.commands++;
+    this.arrivals?.set(id, performance.now());
     const start = Date.now();
     void publishQos1(
       this.client,

@@ -50,6 +50,9 @@ interface Target {
   path: string;
   pid: number;
   ids: string[];
+  /** Hub side: when each command reached its (in-process) agent, and the split of each call there. */
+  arrivals?: Map<string, number>;
+  split?: { in: number[]; out: number[] };
 }
 
 interface World {
@@ -108,6 +111,8 @@ async function startWorld(nProjects: number, name: string): Promise<World> {
     cleanups.unshift(async () => floorHttp.close());
     const peer = await startPeer('echo', mosq.url);
     cleanups.unshift(() => peer.stop());
+    const arrivals = new Map<string, number>();
+    for (const a of agents) a.arrivals = arrivals;
     return {
       mosq,
       hub,
@@ -115,7 +120,7 @@ async function startWorld(nProjects: number, name: string): Promise<World> {
       floor,
       floorDb,
       peer,
-      hubSide: { http, path: `${API}/command/sync`, pid: hub.pid, ids },
+      hubSide: { http, path: `${API}/command/sync`, pid: hub.pid, ids, arrivals, split: { in: [], out: [] } },
       floorSide: { http: floorHttp, path: '/sync', pid: floor.pid, ids },
       async close() {
         for (const c of cleanups) await c().catch((err) => console.error(`cleanup: ${(err as Error).message}`));
@@ -138,9 +143,16 @@ async function syncCall(t: Target, projectId: string): Promise<number | string> 
     payload: PAYLOAD,
     wait_ms: 10_000,
   });
-  const ms = performance.now() - t0;
+  const t2 = performance.now();
+  const ms = t2 - t0;
   if (r.status !== 200) return `HTTP ${r.status} ${r.json?.error?.code ?? ''}`;
   if (r.json.status !== 'completed' || !r.json.result) return `status ${r.json.status}`;
+  const t1 = t.arrivals?.get(r.json.command_id);
+  if (t.arrivals && t1 !== undefined) {
+    t.arrivals.delete(r.json.command_id);
+    t.split?.in.push(t1 - t0);
+    t.split?.out.push(t2 - t1);
+  }
   return ms;
 }
 
@@ -205,6 +217,20 @@ class Tally {
   }
 }
 
+/**
+ * Where a hub sync call's time goes: caller → the agent has the command (HTTP, validation, the
+ * insert, signing, the publish through the broker) and agent → caller (ack and result through the
+ * broker, their writes, the result event to the waiting request, the audit record, the response).
+ * The agent runs in the bench process, so both halves are on one clock.
+ */
+function splitRows(t: Target): BenchRow[] {
+  if (!t.split || t.split.in.length === 0) return [];
+  return [
+    { metric: '  of which caller → agent, p50', value: percentile(t.split.in, 50), unit: 'ms' },
+    { metric: '  of which agent → caller, p50', value: percentile(t.split.out, 50), unit: 'ms' },
+  ];
+}
+
 /** The rows both sync suites end with: failed calls on each side, and server CPU per command. */
 function failuresAndCpu(hub: Tally, floor: Tally): BenchRow[] {
   return [
@@ -256,6 +282,7 @@ export async function runSyncSuite(): Promise<SuiteResult> {
       { metric: '  p50 against raw MQTT echo', value: v50, unit: 'ms', baseline: base50, ratio: base50 / v50 },
       vsFloor('sync round trip p99 (1 in flight)', 'ms', v99, f99, { max: 2 }),
       { metric: '  p99 against raw MQTT echo', value: v99, unit: 'ms', baseline: base99, ratio: base99 / v99 },
+      ...splitRows(w.hubSide),
       { metric: 'sync calls measured', value: hub.calls, unit: 'calls', baseline: floor.calls, against: 'floor' },
       ...failuresAndCpu(hub, floor),
     ];
