@@ -9,6 +9,7 @@ import {
   type ReplySink,
   type SubscribeOptions,
 } from './mailbox.js';
+import { RouteKeys } from './topic-index.js';
 import { assertPublishTopic } from './topics.js';
 
 export type { BusMessage, Handler, MailboxOptions, MailboxStats, OverflowPolicy, SubscribeOptions } from './mailbox.js';
@@ -47,7 +48,10 @@ interface PendingRequest {
 export class Bus {
   private readonly log: Logger;
   private readonly boxes = new Map<string, Mailbox>();
+  /** Mailboxes by topic (the first ROUTE_CACHE_MAX seen) and by route key; dropped whenever a mailbox's patterns change. */
   private routes = new Map<string, Mailbox[]>();
+  private byKey = new Map<string, Mailbox[]>();
+  private keys: RouteKeys | null = null;
   private readonly pending = new Map<number, PendingRequest>();
   private nextRequestId = 1;
   private closed = false;
@@ -75,7 +79,7 @@ export class Bus {
   mailbox(name: string, opts: MailboxOptions = DEFAULT_MAILBOX): Mailbox {
     let box = this.boxes.get(name);
     if (!box) {
-      box = new Mailbox(name, opts, this.log, this.sink, () => this.routes.clear());
+      box = new Mailbox(name, opts, this.log, this.sink, () => this.forgetRoutes());
       this.boxes.set(name, box);
     }
     return box;
@@ -100,20 +104,36 @@ export class Bus {
     if (!box) return;
     box.close();
     this.boxes.delete(name);
-    this.routes.clear();
+    this.forgetRoutes();
   }
 
-  /** Topics are validated once, when their route is first computed, not on every publish. */
+  private forgetRoutes(): void {
+    this.routes.clear();
+    this.byKey.clear();
+    this.keys = null;
+  }
+
+  /**
+   * The mailboxes a topic goes to: from the topics seen first (filled up to ROUTE_CACHE_MAX,
+   * never cleared for room, so a fleet's topics cannot thrash it), else by route key
+   * (topic-index.ts RouteKeys: one entry per topic shape, however many projects). A topic is
+   * checked once, before it is cached.
+   */
   private route(topic: string): Mailbox[] {
     let boxes = this.routes.get(topic);
+    if (boxes !== undefined) return boxes;
+    assertPublishTopic(topic);
+    this.keys ??= new RouteKeys([...this.boxes.values()].flatMap((b) => b.patterns()));
+    const key = this.keys.key(topic);
+    boxes = this.byKey.get(key);
     if (boxes === undefined) {
-      assertPublishTopic(topic);
       boxes = [];
       const levels = topic.split('/');
       for (const b of this.boxes.values()) if (b.matchesLevels(levels)) boxes.push(b);
-      if (this.routes.size >= ROUTE_CACHE_MAX) this.routes.clear();
-      this.routes.set(topic, boxes);
+      if (this.byKey.size >= ROUTE_CACHE_MAX) this.byKey.clear();
+      this.byKey.set(key, boxes);
     }
+    if (this.routes.size < ROUTE_CACHE_MAX) this.routes.set(topic, boxes);
     return boxes;
   }
 

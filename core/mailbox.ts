@@ -1,7 +1,7 @@
 import { performance } from 'node:perf_hooks';
 import { errorCode, HubError, isClientMistake } from './errors.js';
 import type { Logger } from './log.js';
-import { TopicIndex } from './topic-index.js';
+import { RouteKeys, TopicIndex } from './topic-index.js';
 import { assertPattern } from './topics.js';
 
 export type OverflowPolicy = 'block' | 'drop-oldest' | 'reject';
@@ -138,7 +138,10 @@ export class Mailbox {
   private head = 0;
   private readonly waiting: BlockedPublisher[] = [];
   private subs: Subscription[] = [];
+  /** Handlers by topic (the first ROUTE_CACHE_MAX seen) and by route key (RouteKeys: one entry per topic shape). */
   private routeCache = new Map<string, Subscription[]>();
+  private byKey = new Map<string, Subscription[]>();
+  private keys: RouteKeys | null = null;
   private index: TopicIndex<Subscription> | null = null;
   private scheduled = false;
   private running = false;
@@ -210,9 +213,16 @@ export class Mailbox {
     return this.index;
   }
 
+  /** The patterns, attached or waiting for a new instance (the bus keys its routes by all of them). */
+  patterns(): string[] {
+    return this.subs.map((s) => s.pattern);
+  }
+
   private patternsChanged(): void {
     this.routeCache.clear();
+    this.byKey.clear();
     this.index = null;
+    this.keys = null;
     this.onPatternsChanged();
   }
 
@@ -224,7 +234,10 @@ export class Mailbox {
     if (detached) {
       detached.handler = handler;
       detached.concurrency = concurrency;
-      if (detached.control !== control) this.routeCache.clear();
+      if (detached.control !== control) {
+        this.routeCache.clear();
+        this.byKey.clear();
+      }
       detached.control = control;
       sub = detached;
     } else {
@@ -478,15 +491,21 @@ export class Mailbox {
     });
   }
 
+  /** As the bus routes (bus.ts route): by topic for the first ROUTE_CACHE_MAX seen, else by route key. */
   private handlersFor(topic: string): Subscription[] {
     let subs = this.routeCache.get(topic);
+    if (subs !== undefined) return subs;
+    this.keys ??= new RouteKeys(this.subs.map((s) => s.pattern));
+    const key = this.keys.key(topic);
+    subs = this.byKey.get(key);
     if (subs === undefined) {
       // in subscription order, as a filter over `subs` would give them
       const found = this.trie().match(topic.split('/'));
       subs = found.length < 2 ? found : this.subs.filter((s) => found.includes(s));
-      if (this.routeCache.size >= ROUTE_CACHE_MAX) this.routeCache.clear();
-      this.routeCache.set(topic, subs);
+      if (this.byKey.size >= ROUTE_CACHE_MAX) this.byKey.clear();
+      this.byKey.set(key, subs);
     }
+    if (this.routeCache.size < ROUTE_CACHE_MAX) this.routeCache.set(topic, subs);
     return subs;
   }
 

@@ -75,3 +75,61 @@ export class TopicIndex<T> {
     return false;
   }
 }
+
+/**
+ * Route keys: a topic with each level that no filter names literally at that depth replaced by
+ * `+` (which no publish topic holds and no filter has as a literal). A filter tests a level
+ * against a literal or not at all (`+`, `#`), so topics with one key are matched by the same
+ * filters, and a route cache keyed this way holds one entry for
+ * `hub/uplink/{project_id}/data/heartbeat` instead of one per project. Keyed by topic, the bus's
+ * and the mailboxes' caches (8 192 and 4 096 entries) thrashed with a fleet: a publish cost
+ * 0.26 µs at 1 000 projects and 4.9 µs at 20 000, most of it clearing and refilling them.
+ */
+export class RouteKeys {
+  /** The literal levels of the filters, by depth and then by length (compared in place, no slicing). */
+  private readonly literals: Array<Map<number, string[]> | undefined> = [];
+
+  constructor(filters: Iterable<string>) {
+    for (const f of filters) {
+      const levels = f.split('/');
+      for (let i = 0; i < levels.length; i++) {
+        const l = levels[i];
+        if (l === '+' || l === '#') continue;
+        let byLength = this.literals[i];
+        if (byLength === undefined) {
+          byLength = new Map();
+          this.literals[i] = byLength;
+        }
+        const same = byLength.get(l.length);
+        if (same === undefined) byLength.set(l.length, [l]);
+        else if (!same.includes(l)) same.push(l);
+      }
+    }
+  }
+
+  /** The topic's key (the topic itself when every level is some filter's literal). */
+  key(topic: string): string {
+    // one scan without slicing or hashing levels: the key is built only once a level is not a literal
+    let out: string | null = null;
+    let copied = 0;
+    let start = 0;
+    for (let depth = 0; ; depth++) {
+      let end = topic.indexOf('/', start);
+      if (end === -1) end = topic.length;
+      if (!this.isLiteral(topic, start, end, depth)) {
+        out = `${out ?? ''}${topic.slice(copied, start)}+`;
+        copied = end;
+      }
+      if (end === topic.length) break;
+      start = end + 1;
+    }
+    return out === null ? topic : out + topic.slice(copied);
+  }
+
+  private isLiteral(topic: string, start: number, end: number, depth: number): boolean {
+    const same = this.literals[depth]?.get(end - start);
+    if (same === undefined) return false;
+    for (let i = 0; i < same.length; i++) if (topic.startsWith(same[i], start)) return true;
+    return false;
+  }
+}

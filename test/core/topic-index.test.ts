@@ -1,7 +1,9 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import fc from 'fast-check';
-import { TopicIndex } from '../../core/topic-index.js';
+import { Bus } from '../../core/bus.js';
+import { silentLogger } from '../../core/log.js';
+import { RouteKeys, TopicIndex } from '../../core/topic-index.js';
 import { compilePattern } from '../../core/topics.js';
 
 describe('TopicIndex', () => {
@@ -36,5 +38,65 @@ describe('TopicIndex', () => {
       }),
       { numRuns: 500 },
     );
+  });
+});
+
+describe('RouteKeys', () => {
+  const level = fc.constantFrom('a', 'b', 'c', '', 'ab', 'p1', 'p22');
+  const filterLevel = fc.constantFrom('a', 'b', 'c', '+', '', 'ab');
+  const filter = fc
+    .tuple(fc.array(filterLevel, { minLength: 1, maxLength: 4 }), fc.boolean())
+    .map(([ls, hash]) => [...ls, ...(hash ? ['#'] : [])].join('/'))
+    .filter((f) => f.length > 0);
+  const topic = fc
+    .array(level, { minLength: 1, maxLength: 5 })
+    .map((ls) => ls.join('/'))
+    .filter((t) => t.length > 0);
+
+  test('topics with one key are matched by the same filters (property)', () => {
+    fc.assert(
+      fc.property(fc.uniqueArray(filter, { maxLength: 8 }), topic, topic, (filters, t1, t2) => {
+        const keys = new RouteKeys(filters);
+        const matching = (t: string) => filters.filter((f) => compilePattern(f)(t)).sort();
+        if (keys.key(t1) === keys.key(t2)) assert.deepEqual(matching(t1), matching(t2), `${t1} ~ ${t2}`);
+        // a topic whose every level is some filter's literal at that depth is its own key
+        assert.equal(keys.key(t1).split('/').length, t1.split('/').length);
+      }),
+      { numRuns: 2000 },
+    );
+  });
+
+  test('a fleet of project topics shares one key; the fixed levels stay', () => {
+    const keys = new RouteKeys(['hub/uplink/+/data/heartbeat', 'hub/uplink/+/data/exec_result', 'command/send', 'x/#']);
+    assert.equal(keys.key('hub/uplink/p-1/data/heartbeat'), 'hub/uplink/+/data/heartbeat');
+    assert.equal(keys.key('hub/uplink/p-2/data/heartbeat'), 'hub/uplink/+/data/heartbeat');
+    assert.equal(keys.key('hub/uplink/p-2/data/other'), 'hub/uplink/+/data/+');
+    assert.equal(keys.key('command/send'), 'command/send');
+    assert.equal(keys.key('x/y/z'), 'x/+/+');
+  });
+
+  test('the bus delivers as the filters say, past the topic cache (100 000 topics, then a new pattern)', async () => {
+    const bus = new Bus(silentLogger());
+    const got = new Map<string, string[]>();
+    const box = (name: string, patterns: string[]) => {
+      const b = bus.mailbox(name, { capacity: 1_000_000, overflow: 'reject', block_timeout_ms: 1000 });
+      for (const p of patterns) b.subscribe(p, (_payload, msg) => got.set(name, [...(got.get(name) ?? []), msg.topic]));
+      return b;
+    };
+    box('status', ['hub/uplink/+/data/heartbeat']);
+    box('command', ['hub/uplink/+/data/exec_result']);
+    box('all', ['hub/#']);
+    const n = 100_000;
+    for (let i = 0; i < n; i++) bus.publish(`hub/uplink/p-${i}/data/${i % 10 === 0 ? 'exec_result' : 'heartbeat'}`, i);
+    // a subscription added later applies to topics seen before (the caches are dropped)
+    const late = box('late', ['hub/uplink/p-7/data/+']);
+    bus.publish('hub/uplink/p-7/data/heartbeat', -1);
+    await Promise.all(['status', 'command', 'all', 'late'].map((m) => bus.settled(m)));
+    assert.equal(got.get('status')?.length, n - n / 10 + 1);
+    assert.equal(got.get('command')?.length, n / 10);
+    assert.equal(got.get('all')?.length, n + 1);
+    assert.deepEqual(got.get('late'), ['hub/uplink/p-7/data/heartbeat']);
+    assert.ok(late);
+    assert.throws(() => bus.publish('hub/uplink/+/data/heartbeat', 0), /not a publishable topic/);
   });
 });
