@@ -6,6 +6,19 @@ import { silentLogger } from '../../core/log.js';
 import { RouteKeys, TopicIndex } from '../../core/topic-index.js';
 import { compilePattern } from '../../core/topics.js';
 
+/** Filters (literals, `+`, a trailing `#`) and topics over small level alphabets, so they meet often. */
+function filtersAndTopics(topicLevels: string[], filterLevels: string[]) {
+  const filter = fc
+    .tuple(fc.array(fc.constantFrom(...filterLevels), { minLength: 1, maxLength: 4 }), fc.boolean())
+    .map(([ls, hash]) => [...ls, ...(hash ? ['#'] : [])].join('/'))
+    .filter((f) => f.length > 0);
+  const topic = fc
+    .array(fc.constantFrom(...topicLevels), { minLength: 1, maxLength: 5 })
+    .map((ls) => ls.join('/'))
+    .filter((t) => t.length > 0);
+  return { filter, topic };
+}
+
 describe('TopicIndex', () => {
   test('matches like the compiled filters: +, #, the parent of #, exact', () => {
     const filters = ['a/b/c', 'a/+/c', 'a/#', '#', '+/+', 'hub/uplink/+/data/heartbeat', 'hub/uplink/+/+/#', 'x'];
@@ -19,16 +32,7 @@ describe('TopicIndex', () => {
   });
 
   test('any filters and topics: the same answer as compilePattern (property)', () => {
-    const level = fc.constantFrom('a', 'b', 'c', '');
-    const filterLevel = fc.constantFrom('a', 'b', 'c', '+', '');
-    const filter = fc
-      .tuple(fc.array(filterLevel, { minLength: 1, maxLength: 4 }), fc.boolean())
-      .map(([ls, hash]) => [...ls, ...(hash ? ['#'] : [])].join('/'))
-      .filter((f) => f.length > 0);
-    const topic = fc
-      .array(level, { minLength: 1, maxLength: 5 })
-      .map((ls) => ls.join('/'))
-      .filter((t) => t.length > 0);
+    const { filter, topic } = filtersAndTopics(['a', 'b', 'c', ''], ['a', 'b', 'c', '+', '']);
     fc.assert(
       fc.property(fc.uniqueArray(filter, { maxLength: 8 }), topic, (filters, t) => {
         const index = new TopicIndex<string>();
@@ -42,16 +46,7 @@ describe('TopicIndex', () => {
 });
 
 describe('RouteKeys', () => {
-  const level = fc.constantFrom('a', 'b', 'c', '', 'ab', 'p1', 'p22');
-  const filterLevel = fc.constantFrom('a', 'b', 'c', '+', '', 'ab');
-  const filter = fc
-    .tuple(fc.array(filterLevel, { minLength: 1, maxLength: 4 }), fc.boolean())
-    .map(([ls, hash]) => [...ls, ...(hash ? ['#'] : [])].join('/'))
-    .filter((f) => f.length > 0);
-  const topic = fc
-    .array(level, { minLength: 1, maxLength: 5 })
-    .map((ls) => ls.join('/'))
-    .filter((t) => t.length > 0);
+  const { filter, topic } = filtersAndTopics(['a', 'b', 'c', '', 'ab', 'p1', 'p22'], ['a', 'b', 'c', '+', '', 'ab']);
 
   test('topics with one key are matched by the same filters (property)', () => {
     fc.assert(
