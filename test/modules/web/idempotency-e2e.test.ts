@@ -21,6 +21,7 @@ import {
   uniqueId,
 } from '../../e2e/harness.js';
 import { freePort } from '../../helpers/process.js';
+import { until } from '../../helpers/wait.js';
 import { ExchangeHubClient, type Msg } from '../grpc/harness.js';
 
 interface Reply {
@@ -112,6 +113,14 @@ for (const backend of BACKENDS) {
     }
 
     const runs = (id: string) => agent.logs('command finished', id).length;
+    /**
+     * The agent ran the command exactly once. Its log line comes through the agent's stdout pipe,
+     * which the test reads independently of the hub's answer: wait for the line, then count.
+     */
+    const ranOnce = async (id: string, what = `${id} run by the agent`) => {
+      await until(() => runs(id) >= 1, 10_000, what);
+      assert.equal(runs(id), 1, `${id} ran ${runs(id)} times`);
+    };
     const commandsOf = async (): Promise<string[]> =>
       (await hub.api('GET', `/commands?project_id=${encodeURIComponent(pid())}&limit=500`)).json.items.map(
         (c: Json) => c.command_id,
@@ -144,7 +153,7 @@ for (const backend of BACKENDS) {
       assert.equal(bad.json.error.code, 'CMD_ERR_INVALID');
       assert.equal(bad.json.error.field, 'idempotency-key');
 
-      assert.equal(runs(id), 1, 'the agent ran it once');
+      await ranOnce(id, 'the agent ran it once');
       assert.equal((await commandsOf()).filter((c) => c === id).length, 1);
     });
 
@@ -175,8 +184,8 @@ for (const backend of BACKENDS) {
       assert.equal(waited.status, 200, JSON.stringify(waited.json));
       assert.equal(waited.json.command_id, sent.json.command_id);
       assert.equal(waited.json.result.status, 'success');
-      assert.equal(runs(first.json.command_id), 1);
-      assert.equal(runs(sent.json.command_id), 1);
+      await ranOnce(first.json.command_id);
+      await ranOnce(sent.json.command_id);
     });
 
     test('20 concurrent REST sends with one key make one command, run once', async () => {
@@ -192,7 +201,7 @@ for (const backend of BACKENDS) {
       await hub.waitCommand(id);
       const made = (await commandsOf()).filter((c) => !before.has(c));
       assert.deepEqual(made, [id]);
-      assert.equal(runs(id), 1);
+      await ranOnce(id);
     });
 
     test('gRPC: SendCommand and SendSyncCommand with idempotency_key; keys are shared with REST', async () => {
@@ -237,8 +246,8 @@ for (const backend of BACKENDS) {
       assert.equal(c2.command_id, c1.command_id);
       assert.deepEqual(s2.md?.get('idempotent-replayed'), ['true']);
       assert.deepEqual(s2.res.result, s1.res.result);
-      assert.equal(runs(id), 1);
-      assert.equal(runs(String(c1.command_id)), 1);
+      await ranOnce(id);
+      await ranOnce(String(c1.command_id));
     });
 
     test('/openapi.json documents the Idempotency-Key header, the replay header and the 409', async () => {
@@ -294,7 +303,7 @@ for (const backend of BACKENDS) {
       });
       assert.equal(viaGrpc.res.command_id, id);
       await agent.waitLog('command finished', { command_id: id });
-      assert.equal(runs(id), 1, 'the agent ran it once');
+      await ranOnce(id, 'the agent ran it once');
     });
   });
 }
