@@ -21,7 +21,6 @@ import {
   uniqueId,
 } from '../../e2e/harness.js';
 import { freePort } from '../../helpers/process.js';
-import { until } from '../../helpers/wait.js';
 import { ExchangeHubClient, type Msg } from '../grpc/harness.js';
 
 interface Reply {
@@ -117,9 +116,9 @@ for (const backend of BACKENDS) {
      * The agent ran the command exactly once. Its log line comes through the agent's stdout pipe,
      * which the test reads independently of the hub's answer: wait for the line, then count.
      */
-    const ranOnce = async (id: string, what = `${id} run by the agent`) => {
-      await until(() => runs(id) >= 1, 10_000, what);
-      assert.equal(runs(id), 1, `${id} ran ${runs(id)} times`);
+    const ranOnce = async (id: string, what = 'the agent ran it once') => {
+      await agent.waitLog('command finished', { command_id: id });
+      assert.equal(runs(id), 1, what);
     };
     const commandsOf = async (): Promise<string[]> =>
       (await hub.api('GET', `/commands?project_id=${encodeURIComponent(pid())}&limit=500`)).json.items.map(
