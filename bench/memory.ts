@@ -11,6 +11,7 @@
 import { performance } from 'node:perf_hooks';
 import { HOST_TOPICS } from '../core/host-topics.js';
 import { BRIDGE, type BridgeStats } from '../modules/mqtt-bridge/contract/topics.js';
+import type { StatusStats } from '../modules/status/contract/stats.js';
 import { STATUS } from '../modules/status/contract/topics.js';
 import { connectAgents, heartbeats, pool, type SimAgent } from './agents.js';
 import {
@@ -32,13 +33,6 @@ import { machine, median, type SuiteResult } from './harness.js';
 const MB = 1024 * 1024;
 
 /** The fields of the status module's stats the registration probe prints. */
-interface StatusProbe {
-  registers_accepted: number;
-  reregisters_sent: number;
-  presence?: { online: number; pending_writes: number };
-  flush?: { in_flight: boolean; flushes: number };
-}
-
 interface Variant {
   peak: number;
   median: number;
@@ -91,7 +85,7 @@ async function measureRss(db: BenchDb, N: number, ONLINE: number, STEADY_MS: num
       const ask = <T>(topic: string) => hub.request<T>(topic, {}, 4000).catch((err: Error) => err);
       void Promise.all([
         ask<{ mailboxes: Array<{ name: string; queued: number }> }>(HOST_TOPICS.busStats),
-        ask<StatusProbe>(STATUS.stats),
+        ask<StatusStats>(STATUS.stats),
         ask<BridgeStats>(BRIDGE.stats),
       ]).then(([bus, st, br]) => {
         const q =
@@ -104,7 +98,7 @@ async function measureRss(db: BenchDb, N: number, ONLINE: number, STEADY_MS: num
         const status =
           st instanceof Error
             ? st.message
-            : `accepted ${st.registers_accepted}, online ${st.presence?.online}, pending writes ${st.presence?.pending_writes}, flush in flight ${st.flush?.in_flight}, flushes ${st.flush?.flushes}, reregisters ${st.reregisters_sent}`;
+            : `accepted ${st.registers_accepted}, online ${st.presence.online}, pending writes ${st.presence.pending_writes}, flush in flight ${st.flush.in_flight}, flushes ${st.flush.flushes}, reregisters ${st.reregisters_sent}`;
         const bridge =
           br instanceof Error
             ? br.message
@@ -122,7 +116,7 @@ async function measureRss(db: BenchDb, N: number, ONLINE: number, STEADY_MS: num
     });
     clearInterval(probe);
     const registerMs = performance.now() - t0 - connectMs;
-    const stats = () => hub.request<{ presence: { online: number; tracked: number } }>(STATUS.stats, {}, 60_000);
+    const stats = () => hub.request<StatusStats>(STATUS.stats, {}, 60_000);
     // the status mailbox answers after the registrations queued before the request: be patient
     for (const deadline = Date.now() + 180_000; ; await sleep(500)) {
       const s = await stats().catch(() => null);

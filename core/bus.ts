@@ -9,7 +9,7 @@ import {
   type ReplySink,
   type SubscribeOptions,
 } from './mailbox.js';
-import { RouteKeys } from './topic-index.js';
+import { RouteCache } from './topic-index.js';
 import { assertPublishTopic } from './topics.js';
 
 export type { BusMessage, Handler, MailboxOptions, MailboxStats, OverflowPolicy, SubscribeOptions } from './mailbox.js';
@@ -48,10 +48,19 @@ interface PendingRequest {
 export class Bus {
   private readonly log: Logger;
   private readonly boxes = new Map<string, Mailbox>();
-  /** Mailboxes by topic (the first ROUTE_CACHE_MAX seen) and by route key; dropped whenever a mailbox's patterns change. */
-  private routes = new Map<string, Mailbox[]>();
-  private byKey = new Map<string, Mailbox[]>();
-  private keys: RouteKeys | null = null;
+  /**
+   * The mailboxes a topic goes to (topic-index.ts RouteCache), dropped whenever a mailbox's
+   * patterns change. A topic is checked once, before it is cached.
+   */
+  private readonly routes = new RouteCache<Mailbox[]>(
+    ROUTE_CACHE_MAX,
+    () => [...this.boxes.values()].flatMap((b) => b.patterns()),
+    (topic) => {
+      const levels = topic.split('/');
+      return [...this.boxes.values()].filter((b) => b.matchesLevels(levels));
+    },
+    assertPublishTopic,
+  );
   private readonly pending = new Map<number, PendingRequest>();
   private nextRequestId = 1;
   private closed = false;
@@ -109,32 +118,10 @@ export class Bus {
 
   private forgetRoutes(): void {
     this.routes.clear();
-    this.byKey.clear();
-    this.keys = null;
   }
 
-  /**
-   * The mailboxes a topic goes to: from the topics seen first (filled up to ROUTE_CACHE_MAX,
-   * never cleared for room, so a fleet's topics cannot thrash it), else by route key
-   * (topic-index.ts RouteKeys: one entry per topic shape, however many projects). A topic is
-   * checked once, before it is cached.
-   */
   private route(topic: string): Mailbox[] {
-    let boxes = this.routes.get(topic);
-    if (boxes !== undefined) return boxes;
-    assertPublishTopic(topic);
-    this.keys ??= new RouteKeys([...this.boxes.values()].flatMap((b) => b.patterns()));
-    const key = this.keys.key(topic);
-    boxes = this.byKey.get(key);
-    if (boxes === undefined) {
-      boxes = [];
-      const levels = topic.split('/');
-      for (const b of this.boxes.values()) if (b.matchesLevels(levels)) boxes.push(b);
-      if (this.byKey.size >= ROUTE_CACHE_MAX) this.byKey.clear();
-      this.byKey.set(key, boxes);
-    }
-    if (this.routes.size < ROUTE_CACHE_MAX) this.routes.set(topic, boxes);
-    return boxes;
+    return this.routes.get(topic);
   }
 
   /**

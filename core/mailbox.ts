@@ -1,7 +1,7 @@
 import { performance } from 'node:perf_hooks';
 import { errorCode, HubError, isClientMistake } from './errors.js';
 import type { Logger } from './log.js';
-import { RouteKeys, TopicIndex } from './topic-index.js';
+import { RouteCache, TopicIndex } from './topic-index.js';
 import { assertPattern } from './topics.js';
 
 export type OverflowPolicy = 'block' | 'drop-oldest' | 'reject';
@@ -138,10 +138,16 @@ export class Mailbox {
   private head = 0;
   private readonly waiting: BlockedPublisher[] = [];
   private subs: Subscription[] = [];
-  /** Handlers by topic (the first ROUTE_CACHE_MAX seen) and by route key (RouteKeys: one entry per topic shape). */
-  private routeCache = new Map<string, Subscription[]>();
-  private byKey = new Map<string, Subscription[]>();
-  private keys: RouteKeys | null = null;
+  /** Handlers by topic, as the bus routes (topic-index.ts RouteCache), in subscription order. */
+  private readonly routes = new RouteCache<Subscription[]>(
+    ROUTE_CACHE_MAX,
+    () => this.patterns(),
+    (topic) => {
+      const found = this.trie().match(topic.split('/'));
+      // in subscription order, as a filter over `subs` would give them
+      return found.length < 2 ? found : this.subs.filter((s) => found.includes(s));
+    },
+  );
   private index: TopicIndex<Subscription> | null = null;
   private scheduled = false;
   private running = false;
@@ -219,10 +225,8 @@ export class Mailbox {
   }
 
   private patternsChanged(): void {
-    this.routeCache.clear();
-    this.byKey.clear();
+    this.routes.clear();
     this.index = null;
-    this.keys = null;
     this.onPatternsChanged();
   }
 
@@ -234,10 +238,7 @@ export class Mailbox {
     if (detached) {
       detached.handler = handler;
       detached.concurrency = concurrency;
-      if (detached.control !== control) {
-        this.routeCache.clear();
-        this.byKey.clear();
-      }
+      if (detached.control !== control) this.routes.clear();
       detached.control = control;
       sub = detached;
     } else {
@@ -491,22 +492,8 @@ export class Mailbox {
     });
   }
 
-  /** As the bus routes (bus.ts route): by topic for the first ROUTE_CACHE_MAX seen, else by route key. */
   private handlersFor(topic: string): Subscription[] {
-    let subs = this.routeCache.get(topic);
-    if (subs !== undefined) return subs;
-    this.keys ??= new RouteKeys(this.subs.map((s) => s.pattern));
-    const key = this.keys.key(topic);
-    subs = this.byKey.get(key);
-    if (subs === undefined) {
-      // in subscription order, as a filter over `subs` would give them
-      const found = this.trie().match(topic.split('/'));
-      subs = found.length < 2 ? found : this.subs.filter((s) => found.includes(s));
-      if (this.byKey.size >= ROUTE_CACHE_MAX) this.byKey.clear();
-      this.byKey.set(key, subs);
-    }
-    if (this.routeCache.size < ROUTE_CACHE_MAX) this.routeCache.set(topic, subs);
-    return subs;
+    return this.routes.get(topic);
   }
 
   private async drain(): Promise<void> {

@@ -133,3 +133,49 @@ export class RouteKeys {
     return false;
   }
 }
+
+/**
+ * What the bus and each mailbox cache their routes in: the topics seen first (up to `max`,
+ * never cleared for room, so a fleet's per-project topics cannot thrash it), then one entry per
+ * route key (RouteKeys) for every other topic. Cleared whole when the filters change.
+ */
+export class RouteCache<T> {
+  private readonly byTopic = new Map<string, T>();
+  private readonly byKey = new Map<string, T>();
+  private keys: RouteKeys | null = null;
+
+  /**
+   * @param filters the filters routes are computed from (read again after a clear)
+   * @param compute the route of a topic no cached topic or key covers
+   * @param admit checks a topic before it is cached (throws to refuse it); a cached topic is not checked again
+   */
+  constructor(
+    private readonly max: number,
+    private readonly filters: () => Iterable<string>,
+    private readonly compute: (topic: string) => T,
+    private readonly admit: (topic: string) => void = () => {},
+  ) {}
+
+  get(topic: string): T {
+    let route = this.byTopic.get(topic);
+    if (route !== undefined) return route;
+    this.admit(topic);
+    this.keys ??= new RouteKeys(this.filters());
+    const key = this.keys.key(topic);
+    route = this.byKey.get(key);
+    if (route === undefined) {
+      route = this.compute(topic);
+      if (this.byKey.size >= this.max) this.byKey.clear();
+      this.byKey.set(key, route);
+    }
+    if (this.byTopic.size < this.max) this.byTopic.set(topic, route);
+    return route;
+  }
+
+  /** Forgets every route (the filters changed). */
+  clear(): void {
+    this.byTopic.clear();
+    this.byKey.clear();
+    this.keys = null;
+  }
+}

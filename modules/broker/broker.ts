@@ -4,6 +4,7 @@ import type { Duplex } from 'node:stream';
 import { Aedes, type AedesPublishPacket, type Client, type PublishPacket, type Subscription } from 'aedes';
 import { HubError } from '../../core/errors.js';
 import type { ModuleContext } from '../../core/module.js';
+import { TokenBucket } from '../shared/token-bucket.js';
 import { holdWritesPerTurn } from '../shared/write-hold.js';
 import type { CredentialsChangedEvent } from '../status/contract/topics.js';
 import { agentMaySubscribe, checkAgentPublish, downlinkTopics } from './acl.js';
@@ -12,7 +13,6 @@ import type { BrokerConfig } from './config.js';
 import { BROKER, type BrokerDeniedEvent, type BrokerStats, type BrokerWsConnection } from './contract/topics.js';
 import { BoundedEmitter, type MqLike, SINK_TOPIC } from './emitter.js';
 import { limitPacketSize } from './packet-limit.js';
-import { TokenBucket } from './rate.js';
 
 interface ClientState {
   identity: Identity;

@@ -7,6 +7,7 @@ import { BRIDGE, type BridgeRejectedEvent, type DurableReply } from '../mqtt-bri
 import { subscribeUplinks } from '../mqtt-bridge/contract/uplink-routes.js';
 import { type StatusConfig, statusConfigSchema } from './config.js';
 import { STATUS_HISTORY } from './contract/history-topics.js';
+import type { StatusStats } from './contract/stats.js';
 import {
   type CreatedProject,
   type ProjectCredentials,
@@ -206,7 +207,7 @@ function createStatus(ctx: ModuleContext<StatusConfig>) {
     );
     bus.subscribe(
       STATUS.stats,
-      () => ({
+      (): StatusStats => ({
         ...uplinks.counters,
         sweeps: timeouts.sweeps,
         timed_out: timeouts.timed_out,
@@ -277,8 +278,12 @@ function createStatus(ctx: ModuleContext<StatusConfig>) {
       const cleanup = historyCleanup(db, () => clock.now(), cfg.history_retention_days * 86_400_000, ctx.log);
       void cleanup();
       ctx.timers.setInterval(() => void cleanup(), cfg.history_cleanup_interval_ms);
-      // Runs after the host cleared the timers: the last changes reach the database before the pool closes.
-      ctx.onStop(() => flusher.final());
+      // Runs after the host cleared the timers: a sweep still waiting behind the queue decides
+      // nothing, and the last changes reach the database before the pool closes.
+      ctx.onStop(async () => {
+        await timeouts.stop();
+        await flusher.final();
+      });
       ctx.log.info({ tracked: presence.size, online: countOnline(presence) }, 'status started');
     },
   };

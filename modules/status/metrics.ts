@@ -1,8 +1,8 @@
 /** The status module's series on /metrics (core/metrics.ts). */
 import { counter, countsBy, gauge, type MetricFamily } from '../../core/metrics.js';
 import { uplinksRefused } from '../shared/uplink-refusals.js';
+import type { UplinkCounters } from './contract/stats.js';
 import type { PresenceState } from './contract/topics.js';
-import type { UplinkCounters } from './uplinks.js';
 
 /** Counters that count a refused uplink, and the `reason` label each gets. */
 const REFUSALS = {

@@ -1,6 +1,7 @@
 import type { Knex } from 'knex';
 import type { Logger } from '../../core/log.js';
 import type { ModuleOutbox } from '../../core/services/outbox/service.js';
+import type { FlushStats } from './contract/stats.js';
 import type { PresenceState } from './contract/topics.js';
 import { presenceEvents } from './domain-events.js';
 import type { Batch, Handshake, Presence, PresenceEntry, Transition } from './presence.js';
@@ -268,18 +269,6 @@ export async function writeBatch(
     }
   });
   return { applied };
-}
-
-export interface FlushStats {
-  flushes: number;
-  rows_written: number;
-  history_written: number;
-  /** transitions PostgreSQL applied / refused because the row no longer held what they expected */
-  transitions_applied: number;
-  transitions_lost: number;
-  failures: number;
-  /** presence rows and transitions the database refused on their own (written without them) */
-  bad_rows: number;
 }
 
 /**

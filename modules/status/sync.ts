@@ -13,6 +13,7 @@
 import { createHash } from 'node:crypto';
 import type { Knex } from 'knex';
 import type { Logger } from '../../core/log.js';
+import type { SyncStats } from './contract/stats.js';
 import { loadPresence, readPresence, stepsFromNotice } from './persist.js';
 import type { Presence, PresenceEntry } from './presence.js';
 
@@ -29,13 +30,6 @@ export function presenceChannel(schema: string | undefined): string {
   const plain = `gmq_presence_${schema.toLowerCase()}`;
   if (plain.length <= 63 && /^[a-z0-9_$]+$/.test(plain)) return plain;
   return `gmq_presence_${createHash('sha256').update(schema).digest('hex').slice(0, 32)}`;
-}
-
-export interface SyncStats {
-  rereads: number;
-  checks: number;
-  resyncs: number;
-  bad_notices: number;
 }
 
 /**

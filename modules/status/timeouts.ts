@@ -36,6 +36,8 @@ export class Timeouts {
   timed_out = 0;
   failures = 0;
   private running: Promise<void> | null = null;
+  private writing: Promise<unknown> | null = null;
+  private stopped = false;
 
   constructor(
     private readonly d: {
@@ -62,6 +64,16 @@ export class Timeouts {
       this.sweeps++;
     });
     return this.running;
+  }
+
+  /**
+   * No sweep decides after this: one waiting behind the queue gives up (a restarting module's
+   * queue is the next instance's, and its judgement would be from before the stop). Resolves once
+   * a write already sent is answered, so the pool is not closed under it.
+   */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    await this.writing?.catch(() => {});
   }
 
   /** `asOf`: when the sweep started waiting for the queue; every uplink received before it is applied. */
@@ -104,10 +116,15 @@ export class Timeouts {
     const asOf = Math.floor(this.d.clock.now());
     await new Promise<void>((r) => setImmediate(r));
     await this.d.settled();
+    if (this.stopped) return;
     const ops = this.candidates(reason, asOf);
     if (ops.length === 0) return;
     try {
-      const { applied } = await this.d.write(this.d.db(), { rows: [], ops }, this.d.channel());
+      const writing = this.d.write(this.d.db(), { rows: [], ops }, this.d.channel());
+      this.writing = writing;
+      const { applied } = await writing.finally(() => {
+        this.writing = null;
+      });
       const lost: string[] = [];
       for (const o of ops) {
         const version = applied.get(o);

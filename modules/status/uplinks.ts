@@ -20,7 +20,9 @@ import {
   uplinkSpec,
 } from '../shared/protocol.js';
 import { ReplayCache, verifyInbound, verifySignature } from '../shared/signing.js';
+import { TokenBucket } from '../shared/token-bucket.js';
 import type { StatusConfig } from './config.js';
+import type { UplinkCounters } from './contract/stats.js';
 import { STATUS } from './contract/topics.js';
 import type { Presence, PresenceEntry } from './presence.js';
 import type { ProjectRecord, ProjectStore } from './projects.js';
@@ -50,41 +52,6 @@ const DOWNLINK_TIMEOUT_MS = 10_000;
 const REFUSED_REGISTER_ANSWERS_PER_S = 5;
 /** A refusal reason is cut to this many characters (it names the field and the problem; agents show it). */
 const MAX_REASON_CHARS = 300;
-
-export interface UplinkCounters {
-  registers: number;
-  registers_accepted: number;
-  registers_refused: number;
-  /** accepted registers whose handshake PostgreSQL refused: a newer one (or the same, redelivered) was there */
-  registers_superseded: number;
-  register_completed: number;
-  heartbeats: number;
-  monitors: number;
-  alerts: number;
-  disconnects: number;
-  stale_wills: number;
-  data_bad_signature: number;
-  data_unsigned_refused: number;
-  data_unknown_project: number;
-  data_disabled_project: number;
-  data_ignored: number;
-  malformed: number;
-  reregisters_sent: number;
-  reregisters_throttled: number;
-  /** reregister asks left for a later heartbeat by the fleet-wide limit (cfg.reregister_per_s) */
-  reregisters_deferred: number;
-  downlinks_sent: number;
-  downlinks_failed: number;
-  lookup_failures: number;
-  /** registers the bridge refused (mqtt/rejected), each answered with a reasoned register_ack */
-  registers_rejected: number;
-  /** answers to refused registers left out by the per-project limit */
-  registers_rejected_throttled: number;
-  /** refused uplinks of provisioned projects, replays excepted (also on each project's status view) */
-  uplinks_rejected: number;
-  /** refused uplinks whose project id could not be read or is not provisioned */
-  uplinks_rejected_unattributed: number;
-}
 
 function newCounters(): UplinkCounters {
   return {
@@ -147,13 +114,14 @@ export class Uplinks {
   private readonly replay = new ReplayCache();
   /** Last `reregister` per project: at most one per heartbeat interval, so a flood gets few answers. */
   private readonly reregistered = new Map<string, number>();
-  /** The second `reregistersThisSecond` counts in (cfg.reregister_per_s). */
-  private reregisterSecond = 0;
-  private reregistersThisSecond = 0;
-  /** Answers to refused registers in the current second, per project (see REFUSED_REGISTER_ANSWERS_PER_S). */
-  private readonly refusalAnswers = new Map<string, { second: number; n: number }>();
+  /** Fleet-wide `reregister` asks (cfg.reregister_per_s, burst one second's worth). */
+  private readonly reregisterAsks: TokenBucket;
+  /** Answers to refused registers per project (REFUSED_REGISTER_ANSWERS_PER_S); a full bucket is forgotten. */
+  private readonly refusalAnswers = new Map<string, TokenBucket>();
 
-  constructor(private readonly d: UplinkDeps) {}
+  constructor(private readonly d: UplinkDeps) {
+    this.reregisterAsks = new TokenBucket(d.cfg.reregister_per_s, d.cfg.reregister_per_s, this.now());
+  }
 
   /**
    * One handler per uplink type status owns in the uplink table (index.ts subscribes them with
@@ -364,14 +332,13 @@ export class Uplinks {
   }
 
   private mayAnswerRefusal(pid: string): boolean {
-    const second = Math.floor(this.now() / 1000);
-    const slot = this.refusalAnswers.get(pid);
-    if (!slot || slot.second !== second) {
-      this.refusalAnswers.set(pid, { second, n: 1 });
-      return true;
+    const now = this.now();
+    let bucket = this.refusalAnswers.get(pid);
+    if (!bucket) {
+      bucket = new TokenBucket(REFUSED_REGISTER_ANSWERS_PER_S, REFUSED_REGISTER_ANSWERS_PER_S, now);
+      this.refusalAnswers.set(pid, bucket);
     }
-    slot.n++;
-    return slot.n <= REFUSED_REGISTER_ANSWERS_PER_S;
+    return bucket.take(now);
   }
 
   // ─── data ────────────────────────────────────────────────────────────────────────────────
@@ -605,8 +572,7 @@ export class Uplinks {
     const now = this.now();
     const gap = this.d.cfg.heartbeat_interval_s * 1000;
     for (const [pid, at] of this.reregistered) if (now - at >= gap || now < at) this.reregistered.delete(pid);
-    const second = Math.floor(now / 1000);
-    for (const [pid, slot] of this.refusalAnswers) if (slot.second !== second) this.refusalAnswers.delete(pid);
+    for (const [pid, bucket] of this.refusalAnswers) if (bucket.full(now)) this.refusalAnswers.delete(pid);
   }
 
   // ─── downlinks ───────────────────────────────────────────────────────────────────────────
@@ -618,17 +584,11 @@ export class Uplinks {
       this.counters.reregisters_throttled++;
       return;
     }
-    // fleet-wide: the agents not asked this second are asked at one of their next heartbeats
-    const second = Math.floor(now / 1000);
-    if (second !== this.reregisterSecond) {
-      this.reregisterSecond = second;
-      this.reregistersThisSecond = 0;
-    }
-    if (this.reregistersThisSecond >= this.d.cfg.reregister_per_s) {
+    // fleet-wide: the agents not asked now are asked at one of their next heartbeats
+    if (!this.reregisterAsks.take(now)) {
       this.counters.reregisters_deferred++;
       return;
     }
-    this.reregistersThisSecond++;
     this.reregistered.set(pid, now);
     this.counters.reregisters_sent++;
     this.d.log.debug({ project_id: pid, reason }, 'asking the agent to register again');

@@ -3,7 +3,7 @@ import { describe, test } from 'node:test';
 import { agentMaySubscribe, checkAgentPublish } from '../../../modules/broker/acl.js';
 import { Authenticator } from '../../../modules/broker/auth.js';
 import { BoundedEmitter, type MqLike, SINK_TOPIC } from '../../../modules/broker/emitter.js';
-import { TokenBucket } from '../../../modules/broker/rate.js';
+import { TokenBucket } from '../../../modules/shared/token-bucket.js';
 import { until } from '../../helpers/wait.js';
 
 /**

@@ -19,6 +19,7 @@ import {
   TOPIC_COMMAND_UP,
   TOPIC_MESSAGE_UP,
 } from '../../../modules/shared/protocol.js';
+import type { StatusStats } from '../../../modules/status/contract/stats.js';
 import { type CreatedProject, STATUS, type StatusChangedEvent } from '../../../modules/status/contract/topics.js';
 import { provider as statusProvider } from '../../../modules/status/index.js';
 import { preparePgliteTemplate, tempPgliteConfig, withPgSchema } from '../../helpers/db.js';
@@ -142,8 +143,8 @@ export interface Harness {
   monitors: Recorder<MonitorEvent>;
   alerts: Recorder<AlertEvent>;
   request<R = unknown>(topic: string, body?: unknown): Promise<R>;
-  // biome-ignore lint/suspicious/noExplicitAny: counters are read field by field in tests
-  stats(): Promise<Record<string, any>>;
+  /** The module's stats answer, once what the test published is handled. */
+  stats(): Promise<StatusStats>;
   create(projectId?: string): Promise<CreatedProject>;
   /** Publishes a signed register as the bridge would; returns the message. */
   register(pid: string, secret: string, opts?: { now?: number; messageId?: string; instance?: string }): object;
