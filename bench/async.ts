@@ -286,7 +286,7 @@ export async function runAsyncSuite(): Promise<SuiteResult> {
         `raw: mqtt.js QoS 1 echo, ${IN_FLIGHT} in flight, ${ECHO_MS / 1000} s, echo peer in a child process, before the floor and the hub started`,
         `hub: accepted ${hw.accepted}, completed ${hd.completed}, results stored ${results.rows[0].n}, statuses ${JSON.stringify(last)}, HTTP errors ${errorsNote(hw.errors)}`,
         `floor: accepted ${fw.accepted}, completed ${fd.completed}, HTTP errors ${errorsNote(fw.errors)}; ${fstats.inserted} rows in ${fstats.insert_batches} INSERTs (${(fstats.inserted / Math.max(1, fstats.insert_batches)).toFixed(1)} per statement), ${fstats.updated} in ${fstats.update_batches} UPDATEs (${(fstats.updated / Math.max(1, fstats.update_batches)).toFixed(1)})`,
-        `command stats: published ${stats.published}, publish_errors ${stats.publish_errors}, flushes ${stats.flushes}, flush_errors ${stats.flush_errors}, duplicate_results ${stats.duplicate_results}; agent duplicates ${agents.reduce((n, a) => n + a.counters.duplicates, 0)}`,
+        `command stats: published ${stats.published}, publish_errors ${stats.publish_errors}, flushes ${stats.flushes}, publish outcomes left to the ack ${stats.outcomes_skipped ?? 0}, flush_errors ${stats.flush_errors}, duplicate_results ${stats.duplicate_results}; agent duplicates ${agents.reduce((n, a) => n + a.counters.duplicates, 0)}`,
       ],
     };
   };

@@ -295,7 +295,7 @@ export async function runSyncSuite(): Promise<SuiteResult> {
         dbNote(w.floorDb),
         'hub: child process, Mosquitto (private, set_tcp_nodelay); agent: lean simulated (bench/agents.ts), one project; floor: hand-coded node:http + pg + mqtt.js child process (bench/floor-child.ts), unsigned echo agent (bench/floor-agent.ts); raw: mqtt.js QoS 1 echo through an echo peer in a child process',
         `per-run p50 hub ${hub.p50.map((x) => x.toFixed(2)).join(', ')} ms; floor ${floor.p50.map((x) => x.toFixed(2)).join(', ')} ms; raw ${e50.map((x) => x.toFixed(3)).join(', ')} ms`,
-        `command stats: accepted ${s.accepted}, published ${s.published}, completed ${s.completed}, flushes ${s.flushes}`,
+        `command stats: accepted ${s.accepted}, published ${s.published}, completed ${s.completed}, flushes ${s.flushes}, publish outcomes left to the ack ${s.outcomes_skipped ?? 0}`,
         await floorStatsNote(w.floor),
         ...hub.firstErrors('hub'),
         ...floor.firstErrors('floor'),

@@ -25,6 +25,11 @@ export const commandConfigSchema = z
     max_attempts: z.number().int().min(1).max(1000).default(8),
     /** Relay poll period (a send also wakes it at once). */
     relay_interval_ms: ms(200),
+    /**
+     * How long the outcome of a send's first publish (PUBACK: `sent`, attempts) waits before it is
+     * written; one whose agent acked meanwhile is not written at all (relay.ts, the publish outcome window).
+     */
+    publish_outcome_delay_ms: ms(250),
     /** Outbox rows claimed per relay pass. */
     relay_batch: z.number().int().min(1).max(5000).default(100),
     /** How long one BRIDGE.publish may take before it counts as a failed attempt. */

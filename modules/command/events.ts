@@ -20,6 +20,8 @@ export interface Counters {
   rejected: number;
   published: number;
   publish_errors: number;
+  /** Publish outcomes left unwritten: the agent's ack, written first, carried everything they held (relay.ts). */
+  outcomes_skipped: number;
   sent: number;
   acked: number;
   completed: number;
@@ -74,6 +76,7 @@ export function newCounters(): Counters {
     duplicates_sent: 0,
     rejected: 0,
     published: 0,
+    outcomes_skipped: 0,
     publish_errors: 0,
     sent: 0,
     acked: 0,

@@ -107,6 +107,8 @@ export const provider: ModuleProvider<CommandConfig> = {
           owners,
           wakeRelay: () => relay?.wake(),
           settleUplinks: async () => uplinks?.settle(),
+          ackWritten: (commandId) => uplinks?.takeApplied(commandId) ?? false,
+          pubackAt: (commandId) => relay?.pubackAt(commandId),
           outbox: ctx.services.outbox,
         };
         const theRelay = new Relay(deps, ctx.bus, ctx.timers);

@@ -52,10 +52,10 @@ export interface NewCommandRow {
 
 const TRACKER_INSERT = `INSERT INTO command_tracker (command_id, project_id, command_type, module, operator_id, status,
       payload, offline_policy, timeout_ms, queue_expires_at, is_sync, timeout_at, created_at, updated_at, schedule_at,
-      queue_ttl_ms, job_id)`;
+      queue_ttl_ms, job_id, attempts)`;
 const TRACKER_VALUES = `v.command_id, v.project_id, v.command_type, v.module, v.operator_id, v.status,
       v.payload_json::jsonb, v.offline_policy, v.timeout_ms, v.queue_expires_at, v.is_sync, v.timeout_at, v.created_at,
-      v.created_at, v.schedule_at, v.queue_ttl_ms, v.job_id`;
+      v.created_at, v.schedule_at, v.queue_ttl_ms, v.job_id, v.attempts`;
 
 /** Exported for bench/statements.ts. */
 export const INSERT_SQL = statement(`WITH v AS (

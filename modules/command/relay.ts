@@ -34,10 +34,26 @@ export interface Claimed {
   payload: string;
   attempts: number;
   had_error: boolean;
+  /** Handed in by the send path (deliverSoon): its tracker row was written with this first attempt counted. */
+  fast?: boolean;
 }
 
 const STOP_WAIT_MS = 3_000;
 const WAKE_DELAY_MS = 2;
+/**
+ * The publish outcome window (config `publish_outcome_delay_ms`, 250 ms): how long the outcome
+ * of a send's first publish (its PUBACK) waits to be written. An agent usually acks within a few
+ * ms of the PUBACK, and under load within a few hundred. Written at once, every command paid one
+ * more UPDATE and commit, which held the tracker row while the agent's ack and result were being
+ * written (a sync caller waited for it), and emitted a `sent` event that was stale a moment later.
+ * Now the outcomes of a window are written together at its end, leaving out every command whose
+ * ack this instance wrote meanwhile: that write set all an outcome would (status, sent_at from
+ * the PUBACK time kept here, the outbox row published), and the tracker was inserted with that
+ * first attempt counted. A command whose agent has not acked is `sent` at the end of the window.
+ * Re-publishes (relay passes) are written at once. A window holding OUTCOME_BATCH_MAX is written
+ * at once too.
+ */
+const OUTCOME_BATCH_MAX = 2_000;
 const T_COLS = TRACKER_COLUMNS.split(', ')
   .map((c) => `t.${c}`)
   .join(', ');
@@ -53,6 +69,9 @@ export class Relay {
   private readonly inFlight = new Set<Promise<void>>();
   /** Fast-lane rows waiting for the end of this turn (deliverSoon). */
   private fastLane: Claimed[] = [];
+  /** Send-path first publishes PUBACKed (command_id → the row and its PUBACK time), waiting for the outcome window (see OUTCOME_BATCH_MAX). */
+  private readonly outcomesDue = new Map<string, { row: Claimed; at: number }>();
+  private outcomeTimer?: NodeJS.Timeout;
 
   constructor(
     private readonly d: Deps,
@@ -80,11 +99,19 @@ export class Relay {
     this.schedule(WAKE_DELAY_MS);
   }
 
+  /** When the command's first publish was PUBACKed, while its outcome waits (uplink.ts writes it as sent_at with the ack). */
+  pubackAt(commandId: string): number | undefined {
+    return this.outcomesDue.get(commandId)?.at;
+  }
+
   /** Stops polling and waits (bounded) for the pass in progress; its rows are safe either way. */
   async stop(): Promise<void> {
     this.stopped = true;
     if (this.timer) this.timers.clear(this.timer);
     this.timer = undefined;
+    if (this.outcomeTimer) clearTimeout(this.outcomeTimer);
+    this.outcomeTimer = undefined;
+    if (this.outcomesDue.size > 0) this.track(this.writeDueOutcomes());
     const pending = [this.running, ...this.inFlight].filter((p) => p !== undefined);
     if (pending.length === 0) return;
     let t: NodeJS.Timeout | undefined;
@@ -260,7 +287,7 @@ export class Relay {
    * recorded together (one outcome statement for the group, not one per command).
    */
   deliverSoon(row: Claimed): void {
-    this.fastLane.push(row);
+    this.fastLane.push({ ...row, fast: true });
     if (this.fastLane.length > 1) return;
     setImmediate(() => {
       const rows = this.fastLane.splice(0);
@@ -271,13 +298,49 @@ export class Relay {
   }
 
   deliver(claimed: Claimed[]): Promise<void> {
-    const run = this.publishAndRecord(claimed).catch((err: unknown) => {
-      // the rows stay due at next_attempt_at: the relay publishes them again then
-      this.d.log.warn({ err, rows: claimed.length }, 'recording publish outcomes failed; the relay retries');
-    });
+    return this.track(
+      this.publishAndRecord(claimed).catch((err: unknown) => {
+        // the rows stay due at next_attempt_at: the relay publishes them again then
+        this.d.log.warn({ err, rows: claimed.length }, 'recording publish outcomes failed; the relay retries');
+      }),
+    );
+  }
+
+  /** Keeps `run` in the set a stop waits for. */
+  private track(run: Promise<void>): Promise<void> {
     this.inFlight.add(run);
     void run.finally(() => this.inFlight.delete(run));
     return run;
+  }
+
+  /** Outcomes of the window now ending, but those whose ack was written meanwhile. */
+  private async writeDueOutcomes(): Promise<void> {
+    const due = [...this.outcomesDue.values()];
+    this.outcomesDue.clear();
+    const rows = due.filter(({ row }) => !this.d.ackWritten(row.command_id)).map(({ row }) => row);
+    this.d.counters.outcomes_skipped += due.length - rows.length;
+    if (rows.length === 0) return;
+    try {
+      const ok = new Map(due.map(({ row, at }) => [row.command_id, at]));
+      for (const row of await this.recordOutcomes(rows, ok, [])) this.d.events.state(row);
+    } catch (err) {
+      // only the tracker's `sent` is missing: the outbox rows stay due, and an ack writes it all
+      this.d.log.warn({ err, rows: rows.length }, 'recording publish outcomes failed; the acks will record them');
+    }
+  }
+
+  private armOutcomes(): void {
+    if (this.outcomesDue.size >= OUTCOME_BATCH_MAX) {
+      if (this.outcomeTimer) clearTimeout(this.outcomeTimer);
+      this.outcomeTimer = undefined;
+      this.track(this.writeDueOutcomes());
+      return;
+    }
+    // a plain timer, not the module's: the host clears those before the relay's stop writes what is due
+    this.outcomeTimer ??= setTimeout(() => {
+      this.outcomeTimer = undefined;
+      this.track(this.writeDueOutcomes());
+    }, this.d.cfg.publish_outcome_delay_ms);
   }
 
   private async publishAndRecord(claimed: Claimed[]): Promise<void> {
@@ -300,7 +363,17 @@ export class Relay {
     });
     this.d.counters.published += ok.size;
     this.d.counters.publish_errors += failed.length;
-    const sent = await this.recordOutcomes(claimed, ok, failed);
+    // a plain timer, not the module's: a stop awaits this delivery (inFlight) and must not strand it
+    // a send's first publish, PUBACKed: its outcome waits for the window
+    const now: Claimed[] = [];
+    for (const c of claimed) {
+      const at = ok.get(c.command_id);
+      if (c.fast && c.attempts === 1 && !c.had_error && at !== undefined && !this.stopped) {
+        this.outcomesDue.set(c.command_id, { row: c, at });
+      } else now.push(c);
+    }
+    if (now.length < claimed.length) this.armOutcomes();
+    const sent = now.length > 0 ? await this.recordOutcomes(now, ok, failed) : [];
     for (const row of sent) this.d.events.state(row);
     if (failed.length > 0) {
       this.d.log.warn(

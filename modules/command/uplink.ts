@@ -66,6 +66,8 @@ const RETRY_DELAY_MS = 1_000;
 const RETRY_MAX_MS = 5_000;
 /** With group commit (flush_interval_ms 0), how long acks wait for a result to share a write with. */
 const ACK_WAIT_MS = 5;
+/** Commands whose written ack the relay has not asked about yet, at most (see Uplinks.applied). */
+const APPLIED_MAX = 50_000;
 /** Tries for an item whose own data the database refuses (not an outage). */
 const MAX_TRIES = 5;
 /** How long stop() keeps trying to write what is queued. */
@@ -113,6 +115,12 @@ export class Uplinks {
   private delayed = false;
   private closed = false;
   private lastForeignWarn = 0;
+  /**
+   * Commands whose ack this instance wrote (alone or with the result), until the relay asks
+   * (takeApplied). Bounded: ids nobody asks for (a re-published command, a redelivery) are
+   * dropped with the rest when it fills, which only costs the relay one outcome write.
+   */
+  private readonly applied = new Set<string>();
 
   constructor(
     private readonly d: Deps,
@@ -224,6 +232,22 @@ export class Uplinks {
 
   get queued(): number {
     return this.queue.length;
+  }
+
+  /** Whether the command's ack was written here since the last ask; forgets it (relay.ts outcome grace). */
+  takeApplied(commandId: string): boolean {
+    return this.applied.delete(commandId);
+  }
+
+  /** The PUBACK time of the command's first publish while the relay holds its outcome (it is then not written). */
+  private pubackAt(commandId: string): string | null {
+    const at = this.d.pubackAt(commandId);
+    return at === undefined ? null : isoAt(at);
+  }
+
+  private noteApplied(commandId: string): void {
+    if (this.applied.size >= APPLIED_MAX) this.applied.clear();
+    this.applied.add(commandId);
   }
 
   private pushSettled(item: Item): Promise<void> {
@@ -477,6 +501,8 @@ export class Uplinks {
     this.reportResults(resultRows, results);
     // a result already stored (QoS 1 redelivery) applied nothing: its ack still fills acked_at
     const applied = new Set(resultRows.filter((r) => r.inserted).map((r) => r.in_id));
+    // an ack carried by its result is written with it (acked_at, sent_at, the outbox row published)
+    for (const id of applied) if (carried.has(id)) this.noteApplied(id);
     const unapplied = new Map([...carried].filter(([id]) => !applied.has(id)));
     if (unapplied.size > 0) this.reportAcks(await retrying(() => this.writeAcks(unapplied, now)));
   }
@@ -487,6 +513,7 @@ export class Uplinks {
       command_id: a.command_id,
       project_id: a.project_id,
       ack_at: isoAt(a.at),
+      sent: this.pubackAt(a.command_id),
     }));
     return query<AckRow>(this.d.db, ACK_SQL, [ids, ids, JSON.stringify(input), now, now]);
   }
@@ -496,8 +523,10 @@ export class Uplinks {
       if (!row.known) {
         this.d.counters.unknown_acks++;
         this.d.log.warn({ command_id: row.in_id, project_id: row.in_project }, 'command_ack for an unknown command');
-      } else if (row.command_id && row.status === 'acked') {
-        this.d.events.state(row);
+      } else if (row.command_id) {
+        // written: acked_at, sent_at and the outbox row's `published` are in the tracker now
+        this.noteApplied(row.command_id);
+        if (row.status === 'acked') this.d.events.state(row);
       }
     }
   }
@@ -522,6 +551,7 @@ export class Uplinks {
       started: tsOrNull(it.r.start_time),
       ended: tsOrNull(it.r.end_time),
       ack_at: acks.has(id) ? isoAt(acks.get(id)!.at) : null,
+      sent: this.pubackAt(id),
     }));
     const args = [ids, ids, JSON.stringify(input), now, now, now];
     const { outbox } = this.d;
@@ -588,11 +618,13 @@ type ResultRowOut = AckRow & { inserted: boolean };
 /**
  * Acks: the outbox row is done (no more re-publishing); the tracker gets acked_at and, when it
  * was still live (or failed 'undeliverable'), status acked. Unknown ids and other projects' ids
- * come back with known = false. sent_at never comes after acked_at: the relay's PUBACK and the
- * agent's ack race, and the PUBACK may be seen a moment after the ack arrived.
+ * come back with known = false. sent_at is the earliest of what the row holds, the PUBACK time
+ * the relay still holds for a send's first publish (`sent`: its outcome is then never written,
+ * relay.ts, the publish outcome window), and the ack's arrival: the PUBACK and the ack race, and the PUBACK
+ * may be seen a moment after the ack arrived, so sent_at never comes after acked_at.
  */
 const ACK_SQL = statement(`WITH ${LOCK_BOTH},
-       v AS (SELECT * FROM jsonb_to_recordset(?::jsonb) AS v(command_id text, project_id text, ack_at timestamptz)),
+       v AS (SELECT * FROM jsonb_to_recordset(?::jsonb) AS v(command_id text, project_id text, ack_at timestamptz, sent timestamptz)),
        k AS (SELECT v.* FROM v JOIN command_tracker t ON t.command_id = v.command_id AND t.project_id = v.project_id
               WHERE ${LOCKED_BOTH}),
        o AS (
@@ -604,7 +636,7 @@ const ACK_SQL = statement(`WITH ${LOCK_BOTH},
                 status = CASE WHEN ${REVIVABLE} AND t.status <> 'acked' THEN 'acked' ELSE t.status END,
                 error = CASE WHEN t.status = 'failed' AND t.error = 'undeliverable' THEN NULL ELSE t.error END,
                 completed_at = CASE WHEN t.status = 'failed' AND t.error = 'undeliverable' THEN NULL ELSE t.completed_at END,
-                acked_at = k.ack_at, sent_at = LEAST(COALESCE(t.sent_at, k.ack_at), k.ack_at), updated_at = ?::timestamptz
+                acked_at = k.ack_at, sent_at = LEAST(t.sent_at, k.sent, k.ack_at), updated_at = ?::timestamptz
            FROM k WHERE t.command_id = k.command_id AND t.acked_at IS NULL
          RETURNING t.*
        )
@@ -624,7 +656,7 @@ export const RESULT_SQL = statement(`WITH ${LOCK_BOTH},
        v AS (
          SELECT * FROM jsonb_to_recordset(?::jsonb) AS v(command_id text, project_id text, status text,
            exit_code bigint, output text, error text, start_time bigint, end_time bigint, duration bigint,
-           received_at timestamptz, started timestamptz, ended timestamptz, ack_at timestamptz)
+           received_at timestamptz, started timestamptz, ended timestamptz, ack_at timestamptz, sent timestamptz)
        ),
        k AS (SELECT v.* FROM v JOIN command_tracker t ON t.command_id = v.command_id AND t.project_id = v.project_id
               WHERE ${LOCKED_BOTH}),
@@ -650,7 +682,7 @@ export const RESULT_SQL = statement(`WITH ${LOCK_BOTH},
                 late_result = NOT ${REVIVABLE},
                 started_at = COALESCE(k.started, t.started_at),
                 acked_at = COALESCE(t.acked_at, k.ack_at),
-                sent_at = CASE WHEN k.ack_at IS NULL THEN t.sent_at ELSE LEAST(COALESCE(t.sent_at, k.ack_at), k.ack_at) END,
+                sent_at = LEAST(t.sent_at, k.sent, k.ack_at),
                 completed_at = k.received_at,
                 updated_at = ?::timestamptz
            FROM ins JOIN k ON k.command_id = ins.command_id
