@@ -114,14 +114,12 @@ export class Uplinks {
   private readonly replay = new ReplayCache();
   /** Last `reregister` per project: at most one per heartbeat interval, so a flood gets few answers. */
   private readonly reregistered = new Map<string, number>();
-  /** Fleet-wide `reregister` asks (cfg.reregister_per_s, burst one second's worth). */
-  private readonly reregisterAsks: TokenBucket;
+  /** Fleet-wide `reregister` asks (cfg.reregister_per_s, burst one second's worth), made at the first ask. */
+  private reregisterAsks: TokenBucket | null = null;
   /** Answers to refused registers per project (REFUSED_REGISTER_ANSWERS_PER_S); a full bucket is forgotten. */
   private readonly refusalAnswers = new Map<string, TokenBucket>();
 
-  constructor(private readonly d: UplinkDeps) {
-    this.reregisterAsks = new TokenBucket(d.cfg.reregister_per_s, d.cfg.reregister_per_s, this.now());
-  }
+  constructor(private readonly d: UplinkDeps) {}
 
   /**
    * One handler per uplink type status owns in the uplink table (index.ts subscribes them with
@@ -585,6 +583,7 @@ export class Uplinks {
       return;
     }
     // fleet-wide: the agents not asked now are asked at one of their next heartbeats
+    this.reregisterAsks ??= new TokenBucket(this.d.cfg.reregister_per_s, this.d.cfg.reregister_per_s, now);
     if (!this.reregisterAsks.take(now)) {
       this.counters.reregisters_deferred++;
       return;
