@@ -59,6 +59,7 @@ class AgentModule implements ModuleInstance {
     commands_run: 0,
     commands_rejected: 0,
     duplicates: 0,
+    result_barrier_waits: 0,
     messages_rejected: 0,
   };
   private state: AgentState = 'disconnected';
@@ -109,6 +110,8 @@ class AgentModule implements ModuleInstance {
       logs: this.logs,
       enqueue: (type, payload) => this.queue.enqueue(type, payload),
       barrier: () => this.barrier(),
+      ownHandler: (type) =>
+        (type === 'echo' && cfg.handlers.echo) || (type === 'host_exec' && cfg.handlers.host_exec.enabled),
       counters: this.counters,
       rejectedLog: this.warnRejected,
       accepted: (id, at) => this.seen.append({ id, at }),
@@ -329,6 +332,7 @@ class AgentModule implements ModuleInstance {
       commands_run: this.counters.commands_run,
       commands_rejected: this.counters.commands_rejected,
       duplicates: this.counters.duplicates,
+      result_barrier_waits: this.counters.result_barrier_waits,
       messages_rejected: this.counters.messages_rejected,
       running: this.runner.running,
       connected: this.conn.connected,

@@ -55,4 +55,6 @@ export interface AgentStats {
   commands_run: number;
   commands_rejected: number;
   duplicates: number;
+  /** Results that waited for output another module's handler published on the bus. */
+  result_barrier_waits: number;
 }

@@ -277,7 +277,7 @@ for (const broker of brokers) {
     });
 
     test('host_exec of an allowed executable streams log_result and succeeds, no shell', async () => {
-      await withAgent(async (_a, hub) => {
+      await withAgent(async (a, hub) => {
         await registered(hub);
         const cmd = await hub.command('host_exec', {
           command: process.execPath,
@@ -302,6 +302,8 @@ for (const broker of brokers) {
         const text = logs.map((l) => l.payload.content).join('');
         assert.match(text, /^1$/m);
         assert.ok(hub.received.indexOf(logs.at(-1)!) < hub.received.indexOf(res), 'logs before the result');
+        // the agent's own handler hands its output over directly: the result does not wait behind the mailbox
+        assert.equal((await a.stats()).result_barrier_waits, 0);
       });
     });
 
@@ -395,7 +397,7 @@ for (const broker of brokers) {
     });
 
     test('a handler in another module streams output over the bus as ordered log chunks', async () => {
-      await withAgent(async (_a, hub) => {
+      await withAgent(async (a, hub) => {
         await registered(hub);
         const cmd = await hub.command('stream', {});
         const res = await hub.waitFor(
@@ -407,6 +409,7 @@ for (const broker of brokers) {
         assert.equal(res.payload.output, 'streamed');
         const logs = hub.about('log_result', cmd.message_id);
         assert.equal(logs.map((l) => l.payload.content).join(''), 'alpha\nbeta\ngamma\n');
+        assert.equal((await a.stats()).result_barrier_waits, 1, 'the output of another module came over the bus');
         assert.deepEqual(
           logs.map((l) => l.payload.seq),
           logs.map((_, i) => i),
