@@ -58,6 +58,8 @@ export interface RunnerDeps {
   rejectedLog: (fields: Record<string, unknown>, msg: string) => void;
   /** Records an accepted command id on disk before it is acknowledged or run (seen-journal.ts). */
   accepted?: (id: string, at: number) => void;
+  /** Records on disk that a command's result was queued (seen-journal.ts `done`). */
+  finished?: (id: string, at: number) => void;
 }
 
 export class CommandRunner {
@@ -134,18 +136,43 @@ export class CommandRunner {
     return out;
   }
 
-  /** Loads what `exportSeen` wrote: those ids count as duplicates (acknowledged again, never run). */
-  importSeen(list: unknown): number {
-    if (!Array.isArray(list)) return 0;
+  /**
+   * Loads what the journal holds (seen-journal.ts): those ids count as duplicates (acknowledged
+   * again, never run). One accepted and never done was running when the last process ended
+   * (kill -9, a crash, a power cut): it is reported failed now, with that reason, so the hub
+   * records an outcome at once instead of waiting for the command's timeout. It is not run
+   * again (at most once): whatever it did before the end stays done.
+   */
+  importSeen(list: unknown): { remembered: number; interrupted: number } {
+    if (!Array.isArray(list)) return { remembered: 0, interrupted: 0 };
     const since = Date.now() - this.replay.ttlMs;
-    let n = 0;
-    for (const e of list as Array<{ id?: unknown; at?: unknown }>) {
+    const open = new Map<string, number>();
+    let remembered = 0;
+    for (const e of list as Array<{ id?: unknown; at?: unknown; done?: unknown }>) {
       if (typeof e?.id !== 'string' || typeof e.at !== 'number' || e.at < since) continue;
+      if (e.done === true) open.delete(e.id);
+      else if (!this.records.has(e.id)) open.set(e.id, e.at);
+      if (this.records.has(e.id)) continue;
       this.replay.seen(e.id);
       this.records.set(e.id, { done: true, at: e.at, seq: 0 });
-      n++;
+      remembered++;
     }
-    return n;
+    const now = Date.now();
+    for (const [id, at] of open) {
+      const rec = this.records.get(id)!;
+      this.finish(id, rec, {
+        command_id: id,
+        status: 'failure',
+        exit_code: -1,
+        output: '',
+        error: 'the agent process ended while the command ran; what it did before is unknown, and it was not run again',
+        start_time: at,
+        end_time: now,
+        duration: now - at,
+      });
+      this.d.log.warn({ command_id: id }, 'command interrupted by the end of the last agent process; reported failed');
+    }
+    return { remembered, interrupted: open.size };
   }
 
   /** The module stops: commands still running are reported failed, so the hub is not left waiting. */
@@ -239,6 +266,7 @@ export class CommandRunner {
     rec.seq = this.d.logs.close(commandId);
     rec.result = result;
     this.d.enqueue('exec_result', result);
+    this.d.finished?.(commandId, rec.at);
   }
 
   private remember(id: string, rec: CommandRecord): void {

@@ -115,6 +115,7 @@ class AgentModule implements ModuleInstance {
       counters: this.counters,
       rejectedLog: this.warnRejected,
       accepted: (id, at) => this.seen.append({ id, at }),
+      finished: (id, at) => this.seen.append({ id, at, done: true }),
     });
     // what the last process accepted, even if it was killed: acknowledged again, never re-run
     const seen = this.runner.importSeen(this.seen.load());
@@ -196,7 +197,8 @@ class AgentModule implements ModuleInstance {
         instance_id: this.instanceId,
         queue_dir: dir,
         queued_on_disk: fromDisk,
-        commands_remembered: seen,
+        commands_remembered: seen.remembered,
+        commands_interrupted: seen.interrupted,
         host_exec: cfg.handlers.host_exec.enabled,
       },
       'agent starting',

@@ -6,8 +6,11 @@
  *
  * Two files in the agent's queue folder: `commands.seen`, a snapshot written on a graceful stop
  * and at start, and `commands.seen.log`, one JSON line appended (synchronously) per accepted
- * command. At start both are read, the snapshot is rewritten with what is still inside the
- * replay window, and the journal is emptied.
+ * command, and one more (`done`) once its result is queued. At start both are read, the snapshot
+ * is rewritten with what is still inside the replay window, and the journal is emptied. A command
+ * the journal shows accepted and not done was running when the process ended: the next process
+ * reports it failed (commands.ts importSeen) instead of leaving the hub to wait for its timeout.
+ * The snapshot holds only finished commands (it is written once every one is done or reported).
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -16,6 +19,8 @@ import type { Logger } from '../../core/log.js';
 export interface SeenEntry {
   id: string;
   at: number;
+  /** The result was queued (a journal line of its own, after the accepted one). */
+  done?: true;
 }
 
 const SNAPSHOT = 'commands.seen';
@@ -38,7 +43,8 @@ export class SeenJournal {
   load(): SeenEntry[] {
     const out: SeenEntry[] = [];
     const snap = readJson(this.snapshot);
-    if (Array.isArray(snap)) out.push(...(snap as SeenEntry[]));
+    // the snapshot holds finished commands only (older agents wrote it without the flag)
+    if (Array.isArray(snap)) for (const e of snap as SeenEntry[]) out.push({ ...e, done: true });
     let text = '';
     try {
       text = fs.readFileSync(this.journal, 'utf8');
@@ -70,8 +76,9 @@ export class SeenJournal {
   }
 
   /**
-   * Records one accepted command before it is acknowledged or run. Synchronous: once this
-   * returns the line is in the kernel's hands, so it outlives the process.
+   * Records one accepted command before it is acknowledged or run, or (`done`) that its result
+   * was queued. Synchronous: once this returns the line is in the kernel's hands, so it outlives
+   * the process.
    */
   append(entry: SeenEntry): void {
     try {

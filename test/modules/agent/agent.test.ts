@@ -664,6 +664,53 @@ describe('agent lifecycle', () => {
     });
   });
 
+  test('a command running when its process is killed is reported failed by the next one, not run again', async () => {
+    const b = await startTestBroker();
+    const projectId = `t-${randomBytes(5).toString('hex')}`;
+    const secret = randomBytes(16).toString('hex');
+    const queueDir = fs.mkdtempSync(path.join(os.tmpdir(), 'agent-q-'));
+    const killedDir = fs.mkdtempSync(path.join(os.tmpdir(), 'agent-q-killed-'));
+    const hub = await FakeHub.start(b.url, projectId, secret);
+    const lab1 = newLab();
+    const a1 = await startAgent(b.url, { projectId, secret, queueDir, lab: lab1 });
+    let a2: Agent | undefined;
+    try {
+      await hub.waitFor((u) => u.type === 'register_complete', T, 'registered');
+      const cmd = await hub.command('slow', {});
+      await lab1.started.promise;
+      // the disk as a kill -9 would leave it now: accepted in the journal, no result queued
+      fs.cpSync(queueDir, killedDir, { recursive: true });
+      lab1.release.resolve();
+      await hub.waitFor((u) => u.type === 'exec_result' && u.payload.command_id === cmd.message_id, T, 'first result');
+      await a1.h.stop();
+      hub.received.length = 0;
+      const lab2 = newLab();
+      a2 = await startAgent(b.url, { projectId, secret, queueDir: killedDir, lab: lab2 });
+      const res = await hub.waitFor(
+        (u) => u.type === 'exec_result' && u.payload.command_id === cmd.message_id,
+        T,
+        'the interrupted command reported',
+      );
+      assert.equal(res.payload.status, 'failure');
+      assert.match(res.payload.error, /process ended while the command ran/);
+      assert.equal(lab2.counted, 0);
+      await hub.publishRaw(cmd);
+      await until(() => hub.about('command_ack', cmd.message_id).length > 0, T, 'acknowledged again');
+      assert.equal((await a2.stats()).duplicates, 1, 'not run again');
+      // reported once: the next start does not report it again
+      await a2.h.stop();
+      hub.received.length = 0;
+      a2 = await startAgent(b.url, { projectId, secret, queueDir: killedDir, lab: newLab() });
+      await until(() => hub.count('register_complete') >= 1, T, 'registered again');
+      assert.equal(hub.about('exec_result', cmd.message_id).length, 0);
+    } finally {
+      await a2?.h.stop();
+      await hub.close();
+      await b.close();
+      for (const d of [queueDir, killedDir]) fs.rmSync(d, { recursive: true, force: true });
+    }
+  });
+
   test('the agent logs in with username = project_id and the password derived from its secret', async () => {
     const b = await startTestBroker();
     const projectId = `t-${randomBytes(5).toString('hex')}`;
