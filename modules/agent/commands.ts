@@ -165,7 +165,8 @@ export class CommandRunner {
         status: 'failure',
         exit_code: -1,
         output: '',
-        error: 'the agent process ended while the command ran; what it did before is unknown, and it was not run again',
+        error:
+          'the agent process ended after accepting the command and before its result; it may have run in part, and was not run again',
         start_time: at,
         end_time: now,
         duration: now - at,
