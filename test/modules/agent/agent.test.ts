@@ -609,42 +609,70 @@ describe('agent lifecycle', () => {
     }
   });
 
+  interface Restarts {
+    hub: FakeHub;
+    queueDir: string;
+    lab1: Lab;
+    /** A fresh folder, removed after the test. */
+    tempDir(prefix: string): string;
+    /** Stops the running agent process and starts the next one on `dir`. */
+    next(dir: string, lab?: Lab): Promise<Agent>;
+  }
+
+  /** A broker, a fake hub and a first agent on a fresh queue folder; all of it stopped after `fn`. */
+  async function withRestarts(fn: (r: Restarts) => Promise<void>): Promise<void> {
+    const b = await startTestBroker();
+    const projectId = `t-${randomBytes(5).toString('hex')}`;
+    const secret = randomBytes(16).toString('hex');
+    const dirs: string[] = [];
+    const tempDir = (prefix: string) => {
+      const d = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+      dirs.push(d);
+      return d;
+    };
+    const queueDir = tempDir('agent-q-');
+    const hub = await FakeHub.start(b.url, projectId, secret);
+    const lab1 = newLab();
+    let current: Agent | null = await startAgent(b.url, { projectId, secret, queueDir, lab: lab1 });
+    const next = async (dir: string, lab = newLab()) => {
+      const running = current;
+      current = null;
+      await running?.h.stop();
+      current = await startAgent(b.url, { projectId, secret, queueDir: dir, lab });
+      return current;
+    };
+    try {
+      await hub.waitFor((u) => u.type === 'register_complete', T, 'registered');
+      await fn({ hub, queueDir, lab1, tempDir, next });
+    } finally {
+      await current?.h.stop();
+      await hub.close();
+      await b.close();
+      for (const d of dirs) fs.rmSync(d, { recursive: true, force: true });
+    }
+  }
+
   /**
    * An agent runs a command; `between` runs with the first agent still up and returns the queue
    * folder the second agent starts on; the hub re-publishes the command, which the second agent
    * must acknowledge again without running it.
    */
-  async function rerunAfterRestart(between: (queueDir: string, commandId: string) => string): Promise<void> {
-    const b = await startTestBroker();
-    const projectId = `t-${randomBytes(5).toString('hex')}`;
-    const secret = randomBytes(16).toString('hex');
-    const queueDir = fs.mkdtempSync(path.join(os.tmpdir(), 'agent-q-'));
-    const dirs = [queueDir];
-    const hub = await FakeHub.start(b.url, projectId, secret);
-    const lab1 = newLab();
-    const a1 = await startAgent(b.url, { projectId, secret, queueDir, lab: lab1 });
-    let a2: Agent | undefined;
-    try {
-      await hub.waitFor((u) => u.type === 'register_complete', T, 'registered');
+  async function rerunAfterRestart(
+    between: (queueDir: string, commandId: string, tempDir: (prefix: string) => string) => string,
+  ): Promise<void> {
+    await withRestarts(async ({ hub, queueDir, lab1, tempDir, next }) => {
       const cmd = await hub.command('count', {});
       await hub.waitFor((u) => u.type === 'exec_result' && u.payload.command_id === cmd.message_id, T, 'result');
       assert.equal(lab1.counted, 1);
-      const nextDir = between(queueDir, cmd.message_id);
-      dirs.push(nextDir);
-      await a1.h.stop();
+      const nextDir = between(queueDir, cmd.message_id, tempDir);
       const lab2 = newLab();
-      a2 = await startAgent(b.url, { projectId, secret, queueDir: nextDir, lab: lab2 });
+      const a2 = await next(nextDir, lab2);
       await until(() => hub.count('register_complete') === 2, T, 'registered again');
       await hub.publishRaw(cmd);
       await until(() => hub.about('command_ack', cmd.message_id).length === 2, T, 'acknowledged again');
       assert.equal(lab2.counted, 0);
       assert.equal((await a2.stats()).duplicates, 1);
-    } finally {
-      await a2?.h.stop();
-      await hub.close();
-      await b.close();
-      for (const d of dirs) fs.rmSync(d, { recursive: true, force: true });
-    }
+    });
   }
 
   test('a command re-published after the agent restarted is acknowledged, not run again', async () => {
@@ -652,9 +680,9 @@ describe('agent lifecycle', () => {
   });
 
   test('a command accepted by a process that is then killed is acknowledged, not run, by the next one', async () => {
-    await rerunAfterRestart((queueDir, commandId) => {
+    await rerunAfterRestart((queueDir, commandId, tempDir) => {
       // the disk as a kill -9 would leave it now: no graceful stop has written a snapshot
-      const killedDir = fs.mkdtempSync(path.join(os.tmpdir(), 'agent-q-killed-'));
+      const killedDir = tempDir('agent-q-killed-');
       fs.cpSync(queueDir, killedDir, { recursive: true });
       const files = fs.readdirSync(killedDir, { recursive: true }).map(String);
       const snapshot = files.find((f) => f.endsWith('commands.seen'));
@@ -665,27 +693,17 @@ describe('agent lifecycle', () => {
   });
 
   test('a command running when its process is killed is reported failed by the next one, not run again', async () => {
-    const b = await startTestBroker();
-    const projectId = `t-${randomBytes(5).toString('hex')}`;
-    const secret = randomBytes(16).toString('hex');
-    const queueDir = fs.mkdtempSync(path.join(os.tmpdir(), 'agent-q-'));
-    const killedDir = fs.mkdtempSync(path.join(os.tmpdir(), 'agent-q-killed-'));
-    const hub = await FakeHub.start(b.url, projectId, secret);
-    const lab1 = newLab();
-    const a1 = await startAgent(b.url, { projectId, secret, queueDir, lab: lab1 });
-    let a2: Agent | undefined;
-    try {
-      await hub.waitFor((u) => u.type === 'register_complete', T, 'registered');
+    await withRestarts(async ({ hub, queueDir, lab1, tempDir, next }) => {
       const cmd = await hub.command('slow', {});
       await lab1.started.promise;
       // the disk as a kill -9 would leave it now: accepted in the journal, no result queued
+      const killedDir = tempDir('agent-q-killed-');
       fs.cpSync(queueDir, killedDir, { recursive: true });
       lab1.release.resolve();
       await hub.waitFor((u) => u.type === 'exec_result' && u.payload.command_id === cmd.message_id, T, 'first result');
-      await a1.h.stop();
       hub.received.length = 0;
       const lab2 = newLab();
-      a2 = await startAgent(b.url, { projectId, secret, queueDir: killedDir, lab: lab2 });
+      const a2 = await next(killedDir, lab2);
       const res = await hub.waitFor(
         (u) => u.type === 'exec_result' && u.payload.command_id === cmd.message_id,
         T,
@@ -698,17 +716,11 @@ describe('agent lifecycle', () => {
       await until(() => hub.about('command_ack', cmd.message_id).length > 0, T, 'acknowledged again');
       assert.equal((await a2.stats()).duplicates, 1, 'not run again');
       // reported once: the next start does not report it again
-      await a2.h.stop();
       hub.received.length = 0;
-      a2 = await startAgent(b.url, { projectId, secret, queueDir: killedDir, lab: newLab() });
+      await next(killedDir);
       await until(() => hub.count('register_complete') >= 1, T, 'registered again');
       assert.equal(hub.about('exec_result', cmd.message_id).length, 0);
-    } finally {
-      await a2?.h.stop();
-      await hub.close();
-      await b.close();
-      for (const d of [queueDir, killedDir]) fs.rmSync(d, { recursive: true, force: true });
-    }
+    });
   });
 
   test('the agent logs in with username = project_id and the password derived from its secret', async () => {
