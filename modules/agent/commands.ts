@@ -138,10 +138,10 @@ export class CommandRunner {
 
   /**
    * Loads what the journal holds (seen-journal.ts): those ids count as duplicates (acknowledged
-   * again, never run). One accepted and never done was running when the last process ended
-   * (kill -9, a crash, a power cut): it is reported failed now, with that reason, so the hub
-   * records an outcome at once instead of waiting for the command's timeout. It is not run
-   * again (at most once): whatever it did before the end stays done.
+   * again, never run). One accepted and without a queued result was waiting or running when the
+   * last process ended (kill -9, a crash, a power cut): it is reported failed now, with that
+   * reason, so the hub records an outcome at once instead of waiting for the command's timeout.
+   * It is not run again (at most once): whatever it did before the end stays done.
    */
   importSeen(list: unknown): { remembered: number; interrupted: number } {
     if (!Array.isArray(list)) return { remembered: 0, interrupted: 0 };

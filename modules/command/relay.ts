@@ -363,7 +363,6 @@ export class Relay {
     });
     this.d.counters.published += ok.size;
     this.d.counters.publish_errors += failed.length;
-    // a plain timer, not the module's: a stop awaits this delivery (inFlight) and must not strand it
     // a send's first publish, PUBACKed: its outcome waits for the window
     const now: Claimed[] = [];
     for (const c of claimed) {

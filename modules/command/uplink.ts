@@ -234,7 +234,7 @@ export class Uplinks {
     return this.queue.length;
   }
 
-  /** Whether the command's ack was written here since the last ask; forgets it (relay.ts outcome grace). */
+  /** Whether the command's ack was written here since the last ask; forgets it (relay.ts, the publish outcome window). */
   takeApplied(commandId: string): boolean {
     return this.applied.delete(commandId);
   }
@@ -619,9 +619,9 @@ type ResultRowOut = AckRow & { inserted: boolean };
  * Acks: the outbox row is done (no more re-publishing); the tracker gets acked_at and, when it
  * was still live (or failed 'undeliverable'), status acked. Unknown ids and other projects' ids
  * come back with known = false. sent_at is the earliest of what the row holds, the PUBACK time
- * the relay still holds for a send's first publish (`sent`: its outcome is then never written,
- * relay.ts, the publish outcome window), and the ack's arrival: the PUBACK and the ack race, and the PUBACK
- * may be seen a moment after the ack arrived, so sent_at never comes after acked_at.
+ * the relay still holds for a send's first publish (`sent`: its outcome is then never written;
+ * relay.ts, the publish outcome window) and the ack's arrival: the PUBACK and the ack race, and
+ * the PUBACK may be seen a moment after the ack arrived, so sent_at never comes after acked_at.
  */
 const ACK_SQL = statement(`WITH ${LOCK_BOTH},
        v AS (SELECT * FROM jsonb_to_recordset(?::jsonb) AS v(command_id text, project_id text, ack_at timestamptz, sent timestamptz)),
