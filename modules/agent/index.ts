@@ -63,6 +63,8 @@ class AgentModule implements ModuleInstance {
     messages_rejected: 0,
   };
   private state: AgentState = 'disconnected';
+  /** The command types this module's own handlers run (subscribeBus): capabilities, and results without a barrier. */
+  private readonly ownHandlers = new Set<string>();
   private queue!: RetryQueue;
   private conn!: AgentConnection;
   private registrar!: Registrar;
@@ -110,8 +112,7 @@ class AgentModule implements ModuleInstance {
       logs: this.logs,
       enqueue: (type, payload) => this.queue.enqueue(type, payload),
       barrier: () => this.barrier(),
-      ownHandler: (type) =>
-        (type === 'echo' && cfg.handlers.echo) || (type === 'host_exec' && cfg.handlers.host_exec.enabled),
+      ownHandler: (type) => this.ownHandlers.has(type),
       counters: this.counters,
       rejectedLog: this.warnRejected,
       accepted: (id, at) => this.seen.append({ id, at }),
@@ -251,8 +252,12 @@ class AgentModule implements ModuleInstance {
       this.runner.onOutput(msg.topic.slice(OUTPUT_PREFIX.length), p.content);
       return undefined;
     });
-    if (cfg.handlers.echo) ctx.bus.subscribe<AgentTaskRequest>(AGENT.handler('echo'), (req) => echo(req));
+    if (cfg.handlers.echo) {
+      ctx.bus.subscribe<AgentTaskRequest>(AGENT.handler('echo'), (req) => echo(req));
+      this.ownHandlers.add('echo');
+    }
     if (cfg.handlers.host_exec.enabled) {
+      this.ownHandlers.add('host_exec');
       const resolved = resolveAgentConfig(cfg);
       const hostExec = new HostExec({
         cfg: cfg.handlers.host_exec,
@@ -292,9 +297,7 @@ class AgentModule implements ModuleInstance {
 
   /** Command types some module answers on the bus (`agent/handler/{type}`), built-ins included. */
   private async capabilities(): Promise<string[]> {
-    const set = new Set<string>();
-    if (this.cfg.handlers.echo) set.add('echo');
-    if (this.cfg.handlers.host_exec.enabled) set.add('host_exec');
+    const set = new Set<string>(this.ownHandlers);
     try {
       const list = await this.ctx.bus.request<ModuleInfo[]>(HOST_TOPICS.listModules, {}, { timeoutMs: 1000 });
       for (const m of Array.isArray(list) ? list : []) {

@@ -34,7 +34,7 @@ export interface Claimed {
   payload: string;
   attempts: number;
   had_error: boolean;
-  /** Handed in by the send path (deliverSoon): its tracker row was written with this first attempt counted. */
+  /** The send path's first attempt (deliverSoon): its tracker row was written with it counted. */
   fast?: boolean;
 }
 
@@ -287,7 +287,7 @@ export class Relay {
    * recorded together (one outcome statement for the group, not one per command).
    */
   deliverSoon(row: Claimed): void {
-    this.fastLane.push({ ...row, fast: true });
+    this.fastLane.push(row);
     if (this.fastLane.length > 1) return;
     setImmediate(() => {
       const rows = this.fastLane.splice(0);

@@ -176,6 +176,7 @@ export class Sender {
         payload: message,
         attempts: 1,
         had_error: false,
+        fast: true,
       });
     }
     return toView(row);
