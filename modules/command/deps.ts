@@ -25,13 +25,6 @@ export interface Deps {
   outbox: ModuleOutbox;
   /** Writes the acks and results received so far (uplink.ts settle), before the relay re-publishes. */
   settleUplinks(): Promise<void>;
-  /**
-   * Whether this instance has written an agent's ack (or result) for the command since the last
-   * ask (uplink.ts takeApplied); the answer is given once per write.
-   */
-  ackWritten(commandId: string): boolean;
-  /** When a send's first publish was PUBACKed, while its outcome waits (relay.ts); the ack write records it. */
-  pubackAt(commandId: string): number | undefined;
 }
 
 /**

@@ -107,8 +107,6 @@ export const provider: ModuleProvider<CommandConfig> = {
           owners,
           wakeRelay: () => relay?.wake(),
           settleUplinks: async () => uplinks?.settle(),
-          ackWritten: (commandId) => uplinks?.takeApplied(commandId) ?? false,
-          pubackAt: (commandId) => relay?.pubackAt(commandId),
           outbox: ctx.services.outbox,
         };
         const theRelay = new Relay(deps, ctx.bus, ctx.timers);
@@ -117,7 +115,7 @@ export const provider: ModuleProvider<CommandConfig> = {
         const queries = new Queries(deps);
         const scheduler = new Scheduler(deps);
         sweeper = new Sweeper(deps, ctx.timers, sender, new Reasker(deps, ctx.bus), scheduler);
-        const up = new Uplinks(deps, ctx.timers);
+        const up = new Uplinks(deps, ctx.timers, theRelay.outcomes);
         uplinks = up;
 
         const bus = ctx.bus;

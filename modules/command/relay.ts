@@ -23,6 +23,7 @@ import { statement } from '../../core/services/statement.js';
 import { BRIDGE, type MqttPublishRequest } from '../mqtt-bridge/contract/topics.js';
 import { type Deps, isoAt, lockCte, lockInOrder, query, retrying } from './deps.js';
 import { terminalEvent } from './domain-events.js';
+import { OutcomeWindow } from './outcome-window.js';
 import { TRACKER_COLUMNS, type TrackerRow } from './rows.js';
 
 /** An outbox row taken for one publish attempt. */
@@ -40,20 +41,6 @@ export interface Claimed {
 
 const STOP_WAIT_MS = 3_000;
 const WAKE_DELAY_MS = 2;
-/**
- * The publish outcome window (config `publish_outcome_delay_ms`, 250 ms): how long the outcome
- * of a send's first publish (its PUBACK) waits to be written. An agent usually acks within a few
- * ms of the PUBACK, and under load within a few hundred. Written at once, every command paid one
- * more UPDATE and commit, which held the tracker row while the agent's ack and result were being
- * written (a sync caller waited for it), and emitted a `sent` event that was stale a moment later.
- * Now the outcomes of a window are written together at its end, leaving out every command whose
- * ack this instance wrote meanwhile: that write set all an outcome would (status, sent_at from
- * the PUBACK time kept here, the outbox row published), and the tracker was inserted with that
- * first attempt counted. A command whose agent has not acked is `sent` at the end of the window.
- * Re-publishes (relay passes) are written at once. A window holding OUTCOME_BATCH_MAX is written
- * at once too.
- */
-const OUTCOME_BATCH_MAX = 2_000;
 const T_COLS = TRACKER_COLUMNS.split(', ')
   .map((c) => `t.${c}`)
   .join(', ');
@@ -69,15 +56,21 @@ export class Relay {
   private readonly inFlight = new Set<Promise<void>>();
   /** Fast-lane rows waiting for the end of this turn (deliverSoon). */
   private fastLane: Claimed[] = [];
-  /** Send-path first publishes PUBACKed (command_id → the row and its PUBACK time), waiting for the outcome window (see OUTCOME_BATCH_MAX). */
-  private readonly outcomesDue = new Map<string, { row: Claimed; at: number }>();
-  private outcomeTimer?: NodeJS.Timeout;
+  /** Sends' first PUBACKs wait here for their outcome write (outcome-window.ts); the uplink writer shares it. */
+  readonly outcomes: OutcomeWindow;
 
   constructor(
     private readonly d: Deps,
     private readonly bus: ModuleBus,
     private readonly timers: ModuleTimers,
-  ) {}
+  ) {
+    this.outcomes = new OutcomeWindow({
+      delayMs: d.cfg.publish_outcome_delay_ms,
+      counters: d.counters,
+      write: (rows, pubackAt) => this.writeWindow(rows, pubackAt),
+      track: (run) => this.track(run),
+    });
+  }
 
   start(): void {
     this.schedule(0);
@@ -99,19 +92,12 @@ export class Relay {
     this.schedule(WAKE_DELAY_MS);
   }
 
-  /** When the command's first publish was PUBACKed, while its outcome waits (uplink.ts writes it as sent_at with the ack). */
-  pubackAt(commandId: string): number | undefined {
-    return this.outcomesDue.get(commandId)?.at;
-  }
-
   /** Stops polling and waits (bounded) for the pass in progress; its rows are safe either way. */
   async stop(): Promise<void> {
     this.stopped = true;
     if (this.timer) this.timers.clear(this.timer);
     this.timer = undefined;
-    if (this.outcomeTimer) clearTimeout(this.outcomeTimer);
-    this.outcomeTimer = undefined;
-    if (this.outcomesDue.size > 0) this.track(this.writeDueOutcomes());
+    this.outcomes.stop();
     const pending = [this.running, ...this.inFlight].filter((p) => p !== undefined);
     if (pending.length === 0) return;
     let t: NodeJS.Timeout | undefined;
@@ -313,39 +299,19 @@ export class Relay {
     return run;
   }
 
-  /** Outcomes of the window now ending, but those whose ack was written meanwhile. */
-  private async writeDueOutcomes(): Promise<void> {
-    const due = [...this.outcomesDue.values()];
-    this.outcomesDue.clear();
-    const rows = due.filter(({ row }) => !this.d.ackWritten(row.command_id)).map(({ row }) => row);
-    this.d.counters.outcomes_skipped += due.length - rows.length;
-    if (rows.length === 0) return;
+  /** The outcomes the window ended with (those no ack wrote meanwhile). */
+  private async writeWindow(rows: Claimed[], pubackAt: Map<string, number>): Promise<void> {
     try {
-      const ok = new Map(due.map(({ row, at }) => [row.command_id, at]));
-      for (const row of await this.recordOutcomes(rows, ok, [])) this.d.events.state(row);
+      for (const row of await this.recordOutcomes(rows, pubackAt, [])) this.d.events.state(row);
     } catch (err) {
       // only the tracker's `sent` is missing: the outbox rows stay due, and an ack writes it all
       this.d.log.warn({ err, rows: rows.length }, 'recording publish outcomes failed; the acks will record them');
     }
   }
 
-  private armOutcomes(): void {
-    if (this.outcomesDue.size >= OUTCOME_BATCH_MAX) {
-      if (this.outcomeTimer) clearTimeout(this.outcomeTimer);
-      this.outcomeTimer = undefined;
-      this.track(this.writeDueOutcomes());
-      return;
-    }
-    // a plain timer, not the module's: the host clears those before the relay's stop writes what is due
-    this.outcomeTimer ??= setTimeout(() => {
-      this.outcomeTimer = undefined;
-      this.track(this.writeDueOutcomes());
-    }, this.d.cfg.publish_outcome_delay_ms);
-  }
-
   private async publishAndRecord(claimed: Claimed[]): Promise<void> {
     const cfg = this.d.cfg;
-    const outcomes = await Promise.all(
+    const replies = await Promise.all(
       claimed.map((row) => {
         const req: MqttPublishRequest = { topic: row.topic, payload: row.payload, qos: 1 };
         return this.bus.request(BRIDGE.publish, req, { timeoutMs: cfg.publish_timeout_ms }).then(
@@ -357,7 +323,7 @@ export class Relay {
     /** command_id → when its PUBACK came back. */
     const ok = new Map<string, number>();
     const failed: { command_id: string; err: string }[] = [];
-    outcomes.forEach((o, i) => {
+    replies.forEach((o, i) => {
       if ('at' in o) ok.set(claimed[i].command_id, o.at);
       else failed.push({ command_id: claimed[i].command_id, err: o.err.slice(0, 1000) });
     });
@@ -367,11 +333,9 @@ export class Relay {
     const now: Claimed[] = [];
     for (const c of claimed) {
       const at = ok.get(c.command_id);
-      if (c.fast && c.attempts === 1 && !c.had_error && at !== undefined && !this.stopped) {
-        this.outcomesDue.set(c.command_id, { row: c, at });
-      } else now.push(c);
+      const first = c.fast && c.attempts === 1 && !c.had_error && at !== undefined;
+      if (!first || !this.outcomes.hold(c, at)) now.push(c);
     }
-    if (now.length < claimed.length) this.armOutcomes();
     const sent = now.length > 0 ? await this.recordOutcomes(now, ok, failed) : [];
     for (const row of sent) this.d.events.state(row);
     if (failed.length > 0) {

@@ -37,6 +37,7 @@ import type { CommandAckPayload, DataMessage, ExecResultPayload, LogResultPayloa
 import type { CommandResultView } from './contract/topics.js';
 import { type Deps, isoAt, LOCK_BOTH, LOCKED_BOTH, query, retrying } from './deps.js';
 import { terminalEvent } from './domain-events.js';
+import type { OutcomeWindow } from './outcome-window.js';
 import { TRACKER_COLUMNS, type TrackerRow } from './rows.js';
 
 /** Told when an item's fate is known: written (or deliberately dropped), or refused (not written). */
@@ -66,8 +67,6 @@ const RETRY_DELAY_MS = 1_000;
 const RETRY_MAX_MS = 5_000;
 /** With group commit (flush_interval_ms 0), how long acks wait for a result to share a write with. */
 const ACK_WAIT_MS = 5;
-/** Commands whose written ack the relay has not asked about yet, at most (see Uplinks.applied). */
-const APPLIED_MAX = 50_000;
 /** Tries for an item whose own data the database refuses (not an outage). */
 const MAX_TRIES = 5;
 /** How long stop() keeps trying to write what is queued. */
@@ -115,16 +114,12 @@ export class Uplinks {
   private delayed = false;
   private closed = false;
   private lastForeignWarn = 0;
-  /**
-   * Commands whose ack this instance wrote (alone or with the result), until the relay asks
-   * (takeApplied). Bounded: ids nobody asks for (a re-published command, a redelivery) are
-   * dropped with the rest when it fills, which only costs the relay one outcome write.
-   */
-  private readonly applied = new Set<string>();
 
+  /** @param outcomes the publish outcome window: an ack's write takes its PUBACK time and tells it the ack is written */
   constructor(
     private readonly d: Deps,
     private readonly timers: ModuleTimers,
+    private readonly outcomes: OutcomeWindow,
   ) {}
 
   /**
@@ -234,20 +229,10 @@ export class Uplinks {
     return this.queue.length;
   }
 
-  /** Whether the command's ack was written here since the last ask; forgets it (relay.ts, the publish outcome window). */
-  takeApplied(commandId: string): boolean {
-    return this.applied.delete(commandId);
-  }
-
-  /** The PUBACK time of the command's first publish while the relay holds its outcome (it is then not written). */
+  /** The PUBACK time of the command's first publish while the outcome window holds it (it is then not written). */
   private pubackAt(commandId: string): string | null {
-    const at = this.d.pubackAt(commandId);
+    const at = this.outcomes.pubackAt(commandId);
     return at === undefined ? null : isoAt(at);
-  }
-
-  private noteApplied(commandId: string): void {
-    if (this.applied.size >= APPLIED_MAX) this.applied.clear();
-    this.applied.add(commandId);
   }
 
   private pushSettled(item: Item): Promise<void> {
@@ -502,7 +487,7 @@ export class Uplinks {
     // a result already stored (QoS 1 redelivery) applied nothing: its ack still fills acked_at
     const applied = new Set(resultRows.filter((r) => r.inserted).map((r) => r.in_id));
     // an ack carried by its result is written with it (acked_at, sent_at, the outbox row published)
-    for (const id of applied) if (carried.has(id)) this.noteApplied(id);
+    for (const id of applied) if (carried.has(id)) this.outcomes.ackWritten(id);
     const unapplied = new Map([...carried].filter(([id]) => !applied.has(id)));
     if (unapplied.size > 0) this.reportAcks(await retrying(() => this.writeAcks(unapplied, now)));
   }
@@ -525,7 +510,7 @@ export class Uplinks {
         this.d.log.warn({ command_id: row.in_id, project_id: row.in_project }, 'command_ack for an unknown command');
       } else if (row.command_id) {
         // written: acked_at, sent_at and the outbox row's `published` are in the tracker now
-        this.noteApplied(row.command_id);
+        this.outcomes.ackWritten(row.command_id);
         if (row.status === 'acked') this.d.events.state(row);
       }
     }

@@ -14,6 +14,7 @@ import { Bus, scopedBus } from '../../../core/bus.js';
 import { silentLogger } from '../../../core/log.js';
 import type { ModuleTimers } from '../../../core/module.js';
 import type { Deps } from '../../../modules/command/deps.js';
+import type { OutcomeWindow } from '../../../modules/command/outcome-window.js';
 import { Uplinks as CommandUplinks } from '../../../modules/command/uplink.js';
 import { AckGate, DEFER_ACK } from '../../../modules/mqtt-bridge/ack-gate.js';
 import { BRIDGE, type UplinkEvent } from '../../../modules/mqtt-bridge/contract/topics.js';
@@ -100,7 +101,7 @@ describe('the uplink table', () => {
 
   test('every type has exactly one owner, and that owner has a handler for it', () => {
     const status = new StatusUplinks({} as UplinkDeps);
-    const command = new CommandUplinks({} as Deps, {} as ModuleTimers);
+    const command = new CommandUplinks({} as Deps, {} as ModuleTimers, {} as OutcomeWindow);
     const handlers: Record<UplinkOwner, object> = { status: status.handlers, command: command.handlers };
     for (const owner of OWNERS) {
       assert.deepEqual(Object.keys(handlers[owner]).sort(), [...uplinkTypesOf(owner)].sort(), `${owner}'s handlers`);
