@@ -211,7 +211,7 @@ function createStatus(ctx: ModuleContext<StatusConfig>) {
         ...uplinks.counters,
         sweeps: timeouts.sweeps,
         timed_out: timeouts.timed_out,
-        presence: { tracked: presence.size, online: countOnline(presence), pending_writes: presence.pendingWrites },
+        presence: { tracked: presence.size, online: presence.online, pending_writes: presence.pendingWrites },
         transitions_dropped: presence.opsDropped,
         sync: { ...sync.stats, listener: listener ? { ...listener.stats, channel: listener.channel } : null },
         projects_cached: projects.cachedCount,
@@ -284,13 +284,7 @@ function createStatus(ctx: ModuleContext<StatusConfig>) {
         await timeouts.stop();
         await flusher.final();
       });
-      ctx.log.info({ tracked: presence.size, online: countOnline(presence) }, 'status started');
+      ctx.log.info({ tracked: presence.size, online: presence.online }, 'status started');
     },
   };
-}
-
-function countOnline(presence: Presence): number {
-  let n = 0;
-  for (const e of presence.all()) if (e.state === 'online') n++;
-  return n;
 }

@@ -7,7 +7,8 @@ import type { ProjectRecord } from './projects.js';
 /** One project's presence. Times are ms since the epoch on the hub clock unless said otherwise. */
 export interface PresenceEntry {
   readonly project_id: string;
-  state: PresenceState;
+  /** Changed only by Presence (setState), which counts the online entries as they change. */
+  readonly state: PresenceState;
   state_since: number;
   last_heartbeat_at: number | null;
   instance_id: string | null;
@@ -119,6 +120,8 @@ export class Presence {
   private readonly entries = new Map<string, PresenceEntry>();
   private dirty = new Set<string>();
   private ops: Transition[] = [];
+  /** Entries whose state is `online`, kept as states change (setState): a stats or metrics read must not walk 100 000 entries. */
+  private onlineCount = 0;
   opsDropped = 0;
   /** Called when a transition is queued, so the flusher writes it soon (group commit). */
   onQueued: () => void = () => undefined;
@@ -130,6 +133,11 @@ export class Presence {
 
   get size(): number {
     return this.entries.size;
+  }
+
+  /** How many projects this instance shows online. */
+  get online(): number {
+    return this.onlineCount;
   }
 
   get pendingWrites(): number {
@@ -180,7 +188,7 @@ export class Presence {
       from = to;
     }
     if (steps.length > 0) e.state_since = at;
-    e.state = from;
+    this.setState(e, from);
     e.handshake = set.handshake;
     if (set.session_started_at !== undefined) e.session_started_at = set.session_started_at;
     if (set.last_heartbeat_at !== undefined)
@@ -245,7 +253,7 @@ export class Presence {
     // the state first: a watcher that asks on hearing the event gets the new one
     const last = steps[steps.length - 1];
     if (e.pending === 0 && version > e.version && last) {
-      e.state = last.to_state;
+      this.setState(e, last.to_state);
       e.state_since = last.at;
       if (last.to_state === 'offline' || last.to_state === 'online') e.handshake = null;
     }
@@ -264,7 +272,7 @@ export class Presence {
     let previous: PresenceState | null = null;
     if (e.pending === 0 && row.version >= e.version) {
       if (e.state !== row.state) previous = e.state;
-      e.state = row.state;
+      this.setState(e, row.state);
       e.state_since = row.state_since;
       e.handshake = row.handshake;
       e.session_started_at = row.session_started_at;
@@ -313,7 +321,7 @@ export class Presence {
   decided(op: Transition, version: number): void {
     const e = this.ensureKnown(op.project_id);
     if (e.pending === 0 && version > e.version) {
-      e.state = op.to;
+      this.setState(e, op.to);
       e.state_since = op.at;
       e.handshake = op.set.handshake;
       e.version = version;
@@ -337,7 +345,20 @@ export class Presence {
 
   /** Entries read back from the database at start: everything they hold is already announced. */
   load(rows: PresenceEntry[]): void {
-    for (const r of rows) this.entries.set(r.project_id, { ...r, announced: r.version, pending: 0 });
+    for (const r of rows) {
+      const before = this.entries.get(r.project_id);
+      if (before?.state === 'online') this.onlineCount--;
+      if (r.state === 'online') this.onlineCount++;
+      this.entries.set(r.project_id, { ...r, announced: r.version, pending: 0 });
+    }
+  }
+
+  /** Every change of an entry's state goes through here, so `online` stays a count, not a walk. */
+  private setState(e: PresenceEntry, to: PresenceState): void {
+    if (e.state === to) return;
+    if (e.state === 'online') this.onlineCount--;
+    if (to === 'online') this.onlineCount++;
+    (e as { state: PresenceState }).state = to;
   }
 
   /** Takes what changed since the last flush; `restore` gives it back when the write failed. */
