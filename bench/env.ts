@@ -256,6 +256,8 @@ export async function startHub(
   const logFd = fs.openSync(logFile, 'a');
   const profDir = process.env.BENCH_PROF_DIR ?? path.resolve('bench/results/profiles');
   const execArgv = process.env.BENCH_HUB_PROF === '1' ? ['--cpu-prof', `--cpu-prof-dir=${profDir}`] : [];
+  // BENCH_HUB_NODE_ARGS: node options for the hub alone (V8 heap settings, say), not for the bench's agents
+  execArgv.push(...(process.env.BENCH_HUB_NODE_ARGS ?? '').split(/\s+/).filter((a) => a !== ''));
   if (execArgv.length > 0) fs.mkdirSync(profDir, { recursive: true });
   const child: ChildProcess = fork(path.join(here, 'hub-child.js'), [], {
     execArgv,
