@@ -150,7 +150,7 @@ export const SCENARIOS: Record<string, Scenario> = {
   },
 };
 
-/** Runs one scenario from scratch and returns its figures (logs kept in logDir when it lost anything). */
+/** Runs one scenario from scratch and returns its figures (logs kept in logDir when it lost anything or met an unexpected 5xx). */
 export async function runScenario(name: string, pgs: PrivatePostgres, opts: ChaosOptions): Promise<Figures> {
   const sc = SCENARIOS[name];
   if (!sc) throw new Error(`unknown scenario ${name} (known: ${Object.keys(SCENARIOS).join(', ')})`);
@@ -192,7 +192,9 @@ export async function runScenario(name: string, pgs: PrivatePostgres, opts: Chao
     if (load.codes.size > 0) notes.refusals = Object.fromEntries(load.codes);
     if (load.connErrors > 0) notes.conn_errors = load.connErrors;
     const figures: Figures = { scenario: name, durationMs, notes, ...audit };
-    if (figures.lost > 0 || figures.twice > 0) {
+    // a stopping hub refuses sends with 503 HOST_ERR_STOPPING by design; any other 5xx is worth reading about
+    const unexpected5xx = [...load.codes.keys()].some((c) => c.startsWith('5') && c !== '503 HOST_ERR_STOPPING');
+    if (figures.lost > 0 || figures.twice > 0 || unexpected5xx) {
       const dir = fs.mkdtempSync(path.join(opts.logDir, `${name}-`));
       hub.saveLogs(dir);
       for (const [i, a] of agents.entries()) a.saveLogs(dir, i);
