@@ -383,7 +383,8 @@ export class Presence {
   }
 }
 
-function blankEntry(projectId: string, now: number): PresenceEntry {
+/** An offline entry that never changed state (version 0). */
+export function blankEntry(projectId: string, now: number): PresenceEntry {
   return {
     project_id: projectId,
     state: 'offline',

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import fc from 'fast-check';
 import type { PresenceState } from '../../../modules/status/contract/topics.js';
-import { Presence, type PresenceEntry } from '../../../modules/status/presence.js';
+import { blankEntry, Presence, type PresenceEntry } from '../../../modules/status/presence.js';
 
 /**
  * `Presence.online` is a count kept as states change (stats and metrics read it; walking 100 000
@@ -24,25 +24,7 @@ const op = fc.oneof(
 );
 
 function row(projectId: string, s: PresenceState, version: number): PresenceEntry {
-  return {
-    project_id: projectId,
-    state: s,
-    state_since: 1,
-    last_heartbeat_at: null,
-    instance_id: null,
-    agent_version: null,
-    registration: null,
-    session_started_at: null,
-    metrics: null,
-    metrics_at: null,
-    last_alert: null,
-    last_alert_at: null,
-    updated_at: 1,
-    handshake: null,
-    version,
-    announced: version,
-    pending: 0,
-  };
+  return { ...blankEntry(projectId, 1), state: s, version, announced: version };
 }
 
 test('the online count equals the entries shown online after any sequence of changes', () => {
