@@ -157,20 +157,12 @@ export class CommandRunner {
       this.records.set(e.id, { done: true, at: e.at, seq: 0 });
       remembered++;
     }
-    const now = Date.now();
     for (const [id, at] of open) {
-      const rec = this.records.get(id)!;
-      this.finish(id, rec, {
-        command_id: id,
-        status: 'failure',
-        exit_code: -1,
-        output: '',
-        error:
-          'the agent process ended after accepting the command and before its result; it may have run in part, and was not run again',
-        start_time: at,
-        end_time: now,
-        duration: now - at,
-      });
+      this.finishFailed(
+        id,
+        'the agent process ended after accepting the command and before its result; it may have run in part, and was not run again',
+        at,
+      );
       this.d.log.warn({ command_id: id }, 'command interrupted by the end of the last agent process; reported failed');
     }
     return { remembered, interrupted: open.size };
@@ -180,19 +172,23 @@ export class CommandRunner {
   stop(): void {
     this.stopped = true;
     for (const [id, rec] of this.records) {
-      if (rec.done) continue;
-      const now = Date.now();
-      this.finish(id, rec, {
-        command_id: id,
-        status: 'failure',
-        exit_code: -1,
-        output: '',
-        error: 'agent stopped before the command finished',
-        start_time: now,
-        end_time: now,
-        duration: 0,
-      });
+      if (!rec.done) this.finishFailed(id, 'agent stopped before the command finished', Date.now());
     }
+  }
+
+  /** Reports a command failed without a result of its handler (the agent stopping, or the last process gone); `since` is its start_time. */
+  private finishFailed(id: string, error: string, since: number): void {
+    const now = Date.now();
+    this.finish(id, this.records.get(id)!, {
+      command_id: id,
+      status: 'failure',
+      exit_code: -1,
+      output: '',
+      error,
+      start_time: since,
+      end_time: now,
+      duration: now - since,
+    });
   }
 
   private async run(msg: CommandMessage): Promise<void> {

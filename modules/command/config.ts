@@ -27,7 +27,7 @@ export const commandConfigSchema = z
     relay_interval_ms: ms(200),
     /**
      * How long the outcome of a send's first publish (PUBACK: `sent`, attempts) waits before it is
-     * written; one whose agent acked meanwhile is not written at all (relay.ts, the publish outcome window).
+     * written; one whose agent acked meanwhile is not written at all (outcome-window.ts).
      */
     publish_outcome_delay_ms: ms(250),
     /** Outbox rows claimed per relay pass. */

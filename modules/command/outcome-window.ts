@@ -85,9 +85,10 @@ export class OutcomeWindow {
     if (this.due.size === 0) return;
     const due = [...this.due.values()];
     this.due.clear();
-    const rows = due.filter(({ row }) => !this.acked.delete(row.command_id)).map(({ row }) => row);
-    this.o.counters.outcomes_skipped += due.length - rows.length;
-    if (rows.length === 0) return;
-    this.o.track(this.o.write(rows, new Map(due.map(({ row, at }) => [row.command_id, at]))));
+    const unacked = due.filter(({ row }) => !this.acked.delete(row.command_id));
+    this.o.counters.outcomes_skipped += due.length - unacked.length;
+    if (unacked.length === 0) return;
+    const rows = unacked.map(({ row }) => row);
+    this.o.track(this.o.write(rows, new Map(unacked.map(({ row, at }) => [row.command_id, at]))));
   }
 }

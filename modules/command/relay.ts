@@ -15,7 +15,8 @@
  * The first attempt of a command to an online project does not wait for a pass: the send
  * writes its row already claimed (attempts 1, due again after one backoff step) and hands it to
  * `deliverSoon` (the fast lane), which publishes right after the commit. A crash in between
- * leaves a row that comes due a step later, so the relay publishes it then.
+ * leaves a row that comes due a step later, so the relay publishes it then. That first PUBACK's
+ * outcome waits in the outcome window (outcome-window.ts), and is not written when an ack is.
  */
 import type { ModuleBus } from '../../core/bus.js';
 import type { ModuleTimers } from '../../core/module.js';

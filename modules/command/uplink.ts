@@ -604,8 +604,8 @@ type ResultRowOut = AckRow & { inserted: boolean };
  * Acks: the outbox row is done (no more re-publishing); the tracker gets acked_at and, when it
  * was still live (or failed 'undeliverable'), status acked. Unknown ids and other projects' ids
  * come back with known = false. sent_at is the earliest of what the row holds, the PUBACK time
- * the relay still holds for a send's first publish (`sent`: its outcome is then never written;
- * relay.ts, the publish outcome window) and the ack's arrival: the PUBACK and the ack race, and
+ * the outcome window still holds for a send's first publish (`sent`: its outcome is then never
+ * written; outcome-window.ts) and the ack's arrival: the PUBACK and the ack race, and
  * the PUBACK may be seen a moment after the ack arrived, so sent_at never comes after acked_at.
  */
 const ACK_SQL = statement(`WITH ${LOCK_BOTH},
