@@ -4,9 +4,11 @@
  * Never the machine's Mosquitto (which other tests and helpers share); stopped by its PID.
  */
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import mqtt from 'mqtt';
 import { freePort, listening } from './process.js';
 import { scaled } from './wait.js';
 
@@ -117,14 +119,14 @@ function handle(
     wsUrl: `ws://127.0.0.1:${ws}`,
     async addUser(u, p) {
       setUser(u, p);
-      const mark = out.length;
       proc.kill('SIGHUP');
-      // Mosquitto logs the reload; give it a moment either way
-      const until = Date.now() + scaled(5_000);
-      while (Date.now() < until && !out.slice(mark).join('').includes('Reloading config')) {
-        await new Promise((r) => setTimeout(r, 20));
+      // Mosquitto's "Reloading config" line sits in its stdout buffer, so the signal that the
+      // reload happened is the login itself: it works once the password file was re-read.
+      const deadline = Date.now() + scaled(10_000);
+      while (!(await loginWorks(tcp, u, p))) {
+        if (Date.now() > deadline) throw new Error(`private mosquitto: the login ${u} still fails after SIGHUP`);
+        await new Promise((r) => setTimeout(r, 50));
       }
-      await new Promise((r) => setTimeout(r, 100));
     },
     log: () => out.join(''),
     async stop() {
@@ -137,4 +139,27 @@ function handle(
       fs.rmSync(dir, { recursive: true, force: true });
     },
   };
+}
+
+/** One MQTT CONNECT with these credentials: accepted or not (refused, closed, timed out). */
+function loginWorks(port: number, username: string, password: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const c = mqtt.connect(`mqtt://127.0.0.1:${port}`, {
+      username,
+      password,
+      clientId: `login-probe-${randomBytes(4).toString('hex')}`,
+      clean: true,
+      reconnectPeriod: 0,
+      connectTimeout: scaled(2_000),
+    });
+    const done = (ok: boolean) => {
+      c.removeAllListeners();
+      c.on('error', () => undefined);
+      c.end(true);
+      resolve(ok);
+    };
+    c.once('connect', () => done(true));
+    c.once('error', () => done(false));
+    c.once('close', () => done(false));
+  });
 }
