@@ -25,7 +25,9 @@ describe('job rollouts (PostgreSQL + Mosquitto, 1 000 simulated agents)', () => 
   const tag = `jf-${randomBytes(3).toString('hex')}`;
   const group = `jobs-${randomBytes(3).toString('hex')}`;
   let db: Record<string, unknown>;
-  const jobsSettings = { tick_ms: 100, reconcile_ms: 1_000, lease_ms: scaled(10_000) };
+  // The lease is renewed every 100 ms tick, so 2 s (×GMQ_TEST_TIME_SCALE) leaves a live driver a
+  // wide margin; it is also how long a killed driver's job waits to be taken over, twice below.
+  const jobsSettings = { tick_ms: 100, reconcile_ms: 1_000, lease_ms: scaled(2_000) };
 
   before(async () => {
     const s = await withPgSchema();
