@@ -525,24 +525,23 @@ export class ExchangeHubService {
       const wait = Math.min(asked, left - deadlineMargin(left));
       if (wait <= 0) throw new HubError('CMD_ERR_TIMEOUT', 'the call deadline leaves no time to wait for a result');
       const audit = audited<SendSyncCommandMsg>('command.sent', ['command_id', 'project_id']);
+      // the send is the audited action: its record is written while the result is waited for,
+      // with outcome ok (the command was sent, whether or not its result comes in time)
+      let early: Promise<void> | undefined;
+      const onSent = (sent: SentCommand) => {
+        early = this.d.trail.record(audit, who, 'grpc', m, sent, 'ok', true);
+        early.catch(() => undefined); // awaited below; a failure is answered there
+      };
       let out: Awaited<ReturnType<CommandWaiter['sendAndWait']>>;
       try {
-        out = await this.d.waiter.sendAndWait(req, wait, { signal: abort.signal });
+        out = await this.d.waiter.sendAndWait(req, wait, { signal: abort.signal, onSent });
       } catch (err) {
-        await this.d.trail.record(audit, who, 'grpc', m, undefined, errorCode(err) ?? 'INTERNAL', false);
+        if (early) await early.catch(() => undefined);
+        else await this.d.trail.record(audit, who, 'grpc', m, undefined, errorCode(err) ?? 'INTERNAL', false);
         throw err;
       }
-      // sent, whether or not the result came in time: answered only once its record is committed
-      const outcome = out.done ? 'ok' : this.d.ctx.signal.aborted ? 'HOST_ERR_STOPPING' : 'CMD_ERR_TIMEOUT';
-      await this.d.trail.record(
-        audit,
-        who,
-        'grpc',
-        m,
-        { command: out.command, ...(out.done ? {} : { command_id: out.command_id }) },
-        outcome,
-        true,
-      );
+      // answered only once its record is committed (AUDIT_ERR_UNAVAILABLE otherwise)
+      await early;
       const replayed = out.replayed ? { [REPLAYED_MD]: 'true' } : {};
       if (out.done) {
         if (out.replayed) call.sendMetadata(replayedMetadata());

@@ -85,6 +85,12 @@ export interface RouteInput<P, Q, B, H = unknown> {
   signal: AbortSignal;
   /** Who is calling (the gate admitted them and their role grants the route's `access`). */
   principal: Principal;
+  /**
+   * For an audited route whose action is done before its answer is known (a sync send, once its
+   * command is accepted): the record is written from this call on, with outcome `ok` and the ids
+   * of `answer`, beside the rest of the handler; the answer still waits for its commit (server.ts).
+   */
+  done(answer: unknown): void;
 }
 
 type Schema = z.ZodType | undefined;
@@ -253,11 +259,15 @@ export function buildRoutes(d: RouteDeps): AnyRoute[] {
         504: ['The wait ran out; the command goes on (follow it by command_id)', syncTimeoutSchema],
       },
       audit: audit('command.sent', ['command_id', 'project_id']),
-      handler: async ({ body, headers, signal, principal }) => {
+      handler: async ({ body, headers, signal, principal, done }) => {
         requireProject(principal, body.project_id);
         const { wait_ms, ...req } = body;
         const wait = syncWait(d.cfg, { wait_ms, timeout_ms: req.timeout_ms });
-        const out = await d.waiter.sendAndWait(withKey(req, headers['idempotency-key']), wait, { signal });
+        // the send is the audited action: its record is written while the result is waited for
+        const out = await d.waiter.sendAndWait(withKey(req, headers['idempotency-key']), wait, {
+          signal,
+          onSent: done,
+        });
         const replayed = out.replayed ? REPLAYED : undefined;
         if (out.done) return replayed ? new Answer(200, out.command, undefined, replayed) : out.command;
         const follow = `GET ${API}/command/${out.command_id}`;

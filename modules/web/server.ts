@@ -318,21 +318,38 @@ async function handle(d: ServerDeps, r: AnyRoute, req: FastifyRequest, reply: Fa
     if (!reply.raw.writableFinished) ac.abort();
   });
 
-  const input = { params, query, body, headers, signal: ac.signal, principal: req.principal! };
+  const who = req.principal ?? { token_id: 'unknown', role: 'unknown' };
+  const via = req.headers[CLIENT_HEADER] === 'cli' ? 'cli' : 'rest';
+  // the record of an action its handler declared done before answering (a sync send, accepted)
+  let early: Promise<void> | undefined;
+  const input = {
+    params,
+    query,
+    body,
+    headers,
+    signal: ac.signal,
+    principal: req.principal!,
+    done: (answer: unknown) => {
+      if (!r.audit || early) return;
+      early = d.trail.record(r.audit, who, via, input, answer, 'ok', true);
+      early.catch(() => undefined); // awaited below; a failure is answered there
+    },
+  };
   let out: unknown;
   if (!r.audit) out = await r.handler(input);
   else {
-    const who = req.principal ?? { token_id: 'unknown', role: 'unknown' };
-    const via = req.headers[CLIENT_HEADER] === 'cli' ? 'cli' : 'rest';
     try {
       out = await r.handler(input);
     } catch (err) {
-      // refused: nothing was done; its record is best effort and never changes the answer
-      await d.trail.record(r.audit, who, via, input, undefined, errorCode(err) ?? 'WEB_ERR_INTERNAL', false);
+      // done before it failed: its record stands; else refused: nothing was done, and its record
+      // is best effort and never changes the answer
+      if (early) await early.catch(() => undefined);
+      else await d.trail.record(r.audit, who, via, input, undefined, errorCode(err) ?? 'WEB_ERR_INTERNAL', false);
       throw err;
     }
     // done: answered only once its record is committed (AUDIT_ERR_UNAVAILABLE otherwise)
-    await d.trail.record(r.audit, who, via, input, out, outcomeOf(out), true);
+    if (early) await early;
+    else await d.trail.record(r.audit, who, via, input, out, outcomeOf(out), true);
   }
   if (out instanceof Answer) {
     if (out.after) reply.raw.once('finish', out.after);

@@ -210,6 +210,24 @@ for (const backend of BACKENDS) {
         { token: GRPC_TOKEN },
       );
       await call(client, 'CancelCommand', { command_id: gsent.command_id }, { token: GRPC_TOKEN });
+      // a sync send whose wait runs out: done (sent) all the same, so its record says ok
+      const gsync = await fails(
+        call(
+          client,
+          'SendSyncCommand',
+          {
+            project_id: p3.project_id,
+            command_type: 'audit-probe',
+            payload_json: '{}',
+            offline_policy: 'queue',
+            queue_ttl_ms: 600_000,
+            wait_ms: 300,
+          },
+          { token: GRPC_TOKEN },
+        ),
+        grpc.status.DEADLINE_EXCEEDED,
+      );
+      const gsyncId = String(gsync.metadata.get('command-id')[0]);
       const grotated = await call<Json>(
         client,
         'RotateProjectSecret',
@@ -230,6 +248,7 @@ for (const backend of BACKENDS) {
         ['project.enabled', 'tokens[0]', 'cli', { project_id: p2.project_id }, 'ok'],
         ['project.disabled', 'tokens[1]', 'grpc', { project_id: p3.project_id }, 'ok'],
         ['project.rotated', 'tokens[1]', 'grpc', { project_id: p3.project_id }, 'ok'],
+        ['command.sent', 'tokens[1]', 'grpc', { project_id: p3.project_id, command_id: gsyncId }, 'ok'],
         ['command.cancelled', 'tokens[1]', 'grpc', { project_id: p3.project_id, command_id: gsent.command_id }, 'ok'],
         ['command.sent', 'tokens[1]', 'grpc', { project_id: p3.project_id, command_id: gsent.command_id }, 'ok'],
         ['project.created', 'tokens[1]', 'grpc', { project_id: p3.project_id }, 'ok'],
@@ -262,7 +281,7 @@ for (const backend of BACKENDS) {
 
       // filters, over REST and gRPC
       const byGrpc = (await hub.api('GET', `/audit?token_id=${encodeURIComponent(tokenIds.grpc)}`)).json;
-      assert.equal(byGrpc.total, 5);
+      assert.equal(byGrpc.total, 6);
       assert.ok(byGrpc.items.every((e: Json) => e.interface === 'grpc'));
       const rotations = (await hub.api('GET', '/audit?action=project.rotated')).json;
       assert.equal(rotations.total, 2);
@@ -291,7 +310,7 @@ for (const backend of BACKENDS) {
         HUB_API_TOKEN: REST_TOKEN,
       });
       assert.equal(cliAudit.code, 0, cliAudit.stderr);
-      assert.equal(JSON.parse(cliAudit.stdout).items.length, 5);
+      assert.equal(JSON.parse(cliAudit.stdout).items.length, 6);
 
       // one info log line per record, with the ids; no token, secret or payload anywhere in the log
       const lines = auditLines().slice(linesBefore);

@@ -88,12 +88,13 @@ export class CommandWaiter {
   /**
    * Sends with a fresh (or the caller's) command id and waits up to `waitMs` for a final state.
    * `signal` ends the wait early (the caller went away or the module is stopping): the outcome
-   * is then the same as a wait that ran out.
+   * is then the same as a wait that ran out. `onSent` is called once the command is accepted,
+   * before the wait (an interface writes the send's audit record meanwhile).
    */
   async sendAndWait(
     req: SendCommandRequest,
     waitMs: number,
-    opts: { signal?: AbortSignal } = {},
+    opts: { signal?: AbortSignal; onSent?: (sent: SentCommand) => void } = {},
   ): Promise<SyncOutcome> {
     let commandId = req.command_id ?? randomUUID();
     let wake!: () => void;
@@ -118,6 +119,7 @@ export class CommandWaiter {
         this.listen(commandId, me);
         wake();
       }
+      opts.onSent?.(sent);
       const flag = sent.idempotent_replayed ? ({ replayed: true } as const) : {};
       const signal = opts.signal;
       const onAbort = () => wake();

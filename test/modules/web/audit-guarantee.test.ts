@@ -12,19 +12,24 @@ import { z } from 'zod';
 import { HubError } from '../../../core/errors.js';
 import type { ModuleProvider } from '../../../core/module.js';
 import { AUDIT, type AuditRecord } from '../../../modules/audit/contract/topics.js';
+import { until } from '../../helpers/wait.js';
 import { captureLog, startWeb, type WebHarness } from './harness.js';
 
-/** An audit module that fails every record with `code` (or writes it down when `code` is empty). */
-function auditStandIn(seen: AuditRecord[]): ModuleProvider<{ fail_with: string }> {
+/**
+ * An audit module that fails every record with `code` (or writes it down when `code` is empty);
+ * with `gate`, each record is written only once the gate opens (a slow commit).
+ */
+function auditStandIn(seen: AuditRecord[], gate?: Promise<void>): ModuleProvider<{ fail_with: string }> {
   return {
     name: 'audit-stand-in',
     schema: z.object({ fail_with: z.string().default('') }).strict(),
     create: (ctx) => ({
       start() {
-        ctx.bus.subscribe(AUDIT.record, (rec) => {
+        ctx.bus.subscribe(AUDIT.record, async (rec) => {
           if (ctx.config.fail_with === 'DB_ERR_UNAVAILABLE') {
             throw new HubError('DB_ERR_UNAVAILABLE', 'database "default" unreachable');
           }
+          await gate;
           seen.push(rec as AuditRecord);
           return { audit_id: String(seen.length) };
         });
@@ -40,7 +45,7 @@ describe('web: the audit record before the answer', () => {
     web = undefined;
   });
 
-  const start = async (failWith: string | null, seen: AuditRecord[], log = captureLog()) => {
+  const start = async (failWith: string | null, seen: AuditRecord[], log = captureLog(), gate?: Promise<void>) => {
     web = await startWeb({
       token: 'tok-0123456789',
       fake: { answer_status: true },
@@ -49,7 +54,7 @@ describe('web: the audit record before the answer', () => {
         ? {}
         : {
             extraYaml: `  audit:\n    provider: audit-stand-in\n    fail_with: "${failWith}"\n`,
-            registry: (r) => r.register(auditStandIn(seen)),
+            registry: (r) => r.register(auditStandIn(seen, gate)),
           }),
     });
     return web;
@@ -95,6 +100,79 @@ describe('web: the audit record before the answer', () => {
       ],
     );
     assert.deepEqual(seen[0].targets, { project_id: 'plant-b' }, 'ids only: no secret from the answer');
+  });
+
+  // A sync send is done when its command is accepted: its record is written from then on, beside
+  // the wait for the result (one commit fewer on the sync path), and the answer still waits for it.
+  const SYNC = '/api/exchange-hub/command/sync';
+
+  test('a sync send is recorded while it waits for its result, once, with outcome ok', async () => {
+    const seen: AuditRecord[] = [];
+    const w = await start('', seen);
+    w.domain.addProject('plant-s', 'online');
+    // `hang`: delivered, never answered until the test completes it
+    const call = w.call('POST', SYNC, { project_id: 'plant-s', command_type: 'hang', payload: {}, wait_ms: 30_000 });
+    await until(() => seen.length === 1, 10_000, 'the record, before any result');
+    const [id] = [...w.domain.commands.keys()];
+    assert.deepEqual(
+      [seen[0].action, seen[0].outcome, seen[0].interface, seen[0].project_id, seen[0].targets],
+      ['command.sent', 'ok', 'rest', 'plant-s', { project_id: 'plant-s', command_id: id }],
+    );
+    w.domain.complete(id, 'done');
+    const r = await call;
+    assert.equal(r.status, 200, r.text);
+    assert.equal(r.json.status, 'completed');
+    assert.equal(seen.length, 1, 'one record for the action');
+  });
+
+  test('a sync send whose result came is answered only once its record is committed', async () => {
+    const seen: AuditRecord[] = [];
+    let open!: () => void;
+    const gate = new Promise<void>((r) => {
+      open = r;
+    });
+    const w = await start('', seen, captureLog(), gate);
+    w.domain.addProject('plant-g', 'online');
+    let answered = false;
+    const call = w
+      .call('POST', SYNC, { project_id: 'plant-g', command_type: 'echo', payload: { n: 1 }, wait_ms: 30_000 })
+      .finally(() => {
+        answered = true;
+      });
+    await until(() => [...w.domain.commands.values()].some((c) => c.status === 'completed'), 10_000, 'the result');
+    // a window in which the answer must not come (not a bound): the record is not committed
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal(answered, false, 'answered before its audit record was committed');
+    open();
+    const r = await call;
+    assert.equal(r.status, 200, r.text);
+    assert.equal(r.json.result.output, '{"n":1}');
+    assert.equal(seen.length, 1);
+  });
+
+  test("a sync send's wait that runs out (504) was still a send: its record says ok", async () => {
+    const seen: AuditRecord[] = [];
+    const w = await start('', seen);
+    w.domain.addProject('plant-t', 'online');
+    const r = await w.call('POST', SYNC, { project_id: 'plant-t', command_type: 'hang', payload: {}, wait_ms: 1_000 });
+    assert.equal(r.status, 504, r.text);
+    assert.equal(r.json.error.code, 'CMD_ERR_TIMEOUT');
+    assert.deepEqual(
+      seen.map((x) => [x.action, x.outcome, x.targets.command_id]),
+      [['command.sent', 'ok', r.json.command_id]],
+    );
+  });
+
+  test('a sync send whose record cannot be written is answered 503 AUDIT_ERR_UNAVAILABLE with its command id', async () => {
+    const w = await start('DB_ERR_UNAVAILABLE', []);
+    w.domain.addProject('plant-u', 'online');
+    const r = await w.call('POST', SYNC, { project_id: 'plant-u', command_type: 'echo', payload: {}, wait_ms: 30_000 });
+    assert.equal(r.status, 503, r.text);
+    assert.equal(r.json.error.code, 'AUDIT_ERR_UNAVAILABLE');
+    const [c] = [...w.domain.commands.values()];
+    assert.match(r.json.error.message, /command\.sent was done/);
+    assert.ok(r.json.error.message.includes(c.command_id), r.json.error.message);
+    assert.equal(c.status, 'completed', 'the command itself ran');
   });
 
   test('with no audit module the action is answered, and the web module warns once', async () => {
