@@ -45,9 +45,9 @@ export interface AuditRecord {
   /** the project the action concerned, when one (also among targets): the listing filters on it */
   project_id: string | null;
   targets: AuditTargets;
-  /** `ok`, or the error code the caller was answered with */
+  /** `ok`, or the error code the caller was answered with (a sync send: `ok` once accepted, README "Audit trail") */
   outcome: string;
-  /** when the action was answered (ms, the interface's clock) */
+  /** when the action was answered, or a sync send accepted (ms, the interface's clock) */
   at: number;
 }
 

@@ -2,7 +2,7 @@
  * How an interface module writes an audit record for an action it is about to answer
  * (README "Audit trail"): after the action, before the answer. Answered `ok` means the row is
  * committed. A refused action's record is best effort (the action changed nothing). An action
- * that was done (`required`: its handler returned, a sync send's 504 included) whose record cannot
+ * that was done (`required`: its handler returned, or a sync send was accepted) whose record cannot
  * be written is answered AUDIT_ERR_UNAVAILABLE instead, so no done action is answered without its row. With no audit module configured at all nobody is asked
  * (`skipped`): the hub then runs without an audit trail, and says so once at start.
  */
