@@ -2,6 +2,7 @@ import type { EventEmitter } from 'node:events';
 import net from 'node:net';
 import type { Duplex } from 'node:stream';
 import { Aedes, type AedesPublishPacket, type Client, type PublishPacket, type Subscription } from 'aedes';
+import aedesPersistence from 'aedes-persistence';
 import { HubError } from '../../core/errors.js';
 import type { ModuleContext } from '../../core/module.js';
 import { TokenBucket } from '../shared/token-bucket.js';
@@ -12,6 +13,7 @@ import { Authenticator, hubPasswordFor, type Identity, sameIdentity } from './au
 import type { BrokerConfig } from './config.js';
 import { BROKER, type BrokerDeniedEvent, type BrokerStats, type BrokerWsConnection } from './contract/topics.js';
 import { BoundedEmitter, type MqLike, SINK_TOPIC } from './emitter.js';
+import { indexOutgoing } from './outgoing-index.js';
 import { limitPacketSize } from './packet-limit.js';
 
 interface ClientState {
@@ -53,6 +55,10 @@ const activeWill = (client: Client): PublishPacket | null | undefined =>
  *   3.1.1) and dropped before routing (its topic is rewritten to SINK_TOPIC). Over the rate limit
  *   see `authorizePublish`.
  */
+
+/** aedes-persistence's in-memory factory, as aedes itself imports it (its types describe an ES module namespace). */
+const memoryPersistence = aedesPersistence as unknown as () => object;
+
 export class EmbeddedBroker {
   private aedes?: Aedes;
   private server?: net.Server;
@@ -105,6 +111,8 @@ export class EmbeddedBroker {
   async start(): Promise<void> {
     const cfg = this.ctx.config;
     const aedes = new Aedes({
+      // aedes' in-memory persistence, its outgoing queues indexed (outgoing-index.ts)
+      persistence: indexOutgoing(memoryPersistence()),
       // aedes' mqemitter without its own queue: BoundedEmitter bounds the work (see emitter.ts)
       concurrency: 0,
       queueLimit: cfg.queue_limit,

@@ -1,0 +1,160 @@
+/**
+ * The embedded broker's outgoing queues, indexed. aedes' in-memory persistence
+ * (aedes-persistence) keeps each persistent-session client's QoS 1/2 packets in flight as one
+ * array and finds a packet by scanning it, on every send (`outgoingUpdate`: which packet gets
+ * this message id) and on every PUBACK (`outgoingClearMessageId`, then `splice`): O(queue) per
+ * message. The hub's own bridge is such a client, and it PUBACKs an uplink only once it is
+ * durable, so during a burst of heartbeats thousands of packets wait in its queue and the scan
+ * was 6 % of the hub's CPU (the heartbeat suite's embedded-broker phase, README "Benchmarks").
+ *
+ * `indexOutgoing` replaces those five methods on a persistence instance with the same contract
+ * over ordered maps and two indexes (by broker id and counter, by message id); everything else
+ * (subscriptions, retained messages, wills, incoming QoS 2) stays aedes-persistence's own.
+ * test/modules/broker/outgoing-index.property.test.ts holds it against the original, operation
+ * by operation, with fast-check.
+ */
+import { Readable } from 'node:stream';
+import aedesPacket from 'aedes-packet';
+
+/** aedes-packet's constructor (its types declare a namespace; at run time it is the function). */
+const Packet = aedesPacket as unknown as new (p: object) => OutgoingPacket;
+
+/** What aedes hands the outgoing methods: a packet as aedes-packet builds it. */
+export interface OutgoingPacket {
+  brokerId?: string;
+  brokerCounter?: number;
+  messageId?: number;
+  [k: string]: unknown;
+}
+
+/** The five outgoing methods of an aedes persistence, promise style (aedes calls them so). */
+export interface OutgoingMethods {
+  outgoingEnqueue(sub: { clientId: string }, packet: OutgoingPacket): Promise<void>;
+  outgoingEnqueueCombi(subs: Array<{ clientId: string }>, packet: OutgoingPacket): Promise<void>;
+  outgoingUpdate(client: { id: string }, packet: OutgoingPacket): Promise<void>;
+  outgoingClearMessageId(client: { id: string }, packet: { messageId?: number }): Promise<OutgoingPacket | undefined>;
+  outgoingStream(client: { id: string }): Readable;
+}
+
+/** One client's queue: packets in the order they were queued, and where to find each. */
+class Queue {
+  private next = 0;
+  /** position → packet; a Map keeps insertion order, and a replaced packet keeps its place */
+  readonly items = new Map<number, OutgoingPacket>();
+  /** `brokerId counter` → positions of the packets with it, in queue order (one, but for duplicates) */
+  private readonly byBroker = new Map<string, number[]>();
+  /**
+   * message id → positions holding it, in queue order (an id can repeat after 65 535). A packet
+   * not sent yet has none (undefined), which is a key too: aedes clears such packets by it
+   * (Client.emptyOutgoingQueue), and the original's scan matches undefined to undefined.
+   */
+  private readonly byMessageId = new Map<number | undefined, number[]>();
+
+  push(p: OutgoingPacket): void {
+    const at = this.next++;
+    this.items.set(at, p);
+    add(this.byBroker, brokerKey(p), at);
+    add(this.byMessageId, p.messageId, at);
+  }
+
+  /**
+   * aedes-persistence's outgoingUpdate, which scans the queue in order and stops at the first
+   * packet that either is this one (same broker and counter: it takes the new message id) or
+   * is another broker's with the same message id (replaced by this one). Here: the first of each
+   * kind from the indexes, and the earlier of the two.
+   */
+  update(p: OutgoingPacket): boolean {
+    const same = this.byBroker.get(brokerKey(p))?.[0];
+    let other: number | undefined;
+    for (const pos of this.byMessageId.get(p.messageId) ?? []) {
+      if (this.items.get(pos)!.brokerId !== p.brokerId) {
+        other = pos;
+        break;
+      }
+    }
+    if (same !== undefined && (other === undefined || same < other)) {
+      const cur = this.items.get(same)!;
+      remove(this.byMessageId, cur.messageId, same);
+      cur.messageId = p.messageId;
+      add(this.byMessageId, cur.messageId, same);
+      return true;
+    }
+    if (other === undefined) return false;
+    const cur = this.items.get(other)!;
+    remove(this.byBroker, brokerKey(cur), other);
+    remove(this.byMessageId, cur.messageId, other);
+    this.items.set(other, p);
+    add(this.byBroker, brokerKey(p), other);
+    add(this.byMessageId, p.messageId, other);
+    return true;
+  }
+
+  /** Removes and returns the first packet (in queue order) with this message id. */
+  clear(messageId: number | undefined): OutgoingPacket | undefined {
+    const at = this.byMessageId.get(messageId)?.[0];
+    if (at === undefined) return undefined;
+    const p = this.items.get(at)!;
+    this.items.delete(at);
+    remove(this.byMessageId, messageId, at);
+    remove(this.byBroker, brokerKey(p), at);
+    return p;
+  }
+}
+
+/** Adds a position to an index entry, keeping it in queue order (usually an append). */
+function add<K>(index: Map<K, number[]>, key: K, at: number): void {
+  const list = index.get(key);
+  if (!list) {
+    index.set(key, [at]);
+    return;
+  }
+  let i = list.length;
+  while (i > 0 && list[i - 1] > at) i--;
+  list.splice(i, 0, at);
+}
+
+function remove<K>(index: Map<K, number[]>, key: K, at: number): void {
+  const list = index.get(key);
+  if (!list) return;
+  const i = list.indexOf(at);
+  if (i >= 0) list.splice(i, 1);
+  if (list.length === 0) index.delete(key);
+}
+
+const brokerKey = (p: OutgoingPacket): string => `${p.brokerId}\u0000${p.brokerCounter}`;
+
+/** The outgoing methods over indexed queues (see the file comment). */
+export function indexedOutgoing(): OutgoingMethods {
+  const queues = new Map<string, Queue>();
+  const queueOf = (clientId: string): Queue => {
+    let q = queues.get(clientId);
+    if (!q) {
+      q = new Queue();
+      queues.set(clientId, q);
+    }
+    return q;
+  };
+  return {
+    async outgoingEnqueue(sub, packet) {
+      queueOf(sub.clientId).push(new Packet(packet));
+    },
+    async outgoingEnqueueCombi(subs, packet) {
+      for (const sub of subs) queueOf(sub.clientId).push(new Packet(packet));
+    },
+    async outgoingUpdate(client, packet) {
+      if (!queueOf(client.id).update(packet)) throw new Error('no such packet');
+    },
+    async outgoingClearMessageId(client, packet) {
+      return queueOf(client.id).clear(packet.messageId);
+    },
+    outgoingStream(client) {
+      // a snapshot, as aedes-persistence's: clearing while the stream is read must not skip packets
+      return Readable.from([...(queues.get(client.id)?.items.values() ?? [])]);
+    },
+  };
+}
+
+/** Puts the indexed outgoing methods on an aedes persistence instance (aedes-persistence's `memory()`). */
+export function indexOutgoing<P extends object>(persistence: P): P {
+  return Object.assign(persistence, indexedOutgoing());
+}
