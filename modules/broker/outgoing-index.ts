@@ -42,13 +42,13 @@ class Queue {
   /** position → packet; a Map keeps insertion order, and a replaced packet keeps its place */
   readonly items = new Map<number, OutgoingPacket>();
   /** `brokerId counter` → positions of the packets with it, in queue order (one, but for duplicates) */
-  private readonly byBroker = new Map<string, number[]>();
+  private readonly byBroker = new Map<string, Positions>();
   /**
    * message id → positions holding it, in queue order (an id can repeat after 65 535). A packet
    * not sent yet has none (undefined), which is a key too: aedes clears such packets by it
    * (Client.emptyOutgoingQueue), and the original's scan matches undefined to undefined.
    */
-  private readonly byMessageId = new Map<number | undefined, number[]>();
+  private readonly byMessageId = new Map<number | undefined, Positions>();
 
   push(p: OutgoingPacket): void {
     const at = this.next++;
@@ -64,7 +64,7 @@ class Queue {
    * kind from the indexes, and the earlier of the two.
    */
   update(p: OutgoingPacket): boolean {
-    const same = this.byBroker.get(brokerKey(p))?.[0];
+    const same = this.byBroker.get(brokerKey(p))?.first();
     let other: number | undefined;
     for (const pos of this.byMessageId.get(p.messageId) ?? []) {
       if (this.items.get(pos)!.brokerId !== p.brokerId) {
@@ -91,7 +91,7 @@ class Queue {
 
   /** Removes and returns the first packet (in queue order) with this message id. */
   clear(messageId: number | undefined): OutgoingPacket | undefined {
-    const at = this.byMessageId.get(messageId)?.[0];
+    const at = this.byMessageId.get(messageId)?.first();
     if (at === undefined) return undefined;
     const p = this.items.get(at)!;
     this.items.delete(at);
@@ -101,24 +101,62 @@ class Queue {
   }
 }
 
-/** Adds a position to an index entry, keeping it in queue order (usually an append). */
-function add<K>(index: Map<K, number[]>, key: K, at: number): void {
-  const list = index.get(key);
-  if (!list) {
-    index.set(key, [at]);
-    return;
+/**
+ * Positions under one index key, in queue order. Mostly appended at the end and taken from the
+ * front (packets are sent and PUBACKed about in the order they were queued: all packets not sent
+ * yet share the key `undefined`, thousands in a burst), so the front is a moving head, not a shift.
+ */
+class Positions {
+  private arr: number[] = [];
+  private head = 0;
+
+  get size(): number {
+    return this.arr.length - this.head;
   }
-  let i = list.length;
-  while (i > 0 && list[i - 1] > at) i--;
-  list.splice(i, 0, at);
+
+  first(): number | undefined {
+    return this.arr[this.head];
+  }
+
+  *[Symbol.iterator](): Iterator<number> {
+    for (let i = this.head; i < this.arr.length; i++) yield this.arr[i];
+  }
+
+  add(at: number): void {
+    let i = this.arr.length;
+    while (i > this.head && this.arr[i - 1] > at) i--;
+    if (i === this.arr.length) this.arr.push(at);
+    else this.arr.splice(i, 0, at);
+  }
+
+  remove(at: number): void {
+    if (this.arr[this.head] === at) {
+      this.head++;
+      if (this.head >= 1024 && this.head * 2 >= this.arr.length) {
+        this.arr = this.arr.slice(this.head);
+        this.head = 0;
+      }
+      return;
+    }
+    const i = this.arr.indexOf(at, this.head);
+    if (i >= 0) this.arr.splice(i, 1);
+  }
 }
 
-function remove<K>(index: Map<K, number[]>, key: K, at: number): void {
+function add<K>(index: Map<K, Positions>, key: K, at: number): void {
+  let list = index.get(key);
+  if (!list) {
+    list = new Positions();
+    index.set(key, list);
+  }
+  list.add(at);
+}
+
+function remove<K>(index: Map<K, Positions>, key: K, at: number): void {
   const list = index.get(key);
   if (!list) return;
-  const i = list.indexOf(at);
-  if (i >= 0) list.splice(i, 1);
-  if (list.length === 0) index.delete(key);
+  list.remove(at);
+  if (list.size === 0) index.delete(key);
 }
 
 const brokerKey = (p: OutgoingPacket): string => `${p.brokerId}\u0000${p.brokerCounter}`;
