@@ -8,6 +8,7 @@ import { runGrpcStreamSuite } from './grpc-stream.js';
 import { printSuite, type SuiteResult, saveSuite } from './harness.js';
 import { runHeartbeatSuite } from './heartbeat.js';
 import { runMemorySuite } from './memory.js';
+import { runOutgoingSuite } from './outgoing.js';
 import { runRestartSuite } from './restart.js';
 import { runStatementsSuite } from './statements.js';
 import { runSyncConcurrentSuite, runSyncSuite } from './sync.js';
@@ -15,6 +16,7 @@ import { runWsFanoutSuite } from './ws-fanout.js';
 
 const SUITES: Record<string, () => Promise<SuiteResult>> = {
   bus: runBusSuite,
+  outgoing: runOutgoingSuite,
   restart: runRestartSuite,
   'ws-fanout': runWsFanoutSuite,
   'grpc-stream': runGrpcStreamSuite,
