@@ -38,6 +38,9 @@ const pendingWill = (client: Client): PublishPacket | null | undefined =>
 const activeWill = (client: Client): PublishPacket | null | undefined =>
   (client as unknown as { will?: PublishPacket | null }).will;
 
+/** aedes-persistence's in-memory factory, as aedes itself imports it (its types describe an ES module namespace). */
+const memoryPersistence = aedesPersistence as unknown as () => object;
+
 /**
  * The embedded MQTT broker: aedes behind a TCP server, with authentication against the status
  * module, a per-project ACL, a per-connection rate limit and a bound on the work in flight.
@@ -55,9 +58,6 @@ const activeWill = (client: Client): PublishPacket | null | undefined =>
  *   3.1.1) and dropped before routing (its topic is rewritten to SINK_TOPIC). Over the rate limit
  *   see `authorizePublish`.
  */
-
-/** aedes-persistence's in-memory factory, as aedes itself imports it (its types describe an ES module namespace). */
-const memoryPersistence = aedesPersistence as unknown as () => object;
 
 export class EmbeddedBroker {
   private aedes?: Aedes;

@@ -197,16 +197,15 @@ export class ExchangeHubService {
       const run = async () => {
         const who = this.admit(call.metadata, name);
         if (!audit) return fn(call.request, call, who);
+        const action = this.d.trail.action(audit, who, 'grpc', call.request);
         let out: unknown;
         try {
           out = await fn(call.request, call, who);
         } catch (err) {
-          // refused: nothing was done; its record is best effort and never changes the answer
-          await this.d.trail.record(audit, who, 'grpc', call.request, undefined, errorCode(err) ?? 'INTERNAL', false);
+          await action.failed(errorCode(err) ?? 'INTERNAL');
           throw err;
         }
-        const answer = out instanceof ThenRun ? out.value : out;
-        await this.d.trail.record(audit, who, 'grpc', call.request, answer, 'ok', true);
+        await action.answered(out instanceof ThenRun ? out.value : out, 'ok');
         return out;
       };
       run().then(
@@ -524,24 +523,22 @@ export class ExchangeHubService {
       const left = remaining(call);
       const wait = Math.min(asked, left - deadlineMargin(left));
       if (wait <= 0) throw new HubError('CMD_ERR_TIMEOUT', 'the call deadline leaves no time to wait for a result');
-      const audit = audited<SendSyncCommandMsg>('command.sent', ['command_id', 'project_id']);
-      // the send is the audited action: its record is written while the result is waited for,
-      // with outcome ok (the command was sent, whether or not its result comes in time)
-      let early: Promise<void> | undefined;
-      const onSent = (sent: SentCommand) => {
-        early = this.d.trail.record(audit, who, 'grpc', m, sent, 'ok', true);
-        early.catch(() => undefined); // awaited below; a failure is answered there
-      };
+      // the send is the audited action: done once accepted, its record written beside the wait
+      const action = this.d.trail.action(
+        audited<SendSyncCommandMsg>('command.sent', ['command_id', 'project_id']),
+        who,
+        'grpc',
+        m,
+      );
       let out: Awaited<ReturnType<CommandWaiter['sendAndWait']>>;
       try {
-        out = await this.d.waiter.sendAndWait(req, wait, { signal: abort.signal, onSent });
+        out = await this.d.waiter.sendAndWait(req, wait, { signal: abort.signal, onSent: action.done });
       } catch (err) {
-        if (early) await early.catch(() => undefined);
-        else await this.d.trail.record(audit, who, 'grpc', m, undefined, errorCode(err) ?? 'INTERNAL', false);
+        await action.failed(errorCode(err) ?? 'INTERNAL');
         throw err;
       }
-      // answered only once its record is committed (AUDIT_ERR_UNAVAILABLE otherwise)
-      await early;
+      // sendAndWait returned, so the command was accepted and `done` began the record
+      await action.answered(out.command, 'ok');
       const replayed = out.replayed ? { [REPLAYED_MD]: 'true' } : {};
       if (out.done) {
         if (out.replayed) call.sendMetadata(replayedMetadata());

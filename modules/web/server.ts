@@ -318,10 +318,6 @@ async function handle(d: ServerDeps, r: AnyRoute, req: FastifyRequest, reply: Fa
     if (!reply.raw.writableFinished) ac.abort();
   });
 
-  const who = req.principal ?? { token_id: 'unknown', role: 'unknown' };
-  const via = req.headers[CLIENT_HEADER] === 'cli' ? 'cli' : 'rest';
-  // the record of an action its handler declared done before answering (a sync send, accepted)
-  let early: Promise<void> | undefined;
   const input = {
     params,
     query,
@@ -329,28 +325,26 @@ async function handle(d: ServerDeps, r: AnyRoute, req: FastifyRequest, reply: Fa
     headers,
     signal: ac.signal,
     principal: req.principal!,
-    done: (answer: unknown) => {
-      if (!r.audit || early) return;
-      early = d.trail.record(r.audit, who, via, input, answer, 'ok', true);
-      early.catch(() => undefined); // awaited below; a failure is answered there
-    },
+    // a handler that declares its action done before answering (a sync send, accepted)
+    done: (answer: unknown) => action?.done(answer),
   };
+  const action = r.audit
+    ? d.trail.action(
+        r.audit,
+        req.principal ?? { token_id: 'unknown', role: 'unknown' },
+        req.headers[CLIENT_HEADER] === 'cli' ? 'cli' : 'rest',
+        input,
+      )
+    : undefined;
   let out: unknown;
-  if (!r.audit) out = await r.handler(input);
-  else {
-    try {
-      out = await r.handler(input);
-    } catch (err) {
-      // done before it failed: its record stands; else refused: nothing was done, and its record
-      // is best effort and never changes the answer
-      if (early) await early.catch(() => undefined);
-      else await d.trail.record(r.audit, who, via, input, undefined, errorCode(err) ?? 'WEB_ERR_INTERNAL', false);
-      throw err;
-    }
-    // done: answered only once its record is committed (AUDIT_ERR_UNAVAILABLE otherwise)
-    if (early) await early;
-    else await d.trail.record(r.audit, who, via, input, out, outcomeOf(out), true);
+  try {
+    out = await r.handler(input);
+  } catch (err) {
+    await action?.failed(errorCode(err) ?? 'WEB_ERR_INTERNAL');
+    throw err;
   }
+  // done: answered only once its record is committed (AUDIT_ERR_UNAVAILABLE otherwise)
+  await action?.answered(out, outcomeOf(out));
   if (out instanceof Answer) {
     if (out.after) reply.raw.once('finish', out.after);
     if (out.headers) reply.headers(out.headers);

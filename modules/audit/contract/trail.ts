@@ -62,6 +62,46 @@ export function pickIds(from: unknown, keys: readonly string[]): Record<string, 
 }
 
 /**
+ * One operator action being handled, and its record (README "Audit trail"). The handler either
+ * declares it `done` before its answer is known (a sync send, once accepted: the record is
+ * written from then on, outcome `ok`, beside the wait), or the action ends in `answered` (the
+ * record written then, with its outcome) or `failed`. Either way the answer waits for the commit.
+ */
+export class AuditedAction<I> {
+  private early?: Promise<void>;
+
+  constructor(
+    private readonly trail: AuditTrail,
+    private readonly spec: AuditSpec<I>,
+    private readonly who: AuditPrincipal,
+    private readonly via: AuditRecord['interface'],
+    private readonly input: I,
+  ) {}
+
+  /** Done before its answer: the record (ids of `answer`, outcome ok) is written from now on. */
+  readonly done = (answer: unknown): void => {
+    if (this.early) return;
+    this.early = this.trail.record(this.spec, this.who, this.via, this.input, answer, 'ok', true);
+    this.early.catch(() => undefined); // awaited in answered/failed; a failure is answered there
+  };
+
+  /** Answered with `answer`: resolves once its record is committed (AUDIT_ERR_UNAVAILABLE otherwise). */
+  async answered(answer: unknown, outcome: string): Promise<void> {
+    if (this.early) await this.early;
+    else await this.trail.record(this.spec, this.who, this.via, this.input, answer, outcome, true);
+  }
+
+  /**
+   * The handler failed with `code`. Done before it: its record stands. Else refused: nothing was
+   * done, and its record is best effort and never changes the answer.
+   */
+  async failed(code: string): Promise<void> {
+    if (this.early) await this.early.catch(() => undefined);
+    else await this.trail.record(this.spec, this.who, this.via, this.input, undefined, code, false);
+  }
+}
+
+/**
  * One interface module's audit writer: `record` writes the row for an answered action (see
  * `writeAudit`); with no audit module configured it warns once, then answers unaudited.
  */
@@ -75,6 +115,11 @@ export class AuditTrail {
     private readonly now: () => number,
     private readonly timeoutMs: number,
   ) {}
+
+  /** An action about to be handled (see AuditedAction). */
+  action<I>(spec: AuditSpec<I>, who: AuditPrincipal, via: AuditRecord['interface'], input: I): AuditedAction<I> {
+    return new AuditedAction(this, spec, who, via, input);
+  }
 
   async record<I>(
     spec: AuditSpec<I>,

@@ -13,6 +13,9 @@ import { indexedOutgoing, type OutgoingMethods, type OutgoingPacket } from '../.
  * stream reads, both answer the same and hold the same queues in the same order. Duplicate
  * counters and repeated message ids are generated on purpose (a small range of each).
  */
+/** aedes-persistence's in-memory store (its outgoing methods are what the index replaces). */
+const aedesQueues = aedesPersistence as unknown as () => OutgoingMethods;
+
 const client = fc.constantFrom('c1', 'c2');
 const brokerId = fc.constantFrom('b1', 'b2');
 const counter = fc.integer({ min: 1, max: 6 });
@@ -63,7 +66,7 @@ test('indexed outgoing queues answer as aedes-persistence does, after any sequen
   await fc.assert(
     fc.asyncProperty(fc.array(op, { maxLength: 60 }), async (ops) => {
       // a fresh original per run: its clients' queues are keyed by id
-      const base = (aedesPersistence as unknown as () => OutgoingMethods)();
+      const base = aedesQueues();
       const mine = indexedOutgoing();
       for (const [i, o] of ops.entries()) {
         const both = async <T>(f: (m: OutgoingMethods) => Promise<T>) =>
@@ -101,7 +104,7 @@ test('indexed outgoing queues answer as aedes-persistence does, after any sequen
 });
 
 test('20 000 packets in flight, PUBACKed out of order: the same queue as aedes-persistence keeps', async () => {
-  const base = (aedesPersistence as unknown as () => OutgoingMethods)();
+  const base = aedesQueues();
   const mine = indexedOutgoing();
   const N = 20_000;
   for (const q of [base, mine]) {
