@@ -13,10 +13,9 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { after, before, describe, test } from 'node:test';
+import { after, describe, test } from 'node:test';
 import { loadConfig } from '../../core/config.js';
 import { deriveMqttPassword } from '../../modules/shared/credentials.js';
-import { prepareSharedPgliteTemplate, tempPgliteConfig } from '../helpers/db.js';
 import { mosquittoAvailable, startPrivateMosquitto } from '../helpers/mosquitto.js';
 import { freePort, HostProcess, type LogLine, REPO_ROOT } from '../helpers/process.js';
 import { periodBound, scaled, until } from '../helpers/wait.js';
@@ -92,10 +91,6 @@ describe('README walkthrough', () => {
     let base = '';
     let mqttPort = 0;
 
-    before(async () => {
-      await prepareSharedPgliteTemplate();
-    });
-
     after(async () => {
       for (const p of procs.reverse()) await p.stop();
       for (const d of dirs) fs.rmSync(d, { recursive: true, force: true });
@@ -107,10 +102,9 @@ describe('README walkthrough', () => {
       const hubData = fs.mkdtempSync(path.join(os.tmpdir(), 'gmq-walk-hub-'));
       const agentData = fs.mkdtempSync(path.join(os.tmpdir(), 'gmq-walk-agent-'));
       dirs.push(hubData, agentData);
-      // an initialised cluster where config.yml keeps it ($HUB_DATA_DIR/pglite): initdb takes seconds
-      const db = tempPgliteConfig();
-      fs.cpSync(db.config.data_dir!, path.join(hubData, 'pglite'), { recursive: true });
-      db.cleanup();
+      // the shipped default database: the embedded server in $HUB_DATA_DIR/postgres, which runs as
+      // user postgres when the test runs as root and must reach the directory (mkdtemp's is 0700)
+      fs.chmodSync(hubData, 0o755);
 
       // the README's exports, with a free port for its 1884
       const shared = { ...readmeEnv, HUB_MQTT_PORT: String(mqttPort) };
@@ -123,6 +117,11 @@ describe('README walkthrough', () => {
       });
       procs.push(hub);
       await hub.started(START_MS);
+      await hub.waitFor(
+        (l) => l.msg === 'embedded PostgreSQL server started',
+        1_000,
+        'the default database: the embedded server',
+      );
       base = `http://127.0.0.1:${httpPort}`;
       const hint = await hub.waitFor((l) => l.msg.startsWith('agents connect to'), 5_000, 'the hub naming its broker');
       assert.equal(hint.mqtt_url, `mqtt://127.0.0.1:${mqttPort}`);
@@ -361,7 +360,6 @@ describe('README walkthrough', () => {
     });
 
     test('an unknown project is told so, a wrong secret is named; both register again, neither blames the broker', async () => {
-      await prepareSharedPgliteTemplate();
       const projectId = leadingAssignments(agentLine!).AGENT_PROJECT_ID;
       const stranger = `${projectId}-unprovisioned`;
       const wrongSecret = 'not-the-secret-the-hub-showed';
@@ -375,9 +373,7 @@ describe('README walkthrough', () => {
       const httpPort = await freePort();
       const hubData = fs.mkdtempSync(path.join(os.tmpdir(), 'gmq-walk-no-hub-'));
       dirs.push(hubData);
-      const db = tempPgliteConfig();
-      fs.cpSync(db.config.data_dir!, path.join(hubData, 'pglite'), { recursive: true });
-      db.cleanup();
+      fs.chmodSync(hubData, 0o755); // the embedded server's user reaches it
       const hub = new HostProcess(HUB_CONFIG, {
         ...cleanEnv(),
         HUB_EMBEDDED_BROKER: 'false',

@@ -59,6 +59,7 @@ describe('the packed tarball, installed with npm install -g', () => {
 
     // a user's directory with the shipped config.yml in it, on free ports
     const cwd = tmp('gmq-user-');
+    fs.chmodSync(cwd, 0o755); // as a user's directory is: the embedded server's user (when root) reaches it
     fs.copyFileSync(path.join(installed, 'config.yml'), path.join(cwd, 'config.yml'));
     const [http, mqtt, grpc] = [await freePort(), await freePort(), await freePort()];
     const env: NodeJS.ProcessEnv = {
@@ -94,7 +95,8 @@ describe('the packed tarball, installed with npm install -g', () => {
         60_000,
         `the installed hub ready (${output.slice(-800)})`,
       );
-      assert.ok(fs.existsSync(path.join(cwd, 'data', 'pglite')), 'its data lives in the current directory');
+      // the default database: the embedded PostgreSQL server, its cluster in the current directory
+      assert.ok(fs.existsSync(path.join(cwd, 'data', 'postgres', 'PG_VERSION')), 'its data lives in the current directory');
       for (const p of ['/', '/docs', '/favicon.ico', '/openapi.json']) {
         assert.equal((await fetch(`${base}${p}`)).status, 200, p);
       }
