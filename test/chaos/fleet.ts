@@ -32,13 +32,14 @@ export class ChaosHub {
   base = '';
 
   private constructor(
-    readonly dbUrl: string,
+    /** A PostgreSQL URL, or the whole `databases.default` block (the embedded server). */
+    readonly db: string | Record<string, unknown>,
     readonly brokerUrl: string,
     readonly webPort: number,
   ) {}
 
-  static async create(dbUrl: string, brokerUrl: string): Promise<ChaosHub> {
-    const hub = new ChaosHub(dbUrl, brokerUrl, await freePort());
+  static async create(db: string | Record<string, unknown>, brokerUrl: string): Promise<ChaosHub> {
+    const hub = new ChaosHub(db, brokerUrl, await freePort());
     hub.writeConfig({});
     return hub;
   }
@@ -69,7 +70,8 @@ export class ChaosHub {
       },
       web: { port: this.webPort, ...over.web },
     };
-    const text = JSON.stringify({ databases: { default: { driver: 'pg', url: this.dbUrl } }, modules }, null, 2);
+    const database = typeof this.db === 'string' ? { driver: 'pg', url: this.db } : this.db;
+    const text = JSON.stringify({ databases: { default: database }, modules }, null, 2);
     // written beside and renamed into place: the hub's watcher never reads half a file
     const tmp = `${this.file}.tmp`;
     fs.writeFileSync(tmp, text);

@@ -7,7 +7,7 @@
  * stay short and a command's timeout measures loss, not queueing) and answers "accepted N yet?"
  * so a scenario can strike at a given point of the run.
  */
-import type { PrivatePostgres } from './servers.js';
+import type { Queryable } from './servers.js';
 import { sleep } from './servers.js';
 import { OutstandingWindow, TERMINAL, TERMINAL_SQL } from './window.js';
 
@@ -62,7 +62,7 @@ export class Load {
     private readonly opts: LoadOptions,
     private readonly projects: string[],
     private readonly base: () => string,
-    private readonly pgs: PrivatePostgres,
+    private readonly pgs: Queryable,
     private readonly db: string,
   ) {
     this.window = new OutstandingWindow(pgs, db);

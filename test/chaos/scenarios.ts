@@ -8,7 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { ChaosAgent, ChaosHub } from './fleet.js';
 import { type Figures, figureLine, Load, type LoadOptions } from './ledger.js';
-import { PrivateMosquitto, type PrivatePostgres, sleep } from './servers.js';
+import { EmbeddedServerReader, PrivateMosquitto, type PrivatePostgres, type Queryable, sleep } from './servers.js';
 
 export interface ChaosOptions {
   commands: number;
@@ -30,6 +30,8 @@ interface Ctx {
   agents: ChaosAgent[];
   mosquitto: PrivateMosquitto;
   pgs: PrivatePostgres;
+  /** The hub's embedded server, in the scenarios that run the hub on it. */
+  embedded?: EmbeddedServerReader;
   load: Load;
   notes: Record<string, unknown>;
 }
@@ -40,6 +42,8 @@ interface Scenario {
   sleepMs: readonly [number, number];
   /** Commands outstanding per project at most (default 8). */
   window?: number;
+  /** The hub's database: the suite's private server (default), or the hub's embedded server (the shipped default). */
+  db?: 'embedded';
   fault(c: Ctx): Promise<void>;
 }
 
@@ -60,6 +64,34 @@ export const SCENARIOS: Record<string, Scenario> = {
       }
       c.notes.kills = down.length;
       c.notes.down_ms = down;
+    },
+  },
+  'embedded-kill': {
+    what: 'the hub on its embedded PostgreSQL server (the shipped default): kill -9 the hub at 1/4, 1/2 and 3/4 (its server left running, stopped by the next start), and kill -9 the server under the hub at 5/8 (started again by the hub)',
+    sleepMs: [20, 200],
+    db: 'embedded',
+    async fault(c) {
+      const down: number[] = [];
+      const orphans: boolean[] = [];
+      for (const f of [0.25, 0.5, 0.625, 0.75]) {
+        await at(c, f);
+        if (f === 0.625) {
+          const pid = c.embedded!.pid();
+          if (pid) process.kill(pid, 'SIGKILL');
+          c.notes.server_killed = pid !== undefined;
+          continue;
+        }
+        const t0 = Date.now();
+        const server = c.embedded!.pid();
+        await c.hub.kill9();
+        orphans.push(server !== undefined && c.embedded!.pid() === server);
+        await c.hub.start();
+        down.push(Date.now() - t0);
+      }
+      c.notes.kills = down.length;
+      c.notes.down_ms = down;
+      c.notes.server_outlived_kill = orphans;
+      c.notes.orphans_stopped = c.hub.count('stopping an embedded PostgreSQL server left running by an earlier hub');
     },
   },
   'pg-stop': {
@@ -155,9 +187,16 @@ export async function runScenario(name: string, pgs: PrivatePostgres, opts: Chao
   const sc = SCENARIOS[name];
   if (!sc) throw new Error(`unknown scenario ${name} (known: ${Object.keys(SCENARIOS).join(', ')})`);
   const db = `chaos_${name.replace(/-/g, '_')}_${Date.now().toString(36)}`;
-  const dbUrl = await pgs.createDatabase(db);
+  // the embedded server's directory: reachable by its user (postgres) when the suite runs as root
+  const serverBase = sc.db === 'embedded' ? fs.mkdtempSync(path.join(os.tmpdir(), 'gmq-chaos-eps-')) : undefined;
+  if (serverBase) fs.chmodSync(serverBase, 0o755);
+  const embedded = serverBase ? new EmbeddedServerReader(path.join(serverBase, 'postgres')) : undefined;
+  const hubDb = embedded
+    ? { driver: 'embedded-postgres', server_dir: embedded.serverDir }
+    : await pgs.createDatabase(db);
+  const audited: Queryable = embedded ?? pgs;
   const mosquitto = await PrivateMosquitto.create();
-  const hub = await ChaosHub.create(dbUrl, mosquitto.url);
+  const hub = await ChaosHub.create(hubDb, mosquitto.url);
   const agents: ChaosAgent[] = [];
   const notes: Record<string, unknown> = {};
   try {
@@ -178,11 +217,11 @@ export async function runScenario(name: string, pgs: PrivatePostgres, opts: Chao
       loadOpts,
       agents.map((a) => a.project.project_id),
       () => hub.base,
-      pgs,
+      audited,
       db,
     );
     const t0 = Date.now();
-    const ctx: Ctx = { opts, hub, agents, mosquitto, pgs, load, notes };
+    const ctx: Ctx = { opts, hub, agents, mosquitto, pgs, embedded, load, notes };
     await Promise.all([load.run(), sc.fault(ctx)]);
     await load.settle(opts.stallMs);
     const durationMs = Date.now() - t0;
@@ -206,7 +245,12 @@ export async function runScenario(name: string, pgs: PrivatePostgres, opts: Chao
     await Promise.allSettled(agents.map((a) => a.dispose()));
     await hub.dispose().catch(() => undefined);
     await mosquitto.destroy().catch(() => undefined);
-    await pgs.query('postgres', `DROP DATABASE IF EXISTS "${db}" WITH (FORCE)`).catch(() => undefined);
+    if (embedded) {
+      // the hub's stop ended its server; one a kill left behind is ended here, by its PID
+      const left = embedded.pid();
+      if (left) process.kill(left, 'SIGKILL');
+      fs.rmSync(serverBase!, { recursive: true, force: true });
+    } else await pgs.query('postgres', `DROP DATABASE IF EXISTS "${db}" WITH (FORCE)`).catch(() => undefined);
   }
 }
 

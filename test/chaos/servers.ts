@@ -37,7 +37,52 @@ function pgBinDir(): string {
  *   await pgs.stop('immediate'); await pgs.start();
  *   await pgs.destroy();
  */
-export class PrivatePostgres {
+/** Where the suite's audit reads the hub's tables: the private server, or the hub's embedded one. */
+export interface Queryable {
+  query<T = Record<string, unknown>>(db: string, sql: string, params?: unknown[]): Promise<T[]>;
+}
+
+/**
+ * The hub's own embedded PostgreSQL server (driver embedded-postgres) read from outside: its port
+ * from the cluster's postmaster.pid (it moves if the server is started on another one), its
+ * password from `<server_dir>.password`. `db` is ignored: the hub uses database `postgres`.
+ */
+export class EmbeddedServerReader implements Queryable {
+  constructor(readonly serverDir: string) {}
+
+  /** The running server's PID, if one runs. */
+  pid(): number | undefined {
+    try {
+      const pid = Number(fs.readFileSync(path.join(this.serverDir, 'postmaster.pid'), 'utf8').split('\n')[0]);
+      process.kill(pid, 0);
+      return pid;
+    } catch {
+      return undefined;
+    }
+  }
+
+  async query<T = Record<string, unknown>>(_db: string, sql: string, params: unknown[] = []): Promise<T[]> {
+    const port = Number(fs.readFileSync(path.join(this.serverDir, 'postmaster.pid'), 'utf8').split('\n')[3]);
+    const password = fs.readFileSync(`${this.serverDir}.password`, 'utf8').trim();
+    const client = new pg.Client({
+      host: '127.0.0.1',
+      port,
+      user: 'gmq',
+      password,
+      database: 'postgres',
+      connectionTimeoutMillis: 5_000,
+    });
+    client.on('error', () => undefined);
+    await client.connect();
+    try {
+      return (await client.query(sql, params)).rows as T[];
+    } finally {
+      await client.end().catch(() => undefined);
+    }
+  }
+}
+
+export class PrivatePostgres implements Queryable {
   private running = false;
 
   private constructor(

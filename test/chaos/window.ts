@@ -4,7 +4,7 @@
  * since that poll began (not visible in it yet), plus sends on the wire. Shared by the fault
  * suite's load (ledger.ts) and the multi-instance one (test/scale/load.ts).
  */
-import type { PrivatePostgres } from './servers.js';
+import type { Queryable } from './servers.js';
 
 export const TERMINAL = ['completed', 'failed', 'timeout', 'cancelled'] as const;
 export const TERMINAL_SQL = `(${TERMINAL.map((s) => `'${s}'`).join(', ')})`;
@@ -20,7 +20,7 @@ export class OutstandingWindow {
   private fresh: Array<{ project: string; at: number }> = [];
 
   constructor(
-    private readonly pgs: PrivatePostgres,
+    private readonly pgs: Queryable,
     private readonly db: string,
   ) {}
 
