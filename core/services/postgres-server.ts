@@ -358,6 +358,10 @@ export class PostgresServer {
     ];
     const child = spawn(bin.postgres, args, {
       ...(user ? { uid: user.uid, gid: user.gid } : {}),
+      // a process group of its own: Ctrl-C in the hub's terminal signals the whole foreground
+      // group, and a server shutting down at once would fail the hub's last writes while it drains;
+      // the hub stops it itself, after its modules
+      detached: true,
       env: { ...process.env, LC_MESSAGES: 'C', LC_ALL: 'C' },
       stdio: ['ignore', 'ignore', 'pipe'],
     });

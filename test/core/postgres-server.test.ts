@@ -42,6 +42,12 @@ function alive(pid: number): boolean {
   }
 }
 
+/** A process's group (Linux /proc/<pid>/stat, the fifth field). */
+function processGroupOf(pid: number): number {
+  const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+  return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[2]);
+}
+
 /** The running server's PID from its postmaster.pid, if one runs on `dir`. */
 function serverPid(dir: string): number | undefined {
   try {
@@ -216,6 +222,65 @@ setInterval(() => {}, 1000);
       });
     } finally {
       await named.close();
+    }
+  });
+
+  test('Ctrl-C in the terminal (SIGINT to the whole process group) leaves the server to the hub, which stops it after draining', async () => {
+    const data = reachableDir('gmq-eps-ctrlc-');
+    const env: NodeJS.ProcessEnv = { ...process.env, LOG_FORMAT: 'json', LOG_LEVEL: 'info' };
+    for (const k of Object.keys(env)) if (k.startsWith('HUB_')) delete env[k];
+    Object.assign(env, {
+      HUB_CONFIG: path.join(REPO_ROOT, 'config.yml'),
+      HUB_DATA_DIR: data,
+      HUB_HTTP_PORT: String(await freePort()),
+      HUB_MQTT_PORT: String(await freePort()),
+      HUB_GRPC_PORT: String(await freePort()),
+    });
+    // the hub leads a process group of its own, as a shell makes a foreground job
+    const hub = spawn(process.execPath, [path.join(REPO_ROOT, 'dist/bootstrap/main.js')], {
+      cwd: data,
+      env,
+      detached: true,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    const lines: Array<{ msg?: string; level?: number }> = [];
+    let out = '';
+    hub.stdout.on('data', (d: Buffer) => {
+      out += d.toString();
+      for (let i = out.indexOf('\n'); i >= 0; i = out.indexOf('\n')) {
+        try {
+          lines.push(JSON.parse(out.slice(0, i)));
+        } catch {
+          // not a log line
+        }
+        out = out.slice(i + 1);
+      }
+    });
+    const exited = new Promise<number | null>((r) => hub.once('exit', (code) => r(code)));
+    try {
+      await until(() => lines.some((l) => l.msg === 'host started'), 60_000, 'the hub started');
+      const server = serverPid(path.join(data, 'postgres'));
+      assert.ok(server, 'the embedded server runs');
+      // what keeps the terminal's signal from the server: it is not in the hub's process group
+      // (a race otherwise: an idle hub may stop it first, a draining one not)
+      assert.notEqual(
+        processGroupOf(server),
+        processGroupOf(hub.pid!),
+        "the server is outside the hub's process group",
+      );
+      process.kill(-hub.pid!, 'SIGINT');
+      assert.equal(await exited, 0);
+      const said = lines.map((l) => l.msg);
+      assert.ok(said.includes('embedded PostgreSQL server stopped'), 'the hub stopped its server');
+      assert.ok(
+        !said.some((m) => m?.startsWith('embedded PostgreSQL server exited')),
+        'the server did not end under the hub',
+      );
+      assert.equal(alive(server), false);
+    } finally {
+      if (hub.exitCode === null) hub.kill('SIGKILL');
+      const left = serverPid(path.join(data, 'postgres'));
+      if (left) process.kill(left, 'SIGKILL');
     }
   });
 
