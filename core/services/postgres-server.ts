@@ -140,8 +140,9 @@ function nearestExisting(dir: string): string {
 export function serverUsable(
   dir: string,
   runAs = 'postgres',
+  found: ServerBinaries | { missing: string } = serverBinaries(),
 ): { ok: true; binaries: ServerBinaries; user?: RunAs; createUser?: string } | { ok: false; why: string } {
-  const binaries = serverBinaries();
+  const binaries = found;
   if ('missing' in binaries) return { ok: false, why: binaries.missing };
   if (!isRoot()) return { ok: true, binaries };
   const user = lookupUser(runAs);
@@ -150,6 +151,14 @@ export function serverUsable(
     if (runSync('sh', ['-c', 'command -v useradd']) === undefined)
       return { ok: false, why: `the hub runs as root, PostgreSQL refuses to, and user ${runAs} does not exist` };
     return { ok: true, binaries, createUser: runAs };
+  }
+  // the binaries too: an installation under /root (mode 0700) is out of its reach
+  const bin = path.dirname(binaries.postgres);
+  if (!canReach(user, bin)) {
+    return {
+      ok: false,
+      why: `the hub runs as root and PostgreSQL refuses to; user ${runAs}, which runs it, cannot reach the server binaries in ${bin} (install the hub where that user can read it)`,
+    };
   }
   const reach = nearestExisting(path.dirname(path.resolve(dir)));
   if (!canReach(user, reach)) {

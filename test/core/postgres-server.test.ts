@@ -13,7 +13,7 @@ import pg from 'pg';
 import { silentLogger } from '../../core/log.js';
 import { DbPool } from '../../core/services/db.js';
 import { initDataDirApart } from '../../core/services/pglite.js';
-import { serverBinaries } from '../../core/services/postgres-server.js';
+import { serverBinaries, serverUsable } from '../../core/services/postgres-server.js';
 import { freePort, HostProcess, REPO_ROOT } from '../helpers/process.js';
 import { until } from '../helpers/wait.js';
 
@@ -282,6 +282,23 @@ setInterval(() => {}, 1000);
       const left = serverPid(path.join(data, 'postgres'));
       if (left) process.kill(left, 'SIGKILL');
     }
+  });
+
+  test('as root, server binaries the server user cannot reach (an installation under /root): not usable, and why', {
+    skip: isRoot ? false : 'only root runs the server as another user',
+  }, () => {
+    const hidden = fs.mkdtempSync(path.join(os.tmpdir(), 'gmq-eps-install-')); // 0700, root's
+    dirs.push(hidden);
+    const bin = path.join(hidden, 'native', 'bin');
+    fs.mkdirSync(bin, { recursive: true });
+    const reachable = reachableDir('gmq-eps-data-');
+    const fake = { initdb: path.join(bin, 'initdb'), postgres: path.join(bin, 'postgres') };
+    const verdict = serverUsable(path.join(reachable, 'pg'), 'postgres', fake);
+    assert.equal(verdict.ok, false);
+    assert.match((verdict as { why: string }).why, /cannot reach the server binaries in .*gmq-eps-install-/);
+    // the same layout made reachable is usable: the check is about reach, nothing else
+    fs.chmodSync(hidden, 0o755);
+    assert.equal(serverUsable(path.join(reachable, 'pg'), 'postgres', fake).ok, true);
   });
 
   test('the shipped config.yml runs its hub on the embedded server; kill -9 and start again keeps a project', async () => {

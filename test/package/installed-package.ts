@@ -45,6 +45,7 @@ describe('the packed tarball, installed with npm install -g', () => {
 
     // install it the way a user does, into a prefix of its own
     const prefix = tmp('gmq-prefix-');
+    fs.chmodSync(prefix, 0o755); // as /usr/local is: the embedded server's user (when root) runs its binaries from there
     await run('npm', ['install', '-g', '--prefix', prefix, '--prefer-offline', '--no-audit', '--no-fund', tarball], {
       cwd: packDir,
       timeout: scaled(300_000),
@@ -96,7 +97,10 @@ describe('the packed tarball, installed with npm install -g', () => {
         `the installed hub ready (${output.slice(-800)})`,
       );
       // the default database: the embedded PostgreSQL server, its cluster in the current directory
-      assert.ok(fs.existsSync(path.join(cwd, 'data', 'postgres', 'PG_VERSION')), 'its data lives in the current directory');
+      assert.ok(
+        fs.existsSync(path.join(cwd, 'data', 'postgres', 'PG_VERSION')),
+        'its data lives in the current directory',
+      );
       for (const p of ['/', '/docs', '/favicon.ico', '/openapi.json']) {
         assert.equal((await fetch(`${base}${p}`)).status, 200, p);
       }
