@@ -17,8 +17,6 @@ import { serverBinaries, serverUsable } from '../../core/services/postgres-serve
 import { freePort, HostProcess, REPO_ROOT } from '../helpers/process.js';
 import { until } from '../helpers/wait.js';
 
-const binaries = serverBinaries();
-const skip = 'missing' in binaries ? `no server binaries here: ${binaries.missing}` : false;
 const isRoot = process.getuid?.() === 0;
 
 const dirs: string[] = [];
@@ -29,6 +27,18 @@ function reachableDir(prefix: string): string {
   dirs.push(d);
   return d;
 }
+
+// Where this checkout cannot run the server (no binaries for the platform; as root, an
+// installation the server's user cannot reach) the suite says why instead of failing: that is
+// the case `embedded` falls back to PGlite for, tested below with directories made unreachable.
+const binaries = serverBinaries();
+const probe = 'missing' in binaries ? undefined : serverUsable(path.join(reachableDir('gmq-eps-probe-'), 'pg'));
+const skip =
+  'missing' in binaries
+    ? `no server binaries here: ${binaries.missing}`
+    : probe && !probe.ok
+      ? `the server cannot run from this checkout: ${probe.why}`
+      : false;
 after(() => {
   for (const d of dirs) fs.rmSync(d, { recursive: true, force: true });
 });
