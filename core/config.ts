@@ -19,6 +19,8 @@ export interface HostSettings {
   drain_timeout_ms: number;
   reload_debounce_ms: number;
   start_timeout_ms: number;
+  /** V8's heap growth between full collections, in percent; 0 = V8's own (core/heap-growth.ts). */
+  heap_growing_percent: number;
 }
 export interface ModuleBlock {
   name: string;
@@ -74,6 +76,12 @@ const hostSchema = z.strictObject({
   drain_timeout_ms: int(0).default(5000),
   reload_debounce_ms: int(0).default(200),
   start_timeout_ms: int(1).default(60000),
+  /**
+   * How far V8 lets the JS heap grow past what survived its last full collection, in percent
+   * (V8's --heap-growing-percent; 0 leaves V8's own factor, which lets a busy hub's heap reach
+   * about 3x its live size). Process-wide; core/heap-growth.ts.
+   */
+  heap_growing_percent: int(0).max(1000).default(50),
 });
 
 // url/data_dir/pool are ignored (not rejected) by the other driver, so one block can switch

@@ -5,6 +5,7 @@ import { type ConfigWatcher, watchConfigFile } from './config-watch.js';
 import { ContextScope } from './context.js';
 import { errorCode, HubError, serializeError } from './errors.js';
 import { exeProvider } from './exe-module.js';
+import { applyHeapGrowth } from './heap-growth.js';
 import { busMetrics, outboxMetrics } from './host-metrics.js';
 import { HOST_TOPICS } from './host-topics.js';
 import { createRootLogger, type Logger } from './log.js';
@@ -141,6 +142,7 @@ export class Host {
   async start(): Promise<void> {
     if (this.state !== 'new') return;
     this.state = 'starting';
+    applyHeapGrowth(this.config.host.heap_growing_percent, this.log);
     this.installIntrospection();
     const plan = this.plan(this.config);
     await this.serial(async () => {
@@ -430,6 +432,8 @@ export class Host {
       if (JSON.stringify(next.databases) !== JSON.stringify(this.config.databases)) {
         this.log.warn('databases changed in config; that part takes effect at the next process start');
       }
+      if (next.host.heap_growing_percent !== this.config.host.heap_growing_percent)
+        applyHeapGrowth(next.host.heap_growing_percent, this.log);
       if (JSON.stringify(next.outbox) !== JSON.stringify(this.config.outbox)) {
         this.log.warn('outbox changed in config; that part takes effect at the next process start');
       }
