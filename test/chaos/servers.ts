@@ -37,6 +37,18 @@ function pgBinDir(): string {
  *   await pgs.stop('immediate'); await pgs.start();
  *   await pgs.destroy();
  */
+/** One query on a short-lived connection (the suite's audit; never through the hub). */
+async function queryOnce<T>(settings: pg.ClientConfig, sql: string, params: unknown[]): Promise<T[]> {
+  const client = new pg.Client({ ...settings, connectionTimeoutMillis: 5_000 });
+  client.on('error', () => undefined);
+  await client.connect();
+  try {
+    return (await client.query(sql, params)).rows as T[];
+  } finally {
+    await client.end().catch(() => undefined);
+  }
+}
+
 /** Where the suite's audit reads the hub's tables: the private server, or the hub's embedded one. */
 export interface Queryable {
   query<T = Record<string, unknown>>(db: string, sql: string, params?: unknown[]): Promise<T[]>;
@@ -64,21 +76,7 @@ export class EmbeddedServerReader implements Queryable {
   async query<T = Record<string, unknown>>(_db: string, sql: string, params: unknown[] = []): Promise<T[]> {
     const port = Number(fs.readFileSync(path.join(this.serverDir, 'postmaster.pid'), 'utf8').split('\n')[3]);
     const password = fs.readFileSync(`${this.serverDir}.password`, 'utf8').trim();
-    const client = new pg.Client({
-      host: '127.0.0.1',
-      port,
-      user: 'gmq',
-      password,
-      database: 'postgres',
-      connectionTimeoutMillis: 5_000,
-    });
-    client.on('error', () => undefined);
-    await client.connect();
-    try {
-      return (await client.query(sql, params)).rows as T[];
-    } finally {
-      await client.end().catch(() => undefined);
-    }
+    return queryOnce<T>({ host: '127.0.0.1', port, user: 'gmq', password, database: 'postgres' }, sql, params);
   }
 }
 
@@ -166,14 +164,7 @@ export class PrivatePostgres implements Queryable {
 
   /** One query on a short-lived connection (the suite's audit; never through the hub). */
   async query<T = Record<string, unknown>>(db: string, sql: string, params: unknown[] = []): Promise<T[]> {
-    const client = new pg.Client({ connectionString: this.url(db), connectionTimeoutMillis: 5_000 });
-    client.on('error', () => undefined);
-    await client.connect();
-    try {
-      return (await client.query(sql, params)).rows as T[];
-    } finally {
-      await client.end().catch(() => undefined);
-    }
+    return queryOnce<T>({ connectionString: this.url(db) }, sql, params);
   }
 
   async destroy(): Promise<void> {
