@@ -95,6 +95,7 @@ test('defaults for host, module host keys and an empty module block', () => {
     drain_timeout_ms: 5000,
     reload_debounce_ms: 200,
     start_timeout_ms: 60000,
+    heap_growing_percent: 50,
   });
   assert.deepEqual(cfg.databases, {});
   const m = cfg.modules.status;
