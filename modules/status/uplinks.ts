@@ -17,9 +17,7 @@ import {
   type RegisterCommand,
   type RegisterPayload,
   TOPIC_COMMAND_UP,
-  uplinkSpec,
 } from '../shared/protocol.js';
-import { ReplayCache, verifyInbound, verifySignature } from '../shared/signing.js';
 import { TokenBucket } from '../shared/token-bucket.js';
 import type { StatusConfig } from './config.js';
 import type { UplinkCounters } from './contract/stats.js';
@@ -47,6 +45,13 @@ const REFUSAL_BY_CODE: Record<string, string> = {
   PROTO_ERR_REPLAY: REFUSAL.PROTO_ERR_REPLAY,
 };
 
+/** The counter a data uplink the bridge refused is counted in besides `uplinks_rejected`, by its code. */
+const DATA_REFUSAL_COUNTERS: Partial<Record<string, keyof UplinkCounters>> = {
+  PROTO_ERR_SIGNATURE: 'data_bad_signature',
+  PROTO_ERR_UNSIGNED: 'data_unsigned_refused',
+  PROTO_ERR_PROJECT_DISABLED: 'data_disabled_project',
+};
+
 const DOWNLINK_TIMEOUT_MS = 10_000;
 /** Answers to refused registers per project and second at most; a flood gets few (the rest are counted). */
 const REFUSED_REGISTER_ANSWERS_PER_S = 5;
@@ -59,6 +64,7 @@ function newCounters(): UplinkCounters {
     registers_accepted: 0,
     registers_refused: 0,
     registers_superseded: 0,
+    registers_duplicate: 0,
     register_completed: 0,
     heartbeats: 0,
     monitors: 0,
@@ -111,7 +117,6 @@ export interface UplinkDeps {
  */
 export class Uplinks {
   readonly counters = newCounters();
-  private readonly replay = new ReplayCache();
   /** Last `reregister` per project: at most one per heartbeat interval, so a flood gets few answers. */
   private readonly reregistered = new Map<string, number>();
   /** Fleet-wide `reregister` asks (cfg.reregister_per_s, burst one second's worth), made at the first ask. */
@@ -184,30 +189,20 @@ export class Uplinks {
     const { presence } = this.d;
     const e = presence.ensure(pid);
     const inHandshake = e.handshake !== null && (e.state === 'connecting' || e.state === 'verifying');
-    const now = this.now();
-    const v = verifyInbound(msg, this.d.projects.validSecrets(rec, now), this.replay, now, this.d.cfg.clock_window_ms);
-    if (!v.ok) {
-      const reason = REFUSAL[v.code];
-      // A refused register never disturbs a handshake that was already going (a replayed copy
-      // arriving during it); otherwise the project goes through the handshake states and back.
-      if (!inHandshake) {
-        const before = e.state;
-        presence.change(
-          e,
-          [
-            ['connecting', 'register received'],
-            ['verifying', 'verifying registration'],
-            [before === 'online' ? 'online' : 'offline', `registration refused: ${reason}`],
-          ],
-          { states: [before] },
-          { handshake: null },
-        );
-      }
-      this.d.log.warn({ project_id: pid, code: v.code, detail: v.reason }, 'registration refused');
-      this.refuse(pid, rec, reason);
+    // The bridge verified the message before it reached the bus (signature, clock window, replay:
+    // mqtt-bridge/verify.ts), once for every module. A copy of the register that opened the
+    // handshake going on, or the session online now, can still arrive while the first is being
+    // written (the broker delivers it again to a new connection of the hub's session before the
+    // first one's PUBACK): it changes nothing, and the first one's answer is the answer.
+    if (
+      (inHandshake && e.handshake!.registered_ts === msg.timestamp) ||
+      (e.state === 'online' && e.session_started_at === msg.timestamp)
+    ) {
+      this.counters.registers_duplicate++;
+      this.d.log.debug({ project_id: pid, message_id: msg.message_id }, 'a second copy of a register ignored');
       return;
     }
-
+    const now = this.now();
     const p = msg.payload as RegisterPayload;
     const before = inHandshake ? e.handshake!.before : e.state;
     const steps: Array<['connecting' | 'verifying', string]> = inHandshake
@@ -305,6 +300,8 @@ export class Uplinks {
         this.counters.uplinks_rejected_unattributed++;
       } else if (code !== 'PROTO_ERR_REPLAY') {
         this.counters.uplinks_rejected++;
+        const counter = isRegister ? undefined : DATA_REFUSAL_COUNTERS[code];
+        if (counter) this.counters[counter]++;
         const e = this.d.presence.ensure(pid);
         e.rejected_uplinks = (e.rejected_uplinks ?? 0) + 1;
         e.last_rejected = {
@@ -343,7 +340,8 @@ export class Uplinks {
 
   /**
    * The steps every data uplink of status goes through before its own handler: a well-formed
-   * message, a provisioned and enabled project, its signature (verifyData).
+   * message, a provisioned and enabled project. Its signature, clock and message id were checked
+   * by the bridge (mqtt-bridge/verify.ts) before the bus carried it here.
    */
   private onData<M extends UplinkData>(
     ev: UplinkEvent<M>,
@@ -377,41 +375,7 @@ export class Uplinks {
       this.d.log.debug({ project_id: pid, data_type: type }, 'data from a disabled project dropped');
       return;
     }
-    if (!this.verifyData(msg, rec)) return;
     return handle(msg, rec);
-  }
-
-  /**
-   * A signature, when present, must verify; unsigned data is accepted unless
-   * `require_data_signature` (a DataMessage need not be signed, docs/wire-protocol.md#signing, and the broker's ACL
-   * binds a connection to its project). A type whose table entry says `freshness: 'none'`
-   * (disconnect) is checked for its signature only: the MQTT last will was composed when the agent
-   * connected, so its timestamp is old and its id may repeat.
-   */
-  private verifyData(msg: UplinkData, rec: ProjectRecord): boolean {
-    const pid = msg.project_id;
-    if (msg.signature === undefined) {
-      if (!this.d.cfg.require_data_signature) return true;
-      this.counters.data_unsigned_refused++;
-      this.d.log.warn({ project_id: pid, data_type: msg.data_type }, 'unsigned data message refused');
-      return false;
-    }
-    const now = this.now();
-    const secrets = this.d.projects.validSecrets(rec, now);
-    if (uplinkSpec(msg.data_type)?.freshness === 'none') {
-      if (verifySignature(msg, secrets)) return true;
-      this.badData(msg, 'PROTO_ERR_SIGNATURE', 'signature does not verify');
-      return false;
-    }
-    const v = verifyInbound(msg, secrets, this.replay, now, this.d.cfg.clock_window_ms);
-    if (v.ok) return true;
-    this.badData(msg, v.code, v.reason);
-    return false;
-  }
-
-  private badData(msg: UplinkData, code: string, reason: string): void {
-    this.counters.data_bad_signature++;
-    this.d.log.warn({ project_id: msg.project_id, data_type: msg.data_type, code, reason }, 'data message dropped');
   }
 
   /**

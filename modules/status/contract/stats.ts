@@ -11,13 +11,17 @@ export interface UplinkCounters {
   registers_refused: number;
   /** accepted registers whose handshake PostgreSQL refused: a newer one (or the same, redelivered) was there */
   registers_superseded: number;
+  /** a second copy of the register whose handshake is going on (or whose session is online), ignored */
+  registers_duplicate: number;
   register_completed: number;
   heartbeats: number;
   monitors: number;
   alerts: number;
   disconnects: number;
   stale_wills: number;
+  /** data uplinks the bridge refused for their signature (mqtt/rejected `PROTO_ERR_SIGNATURE`) */
   data_bad_signature: number;
+  /** data uplinks the bridge refused unsigned while the project must sign them (`PROTO_ERR_UNSIGNED`) */
   data_unsigned_refused: number;
   data_unknown_project: number;
   data_disabled_project: number;

@@ -1,9 +1,29 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { messageDownTopic, newMessageId } from '../../../modules/shared/protocol.js';
+import { BRIDGE } from '../../../modules/mqtt-bridge/contract/topics.js';
+import {
+  buildCommand,
+  messageDownTopic,
+  newMessageId,
+  type RegisterPayload,
+  TOPIC_COMMAND_UP,
+} from '../../../modules/shared/protocol.js';
 import { verifySignature } from '../../../modules/shared/signing.js';
 import { type ProjectView, STATUS } from '../../../modules/status/contract/topics.js';
 import { ackPayload, DRIVERS, type Harness, isDown, startStatus } from './harness.js';
+
+function registerPayload(pid: string): RegisterPayload {
+  return {
+    node_name: 'wd',
+    instance_id: `wd-host-${pid}`,
+    version: '2.1.0',
+    pid: 4242,
+    start_time: Date.now() - 1000,
+    capabilities: ['host_exec'],
+    metadata: {},
+    node_version: 'v20.11.0',
+  };
+}
 
 for (const driver of DRIVERS) {
   describe(`status registration handshake on ${driver}`, () => {
@@ -97,16 +117,16 @@ for (const driver of DRIVERS) {
       assert.deepEqual(ackPayload(disabled), { accepted: false, reason: 'project disabled', heartbeat_interval_s: 7 });
       assert.ok(verifySignature(disabled.parsed.msg, d.secret));
 
-      // each refused attempt went offline → connecting → verifying → back to offline
+      // the bridge refused them before status saw them: a refusal is an answer, never a presence change
       const states = h.events.items
         .slice(evFrom)
         .filter((e) => e.project_id === 'hs-bad')
         .map((e) => e.state);
-      assert.deepEqual(states.slice(0, 3), ['connecting', 'verifying', 'offline']);
-      assert.equal(states.filter((s) => s === 'offline').length, 3, 'three refusals before the accepted one');
+      assert.deepEqual(states, ['connecting', 'verifying'], 'only the accepted register moved the project');
       assert.ok(!h.events.items.some((e) => e.project_id === 'hs-nobody' || e.project_id === 'hs-disabled'));
       const s = await h.stats();
       assert.ok(s.registers_refused >= 6);
+      assert.ok(s.registers_rejected >= 6, 'each refusal came from the bridge (mqtt/rejected)');
     });
 
     test('a refused register does not knock an online project offline', async () => {
@@ -115,9 +135,62 @@ for (const driver of DRIVERS) {
       const evFrom = h.events.items.length;
       const forged = await registerAndAck('hs-keep', 'e'.repeat(64));
       assert.equal(ackPayload(forged).reason, 'bad signature');
-      await h.events.wait((e) => e.project_id === 'hs-keep' && e.state === 'online', 'back online', evFrom);
+      await h.stats();
+      assert.deepEqual(
+        h.events.items.slice(evFrom).filter((e) => e.project_id === 'hs-keep'),
+        [],
+        'no presence change',
+      );
       const view = await h.request<ProjectView>(STATUS.get, { project_id: 'hs-keep' });
       assert.equal(view.state, 'online');
+      assert.equal(view.rejected_uplinks, 1, 'the refusal is on the project');
+    });
+
+    test('message ids are per project: another project using the same id is not refused as a replay', async () => {
+      const a = await h.create('hs-ids-a');
+      const b = await h.create('hs-ids-b');
+      const id = newMessageId();
+      assert.equal(ackPayload(await registerAndAck('hs-ids-a', a.secret, { messageId: id })).accepted, true);
+      const other = await registerAndAck('hs-ids-b', b.secret, { messageId: id });
+      assert.deepEqual(ackPayload(other), { accepted: true, heartbeat_interval_s: 7 });
+    });
+
+    test('a second copy of a register while its handshake is written changes nothing', async () => {
+      // The broker delivers a register again to a new connection of the hub's session when the
+      // first copy's PUBACK had not gone out: both copies pass the bridge before either is
+      // committed to its replay cache, so status sees the same message twice.
+      const p = await h.create('hs-twice');
+      const from = h.downlinks.items.length;
+      const evFrom = h.events.items.length;
+      const before = await h.stats();
+      const msg = buildCommand('hs-twice', 'register', registerPayload('hs-twice'), p.secret, { now: h.clock.now() });
+      const ev = { msg, topic: TOPIC_COMMAND_UP, received_at: h.clock.now() };
+      await h.host.bus.publish(BRIDGE.uplink('hs-twice', 'command', 'register'), ev);
+      await h.host.bus.publish(BRIDGE.uplink('hs-twice', 'command', 'register'), ev);
+      await h.downlinks.wait(isDown('register_ack', 'hs-twice'), 'register_ack', from);
+      const s = await h.stats();
+      assert.equal(s.registers_duplicate, before.registers_duplicate + 1);
+      assert.equal(s.registers_accepted, before.registers_accepted + 1);
+      await h.flushed();
+      assert.equal(h.downlinks.items.slice(from).filter(isDown('register_ack', 'hs-twice')).length, 1, 'one answer');
+      assert.deepEqual(
+        h.events.items
+          .slice(evFrom)
+          .filter((e) => e.project_id === 'hs-twice')
+          .map((e) => e.state),
+        ['connecting', 'verifying'],
+      );
+      // once online, a copy of the session's own register does not start a handshake either
+      h.data('hs-twice', 'register_complete', {}, { secret: p.secret });
+      await h.events.wait((e) => e.project_id === 'hs-twice' && e.state === 'online', 'online', evFrom);
+      const onlineFrom = h.events.items.length;
+      await h.host.bus.publish(BRIDGE.uplink('hs-twice', 'command', 'register'), ev);
+      const after = await h.stats();
+      assert.equal(after.registers_duplicate, before.registers_duplicate + 2);
+      assert.deepEqual(
+        h.events.items.slice(onlineFrom).filter((e) => e.project_id === 'hs-twice'),
+        [],
+      );
     });
 
     test('register_complete without an accepted registration asks the agent to register again', async () => {

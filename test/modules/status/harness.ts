@@ -2,16 +2,24 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { z } from 'zod';
+import type { ModuleBus } from '../../../core/bus.js';
 import { parseConfig } from '../../../core/config.js';
 import { Host } from '../../../core/host.js';
 import { silentLogger } from '../../../core/log.js';
 import type { ModuleProvider } from '../../../core/module.js';
 import { ProviderRegistry } from '../../../core/registry.js';
 import type { DbConfig } from '../../../core/services/db.js';
-import { BRIDGE, type MqttPublishRequest } from '../../../modules/mqtt-bridge/contract/topics.js';
+import {
+  BRIDGE,
+  type BridgeRejectedEvent,
+  type MqttPublishRequest,
+} from '../../../modules/mqtt-bridge/contract/topics.js';
+import { UplinkVerifier } from '../../../modules/mqtt-bridge/verify.js';
 import {
   buildCommand,
   buildData,
+  type CommandMessage,
+  type DataMessage,
   type Downlink,
   newMessageId,
   parseDownlink,
@@ -20,7 +28,12 @@ import {
   TOPIC_MESSAGE_UP,
 } from '../../../modules/shared/protocol.js';
 import type { StatusStats } from '../../../modules/status/contract/stats.js';
-import { type CreatedProject, STATUS, type StatusChangedEvent } from '../../../modules/status/contract/topics.js';
+import {
+  type CreatedProject,
+  type CredentialsChangedEvent,
+  STATUS,
+  type StatusChangedEvent,
+} from '../../../modules/status/contract/topics.js';
 import { provider as statusProvider } from '../../../modules/status/index.js';
 import { preparePgliteTemplate, tempPgliteConfig, withPgSchema } from '../../helpers/db.js';
 import { deferred, scaled, withTimeout } from '../../helpers/wait.js';
@@ -146,7 +159,10 @@ export interface Harness {
   /** The module's stats answer, once what the test published is handled. */
   stats(): Promise<StatusStats>;
   create(projectId?: string): Promise<CreatedProject>;
-  /** Publishes a signed register as the bridge would; returns the message. */
+  /**
+   * Hands a signed register to status as the bridge does: through the bridge's verification step
+   * (a refused one goes out as `mqtt/rejected`, which status answers); returns the message.
+   */
   register(pid: string, secret: string, opts?: { now?: number; messageId?: string; instance?: string }): object;
   data(pid: string, type: string, payload: unknown, opts?: { secret?: string; now?: number }): object;
   /** register → accepted register_ack → register_complete → online. */
@@ -217,6 +233,35 @@ export async function startStatus(driver: Driver, opts: HarnessOptions = {}): Pr
     clock,
   });
   const observer = host.bus.mailbox('test-observer');
+  // The bridge's verification step (mqtt-bridge/verify.ts), the one every uplink passes before
+  // the bus hands it to status: status trusts what arrives on `hub/uplink/...`.
+  const verifier = new UplinkVerifier({
+    bus: { request: (topic, body, o) => host.bus.request(topic, body, o) } as ModuleBus,
+    now: () => clock.now(),
+    credentialsTtlMs: 60_000,
+  });
+  observer.subscribe(STATUS.credentialsChanged, (ev) => verifier.onCredentialsChanged(ev as CredentialsChangedEvent));
+  /** Uplinks handed over in the order the test sent them (a verification may wait for a lookup). */
+  let edge: Promise<void> = Promise.resolve();
+  const handOver = (kind: 'command' | 'data', type: string, msg: CommandMessage | DataMessage, topic: string) => {
+    edge = edge.then(async () => {
+      const v = await verifier.verify(kind, msg);
+      if (!v.ok) {
+        const rejected: BridgeRejectedEvent = {
+          topic,
+          code: v.code,
+          reason: v.reason,
+          at: clock.now(),
+          project_id: msg.project_id,
+          type,
+        };
+        void host.bus.publish(BRIDGE.rejected, rejected);
+        return;
+      }
+      await host.bus.publish(BRIDGE.uplink(msg.project_id, kind, type), { msg, topic, received_at: clock.now() });
+      verifier.commit(v.replayKey);
+    });
+  };
   observer.subscribe(STATUS.changedPattern, (ev) => events.push(ev as StatusChangedEvent));
   observer.subscribe('status/monitor/+', (ev) => monitors.push(ev as MonitorEvent));
   observer.subscribe('status/alert/+', (ev) => alerts.push(ev as AlertEvent));
@@ -233,6 +278,7 @@ export async function startStatus(driver: Driver, opts: HarnessOptions = {}): Pr
     request: (topic, body = {}) => host.bus.request(topic, body, { timeoutMs: scaled(WAIT_MS) }),
     // stats answer on the control lane, ahead of the queue: wait until what the test published is handled
     stats: async () => {
+      await edge;
       await host.bus.settled('status');
       return host.bus.request(STATUS.stats, {}, { timeoutMs: scaled(WAIT_MS) });
     },
@@ -249,20 +295,12 @@ export async function startStatus(driver: Driver, opts: HarnessOptions = {}): Pr
         node_version: 'v20.11.0',
       };
       const msg = buildCommand(pid, 'register', payload, secret, { now: o.now ?? clock.now(), messageId: o.messageId });
-      void host.bus.publish(BRIDGE.uplink(pid, 'command', 'register'), {
-        msg,
-        topic: TOPIC_COMMAND_UP,
-        received_at: clock.now(),
-      });
+      handOver('command', 'register', msg, TOPIC_COMMAND_UP);
       return msg;
     },
     data(pid, type, payload, o = {}) {
       const msg = buildData(pid, type, payload, { secret: o.secret, now: o.now ?? clock.now() });
-      void host.bus.publish(BRIDGE.uplink(pid, 'data', type), {
-        msg,
-        topic: TOPIC_MESSAGE_UP,
-        received_at: clock.now(),
-      });
+      handOver('data', type, msg, TOPIC_MESSAGE_UP);
       return msg;
     },
     async bringOnline(pid, secret) {

@@ -140,13 +140,14 @@ for (const driver of DRIVERS) {
     test('signed data that fails verification is counted and dropped', async () => {
       const p = await h.create('pr-sig');
       await h.bringOnline('pr-sig', p.secret);
-      const before = (await h.stats()).data_bad_signature as number;
+      const before = await h.stats();
       h.clock.advance(TIMEOUT_MS - 5_000);
       h.data('pr-sig', 'heartbeat', {}, { secret: 'not-the-secret' });
       h.data('pr-sig', 'heartbeat', {}, { secret: p.secret, now: h.clock.now() - 400_000 });
       h.data('pr-sig', 'monitor', { metrics: { x: 1 } }, { secret: 'not-the-secret' });
       const s = await h.stats();
-      assert.equal(s.data_bad_signature, before + 3);
+      assert.equal(s.data_bad_signature, before.data_bad_signature + 2, 'the two forged ones');
+      assert.equal(s.uplinks_rejected, before.uplinks_rejected + 3, 'and the stale one');
       const view = await h.request<ProjectView>(STATUS.get, { project_id: 'pr-sig' });
       assert.equal(view.metrics, null);
       // none of them refreshed presence
