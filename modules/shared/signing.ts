@@ -152,10 +152,13 @@ export function checkClock(timestampMs: number, nowMs: number, windowMs: number 
  * `maxEntries`; past it the oldest ids are forgotten first (a trade-off: under a flood an old id
  * could be accepted again; size the cap above the expected message rate × TTL).
  *
- * Arrival order is kept in a queue beside the map, so expiry and eviction pop from its front in
+ * Arrival order is kept in a ring beside the map, so expiry and eviction pop from its front in
  * O(1). (Popping a Map's oldest key through `keys().next()` is not O(1) in V8: deleted entries
  * stay as holes the iterator walks over until the table is rebuilt, and at 100 000 ids that walk
- * was a fifth of the hub's CPU in bench `heartbeat`.)
+ * was a fifth of the hub's CPU in bench `heartbeat`.) The ring holds exactly the ids the map
+ * does, never more, and the map's values are ring slots (small integers, stored in place): each
+ * remembered id costs its string and about 40 bytes. The ring grows by doubling up to
+ * `maxEntries`, so a cache that sees few ids stays small.
  *
  * @example
  *   const replay = new ReplayCache();
@@ -165,11 +168,13 @@ export function checkClock(timestampMs: number, nowMs: number, windowMs: number 
 export class ReplayCache {
   readonly ttlMs: number;
   readonly maxEntries: number;
-  private readonly expiries = new Map<string, number>();
-  /** Ids in arrival order with the expiry they were recorded with, from `head` on. */
-  private ids: string[] = [];
-  private until: number[] = [];
+  /** id → its slot in the ring */
+  private readonly slots = new Map<string, number>();
+  /** The ring: ids in arrival order from `head` on, `count` of them, with the expiry each was recorded with. */
+  private ids: Array<string | undefined> = [];
+  private until = new Float64Array(0);
   private head = 0;
+  private count = 0;
 
   constructor(opts: { ttlMs?: number; maxEntries?: number } = {}) {
     this.ttlMs = opts.ttlMs ?? 600_000;
@@ -177,11 +182,12 @@ export class ReplayCache {
     if (!(this.ttlMs > 0)) throw new RangeError('ttlMs must be > 0');
     if (!(Number.isInteger(this.maxEntries) && this.maxEntries > 0))
       throw new RangeError('maxEntries must be an integer > 0');
+    this.clear();
   }
 
   /** How many ids are remembered right now (expired ids may linger until the next `seen`). */
   get size(): number {
-    return this.expiries.size;
+    return this.slots.size;
   }
 
   /**
@@ -190,50 +196,73 @@ export class ReplayCache {
    */
   seen(messageId: string, nowMs: number = Date.now()): boolean {
     this.evictExpired(nowMs);
-    const expiry = this.expiries.get(messageId);
-    if (expiry !== undefined) {
-      if (expiry > nowMs) return true;
+    const slot = this.slots.get(messageId);
+    if (slot !== undefined) {
+      if (this.until[slot] > nowMs) return true;
       // Expired but not yet at the front (clock stepped back earlier): forget it and re-record.
-      this.expiries.delete(messageId);
+      // Its old slot is skipped when it reaches the front (popOldest).
+      this.slots.delete(messageId);
     }
-    const until = nowMs + this.ttlMs;
-    this.expiries.set(messageId, until);
-    this.ids.push(messageId);
-    this.until.push(until);
-    while (this.expiries.size > this.maxEntries && this.head < this.ids.length) this.popOldest();
+    if (this.count === this.ids.length && !this.grow()) this.popOldest();
+    const at = (this.head + this.count) % this.ids.length;
+    this.ids[at] = messageId;
+    this.until[at] = nowMs + this.ttlMs;
+    this.slots.set(messageId, at);
+    this.count++;
     return false;
   }
 
   /** True if `messageId` was seen within the TTL; records nothing (see `seen` to record). */
   has(messageId: string, nowMs: number = Date.now()): boolean {
-    const expiry = this.expiries.get(messageId);
-    return expiry !== undefined && expiry > nowMs;
+    const slot = this.slots.get(messageId);
+    return slot !== undefined && this.until[slot] > nowMs;
   }
 
   /** Forgets everything. */
   clear(): void {
-    this.expiries.clear();
-    this.ids = [];
-    this.until = [];
+    this.slots.clear();
+    const size = Math.min(RING_START, this.maxEntries);
+    this.ids = new Array(size).fill(undefined);
+    this.until = new Float64Array(size);
     this.head = 0;
+    this.count = 0;
   }
 
   private evictExpired(nowMs: number): void {
-    while (this.head < this.ids.length && this.until[this.head] <= nowMs) this.popOldest();
+    while (this.count > 0 && this.until[this.head] <= nowMs) this.popOldest();
   }
 
   private popOldest(): void {
-    const id = this.ids[this.head];
-    // an id recorded again later has a newer entry further back: only its own entry goes
-    if (this.expiries.get(id) === this.until[this.head]) this.expiries.delete(id);
-    this.head++;
-    if (this.head > 4096 && this.head * 2 > this.ids.length) {
-      this.ids = this.ids.slice(this.head);
-      this.until = this.until.slice(this.head);
-      this.head = 0;
+    const id = this.ids[this.head] as string;
+    // an id recorded again later has a newer slot: only its own entry goes
+    if (this.slots.get(id) === this.head) this.slots.delete(id);
+    this.ids[this.head] = undefined;
+    this.head = (this.head + 1) % this.ids.length;
+    this.count--;
+  }
+
+  /** Doubles the ring (up to maxEntries), oldest first at slot 0; false when it is at its size. */
+  private grow(): boolean {
+    const size = this.ids.length;
+    if (size >= this.maxEntries) return false;
+    const next = Math.min(this.maxEntries, size * 2);
+    const ids: Array<string | undefined> = new Array(next).fill(undefined);
+    const until = new Float64Array(next);
+    for (let i = 0; i < this.count; i++) {
+      const from = (this.head + i) % size;
+      ids[i] = this.ids[from];
+      until[i] = this.until[from];
+      if (this.slots.get(ids[i] as string) === from) this.slots.set(ids[i] as string, i);
     }
+    this.ids = ids;
+    this.until = until;
+    this.head = 0;
+    return true;
   }
 }
+
+/** The ring's first size (ReplayCache): doubled as ids arrive. */
+const RING_START = 64;
 
 export type VerifyOutcome =
   | { ok: true }

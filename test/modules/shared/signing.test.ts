@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { createHmac } from 'node:crypto';
 import { test } from 'node:test';
+import fc from 'fast-check';
 import {
   CLOCK_WINDOW_MS,
   canonicalJson,
@@ -239,6 +240,74 @@ test('ReplayCache: an id recorded again keeps its new entry when its old one is 
   assert.equal(c.size, 3);
   assert.equal(c.seen('flood-9999', 1_131), true);
   assert.equal(c.seen('b', 1_131), false); // forgotten under the cap, oldest first
+});
+
+test('ReplayCache: growing after its front moved keeps arrival order', () => {
+  const c = new ReplayCache({ ttlMs: 100, maxEntries: 1_000 });
+  for (let i = 0; i < 40; i++) c.seen(`a${i}`, 0);
+  for (let i = 0; i < 24; i++) c.seen(`b${i}`, 50); // the ring's first 64 slots are full
+  for (let i = 0; i < 60; i++) c.seen(`c${i}`, 100); // the a's expire, the c's wrap around, then it grows
+  assert.equal(c.size, 84);
+  c.seen('d', 150); // the b's expire: they are the oldest after the growth
+  assert.equal(c.size, 61);
+  assert.equal(c.seen('c0', 150), true);
+  assert.equal(c.seen('b0', 150), false);
+});
+
+/** The cache's contract in its plainest form: every id with its expiry, in arrival order. */
+class ReplayModel {
+  private entries: Array<{ id: string; until: number }> = [];
+  constructor(
+    private readonly ttl: number,
+    private readonly max: number,
+  ) {}
+  seen(id: string, now: number): boolean {
+    this.entries = this.entries.filter((e) => e.until > now);
+    if (this.entries.some((e) => e.id === id)) return true;
+    this.entries.push({ id, until: now + this.ttl });
+    if (this.entries.length > this.max) this.entries.shift();
+    return false;
+  }
+  get size(): number {
+    return this.entries.length;
+  }
+}
+
+test('ReplayCache: agrees with the plain model through growth, wrap-around, expiry and eviction', () => {
+  fc.assert(
+    fc.property(
+      fc.integer({ min: 1, max: 300 }),
+      fc.integer({ min: 1, max: 200 }),
+      // bursts of ids at one time, time moving between them: the ring fills, its front moves as
+      // ids expire, and it grows again after wrapping around
+      fc.array(
+        fc.tuple(fc.integer({ min: 0, max: 120 }), fc.array(fc.integer({ min: 0, max: 400 }), { maxLength: 150 })),
+        {
+          maxLength: 40,
+        },
+      ),
+      (max, ttl, bursts) => {
+        const cache = new ReplayCache({ ttlMs: ttl, maxEntries: max });
+        const model = new ReplayModel(ttl, max);
+        let now = 0;
+        for (const [advance, ids] of bursts) {
+          now += advance;
+          for (const id of ids) {
+            assert.equal(cache.seen(`id-${id}`, now), model.seen(`id-${id}`, now), `id-${id} at ${now}`);
+            assert.ok(cache.size <= max);
+          }
+        }
+        // has() records nothing and agrees with what seen() would say
+        for (let id = 0; id <= 400; id += 7) {
+          const had = cache.has(`id-${id}`, now);
+          assert.equal(had, model.seen(`id-${id}`, now));
+          if (!had) cache.seen(`id-${id}`, now);
+        }
+        assert.equal(cache.size, model.size);
+      },
+    ),
+    { numRuns: 200 },
+  );
 });
 
 test('verifyInbound: signature first, then clock, then replay', () => {
