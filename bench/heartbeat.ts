@@ -54,7 +54,6 @@ const PROBES = 64;
 interface HubCounts {
   heartbeats: number;
   reregisters: number;
-  bad: number;
   lookupFailures: number;
   malformed: number;
   received: number;
@@ -92,7 +91,6 @@ async function counts(hub: HubProcess, embedded: boolean): Promise<HubCounts> {
   return {
     heartbeats: n(s.heartbeats),
     reregisters: n(s.reregisters_sent) + n(s.reregisters_throttled),
-    bad: n(s.data_bad_signature),
     lookupFailures: n(s.lookup_failures),
     malformed: n(s.malformed),
     received: n(b.received),
@@ -434,7 +432,7 @@ export async function runHeartbeatSuite(): Promise<SuiteResult> {
     const desc: string[] = [];
     for (const rate of steps) {
       const m = await measure(ph, true, STEP_MS, rate);
-      const reported = m.d.droppedByBus + m.d.rejected + m.d.shed + m.d.bad + m.d.malformed + m.d.lookupFailures;
+      const reported = m.d.droppedByBus + m.d.rejected + m.d.shed + m.d.malformed + m.d.lookupFailures;
       const unreported = Math.max(0, m.acked - m.ingested - reported);
       worstUnreported = Math.max(worstUnreported, unreported);
       if (!m.alive) crashed = true;

@@ -6,8 +6,6 @@ import type { PresenceState } from './contract/topics.js';
 
 /** Counters that count a refused uplink, and the `reason` label each gets. */
 const REFUSALS = {
-  data_bad_signature: 'bad_signature',
-  data_unsigned_refused: 'unsigned',
   data_unknown_project: 'unknown_project',
   data_disabled_project: 'disabled_project',
   malformed: 'malformed',

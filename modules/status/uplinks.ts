@@ -45,13 +45,6 @@ const REFUSAL_BY_CODE: Record<string, string> = {
   PROTO_ERR_REPLAY: REFUSAL.PROTO_ERR_REPLAY,
 };
 
-/** The counter a data uplink the bridge refused is counted in besides `uplinks_rejected`, by its code. */
-const DATA_REFUSAL_COUNTERS: Partial<Record<string, keyof UplinkCounters>> = {
-  PROTO_ERR_SIGNATURE: 'data_bad_signature',
-  PROTO_ERR_UNSIGNED: 'data_unsigned_refused',
-  PROTO_ERR_PROJECT_DISABLED: 'data_disabled_project',
-};
-
 const DOWNLINK_TIMEOUT_MS = 10_000;
 /** Answers to refused registers per project and second at most; a flood gets few (the rest are counted). */
 const REFUSED_REGISTER_ANSWERS_PER_S = 5;
@@ -71,8 +64,6 @@ function newCounters(): UplinkCounters {
     alerts: 0,
     disconnects: 0,
     stale_wills: 0,
-    data_bad_signature: 0,
-    data_unsigned_refused: 0,
     data_unknown_project: 0,
     data_disabled_project: 0,
     data_ignored: 0,
@@ -300,8 +291,6 @@ export class Uplinks {
         this.counters.uplinks_rejected_unattributed++;
       } else if (code !== 'PROTO_ERR_REPLAY') {
         this.counters.uplinks_rejected++;
-        const counter = isRegister ? undefined : DATA_REFUSAL_COUNTERS[code];
-        if (counter) this.counters[counter]++;
         const e = this.d.presence.ensure(pid);
         e.rejected_uplinks = (e.rejected_uplinks ?? 0) + 1;
         e.last_rejected = {

@@ -19,10 +19,6 @@ export interface UplinkCounters {
   alerts: number;
   disconnects: number;
   stale_wills: number;
-  /** data uplinks the bridge refused for their signature (mqtt/rejected `PROTO_ERR_SIGNATURE`) */
-  data_bad_signature: number;
-  /** data uplinks the bridge refused unsigned while the project must sign them (`PROTO_ERR_UNSIGNED`) */
-  data_unsigned_refused: number;
   data_unknown_project: number;
   data_disabled_project: number;
   data_ignored: number;

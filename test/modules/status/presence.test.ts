@@ -146,8 +146,7 @@ for (const driver of DRIVERS) {
       h.data('pr-sig', 'heartbeat', {}, { secret: p.secret, now: h.clock.now() - 400_000 });
       h.data('pr-sig', 'monitor', { metrics: { x: 1 } }, { secret: 'not-the-secret' });
       const s = await h.stats();
-      assert.equal(s.data_bad_signature, before.data_bad_signature + 2, 'the two forged ones');
-      assert.equal(s.uplinks_rejected, before.uplinks_rejected + 3, 'and the stale one');
+      assert.equal(s.uplinks_rejected, before.uplinks_rejected + 3, 'refused by the bridge, counted on the project');
       const view = await h.request<ProjectView>(STATUS.get, { project_id: 'pr-sig' });
       assert.equal(view.metrics, null);
       // none of them refreshed presence
@@ -163,11 +162,13 @@ for (const driver of DRIVERS) {
       await h.request(STATUS.disable, { project_id: 'pr-off' });
       const off = await h.events.wait((e) => e.project_id === 'pr-off' && e.state === 'offline', 'offline', from);
       assert.equal(off.reason, 'project disabled');
-      const before = (await h.stats()).data_disabled_project as number;
+      const before = (await h.stats()).uplinks_rejected;
       const dl = h.downlinks.items.length;
       h.data('pr-off', 'heartbeat', {}, { secret: p.secret });
       const s = await h.stats();
-      assert.equal(s.data_disabled_project, before + 1);
+      assert.equal(s.uplinks_rejected, before + 1, 'refused by the bridge (PROTO_ERR_PROJECT_DISABLED)');
+      const view = await h.request<ProjectView>(STATUS.get, { project_id: 'pr-off' });
+      assert.equal(view.last_rejected?.code, 'PROTO_ERR_PROJECT_DISABLED');
       assert.equal(h.downlinks.items.slice(dl).filter(isDown('reregister', 'pr-off')).length, 0);
     });
   });
@@ -180,7 +181,9 @@ for (const driver of DRIVERS) {
         await h.bringOnline('pr-strict', p.secret);
         h.data('pr-strict', 'monitor', { metrics: { a: 1 } });
         let s = await h.stats();
-        assert.equal(s.data_unsigned_refused, 1);
+        assert.equal(s.uplinks_rejected, 1);
+        const view = await h.request<ProjectView>(STATUS.get, { project_id: 'pr-strict' });
+        assert.equal(view.last_rejected?.code, 'PROTO_ERR_UNSIGNED');
         h.data('pr-strict', 'monitor', { metrics: { a: 2 } }, { secret: p.secret });
         const m = await h.monitors.wait((e) => e.project_id === 'pr-strict', 'monitor', 0);
         assert.deepEqual(m.metrics, { a: 2 });
