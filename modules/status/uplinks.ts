@@ -184,7 +184,9 @@ export class Uplinks {
     // mqtt-bridge/verify.ts), once for every module. A copy of the register that opened the
     // handshake going on, or the session online now, can still arrive while the first is being
     // written (the broker delivers it again to a new connection of the hub's session before the
-    // first one's PUBACK): it changes nothing, and the first one's answer is the answer.
+    // first one's PUBACK): it changes nothing, and the first one's answer is the answer. (The
+    // row's condition, persist.ts `x_register_ts`, refuses the session's own register too, but
+    // lets an equal handshake timestamp through, and only after the entry changed in memory.)
     if (
       (inHandshake && e.handshake!.registered_ts === msg.timestamp) ||
       (e.state === 'online' && e.session_started_at === msg.timestamp)

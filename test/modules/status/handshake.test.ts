@@ -1,29 +1,10 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { BRIDGE } from '../../../modules/mqtt-bridge/contract/topics.js';
-import {
-  buildCommand,
-  messageDownTopic,
-  newMessageId,
-  type RegisterPayload,
-  TOPIC_COMMAND_UP,
-} from '../../../modules/shared/protocol.js';
+import { messageDownTopic, newMessageId, TOPIC_COMMAND_UP } from '../../../modules/shared/protocol.js';
 import { verifySignature } from '../../../modules/shared/signing.js';
 import { type ProjectView, STATUS } from '../../../modules/status/contract/topics.js';
 import { ackPayload, DRIVERS, type Harness, isDown, startStatus } from './harness.js';
-
-function registerPayload(pid: string): RegisterPayload {
-  return {
-    node_name: 'wd',
-    instance_id: `wd-host-${pid}`,
-    version: '2.1.0',
-    pid: 4242,
-    start_time: Date.now() - 1000,
-    capabilities: ['host_exec'],
-    metadata: {},
-    node_version: 'v20.11.0',
-  };
-}
 
 for (const driver of DRIVERS) {
   describe(`status registration handshake on ${driver}`, () => {
@@ -163,7 +144,7 @@ for (const driver of DRIVERS) {
       const from = h.downlinks.items.length;
       const evFrom = h.events.items.length;
       const before = await h.stats();
-      const msg = buildCommand('hs-twice', 'register', registerPayload('hs-twice'), p.secret, { now: h.clock.now() });
+      const msg = h.registerMessage('hs-twice', p.secret);
       const ev = { msg, topic: TOPIC_COMMAND_UP, received_at: h.clock.now() };
       await h.host.bus.publish(BRIDGE.uplink('hs-twice', 'command', 'register'), ev);
       await h.host.bus.publish(BRIDGE.uplink('hs-twice', 'command', 'register'), ev);

@@ -163,7 +163,9 @@ export interface Harness {
    * Hands a signed register to status as the bridge does: through the bridge's verification step
    * (a refused one goes out as `mqtt/rejected`, which status answers); returns the message.
    */
-  register(pid: string, secret: string, opts?: { now?: number; messageId?: string; instance?: string }): object;
+  register(pid: string, secret: string, opts?: RegisterOptions): object;
+  /** The signed register `register` sends, built and not sent (a test that hands it over itself). */
+  registerMessage(pid: string, secret: string, opts?: RegisterOptions): CommandMessage;
   data(pid: string, type: string, payload: unknown, opts?: { secret?: string; now?: number }): object;
   /** register → accepted register_ack → register_complete → online. */
   bringOnline(pid: string, secret: string): Promise<void>;
@@ -176,6 +178,12 @@ export interface Harness {
   /** Starts another host on the same database and clock (a hub restart). */
   restartHost(): Promise<Harness>;
   close(): Promise<void>;
+}
+
+export interface RegisterOptions {
+  now?: number;
+  messageId?: string;
+  instance?: string;
 }
 
 /** The real time, for tests through a real broker and bridge (whose messages carry Date.now()). */
@@ -284,6 +292,11 @@ export async function startStatus(driver: Driver, opts: HarnessOptions = {}): Pr
     },
     create: (projectId) => h.request<CreatedProject>(STATUS.create, projectId ? { project_id: projectId } : {}),
     register(pid, secret, o = {}) {
+      const msg = h.registerMessage(pid, secret, o);
+      handOver('command', 'register', msg, TOPIC_COMMAND_UP);
+      return msg;
+    },
+    registerMessage(pid, secret, o = {}) {
       const payload: RegisterPayload = {
         node_name: 'wd',
         instance_id: o.instance ?? `wd-host-${pid}`,
@@ -294,9 +307,7 @@ export async function startStatus(driver: Driver, opts: HarnessOptions = {}): Pr
         metadata: { site: 'lab' },
         node_version: 'v20.11.0',
       };
-      const msg = buildCommand(pid, 'register', payload, secret, { now: o.now ?? clock.now(), messageId: o.messageId });
-      handOver('command', 'register', msg, TOPIC_COMMAND_UP);
-      return msg;
+      return buildCommand(pid, 'register', payload, secret, { now: o.now ?? clock.now(), messageId: o.messageId });
     },
     data(pid, type, payload, o = {}) {
       const msg = buildData(pid, type, payload, { secret: o.secret, now: o.now ?? clock.now() });
