@@ -1,6 +1,7 @@
 import { createRequire } from 'node:module';
 import pino, { type Logger } from 'pino';
 import type PinoPretty from 'pino-pretty';
+import { CENSOR, redactSecrets, SECRET_KEYS } from './log-redact.js';
 
 export type { Logger };
 
@@ -23,8 +24,10 @@ export function logFormat(
 
 /**
  * The root logger: pino JSON on stdout (pretty lines on a terminal: `logFormat`). Secrets never
- * reach it: config values that came from the environment are redacted by key name (token,
- * secret, password, url with credentials).
+ * reach it: a logged object's secret, password, token and api_token values are written as
+ * `[redacted]` (log-redact.ts: the object's own keys and two levels down); pino's `redact`
+ * keeps only the top-level names, which costs nothing on a line without them and also covers
+ * a child logger's bindings.
  */
 export function createRootLogger(
   opts: { level?: string; name?: string; destination?: pino.DestinationStream } = {},
@@ -33,10 +36,8 @@ export function createRootLogger(
     level: opts.level ?? process.env.LOG_LEVEL ?? 'info',
     name: opts.name ?? 'gmq-hub',
     base: { pid: process.pid },
-    redact: {
-      paths: ['*.secret', '*.password', '*.token', '*.api_token', 'secret', 'password', 'token', 'config.*.secret'],
-      censor: '[redacted]',
-    },
+    redact: { paths: [...SECRET_KEYS], censor: CENSOR },
+    formatters: { log: redactSecrets },
     timestamp: pino.stdTimeFunctions.isoTime,
   };
   if (opts.destination) return pino(options, opts.destination);
