@@ -1,7 +1,10 @@
 /**
  * Project credentials and presence from the status module (STATUS.credentials), reused for
- * `credentials_cache_ms` so a burst of sends to one project costs one request. Only answers are
- * cached, never failures. The secrets stay in memory here and are never logged.
+ * `credentials_cache_ms` so a burst of sends to one project costs one request: sends that miss
+ * at the same moment share the request in flight. Only answers are cached, never failures, and
+ * never an answer asked for before a `forget` (status answers several requests at once, so an
+ * answer read before a rotation can arrive after the rotation's event). The secrets stay in
+ * memory here and are never logged.
  */
 import type { ModuleBus } from '../../core/bus.js';
 import { errorCode, HubError } from '../../core/errors.js';
@@ -13,6 +16,10 @@ const REQUEST_TIMEOUT_MS = 5_000;
 
 export class CredentialsCache {
   private readonly entries = new Map<string, { at: number; value: ProjectCredentials }>();
+  /** Requests in flight, by project: the sends that miss together wait for the same answer. */
+  private readonly asking = new Map<string, Promise<ProjectCredentials>>();
+  /** Each request's mark, by project: `forget` marks them stale, and a stale answer is used but not kept. */
+  private readonly marks = new Map<string, Set<{ stale: boolean }>>();
 
   constructor(
     private readonly bus: ModuleBus,
@@ -25,6 +32,38 @@ export class CredentialsCache {
     const now = this.clock.now();
     const hit = this.entries.get(projectId);
     if (!fresh && hit && now - hit.at < this.ttlMs) return hit.value;
+    const inFlight = fresh ? undefined : this.asking.get(projectId);
+    if (inFlight) return inFlight;
+    const asked = this.ask(projectId, now);
+    if (!fresh) {
+      this.asking.set(projectId, asked);
+      const done = () => {
+        if (this.asking.get(projectId) === asked) this.asking.delete(projectId);
+      };
+      asked.then(done, done);
+    }
+    return asked;
+  }
+
+  private async ask(projectId: string, now: number): Promise<ProjectCredentials> {
+    const mark = { stale: false };
+    const marks = this.marks.get(projectId) ?? new Set<{ stale: boolean }>();
+    this.marks.set(projectId, marks);
+    marks.add(mark);
+    try {
+      const value = await this.request(projectId);
+      if (this.ttlMs > 0 && !mark.stale) {
+        if (this.entries.size >= MAX_ENTRIES) this.prune(now);
+        this.entries.set(projectId, { at: now, value });
+      }
+      return value;
+    } finally {
+      marks.delete(mark);
+      if (marks.size === 0 && this.marks.get(projectId) === marks) this.marks.delete(projectId);
+    }
+  }
+
+  private async request(projectId: string): Promise<ProjectCredentials> {
     let value: ProjectCredentials;
     try {
       value = await this.bus.request<ProjectCredentials>(
@@ -48,16 +87,15 @@ export class CredentialsCache {
         project_id: projectId,
       });
     }
-    if (this.ttlMs > 0) {
-      if (this.entries.size >= MAX_ENTRIES) this.prune(now);
-      this.entries.set(projectId, { at: now, value });
-    }
     return value;
   }
 
   /** Forgets a project (its state changed: the next send must see the new one). */
   forget(projectId: string): void {
+    for (const mark of this.marks.get(projectId) ?? []) mark.stale = true;
     this.entries.delete(projectId);
+    // a send from now on asks anew rather than join a request that may predate the change
+    this.asking.delete(projectId);
   }
 
   private prune(now: number): void {

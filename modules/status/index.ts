@@ -29,6 +29,8 @@ import { Uplinks } from './uplinks.js';
 
 /** Broker logins answered at once (each is a cache hit or waits for a shared read). */
 const LOGINS_IN_FLIGHT = 256;
+/** Credential requests of sends answered at once, for the same reason. */
+const CREDENTIALS_IN_FLIGHT = 256;
 
 /**
  * `status`: project provisioning (secrets, MQTT credentials, broker authentication) and presence
@@ -143,31 +145,39 @@ function createStatus(ctx: ModuleContext<StatusConfig>) {
       credentialEvents.rotated(req.project_id, rec.prev_secret_expires_at);
       return created;
     });
-    bus.subscribe(STATUS.credentials, (body) => {
-      const { project_id } = parseRequest(requests.idOnly, body);
-      const answer = (rec: ProjectRecord, e = presence.get(rec.project_id)): ProjectCredentials => ({
-        project_id: rec.project_id,
-        enabled: rec.enabled,
-        state: e?.state ?? 'offline',
-        secrets: projects.validSecrets(rec),
-        prev_secret_expires_at: rec.prev_secret_expires_at,
-        require_data_signature: cfg.require_data_signature,
-        clock_window_ms: cfg.clock_window_ms,
-      });
-      // Hot (every command signs with it): answered without a promise when cached.
-      const r = projects.lookup(project_id);
-      if (r instanceof Promise) return projects.require(project_id).then((rec) => answer(rec));
-      if (!r) return projects.require(project_id).then((rec) => answer(rec)); // throws STATUS_ERR_NOT_FOUND
-      // A send to a project this read model does not show online is refused: with other
-      // instances writing presence, the row is asked first (its announcement may be on its way).
-      const e = presence.get(project_id);
-      if (!pgSettings || e?.state === 'online' || (e && e.pending > 0)) return answer(r, e);
-      // the database unreachable: the read model's answer rather than none
-      return sync.check(project_id).then(
-        (fresh: PresenceEntry | undefined) => answer(r, fresh),
-        () => answer(r, presence.get(project_id)),
-      );
-    });
+    // A pure read, like a login: a miss waits for the store's batched read without holding the
+    // mailbox. Held, a burst of sends to projects not yet cached (a hub's first seconds, or the
+    // command module's cache expiring under load) made one database read per project, one after
+    // another, and the last sends of the burst waited seconds for their 202.
+    bus.subscribe(
+      STATUS.credentials,
+      (body) => {
+        const { project_id } = parseRequest(requests.idOnly, body);
+        const answer = (rec: ProjectRecord, e = presence.get(rec.project_id)): ProjectCredentials => ({
+          project_id: rec.project_id,
+          enabled: rec.enabled,
+          state: e?.state ?? 'offline',
+          secrets: projects.validSecrets(rec),
+          prev_secret_expires_at: rec.prev_secret_expires_at,
+          require_data_signature: cfg.require_data_signature,
+          clock_window_ms: cfg.clock_window_ms,
+        });
+        // Hot (every command signs with it): answered without a promise when cached.
+        const r = projects.lookup(project_id);
+        if (r instanceof Promise) return projects.require(project_id).then((rec) => answer(rec));
+        if (!r) return projects.require(project_id).then((rec) => answer(rec)); // throws STATUS_ERR_NOT_FOUND
+        // A send to a project this read model does not show online is refused: with other
+        // instances writing presence, the row is asked first (its announcement may be on its way).
+        const e = presence.get(project_id);
+        if (!pgSettings || e?.state === 'online' || (e && e.pending > 0)) return answer(r, e);
+        // the database unreachable: the read model's answer rather than none
+        return sync.check(project_id).then(
+          (fresh: PresenceEntry | undefined) => answer(r, fresh),
+          () => answer(r, presence.get(project_id)),
+        );
+      },
+      { concurrency: CREDENTIALS_IN_FLIGHT },
+    );
     // A login is a pure read: a miss waits for the store's batched read (ProjectStore.load)
     // without holding the mailbox, so the logins of a fleet reconnecting at once share queries.
     bus.subscribe(
