@@ -191,6 +191,7 @@ export async function runAsyncSuite(): Promise<SuiteResult> {
       floor.stop,
     ];
     cleanups.unshift(...floorCleanups);
+    const floorOpen = await floorHttp.open('/', IN_FLIGHT);
     const fw = await driveWindow({
       http: floorHttp,
       path: '/send',
@@ -238,6 +239,7 @@ export async function runAsyncSuite(): Promise<SuiteResult> {
       if (Date.now() > deadline) throw new Error('agents did not come online');
     }
 
+    const hubOpen = await http.open('/healthz', IN_FLIGHT);
     const hw = await driveWindow({
       http,
       path: `${API}/command/send`,
@@ -284,6 +286,7 @@ export async function runAsyncSuite(): Promise<SuiteResult> {
         `${WINDOW_MS / 1000} s sustained after ${WARMUP_MS / 1000} s warm-up, for the floor and then the hub; ${IN_FLIGHT} commands in flight end to end over ${AGENTS} agents (one connection each; hub: lean simulated, signed; floor: unsigned echo); against the floor the ratio is hub / floor (goal >= 0.8x, accept p99 < 100 ms)`,
         `databases: hub and floor both on the PostgreSQL server (${PG_URL}), each in a fresh schema (hub ${schema}, floor ${floorDb.config.schema}); hub: child process; floor: hand-coded node:http + pg + mqtt.js child process, writes micro-batched; Mosquitto private`,
         `raw: mqtt.js QoS 1 echo, ${IN_FLIGHT} in flight, ${ECHO_MS / 1000} s, echo peer in a child process, before the floor and the hub started`,
+        `connections: the client opens its ${IN_FLIGHT} keep-alive connections before each warm-up (a request on each at once): floor ${floorOpen.ms.toFixed(0)} ms (${floorOpen.sockets} kept), hub ${hubOpen.ms.toFixed(0)} ms (${hubOpen.sockets} kept)`,
         `hub: accepted ${hw.accepted}, completed ${hd.completed}, results stored ${results.rows[0].n}, statuses ${JSON.stringify(last)}, HTTP errors ${errorsNote(hw.errors)}`,
         `floor: accepted ${fw.accepted}, completed ${fd.completed}, HTTP errors ${errorsNote(fw.errors)}; ${fstats.inserted} rows in ${fstats.insert_batches} INSERTs (${(fstats.inserted / Math.max(1, fstats.insert_batches)).toFixed(1)} per statement), ${fstats.updated} in ${fstats.update_batches} UPDATEs (${(fstats.updated / Math.max(1, fstats.update_batches)).toFixed(1)})`,
         `command stats: published ${stats.published}, publish_errors ${stats.publish_errors}, flushes ${stats.flushes}, publish outcomes left to the ack ${stats.outcomes_skipped ?? 0}, flush_errors ${stats.flush_errors}, duplicate_results ${stats.duplicate_results}; agent duplicates ${agents.reduce((n, a) => n + a.counters.duplicates, 0)}`,
