@@ -14,12 +14,23 @@ import { type ProjectCredentials, STATUS } from '../status/contract/topics.js';
 const MAX_ENTRIES = 10_000;
 const REQUEST_TIMEOUT_MS = 5_000;
 
+/** One STATUS.credentials request in flight. */
+interface Asking {
+  /** A send that misses may wait for it (false: asked with `fresh`, for its caller alone). */
+  shared: boolean;
+  /** Asked before a `forget`: its answer is not kept. */
+  stale: boolean;
+  answer: Promise<ProjectCredentials>;
+}
+
 export class CredentialsCache {
   private readonly entries = new Map<string, { at: number; value: ProjectCredentials }>();
-  /** Requests in flight, by project: the sends that miss together wait for the same answer. */
-  private readonly asking = new Map<string, Promise<ProjectCredentials>>();
-  /** Each request's mark, by project: `forget` marks them stale, and a stale answer is used but not kept. */
-  private readonly marks = new Map<string, Set<{ stale: boolean }>>();
+  /**
+   * Requests in flight, by project. A send that misses joins one not marked stale (`fresh`
+   * ones are never joined); `forget` marks them all stale, and a stale answer serves the sends
+   * that asked for it but is not kept.
+   */
+  private readonly asking = new Map<string, Set<Asking>>();
 
   constructor(
     private readonly bus: ModuleBus,
@@ -32,34 +43,26 @@ export class CredentialsCache {
     const now = this.clock.now();
     const hit = this.entries.get(projectId);
     if (!fresh && hit && now - hit.at < this.ttlMs) return hit.value;
-    const inFlight = fresh ? undefined : this.asking.get(projectId);
-    if (inFlight) return inFlight;
-    const asked = this.ask(projectId, now);
-    if (!fresh) {
-      this.asking.set(projectId, asked);
-      const done = () => {
-        if (this.asking.get(projectId) === asked) this.asking.delete(projectId);
-      };
-      asked.then(done, done);
-    }
-    return asked;
+    const inFlight = this.asking.get(projectId) ?? new Set<Asking>();
+    if (!fresh) for (const a of inFlight) if (a.shared && !a.stale) return a.answer;
+    // answer is set before anything can look at it: ask() first yields at its request
+    const a = { shared: !fresh, stale: false } as Asking;
+    this.asking.set(projectId, inFlight.add(a));
+    a.answer = this.ask(projectId, now, a, inFlight);
+    return a.answer;
   }
 
-  private async ask(projectId: string, now: number): Promise<ProjectCredentials> {
-    const mark = { stale: false };
-    const marks = this.marks.get(projectId) ?? new Set<{ stale: boolean }>();
-    this.marks.set(projectId, marks);
-    marks.add(mark);
+  private async ask(projectId: string, now: number, a: Asking, inFlight: Set<Asking>): Promise<ProjectCredentials> {
     try {
       const value = await this.request(projectId);
-      if (this.ttlMs > 0 && !mark.stale) {
+      if (this.ttlMs > 0 && !a.stale) {
         if (this.entries.size >= MAX_ENTRIES) this.prune(now);
         this.entries.set(projectId, { at: now, value });
       }
       return value;
     } finally {
-      marks.delete(mark);
-      if (marks.size === 0 && this.marks.get(projectId) === marks) this.marks.delete(projectId);
+      inFlight.delete(a);
+      if (inFlight.size === 0 && this.asking.get(projectId) === inFlight) this.asking.delete(projectId);
     }
   }
 
@@ -92,10 +95,9 @@ export class CredentialsCache {
 
   /** Forgets a project (its state changed: the next send must see the new one). */
   forget(projectId: string): void {
-    for (const mark of this.marks.get(projectId) ?? []) mark.stale = true;
-    this.entries.delete(projectId);
     // a send from now on asks anew rather than join a request that may predate the change
-    this.asking.delete(projectId);
+    for (const a of this.asking.get(projectId) ?? []) a.stale = true;
+    this.entries.delete(projectId);
   }
 
   private prune(now: number): void {

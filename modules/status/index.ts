@@ -27,10 +27,8 @@ import { PresenceSync, presenceChannel } from './sync.js';
 import { Timeouts } from './timeouts.js';
 import { Uplinks } from './uplinks.js';
 
-/** Broker logins answered at once (each is a cache hit or waits for a shared read). */
-const LOGINS_IN_FLIGHT = 256;
-/** Credential requests of sends answered at once, for the same reason. */
-const CREDENTIALS_IN_FLIGHT = 256;
+/** Pure reads (broker logins, credentials of sends) answered at once: each is a cache hit or waits for a shared read. */
+const READS_IN_FLIGHT = 256;
 
 /**
  * `status`: project provisioning (secrets, MQTT credentials, broker authentication) and presence
@@ -176,7 +174,7 @@ function createStatus(ctx: ModuleContext<StatusConfig>) {
           () => answer(r, presence.get(project_id)),
         );
       },
-      { concurrency: CREDENTIALS_IN_FLIGHT },
+      { concurrency: READS_IN_FLIGHT },
     );
     // A login is a pure read: a miss waits for the store's batched read (ProjectStore.load)
     // without holding the mailbox, so the logins of a fleet reconnecting at once share queries.
@@ -186,7 +184,7 @@ function createStatus(ctx: ModuleContext<StatusConfig>) {
         const b = (body ?? {}) as { username?: unknown; password?: unknown };
         return projects.authenticate(b.username, b.password);
       },
-      { concurrency: LOGINS_IN_FLIGHT },
+      { concurrency: READS_IN_FLIGHT },
     );
     bus.subscribe(
       STATUS.online,
