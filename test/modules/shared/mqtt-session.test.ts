@@ -248,3 +248,25 @@ test('addresses and logged URLs carry no credentials', () => {
   });
   assert.equal(brokerAddress('ws://h/mqtt').websocket, true);
 });
+
+describe("mqtt.js's packet log", () => {
+  test('is not called per packet unless DEBUG asks for it', async () => {
+    const saved = process.env.DEBUG;
+    try {
+      delete process.env.DEBUG;
+      const quiet = session('mqtt://127.0.0.1:1').s;
+      // mqtt.js's own logger is a `debug` instance with a namespace; ours is a function that does nothing
+      assert.equal((quiet.client as unknown as { log: { namespace?: string } }).log.namespace, undefined);
+      process.env.DEBUG = 'mqttjs*';
+      const loud = session('mqtt://127.0.0.1:1').s;
+      assert.equal((loud.client as unknown as { log: { namespace?: string } }).log.namespace, 'mqttjs:client');
+      // a caller's own logger is kept
+      const own = (): void => {};
+      const mine = session('mqtt://127.0.0.1:1', { client: { log: own } }).s;
+      assert.equal((mine.client as unknown as { log: unknown }).log, own);
+    } finally {
+      if (saved === undefined) delete process.env.DEBUG;
+      else process.env.DEBUG = saved;
+    }
+  });
+});
