@@ -133,10 +133,15 @@ export function withPayload<M extends { payload: unknown }>(
   envelope: M,
   schema: z.ZodType,
   raw: Record<string, unknown>,
+  plain?: (payload: unknown) => unknown,
 ): ParseResult<M> {
-  const payload = schema.safeParse(envelope.payload);
-  if (!payload.success) return schemaFailure(payload.error, raw, ['payload']);
-  const msg = { ...envelope, payload: payload.data };
+  let data = plain?.(envelope.payload);
+  if (data === undefined) {
+    const payload = schema.safeParse(envelope.payload);
+    if (!payload.success) return schemaFailure(payload.error, raw, ['payload']);
+    data = payload.data;
+  }
+  const msg = { ...envelope, payload: data };
   // Defaults may have been filled in; the signature covers what the sender sent (docs/wire-protocol.md#signing).
   bindSignedSource(msg, raw);
   return { ok: true, value: msg };

@@ -21,6 +21,7 @@ import {
   type ParseOptions,
   withPayload,
 } from './envelope.js';
+import { plainDataEnvelope } from './plain.js';
 import { type Uplink, type UplinkSpec, uplinkSpec } from './uplinks.js';
 import {
   COMMAND_DOWN_PREFIX,
@@ -63,9 +64,12 @@ export function parseUplink(
     const decoded = decode(raw, opts);
     if (!decoded.ok) return decoded;
     const obj = decoded.value;
+    const plainEnv = isCommand ? undefined : plainDataEnvelope(obj);
     const env = isCommand
       ? checkEnvelope(obj, 'command', topic, CommandMessageSchema)
-      : checkEnvelope(obj, 'message', topic, DataMessageSchema);
+      : plainEnv
+        ? ({ ok: true, value: plainEnv } as const)
+        : checkEnvelope(obj, 'message', topic, DataMessageSchema);
     if (!env.ok) return env;
     const kind = isCommand ? 'command' : 'data';
     const field = isCommand ? 'command_type' : 'data_type';
@@ -74,7 +78,7 @@ export function parseUplink(
     const spec = uplinkSpec(type);
     if (spec?.kind !== kind)
       return fail('PROTO_ERR_UNKNOWN_TYPE', `${field}: unknown uplink ${kind} type ${show(type)}`);
-    const r = withPayload(env.value, spec.schema, obj);
+    const r = withPayload(env.value, spec.schema, obj, spec.plain);
     if (!r.ok) return r;
     const unsafe = unsafePayload(spec, r.value.payload);
     if (unsafe) return unsafe;

@@ -13,6 +13,7 @@
 import { z } from 'zod';
 import type { CommandMessage, DataMessage } from './envelope.js';
 import { int, orEmpty, uuid, wireTime } from './fields.js';
+import { plainHeartbeat } from './plain.js';
 import { TOPIC_COMMAND_UP, TOPIC_MESSAGE_UP } from './wire.js';
 
 // ---------------------------------------------------------------------------------------------
@@ -185,6 +186,8 @@ export interface UplinkSpec {
   kind: 'command' | 'data';
   /** The payload as agents send it (input) and as handlers read it (output). */
   schema: z.ZodType;
+  /** The schema's output for a plainly valid payload without running it, undefined to let it decide (plain.ts). */
+  plain?: (payload: unknown) => unknown;
   /** `required`: unsigned is refused; `when_present`: verified when present, required only with `status.require_data_signature`. */
   signature: 'required' | 'when_present';
   freshness: Freshness;
@@ -239,6 +242,7 @@ export const UPLINKS = {
   heartbeat: {
     kind: 'data',
     schema: HeartbeatPayloadSchema,
+    plain: plainHeartbeat,
     signature: 'when_present',
     freshness: 'window_and_replay',
     durable: false,
