@@ -50,7 +50,7 @@ export class Bus {
   private readonly boxes = new Map<string, Mailbox>();
   /**
    * The mailboxes a topic goes to (topic-index.ts RouteCache), dropped whenever a mailbox's
-   * patterns change. A topic is checked once, before it is cached.
+   * patterns change. Every topic published is checked (assertPublishTopic) before it is routed.
    */
   private readonly routes = new RouteCache<Mailbox[]>(
     ROUTE_CACHE_MAX,

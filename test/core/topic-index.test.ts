@@ -3,7 +3,7 @@ import { describe, test } from 'node:test';
 import fc from 'fast-check';
 import { Bus } from '../../core/bus.js';
 import { silentLogger } from '../../core/log.js';
-import { RouteKeys, TopicIndex } from '../../core/topic-index.js';
+import { RouteCache, RouteKeys, TopicIndex } from '../../core/topic-index.js';
 import { compilePattern } from '../../core/topics.js';
 
 /** Filters (literals, `+`, a trailing `#`) and topics over small level alphabets, so they meet often. */
@@ -59,6 +59,57 @@ describe('RouteKeys', () => {
       }),
       { numRuns: 2000 },
     );
+  });
+
+  test('the route cache answers every topic as the filters say, across clears past its size (property)', () => {
+    fc.assert(
+      fc.property(
+        fc.uniqueArray(filter, { maxLength: 8 }),
+        fc.array(topic, { minLength: 1, maxLength: 30 }),
+        fc.integer({ min: 1, max: 6 }),
+        (filters, topics, max) => {
+          const matching = (t: string) => filters.filter((f) => compilePattern(f)(t)).sort();
+          let computed = 0;
+          const cache = new RouteCache<string[]>(
+            max,
+            () => filters,
+            (t) => {
+              computed++;
+              return matching(t);
+            },
+          );
+          for (const t of [...topics, ...topics]) assert.deepEqual(cache.get(t), matching(t), t);
+          // routes are shared by key: never more computations than lookups, fewer once keys repeat
+          assert.ok(computed <= topics.length * 2);
+        },
+      ),
+      { numRuns: 2000 },
+    );
+  });
+
+  test('a fleet of project topics is one cached route', () => {
+    const filters = ['hub/uplink/+/data/heartbeat', 'hub/uplink/+/data/exec_result', 'command/send'];
+    let computed = 0;
+    const cache = new RouteCache<number>(
+      16,
+      () => filters,
+      () => ++computed,
+    );
+    for (let i = 0; i < 1000; i++) assert.equal(cache.get(`hub/uplink/p-${i}/data/heartbeat`), 1);
+    assert.equal(cache.get('hub/uplink/p-1/data/exec_result'), 2);
+    assert.equal(cache.get('command/send'), 3);
+    assert.equal(computed, 3);
+    // a refused topic is refused on every lookup, cached route or not
+    const strict = new RouteCache<number>(
+      16,
+      () => filters,
+      () => 1,
+      (t) => {
+        if (t.includes('+')) throw new Error('refused');
+      },
+    );
+    assert.equal(strict.get('hub/uplink/p/data/heartbeat'), 1);
+    assert.throws(() => strict.get('hub/uplink/+/data/heartbeat'), /refused/);
   });
 
   test('a fleet of project topics shares one key; the fixed levels stay', () => {
