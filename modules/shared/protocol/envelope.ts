@@ -143,6 +143,8 @@ export function withPayload<M extends { payload: unknown }>(
   }
   const msg = { ...envelope, payload: data };
   // Defaults may have been filled in; the signature covers what the sender sent (docs/wire-protocol.md#signing).
-  bindSignedSource(msg, raw);
+  // A message that is the sent object's own fields (plain.ts changed nothing) is its own source:
+  // it canonicalises to the same text, and a WeakMap entry per uplink costs the collector too.
+  if (envelope !== (raw as unknown) || data !== raw.payload) bindSignedSource(msg, raw);
   return { ok: true, value: msg };
 }

@@ -2,9 +2,11 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import fc from 'fast-check';
 import { DataMessageSchema } from '../../../modules/shared/protocol/envelope.js';
+import { parseUplink } from '../../../modules/shared/protocol/parse.js';
 import { plainDataEnvelope, plainHeartbeat } from '../../../modules/shared/protocol/plain.js';
 import { HeartbeatPayloadSchema, UPLINKS } from '../../../modules/shared/protocol/uplinks.js';
-import { isValidProjectId } from '../../../modules/shared/protocol/wire.js';
+import { isValidProjectId, TOPIC_MESSAGE_UP } from '../../../modules/shared/protocol/wire.js';
+import { signMessage, verifySignature } from '../../../modules/shared/signing.js';
 
 // Inputs as decode hands them over: what JSON.parse makes (own `__proto__` keys included).
 const asParsed = <T>(v: T): T => JSON.parse(JSON.stringify(v));
@@ -174,4 +176,29 @@ test('the shapes agents send take the plain path: the seed example, the bench ag
   assert.equal(plainDataEnvelope({ ...env, timestamp: '2024-01-01T12:00:00' }), undefined);
   assert.equal(plainHeartbeat({ pid: -1 }), undefined);
   assert.equal(plainHeartbeat(asParsed(JSON.parse('{"__proto__":{"x":1}}'))), undefined);
+});
+
+test('property: a parsed heartbeat verifies against what was sent, whether or not the plain path changed it', () => {
+  const secret = 'plain-test-secret';
+  fc.assert(
+    fc.property(heartbeats, times, fc.boolean(), (payload, timestamp, tamper) => {
+      const unsigned = {
+        message_id: '3f1c2a4e-8b7d-4c6e-9a1b-2d3e4f5a6b7c',
+        type: 'message',
+        project_id: 'plant-7',
+        timestamp,
+        version: '1.0',
+        data_type: 'heartbeat',
+        payload,
+        encrypted: false,
+      };
+      const sent: Record<string, unknown> = { ...unsigned, signature: signMessage(unsigned, secret) };
+      if (tamper) sent.note = 'added after signing';
+      const r = parseUplink(TOPIC_MESSAGE_UP, JSON.stringify(sent));
+      if (!r.ok) return;
+      // timestamps as strings and uptime without uptime_s are normalised: the view differs from what was signed
+      assert.equal(verifySignature(r.value.msg, secret), !tamper);
+    }),
+    { numRuns: 3000 },
+  );
 });
