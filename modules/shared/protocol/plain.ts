@@ -1,5 +1,6 @@
 /**
- * The common case without zod: a data envelope and a heartbeat payload that are plainly valid
+ * The common case without zod: a data envelope and the payloads of the frequent uplinks
+ * (heartbeat, command_ack, log_result, exec_result) that are plainly valid
  * (the types the schemas ask for, nothing to refuse), turned into what the schemas would output
  * without running them. Anything else — a wrong type, a missing field, a key that could not be an
  * own data property of a copy (`__proto__`) — gives `undefined`, and the zod schema decides and
@@ -17,7 +18,7 @@
 import { z } from 'zod';
 import type { DataMessageSchema } from './envelope.js';
 import { parseRfc3339 } from './fields.js';
-import type { HeartbeatPayload } from './uplinks.js';
+import type { CommandAckPayload, ExecResultPayload, HeartbeatPayload, LogResultPayload } from './uplinks.js';
 import { isValidProjectId, PROTOCOL_VERSION } from './wire.js';
 
 type Plain = Record<string, unknown>;
@@ -95,4 +96,48 @@ export function plainHeartbeat(payload: unknown): HeartbeatPayload | undefined {
   }
   if (p.uptime_s === undefined && p.uptime !== undefined) out = { ...out, uptime_s: p.uptime };
   return out as HeartbeatPayload;
+}
+
+const isGuid = (v: unknown): boolean => typeof v === 'string' && z.regexes.guid.test(v);
+const EXEC_STATUSES: ReadonlySet<unknown> = new Set(['success', 'failure', 'timeout']);
+
+/** CommandAckPayloadSchema's output for `payload`, or undefined for the schema to decide. */
+export function plainCommandAck(payload: unknown): CommandAckPayload | undefined {
+  return plainObject(payload) && isGuid(payload.command_id) ? (payload as unknown as CommandAckPayload) : undefined;
+}
+
+/** LogResultPayloadSchema's output for `payload`, or undefined for the schema to decide. */
+export function plainLogResult(payload: unknown): LogResultPayload | undefined {
+  if (!plainObject(payload)) return undefined;
+  const p = payload;
+  const ok =
+    isGuid(p.command_id) && Number.isSafeInteger(p.seq) && (p.seq as number) >= 0 && typeof p.content === 'string';
+  return ok ? (p as unknown as LogResultPayload) : undefined;
+}
+
+/**
+ * ExecResultPayloadSchema's output for `payload`, or undefined for the schema to decide: times
+ * read as ms, `output` and `error` '' when absent.
+ */
+export function plainExecResult(payload: unknown): ExecResultPayload | undefined {
+  if (!plainObject(payload)) return undefined;
+  const p = payload;
+  if (
+    !isGuid(p.command_id) ||
+    !EXEC_STATUSES.has(p.status) ||
+    !Number.isSafeInteger(p.exit_code) ||
+    !Number.isSafeInteger(p.duration) ||
+    (p.duration as number) < 0 ||
+    !optionalString(p.output) ||
+    !optionalString(p.error)
+  ) {
+    return undefined;
+  }
+  const start = wireMs(p.start_time);
+  const end = wireMs(p.end_time);
+  if (start === undefined || end === undefined) return undefined;
+  if (start === p.start_time && end === p.end_time && p.output !== undefined && p.error !== undefined) {
+    return p as unknown as ExecResultPayload;
+  }
+  return { ...p, start_time: start, end_time: end, output: p.output ?? '', error: p.error ?? '' } as ExecResultPayload;
 }

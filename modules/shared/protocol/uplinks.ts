@@ -13,7 +13,7 @@
 import { z } from 'zod';
 import type { CommandMessage, DataMessage } from './envelope.js';
 import { int, orEmpty, uuid, wireTime } from './fields.js';
-import { plainHeartbeat } from './plain.js';
+import { plainCommandAck, plainExecResult, plainHeartbeat, plainLogResult } from './plain.js';
 import { TOPIC_COMMAND_UP, TOPIC_MESSAGE_UP } from './wire.js';
 
 // ---------------------------------------------------------------------------------------------
@@ -260,6 +260,7 @@ export const UPLINKS = {
   command_ack: {
     kind: 'data',
     schema: CommandAckPayloadSchema,
+    plain: plainCommandAck,
     signature: 'when_present',
     freshness: 'future_only',
     durable: true,
@@ -270,6 +271,7 @@ export const UPLINKS = {
   log_result: {
     kind: 'data',
     schema: LogResultPayloadSchema,
+    plain: plainLogResult,
     signature: 'when_present',
     freshness: 'window_and_replay',
     durable: false,
@@ -281,6 +283,7 @@ export const UPLINKS = {
   exec_result: {
     kind: 'data',
     schema: ExecResultPayloadSchema,
+    plain: plainExecResult,
     signature: 'when_present',
     freshness: 'future_only',
     durable: true,

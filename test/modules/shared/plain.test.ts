@@ -3,8 +3,20 @@ import { test } from 'node:test';
 import fc from 'fast-check';
 import { DataMessageSchema } from '../../../modules/shared/protocol/envelope.js';
 import { parseUplink } from '../../../modules/shared/protocol/parse.js';
-import { plainDataEnvelope, plainHeartbeat } from '../../../modules/shared/protocol/plain.js';
-import { HeartbeatPayloadSchema, UPLINKS } from '../../../modules/shared/protocol/uplinks.js';
+import {
+  plainCommandAck,
+  plainDataEnvelope,
+  plainExecResult,
+  plainHeartbeat,
+  plainLogResult,
+} from '../../../modules/shared/protocol/plain.js';
+import {
+  CommandAckPayloadSchema,
+  ExecResultPayloadSchema,
+  HeartbeatPayloadSchema,
+  LogResultPayloadSchema,
+  UPLINKS,
+} from '../../../modules/shared/protocol/uplinks.js';
 import { isValidProjectId, TOPIC_MESSAGE_UP } from '../../../modules/shared/protocol/wire.js';
 import { signMessage, verifySignature } from '../../../modules/shared/signing.js';
 
@@ -202,3 +214,62 @@ test('property: a parsed heartbeat verifies against what was sent, whether or no
     { numRuns: 3000 },
   );
 });
+
+const commandId = field(
+  fc.oneof(
+    fc.uuid(),
+    fc.uuid().map((u) => u.toUpperCase()),
+  ),
+  'not-a-uuid',
+  '',
+);
+const resultPayloads = {
+  command_ack: withExtra(fc.record({ command_id: commandId }, { requiredKeys: [] })),
+  log_result: withExtra(
+    fc.record(
+      { command_id: commandId, seq: field(fc.nat(), -1, 0.5, '1'), content: field(fc.string(), null) },
+      { requiredKeys: ['command_id', 'seq', 'content'] },
+    ),
+  ),
+  exec_result: withExtra(
+    fc.record(
+      {
+        command_id: commandId,
+        status: field(fc.constantFrom('success', 'failure', 'timeout'), 'ok', 'SUCCESS'),
+        exit_code: field(fc.integer({ min: -300, max: 300 }), 1.5, '0', 2 ** 53),
+        output: field(fc.string(), null, 7),
+        error: field(fc.string(), null),
+        start_time: times,
+        end_time: times,
+        duration: field(fc.nat(), -1, 0.5),
+      },
+      { requiredKeys: ['command_id', 'status', 'exit_code', 'start_time', 'end_time', 'duration'] },
+    ),
+  ),
+};
+const resultCases = [
+  { type: 'command_ack', plain: plainCommandAck, schema: CommandAckPayloadSchema },
+  { type: 'log_result', plain: plainLogResult, schema: LogResultPayloadSchema },
+  { type: 'exec_result', plain: plainExecResult, schema: ExecResultPayloadSchema },
+] as const;
+
+for (const { type, plain, schema } of resultCases) {
+  test(`property: a plain ${type} payload is exactly what its schema outputs`, () => {
+    let plainCount = 0;
+    fc.assert(
+      fc.property(fc.oneof({ weight: 10, arbitrary: resultPayloads[type] }, { weight: 1, arbitrary: anyJson }), (p) => {
+        const out = plain(p);
+        if (out === undefined) return;
+        plainCount++;
+        const z = schema.safeParse(p);
+        assert.ok(z.success, `the schema refuses what the plain path took: ${JSON.stringify(p)}`);
+        assert.deepStrictEqual(out, z.data);
+      }),
+      { numRuns: 3000 },
+    );
+    assert.ok(plainCount > 600, `only ${plainCount} plain payloads`);
+    // the table's own example (the seed's shape) takes the plain path
+    const example = asParsed(UPLINKS[type].example);
+    assert.deepStrictEqual(plain(example), schema.parse(example));
+  });
+}
