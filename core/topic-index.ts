@@ -171,7 +171,8 @@ export class RouteCache<T> {
 
   get(topic: string): T {
     this.admit(topic);
-    const keys = (this.keys ??= new RouteKeys(this.filters()));
+    this.keys ??= new RouteKeys(this.filters());
+    const keys = this.keys;
     let node = this.root;
     let start = 0;
     for (let depth = 0; ; depth++) {
