@@ -95,8 +95,11 @@ function isSafeJson(value: unknown, limits: JsonLimits): boolean {
   return true;
 }
 
-/** The walk that names what is unsafe and where (findUnsafeJson once isSafeJson said no). */
-function locateUnsafeJson(value: unknown, limits: JsonLimits): UnsafeJson | null {
+/**
+ * The walk that names what is unsafe and where: findUnsafeJson runs it once isSafeJson said no.
+ * Exported as the model findUnsafeJson is held to (test/modules/shared/sanitize.test.ts).
+ */
+export function locateUnsafeJson(value: unknown, limits: JsonLimits): UnsafeJson | null {
   const stack: Array<{ v: unknown; path: string; depth: number }> = [{ v: value, path: '', depth: 0 }];
   let nodes = 0;
   while (stack.length > 0) {
