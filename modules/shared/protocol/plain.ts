@@ -4,13 +4,14 @@
  * (the types the schemas ask for, nothing to refuse), turned into what the schemas would output
  * without running them. Anything else — a wrong type, a missing field, a key that could not be an
  * own data property of a copy (`__proto__`) — gives `undefined`, and the zod schema decides and
- * words the refusal as before. Every uplink passes here: zod's envelope and heartbeat schemas
+ * words the refusal as before. Every data uplink passes here: zod's envelope and heartbeat schemas
  * were about a tenth of the hub's CPU under bench heartbeat, and the copies they return about a
  * sixth of the bytes it allocated.
  *
  * The output may share objects with the input (a heartbeat's `metrics`), where zod copies. Inputs
  * are what JSON.parse made (decode): nothing else holds them, and the signature is checked
- * against that object (withPayload binds it) before any module sees the message.
+ * against that object (the message itself when it is that object's own fields, else the object
+ * withPayload binds to it) before any module sees the message.
  *
  * test/modules/shared/plain.test.ts holds both to their schemas: for any input, a defined result
  * equals the schema's output, and the shapes agents send (the bench's, the seed's) take this path.
