@@ -107,7 +107,11 @@ export class RouteKeys {
     }
   }
 
-  /** The topic's key (the topic itself when every level is some filter's literal). */
+  /**
+   * The topic's key as a string (the topic itself when every level is some filter's literal):
+   * the definition RouteCache follows level by level (literalAt) without building it. The tests
+   * hold the keying sound with it; nothing on the hot path calls it.
+   */
   key(topic: string): string {
     // one scan without slicing or hashing levels: the key is built only once a level is not a literal
     let out: string | null = null;

@@ -64,11 +64,12 @@ export function parseUplink(
     const decoded = decode(raw, opts);
     if (!decoded.ok) return decoded;
     const obj = decoded.value;
+    // a plainly valid data envelope skips its schema (plain.ts); the rest is checked and refused by it
     const plainEnv = isCommand ? undefined : plainDataEnvelope(obj);
-    const env = isCommand
-      ? checkEnvelope(obj, 'command', topic, CommandMessageSchema)
-      : plainEnv
-        ? ({ ok: true, value: plainEnv } as const)
+    const env = plainEnv
+      ? ({ ok: true, value: plainEnv } as const)
+      : isCommand
+        ? checkEnvelope(obj, 'command', topic, CommandMessageSchema)
         : checkEnvelope(obj, 'message', topic, DataMessageSchema);
     if (!env.ok) return env;
     const kind = isCommand ? 'command' : 'data';

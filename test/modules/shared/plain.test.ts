@@ -106,16 +106,17 @@ test('property: a plain heartbeat is exactly what HeartbeatPayloadSchema outputs
   holdsToSchema(heartbeats, plainHeartbeat, HeartbeatPayloadSchema, 5000, 1000);
 });
 
-const ENVELOPE_KEYS = [
-  'message_id',
-  'type',
-  'project_id',
-  'timestamp',
-  'version',
-  'data_type',
-  'payload',
-  'encrypted',
-] as const;
+/** The envelope's required fields, as the schema names them (all but the signature). */
+type EnvelopeKey =
+  | 'message_id'
+  | 'type'
+  | 'project_id'
+  | 'timestamp'
+  | 'version'
+  | 'data_type'
+  | 'payload'
+  | 'encrypted';
+const ENVELOPE_KEYS = Object.keys(DataMessageSchema.shape).filter((k) => k !== 'signature') as EnvelopeKey[];
 const fullEnvelopes = withExtra(
   fc.record(
     {
