@@ -138,8 +138,10 @@ describe('the seed messages, verbatim, through a real hub', () => {
       TOPIC_MESSAGE_UP,
       envelope(raw.projectId, raw.project.secret, 'message', 'command_ack', { command_id: id }),
     );
-    const start = new Date(Date.now() - 1500);
-    const end = new Date(Date.now() - 500);
+    // one clock reading for both: two readings a millisecond apart made the span 1001 ms
+    const now = Date.now();
+    const start = new Date(now - 1500);
+    const end = new Date(now - 500);
     await send(
       raw,
       TOPIC_MESSAGE_UP,
