@@ -128,13 +128,18 @@ async function caughtUp(
   }
 }
 
-/** Waits until two presence flushes have finished since the call (the first may have taken its batch before). */
+/**
+ * Waits until the status module has no presence row left to write and no flush running. (It
+ * waited for two more flushes before; a flush that finds nothing to write is not counted, so when
+ * one flush took the whole backlog it waited out its 15 s bound.)
+ */
+type Backlog = { presence?: { pending_writes?: number }; flush?: { in_flight?: boolean } };
 async function flushedBacklog(hub: HubProcess, timeoutMs = 15_000): Promise<number> {
   const t0 = performance.now();
-  const f0 = (await counts(hub, false)).flushes;
   while (performance.now() - t0 < timeoutMs) {
-    if ((await counts(hub, false)).flushes >= f0 + 2) break;
-    await sleep(50);
+    const s: Backlog = await ask<Backlog>(hub, STATUS.stats);
+    if (s.presence?.pending_writes === 0 && s.flush?.in_flight === false) break;
+    await sleep(25);
   }
   return performance.now() - t0;
 }
