@@ -409,6 +409,63 @@ export function cpuMsOf(pid: number): number {
   return (ticks * 1000) / 100; // CLK_TCK is 100 on Linux
 }
 
+/** The pids of every process named `postgres` (a PostgreSQL server: the postmaster and its backends). */
+export function postgresPids(): number[] {
+  const out: number[] = [];
+  for (const name of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      if (fs.readFileSync(`/proc/${name}/comm`, 'utf8').trim() === 'postgres') out.push(Number(name));
+    } catch {
+      // ended meanwhile
+    }
+  }
+  return out;
+}
+
+/** CPU time the whole machine has spent busy so far, ms (Linux /proc/stat: all but idle and iowait). */
+export function machineBusyMs(): number {
+  const f = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
+  const busy = f.reduce((a, x) => a + x, 0) - f[3] - f[4]; // fields: user nice system idle iowait irq softirq steal …
+  return (busy * 1000) / 100;
+}
+
+/**
+ * Where the CPU of a window went: started now, `read()` gives each named process's CPU ms since
+ * (`bench` is this process: the load generator), PostgreSQL's (every `postgres` process, those
+ * that came and went meanwhile not counted), the machine's busy ms in all and the window's
+ * wall-clock ms (`wall`). A process that
+ * ended meanwhile reads as what it had used when last seen (0).
+ */
+export function cpuLedger(pids: Record<string, number>): { read(): Record<string, number> } {
+  const safe = (pid: number) => {
+    try {
+      return cpuMsOf(pid);
+    } catch {
+      return 0;
+    }
+  };
+  const pgPids = postgresPids();
+  const pgMs = () => pgPids.reduce((a, pid) => a + safe(pid), 0);
+  const cpu = () => {
+    const u = process.cpuUsage();
+    return (u.user + u.system) / 1000;
+  };
+  const start = { bench: cpu(), postgres: pgMs(), machine: machineBusyMs(), wall: performance.now() };
+  const starts = Object.fromEntries(Object.entries(pids).map(([k, pid]) => [k, safe(pid)]));
+  return {
+    read() {
+      const out: Record<string, number> = {};
+      for (const [k, pid] of Object.entries(pids)) out[k] = safe(pid) - starts[k];
+      out.bench = cpu() - start.bench;
+      out.postgres = pgMs() - start.postgres;
+      out.machine = machineBusyMs() - start.machine;
+      out.wall = performance.now() - start.wall;
+      return out;
+    },
+  };
+}
+
 /** Lines of the hub log at `level` or above (pino numbers: 40 warn, 50 error, 60 fatal). */
 export function logLines(file: string, minLevel = 40): Array<{ level: number; msg: string } & Record<string, unknown>> {
   const out: Array<{ level: number; msg: string } & Record<string, unknown>> = [];

@@ -30,6 +30,7 @@ import { startPeer } from './baseline.js';
 import {
   type BenchDb,
   cleanupDir,
+  cpuLedger,
   cpuMsOf,
   envNumber,
   freePort,
@@ -295,6 +296,14 @@ async function setup(
   }
 }
 
+/** A ledger's CPU ms as µs per message, `name value` in its order, and the cores the machine kept busy on average. */
+function cpuPerMessage(ms: Record<string, number>, messages: number, rename: Record<string, string> = {}): string {
+  const n = Math.max(1, messages);
+  const { wall, ...cpu } = ms;
+  const each = Object.entries(cpu).map(([k, v]) => `${rename[k] ?? k} ${((v * 1000) / n).toFixed(1)}`);
+  return `${each.join(', ')} (${(cpu.machine / Math.max(1, wall)).toFixed(2)} cores busy)`;
+}
+
 /** The first pass over every project (project cache cold): how long until all are ingested. */
 async function coldPass(ph: Phase, embedded: boolean, n: number): Promise<{ ms: number; ingested: number }> {
   const base = await counts(ph.hub, embedded);
@@ -365,6 +374,7 @@ export async function runHeartbeatSuite(): Promise<SuiteResult> {
   // ─── Mosquitto ──────────────────────────────────────────────────────────────────────────
   const mosq = await startMosquitto();
   let baseline = 0;
+  let baseCpu = '';
   try {
     const ph = await setup(mosq.url, ids, async (load) => {
       const sink = await startPeer('sink', mosq.url, TOPIC_MESSAGE_UP);
@@ -372,9 +382,11 @@ export async function runHeartbeatSuite(): Promise<SuiteResult> {
         await load.run(1000); // warm-up
         const s0 = await sink.stats();
         const a0 = load.counters.acked;
+        const ledger = cpuLedger({ mosquitto: mosq.pid, sink: sink.pid });
         await load.run(BASE_MS);
         await sleep(200);
         const s1 = await sink.stats();
+        baseCpu = cpuPerMessage(ledger.read(), s1.count - s0.count, { bench: 'load generator' });
         baseline = ((s1.count - s0.count) / (s1.last - s0.last)) * 1000;
         notes.push(
           `baseline: ${load.counters.acked - a0} PUBACKed, ${s1.count - s0.count} received by the sink in ${(s1.last - s0.last).toFixed(0)} ms`,
@@ -385,7 +397,13 @@ export async function runHeartbeatSuite(): Promise<SuiteResult> {
     });
     try {
       const cold = await coldPass(ph, false, N);
+      const ledger = cpuLedger({ mosquitto: mosq.pid, hub: ph.hub.pid });
       const m = await measure(ph, false, MEASURE_MS);
+      // where the 2 cores went, per message, beside the baseline's: with every core busy in both
+      // windows, the ratio is the baseline's machine CPU per message over this one's
+      notes.push(
+        `CPU per heartbeat, µs (per process; machine: all busy CPU): baseline ${baseCpu}; hub at full rate ${cpuPerMessage(ledger.read(), m.ingested, { bench: 'load generator' })}`,
+      );
       const lost = m.acked - m.ingested;
       // A saturated hub's presence flushes run behind its ingest: rows of the full-rate phase are
       // still being written when it ends. The probes measure durability at the offered rate, so

@@ -84,15 +84,19 @@ const ts = (col: string) => `to_timestamp(v.${col} / 1000.0)`;
  * Heartbeats, metrics and alerts: a multi-row UPSERT that only moves them forward, so of two
  * instances writing the same project the later heartbeat wins whichever flushes last. It never
  * touches the state: that changes only through a transition (TRANSITION_SQL). A project without
- * a row gets one, offline.
+ * a row gets one, offline. Rows are taken in the order given (WITH ORDINALITY): the caller gives
+ * them in lock order (writeBatch).
  */
 const UPSERT_ATTRIBUTES = `
 INSERT INTO project_status (project_id, state, state_since, last_heartbeat_at, metrics, metrics_at, last_alert,
   last_alert_at, updated_at)
 SELECT v.project_id, 'offline', ${ts('state_since')}, ${ts('last_heartbeat_at')}, v.metrics, ${ts('metrics_at')},
   v.last_alert, ${ts('last_alert_at')}, ${ts('updated_at')}
-  FROM jsonb_to_recordset(?::jsonb) AS v(project_id text, state_since float8, last_heartbeat_at float8,
-    metrics jsonb, metrics_at float8, last_alert jsonb, last_alert_at float8, updated_at float8)
+  FROM ROWS FROM (jsonb_to_recordset(?::jsonb) AS (project_id text, state_since float8, last_heartbeat_at float8,
+    metrics jsonb, metrics_at float8, last_alert jsonb, last_alert_at float8, updated_at float8))
+    WITH ORDINALITY AS v(project_id, state_since, last_heartbeat_at, metrics, metrics_at, last_alert, last_alert_at,
+      updated_at, n)
+ ORDER BY v.n
 ON CONFLICT (project_id) DO UPDATE SET
   last_heartbeat_at = GREATEST(project_status.last_heartbeat_at, EXCLUDED.last_heartbeat_at),
   metrics = CASE WHEN EXCLUDED.metrics_at >= project_status.metrics_at OR project_status.metrics_at IS NULL
@@ -216,22 +220,36 @@ function rounds(ops: readonly Transition[]): Transition[][] {
 }
 
 /**
- * Takes the row locks of every project the batch touches first, in project_id order. The UPSERT
- * locks rows in the order of the batch and the transitions' UPDATE in the order the planner joins,
- * so two instances flushing overlapping projects locked the same rows in opposite orders and one
- * of them died in a deadlock (40P01: its batch waited for the next flush, and under load its
- * heartbeats went stale enough for the silence sweep). One order everywhere makes that
- * impossible for rows that exist; a new project's row is inserted once, at creation.
+ * Row locks are taken in one order everywhere: project_id in JavaScript's code-unit order (the
+ * order `sortById` gives). The UPSERT locks rows in the order of its input and the transitions'
+ * UPDATE in the order the planner joins, so two instances flushing overlapping projects locked
+ * the same rows in opposite orders and one of them died in a deadlock (40P01: its batch waited for
+ * the next flush, and under load its heartbeats went stale enough for the silence sweep).
+ *
+ * A batch of heartbeat rows alone takes its locks through the UPSERT itself, its rows sorted and
+ * its statements in that order. A batch with transitions first locks every project it touches
+ * (lockInOrder, the same order), because the transitions' UPDATE cannot be ordered. The order is
+ * JavaScript's, not PostgreSQL's collation, so both kinds agree whatever the database's locale.
  */
-async function lockInOrder(trx: Knex.Transaction, batch: Batch): Promise<void> {
+const sortById = (a: { project_id: string }, b: { project_id: string }) =>
+  a.project_id < b.project_id ? -1 : a.project_id > b.project_id ? 1 : 0;
+
+async function lockInOrder(
+  trx: Knex.Transaction,
+  rows: readonly PresenceEntry[],
+  ops: readonly Transition[],
+): Promise<void> {
   const ids = new Set<string>();
-  for (const e of batch.rows) ids.add(e.project_id);
-  for (const op of batch.ops) ids.add(op.project_id);
+  for (const e of rows) ids.add(e.project_id);
+  for (const op of ops) ids.add(op.project_id);
   if (ids.size === 0) return;
-  // the ids as jsonb, as every statement here takes its rows (the same on pg and PGlite)
+  const sorted = [...ids].sort();
+  // the ids as jsonb, as every statement here takes its rows (the same on pg and PGlite); locked
+  // in the order given (the row locks are taken after the sort: LockRows sits above it)
   await trx.raw(
-    'SELECT 1 FROM project_status WHERE project_id IN (SELECT jsonb_array_elements_text(?::jsonb)) ORDER BY project_id FOR UPDATE',
-    [JSON.stringify([...ids])],
+    `SELECT 1 FROM project_status s JOIN jsonb_array_elements_text(?::jsonb) WITH ORDINALITY AS i(id, n)
+       ON s.project_id = i.id ORDER BY i.n FOR UPDATE OF s`,
+    [JSON.stringify(sorted)],
   );
 }
 
@@ -248,10 +266,12 @@ export async function writeBatch(
   outbox?: ModuleOutbox,
 ): Promise<WriteResult> {
   const applied = new Map<Transition, number>();
+  // the lock order (sortById): every statement below takes its rows in it
+  const rows = [...batch.rows].sort(sortById);
   await db.transaction(async (trx) => {
-    await lockInOrder(trx, batch);
-    for (let i = 0; i < batch.rows.length; i += CHUNK) {
-      await trx.raw(UPSERT_ATTRIBUTES, [JSON.stringify(batch.rows.slice(i, i + CHUNK).map(attributeRow))]);
+    if (batch.ops.length > 0) await lockInOrder(trx, rows, batch.ops);
+    for (let i = 0; i < rows.length; i += CHUNK) {
+      await trx.raw(UPSERT_ATTRIBUTES, [JSON.stringify(rows.slice(i, i + CHUNK).map(attributeRow))]);
     }
     const sql = transitionSql(channel !== null);
     for (const round of rounds(batch.ops)) {

@@ -7,7 +7,10 @@
  * heartbeats past the silence timeout and projects that were online were called offline.
  *
  * Here two writers flush the same projects at once, one in ascending order, one in descending,
- * with transitions in the opposite order of their heartbeat rows: no flush may fail.
+ * with transitions in the opposite order of their heartbeat rows: no flush may fail. A batch of
+ * heartbeat rows alone takes its row locks through its UPSERT statements, without a lock
+ * statement first: two such batches, in opposite orders and larger than one statement's rows,
+ * may not deadlock either, with each other or with a batch that has transitions.
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
@@ -63,5 +66,48 @@ describe('regression: concurrent presence flushes never deadlock (PostgreSQL)', 
       }
     }
     assert.deepEqual(failures, [], `flushes failed: ${failures.join(', ')}`);
+  });
+
+  test('heartbeat rows alone, in opposite orders, over more than one statement, beside transitions', async () => {
+    // more rows than one UPSERT statement takes (5 000), so a batch is written in several
+    const many = 6_500;
+    const ids = Array.from({ length: many }, (_, i) => `hb-${String(i).padStart(5, '0')}`);
+    const presence = new Presence({ now: () => Date.now() }, () => undefined);
+    const entries = ids.map((id) => presence.ensure(id));
+    await writeBatch(db, { rows: entries, ops: [] });
+    const rows = (order: PresenceEntry[], at: number) =>
+      order.map((e) => ({ ...e, last_heartbeat_at: at, updated_at: at, metrics: { at } }));
+    const failures: string[] = [];
+    for (let round = 0; round < 4; round++) {
+      const at = Date.now() + round;
+      const results = await Promise.allSettled([
+        writeBatch(db, { rows: rows(entries, at), ops: [] }),
+        writeBatch(db, { rows: rows([...entries].reverse(), at), ops: [] }),
+        writeBatch(db, {
+          rows: rows(entries.slice(0, 3000).reverse(), at),
+          ops: entries
+            .slice(2000, 5500)
+            .map(
+              (e): Transition => ({
+                project_id: e.project_id,
+                to: 'offline',
+                at,
+                steps: [],
+                expect: {},
+                set: { handshake: null },
+              }),
+            ),
+        }),
+      ]);
+      for (const r of results) {
+        if (r.status === 'rejected') failures.push(String((r.reason as { code?: string }).code ?? r.reason));
+      }
+    }
+    assert.deepEqual(failures, [], `flushes failed: ${failures.join(', ')}`);
+    // and the rows hold the last round's heartbeat
+    const last = await db('project_status')
+      .whereIn('project_id', [ids[0], ids[many - 1]])
+      .select('last_heartbeat_at');
+    assert.equal(last.length, 2);
   });
 });
