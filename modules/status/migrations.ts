@@ -67,4 +67,14 @@ ALTER TABLE project_status ADD COLUMN IF NOT EXISTS handshake_before text NULL;
     id: '004_history_retention',
     up: 'CREATE INDEX IF NOT EXISTS project_status_history_at ON project_status_history (at);',
   },
+  {
+    // Every heartbeat rewrites its project's row (presence flush). With full pages the new version
+    // never fits beside the old one: measured with 20 000 rows updated 24 times each, 1 % of the
+    // updates were HOT, each of the others inserted into the primary key index too, and the table
+    // grew to 165 MB of dead versions. With room left on each page the new version stays on its
+    // page and the old one is pruned: 93 % HOT, 22 MB, a fifth less PostgreSQL CPU per row. Pages
+    // written before this keep their fill until their rows move (an update that does not fit).
+    id: '005_project_status_fillfactor',
+    up: 'ALTER TABLE project_status SET (fillfactor = 70);',
+  },
 ];
