@@ -24,7 +24,8 @@ import { connectAgents, pool, startHeartbeats } from './agents.js';
 import { echoRun, startPeer } from './baseline.js';
 import {
   cleanupDir,
-  cpuMsOf,
+  cpuLedger,
+  cpuPerMessage,
   envNumber,
   hubYaml,
   PG_URL,
@@ -50,7 +51,8 @@ interface WindowOpts {
   projectIds: string[];
   /** the side's agents; each reports when the broker acknowledged its result for a command */
   agents: Array<{ onResultSent?: (id: string) => void }>;
-  cpuPid: number;
+  /** The server process (the hub, or the floor) and the broker: their CPU is read over the window. */
+  cpuPids: { server: number; mosquitto: number };
   inFlight: number;
   warmupMs: number;
   windowMs: number;
@@ -64,6 +66,8 @@ interface WindowResult {
   doneInWindow: number;
   windowElapsed: number;
   cpuWindow: number;
+  /** Each process's CPU ms over the window (cpuLedger). */
+  cpuAll: Record<string, number>;
 }
 
 /** `inFlight` slots sending for warm-up + window, each waiting for its command's result. */
@@ -97,10 +101,10 @@ async function driveWindow(o: WindowOpts): Promise<WindowResult> {
   const t0 = performance.now();
   const windowStart = t0 + o.warmupMs;
   const windowEnd = windowStart + o.windowMs;
-  let cpuStart = 0;
+  let ledger: ReturnType<typeof cpuLedger> | undefined;
   const phase = setTimeout(() => {
     measuring = true;
-    cpuStart = cpuMsOf(o.cpuPid);
+    ledger = cpuLedger(o.cpuPids);
   }, o.warmupMs);
   const slots = Array.from({ length: o.inFlight }, async (_, k) => {
     const pid = o.projectIds[k % o.projectIds.length];
@@ -132,10 +136,11 @@ async function driveWindow(o: WindowOpts): Promise<WindowResult> {
   await sleep(windowEnd - performance.now());
   stop = true;
   const windowElapsed = performance.now() - windowStart;
-  const cpuWindow = cpuMsOf(o.cpuPid) - cpuStart;
+  const cpuAll = ledger?.read() ?? {};
+  const cpuWindow = cpuAll.server ?? 0;
   clearTimeout(phase);
   await Promise.race([Promise.all(slots), sleep(DRAIN_MS)]);
-  return { acceptLat, errors, accepted, acceptedInWindow, doneInWindow, windowElapsed, cpuWindow };
+  return { acceptLat, errors, accepted, acceptedInWindow, doneInWindow, windowElapsed, cpuWindow, cpuAll };
 }
 
 /** Waits until `completed()` reaches `accepted` (or DRAIN_MS); how long that took and the count. */
@@ -197,7 +202,7 @@ export async function runAsyncSuite(): Promise<SuiteResult> {
       path: '/send',
       projectIds: ids,
       agents: floorAgents,
-      cpuPid: floor.pid,
+      cpuPids: { server: floor.pid, mosquitto: mosq.pid },
       inFlight: IN_FLIGHT,
       warmupMs: WARMUP_MS,
       windowMs: WINDOW_MS,
@@ -245,7 +250,7 @@ export async function runAsyncSuite(): Promise<SuiteResult> {
       path: `${API}/command/send`,
       projectIds: ids,
       agents,
-      cpuPid: hub.pid,
+      cpuPids: { server: hub.pid, mosquitto: mosq.pid },
       inFlight: IN_FLIGHT,
       warmupMs: WARMUP_MS,
       windowMs: WINDOW_MS,
@@ -289,6 +294,7 @@ export async function runAsyncSuite(): Promise<SuiteResult> {
         `connections: the client opens its ${IN_FLIGHT} keep-alive connections before each warm-up (a request on each at once): floor ${floorOpen.ms.toFixed(0)} ms (${floorOpen.sockets} kept), hub ${hubOpen.ms.toFixed(0)} ms (${hubOpen.sockets} kept)`,
         `hub: accepted ${hw.accepted}, completed ${hd.completed}, results stored ${results.rows[0].n}, statuses ${JSON.stringify(last)}, HTTP errors ${errorsNote(hw.errors)}`,
         `floor: accepted ${fw.accepted}, completed ${fd.completed}, HTTP errors ${errorsNote(fw.errors)}; ${fstats.inserted} rows in ${fstats.insert_batches} INSERTs (${(fstats.inserted / Math.max(1, fstats.insert_batches)).toFixed(1)} per statement), ${fstats.updated} in ${fstats.update_batches} UPDATEs (${(fstats.updated / Math.max(1, fstats.update_batches)).toFixed(1)})`,
+        `CPU per command accepted in the window, µs (per process; machine: all busy CPU): floor: ${cpuPerMessage(fw.cpuAll, fw.acceptedInWindow, { bench: 'load generator and agents' })}; hub: ${cpuPerMessage(hw.cpuAll, hw.acceptedInWindow, { bench: 'load generator and agents' })}`,
         `command stats: published ${stats.published}, publish_errors ${stats.publish_errors}, flushes ${stats.flushes}, publish outcomes left to the ack ${stats.outcomes_skipped ?? 0}, flush_errors ${stats.flush_errors}, duplicate_results ${stats.duplicate_results}; agent duplicates ${agents.reduce((n, a) => n + a.counters.duplicates, 0)}`,
       ],
     };

@@ -466,6 +466,18 @@ export function cpuLedger(pids: Record<string, number>): { read(): Record<string
   };
 }
 
+/** A ledger's CPU ms as µs per message, `name value` in its order, and the cores the machine kept busy on average. */
+export function cpuPerMessage(
+  ms: Record<string, number>,
+  messages: number,
+  rename: Record<string, string> = {},
+): string {
+  const n = Math.max(1, messages);
+  const { wall, ...cpu } = ms;
+  const each = Object.entries(cpu).map(([k, v]) => `${rename[k] ?? k} ${((v * 1000) / n).toFixed(1)}`);
+  return `${each.join(', ')} (${(cpu.machine / Math.max(1, wall)).toFixed(2)} cores busy)`;
+}
+
 /** Lines of the hub log at `level` or above (pino numbers: 40 warn, 50 error, 60 fatal). */
 export function logLines(file: string, minLevel = 40): Array<{ level: number; msg: string } & Record<string, unknown>> {
   const out: Array<{ level: number; msg: string } & Record<string, unknown>> = [];

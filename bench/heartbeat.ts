@@ -32,6 +32,7 @@ import {
   cleanupDir,
   cpuLedger,
   cpuMsOf,
+  cpuPerMessage,
   envNumber,
   freePort,
   type HubProcess,
@@ -294,14 +295,6 @@ async function setup(
     for (const c of cleanups) await c().catch(() => undefined);
     throw err;
   }
-}
-
-/** A ledger's CPU ms as µs per message, `name value` in its order, and the cores the machine kept busy on average. */
-function cpuPerMessage(ms: Record<string, number>, messages: number, rename: Record<string, string> = {}): string {
-  const n = Math.max(1, messages);
-  const { wall, ...cpu } = ms;
-  const each = Object.entries(cpu).map(([k, v]) => `${rename[k] ?? k} ${((v * 1000) / n).toFixed(1)}`);
-  return `${each.join(', ')} (${(cpu.machine / Math.max(1, wall)).toFixed(2)} cores busy)`;
 }
 
 /** The first pass over every project (project cache cold): how long until all are ingested. */
