@@ -423,42 +423,48 @@ export function postgresPids(): number[] {
   return out;
 }
 
-/** CPU time the whole machine has spent busy so far, ms (Linux /proc/stat: all but idle and iowait). */
+/**
+ * CPU time the whole machine has spent busy so far, ms (Linux /proc/stat: user, nice, system, irq
+ * and softirq; not idle, iowait or steal, and not guest, which user already holds).
+ */
 export function machineBusyMs(): number {
   const f = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
-  const busy = f.reduce((a, x) => a + x, 0) - f[3] - f[4]; // fields: user nice system idle iowait irq softirq steal …
-  return (busy * 1000) / 100;
+  const [user, nice, system, , , irq, softirq] = f;
+  return ((user + nice + system + irq + softirq) * 1000) / 100;
 }
 
 /**
  * Where the CPU of a window went: started now, `read()` gives each named process's CPU ms since
- * (`bench` is this process: the load generator), PostgreSQL's (every `postgres` process, those
- * that came and went meanwhile not counted), the machine's busy ms in all and the window's
- * wall-clock ms (`wall`). A process that
- * ended meanwhile reads as what it had used when last seen (0).
+ * (`bench` is this process: the load generator), PostgreSQL's (the `postgres` processes that ran
+ * through the whole window), the machine's busy ms in all and the window's wall-clock ms (`wall`).
+ * A named process that ended meanwhile reads NaN.
  */
 export function cpuLedger(pids: Record<string, number>): { read(): Record<string, number> } {
-  const safe = (pid: number) => {
+  const cpuOrNaN = (pid: number) => {
     try {
       return cpuMsOf(pid);
     } catch {
-      return 0;
+      return Number.NaN;
     }
   };
-  const pgPids = postgresPids();
-  const pgMs = () => pgPids.reduce((a, pid) => a + safe(pid), 0);
   const cpu = () => {
     const u = process.cpuUsage();
     return (u.user + u.system) / 1000;
   };
-  const start = { bench: cpu(), postgres: pgMs(), machine: machineBusyMs(), wall: performance.now() };
-  const starts = Object.fromEntries(Object.entries(pids).map(([k, pid]) => [k, safe(pid)]));
+  const pgStarts = postgresPids().map((pid) => [pid, cpuOrNaN(pid)] as const);
+  const start = { bench: cpu(), machine: machineBusyMs(), wall: performance.now() };
+  const starts = Object.fromEntries(Object.entries(pids).map(([k, pid]) => [k, cpuOrNaN(pid)]));
   return {
     read() {
       const out: Record<string, number> = {};
-      for (const [k, pid] of Object.entries(pids)) out[k] = safe(pid) - starts[k];
+      for (const [k, pid] of Object.entries(pids)) out[k] = cpuOrNaN(pid) - starts[k];
       out.bench = cpu() - start.bench;
-      out.postgres = pgMs() - start.postgres;
+      let postgres = 0;
+      for (const [pid, at] of pgStarts) {
+        const d = cpuOrNaN(pid) - at;
+        if (Number.isFinite(d)) postgres += d;
+      }
+      out.postgres = postgres;
       out.machine = machineBusyMs() - start.machine;
       out.wall = performance.now() - start.wall;
       return out;

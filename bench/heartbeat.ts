@@ -130,12 +130,14 @@ async function caughtUp(
   }
 }
 
+/** What flushedBacklog reads of the status module's stats. */
+type Backlog = { presence?: { pending_writes?: number }; flush?: { in_flight?: boolean } };
+
 /**
  * Waits until the status module has no presence row left to write and no flush running. (It
  * waited for two more flushes before; a flush that finds nothing to write is not counted, so when
  * one flush took the whole backlog it waited out its 15 s bound.)
  */
-type Backlog = { presence?: { pending_writes?: number }; flush?: { in_flight?: boolean } };
 async function flushedBacklog(hub: HubProcess, timeoutMs = 15_000): Promise<number> {
   const t0 = performance.now();
   while (performance.now() - t0 < timeoutMs) {
