@@ -85,18 +85,16 @@ describe('regression: concurrent presence flushes never deadlock (PostgreSQL)', 
         writeBatch(db, { rows: rows([...entries].reverse(), at), ops: [] }),
         writeBatch(db, {
           rows: rows(entries.slice(0, 3000).reverse(), at),
-          ops: entries
-            .slice(2000, 5500)
-            .map(
-              (e): Transition => ({
-                project_id: e.project_id,
-                to: 'offline',
-                at,
-                steps: [],
-                expect: {},
-                set: { handshake: null },
-              }),
-            ),
+          ops: entries.slice(2000, 5500).map(
+            (e): Transition => ({
+              project_id: e.project_id,
+              to: 'offline',
+              at,
+              steps: [],
+              expect: {},
+              set: { handshake: null },
+            }),
+          ),
         }),
       ]);
       for (const r of results) {
