@@ -231,8 +231,8 @@ function rounds(ops: readonly Transition[]): Transition[][] {
  * (lockInOrder, the same order), because the transitions' UPDATE cannot be ordered. The order is
  * JavaScript's, not PostgreSQL's collation, so both kinds agree whatever the database's locale.
  */
-const sortById = (a: { project_id: string }, b: { project_id: string }) =>
-  a.project_id < b.project_id ? -1 : a.project_id > b.project_id ? 1 : 0;
+const byCodeUnits = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
+const sortById = (a: { project_id: string }, b: { project_id: string }) => byCodeUnits(a.project_id, b.project_id);
 
 async function lockInOrder(
   trx: Knex.Transaction,
@@ -243,7 +243,7 @@ async function lockInOrder(
   for (const e of rows) ids.add(e.project_id);
   for (const op of ops) ids.add(op.project_id);
   if (ids.size === 0) return;
-  const sorted = [...ids].sort();
+  const sorted = [...ids].sort(byCodeUnits);
   // the ids as jsonb, as every statement here takes its rows (the same on pg and PGlite); locked
   // in the order given (the row locks are taken after the sort: LockRows sits above it)
   await trx.raw(

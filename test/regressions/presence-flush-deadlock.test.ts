@@ -13,11 +13,10 @@
  * may not deadlock either, with each other or with a batch that has transitions.
  */
 import assert from 'node:assert/strict';
-import { after, before, describe, test } from 'node:test';
-import type { Knex } from 'knex';
+import { describe, test } from 'node:test';
 import { writeBatch } from '../../modules/status/persist.js';
 import { type Batch, Presence, type PresenceEntry, type Transition } from '../../modules/status/presence.js';
-import { type PresenceDb, presenceDbOnPg } from '../modules/status/pg-presence-db.js';
+import { presenceDbForSuite } from '../modules/status/pg-presence-db.js';
 
 const PROJECTS = 1000;
 
@@ -33,17 +32,10 @@ const alwaysApplies = (e: PresenceEntry, at: number): Transition => ({
 const ROUNDS = 10;
 
 describe('regression: concurrent presence flushes never deadlock (PostgreSQL)', () => {
-  let pdb: PresenceDb;
-  let db: Knex;
-  before(async () => {
-    pdb = await presenceDbOnPg(4);
-    db = pdb.db;
-  });
-  after(async () => {
-    await pdb?.close();
-  });
+  const database = presenceDbForSuite(4);
 
   test('two instances flushing the same projects in opposite orders', async () => {
+    const db = database();
     const ids = Array.from({ length: PROJECTS }, (_, i) => `dl-${String(i).padStart(3, '0')}`);
     const presence = new Presence({ now: () => Date.now() }, () => undefined);
     const entries = ids.map((id) => presence.ensure(id));
@@ -70,6 +62,7 @@ describe('regression: concurrent presence flushes never deadlock (PostgreSQL)', 
   });
 
   test('heartbeat rows alone, in opposite orders, over more than one statement, beside transitions', async () => {
+    const db = database();
     // more rows than one UPSERT statement takes (5 000), so a batch is written in several
     const many = 6_500;
     const ids = Array.from({ length: many }, (_, i) => `hb-${String(i).padStart(5, '0')}`);

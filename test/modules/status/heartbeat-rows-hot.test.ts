@@ -11,26 +11,18 @@
  * are pruned and the room comes back. With full pages none fit (0 of 2 000 measured).
  */
 import assert from 'node:assert/strict';
-import { after, before, describe, test } from 'node:test';
-import type { Knex } from 'knex';
+import { describe, test } from 'node:test';
 import { writeBatch } from '../../../modules/status/persist.js';
 import { Presence } from '../../../modules/status/presence.js';
-import { type PresenceDb, presenceDbOnPg } from './pg-presence-db.js';
+import { presenceDbForSuite } from './pg-presence-db.js';
 
 const PROJECTS = 2_000;
 
 describe('presence rows: a heartbeat flush rewrites rows in place (PostgreSQL)', () => {
-  let pdb: PresenceDb;
-  let db: Knex;
-  before(async () => {
-    pdb = await presenceDbOnPg();
-    db = pdb.db;
-  });
-  after(async () => {
-    await pdb?.close();
-  });
+  const database = presenceDbForSuite();
 
   test('the table keeps room on its pages', async () => {
+    const db = database();
     const r = await db.raw(
       `SELECT reloptions FROM pg_class WHERE oid = to_regclass(current_schema() || '.project_status')`,
     );
@@ -38,6 +30,7 @@ describe('presence rows: a heartbeat flush rewrites rows in place (PostgreSQL)',
   });
 
   test('the rows of a heartbeat flush are updated HOT', async () => {
+    const db = database();
     const presence = new Presence({ now: () => Date.now() }, () => undefined);
     const ids = Array.from({ length: PROJECTS }, (_, i) => `hot-${String(i).padStart(4, '0')}`);
     const entries = ids.map((id) => presence.ensure(id));

@@ -6,26 +6,18 @@
  * memory directly (as a row stored before the check, or a future bug, would).
  */
 import assert from 'node:assert/strict';
-import { after, before, describe, test } from 'node:test';
-import type { Knex } from 'knex';
+import { describe, test } from 'node:test';
 import { silentLogger } from '../../../core/log.js';
 import { Flusher } from '../../../modules/status/persist.js';
 import { Presence } from '../../../modules/status/presence.js';
 import { captureLog, LEVEL } from '../../fixtures/capture-log.js';
-import { type PresenceDb, presenceDbOnPg } from './pg-presence-db.js';
+import { presenceDbForSuite } from './pg-presence-db.js';
 
 describe('presence flush with bad rows (PostgreSQL)', () => {
-  let pdb: PresenceDb;
-  let db: Knex;
-  before(async () => {
-    pdb = await presenceDbOnPg();
-    db = pdb.db;
-  });
-  after(async () => {
-    await pdb?.close();
-  });
+  const database = presenceDbForSuite();
 
   test('good rows are written, each bad one counted and logged once without its data', async () => {
+    const db = database();
     const presence = new Presence({ now: () => Date.now() }, () => undefined);
     const cap = captureLog();
     const flusher = new Flusher(() => db, presence, cap.log);
@@ -68,6 +60,7 @@ describe('presence flush with bad rows (PostgreSQL)', () => {
   });
 
   test('a database that is down keeps the whole batch for the next flush', async () => {
+    const db = database();
     const presence = new Presence({ now: () => Date.now() }, () => undefined);
     const down = Object.assign(new Error('connect ECONNREFUSED'), { code: 'ECONNREFUSED' });
     let fail = true;

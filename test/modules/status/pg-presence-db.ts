@@ -3,6 +3,7 @@
  * for tests that drive the module's stores (persist.ts, projects.ts) directly. `close()` ends
  * the pool and drops the schema or directory.
  */
+import { after, before } from 'node:test';
 import type { Knex } from 'knex';
 import { silentLogger } from '../../../core/log.js';
 import { DbPool, type Migration } from '../../../core/services/db.js';
@@ -17,6 +18,24 @@ export interface PresenceDb {
 /** `maxConnections`: how many flushes may hold a connection at once (a pool of knex's default otherwise). */
 export async function presenceDbOnPg(maxConnections?: number): Promise<PresenceDb> {
   return statusDb('pg', { maxConnections });
+}
+
+/**
+ * The status module's tables on PostgreSQL for the suite this is called in: made before its first
+ * test, dropped after its last. Returns the pool (valid once the suite's tests run).
+ */
+export function presenceDbForSuite(maxConnections?: number): () => Knex {
+  let pdb: PresenceDb | undefined;
+  before(async () => {
+    pdb = await presenceDbOnPg(maxConnections);
+  });
+  after(async () => {
+    await pdb?.close();
+  });
+  return () => {
+    if (!pdb) throw new Error("presenceDbForSuite: the database is made in the suite's before hook");
+    return pdb.db;
+  };
 }
 
 /** `also`: other modules' migrations to apply beside the status module's (owner, migrations). */
