@@ -32,7 +32,8 @@
  */
 import { randomUUID } from 'node:crypto';
 import { PgListener, pgListenSettings } from '../../core/services/pg-listener.js';
-import { type Deps, ID_LIST, query } from './deps.js';
+import { inJsonList } from '../../core/services/sql-lists.js';
+import { type Deps, query } from './deps.js';
 import { type ResultRow, TRACKER_COLUMNS, type TrackerRow, toResultView } from './rows.js';
 
 /** PostgreSQL identifiers (and so channel names) hold at most 63 bytes. */
@@ -195,7 +196,7 @@ export class ClusterEvents {
                 r.error AS r_error, r.start_time AS r_start_time, r.end_time AS r_end_time,
                 r.duration AS r_duration, r.received_at AS r_received_at
            FROM command_tracker t LEFT JOIN command_result r ON r.command_id = t.command_id
-          WHERE t.command_id IN (${ID_LIST})`,
+          WHERE ${inJsonList('t.command_id')}`,
         [JSON.stringify([...toRead])],
       );
       for (const r of read) rows.set(r.command_id, r);

@@ -2,6 +2,7 @@ import type { Knex } from 'knex';
 import type { Logger } from '../../core/log.js';
 import type { Clock } from '../../core/module.js';
 import type { ModuleOutbox } from '../../core/services/outbox/service.js';
+import { inJsonList } from '../../core/services/sql-lists.js';
 import { run, type Statement } from '../../core/services/statement.js';
 import type { CommandConfig } from './config.js';
 import type { CredentialsCache } from './credentials.js';
@@ -55,23 +56,19 @@ export const yieldToLoop = (): Promise<void> => new Promise((r) => setImmediate(
  */
 export async function lockInOrder(trx: Knex, ids: readonly string[]): Promise<void> {
   const json = JSON.stringify(ids);
-  await query(trx, `SELECT 1 FROM command_tracker WHERE command_id IN (${ID_LIST}) ORDER BY command_id FOR UPDATE`, [
-    json,
-  ]);
-  await query(trx, `SELECT 1 FROM command_outbox WHERE command_id IN (${ID_LIST}) ORDER BY command_id FOR UPDATE`, [
-    json,
-  ]);
+  await query(trx, `SELECT 1 FROM command_tracker WHERE ${ID_IN} ORDER BY command_id FOR UPDATE`, [json]);
+  await query(trx, `SELECT 1 FROM command_outbox WHERE ${ID_IN} ORDER BY command_id FOR UPDATE`, [json]);
 }
 
-/** The command ids of a JSON array parameter. */
-export const ID_LIST = 'SELECT jsonb_array_elements_text(?::jsonb)';
+/** `command_id` is one of the ids of a JSON array parameter (looked up in its index: core/services/sql-lists.ts). */
+export const ID_IN = inJsonList('command_id');
 
 /**
  * A single-table statement's lock step, for `WITH l AS ${lockCte('command_tracker')} UPDATE … FROM l`:
  * MATERIALIZED, so the rows lock in command_id order before any is updated, whatever the join plan.
  */
 export const lockCte = (table: 'command_tracker' | 'command_outbox'): string =>
-  `MATERIALIZED (SELECT id, status FROM ${table} WHERE command_id IN (${ID_LIST}) ORDER BY command_id FOR UPDATE)`;
+  `MATERIALIZED (SELECT id, status FROM ${table} WHERE ${ID_IN} ORDER BY command_id FOR UPDATE)`;
 
 /**
  * Both tables' lock steps inside ONE statement, for writes that change tracker and outbox rows
@@ -80,9 +77,9 @@ export const lockCte = (table: 'command_tracker' | 'command_outbox'): string =>
  * through its scalar subquery), each in command_id order, and every change that reads `k` waits
  * for `lo`. Two bindings: the JSON array of command ids, twice.
  */
-export const LOCK_BOTH = `lt AS MATERIALIZED (SELECT id FROM command_tracker WHERE command_id IN (${ID_LIST})
+export const LOCK_BOTH = `lt AS MATERIALIZED (SELECT id, command_id, project_id FROM command_tracker WHERE ${ID_IN}
                                  ORDER BY command_id FOR UPDATE),
-       lo AS MATERIALIZED (SELECT id FROM command_outbox WHERE command_id IN (${ID_LIST})
+       lo AS MATERIALIZED (SELECT id FROM command_outbox WHERE ${ID_IN}
                              AND (SELECT count(*) FROM lt) >= 0 ORDER BY command_id FOR UPDATE)`;
 export const LOCKED_BOTH = '(SELECT count(*) FROM lo) >= 0';
 

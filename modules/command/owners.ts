@@ -12,12 +12,10 @@
  */
 import type { Knex } from 'knex';
 import { statement } from '../../core/services/statement.js';
-import { query } from './deps.js';
+import { ID_IN, query } from './deps.js';
 
 /** Who owns each of a group of command ids (a hot statement: every uplink's first sight of an id). */
-const OWNERS_SQL = statement(
-  'SELECT command_id, project_id FROM command_tracker WHERE command_id IN (SELECT jsonb_array_elements_text(?::jsonb))',
-);
+export const OWNERS_SQL = statement(`SELECT command_id, project_id FROM command_tracker WHERE ${ID_IN}`);
 
 /** Command ids remembered (about 100 bytes each). */
 const MAX_OWNERS = 100_000;

@@ -20,6 +20,7 @@
  */
 import type { ModuleBus } from '../../core/bus.js';
 import type { ModuleTimers } from '../../core/module.js';
+import { inJsonList } from '../../core/services/sql-lists.js';
 import { statement } from '../../core/services/statement.js';
 import { BRIDGE, type MqttPublishRequest } from '../mqtt-bridge/contract/topics.js';
 import { type Deps, isoAt, lockCte, lockInOrder, query, retrying } from './deps.js';
@@ -167,7 +168,7 @@ export class Relay {
           `UPDATE command_outbox o SET status = 'dead', updated_at = ?::timestamptz,
                   last_error = 'no command_ack after ' || o.attempts || ' publishes'
                                || COALESCE('; last error: ' || o.last_error, '')
-            WHERE o.command_id IN (SELECT jsonb_array_elements_text(?::jsonb)) AND o.status = 'pending'`,
+            WHERE ${inJsonList('o.command_id')} AND o.status = 'pending'`,
           [at, JSON.stringify(ids)],
         );
         // the commands failed here are terminal: their command.failed events commit with them
@@ -371,7 +372,7 @@ const CLAIM_SQL = statement(`WITH c AS (
        SELECT * FROM c ORDER BY id`);
 
 /** Publish outcomes on the tracker: attempts, `sent` on a PUBACK (recordOutcomes). */
-const OUTCOME_SQL = statement(`WITH l AS ${lockCte('command_tracker')}
+export const OUTCOME_SQL = statement(`WITH l AS ${lockCte('command_tracker')}
          UPDATE command_tracker t
             SET attempts = GREATEST(t.attempts, v.attempts),
                 status = CASE WHEN v.ok AND t.status = 'pending' THEN 'sent' ELSE t.status END,
@@ -382,7 +383,7 @@ const OUTCOME_SQL = statement(`WITH l AS ${lockCte('command_tracker')}
          RETURNING ${T_COLS}, l.status AS was`);
 
 /** A failed publish's error on its outbox row, or a success clearing an earlier one (recordOutcomes). */
-const OUTBOX_ERROR_SQL = statement(`WITH l AS ${lockCte('command_outbox')}
+export const OUTBOX_ERROR_SQL = statement(`WITH l AS ${lockCte('command_outbox')}
            UPDATE command_outbox o SET last_error = v.err, updated_at = ?::timestamptz
              FROM l, jsonb_to_recordset(?::jsonb) AS v(command_id text, err text)
             WHERE o.id = l.id AND o.command_id = v.command_id`);

@@ -22,7 +22,7 @@ import { errorCode } from '../../core/errors.js';
 import { signedCommandJson } from '../shared/protocol.js';
 import { canonicalJson } from '../shared/signing.js';
 import type { OfflinePolicy } from './contract/topics.js';
-import { type Deps, ID_LIST, isoAt, lockInOrder, query, retrying } from './deps.js';
+import { type Deps, ID_IN, isoAt, lockInOrder, query, retrying } from './deps.js';
 import { terminalEvent } from './domain-events.js';
 import { num, TRACKER_COLUMNS, type TrackerRow } from './rows.js';
 
@@ -91,7 +91,7 @@ export class Scheduler {
              FROM jsonb_to_recordset(?::jsonb) AS v(command_id text, status text, error text,
                                                    queue_expires_at timestamptz, timeout_at timestamptz)
             WHERE t.command_id = v.command_id AND t.status = 'scheduled'
-              AND t.id IN (SELECT id FROM command_tracker WHERE command_id IN (${ID_LIST}) AND status = 'scheduled'
+              AND t.id IN (SELECT id FROM command_tracker WHERE ${ID_IN} AND status = 'scheduled'
                             ORDER BY command_id FOR UPDATE SKIP LOCKED)
            RETURNING ${T_COLS}`,
           [at, at, JSON.stringify(starts), JSON.stringify(starts.map((s) => s.command_id))],

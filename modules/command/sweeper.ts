@@ -11,7 +11,7 @@
  *    are deleted (idempotency.ts; the commands they named stay).
  */
 import type { ModuleTimers } from '../../core/module.js';
-import { type Deps, isoAt, lockInOrder, query, retrying } from './deps.js';
+import { type Deps, ID_IN, isoAt, lockInOrder, query, retrying } from './deps.js';
 import { terminalEvent } from './domain-events.js';
 import { IdempotencyKeys } from './idempotency.js';
 import type { Reasker } from './reask.js';
@@ -96,7 +96,7 @@ export class Sweeper {
           [at, at],
           `UPDATE command_outbox SET status = 'dead', updated_at = ?::timestamptz,
               last_error = 'command timed out before the agent acknowledged it'
-        WHERE command_id IN (SELECT jsonb_array_elements_text(?::jsonb)) AND status IN ('pending', 'waiting')`,
+        WHERE ${ID_IN} AND status IN ('pending', 'waiting')`,
           at,
           (rows) => rows,
         );
@@ -122,7 +122,7 @@ export class Sweeper {
        RETURNING ${T_COLS}`,
           [at, at, at],
           `UPDATE command_outbox SET status = 'dead', last_error = '${EXPIRED}', updated_at = ?::timestamptz
-        WHERE command_id IN (SELECT jsonb_array_elements_text(?::jsonb)) AND status = 'waiting'`,
+        WHERE ${ID_IN} AND status = 'waiting'`,
           at,
           (rows) => rows.filter((r) => r.status === 'failed' && r.error === EXPIRED),
         );

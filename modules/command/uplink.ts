@@ -608,9 +608,9 @@ type ResultRowOut = AckRow & { inserted: boolean };
  * written; outcome-window.ts) and the ack's arrival: the PUBACK and the ack race, and
  * the PUBACK may be seen a moment after the ack arrived, so sent_at never comes after acked_at.
  */
-const ACK_SQL = statement(`WITH ${LOCK_BOTH},
+export const ACK_SQL = statement(`WITH ${LOCK_BOTH},
        v AS (SELECT * FROM jsonb_to_recordset(?::jsonb) AS v(command_id text, project_id text, ack_at timestamptz, sent timestamptz)),
-       k AS (SELECT v.* FROM v JOIN command_tracker t ON t.command_id = v.command_id AND t.project_id = v.project_id
+       k AS (SELECT v.* FROM v JOIN lt ON lt.command_id = v.command_id AND lt.project_id = v.project_id
               WHERE ${LOCKED_BOTH}),
        o AS (
          UPDATE command_outbox o SET status = 'published', updated_at = ?::timestamptz
@@ -643,7 +643,7 @@ export const RESULT_SQL = statement(`WITH ${LOCK_BOTH},
            exit_code bigint, output text, error text, start_time bigint, end_time bigint, duration bigint,
            received_at timestamptz, started timestamptz, ended timestamptz, ack_at timestamptz, sent timestamptz)
        ),
-       k AS (SELECT v.* FROM v JOIN command_tracker t ON t.command_id = v.command_id AND t.project_id = v.project_id
+       k AS (SELECT v.* FROM v JOIN lt ON lt.command_id = v.command_id AND lt.project_id = v.project_id
               WHERE ${LOCKED_BOTH}),
        ins AS (
          INSERT INTO command_result (command_id, status, exit_code, output, error, start_time, end_time, duration,

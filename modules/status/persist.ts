@@ -1,6 +1,7 @@
 import type { Knex } from 'knex';
 import type { Logger } from '../../core/log.js';
 import type { ModuleOutbox } from '../../core/services/outbox/service.js';
+import { inJsonList } from '../../core/services/sql-lists.js';
 import type { FlushStats } from './contract/stats.js';
 import type { PresenceState } from './contract/topics.js';
 import { presenceEvents } from './domain-events.js';
@@ -57,10 +58,9 @@ export async function loadPresence(db: Knex): Promise<PresenceEntry[]> {
 /** The rows of these projects, in one query (a re-read after news or a lost race; a check). */
 export async function readPresence(db: Knex, ids: readonly string[]): Promise<PresenceEntry[]> {
   if (ids.length === 0) return [];
-  const rows: Record<string, unknown>[] = await db('project_status').whereRaw(
-    'project_id IN (SELECT jsonb_array_elements_text(?::jsonb))',
-    [JSON.stringify(ids)],
-  );
+  const rows: Record<string, unknown>[] = await db('project_status').whereRaw(inJsonList('project_id'), [
+    JSON.stringify(ids),
+  ]);
   return rows.map(fromRow);
 }
 

@@ -3,6 +3,7 @@ import type { Knex } from 'knex';
 import { z } from 'zod';
 import { HubError } from '../../core/errors.js';
 import type { Clock } from '../../core/module.js';
+import { inJsonList } from '../../core/services/sql-lists.js';
 import { deriveMqttPassword } from '../shared/credentials.js';
 import { isProjectPattern, likeCondition, MAX_PROJECT_PATTERNS } from '../shared/project-scope.js';
 import { isValidProjectId } from '../shared/protocol.js';
@@ -271,10 +272,9 @@ export class ProjectStore {
 
   /** The provisioned projects among `ids`, in one query. */
   private async readMany(ids: string[]): Promise<Map<string, ProjectRecord>> {
-    const rows: Record<string, unknown>[] = await this.db()('project').whereRaw(
-      'project_id IN (SELECT jsonb_array_elements_text(?::jsonb))',
-      [JSON.stringify(ids)],
-    );
+    const rows: Record<string, unknown>[] = await this.db()('project').whereRaw(inJsonList('project_id'), [
+      JSON.stringify(ids),
+    ]);
     return new Map(rows.map((row) => [row.project_id as string, fromRow(row)]));
   }
 

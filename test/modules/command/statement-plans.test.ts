@@ -1,0 +1,165 @@
+/**
+ * The command path's statements find their rows through the command_id index, at any table size.
+ *
+ * Each statement takes its ids as one jsonb parameter, and the planner takes a list unpacked from
+ * it for 100 rows. Written as `command_id IN (SELECT jsonb_array_elements_text(?))` (or joined to
+ * jsonb_to_recordset), that made it hash the list against a whole scan of the tracker and the
+ * outbox whenever those held fewer than some 30 000 rows: an agent's ack and result write for ONE
+ * command scanned the tracker twice and the outbox once, 0.7 ms of server CPU with 1 000 commands
+ * stored, 2.4 ms with 20 000 (core/services/sql-lists.ts). A table of 5 000 rows is in that range.
+ *
+ * Both plans a prepared statement can run are checked: the first executions are planned with
+ * their values (custom), later ones may reuse one plan for any values (generic).
+ */
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import { after, before, describe, test } from 'node:test';
+import type { Knex } from 'knex';
+import { silentLogger } from '../../../core/log.js';
+import { DbPool } from '../../../core/services/db.js';
+import { run, type Statement, statement } from '../../../core/services/statement.js';
+import { ID_IN } from '../../../modules/command/deps.js';
+import { INSERT_SQL, type NewCommandRow } from '../../../modules/command/insert-batch.js';
+import { migrations } from '../../../modules/command/migrations.js';
+import { OWNERS_SQL } from '../../../modules/command/owners.js';
+import { OUTBOX_ERROR_SQL, OUTCOME_SQL } from '../../../modules/command/relay.js';
+import { ACK_SQL, RESULT_SQL } from '../../../modules/command/uplink.js';
+import { withPgSchema } from '../../helpers/db.js';
+
+const STORED = 5_000;
+const PROJECT = 'plan-p';
+const BIG_TABLES = /Seq Scan on (command_tracker|command_outbox|command_result)\b/;
+
+function newRow(at: string): NewCommandRow {
+  return {
+    command_id: randomUUID(),
+    project_id: PROJECT,
+    command_type: 'exec',
+    module: null,
+    operator_id: null,
+    payload_json: '{"cmd":"uptime"}',
+    offline_policy: 'fail',
+    timeout_ms: 60_000,
+    queue_expires_at: null,
+    is_sync: false,
+    timeout_at: at,
+    created_at: at,
+    topic: `wdd/RDMC/command/down/${PROJECT}`,
+    message: '{"message_id":"m"}',
+    status: 'pending',
+    schedule_at: null,
+    queue_ttl_ms: null,
+    outbox_status: 'pending',
+    attempts: 1,
+    next_attempt_at: at,
+    idempotency_key: null,
+    request_hash: null,
+    job_id: null,
+  };
+}
+
+const literal = (v: unknown) => `'${String(v).replace(/'/g, "''")}'`;
+
+/** The plan PostgreSQL runs `st` with, for these bindings: `custom` (planned with the values) or `generic`. */
+async function plan(db: Knex, st: Statement, bindings: unknown[], mode: 'custom' | 'generic'): Promise<string> {
+  return db.transaction(async (trx) => {
+    await trx.raw(`SET LOCAL plan_cache_mode = force_${mode}_plan`);
+    await trx.raw(`PREPARE plan_check AS ${st.text}`);
+    const r = await trx.raw(`EXPLAIN EXECUTE plan_check(${bindings.map(literal).join(', ')})`);
+    await trx.raw('DEALLOCATE plan_check');
+    return (r.rows as Array<Record<string, string>>).map((x) => x['QUERY PLAN']).join('\n');
+  });
+}
+
+describe('command statements: index lookups, not table scans (PostgreSQL)', () => {
+  let pool: DbPool;
+  let drop: () => Promise<void>;
+  let db: Knex;
+  const ids: string[] = [];
+
+  before(async () => {
+    const schema = await withPgSchema();
+    drop = schema.drop;
+    pool = new DbPool({ default: schema.config }, silentLogger());
+    await pool.migrate('command', migrations);
+    db = pool.get();
+    const at = new Date().toISOString();
+    for (let n = 0; n < STORED; n += 1_000) {
+      const rows = Array.from({ length: 1_000 }, () => newRow(at));
+      await run(db, INSERT_SQL, [JSON.stringify(rows)]);
+      ids.push(...rows.map((r) => r.command_id));
+    }
+    await db.raw('ANALYZE command_tracker, command_outbox, command_result');
+  });
+
+  after(async () => {
+    await pool?.close();
+    await drop?.();
+  });
+
+  const now = () => new Date().toISOString();
+  const one = () => JSON.stringify([ids[17]]);
+  const cases: Array<[string, Statement, () => unknown[]]> = [
+    [
+      'ack write',
+      ACK_SQL,
+      () => [
+        one(),
+        one(),
+        JSON.stringify([{ command_id: ids[17], project_id: PROJECT, ack_at: now(), sent: null }]),
+        now(),
+        now(),
+      ],
+    ],
+    [
+      'ack + result write',
+      RESULT_SQL,
+      () => [
+        one(),
+        one(),
+        JSON.stringify([
+          {
+            command_id: ids[17],
+            project_id: PROJECT,
+            status: 'success',
+            exit_code: 0,
+            output: 'up',
+            error: '',
+            start_time: 1,
+            end_time: 2,
+            duration: 1,
+            received_at: now(),
+            started: now(),
+            ended: now(),
+            ack_at: now(),
+          },
+        ]),
+        now(),
+        now(),
+        now(),
+      ],
+    ],
+    [
+      'publish outcome',
+      OUTCOME_SQL,
+      () => [one(), now(), JSON.stringify([{ command_id: ids[17], attempts: 1, ok: true, sent: now() }])],
+    ],
+    ['publish error', OUTBOX_ERROR_SQL, () => [one(), now(), JSON.stringify([{ command_id: ids[17], err: 'x' }])]],
+    ['owner lookup', OWNERS_SQL, () => [one()]],
+    [
+      'lock in order (tracker)',
+      statement(`SELECT 1 FROM command_tracker WHERE ${ID_IN} ORDER BY command_id FOR UPDATE`),
+      () => [one()],
+    ],
+  ];
+
+  for (const [name, st, bindings] of cases) {
+    for (const mode of ['custom', 'generic'] as const) {
+      test(`${name}: ${mode} plan`, async () => {
+        const text = await plan(db, st, bindings(), mode);
+        assert.doesNotMatch(text, BIG_TABLES, text);
+        assert.match(text, /Index Cond: \(command_id = /, text);
+      });
+    }
+  }
+});
