@@ -104,6 +104,21 @@ export async function viewOf(db: Knex, row: JobRow): Promise<JobView> {
 }
 
 /**
+ * applyCommandStates' statement (exported for test/modules/jobs/statement-plans.test.ts). The
+ * targets are found through command_id's index (`= ANY`, core/services/sql-lists.ts): joined to
+ * the unpacked list alone, which the planner takes for 100 rows, a job_target of a few thousand
+ * rows was scanned whole for every batch of command events.
+ */
+export const APPLY_STATES_SQL = `WITH v AS MATERIALIZED (SELECT * FROM jsonb_to_recordset(?::jsonb) AS v(command_id text, state text))
+    UPDATE job_target t SET state = v.state, updated_at = ?::timestamptz,
+           sent_at = COALESCE(t.sent_at, ?::timestamptz)
+      FROM v
+     WHERE t.command_id = ANY(ARRAY(SELECT command_id FROM v)) AND t.command_id = v.command_id
+       AND t.state <> v.state
+       AND NOT (v.state = 'in_flight' AND t.state IN ('completed', 'failed', 'timeout', 'cancelled'))
+     RETURNING t.job_id`;
+
+/**
  * Target states from their commands' statuses (events, or a re-read): a target whose command
  * exists takes its command's state (a target still `pending` was sent by a driver that died
  * before it noted so), except that a terminal one never goes back to in_flight (a re-read that
@@ -115,15 +130,6 @@ export async function applyCommandStates(
   now: number,
 ): Promise<string[]> {
   if (updates.length === 0) return [];
-  const rows = await query<{ job_id: string }>(
-    db,
-    `UPDATE job_target t SET state = v.state, updated_at = ?::timestamptz,
-            sent_at = COALESCE(t.sent_at, ?::timestamptz)
-       FROM jsonb_to_recordset(?::jsonb) AS v(command_id text, state text)
-      WHERE t.command_id = v.command_id AND t.state <> v.state
-        AND NOT (v.state = 'in_flight' AND t.state IN ('completed', 'failed', 'timeout', 'cancelled'))
-      RETURNING t.job_id`,
-    [isoAt(now), isoAt(now), JSON.stringify(updates)],
-  );
+  const rows = await query<{ job_id: string }>(db, APPLY_STATES_SQL, [JSON.stringify(updates), isoAt(now), isoAt(now)]);
   return [...new Set(rows.map((r) => r.job_id))];
 }

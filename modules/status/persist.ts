@@ -244,14 +244,21 @@ async function lockInOrder(
   for (const op of ops) ids.add(op.project_id);
   if (ids.size === 0) return;
   const sorted = [...ids].sort(byCodeUnits);
-  // the ids as jsonb, as every statement here takes its rows (the same on pg and PGlite); locked
-  // in the order given (the row locks are taken after the sort: LockRows sits above it)
-  await trx.raw(
-    `SELECT 1 FROM project_status s JOIN jsonb_array_elements_text(?::jsonb) WITH ORDINALITY AS i(id, n)
-       ON s.project_id = i.id ORDER BY i.n FOR UPDATE OF s`,
-    [JSON.stringify(sorted)],
-  );
+  const json = JSON.stringify(sorted);
+  await trx.raw(LOCK_PRESENCE_SQL, [json, json]);
 }
+
+/**
+ * The presence rows of a batch, locked in the order given (the ids as jsonb, as every statement
+ * here takes its rows, the same on pg and PGlite; the row locks are taken after the sort: LockRows
+ * sits above it). The rows are found through the primary key (`= ANY`, core/services/sql-lists.ts):
+ * joined to the unpacked ids alone, which the planner takes for 100 rows, a project_status of a
+ * few thousand rows was scanned whole for every flush with a transition. Exported for
+ * test/modules/status/statement-plans.test.ts.
+ */
+export const LOCK_PRESENCE_SQL = `SELECT 1 FROM project_status s
+    JOIN jsonb_array_elements_text(?::jsonb) WITH ORDINALITY AS i(id, n) ON s.project_id = i.id
+   WHERE ${inJsonList('s.project_id')} ORDER BY i.n FOR UPDATE OF s`;
 
 /**
  * One transaction: a multi-row UPSERT of heartbeats, metrics and alerts, then the transitions (one

@@ -25,6 +25,7 @@ import { OWNERS_SQL } from '../../../modules/command/owners.js';
 import { OUTBOX_ERROR_SQL, OUTCOME_SQL } from '../../../modules/command/relay.js';
 import { ACK_SQL, RESULT_SQL } from '../../../modules/command/uplink.js';
 import { withPgSchema } from '../../helpers/db.js';
+import { planOf } from '../../helpers/plans.js';
 
 const STORED = 5_000;
 const PROJECT = 'plan-p';
@@ -56,19 +57,6 @@ function newRow(at: string): NewCommandRow {
     request_hash: null,
     job_id: null,
   };
-}
-
-const literal = (v: unknown) => `'${String(v).replace(/'/g, "''")}'`;
-
-/** The plan PostgreSQL runs `st` with, for these bindings: `custom` (planned with the values) or `generic`. */
-async function plan(db: Knex, st: Statement, bindings: unknown[], mode: 'custom' | 'generic'): Promise<string> {
-  return db.transaction(async (trx) => {
-    await trx.raw(`SET LOCAL plan_cache_mode = force_${mode}_plan`);
-    await trx.raw(`PREPARE plan_check AS ${st.text}`);
-    const r = await trx.raw(`EXPLAIN EXECUTE plan_check(${bindings.map(literal).join(', ')})`);
-    await trx.raw('DEALLOCATE plan_check');
-    return (r.rows as Array<Record<string, string>>).map((x) => x['QUERY PLAN']).join('\n');
-  });
 }
 
 describe('command statements: index lookups, not table scans (PostgreSQL)', () => {
@@ -156,7 +144,7 @@ describe('command statements: index lookups, not table scans (PostgreSQL)', () =
   for (const [name, st, bindings] of cases) {
     for (const mode of ['custom', 'generic'] as const) {
       test(`${name}: ${mode} plan`, async () => {
-        const text = await plan(db, st, bindings(), mode);
+        const text = await planOf(db, st.text, bindings(), mode);
         assert.doesNotMatch(text, BIG_TABLES, text);
         assert.match(text, /Index Cond: \(command_id = /, text);
       });
