@@ -265,19 +265,19 @@ export class Relay {
   }
 
   /**
-   * Publishes claimed rows (attempts already counted, next_attempt_at already moved on) and
-   * records the outcome. Also the send path's fast lane (send.ts): rows written with their first
-   * attempt claimed go out at once instead of waiting for a pass; if this process dies before,
-   * the relay publishes them when next_attempt_at comes.
-   */
-  /**
-   * The fast lane's entry: rows handed in during one turn of the event loop are published and
-   * recorded together (one outcome statement for the group, not one per command).
+   * The fast lane's entry: rows handed in before the microtask queue drains (the sends of one
+   * group commit, whose continuations run back to back) are published together, their outcomes
+   * recorded by the outcome window. A microtask, not the next turn of the event loop: the publish
+   * request reaches the bridge's mailbox before whatever else the sends scheduled for that turn
+   * (their audit records' INSERT, say, whose write to PostgreSQL could hand the server the CPU
+   * first), so the bridge publishes in this turn. HTTP request to MQTT publish, strace of the
+   * sync suite, medians of about 500 commands: 3.85 and 4.14 ms with setImmediate, 3.12 and 3.68 ms
+   * with the microtask (strace slows both alike; the reply-to-answer leg, unchanged, 3.4–3.9 ms).
    */
   deliverSoon(row: Claimed): void {
     this.fastLane.push(row);
     if (this.fastLane.length > 1) return;
-    setImmediate(() => {
+    queueMicrotask(() => {
       const rows = this.fastLane.splice(0);
       // stopping: the rows are stored and claimed only until next_attempt_at; the relay of the
       // next start (or another instance) publishes them then
@@ -285,6 +285,12 @@ export class Relay {
     });
   }
 
+  /**
+   * Publishes claimed rows (attempts already counted, next_attempt_at already moved on) and
+   * records the outcome. Also the send path's fast lane (send.ts): rows written with their first
+   * attempt claimed go out at once instead of waiting for a pass; if this process dies before,
+   * the relay publishes them when next_attempt_at comes.
+   */
   deliver(claimed: Claimed[]): Promise<void> {
     return this.track(
       this.publishAndRecord(claimed).catch((err: unknown) => {
