@@ -11,7 +11,8 @@
  * command's write cost the server 0.7 ms of CPU with 1 000 commands stored and 2.4 ms with 20 000,
  * and fell back to 0.4 ms past 60 000, where the index won again. An array from a sub-select is
  * taken for 10 values, and `= ANY` of it is an index condition: each value is looked up, at any
- * table size. test/core/services/sql-lists.test.ts holds the hot statements to index plans.
+ * table size. test/modules/{command,jobs,status}/statement-plans.test.ts hold the hot statements to
+ * index plans (test/helpers/plans.ts).
  */
 
 /** `column` is one of the texts of the JSON array bound at this `?`. */

@@ -75,7 +75,9 @@ export const lockCte = (table: 'command_tracker' | 'command_outbox'): string =>
  * together without a transaction around them (uplink.ts): `WITH ${LOCK_BOTH}, … k AS (… WHERE
  * ${LOCKED_BOTH}) …`. The tracker rows lock first, then the outbox rows (`lo` waits for `lt`
  * through its scalar subquery), each in command_id order, and every change that reads `k` waits
- * for `lo`. Two bindings: the JSON array of command ids, twice.
+ * for `lo`. Two bindings: the JSON array of command ids, twice. `lt` keeps each locked row's
+ * command_id and project_id, so the statement checks who owns an id against the rows it locked
+ * (not another read of the tracker, which the planner may do as a whole-table scan).
  */
 export const LOCK_BOTH = `lt AS MATERIALIZED (SELECT id, command_id, project_id FROM command_tracker WHERE ${ID_IN}
                                  ORDER BY command_id FOR UPDATE),
