@@ -106,7 +106,8 @@ function tsOrNull(msVal: number): string | null {
 export class Uplinks {
   private queue: Item[] = [];
   private timer?: NodeJS.Timeout;
-  private immediate?: NodeJS.Immediate;
+  /** A flush asked for in a microtask (kick), not yet started; false cancels it. */
+  private soon = false;
   /** Results in the queue: they go at once, while acks alone may wait for one. */
   private queuedResults = 0;
   private flushing?: Promise<void>;
@@ -266,7 +267,7 @@ export class Uplinks {
       this.timers.clear(this.timer);
       this.timer = undefined;
     }
-    if (!this.timer && !this.immediate) {
+    if (!this.timer && !this.soon) {
       // Acks alone can wait a little: a result usually follows within a millisecond or two, and
       // both then share one transaction; a redelivery would come a whole backoff step later.
       const wait = this.delayed
@@ -275,10 +276,14 @@ export class Uplinks {
           ? ACK_WAIT_MS
           : this.d.cfg.flush_interval_ms;
       if (wait === 0) {
-        // group commit without a timer: what arrives in this turn joins, what arrives while the
-        // statement runs forms the next group
-        this.immediate = setImmediate(() => {
-          this.immediate = undefined;
+        // group commit without a timer: what the mailbox hands in before the microtask queue
+        // drains joins, what arrives while the statement runs forms the next group. A microtask,
+        // not the next turn: a sync caller's result goes to PostgreSQL before whatever else is
+        // ready in this turn is read (as the send's fast lane, relay.ts deliverSoon)
+        this.soon = true;
+        queueMicrotask(() => {
+          if (!this.soon) return;
+          this.soon = false;
           if (!this.closed) void this.startFlush();
         });
         return;
@@ -315,8 +320,7 @@ export class Uplinks {
     }
     if (this.timer) this.timers.clear(this.timer);
     this.timer = undefined;
-    if (this.immediate) clearImmediate(this.immediate);
-    this.immediate = undefined;
+    this.soon = false;
   }
 
   /**
@@ -333,8 +337,7 @@ export class Uplinks {
   async drain(): Promise<void> {
     if (this.timer) this.timers.clear(this.timer);
     this.timer = undefined;
-    if (this.immediate) clearImmediate(this.immediate);
-    this.immediate = undefined;
+    this.soon = false;
     this.delayed = false;
     while (this.flushing || this.queue.length > 0) {
       if (this.flushing) await this.flushing;
@@ -348,8 +351,7 @@ export class Uplinks {
    */
   private startFlush(): Promise<void> {
     if (this.flushing) return this.flushing;
-    if (this.immediate) clearImmediate(this.immediate);
-    this.immediate = undefined;
+    this.soon = false;
     const run: Promise<void> = this.flush()
       .catch((err: unknown) => this.d.log.error({ err }, 'writing command uplinks failed'))
       .finally(() => {
