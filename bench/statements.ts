@@ -49,7 +49,8 @@ function backendCpuMs(pid: number): number {
 
 const ownMs = (u: NodeJS.CpuUsage) => (u.user + u.system) / 1000;
 
-function newRow(projectId: string): NewCommandRow {
+/** A pending command's tracker + outbox row as a send writes it (also the plan tests' stored rows). */
+export function newRow(projectId: string): NewCommandRow {
   const now = new Date().toISOString();
   return {
     command_id: randomUUID(),
@@ -79,7 +80,7 @@ function newRow(projectId: string): NewCommandRow {
 }
 
 /** The ack + result write of one answered command (uplink.ts writeResults' bindings). */
-function resultArgs(commandId: string, projectId: string): unknown[] {
+export function resultArgs(commandId: string, projectId: string): unknown[] {
   const now = new Date().toISOString();
   const ids = JSON.stringify([commandId]);
   const input = [

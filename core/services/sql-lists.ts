@@ -15,6 +15,11 @@
  * index plans (test/helpers/plans.ts).
  */
 
-/** `column` is one of the texts of the JSON array bound at this `?`. */
+/**
+ * `column` is one of the texts of the JSON array bound at this `?`. A statement that unpacks its
+ * list into a CTE anyway (to join its other fields or keep its order) writes the same condition
+ * over the CTE instead, `column = ANY(ARRAY(SELECT id FROM the_cte))`, and binds the list once
+ * (modules/jobs/store.ts APPLY_STATES_SQL, modules/status/persist.ts LOCK_PRESENCE_SQL).
+ */
 export const inJsonList = (column: string): string =>
   `${column} = ANY(ARRAY(SELECT jsonb_array_elements_text(?::jsonb)))`;

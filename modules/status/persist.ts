@@ -244,8 +244,7 @@ async function lockInOrder(
   for (const op of ops) ids.add(op.project_id);
   if (ids.size === 0) return;
   const sorted = [...ids].sort(byCodeUnits);
-  const json = JSON.stringify(sorted);
-  await trx.raw(LOCK_PRESENCE_SQL, [json, json]);
+  await trx.raw(LOCK_PRESENCE_SQL, [JSON.stringify(sorted)]);
 }
 
 /**
@@ -253,12 +252,15 @@ async function lockInOrder(
  * here takes its rows, the same on pg and PGlite; the row locks are taken after the sort: LockRows
  * sits above it). The rows are found through the primary key (`= ANY`, core/services/sql-lists.ts):
  * joined to the unpacked ids alone, which the planner takes for 100 rows, a project_status of a
- * few thousand rows was scanned whole for every flush with a transition. Exported for
- * test/modules/status/statement-plans.test.ts.
+ * few thousand rows was scanned whole for every flush with a transition. One binding: the list,
+ * thousands of ids in a busy flush, is unpacked once and serves both the lookup and the order.
+ * Exported for test/modules/status/statement-plans.test.ts.
  */
-export const LOCK_PRESENCE_SQL = `SELECT 1 FROM project_status s
-    JOIN jsonb_array_elements_text(?::jsonb) WITH ORDINALITY AS i(id, n) ON s.project_id = i.id
-   WHERE ${inJsonList('s.project_id')} ORDER BY i.n FOR UPDATE OF s`;
+export const LOCK_PRESENCE_SQL = `WITH i AS MATERIALIZED (
+    SELECT * FROM jsonb_array_elements_text(?::jsonb) WITH ORDINALITY AS i(id, n)
+  )
+  SELECT 1 FROM project_status s JOIN i ON s.project_id = i.id
+   WHERE s.project_id = ANY(ARRAY(SELECT id FROM i)) ORDER BY i.n FOR UPDATE OF s`;
 
 /**
  * One transaction: a multi-row UPSERT of heartbeats, metrics and alerts, then the transitions (one

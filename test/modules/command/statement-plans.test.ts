@@ -12,14 +12,14 @@
  * their values (custom), later ones may reuse one plan for any values (generic).
  */
 import assert from 'node:assert/strict';
-import { randomUUID } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import type { Knex } from 'knex';
+import { newRow, resultArgs } from '../../../bench/statements.js';
 import { silentLogger } from '../../../core/log.js';
 import { DbPool } from '../../../core/services/db.js';
 import { run, type Statement, statement } from '../../../core/services/statement.js';
 import { ID_IN } from '../../../modules/command/deps.js';
-import { INSERT_SQL, type NewCommandRow } from '../../../modules/command/insert-batch.js';
+import { INSERT_SQL } from '../../../modules/command/insert-batch.js';
 import { migrations } from '../../../modules/command/migrations.js';
 import { OWNERS_SQL } from '../../../modules/command/owners.js';
 import { OUTBOX_ERROR_SQL, OUTCOME_SQL } from '../../../modules/command/relay.js';
@@ -30,34 +30,6 @@ import { planOf } from '../../helpers/plans.js';
 const STORED = 5_000;
 const PROJECT = 'plan-p';
 const BIG_TABLES = /Seq Scan on (command_tracker|command_outbox|command_result)\b/;
-
-function newRow(at: string): NewCommandRow {
-  return {
-    command_id: randomUUID(),
-    project_id: PROJECT,
-    command_type: 'exec',
-    module: null,
-    operator_id: null,
-    payload_json: '{"cmd":"uptime"}',
-    offline_policy: 'fail',
-    timeout_ms: 60_000,
-    queue_expires_at: null,
-    is_sync: false,
-    timeout_at: at,
-    created_at: at,
-    topic: `wdd/RDMC/command/down/${PROJECT}`,
-    message: '{"message_id":"m"}',
-    status: 'pending',
-    schedule_at: null,
-    queue_ttl_ms: null,
-    outbox_status: 'pending',
-    attempts: 1,
-    next_attempt_at: at,
-    idempotency_key: null,
-    request_hash: null,
-    job_id: null,
-  };
-}
 
 describe('command statements: index lookups, not table scans (PostgreSQL)', () => {
   let pool: DbPool;
@@ -71,9 +43,8 @@ describe('command statements: index lookups, not table scans (PostgreSQL)', () =
     pool = new DbPool({ default: schema.config }, silentLogger());
     await pool.migrate('command', migrations);
     db = pool.get();
-    const at = new Date().toISOString();
     for (let n = 0; n < STORED; n += 1_000) {
-      const rows = Array.from({ length: 1_000 }, () => newRow(at));
+      const rows = Array.from({ length: 1_000 }, () => newRow(PROJECT));
       await run(db, INSERT_SQL, [JSON.stringify(rows)]);
       ids.push(...rows.map((r) => r.command_id));
     }
@@ -99,34 +70,7 @@ describe('command statements: index lookups, not table scans (PostgreSQL)', () =
         now(),
       ],
     ],
-    [
-      'ack + result write',
-      RESULT_SQL,
-      () => [
-        one(),
-        one(),
-        JSON.stringify([
-          {
-            command_id: ids[17],
-            project_id: PROJECT,
-            status: 'success',
-            exit_code: 0,
-            output: 'up',
-            error: '',
-            start_time: 1,
-            end_time: 2,
-            duration: 1,
-            received_at: now(),
-            started: now(),
-            ended: now(),
-            ack_at: now(),
-          },
-        ]),
-        now(),
-        now(),
-        now(),
-      ],
-    ],
+    ['ack + result write', RESULT_SQL, () => resultArgs(ids[17], PROJECT)],
     [
       'publish outcome',
       OUTCOME_SQL,
