@@ -273,10 +273,11 @@ export async function runSyncSuite(): Promise<SuiteResult> {
   const RUNS = envNumber('BENCH_SYNC_RUNS', 5, 2);
   const SYNC_MS = envNumber('BENCH_SYNC_MS', 4000, 1500);
   const ECHO_MS = envNumber('BENCH_ECHO_MS', 2000, 1000);
+  const WARM = envNumber('BENCH_SYNC_WARM', 300);
   const w = await startWorld(1, 'sync');
   try {
-    await warm(w.hubSide, 300, 1);
-    await warm(w.floorSide, 300, 1);
+    await warm(w.hubSide, WARM, 1);
+    await warm(w.floorSide, WARM, 1);
     const e50: number[] = [];
     const e99: number[] = [];
     const hub = new Tally();

@@ -70,6 +70,21 @@ BEGIN
 END
 $do$`;
 
+/**
+ * The text by which an announcement of a session with this gmq.origin is known without parsing
+ * it: the triggers' json_build_object writes its keys as `"o" : "<origin>"` (a space before the
+ * colon); the row inside is jsonb text (`"key": value`) and string values have their quotes
+ * escaped, so only the announcement's own origin key can match.
+ */
+export function ownChangeMarker(sessionOrigin: string): string {
+  return `"o" : ${JSON.stringify(sessionOrigin)}`;
+}
+
+/** The same for a log chunk part this instance announced (`announceLog`: JSON.stringify, no spaces). */
+export function ownLogPrefix(origin: string): string {
+  return `{"k":"l","o":${JSON.stringify(origin)},`;
+}
+
 type Notice =
   | { k: 's'; id: string; v: number; o?: string | null; row?: TrackerRow }
   | { k: 'r'; id: string; o?: string | null }
@@ -99,6 +114,13 @@ export class ClusterEvents {
    * changes, already published locally. Null when the sessions carry none.
    */
   private sessionOrigin: string | null = null;
+  /**
+   * `ownChangeMarker` of this instance's sessions. Two of its own announcements come back for
+   * every command it runs (about 700 bytes each): parsed only to be dropped, before this.
+   */
+  private ownChange: string | null = null;
+  /** `ownLogPrefix` of this instance. */
+  private readonly ownLog = ownLogPrefix(this.origin);
   private listener?: PgListener;
   private stopped = false;
   private queue: Notice[] = [];
@@ -125,6 +147,7 @@ export class ClusterEvents {
       "SELECT current_schema() AS schema, current_setting('gmq.origin', true) AS origin",
     );
     this.sessionOrigin = origin || null;
+    this.ownChange = this.sessionOrigin === null ? null : ownChangeMarker(this.sessionOrigin);
     const messages = {
       connected: 'listening to the command events of other hub instances',
       lost: 'cluster event listener lost its connection; other instances are not heard until it is back',
@@ -150,15 +173,26 @@ export class ClusterEvents {
   }
 
   private onNotice(payload: string): void {
+    // our own state or result change (published locally right after its commit, events.ts) or
+    // log chunk: dropped unparsed
+    if (payload.startsWith(this.ownLog) || (this.ownChange !== null && payload.includes(this.ownChange))) {
+      this.d.counters.cluster_own_dropped++;
+      return;
+    }
     let n: Notice;
     try {
       n = JSON.parse(payload) as Notice;
     } catch {
       return;
     }
-    if (n.k === 'l' && n.o === this.origin) return; // our own log chunk
-    // our own state or result change: published locally right after its commit (events.ts)
-    if (n.k !== 'l' && this.sessionOrigin !== null && n.o === this.sessionOrigin) return;
+    // the same checks parsed, should a server write the announcement's text another way
+    if (
+      (n.k === 'l' && n.o === this.origin) ||
+      (n.k !== 'l' && this.sessionOrigin !== null && n.o === this.sessionOrigin)
+    ) {
+      this.d.counters.cluster_own_dropped++;
+      return;
+    }
     this.queue.push(n);
     if (!this.running) this.running = this.drain();
   }

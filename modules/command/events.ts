@@ -58,6 +58,8 @@ export interface Counters {
   idempotency_keys_expired: number;
   /** Events of other hub instances republished here (cluster-events.ts). */
   cluster_events_in: number;
+  /** Announcements of this instance's own changes and log chunks, heard back and dropped unparsed. */
+  cluster_own_dropped: number;
   /** Events dropped because one of the same command with this version (or a result) already went out. */
   cluster_duplicates: number;
   /** Reads of announced changes too large for a notification, or results (one per batch). */
@@ -106,6 +108,7 @@ export function newCounters(): Counters {
     scheduled_failed: 0,
     idempotency_keys_expired: 0,
     cluster_events_in: 0,
+    cluster_own_dropped: 0,
     cluster_duplicates: 0,
     cluster_reads: 0,
     cluster_listening: 0,

@@ -19,6 +19,7 @@ const MODULE_COUNTERS = [
   'scheduled_started',
   'scheduled_failed',
   'cluster_events_in',
+  'cluster_own_dropped',
   'cluster_duplicates',
   'cluster_listen_errors',
 ] as const;
@@ -28,7 +29,7 @@ export function commandMetrics(c: Counters): MetricFamily[] {
     uplinksRefused('command', c, REFUSALS),
     counter(
       'hub_command_module_total',
-      "This instance's command module: results it wrote, results it asked for again (reasks), scheduled commands it started or failed at their time (scheduled_started, scheduled_failed), events of other instances it republished (cluster_events_in) or dropped as already seen (cluster_duplicates), listener connection losses",
+      "This instance's command module: results it wrote, results it asked for again (reasks), scheduled commands it started or failed at their time (scheduled_started, scheduled_failed), events of other instances it republished (cluster_events_in) or dropped as already seen (cluster_duplicates), its own announcements heard back and dropped (cluster_own_dropped), listener connection losses",
       countsBy('counter', Object.fromEntries(MODULE_COUNTERS.map((k) => [k, c[k]]))),
       ['counter'],
     ),

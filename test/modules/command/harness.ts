@@ -187,6 +187,8 @@ export const FAST = {
 export interface Hub {
   h: TestHost;
   w: World;
+  /** The database the hub runs on (its schema, on PostgreSQL). */
+  db: DbConfig;
   send(req: SendCommandRequest): Promise<CommandView>;
   get(commandId: string): Promise<CommandDetail>;
   req<T = unknown>(topic: string, payload: unknown): Promise<T>;
@@ -227,6 +229,7 @@ export async function startHub(driver: Driver, settings: Record<string, unknown>
   const hub: Hub = {
     h,
     w,
+    db: db.config,
     req,
     send: (r) => req<CommandView>(COMMAND.send, r),
     get: (id) => req<CommandDetail>(COMMAND.get, { command_id: id }),
