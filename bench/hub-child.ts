@@ -15,6 +15,8 @@
  * `memory` answers process.memoryUsage() (where the RSS goes: JS heap, external, array buffers)
  * and, with `snapshot` (a file path), writes a V8 heap snapshot there first (BENCH_HEAP_SNAPSHOT).
  */
+import fs from 'node:fs';
+import { Session } from 'node:inspector';
 import path from 'node:path';
 import v8 from 'node:v8';
 import { errorCode, serializeError } from '../core/errors.js';
@@ -36,10 +38,40 @@ const log = createRootLogger();
 const configFile = path.resolve(process.env.HUB_CONFIG ?? './config.yml');
 const host = new Host({ configFile, registry: builtinProviders(), log, watch: false });
 
+/**
+ * BENCH_HUB_ALLOC_PROF=file: V8's sampling heap profiler from ready to stop, counting every
+ * sampled allocation (also those the collector freed since: where the garbage comes from, not
+ * only what stays), written to that file at stop (a .heapprofile for DevTools or a script).
+ */
+const allocProfFile = process.env.BENCH_HUB_ALLOC_PROF;
+let allocSession: Session | undefined;
+function post(session: Session, method: string, params?: object): Promise<unknown> {
+  return new Promise((resolve, reject) =>
+    session.post(method, params, (err, res) => (err ? reject(err) : resolve(res))),
+  );
+}
+async function startAllocProf(): Promise<void> {
+  if (!allocProfFile) return;
+  allocSession = new Session();
+  allocSession.connect();
+  await post(allocSession, 'HeapProfiler.startSampling', {
+    samplingInterval: 16_384,
+    includeObjectsCollectedByMajorGC: true,
+    includeObjectsCollectedByMinorGC: true,
+  });
+}
+async function writeAllocProf(): Promise<void> {
+  if (!allocSession || !allocProfFile) return;
+  const { profile } = (await post(allocSession, 'HeapProfiler.stopSampling')) as { profile: unknown };
+  fs.writeFileSync(allocProfFile, JSON.stringify(profile));
+  allocSession.disconnect();
+}
+
 let stopping = false;
 async function stop(code: number): Promise<never> {
   if (!stopping) {
     stopping = true;
+    await writeAllocProf().catch((err) => log.error({ err }, 'allocation profile not written'));
     try {
       await host.stop();
     } catch (err) {
@@ -72,6 +104,7 @@ process.on('SIGTERM', () => void stop(0));
 
 try {
   await host.start();
+  await startAllocProf();
   send({ op: 'ready' });
 } catch (err) {
   const e = err as Error;

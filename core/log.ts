@@ -1,6 +1,7 @@
 import { createRequire } from 'node:module';
 import pino, { type Logger } from 'pino';
 import type PinoPretty from 'pino-pretty';
+import { logDestination } from './log-destination.js';
 import { CENSOR, redactSecrets, SECRET_KEYS } from './log-redact.js';
 
 export type { Logger };
@@ -55,7 +56,8 @@ export function createRootLogger(
       }),
     );
   }
-  return pino(options);
+  // stdout, asynchronously and flushed at exit (pino's default), without re-measuring its buffer per line
+  return pino(options, logDestination());
 }
 
 /**
