@@ -463,7 +463,8 @@ export function classifyDbError(err: unknown, db: string): unknown {
 export interface HotQuery {
   sql: string;
   bindings: unknown[];
-  options: { name: string };
+  /** The prepared statement's name; the statement's own type parsers, if any (node-postgres only). */
+  options: { name: string; types?: pg.CustomTypesConfig };
 }
 
 /**
@@ -581,11 +582,14 @@ class PGliteClient extends ClientPGLite {
     return runHot(this, obj, (err) => err);
   }
 
-  /** A hot statement's name (statement.ts) is not a PGlite query option: it runs as any other query. */
+  /**
+   * A hot statement's name and node-postgres type parsers (statement.ts) are not PGlite query
+   * options: it runs as any other query (times come as Dates, which the readers take too).
+   */
   // biome-ignore lint/suspicious/noExplicitAny: knex's own signature
   _query(connection: any, obj: any): Promise<any> {
-    if (obj.options?.name !== undefined) {
-      const { name: _, ...options } = obj.options;
+    if (obj.options?.name !== undefined || obj.options?.types !== undefined) {
+      const { name: _, types: __, ...options } = obj.options;
       obj.options = options;
     }
     return dialectQuery(ClientPGLite as unknown as typeof Knex.Client, this, connection, obj);

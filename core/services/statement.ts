@@ -20,7 +20,9 @@
  */
 import { createHash } from 'node:crypto';
 import type { Knex } from 'knex';
+import type pg from 'pg';
 import type { HotQuery } from './db.js';
+import { TIMES_AS_TEXT } from './pg-times.js';
 
 export interface Statement {
   /** `gmq_` and a digest of the text: the session-level name of the prepared statement. */
@@ -29,15 +31,21 @@ export interface Statement {
   readonly sql: string;
   /** The same with `$n` placeholders, rewritten once here (knex rewrites on every call). */
   readonly text: string;
+  /** node-postgres's type parsers for this statement's rows, when not its defaults (pg only). */
+  readonly types?: pg.CustomTypesConfig;
 }
 
-/** A hot statement of fixed text; define it once, at module level. */
-export function statement(sql: string): Statement {
+/**
+ * A hot statement of fixed text; define it once, at module level. `timesAsText`: its rows'
+ * timestamptz values come as PostgreSQL's text on pg (core/services/pg-times.ts), for rows that
+ * only ever become ISO text; PGlite still gives Dates.
+ */
+export function statement(sql: string, opts: { timesAsText?: boolean } = {}): Statement {
   const name = `gmq_${createHash('sha256').update(sql).digest('hex').slice(0, 24)}`;
   // knex's PostgreSQL rule: `\?` stays a question mark, any other `?` is the next placeholder
   let n = 0;
   const text = sql.replace(/(\\*)(\?)/g, (_m, escapes: string) => (escapes.length % 2 ? '?' : `$${++n}`));
-  return Object.freeze({ name, sql, text });
+  return Object.freeze({ name, sql, text, ...(opts.timesAsText ? { types: TIMES_AS_TEXT } : {}) });
 }
 
 /** A client of db.ts that runs hot statements itself (both of its dialects do). */
@@ -52,8 +60,13 @@ interface HotClient {
 export async function run<T>(db: Knex, st: Statement, bindings: readonly unknown[] = []): Promise<T[]> {
   const client = db.client as Partial<HotClient>;
   if (!(db as Knex.Transaction).isTransaction && typeof client.runHot === 'function') {
-    return (await client.runHot({ sql: st.text, bindings: [...bindings], options: { name: st.name } })) as T[];
+    return (await client.runHot({ sql: st.text, bindings: [...bindings], options: optionsOf(st) })) as T[];
   }
-  const r = (await db.raw(st.sql, bindings as Knex.RawBinding[]).options({ name: st.name })) as { rows: T[] };
+  const r = (await db.raw(st.sql, bindings as Knex.RawBinding[]).options(optionsOf(st))) as { rows: T[] };
   return r.rows;
+}
+
+/** What node-postgres gets beside the text: the statement's name, and its type parsers if it has its own. */
+function optionsOf(st: Statement): HotQuery['options'] {
+  return st.types ? { name: st.name, types: st.types } : { name: st.name };
 }

@@ -58,7 +58,8 @@ const TRACKER_VALUES = `v.command_id, v.project_id, v.command_type, v.module, v.
       v.created_at, v.schedule_at, v.queue_ttl_ms, v.job_id, v.attempts`;
 
 /** Exported for bench/statements.ts. */
-export const INSERT_SQL = statement(`WITH v AS (
+export const INSERT_SQL = statement(
+  `WITH v AS (
     SELECT * FROM jsonb_to_recordset(?::jsonb) AS v(command_id text, project_id text, command_type text, module text,
       operator_id text, payload_json text, offline_policy text, timeout_ms integer, queue_expires_at timestamptz,
       is_sync boolean, timeout_at timestamptz, created_at timestamptz, topic text, message text, outbox_status text,
@@ -89,7 +90,9 @@ export const INSERT_SQL = statement(`WITH v AS (
       FROM v JOIN t ON t.command_id = v.command_id
     RETURNING id, command_id
   )
-  SELECT t.*, o.id AS outbox_id FROM t JOIN o ON o.command_id = t.command_id`);
+  SELECT t.*, o.id AS outbox_id FROM t JOIN o ON o.command_id = t.command_id`,
+  { timesAsText: true },
+);
 
 export type InsertedRow = TrackerRow & { outbox_id: string | number };
 

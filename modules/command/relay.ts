@@ -378,7 +378,8 @@ const CLAIM_SQL = statement(`WITH c AS (
        SELECT * FROM c ORDER BY id`);
 
 /** Publish outcomes on the tracker: attempts, `sent` on a PUBACK (recordOutcomes). */
-export const OUTCOME_SQL = statement(`WITH l AS ${lockCte('command_tracker')}
+export const OUTCOME_SQL = statement(
+  `WITH l AS ${lockCte('command_tracker')}
          UPDATE command_tracker t
             SET attempts = GREATEST(t.attempts, v.attempts),
                 status = CASE WHEN v.ok AND t.status = 'pending' THEN 'sent' ELSE t.status END,
@@ -386,7 +387,9 @@ export const OUTCOME_SQL = statement(`WITH l AS ${lockCte('command_tracker')}
                 updated_at = ?::timestamptz
            FROM l, jsonb_to_recordset(?::jsonb) AS v(command_id text, attempts int, ok boolean, sent timestamptz)
           WHERE t.id = l.id AND t.command_id = v.command_id
-         RETURNING ${T_COLS}, l.status AS was`);
+         RETURNING ${T_COLS}, l.status AS was`,
+  { timesAsText: true },
+);
 
 /** A failed publish's error on its outbox row, or a success clearing an earlier one (recordOutcomes). */
 export const OUTBOX_ERROR_SQL = statement(`WITH l AS ${lockCte('command_outbox')}

@@ -1,8 +1,10 @@
 /**
  * Row shapes of the command tables and their mapping to the bus views (modules/command/contract/topics.ts).
- * Both drivers return timestamptz as Date; bigint may come back as a string (pg) or a number
- * (PGlite), so numbers are read through `num`.
+ * Times come as Date (PGlite, knex queries), as PostgreSQL's text (the hot statements on pg:
+ * TIMES_AS_TEXT) or as ISO text (announced rows), all read through `iso`/`ms`; bigint may come
+ * back as a string (pg) or a number (PGlite), so numbers are read through `num`.
  */
+import { isoOfPgTime, isPgTimeText, msOfPgTime } from '../../core/services/pg-times.js';
 import type {
   CommandDetail,
   CommandResultView,
@@ -68,13 +70,19 @@ export function num(v: number | string | null | undefined): number {
   return typeof v === 'number' ? v : Number(v ?? 0);
 }
 
+/**
+ * A time as a row holds it: a Date (PGlite, knex queries), PostgreSQL's text (the hot statements,
+ * TIMES_AS_TEXT: core/services/pg-times.ts) or ISO text (announcements' rows, from to_jsonb).
+ */
 function ms(v: Date | string | null | undefined): number | null {
   if (v === null || v === undefined) return null;
+  if (typeof v === 'string' && isPgTimeText(v)) return msOfPgTime(v);
   const t = v instanceof Date ? v.getTime() : Date.parse(v);
   return Number.isFinite(t) ? t : null;
 }
 
 export function iso(v: Date | string | null | undefined): string | null {
+  if (typeof v === 'string' && isPgTimeText(v)) return isoOfPgTime(v);
   const t = ms(v);
   return t === null ? null : new Date(t).toISOString();
 }

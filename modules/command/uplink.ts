@@ -610,7 +610,8 @@ type ResultRowOut = AckRow & { inserted: boolean };
  * written; outcome-window.ts) and the ack's arrival: the PUBACK and the ack race, and
  * the PUBACK may be seen a moment after the ack arrived, so sent_at never comes after acked_at.
  */
-export const ACK_SQL = statement(`WITH ${LOCK_BOTH},
+export const ACK_SQL = statement(
+  `WITH ${LOCK_BOTH},
        v AS (SELECT * FROM jsonb_to_recordset(?::jsonb) AS v(command_id text, project_id text, ack_at timestamptz, sent timestamptz)),
        k AS (SELECT v.* FROM v JOIN lt ON lt.command_id = v.command_id AND lt.project_id = v.project_id
               WHERE ${LOCKED_BOTH}),
@@ -628,7 +629,9 @@ export const ACK_SQL = statement(`WITH ${LOCK_BOTH},
          RETURNING t.*
        )
        SELECT v.command_id AS in_id, v.project_id AS in_project, (k.command_id IS NOT NULL) AS known, ${U_COLS}
-         FROM v LEFT JOIN k ON k.command_id = v.command_id LEFT JOIN u ON u.command_id = v.command_id`);
+         FROM v LEFT JOIN k ON k.command_id = v.command_id LEFT JOIN u ON u.command_id = v.command_id`,
+  { timesAsText: true },
+);
 
 /**
  * Results: stored once per command_id (ON CONFLICT DO NOTHING), then the tracker completes or
@@ -639,7 +642,8 @@ export const ACK_SQL = statement(`WITH ${LOCK_BOTH},
  * in the same group (`ack_at`) is applied here too, so the usual ack + result pair is one write.
  * Exported for bench/statements.ts.
  */
-export const RESULT_SQL = statement(`WITH ${LOCK_BOTH},
+export const RESULT_SQL = statement(
+  `WITH ${LOCK_BOTH},
        v AS (
          SELECT * FROM jsonb_to_recordset(?::jsonb) AS v(command_id text, project_id text, status text,
            exit_code bigint, output text, error text, start_time bigint, end_time bigint, duration bigint,
@@ -678,4 +682,6 @@ export const RESULT_SQL = statement(`WITH ${LOCK_BOTH},
        )
        SELECT v.command_id AS in_id, v.project_id AS in_project, (k.command_id IS NOT NULL) AS known,
               (u.command_id IS NOT NULL) AS inserted, ${U_COLS}, u.payload
-         FROM v LEFT JOIN k ON k.command_id = v.command_id LEFT JOIN u ON u.command_id = v.command_id`);
+         FROM v LEFT JOIN k ON k.command_id = v.command_id LEFT JOIN u ON u.command_id = v.command_id`,
+  { timesAsText: true },
+);
