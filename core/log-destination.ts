@@ -40,6 +40,8 @@ export function logDestination(fd: number = process.stdout.fd ?? 1): pino.Destin
 export function measuredAppends(dest: pino.DestinationStream): boolean {
   const boom = dest as unknown as Boom;
   if (
+    // sonic-boom's buffer mode writes through `writeBuffer`, with arrays of buffers as chunks
+    boom.write?.name !== 'write' ||
     !Array.isArray(boom._bufs) ||
     typeof boom._len !== 'number' ||
     typeof boom._hwm !== 'number' ||

@@ -50,6 +50,18 @@ describe('log destination: measured appends', () => {
     (boom as unknown as { destroy(): void }).destroy();
   });
 
+  test('a destination in buffer mode is left as it is', () => {
+    const file = path.join(dir, 'buffer-mode.log');
+    const boom = pino.destination({ dest: file, sync: false, contentMode: 'buffer' } as never) as unknown as Boom & {
+      write: unknown;
+      destroy(): void;
+    };
+    const before = boom.write;
+    assert.equal(measuredAppends(boom), false);
+    assert.equal(boom.write, before);
+    boom.destroy();
+  });
+
   test('every line arrives, whole and in order, across bursts, chunk limits and writes taking chunks', async () => {
     const { boom, file } = destination('order.log');
     assert.equal(measuredAppends(boom), true);
