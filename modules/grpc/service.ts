@@ -14,6 +14,7 @@ import { AUDIT, type AuditPage } from '../audit/contract/topics.js';
 import { type AuditSpec, type AuditTrail, pickIds } from '../audit/contract/trail.js';
 import { COMMAND, type CommandDetail, type CommandView, type SentCommand } from '../command/contract/topics.js';
 import { type CreatedJob, JOBS, type JobView } from '../jobs/contract/topics.js';
+import { CallSignals } from '../shared/interface-kit/call-signals.js';
 import type { CommandWaiter } from '../shared/interface-kit/command-waiter.js';
 import type { EventFeed, FeedEvent, FeedFilter } from '../shared/interface-kit/event-feed.js';
 import {
@@ -161,6 +162,9 @@ export class ExchangeHubService {
   private readonly declared = new Map<string, Access>();
   /** Calls refused as the caller's mistake, by hub error code (hub_grpc_refusals_total). */
   readonly refusals: Record<string, number> = {};
+
+  /** Sync calls' "stop waiting" signals, all ended by one listener when the module stops (made at the first). */
+  private calls?: CallSignals;
 
   constructor(private readonly d: ServiceDeps) {}
 
@@ -508,11 +512,11 @@ export class ExchangeHubService {
     this.d.stats.calls++;
     const cfg = this.d.ctx.config;
     // the wait ends early when the caller goes away or the module stops
-    const abort = new AbortController();
+    this.calls ??= new CallSignals(this.d.ctx.signal);
+    const calls = this.calls;
+    const abort = calls.open();
     const onCancel = () => abort.abort();
     call.once('cancelled', onCancel);
-    const onStop = () => abort.abort();
-    this.d.ctx.signal.addEventListener('abort', onStop, { once: true });
     const run = async () => {
       const who = this.admit(call.metadata, 'SendSyncCommand');
       const m = call.request;
@@ -567,7 +571,7 @@ export class ExchangeHubService {
       )
       .finally(() => {
         call.off('cancelled', onCancel);
-        this.d.ctx.signal.removeEventListener('abort', onStop);
+        calls.end(abort);
       });
   }
 

@@ -9,6 +9,7 @@ import type { z } from 'zod';
 import { errorCode, HubError } from '../../core/errors.js';
 import type { Logger } from '../../core/log.js';
 import type { AuditTrail } from '../audit/contract/trail.js';
+import { CallSignals } from '../shared/interface-kit/call-signals.js';
 import { closeWithGrace } from '../shared/interface-kit/close-with-grace.js';
 import { assertDeclared, forbiddenAction, grants, isAccess } from '../shared/interface-kit/permissions.js';
 import type { Access, Principal, TokenGate } from '../shared/interface-kit/token-gate.js';
@@ -224,12 +225,14 @@ export function buildServer(d: ServerDeps): FastifyInstance {
     sendError(reply, 404, 'WEB_ERR_NOT_FOUND', `no route ${req.method} ${shown(req.url.split('?')[0])}`),
   );
 
+  // the requests' "stop waiting" signals, all ended by one listener when the module stops
+  const calls = new CallSignals(d.stopping);
   for (const r of d.routes) {
     app.route({
       method: r.method,
       url: r.url,
       config: access(r.access),
-      handler: (req, reply) => handle(d, r, req, reply),
+      handler: (req, reply) => handle(d, calls, r, req, reply),
     });
   }
 
@@ -302,7 +305,7 @@ function shown(s: string): string {
   return JSON.stringify(t).slice(1, -1);
 }
 
-async function handle(d: ServerDeps, r: AnyRoute, req: FastifyRequest, reply: FastifyReply) {
+async function handle(d: ServerDeps, calls: CallSignals, r: AnyRoute, req: FastifyRequest, reply: FastifyReply) {
   const params = r.params ? parse(r, r.params, req.params, 'params') : undefined;
   const query = r.query ? parse(r, r.query, req.query ?? {}, 'query') : undefined;
   let body: unknown;
@@ -310,11 +313,9 @@ async function handle(d: ServerDeps, r: AnyRoute, req: FastifyRequest, reply: Fa
   const headers = r.headers ? parse(r, r.headers, req.headers, 'headers') : undefined;
 
   // One signal for "stop waiting": the client went away, or the module is stopping.
-  const ac = new AbortController();
-  const abort = () => ac.abort();
-  d.stopping.addEventListener('abort', abort, { once: true });
+  const ac = calls.open();
   reply.raw.once('close', () => {
-    d.stopping.removeEventListener('abort', abort);
+    calls.end(ac);
     if (!reply.raw.writableFinished) ac.abort();
   });
 

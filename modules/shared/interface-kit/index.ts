@@ -6,6 +6,7 @@
  * The last two consume the command and status contracts: the one place in modules/shared that
  * knows a domain (test/docs/layering.test.ts names the exception).
  */
+export { CallSignals } from './call-signals.js';
 export { closeWithGrace } from './close-with-grace.js';
 export { CommandWaiter, type SyncOutcome } from './command-waiter.js';
 export { EventFeed, type FeedEvent, type FeedFilter, type Watcher } from './event-feed.js';
