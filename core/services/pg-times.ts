@@ -34,6 +34,12 @@ const UTC_TEXT = /^[1-9]\d{3}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.(\d{1,6}))?\+00$/;
 /** node-postgres's own timestamptz parser (postgres-date), for every form but the UTC one. */
 const parseTimestamptz = pg.types.getTypeParser(TIMESTAMPTZ_OID, 'text') as (v: string) => Date | number | null;
 
+/** The milliseconds of a fraction's digits (`123456` → `123`, `5` → `500`): truncated, as Date does. */
+function millisText(digits: string | undefined): string {
+  if (digits === undefined) return '000';
+  return digits.length >= 3 ? digits.slice(0, 3) : digits.padEnd(3, '0');
+}
+
 /**
  * Whether `v` is PostgreSQL's text of a timestamptz (a space between date and time), as
  * TIMES_AS_TEXT leaves it, rather than ISO text (`T`, as in JSON from `to_jsonb`).
@@ -49,10 +55,7 @@ export function isPgTimeText(v: string): boolean {
  */
 export function isoOfPgTime(v: string): string | null {
   const m = UTC_TEXT.exec(v);
-  if (m) {
-    const frac = m[1] === undefined ? '000' : m[1].length >= 3 ? m[1].slice(0, 3) : m[1].padEnd(3, '0');
-    return `${v.slice(0, 10)}T${v.slice(11, 19)}.${frac}Z`;
-  }
+  if (m) return `${v.slice(0, 10)}T${v.slice(11, 19)}.${millisText(m[1])}Z`;
   const d = parseTimestamptz(v);
   return d instanceof Date && Number.isFinite(d.getTime()) ? d.toISOString() : null;
 }
@@ -61,7 +64,6 @@ export function isoOfPgTime(v: string): string | null {
 export function msOfPgTime(v: string): number | null {
   const m = UTC_TEXT.exec(v);
   if (m) {
-    const frac = m[1] === undefined ? 0 : Number(m[1].length >= 3 ? m[1].slice(0, 3) : m[1].padEnd(3, '0'));
     return Date.UTC(
       Number(v.slice(0, 4)),
       Number(v.slice(5, 7)) - 1,
@@ -69,7 +71,7 @@ export function msOfPgTime(v: string): number | null {
       Number(v.slice(11, 13)),
       Number(v.slice(14, 16)),
       Number(v.slice(17, 19)),
-      frac,
+      Number(millisText(m[1])),
     );
   }
   const d = parseTimestamptz(v);

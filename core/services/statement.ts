@@ -20,7 +20,6 @@
  */
 import { createHash } from 'node:crypto';
 import type { Knex } from 'knex';
-import type pg from 'pg';
 import type { HotQuery } from './db.js';
 import { TIMES_AS_TEXT } from './pg-times.js';
 
@@ -31,8 +30,11 @@ export interface Statement {
   readonly sql: string;
   /** The same with `$n` placeholders, rewritten once here (knex rewrites on every call). */
   readonly text: string;
-  /** node-postgres's type parsers for this statement's rows, when not its defaults (pg only). */
-  readonly types?: pg.CustomTypesConfig;
+  /**
+   * What node-postgres gets beside the text, made once: the name, and the statement's own type
+   * parsers when it has them (pg only; the PGlite client drops both).
+   */
+  readonly options: HotQuery['options'];
 }
 
 /**
@@ -45,7 +47,8 @@ export function statement(sql: string, opts: { timesAsText?: boolean } = {}): St
   // knex's PostgreSQL rule: `\?` stays a question mark, any other `?` is the next placeholder
   let n = 0;
   const text = sql.replace(/(\\*)(\?)/g, (_m, escapes: string) => (escapes.length % 2 ? '?' : `$${++n}`));
-  return Object.freeze({ name, sql, text, ...(opts.timesAsText ? { types: TIMES_AS_TEXT } : {}) });
+  const options = Object.freeze(opts.timesAsText ? { name, types: TIMES_AS_TEXT } : { name });
+  return Object.freeze({ name, sql, text, options });
 }
 
 /** A client of db.ts that runs hot statements itself (both of its dialects do). */
@@ -60,13 +63,8 @@ interface HotClient {
 export async function run<T>(db: Knex, st: Statement, bindings: readonly unknown[] = []): Promise<T[]> {
   const client = db.client as Partial<HotClient>;
   if (!(db as Knex.Transaction).isTransaction && typeof client.runHot === 'function') {
-    return (await client.runHot({ sql: st.text, bindings: [...bindings], options: optionsOf(st) })) as T[];
+    return (await client.runHot({ sql: st.text, bindings: [...bindings], options: st.options })) as T[];
   }
-  const r = (await db.raw(st.sql, bindings as Knex.RawBinding[]).options(optionsOf(st))) as { rows: T[] };
+  const r = (await db.raw(st.sql, bindings as Knex.RawBinding[]).options(st.options)) as { rows: T[] };
   return r.rows;
-}
-
-/** What node-postgres gets beside the text: the statement's name, and its type parsers if it has its own. */
-function optionsOf(st: Statement): HotQuery['options'] {
-  return st.types ? { name: st.name, types: st.types } : { name: st.name };
 }

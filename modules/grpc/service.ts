@@ -163,10 +163,12 @@ export class ExchangeHubService {
   /** Calls refused as the caller's mistake, by hub error code (hub_grpc_refusals_total). */
   readonly refusals: Record<string, number> = {};
 
-  /** Sync calls' "stop waiting" signals, all ended by one listener when the module stops (made at the first). */
-  private calls?: CallSignals;
+  /** Sync calls' "stop waiting" signals, all ended by one listener when the module stops. */
+  private readonly calls: CallSignals;
 
-  constructor(private readonly d: ServiceDeps) {}
+  constructor(private readonly d: ServiceDeps) {
+    this.calls = new CallSignals(d.ctx.signal);
+  }
 
   /** A bus request bounded by request_timeout_ms (or `limitMs`) and the call's deadline. */
   private request<R>(
@@ -512,9 +514,7 @@ export class ExchangeHubService {
     this.d.stats.calls++;
     const cfg = this.d.ctx.config;
     // the wait ends early when the caller goes away or the module stops
-    this.calls ??= new CallSignals(this.d.ctx.signal);
-    const calls = this.calls;
-    const abort = calls.open();
+    const abort = this.calls.open();
     const onCancel = () => abort.abort();
     call.once('cancelled', onCancel);
     const run = async () => {
@@ -571,7 +571,7 @@ export class ExchangeHubService {
       )
       .finally(() => {
         call.off('cancelled', onCancel);
-        calls.end(abort);
+        this.calls.end(abort);
       });
   }
 

@@ -76,11 +76,13 @@ describe('an operation without an access declaration refuses the start', () => {
 
   test('gRPC: a proto method without a declared handler refuses the service, naming it', () => {
     const methods = Object.keys(loadProto().service);
-    const service = new ExchangeHubService({} as ServiceDeps);
+    // only what the constructor and implementation() touch is real: the module's stop signal
+    const deps = () => ({ ctx: { signal: new AbortController().signal } }) as unknown as ServiceDeps;
+    const service = new ExchangeHubService(deps());
     assert.ok(methods.length >= 19, `${methods.length} methods`);
     service.implementation(methods); // every real method is declared
     assert.throws(
-      () => new ExchangeHubService({} as ServiceDeps).implementation([...methods, 'BrandNewMethod']),
+      () => new ExchangeHubService(deps()).implementation([...methods, 'BrandNewMethod']),
       (err: Error) => errorCode(err) === 'AUTH_ERR_UNDECLARED' && /BrandNewMethod/.test(err.message),
     );
   });
