@@ -7,10 +7,13 @@
  *
  * The channel is PostgreSQL LISTEN/NOTIFY (bench/cluster-channel.ts measured it against a QoS 1
  * Mosquitto topic at 1 000 events/s to three listeners: p50 0.9 ms / p99 23 ms against 3.3 ms /
- * 91 ms). State and result changes are announced by triggers (migrations.ts 004) in the very
- * transaction that commits them: nothing uncommitted is announced, nothing committed is missed
- * by a crash between commit and publish, and listeners get them in commit order. Log chunks are
- * not stored, so this instance announces the ones it receives itself (`announceLog`).
+ * 91 ms). State and result changes are announced by triggers (migrations.ts 005, 008, 010) in
+ * the very transaction that commits them: nothing uncommitted is announced, nothing committed is
+ * missed by a crash between commit and publish, and listeners get them in commit order. Log
+ * chunks are not stored, so this instance announces the ones it receives itself (`announceLog`).
+ * Both only while another instance listens: this one listens under a name carrying its origin
+ * (`listenerNameFor`), and a write whose transaction finds no other listener among the server's
+ * sessions announces nothing (migration 010), so an instance alone pays for none of it.
  *
  * Local events never wait for any of this: the command module publishes them on its bus right
  * after its own commit, as before. Its own announcements come back here too, marked with its
@@ -34,6 +37,7 @@ import { randomUUID } from 'node:crypto';
 import { PgListener, pgListenSettings } from '../../core/services/pg-listener.js';
 import { inJsonList } from '../../core/services/sql-lists.js';
 import { type Deps, query } from './deps.js';
+import { COMMAND_EVENTS_LISTENER, PEERS_LISTEN_SQL } from './migrations.js';
 import { type ResultRow, TRACKER_COLUMNS, type TrackerRow, toResultView } from './rows.js';
 
 /** PostgreSQL identifiers (and so channel names) hold at most 63 bytes. */
@@ -42,6 +46,15 @@ const MAX_CHANNEL = 63;
 const LOG_PART_CHARS = 1_200;
 /** Log chunks being put together, at most (a lost part must not grow the map for ever). */
 const MAX_PARTIAL_LOGS = 1_000;
+
+/**
+ * The application_name this instance listens under: COMMAND_EVENTS_LISTENER and its sessions'
+ * gmq.origin, so the triggers of its own writes can tell it from the other instances' listeners
+ * (migration 010). 39 bytes, under PostgreSQL's 63.
+ */
+export function listenerNameFor(sessionOrigin: string | null): string {
+  return sessionOrigin === null ? COMMAND_EVENTS_LISTENER : `${COMMAND_EVENTS_LISTENER} ${sessionOrigin}`;
+}
 
 /** The schema's channel, as the triggers name it: left('gmq_cmd_events:' || schema, 63). */
 export function channelFor(schema: string): string {
@@ -139,14 +152,16 @@ export class ClusterEvents {
   async start(): Promise<void> {
     if (!this.d.cfg.cluster_events) return;
     // driver pg only: PGlite is one process, nobody else writes (pgListenSettings)
-    const pgs = pgListenSettings(this.d.db, 'gmq-hub command events');
-    if (!pgs) return;
+    if (!pgListenSettings(this.d.db, COMMAND_EVENTS_LISTENER)) return;
     await this.d.db.transaction((trx) => trx.raw(ANNOUNCE_TRIGGERS));
     const [{ schema, origin }] = await query<{ schema: string; origin: string | null }>(
       this.d.db,
       "SELECT current_schema() AS schema, current_setting('gmq.origin', true) AS origin",
     );
     this.sessionOrigin = origin || null;
+    // the triggers announce only while a session other than this instance's listener listens
+    // under this name (migration 010): the server's list of sessions is the list of listeners
+    const pgs = pgListenSettings(this.d.db, listenerNameFor(this.sessionOrigin))!;
     this.ownChange = this.sessionOrigin === null ? null : ownChangeMarker(this.sessionOrigin);
     const messages = {
       connected: 'listening to the command events of other hub instances',
@@ -299,11 +314,13 @@ export class ClusterEvents {
     const out = this.outLogs.splice(0);
     if (out.length === 0) return;
     try {
-      await query(this.d.db, 'SELECT pg_notify(?, x) FROM jsonb_array_elements_text(?::jsonb) AS x', [
-        this.listener?.channel,
-        JSON.stringify(out),
-      ]);
-      this.d.counters.cluster_logs_announced += out.length;
+      // as the triggers: only when another instance listens (an instance alone sends none)
+      const sent = await query(
+        this.d.db,
+        `SELECT pg_notify(?, x) FROM jsonb_array_elements_text(?::jsonb) AS x WHERE ${PEERS_LISTEN_SQL}`,
+        [this.listener?.channel, JSON.stringify(out)],
+      );
+      this.d.counters.cluster_logs_announced += sent.length;
     } catch (err) {
       // a live stream: lost for the other instances' watchers, counted
       this.d.counters.cluster_logs_unannounced += out.length;
