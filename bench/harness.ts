@@ -12,9 +12,10 @@ export interface BenchRow {
    * What `baseline` is: 'raw' (default) a bare-library baseline such as the MQTT echo, or 'floor'
    * the hand-coded command path (bench/floor-child.ts), or 'knex' the same SQL statement sent
    * through knex unnamed, as every query went before statement.ts (bench/statements.ts), or
-   * 'aedes' aedes-persistence's own outgoing queue (bench/outgoing.ts).
+   * 'aedes' aedes-persistence's own outgoing queue (bench/outgoing.ts), or 'announced' the same
+   * statements with every change announced to another instance (bench/announce.ts).
    */
-  against?: 'raw' | 'floor' | 'knex' | 'aedes';
+  against?: 'raw' | 'floor' | 'knex' | 'aedes' | 'announced';
   /**
    * Against raw: value / baseline (or baseline / value for latencies, so > 1 is always "better
    * than raw"). Against the floor: always hub / floor, as issue 13 states its goals (a latency

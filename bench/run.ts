@@ -2,6 +2,7 @@
  * `npm run bench` runs every suite; `npm run bench -- bus restart` runs those alone. Each suite
  * prints a table with its raw baseline measured in the same run and writes bench/results/<suite>.json.
  */
+import { runAnnounceSuite } from './announce.js';
 import { runAsyncSuite } from './async.js';
 import { runBusSuite } from './bus.js';
 import { runGrpcStreamSuite } from './grpc-stream.js';
@@ -22,6 +23,7 @@ const SUITES: Record<string, () => Promise<SuiteResult>> = {
   'grpc-stream': runGrpcStreamSuite,
   sync: runSyncSuite,
   statements: runStatementsSuite,
+  announce: runAnnounceSuite,
   'sync-concurrent': runSyncConcurrentSuite,
   async: runAsyncSuite,
   heartbeat: runHeartbeatSuite,

@@ -113,6 +113,16 @@ export class PgListener {
     }
   }
 
+  /**
+   * Runs a statement on the listening connection, only while it listens: for what must hold
+   * exactly as long as this listener hears its channel (a registration as a listener).
+   */
+  async query(sql: string, params: unknown[] = []): Promise<void> {
+    const client = this.client;
+    if (!client || !this.stats.connected) throw new Error(`not listening on ${this.channel}`);
+    await client.query(sql, params);
+  }
+
   async stop(): Promise<void> {
     this.stopped = true;
     if (this.timer) clearTimeout(this.timer);

@@ -11,9 +11,9 @@
  * the very transaction that commits them: nothing uncommitted is announced, nothing committed is
  * missed by a crash between commit and publish, and listeners get them in commit order. Log
  * chunks are not stored, so this instance announces the ones it receives itself (`announceLog`).
- * Both only while another instance listens: this one listens under a name carrying its origin
- * (`listenerNameFor`), and a write whose transaction finds no other listener among the server's
- * sessions announces nothing (migration 010), so an instance alone pays for none of it.
+ * Both only while another instance listens: each listening instance keeps a row in the schema's
+ * command_listeners (`register`), and a write whose transaction finds no other live row there
+ * announces nothing (migration 010), so an instance alone pays for none of it.
  *
  * Local events never wait for any of this: the command module publishes them on its bus right
  * after its own commit, as before. Its own announcements come back here too, marked with its
@@ -37,8 +37,14 @@ import { randomUUID } from 'node:crypto';
 import { PgListener, pgListenSettings } from '../../core/services/pg-listener.js';
 import { inJsonList } from '../../core/services/sql-lists.js';
 import { type Deps, query } from './deps.js';
-import { COMMAND_EVENTS_LISTENER, PEERS_LISTEN_SQL } from './migrations.js';
 import { type ResultRow, TRACKER_COLUMNS, type TrackerRow, toResultView } from './rows.js';
+
+/**
+ * How long this instance's row among the listeners (migration 010) stays alive unrenewed, and how
+ * often it is renewed: a killed instance is announced to for at most the lease.
+ */
+const LISTENER_LEASE_S = 60;
+const LISTENER_RENEW_MS = 15_000;
 
 /** PostgreSQL identifiers (and so channel names) hold at most 63 bytes. */
 const MAX_CHANNEL = 63;
@@ -47,22 +53,14 @@ const LOG_PART_CHARS = 1_200;
 /** Log chunks being put together, at most (a lost part must not grow the map for ever). */
 const MAX_PARTIAL_LOGS = 1_000;
 
-/**
- * The application_name this instance listens under: COMMAND_EVENTS_LISTENER and its sessions'
- * gmq.origin, so the triggers of its own writes can tell it from the other instances' listeners
- * (migration 010). 39 bytes, under PostgreSQL's 63.
- */
-export function listenerNameFor(sessionOrigin: string | null): string {
-  return sessionOrigin === null ? COMMAND_EVENTS_LISTENER : `${COMMAND_EVENTS_LISTENER} ${sessionOrigin}`;
-}
-
 /** The schema's channel, as the triggers name it: left('gmq_cmd_events:' || schema, 63). */
 export function channelFor(schema: string): string {
   return `gmq_cmd_events:${schema}`.slice(0, MAX_CHANNEL);
 }
 
 /**
- * Attaches the announce functions (migrations 005, 008) to the tables, once per schema; the
+ * Attaches the announce functions (migrations 005, 008) to the tables, once per schema, to fire
+ * only when another instance listens (migration 010: `command_events_heard()`); the
  * version trigger is attached by migration 009 on every backend (instances
  * starting together take turns on an advisory lock; an existing trigger is left alone, so no
  * start takes the table lock a DROP/CREATE would).
@@ -73,12 +71,12 @@ BEGIN
   IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = 'command_tracker_announce'
                     AND tgrelid = 'command_tracker'::regclass) THEN
     CREATE TRIGGER command_tracker_announce AFTER INSERT OR UPDATE ON command_tracker
-      FOR EACH ROW EXECUTE FUNCTION command_tracker_announce();
+      FOR EACH ROW WHEN (command_events_heard()) EXECUTE FUNCTION command_tracker_announce();
   END IF;
   IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = 'command_result_announce'
                     AND tgrelid = 'command_result'::regclass) THEN
     CREATE TRIGGER command_result_announce AFTER INSERT ON command_result
-      FOR EACH ROW EXECUTE FUNCTION command_result_announce();
+      FOR EACH ROW WHEN (command_events_heard()) EXECUTE FUNCTION command_result_announce();
   END IF;
 END
 $do$`;
@@ -132,6 +130,9 @@ export class ClusterEvents {
    * every command it runs (about 700 bytes each): parsed only to be dropped, before this.
    */
   private ownChange: string | null = null;
+  /** The schema's command_listeners table, quoted. */
+  private listeners = 'command_listeners';
+  private renewal?: NodeJS.Timeout;
   /** `ownLogPrefix` of this instance. */
   private readonly ownLog = ownLogPrefix(this.origin);
   private listener?: PgListener;
@@ -152,16 +153,15 @@ export class ClusterEvents {
   async start(): Promise<void> {
     if (!this.d.cfg.cluster_events) return;
     // driver pg only: PGlite is one process, nobody else writes (pgListenSettings)
-    if (!pgListenSettings(this.d.db, COMMAND_EVENTS_LISTENER)) return;
+    const pgs = pgListenSettings(this.d.db, 'gmq-hub command events');
+    if (!pgs) return;
     await this.d.db.transaction((trx) => trx.raw(ANNOUNCE_TRIGGERS));
     const [{ schema, origin }] = await query<{ schema: string; origin: string | null }>(
       this.d.db,
       "SELECT current_schema() AS schema, current_setting('gmq.origin', true) AS origin",
     );
     this.sessionOrigin = origin || null;
-    // the triggers announce only while a session other than this instance's listener listens
-    // under this name (migration 010): the server's list of sessions is the list of listeners
-    const pgs = pgListenSettings(this.d.db, listenerNameFor(this.sessionOrigin))!;
+    this.listeners = `"${schema.replaceAll('"', '""')}".command_listeners`;
     this.ownChange = this.sessionOrigin === null ? null : ownChangeMarker(this.sessionOrigin);
     const messages = {
       connected: 'listening to the command events of other hub instances',
@@ -169,8 +169,9 @@ export class ClusterEvents {
     };
     this.listener = new PgListener(pgs.settings, channelFor(schema), messages, this.d.log, {
       onNotice: (payload) => this.onNotice(payload),
-      onConnected: () => {
+      onConnected: async () => {
         this.d.counters.cluster_listening = 1;
+        await this.register();
       },
       onLost: () => {
         this.d.counters.cluster_listening = 0;
@@ -178,13 +179,46 @@ export class ClusterEvents {
       },
     });
     await this.listener.start();
+    this.renewal = setInterval(() => void this.register(), LISTENER_RENEW_MS);
+    this.renewal.unref();
   }
 
   async stop(): Promise<void> {
     this.stopped = true;
+    if (this.renewal) clearInterval(this.renewal);
     this.d.counters.cluster_listening = 0;
+    // the others stop announcing to this instance at once, not when its row lapses
+    if (this.listener?.stats.connected && this.sessionOrigin !== null) {
+      await this.listener
+        .query(`DELETE FROM ${this.listeners} WHERE origin = $1`, [this.sessionOrigin])
+        .catch((err) => this.d.log.debug({ err }, 'could not withdraw from the command event listeners'));
+    }
     await this.listener?.stop();
     await this.running;
+  }
+
+  /**
+   * This instance's row among the schema's listeners (migration 010), written on the listening
+   * connection itself: the others' writes announce while it is alive, so a row is there only
+   * while this connection listens or for at most LISTENER_LEASE_S after it went away. Renewed
+   * every LISTENER_RENEW_MS and after every (re)connect; rows lapsed an hour ago are removed.
+   */
+  private async register(): Promise<void> {
+    const listener = this.listener;
+    if (!listener?.stats.connected || this.stopped || this.sessionOrigin === null) return;
+    try {
+      await listener.query(
+        `WITH gone AS (DELETE FROM ${this.listeners} WHERE alive_until < now() - interval '1 hour')
+         INSERT INTO ${this.listeners} (origin, alive_until) VALUES ($1, now() + make_interval(secs => $2))
+         ON CONFLICT (origin) DO UPDATE SET alive_until = EXCLUDED.alive_until`,
+        [this.sessionOrigin, LISTENER_LEASE_S],
+      );
+    } catch (err) {
+      // the connection may be going away (the listener reconnects and registers again); a row
+      // left to lapse means the others stop announcing to this instance
+      this.d.counters.cluster_listen_errors++;
+      this.d.log.warn({ err }, 'could not renew this instance among the command event listeners');
+    }
   }
 
   private onNotice(payload: string): void {
@@ -317,7 +351,7 @@ export class ClusterEvents {
       // as the triggers: only when another instance listens (an instance alone sends none)
       const sent = await query(
         this.d.db,
-        `SELECT pg_notify(?, x) FROM jsonb_array_elements_text(?::jsonb) AS x WHERE ${PEERS_LISTEN_SQL}`,
+        'SELECT pg_notify(?, x) FROM jsonb_array_elements_text(?::jsonb) AS x WHERE command_events_heard()',
         [this.listener?.channel, JSON.stringify(out)],
       );
       this.d.counters.cluster_logs_announced += sent.length;

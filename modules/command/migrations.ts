@@ -2,37 +2,6 @@ import type { Migration } from '../../core/module.js';
 import { eventOutboxMigration } from './domain-events.js';
 
 /**
- * The application_name under which a hub instance listens to its schema's command events,
- * followed by a space and its sessions' gmq.origin (cluster-events.ts). Migration 010 and the
- * log announcements look for it: a fixed name, as the migration's text is.
- */
-export const COMMAND_EVENTS_LISTENER = 'gmq-hub command events';
-
-/**
- * SQL, true when a session of this database other than the writing instance's own listener
- * listens under COMMAND_EVENTS_LISTENER. Only pg_catalog names: a trigger runs under the
- * writer's search_path. application_name is shown for every role's sessions.
- */
-export const PEERS_LISTEN_SQL = `EXISTS (SELECT 1 FROM pg_catalog.pg_stat_get_activity(NULL) a
-     WHERE a.datid = (SELECT d.oid FROM pg_catalog.pg_database d WHERE d.datname = pg_catalog.current_database())
-       AND a.application_name LIKE '${COMMAND_EVENTS_LISTENER}%'
-       AND a.application_name IS DISTINCT FROM ('${COMMAND_EVENTS_LISTENER} ' || pg_catalog.current_setting('gmq.origin', true)))`;
-
-/**
- * The announce triggers' guard (migration 010): PEERS_LISTEN_SQL once per transaction, its
- * answer kept in the transaction-local setting gmq.peers_listen; returns from the trigger when
- * nobody else listens. Needs a variable `heard text`.
- */
-const PEERS_LISTEN_PLPGSQL = `  heard := current_setting('gmq.peers_listen', true);
-  IF heard IS NULL OR heard = '' THEN
-    heard := CASE WHEN ${PEERS_LISTEN_SQL} THEN 'on' ELSE 'off' END;
-    PERFORM set_config('gmq.peers_listen', heard, true);
-  END IF;
-  IF heard = 'off' THEN
-    RETURN NULL;
-  END IF;`;
-
-/**
  * Tables of the command module (docs/architecture.md#a-command-end-to-end, docs/architecture.md#tables). Columns are at least those of the seed's
  * CommandTracker and CommandResult (seeds/000); the outbox follows seeds/003 (pending →
  * published | dead, next_attempt_at for the backoff). `IF NOT EXISTS` everywhere: the
@@ -282,49 +251,64 @@ $do$;
 `,
   },
   {
-    // Announce only when another instance listens. A lone instance on a PostgreSQL server paid
-    // for every announcement (a JSON text of the row, a queued notification, a commit that takes
-    // the notify queue's lock, its own listener woken and the text read back and dropped): about
-    // 0.7 ms of a sync command's 4.5 ms at 1 in flight on this machine's server. An instance
-    // listens under the application_name `${COMMAND_EVENTS_LISTENER} <its gmq.origin>`
-    // (cluster-events.ts), so the server's own list of sessions says who listens; the answer is
-    // kept for the rest of the transaction (gmq.peers_listen, set local). Sessions without an
-    // origin (another tool) count every instance; an instance of an earlier version listens
-    // under the bare name and counts as another.
+    // Announce only while another instance listens. A lone instance on a PostgreSQL server paid
+    // for every announcement: a JSON text of the row, a queued notification, a commit that takes
+    // the notify queue's lock, its own listener woken and the text read back and dropped (0.15 ms
+    // of PostgreSQL's CPU a command, insert + result one row each, measured). Each listening
+    // instance keeps a row here under its sessions' gmq.origin (cluster-events.ts: written on
+    // its listening connection after LISTEN, renewed while it listens, deleted when it stops; a
+    // killed instance's row lapses). command_events_heard() asks once per transaction whether a
+    // live row other than the writer's own exists (the answer kept in the transaction-local
+    // setting gmq.peers_listen), and the announce triggers fire only WHEN it says yes: a row
+    // nobody else hears queues no trigger event. A session without an origin (another tool
+    // writing the tables) counts every instance. The function names the table with this schema
+    // (it runs under the writer's search_path). Where an earlier version had attached the
+    // triggers, its instances may still run and do not register: announcements stay on for 15
+    // minutes (a row of their own) while they are replaced.
     id: '010_command_announce_when_heard',
     up: `
-CREATE OR REPLACE FUNCTION command_tracker_announce() RETURNS trigger LANGUAGE plpgsql AS $fn$
-DECLARE
-  body text;
-  origin text := current_setting('gmq.origin', true);
-  heard text;
-BEGIN
-  IF TG_OP = 'UPDATE' AND OLD.status = NEW.status
-     AND NOT (NEW.status = 'failed' AND OLD.error IS DISTINCT FROM NEW.error) THEN
-    RETURN NULL;
-  END IF;
-${PEERS_LISTEN_PLPGSQL}
-  body := json_build_object('k', 's', 'id', NEW.command_id, 'v', NEW.version, 'o', origin,
-                            'row', to_jsonb(NEW) - 'payload')::text;
-  IF octet_length(body) > 7900 THEN
-    body := json_build_object('k', 's', 'id', NEW.command_id, 'v', NEW.version, 'o', origin)::text;
-  END IF;
-  PERFORM pg_notify(left('gmq_cmd_events:' || TG_TABLE_SCHEMA, 63), body);
-  RETURN NULL;
-END
-$fn$;
+CREATE TABLE IF NOT EXISTS command_listeners (
+  origin text PRIMARY KEY,
+  alive_until timestamptz NOT NULL
+);
 
-CREATE OR REPLACE FUNCTION command_result_announce() RETURNS trigger LANGUAGE plpgsql AS $fn$
-DECLARE
-  origin text := current_setting('gmq.origin', true);
-  heard text;
+DO $do$
 BEGIN
-${PEERS_LISTEN_PLPGSQL}
-  PERFORM pg_notify(left('gmq_cmd_events:' || TG_TABLE_SCHEMA, 63),
-                    json_build_object('k', 'r', 'id', NEW.command_id, 'o', origin)::text);
-  RETURN NULL;
+  EXECUTE format($f$
+CREATE OR REPLACE FUNCTION command_events_heard() RETURNS boolean LANGUAGE plpgsql AS $fn$
+DECLARE
+  heard text := pg_catalog.current_setting('gmq.peers_listen', true);
+BEGIN
+  IF heard IS NULL OR heard = '' THEN
+    heard := CASE WHEN EXISTS (
+        SELECT 1 FROM %I.command_listeners l
+         WHERE l.alive_until > pg_catalog.now()
+           AND l.origin IS DISTINCT FROM pg_catalog.current_setting('gmq.origin', true))
+      THEN 'on' ELSE 'off' END;
+    PERFORM pg_catalog.set_config('gmq.peers_listen', heard, true);
+  END IF;
+  RETURN heard = 'on';
 END
-$fn$;
+$fn$$f$, current_schema());
+
+  -- announce triggers attached by an earlier version get the condition; attached later, they
+  -- are made with it (cluster-events.ts ANNOUNCE_TRIGGERS)
+  IF EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = 'command_tracker_announce'
+                AND tgrelid = 'command_tracker'::regclass) THEN
+    INSERT INTO command_listeners (origin, alive_until) VALUES ('(instances before 010)', now() + interval '15 minutes')
+      ON CONFLICT (origin) DO UPDATE SET alive_until = EXCLUDED.alive_until;
+    DROP TRIGGER command_tracker_announce ON command_tracker;
+    CREATE TRIGGER command_tracker_announce AFTER INSERT OR UPDATE ON command_tracker
+      FOR EACH ROW WHEN (command_events_heard()) EXECUTE FUNCTION command_tracker_announce();
+  END IF;
+  IF EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = 'command_result_announce'
+                AND tgrelid = 'command_result'::regclass) THEN
+    DROP TRIGGER command_result_announce ON command_result;
+    CREATE TRIGGER command_result_announce AFTER INSERT ON command_result
+      FOR EACH ROW WHEN (command_events_heard()) EXECUTE FUNCTION command_result_announce();
+  END IF;
+END
+$do$;
 `,
   },
 ];

@@ -10,7 +10,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import pg from 'pg';
-import { channelFor, listenerNameFor, ownChangeMarker, ownLogPrefix } from '../../modules/command/cluster-events.js';
+import { channelFor, ownChangeMarker, ownLogPrefix } from '../../modules/command/cluster-events.js';
 import { COMMAND, type SentCommand } from '../../modules/command/contract/topics.js';
 import { scaled, until } from '../helpers/wait.js';
 import { DRIVERS, type Hub, startHub } from '../modules/command/harness.js';
@@ -59,10 +59,11 @@ describe('regression: an instance never hears its own command changes back as an
   test('its own announcements are dropped unparsed: the marker it looks for is in the text the triggers write', async () => {
     hub.project('own-2');
     const { url, schema } = hub.db as { url: string; schema: string };
-    // a second listener on the hub's channel, named as another instance's (without one the hub
-    // announces nothing: migration 010), hears what the hub hears
-    const listener = new pg.Client({ connectionString: url, application_name: listenerNameFor('a-peer') });
+    // a second listener on the hub's channel hears what the hub hears, registered as another
+    // instance (without one the hub announces nothing: migration 010)
+    const listener = new pg.Client({ connectionString: url });
     await listener.connect();
+    await listener.query(`INSERT INTO "${schema}".command_listeners VALUES ('a-peer', now() + interval '1 hour')`);
     const heard: string[] = [];
     listener.on('notification', (m) => {
       if (m.payload !== undefined) heard.push(m.payload);
@@ -106,6 +107,7 @@ describe('regression: an instance never hears its own command changes back as an
       assert.equal(origins.change.size, 1, 'one instance, one origin of its changes');
       assert.ok(origins.log.size <= 1, 'one instance, one origin of its log parts');
     } finally {
+      await listener.query(`DELETE FROM "${schema}".command_listeners WHERE origin = 'a-peer'`);
       await listener.end();
     }
   });
