@@ -16,7 +16,7 @@ import pg from 'pg';
 import { silentLogger } from '../core/log.js';
 import { DbPool } from '../core/services/db.js';
 import { run } from '../core/services/statement.js';
-import { channelFor } from '../modules/command/cluster-events.js';
+import { ANNOUNCE_TRIGGERS, channelFor } from '../modules/command/cluster-events.js';
 import { query } from '../modules/command/deps.js';
 import { INSERT_SQL } from '../modules/command/insert-batch.js';
 import { migrations } from '../modules/command/migrations.js';
@@ -50,11 +50,8 @@ export async function runAnnounceSuite(): Promise<SuiteResult> {
   try {
     await pool.migrate('command', migrations);
     const db = pool.get();
-    // as a hub on driver pg attaches them (cluster-events.ts ANNOUNCE_TRIGGERS)
-    await db.raw(`CREATE TRIGGER command_tracker_announce AFTER INSERT OR UPDATE ON command_tracker
-        FOR EACH ROW WHEN (command_events_heard()) EXECUTE FUNCTION command_tracker_announce();
-      CREATE TRIGGER command_result_announce AFTER INSERT ON command_result
-        FOR EACH ROW WHEN (command_events_heard()) EXECUTE FUNCTION command_result_announce()`);
+    // as a hub on driver pg attaches them
+    await db.transaction((trx) => trx.raw(ANNOUNCE_TRIGGERS));
     const [{ pid }] = await query<{ pid: number }>(db, 'SELECT pg_backend_pid() AS pid');
     const triggers = (on: boolean) =>
       db.raw(

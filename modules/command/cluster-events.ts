@@ -37,6 +37,7 @@ import { randomUUID } from 'node:crypto';
 import { PgListener, pgListenSettings } from '../../core/services/pg-listener.js';
 import { inJsonList } from '../../core/services/sql-lists.js';
 import { type Deps, query } from './deps.js';
+import { ANNOUNCE_WHEN } from './migrations.js';
 import { type ResultRow, TRACKER_COLUMNS, type TrackerRow, toResultView } from './rows.js';
 
 /**
@@ -65,18 +66,18 @@ export function channelFor(schema: string): string {
  * starting together take turns on an advisory lock; an existing trigger is left alone, so no
  * start takes the table lock a DROP/CREATE would).
  */
-const ANNOUNCE_TRIGGERS = `DO $do$
+export const ANNOUNCE_TRIGGERS = `DO $do$
 BEGIN
   PERFORM pg_advisory_xact_lock(hashtext('gmq_cmd_events:' || current_schema()));
   IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = 'command_tracker_announce'
                     AND tgrelid = 'command_tracker'::regclass) THEN
     CREATE TRIGGER command_tracker_announce AFTER INSERT OR UPDATE ON command_tracker
-      FOR EACH ROW WHEN (command_events_heard()) EXECUTE FUNCTION command_tracker_announce();
+      FOR EACH ROW WHEN (${ANNOUNCE_WHEN}) EXECUTE FUNCTION command_tracker_announce();
   END IF;
   IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = 'command_result_announce'
                     AND tgrelid = 'command_result'::regclass) THEN
     CREATE TRIGGER command_result_announce AFTER INSERT ON command_result
-      FOR EACH ROW WHEN (command_events_heard()) EXECUTE FUNCTION command_result_announce();
+      FOR EACH ROW WHEN (${ANNOUNCE_WHEN}) EXECUTE FUNCTION command_result_announce();
   END IF;
 END
 $do$`;

@@ -2,6 +2,13 @@ import type { Migration } from '../../core/module.js';
 import { eventOutboxMigration } from './domain-events.js';
 
 /**
+ * The announce triggers' condition (migration 010, cluster-events.ts ANNOUNCE_TRIGGERS): once this
+ * transaction knows nobody else listens, a row costs one lookup of a setting, not a function call.
+ * Fixed once landed: migration 010's text holds it.
+ */
+export const ANNOUNCE_WHEN = `pg_catalog.current_setting('gmq.peers_listen', true) IS DISTINCT FROM 'off' AND command_events_heard()`;
+
+/**
  * Tables of the command module (docs/architecture.md#a-command-end-to-end, docs/architecture.md#tables). Columns are at least those of the seed's
  * CommandTracker and CommandResult (seeds/000); the outbox follows seeds/003 (pending →
  * published | dead, next_attempt_at for the backoff). `IF NOT EXISTS` everywhere: the
@@ -299,13 +306,13 @@ $fn$$f$, current_schema());
       ON CONFLICT (origin) DO UPDATE SET alive_until = EXCLUDED.alive_until;
     DROP TRIGGER command_tracker_announce ON command_tracker;
     CREATE TRIGGER command_tracker_announce AFTER INSERT OR UPDATE ON command_tracker
-      FOR EACH ROW WHEN (command_events_heard()) EXECUTE FUNCTION command_tracker_announce();
+      FOR EACH ROW WHEN (${ANNOUNCE_WHEN}) EXECUTE FUNCTION command_tracker_announce();
   END IF;
   IF EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = 'command_result_announce'
                 AND tgrelid = 'command_result'::regclass) THEN
     DROP TRIGGER command_result_announce ON command_result;
     CREATE TRIGGER command_result_announce AFTER INSERT ON command_result
-      FOR EACH ROW WHEN (command_events_heard()) EXECUTE FUNCTION command_result_announce();
+      FOR EACH ROW WHEN (${ANNOUNCE_WHEN}) EXECUTE FUNCTION command_result_announce();
   END IF;
 END
 $do$;
