@@ -260,8 +260,8 @@ $do$;
   {
     // Announce only while another instance listens. A lone instance on a PostgreSQL server paid
     // for every announcement: a JSON text of the row, a queued notification, a commit that takes
-    // the notify queue's lock, its own listener woken and the text read back and dropped (0.15 ms
-    // of PostgreSQL's CPU a command, insert + result one row each, measured). Each listening
+    // the notify queue's lock, its own listener woken and the text read back and dropped (0.13-0.21
+    // ms of PostgreSQL's CPU a command, insert + result one row each: bench/announce.ts). Each listening
     // instance keeps a row here under its sessions' gmq.origin (cluster-events.ts: written on
     // its listening connection after LISTEN, renewed while it listens, deleted when it stops; a
     // killed instance's row lapses). command_events_heard() asks once per transaction whether a
