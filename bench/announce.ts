@@ -10,7 +10,6 @@
  * Figures per command: the caller's wall time (median of the blocks' means) and the backend's CPU
  * (/proc/<pid>/stat of a local server, summed over the blocks).
  */
-import fs from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import pg from 'pg';
 import { silentLogger } from '../core/log.js';
@@ -23,20 +22,13 @@ import { migrations } from '../modules/command/migrations.js';
 import { RESULT_SQL } from '../modules/command/uplink.js';
 import { envNumber, pgDatabase } from './env.js';
 import { type BenchRow, machine, median, type SuiteResult } from './harness.js';
-import { newRow, resultArgs } from './statements.js';
+import { backendCpuMs, CLK_TCK, newRow, resultArgs } from './statements.js';
 
 const BLOCKS = envNumber('BENCH_ANNOUNCE_BLOCKS', 8, 3);
 const PER_BLOCK = envNumber('BENCH_ANNOUNCE_PER_BLOCK', 200, 80);
-const CLK_TCK = 100; // Linux USER_HZ
 
 const MODES = ['detached', 'alone', 'announced'] as const;
 type Mode = (typeof MODES)[number];
-
-function backendCpuMs(pid: number): number {
-  const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return ((Number(fields[11]) + Number(fields[12])) * 1000) / CLK_TCK;
-}
 
 export async function runAnnounceSuite(): Promise<SuiteResult> {
   const bench = await pgDatabase({ min: 1, max: 1 });

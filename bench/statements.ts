@@ -26,7 +26,7 @@ import { type BenchRow, machine, median, type SuiteResult } from './harness.js';
 
 const BLOCKS = envNumber('BENCH_STMT_BLOCKS', 8, 3);
 const PER_BLOCK = envNumber('BENCH_STMT_PER_BLOCK', 250, 60);
-const CLK_TCK = 100; // Linux USER_HZ: /proc/<pid>/stat counts CPU in 1/100 s
+export const CLK_TCK = 100; // Linux USER_HZ: /proc/<pid>/stat counts CPU in 1/100 s
 
 interface Side {
   name: 'knex' | 'prepared';
@@ -41,7 +41,8 @@ interface Side {
   n: number;
 }
 
-function backendCpuMs(pid: number): number {
+/** A local process's CPU so far (utime + stime from /proc), in ms: a PostgreSQL backend's, here. */
+export function backendCpuMs(pid: number): number {
   const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   return ((Number(fields[11]) + Number(fields[12])) * 1000) / CLK_TCK;
