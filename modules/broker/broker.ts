@@ -4,6 +4,7 @@ import type { Duplex } from 'node:stream';
 import { Aedes, type AedesPublishPacket, type Client, type PublishPacket, type Subscription } from 'aedes';
 import aedesPersistence from 'aedes-persistence';
 import { HubError } from '../../core/errors.js';
+import '../shared/mqtt-packet-list.js';
 import '../shared/mqtt-packet-numbers.js';
 import type { ModuleContext } from '../../core/module.js';
 import { TokenBucket } from '../shared/token-bucket.js';
