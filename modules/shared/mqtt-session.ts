@@ -22,8 +22,7 @@
  */
 import type { Socket } from 'node:net';
 import mqtt, { type IClientOptions, type IConnackPacket, type IPublishPacket, MqttClient } from 'mqtt';
-import './mqtt-packet-list.js';
-import './mqtt-packet-numbers.js';
+import './mqtt-packet-lean.js';
 import type { Logger } from '../../core/log.js';
 import type { ModuleTimers } from '../../core/module.js';
 import { brokerAddress, openSocket, redactUrl } from './mqtt-session-socket.js';

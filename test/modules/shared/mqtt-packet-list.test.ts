@@ -4,7 +4,7 @@ import fc from 'fast-check';
 import mqttPacket from 'mqtt-packet';
 // the modules that parse MQTT packets: importing them gives the parser its plain list
 import '../../../modules/broker/broker.js';
-import { parserListIsPlain } from '../../../modules/shared/mqtt-packet-list.js';
+import { parserListIsPlain } from '../../../modules/shared/mqtt-packet-lean.js';
 import '../../../modules/shared/mqtt-session.js';
 
 type Parsed = Record<string, unknown>;
