@@ -132,7 +132,20 @@ for (const backend of BACKENDS) {
       await page.fill('#filter-type', '');
       await page.selectOption('#filter-status', 'scheduled');
       await page.waitForSelector('#commands-page:text("1–1 of 1")', wait);
-      await page.click(`tr[data-command="${s.json.command_id}"]`);
+      // a click that lands while the list re-renders (a second filter change, a live update)
+      // hits a row being replaced and opens nothing, as a person's would; click again, as they would
+      for (let attempt = 1; ; attempt++) {
+        await page.click(`tr[data-command="${s.json.command_id}"]`);
+        const opened = await page
+          .waitForFunction((id) => document.getElementById('detail-id')?.textContent === id, s.json.command_id, {
+            timeout: scaled(5_000),
+          })
+          .then(
+            () => true,
+            () => false,
+          );
+        if (opened || attempt >= 5) break;
+      }
       await page
         .waitForSelector('#detail-panel[data-status="scheduled"] #detail-cancel:visible', wait)
         .catch(async (err) => {
