@@ -42,8 +42,9 @@ const host = new Host({ configFile, registry: builtinProviders(), log, watch: fa
  * BENCH_HUB_ALLOC_PROF=file: V8's sampling heap profiler from ready to stop, counting every
  * sampled allocation (also those the collector freed since: where the garbage comes from, not
  * only what stays), written to that file at stop (a .heapprofile for DevTools or a script).
+ * `%p` in the name becomes the hub's pid: suites that start several hubs write one file each.
  */
-const allocProfFile = process.env.BENCH_HUB_ALLOC_PROF;
+const allocProfFile = process.env.BENCH_HUB_ALLOC_PROF?.replaceAll('%p', String(process.pid));
 let allocSession: Session | undefined;
 function post(session: Session, method: string, params?: object): Promise<unknown> {
   return new Promise((resolve, reject) =>

@@ -5,12 +5,14 @@
  * line flattened (copied) up to 16 KB: 25 KB of the 164 KB the hub allocated per async command.
  */
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, describe, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
 import pino from 'pino';
-import { measuredAppends } from '../../core/log-destination.js';
+import { LOG_BATCH_BYTES, logDestination, measuredAppends } from '../../core/log-destination.js';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'gmq-logdest-'));
 after(() => fs.rmSync(dir, { recursive: true, force: true }));
@@ -131,5 +133,67 @@ describe('log destination: measured appends', () => {
     assert.ok(dropped.length > 0, 'a burst past maxLength drops lines');
     await closed(boom);
     assert.equal(fs.readFileSync(file, 'utf8'), written);
+  });
+});
+
+describe('log destination: lines leave in batches', () => {
+  test('lines written one per turn go out a batch at a time, all of them, in order, within the flush period', async () => {
+    const file = path.join(dir, 'batched.log');
+    const fd = fs.openSync(file, 'w');
+    const original = fs.write;
+    let writes = 0;
+    // biome-ignore lint/suspicious/noExplicitAny: a spy on the call each asynchronous write makes
+    (fs as any).write = (...args: unknown[]) => {
+      writes++;
+      return (original as (...a: unknown[]) => void)(...args);
+    };
+    const expected: string[] = [];
+    try {
+      const boom = logDestination(fd, { bytes: LOG_BATCH_BYTES, flushMs: 50 }) as unknown as Boom;
+      // a quiet hub: one line a turn, each of which used to be a write of its own
+      for (let i = 0; i < 300; i++) {
+        const line = lineOf(i);
+        expected.push(line);
+        boom.write(line);
+        await new Promise((r) => setImmediate(r));
+      }
+      const bytes = Buffer.byteLength(expected.join(''));
+      // the last lines are below a batch: the flush period writes them without another line
+      const deadline = Date.now() + 30_000;
+      while (fs.statSync(file).size < bytes && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+      assert.equal(fs.readFileSync(file, 'utf8'), expected.join(''));
+      // one write per batch, plus what the flush period sent before a batch filled
+      assert.ok(writes < 300 / 4, `${writes} writes for 300 lines (${bytes} bytes)`);
+      await closed(boom);
+    } finally {
+      fs.write = original;
+    }
+  });
+
+  test('a process that exits (by itself, by process.exit, by an uncaught exception) writes what it held', () => {
+    const logModule = fileURLToPath(new URL('../../core/log.js', import.meta.url));
+    const endings: Record<string, string> = {
+      'the loop runs empty (the flush timer does not hold the process)': '',
+      'process.exit': 'process.exit(3);',
+      'an uncaught exception': "setImmediate(() => { throw new Error('boom'); });",
+    };
+    for (const [how, ending] of Object.entries(endings)) {
+      const script = `import { createRootLogger } from ${JSON.stringify(logModule)};
+        const log = createRootLogger({ name: 'exit-test' });
+        for (let i = 0; i < 5; i++) log.info({ i }, 'held line');
+        ${ending}`;
+      const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], {
+        env: { ...process.env, LOG_FORMAT: 'json', LOG_LEVEL: 'info' },
+        encoding: 'utf8',
+        timeout: 60_000,
+      });
+      assert.equal(r.error, undefined, `${how}: ${r.error}`);
+      const lines = r.stdout.split('\n').filter((l) => l.includes('held line'));
+      assert.equal(lines.length, 5, `${how}: ${r.stdout} ${r.stderr}`);
+      assert.deepEqual(
+        lines.map((l) => (JSON.parse(l) as { i: number }).i),
+        [0, 1, 2, 3, 4],
+      );
+    }
   });
 });
