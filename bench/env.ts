@@ -168,9 +168,16 @@ export function embeddedServerDatabase(): BenchDb {
   const dir = tempDir('eps');
   fs.chmodSync(dir, 0o755);
   const serverDir = path.join(dir, 'postgres');
+  // BENCH_EMBEDDED_POOL_MAX: the hub's pool on its server (the config's default when unset)
+  const max = process.env.BENCH_EMBEDDED_POOL_MAX;
+  const pool = max ? `, pool: { min: 0, max: ${Number(max)} }` : '';
   return {
-    config: { driver: 'embedded-postgres', server_dir: serverDir },
-    yaml: `  default: { driver: embedded-postgres, server_dir: ${JSON.stringify(serverDir)} }`,
+    config: {
+      driver: 'embedded-postgres',
+      server_dir: serverDir,
+      ...(max ? { pool: { min: 0, max: Number(max) } } : {}),
+    },
+    yaml: `  default: { driver: embedded-postgres, server_dir: ${JSON.stringify(serverDir)}${pool} }`,
     drop: async () => fs.rmSync(dir, { recursive: true, force: true }),
   };
 }

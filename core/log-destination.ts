@@ -16,30 +16,42 @@ interface Boom {
 }
 
 /**
- * Bytes of log lines gathered before they are handed to a write (sonic-boom's `minLength`). One
- * asynchronous write is a request to libuv's thread pool: the event loop wakes a pool thread,
- * which on a machine with few cores takes the CPU from the loop, and the loop is woken again
- * when the write is done. Written line by line, a sync command's three info lines cost the
- * loop about 0.12 ms each of wall time in `fs.write` (README "Log lines leave in batches").
+ * Bytes of log lines gathered before they are handed to a write (sonic-boom's `minLength`) when
+ * `LOG_FLUSH_MS` asks for batches. One asynchronous write is a request to libuv's thread pool:
+ * the event loop wakes a pool thread, which on a machine with few cores takes the CPU from the
+ * loop, and the loop is woken again when the write is done. Line by line, a quiet hub's three
+ * info lines per command cost the loop about 0.12 ms each of wall time in `fs.write` (README
+ * "Log lines in batches, when asked").
  */
 export const LOG_BATCH_BYTES = 8192;
-/** The longest a line waits for its batch to fill: what is gathered is written this often. */
-export const LOG_FLUSH_MS = 100;
+
+/**
+ * `LOG_FLUSH_MS`: 0 (the default) writes each line at once, as pino's own destination does; a
+ * positive value gathers lines until `LOG_BATCH_BYTES` or for at most that many ms. Off by
+ * default: a SIGKILL (the kernel's OOM killer sends one) loses what is gathered, and the lines
+ * just before a crash are the ones an operator needs. Throws on a value that is not a whole
+ * number of ms up to 10 000, as pino does on an unknown LOG_LEVEL.
+ */
+export function logFlushMs(env: NodeJS.ProcessEnv = process.env): number {
+  const raw = env.LOG_FLUSH_MS?.trim();
+  if (raw === undefined || raw === '') return 0;
+  const ms = Number(raw);
+  if (!Number.isInteger(ms) || ms < 0 || ms > 10_000)
+    throw new Error(`LOG_FLUSH_MS must be a whole number of ms from 0 to 10000, not ${JSON.stringify(raw)}`);
+  return ms;
+}
 
 /**
  * pino's asynchronous destination on a file descriptor (stdout by default), with
- * `measuredAppends`, writing lines in batches of `LOG_BATCH_BYTES` or every `LOG_FLUSH_MS`,
- * whichever comes first. pino writes what is gathered synchronously at exit (process.exit, an
- * uncaught exception, the end of a graceful stop); a SIGKILL loses at most the last
- * `LOG_FLUSH_MS` of lines.
+ * `measuredAppends`; with `flushMs` > 0 it writes lines in batches of `LOG_BATCH_BYTES` or every
+ * `flushMs`, whichever comes first. Either way pino writes what is held synchronously at exit
+ * (process.exit, an uncaught exception, the end of a graceful stop).
  */
-export function logDestination(
-  fd: number = process.stdout.fd ?? 1,
-  batch: { bytes: number; flushMs: number } = { bytes: LOG_BATCH_BYTES, flushMs: LOG_FLUSH_MS },
-): pino.DestinationStream {
-  const dest = pino.destination({ dest: fd, minLength: batch.bytes, sync: false });
+export function logDestination(fd: number = process.stdout.fd ?? 1, flushMs = 0): pino.DestinationStream {
+  const batched = flushMs > 0;
+  const dest = pino.destination({ dest: fd, minLength: batched ? LOG_BATCH_BYTES : 0, sync: false });
   measuredAppends(dest);
-  if (batch.bytes > 0) flushWhileHeld(dest, batch.flushMs);
+  if (batched) flushWhileHeld(dest, flushMs);
   return dest;
 }
 

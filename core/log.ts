@@ -1,7 +1,7 @@
 import { createRequire } from 'node:module';
 import pino, { type Logger } from 'pino';
 import type PinoPretty from 'pino-pretty';
-import { logDestination } from './log-destination.js';
+import { logDestination, logFlushMs } from './log-destination.js';
 import { CENSOR, redactSecrets, SECRET_KEYS } from './log-redact.js';
 
 export type { Logger };
@@ -56,8 +56,9 @@ export function createRootLogger(
       }),
     );
   }
-  // stdout, asynchronously and flushed at exit (pino's default), without re-measuring its buffer per line
-  return pino(options, logDestination());
+  // stdout, asynchronously and flushed at exit (pino's default), without re-measuring its buffer
+  // per line; in batches when LOG_FLUSH_MS asks
+  return pino(options, logDestination(process.stdout.fd ?? 1, logFlushMs()));
 }
 
 /**

@@ -12,7 +12,7 @@ import path from 'node:path';
 import { after, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import pino from 'pino';
-import { LOG_BATCH_BYTES, logDestination, measuredAppends } from '../../core/log-destination.js';
+import { logDestination, logFlushMs, measuredAppends } from '../../core/log-destination.js';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'gmq-logdest-'));
 after(() => fs.rmSync(dir, { recursive: true, force: true }));
@@ -136,7 +136,16 @@ describe('log destination: measured appends', () => {
   });
 });
 
-describe('log destination: lines leave in batches', () => {
+describe('log destination: lines in batches when LOG_FLUSH_MS asks', () => {
+  test('LOG_FLUSH_MS: unset or empty is 0 (each line at once); a whole number of ms up to 10 000; anything else refused', () => {
+    assert.equal(logFlushMs({}), 0);
+    assert.equal(logFlushMs({ LOG_FLUSH_MS: ' ' }), 0);
+    assert.equal(logFlushMs({ LOG_FLUSH_MS: '0' }), 0);
+    assert.equal(logFlushMs({ LOG_FLUSH_MS: '100' }), 100);
+    for (const bad of ['abc', '-1', '1.5', '10001', '1e3x'])
+      assert.throws(() => logFlushMs({ LOG_FLUSH_MS: bad }), /LOG_FLUSH_MS must be a whole number of ms/, bad);
+  });
+
   test('lines written one per turn go out a batch at a time, all of them, in order, within the flush period', async () => {
     const file = path.join(dir, 'batched.log');
     const fd = fs.openSync(file, 'w');
@@ -149,7 +158,7 @@ describe('log destination: lines leave in batches', () => {
     };
     const expected: string[] = [];
     try {
-      const boom = logDestination(fd, { bytes: LOG_BATCH_BYTES, flushMs: 50 }) as unknown as Boom;
+      const boom = logDestination(fd, 50) as unknown as Boom;
       // a quiet hub: one line a turn, each of which used to be a write of its own
       for (let i = 0; i < 300; i++) {
         const line = lineOf(i);
@@ -170,7 +179,7 @@ describe('log destination: lines leave in batches', () => {
     }
   });
 
-  test('a process that exits (by itself, by process.exit, by an uncaught exception) writes what it held', () => {
+  test('a process logging in batches that exits (by itself, by process.exit, by an uncaught exception) writes what it held', () => {
     const logModule = fileURLToPath(new URL('../../core/log.js', import.meta.url));
     const endings: Record<string, string> = {
       'the loop runs empty (the flush timer does not hold the process)': '',
@@ -183,7 +192,7 @@ describe('log destination: lines leave in batches', () => {
         for (let i = 0; i < 5; i++) log.info({ i }, 'held line');
         ${ending}`;
       const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], {
-        env: { ...process.env, LOG_FORMAT: 'json', LOG_LEVEL: 'info' },
+        env: { ...process.env, LOG_FORMAT: 'json', LOG_LEVEL: 'info', LOG_FLUSH_MS: '1000' },
         encoding: 'utf8',
         timeout: 60_000,
       });
