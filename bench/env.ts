@@ -600,7 +600,9 @@ export function hubYaml(o: HubYamlOptions): string {
   lines.push(block('status', { ...o.status }));
   // BENCH_CLUSTER_EVENTS=0: no change announcements to other instances (triggers and LISTEN)
   const cluster = process.env.BENCH_CLUSTER_EVENTS === '0' ? { cluster_events: false } : {};
-  lines.push(block('command', { ...cluster, ...o.command }));
+  // BENCH_COMMAND: a JSON object of command settings over the suite's (an A/B of one setting)
+  const commandOver = process.env.BENCH_COMMAND ? (JSON.parse(process.env.BENCH_COMMAND) as object) : {};
+  lines.push(block('command', { ...cluster, ...o.command, ...commandOver }));
   lines.push(block('mqtt-bridge', { url, client_id: `bench-hub-${randomBytes(3).toString('hex')}`, ...o.bridge }));
   lines.push(block('jobs', {}));
   if (o.web !== false) {

@@ -27,9 +27,11 @@ export const commandConfigSchema = z
     relay_interval_ms: ms(200),
     /**
      * How long the outcome of a send's first publish (PUBACK: `sent`, attempts) waits before it is
-     * written; one whose agent acked meanwhile is not written at all (outcome-window.ts).
+     * written; one whose agent acked meanwhile is not written at all (outcome-window.ts). As long
+     * as the first re-publish backoff (retry_base_ms): an agent that has not acked by then is
+     * published again, and that attempt's outcome is written at once anyway.
      */
-    publish_outcome_delay_ms: ms(250),
+    publish_outcome_delay_ms: ms(1_000),
     /** Outbox rows claimed per relay pass. */
     relay_batch: z.number().int().min(1).max(5000).default(100),
     /** How long one BRIDGE.publish may take before it counts as a failed attempt. */
