@@ -36,7 +36,15 @@ const OPERATOR_FIXES = new Set([
 
 export async function runHub(opts: RunHubOptions = {}): Promise<void> {
   const configFile = path.resolve(opts.configFile ?? process.env.HUB_CONFIG ?? './config.yml');
-  let log = createRootLogger();
+  let log: Logger;
+  try {
+    log = createRootLogger();
+  } catch (err) {
+    // a logging variable it cannot take (LOG_LEVEL, LOG_FLUSH_MS): no logger to say it with
+    const code = errorCode(err);
+    process.stderr.write(`gmq-hub: ${code ? `${code}: ` : ''}${(err as Error).message}\n`);
+    process.exit(1);
+  }
   let host: Host;
   try {
     // read first, so the logger is named for what this process is (a hub or an agent)

@@ -1,4 +1,5 @@
 import pino from 'pino';
+import { HubError } from './errors.js';
 
 /** The parts of a sonic-boom (pino's destination) that its string `write` works with. */
 interface Boom {
@@ -30,14 +31,18 @@ export const LOG_BATCH_BYTES = 8192;
  * positive value gathers lines until `LOG_BATCH_BYTES` or for at most that many ms. Off by
  * default: a SIGKILL (the kernel's OOM killer sends one) loses what is gathered, and the lines
  * just before a crash are the ones an operator needs. Throws on a value that is not a whole
- * number of ms up to 10 000, as pino does on an unknown LOG_LEVEL.
+ * number of ms up to 10 000 (HOST_ERR_CONFIG_ENV), as pino does on an unknown LOG_LEVEL.
  */
 export function logFlushMs(env: NodeJS.ProcessEnv = process.env): number {
   const raw = env.LOG_FLUSH_MS?.trim();
   if (raw === undefined || raw === '') return 0;
   const ms = Number(raw);
   if (!Number.isInteger(ms) || ms < 0 || ms > 10_000)
-    throw new Error(`LOG_FLUSH_MS must be a whole number of ms from 0 to 10000, not ${JSON.stringify(raw)}`);
+    throw new HubError(
+      'HOST_ERR_CONFIG_ENV',
+      `LOG_FLUSH_MS must be a whole number of ms from 0 to 10000, not ${JSON.stringify(raw)}`,
+      { path: 'LOG_FLUSH_MS' },
+    );
   return ms;
 }
 

@@ -318,4 +318,18 @@ END
 $do$;
 `,
   },
+  {
+    // The relay's claims and polls, the sweeps and the outbox listings only ever look for rows
+    // not yet published (pending, waiting, dead), and published rows are nearly all of the table
+    // after a while: the index over (status, next_attempt_at) held an entry for every command
+    // ever sent, and every ack's write added one more (the status changes, so the update is
+    // not HOT). Partial, it holds the live and dead rows only, and a row going `published`
+    // adds no entry (README "The outbox's index holds only unpublished rows").
+    id: '011_outbox_index_unpublished',
+    up: `
+CREATE INDEX IF NOT EXISTS command_outbox_unpublished_idx ON command_outbox (status, next_attempt_at)
+  WHERE status <> 'published';
+DROP INDEX IF EXISTS command_outbox_due_idx;
+`,
+  },
 ];

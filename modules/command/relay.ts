@@ -365,8 +365,8 @@ export class Relay {
 
 // The relay's hot statements (core/services/statement.ts: prepared once per session).
 
-/** Claims due outbox rows for one publish attempt each (see the header, step 2). */
-const CLAIM_SQL = statement(`WITH c AS (
+/** Claims due outbox rows for one publish attempt each (see the header, step 2). Exported for test/modules/command/statement-plans.test.ts. */
+export const CLAIM_SQL = statement(`WITH c AS (
          UPDATE command_outbox o SET attempts = o.attempts + 1, updated_at = ?::timestamptz,
                 next_attempt_at = ?::timestamptz
                   + LEAST(?::float8 * power(2::float8, LEAST(o.attempts, 40)), ?::float8) * interval '1 millisecond'

@@ -22,7 +22,7 @@ import { ID_IN } from '../../../modules/command/deps.js';
 import { INSERT_SQL } from '../../../modules/command/insert-batch.js';
 import { migrations } from '../../../modules/command/migrations.js';
 import { OWNERS_SQL } from '../../../modules/command/owners.js';
-import { OUTBOX_ERROR_SQL, OUTCOME_SQL } from '../../../modules/command/relay.js';
+import { CLAIM_SQL, OUTBOX_ERROR_SQL, OUTCOME_SQL } from '../../../modules/command/relay.js';
 import { ACK_SQL, RESULT_SQL } from '../../../modules/command/uplink.js';
 import { withPgSchema } from '../../helpers/db.js';
 import { planOf } from '../../helpers/plans.js';
@@ -94,4 +94,31 @@ describe('command statements: index lookups, not table scans (PostgreSQL)', () =
       });
     }
   }
+
+  // Migration 011: what looks for outbox rows by status looks for unpublished ones, and published
+  // rows (nearly all of a table after a while) have no entry in the index it uses.
+  test('the outbox index holds the unpublished rows only; the relay claims and the counts use it', async () => {
+    await db.raw(`UPDATE command_outbox SET status = 'published' WHERE command_id <> ALL(?::text[])`, [
+      ids.slice(0, 20),
+    ]);
+    await db.raw('VACUUM ANALYZE command_outbox');
+    const size = async (index: string) =>
+      Number((await db.raw('SELECT pg_relation_size(?::regclass) AS n', [index])).rows[0].n);
+    const unpublished = await size('command_outbox_unpublished_idx');
+    const pkey = await size('command_outbox_pkey');
+    // 20 entries against 5 000: a metapage and a leaf, against the primary key's dozen pages
+    assert.ok(unpublished * 4 < pkey, `unpublished index ${unpublished} bytes, primary key ${pkey}`);
+    const at = now();
+    for (const mode of ['custom', 'generic'] as const) {
+      const claim = await planOf(db, CLAIM_SQL.text, [at, at, 1000, 32000, at, 8, 100], mode);
+      assert.match(claim, /command_outbox_unpublished_idx/, claim);
+      assert.doesNotMatch(claim, BIG_TABLES, claim);
+    }
+    // the outbox stats (queries.ts): no parameters, one plan
+    const explained = await db.raw(
+      `EXPLAIN SELECT status, count(*) AS n FROM command_outbox WHERE status IN ('pending', 'waiting', 'dead') GROUP BY status`,
+    );
+    const counts = (explained.rows as Array<Record<string, string>>).map((x) => x['QUERY PLAN']).join('\n');
+    assert.match(counts, /command_outbox_unpublished_idx/, counts);
+  });
 });
