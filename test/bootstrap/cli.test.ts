@@ -651,7 +651,11 @@ describe('gmq-hub start', () => {
 
   test('a logging variable it cannot take is one line and exit 1, before any config is read', async () => {
     for (const [name, value, line] of [
-      ['LOG_FLUSH_MS', 'soon', /^gmq-hub: HOST_ERR_CONFIG_ENV: LOG_FLUSH_MS must be a whole number of ms from 0 to 10000, not "soon"$/],
+      [
+        'LOG_FLUSH_MS',
+        'soon',
+        /^gmq-hub: HOST_ERR_CONFIG_ENV: LOG_FLUSH_MS must be a whole number of ms from 0 to 10000, not "soon"$/,
+      ],
       ['LOG_LEVEL', 'loud', /^gmq-hub: .*loud/],
     ] as const) {
       const r = await runScript(MAIN, [], { HUB_CONFIG: '/nonexistent/config.yml', [name]: value });
