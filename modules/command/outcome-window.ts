@@ -2,7 +2,7 @@
  * The publish outcome window (config `publish_outcome_delay_ms`, 1 s): how long the outcome
  * of a send's first publish (its PUBACK) waits to be written. An agent usually acks within a few
  * ms of the PUBACK, and under load within a few hundred (at 256 commands in flight on 2 cores,
- * 40–60 % of acks came later than the 250 ms this window was before, and each of those commands
+ * 37–58 % of acks came later than the 250 ms this window was before, and each of those commands
  * paid a tracker UPDATE that its ack's write made stale a moment later: README "The publish
  * outcome window as long as the first backoff"). Written at once, every command paid one
  * more UPDATE and commit, which held the tracker row while the agent's ack and result were being

@@ -85,7 +85,7 @@ describe('publish outcome window', () => {
 describe('the window by default', () => {
   test('lasts as long as the first re-publish backoff: an agent that has not acked by its end is published again then anyway', () => {
     const d = commandConfigSchema.parse({});
-    // at 256 commands in flight on 2 cores, 40-60 % of acks came after a 250 ms window, and each of
+    // at 256 commands in flight on 2 cores, 37-58 % of acks came after a 250 ms window, and each of
     // those commands paid a tracker UPDATE its ack made stale a moment later (README "The publish
     // outcome window as long as the first backoff")
     assert.equal(d.publish_outcome_delay_ms, d.retry_base_ms);
