@@ -170,14 +170,15 @@ export function embeddedServerDatabase(): BenchDb {
   const serverDir = path.join(dir, 'postgres');
   // BENCH_EMBEDDED_POOL_MAX: the hub's pool on its server (the config's default when unset)
   const max = process.env.BENCH_EMBEDDED_POOL_MAX;
-  const pool = max ? `, pool: { min: 0, max: ${Number(max)} }` : '';
+  const config: DbConfig = {
+    driver: 'embedded-postgres',
+    server_dir: serverDir,
+    ...(max ? { pool: { min: 0, max: Number(max) } } : {}),
+  };
   return {
-    config: {
-      driver: 'embedded-postgres',
-      server_dir: serverDir,
-      ...(max ? { pool: { min: 0, max: Number(max) } } : {}),
-    },
-    yaml: `  default: { driver: embedded-postgres, server_dir: ${JSON.stringify(serverDir)}${pool} }`,
+    config,
+    // YAML's flow style reads JSON: the config above, as the hub's config.yml gets it
+    yaml: `  default: ${JSON.stringify(config)}`,
     drop: async () => fs.rmSync(dir, { recursive: true, force: true }),
   };
 }

@@ -34,6 +34,12 @@ const OPERATOR_FIXES = new Set([
   'DB_ERR_DATA_DIR_LOCKED',
 ]);
 
+/** The one line on stderr a person can act on: `gmq-hub: CODE: message`. */
+function writeRefusal(err: unknown): void {
+  const code = errorCode(err);
+  process.stderr.write(`gmq-hub: ${code ? `${code}: ` : ''}${(err as Error).message}\n`);
+}
+
 export async function runHub(opts: RunHubOptions = {}): Promise<void> {
   const configFile = path.resolve(opts.configFile ?? process.env.HUB_CONFIG ?? './config.yml');
   let log: Logger;
@@ -41,8 +47,7 @@ export async function runHub(opts: RunHubOptions = {}): Promise<void> {
     log = createRootLogger();
   } catch (err) {
     // a logging variable it cannot take (LOG_LEVEL, LOG_FLUSH_MS): no logger to say it with
-    const code = errorCode(err);
-    process.stderr.write(`gmq-hub: ${code ? `${code}: ` : ''}${(err as Error).message}\n`);
+    writeRefusal(err);
     process.exit(1);
   }
   let host: Host;
@@ -56,7 +61,7 @@ export async function runHub(opts: RunHubOptions = {}): Promise<void> {
     // one clear line a person can act on, then the structured record
     const e = err as Error;
     const code = errorCode(err);
-    process.stderr.write(`gmq-hub: ${code ? `${code}: ` : ''}${e.message}\n`);
+    writeRefusal(err);
     // the operator's to fix (a config value, a taken port, a second hub on the data directory):
     // the record says what and where, without a stack that would read like a crash of the hub
     if (code && OPERATOR_FIXES.has(code)) log.fatal({ code, reason: e.message }, 'start refused');

@@ -24,7 +24,7 @@ interface Boom {
  * info lines per command cost the loop about 0.12 ms each of wall time in `fs.write` (README
  * "Log lines in batches, when asked").
  */
-export const LOG_BATCH_BYTES = 8192;
+const LOG_BATCH_BYTES = 8192;
 
 /**
  * `LOG_FLUSH_MS`: 0 (the default) writes each line at once, as pino's own destination does; a
@@ -52,7 +52,8 @@ export function logFlushMs(env: NodeJS.ProcessEnv = process.env): number {
  * `flushMs`, whichever comes first. Either way pino writes what is held synchronously at exit
  * (process.exit, an uncaught exception, the end of a graceful stop).
  */
-export function logDestination(fd: number = process.stdout.fd ?? 1, flushMs = 0): pino.DestinationStream {
+export function logDestination(opts: { fd?: number; flushMs?: number } = {}): pino.DestinationStream {
+  const { fd = process.stdout.fd ?? 1, flushMs = 0 } = opts;
   const batched = flushMs > 0;
   const dest = pino.destination({ dest: fd, minLength: batched ? LOG_BATCH_BYTES : 0, sync: false });
   measuredAppends(dest);
@@ -65,7 +66,7 @@ export function logDestination(fd: number = process.stdout.fd ?? 1, flushMs = 0)
  * no write is under way (sonic-boom's own `periodicFlush` writes an empty string every period
  * when there is nothing: a pool request for nothing). The timer does not keep the process alive.
  */
-export function flushWhileHeld(dest: pino.DestinationStream, ms: number): void {
+function flushWhileHeld(dest: pino.DestinationStream, ms: number): void {
   const boom = dest as unknown as Boom & { flush(): void; once(event: string, fn: () => void): void };
   const timer = setInterval(() => {
     if (boom.destroyed || boom._writing || boom._len === 0) return;

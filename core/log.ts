@@ -58,7 +58,7 @@ export function createRootLogger(
   }
   // stdout, asynchronously and flushed at exit (pino's default), without re-measuring its buffer
   // per line; in batches when LOG_FLUSH_MS asks
-  return pino(options, logDestination(process.stdout.fd ?? 1, logFlushMs()));
+  return pino(options, logDestination({ flushMs: logFlushMs() }));
 }
 
 /**

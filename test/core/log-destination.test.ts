@@ -158,7 +158,7 @@ describe('log destination: lines in batches when LOG_FLUSH_MS asks', () => {
     };
     const expected: string[] = [];
     try {
-      const boom = logDestination(fd, 50) as unknown as Boom;
+      const boom = logDestination({ fd, flushMs: 50 }) as unknown as Boom;
       // a quiet hub: one line a turn, each of which used to be a write of its own
       for (let i = 0; i < 300; i++) {
         const line = lineOf(i);
