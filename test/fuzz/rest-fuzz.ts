@@ -138,12 +138,13 @@ class StateProbe {
   }
 
   async take(): Promise<Record<string, number>> {
-    await this.db.query('DROP TABLE IF EXISTS fz_p, fz_c, fz_o');
+    await this.db.query('DROP TABLE IF EXISTS fz_p, fz_c, fz_o, fz_j');
     await this.db.query(
       `CREATE TEMP TABLE fz_p AS SELECT project_id, name, secret, prev_secret, prev_secret_expires_at, enabled,
          metadata::text AS metadata, updated_at FROM ${this.t('project')}`,
     );
     await this.db.query(`CREATE TEMP TABLE fz_c AS SELECT command_id, status FROM ${this.t('command_tracker')}`);
+    await this.db.query(`CREATE TEMP TABLE fz_j AS SELECT job_id FROM ${this.t('job')}`);
     await this.db.query(
       `CREATE TEMP TABLE fz_o AS SELECT command_id, status, updated_at FROM ${this.t('command_outbox')} WHERE status = 'dead'`,
     );
@@ -169,9 +170,16 @@ class StateProbe {
          prev_secret_expires_at, enabled, metadata::text, updated_at FROM ${p}) x`,
     );
     const c = this.t('command_tracker');
+    // a job started before the chunk goes on sending its batches on its own (jobs module): its
+    // commands are the hub's doing; a job the chunk started is not
     await count(
-      'commands created',
-      `SELECT count(*) AS n FROM ${c} t LEFT JOIN fz_c s USING (command_id) WHERE s.command_id IS NULL`,
+      'jobs created',
+      `SELECT count(*) AS n FROM ${this.t('job')} j LEFT JOIN fz_j s USING (job_id) WHERE s.job_id IS NULL`,
+    );
+    await count(
+      'commands created (other than by a job started before the chunk)',
+      `SELECT count(*) AS n FROM ${c} t LEFT JOIN fz_c s USING (command_id)
+        WHERE s.command_id IS NULL AND (t.job_id IS NULL OR t.job_id NOT IN (SELECT job_id FROM fz_j))`,
     );
     await count(
       'commands cancelled, or moved out of a final state',
