@@ -34,6 +34,7 @@ import {
   pgliteDatabase,
   projectIds,
   provision,
+  settleTables,
   sleep,
   startHub,
   startMosquitto,
@@ -63,6 +64,7 @@ interface World {
   hub: HubProcess;
   agents: SimAgent[];
   floor: FloorProcess;
+  db: BenchDb;
   floorDb: BenchDb;
   peer: Peer;
   hubSide: Target;
@@ -136,6 +138,7 @@ async function startWorld(nProjects: number, name: string): Promise<World> {
       hub,
       agents,
       floor,
+      db,
       floorDb,
       peer,
       hubSide: { http, path: `${API}/command/sync`, pid: hub.pid, ids, arrivals, split: { in: [], out: [] } },
@@ -278,6 +281,7 @@ export async function runSyncSuite(): Promise<SuiteResult> {
   try {
     await warm(w.hubSide, WARM, 1);
     await warm(w.floorSide, WARM, 1);
+    const settled = await settleTables(w.db, w.floorDb);
     const e50: number[] = [];
     const e99: number[] = [];
     const hub = new Tally();
@@ -312,6 +316,7 @@ export async function runSyncSuite(): Promise<SuiteResult> {
       notes: [
         `median of ${RUNS} runs, each ${ECHO_MS} ms of echo, ${SYNC_MS} ms of hub sync calls and ${SYNC_MS} ms of floor sync calls, interleaved; against the floor the ratio is hub / floor (goal: p50 <= 1.5x, p99 <= 2x); against raw it is raw / hub (the hub is ${(v50 / base50).toFixed(1)}x raw at p50, ${(v99 / base99).toFixed(1)}x at p99)`,
         dbNote(w.floorDb),
+        settled,
         'hub: child process, Mosquitto (private, set_tcp_nodelay); agent: lean simulated (bench/agents.ts), one project; floor: hand-coded node:http + pg + mqtt.js child process (bench/floor-child.ts), unsigned echo agent (bench/floor-agent.ts); raw: mqtt.js QoS 1 echo through an echo peer in a child process',
         `per-run p50 hub ${hub.p50.map((x) => x.toFixed(2)).join(', ')} ms; floor ${floor.p50.map((x) => x.toFixed(2)).join(', ')} ms; raw ${e50.map((x) => x.toFixed(3)).join(', ')} ms`,
         `command stats: accepted ${s.accepted}, published ${s.published}, completed ${s.completed}, flushes ${s.flushes}, publish outcomes left to the ack ${s.outcomes_skipped ?? 0}`,
@@ -334,6 +339,7 @@ export async function runSyncConcurrentSuite(): Promise<SuiteResult> {
   try {
     await warm(w.hubSide, 1000, IN_FLIGHT);
     await warm(w.floorSide, 1000, IN_FLIGHT);
+    const settled = await settleTables(w.db, w.floorDb);
     const erates: number[] = [];
     const e99s: number[] = [];
     const hub = new Tally();
@@ -363,6 +369,7 @@ export async function runSyncConcurrentSuite(): Promise<SuiteResult> {
       notes: [
         `median of ${RUNS} runs, each ${ECHO_MS} ms of echo, ${SYNC_MS} ms of hub and ${SYNC_MS} ms of floor sync calls (${IN_FLIGHT} in flight), interleaved; against the floor the ratio is hub / floor (goal >= 0.8x); the floor micro-batches its writes (one INSERT and one UPDATE per turn of its event loop)`,
         dbNote(w.floorDb),
+        settled,
         `hub: child process, Mosquitto; ${IN_FLIGHT} lean simulated agents (one project each, own connection), one caller per agent; floor: the same projects, ${IN_FLIGHT} unsigned echo agents on their own connections`,
         `per-run cmd/s hub ${hub.rates.map((x) => x.toFixed(0)).join(', ')}; floor ${floor.rates.map((x) => x.toFixed(0)).join(', ')}; raw echo/s ${erates.map((x) => x.toFixed(0)).join(', ')}`,
         await floorStatsNote(w.floor),

@@ -75,6 +75,8 @@ export class DbPool {
   /** Embedded PostgreSQL servers by database name, and their start (postgres-server.ts). */
   private readonly servers = new Map<string, { server: PostgresServer; started: Promise<ServerAddress> }>();
   private readonly drivers = new Map<string, OpenDriver>();
+  /** The server databases whose maintenance settings were looked at (checkMaintenance), once each. */
+  private readonly serversChecked = new Set<string>();
 
   /**
    * This pool's mark on its PostgreSQL sessions (`gmq.origin`, read back with
@@ -193,7 +195,7 @@ export class DbPool {
   async migrate(owner: string, migrations: Migration[], name = 'default'): Promise<string[]> {
     const db = this.get(name);
     const { pglite } = this.entries.get(name)!;
-    return runMigrations(db, owner, migrations, {
+    const applied = await runMigrations(db, owner, migrations, {
       db: name,
       log: this.log,
       // Straight to the transaction's own connection: knex rewrites every `?` into a $n
@@ -206,6 +208,35 @@ export class DbPool {
         else await (conn as pg.Client).query(sql);
       },
     });
+    // once the server has answered (a server that is down fails the start as before, no later)
+    if (!pglite && !this.serversChecked.has(name)) {
+      this.serversChecked.add(name);
+      await this.checkMaintenance(name, db);
+    }
+    return applied;
+  }
+
+  /**
+   * Warns once per server database when autovacuum cannot run there (`autovacuum` or
+   * `track_counts` off). Without it the hub's tables keep every dead row version, and nothing
+   * analyzes them: a session keeps the plan it made for a prepared statement while the table was
+   * a few rows, where a scan of the whole table is the cheaper plan, so a lookup by id gets slower
+   * with every command stored (README "Plans made on empty tables"). Never fails the start.
+   */
+  private async checkMaintenance(name: string, db: Knex): Promise<void> {
+    try {
+      const r = await db.raw(
+        "SELECT current_setting('autovacuum') AS autovacuum, current_setting('track_counts') AS track_counts",
+      );
+      const { autovacuum, track_counts } = r.rows[0] as { autovacuum: string; track_counts: string };
+      if (autovacuum === 'on' && track_counts === 'on') return;
+      this.log.warn(
+        { db: name, autovacuum, track_counts },
+        "autovacuum cannot run on this database server: the hub's tables keep their dead rows and the plans made while they were small; turn autovacuum and track_counts on, or run VACUUM ANALYZE on the hub's tables regularly",
+      );
+    } catch (err) {
+      this.log.debug({ db: name, err }, "could not read the server's autovacuum settings");
+    }
   }
 
   /** `SELECT 1` within a short deadline. Never throws: false on any failure or timeout. */

@@ -387,6 +387,46 @@ describe('DbPool specifics', () => {
     }
   });
 
+  test('pg: a server where autovacuum cannot run gets one warning, after the first migrate, naming both settings', async () => {
+    const { config, drop } = await withPgSchema();
+    const { log, lines } = capturingLogger();
+    const pool = new DbPool({ default: config }, log);
+    try {
+      await pool.migrate('a', [{ id: '001', up: 'CREATE TABLE av_a (x int)' }]);
+      await pool.migrate('b', [{ id: '001', up: 'CREATE TABLE av_b (x int)' }]);
+      const r = await pool
+        .get()
+        .raw("SELECT current_setting('autovacuum') AS autovacuum, current_setting('track_counts') AS track_counts");
+      const { autovacuum, track_counts } = r.rows[0];
+      const warned = lines.filter((l) => l.level === 40 && /autovacuum cannot run/.test(String(l.msg)));
+      // the machine's own server decides which way this goes (CI's runs with autovacuum = off)
+      if (autovacuum === 'on' && track_counts === 'on') assert.equal(warned.length, 0);
+      else {
+        assert.equal(warned.length, 1, 'one warning for the database, not one per module');
+        assert.deepEqual(
+          [warned[0].db, warned[0].autovacuum, warned[0].track_counts],
+          ['default', autovacuum, track_counts],
+        );
+      }
+    } finally {
+      await pool.close();
+      await drop();
+    }
+  });
+
+  test('pglite: no autovacuum check (it runs none and plans every hot statement anew)', async () => {
+    const t = tempPgliteConfig();
+    const { log, lines } = capturingLogger();
+    const pool = new DbPool({ default: t.config }, log);
+    try {
+      await pool.migrate('a', [{ id: '001', up: 'CREATE TABLE av_c (x int)' }]);
+      assert.equal(lines.filter((l) => /autovacuum/.test(String(l.msg))).length, 0);
+    } finally {
+      await pool.close();
+      t.cleanup();
+    }
+  });
+
   test('pg: ping is false, quickly, for a closed port; the log never shows the password', async () => {
     const { log, lines } = capturingLogger();
     const pool = new DbPool(
