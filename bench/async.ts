@@ -23,6 +23,8 @@ import { WEB } from '../modules/web/contract/topics.js';
 import { connectAgents, pool, startHeartbeats } from './agents.js';
 import { echoRun, startPeer } from './baseline.js';
 import {
+  autoAnalyze,
+  type BenchDb,
   cleanupDir,
   cpuLedger,
   cpuPerMessage,
@@ -32,7 +34,6 @@ import {
   pgDatabase,
   projectIds,
   provision,
-  settleTables,
   sleep,
   startHub,
   startMosquitto,
@@ -57,8 +58,8 @@ interface WindowOpts {
   inFlight: number;
   warmupMs: number;
   windowMs: number;
-  /** Run under load just before the window opens (the side's tables analyzed: env.ts settleTables). */
-  beforeWindow?: () => Promise<string>;
+  /** The side's schema, analyzed as autovacuum would from the warm-up on (env.ts autoAnalyze). */
+  db: BenchDb;
 }
 
 interface WindowResult {
@@ -67,8 +68,8 @@ interface WindowResult {
   accepted: number;
   acceptedInWindow: number;
   doneInWindow: number;
-  /** What `beforeWindow` said. */
-  settled: string;
+  /** What the side's analyzer did. */
+  analyzed: string;
   windowElapsed: number;
   /** Each process's CPU ms over the window (cpuLedger): `server` is the hub's or the floor's. */
   cpuAll: Record<string, number>;
@@ -110,11 +111,7 @@ async function driveWindow(o: WindowOpts): Promise<WindowResult> {
     measuring = true;
     ledger = cpuLedger(o.cpuPids);
   }, o.warmupMs);
-  // the tables analyzed under the warm-up's load, done before the window opens
-  let settled = Promise.resolve('tables as the run left them');
-  const settle = setTimeout(() => {
-    if (o.beforeWindow) settled = o.beforeWindow();
-  }, o.warmupMs * 0.6);
+  const analyzer = autoAnalyze([o.db]);
   const slots = Array.from({ length: o.inFlight }, async (_, k) => {
     const pid = o.projectIds[k % o.projectIds.length];
     while (!stop) {
@@ -147,7 +144,6 @@ async function driveWindow(o: WindowOpts): Promise<WindowResult> {
   const windowElapsed = performance.now() - windowStart;
   const cpuAll = ledger?.read() ?? {};
   clearTimeout(phase);
-  clearTimeout(settle);
   await Promise.race([Promise.all(slots), sleep(DRAIN_MS)]);
   return {
     acceptLat,
@@ -157,7 +153,7 @@ async function driveWindow(o: WindowOpts): Promise<WindowResult> {
     doneInWindow,
     windowElapsed,
     cpuAll,
-    settled: await settled,
+    analyzed: await analyzer.stop(),
   };
 }
 
@@ -224,7 +220,7 @@ export async function runAsyncSuite(): Promise<SuiteResult> {
       inFlight: IN_FLIGHT,
       warmupMs: WARMUP_MS,
       windowMs: WINDOW_MS,
-      beforeWindow: () => settleTables(floorDb),
+      db: floorDb,
     });
     const fd = await drain(async () => {
       const r = await pgc.query<{ n: string }>(`SELECT count(*) AS n FROM ${floor.table} WHERE status = 'completed'`);
@@ -273,7 +269,7 @@ export async function runAsyncSuite(): Promise<SuiteResult> {
       inFlight: IN_FLIGHT,
       warmupMs: WARMUP_MS,
       windowMs: WINDOW_MS,
-      beforeWindow: () => settleTables(db),
+      db,
     });
     let last: Record<string, number> = {};
     const hd = await drain(async () => {
@@ -310,7 +306,7 @@ export async function runAsyncSuite(): Promise<SuiteResult> {
       notes: [
         `${WINDOW_MS / 1000} s sustained after ${WARMUP_MS / 1000} s warm-up, for the floor and then the hub; ${IN_FLIGHT} commands in flight end to end over ${AGENTS} agents (one connection each; hub: lean simulated, signed; floor: unsigned echo); against the floor the ratio is hub / floor (goal >= 0.8x, accept p99 < 100 ms)`,
         `databases: hub and floor both on the PostgreSQL server (${PG_URL}), each in a fresh schema (hub ${schema}, floor ${floorDb.config.schema}); hub: child process; floor: hand-coded node:http + pg + mqtt.js child process, writes micro-batched; Mosquitto private`,
-        `floor: ${fw.settled}; hub: ${hw.settled}`,
+        `floor: ${fw.analyzed}; hub: ${hw.analyzed}`,
         `raw: mqtt.js QoS 1 echo, ${IN_FLIGHT} in flight, ${ECHO_MS / 1000} s, echo peer in a child process, before the floor and the hub started`,
         `connections: the client opens its ${IN_FLIGHT} keep-alive connections before each warm-up (a request on each at once): floor ${floorOpen.ms.toFixed(0)} ms (${floorOpen.sockets} kept), hub ${hubOpen.ms.toFixed(0)} ms (${hubOpen.sockets} kept)`,
         `hub: accepted ${hw.accepted}, completed ${hd.completed}, results stored ${results.rows[0].n}, statuses ${JSON.stringify(last)}, HTTP errors ${errorsNote(hw.errors)}`,

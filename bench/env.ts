@@ -120,10 +120,10 @@ export interface BenchDb {
   yaml: string;
   drop(): Promise<void>;
   /**
-   * ANALYZE of every table in the schema, where the bench can reach the server (the PostgreSQL
-   * server's schemas; not PGlite, nor the embedded server the hub runs). See `settleTables`.
+   * The schema on the bench's PostgreSQL server (PG_URL), which `autoAnalyze` can reach; absent
+   * for PGlite and for the embedded server the hub runs.
    */
-  analyze?(): Promise<void>;
+  serverSchema?: string;
 }
 
 async function adminQuery(sql: string, values?: unknown[]): Promise<void> {
@@ -161,39 +161,67 @@ export async function pgDatabase(pool = { min: 0, max: 10 }): Promise<BenchDb> {
     config,
     yaml: `  default: { driver: pg, url: ${JSON.stringify(PG_URL)}, schema: ${schema}, pool: { min: ${pool.min}, max: ${pool.max} }, prepared_statements: ${prepared} }`,
     drop: () => adminQuery(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`),
-    analyze: () =>
-      adminQuery(`DO $$
-        DECLARE t record;
-        BEGIN
-          FOR t IN SELECT tablename FROM pg_tables WHERE schemaname = '${schema}' LOOP
-            EXECUTE format('ANALYZE %I.%I', '${schema}', t.tablename);
-          END LOOP;
-        END $$`),
+    serverSchema: schema,
   };
 }
 
-/**
- * BENCH_ANALYZE=0 leaves the suites' tables as the run leaves them (the figures before
- * 2026-12-05, later in the day).
- */
-export const ANALYZE_AFTER_WARMUP = process.env.BENCH_ANALYZE !== '0';
+/** BENCH_ANALYZE=0: no `autoAnalyze` (the suites' figures before 2026-12-05, later in the day). */
+export const AUTO_ANALYZE = process.env.BENCH_ANALYZE !== '0';
 
 /**
- * The tables of both sides analyzed after the warm-up, as autovacuum's ANALYZE does on a live
- * site once a table has grown (50 rows and 10 % changed, within its 1-minute nap). The suites
- * start on empty tables, and the machine's server runs with `autovacuum = off`: every session
- * then plans its prepared statements on tables of a few rows, where a sequential scan is the
- * cheaper plan, and keeps that generic plan while the table grows, so a lookup by id scanned the
- * whole table: the hub's ack + result write took 0.4 ms of the server's CPU at 300 rows and 1.9 ms
- * at 12 000, the floor's UPDATE the same way (README "Plans made on empty tables"). Returns the note
- * the suite prints.
+ * Autovacuum's ANALYZE, for the suites' schemas: every `periodMs`, each table that has changed by
+ * more than 50 rows and as many rows as it had when last analyzed is analyzed (autovacuum's rule,
+ * `autovacuum_analyze_threshold` 50, with a scale factor of 1 instead of its 0.1: a live site's
+ * tables are far past the sizes where plans change, the suites' grow from empty, and every
+ * ANALYZE counts in the window's CPU, so a table is analyzed each time it doubles). The suites start on empty tables, and the machine's
+ * server runs with `autovacuum = off`: every session then plans its prepared statements on tables
+ * of a few rows, where a sequential scan is the cheaper plan, and keeps that generic plan while
+ * the table grows, so a lookup by id scanned the whole table: the hub's ack + result write took
+ * 0.4 ms of the server's CPU at 300 rows and 1.9 ms at 12 000, the floor's UPDATE the same way
+ * (README "Plans made on empty tables"). One ANALYZE after a 300-command warm-up was not enough:
+ * at that size the plan goes either way. `stop()` ends it (once, however often called) and says what it did.
  */
-export async function settleTables(...dbs: BenchDb[]): Promise<string> {
-  if (!ANALYZE_AFTER_WARMUP) return 'tables not analyzed (BENCH_ANALYZE=0): plans made on the empty tables stay';
-  const reached = dbs.filter((d) => d.analyze);
-  for (const d of reached) await d.analyze!();
-  const left = dbs.length - reached.length;
-  return `tables analyzed after the warm-up (${reached.length} of ${dbs.length} schemas${left > 0 ? "; the hub's embedded database is out of the bench's reach" : ''}), as autovacuum would on a live site`;
+export function autoAnalyze(dbs: BenchDb[], periodMs = 1000): { stop(): Promise<string> } {
+  const schemas = dbs.map((d) => d.serverSchema).filter((x): x is string => x !== undefined);
+  const outOfReach = dbs.length - schemas.length;
+  const counts = new Map(schemas.map((x) => [x, 0]));
+  if (!AUTO_ANALYZE || schemas.length === 0) {
+    const why = !AUTO_ANALYZE ? 'BENCH_ANALYZE=0' : "no schema on the bench's server";
+    return { stop: async () => `tables never analyzed (${why}): the plans made on the empty tables stay` };
+  }
+  const client = new pg.Client({ connectionString: PG_URL, connectionTimeoutMillis: 5000 });
+  const connected = client.connect();
+  let stopped = false;
+  let pass: Promise<void> = Promise.resolve();
+  const onePass = async () => {
+    await connected;
+    for (const schema of schemas) {
+      const r = await client.query<{ relname: string }>(
+        `SELECT s.relname FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid
+          WHERE s.schemaname = $1 AND s.n_mod_since_analyze > 50 + GREATEST(c.reltuples, 0)`,
+        [schema],
+      );
+      for (const { relname } of r.rows) {
+        if (stopped) return;
+        await client.query(`ANALYZE "${schema}"."${relname}"`);
+        counts.set(schema, (counts.get(schema) ?? 0) + 1);
+      }
+    }
+  };
+  const timer = setInterval(() => {
+    pass = pass.then(onePass).catch(() => undefined);
+  }, periodMs);
+  let ended: Promise<string> | undefined;
+  const end = async () => {
+    clearInterval(timer);
+    stopped = true;
+    await pass;
+    await client.end().catch(() => undefined);
+    const done = [...counts].map(([x, n]) => `${x} ${n}`).join(', ');
+    return `tables analyzed as autovacuum would (each time a table changed by 50 rows and as many as it had, checked every ${periodMs} ms): ANALYZEs ${done}${outOfReach > 0 ? "; the hub's embedded database is out of the bench's reach" : ''}`;
+  };
+  // once: a suite reads the note, and its cleanup stops it again
+  return { stop: () => (ended ??= end()) };
 }
 
 /**

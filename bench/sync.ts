@@ -21,6 +21,7 @@ import { WEB } from '../modules/web/contract/topics.js';
 import { connectAgents, pool, type SimAgent, startHeartbeats } from './agents.js';
 import { echoRun, type Peer, startPeer } from './baseline.js';
 import {
+  autoAnalyze,
   type BenchDb,
   cleanupDir,
   cpuMsOf,
@@ -34,7 +35,6 @@ import {
   pgliteDatabase,
   projectIds,
   provision,
-  settleTables,
   sleep,
   startHub,
   startMosquitto,
@@ -66,6 +66,8 @@ interface World {
   floor: FloorProcess;
   db: BenchDb;
   floorDb: BenchDb;
+  /** Both sides' tables analyzed as autovacuum would, from before the warm-up to the end. */
+  analyzer: { stop(): Promise<string> };
   peer: Peer;
   hubSide: Target;
   floorSide: Target;
@@ -131,6 +133,8 @@ async function startWorld(nProjects: number, name: string): Promise<World> {
     cleanups.unshift(async () => floorHttp.close());
     const peer = await startPeer('echo', mosq.url);
     cleanups.unshift(() => peer.stop());
+    const analyzer = autoAnalyze([db, floorDb]);
+    cleanups.unshift(() => analyzer.stop());
     const arrivals = new Map<string, number>();
     for (const a of agents) a.arrivals = arrivals;
     return {
@@ -140,6 +144,7 @@ async function startWorld(nProjects: number, name: string): Promise<World> {
       floor,
       db,
       floorDb,
+      analyzer,
       peer,
       hubSide: { http, path: `${API}/command/sync`, pid: hub.pid, ids, arrivals, split: { in: [], out: [] } },
       floorSide: { http: floorHttp, path: '/sync', pid: floor.pid, ids },
@@ -281,7 +286,6 @@ export async function runSyncSuite(): Promise<SuiteResult> {
   try {
     await warm(w.hubSide, WARM, 1);
     await warm(w.floorSide, WARM, 1);
-    const settled = await settleTables(w.db, w.floorDb);
     const e50: number[] = [];
     const e99: number[] = [];
     const hub = new Tally();
@@ -316,7 +320,7 @@ export async function runSyncSuite(): Promise<SuiteResult> {
       notes: [
         `median of ${RUNS} runs, each ${ECHO_MS} ms of echo, ${SYNC_MS} ms of hub sync calls and ${SYNC_MS} ms of floor sync calls, interleaved; against the floor the ratio is hub / floor (goal: p50 <= 1.5x, p99 <= 2x); against raw it is raw / hub (the hub is ${(v50 / base50).toFixed(1)}x raw at p50, ${(v99 / base99).toFixed(1)}x at p99)`,
         dbNote(w.floorDb),
-        settled,
+        await w.analyzer.stop(),
         'hub: child process, Mosquitto (private, set_tcp_nodelay); agent: lean simulated (bench/agents.ts), one project; floor: hand-coded node:http + pg + mqtt.js child process (bench/floor-child.ts), unsigned echo agent (bench/floor-agent.ts); raw: mqtt.js QoS 1 echo through an echo peer in a child process',
         `per-run p50 hub ${hub.p50.map((x) => x.toFixed(2)).join(', ')} ms; floor ${floor.p50.map((x) => x.toFixed(2)).join(', ')} ms; raw ${e50.map((x) => x.toFixed(3)).join(', ')} ms`,
         `command stats: accepted ${s.accepted}, published ${s.published}, completed ${s.completed}, flushes ${s.flushes}, publish outcomes left to the ack ${s.outcomes_skipped ?? 0}`,
@@ -339,7 +343,6 @@ export async function runSyncConcurrentSuite(): Promise<SuiteResult> {
   try {
     await warm(w.hubSide, 1000, IN_FLIGHT);
     await warm(w.floorSide, 1000, IN_FLIGHT);
-    const settled = await settleTables(w.db, w.floorDb);
     const erates: number[] = [];
     const e99s: number[] = [];
     const hub = new Tally();
@@ -369,7 +372,7 @@ export async function runSyncConcurrentSuite(): Promise<SuiteResult> {
       notes: [
         `median of ${RUNS} runs, each ${ECHO_MS} ms of echo, ${SYNC_MS} ms of hub and ${SYNC_MS} ms of floor sync calls (${IN_FLIGHT} in flight), interleaved; against the floor the ratio is hub / floor (goal >= 0.8x); the floor micro-batches its writes (one INSERT and one UPDATE per turn of its event loop)`,
         dbNote(w.floorDb),
-        settled,
+        await w.analyzer.stop(),
         `hub: child process, Mosquitto; ${IN_FLIGHT} lean simulated agents (one project each, own connection), one caller per agent; floor: the same projects, ${IN_FLIGHT} unsigned echo agents on their own connections`,
         `per-run cmd/s hub ${hub.rates.map((x) => x.toFixed(0)).join(', ')}; floor ${floor.rates.map((x) => x.toFixed(0)).join(', ')}; raw echo/s ${erates.map((x) => x.toFixed(0)).join(', ')}`,
         await floorStatsNote(w.floor),
