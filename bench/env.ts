@@ -173,13 +173,15 @@ export const AUTO_ANALYZE = process.env.BENCH_ANALYZE !== '0';
  * more than 50 rows and as many rows as it had when last analyzed is analyzed (autovacuum's rule,
  * `autovacuum_analyze_threshold` 50, with a scale factor of 1 instead of its 0.1: a live site's
  * tables are far past the sizes where plans change, the suites' grow from empty, and every
- * ANALYZE counts in the window's CPU, so a table is analyzed each time it doubles). The suites start on empty tables, and the machine's
- * server runs with `autovacuum = off`: every session then plans its prepared statements on tables
- * of a few rows, where a sequential scan is the cheaper plan, and keeps that generic plan while
- * the table grows, so a lookup by id scanned the whole table: the hub's ack + result write took
- * 0.4 ms of the server's CPU at 300 rows and 1.9 ms at 12 000, the floor's UPDATE the same way
- * (README "Plans made on empty tables"). One ANALYZE after a 300-command warm-up was not enough:
- * at that size the plan goes either way. `stop()` ends it (once, however often called) and says what it did.
+ * ANALYZE counts in the window's CPU, so a table is analyzed each time it doubles).
+ *
+ * The suites start on empty tables, and the machine's server runs with `autovacuum = off`: every
+ * session then plans its prepared statements on tables of a few rows, where a sequential scan is
+ * the cheaper plan, and keeps that generic plan while the table grows, so a lookup by id scanned
+ * the whole table: the hub's ack + result write took 0.4 ms of the server's CPU at 300 rows and
+ * 1.9 ms at 12 000, the floor's UPDATE the same way (README "Plans made on empty tables"). One
+ * ANALYZE after a 300-command warm-up was not enough: at that size the plan goes either way.
+ * `stop()` ends it (once, however often called) and says what it did.
  */
 export function autoAnalyze(dbs: BenchDb[], periodMs = 1000): { stop(): Promise<string> } {
   const schemas = dbs.map((d) => d.serverSchema).filter((x): x is string => x !== undefined);
