@@ -119,11 +119,6 @@ export interface BenchDb {
   /** YAML of `databases.default` (indented for the `databases:` block). */
   yaml: string;
   drop(): Promise<void>;
-  /**
-   * The schema on the bench's PostgreSQL server (PG_URL), which `autoAnalyze` can reach; absent
-   * for PGlite and for the embedded server the hub runs.
-   */
-  serverSchema?: string;
 }
 
 async function adminQuery(sql: string, values?: unknown[]): Promise<void> {
@@ -161,7 +156,6 @@ export async function pgDatabase(pool = { min: 0, max: 10 }): Promise<BenchDb> {
     config,
     yaml: `  default: { driver: pg, url: ${JSON.stringify(PG_URL)}, schema: ${schema}, pool: { min: ${pool.min}, max: ${pool.max} }, prepared_statements: ${prepared} }`,
     drop: () => adminQuery(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`),
-    serverSchema: schema,
   };
 }
 
@@ -184,7 +178,10 @@ export const AUTO_ANALYZE = process.env.BENCH_ANALYZE !== '0';
  * `stop()` ends it (once, however often called) and says what it did.
  */
 export function autoAnalyze(dbs: BenchDb[], periodMs = 1000): { stop(): Promise<string> } {
-  const schemas = dbs.map((d) => d.serverSchema).filter((x): x is string => x !== undefined);
+  // the schemas on the bench's own server (not PGlite, nor the embedded server the hub runs)
+  const schemas = dbs
+    .filter((d) => d.config.driver === 'pg' && d.config.url === PG_URL && d.config.schema)
+    .map((d) => d.config.schema!);
   const outOfReach = dbs.length - schemas.length;
   const counts = new Map(schemas.map((x) => [x, 0]));
   if (!AUTO_ANALYZE || schemas.length === 0) {

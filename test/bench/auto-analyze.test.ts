@@ -17,7 +17,7 @@ describe('bench autoAnalyze: plans made on empty tables', { skip: AUTO_ANALYZE ?
 
   before(async () => {
     db = await pgDatabase();
-    schema = db.serverSchema!;
+    schema = db.config.schema!;
     client = new pg.Client({ connectionString: PG_URL });
     await client.connect();
     await client.query(`SET search_path TO "${schema}"`);
