@@ -77,6 +77,37 @@ describe('hot statements on PostgreSQL', () => {
     });
   });
 
+  test('a plan made on a small table is made again as the session runs it 64, 128, … times: it looks ids up once the table has grown', async () => {
+    await withNotes(one(), async (pool) => {
+      const db = pool.get();
+      // the hot statements' id-list form (core/services/sql-lists.ts), on a table of 5 known rows
+      await db.raw('CREATE TABLE items (id text PRIMARY KEY, body text NOT NULL)');
+      await db.raw("INSERT INTO items SELECT 'i' || g, repeat('x', 200) FROM generate_series(1, 5) AS g");
+      await db.raw('ANALYZE items');
+      const BY_IDS = statement(
+        'SELECT id FROM items WHERE id = ANY(ARRAY(SELECT jsonb_array_elements_text(?::jsonb)))',
+      );
+      const ids = JSON.stringify(['i1', 'i2']);
+      const plan = async () => {
+        const r = await db.raw(`EXPLAIN (COSTS OFF) EXECUTE ${BY_IDS.name}('${ids}')`);
+        return (r.rows as { 'QUERY PLAN': string }[]).map((x) => x['QUERY PLAN']).join('\n');
+      };
+      try {
+        for (let i = 0; i < 10; i++) assert.equal((await run(db, BY_IDS, [ids])).length, 2);
+        assert.match(await plan(), /Seq Scan on items/, 'the generic plan made on 5 rows');
+        // no ANALYZE follows (autovacuum off, or not yet): PostgreSQL keeps that plan as the table grows
+        await db.raw("INSERT INTO items SELECT 'j' || g, repeat('x', 200) FROM generate_series(1, 20000) AS g");
+        for (let i = 10; i < 63; i++) await run(db, BY_IDS, [ids]);
+        assert.match(await plan(), /Seq Scan on items/, 'kept until the 64th run');
+        for (let i = 63; i < 80; i++) assert.equal((await run(db, BY_IDS, [ids])).length, 2);
+        assert.match(await plan(), /Index/, 'planned again at the 64th run, for 20 005 rows');
+        assert.ok((await preparedNames(pool)).includes(BY_IDS.name), 'prepared again under its name');
+      } finally {
+        await db.raw('DROP TABLE notes, items');
+      }
+    });
+  });
+
   test('inside a transaction the stale statement fails that transaction alone; the next one succeeds', async () => {
     await withNotes(one(), async (pool) => {
       const db = pool.get();
