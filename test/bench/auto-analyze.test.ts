@@ -1,8 +1,7 @@
 /**
  * The suites' stand-in for autovacuum's ANALYZE (bench/env.ts autoAnalyze): a session's generic
- * plan made while its table held a few rows scans the whole table, and stays until the table is
- * analyzed; the analyzer analyzes a table once it has doubled, and the session then plans an index
- * lookup. Against the machine's PostgreSQL, in a fresh schema (README "Plans made on empty tables").
+ * plan made while its table held a few rows scans the whole table; the analyzer analyzes a table
+ * once it has doubled, and the session then plans an index lookup. Against the machine's PostgreSQL, in a fresh schema (README "Plans made on empty tables").
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
@@ -38,26 +37,35 @@ describe('bench autoAnalyze: plans made on empty tables', { skip: AUTO_ANALYZE ?
     return r.rows.map((x) => x['QUERY PLAN']).join('\n');
   };
 
-  test('a generic plan made on 5 rows scans; once the table has grown and been analyzed, it looks ids up', async () => {
+  test('a generic plan made on 5 rows scans; the analyzer analyzes the grown table, and it is planned for its size', async () => {
     // the session's generic plan, as a prepared statement gets after its first executions
     await client.query("SET plan_cache_mode = 'force_generic_plan'");
     await client.query(`PREPARE ${LOOKUP.name}(text[]) AS ${LOOKUP.text.replace('$1::text[]', '$1')}`);
     assert.match(await planOf(), /Seq Scan on item/, 'the plan made on 5 rows');
 
+    const analyses = async () => {
+      const r = await client.query<{ n: string }>(
+        "SELECT analyze_count AS n FROM pg_stat_user_tables WHERE schemaname = $1 AND relname = 'item'",
+        [schema],
+      );
+      return Number(r.rows[0]?.n ?? 0);
+    };
+    const before = await analyses(); // the ANALYZE of the 5 rows
     const analyzer = autoAnalyze([db], 100);
     let note = '';
     try {
       await client.query("INSERT INTO item SELECT 'j' || g, repeat('x', 200) FROM generate_series(1, 20000) AS g");
-      assert.match(await planOf(), /Seq Scan on item/, 'kept while the table grew, before any ANALYZE');
-      // the server's statistics reach pg_stat_user_tables within its flush interval (up to 10 s idle)
-      await until(async () => /Index/.test(await planOf()), 30_000, 'the analyzed table to be planned again');
+      // Nothing else runs ANALYZE on this schema's table (autovacuum may, on a server that has it;
+      // its nap is a minute). The plan can be made again before that for other reasons (a busy
+      // server's invalidation queue overflowing resets every session's plans), so what is
+      // required is the analysis and the plan after it. The server's statistics reach
+      // pg_stat_user_tables within its flush interval (up to 10 s idle).
+      await until(async () => (await analyses()) > before, 30_000, 'the grown table to be analyzed');
+      assert.match(await planOf(), /Index/, 'planned for 20 005 rows once analyzed');
     } finally {
       note = await analyzer.stop();
     }
-    // on a server without autovacuum (this machine kind's) nothing else can have analyzed it
-    const av = (await client.query<{ autovacuum: string }>('SHOW autovacuum')).rows[0].autovacuum;
-    if (av === 'off') assert.match(note, new RegExp(`ANALYZEs ${schema} [1-9]`), note);
-    else assert.match(note, new RegExp(`ANALYZEs ${schema} \\d`), note);
+    assert.match(note, new RegExp(`ANALYZEs ${schema} [1-9]`), note);
   });
 
   test('stop() is once: a second call says the same and the analyzer no longer runs', async () => {

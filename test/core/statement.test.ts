@@ -95,11 +95,11 @@ describe('hot statements on PostgreSQL', () => {
       try {
         for (let i = 0; i < 10; i++) assert.equal((await run(db, BY_IDS, [ids])).length, 2);
         assert.match(await plan(), /Seq Scan on items/, 'the generic plan made on 5 rows');
-        // no ANALYZE follows (autovacuum off, or not yet): PostgreSQL keeps that plan as the table grows
+        // No ANALYZE follows (autovacuum off, or not yet): PostgreSQL keeps that plan as the table
+        // grows (unless something else resets the session's plans, as a busy server's overflowing
+        // invalidation queue does: so the plan in between is not asserted).
         await db.raw("INSERT INTO items SELECT 'j' || g, repeat('x', 200) FROM generate_series(1, 20000) AS g");
-        for (let i = 10; i < 63; i++) await run(db, BY_IDS, [ids]);
-        assert.match(await plan(), /Seq Scan on items/, 'kept until the 64th run');
-        for (let i = 63; i < 80; i++) assert.equal((await run(db, BY_IDS, [ids])).length, 2);
+        for (let i = 10; i < 80; i++) assert.equal((await run(db, BY_IDS, [ids])).length, 2);
         assert.match(await plan(), /Index/, 'planned again at the 64th run, for 20 005 rows');
         assert.ok((await preparedNames(pool)).includes(BY_IDS.name), 'prepared again under its name');
       } finally {
