@@ -11,8 +11,9 @@
  *
  * `databases.<name>.prepared_statements: false` sends them unnamed (for a pooler in transaction
  * mode that cannot keep a session's prepared statements, such as PgBouncer before 1.21). PGlite
- * runs them as any other query. db.ts applies both, and recovers a session whose prepared plan
- * went stale (a migration changed a table under it).
+ * runs them as any other query. db.ts applies both, recovers a session whose prepared plan
+ * went stale (a migration changed a table under it), and has a session prepare a statement again
+ * as its runs double, so a plan made while the tables were small does not outlive them.
  *
  * @example
  *   const CLAIM = statement('UPDATE jobs SET owner = ? WHERE id = ? RETURNING id');
