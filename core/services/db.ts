@@ -579,11 +579,12 @@ function pgClientFor(db: string, prepare: boolean): typeof Knex.Client {
 
     /**
      * Hot statements come with a name (statement.ts): prepared once per session, and again as
-     * its runs double (REPLAN_FROM). Without `prepared_statements` they go unnamed. A session whose prepared copy no longer fits
-     * (a migration changed its result type under it: 0A000; or it lost or kept a copy the driver
-     * did not expect: 26000, 42P05) drops that copy and runs the statement again; inside a
-     * transaction, which the error has aborted, the session is retired instead (knex's pool
-     * discards a disposed connection) and the error goes to the caller, as any other would.
+     * its runs double (REPLAN_FROM). Without `prepared_statements` they go unnamed. A session
+     * whose prepared copy no longer fits (a migration changed its result type under it: 0A000;
+     * or it lost or kept a copy the driver did not expect: 26000, 42P05) drops that copy and
+     * runs the statement again; inside a transaction, which the error has aborted, the session
+     * is retired instead (knex's pool discards a disposed connection) and the error goes to the
+     * caller, as any other would.
      */
     // biome-ignore lint/suspicious/noExplicitAny: knex's own signature
     async _query(connection: any, obj: any): Promise<any> {
