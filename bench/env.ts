@@ -207,8 +207,16 @@ export function autoAnalyze(dbs: BenchDb[], periodMs = 1000): { stop(): Promise<
       }
     }
   };
+  // a tick while a pass (an ANALYZE of a large table) still runs is skipped, not queued behind it
+  let running = false;
   const timer = setInterval(() => {
-    pass = pass.then(onePass).catch(() => undefined);
+    if (running) return;
+    running = true;
+    pass = onePass()
+      .catch(() => undefined)
+      .finally(() => {
+        running = false;
+      });
   }, periodMs);
   let ended: Promise<string> | undefined;
   const end = async () => {

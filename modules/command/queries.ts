@@ -10,6 +10,10 @@ const T_COLS = TRACKER_COLUMNS.split(', ')
   .map((c) => `t.${c}`)
   .join(', ');
 
+/** Outbox depth by state (COMMAND.stats); exported for its plan test (the unpublished rows' index). */
+export const OUTBOX_COUNTS_SQL = `SELECT status, count(*) AS n FROM command_outbox
+  WHERE status IN ('pending', 'waiting', 'dead') GROUP BY status`;
+
 export interface Page<T> {
   items: T[];
   total: number;
@@ -175,10 +179,7 @@ export class Queries {
 
   /** Outbox depth by state, for COMMAND.stats. */
   async outbox(): Promise<{ pending: number; waiting: number; dead: number }> {
-    const rows = await query<{ status: string; n: number | string }>(
-      this.d.db,
-      `SELECT status, count(*) AS n FROM command_outbox WHERE status IN ('pending', 'waiting', 'dead') GROUP BY status`,
-    );
+    const rows = await query<{ status: string; n: number | string }>(this.d.db, OUTBOX_COUNTS_SQL);
     const out = { pending: 0, waiting: 0, dead: 0 };
     for (const r of rows) out[r.status as keyof typeof out] = Number(r.n);
     return out;

@@ -365,7 +365,10 @@ export class Relay {
 
 // The relay's hot statements (core/services/statement.ts: prepared once per session).
 
-/** Claims due outbox rows for one publish attempt each (see the header, step 2). Exported for test/modules/command/statement-plans.test.ts. */
+/**
+ * Claims due outbox rows for one publish attempt each (see the header, step 2). Exported for its
+ * plan test (test/modules/command/statement-plans.test.ts).
+ */
 export const CLAIM_SQL = statement(`WITH c AS (
          UPDATE command_outbox o SET attempts = o.attempts + 1, updated_at = ?::timestamptz,
                 next_attempt_at = ?::timestamptz

@@ -22,6 +22,7 @@ import { ID_IN } from '../../../modules/command/deps.js';
 import { INSERT_SQL } from '../../../modules/command/insert-batch.js';
 import { migrations } from '../../../modules/command/migrations.js';
 import { OWNERS_SQL } from '../../../modules/command/owners.js';
+import { OUTBOX_COUNTS_SQL } from '../../../modules/command/queries.js';
 import { CLAIM_SQL, OUTBOX_ERROR_SQL, OUTCOME_SQL } from '../../../modules/command/relay.js';
 import { ACK_SQL, RESULT_SQL } from '../../../modules/command/uplink.js';
 import { withPgSchema } from '../../helpers/db.js';
@@ -115,9 +116,7 @@ describe('command statements: index lookups, not table scans (PostgreSQL)', () =
       assert.doesNotMatch(claim, BIG_TABLES, claim);
     }
     // the outbox stats (queries.ts): no parameters, one plan
-    const explained = await db.raw(
-      `EXPLAIN SELECT status, count(*) AS n FROM command_outbox WHERE status IN ('pending', 'waiting', 'dead') GROUP BY status`,
-    );
+    const explained = await db.raw(`EXPLAIN ${OUTBOX_COUNTS_SQL}`);
     const counts = (explained.rows as Array<Record<string, string>>).map((x) => x['QUERY PLAN']).join('\n');
     assert.match(counts, /command_outbox_unpublished_idx/, counts);
   });
