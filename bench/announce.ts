@@ -70,7 +70,7 @@ export async function runAnnounceSuite(): Promise<SuiteResult> {
         await run(db, INSERT_SQL, [JSON.stringify([row])]);
         ids.push(row.command_id);
       }
-      for (const id of ids) await run(db, RESULT_SQL, resultArgs(id, 'bench-a'));
+      for (const id of ids) await run(db, RESULT_SQL.one, resultArgs(id, 'bench-a'));
       const wall = (performance.now() - t0) / PER_BLOCK;
       const cpu = backendCpuMs(pid) - cpu0;
       if (peer) {

@@ -145,7 +145,7 @@ async function block(side: Side, measured: boolean): Promise<void> {
   own0 = process.cpuUsage();
   t0 = performance.now();
   for (const id of ids) {
-    const rows = await exec<{ inserted: boolean }>(side, RESULT_SQL, resultArgs(id, 'bench-p'));
+    const rows = await exec<{ inserted: boolean }>(side, RESULT_SQL.one, resultArgs(id, 'bench-p'));
     if (!rows[0]?.inserted) throw new Error('result stored nothing');
   }
   const resultMs = performance.now() - t0;

@@ -72,16 +72,17 @@ export const lockCte = (table: 'command_tracker' | 'command_outbox'): string =>
 
 /**
  * Both tables' lock steps inside ONE statement, for writes that change tracker and outbox rows
- * together without a transaction around them (uplink.ts): `WITH ${LOCK_BOTH}, … k AS (… WHERE
- * ${LOCKED_BOTH}) …`. The tracker rows lock first, then the outbox rows (`lo` waits for `lt`
+ * together without a transaction around them (uplink.ts): `WITH ${lockBoth(inList)}, … k AS (… WHERE
+ * ${LOCKED_BOTH}) …`, `inList` the list condition of core/services/sql-lists.ts `listStatement`. The tracker rows lock first, then the outbox rows (`lo` waits for `lt`
  * through its scalar subquery), each in command_id order, and every change that reads `k` waits
  * for `lo`. Two bindings: the JSON array of command ids, twice. `lt` keeps each locked row's
  * command_id and project_id, so the statement checks who owns an id against the rows it locked
  * (not another read of the tracker, which the planner may do as a whole-table scan).
  */
-export const LOCK_BOTH = `lt AS MATERIALIZED (SELECT id, command_id, project_id FROM command_tracker WHERE ${ID_IN}
+export const lockBoth = (inList: (column: string) => string = inJsonList): string =>
+  `lt AS MATERIALIZED (SELECT id, command_id, project_id FROM command_tracker WHERE ${inList('command_id')}
                                  ORDER BY command_id FOR UPDATE),
-       lo AS MATERIALIZED (SELECT id FROM command_outbox WHERE ${ID_IN}
+       lo AS MATERIALIZED (SELECT id FROM command_outbox WHERE ${inList('command_id')}
                              AND (SELECT count(*) FROM lt) >= 0 ORDER BY command_id FOR UPDATE)`;
 export const LOCKED_BOTH = '(SELECT count(*) FROM lo) >= 0';
 

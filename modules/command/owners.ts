@@ -11,11 +11,13 @@
  * is remembered, so a flood of made-up ids costs one statement per turn, not one per message.
  */
 import type { Knex } from 'knex';
-import { statement } from '../../core/services/statement.js';
-import { ID_IN, query } from './deps.js';
+import { forList, listStatement } from '../../core/services/sql-lists.js';
+import { query } from './deps.js';
 
 /** Who owns each of a group of command ids (a hot statement: every uplink's first sight of an id). */
-export const OWNERS_SQL = statement(`SELECT command_id, project_id FROM command_tracker WHERE ${ID_IN}`);
+export const OWNERS_SQL = listStatement(
+  (inList) => `SELECT command_id, project_id FROM command_tracker WHERE ${inList('command_id')}`,
+);
 
 /** Command ids remembered (about 100 bytes each). */
 const MAX_OWNERS = 100_000;
@@ -75,8 +77,9 @@ export class CommandOwners {
       if (!db) throw new Error('command module not started');
       for (let i = 0; i < ids.length; i += LOOKUP_CHUNK) {
         this.lookups++;
-        const rows = await query<{ command_id: string; project_id: string }>(db, OWNERS_SQL, [
-          JSON.stringify(ids.slice(i, i + LOOKUP_CHUNK)),
+        const chunk = ids.slice(i, i + LOOKUP_CHUNK);
+        const rows = await query<{ command_id: string; project_id: string }>(db, forList(OWNERS_SQL, chunk.length), [
+          JSON.stringify(chunk),
         ]);
         for (const r of rows) found.set(r.command_id, r.project_id);
       }

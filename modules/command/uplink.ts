@@ -29,13 +29,13 @@
  */
 import { HubError } from '../../core/errors.js';
 import type { ModuleTimers } from '../../core/module.js';
-import { statement } from '../../core/services/statement.js';
+import { forList, listStatement } from '../../core/services/sql-lists.js';
 import type { UplinkEvent } from '../mqtt-bridge/contract/topics.js';
 import type { UplinkHandlers } from '../mqtt-bridge/contract/uplink-routes.js';
 import { isUuid } from '../shared/contract/schemas.js';
 import type { CommandAckPayload, DataMessage, ExecResultPayload, LogResultPayload } from '../shared/protocol.js';
 import type { CommandResultView } from './contract/topics.js';
-import { type Deps, isoAt, LOCK_BOTH, LOCKED_BOTH, query, retrying } from './deps.js';
+import { type Deps, isoAt, LOCKED_BOTH, lockBoth, query, retrying } from './deps.js';
 import { terminalEvent } from './domain-events.js';
 import type { OutcomeWindow } from './outcome-window.js';
 import { TRACKER_COLUMNS, type TrackerRow } from './rows.js';
@@ -448,7 +448,7 @@ export class Uplinks {
 
   /**
    * The whole group in two statements, acks then results, each one transaction that locks its
-   * rows in the global order before it changes them (deps.ts LOCK_BOTH). Both are idempotent, so a group
+   * rows in the global order before it changes them (deps.ts lockBoth). Both are idempotent, so a group
    * retried after a failure between them applies nothing twice. Events go out after each commit.
    */
   private async apply(items: Item[]): Promise<void> {
@@ -470,7 +470,7 @@ export class Uplinks {
     }
     const now = isoAt(this.d.clock.now());
     // Two statements, each its own transaction that locks its rows in the global order first
-    // (deps.ts LOCK_BOTH): no BEGIN/COMMIT and no separate lock statements, since a sync caller waits on
+    // (deps.ts lockBoth): no BEGIN/COMMIT and no separate lock statements, since a sync caller waits on
     // this write. Acks first, so a result of the same group lands on an acked command.
     // An ack whose result is in the same group rides with it: one statement, not two.
     const carried = new Map<string, AckItem>();
@@ -502,7 +502,7 @@ export class Uplinks {
       ack_at: isoAt(a.at),
       sent: this.pubackAt(a.command_id),
     }));
-    return query<AckRow>(this.d.db, ACK_SQL, [ids, ids, JSON.stringify(input), now, now]);
+    return query<AckRow>(this.d.db, forList(ACK_SQL, acks.size), [ids, ids, JSON.stringify(input), now, now]);
   }
 
   private reportAcks(rows: AckRow[]): void {
@@ -541,12 +541,13 @@ export class Uplinks {
       sent: this.pubackAt(id),
     }));
     const args = [ids, ids, JSON.stringify(input), now, now, now];
+    const sql = forList(RESULT_SQL, results.size);
     const { outbox } = this.d;
     if (!outbox.routed('command.completed') && !outbox.routed('command.failed'))
-      return query<ResultRowOut>(this.d.db, RESULT_SQL, args);
+      return query<ResultRowOut>(this.d.db, sql, args);
     // A route wants them: the domain events commit with the results that make the commands terminal.
     return this.d.db.transaction(async (trx) => {
-      const rows = await query<ResultRowOut>(trx, RESULT_SQL, args);
+      const rows = await query<ResultRowOut>(trx, sql, args);
       const events = rows
         .filter((r) => r.known && r.inserted && !r.late_result)
         .map((r) => terminalEvent(r, resultView(results.get(r.in_id)!)))
@@ -610,8 +611,8 @@ type ResultRowOut = AckRow & { inserted: boolean };
  * written; outcome-window.ts) and the ack's arrival: the PUBACK and the ack race, and
  * the PUBACK may be seen a moment after the ack arrived, so sent_at never comes after acked_at.
  */
-export const ACK_SQL = statement(
-  `WITH ${LOCK_BOTH},
+export const ACK_SQL = listStatement(
+  (inList) => `WITH ${lockBoth(inList)},
        v AS (SELECT * FROM jsonb_to_recordset(?::jsonb) AS v(command_id text, project_id text, ack_at timestamptz, sent timestamptz)),
        k AS (SELECT v.* FROM v JOIN lt ON lt.command_id = v.command_id AND lt.project_id = v.project_id
               WHERE ${LOCKED_BOTH}),
@@ -642,8 +643,8 @@ export const ACK_SQL = statement(
  * in the same group (`ack_at`) is applied here too, so the usual ack + result pair is one write.
  * Exported for bench/statements.ts.
  */
-export const RESULT_SQL = statement(
-  `WITH ${LOCK_BOTH},
+export const RESULT_SQL = listStatement(
+  (inList) => `WITH ${lockBoth(inList)},
        v AS (
          SELECT * FROM jsonb_to_recordset(?::jsonb) AS v(command_id text, project_id text, status text,
            exit_code bigint, output text, error text, start_time bigint, end_time bigint, duration bigint,

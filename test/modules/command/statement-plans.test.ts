@@ -7,6 +7,9 @@
  * outbox whenever those held fewer than some 30 000 rows: an agent's ack and result write for ONE
  * command scanned the tracker twice and the outbox once, 0.7 ms of server CPU with 1 000 commands
  * stored, 2.4 ms with 20 000 (core/services/sql-lists.ts). A table of 5 000 rows is in that range.
+ * `= ANY` of an array is taken for 10 values, which still loses to a scan below some 1 200 rows; a
+ * list of one id is written as an equality (sql-lists.ts `listStatement`), checked on a table of
+ * 600 rows.
  *
  * Both plans a prepared statement can run are checked: the first executions are planned with
  * their values (custom), later ones may reuse one plan for any values (generic).
@@ -17,6 +20,7 @@ import type { Knex } from 'knex';
 import { newRow, resultArgs } from '../../../bench/statements.js';
 import { silentLogger } from '../../../core/log.js';
 import { DbPool } from '../../../core/services/db.js';
+import type { ListStatement } from '../../../core/services/sql-lists.js';
 import { run, type Statement, statement } from '../../../core/services/statement.js';
 import { ID_IN } from '../../../modules/command/deps.js';
 import { INSERT_SQL } from '../../../modules/command/insert-batch.js';
@@ -59,26 +63,35 @@ describe('command statements: index lookups, not table scans (PostgreSQL)', () =
 
   const now = () => new Date().toISOString();
   const one = () => JSON.stringify([ids[17]]);
+  const ackArgs = (id: string) => {
+    const list = JSON.stringify([id]);
+    return [
+      list,
+      list,
+      JSON.stringify([{ command_id: id, project_id: PROJECT, ack_at: now(), sent: null }]),
+      now(),
+      now(),
+    ];
+  };
+  // the statements over id lists, in both their texts (sql-lists.ts listStatement)
+  const listCases: Array<[string, ListStatement, (id: string) => unknown[]]> = [
+    ['ack write', ACK_SQL, ackArgs],
+    ['ack + result write', RESULT_SQL, (id) => resultArgs(id, PROJECT)],
+    ['owner lookup', OWNERS_SQL, (id) => [JSON.stringify([id])]],
+  ];
   const cases: Array<[string, Statement, () => unknown[]]> = [
-    [
-      'ack write',
-      ACK_SQL,
-      () => [
-        one(),
-        one(),
-        JSON.stringify([{ command_id: ids[17], project_id: PROJECT, ack_at: now(), sent: null }]),
-        now(),
-        now(),
+    ...listCases.flatMap(
+      ([name, st, bindings]): Array<[string, Statement, () => unknown[]]> => [
+        [`${name} (one id)`, st.one, () => bindings(ids[17])],
+        [`${name} (any number of ids)`, st.many, () => bindings(ids[17])],
       ],
-    ],
-    ['ack + result write', RESULT_SQL, () => resultArgs(ids[17], PROJECT)],
+    ),
     [
       'publish outcome',
       OUTCOME_SQL,
       () => [one(), now(), JSON.stringify([{ command_id: ids[17], attempts: 1, ok: true, sent: now() }])],
     ],
     ['publish error', OUTBOX_ERROR_SQL, () => [one(), now(), JSON.stringify([{ command_id: ids[17], err: 'x' }])]],
-    ['owner lookup', OWNERS_SQL, () => [one()]],
     [
       'lock in order (tracker)',
       statement(`SELECT 1 FROM command_tracker WHERE ${ID_IN} ORDER BY command_id FOR UPDATE`),
@@ -95,6 +108,41 @@ describe('command statements: index lookups, not table scans (PostgreSQL)', () =
       });
     }
   }
+
+  // A site's first commands: on 600 rows, analyzed, `= ANY` of a list taken for 10 ids plans a
+  // whole scan of the tracker and the outbox; the one-id texts look their id up.
+  describe('a list of one id on a young table', () => {
+    let young: Awaited<ReturnType<typeof withPgSchema>>;
+    let youngPool: DbPool;
+    let ydb: Knex;
+    const youngIds: string[] = [];
+
+    before(async () => {
+      young = await withPgSchema();
+      youngPool = new DbPool({ default: young.config }, silentLogger());
+      await youngPool.migrate('command', migrations);
+      ydb = youngPool.get();
+      const rows = Array.from({ length: 600 }, () => newRow(PROJECT));
+      await run(ydb, INSERT_SQL, [JSON.stringify(rows)]);
+      youngIds.push(...rows.map((r) => r.command_id));
+      await ydb.raw('ANALYZE command_tracker, command_outbox, command_result');
+    });
+
+    after(async () => {
+      await youngPool?.close();
+      await young?.drop();
+    });
+
+    for (const [name, st, bindings] of listCases) {
+      for (const mode of ['custom', 'generic'] as const) {
+        test(`${name} (one id): ${mode} plan`, async () => {
+          const text = await planOf(ydb, st.one.text, bindings(youngIds[17]), mode);
+          assert.doesNotMatch(text, BIG_TABLES, text);
+          assert.match(text, /Index Cond: \(command_id = /, text);
+        });
+      }
+    }
+  });
 
   // Migration 011: what looks for outbox rows by status looks for unpublished ones, and published
   // rows (nearly all of a table after a while) have no entry in the index it uses.
