@@ -67,8 +67,11 @@ export const ID_IN = inJsonList('command_id');
  * A single-table statement's lock step, for `WITH l AS ${lockCte('command_tracker')} UPDATE … FROM l`:
  * MATERIALIZED, so the rows lock in command_id order before any is updated, whatever the join plan.
  */
-export const lockCte = (table: 'command_tracker' | 'command_outbox'): string =>
-  `MATERIALIZED (SELECT id, status FROM ${table} WHERE ${ID_IN} ORDER BY command_id FOR UPDATE)`;
+export const lockCte = (
+  table: 'command_tracker' | 'command_outbox',
+  inList: (column: string) => string = inJsonList,
+): string =>
+  `MATERIALIZED (SELECT id, status FROM ${table} WHERE ${inList('command_id')} ORDER BY command_id FOR UPDATE)`;
 
 /**
  * Both tables' lock steps inside ONE statement, for writes that change tracker and outbox rows

@@ -20,7 +20,7 @@
  */
 import type { ModuleBus } from '../../core/bus.js';
 import type { ModuleTimers } from '../../core/module.js';
-import { inJsonList } from '../../core/services/sql-lists.js';
+import { forList, inJsonList, listStatement } from '../../core/services/sql-lists.js';
 import { statement } from '../../core/services/statement.js';
 import { BRIDGE, type MqttPublishRequest } from '../mqtt-bridge/contract/topics.js';
 import { type Deps, isoAt, lockCte, lockInOrder, query, retrying } from './deps.js';
@@ -221,7 +221,7 @@ export class Relay {
     // after the whole batch): an agent's ack that was recorded first (sent_at = its arrival) or
     // an earlier attempt keeps the earlier moment, and nothing is sent after it was acked.
     const rows = await retrying(() =>
-      query<TrackerRow & { was: string }>(this.d.db, OUTCOME_SQL, [
+      query<TrackerRow & { was: string }>(this.d.db, forList(OUTCOME_SQL, v.length), [
         JSON.stringify(v.map((x) => x.command_id)),
         at,
         JSON.stringify(v),
@@ -229,7 +229,7 @@ export class Relay {
     );
     if (touchOutbox.length > 0) {
       await retrying(() =>
-        query(this.d.db, OUTBOX_ERROR_SQL, [
+        query(this.d.db, forList(OUTBOX_ERROR_SQL, touchOutbox.length), [
           JSON.stringify(touchOutbox.map((x) => x.command_id)),
           at,
           JSON.stringify(touchOutbox),
@@ -381,8 +381,8 @@ export const CLAIM_SQL = statement(`WITH c AS (
        SELECT * FROM c ORDER BY id`);
 
 /** Publish outcomes on the tracker: attempts, `sent` on a PUBACK (recordOutcomes). */
-export const OUTCOME_SQL = statement(
-  `WITH l AS ${lockCte('command_tracker')}
+export const OUTCOME_SQL = listStatement(
+  (inList) => `WITH l AS ${lockCte('command_tracker', inList)}
          UPDATE command_tracker t
             SET attempts = GREATEST(t.attempts, v.attempts),
                 status = CASE WHEN v.ok AND t.status = 'pending' THEN 'sent' ELSE t.status END,
@@ -395,10 +395,12 @@ export const OUTCOME_SQL = statement(
 );
 
 /** A failed publish's error on its outbox row, or a success clearing an earlier one (recordOutcomes). */
-export const OUTBOX_ERROR_SQL = statement(`WITH l AS ${lockCte('command_outbox')}
+export const OUTBOX_ERROR_SQL = listStatement(
+  (inList) => `WITH l AS ${lockCte('command_outbox', inList)}
            UPDATE command_outbox o SET last_error = v.err, updated_at = ?::timestamptz
              FROM l, jsonb_to_recordset(?::jsonb) AS v(command_id text, err text)
-            WHERE o.id = l.id AND o.command_id = v.command_id`);
+            WHERE o.id = l.id AND o.command_id = v.command_id`,
+);
 
 /** A row this relay just failed for want of an agent ack. */
 function isUndeliverable(r: TrackerRow): boolean {

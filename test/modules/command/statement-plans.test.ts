@@ -78,6 +78,16 @@ describe('command statements: index lookups, not table scans (PostgreSQL)', () =
     ['ack write', ACK_SQL, ackArgs],
     ['ack + result write', RESULT_SQL, (id) => resultArgs(id, PROJECT)],
     ['owner lookup', OWNERS_SQL, (id) => [JSON.stringify([id])]],
+    [
+      'publish outcome',
+      OUTCOME_SQL,
+      (id) => [JSON.stringify([id]), now(), JSON.stringify([{ command_id: id, attempts: 1, ok: true, sent: now() }])],
+    ],
+    [
+      'publish error',
+      OUTBOX_ERROR_SQL,
+      (id) => [JSON.stringify([id]), now(), JSON.stringify([{ command_id: id, err: 'x' }])],
+    ],
   ];
   const cases: Array<[string, Statement, () => unknown[]]> = [
     ...listCases.flatMap(
@@ -86,12 +96,6 @@ describe('command statements: index lookups, not table scans (PostgreSQL)', () =
         [`${name} (any number of ids)`, st.many, () => bindings(ids[17])],
       ],
     ),
-    [
-      'publish outcome',
-      OUTCOME_SQL,
-      () => [one(), now(), JSON.stringify([{ command_id: ids[17], attempts: 1, ok: true, sent: now() }])],
-    ],
-    ['publish error', OUTBOX_ERROR_SQL, () => [one(), now(), JSON.stringify([{ command_id: ids[17], err: 'x' }])]],
     [
       'lock in order (tracker)',
       statement(`SELECT 1 FROM command_tracker WHERE ${ID_IN} ORDER BY command_id FOR UPDATE`),
