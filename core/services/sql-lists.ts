@@ -16,8 +16,8 @@
  *
  * Below that, 10 lookups still cost the planner more than one pass over the table, so a statement
  * prepared on a table of a few hundred to 1 200 rows reads all of it for every list, one id or
- * ten: a command's ack + result write scanned the tracker and the outbox, 0.5-0.6 ms of server CPU
- * against 0.3-0.4 ms with lookups (a new site's first commands, and every benchmark's). Most
+ * ten: a command's ack + result write scanned the tracker and the outbox, 0.42-0.49 ms of server
+ * CPU against 0.25-0.31 ms with lookups (a new site's first commands, and every benchmark's). Most
  * lists hold ONE id (a command's own write at 1 in flight), and for those `listStatement` gives a
  * second text, `column = (?::jsonb ->> 0)`: an equality, taken for one row, looked up in the index
  * at any table size, with the same binding.
