@@ -17,7 +17,7 @@ import { DbPool } from '../core/services/db.js';
 import { run } from '../core/services/statement.js';
 import { ANNOUNCE_TRIGGERS, channelFor } from '../modules/command/cluster-events.js';
 import { query } from '../modules/command/deps.js';
-import { INSERT_SQL } from '../modules/command/insert-batch.js';
+import { INSERT_PLAIN_SQL } from '../modules/command/insert-batch.js';
 import { migrations } from '../modules/command/migrations.js';
 import { RESULT_SQL } from '../modules/command/uplink.js';
 import { envNumber, pgDatabase } from './env.js';
@@ -67,7 +67,7 @@ export async function runAnnounceSuite(): Promise<SuiteResult> {
       const ids: string[] = [];
       for (let i = 0; i < PER_BLOCK; i++) {
         const row = newRow('bench-a');
-        await run(db, INSERT_SQL, [JSON.stringify([row])]);
+        await run(db, INSERT_PLAIN_SQL, [JSON.stringify([row])]);
         ids.push(row.command_id);
       }
       for (const id of ids) await run(db, RESULT_SQL.one, resultArgs(id, 'bench-a'));

@@ -18,7 +18,7 @@ import { silentLogger } from '../core/log.js';
 import { type DbConfig, DbPool } from '../core/services/db.js';
 import { run, type Statement } from '../core/services/statement.js';
 import { query } from '../modules/command/deps.js';
-import { INSERT_SQL, type NewCommandRow } from '../modules/command/insert-batch.js';
+import { INSERT_PLAIN_SQL, type NewCommandRow } from '../modules/command/insert-batch.js';
 import { migrations } from '../modules/command/migrations.js';
 import { RESULT_SQL } from '../modules/command/uplink.js';
 import { envNumber, pgDatabase } from './env.js';
@@ -134,7 +134,7 @@ async function block(side: Side, measured: boolean): Promise<void> {
   let t0 = performance.now();
   for (let i = 0; i < PER_BLOCK; i++) {
     const row = newRow('bench-p');
-    const stored = await exec<{ command_id: string }>(side, INSERT_SQL, [JSON.stringify([row])]);
+    const stored = await exec<{ command_id: string }>(side, INSERT_PLAIN_SQL, [JSON.stringify([row])]);
     if (stored[0]?.command_id !== row.command_id) throw new Error('insert stored nothing');
     ids.push(row.command_id);
   }
