@@ -66,6 +66,7 @@ export const ID_IN = inJsonList('command_id');
 /**
  * A single-table statement's lock step, for `WITH l AS ${lockCte('command_tracker')} UPDATE … FROM l`:
  * MATERIALIZED, so the rows lock in command_id order before any is updated, whatever the join plan.
+ * `inList`: the list condition (core/services/sql-lists.ts `listStatement`), `= ANY` by default.
  */
 export const lockCte = (
   table: 'command_tracker' | 'command_outbox',
@@ -75,10 +76,10 @@ export const lockCte = (
 
 /**
  * Both tables' lock steps inside ONE statement, for writes that change tracker and outbox rows
- * together without a transaction around them (uplink.ts): `WITH ${lockBoth(inList)}, … k AS (… WHERE
- * ${LOCKED_BOTH}) …`, `inList` the list condition of core/services/sql-lists.ts `listStatement`. The tracker rows lock first, then the outbox rows (`lo` waits for `lt`
- * through its scalar subquery), each in command_id order, and every change that reads `k` waits
- * for `lo`. Two bindings: the JSON array of command ids, twice. `lt` keeps each locked row's
+ * together without a transaction around them (uplink.ts): `WITH ${lockBoth(inList)}, … k AS (…
+ * WHERE ${LOCKED_BOTH}) …`, `inList` the list condition core/services/sql-lists.ts `listStatement`
+ * hands over. The tracker rows lock first, then the outbox rows (`lo` waits for `lt` through its
+ * scalar subquery), each in command_id order, and every change that reads `k` waits for `lo`. Two bindings: the JSON array of command ids, twice. `lt` keeps each locked row's
  * command_id and project_id, so the statement checks who owns an id against the rows it locked
  * (not another read of the tracker, which the planner may do as a whole-table scan).
  */
