@@ -1,5 +1,6 @@
 /**
- * The command path's statements find their rows through the command_id index, at any table size.
+ * The command path's statements find their rows through the command_id index: a list of one id at
+ * any table size, a longer list once the tables are past some 1 200 rows.
  *
  * Each statement takes its ids as one jsonb parameter, and the planner takes a list unpacked from
  * it for 100 rows. Written as `command_id IN (SELECT jsonb_array_elements_text(?))` (or joined to
