@@ -34,7 +34,7 @@ export const inJsonList = (column: string): string =>
   `${column} = ANY(ARRAY(SELECT jsonb_array_elements_text(?::jsonb)))`;
 
 /** The list of one value: `column` equals the first text of the JSON array bound at this `?`. */
-export const firstOfJsonList = (column: string): string => `${column} = (?::jsonb ->> 0)`;
+const firstOfJsonList = (column: string): string => `${column} = (?::jsonb ->> 0)`;
 
 /** A hot statement over JSON lists, in the two texts `listStatement` makes. */
 export interface ListStatement {

@@ -64,14 +64,12 @@ export async function lockInOrder(trx: Knex, ids: readonly string[]): Promise<vo
 export const ID_IN = inJsonList('command_id');
 
 /**
- * A single-table statement's lock step, for `WITH l AS ${lockCte('command_tracker')} UPDATE … FROM l`:
- * MATERIALIZED, so the rows lock in command_id order before any is updated, whatever the join plan.
- * `inList`: the list condition (core/services/sql-lists.ts `listStatement`), `= ANY` by default.
+ * A single-table statement's lock step, for
+ * `WITH l AS ${lockCte('command_tracker', inList)} UPDATE … FROM l`: MATERIALIZED, so the rows
+ * lock in command_id order before any is updated, whatever the join plan. `inList`: the list
+ * condition core/services/sql-lists.ts `listStatement` hands over.
  */
-export const lockCte = (
-  table: 'command_tracker' | 'command_outbox',
-  inList: (column: string) => string = inJsonList,
-): string =>
+export const lockCte = (table: 'command_tracker' | 'command_outbox', inList: (column: string) => string): string =>
   `MATERIALIZED (SELECT id, status FROM ${table} WHERE ${inList('command_id')} ORDER BY command_id FOR UPDATE)`;
 
 /**
@@ -79,11 +77,12 @@ export const lockCte = (
  * together without a transaction around them (uplink.ts): `WITH ${lockBoth(inList)}, … k AS (…
  * WHERE ${LOCKED_BOTH}) …`, `inList` the list condition core/services/sql-lists.ts `listStatement`
  * hands over. The tracker rows lock first, then the outbox rows (`lo` waits for `lt` through its
- * scalar subquery), each in command_id order, and every change that reads `k` waits for `lo`. Two bindings: the JSON array of command ids, twice. `lt` keeps each locked row's
- * command_id and project_id, so the statement checks who owns an id against the rows it locked
- * (not another read of the tracker, which the planner may do as a whole-table scan).
+ * scalar subquery), each in command_id order, and every change that reads `k` waits for `lo`.
+ * Two bindings: the JSON array of command ids, twice. `lt` keeps each locked row's command_id and
+ * project_id, so the statement checks who owns an id against the rows it locked (not another read
+ * of the tracker, which the planner may do as a whole-table scan).
  */
-export const lockBoth = (inList: (column: string) => string = inJsonList): string =>
+export const lockBoth = (inList: (column: string) => string): string =>
   `lt AS MATERIALIZED (SELECT id, command_id, project_id FROM command_tracker WHERE ${inList('command_id')}
                                  ORDER BY command_id FOR UPDATE),
        lo AS MATERIALIZED (SELECT id FROM command_outbox WHERE ${inList('command_id')}

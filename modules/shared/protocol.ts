@@ -93,10 +93,12 @@ export {
   COMMAND_TYPE_RE,
   commandDownTopic,
   DEFAULT_MAX_MESSAGE_BYTES,
+  isUuid,
   isValidProjectId,
   MAX_PROJECT_ID_BYTES,
   messageDownTopic,
   PROTOCOL_VERSION,
   TOPIC_COMMAND_UP,
   TOPIC_MESSAGE_UP,
+  UUID_RE,
 } from './protocol/wire.js';

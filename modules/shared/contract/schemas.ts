@@ -5,7 +5,7 @@
  */
 import { z } from 'zod';
 import { type ErrorCode, HubError } from '../../../core/errors.js';
-import { COMMAND_TYPE_RE, isValidProjectId, MAX_PROJECT_ID_BYTES } from '../protocol.js';
+import { COMMAND_TYPE_RE, isUuid, isValidProjectId, MAX_PROJECT_ID_BYTES, UUID_RE } from '../protocol.js';
 
 /**
  * A command's state names (docs/wire-protocol.md) and offline policies. The command domain owns
@@ -51,12 +51,8 @@ export const projectId = z
   .refine(isValidProjectId, { error: projectIdMessage })
   .meta({ description: 'Project id: 1-128 UTF-8 bytes, no `/`, `+`, `#`, NUL or control characters' });
 
-/** Any RFC 9562 UUID, either case (ids are stored lower-case). */
-export const UUID_RE = /^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$/;
-
-export function isUuid(v: unknown): v is string {
-  return typeof v === 'string' && UUID_RE.test(v);
-}
+// the wire's UUID rule (protocol/wire.ts), for the contracts that import it from here
+export { isUuid, UUID_RE };
 
 /** A UUID, either case; the module that stores it lower-cases it. */
 export const uuid = z

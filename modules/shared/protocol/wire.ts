@@ -21,6 +21,13 @@ export const MAX_PROJECT_ID_BYTES = 128;
 /** Command type names: 1–64 characters of [a-z0-9_.-]. */
 export const COMMAND_TYPE_RE = /^[a-z0-9_.-]{1,64}$/;
 
+/** Any RFC 9562 UUID, either case (ids are stored lower-case): message ids and command ids. */
+export const UUID_RE = /^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$/;
+
+export function isUuid(v: unknown): v is string {
+  return typeof v === 'string' && UUID_RE.test(v);
+}
+
 // C0 and C1 control characters and DEL ([MQTT-1.5.4-2] says topic names SHOULD NOT hold them),
 // the MQTT separators and wildcards ('/', '+', '#'), and lone surrogates, which cannot be encoded
 // as UTF-8 ([MQTT-1.5.4-1]). NUL is a C0 control character.

@@ -37,29 +37,41 @@ const STORED = 5_000;
 const PROJECT = 'plan-p';
 const BIG_TABLES = /Seq Scan on (command_tracker|command_outbox|command_result)\b/;
 
-describe('command statements: index lookups, not table scans (PostgreSQL)', () => {
-  let pool: DbPool;
-  let drop: () => Promise<void>;
-  let db: Knex;
+/** A schema of the command tables holding `count` pending commands, analyzed. */
+async function storedCommands(count: number): Promise<{ db: Knex; ids: string[]; close(): Promise<void> }> {
+  const schema = await withPgSchema();
+  const pool = new DbPool({ default: schema.config }, silentLogger());
+  await pool.migrate('command', migrations);
+  const db = pool.get();
   const ids: string[] = [];
+  for (let n = 0; n < count; n += 1_000) {
+    const rows = Array.from({ length: Math.min(1_000, count - n) }, () => newRow(PROJECT));
+    await run(db, INSERT_SQL, [JSON.stringify(rows)]);
+    ids.push(...rows.map((r) => r.command_id));
+  }
+  await db.raw('ANALYZE command_tracker, command_outbox, command_result');
+  return {
+    db,
+    ids,
+    close: async () => {
+      await pool.close();
+      await schema.drop();
+    },
+  };
+}
+
+describe('command statements: index lookups, not table scans (PostgreSQL)', () => {
+  let stored: Awaited<ReturnType<typeof storedCommands>>;
+  let db: Knex;
+  let ids: string[];
 
   before(async () => {
-    const schema = await withPgSchema();
-    drop = schema.drop;
-    pool = new DbPool({ default: schema.config }, silentLogger());
-    await pool.migrate('command', migrations);
-    db = pool.get();
-    for (let n = 0; n < STORED; n += 1_000) {
-      const rows = Array.from({ length: 1_000 }, () => newRow(PROJECT));
-      await run(db, INSERT_SQL, [JSON.stringify(rows)]);
-      ids.push(...rows.map((r) => r.command_id));
-    }
-    await db.raw('ANALYZE command_tracker, command_outbox, command_result');
+    stored = await storedCommands(STORED);
+    ({ db, ids } = stored);
   });
 
   after(async () => {
-    await pool?.close();
-    await drop?.();
+    await stored?.close();
   });
 
   const now = () => new Date().toISOString();
@@ -117,31 +129,20 @@ describe('command statements: index lookups, not table scans (PostgreSQL)', () =
   // A site's first commands: on 600 rows, analyzed, `= ANY` of a list taken for 10 ids plans a
   // whole scan of the tracker and the outbox; the one-id texts look their id up.
   describe('a list of one id on a young table', () => {
-    let young: Awaited<ReturnType<typeof withPgSchema>>;
-    let youngPool: DbPool;
-    let ydb: Knex;
-    const youngIds: string[] = [];
+    let young: Awaited<ReturnType<typeof storedCommands>>;
 
     before(async () => {
-      young = await withPgSchema();
-      youngPool = new DbPool({ default: young.config }, silentLogger());
-      await youngPool.migrate('command', migrations);
-      ydb = youngPool.get();
-      const rows = Array.from({ length: 600 }, () => newRow(PROJECT));
-      await run(ydb, INSERT_SQL, [JSON.stringify(rows)]);
-      youngIds.push(...rows.map((r) => r.command_id));
-      await ydb.raw('ANALYZE command_tracker, command_outbox, command_result');
+      young = await storedCommands(600);
     });
 
     after(async () => {
-      await youngPool?.close();
-      await young?.drop();
+      await young?.close();
     });
 
     for (const [name, st, bindings] of listCases) {
       for (const mode of ['custom', 'generic'] as const) {
         test(`${name} (one id): ${mode} plan`, async () => {
-          const text = await planOf(ydb, st.one.text, bindings(youngIds[17]), mode);
+          const text = await planOf(young.db, st.one.text, bindings(young.ids[17]), mode);
           assert.doesNotMatch(text, BIG_TABLES, text);
           assert.match(text, /Index Cond: \(command_id = /, text);
         });
