@@ -35,7 +35,7 @@ import type { UplinkHandlers } from '../mqtt-bridge/contract/uplink-routes.js';
 import { isUuid } from '../shared/contract/schemas.js';
 import type { CommandAckPayload, DataMessage, ExecResultPayload, LogResultPayload } from '../shared/protocol.js';
 import type { CommandResultView } from './contract/topics.js';
-import { type Deps, isoAt, LOCKED_BOTH, lockBoth, query, retrying } from './deps.js';
+import { amongIds, type Deps, isoAt, LOCKED_BOTH, lockBoth, publishLocked, query, retrying } from './deps.js';
 import { terminalEvent } from './domain-events.js';
 import type { OutcomeWindow } from './outcome-window.js';
 import { TRACKER_COLUMNS, type TrackerRow } from './rows.js';
@@ -616,10 +616,7 @@ export const ACK_SQL = listStatement(
        v AS (SELECT * FROM jsonb_to_recordset(?::jsonb) AS v(command_id text, project_id text, ack_at timestamptz, sent timestamptz)),
        k AS (SELECT v.* FROM v JOIN lt ON lt.command_id = v.command_id AND lt.project_id = v.project_id
               WHERE ${LOCKED_BOTH}),
-       o AS (
-         UPDATE command_outbox o SET status = 'published', updated_at = ?::timestamptz
-           FROM k WHERE o.command_id = k.command_id AND o.status <> 'published'
-       ),
+       o AS (${publishLocked('k')}),
        u AS (
          UPDATE command_tracker t SET
                 status = CASE WHEN ${REVIVABLE} AND t.status <> 'acked' THEN 'acked' ELSE t.status END,
@@ -660,10 +657,7 @@ export const RESULT_SQL = listStatement(
          ON CONFLICT (command_id) DO NOTHING
          RETURNING command_id
        ),
-       o AS (
-         UPDATE command_outbox o SET status = 'published', updated_at = ?::timestamptz
-           FROM ins WHERE o.command_id = ins.command_id AND o.status <> 'published'
-       ),
+       o AS (${publishLocked('ins')}),
        u AS (
          UPDATE command_tracker t SET
                 status = CASE WHEN NOT ${REVIVABLE} THEN t.status
@@ -677,8 +671,8 @@ export const RESULT_SQL = listStatement(
                 sent_at = LEAST(t.sent_at, k.sent, k.ack_at),
                 completed_at = k.received_at,
                 updated_at = ?::timestamptz
-           FROM ins JOIN k ON k.command_id = ins.command_id
-          WHERE t.command_id = ins.command_id
+           FROM k
+          WHERE t.command_id = k.command_id AND ${amongIds('k.command_id', 'ins')}
          RETURNING t.*
        )
        SELECT v.command_id AS in_id, v.project_id AS in_project, (k.command_id IS NOT NULL) AS known,

@@ -26,3 +26,34 @@ export async function planOf(
     return (r.rows as Array<Record<string, string>>).map((x) => x['QUERY PLAN']).join('\n');
   });
 }
+
+let runs = 0;
+
+/**
+ * The plan a statement ran with, executed (`EXPLAIN ANALYZE`: actual rows and loops of each
+ * step) and then rolled back, so the rows it wrote are as they were for the next one.
+ */
+export async function executedPlanOf(
+  db: Knex,
+  text: string,
+  bindings: readonly unknown[],
+  mode: 'custom' | 'generic',
+): Promise<string> {
+  let plan = '';
+  const undo = new Error('rolled back on purpose');
+  // a prepared statement outlives a rollback: a name of its own each time, deallocated
+  const name = `plan_run_${++runs}`;
+  try {
+    await db.transaction(async (trx) => {
+      await trx.raw(`SET LOCAL plan_cache_mode = force_${mode}_plan`);
+      await trx.raw(`PREPARE ${name} AS ${text}`);
+      const r = await trx.raw(`EXPLAIN (ANALYZE, COSTS off) EXECUTE ${name}(${bindings.map(literal).join(', ')})`);
+      await trx.raw(`DEALLOCATE ${name}`);
+      plan = (r.rows as Array<Record<string, string>>).map((x) => x['QUERY PLAN']).join('\n');
+      throw undo;
+    });
+  } catch (err) {
+    if (err !== undo) throw err;
+  }
+  return plan;
+}
