@@ -182,8 +182,8 @@ describe('command statements: index lookups, not table scans (PostgreSQL)', () =
  * row of the other (the ack + result write: 40 000 comparisons for 200 results), or read the
  * steps again for each outbox row still unpublished when the statistics were older than those
  * rows (92 ms for 200 acks with 2 600 unpublished). Run here with 200 ids, after 2 000 commands
- * completed and were analyzed and 2 600 more came in unpublished; each statement executed and
- * rolled back.
+ * completed and were analyzed and 2 800 more (the 200 among them) came in unpublished; each
+ * statement executed and rolled back.
  */
 describe('command statements: a group of 200 reads each step once (PostgreSQL)', () => {
   const GROUP = 200;
