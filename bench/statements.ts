@@ -80,27 +80,26 @@ export function newRow(projectId: string): NewCommandRow {
   };
 }
 
-/** The ack + result write of one answered command (uplink.ts writeResults' bindings). */
-export function resultArgs(commandId: string, projectId: string): unknown[] {
+/** The ack + result write of answered commands (uplink.ts writeResults' bindings), one or a group. */
+export function resultArgs(commandIds: string | readonly string[], projectId: string): unknown[] {
   const now = new Date().toISOString();
-  const ids = JSON.stringify([commandId]);
-  const input = [
-    {
-      command_id: commandId,
-      project_id: projectId,
-      status: 'success',
-      exit_code: 0,
-      output: 'up 8 min',
-      error: '',
-      start_time: Date.now(),
-      end_time: Date.now(),
-      duration: 1,
-      received_at: now,
-      started: now,
-      ended: now,
-      ack_at: now,
-    },
-  ];
+  const list = typeof commandIds === 'string' ? [commandIds] : commandIds;
+  const ids = JSON.stringify(list);
+  const input = list.map((commandId) => ({
+    command_id: commandId,
+    project_id: projectId,
+    status: 'success',
+    exit_code: 0,
+    output: 'up 8 min',
+    error: '',
+    start_time: Date.now(),
+    end_time: Date.now(),
+    duration: 1,
+    received_at: now,
+    started: now,
+    ended: now,
+    ack_at: now,
+  }));
   return [ids, ids, JSON.stringify(input), now, now, now];
 }
 

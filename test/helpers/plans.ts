@@ -12,29 +12,34 @@ import type { Knex } from 'knex';
 const literal = (v: unknown) => (v === null ? 'NULL' : `'${String(v).replace(/'/g, "''")}'`);
 
 /** `text` with `$n` placeholders; `bindings` in their order. */
-export async function planOf(
+export function planOf(
   db: Knex,
   text: string,
   bindings: readonly unknown[],
   mode: 'custom' | 'generic',
 ): Promise<string> {
-  return db.transaction(async (trx) => {
-    await trx.raw(`SET LOCAL plan_cache_mode = force_${mode}_plan`);
-    await trx.raw(`PREPARE plan_check AS ${text}`);
-    const r = await trx.raw(`EXPLAIN EXECUTE plan_check(${bindings.map(literal).join(', ')})`);
-    await trx.raw('DEALLOCATE plan_check');
-    return (r.rows as Array<Record<string, string>>).map((x) => x['QUERY PLAN']).join('\n');
-  });
+  return explained(db, 'EXPLAIN', text, bindings, mode);
 }
-
-let runs = 0;
 
 /**
  * The plan a statement ran with, executed (`EXPLAIN ANALYZE`: actual rows and loops of each
  * step) and then rolled back, so the rows it wrote are as they were for the next one.
  */
-export async function executedPlanOf(
+export function executedPlanOf(
   db: Knex,
+  text: string,
+  bindings: readonly unknown[],
+  mode: 'custom' | 'generic',
+): Promise<string> {
+  return explained(db, 'EXPLAIN (ANALYZE, COSTS off)', text, bindings, mode);
+}
+
+let runs = 0;
+
+/** `explain` of the prepared statement in a transaction that is always rolled back. */
+async function explained(
+  db: Knex,
+  explain: string,
   text: string,
   bindings: readonly unknown[],
   mode: 'custom' | 'generic',
@@ -42,12 +47,12 @@ export async function executedPlanOf(
   let plan = '';
   const undo = new Error('rolled back on purpose');
   // a prepared statement outlives a rollback: a name of its own each time, deallocated
-  const name = `plan_run_${++runs}`;
+  const name = `plan_check_${++runs}`;
   try {
     await db.transaction(async (trx) => {
       await trx.raw(`SET LOCAL plan_cache_mode = force_${mode}_plan`);
       await trx.raw(`PREPARE ${name} AS ${text}`);
-      const r = await trx.raw(`EXPLAIN (ANALYZE, COSTS off) EXECUTE ${name}(${bindings.map(literal).join(', ')})`);
+      const r = await trx.raw(`${explain} EXECUTE ${name}(${bindings.map(literal).join(', ')})`);
       await trx.raw(`DEALLOCATE ${name}`);
       plan = (r.rows as Array<Record<string, string>>).map((x) => x['QUERY PLAN']).join('\n');
       throw undo;

@@ -60,6 +60,31 @@ async function storedCommands(count: number): Promise<{ db: Knex; ids: string[];
   };
 }
 
+const now = () => new Date().toISOString();
+
+/** Bindings of the statements over id lists, for a list of one id or a group. */
+const listArgs = {
+  ack: (ids: readonly string[]) => [
+    JSON.stringify(ids),
+    JSON.stringify(ids),
+    JSON.stringify(ids.map((id) => ({ command_id: id, project_id: PROJECT, ack_at: now(), sent: null }))),
+    now(),
+    now(),
+  ],
+  result: (ids: readonly string[]) => resultArgs(ids, PROJECT),
+  owners: (ids: readonly string[]) => [JSON.stringify(ids)],
+  outcome: (ids: readonly string[]) => [
+    JSON.stringify(ids),
+    now(),
+    JSON.stringify(ids.map((id) => ({ command_id: id, attempts: 1, ok: true, sent: now() }))),
+  ],
+  error: (ids: readonly string[]) => [
+    JSON.stringify(ids),
+    now(),
+    JSON.stringify(ids.map((id) => ({ command_id: id, err: 'x' }))),
+  ],
+};
+
 describe('command statements: index lookups, not table scans (PostgreSQL)', () => {
   let stored: Awaited<ReturnType<typeof storedCommands>>;
   let db: Knex;
@@ -74,39 +99,20 @@ describe('command statements: index lookups, not table scans (PostgreSQL)', () =
     await stored?.close();
   });
 
-  const now = () => new Date().toISOString();
   const one = () => JSON.stringify([ids[17]]);
-  const ackArgs = (id: string) => {
-    const list = JSON.stringify([id]);
-    return [
-      list,
-      list,
-      JSON.stringify([{ command_id: id, project_id: PROJECT, ack_at: now(), sent: null }]),
-      now(),
-      now(),
-    ];
-  };
   // the statements over id lists, in both their texts (sql-lists.ts listStatement)
-  const listCases: Array<[string, ListStatement, (id: string) => unknown[]]> = [
-    ['ack write', ACK_SQL, ackArgs],
-    ['ack + result write', RESULT_SQL, (id) => resultArgs(id, PROJECT)],
-    ['owner lookup', OWNERS_SQL, (id) => [JSON.stringify([id])]],
-    [
-      'publish outcome',
-      OUTCOME_SQL,
-      (id) => [JSON.stringify([id]), now(), JSON.stringify([{ command_id: id, attempts: 1, ok: true, sent: now() }])],
-    ],
-    [
-      'publish error',
-      OUTBOX_ERROR_SQL,
-      (id) => [JSON.stringify([id]), now(), JSON.stringify([{ command_id: id, err: 'x' }])],
-    ],
+  const listCases: Array<[string, ListStatement, (ids: readonly string[]) => unknown[]]> = [
+    ['ack write', ACK_SQL, listArgs.ack],
+    ['ack + result write', RESULT_SQL, listArgs.result],
+    ['owner lookup', OWNERS_SQL, listArgs.owners],
+    ['publish outcome', OUTCOME_SQL, listArgs.outcome],
+    ['publish error', OUTBOX_ERROR_SQL, listArgs.error],
   ];
   const cases: Array<[string, Statement, () => unknown[]]> = [
     ...listCases.flatMap(
       ([name, st, bindings]): Array<[string, Statement, () => unknown[]]> => [
-        [`${name} (one id)`, st.one, () => bindings(ids[17])],
-        [`${name} (any number of ids)`, st.many, () => bindings(ids[17])],
+        [`${name} (one id)`, st.one, () => bindings([ids[17]])],
+        [`${name} (any number of ids)`, st.many, () => bindings([ids[17]])],
       ],
     ),
     [
@@ -142,7 +148,7 @@ describe('command statements: index lookups, not table scans (PostgreSQL)', () =
     for (const [name, st, bindings] of listCases) {
       for (const mode of ['custom', 'generic'] as const) {
         test(`${name} (one id): ${mode} plan`, async () => {
-          const text = await planOf(young.db, st.one.text, bindings(young.ids[17]), mode);
+          const text = await planOf(young.db, st.one.text, bindings([young.ids[17]]), mode);
           assert.doesNotMatch(text, BIG_TABLES, text);
           assert.match(text, /Index Cond: \(command_id = /, text);
         });
@@ -190,33 +196,10 @@ describe('command statements: a group of 200 reads each step once (PostgreSQL)',
   let stored: Awaited<ReturnType<typeof storedCommands>>;
   let group: string[];
 
-  const now = () => new Date().toISOString();
-  const list = () => JSON.stringify(group);
-  const resultItem = (id: string) => ({
-    command_id: id,
-    project_id: PROJECT,
-    status: 'success',
-    exit_code: 0,
-    output: 'ok',
-    error: '',
-    start_time: Date.now(),
-    end_time: Date.now(),
-    duration: 1,
-    received_at: now(),
-    started: now(),
-    ended: now(),
-    ack_at: now(),
-  });
-  const resultItems = () => group.map(resultItem);
-
   before(async () => {
     stored = await storedCommands(2_000);
     const { db, ids } = stored;
-    for (let n = 0; n < ids.length; n += 500) {
-      const done = JSON.stringify(ids.slice(n, n + 500));
-      const items = ids.slice(n, n + 500).map(resultItem);
-      await run(db, RESULT_SQL.many, [done, done, JSON.stringify(items), now(), now(), now()]);
-    }
+    for (let n = 0; n < ids.length; n += 500) await run(db, RESULT_SQL.many, listArgs.result(ids.slice(n, n + 500)));
     await db.raw('ANALYZE command_tracker, command_outbox, command_result');
     // unpublished rows the statistics do not know of: commands in flight, queued, dead
     for (let n = 0; n < 2_600 + GROUP; n += 700) {
@@ -242,32 +225,10 @@ describe('command statements: a group of 200 reads each step once (PostgreSQL)',
       () => [JSON.stringify(Array.from({ length: GROUP }, () => newRow(PROJECT)))],
     ],
     ['send INSERT, a third keyed', INSERT_SQL, () => [JSON.stringify(keyedRows())]],
-    [
-      'ack write',
-      ACK_SQL.many,
-      () => [
-        list(),
-        list(),
-        JSON.stringify(group.map((id) => ({ command_id: id, project_id: PROJECT, ack_at: now(), sent: now() }))),
-        now(),
-        now(),
-      ],
-    ],
-    ['ack + result write', RESULT_SQL.many, () => [list(), list(), JSON.stringify(resultItems()), now(), now(), now()]],
-    [
-      'publish outcome',
-      OUTCOME_SQL.many,
-      () => [
-        list(),
-        now(),
-        JSON.stringify(group.map((id) => ({ command_id: id, attempts: 1, ok: true, sent: now() }))),
-      ],
-    ],
-    [
-      'publish error',
-      OUTBOX_ERROR_SQL.many,
-      () => [list(), now(), JSON.stringify(group.map((id) => ({ command_id: id, err: 'x' })))],
-    ],
+    ['ack write', ACK_SQL.many, () => listArgs.ack(group)],
+    ['ack + result write', RESULT_SQL.many, () => listArgs.result(group)],
+    ['publish outcome', OUTCOME_SQL.many, () => listArgs.outcome(group)],
+    ['publish error', OUTBOX_ERROR_SQL.many, () => listArgs.error(group)],
   ];
 
   for (const [name, st, bindings] of cases) {
