@@ -1,6 +1,7 @@
 import { createRequire } from 'node:module';
 import pino, { type Logger } from 'pino';
 import type PinoPretty from 'pino-pretty';
+import { isoOfMs } from './iso-time.js';
 import { logDestination, logFlushMs } from './log-destination.js';
 import { CENSOR, redactSecrets, SECRET_KEYS } from './log-redact.js';
 
@@ -39,7 +40,8 @@ export function createRootLogger(
     base: { pid: process.pid },
     redact: { paths: [...SECRET_KEYS], censor: CENSOR },
     formatters: { log: redactSecrets },
-    timestamp: pino.stdTimeFunctions.isoTime,
+    // pino's isoTime (`new Date(Date.now()).toISOString()`), the same text without a Date a line
+    timestamp: () => `,"time":"${isoOfMs(Date.now())}"`,
   };
   if (opts.destination) return pino(options, opts.destination);
   if (logFormat() === 'pretty') {

@@ -2,6 +2,7 @@
 import type { Knex } from 'knex';
 import { z } from 'zod';
 import { HubError } from '../../core/errors.js';
+import { isoOfMs } from '../../core/iso-time.js';
 import { GroupCommit } from '../../core/services/group-commit.js';
 import { run, statement } from '../../core/services/statement.js';
 import { instant } from '../shared/contract/instant.js';
@@ -16,14 +17,20 @@ import {
   type AuditRecord,
 } from './contract/topics.js';
 
-/** An id or label written as it came: bounded, one line, no NUL (PostgreSQL text refuses it). */
+/** A C0 control character or DEL (surrogates are never in that range, so code units will do). */
+// biome-ignore lint/suspicious/noControlCharactersInRegex: matching control characters is the point
+const CONTROL_CHAR = /[\u0000-\u001f\u007f]/;
+
+/**
+ * An id or label written as it came: bounded, one line, no NUL (PostgreSQL text refuses it).
+ * Checked with a regular expression, not by spreading the string into an array of characters:
+ * every send is audited, and each record has half a dozen labels.
+ */
 const label = z
   .string()
   .min(1)
   .max(256)
-  .refine((v) => ![...v].some((c) => c.charCodeAt(0) < 0x20 || c.charCodeAt(0) === 0x7f), {
-    message: 'no control characters',
-  });
+  .refine((v) => !CONTROL_CHAR.test(v), { message: 'no control characters' });
 
 const recordSchema = z
   .object({
@@ -83,8 +90,10 @@ const toEntry = (r: AuditRow): AuditEntry => ({
 
 /**
  * Records of one turn go in one statement (prepared, core/services/statement.ts), in the order
- * given: the serial ids follow the SELECT's ORDER BY, so the rows sorted by id line up with the
- * items. Every send and sync is an audited action, so this is on the command path.
+ * given: the serial ids follow the SELECT's ORDER BY, so the ids sorted line up with the items.
+ * Every send and sync is an audited action, so this is on the command path: the statement
+ * returns the ids alone, and each entry is the checked record with its id (the row holds
+ * nothing else the record did not give; parsing it back cost a Date and a jsonb parse a record).
  */
 const INSERT_SQL =
   statement(`INSERT INTO audit_log (at, action, token_id, role, interface, project_id, targets, outcome)
@@ -92,16 +101,19 @@ const INSERT_SQL =
     FROM jsonb_to_recordset(?::jsonb) AS v(n int, at timestamptz, action text, token_id text, role text,
       interface text, project_id text, targets jsonb, outcome text)
    ORDER BY v.n
-  RETURNING *`);
+  RETURNING id`);
 
 export class AuditStore {
   private readonly group: GroupCommit<AuditRecord, AuditEntry>;
 
   constructor(private readonly db: () => Knex) {
     this.group = new GroupCommit(async (recs) => {
-      const items = recs.map((rec, n) => ({ n, ...rec, at: new Date(rec.at).toISOString() }));
-      const rows = await run<AuditRow>(this.db(), INSERT_SQL, [JSON.stringify(items)]);
-      return rows.sort((a, b) => (BigInt(a.id) < BigInt(b.id) ? -1 : 1)).map(toEntry);
+      const items = recs.map((rec, n) => ({ n, ...rec, at: isoOfMs(rec.at) }));
+      const rows = await run<{ id: string | number }>(this.db(), INSERT_SQL, [JSON.stringify(items)]);
+      if (rows.length !== items.length)
+        throw new Error(`audit: ${rows.length} rows written for ${items.length} records`);
+      const ids = rows.map((r) => BigInt(r.id)).sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+      return items.map(({ n, ...rec }) => ({ ...rec, audit_id: String(ids[n]) }));
     });
   }
 

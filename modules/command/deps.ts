@@ -1,4 +1,5 @@
 import type { Knex } from 'knex';
+import { isoOfMs } from '../../core/iso-time.js';
 import type { Logger } from '../../core/log.js';
 import type { Clock } from '../../core/module.js';
 import type { ModuleOutbox } from '../../core/services/outbox/service.js';
@@ -38,7 +39,8 @@ export async function query<T>(db: Knex, sql: string | Statement, bindings: read
   return r.rows;
 }
 
-export const isoAt = (ms: number): string => new Date(ms).toISOString();
+/** ISO 8601 text of a time in ms (core/iso-time.ts: `toISOString` without a Date each time). */
+export const isoAt = isoOfMs;
 
 /**
  * Lets timers and other mailboxes run. PGlite answers queries in promise jobs only, and the

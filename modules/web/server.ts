@@ -312,22 +312,38 @@ async function handle(d: ServerDeps, calls: CallSignals, r: AnyRoute, req: Fasti
   if (r.body && !(r.bodyOptional && req.body === undefined)) body = parse(r, r.body, req.body, 'body');
   const headers = r.headers ? parse(r, r.headers, req.headers, 'headers') : undefined;
 
-  // One signal for "stop waiting": the client went away, or the module is stopping.
-  const ac = calls.open();
-  reply.raw.once('close', () => {
-    calls.end(ac);
-    if (!reply.raw.writableFinished) ac.abort();
-  });
+  // One signal for "stop waiting": the client went away, or the module is stopping. Made when a
+  // handler first reads it (the sync send, as it starts): the others answer without waiting, and
+  // an AbortController with its listener was a cost on every call (bench `async`).
+  let ac: AbortController | undefined;
+  const signal = (): AbortSignal => {
+    if (ac) return ac.signal;
+    const mine = calls.open();
+    ac = mine;
+    if (reply.raw.destroyed && !reply.raw.writableFinished) {
+      // the client left before the handler asked
+      calls.end(mine);
+      mine.abort();
+    } else {
+      reply.raw.once('close', () => {
+        calls.end(mine);
+        if (!reply.raw.writableFinished) mine.abort();
+      });
+    }
+    return mine.signal;
+  };
 
   const input = {
     params,
     query,
     body,
     headers,
-    signal: ac.signal,
+    get signal(): AbortSignal {
+      return signal();
+    },
     principal: req.principal!,
     // a handler that declares its action done before answering (a sync send, accepted)
-    done: (answer: unknown) => action?.done(answer),
+    done: (answer: unknown): void => action?.done(answer),
   };
   const action = r.audit
     ? d.trail.action(
