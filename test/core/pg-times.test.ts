@@ -53,6 +53,20 @@ describe('timestamptz as text', () => {
       assert.equal(isoOfPgTime(text), d.toISOString(), text);
       assert.equal(msOfPgTime(text), d.getTime(), text);
     }
+    // near the fast form but not it: read as node-postgres reads them (or refused as no instant)
+    for (const text of [
+      '2026-12-05 03:10:11.+00',
+      '2026-12-05 03:10:11.1234567+00',
+      '2026-12-05 03:1a:11+00',
+      '2026-12-05 03:10:11+01',
+      '2026-12-05T03:10:11+00',
+      '2026-12-05 03:10:11+0',
+    ]) {
+      const d = parse(text) as Date | null;
+      const ok = d instanceof Date && Number.isFinite(d.getTime());
+      assert.equal(isoOfPgTime(text), ok ? d.toISOString() : null, text);
+      assert.equal(msOfPgTime(text), ok ? d.getTime() : null, text);
+    }
     assert.equal(isoOfPgTime('infinity'), null);
     assert.equal(msOfPgTime('-infinity'), null);
     // ISO text (an announced row, from to_jsonb) is not PostgreSQL's text form: read as before
