@@ -20,7 +20,7 @@ const MILLIS: string[] = Array.from({ length: 1000 }, (_, m) => `.${String(m).pa
  * `new Date(ms).toISOString()`: the same text for every time value, and the same RangeError for
  * one that is no time (NaN, ±Infinity, beyond ±8.64e15).
  *
- * @example isoOfMs(1796130528243) === '2026-12-02T13:48:48.243Z'
+ * @example isoOfMs(1796130528243) === '2026-12-01T13:08:48.243Z'
  */
 export function isoOfMs(ms: number): string {
   // fractions (truncated by Date) and what is no time go the long way
