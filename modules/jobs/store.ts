@@ -4,6 +4,7 @@
  * `{ rows }`; timestamptz comes back as Date and count(*) as a string or a number.
  */
 import type { Knex } from 'knex';
+import { isoOfMs } from '../../core/iso-time.js';
 import type { OfflinePolicy } from '../command/contract/topics.js';
 import type { JobCounts, JobStatus, JobTargets, JobView, TargetState } from './contract/topics.js';
 
@@ -43,7 +44,8 @@ export async function query<T>(db: Knex, sql: string, bindings: readonly unknown
   return r.rows;
 }
 
-export const isoAt = (ms: number): string => new Date(ms).toISOString();
+/** ISO 8601 text of a time in ms: the process's one formatter (core/iso-time.ts), as the command module's `isoAt`. */
+export const isoAt = isoOfMs;
 
 function iso(v: Date | string | null): string | null {
   if (v === null) return null;
