@@ -29,6 +29,11 @@ export const grpcConfigSchema = z
     /** Events kept for WatchEvents resume (the replay buffer of the feed). */
     replay: int(0).default(10_000),
     /**
+     * Seconds the replay buffer goes on keeping events after the last WatchEvents stream ended;
+     * null: always, with or without streams (README "WebSocket", its resume).
+     */
+    replay_idle_s: int(0).max(86_400).nullable().default(600),
+    /**
      * Events queued for one WatchEvents stream that does not keep up; past it the stream ends with
      * RESOURCE_EXHAUSTED and the client resumes from its last id. The queue holds references to
      * events the feed shares (about 8 bytes each), so the default is the replay buffer's size: a

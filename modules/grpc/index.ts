@@ -17,7 +17,7 @@ import { AuditTrail } from '../audit/contract/trail.js';
 import { JOBS } from '../jobs/contract/topics.js';
 import { closeWithGrace } from '../shared/interface-kit/close-with-grace.js';
 import { CommandWaiter } from '../shared/interface-kit/command-waiter.js';
-import { EventFeed } from '../shared/interface-kit/event-feed.js';
+import { EventFeed, idleMsOf } from '../shared/interface-kit/event-feed.js';
 import { listenHost } from '../shared/interface-kit/listen-host.js';
 import { warnRenamedSettings } from '../shared/interface-kit/renamed-settings.js';
 import { tokenEntries, tokenOnlyEdit } from '../shared/interface-kit/settings.js';
@@ -99,7 +99,7 @@ async function start(ctx: ModuleContext<GrpcConfig>, gate: TokenGate): Promise<v
   const host = chooseHost(ctx, gate);
   const proto = loadProto();
 
-  const feed = new EventFeed({ replay: cfg.replay });
+  const feed = new EventFeed({ replay: cfg.replay, idleMs: idleMsOf(cfg.replay_idle_s) });
   feed.attach(ctx.bus, JOBS.eventPattern);
   const waiter = new CommandWaiter(ctx.bus, { pollMs: cfg.sync_poll_ms });
   waiter.attach();

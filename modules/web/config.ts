@@ -50,6 +50,11 @@ export const webConfigSchema = z
         ping_interval_ms: ms(30_000),
         /** Events kept for clients that reconnect and resume. */
         replay: z.number().int().min(0).max(1_000_000).default(10_000),
+        /**
+         * Seconds the replay buffer goes on keeping events after the last client disconnected;
+         * null: always, with or without clients (README "WebSocket", its resume).
+         */
+        replay_idle_s: z.number().int().min(0).max(86_400).nullable().default(600),
       })
       .strict()
       .prefault({}),

@@ -27,7 +27,7 @@ import { AuditTrail } from '../audit/contract/trail.js';
 import { JOBS } from '../jobs/contract/topics.js';
 import { BRIDGE, type BridgeStats } from '../mqtt-bridge/contract/topics.js';
 import { CommandWaiter } from '../shared/interface-kit/command-waiter.js';
-import { EventFeed } from '../shared/interface-kit/event-feed.js';
+import { EventFeed, idleMsOf } from '../shared/interface-kit/event-feed.js';
 import { listenHost } from '../shared/interface-kit/listen-host.js';
 import { warnRenamedSettings } from '../shared/interface-kit/renamed-settings.js';
 import { tokenEntries, tokenOnlyEdit } from '../shared/interface-kit/settings.js';
@@ -70,7 +70,7 @@ export const provider: ModuleProvider<WebConfig> = {
     warnRenamedSettings(cfg, log, ctx.name);
     const gate = new TokenGate(tokenEntries(cfg));
     const stop = new AbortController();
-    const feed = new EventFeed({ replay: cfg.ws.replay });
+    const feed = new EventFeed({ replay: cfg.ws.replay, idleMs: idleMsOf(cfg.ws.replay_idle_s) });
     const waiter = new CommandWaiter(ctx.bus, { pollMs: cfg.sync_poll_ms });
     const metrics = new WebMetrics(ctx.bus, {
       // read at scrape time only, once `hub` exists

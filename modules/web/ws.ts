@@ -83,6 +83,8 @@ interface Client {
   commands: Set<string>;
   filter: FeedFilter;
   unwatch: (() => void) | null;
+  /** Lets go of the feed: told its position in `hello`, the client may resume from it later. */
+  release: () => void;
   /** The feed's last id when live delivery began: later events reach the client live. */
   liveFrom: number;
   pendingResume: { epoch: string; last: number } | null;
@@ -208,6 +210,7 @@ export class WsHub {
       commands: new Set(),
       filter: {},
       unwatch: null,
+      release: this.d.feed.hold(),
       liveFrom: 0,
       pendingResume: null,
       alive: true,
@@ -226,6 +229,7 @@ export class WsHub {
       c.closing = true;
       c.unwatch?.();
       c.unwatch = null;
+      c.release();
       this.clients.delete(c);
     });
     this.send(c, { op: 'hello', epoch: this.d.feed.epoch, last_event_id: this.d.feed.lastId });

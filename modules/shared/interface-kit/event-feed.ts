@@ -59,6 +59,24 @@ export function matches(filter: FeedFilter, ev: FeedEvent, owner?: string): bool
 /** Commands whose project the feed remembers (about 100 bytes each; oldest forgotten first). */
 const MAX_OWNERS = 100_000;
 
+export interface EventFeedOptions {
+  /** Events kept for resume (the replay buffer's size); 0 keeps none. Default 10 000. */
+  replay?: number;
+  /**
+   * How long the buffer goes on keeping events after the last client holding the feed let go
+   * (`hold`, `watch`), in ms; null (the default): always, from the start, with or without
+   * clients. Only a client that was connected knows an id to resume from, so with nobody
+   * connected for longer than this nobody can ask for what the buffer would keep: it is emptied
+   * and stays empty until a client comes (README "WebSocket", its resume).
+   */
+  idleMs?: number | null;
+  /** The clock, in ms (tests). */
+  now?: () => number;
+}
+
+/** A module's `replay_idle_s` setting as the feed's `idleMs` (null stays null: always keep). */
+export const idleMsOf = (seconds: number | null): number | null => (seconds === null ? null : seconds * 1000);
+
 /**
  * The live event stream of one interface module: command state changes, log chunks, results and
  * project status changes, numbered, kept in a bounded replay buffer so a client that reconnects
@@ -76,11 +94,19 @@ export class EventFeed {
   private readonly watchers = new Set<Watcher>();
   /** command_id → project_id, from state and result events only (never from a log chunk). */
   private readonly owners = new Map<string, string>();
+  /** Clients holding the feed now (connections that were told its epoch, watchers). */
+  private holders = 0;
+  /** When the last holder let go; -Infinity before the first one came. */
+  private releasedAt = Number.NEGATIVE_INFINITY;
+  private readonly idleMs: number | null;
+  private readonly now: () => number;
   delivered = 0;
   dropped = 0;
 
-  constructor(opts: { replay?: number } = {}) {
+  constructor(opts: EventFeedOptions = {}) {
     this.capacity = opts.replay ?? 10_000;
+    this.idleMs = opts.idleMs ?? null;
+    this.now = opts.now ?? Date.now;
   }
 
   /**
@@ -132,6 +158,14 @@ export class EventFeed {
     // a ring, not shift/splice: dropping the oldest of 10 000 must not move the other 9 999
     if (this.capacity === 0) {
       // nothing kept for replay
+    } else if (!this.keeping()) {
+      // Nobody can resume from here: what the ring holds ends before this event, so it is
+      // dropped whole (a resume into it would miss this one), and the events let go at once
+      // instead of living on into the old generation (README "WebSocket", its resume).
+      if (this.ring.length > 0) {
+        this.ring.length = 0;
+        this.start = 0;
+      }
     } else if (this.ring.length < this.capacity) this.ring.push(ev);
     else {
       this.ring[this.start] = ev;
@@ -168,9 +202,43 @@ export class EventFeed {
     return this.nextId - 1;
   }
 
+  /**
+   * Whether events are kept for resume now: while a client holds the feed, and for `idleMs`
+   * after the last one let go (always when `idleMs` is null).
+   */
+  private keeping(): boolean {
+    return this.holders > 0 || this.idleMs === null || this.now() - this.releasedAt < this.idleMs;
+  }
+
+  /**
+   * A client that was told the feed's position (its epoch and last id: a WebSocket's `hello`)
+   * holds the feed, so the events after it are kept for its resume; the function returned lets
+   * go (once; later calls do nothing).
+   */
+  hold(): () => void {
+    this.holders++;
+    let held = true;
+    return () => {
+      if (!held) return;
+      held = false;
+      this.holders--;
+      if (this.holders === 0) this.releasedAt = this.now();
+    };
+  }
+
+  /** Delivers matching events to `w` until the function returned is called; a watcher holds the feed. */
   watch(w: Watcher): () => void {
     this.watchers.add(w);
-    return () => this.watchers.delete(w);
+    const release = this.hold();
+    return () => {
+      this.watchers.delete(w);
+      release();
+    };
+  }
+
+  /** Events kept for resume now. */
+  get kept(): number {
+    return this.ring.length;
   }
 
   get watcherCount(): number {

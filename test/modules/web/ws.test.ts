@@ -3,6 +3,7 @@ import { randomUUID } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import { HOST_TOPICS } from '../../../core/host-topics.js';
 import { STATUS } from '../../../modules/status/contract/topics.js';
+import { WEB } from '../../../modules/web/contract/topics.js';
 import { scaled, until } from '../../helpers/wait.js';
 import { captureLog, type Json, startWeb, WAIT_MS, type WebHarness, WsClient } from './harness.js';
 
@@ -363,5 +364,69 @@ describe('WebSocket auth and stopping', () => {
       503,
     );
     await w.stop();
+  });
+});
+
+describe('WebSocket feed: the replay buffer with nobody connected (ws.replay_idle_s)', () => {
+  let w: WebHarness;
+  before(async () => {
+    w = await startWeb({ web: { ws: { replay: 50, replay_idle_s: 0 } } });
+  });
+  after(() => w.stop());
+
+  /** The server's own count of connected clients (its socket may close after the client's). */
+  const clientsNow = async () => (await w.h.host.bus.request<{ ws_clients: number }>(WEB.info('web'), {})).ws_clients;
+
+  test('kept while any client is connected; with nobody connected past the idle time, a resume across the gap is told to resync', async () => {
+    const first = await WsClient.open(w.base);
+    first.send({ op: 'subscribe', all: true });
+    await first.next((m) => m.op === 'subscribed');
+    w.domain.setState('ws-idle', 'connecting');
+    await first.until(() => first.events().length === 1);
+    const epoch = first.received[0].epoch;
+    const last = first.events().at(-1).id;
+
+    // another client stays connected: the events after `last` are kept for the first one
+    const stay = await WsClient.open(w.base);
+    await first.close();
+    await until(async () => (await clientsNow()) === 1, WAIT_MS, 'the first client gone');
+    w.domain.setState('ws-idle', 'verifying');
+    await w.h.host.bus.drain(WAIT_MS);
+    const again = await WsClient.open(w.base);
+    try {
+      again.send({ op: 'subscribe', all: true, epoch, last_event_id: last });
+      const done = await again.next((m) => m.op === 'resumed');
+      assert.equal(done.count, 1);
+      assert.deepEqual(
+        again.events().map((e: Json) => e.data.state),
+        ['verifying'],
+      );
+    } finally {
+      await again.close();
+      await stay.close();
+    }
+
+    // nobody connected (replay_idle_s 0): the next events are not kept, and what was kept is let go
+    await until(async () => (await clientsNow()) === 0, WAIT_MS, 'every client gone');
+    const peek = await WsClient.open(w.base);
+    const since = peek.received[0].last_event_id;
+    await peek.close();
+    await until(async () => (await clientsNow()) === 0, WAIT_MS, 'every client gone again');
+    w.domain.setState('ws-idle', 'online');
+    w.domain.setState('ws-idle', 'disconnecting');
+    await w.h.host.bus.drain(WAIT_MS);
+    const late = await WsClient.open(w.base);
+    try {
+      // never a partial replay: the gap was not kept, so the client must re-read over REST
+      late.send({ op: 'subscribe', all: true, epoch, last_event_id: since });
+      const r = await late.next((m) => m.op === 'resync');
+      assert.equal(r.reason, 'too_old');
+      assert.equal(r.last_event_id, since + 2);
+      // live events still reach it, and a connected client's gap is kept again
+      w.domain.setState('ws-idle', 'offline');
+      await late.until(() => late.events().some((e: Json) => e.data.state === 'offline'));
+    } finally {
+      await late.close();
+    }
   });
 });
