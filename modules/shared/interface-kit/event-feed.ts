@@ -56,7 +56,10 @@ export function matches(filter: FeedFilter, ev: FeedEvent, owner?: string): bool
   return false;
 }
 
-/** Commands whose project the feed remembers (about 100 bytes each; oldest forgotten first). */
+/**
+ * Commands whose project the feed remembers (about 100 bytes each; oldest forgotten first), while
+ * it keeps events (`idleMs`).
+ */
 const MAX_OWNERS = 100_000;
 
 export interface EventFeedOptions {
@@ -131,7 +134,7 @@ export class EventFeed {
     if (ev.kind === 'log') {
       this.push({ type: 'command.log', project_id: ev.project_id, command_id: ev.command_id, at: ev.at, data: ev });
     } else {
-      this.learnOwner(ev.command.command_id, ev.command.project_id);
+      if (this.keeping()) this.learnOwner(ev.command.command_id, ev.command.project_id);
       this.push({
         type: ev.kind === 'state' ? 'command.state' : 'command.result',
         project_id: ev.command.project_id,
@@ -155,18 +158,21 @@ export class EventFeed {
 
   push(partial: Omit<FeedEvent, 'id'>): FeedEvent {
     const ev: FeedEvent = { id: this.nextId++, ...partial };
-    // a ring, not shift/splice: dropping the oldest of 10 000 must not move the other 9 999
-    if (this.capacity === 0) {
-      // nothing kept for replay
-    } else if (!this.keeping()) {
+    if (!this.keeping()) {
       // Nobody can resume from here: what the ring holds ends before this event, so it is
       // dropped whole (a resume into it would miss this one), and the events let go at once
-      // instead of living on into the old generation (README "WebSocket", its resume).
+      // instead of living on into the old generation (README "Live events nobody watches").
+      // The owners go too: learned again once a client comes; until then a command's events
+      // are matched on their own project, as those of a command older than the feed.
       if (this.ring.length > 0) {
         this.ring.length = 0;
         this.start = 0;
       }
+      if (this.owners.size > 0) this.owners.clear();
+    } else if (this.capacity === 0) {
+      // nothing kept for replay
     } else if (this.ring.length < this.capacity) this.ring.push(ev);
+    // a ring, not shift/splice: dropping the oldest of 10 000 must not move the other 9 999
     else {
       this.ring[this.start] = ev;
       this.start = (this.start + 1) % this.capacity;

@@ -99,6 +99,25 @@ describe('EventFeed replay while nobody holds it (idleMs)', () => {
     off();
   });
 
+  test("commands' owners are learned only while events are kept, and let go with them", () => {
+    const feed = new EventFeed({ idleMs: 0 });
+    const f = feed as unknown as { fromCommand(ev: unknown): void; owners: Map<string, string> };
+    const view = (project_id: string, command_id: string) => ({ project_id, command_id, status: 'sent' });
+    f.fromCommand({ kind: 'state', command: view('a', 'c-1'), at: 1 });
+    assert.equal(f.owners.size, 0, 'nobody connected: nothing learned');
+    const seen: string[] = [];
+    const off = feed.watch({
+      filter: { commands: ['c-2'] },
+      deliver: (ev) => seen.push(`${ev.type} ${ev.project_id}`) > 0,
+    });
+    f.fromCommand({ kind: 'state', command: view('b', 'c-2'), at: 2 });
+    f.fromCommand({ kind: 'log', project_id: 'a', command_id: 'c-2', seq: 0, content: 'forged', at: 3 });
+    assert.deepEqual(seen, ['command.state b'], 'a watcher holds the feed: the owner is known and checked');
+    off();
+    feed.push(ev('p'));
+    assert.equal(f.owners.size, 0, 'let go with the events');
+  });
+
   test('property: a resume is either exactly every matching event after its id, or a resync', () => {
     type Step =
       | { op: 'push'; project: 'a' | 'b' }
