@@ -172,8 +172,8 @@ export class EventFeed {
     } else if (this.capacity === 0) {
       // nothing kept for replay
     } else if (this.ring.length < this.capacity) this.ring.push(ev);
-    // a ring, not shift/splice: dropping the oldest of 10 000 must not move the other 9 999
     else {
+      // a ring, not shift/splice: dropping the oldest of 10 000 must not move the other 9 999
       this.ring[this.start] = ev;
       this.start = (this.start + 1) % this.capacity;
     }
