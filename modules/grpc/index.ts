@@ -191,6 +191,7 @@ async function start(ctx: ModuleContext<GrpcConfig>, gate: TokenGate): Promise<v
       sync_waiting: waiter.waiting,
       feed_epoch: feed.epoch,
       feed_last_id: feed.lastId,
+      feed_replay_kept: feed.kept,
     }),
     CONTROL,
   );

@@ -78,6 +78,7 @@ export const provider: ModuleProvider<WebConfig> = {
       syncWaiting: () => waiter.waiting,
       syncAnswers: () => waiter.answers,
       feedEvents: () => feed.lastId,
+      feedKept: () => feed.kept,
     });
     const hub = new WsHub({ feed, cfg: cfg.ws, gate, metrics, log, timers: ctx.timers });
     // MQTT packets are bounded by the broker (max_packet_bytes, 1 MiB by default); a frame is one or more of them

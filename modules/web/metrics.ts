@@ -46,6 +46,8 @@ export class WebMetrics {
       wsClients: () => number;
       syncWaiting: () => number;
       feedEvents: () => number;
+      /** Events the feed keeps for resume now. */
+      feedKept?: () => number;
       /** Sync calls answered, by how the result was found (command-waiter.ts). */
       syncAnswers?: () => { event: number; poll: number };
     },
@@ -122,6 +124,14 @@ export class WebMetrics {
       registers: r,
       collect() {
         this.set(live.feedEvents());
+      },
+    });
+    new Gauge({
+      name: 'hub_feed_replay_kept',
+      help: 'Events the live feed keeps for WebSocket resume now (none once nobody has been connected for ws.replay_idle_s)',
+      registers: r,
+      collect() {
+        this.set(live.feedKept?.() ?? 0);
       },
     });
   }

@@ -28,4 +28,6 @@ export interface GrpcStats {
   /** the live feed: its epoch and the id of its newest event */
   feed_epoch: string;
   feed_last_id: number;
+  /** events the feed keeps for resume now (none once no stream has been open for replay_idle_s) */
+  feed_replay_kept: number;
 }

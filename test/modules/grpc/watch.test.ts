@@ -214,3 +214,38 @@ describe('grpc: WatchEvents', () => {
     await until(async () => (await hub.stats()).streams_open === 0, 5000, 'streams closed');
   });
 });
+
+describe('grpc: WatchEvents with no stream open (replay_idle_s)', () => {
+  let hub: Hub;
+  before(async () => {
+    hub = await startHub({ replay: 40, replay_idle_s: 0 });
+  });
+  after(async () => {
+    await hub.stop();
+  });
+
+  test('events are kept while a stream is open; with none open past the idle time a resume starts with resync', async () => {
+    const probe = await open(hub, { projects: ['i-1'] });
+    logEvent(hub, 'i-1', randomUUID(), 1);
+    await enough(probe, 1, 'a live event');
+    assert.equal((await hub.stats()).feed_replay_kept, 1, 'kept while the stream is open');
+    close(probe);
+    await until(async () => (await hub.stats()).streams_open === 0, 5000, 'the stream ended on the server');
+    const last = probe.events[0];
+    logEvent(hub, 'i-1', randomUUID(), 2);
+    await until(async () => (await hub.stats()).feed_last_id >= Number(last.id) + 1, 5000, 'the event while away');
+    assert.equal((await hub.stats()).feed_replay_kept, 0, 'nobody can resume: nothing kept');
+    const again = collect(hub, { projects: ['i-1'], resume_epoch: last.epoch, last_event_id: last.id });
+    await enough(again, 1, 'resync');
+    assert.equal(again.events[0].type, 'resync');
+    assert.equal(data(again.events[0]).reason, 'too_old');
+    logEvent(hub, 'i-1', randomUUID(), 3);
+    await enough(again, 2, 'live after the resync');
+    assert.deepEqual(
+      again.events.map((e) => e.type),
+      ['resync', 'command.log'],
+    );
+    assert.equal(seqs(again).at(-1), 3);
+    close(again);
+  });
+});

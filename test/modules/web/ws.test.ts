@@ -415,6 +415,8 @@ describe('WebSocket feed: the replay buffer with nobody connected (ws.replay_idl
     w.domain.setState('ws-idle', 'online');
     w.domain.setState('ws-idle', 'disconnecting');
     await w.h.host.bus.drain(WAIT_MS);
+    const kept = async () => Number(/hub_feed_replay_kept (\d+)/.exec((await w.call('GET', '/metrics')).text)?.[1]);
+    assert.equal(await kept(), 0, 'nothing kept with nobody connected');
     const late = await WsClient.open(w.base);
     try {
       // never a partial replay: the gap was not kept, so the client must re-read over REST
@@ -425,6 +427,7 @@ describe('WebSocket feed: the replay buffer with nobody connected (ws.replay_idl
       // live events still reach it, and a connected client's gap is kept again
       w.domain.setState('ws-idle', 'offline');
       await late.until(() => late.events().some((e: Json) => e.data.state === 'offline'));
+      assert.equal(await kept(), 1, 'kept again while a client is connected');
     } finally {
       await late.close();
     }
