@@ -11,6 +11,7 @@
  * is remembered, so a flood of made-up ids costs one statement per turn, not one per message.
  */
 import type { Knex } from 'knex';
+import { LRUCache } from 'lru-cache';
 import { forList, listStatement } from '../../core/services/sql-lists.js';
 import { query } from './deps.js';
 
@@ -20,15 +21,16 @@ export const OWNERS_SQL = listStatement(
 );
 
 /** Command ids remembered (about 100 bytes each). */
-const MAX_OWNERS = 100_000;
+export const MAX_OWNERS = 100_000;
 /** Ids known not to exist, remembered briefly (a command created meanwhile is remembered by Events). */
 const MAX_UNKNOWN = 10_000;
 /** Ids per lookup statement. */
 const LOOKUP_CHUNK = 1_000;
 
 export class CommandOwners {
-  private readonly owners = new Map<string, string>();
-  private readonly unknown = new Set<string>();
+  /** LRU caches: a full Map popped through `keys().next()` walks its holes (events.ts MAX_REMEMBERED). */
+  private readonly owners = new LRUCache<string, string>({ max: MAX_OWNERS });
+  private readonly unknown = new LRUCache<string, true>({ max: MAX_UNKNOWN });
   private pending = new Map<string, Array<(owner: string | null) => void>>();
   private scheduled = false;
   lookups = 0;
@@ -40,7 +42,6 @@ export class CommandOwners {
     if (this.owners.get(commandId) === projectId) return;
     this.owners.set(commandId, projectId);
     this.unknown.delete(commandId);
-    if (this.owners.size > MAX_OWNERS) this.owners.delete(this.owners.keys().next().value as string);
   }
 
   /** The owner when memory knows (null: known not to exist), undefined when the table must be asked. */
@@ -96,7 +97,6 @@ export class CommandOwners {
   }
 
   private rememberUnknown(commandId: string): void {
-    this.unknown.add(commandId);
-    if (this.unknown.size > MAX_UNKNOWN) this.unknown.delete(this.unknown.values().next().value as string);
+    this.unknown.set(commandId, true);
   }
 }

@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { LRUCache } from 'lru-cache';
 import type { ModuleBus } from '../../../core/bus.js';
 import { COMMAND, type CommandEvent } from '../../command/contract/topics.js';
 import { STATUS, type StatusChangedEvent } from '../../status/contract/topics.js';
@@ -95,8 +96,12 @@ export class EventFeed {
   private readonly capacity: number;
   private nextId = 1;
   private readonly watchers = new Set<Watcher>();
-  /** command_id → project_id, from state and result events only (never from a log chunk). */
-  private readonly owners = new Map<string, string>();
+  /**
+   * command_id → project_id, from state and result events only (never from a log chunk); made
+   * when first needed and let go when the feed stops keeping events. An LRU cache, not a Map
+   * popped through `keys().next()` (README "Bounded maps that stay fast when full").
+   */
+  private owners: LRUCache<string, string> | null = null;
   /** Clients holding the feed now (connections that were told its epoch, watchers). */
   private holders = 0;
   /** When the last holder let go; -Infinity before the first one came. */
@@ -147,13 +152,13 @@ export class EventFeed {
 
   private learnOwner(commandId: string, projectId: string): void {
     if (typeof commandId !== 'string' || typeof projectId !== 'string') return;
+    this.owners ??= new LRUCache<string, string>({ max: MAX_OWNERS });
     if (this.owners.get(commandId) === projectId) return;
     this.owners.set(commandId, projectId);
-    if (this.owners.size > MAX_OWNERS) this.owners.delete(this.owners.keys().next().value as string);
   }
 
   private ownerOf(ev: FeedEvent): string | undefined {
-    return ev.command_id ? this.owners.get(ev.command_id) : undefined;
+    return ev.command_id ? this.owners?.get(ev.command_id) : undefined;
   }
 
   push(partial: Omit<FeedEvent, 'id'>): FeedEvent {
@@ -168,7 +173,7 @@ export class EventFeed {
         this.ring.length = 0;
         this.start = 0;
       }
-      if (this.owners.size > 0) this.owners.clear();
+      this.owners = null;
     } else if (this.capacity === 0) {
       // nothing kept for replay
     } else if (this.ring.length < this.capacity) this.ring.push(ev);
