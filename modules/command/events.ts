@@ -123,7 +123,7 @@ export function newCounters(): Counters {
  * Commands whose last version (and result) the gate remembers; the least recently changed are
  * forgotten first. An LRU cache, not a Map whose oldest key is popped through `keys().next()`:
  * V8 leaves a deleted entry as a hole that every later iterator walks until the table is rebuilt,
- * so once full that pop cost 10-45 us a command instead of 0.5 (README "Bounded maps that stay
+ * so once full that pop cost 5-45 us an insertion instead of 0.3-0.7 (README "Bounded maps that stay
  * fast when full").
  */
 export const MAX_REMEMBERED = 100_000;

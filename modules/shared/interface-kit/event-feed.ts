@@ -58,8 +58,8 @@ export function matches(filter: FeedFilter, ev: FeedEvent, owner?: string): bool
 }
 
 /**
- * Commands whose project the feed remembers (about 100 bytes each; oldest forgotten first), while
- * it keeps events (`idleMs`).
+ * Commands whose project the feed remembers (about 100 bytes each; the least recently used
+ * forgotten first), while it keeps events (`idleMs`).
  */
 const MAX_OWNERS = 100_000;
 
