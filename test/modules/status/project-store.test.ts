@@ -82,3 +82,29 @@ for (const backend of ['pglite', 'pg'] as const) {
     });
   });
 }
+
+describe('project store cache: full', () => {
+  test('past its size it forgets the least recently used entries, one for one', async () => {
+    const store = new ProjectStore(
+      () => {
+        throw new Error('no database in this test');
+      },
+      clock,
+      TTL_MS,
+    );
+    const s = store as unknown as { remember(id: string, rec: ProjectRecord | null): void };
+    const MAX = 100_000;
+    for (let i = 0; i < MAX; i++) s.remember(`full-${i}`, null);
+    assert.equal(store.cachedCount, MAX);
+    assert.equal(store.lookup('full-0'), null, 'answered from memory (known not to exist), and now recently used');
+    s.remember('full-new', null);
+    assert.equal(store.cachedCount, MAX, 'one in, one out');
+    assert.equal(store.lookup('full-0'), null, 'recently used: kept');
+    assert.equal(store.lookup('full-new'), null);
+    // the least recently used went: looking it up reads the database (here: none, so it fails)
+    const gone = store.lookup('full-1');
+    assert.ok(gone instanceof Promise, 'not in memory');
+    await assert.rejects(gone, /no database in this test/);
+    assert.equal(store.lookup('full-2'), null, 'the next one is still there');
+  });
+});
