@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { oldSettingNames, resolveRenamed } from '../shared/interface-kit/renamed-settings.js';
-import { interfaceSettings } from '../shared/interface-kit/settings.js';
+import { interfaceSettings, replayIdleSeconds } from '../shared/interface-kit/settings.js';
 
 const int = (min: number) => z.number().int().min(min);
 
@@ -28,11 +28,8 @@ export const grpcConfigSchema = z
     max_message_bytes: int(1024).default(4_194_304),
     /** Events kept for WatchEvents resume (the replay buffer of the feed). */
     replay: int(0).default(10_000),
-    /**
-     * Seconds the replay buffer goes on keeping events after the last WatchEvents stream ended;
-     * null: always, with or without streams (README "WebSocket", its resume).
-     */
-    replay_idle_s: int(0).max(86_400).nullable().default(600),
+    /** After the last WatchEvents stream ended (settings.ts replayIdleSeconds). */
+    replay_idle_s: replayIdleSeconds,
     /**
      * Events queued for one WatchEvents stream that does not keep up; past it the stream ends with
      * RESOURCE_EXHAUSTED and the client resumes from its last id. The queue holds references to

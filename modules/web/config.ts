@@ -3,7 +3,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { z } from 'zod';
 import { oldSettingNames, resolveRenamed } from '../shared/interface-kit/renamed-settings.js';
-import { interfaceSettings } from '../shared/interface-kit/settings.js';
+import { interfaceSettings, replayIdleSeconds } from '../shared/interface-kit/settings.js';
 
 const ms = (def: number) => z.number().int().positive().default(def);
 
@@ -50,11 +50,8 @@ export const webConfigSchema = z
         ping_interval_ms: ms(30_000),
         /** Events kept for clients that reconnect and resume. */
         replay: z.number().int().min(0).max(1_000_000).default(10_000),
-        /**
-         * Seconds the replay buffer goes on keeping events after the last client disconnected;
-         * null: always, with or without clients (README "WebSocket", its resume).
-         */
-        replay_idle_s: z.number().int().min(0).max(86_400).nullable().default(600),
+        /** After the last client disconnected (settings.ts replayIdleSeconds). */
+        replay_idle_s: replayIdleSeconds,
       })
       .strict()
       .prefault({}),

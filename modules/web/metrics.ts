@@ -47,7 +47,7 @@ export class WebMetrics {
       syncWaiting: () => number;
       feedEvents: () => number;
       /** Events the feed keeps for resume now. */
-      feedKept?: () => number;
+      feedKept: () => number;
       /** Sync calls answered, by how the result was found (command-waiter.ts). */
       syncAnswers?: () => { event: number; poll: number };
     },
@@ -131,7 +131,7 @@ export class WebMetrics {
       help: 'Events the live feed keeps for WebSocket resume now (none once nobody has been connected for ws.replay_idle_s)',
       registers: r,
       collect() {
-        this.set(live.feedKept?.() ?? 0);
+        this.set(live.feedKept());
       },
     });
   }

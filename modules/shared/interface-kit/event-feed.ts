@@ -139,7 +139,6 @@ export class EventFeed {
     if (ev.kind === 'log') {
       this.push({ type: 'command.log', project_id: ev.project_id, command_id: ev.command_id, at: ev.at, data: ev });
     } else {
-      if (this.keeping()) this.learnOwner(ev.command.command_id, ev.command.project_id);
       this.push({
         type: ev.kind === 'state' ? 'command.state' : 'command.result',
         project_id: ev.command.project_id,
@@ -150,7 +149,8 @@ export class EventFeed {
     }
   }
 
-  private learnOwner(commandId: string, projectId: string): void {
+  /** From a command's state or result event only (never from a log chunk, which names any project). */
+  private learnOwner(commandId: string | undefined, projectId: string): void {
     if (typeof commandId !== 'string' || typeof projectId !== 'string') return;
     this.owners ??= new LRUCache<string, string>({ max: MAX_OWNERS });
     if (this.owners.get(commandId) === projectId) return;
@@ -174,13 +174,9 @@ export class EventFeed {
         this.start = 0;
       }
       this.owners = null;
-    } else if (this.capacity === 0) {
-      // nothing kept for replay
-    } else if (this.ring.length < this.capacity) this.ring.push(ev);
-    else {
-      // a ring, not shift/splice: dropping the oldest of 10 000 must not move the other 9 999
-      this.ring[this.start] = ev;
-      this.start = (this.start + 1) % this.capacity;
+    } else {
+      if (ev.type === 'command.state' || ev.type === 'command.result') this.learnOwner(ev.command_id, ev.project_id);
+      this.keep(ev);
     }
     const owner = this.ownerOf(ev);
     for (const w of this.watchers) {
@@ -192,6 +188,17 @@ export class EventFeed {
       }
     }
     return ev;
+  }
+
+  /** Puts `ev` in the replay buffer (none when `replay` is 0). */
+  private keep(ev: FeedEvent): void {
+    if (this.capacity === 0) return;
+    if (this.ring.length < this.capacity) this.ring.push(ev);
+    else {
+      // a ring, not shift/splice: dropping the oldest of 10 000 must not move the other 9 999
+      this.ring[this.start] = ev;
+      this.start = (this.start + 1) % this.capacity;
+    }
   }
 
   /** Events after `lastId` that match, when the buffer still holds them all. */

@@ -23,6 +23,13 @@ const roleToken = z
   .strict();
 
 /**
+ * `replay_idle_s` of both feeds (web's `ws.replay_idle_s`, grpc's `replay_idle_s`): seconds the
+ * replay buffer goes on keeping events after the last client left; null keeps them always, with
+ * or without clients (README "WebSocket", its resume). The feed takes it as `idleMsOf(…)`.
+ */
+export const replayIdleSeconds = ms(0).max(86_400).nullable().default(600);
+
+/**
  * The settings web and grpc share, under one name each with one meaning (zod shape, spread into
  * each module's schema). `max_sync_wait_ms` and `close_grace_ms` have no zod default here: their
  * defaults are applied by `resolveRenamed` (renamed-settings.ts), which must see whether the block
