@@ -174,6 +174,41 @@ const acceptRate = (w: WindowResult) => (w.acceptedInWindow / w.windowElapsed) *
 const errorsNote = (errors: string[]) =>
   `${errors.length}${errors.length ? ` (${[...new Set(errors)].slice(0, 3).join('; ')})` : ''}`;
 
+/**
+ * The hub on `db` and Mosquitto at `mqttUrl`, with an agent per id registered, heartbeating and
+ * shown online, and a REST client of `sockets` connections; what it started is stopped by
+ * `cleanups` (added at its front, so they run before what the caller started earlier).
+ */
+export async function startCommandHub(
+  mqttUrl: string,
+  db: BenchDb,
+  ids: string[],
+  sockets: number,
+  cleanups: Array<() => Promise<unknown>>,
+  name: string,
+) {
+  const projects = [...(await provision(db, ids)).values()];
+  const hub = await startHub(hubYaml({ db, mqttUrl }), { name });
+  cleanups.unshift(async () => {
+    await hub.stop();
+    cleanupDir(hub.dir);
+  });
+  const info = await hub.request<{ url: string }>(WEB.info('web'));
+  const agents = await connectAgents(mqttUrl, projects, false);
+  cleanups.unshift(() => Promise.all(agents.map((a) => a.close())));
+  await pool(agents, 32, (a) => a.register());
+  const stopBeats = startHeartbeats(agents);
+  cleanups.unshift(async () => stopBeats());
+  const http = new JsonClient(info.url, sockets);
+  cleanups.unshift(async () => http.close());
+  for (const deadline = Date.now() + 30_000; ; await sleep(50)) {
+    const r = await http.request('GET', `${API}/projects/online`);
+    if (r.status === 200 && r.json.items.length === ids.length) break;
+    if (Date.now() > deadline) throw new Error('agents did not come online');
+  }
+  return { hub, agents, http };
+}
+
 export async function runAsyncSuite(): Promise<SuiteResult> {
   const WINDOW_MS = envNumber('BENCH_ASYNC_MS', 30_000, 8_000);
   const WARMUP_MS = envNumber('BENCH_ASYNC_WARMUP_MS', 3_000, 1_000);
@@ -233,31 +268,13 @@ export async function runAsyncSuite(): Promise<SuiteResult> {
     const fRate = completedRate(fw, fd.drainMs);
     const f99 = percentile(fw.acceptLat, 99);
 
-    const projects = [...(await provision(db, ids)).values()];
-    const hub = await startHub(hubYaml({ db, mqttUrl: mosq.url }), { name: 'async' });
-    cleanups.unshift(async () => {
-      await hub.stop();
-      cleanupDir(hub.dir);
-    });
-    const info = await hub.request<{ url: string }>(WEB.info('web'));
-    const agents = await connectAgents(mosq.url, projects, false);
-    cleanups.unshift(() => Promise.all(agents.map((a) => a.close())));
-    await pool(agents, 32, (a) => a.register());
-    const stopBeats = startHeartbeats(agents);
-    cleanups.unshift(async () => stopBeats());
-    const http = new JsonClient(info.url, IN_FLIGHT);
-    cleanups.unshift(async () => http.close());
+    const { hub, agents, http } = await startCommandHub(mosq.url, db, ids, IN_FLIGHT, cleanups, 'async');
     const count = async () => {
       const r = await pgc.query<{ status: string; n: string }>(
         `SELECT status, count(*) AS n FROM "${schema}".command_tracker GROUP BY status`,
       );
       return Object.fromEntries(r.rows.map((x) => [x.status, Number(x.n)])) as Record<string, number>;
     };
-    for (const deadline = Date.now() + 30_000; ; await sleep(50)) {
-      const r = await http.request('GET', `${API}/projects/online`);
-      if (r.status === 200 && r.json.items.length === AGENTS) break;
-      if (Date.now() > deadline) throw new Error('agents did not come online');
-    }
 
     const hubOpen = await http.open('/healthz', IN_FLIGHT);
     const hw = await driveWindow({

@@ -176,14 +176,23 @@ export const AUTO_ANALYZE = process.env.BENCH_ANALYZE !== '0';
  * 1.9 ms at 12 000, the floor's UPDATE the same way (README "Plans made on empty tables"). One
  * ANALYZE after a 300-command warm-up was not enough: at that size the plan goes either way.
  * `stop()` ends it (once, however often called) and says what it did.
+ *
+ * `vacuum`: autovacuum's VACUUM too, for a suite long enough to leave dead rows (bench `soak`):
+ * a table with more than 50 dead rows and a fifth of its rows (`autovacuum_vacuum_threshold` and
+ * `_scale_factor`, the defaults) is vacuumed, as a live site's server does by itself.
  */
-export function autoAnalyze(dbs: BenchDb[], periodMs = 1000): { stop(): Promise<string> } {
+export function autoAnalyze(
+  dbs: BenchDb[],
+  periodMs = 1000,
+  opts: { vacuum?: boolean } = {},
+): { stop(): Promise<string> } {
   // the schemas on the bench's own server (not PGlite, nor the embedded server the hub runs)
   const schemas = dbs
     .filter((d) => d.config.driver === 'pg' && d.config.url === PG_URL && d.config.schema)
     .map((d) => d.config.schema!);
   const outOfReach = dbs.length - schemas.length;
   const counts = new Map(schemas.map((x) => [x, 0]));
+  const vacuums = new Map(schemas.map((x) => [x, 0]));
   if (!AUTO_ANALYZE || schemas.length === 0) {
     const why = !AUTO_ANALYZE ? 'BENCH_ANALYZE=0' : "no schema on the bench's server";
     return { stop: async () => `tables never analyzed (${why}): the plans made on the empty tables stay` };
@@ -195,6 +204,18 @@ export function autoAnalyze(dbs: BenchDb[], periodMs = 1000): { stop(): Promise<
   const onePass = async () => {
     await connected;
     for (const schema of schemas) {
+      if (opts.vacuum) {
+        const dead = await client.query<{ relname: string }>(
+          `SELECT s.relname FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid
+            WHERE s.schemaname = $1 AND s.n_dead_tup > 50 + 0.2 * GREATEST(c.reltuples, 0)`,
+          [schema],
+        );
+        for (const { relname } of dead.rows) {
+          if (stopped) return;
+          await client.query(`VACUUM "${schema}"."${relname}"`);
+          vacuums.set(schema, (vacuums.get(schema) ?? 0) + 1);
+        }
+      }
       const r = await client.query<{ relname: string }>(
         `SELECT s.relname FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid
           WHERE s.schemaname = $1 AND s.n_mod_since_analyze > 50 + GREATEST(c.reltuples, 0)`,
@@ -225,7 +246,10 @@ export function autoAnalyze(dbs: BenchDb[], periodMs = 1000): { stop(): Promise<
     await pass;
     await client.end().catch(() => undefined);
     const done = [...counts].map(([x, n]) => `${x} ${n}`).join(', ');
-    return `tables analyzed as autovacuum would (each time a table changed by 50 rows and as many as it had, checked every ${periodMs} ms): ANALYZEs ${done}${outOfReach > 0 ? "; the hub's embedded database is out of the bench's reach" : ''}`;
+    const vacuumed = opts.vacuum
+      ? `, and vacuumed (more than 50 dead rows and a fifth of the table): VACUUMs ${[...vacuums].map(([x, n]) => `${x} ${n}`).join(', ')}`
+      : '';
+    return `tables analyzed as autovacuum would (each time a table changed by 50 rows and as many as it had, checked every ${periodMs} ms)${vacuumed}: ANALYZEs ${done}${outOfReach > 0 ? "; the hub's embedded database is out of the bench's reach" : ''}`;
   };
   // once: a suite reads the note, and its cleanup stops it again
   return { stop: () => (ended ??= end()) };

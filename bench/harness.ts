@@ -13,9 +13,10 @@ export interface BenchRow {
    * the hand-coded command path (bench/floor-child.ts), or 'knex' the same SQL statement sent
    * through knex unnamed, as every query went before statement.ts (bench/statements.ts), or
    * 'aedes' aedes-persistence's own outgoing queue (bench/outgoing.ts), or 'announced' the same
-   * statements with every change announced to another instance (bench/announce.ts).
+   * statements with every change announced to another instance (bench/announce.ts), or 'earlier'
+   * the same figure earlier in the same run (bench/soak.ts).
    */
-  against?: 'raw' | 'floor' | 'knex' | 'aedes' | 'announced';
+  against?: 'raw' | 'floor' | 'knex' | 'aedes' | 'announced' | 'earlier';
   /**
    * Against raw: value / baseline (or baseline / value for latencies, so > 1 is always "better
    * than raw"). Against the floor: always hub / floor, as issue 13 states its goals (a latency

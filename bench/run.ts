@@ -1,5 +1,5 @@
 /**
- * `npm run bench` runs every suite; `npm run bench -- bus restart` runs those alone. Each suite
+ * `npm run bench` runs every suite but `soak`; `npm run bench -- bus restart` runs those alone. Each suite
  * prints a table with its raw baseline measured in the same run and writes bench/results/<suite>.json.
  */
 import { runAnnounceSuite } from './announce.js';
@@ -11,6 +11,7 @@ import { runHeartbeatSuite } from './heartbeat.js';
 import { runMemorySuite } from './memory.js';
 import { runOutgoingSuite } from './outgoing.js';
 import { runRestartSuite } from './restart.js';
+import { runSoakSuite } from './soak.js';
 import { runStatementsSuite } from './statements.js';
 import { runSyncConcurrentSuite, runSyncSuite } from './sync.js';
 import { runWsFanoutSuite } from './ws-fanout.js';
@@ -28,7 +29,10 @@ const SUITES: Record<string, () => Promise<SuiteResult>> = {
   async: runAsyncSuite,
   heartbeat: runHeartbeatSuite,
   memory: runMemorySuite,
+  soak: runSoakSuite,
 };
+/** Run only when named (`npm run bench -- soak`): ten minutes, not part of the whole bench. */
+const NAMED_ONLY = new Set(['soak']);
 
 const wanted = process.argv.slice(2).filter((a) => !a.startsWith('-'));
 const unknown = wanted.filter((w) => !SUITES[w]);
@@ -37,7 +41,7 @@ if (unknown.length > 0) {
   process.exit(2);
 }
 let failedGoals = 0;
-for (const name of wanted.length > 0 ? wanted : Object.keys(SUITES)) {
+for (const name of wanted.length > 0 ? wanted : Object.keys(SUITES).filter((s) => !NAMED_ONLY.has(s))) {
   const result = await SUITES[name]();
   printSuite(result);
   console.log(`  saved ${saveSuite(result)}`);

@@ -68,6 +68,30 @@ describe('bench autoAnalyze: plans made on empty tables', { skip: AUTO_ANALYZE ?
     assert.match(note, new RegExp(`ANALYZEs ${schema} [1-9]`), note);
   });
 
+  test('with vacuum: a table with more dead rows than autovacuum allows is vacuumed, and the note says so', async () => {
+    await client.query('CREATE TABLE churn (id int PRIMARY KEY, body text NOT NULL)');
+    await client.query("INSERT INTO churn SELECT g, repeat('x', 100) FROM generate_series(1, 1000) AS g");
+    await client.query('ANALYZE churn');
+    const vacuums = async () => {
+      const r = await client.query<{ n: string }>(
+        "SELECT vacuum_count AS n FROM pg_stat_user_tables WHERE schemaname = $1 AND relname = 'churn'",
+        [schema],
+      );
+      return Number(r.rows[0]?.n ?? 0);
+    };
+    const before = await vacuums();
+    // 600 dead rows: past autovacuum's 50 + a fifth of the table's 1 000
+    await client.query('DELETE FROM churn WHERE id <= 600');
+    const analyzer = autoAnalyze([db], 100, { vacuum: true });
+    let note = '';
+    try {
+      await until(async () => (await vacuums()) > before, 30_000, 'the table with dead rows to be vacuumed');
+    } finally {
+      note = await analyzer.stop();
+    }
+    assert.match(note, new RegExp(`VACUUMs ${schema} [1-9]`), note);
+  });
+
   test('stop() is once: a second call says the same and the analyzer no longer runs', async () => {
     const analyzer = autoAnalyze([db], 50);
     const first = await analyzer.stop();
