@@ -1,4 +1,5 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import { LRUCache } from 'lru-cache';
 import type { ModuleBus } from '../../core/bus.js';
 import { errorCode } from '../../core/errors.js';
 import { STATUS } from '../status/contract/topics.js';
@@ -43,7 +44,8 @@ export interface AuthenticatorOptions {
 export class Authenticator {
   private readonly hubUser: string;
   private readonly hubDigest: Buffer;
-  private readonly cache = new Map<string, { projectId: string; until: number }>();
+  /** An LRU cache: a Map whose oldest key is popped through `keys().next()` walks V8's holes once full (README "Bounded maps that stay fast when full"). */
+  private readonly cache: LRUCache<string, { projectId: string; until: number }>;
 
   constructor(
     private readonly bus: ModuleBus,
@@ -52,6 +54,7 @@ export class Authenticator {
   ) {
     this.hubUser = opts.hubUsername;
     this.hubDigest = sha256(opts.hubPassword);
+    this.cache = new LRUCache({ max: Math.max(1, opts.cacheMax) });
   }
 
   async check(username: string | undefined, password: Buffer | undefined): Promise<AuthResult> {
@@ -85,14 +88,8 @@ export class Authenticator {
     if (reply?.ok !== true || projectId !== username) {
       return { ok: false, returnCode: 4, reason: 'bad_credentials' };
     }
-    if (this.opts.cacheMs > 0) {
-      if (this.cache.size >= this.opts.cacheMax) {
-        // the oldest entry goes first (Map keeps insertion order)
-        const oldest = this.cache.keys().next().value;
-        if (oldest !== undefined) this.cache.delete(oldest);
-      }
-      this.cache.set(key, { projectId, until: now + this.opts.cacheMs });
-    }
+    // full, the login used longest ago goes first
+    if (this.opts.cacheMs > 0) this.cache.set(key, { projectId, until: now + this.opts.cacheMs });
     return { ok: true, identity: { kind: 'agent', projectId } };
   }
 
@@ -101,14 +98,10 @@ export class Authenticator {
    * password, or a rotated-out one, must not log in from the cache after the change.
    */
   forget(projectId: string): number {
-    let n = 0;
-    for (const [key, v] of this.cache) {
-      if (v.projectId === projectId) {
-        this.cache.delete(key);
-        n++;
-      }
-    }
-    return n;
+    const keys: string[] = [];
+    for (const [key, v] of this.cache.entries()) if (v.projectId === projectId) keys.push(key);
+    for (const key of keys) this.cache.delete(key);
+    return keys.length;
   }
 }
 

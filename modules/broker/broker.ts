@@ -3,6 +3,7 @@ import net from 'node:net';
 import type { Duplex } from 'node:stream';
 import { Aedes, type AedesPublishPacket, type Client, type PublishPacket, type Subscription } from 'aedes';
 import aedesPersistence from 'aedes-persistence';
+import { LRUCache } from 'lru-cache';
 import { HubError } from '../../core/errors.js';
 import '../shared/mqtt-packet-lean.js';
 import type { ModuleContext } from '../../core/module.js';
@@ -84,8 +85,11 @@ export class EmbeddedBroker {
   };
   /** Every denial by `kind` and `reason` (BrokerDeniedEvent), reported or not: /metrics shows them all. */
   private readonly denials = new Map<string, { kind: BrokerDeniedEvent['kind']; reason: string; count: number }>();
-  /** Per project, bumped on every credentials change: a CONNECT authenticated across one is checked again. */
-  private readonly credentialGen = new Map<string, number>();
+  /**
+   * Per project, bumped on every credentials change: a CONNECT authenticated across one is checked
+   * again. An LRU cache of `auth_cache_max` (README "Bounded maps that stay fast when full").
+   */
+  private readonly credentialGen: LRUCache<string, number>;
   private lastSummary = { shed: 0, unreported: 0 };
   readonly hubPassword: string;
   port = 0;
@@ -107,6 +111,7 @@ export class EmbeddedBroker {
       (err) => ctx.log.error({ err }, 'broker auth unavailable (STATUS.authenticate): refusing connections'),
     );
     this.reports = new TokenBucket(cfg.denial_reports_per_s, cfg.denial_reports_per_s, now());
+    this.credentialGen = new LRUCache({ max: cfg.auth_cache_max });
   }
 
   async start(): Promise<void> {
@@ -264,9 +269,6 @@ export class EmbeddedBroker {
     if (!ev || typeof ev.project_id !== 'string') return;
     const projectId = ev.project_id;
     this.credentialGen.set(projectId, (this.credentialGen.get(projectId) ?? 0) + 1);
-    if (this.credentialGen.size > this.ctx.config.auth_cache_max) {
-      this.credentialGen.delete(this.credentialGen.keys().next().value as string);
-    }
     this.auth.forget(projectId);
     if (ev.change === 'created' || ev.change === 'enabled') return; // nothing connected lost anything
     const clients = (this.aedes as unknown as { clients?: Record<string, Client> } | undefined)?.clients ?? {};

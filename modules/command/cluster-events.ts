@@ -33,7 +33,9 @@
  * seen live: sync waiters still find their result through their slow database poll, and watchers
  * can re-read state over REST (README "Several instances").
  */
+
 import { randomUUID } from 'node:crypto';
+import { LRUCache } from 'lru-cache';
 import { PgListener, pgListenSettings } from '../../core/services/pg-listener.js';
 import { inJsonList } from '../../core/services/sql-lists.js';
 import { type Deps, query } from './deps.js';
@@ -141,7 +143,7 @@ export class ClusterEvents {
   private queue: Notice[] = [];
   private running?: Promise<void>;
   private outLogs: string[] = [];
-  private readonly partial = new Map<string, string[]>();
+  private readonly partial = new LRUCache<string, string[]>({ max: MAX_PARTIAL_LOGS });
 
   constructor(private readonly d: Deps) {}
 
@@ -314,7 +316,6 @@ export class ClusterEvents {
         parts[n.i] = n.c;
         if (n.i < n.n - 1) {
           this.partial.set(key, parts);
-          if (this.partial.size > MAX_PARTIAL_LOGS) this.partial.delete(this.partial.keys().next().value as string);
           continue;
         }
         this.partial.delete(key);

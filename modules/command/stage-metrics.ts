@@ -5,6 +5,7 @@
  * often its state goes out. Another instance's commands (`remote` events) are that instance's to
  * report.
  */
+import { LRUCache } from 'lru-cache';
 import { counter, countsBy, Histogram, histogram, type MetricFamily } from '../../core/metrics.js';
 import type { CommandEvent, CommandView } from './contract/topics.js';
 
@@ -23,7 +24,7 @@ const ms = (iso: string | null) => (iso ? Date.parse(iso) : Number.NaN);
 export class StageMetrics {
   private readonly stage = new Histogram(STAGE_BUCKETS);
   private readonly finals: Record<string, number> = {};
-  private readonly seen = new Map<string, number>();
+  private readonly seen = new LRUCache<string, number>({ max: SEEN_MAX });
 
   /** Every state or result event the module sends, before it goes out. */
   observe(ev: CommandEvent): void {
@@ -83,9 +84,8 @@ export class StageMetrics {
     return mask;
   }
 
+  /** Full, the command seen longest ago goes first (an LRU cache: README "Bounded maps that stay fast when full"). */
   private remember(id: string, mask: number): void {
-    this.seen.delete(id);
     this.seen.set(id, mask);
-    if (this.seen.size > SEEN_MAX) this.seen.delete(this.seen.keys().next().value as string);
   }
 }

@@ -159,4 +159,30 @@ describe('Authenticator cache', () => {
     await auth.check('p2', Buffer.from('pw'));
     assert.equal(asked, 3, 'p1 asked again, p2 still cached');
   });
+
+  test('full, the login used longest ago goes first (an LRU cache, not first in first out)', async () => {
+    let asked = 0;
+    const bus = {
+      request: async (_t: string, body: { username: string; password: string }) => {
+        asked++;
+        return { ok: true, project_id: body.username };
+      },
+    } as unknown as ConstructorParameters<typeof Authenticator>[0];
+    const auth = new Authenticator(
+      bus,
+      { hubUsername: 'hub', hubPassword: 'h', timeoutMs: 1000, cacheMs: 60_000, cacheMax: 2, now: () => 0 },
+      () => undefined,
+    );
+    const login = (u: string) => auth.check(u, Buffer.from('pw'));
+    await login('p1');
+    await login('p2');
+    await login('p1'); // from the cache: p1 is now the one used last
+    assert.equal(asked, 2);
+    await login('p3'); // the cache is full: p2 goes, not p1 that was cached first
+    assert.equal(asked, 3);
+    await login('p1');
+    assert.equal(asked, 3, 'p1 still cached');
+    await login('p2');
+    assert.equal(asked, 4, 'p2 asked again');
+  });
 });
