@@ -21,6 +21,27 @@ describe('EventOrder: the per-command gate of state and result events', () => {
     assert.equal(o.hasResult('c'), true);
   });
 
+  test('the packed entry keeps version, status and result apart, at any version the tracker gives', () => {
+    const o = new EventOrder();
+    assert.equal(o.admitResult('r'), true, 'a result before any state');
+    assert.equal(o.newer('r', 0), true, 'no state shown yet: any version goes out');
+    assert.equal(o.admitState('r', 0, 'completed'), true);
+    assert.equal(o.hasResult('r'), true, 'the state kept the result');
+    assert.equal(o.admitResult('r'), false);
+    assert.equal(o.admitState('r', 1, 'completed'), false, 'the same terminal state, another version');
+    assert.equal(o.admitState('r', 2, 'failed'), true, 'another terminal state');
+    const big = 2 ** 40 + 3;
+    assert.equal(o.admitState('v', big, 'acked'), true);
+    assert.equal(o.newer('v', big), false);
+    assert.equal(o.newer('v', big + 1), true);
+    assert.equal(o.admitState('v', big + 1, 'acked'), true, 'a later version of the same non-terminal status');
+    assert.equal(o.hasResult('v'), false);
+    assert.equal(o.admitState('w', 1, 'a status no list has'), true);
+    assert.equal(o.admitState('w', 1, 'acked'), false, 'gated by version whatever the status');
+    assert.equal(o.admitState('x', 2 ** 53, 'acked'), true, 'a version the number cannot carry is not gated');
+    assert.equal(o.admitState('x', 2 ** 53, 'acked'), true);
+  });
+
   test('full, it forgets the least recently changed commands first, and only those', () => {
     const o = new EventOrder();
     o.admitState(id(0), 1, 'pending');
@@ -32,10 +53,11 @@ describe('EventOrder: the per-command gate of state and result events', () => {
       if (i === MAX_REMEMBERED / 2) o.admitState(id(1), 2, 'sent');
     }
     assert.equal(o.newer(id(0), 1), true, 'the oldest was forgotten: its version 1 would go out again');
-    assert.equal(o.admitResult(id(0)), true, 'and its result');
+    assert.equal(o.hasResult(id(0)), false, 'and its result with it (one entry per command)');
     assert.equal(o.newer(id(1), 2), false, 'changed halfway: still remembered');
     assert.equal(o.newer(id(2), 1), false, 'one past the cap forgets one: the second oldest stays');
     assert.equal(o.hasResult(id(MAX_REMEMBERED)), true);
+    assert.equal(o.admitResult(id(0)), true, 'the forgotten result would go out again');
   });
 });
 
