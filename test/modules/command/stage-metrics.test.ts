@@ -107,4 +107,20 @@ describe('command stage metrics', () => {
     m.observe(state(done));
     assert.equal(countOf(family(m.families(), 'hub_commands_final_total'), 'status', 'failed'), 1);
   });
+
+  test('a finished command stays known: a copy of its last events, after its result, is not counted again', () => {
+    const m = new StageMetrics();
+    const done = command('completed', { sent_at: iso(2), acked_at: iso(5), completed_at: iso(12) });
+    const failed = command('failed', { command_id: 'c-2', sent_at: iso(1), acked_at: iso(2), completed_at: iso(3) });
+    for (const ev of [state(done), result(done, 3), state(failed)]) m.observe(ev);
+    // the broker redelivers, another path publishes the row again: both commands are finished
+    for (const ev of [state(done), result(done, 3), state(failed), state(done)]) m.observe(ev);
+    const fs = m.families();
+    const stage = family(fs, 'hub_command_stage_seconds');
+    for (const s of ['queue', 'delivery', 'total']) assert.equal(countOf(stage, 'stage', s), 2, s);
+    assert.equal(countOf(stage, 'stage', 'execution'), 1);
+    const finals = family(fs, 'hub_commands_final_total');
+    assert.equal(countOf(finals, 'status', 'completed'), 1);
+    assert.equal(countOf(finals, 'status', 'failed'), 1);
+  });
 });
