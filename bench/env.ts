@@ -579,9 +579,21 @@ export function postgresPids(): number[] {
  * and softirq; not idle, iowait or steal, and not guest, which user already holds).
  */
 export function machineBusyMs(): number {
-  const f = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
-  const [user, nice, system, , , irq, softirq] = f;
+  const [user, nice, system, , , irq, softirq] = procStat();
   return ((user + nice + system + irq + softirq) * 1000) / 100;
+}
+
+/** The machine's CPU counters since boot (/proc/stat's first line, in 1/100 s). */
+function procStat(): number[] {
+  return fs.readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
+}
+
+/**
+ * Milliseconds the hypervisor ran something else while this machine's CPUs wanted to run (steal,
+ * summed over the CPUs): on a shared VM, what makes every process's CPU a command rise together.
+ */
+export function machineStealMs(): number {
+  return ((procStat()[7] ?? 0) * 1000) / 100;
 }
 
 /**
@@ -603,7 +615,7 @@ export function cpuLedger(pids: Record<string, number>): { read(): Record<string
     return (u.user + u.system) / 1000;
   };
   const pgStarts = postgresPids().map((pid) => [pid, cpuOrNaN(pid)] as const);
-  const start = { bench: cpu(), machine: machineBusyMs(), wall: performance.now() };
+  const start = { bench: cpu(), machine: machineBusyMs(), steal: machineStealMs(), wall: performance.now() };
   const starts = Object.fromEntries(Object.entries(pids).map(([k, pid]) => [k, cpuOrNaN(pid)]));
   return {
     read() {
@@ -617,6 +629,7 @@ export function cpuLedger(pids: Record<string, number>): { read(): Record<string
       }
       out.postgres = postgres;
       out.machine = machineBusyMs() - start.machine;
+      out.steal = machineStealMs() - start.steal;
       out.wall = performance.now() - start.wall;
       return out;
     },

@@ -21,6 +21,7 @@
  * At the end a ledger of every accepted command id is audited against the database: each one
  * completed with its result stored.
  */
+import os from 'node:os';
 import { performance } from 'node:perf_hooks';
 import pg from 'pg';
 import { startCommandHub } from './async.js';
@@ -62,6 +63,8 @@ interface Interval {
   machineUs: number;
   rss: number;
   heapUsed: number;
+  /** The hypervisor's steal over the interval, % of the machine's CPUs: when it rises, every process's CPU a command rises with it. */
+  steal: number;
 }
 
 export async function runSoakSuite(): Promise<SuiteResult> {
@@ -165,10 +168,11 @@ export async function runSoakSuite(): Promise<SuiteResult> {
           machineUs: (cpu.machine * 1000) / n,
           rss: rssOf(hub.pid),
           heapUsed: mem?.heapUsed ?? Number.NaN,
+          steal: (cpu.steal / (cpu.wall * os.cpus().length)) * 100,
         };
         intervals.push(iv);
         console.error(
-          `  [soak] ${iv.at.toFixed(0)} s: ${iv.accepted} accepted (${iv.total} in all), ${iv.finished} finished, held back ${iv.heldBack}, errors ${iv.errors}; accept p50 ${iv.p50.toFixed(1)} p99 ${iv.p99.toFixed(1)} ms; CPU µs a command: hub ${iv.hubUs.toFixed(0)}, postgres ${iv.postgresUs.toFixed(0)}, machine ${iv.machineUs.toFixed(0)}; hub RSS ${(iv.rss / MB).toFixed(1)} MB, heap ${(iv.heapUsed / MB).toFixed(1)} MB`,
+          `  [soak] ${iv.at.toFixed(0)} s: ${iv.accepted} accepted (${iv.total} in all), ${iv.finished} finished, held back ${iv.heldBack}, errors ${iv.errors}; accept p50 ${iv.p50.toFixed(1)} p99 ${iv.p99.toFixed(1)} ms; CPU µs a command: hub ${iv.hubUs.toFixed(0)}, postgres ${iv.postgresUs.toFixed(0)}, machine ${iv.machineUs.toFixed(0)}; hub RSS ${(iv.rss / MB).toFixed(1)} MB, heap ${(iv.heapUsed / MB).toFixed(1)} MB; steal ${iv.steal.toFixed(1)} %`,
         );
         cur = { lat: [], accepted: 0, finished: 0, heldBack: 0, errors: 0 };
         nextInterval += INTERVAL_MS;
@@ -196,6 +200,7 @@ export async function runSoakSuite(): Promise<SuiteResult> {
       if (completed === ledger.length && stored === ledger.length) break;
     }
     const lost = ledger.length - completed;
+    const errorCount = intervals.reduce((n, iv) => n + iv.errors, 0) + cur.errors;
 
     // the hub's cost early (the second interval: past the first's compilation, caches nearly
     // empty) against late (the last: every cache full several times over)
@@ -205,7 +210,7 @@ export async function runSoakSuite(): Promise<SuiteResult> {
     const lateRss = Math.max(...intervals.filter((iv) => iv.at > full.at).map((iv) => iv.rss), late.rss);
     const table = intervals.map(
       (iv) =>
-        `${iv.at.toFixed(0)} s ${iv.total} in all: hub ${iv.hubUs.toFixed(0)} µs, postgres ${iv.postgresUs.toFixed(0)} µs, accept p99 ${iv.p99.toFixed(0)} ms, RSS ${(iv.rss / MB).toFixed(0)} MB, heap ${(iv.heapUsed / MB).toFixed(0)} MB${iv.heldBack ? `, held back ${iv.heldBack}` : ''}`,
+        `${iv.at.toFixed(0)} s ${iv.total} in all: hub ${iv.hubUs.toFixed(0)} µs, postgres ${iv.postgresUs.toFixed(0)} µs, accept p99 ${iv.p99.toFixed(0)} ms, RSS ${(iv.rss / MB).toFixed(0)} MB, heap ${(iv.heapUsed / MB).toFixed(0)} MB, steal ${iv.steal.toFixed(1)} %${iv.heldBack ? `, held back ${iv.heldBack}` : ''}`,
     );
     const offered = (sent / loadMs) * 1000;
     const acceptedRate = (ledger.length / loadMs) * 1000;
@@ -254,6 +259,13 @@ export async function runSoakSuite(): Promise<SuiteResult> {
         ratio: lateRss / full.rss,
         goal: '<= 1.15x',
         met: lateRss <= 1.15 * full.rss,
+      },
+      {
+        metric: 'requests not accepted (HTTP errors, failed requests)',
+        value: errorCount,
+        unit: 'req',
+        goal: '0',
+        met: errorCount === 0,
       },
       {
         metric: 'commands lost (ledger audit)',
