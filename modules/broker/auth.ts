@@ -44,7 +44,10 @@ export interface AuthenticatorOptions {
 export class Authenticator {
   private readonly hubUser: string;
   private readonly hubDigest: Buffer;
-  /** An LRU cache: a Map whose oldest key is popped through `keys().next()` walks V8's holes once full (README "Bounded maps that stay fast when full"). */
+  /**
+   * Accepted logins: an LRU cache (a Map whose oldest key is popped through `keys().next()` walks
+   * V8's holes once full: README "Bounded maps that stay fast when full").
+   */
   private readonly cache: LRUCache<string, { projectId: string; until: number }>;
 
   constructor(

@@ -33,7 +33,6 @@
  * seen live: sync waiters still find their result through their slow database poll, and watchers
  * can re-read state over REST (README "Several instances").
  */
-
 import { randomUUID } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
 import { PgListener, pgListenSettings } from '../../core/services/pg-listener.js';
