@@ -75,12 +75,15 @@ interface WindowResult {
   cpuAll: Record<string, number>;
 }
 
-/** `inFlight` slots sending for warm-up + window, each waiting for its command's result. */
-async function driveWindow(o: WindowOpts): Promise<WindowResult> {
-  // results acknowledged by the broker, by command id; a result may beat the 202 to this process
+/**
+ * Resolves when the broker acknowledged the agent's exec_result for a command (the agents report
+ * it by id through `onResultSent`); a result may beat the 202 to this process, and is kept until
+ * its id is asked for.
+ */
+export function resultsSent(agents: Array<{ onResultSent?: (id: string) => void }>): (id: string) => Promise<void> {
   const waiting = new Map<string, () => void>();
   const early = new Set<string>();
-  for (const a of o.agents) {
+  for (const a of agents) {
     a.onResultSent = (id) => {
       const w = waiting.get(id);
       if (w) {
@@ -89,12 +92,17 @@ async function driveWindow(o: WindowOpts): Promise<WindowResult> {
       } else early.add(id);
     };
   }
-  const resultOf = (id: string) =>
+  return (id) =>
     early.delete(id)
       ? Promise.resolve()
       : new Promise<void>((r) => {
           waiting.set(id, r);
         });
+}
+
+/** `inFlight` slots sending for warm-up + window, each waiting for its command's result. */
+async function driveWindow(o: WindowOpts): Promise<WindowResult> {
+  const resultOf = resultsSent(o.agents);
 
   const acceptLat: number[] = [];
   const errors: string[] = [];

@@ -24,7 +24,7 @@
 import os from 'node:os';
 import { performance } from 'node:perf_hooks';
 import pg from 'pg';
-import { startCommandHub } from './async.js';
+import { resultsSent, startCommandHub } from './async.js';
 import {
   autoAnalyze,
   cpuLedger,
@@ -86,20 +86,8 @@ export async function runSoakSuite(): Promise<SuiteResult> {
     const { hub, agents, http } = await startCommandHub(mosq.url, db, ids, 256, cleanups, 'soak');
     await http.open('/healthz', 256);
 
-    // finished: the broker acknowledged the agent's result (a result may beat the 202 here)
-    const waiting = new Map<string, () => void>();
-    const beaten = new Set<string>();
-    for (const a of agents) {
-      a.onResultSent = (id) => {
-        const w = waiting.get(id);
-        if (w) {
-          waiting.delete(id);
-          w();
-        } else beaten.add(id);
-      };
-    }
-    const resultOf = (id: string) =>
-      beaten.delete(id) ? Promise.resolve() : new Promise<void>((r) => waiting.set(id, r));
+    // finished: the broker acknowledged the agent's result
+    const resultOf = resultsSent(agents);
 
     const ledger: string[] = [];
     let cur = { lat: [] as number[], accepted: 0, finished: 0, heldBack: 0, errors: 0 };
