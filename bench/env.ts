@@ -201,31 +201,26 @@ export function autoAnalyze(
   const connected = client.connect();
   let stopped = false;
   let pass: Promise<void> = Promise.resolve();
+  /** Runs `verb` on each of the schema's tables `due` selects (pg_stat_user_tables s, pg_class c); false once stopped. */
+  const each = async (schema: string, due: string, verb: 'VACUUM' | 'ANALYZE', tally: Map<string, number>) => {
+    const r = await client.query<{ relname: string }>(
+      `SELECT s.relname FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid
+        WHERE s.schemaname = $1 AND ${due}`,
+      [schema],
+    );
+    for (const { relname } of r.rows) {
+      if (stopped) return false;
+      await client.query(`${verb} "${schema}"."${relname}"`);
+      tally.set(schema, (tally.get(schema) ?? 0) + 1);
+    }
+    return true;
+  };
   const onePass = async () => {
     await connected;
     for (const schema of schemas) {
-      if (opts.vacuum) {
-        const dead = await client.query<{ relname: string }>(
-          `SELECT s.relname FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid
-            WHERE s.schemaname = $1 AND s.n_dead_tup > 50 + 0.2 * GREATEST(c.reltuples, 0)`,
-          [schema],
-        );
-        for (const { relname } of dead.rows) {
-          if (stopped) return;
-          await client.query(`VACUUM "${schema}"."${relname}"`);
-          vacuums.set(schema, (vacuums.get(schema) ?? 0) + 1);
-        }
-      }
-      const r = await client.query<{ relname: string }>(
-        `SELECT s.relname FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid
-          WHERE s.schemaname = $1 AND s.n_mod_since_analyze > 50 + GREATEST(c.reltuples, 0)`,
-        [schema],
-      );
-      for (const { relname } of r.rows) {
-        if (stopped) return;
-        await client.query(`ANALYZE "${schema}"."${relname}"`);
-        counts.set(schema, (counts.get(schema) ?? 0) + 1);
-      }
+      if (opts.vacuum && !(await each(schema, 's.n_dead_tup > 50 + 0.2 * GREATEST(c.reltuples, 0)', 'VACUUM', vacuums)))
+        return;
+      if (!(await each(schema, 's.n_mod_since_analyze > 50 + GREATEST(c.reltuples, 0)', 'ANALYZE', counts))) return;
     }
   };
   // a tick while a pass (an ANALYZE of a large table) still runs is skipped, not queued behind it

@@ -1,6 +1,7 @@
 /**
- * `npm run bench` runs every suite but `soak`; `npm run bench -- bus restart` runs those alone. Each suite
- * prints a table with its raw baseline measured in the same run and writes bench/results/<suite>.json.
+ * `npm run bench` runs every suite but `soak`; `npm run bench -- bus restart` runs those alone.
+ * Each suite prints a table with its raw baseline measured in the same run and writes
+ * bench/results/<suite>.json.
  */
 import { runAnnounceSuite } from './announce.js';
 import { runAsyncSuite } from './async.js';
