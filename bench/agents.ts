@@ -20,8 +20,9 @@ import {
   parseDownlink,
   TOPIC_COMMAND_UP,
   TOPIC_MESSAGE_UP,
+  toWire,
 } from '../modules/shared/protocol.js';
-import { canonicalJson, ReplayCache, verifyInbound } from '../modules/shared/signing.js';
+import { canonicalJson, ReplayCache, verifyInbound, wireText } from '../modules/shared/signing.js';
 import type { Provisioned } from './env.js';
 
 /** An mqtt.js client on a TCP_NODELAY socket; resolves at CONNACK. */
@@ -82,8 +83,9 @@ export function signedData(projectId: string, secret: string, dataType: string, 
     payload,
     encrypted: false,
   };
-  const signature = createHmac('sha256', secret).update(canonicalJson(unsigned), 'utf8').digest('hex');
-  return JSON.stringify({ ...unsigned, signature });
+  const canonical = canonicalJson(unsigned);
+  // as the agent writes it (protocol toWire): the signed text with the signature added last
+  return wireText(canonical, createHmac('sha256', secret).update(canonical, 'utf8').digest('hex'));
 }
 
 let hbSeq = 0;
@@ -172,7 +174,7 @@ export class SimAgent {
       },
       p.secret,
     );
-    await publishQos1(this.client, TOPIC_COMMAND_UP, JSON.stringify(msg));
+    await publishQos1(this.client, TOPIC_COMMAND_UP, toWire(msg));
     let t: NodeJS.Timeout | undefined;
     try {
       await Promise.race([

@@ -25,6 +25,7 @@ import {
   messageDownTopic,
   parseDownlink,
   TOPIC_MESSAGE_UP,
+  toWire,
 } from '../shared/protocol.js';
 import { CommandRunner, type RunnerCounters } from './commands.js';
 import { type AgentConfig, AgentConfigSchema, resolveAgentConfig } from './config.js';
@@ -144,7 +145,7 @@ class AgentModule implements ModuleInstance {
       let text: string;
       try {
         // signed now, not when queued: the timestamp must pass the hub's clock window (docs/wire-protocol.md#timestamps-and-the-clock-window)
-        text = JSON.stringify(
+        text = toWire(
           buildData(cfg.project_id, e.data_type, e.payload, { secret: cfg.secret, messageId: e.message_id }),
         );
       } catch (err) {
@@ -165,7 +166,7 @@ class AgentModule implements ModuleInstance {
       subscriptions: [commandDownTopic(cfg.project_id), messageDownTopic(cfg.project_id)],
       will: () => ({
         topic: TOPIC_MESSAGE_UP,
-        payload: JSON.stringify(
+        payload: toWire(
           buildData(
             cfg.project_id,
             'disconnect',
@@ -226,7 +227,7 @@ class AgentModule implements ModuleInstance {
           { reason: 'shutdown', instance_id: this.instanceId },
           { secret: cfg.secret },
         );
-        await raceTimeout(this.conn.publish(TOPIC_MESSAGE_UP, JSON.stringify(bye)), left());
+        await raceTimeout(this.conn.publish(TOPIC_MESSAGE_UP, toWire(bye)), left());
       } catch {
         // the broker is gone: the last will says it for us
       }

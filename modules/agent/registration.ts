@@ -26,6 +26,7 @@ import {
   type RegisterPayloadInput,
   TOPIC_COMMAND_UP,
   TOPIC_MESSAGE_UP,
+  toWire,
 } from '../shared/protocol.js';
 import { ReplayCache, verifyInbound } from '../shared/signing.js';
 import type { AgentConfig } from './config.js';
@@ -189,7 +190,7 @@ export class Registrar {
     this.scheduleRetry(this.retryDelayMs());
     try {
       const msg = buildCommand(cfg.project_id, 'register', payload, cfg.secret);
-      await this.d.publish(TOPIC_COMMAND_UP, JSON.stringify(msg));
+      await this.d.publish(TOPIC_COMMAND_UP, toWire(msg));
       this.d.log.info(
         {
           url: this.d.brokerUrl,
@@ -208,7 +209,7 @@ export class Registrar {
   private async send(dataType: string, payload: unknown): Promise<void> {
     try {
       const msg = buildData(this.d.cfg.project_id, dataType, payload, { secret: this.d.cfg.secret });
-      await this.d.publish(TOPIC_MESSAGE_UP, JSON.stringify(msg));
+      await this.d.publish(TOPIC_MESSAGE_UP, toWire(msg));
     } catch (err) {
       this.d.log.debug({ err: (err as Error).message, data_type: dataType }, 'uplink not sent');
     }

@@ -82,6 +82,8 @@ function createBridge(ctx: ModuleContext<BridgeConfig>): ModuleInstance {
       durable_timeouts: uplink.counters.durable_timeouts,
       durable_retried: uplink.counters.durable_retried,
       credentials_cached: verifier.cached,
+      signatures_as_sent: verifier.signatures.as_sent,
+      signatures_canonical: verifier.signatures.canonical,
       published: p?.published ?? 0,
       publish_failures: p?.publish_failures ?? 0,
       publish_in_flight: publisher?.inFlight ?? 0,

@@ -48,6 +48,12 @@ export function bridgeMetrics(b: BridgeStats, rejectedByType: MetricSample[]): M
       Object.entries(b.rejected_by_code ?? {}).map(([code, n]) => ({ labels: { code }, value: n })),
       ['code'],
     ),
+    counter(
+      'hub_mqtt_uplink_signatures_total',
+      'Valid uplink signatures by what they matched: as_sent (the text the agent sent, its signature member taken out), canonical (a canonical text built from the message: another key order or spacing)',
+      countsBy('matched', { as_sent: b.signatures_as_sent ?? 0, canonical: b.signatures_canonical ?? 0 }),
+      ['matched'],
+    ),
     counter('hub_mqtt_reconnects_total', 'MQTT bridge reconnect attempts', b.reconnects),
     counter(
       'hub_mqtt_durable_uplinks_total',

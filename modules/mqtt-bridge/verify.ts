@@ -31,7 +31,7 @@
 import type { ModuleBus } from '../../core/bus.js';
 import { errorCode } from '../../core/errors.js';
 import { type CommandMessage, type DataMessage, uplinkSpec } from '../shared/protocol.js';
-import { CLOCK_WINDOW_MS, checkClock, ReplayCache, verifySignature } from '../shared/signing.js';
+import { CLOCK_WINDOW_MS, checkClock, checkSignature, ReplayCache } from '../shared/signing.js';
 import { type CredentialsChangedEvent, type ProjectCredentials, STATUS } from '../status/contract/topics.js';
 
 /** Codes an uplink can be refused with here (the parser's own codes come before). */
@@ -67,6 +67,8 @@ export class UplinkVerifier {
   private readonly entries = new Map<string, Entry>();
   private readonly loading = new Map<string, Promise<Entry>>();
   private readonly replay = new ReplayCache();
+  /** Valid signatures by what matched: the text as sent, or a canonical text built again (signing.ts checkSignature). */
+  readonly signatures = { as_sent: 0, canonical: 0 };
   /** Bumped by every invalidation, so a lookup that was in flight meanwhile is not cached. */
   private generation = 0;
 
@@ -117,9 +119,9 @@ export class UplinkVerifier {
     const mustSign = kind === 'command' || uplinkSpec(type)?.signature === 'required' || creds.require_data_signature;
     if (!signed && !mustSign) return this.clockAndReplay(type, msg, creds, now);
     if (!signed) return refuse('PROTO_ERR_UNSIGNED', `${type} must be signed`);
-    if (!verifySignature(msg, creds.secrets)) {
-      return refuse('PROTO_ERR_SIGNATURE', 'signature does not match any secret of the project');
-    }
+    const matched = checkSignature(msg, creds.secrets);
+    if (matched === null) return refuse('PROTO_ERR_SIGNATURE', 'signature does not match any secret of the project');
+    this.signatures[matched]++;
     return this.clockAndReplay(type, msg, creds, now);
   }
 

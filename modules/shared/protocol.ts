@@ -11,7 +11,8 @@
  *   durability and owner of each; everything that enumerates uplink types reads it;
  * - `downlinks.ts`: the downlink data types (`register_ack`, `reregister`);
  * - `parse.ts`: `parseUplink` / `parseDownlink` / `peekUplink`, which never throw;
- * - `build.ts`: `buildCommand` / `buildData` / `signedCommandJson`, signed and checked at the sender;
+ * - `build.ts`: `buildCommand` / `buildData` / `signedCommandJson`, signed and checked at the sender
+ *   (`toWire`, from signing.ts, writes a built message as the text it was signed over);
  * - `describe.ts`: parse results and refusal reasons naming the field.
  *
  * @example
@@ -21,6 +22,7 @@
  *     r.value.msg.payload.exit_code; // number
  *   }
  */
+
 export { buildCommand, buildData, newMessageId, signedCommandJson } from './protocol/build.js';
 export { PARSE_ERROR_CODES, type ParseErrorCode, type ParseResult } from './protocol/describe.js';
 export {
@@ -102,3 +104,4 @@ export {
   TOPIC_MESSAGE_UP,
   UUID_RE,
 } from './protocol/wire.js';
+export { toWire } from './signing.js';

@@ -17,6 +17,7 @@ import {
   type RegisterCommand,
   type RegisterPayload,
   TOPIC_COMMAND_UP,
+  toWire,
 } from '../shared/protocol.js';
 import { TokenBucket } from '../shared/token-bucket.js';
 import type { StatusConfig } from './config.js';
@@ -557,7 +558,7 @@ export class Uplinks {
     let req: MqttPublishRequest;
     try {
       const msg = buildData(pid, type, payload, { secret, now: this.now() });
-      req = { topic: messageDownTopic(pid), payload: JSON.stringify(msg), qos: 1 };
+      req = { topic: messageDownTopic(pid), payload: toWire(msg), qos: 1 };
     } catch (err) {
       this.counters.downlinks_failed++;
       this.d.log.error({ err, project_id: pid, data_type: type }, 'downlink could not be built');

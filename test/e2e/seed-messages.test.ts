@@ -12,7 +12,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { commandDownTopic, TOPIC_COMMAND_UP, TOPIC_MESSAGE_UP } from '../../modules/shared/protocol.js';
-import { signMessage, verifySignature } from '../../modules/shared/signing.js';
+import { canonicalJson, signMessage, verifySignature, wireText } from '../../modules/shared/signing.js';
 import { REPO_ROOT } from '../helpers/process.js';
 import { until } from '../helpers/wait.js';
 import { Hub, type Json, T } from './harness.js';
@@ -184,6 +184,51 @@ describe('the seed messages, verbatim, through a real hub', () => {
     assert.equal(status.state, 'offline', 'a refused registration does not bring the project online');
     assert.equal(status.rejected_uplinks, cases.length);
     assert.equal(status.last_rejected.type, 'register');
+  });
+
+  test('a seed agent’s envelope order is verified by a canonical text; a text written as signed, as sent', async () => {
+    const signatures = async () => {
+      const text = await (await fetch(`${hub.base}/metrics`)).text();
+      // a series at 0 is not printed
+      const read = (matched: string) =>
+        Number(new RegExp(`hub_mqtt_uplink_signatures_total\\{matched="${matched}"\\} (\\d+)`).exec(text)?.[1] ?? 0);
+      return { as_sent: read('as_sent'), canonical: read('canonical') };
+    };
+    const raw = await rawAgent('assent');
+    assert.equal((await register(raw, fixture('register'))).payload.accepted, true);
+    await send(raw, TOPIC_MESSAGE_UP, envelope(raw.projectId, raw.project.secret, 'message', 'register_complete', {}));
+    await hub.waitState(raw.projectId, 'online');
+    const before = await signatures();
+    assert.ok(before.canonical >= 2, `the seed's envelope order took the canonical check: ${JSON.stringify(before)}`);
+
+    const { signature: _s, ...unsigned } = envelope(raw.projectId, raw.project.secret, 'message', 'heartbeat', {
+      ...fixture('heartbeat'),
+      metrics: { cpu: 'as-sent' },
+    });
+    const canonical = canonicalJson(unsigned);
+    const asSigned = wireText(canonical, signMessage(unsigned, raw.project.secret));
+    await raw.client.publishAsync(TOPIC_MESSAGE_UP, asSigned, { qos: 1 });
+    await until(
+      async () => (await hub.api('GET', `/project/${raw.projectId}/status`)).json.metrics?.cpu === 'as-sent',
+      T,
+      'the heartbeat written as signed, applied',
+    );
+    const after = await signatures();
+    assert.deepEqual(after, { as_sent: before.as_sent + 1, canonical: before.canonical });
+
+    // the same text with one value changed after signing: refused, whichever check reads it
+    const forged = JSON.parse(asSigned);
+    forged.message_id = randomUUID();
+    const forgedText = wireText(canonicalJson({ ...unsigned, message_id: forged.message_id }), forged.signature);
+    await raw.client.publishAsync(TOPIC_MESSAGE_UP, forgedText, { qos: 1 });
+    await until(
+      async () => (await hub.api('GET', `/project/${raw.projectId}/status`)).json.rejected_uplinks >= 1,
+      T,
+      'the changed text refused',
+    );
+    const status = (await hub.api('GET', `/project/${raw.projectId}/status`)).json;
+    assert.equal(status.last_rejected.code, 'PROTO_ERR_SIGNATURE');
+    assert.deepEqual(await signatures(), after);
   });
 
   test('a malformed heartbeat of a known agent is counted on its status view and in /metrics', async () => {

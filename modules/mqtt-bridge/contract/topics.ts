@@ -81,6 +81,9 @@ export interface BridgeStats {
   durable_timeouts?: number;
   /** write attempts after a failed one (owner restarting, database down, credentials unreadable) */
   durable_retried?: number;
+  /** valid signatures that matched the text as sent, and those that matched a canonical text built again */
+  signatures_as_sent?: number;
+  signatures_canonical?: number;
   /** projects in the verification step's credential read model */
   credentials_cached?: number;
   published: number;

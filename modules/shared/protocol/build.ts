@@ -6,7 +6,7 @@
 import { randomUUID } from 'node:crypto';
 import type { z } from 'zod';
 import { HubError } from '../../../core/errors.js';
-import { canonicalJson, signCanonical, signMessage } from '../signing.js';
+import { bindCanonicalText, canonicalJson, signCanonical, wireText } from '../signing.js';
 import { schemaFailure, show } from './describe.js';
 import { DOWNLINK_DATA_PAYLOAD_SCHEMAS } from './downlinks.js';
 import type { CommandMessage, DataMessage } from './envelope.js';
@@ -103,7 +103,7 @@ function checkedBody(kind: 'command' | 'data', typeName: string, payload: unknow
  *
  * @example
  *   const cmd = buildCommand('plant-7', 'host_exec', { script: 'uptime' }, secret);
- *   mqtt.publish(commandDownTopic('plant-7'), JSON.stringify(cmd), { qos: 1 });
+ *   mqtt.publish(commandDownTopic('plant-7'), toWire(cmd), { qos: 1 });
  */
 export function buildCommand(
   projectId: string,
@@ -112,7 +112,10 @@ export function buildCommand(
   secret: string,
   opts?: BuildOptions,
 ): CommandMessage {
-  return JSON.parse(composeCommand(projectId, commandType, () => canonicalPayload(payload), secret, opts).json);
+  const { json, canonical } = composeCommand(projectId, commandType, () => canonicalPayload(payload), secret, opts);
+  const cmd: CommandMessage = JSON.parse(json);
+  bindCanonicalText(cmd, canonical);
+  return cmd;
 }
 
 /**
@@ -120,8 +123,8 @@ export function buildCommand(
  * send path has it from validation): the canonical text of the message is composed around it
  * rather than walked again, and the signature is the HMAC of that text. Keys are written in
  * RFC 8785 order (UTF-16 code units); strings and the integer timestamp are what
- * `JSON.stringify` writes, which is what RFC 8785 specifies for them. The text sent keeps the
- * envelope's field order, signature last.
+ * `JSON.stringify` writes, which is what RFC 8785 specifies for them. The text sent is that
+ * text with the signature added last (signing.ts wireText), which the receiver verifies as sent.
  * Checks and throws like `buildCommand`. `canonicalPayloadJson` must be canonicalJson output.
  *
  * @example
@@ -134,7 +137,8 @@ export function signedCommandJson(
   secret: string,
   opts?: BuildOptions,
 ): { message_id: string; json: string } {
-  return composeCommand(projectId, commandType, () => canonicalPayloadJson, secret, opts);
+  const { message_id, json } = composeCommand(projectId, commandType, () => canonicalPayloadJson, secret, opts);
+  return { message_id, json };
 }
 
 /** Both of the above: the envelope checked first, then the payload (so errors name the first bad field). */
@@ -144,7 +148,7 @@ function composeCommand(
   payloadJson: () => string,
   secret: string,
   opts: BuildOptions | undefined,
-): { message_id: string; json: string } {
+): { message_id: string; json: string; canonical: string } {
   checkTypeName('command', commandType);
   const base = baseFields(projectId, 'command', opts);
   const canonicalPayloadJson = payloadJson();
@@ -156,12 +160,9 @@ function composeCommand(
   const canonical =
     `{"command_type":${type},"message_id":${id},"payload":${canonicalPayloadJson},"project_id":${project}` +
     `,"timestamp":${base.timestamp},"type":"command","version":${version}}`;
-  const signature = signCanonical(canonical, secret);
-  // on the wire in the envelope's own order (docs/wire-protocol.md), as every message is written
-  const json =
-    `{"message_id":${id},"type":"command","project_id":${project},"timestamp":${base.timestamp}` +
-    `,"version":${version},"command_type":${type},"payload":${canonicalPayloadJson},"signature":"${signature}"}`;
-  return { message_id: base.message_id, json };
+  // on the wire as signed, the signature added last: the receiver verifies the bytes as sent (signing.ts wireText)
+  const json = wireText(canonical, signCanonical(canonical, secret));
+  return { message_id: base.message_id, json, canonical };
 }
 
 /**
@@ -171,7 +172,7 @@ function composeCommand(
  *
  * @example
  *   const ack = buildData('plant-7', 'command_ack', { command_id }, { secret });
- *   mqtt.publish(TOPIC_MESSAGE_UP, JSON.stringify(ack), { qos: 1 });
+ *   mqtt.publish(TOPIC_MESSAGE_UP, toWire(ack), { qos: 1 });
  */
 export function buildData(
   projectId: string,
@@ -184,5 +185,9 @@ export function buildData(
   const body = checkedBody('data', dataType, payload);
   const unsigned: DataMessage = { ...base, data_type: dataType, payload: body, encrypted: opts?.encrypted ?? false };
   if (opts?.secret === undefined) return unsigned;
-  return { ...unsigned, signature: signMessage(unsigned, opts.secret) };
+  const canonical = canonicalJson(unsigned);
+  const signed = { ...unsigned, signature: signCanonical(canonical, opts.secret) };
+  // toWire(signed) writes the text it was signed over, which its receiver verifies as sent
+  bindCanonicalText(signed, canonical);
+  return signed;
 }

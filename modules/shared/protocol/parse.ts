@@ -4,7 +4,7 @@
  * clocks or replays: the receiver knows the secret and calls `verifyInbound` (signing.ts) next.
  */
 import { findUnsafeJson } from '../sanitize.js';
-import { bindSignedSource } from '../signing.js';
+import { bindSignedSource, bindWireText } from '../signing.js';
 import { type Fail, fail, type ParseResult, show } from './describe.js';
 import {
   DOWNLINK_DATA_PAYLOAD_SCHEMAS,
@@ -83,6 +83,8 @@ export function parseUplink(
     if (!r.ok) return r;
     const unsafe = unsafePayload(spec, r.value.payload);
     if (unsafe) return unsafe;
+    // its signature is checked against these bytes first (signing.ts signedAsSent)
+    bindWireText(r.value, raw);
     return { ok: true, value: { kind, msg: r.value } as Uplink };
   });
 }
@@ -138,6 +140,7 @@ export function parseDownlink(
       if (env.value.project_id !== topicProject) return mismatch(env.value.project_id);
       const msg = { ...env.value } as CommandMessage;
       bindSignedSource(msg, obj);
+      bindWireText(msg, raw);
       return { ok: true, value: { kind: 'command', msg } };
     }
     const env = checkEnvelope(obj, 'message', topic, DataMessageSchema);
@@ -148,7 +151,9 @@ export function parseDownlink(
       return fail('PROTO_ERR_UNKNOWN_TYPE', `data_type: unknown downlink data type ${show(type)}`);
     }
     const r = withPayload(env.value, DOWNLINK_DATA_PAYLOAD_SCHEMAS[type as DownlinkDataType], obj);
-    return r.ok ? { ok: true, value: { kind: 'data', msg: r.value as unknown as DownlinkDataMessage } } : r;
+    if (!r.ok) return r;
+    bindWireText(r.value, raw);
+    return { ok: true, value: { kind: 'data', msg: r.value as unknown as DownlinkDataMessage } };
   });
 }
 

@@ -20,7 +20,15 @@ import {
   type Uplink,
   type UplinkDataPayloads,
 } from '../../../modules/shared/protocol.js';
-import { ReplayCache, signMessage, verifyInbound, verifySignature } from '../../../modules/shared/signing.js';
+import {
+  canonicalJson,
+  ReplayCache,
+  signMessage,
+  toWire,
+  verifyInbound,
+  verifySignature,
+  wireText,
+} from '../../../modules/shared/signing.js';
 
 const PID = 'plant-7';
 const SECRET = 'project-secret';
@@ -502,16 +510,19 @@ test('parseDownlink: commands of any type, register_ack and reregister; topic mu
 test('buildCommand / buildData: shape, signature, copies, and refusals', () => {
   const payload = { script: 'uptime', nested: { n: 1 } };
   const cmd = buildCommand(PID, 'host_exec', payload, SECRET, { messageId: CMD_ID, now: NOW });
+  // as signed (RFC 8785 key order), the signature last: what toWire writes and the hub verifies as sent
   assert.deepEqual(Object.keys(cmd), [
+    'command_type',
     'message_id',
-    'type',
+    'payload',
     'project_id',
     'timestamp',
+    'type',
     'version',
-    'command_type',
-    'payload',
     'signature',
   ]);
+  const { signature: _cmdSig, ...cmdUnsigned } = cmd;
+  assert.equal(toWire(cmd), wireText(canonicalJson(cmdUnsigned), cmd.signature));
   assert.equal(cmd.message_id, CMD_ID);
   assert.equal(cmd.timestamp, NOW);
   assert.equal(cmd.version, '1.0');
@@ -538,6 +549,12 @@ test('buildCommand / buildData: shape, signature, copies, and refusals', () => {
     'signature',
   ]);
   assert.equal(verifySignature(data, SECRET), true);
+  const { signature: _dataSig, ...dataUnsigned } = data;
+  const dataText = toWire(data);
+  assert.equal(dataText, wireText(canonicalJson(dataUnsigned), data.signature as string));
+  assert.deepEqual(JSON.parse(dataText), data);
+  // a copy is not bound to its signed text: written as JSON.stringify writes it
+  assert.equal(toWire({ ...data }), JSON.stringify(data));
 
   const refusals: Array<[() => unknown, string]> = [
     [() => buildCommand('a/b', 'noop', {}, SECRET), 'PROTO_ERR_PROJECT_ID'],

@@ -1,0 +1,198 @@
+/**
+ * A signature checked against the text as sent (signing.ts `signedAsSent`): the parser binds every
+ * decoded object to its text, and a text written as signed (`wireText`: canonical, signature
+ * last) is verified by one HMAC of the text without its signature member. The oracle is the
+ * canonical check on an unbound copy of the same object: every text it accepts is accepted, and
+ * the only texts accepted beyond it are ones the key holder signed as they are.
+ */
+import assert from 'node:assert/strict';
+import { createHmac } from 'node:crypto';
+import { test } from 'node:test';
+import fc from 'fast-check';
+import { decode } from '../../../modules/shared/protocol/envelope.js';
+import {
+  buildData,
+  commandDownTopic,
+  parseDownlink,
+  parseUplink,
+  signedCommandJson,
+  TOPIC_MESSAGE_UP,
+  toWire,
+} from '../../../modules/shared/protocol.js';
+import {
+  bindWireText,
+  canonicalJson,
+  checkSignature,
+  verifySignature,
+  wireText,
+} from '../../../modules/shared/signing.js';
+
+const RUNS = { numRuns: 3000 };
+const SECRET = 's3cret-of-the-project';
+const OTHER = 'another-projects-secret';
+
+const hmac = (secret: string, text: string) => createHmac('sha256', secret).update(text, 'utf8').digest('hex');
+
+/** The object `text` parses to, bound to it as the parser binds what it returns (protocol/parse.ts). */
+function parsed(text: string | Buffer): Record<string, unknown> {
+  const r = decode(text, undefined);
+  assert.ok(r.ok, `decodes: ${String(text).slice(0, 80)}`);
+  bindWireText(r.value, text);
+  return r.value;
+}
+
+/** The canonical check alone: an unbound copy has no text to be checked against. */
+const oracle = (obj: Record<string, unknown>, secrets: readonly string[]) => verifySignature({ ...obj }, secrets);
+
+/** Strings that look like the member, escape it, or break JSON's quoting. */
+const trickyText = fc.oneof(
+  fc.string({ maxLength: 20 }),
+  fc.constantFrom('"signature":"', '\\"signature\\":\\"', ',"signature":"0"}', '{', '}', ',', '\\', 'é', '\u2028'),
+);
+const jsonValue = fc.letrec((tie) => ({
+  value: fc.oneof(
+    { maxDepth: 3 },
+    trickyText,
+    fc.integer(),
+    fc.double({ noNaN: true, noDefaultInfinity: true }),
+    fc.boolean(),
+    fc.constant(null),
+    fc.array(tie('value'), { maxLength: 4 }),
+    fc.dictionary(fc.oneof(trickyText, fc.constant('signature')), tie('value'), { maxKeys: 4 }),
+  ),
+})).value;
+
+const message = fc.record({
+  message_id: fc.uuid(),
+  type: fc.constant('message'),
+  project_id: fc.constantFrom('plant-7', 'p'),
+  timestamp: fc.integer({ min: 0, max: 2 ** 45 }),
+  version: fc.constant('1.0'),
+  data_type: fc.constantFrom('heartbeat', 'monitor', 'x'),
+  payload: jsonValue,
+  encrypted: fc.boolean(),
+});
+
+/** The ways a sender may write a signed message. */
+type Writing = 'as_signed' | 'envelope_order' | 'signature_first' | 'spaced' | 'as_signed_bytes';
+const writings: Writing[] = ['as_signed', 'envelope_order', 'signature_first', 'spaced', 'as_signed_bytes'];
+
+function write(msg: Record<string, unknown>, signature: string, how: Writing): string | Buffer {
+  const canonical = canonicalJson(msg);
+  switch (how) {
+    case 'as_signed':
+      return wireText(canonical, signature);
+    case 'as_signed_bytes':
+      return Buffer.from(wireText(canonical, signature));
+    case 'envelope_order':
+      return JSON.stringify({ ...msg, signature });
+    case 'signature_first':
+      return JSON.stringify({ signature, ...msg });
+    case 'spaced':
+      return JSON.stringify({ ...msg, signature }, null, 1);
+  }
+}
+
+test('every writing of a signed message: accepted exactly when the canonical check accepts it, as sent when written as signed', () => {
+  fc.assert(
+    fc.property(
+      message,
+      fc.constantFrom(...writings),
+      fc.constantFrom<string[]>([SECRET], [OTHER, SECRET], [OTHER]),
+      (msg, how, secrets) => {
+        const signature = hmac(SECRET, canonicalJson(msg));
+        const obj = parsed(write(msg, signature, how));
+        const matched = checkSignature(obj, secrets);
+        assert.equal(matched !== null, oracle(obj, secrets));
+        const valid = secrets.includes(SECRET);
+        assert.equal(matched !== null, valid);
+        // the generated envelope's keys are not in canonical order: only a text written as signed is checked as sent
+        if (valid) assert.equal(matched, how.startsWith('as_signed') ? 'as_sent' : 'canonical', how);
+      },
+    ),
+    RUNS,
+  );
+});
+
+test('a text changed anywhere after signing is refused, whichever check reads it', () => {
+  fc.assert(
+    fc.property(message, fc.nat(), fc.integer({ min: 32, max: 126 }), (msg, at, code) => {
+      const text = wireText(canonicalJson(msg), hmac(SECRET, canonicalJson(msg)));
+      const i = at % text.length;
+      const changed = text.slice(0, i) + String.fromCharCode(code) + text.slice(i + 1);
+      const r = decode(changed, undefined);
+      fc.pre(r.ok && changed !== text);
+      if (!r.ok) return;
+      bindWireText(r.value, changed);
+      // the same object (e.g. whitespace, or a digit in the signature's own hex): the oracle says what is valid
+      assert.equal(checkSignature(r.value, [SECRET]) !== null, oracle(r.value, [SECRET]));
+    }),
+    RUNS,
+  );
+});
+
+test('the member taken out must be the top-level signature: a nested copy of it changes nothing it vouches for', () => {
+  const msg = { data_type: 'heartbeat', message_id: 'm', payload: { cpu: 1 }, project_id: 'p', type: 'message' };
+  const canonical = canonicalJson(msg);
+  const signature = hmac(SECRET, canonical);
+  // the signed text with a nested member of the same value added ahead of the top-level one
+  const forged = `${canonical.replace('{"cpu":1}', `{"cpu":1,"signature":"${signature}"}`).slice(0, -1)},"signature":"${signature}"}`;
+  const obj = parsed(forged);
+  assert.deepEqual(obj.payload, { cpu: 1, signature });
+  assert.equal(
+    checkSignature(obj, [SECRET]),
+    null,
+    'the first copy found is the nested one: no match, and the canonical text differs',
+  );
+  // the same member only nested, the top level another value: refused
+  const nestedOnly = parsed(
+    `${canonical.replace('{"cpu":1}', `{"cpu":1,"signature":"${signature}"}`).slice(0, -1)},"signature":"${'0'.repeat(64)}"}`,
+  );
+  assert.equal(checkSignature(nestedOnly, [SECRET]), null);
+  // the needle inside a string value (escaped quotes) is text, not a member
+  const inString = { ...msg, payload: { note: `,"signature":"${signature}"` } };
+  const inStringSig = hmac(SECRET, canonicalJson(inString));
+  const obj2 = parsed(wireText(canonicalJson(inString), inStringSig));
+  assert.equal(checkSignature(obj2, [SECRET]), 'as_sent');
+  assert.equal(checkSignature(parsed(wireText(canonicalJson(inString), signature)), [SECRET]), null);
+});
+
+test('what the as-sent check accepts beyond the canonical one: the key holder’s own text, other escapes', () => {
+  // sorted keys, no spaces, but é written as \u00e9: not RFC 8785 text, signed as it is by the key holder
+  const text =
+    '{"data_type":"heartbeat","message_id":"m","payload":{"note":"caf\\u00e9"},"project_id":"p","type":"message"}';
+  const obj = parsed(wireText(text, hmac(SECRET, text)));
+  assert.equal(checkSignature(obj, [SECRET]), 'as_sent');
+  assert.equal(
+    oracle(obj, [SECRET]),
+    false,
+    'the canonical text has é itself, so the canonical check alone refuses it',
+  );
+  assert.equal(checkSignature(obj, [OTHER]), null, 'still only for the key holder');
+});
+
+test('wireText: the signed text with the signature last; an empty object has it alone', () => {
+  const sig = 'a'.repeat(64);
+  assert.equal(wireText('{"a":1}', sig), `{"a":1,"signature":"${sig}"}`);
+  assert.equal(wireText('{}', sig), `{"signature":"${sig}"}`);
+  assert.equal(checkSignature(parsed(wireText('{}', hmac(SECRET, '{}'))), [SECRET]), 'as_sent');
+});
+
+test('the parsers bind what they return to its text: uplinks and downlinks written as signed are checked as sent', () => {
+  const heartbeat = buildData('plant-7', 'heartbeat', { metrics: { cpu: 0.5 } }, { secret: SECRET });
+  for (const text of [toWire(heartbeat), Buffer.from(toWire(heartbeat))]) {
+    const up = parseUplink(TOPIC_MESSAGE_UP, text);
+    assert.ok(up.ok);
+    assert.equal(checkSignature(up.value.msg, [SECRET]), 'as_sent');
+  }
+  // the same message in the envelope's order: the canonical check
+  const envelopeOrder = parseUplink(TOPIC_MESSAGE_UP, JSON.stringify(heartbeat));
+  assert.ok(envelopeOrder.ok);
+  assert.equal(checkSignature(envelopeOrder.value.msg, [SECRET]), 'canonical');
+
+  const { json } = signedCommandJson('plant-7', 'echo', canonicalJson({ a: [1, 'x'] }), SECRET);
+  const down = parseDownlink(commandDownTopic('plant-7'), Buffer.from(json));
+  assert.ok(down.ok);
+  assert.equal(checkSignature(down.value.msg, [SECRET]), 'as_sent');
+  assert.equal(checkSignature(down.value.msg, [OTHER]), null);
+});
