@@ -32,19 +32,44 @@ export function bindSignedSource(view: object, source: object): void {
 }
 
 /**
- * The text each parsed message was decoded from (the parser records it: protocol/parse.ts), so a
- * signature can be checked against the bytes as sent (`signedAsSent`) instead of a canonical text
- * built again. Only the parser binds: a text bound to an object that is not what it parses to
- * would verify the wrong content.
+ * The text each parsed message was decoded from, when it ends with its signature member (as
+ * `wireText` writes it): the parser records it (protocol/parse.ts), so the signature can be
+ * checked against the bytes as sent (`signedAsSent`) instead of a canonical text built again.
+ * Only the parser binds: a text bound to an object that is not what it parses to would verify
+ * the wrong content. Texts written otherwise are not kept (no entry, nothing for the collector).
  */
 const wireTexts = new WeakMap<object, Uint8Array | string>();
 
+/** `,"signature":"` + 64 hex + `"}`: how a text written as signed ends. */
+const TAIL_OPENING = ',"signature":"';
+const TAIL_LENGTH = TAIL_OPENING.length + 64 + 2;
+const QUOTE = 34;
+const CLOSE = 125;
+const CLOSING_BRACE = Buffer.from('}');
+
+function codeAt(text: Uint8Array | string, i: number): number {
+  return typeof text === 'string' ? text.charCodeAt(i) : (text[i] ?? -1);
+}
+
+/** True when `text` ends with a signature member: `,"signature":"` + 64 characters + `"}`. */
+function endsWithSignatureMember(text: Uint8Array | string): boolean {
+  const n = text.length;
+  if (n <= TAIL_LENGTH || codeAt(text, n - 1) !== CLOSE || codeAt(text, n - 2) !== QUOTE) return false;
+  const from = n - TAIL_LENGTH;
+  for (let i = 0; i < TAIL_OPENING.length; i++) if (codeAt(text, from + i) !== TAIL_OPENING.charCodeAt(i)) return false;
+  return true;
+}
+
 /**
  * Records that the message `view` was parsed from `text`: bound to its signed source (the object
- * a signature check reads, `bindSignedSource`), which must equal `JSON.parse(text)`.
+ * a signature check reads, `bindSignedSource`), which must equal `JSON.parse(text)`. Only a text
+ * that ends with its signature member, its other keys in canonical order, is kept.
  */
 export function bindWireText(view: object, text: Uint8Array | string): void {
-  wireTexts.set(signedSources.get(view) ?? view, text);
+  if (!endsWithSignatureMember(text)) return;
+  const source = signedSources.get(view) ?? view;
+  // written in another key order (JSON.stringify of the envelope): the canonical check, no HMAC tried first
+  if (keysInCanonicalOrder(source)) wireTexts.set(source, text);
 }
 
 /**
@@ -150,48 +175,33 @@ function keysInCanonicalOrder(source: object): boolean {
   return true;
 }
 
-const COMMA = 44;
-const OPEN = 123;
-const CLOSE = 125;
-
 /**
- * The signature checked against the text as sent: the HMAC of that text with the member
- * `"signature":"<given>"` taken out. A sender that writes its canonical text with the signature
- * added (`wireText`: this hub, its agent) is verified without building the canonical text again,
- * which was a tenth of the hub's CPU per heartbeat (bench `heartbeat`).
+ * The signature checked against the text as sent, which ends with its signature member
+ * (`endsWithSignatureMember`): the HMAC of the text without that member, i.e. of the text before
+ * `,"signature":"…"` and the closing `}`. A sender that writes the text it signed with the
+ * signature added last (`wireText`: this hub, its agent) is verified without building the
+ * canonical text again, which was a tenth of the hub's CPU per heartbeat (bench `heartbeat`).
  *
- * Why a match is as good as the canonical check: the member found is a real member of some
- * object (a `"` after `,` or `{` opens a string, since the text parses; `"signature"` followed
- * by `:` is a key; the hex value has no escapes), so the text without it parses to the message
- * without that member. If it was the top-level `signature`, the key holder signed exactly the
- * message minus its signature: what the hub acts on. If it was nested, the top-level signature
- * would have to be inside the very text it is the HMAC of, a fixed point of HMAC nobody can
- * compute. Unlike the canonical check, a key holder's non-canonical text (other spacing,
- * escapes) is accepted too: it is still the key holder's. No match is not a refusal: the caller
- * checks the canonical text next (other key orders, whitespace, a nested copy of the member).
+ * Why a match is as good as the canonical check: the last `}` of a JSON text closes its top-level
+ * object, and the `"…"` before it can only be the 64-character string value (no quote or escape in
+ * it) of a key `"signature"` that follows a comma: so the text ends with the top-level object's
+ * last member, its signature (JSON.parse keeps the last of duplicate keys: the one we read), and
+ * the text without it parses to the message without its signature. A match means the key holder
+ * signed exactly those bytes: what the hub acts on. Unlike the canonical check, a key holder's
+ * non-canonical text (other escapes) is accepted too: it is still the key holder's. No match is
+ * not a refusal: the caller checks the canonical text next.
  */
 function signedAsSent(text: Uint8Array | string, given: string, givenBytes: Buffer, secrets: readonly string[]) {
-  const needle = `"signature":"${given}"`;
-  const bytes = typeof text === 'string' ? null : Buffer.from(text.buffer, text.byteOffset, text.byteLength);
-  const at = bytes ? bytes.indexOf(needle, 0, 'latin1') : (text as string).indexOf(needle);
-  if (at < 1) return false;
-  const end = at + needle.length;
-  const codeAt = (i: number): number => (bytes ? (bytes[i] ?? -1) : (text as string).charCodeAt(i));
-  const before = codeAt(at - 1);
-  const after = codeAt(end);
-  // the member and the comma that separates it: `,member` or `{member,` (`{member}` alone leaves `{}`)
-  let cutFrom: number;
-  let cutTo: number;
-  if (before === COMMA && (after === COMMA || after === CLOSE)) [cutFrom, cutTo] = [at - 1, end];
-  else if (before === OPEN && after === COMMA) [cutFrom, cutTo] = [at, end + 1];
-  else if (before === OPEN && after === CLOSE) [cutFrom, cutTo] = [at, end];
-  else return false;
+  const cut = text.length - TAIL_LENGTH;
+  const value = cut + TAIL_OPENING.length;
+  // the member read is the parsed signature (it is, for the text this message was parsed from)
+  for (let i = 0; i < 64; i++) if (codeAt(text, value + i) !== given.charCodeAt(i)) return false;
   let match = false;
   // every secret, no early exit (as verifySignature)
   for (const secret of secrets) {
     const hmac = createHmac('sha256', secret);
-    if (bytes) hmac.update(bytes.subarray(0, cutFrom)).update(bytes.subarray(cutTo));
-    else hmac.update((text as string).slice(0, cutFrom), 'utf8').update((text as string).slice(cutTo), 'utf8');
+    if (typeof text === 'string') hmac.update(text.slice(0, cut), 'utf8').update('}');
+    else hmac.update(text.subarray(0, cut)).update(CLOSING_BRACE);
     if (timingSafeEqual(hmac.digest(), givenBytes)) match = true;
   }
   return match;
@@ -246,7 +256,7 @@ export function checkSignature(msg: object, secrets: string | readonly string[])
     if (usable.length === 0) return null;
     const givenBytes = Buffer.from(given, 'hex');
     const text = wireTexts.get(source);
-    if (text !== undefined && keysInCanonicalOrder(source) && signedAsSent(text, given, givenBytes, usable))
+    if (text !== undefined && signedAsSent(text, given, givenBytes, usable))
       return 'as_sent';
     const canonical = canonicalJson(withoutSignature(source));
     let match = false;

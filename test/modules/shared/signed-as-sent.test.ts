@@ -131,7 +131,7 @@ test('a text changed anywhere after signing is refused, whichever check reads it
   );
 });
 
-test('the member taken out must be the top-level signature: a nested copy of it changes nothing it vouches for', () => {
+test('a nested copy of the signature member is part of what was signed: added after signing, it is refused', () => {
   const msg = { data_type: 'heartbeat', message_id: 'm', payload: { cpu: 1 }, project_id: 'p', type: 'message' };
   const canonical = canonicalJson(msg);
   const signature = hmac(SECRET, canonical);
@@ -142,7 +142,7 @@ test('the member taken out must be the top-level signature: a nested copy of it 
   assert.equal(
     checkSignature(obj, [SECRET]),
     null,
-    'the first copy found is the nested one: no match, and the canonical text differs',
+    'the text without its last member still holds the nested copy: not what was signed, nor is its canonical text',
   );
   // the same member only nested, the top level another value: refused
   const nestedOnly = parsed(
@@ -175,7 +175,8 @@ test('wireText: the signed text with the signature last; an empty object has it 
   const sig = 'a'.repeat(64);
   assert.equal(wireText('{"a":1}', sig), `{"a":1,"signature":"${sig}"}`);
   assert.equal(wireText('{}', sig), `{"signature":"${sig}"}`);
-  assert.equal(checkSignature(parsed(wireText('{}', hmac(SECRET, '{}'))), [SECRET]), 'as_sent');
+  // no member before it (no comma): not a message, checked the canonical way
+  assert.equal(checkSignature(parsed(wireText('{}', hmac(SECRET, '{}'))), [SECRET]), 'canonical');
 });
 
 test('the parsers bind what they return to its text: uplinks and downlinks written as signed are checked as sent', () => {
