@@ -22,7 +22,14 @@ import {
   TOPIC_MESSAGE_UP,
   toWire,
 } from '../modules/shared/protocol.js';
-import { canonicalJson, ReplayCache, verifyInbound, wireText } from '../modules/shared/signing.js';
+import {
+  CLOCK_WINDOW_MS,
+  canonicalJson,
+  ReplayCache,
+  type SentText,
+  verifyInbound,
+  wireText,
+} from '../modules/shared/signing.js';
 import type { Provisioned } from './env.js';
 
 /** An mqtt.js client on a TCP_NODELAY socket; resolves at CONNACK. */
@@ -222,13 +229,13 @@ export class SimAgent {
       }
       return;
     }
-    this.onCommand(r.value.msg);
+    this.onCommand(r.value.msg, r.value.sent);
   }
 
-  private onCommand(msg: CommandMessage): void {
+  private onCommand(msg: CommandMessage, sent: SentText | undefined): void {
     const p = this.project;
     const id = msg.message_id;
-    const v = verifyInbound(msg, p.secret, this.replay, Date.now());
+    const v = verifyInbound(msg, p.secret, this.replay, Date.now(), CLOCK_WINDOW_MS, sent);
     if (!v.ok) {
       if (v.code !== 'PROTO_ERR_REPLAY') {
         this.counters.rejected++;

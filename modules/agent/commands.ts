@@ -13,7 +13,7 @@ import type { ModuleBus } from '../../core/bus.js';
 import { errorCode } from '../../core/errors.js';
 import type { Logger } from '../../core/log.js';
 import type { CommandMessage, ExecResultPayload, ExecStatus } from '../shared/protocol.js';
-import { ReplayCache, verifyInbound } from '../shared/signing.js';
+import { ReplayCache, type SentText, verifyInbound } from '../shared/signing.js';
 import type { AgentConfig } from './config.js';
 import { AGENT, type AgentTaskRequest, type AgentTaskResult } from './contract/topics.js';
 import { capUtf8, type LogBuffers } from './log-buffer.js';
@@ -80,11 +80,12 @@ export class CommandRunner {
     return n;
   }
 
-  onCommand(msg: CommandMessage): void {
+  /** `sent`: the parser's text of it (the signature is checked against it as sent first). */
+  onCommand(msg: CommandMessage, sent?: SentText): void {
     if (this.stopped) return;
     const { cfg, counters, log } = this.d;
     const commandId = msg.message_id;
-    const v = verifyInbound(msg, cfg.secret, this.replay, Date.now(), cfg.clock_window_ms);
+    const v = verifyInbound(msg, cfg.secret, this.replay, Date.now(), cfg.clock_window_ms, sent);
     if (!v.ok) {
       if (v.code === 'PROTO_ERR_REPLAY') {
         counters.duplicates++;

@@ -284,8 +284,8 @@ class AgentModule implements ModuleInstance {
       this.warnRejected({ topic, code: r.code, reason: r.reason }, 'downlink message refused by the parser');
       return;
     }
-    if (r.value.kind === 'command') this.runner.onCommand(r.value.msg);
-    else this.registrar.onData(r.value.msg);
+    if (r.value.kind === 'command') this.runner.onCommand(r.value.msg, r.value.sent);
+    else this.registrar.onData(r.value.msg, r.value.sent);
   }
 
   private async barrier(): Promise<void> {

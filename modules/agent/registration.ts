@@ -28,7 +28,7 @@ import {
   TOPIC_MESSAGE_UP,
   toWire,
 } from '../shared/protocol.js';
-import { ReplayCache, verifyInbound } from '../shared/signing.js';
+import { ReplayCache, type SentText, verifyInbound } from '../shared/signing.js';
 import type { AgentConfig } from './config.js';
 import type { AgentState } from './contract/topics.js';
 import type { ProcessMetrics } from './metrics.js';
@@ -100,11 +100,11 @@ export class Registrar {
   }
 
   /** `register_ack` or `reregister` from `wdd/RDMC/message/down/{project_id}`. */
-  onData(msg: DownlinkDataMessage): void {
+  onData(msg: DownlinkDataMessage, sent?: SentText): void {
     if (this.stopped) return;
     // Signed downlink data is checked like a command; the hub may also send it unsigned.
     if (msg.signature !== undefined) {
-      const v = verifyInbound(msg, this.d.cfg.secret, this.replay, Date.now(), this.d.cfg.clock_window_ms);
+      const v = verifyInbound(msg, this.d.cfg.secret, this.replay, Date.now(), this.d.cfg.clock_window_ms, sent);
       if (!v.ok) {
         this.d.rejected();
         if (v.code === 'PROTO_ERR_SIGNATURE' && msg.data_type === 'register_ack' && !this.registeredFlag) {

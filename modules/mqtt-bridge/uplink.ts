@@ -116,8 +116,8 @@ export class UplinkHandler {
       done();
       return;
     }
-    const { kind, msg } = r.value;
-    const v = this.d.verifier.verify(kind, msg);
+    const { kind, msg, sent } = r.value;
+    const v = this.d.verifier.verify(kind, msg, sent);
     if (v instanceof Promise) {
       // an uncached project: the next packet waits for this lookup, so the order is kept
       v.then((verdict) => this.route(packet, kind, msg, verdict, done));

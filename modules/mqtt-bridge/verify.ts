@@ -31,7 +31,7 @@
 import type { ModuleBus } from '../../core/bus.js';
 import { errorCode } from '../../core/errors.js';
 import { type CommandMessage, type DataMessage, uplinkSpec } from '../shared/protocol.js';
-import { CLOCK_WINDOW_MS, checkClock, checkSignature, ReplayCache } from '../shared/signing.js';
+import { CLOCK_WINDOW_MS, checkClock, checkSignature, ReplayCache, type SentText } from '../shared/signing.js';
 import { type CredentialsChangedEvent, type ProjectCredentials, STATUS } from '../status/contract/topics.js';
 
 /** Codes an uplink can be refused with here (the parser's own codes come before). */
@@ -85,13 +85,13 @@ export class UplinkVerifier {
     return this.entries.size;
   }
 
-  /** Verifies `msg`; synchronous when the project is in the read model. Never rejects. */
-  verify(kind: 'command' | 'data', msg: CommandMessage | DataMessage): Verdict | Promise<Verdict> {
+  /** Verifies `msg` (`sent`: the parser's text of it, see signing.ts sentText); synchronous when the project is in the read model. Never rejects. */
+  verify(kind: 'command' | 'data', msg: CommandMessage | DataMessage, sent?: SentText): Verdict | Promise<Verdict> {
     const hit = this.entries.get(msg.project_id);
     const now = this.o.now();
-    if (hit && hit.until > now) return this.check(kind, msg, hit.creds, now);
+    if (hit && hit.until > now) return this.check(kind, msg, hit.creds, now, sent);
     return this.load(msg.project_id).then(
-      (e) => this.check(kind, msg, e.creds, this.o.now()),
+      (e) => this.check(kind, msg, e.creds, this.o.now(), sent),
       (err): Verdict => ({
         ok: false,
         code: 'PROTO_ERR_UNVERIFIABLE',
@@ -110,6 +110,7 @@ export class UplinkVerifier {
     msg: CommandMessage | DataMessage,
     creds: ProjectCredentials | null,
     now: number,
+    sent: SentText | undefined,
   ): Verdict {
     if (!creds) return refuse('PROTO_ERR_UNKNOWN_PROJECT', `project ${msg.project_id} is not provisioned`);
     if (!creds.enabled) return refuse('PROTO_ERR_PROJECT_DISABLED', `project ${msg.project_id} is disabled`);
@@ -119,7 +120,7 @@ export class UplinkVerifier {
     const mustSign = kind === 'command' || uplinkSpec(type)?.signature === 'required' || creds.require_data_signature;
     if (!signed && !mustSign) return this.clockAndReplay(type, msg, creds, now);
     if (!signed) return refuse('PROTO_ERR_UNSIGNED', `${type} must be signed`);
-    const matched = checkSignature(msg, creds.secrets);
+    const matched = checkSignature(msg, creds.secrets, sent);
     if (matched === null) return refuse('PROTO_ERR_SIGNATURE', 'signature does not match any secret of the project');
     this.signatures[matched]++;
     return this.clockAndReplay(type, msg, creds, now);

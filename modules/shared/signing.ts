@@ -32,15 +32,18 @@ export function bindSignedSource(view: object, source: object): void {
 }
 
 /**
- * The text each parsed message was decoded from, when it ends with its signature member (as
- * `wireText` writes it): the parser records it (protocol/parse.ts), so the signature can be
- * checked against the bytes as sent (`signedAsSent`) instead of a canonical text built again.
- * Only the parser binds: a text bound to an object that is not what it parses to would verify
- * the wrong content. Texts written otherwise are not kept (no entry, nothing for the collector).
+ * The text a message was parsed from, when it ends with its signature member (as `wireText`
+ * writes it) and its other keys are in canonical order: the parser returns it beside the message
+ * (protocol/parse.ts `sent`), and the signature check takes it (`checkSignature(msg, secrets,
+ * sent)`) to check the bytes as sent (`signedAsSent`) instead of building the canonical text
+ * again. It names the object it was parsed into: given with another message, it is not used.
  */
-const wireTexts = new WeakMap<object, Uint8Array | string>();
+export interface SentText {
+  /** The signed source of the message (what `JSON.parse(text)` gave). */
+  readonly source: object;
+  readonly text: Uint8Array | string;
+}
 
-/** `,"signature":"` + 64 hex + `"}`: how a text written as signed ends. */
 const TAIL_OPENING = ',"signature":"';
 const TAIL_LENGTH = TAIL_OPENING.length + 64 + 2;
 const QUOTE = 34;
@@ -61,15 +64,15 @@ function endsWithSignatureMember(text: Uint8Array | string): boolean {
 }
 
 /**
- * Records that the message `view` was parsed from `text`: bound to its signed source (the object
- * a signature check reads, `bindSignedSource`), which must equal `JSON.parse(text)`. Only a text
- * that ends with its signature member, its other keys in canonical order, is kept.
+ * The parser's record that the message `view` was parsed from `text` (`view` is the parsed object
+ * or a reading of it bound by `bindSignedSource`): undefined unless the text ends with its
+ * signature member and its other keys are in canonical order (JSON.stringify of an envelope is
+ * checked the canonical way at once, no HMAC tried first).
  */
-export function bindWireText(view: object, text: Uint8Array | string): void {
-  if (!endsWithSignatureMember(text)) return;
+export function sentText(view: object, text: Uint8Array | string): SentText | undefined {
+  if (!endsWithSignatureMember(text)) return undefined;
   const source = signedSources.get(view) ?? view;
-  // written in another key order (JSON.stringify of the envelope): the canonical check, no HMAC tried first
-  if (keysInCanonicalOrder(source)) wireTexts.set(source, text);
+  return keysInCanonicalOrder(source) ? { source, text } : undefined;
 }
 
 /**
@@ -233,8 +236,8 @@ export function signCanonical(canonical: string, secret: string): string {
  * canonicalised, or no usable secret. Empty secrets never match. `msg` is any object with (or
  * without) a `signature` field.
  */
-export function verifySignature(msg: object, secrets: string | readonly string[]): boolean {
-  return checkSignature(msg, secrets) !== null;
+export function verifySignature(msg: object, secrets: string | readonly string[], sent?: SentText): boolean {
+  return checkSignature(msg, secrets, sent) !== null;
 }
 
 /**
@@ -245,7 +248,7 @@ export function verifySignature(msg: object, secrets: string | readonly string[]
  */
 export type SignatureMatch = 'as_sent' | 'canonical' | null;
 
-export function checkSignature(msg: object, secrets: string | readonly string[]): SignatureMatch {
+export function checkSignature(msg: object, secrets: string | readonly string[], sent?: SentText): SignatureMatch {
   try {
     if (msg === null || typeof msg !== 'object') return null;
     const source = signedSources.get(msg) ?? msg;
@@ -255,8 +258,7 @@ export function checkSignature(msg: object, secrets: string | readonly string[])
     const usable = list.filter((s): s is string => typeof s === 'string' && s.length > 0);
     if (usable.length === 0) return null;
     const givenBytes = Buffer.from(given, 'hex');
-    const text = wireTexts.get(source);
-    if (text !== undefined && signedAsSent(text, given, givenBytes, usable))
+    if (sent !== undefined && sent.source === source && signedAsSent(sent.text, given, givenBytes, usable))
       return 'as_sent';
     const canonical = canonicalJson(withoutSignature(source));
     let match = false;
@@ -406,12 +408,13 @@ export type VerifyOutcome =
 /**
  * The receiver's three checks (docs/wire-protocol.md#signing), in this order: signature, clock window, replay. A
  * message id is recorded in the replay cache only when the signature and the clock passed, so a
- * forged or stale copy cannot block the genuine message.
+ * forged or stale copy cannot block the genuine message. `sent`: the parser's `sent` for this
+ * message (the signature is checked against the text as sent first).
  *
  * @example
  *   const r = parseUplink(topic, payload);
  *   if (r.ok) {
- *     const v = verifyInbound(r.value.msg, secretsFor(r.value.msg.project_id), replay, Date.now());
+ *     const v = verifyInbound(r.value.msg, secretsFor(r.value.msg.project_id), replay, Date.now(), CLOCK_WINDOW_MS, r.value.sent);
  *     if (!v.ok) log.warn({ code: v.code }, v.reason);
  *   }
  */
@@ -421,8 +424,9 @@ export function verifyInbound(
   replay: ReplayCache,
   nowMs: number,
   windowMs: number = CLOCK_WINDOW_MS,
+  sent?: SentText,
 ): VerifyOutcome {
-  if (!verifySignature(msg, secrets)) {
+  if (!verifySignature(msg, secrets, sent)) {
     const source = (msg !== null && typeof msg === 'object' && signedSources.get(msg)) || msg;
     const sig = (source as { signature?: unknown } | null)?.signature;
     const reason =

@@ -4,6 +4,7 @@
  * with any JSON payload; the agent's handlers check those.
  */
 import { z } from 'zod';
+import type { SentText } from '../signing.js';
 import type { CommandMessage, DataMessage } from './envelope.js';
 import { int, orEmpty } from './fields.js';
 
@@ -42,4 +43,7 @@ export type DownlinkDataMessage = {
   [K in DownlinkDataType]: DataMessage<K, DownlinkDataPayloads[K]>;
 }[DownlinkDataType];
 /** What arrives on `.../command/down/{project_id}` (any command) or `.../message/down/{project_id}`. */
-export type Downlink = { kind: 'command'; msg: CommandMessage } | { kind: 'data'; msg: DownlinkDataMessage };
+/** A parsed downlink; `sent`: its text, when the signature can be checked against it as sent (signing.ts sentText). */
+export type Downlink =
+  | { kind: 'command'; msg: CommandMessage; sent?: SentText }
+  | { kind: 'data'; msg: DownlinkDataMessage; sent?: SentText };

@@ -4,7 +4,7 @@
  * clocks or replays: the receiver knows the secret and calls `verifyInbound` (signing.ts) next.
  */
 import { findUnsafeJson } from '../sanitize.js';
-import { bindSignedSource, bindWireText } from '../signing.js';
+import { bindSignedSource, sentText } from '../signing.js';
 import { type Fail, fail, type ParseResult, show } from './describe.js';
 import {
   DOWNLINK_DATA_PAYLOAD_SCHEMAS,
@@ -84,8 +84,7 @@ export function parseUplink(
     const unsafe = unsafePayload(spec, r.value.payload);
     if (unsafe) return unsafe;
     // its signature is checked against these bytes first (signing.ts signedAsSent)
-    bindWireText(r.value, raw);
-    return { ok: true, value: { kind, msg: r.value } as Uplink };
+    return { ok: true, value: { kind, msg: r.value, sent: sentText(r.value, raw) } as Uplink };
   });
 }
 
@@ -140,8 +139,7 @@ export function parseDownlink(
       if (env.value.project_id !== topicProject) return mismatch(env.value.project_id);
       const msg = { ...env.value } as CommandMessage;
       bindSignedSource(msg, obj);
-      bindWireText(msg, raw);
-      return { ok: true, value: { kind: 'command', msg } };
+      return { ok: true, value: { kind: 'command', msg, sent: sentText(msg, raw) } };
     }
     const env = checkEnvelope(obj, 'message', topic, DataMessageSchema);
     if (!env.ok) return env;
@@ -152,8 +150,8 @@ export function parseDownlink(
     }
     const r = withPayload(env.value, DOWNLINK_DATA_PAYLOAD_SCHEMAS[type as DownlinkDataType], obj);
     if (!r.ok) return r;
-    bindWireText(r.value, raw);
-    return { ok: true, value: { kind: 'data', msg: r.value as unknown as DownlinkDataMessage } };
+    const msg = r.value as unknown as DownlinkDataMessage;
+    return { ok: true, value: { kind: 'data', msg, sent: sentText(msg, raw) } };
   });
 }
 

@@ -11,6 +11,7 @@
  * is typed against its interface so the two cannot drift apart.
  */
 import { z } from 'zod';
+import type { SentText } from '../signing.js';
 import type { CommandMessage, DataMessage } from './envelope.js';
 import { int, orEmpty, uuid, wireTime } from './fields.js';
 import { plainCommandAck, plainExecResult, plainHeartbeat, plainLogResult } from './plain.js';
@@ -355,7 +356,10 @@ export type RegisterCommand = CommandMessage<'register', UplinkPayload<'register
 export type UplinkCommandMessage = { [K in UplinkCommandType]: CommandMessage<K, UplinkPayload<K>> }[UplinkCommandType];
 export type UplinkDataMessage = { [K in UplinkDataType]: DataMessage<K, UplinkPayload<K>> }[UplinkDataType];
 /** What arrives on `wdd/RDMC/command/up` or `wdd/RDMC/message/up`. */
-export type Uplink = { kind: 'command'; msg: UplinkCommandMessage } | { kind: 'data'; msg: UplinkDataMessage };
+/** A parsed uplink; `sent`: its text, when the signature can be checked against it as sent (signing.ts sentText). */
+export type Uplink =
+  | { kind: 'command'; msg: UplinkCommandMessage; sent?: SentText }
+  | { kind: 'data'; msg: UplinkDataMessage; sent?: SentText };
 
 /** The topic each kind travels on. */
 export const UPLINK_TOPIC = { command: TOPIC_COMMAND_UP, data: TOPIC_MESSAGE_UP } as const;

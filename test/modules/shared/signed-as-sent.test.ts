@@ -1,9 +1,10 @@
 /**
- * A signature checked against the text as sent (signing.ts `signedAsSent`): the parser binds every
- * decoded object to its text, and a text written as signed (`wireText`: canonical, signature
- * last) is verified by one HMAC of the text without its signature member. The oracle is the
- * canonical check on an unbound copy of the same object: every text it accepts is accepted, and
- * the only texts accepted beyond it are ones the key holder signed as they are.
+ * A signature checked against the text as sent (signing.ts `signedAsSent`): the parser returns,
+ * beside the message, its text when that ends with its signature member (`sentText`), and a text
+ * written as signed (`wireText`: canonical, signature last) is verified by one HMAC of the text
+ * without that member. The oracle is the canonical check alone (no text given): every text it
+ * accepts is accepted, and the only texts accepted beyond it are ones the key holder signed as
+ * they are.
  */
 import assert from 'node:assert/strict';
 import { createHmac } from 'node:crypto';
@@ -20,9 +21,10 @@ import {
   toWire,
 } from '../../../modules/shared/protocol.js';
 import {
-  bindWireText,
   canonicalJson,
   checkSignature,
+  type SentText,
+  sentText,
   verifySignature,
   wireText,
 } from '../../../modules/shared/signing.js';
@@ -33,13 +35,18 @@ const OTHER = 'another-projects-secret';
 
 const hmac = (secret: string, text: string) => createHmac('sha256', secret).update(text, 'utf8').digest('hex');
 
-/** The object `text` parses to, bound to it as the parser binds what it returns (protocol/parse.ts). */
-function parsed(text: string | Buffer): Record<string, unknown> {
+/** The object `text` parses to, and its text as the parser returns it (protocol/parse.ts `sent`). */
+function parsed(text: string | Buffer): { obj: Record<string, unknown>; sent: SentText | undefined } {
   const r = decode(text, undefined);
   assert.ok(r.ok, `decodes: ${String(text).slice(0, 80)}`);
-  bindWireText(r.value, text);
-  return r.value;
+  return { obj: r.value, sent: sentText(r.value, text) };
 }
+
+/** checkSignature of a parsed text, with the parser's `sent`. */
+const check = (text: string | Buffer, secrets: readonly string[]) => {
+  const { obj, sent } = parsed(text);
+  return checkSignature(obj, secrets, sent);
+};
 
 /** The canonical check alone: an unbound copy has no text to be checked against. */
 const oracle = (obj: Record<string, unknown>, secrets: readonly string[]) => verifySignature({ ...obj }, secrets);
@@ -101,13 +108,16 @@ test('every writing of a signed message: accepted exactly when the canonical che
       fc.constantFrom<string[]>([SECRET], [OTHER, SECRET], [OTHER]),
       (msg, how, secrets) => {
         const signature = hmac(SECRET, canonicalJson(msg));
-        const obj = parsed(write(msg, signature, how));
-        const matched = checkSignature(obj, secrets);
+        const { obj, sent } = parsed(write(msg, signature, how));
+        const matched = checkSignature(obj, secrets, sent);
         assert.equal(matched !== null, oracle(obj, secrets));
         const valid = secrets.includes(SECRET);
         assert.equal(matched !== null, valid);
         // the generated envelope's keys are not in canonical order: only a text written as signed is checked as sent
+        assert.equal(sent !== undefined, how.startsWith('as_signed'), how);
         if (valid) assert.equal(matched, how.startsWith('as_signed') ? 'as_sent' : 'canonical', how);
+        // given with another message (a copy), the text is not used
+        if (valid && sent) assert.equal(checkSignature({ ...obj }, secrets, sent), 'canonical');
       },
     ),
     RUNS,
@@ -123,9 +133,8 @@ test('a text changed anywhere after signing is refused, whichever check reads it
       const r = decode(changed, undefined);
       fc.pre(r.ok && changed !== text);
       if (!r.ok) return;
-      bindWireText(r.value, changed);
       // the same object (e.g. whitespace, or a digit in the signature's own hex): the oracle says what is valid
-      assert.equal(checkSignature(r.value, [SECRET]) !== null, oracle(r.value, [SECRET]));
+      assert.equal(check(changed, [SECRET]) !== null, oracle(r.value, [SECRET]));
     }),
     RUNS,
   );
@@ -137,38 +146,36 @@ test('a nested copy of the signature member is part of what was signed: added af
   const signature = hmac(SECRET, canonical);
   // the signed text with a nested member of the same value added ahead of the top-level one
   const forged = `${canonical.replace('{"cpu":1}', `{"cpu":1,"signature":"${signature}"}`).slice(0, -1)},"signature":"${signature}"}`;
-  const obj = parsed(forged);
+  const { obj, sent } = parsed(forged);
   assert.deepEqual(obj.payload, { cpu: 1, signature });
+  assert.ok(sent, 'it ends with its signature member, its keys in order: checked as sent first');
   assert.equal(
-    checkSignature(obj, [SECRET]),
+    checkSignature(obj, [SECRET], sent),
     null,
     'the text without its last member still holds the nested copy: not what was signed, nor is its canonical text',
   );
   // the same member only nested, the top level another value: refused
-  const nestedOnly = parsed(
-    `${canonical.replace('{"cpu":1}', `{"cpu":1,"signature":"${signature}"}`).slice(0, -1)},"signature":"${'0'.repeat(64)}"}`,
-  );
-  assert.equal(checkSignature(nestedOnly, [SECRET]), null);
+  const nestedOnly = `${canonical.replace('{"cpu":1}', `{"cpu":1,"signature":"${signature}"}`).slice(0, -1)},"signature":"${'0'.repeat(64)}"}`;
+  assert.equal(check(nestedOnly, [SECRET]), null);
   // the needle inside a string value (escaped quotes) is text, not a member
   const inString = { ...msg, payload: { note: `,"signature":"${signature}"` } };
   const inStringSig = hmac(SECRET, canonicalJson(inString));
-  const obj2 = parsed(wireText(canonicalJson(inString), inStringSig));
-  assert.equal(checkSignature(obj2, [SECRET]), 'as_sent');
-  assert.equal(checkSignature(parsed(wireText(canonicalJson(inString), signature)), [SECRET]), null);
+  assert.equal(check(wireText(canonicalJson(inString), inStringSig), [SECRET]), 'as_sent');
+  assert.equal(check(wireText(canonicalJson(inString), signature), [SECRET]), null);
 });
 
 test('what the as-sent check accepts beyond the canonical one: the key holder’s own text, other escapes', () => {
   // sorted keys, no spaces, but é written as \u00e9: not RFC 8785 text, signed as it is by the key holder
   const text =
     '{"data_type":"heartbeat","message_id":"m","payload":{"note":"caf\\u00e9"},"project_id":"p","type":"message"}';
-  const obj = parsed(wireText(text, hmac(SECRET, text)));
-  assert.equal(checkSignature(obj, [SECRET]), 'as_sent');
+  const { obj, sent } = parsed(wireText(text, hmac(SECRET, text)));
+  assert.equal(checkSignature(obj, [SECRET], sent), 'as_sent');
   assert.equal(
     oracle(obj, [SECRET]),
     false,
     'the canonical text has é itself, so the canonical check alone refuses it',
   );
-  assert.equal(checkSignature(obj, [OTHER]), null, 'still only for the key holder');
+  assert.equal(checkSignature(obj, [OTHER], sent), null, 'still only for the key holder');
 });
 
 test('wireText: the signed text with the signature last; an empty object has it alone', () => {
@@ -176,24 +183,25 @@ test('wireText: the signed text with the signature last; an empty object has it 
   assert.equal(wireText('{"a":1}', sig), `{"a":1,"signature":"${sig}"}`);
   assert.equal(wireText('{}', sig), `{"signature":"${sig}"}`);
   // no member before it (no comma): not a message, checked the canonical way
-  assert.equal(checkSignature(parsed(wireText('{}', hmac(SECRET, '{}'))), [SECRET]), 'canonical');
+  assert.equal(check(wireText('{}', hmac(SECRET, '{}')), [SECRET]), 'canonical');
 });
 
-test('the parsers bind what they return to its text: uplinks and downlinks written as signed are checked as sent', () => {
+test('the parsers return the text beside the message: uplinks and downlinks written as signed are checked as sent', () => {
   const heartbeat = buildData('plant-7', 'heartbeat', { metrics: { cpu: 0.5 } }, { secret: SECRET });
   for (const text of [toWire(heartbeat), Buffer.from(toWire(heartbeat))]) {
     const up = parseUplink(TOPIC_MESSAGE_UP, text);
     assert.ok(up.ok);
-    assert.equal(checkSignature(up.value.msg, [SECRET]), 'as_sent');
+    assert.equal(checkSignature(up.value.msg, [SECRET], up.value.sent), 'as_sent');
   }
   // the same message in the envelope's order: the canonical check
   const envelopeOrder = parseUplink(TOPIC_MESSAGE_UP, JSON.stringify(heartbeat));
   assert.ok(envelopeOrder.ok);
+  assert.equal(envelopeOrder.value.sent, undefined);
   assert.equal(checkSignature(envelopeOrder.value.msg, [SECRET]), 'canonical');
 
   const { json } = signedCommandJson('plant-7', 'echo', canonicalJson({ a: [1, 'x'] }), SECRET);
   const down = parseDownlink(commandDownTopic('plant-7'), Buffer.from(json));
   assert.ok(down.ok);
-  assert.equal(checkSignature(down.value.msg, [SECRET]), 'as_sent');
-  assert.equal(checkSignature(down.value.msg, [OTHER]), null);
+  assert.equal(checkSignature(down.value.msg, [SECRET], down.value.sent), 'as_sent');
+  assert.equal(checkSignature(down.value.msg, [OTHER], down.value.sent), null);
 });
