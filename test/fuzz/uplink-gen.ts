@@ -15,7 +15,7 @@ import {
   UPLINKS,
   type UplinkType,
 } from '../../modules/shared/protocol.js';
-import { signMessage } from '../../modules/shared/signing.js';
+import { canonicalJson, signMessage, wireText } from '../../modules/shared/signing.js';
 
 export interface FuzzIds {
   /** The attacker: the agent that publishes, logged in as this project. */
@@ -222,6 +222,8 @@ function oneType(
           ),
         },
       ),
+      // as the reference agent writes (the text it signed, signature last: checked as sent) or JSON.stringify's envelope order
+      writing: fc.constantFrom<'as_signed' | 'envelope'>('as_signed', 'envelope'),
       bytes: fc.oneof(
         { weight: 14, arbitrary: fc.constant<null | { at: number; byte: number } | 'truncate' | 'notjson'>(null) },
         { weight: 1, arbitrary: fc.record({ at: fc.nat(), byte: fc.integer({ min: 0, max: 255 }) }) },
@@ -266,7 +268,11 @@ function oneType(
                 : 'not-the-secret';
           msg.signature = g.sign === 'garbage' ? 'zz'.repeat(32) : signMessage(msg, secret);
         }
-        text = JSON.stringify(msg);
+        const { signature, ...unsigned } = msg;
+        text =
+          g.writing === 'as_signed' && typeof signature === 'string'
+            ? wireText(canonicalJson(unsigned), signature)
+            : JSON.stringify(msg);
       } catch {
         // canonical JSON refused the message (a lone surrogate in a key, say): send it unsigned
         delete msg.signature;
