@@ -156,8 +156,9 @@ export function bindCanonicalText(signed: object, canonical: string): void {
 
 /**
  * A message as wire text: for a message built and signed here (buildData, buildCommand), its
- * canonical text with the signature added last (`wireText`), which its receiver verifies as sent;
- * anything else as JSON.stringify writes it.
+ * canonical text with the signature added last (`wireText`), which its receiver verifies as sent
+ * (what was signed: a later change to the object is not written, and would not have matched its
+ * signature anyway); anything else as JSON.stringify writes it.
  */
 export function toWire(msg: object): string {
   const canonical = signedTexts.get(msg);
