@@ -8,7 +8,7 @@
  *  - heartbeats: signed, with a SubNodeSync-like payload.
  * Every socket has TCP_NODELAY (docs/architecture.md#performance-decisions), as the hub's own clients do.
  */
-import { createHmac, randomUUID } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { type IClientOptions, MqttClient } from 'mqtt';
@@ -24,11 +24,10 @@ import {
 } from '../modules/shared/protocol.js';
 import {
   CLOCK_WINDOW_MS,
-  canonicalJson,
   ReplayCache,
   type SentText,
+  signedWireText,
   verifyInbound,
-  wireText,
 } from '../modules/shared/signing.js';
 import type { Provisioned } from './env.js';
 
@@ -90,9 +89,8 @@ export function signedData(projectId: string, secret: string, dataType: string, 
     payload,
     encrypted: false,
   };
-  const canonical = canonicalJson(unsigned);
   // as the agent writes it (protocol toWire): the signed text with the signature added last
-  return wireText(canonical, createHmac('sha256', secret).update(canonical, 'utf8').digest('hex'));
+  return signedWireText(unsigned, secret);
 }
 
 let hbSeq = 0;

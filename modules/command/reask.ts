@@ -20,7 +20,7 @@
 import type { ModuleBus } from '../../core/bus.js';
 import { errorCode } from '../../core/errors.js';
 import { BRIDGE, type MqttPublishRequest } from '../mqtt-bridge/contract/topics.js';
-import { canonicalJson, signCanonical, wireText } from '../shared/signing.js';
+import { signedWireText } from '../shared/signing.js';
 import { type Deps, isoAt, query } from './deps.js';
 
 const BATCH = 200;
@@ -86,11 +86,7 @@ export class Reasker {
       if (!creds.enabled || creds.secrets.length === 0) return false;
       const { signature: _old, ...unsigned } = msg;
       unsigned.timestamp = now;
-      const canonical = canonicalJson(unsigned);
-      const req: MqttPublishRequest = {
-        topic: row.topic,
-        payload: wireText(canonical, signCanonical(canonical, creds.secrets[0])),
-      };
+      const req: MqttPublishRequest = { topic: row.topic, payload: signedWireText(unsigned, creds.secrets[0]) };
       await this.bus.request(BRIDGE.publish, req, { timeoutMs: this.d.cfg.publish_timeout_ms });
       this.d.counters.reasks++;
       this.d.log.info(

@@ -144,6 +144,16 @@ export function wireText(canonical: string, signature: string): string {
 }
 
 /**
+ * `msg` (without a `signature`) signed with `secret` and written as `wireText` writes it: for a
+ * sender that has the message as an object, not built by buildData (a re-signed stored command).
+ * Throws like signMessage.
+ */
+export function signedWireText(msg: object, secret: string): string {
+  const canonical = canonicalJson(msg);
+  return wireText(canonical, signCanonical(canonical, secret));
+}
+
+/**
  * The canonical text each signed message was signed over, recorded where it is built
  * (protocol/build.ts), so `toWire` writes it without walking the message again.
  */

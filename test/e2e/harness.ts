@@ -190,6 +190,13 @@ export class Hub {
     return { status: res.status, json: text ? JSON.parse(text) : null };
   }
 
+  /** One series of GET /metrics, labels included (`name{k="v"}`); 0 when it is not printed (a series at 0 is not). */
+  async metric(series: string): Promise<number> {
+    const text = await (await fetch(`${this.base}/metrics`)).text();
+    const line = text.split('\n').find((l) => l.startsWith(`${series} `));
+    return line ? Number(line.slice(series.length + 1)) : 0;
+  }
+
   /** POST /projects: a new project and its secret (shown this once). */
   async provision(what = 'p'): Promise<Provisioned> {
     const project_id = uniqueId(what);

@@ -49,12 +49,6 @@ class Feed {
   }
 }
 
-async function metric(hub: Hub, series: string): Promise<number> {
-  const text = await (await fetch(`${hub.base}/metrics`)).text();
-  const line = text.split('\n').find((l) => l.startsWith(`${series} `));
-  return line ? Number(line.slice(series.length + 1)) : 0;
-}
-
 for (const backend of BACKENDS) {
   describe(`scheduled sends (${BACKEND_TITLE[backend]})`, () => {
     let hub: Hub;
@@ -172,7 +166,7 @@ for (const backend of BACKENDS) {
 
     test('refusals: 400 CMD_ERR_INVALID on schedule_at, counted, nothing stored', async () => {
       const series = 'hub_http_refusals_total{code="CMD_ERR_INVALID"}';
-      const before = await metric(hub, series);
+      const before = await hub.metric(series);
       const listBefore = (await hub.api('GET', `/commands?project_id=${pid()}&limit=1`)).json.total;
       const cases: Array<[string, string, Record<string, unknown>]> = [
         ['sync', '/command/sync', { schedule_at: inMs(60_000) }],
@@ -186,7 +180,7 @@ for (const backend of BACKENDS) {
         assert.equal(r.json.error.code, 'CMD_ERR_INVALID', what);
         assert.equal(r.json.error.field, 'schedule_at', `${what}: ${JSON.stringify(r.json)}`);
       }
-      assert.equal((await metric(hub, series)) - before, cases.length);
+      assert.equal((await hub.metric(series)) - before, cases.length);
       assert.equal((await hub.api('GET', `/commands?project_id=${pid()}&limit=1`)).json.total, listBefore);
     });
 

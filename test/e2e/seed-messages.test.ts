@@ -187,13 +187,10 @@ describe('the seed messages, verbatim, through a real hub', () => {
   });
 
   test('a seed agent’s envelope order is verified by a canonical text; a text written as signed, as sent', async () => {
-    const signatures = async () => {
-      const text = await (await fetch(`${hub.base}/metrics`)).text();
-      // a series at 0 is not printed
-      const read = (matched: string) =>
-        Number(new RegExp(`hub_mqtt_uplink_signatures_total\\{matched="${matched}"\\} (\\d+)`).exec(text)?.[1] ?? 0);
-      return { as_sent: read('as_sent'), canonical: read('canonical') };
-    };
+    const signatures = async () => ({
+      as_sent: await hub.metric('hub_mqtt_uplink_signatures_total{matched="as_sent"}'),
+      canonical: await hub.metric('hub_mqtt_uplink_signatures_total{matched="canonical"}'),
+    });
     const raw = await rawAgent('assent');
     assert.equal((await register(raw, fixture('register'))).payload.accepted, true);
     await send(raw, TOPIC_MESSAGE_UP, envelope(raw.projectId, raw.project.secret, 'message', 'register_complete', {}));

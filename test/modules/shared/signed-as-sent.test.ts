@@ -25,6 +25,8 @@ import {
   checkSignature,
   type SentText,
   sentText,
+  signedWireText,
+  signMessage,
   verifySignature,
   wireText,
 } from '../../../modules/shared/signing.js';
@@ -176,6 +178,14 @@ test('what the as-sent check accepts beyond the canonical one: the key holder’
     'the canonical text has é itself, so the canonical check alone refuses it',
   );
   assert.equal(checkSignature(obj, [OTHER], sent), null, 'still only for the key holder');
+});
+
+test('signedWireText (a stored command re-signed): the message, its signMessage signature last, checked as sent', () => {
+  const msg = { type: 'command', message_id: 'm', payload: { z: 1, a: [true] }, project_id: 'p', timestamp: 5 };
+  const text = signedWireText(msg, SECRET);
+  assert.deepEqual(JSON.parse(text), { ...msg, signature: signMessage(msg, SECRET) });
+  assert.ok(text.endsWith(`,"signature":"${signMessage(msg, SECRET)}"}`));
+  assert.equal(check(text, [SECRET]), 'as_sent');
 });
 
 test('wireText: the signed text with the signature last; an empty object has it alone', () => {
