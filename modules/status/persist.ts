@@ -8,9 +8,10 @@ import { presenceEvents } from './domain-events.js';
 import type { Batch, Handshake, Presence, PresenceEntry, Transition } from './presence.js';
 
 /**
- * Rows per statement. Each statement takes its rows as ONE jsonb parameter (jsonb_to_recordset):
- * the client builds no 13-placeholders-per-row SQL and binds no per-row dates, which at tens of
- * thousands of heartbeats a second was most of a flush's time (bench `heartbeat`).
+ * Rows per statement. Each statement takes its rows as ONE json or jsonb parameter
+ * (json_to_recordset, jsonb_to_recordset): the client builds no 13-placeholders-per-row SQL and
+ * binds no per-row dates, which at tens of thousands of heartbeats a second was most of a flush's
+ * time (bench `heartbeat`).
  */
 const CHUNK = 5000;
 const STATES: ReadonlySet<string> = new Set(['offline', 'connecting', 'verifying', 'online', 'disconnecting']);
@@ -64,7 +65,7 @@ export async function readPresence(db: Knex, ids: readonly string[]): Promise<Pr
   return rows.map(fromRow);
 }
 
-/** One row of what heartbeats, metrics and alerts change, for jsonb_to_recordset (times in ms). */
+/** One row of what heartbeats, metrics and alerts change, for json_to_recordset (times in ms). */
 function attributeRow(e: PresenceEntry): Record<string, unknown> {
   return {
     project_id: e.project_id,
@@ -86,14 +87,19 @@ const ts = (col: string) => `to_timestamp(v.${col} / 1000.0)`;
  * touches the state: that changes only through a transition (TRANSITION_SQL). A project without
  * a row gets one, offline. Rows are taken in the order given (WITH ORDINALITY): the caller gives
  * them in lock order (writeBatch).
+ *
+ * The rows come as json, not jsonb, and the metrics go into a json column (migration 006): as
+ * jsonb, PostgreSQL parsed the whole batch into its binary form and every row's metrics again,
+ * half of its CPU a heartbeat. json_to_recordset reads the text once, numbers as float8, and hands
+ * each row's metrics over as the text it was given.
  */
 const UPSERT_ATTRIBUTES = `
 INSERT INTO project_status (project_id, state, state_since, last_heartbeat_at, metrics, metrics_at, last_alert,
   last_alert_at, updated_at)
 SELECT v.project_id, 'offline', ${ts('state_since')}, ${ts('last_heartbeat_at')}, v.metrics, ${ts('metrics_at')},
   v.last_alert, ${ts('last_alert_at')}, ${ts('updated_at')}
-  FROM ROWS FROM (jsonb_to_recordset(?::jsonb) AS (project_id text, state_since float8, last_heartbeat_at float8,
-    metrics jsonb, metrics_at float8, last_alert jsonb, last_alert_at float8, updated_at float8))
+  FROM ROWS FROM (json_to_recordset(?::json) AS (project_id text, state_since float8, last_heartbeat_at float8,
+    metrics json, metrics_at float8, last_alert jsonb, last_alert_at float8, updated_at float8))
     WITH ORDINALITY AS v(project_id, state_since, last_heartbeat_at, metrics, metrics_at, last_alert, last_alert_at,
       updated_at, n)
  ORDER BY v.n

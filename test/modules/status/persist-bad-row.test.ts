@@ -1,7 +1,8 @@
 /**
  * A bad row never blocks a presence batch: rows the database refuses for their data (NUL in a
- * jsonb string, a value nested deeper than anything can serialize) are found by bisection,
- * counted, logged once in a short line, and the rest of the batch is written — on a real
+ * JSON string, which PostgreSQL's text cannot hold; a value nested deeper than anything can
+ * serialize) are found by bisection, counted, logged once in a short line, and the rest of the
+ * batch is written — on a real
  * PostgreSQL, with values that get past the edge check only because this test puts them in
  * memory directly (as a row stored before the check, or a future bug, would).
  */
