@@ -1,8 +1,8 @@
 /**
  * How many presence rows per second one PostgreSQL takes through the status module's own write:
- * `writeBatch` (modules/status/persist.ts), a `jsonb_to_recordset` UPSERT of up to 5 000 rows per
+ * `writeBatch` (modules/status/persist.ts), a `json_to_recordset` UPSERT of up to 5 000 rows per
  * statement in one transaction, with rows shaped as a heartbeat leaves them (registration and
- * metrics jsonb included). docs/deployment.md scales its 10⁵ / 10⁶ projects argument from it.
+ * metrics included). docs/deployment.md scales its 10⁵ / 10⁶ projects argument from it.
  *
  *   node dist/test/scale/upsert-capacity.js [--rows 100000] [--rounds 3] [--url postgres://…]
  *
