@@ -70,7 +70,7 @@ for (const backend of ['pg', 'pglite'] as const) {
       await writeBatch(db, { rows: older, ops: [] });
       const newer = rows.map((r) => ({ ...r, metrics: { fresh: r.project_id }, metrics_at: t0 + 1_000 }));
       await writeBatch(db, { rows: newer.slice(0, 2), ops: [] });
-      const after = new Map(
+      const reread = new Map(
         (
           await readPresence(
             db,
@@ -78,9 +78,9 @@ for (const backend of ['pg', 'pglite'] as const) {
           )
         ).map((e) => [e.project_id, e]),
       );
-      assert.deepEqual(after.get('mj-0')?.metrics, { fresh: 'mj-0' });
-      assert.deepEqual(after.get('mj-1')?.metrics, { fresh: 'mj-1' });
-      for (let i = 2; i < METRICS.length; i++) assert.deepEqual(after.get(`mj-${i}`)?.metrics, METRICS[i]);
+      assert.deepEqual(reread.get('mj-0')?.metrics, { fresh: 'mj-0' });
+      assert.deepEqual(reread.get('mj-1')?.metrics, { fresh: 'mj-1' });
+      for (let i = 2; i < METRICS.length; i++) assert.deepEqual(reread.get(`mj-${i}`)?.metrics, METRICS[i]);
     });
   });
 }
