@@ -12,11 +12,8 @@ import { Hub, type Json, T } from '../e2e/harness.js';
 import { RawAgent } from '../e2e/raw-agent.js';
 import { until } from '../helpers/wait.js';
 
-const rejected = async (hub: Hub, code: string): Promise<number> => {
-  const text = await (await fetch(`${hub.base}/metrics`)).text();
-  const m = new RegExp(`^hub_mqtt_uplinks_rejected_total\\{code="${code}"\\} (\\d+)`, 'm').exec(text);
-  return m ? Number(m[1]) : 0;
-};
+const rejected = (hub: Hub, code: string): Promise<number> =>
+  hub.metric(`hub_mqtt_uplinks_rejected_total{code="${code}"}`);
 
 describe('data uplinks are verified before the command module sees them', () => {
   let hub: Hub;

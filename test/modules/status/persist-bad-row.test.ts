@@ -2,9 +2,9 @@
  * A bad row never blocks a presence batch: rows the database refuses for their data (NUL in a
  * JSON string, which PostgreSQL's text cannot hold; a value nested deeper than anything can
  * serialize) are found by bisection, counted, logged once in a short line, and the rest of the
- * batch is written — on a real
- * PostgreSQL, with values that get past the edge check only because this test puts them in
- * memory directly (as a row stored before the check, or a future bug, would).
+ * batch is written — on a real PostgreSQL, with values that get past the edge check only because
+ * this test puts them in memory directly (as a row stored before the check, or a future bug,
+ * would).
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
