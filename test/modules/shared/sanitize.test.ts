@@ -25,6 +25,19 @@ test('nesting deeper than the limit is refused without recursion (10 000 levels)
   assert.equal(findUnsafeJson(nested(40), { maxDepth: 64, maxNodes: 100 }), null);
 });
 
+test('a depth limit past what the first pass recurses to is still walked, without recursion', () => {
+  const limits = { maxDepth: 100_000, maxNodes: 100_000 };
+  assert.equal(findUnsafeJson(nested(20_000), limits), null);
+  assert.match(findUnsafeJson({ deep: nested(20_000), bad: 'x\u0000' }, limits)!.problem, /NUL/);
+});
+
+test('only own keys are read, as Object.keys reads them', () => {
+  const withInherited = Object.create({ inherited: 'x\u0000' }) as Record<string, unknown>;
+  withInherited.own = 'fine';
+  assert.equal(findUnsafeJson(withInherited), null);
+  assert.equal(findUnsafeJson({ a: [withInherited] }), null);
+});
+
 test('too many values, non-finite numbers and non-JSON types are refused', () => {
   assert.match(findUnsafeJson(new Array(20_000).fill(0))!.problem, /more than 10000 values/);
   assert.match(findUnsafeJson({ x: Number.NaN })!.problem, /not a finite number/);
