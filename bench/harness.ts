@@ -14,9 +14,10 @@ export interface BenchRow {
    * through knex unnamed, as every query went before statement.ts (bench/statements.ts), or
    * 'aedes' aedes-persistence's own outgoing queue (bench/outgoing.ts), or 'announced' the same
    * statements with every change announced to another instance (bench/announce.ts), or 'earlier'
-   * the same figure earlier in the same run (bench/soak.ts).
+   * the same figure earlier in the same run (bench/soak.ts), or 'walk' the reporting walk over
+   * free-form JSON that the first pass spares a safe value (bench/uplink.ts).
    */
-  against?: 'raw' | 'floor' | 'knex' | 'aedes' | 'announced' | 'earlier';
+  against?: 'raw' | 'floor' | 'knex' | 'aedes' | 'announced' | 'earlier' | 'walk';
   /**
    * Against raw: value / baseline (or baseline / value for latencies, so > 1 is always "better
    * than raw"). Against the floor: always hub / floor, as issue 13 states its goals (a latency

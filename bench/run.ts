@@ -15,11 +15,13 @@ import { runRestartSuite } from './restart.js';
 import { runSoakSuite } from './soak.js';
 import { runStatementsSuite } from './statements.js';
 import { runSyncConcurrentSuite, runSyncSuite } from './sync.js';
+import { runUplinkSuite } from './uplink.js';
 import { runWsFanoutSuite } from './ws-fanout.js';
 
 const SUITES: Record<string, () => Promise<SuiteResult>> = {
   bus: runBusSuite,
   outgoing: runOutgoingSuite,
+  uplink: runUplinkSuite,
   restart: runRestartSuite,
   'ws-fanout': runWsFanoutSuite,
   'grpc-stream': runGrpcStreamSuite,

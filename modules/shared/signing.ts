@@ -266,10 +266,11 @@ export function checkSignature(msg: object, secrets: string | readonly string[],
     const source = signedSources.get(msg) ?? msg;
     const given = (source as { signature?: unknown }).signature;
     if (typeof given !== 'string' || !SIGNATURE_RE.test(given)) return null;
-    const list = typeof secrets === 'string' ? [secrets] : Array.isArray(secrets) ? secrets : [];
-    const usable = list.filter((s): s is string => typeof s === 'string' && s.length > 0);
+    const usable = usableSecrets(secrets);
     if (usable.length === 0) return null;
-    const givenBytes = Buffer.from(given, 'hex');
+    // decoded into one reused buffer: nothing here keeps it past this call, and nothing runs between
+    const givenBytes = GIVEN_BYTES;
+    givenBytes.write(given, 'hex');
     if (sent !== undefined && sent.source === source && signedAsSent(sent.text, given, givenBytes, usable))
       return 'as_sent';
     const canonical = canonicalJson(withoutSignature(source));
@@ -284,6 +285,21 @@ export function checkSignature(msg: object, secrets: string | readonly string[],
     return null;
   }
 }
+
+/** The 32 bytes of the signature being checked (checkSignature). */
+const GIVEN_BYTES = Buffer.alloc(32);
+
+/**
+ * The non-empty string secrets of `secrets`: the list itself when all of them are (a project's
+ * one or two secrets, every uplink), so no array is made per message.
+ */
+function usableSecrets(secrets: string | readonly string[]): readonly string[] {
+  if (typeof secrets === 'string') return secrets.length > 0 ? [secrets] : [];
+  if (!Array.isArray(secrets)) return [];
+  return secrets.every(isUsableSecret) ? secrets : secrets.filter(isUsableSecret);
+}
+
+const isUsableSecret = (s: unknown): s is string => typeof s === 'string' && s.length > 0;
 
 /**
  * docs/wire-protocol.md#timestamps-and-the-clock-window: a timestamp is acceptable when it is within ±windowMs of the receiver's clock,

@@ -1,0 +1,144 @@
+/**
+ * The hub's edge for one heartbeat, in process and without a broker: what the bridge does to
+ * every uplink before the bus carries it (modules/shared/protocol/parse.ts parseUplink, then
+ * modules/mqtt-bridge/verify.ts: project, signature, clock, replay), over the messages of
+ * 20 000 projects in the shape the heartbeat suite's agents send. The full `heartbeat` suite
+ * moves by a third from run to run on these machines; this part of its cost does not, so a
+ * change to the edge can be measured here first.
+ *
+ * Baseline (the floor, same run): what any receiver of a signed JSON message has to do, JSON.parse
+ * of the text and one HMAC-SHA256 over it. A second row times the free-form check of a payload
+ * (shared/sanitize.ts findUnsafeJson, which every payload passes) against the reporting walk it
+ * runs only for a refused value.
+ */
+
+import { createHmac } from 'node:crypto';
+import { performance } from 'node:perf_hooks';
+import type { ModuleBus } from '../core/bus.js';
+import { UplinkVerifier } from '../modules/mqtt-bridge/verify.js';
+import { parseUplink, TOPIC_MESSAGE_UP } from '../modules/shared/protocol.js';
+import { DEFAULT_JSON_LIMITS, findUnsafeJson, locateUnsafeJson } from '../modules/shared/sanitize.js';
+import { heartbeatPayload, signedData } from './agents.js';
+import { envNumber } from './env.js';
+import { machine, median, type SuiteResult, vsFloor } from './harness.js';
+
+const RUNS = 5;
+
+interface Project {
+  project_id: string;
+  secret: string;
+}
+
+/** A read model already holding every project, as the bridge's is once each has been seen. */
+async function warmVerifier(projects: Project[]): Promise<UplinkVerifier> {
+  const byId = new Map(projects.map((p) => [p.project_id, p]));
+  const bus = {
+    request: async (_topic: string, req: { project_id: string }) => ({
+      project_id: req.project_id,
+      enabled: true,
+      state: 'online',
+      secrets: [byId.get(req.project_id)!.secret],
+    }),
+  } as unknown as ModuleBus;
+  const v = new UplinkVerifier({ bus, now: () => Date.now(), credentialsTtlMs: 3_600_000 });
+  for (const p of projects) {
+    const r = v.verify('data', { project_id: p.project_id } as never);
+    if (r instanceof Promise) await r;
+  }
+  return v;
+}
+
+export async function runUplinkSuite(): Promise<SuiteResult> {
+  const projectCount = envNumber('BENCH_UPLINK_PROJECTS', 20_000);
+  const perRun = envNumber('BENCH_UPLINK_MESSAGES', 100_000, 40_000);
+  const projects: Project[] = Array.from({ length: projectCount }, (_, i) => ({
+    project_id: `bench-${i}`,
+    secret: `s${i}`.padEnd(64, 'x'),
+  }));
+  // fresh message ids for every pass: the replay check must see each id once
+  const batch = () =>
+    Array.from({ length: perRun }, (_, i) => {
+      const p = projects[i % projectCount];
+      return {
+        secret: p.secret,
+        bytes: Buffer.from(signedData(p.project_id, p.secret, 'heartbeat', heartbeatPayload(p.project_id))),
+      };
+    });
+  const verifier = await warmVerifier(projects);
+  let bytesEach = 0;
+
+  const edge = (msgs: ReturnType<typeof batch>): number => {
+    const t0 = performance.now();
+    for (const m of msgs) {
+      const r = parseUplink(TOPIC_MESSAGE_UP, m.bytes, {});
+      if (!r.ok) throw new Error(`bench heartbeat refused: ${r.code} ${r.reason}`);
+      const v = verifier.verify(r.value.kind, r.value.msg, r.value.sent);
+      if (v instanceof Promise || !v.ok) throw new Error('bench heartbeat not verified synchronously');
+      verifier.commit(v.replayKey);
+    }
+    return ((performance.now() - t0) * 1000) / msgs.length;
+  };
+  const floor = (msgs: ReturnType<typeof batch>): number => {
+    const t0 = performance.now();
+    let sink = 0;
+    for (const m of msgs) {
+      const text = m.bytes.toString('utf8');
+      const obj = JSON.parse(text) as { signature?: string };
+      const mac = createHmac('sha256', m.secret).update(text).digest('hex');
+      if (mac === obj.signature) sink++;
+    }
+    if (sink < 0) throw new Error('unreachable');
+    return ((performance.now() - t0) * 1000) / msgs.length;
+  };
+
+  const payloads = Array.from({ length: 1_000 }, (_, i) => JSON.parse(JSON.stringify(heartbeatPayload(`bench-${i}`))));
+  const checks = envNumber('BENCH_UPLINK_CHECKS', 1_000_000, 300_000);
+  const timeCheck = (check: (v: unknown) => boolean): number => {
+    const t0 = performance.now();
+    let safe = 0;
+    for (let i = 0; i < checks; i++) if (check(payloads[i % payloads.length])) safe++;
+    if (safe !== checks) throw new Error('a bench payload was refused');
+    return ((performance.now() - t0) * 1e6) / checks;
+  };
+  const firstPass = (v: unknown) => findUnsafeJson(v) === null;
+  const reporting = (v: unknown) => locateUnsafeJson(v, DEFAULT_JSON_LIMITS) === null;
+
+  // warm-up (JIT), then alternating runs so drift on a noisy machine hits both alike
+  edge(batch());
+  floor(batch());
+  timeCheck(firstPass);
+  timeCheck(reporting);
+  const hub: number[] = [];
+  const base: number[] = [];
+  const check: number[] = [];
+  const walk: number[] = [];
+  for (let r = 0; r < RUNS; r++) {
+    const msgs = batch();
+    bytesEach = msgs[0].bytes.length;
+    hub.push(edge(msgs));
+    base.push(floor(msgs));
+    check.push(timeCheck(firstPass));
+    walk.push(timeCheck(reporting));
+  }
+  const c = median(check);
+  const w = median(walk);
+  return {
+    suite: 'uplink',
+    machine: machine(),
+    rows: [
+      vsFloor('parse and verify one heartbeat', 'µs', median(hub), median(base)),
+      {
+        metric: 'free-form check of a heartbeat payload',
+        value: c,
+        unit: 'ns',
+        baseline: w,
+        against: 'walk',
+        ratio: w / c,
+      },
+    ],
+    notes: [
+      `median of ${RUNS} runs of ${perRun.toLocaleString('en-US')} heartbeats of ${projectCount.toLocaleString('en-US')} projects (${bytesEach} bytes each), alternating; the floor: JSON.parse of the text and one HMAC-SHA256 over it, the same messages`,
+      `free-form check: median of ${RUNS} × ${checks.toLocaleString('en-US')} heartbeat payloads; baseline: the reporting walk (locateUnsafeJson), which builds a path for every value; ratio = baseline / check (above 1: the check is faster)`,
+    ],
+  };
+}
