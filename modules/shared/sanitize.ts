@@ -29,6 +29,7 @@ export interface UnsafeJson {
 
 const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
 /** Any NUL or surrogate at all: one plain scan that clears almost every string, before the two exact checks. */
+// biome-ignore lint/suspicious/noControlCharactersInRegex: matching NUL is the point
 const SUSPECT = /[\u0000\uD800-\uDFFF]/;
 
 /** Why a string cannot be stored as PostgreSQL text, or null when it can. */
