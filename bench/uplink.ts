@@ -1,8 +1,9 @@
 /**
- * The hub's edge for one heartbeat, in process and without a broker: what the bridge does to
+ * The hub's edge for one uplink, in process and without a broker: what the bridge does to
  * every uplink before the bus carries it (modules/shared/protocol/parse.ts parseUplink, then
  * modules/mqtt-bridge/verify.ts: project, signature, clock, replay), over the messages of
- * 20 000 projects in the shape the heartbeat suite's agents send. The full `heartbeat` suite
+ * 20 000 projects in the shape the heartbeat suite's agents send, and over a command's two
+ * uplinks (its command_ack and exec_result) as the command suites' agents send them. The full `heartbeat` suite
  * moves by a third from run to run on these machines; this part of its cost does not, so a
  * change to the edge can be measured here first.
  *
@@ -12,7 +13,7 @@
  * runs only for a refused value.
  */
 
-import { createHmac } from 'node:crypto';
+import { createHmac, randomUUID } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import type { ModuleBus } from '../core/bus.js';
 import { UplinkVerifier } from '../modules/mqtt-bridge/verify.js';
@@ -56,7 +57,7 @@ export async function runUplinkSuite(): Promise<SuiteResult> {
     secret: `s${i}`.padEnd(64, 'x'),
   }));
   // fresh message ids for every pass: the replay check must see each id once
-  const batch = () =>
+  const heartbeats = () =>
     Array.from({ length: perRun }, (_, i) => {
       const p = projects[i % projectCount];
       return {
@@ -64,21 +65,43 @@ export async function runUplinkSuite(): Promise<SuiteResult> {
         bytes: Buffer.from(signedData(p.project_id, p.secret, 'heartbeat', heartbeatPayload(p.project_id))),
       };
     });
+  // what a command brings back, as the bench agents write it: its command_ack, then an echo's exec_result
+  const commandUplinks = () =>
+    Array.from({ length: perRun }, (_, i) => {
+      const p = projects[(i >> 1) % projectCount];
+      const commandId = randomUUID();
+      const now = Date.now();
+      const text =
+        i % 2 === 0
+          ? signedData(p.project_id, p.secret, 'command_ack', { command_id: commandId })
+          : signedData(p.project_id, p.secret, 'exec_result', {
+              command_id: commandId,
+              status: 'success',
+              exit_code: 0,
+              output: JSON.stringify({ hello: p.project_id, n: i }),
+              error: '',
+              start_time: now,
+              end_time: now,
+              duration: 0,
+            });
+      return { secret: p.secret, bytes: Buffer.from(text) };
+    });
+  type Batch = ReturnType<typeof heartbeats>;
   const verifier = await warmVerifier(projects);
   let bytesEach = 0;
 
-  const edge = (msgs: ReturnType<typeof batch>): number => {
+  const edge = (msgs: Batch): number => {
     const t0 = performance.now();
     for (const m of msgs) {
       const r = parseUplink(TOPIC_MESSAGE_UP, m.bytes, {});
-      if (!r.ok) throw new Error(`bench heartbeat refused: ${r.code} ${r.reason}`);
+      if (!r.ok) throw new Error(`bench uplink refused: ${r.code} ${r.reason}`);
       const v = verifier.verify(r.value.kind, r.value.msg, r.value.sent);
-      if (v instanceof Promise || !v.ok) throw new Error('bench heartbeat not verified synchronously');
+      if (v instanceof Promise || !v.ok) throw new Error('bench uplink not verified synchronously');
       verifier.commit(v.replayKey);
     }
     return ((performance.now() - t0) * 1000) / msgs.length;
   };
-  const floor = (msgs: ReturnType<typeof batch>): number => {
+  const floor = (msgs: Batch): number => {
     const t0 = performance.now();
     let sink = 0;
     for (const m of msgs) {
@@ -104,19 +127,28 @@ export async function runUplinkSuite(): Promise<SuiteResult> {
   const reporting = (v: unknown) => locateUnsafeJson(v, DEFAULT_JSON_LIMITS) === null;
 
   // warm-up (JIT), then alternating runs so drift on a noisy machine hits both alike
-  edge(batch());
-  floor(batch());
+  edge(heartbeats());
+  floor(heartbeats());
+  edge(commandUplinks());
+  floor(commandUplinks());
   timeCheck(firstPass);
   timeCheck(reporting);
   const hub: number[] = [];
   const base: number[] = [];
+  const cmdHub: number[] = [];
+  const cmdBase: number[] = [];
   const check: number[] = [];
   const walk: number[] = [];
+  let cmdBytes = 0;
   for (let r = 0; r < RUNS; r++) {
-    const msgs = batch();
+    const msgs = heartbeats();
     bytesEach = msgs[0].bytes.length;
     hub.push(edge(msgs));
     base.push(floor(msgs));
+    const cmds = commandUplinks();
+    cmdBytes = (cmds[0].bytes.length + cmds[1].bytes.length) / 2;
+    cmdHub.push(edge(cmds));
+    cmdBase.push(floor(cmds));
     check.push(timeCheck(firstPass));
     walk.push(timeCheck(reporting));
   }
@@ -127,6 +159,7 @@ export async function runUplinkSuite(): Promise<SuiteResult> {
     machine: machine(),
     rows: [
       vsFloor('parse and verify one heartbeat', 'µs', median(hub), median(base)),
+      vsFloor("parse and verify a command's ack or result", 'µs', median(cmdHub), median(cmdBase)),
       {
         metric: 'free-form check of a heartbeat payload',
         value: c,
@@ -138,6 +171,7 @@ export async function runUplinkSuite(): Promise<SuiteResult> {
     ],
     notes: [
       `median of ${RUNS} runs of ${perRun.toLocaleString('en-US')} heartbeats of ${projectCount.toLocaleString('en-US')} projects (${bytesEach} bytes each), alternating; the floor: JSON.parse of the text and one HMAC-SHA256 over it, the same messages`,
+      `a command's uplinks: ${perRun.toLocaleString('en-US')} a run, a command_ack and an echo's exec_result for each command (${Math.round(cmdBytes)} bytes on average), as the bench agents write them; the same floor`,
       `free-form check: median of ${RUNS} × ${checks.toLocaleString('en-US')} heartbeat payloads; baseline: the reporting walk (locateUnsafeJson), which builds a path for every value; ratio = baseline / check (above 1: the check is faster)`,
     ],
   };
