@@ -3,14 +3,15 @@
  * every uplink before the bus carries it (modules/shared/protocol/parse.ts parseUplink, then
  * modules/mqtt-bridge/verify.ts: project, signature, clock, replay), over the messages of
  * 20 000 projects in the shape the heartbeat suite's agents send, and over a command's two
- * uplinks (its command_ack and exec_result) as the command suites' agents send them. The full `heartbeat` suite
- * moves by a third from run to run on these machines; this part of its cost does not, so a
- * change to the edge can be measured here first.
+ * uplinks (its command_ack and exec_result) as the command suites' agents send them. The full
+ * `heartbeat` suite moves by a third from run to run on these machines; this part of its cost
+ * does not, so a change to the edge can be measured here first.
  *
  * Baseline (the floor, same run): what any receiver of a signed JSON message has to do, JSON.parse
- * of the text and one HMAC-SHA256 over it. A second row times the free-form check of a payload
- * (shared/sanitize.ts findUnsafeJson, which every payload passes) against the reporting walk it
- * runs only for a refused value.
+ * of the text and one HMAC-SHA256 over it (its cost only: the floor does not cut the signature
+ * out first). A third row times the free-form check of a heartbeat payload (shared/sanitize.ts
+ * findUnsafeJson, which every payload passes), after the command payloads went through it as in
+ * a hub, against the reporting walk it runs only for a refused value.
  */
 
 import { createHmac, randomUUID } from 'node:crypto';
