@@ -66,42 +66,48 @@ export function findUnsafeJson(value: unknown, limits: JsonLimits = DEFAULT_JSON
  * The report is made by walking again, only for a refused value.
  *
  * It recurses, and allocates nothing: an explicit stack of values and depths, and Object.keys of
- * every object, were still about 750 bytes and 1.1 µs a heartbeat payload (0.56 µs now). The
- * recursion is no deeper than `maxDepth` + 1, since an object at that depth is refused before it
- * is entered; for a limit that deep (none in the hub: 32) the iterative walk answers instead.
+ * every object, were still about 750 bytes and 1.1 µs a heartbeat payload (0.56 µs now). The node
+ * count travels as the return value (what is left of `maxNodes`, or UNSAFE), so there is no
+ * counter object either. The recursion is no deeper than `maxDepth` + 1, since an object at that
+ * depth is refused before it is entered; for a limit that deep (none in the hub: 32) the
+ * iterative walk answers instead.
  */
 function isSafeJson(value: unknown, limits: JsonLimits): boolean {
   if (limits.maxDepth > MAX_RECURSIVE_DEPTH) return locateUnsafeJson(value, limits) === null;
-  const walk: SafeWalk = { nodes: 0, limits };
-  return safeValue(value, 0, walk);
+  return safeValue(value, limits.maxDepth, limits.maxNodes) !== UNSAFE;
 }
 
 /** Beyond this `maxDepth`, isSafeJson does not recurse (the JavaScript stack holds thousands of frames; this is far inside). */
 const MAX_RECURSIVE_DEPTH = 256;
 
-interface SafeWalk {
-  nodes: number;
-  readonly limits: JsonLimits;
-}
+/** safeValue's answer for a value that is not safe (any other answer is the node budget left). */
+const UNSAFE = -1;
 
 const hasOwn = Object.prototype.hasOwnProperty;
 
-function safeValue(v: unknown, depth: number, walk: SafeWalk): boolean {
-  if (++walk.nodes > walk.limits.maxNodes) return false;
-  if (v === null || typeof v === 'boolean') return true;
-  if (typeof v === 'string') return unsafeTextProblem(v) === null;
-  if (typeof v === 'number') return Number.isFinite(v);
-  if (typeof v !== 'object' || depth >= walk.limits.maxDepth) return false;
+/**
+ * `budget` values may still be read, and objects may still be entered `depthLeft` levels down.
+ * Returns the budget left after `v` and everything in it, or UNSAFE.
+ */
+function safeValue(v: unknown, depthLeft: number, budget: number): number {
+  let left = budget - 1;
+  if (left < 0) return UNSAFE;
+  if (v === null || typeof v === 'boolean') return left;
+  if (typeof v === 'string') return unsafeTextProblem(v) === null ? left : UNSAFE;
+  if (typeof v === 'number') return Number.isFinite(v) ? left : UNSAFE;
+  if (typeof v !== 'object' || depthLeft <= 0) return UNSAFE;
   if (Array.isArray(v)) {
-    for (let i = 0; i < v.length; i++) if (!safeValue(v[i], depth + 1, walk)) return false;
-    return true;
+    for (let i = 0; i < v.length && left !== UNSAFE; i++) left = safeValue(v[i], depthLeft - 1, left);
+    return left;
   }
   // for-in over own keys: Object.keys' keys in its order, without its array
   for (const k in v) {
     if (!hasOwn.call(v, k)) continue;
-    if (unsafeTextProblem(k) !== null || !safeValue((v as Record<string, unknown>)[k], depth + 1, walk)) return false;
+    if (unsafeTextProblem(k) !== null) return UNSAFE;
+    left = safeValue((v as Record<string, unknown>)[k], depthLeft - 1, left);
+    if (left === UNSAFE) return UNSAFE;
   }
-  return true;
+  return left;
 }
 
 /**

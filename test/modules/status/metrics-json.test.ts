@@ -25,6 +25,11 @@ const METRICS: Array<Record<string, unknown>> = [
   {},
 ];
 
+/** The stored metrics of `ids`, read back as the status module reads presence rows. */
+async function metricsById(db: PresenceDb['db'], ids: string[]): Promise<Map<string, unknown>> {
+  return new Map((await readPresence(db, ids)).map((e) => [e.project_id, e.metrics]));
+}
+
 for (const backend of ['pg', 'pglite'] as const) {
   describe(`presence metrics as json (${backend})`, () => {
     let pdb: PresenceDb | undefined;
@@ -54,33 +59,20 @@ for (const backend of ['pg', 'pglite'] as const) {
         metrics_at: t0,
         updated_at: t0,
       }));
+      const ids = rows.map((r) => r.project_id);
       await writeBatch(db, { rows, ops: [] });
-      const read = new Map(
-        (
-          await readPresence(
-            db,
-            rows.map((r) => r.project_id),
-          )
-        ).map((e) => [e.project_id, e]),
-      );
-      for (const [i, metrics] of METRICS.entries()) assert.deepEqual(read.get(`mj-${i}`)?.metrics, metrics);
+      const read = await metricsById(db, ids);
+      for (const [i, metrics] of METRICS.entries()) assert.deepEqual(read.get(`mj-${i}`), metrics);
 
       // an older sample (another instance flushing late) leaves the newer one; a newer one replaces it
       const older = rows.map((r) => ({ ...r, metrics: { stale: true }, metrics_at: t0 - 1_000 }));
       await writeBatch(db, { rows: older, ops: [] });
       const newer = rows.map((r) => ({ ...r, metrics: { fresh: r.project_id }, metrics_at: t0 + 1_000 }));
       await writeBatch(db, { rows: newer.slice(0, 2), ops: [] });
-      const reread = new Map(
-        (
-          await readPresence(
-            db,
-            rows.map((r) => r.project_id),
-          )
-        ).map((e) => [e.project_id, e]),
-      );
-      assert.deepEqual(reread.get('mj-0')?.metrics, { fresh: 'mj-0' });
-      assert.deepEqual(reread.get('mj-1')?.metrics, { fresh: 'mj-1' });
-      for (let i = 2; i < METRICS.length; i++) assert.deepEqual(reread.get(`mj-${i}`)?.metrics, METRICS[i]);
+      const reread = await metricsById(db, ids);
+      assert.deepEqual(reread.get('mj-0'), { fresh: 'mj-0' });
+      assert.deepEqual(reread.get('mj-1'), { fresh: 'mj-1' });
+      for (let i = 2; i < METRICS.length; i++) assert.deepEqual(reread.get(`mj-${i}`), METRICS[i]);
     });
   });
 }
