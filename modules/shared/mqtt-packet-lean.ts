@@ -49,3 +49,151 @@ export function parserListIsPlain(): boolean {
   const list = (mqttPacket.parser() as unknown as ParserInternals)._list as { _readableState?: unknown };
   return typeof BufferList === 'function' && list instanceof BufferList && list._readableState === undefined;
 }
+
+/**
+ * **PUBLISH packets read in place.** mqtt-packet reads every packet through its list: each byte
+ * and number is a `slice` of the list (a new Buffer view), each step logs through `debug` (its
+ * arguments gathered even when the log is off), and the list is appended to and consumed for every
+ * packet. For the hub's bridge that was a fifth of the bytes it allocated for a heartbeat (bench
+ * `heartbeat`, an allocation profile of the hub). `parse` here reads the whole PUBLISH packets at
+ * the front of a read (MQTT 3.1 and 3.1.1: no properties) straight from the Buffer it was given,
+ * into the same `Packet` with the same fields (the payload a view of the read, as the list's
+ * `slice` gives it), and hands everything else to mqtt-packet's own `parse`: any other packet, a
+ * packet cut by the end of the read, anything malformed (mqtt-packet then reports it as it always
+ * did), MQTT 5. A packet begun in an earlier read is finished by mqtt-packet with exactly the bytes
+ * it lacks, and the rest of the read comes back here. A fast-check property feeds both parsers the
+ * same bytes, valid and not, cut anywhere, and requires the same packets and errors
+ * (test/modules/shared/mqtt-packet-list.test.ts).
+ */
+interface ParserState extends ParserInternals {
+  _stateCounter: number;
+  error: Error | null;
+  packet: { length: number };
+  settings: { protocolVersion?: number };
+  _list: { length: number; append(b: Buffer): unknown };
+  emit(event: 'packet', packet: unknown): boolean;
+  /** parseInPlace is handing out packets of this parser (a call from their listeners waits in `_later`). */
+  _inPlace?: boolean;
+  _later?: Buffer[];
+}
+type Parse = (this: ParserState, buf: Buffer) => number;
+
+const PUBLISH = 3;
+/** The parser's state that waits for a packet's remaining bytes (its `_states`: header, length, payload, new packet). */
+const PAYLOAD_STATE = 2;
+const Packet = fromMqttPacket('./packet.js') as new () => PublishPacket;
+interface PublishPacket {
+  cmd: string;
+  retain: boolean;
+  qos: number;
+  dup: boolean;
+  length: number;
+  topic: string | null;
+  payload: Buffer | null;
+  messageId?: number;
+}
+
+const packetParse = (proto as { parse?: Parse }).parse;
+/** mqtt-packet's own `parse`, as it was before the change (tests compare the two). */
+export const mqttPacketParse: Parse | undefined = packetParse;
+
+if (typeof packetParse === 'function' && typeof Packet === 'function') {
+  (proto as { parse: Parse }).parse = function parseInPlace(this: ParserState, buf: Buffer): number {
+    if (this._inPlace) {
+      // called from a listener of a packet this parser is handing out (aedes reads its socket's
+      // next bytes when a packet's handling ended at once): those bytes follow the ones in hand
+      if (this._later) this._later.push(buf);
+      else this._later = [buf];
+      return this._list.length;
+    }
+    this._inPlace = true;
+    try {
+      let left = parseRead(this, buf, packetParse);
+      for (let next = this._later?.shift(); next !== undefined; next = this._later?.shift()) {
+        left = parseRead(this, next, packetParse);
+      }
+      return left;
+    } finally {
+      this._inPlace = false;
+      // only when a listener threw: what it left unread waits in the list
+      if (this._later?.length) for (const b of this._later.splice(0)) this._list.append(b);
+    }
+  };
+}
+
+/** One read: the whole PUBLISH packets in it here, the rest (and a packet begun before) by mqtt-packet. */
+function parseRead(p: ParserState, buf: Buffer, packetParse: Parse): number {
+  if (p.error || !Buffer.isBuffer(buf) || p.settings.protocolVersion === 5) return packetParse.call(p, buf);
+  let from = 0;
+  if (p._list.length > 0) {
+    // a packet begun in an earlier read: mqtt-packet finishes it with the bytes it lacks
+    const lacking = p._stateCounter === PAYLOAD_STATE ? p.packet.length - p._list.length : -1;
+    if (lacking <= 0 || lacking >= buf.length) return packetParse.call(p, buf);
+    packetParse.call(p, buf.subarray(0, lacking));
+    if (p.error || p._list.length > 0 || p._stateCounter !== 0) {
+      p._list.append(buf.subarray(lacking));
+      return p._list.length;
+    }
+    from = lacking;
+  } else if (p._stateCounter !== 0) {
+    return packetParse.call(p, buf);
+  }
+  const end = buf.length;
+  while (from < end) {
+    const packet = readPublish(buf, from, end);
+    if (packet === null) break;
+    from = readEnd;
+    try {
+      p.emit('packet', packet);
+    } catch (err) {
+      if (from < end) p._list.append(buf.subarray(from));
+      throw err;
+    }
+    if (p.error || p._list.length > 0 || p._stateCounter !== 0) {
+      // a listener reset or failed the parser: what is left waits in its list, as mqtt-packet leaves it
+      if (from < end) p._list.append(buf.subarray(from));
+      return p._list.length;
+    }
+  }
+  if (from === end) return 0;
+  return packetParse.call(p, from === 0 ? buf : buf.subarray(from));
+}
+
+/** Where the packet readPublish returned ends (a module variable: no pair allocated per packet). */
+let readEnd = 0;
+
+/** One whole, well-formed MQTT 3.1.1 PUBLISH at `from`, or null (anything else: mqtt-packet reads it). */
+function readPublish(buf: Buffer, from: number, end: number): PublishPacket | null {
+  const first = buf[from];
+  if (first >> 4 !== PUBLISH) return null;
+  const qos = (first >> 1) & 3;
+  if (qos === 3) return null;
+  // the remaining length: one to four bytes, seven bits each
+  let i = from + 1;
+  let length = 0;
+  let mul = 1;
+  for (let n = 0; ; n++) {
+    if (n === 4 || i >= end) return null;
+    const b = buf[i++];
+    length += (b & 0x7f) * mul;
+    mul *= 0x80;
+    if ((b & 0x80) === 0) break;
+  }
+  const next = i + length;
+  if (next > end || length < 2) return null;
+  const topicEnd = i + 2 + ((buf[i] << 8) | buf[i + 1]);
+  const payloadAt = qos > 0 ? topicEnd + 2 : topicEnd;
+  if (payloadAt > next) return null;
+  const packet = new Packet();
+  packet.cmd = 'publish';
+  packet.retain = (first & 1) !== 0;
+  packet.qos = qos;
+  packet.dup = (first & 8) !== 0;
+  packet.length = length;
+  packet.topic = buf.toString('utf8', i + 2, topicEnd);
+  if (qos > 0) packet.messageId = (buf[topicEnd] << 8) | buf[topicEnd + 1];
+  // as the list's slice: a view of the read, a new empty Buffer for an empty payload
+  packet.payload = payloadAt === next ? Buffer.alloc(0) : buf.subarray(payloadAt, next);
+  readEnd = next;
+  return packet;
+}

@@ -4,7 +4,7 @@ import fc from 'fast-check';
 import mqttPacket from 'mqtt-packet';
 // the modules that parse MQTT packets: importing them gives the parser its plain list
 import '../../../modules/broker/broker.js';
-import { parserListIsPlain } from '../../../modules/shared/mqtt-packet-lean.js';
+import { mqttPacketParse, parserListIsPlain } from '../../../modules/shared/mqtt-packet-lean.js';
 import '../../../modules/shared/mqtt-session.js';
 
 type Parsed = Record<string, unknown>;
@@ -85,4 +85,125 @@ test('after a malformed packet the parser starts over with a fresh list and pars
     [['puback', 7]],
   );
   assert.equal(parserListIsPlain(), true);
+});
+
+/** What a parser said, in order: each packet (its fields, a payload as hex), each error, each parse's return value. */
+type Heard = Array<['packet', Parsed] | ['error', string] | ['left', number]>;
+
+function hear(
+  chunks: Buffer[],
+  protocolVersion: 4 | 5,
+  reenter: boolean,
+  parse: (parser: ReturnType<typeof mqttPacket.parser>, c: Buffer) => number,
+): Heard {
+  const parser = mqttPacket.parser({ protocolVersion });
+  const heard: Heard = [];
+  let next = 0;
+  parser.on('packet', (p) => {
+    const fields: Parsed = {};
+    for (const [k, v] of Object.entries(p)) fields[k] = Buffer.isBuffer(v) ? `hex:${v.toString('hex')}` : v;
+    heard.push(['packet', fields]);
+    // as aedes does when a packet's handling ends at once: the next read, from inside the listener
+    if (reenter && next < chunks.length) parse(parser, chunks[next++]);
+  });
+  parser.on('error', (e: Error) => heard.push(['error', e.message]));
+  while (next < chunks.length) {
+    const left = parse(parser, chunks[next++]);
+    if (!reenter) heard.push(['left', left]);
+  }
+  return heard;
+}
+
+const anyPublish = fc.record({
+  cmd: fc.constant('publish' as const),
+  topic: fc.string({ unit: 'grapheme', maxLength: 30 }),
+  payload: fc.oneof(
+    fc.constant(Buffer.alloc(0)),
+    fc.uint8Array({ maxLength: 2000 }).map((a) => Buffer.from(a)),
+  ),
+  qos: fc.constantFrom(0, 1, 2) as fc.Arbitrary<0 | 1 | 2>,
+  messageId: fc.integer({ min: 1, max: 65_535 }),
+  retain: fc.boolean(),
+  dup: fc.boolean(),
+});
+const others = fc.oneof(
+  puback,
+  fc.constant({ cmd: 'pingresp' as const }),
+  fc.record({
+    cmd: fc.constant('suback' as const),
+    messageId: fc.integer({ min: 1, max: 65_535 }),
+    granted: fc.constant([1]),
+  }),
+  fc.record({ cmd: fc.constant('pubrel' as const), messageId: fc.integer({ min: 1, max: 65_535 }) }),
+);
+
+test('PUBLISH packets read in place: the same packets, errors and leftovers as mqtt-packet’s own parse, for any bytes cut anywhere, read in turn or from inside a listener (fast-check)', () => {
+  assert.equal(typeof mqttPacketParse, 'function');
+  fc.assert(
+    fc.property(
+      fc.constantFrom(4, 5) as fc.Arbitrary<4 | 5>,
+      fc.array(
+        fc.oneof(
+          { weight: 6, arbitrary: anyPublish.map((p) => ({ p })) },
+          { weight: 2, arbitrary: others.map((p) => ({ p })) },
+          // bytes no one wrote: a bad header, a cut length, a packet shorter than its topic
+          {
+            weight: 1,
+            arbitrary: fc.uint8Array({ minLength: 1, maxLength: 12 }).map((b) => ({ raw: Buffer.from(b) })),
+          },
+        ),
+        { minLength: 1, maxLength: 10 },
+      ),
+      fc.array(fc.integer({ min: 1, max: 2500 }), { minLength: 1, maxLength: 20 }),
+      fc.boolean(),
+      (version, parts, cuts, reenter) => {
+        const bytes = Buffer.concat(
+          parts.map((x) =>
+            'raw' in x ? x.raw : mqttPacket.generate(x.p as mqttPacket.Packet, { protocolVersion: version }),
+          ),
+        );
+        const chunks: Buffer[] = [];
+        for (let at = 0, i = 0; at < bytes.length; i++) {
+          chunks.push(bytes.subarray(at, at + cuts[i % cuts.length]));
+          at += cuts[i % cuts.length];
+        }
+        const inPlace = hear(chunks, version, reenter, (parser, c) => parser.parse(c));
+        // mqtt-packet's own parse, called again from a listener, hands out the packet it is in
+        // the middle of a second time: the reference reads in turn, and a read from inside a
+        // listener must change nothing but when the packets come
+        const theirs = hear(chunks, version, false, (parser, c) =>
+          (mqttPacketParse as (b: Buffer) => number).call(parser, c),
+        );
+        assert.deepEqual(inPlace, reenter ? theirs.filter((h) => h[0] !== 'left') : theirs);
+      },
+    ),
+    { numRuns: 1500 },
+  );
+});
+
+test('a PUBLISH whole in one read is read in place: its payload is a view of that read, not a copy', () => {
+  const parser = mqttPacket.parser();
+  const packets: Parsed[] = [];
+  parser.on('packet', (p) => packets.push(p as unknown as Parsed));
+  const read = Buffer.concat([
+    mqttPacket.generate({
+      cmd: 'publish',
+      topic: 'gmq/message/up',
+      payload: Buffer.from('{"a":1}'),
+      qos: 1,
+      messageId: 9,
+      retain: false,
+      dup: false,
+    }),
+    mqttPacket.generate({ cmd: 'publish', topic: 't', payload: Buffer.from('x'), qos: 0, retain: true, dup: false }),
+  ]);
+  assert.equal(parser.parse(read), 0);
+  assert.deepEqual(
+    packets.map((p) => [p.topic, p.messageId, p.retain, String(p.payload)]),
+    [
+      ['gmq/message/up', 9, false, '{"a":1}'],
+      ['t', undefined, true, 'x'],
+    ],
+  );
+  assert.equal((packets[0].payload as Buffer).buffer, read.buffer, 'the payload shares the read’s memory');
 });
