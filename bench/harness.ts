@@ -17,7 +17,7 @@ export interface BenchRow {
    * the same figure earlier in the same run (bench/soak.ts), or 'walk' the reporting walk over
    * free-form JSON that the first pass spares a safe value (bench/uplink.ts).
    */
-  against?: 'raw' | 'floor' | 'knex' | 'aedes' | 'announced' | 'earlier' | 'walk';
+  against?: 'raw' | 'floor' | 'knex' | 'aedes' | 'announced' | 'earlier' | 'walk' | 'mqtt-packet';
   /**
    * Against raw: value / baseline (or baseline / value for latencies, so > 1 is always "better
    * than raw"). Against the floor: always hub / floor, as issue 13 states its goals (a latency
