@@ -22,9 +22,57 @@
  * requires it to be true for the installed version).
  */
 import { createRequire } from 'node:module';
+import type { Writable } from 'node:stream';
 import mqttPacket from 'mqtt-packet';
 
 mqttPacket.writeToStream.cacheNumbers = false;
+
+/**
+ * **A PUBACK in one write.** mqtt-packet writes a PUBACK as three writes (header, length, packet
+ * id: the id a new two-byte Buffer), corks the stream and uncorks it on the next tick, and logs
+ * through `debug` on the way; every uplink the bridge takes is acknowledged so, and every QoS 1
+ * publish the embedded broker takes from an agent. An MQTT 3.1.1 PUBACK is four bytes: here it is
+ * one Buffer and one write, the same bytes, the same return value (true). MQTT 5 (a reason code,
+ * properties), other packets and an id out of range go to mqtt-packet's own writer.
+ */
+type WriteToStream = typeof mqttPacket.writeToStream;
+const packetWriteToStream: WriteToStream = mqttPacket.writeToStream;
+/** mqtt-packet's own writer, as it was before the change (tests compare the two). */
+export const mqttPacketWriteToStream = packetWriteToStream;
+const PUBACK_HEADER = 0x40;
+
+const writeToStream = function writeToStream(
+  packet: mqttPacket.Packet,
+  stream: Writable,
+  opts?: { protocolVersion?: number },
+): boolean {
+  const id = (packet as { messageId?: unknown } | null)?.messageId;
+  if (
+    packet?.cmd === 'puback' &&
+    (opts ? opts.protocolVersion : 4) !== 5 &&
+    typeof id === 'number' &&
+    Number.isInteger(id) &&
+    id >= 0 &&
+    id <= 0xffff
+  ) {
+    const bytes = Buffer.allocUnsafe(4);
+    bytes[0] = PUBACK_HEADER;
+    bytes[1] = 2;
+    bytes[2] = id >> 8;
+    bytes[3] = id & 0xff;
+    stream.write(bytes);
+    return true;
+  }
+  return packetWriteToStream(packet, stream as unknown as Parameters<WriteToStream>[1], opts);
+} as unknown as WriteToStream;
+// mqtt.js sets `writeToStream.cacheNumbers` on each new client: it reaches mqtt-packet's own
+Object.defineProperty(writeToStream, 'cacheNumbers', {
+  get: () => packetWriteToStream.cacheNumbers,
+  set: (v: boolean) => {
+    packetWriteToStream.cacheNumbers = v;
+  },
+});
+mqttPacket.writeToStream = writeToStream;
 
 interface ParserInternals {
   _resetState(): void;

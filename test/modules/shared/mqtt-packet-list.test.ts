@@ -1,10 +1,15 @@
 import assert from 'node:assert/strict';
+import { Writable } from 'node:stream';
 import { test } from 'node:test';
 import fc from 'fast-check';
 import mqttPacket from 'mqtt-packet';
 // the modules that parse MQTT packets: importing them gives the parser its plain list
 import '../../../modules/broker/broker.js';
-import { mqttPacketParse, parserListIsPlain } from '../../../modules/shared/mqtt-packet-lean.js';
+import {
+  mqttPacketParse,
+  mqttPacketWriteToStream,
+  parserListIsPlain,
+} from '../../../modules/shared/mqtt-packet-lean.js';
 import '../../../modules/shared/mqtt-session.js';
 
 type Parsed = Record<string, unknown>;
@@ -206,4 +211,72 @@ test('a PUBLISH whole in one read is read in place: its payload is a view of tha
     ],
   );
   assert.equal((packets[0].payload as Buffer).buffer, read.buffer, 'the payload shares the read’s memory');
+});
+
+/** What a writer put on a stream: every write's bytes, in order, what it returned (or threw), whether the stream was destroyed. */
+function written(write: (stream: Writable) => boolean): {
+  bytes: string;
+  result: boolean | string;
+  destroyed: boolean;
+} {
+  const chunks: Buffer[] = [];
+  const stream = new Writable({
+    write(chunk: Buffer, _enc, cb) {
+      chunks.push(Buffer.from(chunk));
+      cb();
+    },
+  });
+  stream.on('error', () => {});
+  let result: boolean | string;
+  try {
+    result = write(stream);
+  } catch (err) {
+    // mqtt-packet throws for an id past two bytes: so must the hub's writer
+    result = `threw ${(err as Error).name}`;
+  }
+  // the corked writes mqtt-packet leaves for the next tick
+  stream.uncork();
+  return { bytes: Buffer.concat(chunks).toString('hex'), result, destroyed: stream.destroyed };
+}
+
+test('a PUBACK in one write: the same bytes and result as mqtt-packet’s writer, any id, version, reason code or properties (fast-check)', async () => {
+  const packets = fc.oneof(
+    fc.record({
+      cmd: fc.constant('puback' as const),
+      messageId: fc.oneof(fc.integer({ min: 0, max: 65_535 }), fc.constantFrom(65_536, -1, 1.5, Number.NaN)),
+    }),
+    fc.record({
+      cmd: fc.constant('puback' as const),
+      messageId: fc.integer({ min: 0, max: 65_535 }),
+      reasonCode: fc.constantFrom(0, 16, 128),
+      properties: fc.option(fc.record({ reasonString: fc.string({ maxLength: 8 }) }), { nil: undefined }),
+    }),
+    fc.record({
+      cmd: fc.constantFrom('pubrec' as const, 'pubcomp' as const),
+      messageId: fc.integer({ min: 0, max: 65_535 }),
+    }),
+  );
+  const versions = fc.constantFrom(
+    undefined,
+    { protocolVersion: 3 },
+    { protocolVersion: 4 },
+    { protocolVersion: 5 },
+    {},
+  );
+  await fc.assert(
+    fc.asyncProperty(packets, versions, async (packet, opts) => {
+      const ours = written((s) => mqttPacket.writeToStream(packet as mqttPacket.Packet, s as never, opts));
+      const theirs = written((s) => mqttPacketWriteToStream(packet as mqttPacket.Packet, s as never, opts));
+      await new Promise((r) => setImmediate(r));
+      assert.deepEqual(ours, theirs);
+    }),
+    { numRuns: 2000 },
+  );
+  // the hub's own case, checked by name: an MQTT 3.1.1 PUBACK is these four bytes
+  assert.equal(
+    written((s) => mqttPacket.writeToStream({ cmd: 'puback', messageId: 0x1234 }, s as never)).bytes,
+    '40021234',
+  );
+  // mqtt.js sets cacheNumbers on each client: it still reaches mqtt-packet's writer
+  assert.equal(mqttPacket.writeToStream.cacheNumbers, false);
 });
