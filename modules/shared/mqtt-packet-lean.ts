@@ -103,7 +103,7 @@ export function parserListIsPlain(): boolean {
  * **PUBLISH packets read in place.** mqtt-packet reads every packet through its list: each byte
  * and number is a `slice` of the list (a new Buffer view), each step logs through `debug` (its
  * arguments gathered even when the log is off), and the list is appended to and consumed for every
- * packet. For the hub's bridge that was a fifth of the bytes it allocated for a heartbeat (bench
+ * packet. For the hub's bridge that was about 30 % of the bytes it allocated for a heartbeat (bench
  * `heartbeat`, an allocation profile of the hub). `parse` here reads the whole PUBLISH packets at
  * the front of a read (MQTT 3.1 and 3.1.1: no properties) straight from the Buffer it was given,
  * into the same `Packet` with the same fields (the payload a view of the read, as the list's
