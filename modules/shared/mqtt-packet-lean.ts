@@ -29,18 +29,27 @@ import mqttPacket from 'mqtt-packet';
 mqttPacket.writeToStream.cacheNumbers = false;
 
 /**
- * **A PUBACK in one write.** mqtt-packet writes a PUBACK as three writes (header, length, packet
- * id: the id a new two-byte Buffer), corks the stream and uncorks it on the next tick, and logs
- * through `debug` on the way; every uplink the bridge takes is acknowledged so, and every QoS 1
- * publish the embedded broker takes from an agent. An MQTT 3.1.1 PUBACK is four bytes: here it is
- * one Buffer and one write, the same bytes, the same return value (true). MQTT 5 (a reason code,
- * properties), other packets and an id out of range go to mqtt-packet's own writer.
+ * **A PUBACK, and a PUBLISH, in one write.** mqtt-packet writes a PUBACK as three writes (header,
+ * length, packet id: the id a new two-byte Buffer) and a PUBLISH as five or six (header, length,
+ * topic length, topic, id, payload), corks the stream and uncorks it on the next tick, and logs
+ * through `debug` on the way. Every uplink the bridge takes is acknowledged so, every QoS 1
+ * publish the embedded broker takes from an agent, and every message the embedded broker hands
+ * the bridge or an agent, and every command the bridge sends, is written so. Here an MQTT 3.1.1
+ * PUBACK is one 4-byte Buffer, and a PUBLISH with a text topic and a payload of at most 64 KiB one
+ * Buffer (its payload copied in): one write each, the same bytes, the same return value (true for
+ * a PUBACK, the write's for a PUBLISH: the stream's buffered length against its high-water mark
+ * after the whole packet, as after mqtt-packet's last write). MQTT 5 (a reason code,
+ * properties), other packets, a Buffer topic or one past 65 535 bytes, a larger or non-Buffer
+ * payload, a QoS or id out of range go to mqtt-packet's own writer.
  */
 type WriteToStream = typeof mqttPacket.writeToStream;
 const packetWriteToStream: WriteToStream = mqttPacket.writeToStream;
 /** mqtt-packet's own writer, as it was before the change (tests compare the two). */
 export const mqttPacketWriteToStream = packetWriteToStream;
 const PUBACK_HEADER = 0x40;
+const PUBLISH_HEADER = 0x30;
+/** A larger payload is written by mqtt-packet (in its own write, not copied). */
+const MAX_COPIED_PAYLOAD = 65_536;
 
 const writeToStream = function writeToStream(
   packet: mqttPacket.Packet,
@@ -64,8 +73,55 @@ const writeToStream = function writeToStream(
     stream.write(bytes);
     return true;
   }
+  if (packet?.cmd === 'publish' && (opts ? opts.protocolVersion : 4) !== 5) {
+    const bytes = publishBytes(packet as PublishToWrite);
+    if (bytes !== null) return stream.write(bytes);
+  }
   return packetWriteToStream(packet, stream as unknown as Parameters<WriteToStream>[1], opts);
 } as unknown as WriteToStream;
+interface PublishToWrite {
+  qos?: unknown;
+  dup?: unknown;
+  retain?: unknown;
+  topic?: unknown;
+  payload?: unknown;
+  messageId?: unknown;
+}
+
+/** An MQTT 3.1.1 PUBLISH as one Buffer, or null when mqtt-packet should write it (see above). */
+function publishBytes(p: PublishToWrite): Buffer | null {
+  const qos = p.qos || 0;
+  if (qos !== 0 && qos !== 1 && qos !== 2) return null;
+  const topic = p.topic;
+  const payload = p.payload || EMPTY;
+  if (typeof topic !== 'string' || !Buffer.isBuffer(payload) || payload.length > MAX_COPIED_PAYLOAD) return null;
+  const id = p.messageId;
+  if (qos > 0 && !(typeof id === 'number' && Number.isInteger(id) && id >= 0 && id <= 0xffff)) return null;
+  const topicBytes = Buffer.byteLength(topic);
+  if (topicBytes > 0xffff) return null;
+  const length = 2 + topicBytes + (qos > 0 ? 2 : 0) + payload.length;
+  const lengthBytes = length < 0x80 ? 1 : length < 0x4000 ? 2 : length < 0x200000 ? 3 : 4;
+  const bytes = Buffer.allocUnsafe(1 + lengthBytes + length);
+  bytes[0] = PUBLISH_HEADER | (p.dup ? 8 : 0) | (qos << 1) | (p.retain ? 1 : 0);
+  let at = 1;
+  for (let left = length; ; ) {
+    const digit = left % 0x80;
+    left = Math.floor(left / 0x80);
+    bytes[at++] = left > 0 ? digit | 0x80 : digit;
+    if (left === 0) break;
+  }
+  bytes[at++] = topicBytes >> 8;
+  bytes[at++] = topicBytes & 0xff;
+  at += bytes.write(topic, at, 'utf8');
+  if (qos > 0) {
+    bytes[at++] = (id as number) >> 8;
+    bytes[at++] = (id as number) & 0xff;
+  }
+  payload.copy(bytes, at);
+  return bytes;
+}
+const EMPTY = Buffer.alloc(0);
+
 // mqtt.js sets `writeToStream.cacheNumbers` on each new client: it reaches mqtt-packet's own
 Object.defineProperty(writeToStream, 'cacheNumbers', {
   get: () => packetWriteToStream.cacheNumbers,
