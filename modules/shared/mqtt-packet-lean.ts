@@ -56,24 +56,20 @@ const writeToStream = function writeToStream(
   stream: Writable,
   opts?: { protocolVersion?: number },
 ): boolean {
-  const id = (packet as { messageId?: unknown } | null)?.messageId;
-  if (
-    packet?.cmd === 'puback' &&
-    (opts ? opts.protocolVersion : 4) !== 5 &&
-    typeof id === 'number' &&
-    Number.isInteger(id) &&
-    id >= 0 &&
-    id <= 0xffff
-  ) {
-    const bytes = Buffer.allocUnsafe(4);
-    bytes[0] = PUBACK_HEADER;
-    bytes[1] = 2;
-    bytes[2] = id >> 8;
-    bytes[3] = id & 0xff;
-    stream.write(bytes);
-    return true;
+  // mqtt-packet's own default: no options is MQTT 3.1.1
+  const mqtt5 = (opts ? opts.protocolVersion : 4) === 5;
+  if (!mqtt5 && packet?.cmd === 'puback') {
+    const id = (packet as { messageId?: unknown }).messageId;
+    if (isPacketId(id)) {
+      const bytes = Buffer.allocUnsafe(4);
+      bytes[0] = PUBACK_HEADER;
+      bytes[1] = 2;
+      bytes.writeUInt16BE(id, 2);
+      stream.write(bytes);
+      return true;
+    }
   }
-  if (packet?.cmd === 'publish' && (opts ? opts.protocolVersion : 4) !== 5) {
+  if (!mqtt5 && packet?.cmd === 'publish') {
     const bytes = publishBytes(packet as PublishToWrite);
     if (bytes !== null) return stream.write(bytes);
   }
@@ -96,7 +92,7 @@ function publishBytes(p: PublishToWrite): Buffer | null {
   const payload = p.payload || EMPTY;
   if (typeof topic !== 'string' || !Buffer.isBuffer(payload) || payload.length > MAX_COPIED_PAYLOAD) return null;
   const id = p.messageId;
-  if (qos > 0 && !(typeof id === 'number' && Number.isInteger(id) && id >= 0 && id <= 0xffff)) return null;
+  if (qos > 0 && !isPacketId(id)) return null;
   const topicBytes = Buffer.byteLength(topic);
   if (topicBytes > 0xffff) return null;
   const length = 2 + topicBytes + (qos > 0 ? 2 : 0) + payload.length;
@@ -110,17 +106,18 @@ function publishBytes(p: PublishToWrite): Buffer | null {
     bytes[at++] = left > 0 ? digit | 0x80 : digit;
     if (left === 0) break;
   }
-  bytes[at++] = topicBytes >> 8;
-  bytes[at++] = topicBytes & 0xff;
+  at = bytes.writeUInt16BE(topicBytes, at);
   at += bytes.write(topic, at, 'utf8');
-  if (qos > 0) {
-    bytes[at++] = (id as number) >> 8;
-    bytes[at++] = (id as number) & 0xff;
-  }
+  if (qos > 0) at = bytes.writeUInt16BE(id as number, at);
   payload.copy(bytes, at);
   return bytes;
 }
 const EMPTY = Buffer.alloc(0);
+
+/** A packet id two bytes can carry (mqtt-packet's writer throws or writes garbage for others: they go to it). */
+function isPacketId(id: unknown): id is number {
+  return typeof id === 'number' && Number.isInteger(id) && id >= 0 && id <= 0xffff;
+}
 
 // mqtt.js sets `writeToStream.cacheNumbers` on each new client: it reaches mqtt-packet's own
 Object.defineProperty(writeToStream, 'cacheNumbers', {
