@@ -24,7 +24,8 @@ import {
   autoAnalyze,
   type BenchDb,
   cleanupDir,
-  cpuMsOf,
+  cpuLedger,
+  cpuPerMessage,
   embeddedServerDatabase,
   envNumber,
   type HubProcess,
@@ -53,6 +54,8 @@ interface Target {
   http: JsonClient;
   path: string;
   pid: number;
+  /** The broker both sides share: its CPU is read with the server's over each window (cpuLedger). */
+  mosquittoPid: number;
   ids: string[];
   /** Hub side: when each command reached its (in-process) agent, and the split of each call there. */
   arrivals?: Map<string, number>;
@@ -146,8 +149,16 @@ async function startWorld(nProjects: number, name: string): Promise<World> {
       floorDb,
       analyzer,
       peer,
-      hubSide: { http, path: `${API}/command/sync`, pid: hub.pid, ids, arrivals, split: { in: [], out: [] } },
-      floorSide: { http: floorHttp, path: '/sync', pid: floor.pid, ids },
+      hubSide: {
+        http,
+        path: `${API}/command/sync`,
+        pid: hub.pid,
+        mosquittoPid: mosq.pid,
+        ids,
+        arrivals,
+        split: { in: [], out: [] },
+      },
+      floorSide: { http: floorHttp, path: '/sync', pid: floor.pid, mosquittoPid: mosq.pid, ids },
       async close() {
         for (const c of cleanups) await c().catch((err) => console.error(`cleanup: ${(err as Error).message}`));
       },
@@ -186,14 +197,15 @@ interface LoopResult {
   lat: number[];
   errors: string[];
   rate: number;
-  cpuMs: number;
+  /** Each process's CPU ms over the window (cpuLedger): `server` is the hub's or the floor's. */
+  cpuAll: Record<string, number>;
 }
 
 /** `inFlight` closed-loop callers for `ms`, each on its own project in turn. */
 async function syncLoop(t: Target, inFlight: number, ms: number): Promise<LoopResult> {
   const lat: number[] = [];
   const errors: string[] = [];
-  const cpu0 = cpuMsOf(t.pid);
+  const ledger = cpuLedger({ server: t.pid, mosquitto: t.mosquittoPid });
   const t0 = performance.now();
   const end = t0 + ms;
   await Promise.all(
@@ -207,7 +219,7 @@ async function syncLoop(t: Target, inFlight: number, ms: number): Promise<LoopRe
     }),
   );
   const elapsed = performance.now() - t0;
-  return { lat, errors, rate: (lat.length / elapsed) * 1000, cpuMs: cpuMsOf(t.pid) - cpu0 };
+  return { lat, errors, rate: (lat.length / elapsed) * 1000, cpuAll: ledger.read() };
 }
 
 async function warm(t: Target, n: number, inFlight: number): Promise<void> {
@@ -226,17 +238,22 @@ class Tally {
   readonly rates: number[] = [];
   readonly errors: string[] = [];
   calls = 0;
-  cpu = 0;
+  /** CPU ms per process summed over the runs (cpuLedger's keys). */
+  readonly cpuAll: Record<string, number> = {};
   add(r: LoopResult): void {
     this.p50.push(percentile(r.lat, 50));
     this.p99.push(percentile(r.lat, 99));
     this.rates.push(r.rate);
     this.errors.push(...r.errors);
     this.calls += r.lat.length;
-    this.cpu += r.cpuMs;
+    for (const [k, v] of Object.entries(r.cpuAll)) this.cpuAll[k] = (this.cpuAll[k] ?? 0) + v;
   }
   get cpuPerCall(): number {
-    return this.cpu / Math.max(1, this.calls);
+    return (this.cpuAll.server ?? 0) / Math.max(1, this.calls);
+  }
+  /** µs per call of each process over the windows, and the cores the machine kept busy. */
+  cpuNote(): string {
+    return cpuPerMessage(this.cpuAll, this.calls, { bench: 'load generator and agents' });
   }
   firstErrors(who: string): string[] {
     return this.errors.length > 0 ? [`${who} first errors: ${[...new Set(this.errors)].slice(0, 3).join('; ')}`] : [];
@@ -270,6 +287,23 @@ function failuresAndCpu(hub: Tally, floor: Tally): BenchRow[] {
     },
     vsFloor('server CPU per sync command', 'ms', hub.cpuPerCall, floor.cpuPerCall),
   ];
+}
+
+const cpuNotes = (hub: Tally, floor: Tally) =>
+  `CPU per call over the windows, µs (per process; machine: all busy CPU, each side's window alone): hub: ${hub.cpuNote()}; floor: ${floor.cpuNote()}`;
+
+/**
+ * What a rate goal leaves the hub, when both windows keep the machine's cores as busy: the hub
+ * reaches `goal` x the floor's rate only if the machine spends at most the floor's CPU a call /
+ * `goal` on each hub call. The load generator with its signing agents and Mosquitto take their
+ * part of that before the hub or PostgreSQL do anything.
+ */
+function budgetNote(hub: Tally, floor: Tally, goal: number): string {
+  const per = (t: Tally, k: string) => ((t.cpuAll[k] ?? 0) * 1000) / Math.max(1, t.calls);
+  const budget = per(floor, 'machine') / goal;
+  const around = per(hub, 'bench') + per(hub, 'mosquitto');
+  const wall = (t: Tally) => (t.cpuAll.machine ?? 0) / Math.max(1, t.cpuAll.wall ?? 0);
+  return `rate budget at ${goal}x the floor: ${budget.toFixed(0)} µs of machine CPU a call (the floor's ${per(floor, 'machine').toFixed(0)} / ${goal}; cores busy: floor ${wall(floor).toFixed(2)}, hub ${wall(hub).toFixed(2)}); the hub's load generator, agents and Mosquitto take ${around.toFixed(0)} µs of it, leaving ${(budget - around).toFixed(0)} µs for the hub and PostgreSQL, which spend ${(per(hub, 'server') + per(hub, 'postgres')).toFixed(0)}`;
 }
 
 const floorStatsNote = async (floor: FloorProcess) => {
@@ -325,6 +359,7 @@ export async function runSyncSuite(): Promise<SuiteResult> {
         `per-run p50 hub ${hub.p50.map((x) => x.toFixed(2)).join(', ')} ms; floor ${floor.p50.map((x) => x.toFixed(2)).join(', ')} ms; raw ${e50.map((x) => x.toFixed(3)).join(', ')} ms`,
         `command stats: accepted ${s.accepted}, published ${s.published}, completed ${s.completed}, flushes ${s.flushes}, publish outcomes left to the ack ${s.outcomes_skipped ?? 0}`,
         await floorStatsNote(w.floor),
+        cpuNotes(hub, floor),
         ...hub.firstErrors('hub'),
         ...floor.firstErrors('floor'),
       ],
@@ -376,6 +411,8 @@ export async function runSyncConcurrentSuite(): Promise<SuiteResult> {
         `hub: child process, Mosquitto; ${IN_FLIGHT} lean simulated agents (one project each, own connection), one caller per agent; floor: the same projects, ${IN_FLIGHT} unsigned echo agents on their own connections`,
         `per-run cmd/s hub ${hub.rates.map((x) => x.toFixed(0)).join(', ')}; floor ${floor.rates.map((x) => x.toFixed(0)).join(', ')}; raw echo/s ${erates.map((x) => x.toFixed(0)).join(', ')}`,
         await floorStatsNote(w.floor),
+        cpuNotes(hub, floor),
+        budgetNote(hub, floor, 0.8),
         ...hub.firstErrors('hub'),
         ...floor.firstErrors('floor'),
       ],
