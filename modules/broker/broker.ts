@@ -16,7 +16,7 @@ import type { BrokerConfig } from './config.js';
 import { BROKER, type BrokerDeniedEvent, type BrokerStats, type BrokerWsConnection } from './contract/topics.js';
 import { BoundedEmitter, type MqLike, SINK_TOPIC } from './emitter.js';
 import { indexOutgoing } from './outgoing-index.js';
-import { limitPacketSize } from './packet-limit.js';
+import { limitPacketSize, type PacketLimit } from './packet-limit.js';
 
 interface ClientState {
   identity: Identity;
@@ -28,7 +28,7 @@ interface ClientState {
    * An agent's login, kept (in memory only, never logged) to ask again whether it still
    * authenticates when its project's credentials change: disabled, or its password rotated out.
    */
-  login?: { username: string; password: Buffer };
+  login?: { username: string; password: string };
 }
 
 type AuthError = Error & { returnCode: number };
@@ -91,6 +91,8 @@ export class EmbeddedBroker {
    */
   private readonly credentialGen: LRUCache<string, number>;
   private lastSummary = { shed: 0, unreported: 0 };
+  /** One for every connection, TCP or WebSocket (packet-limit.ts). */
+  private readonly packetLimit: PacketLimit;
   readonly hubPassword: string;
   port = 0;
 
@@ -112,6 +114,7 @@ export class EmbeddedBroker {
     );
     this.reports = new TokenBucket(cfg.denial_reports_per_s, cfg.denial_reports_per_s, now());
     this.credentialGen = new LRUCache({ max: cfg.auth_cache_max });
+    this.packetLimit = { max: cfg.max_packet_bytes, onTooBig: (client) => this.oversized(client) };
   }
 
   async start(): Promise<void> {
@@ -167,7 +170,7 @@ export class EmbeddedBroker {
       this.sockets.add(socket);
       socket.once('close', () => this.sockets.delete(socket));
       const client = aedes.handle(socket);
-      if (!limitPacketSize(client, cfg.max_packet_bytes, () => this.oversized(client))) this.warnNoPacketLimit();
+      if (!limitPacketSize(client, this.packetLimit)) this.warnNoPacketLimit();
     });
     // authenticate refuses past max_clients with CONNACK 3, which tells the client why; Node's own
     // cap, with headroom for those refusals and sockets still in CONNECT, bounds raw sockets
@@ -215,7 +218,7 @@ export class EmbeddedBroker {
     this.streams.add(stream);
     stream.once('close', () => this.streams.delete(stream));
     const client = aedes.handle(stream);
-    if (!limitPacketSize(client, this.ctx.config.max_packet_bytes, () => this.oversized(client))) {
+    if (!limitPacketSize(client, this.packetLimit)) {
       this.warnNoPacketLimit();
     }
     return { ok: true };
@@ -279,7 +282,7 @@ export class EmbeddedBroker {
     }
     for (const [client, st] of mine) {
       const login = st.login;
-      const r = login ? await this.auth.check(login.username, login.password) : undefined;
+      const r = login ? await this.auth.check(login.username, Buffer.from(login.password, 'latin1')) : undefined;
       // no answer (status unavailable, returnCode 3) leaves the session: fail closed applies to new logins
       if (r?.ok || r?.returnCode === 3) continue;
       this.c.revoked++;
@@ -323,7 +326,11 @@ export class EmbeddedBroker {
       if (denial) throw refuse(5, `will_${denial}`, identity.projectId, will.topic);
       state.bucket = new TokenBucket(cfg.rate_limit.msgs_per_s, cfg.rate_limit.burst, this.ctx.services.clock.now());
       state.downlinks = downlinkTopics(identity.projectId);
-      state.login = { username: username ?? '', password: password ?? Buffer.alloc(0) };
+      // the password's bytes as latin1 text (any byte, one character each): the Buffer aedes hands
+      // over is a view of the read the CONNECT came in, which it would keep alive for the whole
+      // connection, and a copy in Node's buffer pool would keep a pool slab (README "The embedded
+      // broker's connections")
+      state.login = { username: username ?? '', password: password ? password.toString('latin1') : '' };
     }
     this.clients.set(client, state);
   }

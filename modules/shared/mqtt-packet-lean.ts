@@ -2,8 +2,9 @@
  * mqtt-packet (the MQTT codec under mqtt.js and aedes), made lean for a hub with thousands of
  * connections. Process-wide, like what it changes: imported for this effect by every module that
  * opens MQTT connections or serves them (shared/mqtt-session.ts, broker/broker.ts), before either
- * writes a packet or makes a parser. Four changes: the two below, and further down a PUBACK in
- * one write and PUBLISH packets read in place (both checked against mqtt-packet's own results).
+ * writes a packet or makes a parser. Five changes: the two below, a CONNECT's settings kept without
+ * the CONNECT, and further down a PUBACK in one write and PUBLISH packets read in place (both
+ * checked against mqtt-packet's own results).
  *
  * **No table of packet numbers.** mqtt-packet writes each packet id and topic length from a table
  * of 65 536 two-byte Buffers that it builds at the first packet written: 6.9 MB of the hub's JS
@@ -143,6 +144,25 @@ if (typeof resetState === 'function' && typeof BufferList === 'function') {
     resetState.call(this);
     // the stream resetState made is dropped at once; the list lives as long as the connection
     this._list = new BufferList();
+  };
+}
+
+/**
+ * **A CONNECT's settings, not the CONNECT.** After a CONNECT the parser keeps the whole packet as
+ * its `settings`, for the rest of the connection, and reads two fields of it: `protocolVersion`
+ * and `bridgeMode`. The packet holds the client id, the will, the username and the password, a
+ * view of the read it came in: with 10 000 agents on the embedded broker, 10 000 such reads and
+ * packets kept alive for those two fields. The parser keeps the two fields.
+ */
+const parseConnect = (proto as { _parseConnect?: () => unknown })._parseConnect;
+if (typeof parseConnect === 'function') {
+  (proto as { _parseConnect: () => unknown })._parseConnect = function connectSettingsOnly(this: {
+    settings: { cmd?: string; protocolVersion?: number; bridgeMode?: boolean };
+  }) {
+    const r = parseConnect.call(this);
+    const s = this.settings;
+    if (s?.cmd === 'connect') this.settings = { protocolVersion: s.protocolVersion, bridgeMode: s.bridgeMode };
+    return r;
   };
 }
 

@@ -11,25 +11,45 @@
  * meaning, so backpressure is unchanged. Only the socket's own `write` is wrapped, on the
  * instance we created (our client's connection, or a connection our broker accepted).
  *
+ * The wrapper is one function for every socket, and a socket keeps one small record (its own
+ * `write`, whether a turn holds it): the embedded broker wraps each of its thousands of agent
+ * connections, and closures per socket cost about 0.2 KB each (README "The embedded broker's
+ * connections").
+ *
  * @example
  *   const socket = holdWritesPerTurn(net.createConnection({ host, port, noDelay: true }));
  */
 import type { Writable } from 'node:stream';
 
+type Write = Writable['write'];
+type Encoding = Parameters<Write>[1];
+type Callback = Parameters<Write>[2];
+
+const HOLD = Symbol('gmq.writeHold');
+
+interface HoldingSocket extends Writable {
+  [HOLD]: { write: Write; held: boolean };
+}
+
+function holdingWrite(this: HoldingSocket, chunk: unknown, encoding?: Encoding, cb?: Callback): boolean {
+  const hold = this[HOLD];
+  if (!hold.held && !this.destroyed) {
+    hold.held = true;
+    this.cork();
+    setImmediate(release, this);
+  }
+  return (hold.write as (c: unknown, e?: Encoding, cb?: Callback) => boolean).call(this, chunk, encoding, cb);
+}
+
+function release(socket: HoldingSocket): void {
+  socket[HOLD].held = false;
+  socket.uncork();
+}
+
 export function holdWritesPerTurn<S extends Writable>(socket: S): S {
-  const write = socket.write;
-  let held = false;
-  const release = () => {
-    held = false;
-    socket.uncork();
-  };
-  socket.write = function holdingWrite(this: S, ...args: Parameters<Writable['write']>): boolean {
-    if (!held && !socket.destroyed) {
-      held = true;
-      socket.cork();
-      setImmediate(release);
-    }
-    return (write as (...a: Parameters<Writable['write']>) => boolean).apply(this, args);
-  } as Writable['write'];
+  const s = socket as unknown as HoldingSocket;
+  if (s[HOLD]) return socket;
+  s[HOLD] = { write: socket.write, held: false };
+  socket.write = holdingWrite as Write;
   return socket;
 }

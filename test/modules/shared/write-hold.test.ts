@@ -78,3 +78,24 @@ test('the writes of one turn leave in one syscall, in order; the next turn is no
     close();
   }
 });
+
+test('every held socket shares one write function and keeps one small record: no closures per socket', async () => {
+  const a = await pair();
+  const b = await pair();
+  try {
+    holdWritesPerTurn(a.client);
+    holdWritesPerTurn(b.client);
+    assert.equal(a.client.write, b.client.write, 'one function for both sockets');
+    assert.notEqual(a.client.write, net.Socket.prototype.write);
+    // wrapping again changes nothing (a second hold would be a second cork per turn)
+    const w = a.client.write;
+    holdWritesPerTurn(a.client);
+    assert.equal(a.client.write, w);
+    a.client.write('x;');
+    b.client.write('y;');
+    await until(() => a.received() === 'x;' && b.received() === 'y;', 5000, 'both writes');
+  } finally {
+    a.close();
+    b.close();
+  }
+});
