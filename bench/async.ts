@@ -34,6 +34,7 @@ import {
   pgDatabase,
   projectIds,
   provision,
+  rateBudget,
   sleep,
   startHub,
   startMosquitto,
@@ -337,6 +338,7 @@ export async function runAsyncSuite(): Promise<SuiteResult> {
         `hub: accepted ${hw.accepted}, completed ${hd.completed}, results stored ${results.rows[0].n}, statuses ${JSON.stringify(last)}, HTTP errors ${errorsNote(hw.errors)}`,
         `floor: accepted ${fw.accepted}, completed ${fd.completed}, HTTP errors ${errorsNote(fw.errors)}; ${fstats.inserted} rows in ${fstats.insert_batches} INSERTs (${(fstats.inserted / Math.max(1, fstats.insert_batches)).toFixed(1)} per statement), ${fstats.updated} in ${fstats.update_batches} UPDATEs (${(fstats.updated / Math.max(1, fstats.update_batches)).toFixed(1)})`,
         `CPU per command accepted in the window, µs (per process; machine: all busy CPU): floor: ${cpuPerMessage(fw.cpuAll, fw.acceptedInWindow, { bench: 'load generator and agents' })}; hub: ${cpuPerMessage(hw.cpuAll, hw.acceptedInWindow, { bench: 'load generator and agents' })}`,
+        rateBudget({ ms: hw.cpuAll, n: hw.acceptedInWindow }, { ms: fw.cpuAll, n: fw.acceptedInWindow }, 0.8),
         `command stats: published ${stats.published}, publish_errors ${stats.publish_errors}, flushes ${stats.flushes}, publish outcomes left to the ack ${stats.outcomes_skipped ?? 0}, flush_errors ${stats.flush_errors}, duplicate_results ${stats.duplicate_results}; agent duplicates ${agents.reduce((n, a) => n + a.counters.duplicates, 0)}`,
       ],
     };

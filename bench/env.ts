@@ -643,6 +643,26 @@ export function cpuPerMessage(
   return `${each.join(', ')} (${(cpu.machine / Math.max(1, wall)).toFixed(2)} cores busy)`;
 }
 
+/**
+ * What a rate goal leaves the hub, when both windows keep the machine's cores as busy: the hub
+ * reaches `goal` x the floor's rate only if the machine spends at most the floor's CPU a command /
+ * `goal` on each hub command. The load generator with its signing agents (`bench`) and Mosquitto
+ * take their part of that before the hub (`server`) or PostgreSQL do anything. Ledgers as
+ * cpuLedger reads them, with the commands each window measured.
+ */
+export function rateBudget(
+  hub: { ms: Record<string, number>; n: number },
+  floor: { ms: Record<string, number>; n: number },
+  goal: number,
+): string {
+  const per = (side: typeof hub, k: string) => ((side.ms[k] ?? 0) * 1000) / Math.max(1, side.n);
+  const busy = (side: typeof hub) => (side.ms.machine ?? 0) / Math.max(1, side.ms.wall ?? 0);
+  const floorMachine = per(floor, 'machine');
+  const budget = floorMachine / goal;
+  const around = per(hub, 'bench') + per(hub, 'mosquitto');
+  return `rate budget at ${goal}x the floor: ${budget.toFixed(0)} µs of machine CPU a command (the floor's ${floorMachine.toFixed(0)} / ${goal}; cores busy: floor ${busy(floor).toFixed(2)}, hub ${busy(hub).toFixed(2)}); the hub's load generator, agents and Mosquitto take ${around.toFixed(0)} µs of it, leaving ${(budget - around).toFixed(0)} µs for the hub and PostgreSQL, which spend ${(per(hub, 'server') + per(hub, 'postgres')).toFixed(0)}`;
+}
+
 /** Lines of the hub log at `level` or above (pino numbers: 40 warn, 50 error, 60 fatal). */
 export function logLines(file: string, minLevel = 40): Array<{ level: number; msg: string } & Record<string, unknown>> {
   const out: Array<{ level: number; msg: string } & Record<string, unknown>> = [];

@@ -36,6 +36,7 @@ import {
   pgliteDatabase,
   projectIds,
   provision,
+  rateBudget,
   sleep,
   startHub,
   startMosquitto,
@@ -292,20 +293,6 @@ function failuresAndCpu(hub: Tally, floor: Tally): BenchRow[] {
 const cpuNotes = (hub: Tally, floor: Tally) =>
   `CPU per call over the windows, µs (per process; machine: all busy CPU, each side's window alone): hub: ${hub.cpuNote()}; floor: ${floor.cpuNote()}`;
 
-/**
- * What a rate goal leaves the hub, when both windows keep the machine's cores as busy: the hub
- * reaches `goal` x the floor's rate only if the machine spends at most the floor's CPU a call /
- * `goal` on each hub call. The load generator with its signing agents and Mosquitto take their
- * part of that before the hub or PostgreSQL do anything.
- */
-function budgetNote(hub: Tally, floor: Tally, goal: number): string {
-  const per = (t: Tally, k: string) => ((t.cpuAll[k] ?? 0) * 1000) / Math.max(1, t.calls);
-  const budget = per(floor, 'machine') / goal;
-  const around = per(hub, 'bench') + per(hub, 'mosquitto');
-  const wall = (t: Tally) => (t.cpuAll.machine ?? 0) / Math.max(1, t.cpuAll.wall ?? 0);
-  return `rate budget at ${goal}x the floor: ${budget.toFixed(0)} µs of machine CPU a call (the floor's ${per(floor, 'machine').toFixed(0)} / ${goal}; cores busy: floor ${wall(floor).toFixed(2)}, hub ${wall(hub).toFixed(2)}); the hub's load generator, agents and Mosquitto take ${around.toFixed(0)} µs of it, leaving ${(budget - around).toFixed(0)} µs for the hub and PostgreSQL, which spend ${(per(hub, 'server') + per(hub, 'postgres')).toFixed(0)}`;
-}
-
 const floorStatsNote = async (floor: FloorProcess) => {
   const f = await floor.stats();
   return `floor writes: ${f.inserted} rows in ${f.insert_batches} INSERTs (${(f.inserted / Math.max(1, f.insert_batches)).toFixed(1)} per statement), ${f.updated} in ${f.update_batches} UPDATEs (${(f.updated / Math.max(1, f.update_batches)).toFixed(1)}); sync timeouts ${f.sync_timeouts}`;
@@ -412,7 +399,7 @@ export async function runSyncConcurrentSuite(): Promise<SuiteResult> {
         `per-run cmd/s hub ${hub.rates.map((x) => x.toFixed(0)).join(', ')}; floor ${floor.rates.map((x) => x.toFixed(0)).join(', ')}; raw echo/s ${erates.map((x) => x.toFixed(0)).join(', ')}`,
         await floorStatsNote(w.floor),
         cpuNotes(hub, floor),
-        budgetNote(hub, floor, 0.8),
+        rateBudget({ ms: hub.cpuAll, n: hub.calls }, { ms: floor.cpuAll, n: floor.calls }, 0.8),
         ...hub.firstErrors('hub'),
         ...floor.firstErrors('floor'),
       ],

@@ -2,9 +2,9 @@
  * mqtt-packet (the MQTT codec under mqtt.js and aedes), made lean for a hub with thousands of
  * connections. Process-wide, like what it changes: imported for this effect by every module that
  * opens MQTT connections or serves them (shared/mqtt-session.ts, broker/broker.ts), before either
- * writes a packet or makes a parser. Five changes: the two below, a CONNECT's settings kept without
- * the CONNECT, and further down a PUBACK in one write and PUBLISH packets read in place (both
- * checked against mqtt-packet's own results).
+ * writes a packet or makes a parser. Five changes: the two below, and further down a PUBACK and a
+ * PUBLISH in one write, a CONNECT's settings kept without the CONNECT, and PUBLISH packets read in
+ * place (the writes and the reads checked against mqtt-packet's own results).
  *
  * **No table of packet numbers.** mqtt-packet writes each packet id and topic length from a table
  * of 65 536 two-byte Buffers that it builds at the first packet written: 6.9 MB of the hub's JS

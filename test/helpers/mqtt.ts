@@ -1,6 +1,7 @@
 import net from 'node:net';
 import { Aedes } from 'aedes';
 import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
+import mqttPacket from 'mqtt-packet';
 import { scaled } from './wait.js';
 
 export interface TestBroker {
@@ -70,4 +71,17 @@ export async function forgetSessions(url: string, clientIds: string[], opts: ICl
     const c = await connectClient(url, { ...opts, clientId, clean: true }).catch(() => undefined);
     await c?.endAsync();
   }
+}
+
+/** Every packet and parser error the bytes give, fed in these chunks to one parser (a new one unless given). */
+export function parseChunks(
+  chunks: Buffer[],
+  parser: ReturnType<typeof mqttPacket.parser> = mqttPacket.parser(),
+): { packets: Array<Record<string, unknown>>; errors: string[] } {
+  const packets: Array<Record<string, unknown>> = [];
+  const errors: string[] = [];
+  parser.on('packet', (p) => packets.push(p as unknown as Record<string, unknown>));
+  parser.on('error', (e: Error) => errors.push(e.message));
+  for (const c of chunks) parser.parse(c);
+  return { packets, errors };
 }

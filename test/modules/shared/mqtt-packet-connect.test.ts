@@ -8,17 +8,15 @@ import { test } from 'node:test';
 import mqttPacket from 'mqtt-packet';
 // the modules that serve MQTT connections: importing them applies the change
 import '../../../modules/broker/broker.js';
+import { parseChunks } from '../../helpers/mqtt.js';
 
 type Parser = ReturnType<typeof mqttPacket.parser> & { settings: Record<string, unknown> };
 
+/** The packets, with no parser error on the way. */
 function parseAll(parser: Parser, ...bufs: Buffer[]): Array<Record<string, unknown>> {
-  const out: Array<Record<string, unknown>> = [];
-  const errors: Error[] = [];
-  parser.on('packet', (p) => out.push(p as unknown as Record<string, unknown>));
-  parser.on('error', (e) => errors.push(e));
-  for (const b of bufs) parser.parse(b);
+  const { packets, errors } = parseChunks(bufs, parser);
   assert.deepEqual(errors, []);
-  return out;
+  return packets;
 }
 
 const connect = (protocolVersion: 3 | 4 | 5, extra: Record<string, unknown> = {}) =>

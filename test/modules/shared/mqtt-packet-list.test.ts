@@ -11,19 +11,9 @@ import {
   parserListIsPlain,
 } from '../../../modules/shared/mqtt-packet-lean.js';
 import '../../../modules/shared/mqtt-session.js';
+import { parseChunks } from '../../helpers/mqtt.js';
 
 type Parsed = Record<string, unknown>;
-
-/** Every packet the bytes hold, fed to one parser in these chunks. */
-function parseChunks(chunks: Buffer[]): { packets: Parsed[]; errors: string[] } {
-  const parser = mqttPacket.parser();
-  const packets: Parsed[] = [];
-  const errors: string[] = [];
-  parser.on('packet', (p) => packets.push(p as unknown as Parsed));
-  parser.on('error', (e: Error) => errors.push(e.message));
-  for (const c of chunks) parser.parse(c);
-  return { packets, errors };
-}
 
 const publish = fc.record({
   cmd: fc.constant('publish' as const),
