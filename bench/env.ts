@@ -409,7 +409,7 @@ export interface HubProcess {
  */
 export async function startHub(
   yaml: string,
-  opts: { env?: NodeJS.ProcessEnv; name?: string; startTimeoutMs?: number } = {},
+  opts: { env?: NodeJS.ProcessEnv; name?: string; startTimeoutMs?: number; execArgv?: string[] } = {},
 ): Promise<HubProcess> {
   const dir = tempDir(`hub-${opts.name ?? 'x'}`);
   const file = path.join(dir, 'config.yml');
@@ -421,6 +421,7 @@ export async function startHub(
   // BENCH_HUB_NODE_ARGS: node options for the hub alone (V8 heap settings, say), not for the bench's agents
   execArgv.push(...(process.env.BENCH_HUB_NODE_ARGS ?? '').split(/\s+/).filter((a) => a !== ''));
   if (execArgv.length > 0) fs.mkdirSync(profDir, { recursive: true });
+  execArgv.push(...(opts.execArgv ?? []));
   const child: ChildProcess = fork(path.join(here, 'hub-child.js'), [], {
     execArgv,
     env: { ...process.env, LOG_LEVEL: process.env.BENCH_HUB_LOG_LEVEL ?? 'info', ...opts.env, HUB_CONFIG: file },

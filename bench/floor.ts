@@ -34,9 +34,15 @@ export interface FloorProcess {
   stop(): Promise<void>;
 }
 
-export async function startFloor(mqttUrl: string, pg: { url: string; schema: string }): Promise<FloorProcess> {
+export async function startFloor(
+  mqttUrl: string,
+  pg: { url: string; schema: string },
+  opts: { execArgv?: string[]; env?: NodeJS.ProcessEnv } = {},
+): Promise<FloorProcess> {
   const child: ChildProcess = fork(path.join(here, 'floor-child.js'), [mqttUrl, pg.url, pg.schema], {
     stdio: 'inherit',
+    ...(opts.execArgv ? { execArgv: opts.execArgv } : {}),
+    ...(opts.env ? { env: { ...process.env, ...opts.env } } : {}),
   });
   const waiting: Array<(s: FloorStats) => void> = [];
   const exited = new Promise<void>((r) => child.once('exit', () => r()));

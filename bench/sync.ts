@@ -15,7 +15,10 @@
  * answers `echo` at once), not modules/agent: the point is the hub's overhead, not the agent's
  * handler bus; the floor's is its unsigned counterpart (floor-agent.ts).
  */
+import fs from 'node:fs';
+import path from 'node:path';
 import { performance } from 'node:perf_hooks';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { COMMAND } from '../modules/command/contract/topics.js';
 import { WEB } from '../modules/web/contract/topics.js';
 import { connectAgents, pool, type SimAgent, startHeartbeats } from './agents.js';
@@ -42,11 +45,13 @@ import {
   startMosquitto,
   storeFloorHistory,
   storeHistory,
+  tempDir,
 } from './env.js';
 import { type FloorProcess, startFloor } from './floor.js';
 import { connectFloorAgents } from './floor-agent.js';
 import { type BenchRow, machine, median, percentile, type SuiteResult, vsFloor } from './harness.js';
 import { JsonClient } from './http.js';
+import { legNotes, readLegTimeline } from './sync-legs.js';
 
 const API = '/api/exchange-hub';
 
@@ -63,7 +68,30 @@ interface Target {
   split?: { in: number[]; out: number[] };
 }
 
+/**
+ * BENCH_SYNC_LEGS=1: the sync suite (1 in flight) also times each call's legs on both sides
+ * (sync-legs.ts) from a preload that records their socket reads and writes (legs-preload.ts).
+ */
+const LEGS = process.env.BENCH_SYNC_LEGS === '1';
+const LEGS_PRELOAD = pathToFileURL(path.join(path.dirname(fileURLToPath(import.meta.url)), 'legs-preload.js')).href;
+
+/** Where each side's preload appends its socket events, and the node options that load it. */
+interface LegFiles {
+  hub: string;
+  floor: string;
+  dir: string;
+}
+
+function legOptions(file: string, mqttUrl: string): { execArgv: string[]; env: NodeJS.ProcessEnv } {
+  return {
+    execArgv: ['--import', LEGS_PRELOAD],
+    env: { BENCH_LEGS_OUT: file, BENCH_LEGS_MQTT_PORT: String(new URL(mqttUrl).port) },
+  };
+}
+
 interface World {
+  /** Set when BENCH_SYNC_LEGS=1 and the world was started for the 1-in-flight suite. */
+  legs?: LegFiles;
   mosq: Mosquitto;
   hub: HubProcess;
   agents: SimAgent[];
@@ -97,17 +125,25 @@ const dbNote = (floorDb: BenchDb) =>
   `databases: hub on ${DB_TEXT[SYNC_DB]}; floor on the PostgreSQL server (${PG_URL}, schema ${floorDb.config.schema})` +
   (STORED > 0 ? `; ${STORED} finished commands stored on each side before the run` : '');
 
-async function startWorld(nProjects: number, name: string): Promise<World> {
+async function startWorld(nProjects: number, name: string, timeLegs = false): Promise<World> {
   const mosq = await startMosquitto();
+  const legDir = timeLegs ? tempDir('sync-legs') : null;
+  const legs = legDir
+    ? { dir: legDir, hub: path.join(legDir, 'hub.txt'), floor: path.join(legDir, 'floor.txt') }
+    : undefined;
   const db = SYNC_DB === 'pg' ? await pgDatabase() : SYNC_DB === 'pglite' ? pgliteDatabase() : embeddedServerDatabase();
   const cleanups: Array<() => Promise<unknown>> = [db.drop, () => mosq.stop()];
+  if (legs) cleanups.push(async () => cleanupDir(legs.dir));
   try {
     const floorDb = await pgDatabase();
     cleanups.unshift(floorDb.drop);
     const projects = [...(await provision(db, projectIds(nProjects))).values()];
     const ids = projects.map((p) => p.project_id);
     await storeHistory(db, ids, STORED);
-    const hub = await startHub(hubYaml({ db, mqttUrl: mosq.url }), { name });
+    const hub = await startHub(hubYaml({ db, mqttUrl: mosq.url }), {
+      name,
+      ...(legs ? legOptions(legs.hub, mosq.url) : {}),
+    });
     cleanups.unshift(async () => {
       await hub.stop();
       cleanupDir(hub.dir);
@@ -128,7 +164,11 @@ async function startWorld(nProjects: number, name: string): Promise<World> {
       if (Date.now() > deadline) throw new Error(`agents not online: ${JSON.stringify(r.json).slice(0, 300)}`);
       await sleep(50);
     }
-    const floor = await startFloor(mosq.url, { url: PG_URL, schema: floorDb.config.schema! });
+    const floor = await startFloor(
+      mosq.url,
+      { url: PG_URL, schema: floorDb.config.schema! },
+      legs ? legOptions(legs.floor, mosq.url) : {},
+    );
     cleanups.unshift(() => floor.stop());
     await storeFloorHistory(floor.table, ids, STORED);
     const floorAgents = await connectFloorAgents(mosq.url, ids);
@@ -142,6 +182,7 @@ async function startWorld(nProjects: number, name: string): Promise<World> {
     const arrivals = new Map<string, number>();
     for (const a of agents) a.arrivals = arrivals;
     return {
+      ...(legs ? { legs } : {}),
       mosq,
       hub,
       agents,
@@ -303,10 +344,15 @@ export async function runSyncSuite(): Promise<SuiteResult> {
   const SYNC_MS = envNumber('BENCH_SYNC_MS', 4000, 1500);
   const ECHO_MS = envNumber('BENCH_ECHO_MS', 2000, 1000);
   const WARM = envNumber('BENCH_SYNC_WARM', 300);
-  const w = await startWorld(1, 'sync');
+  const w = await startWorld(1, 'sync', LEGS);
   try {
     await warm(w.hubSide, WARM, 1);
     await warm(w.floorSide, WARM, 1);
+    if (w.legs) {
+      // the warm-up's calls are not timed: what the preloads hold of them is out within a second
+      await sleep(LEG_FLUSH_WAIT_MS);
+      for (const f of [w.legs.hub, w.legs.floor]) fs.writeFileSync(f, '');
+    }
     const e50: number[] = [];
     const e99: number[] = [];
     const hub = new Tally();
@@ -319,6 +365,8 @@ export async function runSyncSuite(): Promise<SuiteResult> {
       floor.add(await syncLoop(w.floorSide, 1, SYNC_MS));
     }
     const s = await w.hub.request<Record<string, number>>(COMMAND.stats);
+    if (w.legs) await sleep(LEG_FLUSH_WAIT_MS);
+    const legs = w.legs ? legNotes(readLegTimeline(w.legs.hub), readLegTimeline(w.legs.floor)) : [];
     const base50 = median(e50);
     const base99 = median(e99);
     const f50 = median(floor.p50);
@@ -347,6 +395,7 @@ export async function runSyncSuite(): Promise<SuiteResult> {
         `command stats: accepted ${s.accepted}, published ${s.published}, completed ${s.completed}, flushes ${s.flushes}, publish outcomes left to the ack ${s.outcomes_skipped ?? 0}`,
         await floorStatsNote(w.floor),
         cpuNotes(hub, floor),
+        ...legs,
         ...hub.firstErrors('hub'),
         ...floor.firstErrors('floor'),
       ],
@@ -355,6 +404,9 @@ export async function runSyncSuite(): Promise<SuiteResult> {
     await w.close();
   }
 }
+
+/** The preloads append what they recorded about once a second (legs-preload.ts). */
+const LEG_FLUSH_WAIT_MS = 1500;
 
 export async function runSyncConcurrentSuite(): Promise<SuiteResult> {
   const RUNS = envNumber('BENCH_SYNC_RUNS', 3, 2);
