@@ -14,6 +14,7 @@
  * it is neither the first statement nor the last, so it shows only as load.
  */
 import fs from 'node:fs';
+import { median } from './harness.js';
 
 export const LEGS = [
   'request → first statement written',
@@ -130,21 +131,16 @@ export function readLegTimeline(file: string): LegTimeline {
   return legTimeline(parseLegEvents(fs.existsSync(file) ? fs.readFileSync(file, 'utf8') : ''));
 }
 
-const med = (xs: number[]): number => {
-  if (xs.length === 0) return Number.NaN;
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)];
-};
 const us = (x: number) => (Number.isFinite(x) ? x.toFixed(0) : '-');
-const sumOf = (t: LegTimeline, which: number[]) => which.reduce((s, i) => s + med(t.legs[i]), 0);
+const sumOf = (t: LegTimeline, which: number[]) => which.reduce((s, i) => s + median(t.legs[i]), 0);
 
 /** The suite's notes: each leg's median on both sides, then the three groups. */
 export function legNotes(hub: LegTimeline, floor: LegTimeline): string[] {
   const n = (t: LegTimeline) => `${t.totals.length} calls (${t.skipped} out of order, left out)`;
   return [
     `leg timeline (BENCH_SYNC_LEGS=1, from each process's socket reads and writes; medians, µs, hub / floor; hub ${n(hub)}, floor ${n(floor)}): ` +
-      LEGS.map((leg, i) => `${i + 1}. ${leg} ${us(med(hub.legs[i]))} / ${us(med(floor.legs[i]))}`).join('; ') +
-      `; request → answer ${us(med(hub.totals))} / ${us(med(floor.totals))}`,
+      LEGS.map((leg, i) => `${i + 1}. ${leg} ${us(median(hub.legs[i]))} / ${us(median(floor.legs[i]))}`).join('; ') +
+      `; request → answer ${us(median(hub.totals))} / ${us(median(floor.totals))}`,
     `legs grouped (sums of the medians, µs, hub / floor): the process's own steps (1, 3, 5, 7) ${us(sumOf(hub, OWN))} / ${us(sumOf(floor, OWN))}; the database (2, 6) ${us(sumOf(hub, DATABASE))} / ${us(sumOf(floor, DATABASE))}; broker and agent (4) ${us(sumOf(hub, BROKER_AGENT))} / ${us(sumOf(floor, BROKER_AGENT))}`,
   ];
 }
