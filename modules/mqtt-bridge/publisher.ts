@@ -2,6 +2,7 @@ import type { MqttClient } from 'mqtt';
 import { HubError } from '../../core/errors.js';
 import type { Logger } from '../../core/log.js';
 import type { ModuleTimers } from '../../core/module.js';
+import { releaseSoon } from '../shared/write-hold.js';
 import type { MqttPublishReply, MqttPublishRequest } from './contract/topics.js';
 
 export interface PublisherDeps {
@@ -79,6 +80,9 @@ export class Publisher {
         // outbox) retries with the same message_id anyway, and agents drop duplicates
         reject(new HubError('MQTT_ERR_PUBLISH', `no PUBACK for a publish on ${req.topic} within ${ms} ms`));
       }, ms);
+      // a command waits on this publish: out with this moment's microtasks, not at the turn's end
+      // (write-hold.ts; README "A sync call leg by leg")
+      releaseSoon(this.d.client.stream);
       this.d.client.publish(req.topic, req.payload, { qos: req.qos ?? 1, retain: req.retain ?? false }, (err) => {
         if (settled) return;
         settled = true;

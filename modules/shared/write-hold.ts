@@ -28,28 +28,51 @@ type Callback = Parameters<Write>[2];
 const HOLD = Symbol('gmq.writeHold');
 
 interface HoldingSocket extends Writable {
-  [HOLD]: { write: Write; held: boolean };
+  /** `soon`: the next write goes out once this moment's microtasks have run (releaseSoon). */
+  [HOLD]: { write: Write; held: boolean; soon: boolean };
 }
 
 function holdingWrite(this: HoldingSocket, chunk: unknown, encoding?: Encoding, cb?: Callback): boolean {
   const hold = this[HOLD];
-  if (!hold.held && !this.destroyed) {
-    hold.held = true;
-    this.cork();
-    setImmediate(release, this);
+  if (!this.destroyed) {
+    if (!hold.held) {
+      hold.held = true;
+      this.cork();
+      if (!hold.soon) setImmediate(release, this);
+    }
+    if (hold.soon) {
+      hold.soon = false;
+      queueMicrotask(() => release(this));
+    }
   }
   return (hold.write as (c: unknown, e?: Encoding, cb?: Callback) => boolean).call(this, chunk, encoding, cb);
 }
 
+/** Ends the hold (once: a release already made, by the turn's end or by releaseSoon, is not made again). */
 function release(socket: HoldingSocket): void {
-  socket[HOLD].held = false;
+  const hold = socket[HOLD];
+  if (!hold.held) return;
+  hold.held = false;
   socket.uncork();
+}
+
+/**
+ * The socket's next write leaves once the microtasks of this moment have run, not at the end of
+ * the turn: for a write something waits on, made from a callback late in the turn (the bridge's
+ * publish of a command, from its mailbox's setImmediate), where the turn's end is the next turn's
+ * check phase, after everything else that turn does. Writes made meanwhile (the other publishes
+ * of the same mailbox pass, each after its own await) still leave with it, in one writev. A
+ * socket that holds no writes (never wrapped) is left alone.
+ */
+export function releaseSoon(socket: Writable | undefined): void {
+  const hold = (socket as Partial<HoldingSocket> | undefined)?.[HOLD];
+  if (hold) hold.soon = true;
 }
 
 export function holdWritesPerTurn<S extends Writable>(socket: S): S {
   const s = socket as unknown as HoldingSocket;
   if (s[HOLD]) return socket;
-  s[HOLD] = { write: socket.write, held: false };
+  s[HOLD] = { write: socket.write, held: false, soon: false };
   socket.write = holdingWrite as Write;
   return socket;
 }
