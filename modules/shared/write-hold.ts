@@ -60,9 +60,9 @@ function release(socket: HoldingSocket): void {
  * The socket's next write leaves once the microtasks of this moment have run, not at the end of
  * the turn: for a write something waits on, made from a callback late in the turn (the bridge's
  * publish of a command, from its mailbox's setImmediate), where the turn's end is the next turn's
- * check phase, after everything else that turn does. Writes made meanwhile (the other publishes
- * of the same mailbox pass, each after its own await) still leave with it, in one writev. A
- * socket that holds no writes (never wrapped) is left alone.
+ * check phase, after everything else that turn does. Writes made before those microtasks have run
+ * (the other publishes of the same mailbox pass) leave with it. A socket that holds no writes
+ * (never wrapped) is left alone.
  */
 export function releaseSoon(socket: Writable | undefined): void {
   const hold = (socket as Partial<HoldingSocket> | undefined)?.[HOLD];
