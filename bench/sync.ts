@@ -18,7 +18,6 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { fileURLToPath, pathToFileURL } from 'node:url';
 import { COMMAND } from '../modules/command/contract/topics.js';
 import { WEB } from '../modules/web/contract/topics.js';
 import { connectAgents, pool, type SimAgent, startHeartbeats } from './agents.js';
@@ -73,7 +72,9 @@ interface Target {
  * (sync-legs.ts) from a preload that records their socket reads and writes (legs-preload.ts).
  */
 const LEGS = process.env.BENCH_SYNC_LEGS === '1';
-const LEGS_PRELOAD = pathToFileURL(path.join(path.dirname(fileURLToPath(import.meta.url)), 'legs-preload.js')).href;
+const LEGS_PRELOAD = new URL('legs-preload.js', import.meta.url).href;
+/** The preloads append what they recorded about once a second (legs-preload.ts). */
+const LEG_FLUSH_WAIT_MS = 1500;
 
 /** Where each side's preload appends its socket events, and the node options that load it. */
 interface LegFiles {
@@ -404,9 +405,6 @@ export async function runSyncSuite(): Promise<SuiteResult> {
     await w.close();
   }
 }
-
-/** The preloads append what they recorded about once a second (legs-preload.ts). */
-const LEG_FLUSH_WAIT_MS = 1500;
 
 export async function runSyncConcurrentSuite(): Promise<SuiteResult> {
   const RUNS = envNumber('BENCH_SYNC_RUNS', 3, 2);

@@ -11,12 +11,9 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { after, describe, test } from 'node:test';
-import { fileURLToPath, pathToFileURL } from 'node:url';
 import { LEGS, legNotes, legTimeline, parseLegEvents, readLegTimeline } from '../../bench/sync-legs.js';
 
-const PRELOAD = pathToFileURL(
-  path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'bench', 'legs-preload.js'),
-).href;
+const PRELOAD = new URL('../../bench/legs-preload.js', import.meta.url).href;
 
 /** Events as the preload writes them, one per line: `<µs> <event> <class> <socket>`. */
 const lines = (...events: string[]) => `${events.join('\n')}\n`;
