@@ -92,7 +92,10 @@ export class AckGate {
 
   private release(): void {
     while (this.head < this.queue.length && this.queue[this.head].outcome !== undefined) {
-      const p = this.queue[this.head++];
+      const p = this.queue[this.head];
+      // let the entry go now: a slot kept until the next compaction held it (and the connection's
+      // socket) for another thousand uplinks, long enough to be promoted and collected as old
+      this.queue[this.head++] = undefined as unknown as Pending;
       const sameConnection = p.stream === this.client.stream && this.client.connected;
       if (p.outcome && sameConnection) {
         // mqtt.js has no public call for a PUBACK of our own; _sendPacket with noStore writes it
@@ -108,7 +111,11 @@ export class AckGate {
         this.withheld++;
       }
     }
-    if (this.head > 1024 && this.head * 2 > this.queue.length) {
+    if (this.head === this.queue.length) {
+      // all released: a fresh array, as the bus's mailboxes do (core/mailbox.ts shift)
+      this.queue = [];
+      this.head = 0;
+    } else if (this.head > 1024 && this.head * 2 > this.queue.length) {
       this.queue = this.queue.slice(this.head);
       this.head = 0;
     }
