@@ -10,11 +10,10 @@ import type { Logger } from '../../core/log.js';
 import type { Clock } from '../../core/module.js';
 import { COMMAND_STATUSES } from './contract/schemas.js';
 import { COMMAND, type CommandEvent, type CommandResultView } from './contract/topics.js';
+import { LifecycleLines } from './lifecycle-lines.js';
 import type { CommandOwners } from './owners.js';
-import { num, type TrackerRow, timings, toView } from './rows.js';
+import { num, TERMINAL_STATUSES, type TrackerRow, timings, toView } from './rows.js';
 import type { StageMetrics } from './stage-metrics.js';
-
-const TERMINAL: ReadonlySet<string> = new Set(['completed', 'failed', 'timeout', 'cancelled']);
 
 export interface Counters {
   accepted: number;
@@ -162,7 +161,7 @@ export class EventOrder {
       // one statement can change a row twice (ack and result together): its announcements carry the
       // row after each change, its RETURNING the last, so one terminal state can come with two
       // versions; a terminal state just shown is not shown again (another one still goes out)
-      if (statusOf(e) === code && TERMINAL.has(status)) return false;
+      if (statusOf(e) === code && TERMINAL_STATUSES.has(status)) return false;
     }
     this.seen.set(commandId, pack(version, code, e !== undefined && resultOf(e)));
     return true;
@@ -214,10 +213,20 @@ export class Events {
     /** Told of every command whose state goes out, so uplinks can be checked for ownership cheaply. */
     private readonly owners?: CommandOwners,
     /** One info line when a command is accepted and one when it ends (ids and status, never payloads). */
-    private readonly trail?: Logger,
+    trail?: Logger,
     /** The latencies and final statuses this instance reports on /metrics (stage-metrics.ts). */
     private readonly stages?: StageMetrics,
-  ) {}
+  ) {
+    this.lines = trail ? new LifecycleLines(trail) : undefined;
+  }
+
+  /** The lifecycle lines of this instance's own changes, written just after their I/O (lifecycle-lines.ts). */
+  private readonly lines?: LifecycleLines;
+
+  /** Writes the lifecycle lines still held (the module stops). */
+  flushLines(): void {
+    this.lines?.flush();
+  }
 
   /** Whether a state of this version would still go out (cluster-events.ts reads only those). */
   newer(commandId: string, version: number): boolean {
@@ -257,7 +266,7 @@ export class Events {
     this.owners?.remember(row.command_id, row.project_id);
     const view = toView(row);
     // one lifecycle line per command across the instances: the one that made the change logs it
-    if (this.trail && !remote) logLifecycle(this.trail, view, this.clock.now());
+    if (!remote) this.lines?.add(view, this.clock.now());
     const ev: CommandEvent = {
       kind: 'state',
       command: view,
@@ -305,23 +314,5 @@ export class Events {
       ...(remote ? { remote: true as const } : {}),
     };
     void this.bus.publish(COMMAND.event(projectId, commandId), ev);
-  }
-}
-
-/** The operator's trail of a command: accepted, then how it ended and how long it took. */
-function logLifecycle(log: Logger, c: ReturnType<typeof toView>, now: number): void {
-  const ids = { command_id: c.command_id, project_id: c.project_id, command_type: c.command_type };
-  if (c.status === 'scheduled') {
-    log.info({ ...ids, schedule_at: c.schedule_at, offline_policy: c.offline_policy }, 'command scheduled');
-  } else if (c.status === 'pending' && c.schedule_at !== null) {
-    log.info({ ...ids, schedule_at: c.schedule_at, offline_policy: c.offline_policy }, 'scheduled command started');
-  } else if (c.status === 'pending') {
-    log.info({ ...ids, offline_policy: c.offline_policy, attempts: c.attempts }, 'command accepted');
-  } else if (TERMINAL.has(c.status)) {
-    const end = c.completed_at ? Date.parse(c.completed_at) : now;
-    log.info(
-      { ...ids, status: c.status, duration_ms: end - Date.parse(c.created_at), ...(c.error ? { error: c.error } : {}) },
-      `command ${c.status}`,
-    );
   }
 }

@@ -181,6 +181,8 @@ export const provider: ModuleProvider<CommandConfig> = {
         await uplinks?.close();
         events.announceLog = undefined;
         await cluster?.stop();
+        // the lifecycle lines of the last changes, held for a turn (lifecycle-lines.ts)
+        events.flushLines();
       },
     };
   },
