@@ -111,11 +111,7 @@ export class AckGate {
         this.withheld++;
       }
     }
-    if (this.head === this.queue.length) {
-      // all released: a fresh array, as the bus's mailboxes do (core/mailbox.ts shift)
-      this.queue = [];
-      this.head = 0;
-    } else if (this.head > 1024 && this.head * 2 > this.queue.length) {
+    if (this.head > 1024 && this.head * 2 > this.queue.length) {
       this.queue = this.queue.slice(this.head);
       this.head = 0;
     }
