@@ -8,8 +8,8 @@
 import { LRUCache } from 'lru-cache';
 import { counter, countsBy, Histogram, histogram, type MetricFamily } from '../../core/metrics.js';
 import type { CommandEvent, CommandView } from './contract/topics.js';
+import { TERMINAL_STATUSES } from './rows.js';
 
-const FINAL = new Set(['completed', 'failed', 'timeout', 'cancelled']);
 const STAGE_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900, 3600];
 /**
  * Commands whose stages were observed, so a repeated event is not counted twice: an LRU cache, the
@@ -78,7 +78,7 @@ export class StageMetrics {
       this.stage.observe({ stage: 'delivery' }, (acked - sent) / 1000);
       mask |= D;
     }
-    if (!(mask & T) && FINAL.has(c.status)) {
+    if (!(mask & T) && TERMINAL_STATUSES.has(c.status)) {
       this.finals[c.status] = (this.finals[c.status] ?? 0) + 1;
       const done = ms(c.completed_at);
       if (done >= created) this.stage.observe({ stage: 'total' }, (done - created) / 1000);
