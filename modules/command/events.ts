@@ -205,6 +205,8 @@ export class Events {
   ordered = false;
   /** Log chunks received here, for the other instances (cluster-events.ts announceLog). */
   announceLog?: (projectId: string, commandId: string, seq: number, content: string) => void;
+  /** The lifecycle lines of this instance's own changes, written just after their I/O (lifecycle-lines.ts). */
+  private readonly lines?: LifecycleLines;
 
   constructor(
     private readonly bus: ModuleBus,
@@ -219,9 +221,6 @@ export class Events {
   ) {
     this.lines = trail ? new LifecycleLines(trail) : undefined;
   }
-
-  /** The lifecycle lines of this instance's own changes, written just after their I/O (lifecycle-lines.ts). */
-  private readonly lines?: LifecycleLines;
 
   /** Writes the lifecycle lines still held (the module stops). */
   flushLines(): void {

@@ -25,6 +25,10 @@ export class LifecycleLines {
     this.scheduled = false;
     this.flush();
   };
+  /** The first hop: from this turn's immediates into the next turn's. */
+  private readonly nextTurn = (): void => {
+    setImmediate(this.writeHeld);
+  };
 
   constructor(private readonly log: Logger) {}
 
@@ -34,7 +38,7 @@ export class LifecycleLines {
     this.held.push({ view, at });
     if (this.scheduled) return;
     this.scheduled = true;
-    setImmediate(() => setImmediate(this.writeHeld));
+    setImmediate(this.nextTurn);
   }
 
   /** Lines not written yet. */
