@@ -2,7 +2,6 @@ import type { EventEmitter } from 'node:events';
 import net from 'node:net';
 import type { Duplex } from 'node:stream';
 import { Aedes, type AedesPublishPacket, type Client, type PublishPacket, type Subscription } from 'aedes';
-import aedesPersistence from 'aedes-persistence';
 import { LRUCache } from 'lru-cache';
 import { HubError } from '../../core/errors.js';
 import '../shared/mqtt-packet-lean.js';
@@ -15,7 +14,7 @@ import { Authenticator, hubPasswordFor, type Identity, sameIdentity } from './au
 import type { BrokerConfig } from './config.js';
 import { BROKER, type BrokerDeniedEvent, type BrokerStats, type BrokerWsConnection } from './contract/topics.js';
 import { BoundedEmitter, type MqLike, SINK_TOPIC } from './emitter.js';
-import { indexOutgoing } from './outgoing-index.js';
+import { sessionQueues } from './outgoing-index.js';
 import { limitPacketSize, type PacketLimit } from './packet-limit.js';
 
 interface ClientState {
@@ -39,9 +38,6 @@ const pendingWill = (client: Client): PublishPacket | null | undefined =>
   (client as unknown as { _will?: PublishPacket | null })._will;
 const activeWill = (client: Client): PublishPacket | null | undefined =>
   (client as unknown as { will?: PublishPacket | null }).will;
-
-/** aedes-persistence's in-memory factory, as aedes itself imports it (its types describe an ES module namespace). */
-const memoryPersistence = aedesPersistence as unknown as () => object;
 
 /**
  * The embedded MQTT broker: aedes behind a TCP server, with authentication against the status
@@ -119,9 +115,11 @@ export class EmbeddedBroker {
 
   async start(): Promise<void> {
     const cfg = this.ctx.config;
+    // aedes' in-memory persistence, its session queues indexed and fixed (outgoing-index.ts); its
+    // forward check drops a stale resend before ours sees the packet
+    const queues = sessionQueues((client, packet) => this.authorizeForward(client, packet));
     const aedes = new Aedes({
-      // aedes' in-memory persistence, its outgoing queues indexed (outgoing-index.ts)
-      persistence: indexOutgoing(memoryPersistence()),
+      persistence: queues.persistence,
       // aedes' mqemitter without its own queue: BoundedEmitter bounds the work (see emitter.ts)
       concurrency: 0,
       queueLimit: cfg.queue_limit,
@@ -140,7 +138,7 @@ export class EmbeddedBroker {
       },
       authorizePublish: (client, packet, done) => done(this.authorizePublish(client, packet)),
       authorizeSubscribe: (client, sub, done) => done(null, this.authorizeSubscribe(client, sub)),
-      authorizeForward: (client, packet) => this.authorizeForward(client, packet),
+      authorizeForward: queues.authorizeForward,
     });
     const holder = aedes as unknown as { mq: MqLike };
     this.mq = new BoundedEmitter(holder.mq, cfg.max_inflight, cfg.max_waiting);

@@ -11,10 +11,30 @@
  * over ordered maps and two indexes (by broker id and counter, by message id); everything else
  * (subscriptions, retained messages, wills, incoming QoS 2) stays aedes-persistence's own.
  * test/modules/broker/outgoing-index.property.test.ts holds it against the original, operation
- * by operation, with fast-check.
+ * by operation, with fast-check, but for the two fixes below.
+ *
+ * **Two fixes to the original's session queues**, found when a bridge restarted under load lost
+ * an uplink (test/modules/mqtt-bridge/session.test.ts) on the test broker, which is plain aedes:
+ *
+ * - **A PUBACK cleared another packet.** aedes numbers each connection's packets from a random
+ *   start (`Client._nextId`) and never looks at the ids the session's queue already holds: a
+ *   packet sent on an earlier connection and not acknowledged keeps its id for its resend, so a
+ *   new packet could get the same id. The queue clears the first packet with an acknowledged id,
+ *   which could be the older one: it was gone without ever being acknowledged, and its resend
+ *   never came. Here a packet sent for the first time takes the next id no queued packet holds
+ *   (the packet aedes is about to write gets it too), so an id names one packet in a queue.
+ * - **A resend that is no longer due closed the connection.** On a reconnect aedes resends a
+ *   snapshot of the queue, while new packets reach the client at once. A packet in both was
+ *   acknowledged before the snapshot came to it ("no such packet": aedes closed the connection,
+ *   the client came back, and the next snapshot could do it again), or sent twice. Such a resend
+ *   (its packet no longer queued, or already sent on this connection) is marked here, and
+ *   `isStaleResend` lets the broker's `authorizeForward` drop it (aedes then clears it by its
+ *   packet, which the mark makes a no-op) instead of failing the connection.
  */
 import { Readable } from 'node:stream';
+import type { AedesOptions } from 'aedes';
 import aedesPacket from 'aedes-packet';
+import aedesPersistence from 'aedes-persistence';
 
 /** aedes-packet's constructor (its types declare a namespace; at run time it is the function). */
 const Packet = aedesPacket as unknown as new (p: object) => OutgoingPacket;
@@ -25,6 +45,28 @@ export interface OutgoingPacket {
   brokerCounter?: number;
   messageId?: number;
   [k: string]: unknown;
+}
+
+/** The highest MQTT packet id (ids are 1 to 65 535). */
+const MAX_PACKET_ID = 65_535;
+
+/**
+ * Where a queued packet was last sent: its connection's number (see `connectionNumber`). A field
+ * of the queued packet, not a WeakMap: one set per send cost a WeakMap entry for every packet
+ * (2 µs a message in `npm run bench -- outgoing`); aedes copies only the fields it knows, so
+ * none of this reaches the wire.
+ */
+interface QueuedPacket extends OutgoingPacket {
+  /** 0 until sent */
+  sentOn?: number;
+}
+
+/** Resends aedes is about to write that are no longer due (see the file comment). */
+const staleResends = new WeakSet<object>();
+
+/** Whether aedes should drop this packet instead of writing it: a resend no longer due. For `authorizeForward`. */
+export function isStaleResend(packet: object): boolean {
+  return staleResends.has(packet);
 }
 
 /** The five outgoing methods of an aedes persistence, promise style (aedes calls them so). */
@@ -63,34 +105,65 @@ class Queue {
    * aedes-persistence's outgoingUpdate, which scans the queue in order and stops at the first
    * packet that either is this one (same broker and counter: it takes the new message id) or
    * is another broker's with the same message id (replaced by this one). Here: the first of each
-   * kind from the indexes, and the earlier of the two.
+   * kind from the indexes, and the earlier of the two; and the two fixes of the file comment:
+   * a first send takes an id no other queued packet holds (written into `p`, which aedes sends),
+   * and a publish no longer due comes back `stale` (aedes-persistence threw "no such packet" for
+   * one no longer queued). `conn` is the sending connection's number.
    */
-  update(p: OutgoingPacket): boolean {
+  update(p: OutgoingPacket, conn: number): 'updated' | 'stale' | 'missing' {
     const m = this.maps;
-    if (!m) return false;
-    const same = m.byBroker.get(brokerKey(p))?.first();
+    const same = m?.byBroker.get(brokerKey(p))?.first();
     let other: number | undefined;
-    for (const pos of m.byMessageId.get(p.messageId) ?? []) {
-      if (m.items.get(pos)!.brokerId !== p.brokerId) {
+    for (const pos of m?.byMessageId.get(p.messageId) ?? []) {
+      if (m!.items.get(pos)!.brokerId !== p.brokerId) {
         other = pos;
         break;
       }
     }
-    if (same !== undefined && (other === undefined || same < other)) {
-      const cur = m.items.get(same)!;
+    if (m && same !== undefined && (other === undefined || same < other)) {
+      const cur: QueuedPacket = m.items.get(same)!;
+      if (cur.messageId !== undefined && cur.sentOn === conn) {
+        // sent on this connection already (a new packet reached the client before the resend of
+        // the queue did): not again; should it be written anyway, then under the id it has
+        p.messageId = cur.messageId;
+        return 'stale';
+      }
+      // a resend keeps its id ([MQTT-4.4.0-1]); a first send takes one no other packet holds
+      if (p.messageId !== cur.messageId) p.messageId = this.freeId(p.messageId, same);
       remove(m.byMessageId, cur.messageId, same);
       cur.messageId = p.messageId;
       add(m.byMessageId, cur.messageId, same);
-      return true;
+      cur.sentOn = conn;
+      return 'updated';
     }
-    if (other === undefined) return false;
+    if (!m || other === undefined) {
+      // a publish of this broker no longer queued: acknowledged meanwhile (or its session
+      // emptied); should it be written anyway, then under an id no queued packet holds
+      if (p.cmd !== 'publish' || p.brokerId === undefined) return 'missing';
+      if (m) p.messageId = this.freeId(p.messageId, -1);
+      return 'stale';
+    }
     const cur = m.items.get(other)!;
     remove(m.byBroker, brokerKey(cur), other);
     remove(m.byMessageId, cur.messageId, other);
     m.items.set(other, p);
     add(m.byBroker, brokerKey(p), other);
     add(m.byMessageId, p.messageId, other);
-    return true;
+    (p as QueuedPacket).sentOn = conn;
+    return 'updated';
+  }
+
+  /** `id`, or the next id after it that no queued packet but the one at `self` holds. */
+  private freeId(id: number | undefined, self: number): number | undefined {
+    const m = this.maps;
+    if (id === undefined || !m) return id;
+    let candidate = id;
+    for (let tries = 0; tries < MAX_PACKET_ID; tries++) {
+      const holders = m.byMessageId.get(candidate);
+      if (!holders || holders.size === 0 || (holders.size === 1 && holders.first() === self)) return candidate;
+      candidate = candidate >= MAX_PACKET_ID ? 1 : candidate + 1;
+    }
+    return id; // 65 535 packets sent and not acknowledged: aedes' own id, as before
   }
 
   /** Removes and returns the first packet (in queue order) with this message id. */
@@ -182,11 +255,30 @@ function remove<K>(index: Map<K, Positions>, key: K, at: number): void {
   if (list.size === 0 && key !== undefined) index.delete(key);
 }
 
+/** A queued copy of `packet`, its `sentOn` there from the start (0: not sent) so every queued packet has one shape. */
+function queued(packet: OutgoingPacket): QueuedPacket {
+  const p: QueuedPacket = new Packet(packet);
+  p.sentOn = 0;
+  return p;
+}
+
 const brokerKey = (p: OutgoingPacket): string => `${p.brokerId}\u0000${p.brokerCounter}`;
 
 /** The outgoing methods over indexed queues (see the file comment). */
 export function indexedOutgoing(): OutgoingMethods {
   const queues = new Map<string, Queue>();
+  // aedes makes a Client object per connection: its number tells this connection from the
+  // session's earlier ones (a WeakMap: nothing kept once the connection is gone)
+  const connections = new WeakMap<object, number>();
+  let connectionCount = 0;
+  const connectionNumber = (client: object): number => {
+    let n = connections.get(client);
+    if (n === undefined) {
+      n = ++connectionCount;
+      connections.set(client, n);
+    }
+    return n;
+  };
   const queueOf = (clientId: string): Queue => {
     let q = queues.get(clientId);
     if (!q) {
@@ -197,15 +289,19 @@ export function indexedOutgoing(): OutgoingMethods {
   };
   return {
     async outgoingEnqueue(sub, packet) {
-      queueOf(sub.clientId).push(new Packet(packet));
+      queueOf(sub.clientId).push(queued(packet));
     },
     async outgoingEnqueueCombi(subs, packet) {
-      for (const sub of subs) queueOf(sub.clientId).push(new Packet(packet));
+      for (const sub of subs) queueOf(sub.clientId).push(queued(packet));
     },
     async outgoingUpdate(client, packet) {
-      if (!queueOf(client.id).update(packet)) throw new Error('no such packet');
+      const outcome = queueOf(client.id).update(packet, connectionNumber(client));
+      if (outcome === 'missing') throw new Error('no such packet');
+      if (outcome === 'stale') staleResends.add(packet);
     },
     async outgoingClearMessageId(client, packet) {
+      // aedes clears a resend the broker dropped by its packet: a stale one names nothing queued
+      if (staleResends.has(packet)) return undefined;
       return queueOf(client.id).clear(packet.messageId);
     },
     outgoingStream(client) {
@@ -218,4 +314,21 @@ export function indexedOutgoing(): OutgoingMethods {
 /** Puts the indexed outgoing methods on an aedes persistence instance (aedes-persistence's `memory()`). */
 export function indexOutgoing<P extends object>(persistence: P): P {
   return Object.assign(persistence, indexedOutgoing());
+}
+
+/** aedes-persistence's in-memory factory, as aedes itself imports it (its types describe an ES module namespace). */
+const memoryPersistence = aedesPersistence as unknown as () => object;
+
+/**
+ * The aedes options for session queues held in memory, indexed and fixed: the persistence, and
+ * an `authorizeForward` that drops stale resends before `forward` (the broker's own check) sees
+ * a packet. The embedded broker and the tests' bare aedes both build theirs here.
+ */
+export function sessionQueues(
+  forward: NonNullable<AedesOptions['authorizeForward']> = (_client, packet) => packet,
+): Required<Pick<AedesOptions, 'persistence' | 'authorizeForward'>> {
+  return {
+    persistence: indexOutgoing(memoryPersistence()),
+    authorizeForward: (client, packet) => (isStaleResend(packet) ? null : forward(client, packet)),
+  };
 }

@@ -2,6 +2,7 @@ import net from 'node:net';
 import { Aedes } from 'aedes';
 import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
 import mqttPacket from 'mqtt-packet';
+import { sessionQueues } from '../../modules/broker/outgoing-index.js';
 import { scaled } from './wait.js';
 
 export interface TestBroker {
@@ -14,9 +15,12 @@ export interface TestBroker {
 /**
  * A bare aedes broker on a free loopback port (no auth), for tests of modules that need an
  * MQTT peer before the broker module is involved. TCP_NODELAY on every socket (docs/architecture.md#performance-decisions).
+ * Its session queues are the embedded broker's (modules/broker/outgoing-index.ts): aedes' own
+ * could let a PUBACK clear another packet of a persistent session, and closed the session's
+ * connection over a resend no longer due; a test of the bridge must not meet those.
  */
 export async function startTestBroker(port = 0): Promise<TestBroker> {
-  const aedes = await Aedes.createBroker();
+  const aedes = await Aedes.createBroker(sessionQueues());
   const server = net.createServer((socket) => {
     socket.setNoDelay(true);
     aedes.handle(socket);
