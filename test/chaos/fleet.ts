@@ -1,6 +1,6 @@
 /**
  * The system under test, as separate processes: one hub (`node dist/bootstrap/main.js` with a
- * generated config: PostgreSQL, an external broker, REST on a free port) and N agents (the
+ * generated config: PostgreSQL, an external broker or its own embedded one, REST on a free port) and N agents (the
  * project's own agent module, one project each) whose handler sleeps as long as each command
  * asks (`/bin/sleep`, allow-listed in host_exec) and whose log says which command ran.
  */
@@ -36,10 +36,19 @@ export class ChaosHub {
     readonly db: string | Record<string, unknown>,
     readonly brokerUrl: string,
     readonly webPort: number,
+    /** The port of the hub's own embedded broker, when it runs one (the agents then connect to it). */
+    readonly embeddedBrokerPort?: number,
   ) {}
 
-  static async create(db: string | Record<string, unknown>, brokerUrl: string): Promise<ChaosHub> {
-    const hub = new ChaosHub(db, brokerUrl, await freePort());
+  /** A hub on an external broker at `brokerUrl`, or, with `broker: 'embedded'`, on its own embedded broker (see `brokerUrl`). */
+  static async create(
+    db: string | Record<string, unknown>,
+    brokerUrl: string,
+    opts: { broker?: 'embedded' } = {},
+  ): Promise<ChaosHub> {
+    const port = opts.broker === 'embedded' ? await freePort() : undefined;
+    const url = port === undefined ? brokerUrl : `mqtt://127.0.0.1:${port}`;
+    const hub = new ChaosHub(db, url, await freePort(), port);
     hub.writeConfig({});
     return hub;
   }
@@ -69,6 +78,10 @@ export class ChaosHub {
         ...over['mqtt-bridge'],
       },
       web: { port: this.webPort, ...over.web },
+      // the embedded broker (aedes in the hub's process); the bridge takes its credential from it
+      ...(this.embeddedBrokerPort === undefined
+        ? {}
+        : { broker: { port: this.embeddedBrokerPort, host: '127.0.0.1', ...over.broker } }),
     };
     const database = typeof this.db === 'string' ? { driver: 'pg', url: this.db } : this.db;
     const text = JSON.stringify({ databases: { default: database }, modules }, null, 2);
@@ -107,6 +120,13 @@ export class ChaosHub {
   /** Lines of every run with this message (for the figures: "command uplink dropped" …). */
   count(msg: string): number {
     return this.runs.reduce((n, r) => n + r.lines.filter((l) => l.msg === msg).length, 0);
+  }
+
+  /** Restarts one of the hub's modules through the REST API (200 once restarted; 202 for the web module itself). */
+  async restartModule(name: string): Promise<void> {
+    const res = await fetch(`${this.base}${API}/modules/${name}/restart`, { method: 'POST' });
+    if (res.status !== 200 && res.status !== 202)
+      throw new Error(`restarting ${name}: ${res.status} ${await res.text()}`);
   }
 
   async provision(name: string): Promise<Project> {

@@ -43,6 +43,8 @@ export interface Figures {
   notes: Record<string, unknown>;
   /** A few of the lost ids with what the database says of them. */
   lostSamples: unknown[];
+  /** Commands that ended without any agent running them, by final status and error (a fault's price, not a loss). */
+  notRun: Record<string, number>;
 }
 
 export class Load {
@@ -238,6 +240,7 @@ export class Load {
     let lost = 0;
     let twice = 0;
     const lostSamples: unknown[] = [];
+    const notRun: Record<string, number> = {};
     for (const id of ids) {
       const row = byId.get(id);
       const ran = runs.get(id) ?? 0;
@@ -246,6 +249,10 @@ export class Load {
       if (ran > 0) executed++;
       if (ran > 0 && row?.has_result) stored++;
       if (ran > 1) twice++;
+      if (isTerminal && ran === 0) {
+        const why = row.error ? `${row.status}: ${row.error.slice(0, 80)}` : row.status;
+        notRun[why] = (notRun[why] ?? 0) + 1;
+      }
       // lost: a 2xx without a row, never terminal, or ran without its result reaching the store
       if (!row || !isTerminal || (ran > 0 && !row.has_result)) {
         lost++;
@@ -260,6 +267,7 @@ export class Load {
       stored,
       lost,
       twice,
+      notRun,
       http5xx: this.http5xx,
       http4xx: this.http4xx,
       connErrors: this.connErrors,

@@ -106,6 +106,7 @@ function failedRun(scenario: string): Figures {
     durationMs: 0,
     notes: { error: true },
     lostSamples: [],
+    notRun: {},
   };
 }
 

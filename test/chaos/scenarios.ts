@@ -28,7 +28,8 @@ interface Ctx {
   opts: ChaosOptions;
   hub: ChaosHub;
   agents: ChaosAgent[];
-  mosquitto: PrivateMosquitto;
+  /** The suite's private Mosquitto; none when the scenario runs on the hub's embedded broker. */
+  mosquitto?: PrivateMosquitto;
   pgs: PrivatePostgres;
   /** The hub's embedded server, in the scenarios that run the hub on it. */
   embedded?: EmbeddedServerReader;
@@ -44,6 +45,8 @@ interface Scenario {
   window?: number;
   /** The hub's database: the suite's private server (default), or the hub's embedded server (the shipped default). */
   db?: 'embedded';
+  /** The broker: the suite's private Mosquitto (default), or the hub's embedded broker (the shipped default), the agents on it. */
+  broker?: 'embedded';
   fault(c: Ctx): Promise<void>;
 }
 
@@ -116,9 +119,9 @@ export const SCENARIOS: Record<string, Scenario> = {
     async fault(c) {
       for (const f of [1 / 3, 2 / 3]) {
         await at(c, f);
-        await c.mosquitto.kill9();
+        await c.mosquitto!.kill9();
         await sleep(5_000);
-        await c.mosquitto.start();
+        await c.mosquitto!.start();
       }
       c.notes.kills = 2;
     },
@@ -141,11 +144,11 @@ export const SCENARIOS: Record<string, Scenario> = {
     async fault(c) {
       await at(c, 1 / 3);
       const a = c.agents[0];
-      await c.mosquitto.kill9();
+      await c.mosquitto!.kill9();
       await sleep(3_000);
       c.notes.on_disk_at_kill = a.queuedOnDisk();
       await a.kill9();
-      await c.mosquitto.start();
+      await c.mosquitto!.start();
       await a.start();
     },
   },
@@ -159,6 +162,34 @@ export const SCENARIOS: Record<string, Scenario> = {
       c.notes.exit = r.code ?? r.signal;
       c.notes.stop_ms = Date.now() - t0;
       await c.hub.start();
+    },
+  },
+  'embedded-broker': {
+    what:
+      'the hub’s embedded MQTT broker (the shipped default), the agents’ and the bridge’s persistent sessions on it; ' +
+      'at 1/5 and 3/5 an agent killed -9 and started again at once (its commands wait in its session), at 2/5 and 4/5 ' +
+      'the hub’s bridge module restarted (the results wait in its session); 40 commands outstanding per agent',
+    sleepMs: [20, 200],
+    window: 40,
+    broker: 'embedded',
+    async fault(c) {
+      let agentKills = 0;
+      let bridgeRestarts = 0;
+      for (const [k, f] of [0.2, 0.4, 0.6, 0.8].entries()) {
+        await at(c, f);
+        if (k % 2 === 0) {
+          const a = c.agents[agentKills % c.agents.length];
+          await a.kill9();
+          await a.start();
+          agentKills++;
+        } else {
+          await c.hub.restartModule('mqtt-bridge');
+          bridgeRestarts++;
+        }
+      }
+      c.notes.agent_kills = agentKills;
+      c.notes.bridge_restarts = bridgeRestarts;
+      c.notes.bridge_reconnects = c.hub.count('mqtt bridge reconnecting');
     },
   },
   'config-edit': {
@@ -195,14 +226,14 @@ export async function runScenario(name: string, pgs: PrivatePostgres, opts: Chao
     ? { driver: 'embedded-postgres', server_dir: embedded.serverDir }
     : await pgs.createDatabase(db);
   const audited: Queryable = embedded ?? pgs;
-  const mosquitto = await PrivateMosquitto.create();
-  const hub = await ChaosHub.create(hubDb, mosquitto.url);
+  const mosquitto = sc.broker === 'embedded' ? undefined : await PrivateMosquitto.create();
+  const hub = await ChaosHub.create(hubDb, mosquitto?.url ?? '', { broker: sc.broker });
   const agents: ChaosAgent[] = [];
   const notes: Record<string, unknown> = {};
   try {
     await hub.start();
     for (let i = 0; i < opts.agents; i++) {
-      agents.push(new ChaosAgent(await hub.provision(`${db.replace(/_/g, '-')}-${i}`), mosquitto.url));
+      agents.push(new ChaosAgent(await hub.provision(`${db.replace(/_/g, '-')}-${i}`), hub.brokerUrl));
     }
     // a few at a time: twenty node processes starting at once take minutes on two cores
     for (let i = 0; i < agents.length; i += 4) await Promise.all(agents.slice(i, i + 4).map((a) => a.start()));
@@ -227,9 +258,10 @@ export async function runScenario(name: string, pgs: PrivatePostgres, opts: Chao
     const durationMs = Date.now() - t0;
     const audit = await load.audit(agents.flatMap((a) => a.executions()));
     notes.uplinks_dropped = hub.count('command uplink dropped');
-    notes.broker_drops = mosquitto.drops().length;
+    if (mosquitto) notes.broker_drops = mosquitto.drops().length;
     if (load.codes.size > 0) notes.refusals = Object.fromEntries(load.codes);
     if (load.connErrors > 0) notes.conn_errors = load.connErrors;
+    if (Object.keys(audit.notRun).length > 0) notes.not_run = audit.notRun;
     const figures: Figures = { scenario: name, durationMs, notes, ...audit };
     // a stopping hub refuses sends with 503 HOST_ERR_STOPPING by design; any other 5xx is worth reading about
     const unexpected5xx = [...load.codes.keys()].some((c) => c.startsWith('5') && c !== '503 HOST_ERR_STOPPING');
@@ -244,7 +276,7 @@ export async function runScenario(name: string, pgs: PrivatePostgres, opts: Chao
   } finally {
     await Promise.allSettled(agents.map((a) => a.dispose()));
     await hub.dispose().catch(() => undefined);
-    await mosquitto.destroy().catch(() => undefined);
+    await mosquitto?.destroy().catch(() => undefined);
     if (embedded) {
       // the hub's stop ended its server; one a kill left behind is ended here, by its PID
       const left = embedded.pid();
