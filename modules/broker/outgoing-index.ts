@@ -14,7 +14,7 @@
  * by operation, with fast-check, but for the two fixes below.
  *
  * **Two fixes to the original's session queues**, found when a bridge restarted under load lost
- * an uplink (test/modules/mqtt-bridge/session.test.ts) on the test broker, which is plain aedes:
+ * an uplink (test/modules/mqtt-bridge/session.test.ts) on the tests' broker, then plain aedes:
  *
  * - **A PUBACK cleared another packet.** aedes numbers each connection's packets from a random
  *   start (`Client._nextId`) and never looks at the ids the session's queue already holds: a
@@ -52,9 +52,8 @@ const MAX_PACKET_ID = 65_535;
 
 /**
  * Where a queued packet was last sent: its connection's number (see `connectionNumber`). A field
- * of the queued packet, not a WeakMap: one set per send cost a WeakMap entry for every packet
- * (2 µs a message in `npm run bench -- outgoing`); aedes copies only the fields it knows, so
- * none of this reaches the wire.
+ * of the queued packet rather than a WeakMap beside it, which would hold a weak entry for every
+ * packet in flight; aedes copies only the fields it knows, so it never reaches the wire.
  */
 interface QueuedPacket extends OutgoingPacket {
   /** 0 until sent */
@@ -122,7 +121,7 @@ class Queue {
     }
     if (m && same !== undefined && (other === undefined || same < other)) {
       const cur: QueuedPacket = m.items.get(same)!;
-      if (cur.messageId !== undefined && cur.sentOn === conn) {
+      if (cur.sentOn === conn) {
         // sent on this connection already (a new packet reached the client before the resend of
         // the queue did): not again; should it be written anyway, then under the id it has
         p.messageId = cur.messageId;
@@ -140,7 +139,7 @@ class Queue {
       // a publish of this broker no longer queued: acknowledged meanwhile (or its session
       // emptied); should it be written anyway, then under an id no queued packet holds
       if (p.cmd !== 'publish' || p.brokerId === undefined) return 'missing';
-      if (m) p.messageId = this.freeId(p.messageId, -1);
+      p.messageId = this.freeId(p.messageId, -1);
       return 'stale';
     }
     const cur = m.items.get(other)!;
