@@ -56,7 +56,7 @@ const MAX_PACKET_ID = 65_535;
  * packet in flight; aedes copies only the fields it knows, so it never reaches the wire.
  */
 interface QueuedPacket extends OutgoingPacket {
-  /** 0 until sent */
+  /** undefined until sent */
   sentOn?: number;
 }
 
@@ -254,13 +254,6 @@ function remove<K>(index: Map<K, Positions>, key: K, at: number): void {
   if (list.size === 0 && key !== undefined) index.delete(key);
 }
 
-/** A queued copy of `packet`, its `sentOn` there from the start (0: not sent) so every queued packet has one shape. */
-function queued(packet: OutgoingPacket): QueuedPacket {
-  const p: QueuedPacket = new Packet(packet);
-  p.sentOn = 0;
-  return p;
-}
-
 const brokerKey = (p: OutgoingPacket): string => `${p.brokerId}\u0000${p.brokerCounter}`;
 
 /** The outgoing methods over indexed queues (see the file comment). */
@@ -288,10 +281,10 @@ export function indexedOutgoing(): OutgoingMethods {
   };
   return {
     async outgoingEnqueue(sub, packet) {
-      queueOf(sub.clientId).push(queued(packet));
+      queueOf(sub.clientId).push(new Packet(packet));
     },
     async outgoingEnqueueCombi(subs, packet) {
-      for (const sub of subs) queueOf(sub.clientId).push(queued(packet));
+      for (const sub of subs) queueOf(sub.clientId).push(new Packet(packet));
     },
     async outgoingUpdate(client, packet) {
       const outcome = queueOf(client.id).update(packet, connectionNumber(client));

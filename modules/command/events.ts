@@ -8,11 +8,11 @@ import { LRUCache } from 'lru-cache';
 import type { ModuleBus } from '../../core/bus.js';
 import type { Logger } from '../../core/log.js';
 import type { Clock } from '../../core/module.js';
-import { COMMAND_STATUSES } from './contract/schemas.js';
+import { COMMAND_STATUSES, TERMINAL_STATUSES } from './contract/schemas.js';
 import { COMMAND, type CommandEvent, type CommandResultView } from './contract/topics.js';
 import { LifecycleLines } from './lifecycle-lines.js';
 import type { CommandOwners } from './owners.js';
-import { num, TERMINAL_STATUSES, type TrackerRow, timings, toView } from './rows.js';
+import { num, type TrackerRow, timings, toView } from './rows.js';
 import type { StageMetrics } from './stage-metrics.js';
 
 export interface Counters {

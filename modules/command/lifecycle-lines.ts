@@ -15,8 +15,8 @@
  * the change. The module's stop writes what is held at once.
  */
 import type { Logger } from '../../core/log.js';
+import { TERMINAL_STATUSES } from './contract/schemas.js';
 import type { CommandView } from './contract/topics.js';
-import { TERMINAL_STATUSES } from './rows.js';
 
 export class LifecycleLines {
   private held: { view: CommandView; at: number }[] = [];

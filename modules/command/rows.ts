@@ -87,9 +87,6 @@ export function iso(v: Date | string | null | undefined): string | null {
   return t === null ? null : new Date(t).toISOString();
 }
 
-/** The states a command ends in. */
-export const TERMINAL_STATUSES: ReadonlySet<string> = new Set(['completed', 'failed', 'timeout', 'cancelled']);
-
 export function toView(r: TrackerRow): CommandView {
   return {
     command_id: r.command_id,

@@ -7,8 +7,8 @@
  */
 import { LRUCache } from 'lru-cache';
 import { counter, countsBy, Histogram, histogram, type MetricFamily } from '../../core/metrics.js';
+import { TERMINAL_STATUSES } from './contract/schemas.js';
 import type { CommandEvent, CommandView } from './contract/topics.js';
-import { TERMINAL_STATUSES } from './rows.js';
 
 const STAGE_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900, 3600];
 /**

@@ -29,6 +29,14 @@ export const COMMAND_STATUSES = [
   'cancelled',
 ] as const satisfies readonly CommandStatus[];
 
+/** The states a command ends in. */
+export const TERMINAL_STATUSES: ReadonlySet<string> = new Set<CommandStatus>([
+  'completed',
+  'failed',
+  'timeout',
+  'cancelled',
+]);
+
 /** What a send does when its project is not online. */
 export const OFFLINE_POLICIES = ['fail', 'queue'] as const satisfies readonly OfflinePolicy[];
 

@@ -1,16 +1,14 @@
 import { randomUUID } from 'node:crypto';
 import type { ModuleBus } from '../../../core/bus.js';
 import { errorCode } from '../../../core/errors.js';
+import { TERMINAL_STATUSES } from '../../command/contract/schemas.js';
 import {
   COMMAND,
   type CommandDetail,
   type CommandEvent,
-  type CommandStatus,
   type SendCommandRequest,
   type SentCommand,
 } from '../../command/contract/topics.js';
-
-const FINAL: ReadonlySet<CommandStatus> = new Set(['completed', 'failed', 'timeout', 'cancelled']);
 
 export type SyncOutcome = (
   | { done: true; command: CommandDetail }
@@ -75,7 +73,7 @@ export class CommandWaiter {
           });
         }
         waiter();
-      } else if (FINAL.has(ev.command.status) && ev.command.status !== 'completed') waiter();
+      } else if (TERMINAL_STATUSES.has(ev.command.status) && ev.command.status !== 'completed') waiter();
       // 'completed' is written with its result, whose event follows (from another instance it
       // may come a read later): waking here would only read the database for what is on its way
     });
@@ -141,7 +139,7 @@ export class CommandWaiter {
             return { done: true, command: fromEvent, ...flag };
           }
           const current = await this.get(commandId);
-          if (current && FINAL.has(current.status) && (current.result || current.status !== 'completed')) {
+          if (current && TERMINAL_STATUSES.has(current.status) && (current.result || current.status !== 'completed')) {
             this.answers.poll++;
             return { done: true, command: current, ...flag };
           }

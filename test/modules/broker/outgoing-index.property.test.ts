@@ -64,17 +64,13 @@ const packet = (b: string, c: number) => ({
 const shown = (p: OutgoingPacket | undefined) =>
   p === undefined ? undefined : [p.brokerId, p.brokerCounter, p.messageId, p.topic];
 
-async function read(s: Readable): Promise<unknown[]> {
-  const out: unknown[] = [];
-  for await (const p of s) out.push(shown(p as OutgoingPacket));
-  return out;
-}
-
 async function raw(s: Readable): Promise<OutgoingPacket[]> {
   const out: OutgoingPacket[] = [];
   for await (const p of s) out.push(p as OutgoingPacket);
   return out;
 }
+
+const read = async (s: Readable): Promise<unknown[]> => (await raw(s)).map(shown);
 
 /**
  * The id the fix gives `p` in `queue` (the original's, in order): the first packet of p's broker

@@ -2,39 +2,22 @@ import assert from 'node:assert/strict';
 import net from 'node:net';
 import { Readable } from 'node:stream';
 import { test } from 'node:test';
-import { Aedes, type Client } from 'aedes';
+import type { Aedes, Client } from 'aedes';
 import mqttPacket, { type IPublishPacket, type Packet } from 'mqtt-packet';
-import { sessionQueues } from '../../../modules/broker/outgoing-index.js';
-import { connectClient } from '../../helpers/mqtt.js';
+import { connectClient, startTestBroker } from '../../helpers/mqtt.js';
 import { deferred, until } from '../../helpers/wait.js';
 
 /**
- * A persistent session's queue on real aedes, with the embedded broker's session queues
- * (`sessionQueues`: the indexed queues, and a forward check dropping stale resends), driven by a client
- * written packet by packet so the test decides which PUBACKs go out.
+ * A persistent session's queue on real aedes with the embedded broker's session queues
+ * (`startTestBroker` builds it with `sessionQueues`: the indexed queues, and a forward check
+ * dropping stale resends), driven by a client written packet by packet so the test decides which
+ * PUBACKs go out. `errors`: what aedes reported of its clients.
  */
 async function startBroker() {
-  const aedes = await Aedes.createBroker(sessionQueues());
+  const b = await startTestBroker();
   const errors: string[] = [];
-  aedes.on('clientError', (_c, err) => errors.push(err.message));
-  const sockets = new Set<net.Socket>();
-  const server = net.createServer((s) => {
-    sockets.add(s);
-    s.on('close', () => sockets.delete(s));
-    aedes.handle(s);
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  const port = (server.address() as net.AddressInfo).port;
-  return {
-    aedes,
-    port,
-    errors,
-    async close() {
-      for (const s of sockets) s.destroy();
-      await new Promise<void>((r) => server.close(() => r()));
-      await new Promise<void>((r) => aedes.close(() => r()));
-    },
-  };
+  b.aedes.on('clientError', (_c, err) => errors.push(err.message));
+  return { ...b, errors };
 }
 
 /** One connection of a persistent session (clean session off) that acknowledges only when told. */
