@@ -11,9 +11,9 @@ import path from 'node:path';
 import { after, describe, test } from 'node:test';
 import pg from 'pg';
 import { silentLogger } from '../../core/log.js';
-import { DbPool } from '../../core/services/db.js';
+import { DbPool, EMBEDDED_POOL_MAX } from '../../core/services/db.js';
 import { initDataDirApart } from '../../core/services/pglite.js';
-import { serverBinaries, serverUsable } from '../../core/services/postgres-server.js';
+import { SERVER_SHARED_BUFFERS, serverBinaries, serverUsable } from '../../core/services/postgres-server.js';
 import { freePort, HostProcess, REPO_ROOT } from '../helpers/process.js';
 import { until } from '../helpers/wait.js';
 
@@ -56,6 +56,30 @@ function alive(pid: number): boolean {
 function processGroupOf(pid: number): number {
   const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
   return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[2]);
+}
+
+/** The processes whose parent is `pid` (Linux /proc/<pid>/stat, the fourth field). */
+function childrenOf(pid: number): number[] {
+  const out: number[] = [];
+  for (const name of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      const stat = fs.readFileSync(`/proc/${name}/stat`, 'utf8');
+      if (Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === pid) out.push(Number(name));
+    } catch {
+      // ended meanwhile
+    }
+  }
+  return out;
+}
+
+/** What a process calls itself (PostgreSQL's helpers set theirs: `postgres: checkpointer`). */
+function commandOf(pid: number): string {
+  try {
+    return fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').replaceAll('\0', ' ').trim();
+  } catch {
+    return '';
+  }
 }
 
 /** The running server's PID from its postmaster.pid, if one runs on `dir`. */
@@ -108,6 +132,40 @@ describe('embedded PostgreSQL server', { skip }, () => {
       const intruder = new pg.Client({ host: '127.0.0.1', port, user: 'gmq', password: 'guess', database: 'postgres' });
       await assert.rejects(intruder.connect(), /password authentication failed/);
       await intruder.end().catch(() => undefined);
+    } finally {
+      await pool.close();
+    }
+  });
+
+  test('the server runs lean: no replication launcher or I/O workers, 16 MB of buffers, at most 4 sessions from the hub', async () => {
+    const base = reachableDir('gmq-eps-lean-');
+    const serverDir = path.join(base, 'pg');
+    const pool = new DbPool({ default: { driver: 'embedded-postgres', server_dir: serverDir } }, silentLogger());
+    try {
+      await pool.prepareDataDirs();
+      const rows = (await pool.get().raw('SHOW shared_buffers')).rows as Array<{ shared_buffers: string }>;
+      assert.deepEqual(rows, [{ shared_buffers: SERVER_SHARED_BUFFERS }]);
+      assert.equal(SERVER_SHARED_BUFFERS, '16MB');
+
+      // the server's own processes, by what they call themselves
+      const server = serverPid(serverDir)!;
+      const helpers = childrenOf(server).map((pid) => commandOf(pid));
+      assert.ok(
+        helpers.some((c) => c.includes('checkpointer')),
+        `the server's helpers are read: ${helpers.join(' | ')}`,
+      );
+      const unwanted = helpers.filter((c) => /logical replication launcher|io worker/.test(c));
+      assert.deepEqual(unwanted, [], 'no process the hub has no use for');
+
+      // twice as many concurrent statements as the pool holds: they share EMBEDDED_POOL_MAX sessions
+      const sessions = await Promise.all(
+        Array.from({ length: EMBEDDED_POOL_MAX * 2 }, async () => {
+          const r = await pool.get().raw('SELECT pg_backend_pid() AS pid, pg_sleep(0.2)');
+          return (r.rows as Array<{ pid: number }>)[0]!.pid;
+        }),
+      );
+      assert.equal(EMBEDDED_POOL_MAX, 4);
+      assert.equal(new Set(sessions).size, EMBEDDED_POOL_MAX, `sessions used: ${[...new Set(sessions)].join(', ')}`);
     } finally {
       await pool.close();
     }
