@@ -8,8 +8,9 @@
  * was 6 % of the hub's CPU (the heartbeat suite's embedded-broker phase, README "Benchmarks").
  *
  * `indexOutgoing` replaces those five methods on a persistence instance with the same contract
- * over ordered maps and two indexes (by broker id and counter, by message id); everything else
- * (subscriptions, retained messages, wills, incoming QoS 2) stays aedes-persistence's own.
+ * over ordered maps and two indexes (by broker id and counter, by message id); subscriptions are
+ * subscription-index.ts's, and the rest (retained messages, wills, incoming QoS 2) stays
+ * aedes-persistence's own.
  * test/modules/broker/outgoing-index.property.test.ts holds it against the original, operation
  * by operation, with fast-check, but for the two fixes below.
  *
@@ -35,6 +36,7 @@ import { Readable } from 'node:stream';
 import type { AedesOptions } from 'aedes';
 import aedesPacket from 'aedes-packet';
 import aedesPersistence from 'aedes-persistence';
+import { indexSubscriptions } from './subscription-index.js';
 
 /** aedes-packet's constructor (its types declare a namespace; at run time it is the function). */
 const Packet = aedesPacket as unknown as new (p: object) => OutgoingPacket;
@@ -312,7 +314,8 @@ export function indexOutgoing<P extends object>(persistence: P): P {
 const memoryPersistence = aedesPersistence as unknown as () => object;
 
 /**
- * The aedes options for session queues held in memory, indexed and fixed: the persistence, and
+ * The aedes options for session queues held in memory, indexed and fixed, with lean stored
+ * subscriptions (subscription-index.ts): the persistence, and
  * an `authorizeForward` that drops stale resends before `forward` (the broker's own check) sees
  * a packet. The embedded broker and the tests' bare aedes both build theirs here.
  */
@@ -320,7 +323,7 @@ export function sessionQueues(
   forward: NonNullable<AedesOptions['authorizeForward']> = (_client, packet) => packet,
 ): Required<Pick<AedesOptions, 'persistence' | 'authorizeForward'>> {
   return {
-    persistence: indexOutgoing(memoryPersistence()),
+    persistence: indexSubscriptions(indexOutgoing(memoryPersistence())),
     authorizeForward: (client, packet) => (isStaleResend(packet) ? null : forward(client, packet)),
   };
 }

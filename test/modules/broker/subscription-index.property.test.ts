@@ -1,0 +1,126 @@
+import assert from 'node:assert/strict';
+import type { Readable } from 'node:stream';
+import { test } from 'node:test';
+import aedesPersistence from 'aedes-persistence';
+import fc from 'fast-check';
+import {
+  type ClientSubscription,
+  hasWildcard,
+  indexedSubscriptions,
+  type SubscriptionMethods,
+  type TopicSubscriber,
+} from '../../../modules/broker/subscription-index.js';
+
+/**
+ * The embedded broker's stored subscriptions (modules/broker/subscription-index.ts) must answer as
+ * aedes-persistence's own do, operation by operation: whatever sequence of SUBSCRIBEs (QoS 0 to
+ * 2, a filter subscribed again with another QoS, exact filters and wildcards, one filter shared by
+ * several clients), UNSUBSCRIBEs and clean-session connects, both give each client the same list,
+ * each published topic the same subscribers (as a multiset: the order in which aedes queues a
+ * message for different clients is not a contract), the same offline counts and client lists.
+ */
+const aedesSubscriptions = aedesPersistence as unknown as () => SubscriptionMethods;
+
+const clientId = fc.constantFrom('agent-a', 'agent-b', 'bridge');
+// exact filters, and wildcards that match them, a parent level, or nothing
+const FILTERS = [
+  'gmq/down/a',
+  'gmq/down/b',
+  'gmq/up/a',
+  'gmq/+/a',
+  'gmq/up/#',
+  'gmq/#',
+  '#',
+  'gmq',
+  'x/+/+',
+  'gmq/down/a+',
+];
+const TOPICS = ['gmq/down/a', 'gmq/down/b', 'gmq/up/a', 'gmq', 'gmq/up', 'x/y/z', 'gmq/down/a+', 'other'];
+const filter = fc.constantFrom(...FILTERS);
+const sub = fc.record(
+  {
+    topic: filter,
+    qos: fc.integer({ min: 0, max: 2 }),
+    rh: fc.integer({ min: 0, max: 2 }),
+    rap: fc.boolean(),
+    nl: fc.boolean(),
+    subscriptionIdentifier: fc.integer({ min: 1, max: 9 }),
+  },
+  { requiredKeys: ['topic', 'qos'] },
+);
+const op = fc.oneof(
+  {
+    weight: 4,
+    arbitrary: fc.record({ kind: fc.constant('add' as const), clientId, subs: fc.array(sub, { maxLength: 3 }) }),
+  },
+  {
+    weight: 2,
+    arbitrary: fc.record({
+      kind: fc.constant('remove' as const),
+      clientId,
+      topics: fc.array(filter, { maxLength: 3 }),
+    }),
+  },
+  { weight: 1, arbitrary: fc.record({ kind: fc.constant('clean' as const), clientId }) },
+);
+
+const sortSubscribers = (subs: TopicSubscriber[]): TopicSubscriber[] =>
+  [...subs].sort((x, y) => `${x.clientId} ${x.topic}`.localeCompare(`${y.clientId} ${y.topic}`));
+
+async function read(stream: Readable): Promise<unknown[]> {
+  const out: unknown[] = [];
+  for await (const x of stream) out.push(x);
+  return out;
+}
+
+/** Everything the two stores answer, after each operation. */
+async function observe(s: SubscriptionMethods) {
+  const clients: Record<string, ClientSubscription[]> = {};
+  for (const id of ['agent-a', 'agent-b', 'bridge']) clients[id] = await s.subscriptionsByClient({ id });
+  const topics: Record<string, TopicSubscriber[]> = {};
+  for (const t of TOPICS) topics[t] = sortSubscribers(await s.subscriptionsByTopic(t));
+  const lists: Record<string, unknown[]> = {};
+  for (const f of FILTERS) lists[f] = (await read(s.getClientList(f))).sort();
+  return { clients, topics, lists, offline: await s.countOffline() };
+}
+
+test('stored subscriptions answer as aedes-persistence does, operation by operation', async () => {
+  await fc.assert(
+    fc.asyncProperty(fc.array(op, { maxLength: 30 }), async (ops) => {
+      const original = aedesSubscriptions();
+      const indexed = indexedSubscriptions();
+      for (const o of ops) {
+        for (const s of [original, indexed]) {
+          if (o.kind === 'add') await s.addSubscriptions({ id: o.clientId }, o.subs);
+          else if (o.kind === 'remove') await s.removeSubscriptions({ id: o.clientId }, o.topics);
+          else await s.cleanSubscriptions({ id: o.clientId });
+        }
+        assert.deepEqual(await observe(indexed), await observe(original), JSON.stringify(o));
+      }
+    }),
+    { numRuns: 300 },
+  );
+});
+
+test('a subscriber handed out is a copy: a caller that changes it does not change the store', async () => {
+  const s = indexedSubscriptions();
+  await s.addSubscriptions({ id: 'agent-a' }, [{ topic: 'gmq/down/a', qos: 1 }]);
+  await s.addSubscriptions({ id: 'agent-b' }, [{ topic: 'gmq/down/b', qos: 1 }]);
+  await s.addSubscriptions({ id: 'agent-a' }, [{ topic: 'gmq/down/b', qos: 1 }]);
+  for (const t of ['gmq/down/a', 'gmq/down/b']) for (const x of await s.subscriptionsByTopic(t)) x.qos = 0;
+  assert.deepEqual(
+    [...(await s.subscriptionsByTopic('gmq/down/a')), ...(await s.subscriptionsByTopic('gmq/down/b'))].map(
+      (x) => x.qos,
+    ),
+    [1, 1, 1],
+  );
+});
+
+test('wildcards are whole levels, as qlobber reads them', () => {
+  assert.equal(hasWildcard('gmq/+/a'), true);
+  assert.equal(hasWildcard('gmq/up/#'), true);
+  assert.equal(hasWildcard('#'), true);
+  assert.equal(hasWildcard('gmq/down/a+'), false);
+  assert.equal(hasWildcard('gmq/down/#a'), false);
+  assert.equal(hasWildcard('gmq/down/a'), false);
+});
