@@ -146,9 +146,15 @@ export class SimAgent {
     client.on('message', (topic, payload) => this.onMessage(topic, payload));
   }
 
-  static async connect(url: string, project: Provisioned, auth: boolean): Promise<SimAgent> {
+  /**
+   * `persistent`: a session the broker keeps (`clean: false`), as the agent module's agents connect
+   * (modules/agent/connection.ts), so their stored subscriptions are what a broker holds for a real
+   * fleet; the default is a clean session.
+   */
+  static async connect(url: string, project: Provisioned, auth: boolean, persistent = false): Promise<SimAgent> {
     const client = await connectMqtt(url, {
       clientId: `agent-${project.project_id}`,
+      clean: !persistent,
       ...(auth ? { username: project.project_id, password: project.password } : {}),
     });
     const a = new SimAgent(client, project);
@@ -290,6 +296,7 @@ export async function connectAgents(
   projects: Provisioned[],
   auth: boolean,
   concurrency = 64,
+  persistent = false,
 ): Promise<SimAgent[]> {
   const out: SimAgent[] = new Array(projects.length);
   let next = 0;
@@ -297,7 +304,7 @@ export async function connectAgents(
     Array.from({ length: Math.min(concurrency, projects.length) }, async () => {
       while (next < projects.length) {
         const i = next++;
-        out[i] = await SimAgent.connect(url, projects[i], auth);
+        out[i] = await SimAgent.connect(url, projects[i], auth, persistent);
       }
     }),
   );
