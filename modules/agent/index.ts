@@ -117,7 +117,7 @@ class AgentModule implements ModuleInstance {
       counters: this.counters,
       rejectedLog: this.warnRejected,
       accepted: (id, at) => this.seen.append({ id, at }),
-      finished: (id, at) => this.seen.append({ id, at, done: true }),
+      finished: (id, at, result) => this.seen.append({ id, at, done: true, result }),
     });
     // what the last process accepted, even if it was killed: acknowledged again, never re-run
     const seen = this.runner.importSeen(this.seen.load());
@@ -201,6 +201,7 @@ class AgentModule implements ModuleInstance {
         queued_on_disk: fromDisk,
         commands_remembered: seen.remembered,
         commands_interrupted: seen.interrupted,
+        results_resent: seen.resent,
         host_exec: cfg.handlers.host_exec.enabled,
       },
       'agent starting',

@@ -723,6 +723,42 @@ describe('agent lifecycle', () => {
     });
   });
 
+  test('a result queued when its process is killed is sent again by the next one, once, and the command not run again', async () => {
+    await withRestarts(async ({ hub, queueDir, tempDir, next }) => {
+      const cmd = await hub.command('count', {});
+      const first = await hub.waitFor(
+        (u) => u.type === 'exec_result' && u.payload.command_id === cmd.message_id,
+        T,
+        'result',
+      );
+      // the disk as a kill -9 would leave it the moment the result was queued: connected, the
+      // queue held it in memory only, and the journal says the command is done
+      const killedDir = tempDir('agent-q-killed-');
+      fs.cpSync(queueDir, killedDir, { recursive: true });
+      assert.deepEqual(
+        fs.readdirSync(killedDir).filter((f) => f.endsWith('.json')),
+        [],
+        'no queued uplink on disk',
+      );
+      hub.received.length = 0;
+      const lab2 = newLab();
+      const a2 = await next(killedDir, lab2);
+      const again = await hub.waitFor(
+        (u) => u.type === 'exec_result' && u.payload.command_id === cmd.message_id,
+        T,
+        'the result sent again',
+      );
+      assert.deepEqual(again.payload, first.payload);
+      assert.equal(lab2.counted, 0, 'not run again');
+      await until(async () => (await a2.stats()).queue_memory === 0, T, 'the resent result taken by the broker');
+      // sent once: the next start does not send it again
+      hub.received.length = 0;
+      await next(killedDir);
+      await until(() => hub.count('register_complete') >= 1, T, 'registered again');
+      assert.equal(hub.about('exec_result', cmd.message_id).length, 0);
+    });
+  });
+
   test('the agent logs in with username = project_id and the password derived from its secret', async () => {
     const b = await startTestBroker();
     const projectId = `t-${randomBytes(5).toString('hex')}`;
