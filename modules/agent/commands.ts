@@ -45,8 +45,8 @@ export interface RunnerDeps {
   bus: ModuleBus;
   log: Logger;
   logs: LogBuffers;
-  /** Queues an uplink data message (through the retry queue). */
-  enqueue: (dataType: string, payload: unknown) => void;
+  /** Queues an uplink data message (through the retry queue); `durable`: on disk before it is sent. */
+  enqueue: (dataType: string, payload: unknown, durable?: boolean) => void;
   /** Resolves once output events already waiting in the agent's mailbox have been handled. */
   barrier: () => Promise<void>;
   /**
@@ -58,12 +58,8 @@ export interface RunnerDeps {
   rejectedLog: (fields: Record<string, unknown>, msg: string) => void;
   /** Records an accepted command id on disk before it is acknowledged or run (seen-journal.ts). */
   accepted?: (id: string, at: number) => void;
-  /**
-   * Records on disk that a command's result was queued, with the result (seen-journal.ts `done`):
-   * the queue holds it in memory while connected, so a process killed before the broker's PUBACK
-   * would lose it, and the next process sends it again from here (`importSeen`).
-   */
-  finished?: (id: string, at: number, result: ExecResultPayload) => void;
+  /** Records on disk that a command's result was queued (seen-journal.ts `done`). */
+  finished?: (id: string, at: number) => void;
 }
 
 export class CommandRunner {
@@ -147,35 +143,20 @@ export class CommandRunner {
    * last process ended (kill -9, a crash, a power cut): it is reported failed now, with that
    * reason, so the hub records an outcome at once instead of waiting for the command's timeout.
    * It is not run again (at most once): whatever it did before the end stays done.
-   *
-   * A result the journal holds (queued by the last process, which may have ended before the
-   * broker took it) is sent again, and kept for a re-published command: the hub stores a result
-   * once and counts a copy it already has as a duplicate. A graceful stop leaves no such lines
-   * (its snapshot replaces the journal, and its queue is on disk), so only a process that ended
-   * abruptly has its results sent twice.
    */
-  importSeen(list: unknown): { remembered: number; interrupted: number; resent: number } {
-    if (!Array.isArray(list)) return { remembered: 0, interrupted: 0, resent: 0 };
+  importSeen(list: unknown): { remembered: number; interrupted: number } {
+    if (!Array.isArray(list)) return { remembered: 0, interrupted: 0 };
     const since = Date.now() - this.replay.ttlMs;
     const open = new Map<string, number>();
-    const results = new Map<string, ExecResultPayload>();
     let remembered = 0;
-    for (const e of list as Array<{ id?: unknown; at?: unknown; done?: unknown; result?: unknown }>) {
+    for (const e of list as Array<{ id?: unknown; at?: unknown; done?: unknown }>) {
       if (typeof e?.id !== 'string' || typeof e.at !== 'number' || e.at < since) continue;
-      if (e.done === true) {
-        open.delete(e.id);
-        if (isResultOf(e.result, e.id)) results.set(e.id, e.result);
-      } else if (!this.records.has(e.id)) open.set(e.id, e.at);
+      if (e.done === true) open.delete(e.id);
+      else if (!this.records.has(e.id)) open.set(e.id, e.at);
       if (this.records.has(e.id)) continue;
       this.replay.seen(e.id);
       this.records.set(e.id, { done: true, at: e.at, seq: 0 });
       remembered++;
-    }
-    for (const [id, result] of results) {
-      const rec = this.records.get(id);
-      if (rec) rec.result = result;
-      this.d.enqueue('exec_result', result);
-      this.d.log.info({ command_id: id }, 'result of the last agent process sent again');
     }
     for (const [id, at] of open) {
       this.finishFailed(
@@ -185,7 +166,7 @@ export class CommandRunner {
       );
       this.d.log.warn({ command_id: id }, 'command interrupted by the end of the last agent process; reported failed');
     }
-    return { remembered, interrupted: open.size, resent: results.size };
+    return { remembered, interrupted: open.size };
   }
 
   /** The module stops: commands still running are reported failed, so the hub is not left waiting. */
@@ -282,8 +263,10 @@ export class CommandRunner {
     rec.done = true;
     rec.seq = this.d.logs.close(commandId);
     rec.result = result;
-    this.d.enqueue('exec_result', result);
-    this.d.finished?.(commandId, rec.at, result);
+    // on disk before the journal says done: from then on the command is never run again, so its
+    // result must outlive this process even if it ends before the broker takes the message
+    this.d.enqueue('exec_result', result, true);
+    this.d.finished?.(commandId, rec.at);
   }
 
   private remember(id: string, rec: CommandRecord): void {
@@ -294,11 +277,6 @@ export class CommandRunner {
       if (r.done) this.records.delete(k);
     }
   }
-}
-
-/** A journal line's result: the exec_result payload of command `id` (a torn or older line has none). */
-function isResultOf(x: unknown, id: string): x is ExecResultPayload {
-  return x !== null && typeof x === 'object' && (x as { command_id?: unknown }).command_id === id;
 }
 
 /** `payload.timeout_ms` when it is a positive integer, else the default. */

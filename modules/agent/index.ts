@@ -111,13 +111,13 @@ class AgentModule implements ModuleInstance {
       bus: ctx.bus,
       log: ctx.log,
       logs: this.logs,
-      enqueue: (type, payload) => this.queue.enqueue(type, payload),
+      enqueue: (type, payload, durable) => this.queue.enqueue(type, payload, durable),
       barrier: () => this.barrier(),
       ownHandler: (type) => this.ownHandlers.has(type),
       counters: this.counters,
       rejectedLog: this.warnRejected,
       accepted: (id, at) => this.seen.append({ id, at }),
-      finished: (id, at, result) => this.seen.append({ id, at, done: true, result }),
+      finished: (id, at) => this.seen.append({ id, at, done: true }),
     });
     // what the last process accepted, even if it was killed: acknowledged again, never re-run
     const seen = this.runner.importSeen(this.seen.load());
@@ -201,7 +201,6 @@ class AgentModule implements ModuleInstance {
         queued_on_disk: fromDisk,
         commands_remembered: seen.remembered,
         commands_interrupted: seen.interrupted,
-        results_resent: seen.resent,
         host_exec: cfg.handlers.host_exec.enabled,
       },
       'agent starting',

@@ -11,7 +11,10 @@
  *   `max_retries` times is dropped; both are counted.
  * - While there is no connection, whatever waits in memory has a copy on disk too (written when
  *   it is queued, or when the connection goes): a process killed during an outage (SIGKILL, OOM,
- *   power) loses no result. Connected, memory stays the fast path and the disk is not touched.
+ *   power) loses no result. Connected, memory is the fast path for acks and log chunks; a
+ *   command's result (`durable`) gets its disk copy before it is sent even then, since the command
+ *   is known done from then on and never run again: a process killed before the broker's PUBACK
+ *   would otherwise lose it for good (the next one answered the hub's re-asks with an ack only).
  * - On stop the memory part is written to disk; a new process loads the folder at start.
  *
  * Entries hold the data type and payload, not a signed message: the message is built and signed
@@ -107,7 +110,12 @@ export class RetryQueue {
   }
 
   /** Queues one uplink data message; never throws (a full queue drops and counts it). */
-  enqueue(dataType: string, payload: unknown): void {
+  /**
+   * `durable`: the entry gets its disk copy before it is sent, connected or not, so it outlives a
+   * process killed before the broker's PUBACK (a command's result: the seen journal marks the
+   * command done once its result is queued, and the next process runs it never again).
+   */
+  enqueue(dataType: string, payload: unknown, durable = false): void {
     const created = this.now();
     const e: QueuedUplink = {
       key: `${String(created).padStart(15, '0')}-${String(this.seq++).padStart(10, '0')}-${this.salt}`,
@@ -119,7 +127,7 @@ export class RetryQueue {
     };
     if (!this.persisted && this.diskCount === 0 && this.memory.length < this.o.memoryMax) {
       // no connection: it may wait a long time, so it gets a disk copy now (a crash must not lose it)
-      if (!this.sender) this.write(e);
+      if (!this.sender || durable) this.write(e);
       this.memory.push(e);
     } else if (this.diskCount < this.o.diskMax) {
       if (this.write(e)) this.disk.push(e.file!);

@@ -6,7 +6,7 @@
  *
  * Two files in the agent's queue folder: `commands.seen`, a snapshot written on a graceful stop
  * and at start, and `commands.seen.log`, one JSON line appended (synchronously) per accepted
- * command, and one more (`done`, with the result) once its result is queued. At start both are read, the snapshot
+ * command, and one more (`done`) once its result is queued. At start both are read, the snapshot
  * is rewritten with what is still inside the replay window, and the journal is emptied. A command
  * the journal shows accepted and not done was running when the process ended: the next process
  * reports it failed (commands.ts importSeen) instead of leaving the hub to wait for its timeout.
@@ -15,19 +15,12 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Logger } from '../../core/log.js';
-import type { ExecResultPayload } from '../shared/protocol.js';
 
 export interface SeenEntry {
   id: string;
   at: number;
   /** The result was queued (a journal line of its own, after the accepted one). */
   done?: true;
-  /**
-   * The result itself, on the `done` line: queued in memory while connected, it would die with a
-   * killed process before the broker took it; the next process sends it again (commands.ts
-   * `importSeen`). The snapshot never holds results.
-   */
-  result?: ExecResultPayload;
 }
 
 const SNAPSHOT = 'commands.seen';
