@@ -109,8 +109,8 @@ export class RetryQueue {
     return this.disk.length - this.diskHead;
   }
 
-  /** Queues one uplink data message; never throws (a full queue drops and counts it). */
   /**
+   * Queues one uplink data message; never throws (a full queue drops and counts it).
    * `durable`: the entry gets its disk copy before it is sent, connected or not, so it outlives a
    * process killed before the broker's PUBACK (a command's result: the seen journal marks the
    * command done once its result is queued, and the next process runs it never again).
