@@ -74,19 +74,16 @@ export function hasWildcard(filter: string): boolean {
   return filter.split('/').some((level) => level === '+' || level === '#');
 }
 
-/** One client's subscription of an exact filter: what `subscriptionsByTopic` answers, kept ready. */
-type Subscriber = TopicSubscriber;
-
 /** The subscription methods over a map of exact filters and a trie of the rest (see the file comment). */
 export function indexedSubscriptions(): SubscriptionMethods {
   /** clientId → its subscriptions by filter (QoS 0 ones too: aedes restores them on reconnect). */
   const byClient = new Map<string, Map<string, Omit<ClientSubscription, 'topic'>>>();
   /** exact filter → its one subscriber, or a Map of them by client id */
-  const exact = new Map<string, Subscriber | Map<string, Subscriber>>();
+  const exact = new Map<string, TopicSubscriber | Map<string, TopicSubscriber>>();
   const wild = new QlobberSubClass(QLOBBER_OPTIONS);
   let exactCount = 0;
 
-  const addExact = (s: Subscriber): void => {
+  const addExact = (s: TopicSubscriber): void => {
     const held = exact.get(s.topic);
     if (held === undefined) {
       exact.set(s.topic, s);
@@ -113,14 +110,14 @@ export function indexedSubscriptions(): SubscriptionMethods {
     if (held instanceof Map) {
       if (!held.delete(clientId)) return;
       exactCount--;
-      if (held.size === 1) exact.set(topic, held.values().next().value as Subscriber);
+      if (held.size === 1) exact.set(topic, held.values().next().value as TopicSubscriber);
     } else if (held.clientId === clientId) {
       exact.delete(topic);
       exactCount--;
     }
   };
   const index = (clientId: string, sub: ClientSubscription): void => {
-    const s: Subscriber = { clientId, topic: sub.topic, qos: sub.qos, rh: sub.rh, rap: sub.rap, nl: sub.nl };
+    const s: TopicSubscriber = { clientId, topic: sub.topic, qos: sub.qos, rh: sub.rh, rap: sub.rap, nl: sub.nl };
     if (hasWildcard(sub.topic)) wild.add(sub.topic, s);
     else addExact(s);
   };
