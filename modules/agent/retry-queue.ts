@@ -126,7 +126,8 @@ export class RetryQueue {
       attempts: 0,
     };
     if (!this.persisted && this.diskCount === 0 && this.memory.length < this.o.memoryMax) {
-      // no connection: it may wait a long time, so it gets a disk copy now (a crash must not lose it)
+      // a disk copy now when there is no connection (it may wait a long time) or the entry must
+      // outlive a crash before its PUBACK (`durable`); it is unlinked once sent
       if (!this.sender || durable) this.write(e);
       this.memory.push(e);
     } else if (this.diskCount < this.o.diskMax) {

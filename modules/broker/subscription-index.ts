@@ -110,7 +110,7 @@ export function indexedSubscriptions(): SubscriptionMethods {
     if (held instanceof Map) {
       if (!held.delete(clientId)) return;
       exactCount--;
-      if (held.size === 1) exact.set(topic, held.values().next().value as TopicSubscriber);
+      if (held.size === 0) exact.delete(topic);
     } else if (held.clientId === clientId) {
       exact.delete(topic);
       exactCount--;
