@@ -4,10 +4,11 @@
  * COMMAND.stats. Counters live with the instance (they restart at zero with it); the outbox
  * depth and dead count in the stats come from the tables.
  */
-import { LRUCache } from 'lru-cache';
+
 import type { ModuleBus } from '../../core/bus.js';
 import type { Logger } from '../../core/log.js';
 import type { Clock } from '../../core/module.js';
+import { growingLru } from '../shared/growing-lru.js';
 import { COMMAND_STATUSES, TERMINAL_STATUSES } from './contract/schemas.js';
 import { COMMAND, type CommandEvent, type CommandResultView } from './contract/topics.js';
 import { LifecycleLines } from './lifecycle-lines.js';
@@ -143,7 +144,7 @@ export class EventOrder {
    * entries with a `{ version, status }` object each held about 17 MB more of the hub's heap once
    * full (README "A soak: the async path for ten minutes").
    */
-  private readonly seen = new LRUCache<string, number>({ max: MAX_REMEMBERED });
+  private readonly seen = growingLru<string, number>(MAX_REMEMBERED);
 
   newer(commandId: string, version: number): boolean {
     const e = this.seen.get(commandId);

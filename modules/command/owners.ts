@@ -13,6 +13,7 @@
 import type { Knex } from 'knex';
 import { LRUCache } from 'lru-cache';
 import { forList, listStatement } from '../../core/services/sql-lists.js';
+import { growingLru } from '../shared/growing-lru.js';
 import { query } from './deps.js';
 
 /** Who owns each of a group of command ids (a hot statement: every uplink's first sight of an id). */
@@ -29,7 +30,7 @@ const LOOKUP_CHUNK = 1_000;
 
 export class CommandOwners {
   /** LRU caches: a full Map popped through `keys().next()` walks its holes (events.ts MAX_REMEMBERED). */
-  private readonly owners = new LRUCache<string, string>({ max: MAX_OWNERS });
+  private readonly owners = growingLru<string, string>(MAX_OWNERS);
   private readonly unknown = new LRUCache<string, true>({ max: MAX_UNKNOWN });
   private pending = new Map<string, Array<(owner: string | null) => void>>();
   private scheduled = false;

@@ -5,8 +5,9 @@
  * often its state goes out. Another instance's commands (`remote` events) are that instance's to
  * report.
  */
-import { LRUCache } from 'lru-cache';
+
 import { counter, countsBy, Histogram, histogram, type MetricFamily } from '../../core/metrics.js';
+import { growingLru } from '../shared/growing-lru.js';
 import { TERMINAL_STATUSES } from './contract/schemas.js';
 import type { CommandEvent, CommandView } from './contract/topics.js';
 
@@ -27,7 +28,7 @@ const ms = (iso: string | null) => (iso ? Date.parse(iso) : Number.NaN);
 export class StageMetrics {
   private readonly stage = new Histogram(STAGE_BUCKETS);
   private readonly finals: Record<string, number> = {};
-  private readonly seen = new LRUCache<string, number>({ max: SEEN_MAX });
+  private readonly seen = growingLru<string, number>(SEEN_MAX);
 
   /** Every state or result event the module sends, before it goes out. */
   observe(ev: CommandEvent): void {

@@ -1,11 +1,11 @@
 import { randomBytes, timingSafeEqual } from 'node:crypto';
 import type { Knex } from 'knex';
-import { LRUCache } from 'lru-cache';
 import { z } from 'zod';
 import { HubError } from '../../core/errors.js';
 import type { Clock } from '../../core/module.js';
 import { inJsonList } from '../../core/services/sql-lists.js';
 import { deriveMqttPassword } from '../shared/credentials.js';
+import { growingLru } from '../shared/growing-lru.js';
 import { isProjectPattern, likeCondition, MAX_PROJECT_PATTERNS } from '../shared/project-scope.js';
 import { isValidProjectId } from '../shared/protocol.js';
 import { findUnsafeJson, unsafeTextProblem } from '../shared/sanitize.js';
@@ -130,7 +130,7 @@ export class ProjectStore {
    * `keys().next()`, which walks V8's holes once full (README "Bounded maps that stay fast when
    * full"): a fleet of more projects than that, or a flood of unknown ids, would pay it per miss.
    */
-  private readonly cache = new LRUCache<string, CacheEntry>({ max: CACHE_MAX });
+  private readonly cache = growingLru<string, CacheEntry>(CACHE_MAX);
   private readonly loading = new Map<string, Promise<ProjectRecord | null>>();
   /** Provisioned projects whose entry outlived the TTL, to be re-read together. */
   private readonly expired = new Set<string>();

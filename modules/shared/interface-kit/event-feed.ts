@@ -1,8 +1,9 @@
 import { randomUUID } from 'node:crypto';
-import { LRUCache } from 'lru-cache';
+import type { LRUCache } from 'lru-cache';
 import type { ModuleBus } from '../../../core/bus.js';
 import { COMMAND, type CommandEvent } from '../../command/contract/topics.js';
 import { STATUS, type StatusChangedEvent } from '../../status/contract/topics.js';
+import { growingLru } from '../growing-lru.js';
 
 /** What live clients (WebSocket, gRPC WatchEvents) receive, one object per event. */
 export interface FeedEvent {
@@ -152,7 +153,7 @@ export class EventFeed {
   /** From a command's state or result event only (never from a log chunk, which names any project). */
   private learnOwner(commandId: string | undefined, projectId: string): void {
     if (typeof commandId !== 'string' || typeof projectId !== 'string') return;
-    this.owners ??= new LRUCache<string, string>({ max: MAX_OWNERS });
+    this.owners ??= growingLru<string, string>(MAX_OWNERS);
     if (this.owners.get(commandId) === projectId) return;
     this.owners.set(commandId, projectId);
   }
