@@ -2,16 +2,15 @@ import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
-import { PGlite } from '@electric-sql/pglite';
+import type { PGlite } from '@electric-sql/pglite';
 import knex, { type Knex } from 'knex';
-import ClientPGLite from 'knex-pglite';
 import type pg from 'pg';
 import type { DbConfig } from '../config.js';
 import { HubError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { lockDataDir } from './data-dir-lock.js';
 import { type Migration, runMigrations } from './migrations.js';
-import { initDataDirApart, pgliteStartParams } from './pglite.js';
+import { initDataDirApart, pgliteClass, pgliteStartParams } from './pglite.js';
 import { PostgresServer, type ServerAddress, serverUsable } from './postgres-server.js';
 
 export type { Migration } from './migrations.js';
@@ -409,13 +408,17 @@ export class DbPool {
     if (cfg.pool && cfg.pool.max > 1) {
       this.log.warn({ db: name }, 'pool is ignored for driver pglite: it is a single connection');
     }
-    const pglite = new PGlite(dataDir, { parsers: PGLITE_PARSERS, startParams: pgliteStartParams(cfg.shared_buffers) });
+    const PGliteDb = pgliteClass();
+    const pglite = new PGliteDb(dataDir, {
+      parsers: PGLITE_PARSERS,
+      startParams: pgliteStartParams(cfg.shared_buffers),
+    });
     // An init failure (corrupt data_dir) must not crash the process as an unhandled rejection
     // when nothing has queried yet; the first query still gets the error.
     pglite.waitReady.catch((err: unknown) => this.log.error({ db: name, err }, 'PGlite failed to start'));
     if (dataDir) openDataDirs.add(dataDir);
     const config: Knex.Config = {
-      client: PGliteClient,
+      client: pgliteClientClass(),
       // knex-pglite's documented way to hand it our own instance (so we can exec and close it).
       connection: (() => ({ pglite })) as unknown as Knex.Config['connection'],
       acquireConnectionTimeout: cfg.acquire_timeout_ms ?? PGLITE_ACQUIRE_TIMEOUT_MS,
@@ -639,35 +642,44 @@ function pgClientFor(db: string, prepare: boolean): typeof Knex.Client {
   };
 }
 
+let pgliteClient: typeof Knex.Client | undefined;
+
 /**
  * knex-pglite, plus the schema: its pool is fixed at one connection and rejects `afterCreate`,
- * so the schema is created where that one connection is made.
+ * so the schema is created where that one connection is made. Built on first use, as PGlite is
+ * loaded (pglite.ts pgliteClass): knex-pglite requires PGlite when it loads.
  */
-class PGliteClient extends ClientPGLite {
-  override async acquireRawConnection(): Promise<PGlite> {
-    const conn: PGlite = await super.acquireRawConnection();
-    const schema = this.config.searchPath;
-    if (typeof schema === 'string') await ensureSchema((sql, params) => conn.query(sql, params), schema);
-    return conn;
-  }
-
-  /** statement.ts: a hot statement on the one connection, past knex's builder and runner. */
-  runHot(obj: HotQuery): Promise<unknown[]> {
-    return runHot(this, obj, (err) => err);
-  }
-
-  /**
-   * A hot statement's name and node-postgres type parsers (statement.ts) are not PGlite query
-   * options: it runs as any other query (times come as Dates, which the readers take too).
-   */
-  // biome-ignore lint/suspicious/noExplicitAny: knex's own signature
-  _query(connection: any, obj: any): Promise<any> {
-    if (obj.options?.name !== undefined || obj.options?.types !== undefined) {
-      const { name: _, types: __, ...options } = obj.options;
-      obj.options = options;
+function pgliteClientClass(): typeof Knex.Client {
+  if (pgliteClient) return pgliteClient;
+  const ClientPGLite = createRequire(import.meta.url)('knex-pglite') as typeof Knex.Client;
+  class PGliteClient extends ClientPGLite {
+    override async acquireRawConnection(): Promise<PGlite> {
+      const conn: PGlite = await super.acquireRawConnection();
+      const schema = this.config.searchPath;
+      if (typeof schema === 'string') await ensureSchema((sql, params) => conn.query(sql, params), schema);
+      return conn;
     }
-    return dialectQuery(ClientPGLite as unknown as typeof Knex.Client, this, connection, obj);
+
+    /** statement.ts: a hot statement on the one connection, past knex's builder and runner. */
+    runHot(obj: HotQuery): Promise<unknown[]> {
+      return runHot(this, obj, (err) => err);
+    }
+
+    /**
+     * A hot statement's name and node-postgres type parsers (statement.ts) are not PGlite query
+     * options: it runs as any other query (times come as Dates, which the readers take too).
+     */
+    // biome-ignore lint/suspicious/noExplicitAny: knex's own signature
+    _query(connection: any, obj: any): Promise<any> {
+      if (obj.options?.name !== undefined || obj.options?.types !== undefined) {
+        const { name: _, types: __, ...options } = obj.options;
+        obj.options = options;
+      }
+      return dialectQuery(ClientPGLite, this, connection, obj);
+    }
   }
+  pgliteClient = PGliteClient;
+  return pgliteClient;
 }
 
 /**

@@ -3,10 +3,10 @@
  * directory given as argv[2] with the hub's settings, closes it and exits 0. Its memory goes
  * with it.
  */
-import { PGlite } from '@electric-sql/pglite';
-import { pgliteStartParams } from './pglite.js';
+import { pgliteClass, pgliteStartParams } from './pglite.js';
 
 const [dataDir, sharedBuffers] = process.argv.slice(2);
+const PGlite = pgliteClass();
 const db = new PGlite(dataDir, { startParams: pgliteStartParams(sharedBuffers || undefined) });
 await db.waitReady;
 await db.query('SELECT 1');

@@ -10,16 +10,29 @@
  */
 import { fork } from 'node:child_process';
 import fs from 'node:fs';
+import { createRequire } from 'node:module';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { PGlite } from '@electric-sql/pglite';
+import type { PGlite } from '@electric-sql/pglite';
+
+let loaded: typeof PGlite | undefined;
+
+/**
+ * PGlite, loaded on first use, through its CommonJS build, the one knex-pglite requires: a hub
+ * whose databases are on a PostgreSQL server (the embedded server by default) never loads it,
+ * and one that uses it loads one copy, not the ESM and CommonJS builds both (3–5 MB resident).
+ */
+export function pgliteClass(): typeof PGlite {
+  loaded ??= (createRequire(import.meta.url)('@electric-sql/pglite') as { PGlite: typeof PGlite }).PGlite;
+  return loaded;
+}
 
 /** The default `shared_buffers` of an embedded database (config.yml `databases.<name>.shared_buffers`). */
 export const PGLITE_SHARED_BUFFERS = '32MB';
 
 /** PGlite's own start parameters plus ours. */
 export function pgliteStartParams(sharedBuffers = PGLITE_SHARED_BUFFERS): string[] {
-  return [...PGlite.defaultStartParams, '-c', `shared_buffers=${sharedBuffers}`];
+  return [...pgliteClass().defaultStartParams, '-c', `shared_buffers=${sharedBuffers}`];
 }
 
 /**

@@ -469,3 +469,29 @@ async function count(pool: DbPool, table: string): Promise<unknown> {
   const row = await pool.get()(table).count({ n: '*' }).first();
   return row?.n;
 }
+
+test('PGlite and knex-pglite load only when a database uses PGlite, and then once', async () => {
+  // a fresh process: this file's other tests load PGlite themselves
+  const { execFileSync } = await import('node:child_process');
+  const dbModule = new URL('../../core/services/db.js', import.meta.url).href;
+  const logModule = new URL('../../core/log.js', import.meta.url).href;
+  const script = `
+    import { createRequire } from 'node:module';
+    const { DbPool } = await import(${JSON.stringify(dbModule)});
+    const { silentLogger } = await import(${JSON.stringify(logModule)});
+    const loaded = () => Object.keys(createRequire(import.meta.url).cache).filter((k) => /pglite/.test(k)).length;
+    const before = loaded();
+    const pool = new DbPool({ default: { driver: 'pglite', data_dir: 'memory://' } }, silentLogger());
+    const rows = await pool.get().raw('SELECT 1 AS one');
+    await pool.close();
+    console.log(JSON.stringify({ before, after: loaded(), one: rows.rows[0].one }));
+  `;
+  const out = execFileSync(process.execPath, ['--input-type=module', '-e', script], {
+    encoding: 'utf8',
+    timeout: 60_000,
+  });
+  const got = JSON.parse(out.trim().split('\n').pop()!) as { before: number; after: number; one: number };
+  assert.equal(got.before, 0, 'nothing of PGlite is loaded by importing the pool');
+  assert.ok(got.after >= 2, `knex-pglite and PGlite's CommonJS build are loaded once used (${got.after} files)`);
+  assert.equal(got.one, 1);
+});
