@@ -4,7 +4,6 @@
  * COMMAND.stats. Counters live with the instance (they restart at zero with it); the outbox
  * depth and dead count in the stats come from the tables.
  */
-
 import type { ModuleBus } from '../../core/bus.js';
 import type { Logger } from '../../core/log.js';
 import type { Clock } from '../../core/module.js';

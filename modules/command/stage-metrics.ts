@@ -5,7 +5,6 @@
  * often its state goes out. Another instance's commands (`remote` events) are that instance's to
  * report.
  */
-
 import { counter, countsBy, Histogram, histogram, type MetricFamily } from '../../core/metrics.js';
 import { growingLru } from '../shared/growing-lru.js';
 import { TERMINAL_STATUSES } from './contract/schemas.js';
