@@ -4,8 +4,8 @@ import { LRUCache } from 'lru-cache';
  * An LRU cache of at most `max` entries whose storage grows with what it holds.
  *
  * Given `max`, lru-cache allocates its key, value and link arrays for `max` entries up front:
- * 2.7 MB for 100 000, held while the cache is empty. The hub keeps five such caches per command
- * and project, most of them nearly empty on a hub whose fleet sends few commands (the memory
+ * 2.7 MB for 100 000, held while the cache is empty. The hub keeps five such caches of commands
+ * and projects, most of them nearly empty on a hub whose fleet sends few commands (the memory
  * suite: 10 MB of its live heap). Bounded by `maxSize` with every entry of size 1 instead,
  * lru-cache grows plain arrays as entries come and evicts the least recently used past `max`
  * the same way (README "Bounded maps that stay fast when full"). Full, it holds about 1.3 MB
