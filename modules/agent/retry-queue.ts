@@ -111,9 +111,7 @@ export class RetryQueue {
 
   /**
    * Queues one uplink data message; never throws (a full queue drops and counts it).
-   * `durable`: the entry gets its disk copy before it is sent, connected or not, so it outlives a
-   * process killed before the broker's PUBACK (a command's result: the seen journal marks the
-   * command done once its result is queued, and the next process runs it never again).
+   * `durable`: on disk before it is sent, connected or not (the file comment says why).
    */
   enqueue(dataType: string, payload: unknown, durable = false): void {
     const created = this.now();

@@ -653,6 +653,49 @@ describe('agent lifecycle', () => {
     }
   }
 
+  /** The queue folder as a kill -9 would leave it now: a copy, taken while the agent runs. */
+  function killedCopy(queueDir: string, tempDir: (prefix: string) => string): string {
+    const killedDir = tempDir('agent-q-killed-');
+    fs.cpSync(queueDir, killedDir, { recursive: true });
+    return killedDir;
+  }
+
+  /** The hub re-publishes `cmd`: `agent` acknowledges it again and counts a duplicate, not a run. */
+  async function redeliveredIsDuplicate(hub: FakeHub, agent: Agent, cmd: { message_id: string }, why: string) {
+    await hub.publishRaw(cmd);
+    await until(() => hub.about('command_ack', cmd.message_id).length > 0, T, 'acknowledged again');
+    assert.equal((await agent.stats()).duplicates, 1, why);
+  }
+
+  /**
+   * The first process's result for `cmd` arrives; then a next process starts on `dir`: its own
+   * exec_result for `cmd` (`why` names it), its agent and its lab.
+   */
+  async function resultOfNextStart(
+    hub: FakeHub,
+    next: Restarts['next'],
+    dir: string,
+    cmd: { message_id: string },
+    why: string,
+  ) {
+    const ofCmd = (u: { type: string; payload: { command_id?: unknown } }) =>
+      u.type === 'exec_result' && u.payload.command_id === cmd.message_id;
+    await hub.waitFor(ofCmd, T, 'the first process result');
+    hub.received.length = 0;
+    const lab = newLab();
+    const agent = await next(dir, lab);
+    const result = await hub.waitFor(ofCmd, T, why);
+    return { agent, lab, result };
+  }
+
+  /** A next start on the same folder registers and sends nothing more about `cmd`. */
+  async function nothingMoreAfterRestart(hub: FakeHub, next: Restarts['next'], dir: string, commandId: string) {
+    hub.received.length = 0;
+    await next(dir);
+    await until(() => hub.count('register_complete') >= 1, T, 'registered again');
+    assert.equal(hub.about('exec_result', commandId).length, 0);
+  }
+
   /**
    * An agent runs a command; `between` runs with the first agent still up and returns the queue
    * folder the second agent starts on; the hub re-publishes the command, which the second agent
@@ -682,9 +725,8 @@ describe('agent lifecycle', () => {
 
   test('a command accepted by a process that is then killed is acknowledged, not run, by the next one', async () => {
     await rerunAfterRestart((queueDir, commandId, tempDir) => {
-      // the disk as a kill -9 would leave it now: no graceful stop has written a snapshot
-      const killedDir = tempDir('agent-q-killed-');
-      fs.cpSync(queueDir, killedDir, { recursive: true });
+      // no graceful stop has written a snapshot
+      const killedDir = killedCopy(queueDir, tempDir);
       const files = fs.readdirSync(killedDir, { recursive: true }).map(String);
       const snapshot = files.find((f) => f.endsWith('commands.seen'));
       assert.ok(snapshot, `files: ${files.join(', ')}`);
@@ -697,30 +739,16 @@ describe('agent lifecycle', () => {
     await withRestarts(async ({ hub, queueDir, lab1, tempDir, next }) => {
       const cmd = await hub.command('slow', {});
       await lab1.started.promise;
-      // the disk as a kill -9 would leave it now: accepted in the journal, no result queued
-      const killedDir = tempDir('agent-q-killed-');
-      fs.cpSync(queueDir, killedDir, { recursive: true });
+      // accepted in the journal, no result queued
+      const killedDir = killedCopy(queueDir, tempDir);
       lab1.release.resolve();
-      await hub.waitFor((u) => u.type === 'exec_result' && u.payload.command_id === cmd.message_id, T, 'first result');
-      hub.received.length = 0;
-      const lab2 = newLab();
-      const a2 = await next(killedDir, lab2);
-      const res = await hub.waitFor(
-        (u) => u.type === 'exec_result' && u.payload.command_id === cmd.message_id,
-        T,
-        'the interrupted command reported',
-      );
-      assert.equal(res.payload.status, 'failure');
-      assert.match(res.payload.error, /process ended after accepting the command and before its result/);
-      assert.equal(lab2.counted, 0);
-      await hub.publishRaw(cmd);
-      await until(() => hub.about('command_ack', cmd.message_id).length > 0, T, 'acknowledged again');
-      assert.equal((await a2.stats()).duplicates, 1, 'not run again');
+      const second = await resultOfNextStart(hub, next, killedDir, cmd, 'the interrupted command reported');
+      assert.equal(second.result.payload.status, 'failure');
+      assert.match(second.result.payload.error, /process ended after accepting the command and before its result/);
+      assert.equal(second.lab.counted, 0);
+      await redeliveredIsDuplicate(hub, second.agent, cmd, 'not run again');
       // reported once: the next start does not report it again
-      hub.received.length = 0;
-      await next(killedDir);
-      await until(() => hub.count('register_complete') >= 1, T, 'registered again');
-      assert.equal(hub.about('exec_result', cmd.message_id).length, 0);
+      await nothingMoreAfterRestart(hub, next, killedDir, cmd.message_id);
     });
   });
 
@@ -740,9 +768,8 @@ describe('agent lifecycle', () => {
       };
       const cmd = await hub.command('count', {});
       await until(() => held.length > 0, T, 'the result published, its PUBACK held');
-      // the disk as a kill -9 would leave it now; the journal already says the command is done
-      const killedDir = tempDir('agent-q-killed-');
-      fs.cpSync(queueDir, killedDir, { recursive: true });
+      // the journal already says the command is done
+      const killedDir = killedCopy(queueDir, tempDir);
       assert.equal(
         fs
           .readdirSync(killedDir, { recursive: true })
@@ -753,26 +780,13 @@ describe('agent lifecycle', () => {
       );
       broker.aedes.authorizePublish = authorize;
       for (const release of held) release();
-      await hub.waitFor((u) => u.type === 'exec_result' && u.payload.command_id === cmd.message_id, T, 'result');
-      hub.received.length = 0;
-      const lab2 = newLab();
-      const a2 = await next(killedDir, lab2);
-      const again = await hub.waitFor(
-        (u) => u.type === 'exec_result' && u.payload.command_id === cmd.message_id,
-        T,
-        'the result sent by the next process',
-      );
-      assert.equal(again.payload.status, 'success');
-      assert.equal(lab2.counted, 0, 'not run again');
-      await hub.publishRaw(cmd);
-      await until(() => hub.about('command_ack', cmd.message_id).length > 0, T, 'acknowledged again');
-      assert.equal((await a2.stats()).duplicates, 1, 'a duplicate, not run');
-      await until(async () => (await a2.stats()).queue_memory === 0, T, 'the result taken by the broker');
+      const second = await resultOfNextStart(hub, next, killedDir, cmd, 'the result sent by the next process');
+      assert.equal(second.result.payload.status, 'success');
+      assert.equal(second.lab.counted, 0, 'not run again');
+      await redeliveredIsDuplicate(hub, second.agent, cmd, 'a duplicate, not run');
+      await until(async () => (await second.agent.stats()).queue_memory === 0, T, 'the result taken by the broker');
       // sent once: the next start does not send it again
-      hub.received.length = 0;
-      await next(killedDir);
-      await until(() => hub.count('register_complete') >= 1, T, 'registered again');
-      assert.equal(hub.about('exec_result', cmd.message_id).length, 0);
+      await nothingMoreAfterRestart(hub, next, killedDir, cmd.message_id);
     });
   });
 
