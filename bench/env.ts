@@ -62,6 +62,9 @@ async function waitForPort(port: number, ms: number, alive: () => boolean): Prom
 
 // ─── Mosquitto ──────────────────────────────────────────────────────────────────────────────
 
+/** process.memoryUsage() of the hub, with its JS heap's size per V8 space (bytes). */
+export type HubMemory = NodeJS.MemoryUsage & { spaces?: Record<string, number> };
+
 export interface Mosquitto {
   url: string;
   port: number;
@@ -397,7 +400,7 @@ export interface HubProcess {
   logFile: string;
   request<T = unknown>(topic: string, payload?: unknown, timeoutMs?: number): Promise<T>;
   /** The hub's process.memoryUsage(); with `snapshot`, a V8 heap snapshot written to that path first. */
-  memory(snapshot?: string): Promise<NodeJS.MemoryUsage>;
+  memory(snapshot?: string): Promise<HubMemory>;
   alive(): boolean;
   /** Graceful stop (host.stop), then SIGKILL after `ms`. Returns the exit code (null: killed). */
   stop(ms?: number): Promise<number | null>;
@@ -475,10 +478,10 @@ export async function startHub(
     dir,
     logFile,
     alive: () => exited === undefined,
-    memory(snapshot?: string): Promise<NodeJS.MemoryUsage> {
+    memory(snapshot?: string): Promise<HubMemory> {
       if (exited !== undefined) return Promise.reject(new Error(`hub has exited (code ${exited})`));
       const id = nextId++;
-      return new Promise<NodeJS.MemoryUsage>((resolve, reject) => {
+      return new Promise<HubMemory>((resolve, reject) => {
         pending.set(id, { resolve: resolve as (v: unknown) => void, reject });
         child.send({ op: 'memory', id, snapshot });
       });

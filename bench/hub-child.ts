@@ -90,7 +90,9 @@ process.on('message', (m: ParentMsg) => {
   }
   if (m.op === 'memory') {
     if (m.snapshot) v8.writeHeapSnapshot(m.snapshot);
-    send({ op: 'reply', id: m.id, value: process.memoryUsage() });
+    // the JS heap by space too: how much of it is the young generation, old objects, code
+    const spaces = Object.fromEntries(v8.getHeapSpaceStatistics().map((x) => [x.space_name, x.space_size]));
+    send({ op: 'reply', id: m.id, value: { ...process.memoryUsage(), spaces } });
     return;
   }
   if (m.op !== 'request') return;

@@ -26,6 +26,7 @@ import {
   embeddedServerDatabase,
   envNumber,
   freePort,
+  type HubMemory,
   hubYaml,
   pgDatabase,
   pgliteDatabase,
@@ -50,7 +51,7 @@ interface Variant {
   connectMs: number;
   registerMs: number;
   samples: number;
-  usage: NodeJS.MemoryUsage | null;
+  usage: HubMemory | null;
   /** Mosquitto's own RSS at the end, when the agents connected to it instead of the embedded broker. */
   brokerRss: number | null;
   /** The hub's child processes (an embedded PostgreSQL server) at each steady sample: PSS summed. */
@@ -281,7 +282,13 @@ export async function runMemorySuite(): Promise<SuiteResult> {
     const u = v.usage;
     if (u)
       notes.push(
-        `${short} at the end: JS heap ${(u.heapUsed / MB).toFixed(0)} of ${(u.heapTotal / MB).toFixed(0)} MB, external ${(u.external / MB).toFixed(0)} MB (array buffers ${(u.arrayBuffers / MB).toFixed(0)} MB), RSS ${(u.rss / MB).toFixed(0)} MB`,
+        `${short} at the end: JS heap ${(u.heapUsed / MB).toFixed(0)} of ${(u.heapTotal / MB).toFixed(0)} MB, external ${(u.external / MB).toFixed(0)} MB (array buffers ${(u.arrayBuffers / MB).toFixed(0)} MB), RSS ${(u.rss / MB).toFixed(0)} MB` +
+          (u.spaces
+            ? `; heap spaces ${Object.entries(u.spaces)
+                .filter(([, size]) => size >= MB)
+                .map(([name, size]) => `${name.replace(/_space$/, '')} ${(size / MB).toFixed(0)}`)
+                .join(', ')} MB`
+            : ''),
       );
     notes.push(
       `${short}: ${v.samples} samples, connect ${(v.connectMs / 1000).toFixed(1)} s, register ${(v.registerMs / 1000).toFixed(1)} s (${Math.round(ONLINE / (v.registerMs / 1000))}/s), tracked ${v.tracked}${note}` +

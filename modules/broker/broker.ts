@@ -14,6 +14,7 @@ import { Authenticator, hubPasswordFor, type Identity, sameIdentity } from './au
 import type { BrokerConfig } from './config.js';
 import { BROKER, type BrokerDeniedEvent, type BrokerStats, type BrokerWsConnection } from './contract/topics.js';
 import { BoundedEmitter, type MqLike, SINK_TOPIC } from './emitter.js';
+import { leanConnection } from './lean-connection.js';
 import { sessionQueues } from './outgoing-index.js';
 import { limitPacketSize, type PacketLimit } from './packet-limit.js';
 
@@ -160,15 +161,21 @@ export class EmbeddedBroker {
     });
     await aedes.listen();
 
+    // one listener for every socket, not a closure each (lean-connection.ts says why)
+    const sockets = this.sockets;
+    const forgetSocket = function (this: net.Socket) {
+      sockets.delete(this);
+    };
     const server = net.createServer({ noDelay: true }, (socket) => {
       // docs/architecture.md#performance-decisions: without TCP_NODELAY a 0.2 ms MQTT round trip becomes 44 ms (Nagle + delayed ACK)
       socket.setNoDelay(true);
       // the packets aedes writes in one turn (PUBACKs, deliveries) leave in one writev
       holdWritesPerTurn(socket);
-      this.sockets.add(socket);
-      socket.once('close', () => this.sockets.delete(socket));
+      sockets.add(socket);
+      socket.on('close', forgetSocket);
       const client = aedes.handle(socket);
       if (!limitPacketSize(client, this.packetLimit)) this.warnNoPacketLimit();
+      if (!leanConnection(client)) this.warnNotLean();
     });
     // authenticate refuses past max_clients with CONNACK 3, which tells the client why; Node's own
     // cap, with headroom for those refusals and sockets still in CONNECT, bounds raw sockets
@@ -423,10 +430,20 @@ export class EmbeddedBroker {
   }
 
   private warnedNoPacketLimit = false;
+
+  private warnedNotLean = false;
   private warnNoPacketLimit(): void {
     if (this.warnedNoPacketLimit) return;
     this.warnedNoPacketLimit = true;
     this.ctx.log.warn('cannot enforce max_packet_bytes with this aedes version (no client parser found)');
+  }
+
+  private warnNotLean(): void {
+    if (this.warnedNotLean) return;
+    this.warnedNotLean = true;
+    this.ctx.log.warn(
+      'this aedes version builds its clients differently: connections keep its per-connection listeners (more memory each)',
+    );
   }
 
   // ─── reporting ───────────────────────────────────────────────────────────────────────────

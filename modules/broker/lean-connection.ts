@@ -1,0 +1,107 @@
+/**
+ * What aedes keeps per connection that one shared function or a lazy field can do instead.
+ *
+ * With the embedded broker the hub holds every agent's connection: 10 000 of them in the memory
+ * suite, about 8 KB of live JS heap each. Per connection, aedes' client builds:
+ * - `stream.finished(conn, close)`: seven listener closures and their context on the socket, to
+ *   learn that the socket ended, failed or closed;
+ * - three bound functions (`emit.bind(client, 'error')` on the socket and on its parser,
+ *   `close.bind(client)` for the socket's 'end') with their bound arguments;
+ * - a Set for inbound QoS 2 ids (`_inboundInflight`), which an agent at QoS 1 never fills;
+ * - `duplicates` as `Object.create(null)`: a dictionary, for the one key it ever holds here
+ *   (this broker's id).
+ * (README "The embedded broker's connections" has the figures.)
+ *
+ * `leanConnection` replaces them, on a TCP socket's client, by shared functions that find the
+ * client on the socket (`conn.client`, aedes' own back reference), a Set made on first use, and a
+ * fast object with no prototype. What they do is the same:
+ * - the socket's 'error' and the parser's 'error' are the client's 'error' (aedes closes the
+ *   connection on it);
+ * - the socket's 'end' closes the client, and so does its 'close': a net.Socket emits 'close'
+ *   once destroyed, whatever destroyed it (an error, the peer, the broker), which is the case
+ *   `finished()` was there for. `Client.close()` runs once; later calls return.
+ * It changes nothing and returns false when the client is not built the way this expects (an
+ * aedes upgrade): the broker then says so, and the connection runs as aedes made it. A test
+ * requires the installed aedes to take it.
+ *
+ * WebSocket streams keep aedes' own: their 'close' is emitted by ws on its own terms.
+ */
+import type { Socket } from 'node:net';
+import type { Client } from 'aedes';
+
+/** The parts of aedes' client (lib/client.js) this replaces. */
+interface AedesClientParts {
+  conn: Socket & { client?: Client };
+  _parser: NodeJS.EventEmitter & { client?: Client };
+  _eos: () => void;
+  _inboundInflight: Set<number> | InboundIds;
+  duplicates: Record<string, number>;
+  close(): void;
+  emit(event: 'error', err: Error): boolean;
+}
+
+/** The socket's or the parser's 'error' is the client's (as `emit.bind(client, 'error')` was). */
+function errorOnClient(this: { client?: Client }, err: Error): void {
+  (this.client as unknown as AedesClientParts | undefined)?.emit('error', err);
+}
+
+/** The socket ended or closed: so does the client (as `close.bind(client)` and `finished()` did). */
+function closeClient(this: { client?: Client }): void {
+  (this.client as unknown as AedesClientParts | undefined)?.close();
+}
+
+function noop(): void {}
+
+/** aedes' `_inboundInflight`, its Set made on the first QoS 2 PUBLISH (has/add/delete/size as used). */
+export class InboundIds {
+  private ids?: Set<number>;
+  get size(): number {
+    return this.ids?.size ?? 0;
+  }
+  has(id: number): boolean {
+    return this.ids?.has(id) ?? false;
+  }
+  add(id: number): this {
+    this.ids ??= new Set();
+    this.ids.add(id);
+    return this;
+  }
+  delete(id: number): boolean {
+    return this.ids?.delete(id) ?? false;
+  }
+}
+
+const isBound =
+  (name: string) =>
+  (fn: { name: string }): boolean =>
+    fn.name === `bound ${name}`;
+
+/** Makes a TCP connection's aedes client lean (see the file comment); false when it cannot. */
+export function leanConnection(client: Client): boolean {
+  const c = client as unknown as Partial<AedesClientParts>;
+  const conn = c.conn;
+  const parser = c._parser;
+  if (!conn || !parser || typeof c._eos !== 'function' || !(c._inboundInflight instanceof Set)) return false;
+  if (conn.client !== client || parser.client !== client) return false;
+  const connError = conn.listeners('error').find(isBound('emit'));
+  const connEnd = conn.listeners('end').find(isBound('close'));
+  const parserError = parser.listeners('error').find(isBound('emit'));
+  if (!connError || !connEnd || !parserError) return false;
+
+  // finished(): its cleanup takes its seven listeners off the socket
+  c._eos();
+  c._eos = noop;
+  conn.on('close', closeClient);
+  conn.removeListener('error', connError as (...a: unknown[]) => void);
+  conn.on('error', errorOnClient);
+  conn.removeListener('end', connEnd as (...a: unknown[]) => void);
+  conn.on('end', closeClient);
+  parser.removeListener('error', parserError as (...a: unknown[]) => void);
+  parser.on('error', errorOnClient);
+  if (c._inboundInflight.size === 0) c._inboundInflight = new InboundIds();
+  // keys from the wire must not read inherited names (aedes' GHSA-52qw-whmv-87c5): no prototype
+  const duplicates = Object.setPrototypeOf({}, null) as Record<string, number>;
+  Object.assign(duplicates, c.duplicates);
+  c.duplicates = duplicates;
+  return true;
+}
