@@ -14,7 +14,7 @@ import { Authenticator, hubPasswordFor, type Identity, sameIdentity } from './au
 import type { BrokerConfig } from './config.js';
 import { BROKER, type BrokerDeniedEvent, type BrokerStats, type BrokerWsConnection } from './contract/topics.js';
 import { BoundedEmitter, type MqLike, SINK_TOPIC } from './emitter.js';
-import { leanConnection } from './lean-connection.js';
+import { leanConnection, leanOnceConnected } from './lean-connection.js';
 import { sessionQueues } from './outgoing-index.js';
 import { limitPacketSize, type PacketLimit } from './packet-limit.js';
 
@@ -152,6 +152,8 @@ export class EmbeddedBroker {
     );
     aedes.on('connectionError', (_c, err) => this.ctx.log.debug({ err: err.message }, 'connection error'));
     aedes.on('clientReady', (client) => {
+      // after aedes' own 'connected' listener has gone (aedes emits 'connected' right after this)
+      queueMicrotask(() => leanOnceConnected(client));
       this.c.connections_total++;
       const st = this.clients.get(client);
       this.ctx.log.debug({ client_id: client.id, project_id: projectOf(st) }, 'client connected');

@@ -9,7 +9,7 @@ import net from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { Aedes, type Client } from 'aedes';
 import mqtt, { type MqttClient } from 'mqtt';
-import { InboundIds, leanConnection } from '../../../modules/broker/lean-connection.js';
+import { InboundIds, leanConnection, leanOnceConnected } from '../../../modules/broker/lean-connection.js';
 import { sessionQueues } from '../../../modules/broker/outgoing-index.js';
 import { scaled, until, withTimeout } from '../../helpers/wait.js';
 
@@ -31,6 +31,8 @@ describe('lean connections (aedes clients without per-connection listeners)', ()
   before(async () => {
     aedes = await Aedes.createBroker({ ...sessionQueues(), maxInflightInbound: 2 });
     aedes.on('clientDisconnect', (c) => gone.push(c.id));
+    // as the broker module does (broker.ts)
+    aedes.on('clientReady', (c) => queueMicrotask(() => leanOnceConnected(c)));
     aedes.on('clientError', (c, err) => errors.push(`${c.id}: ${err.message}`));
     aedes.on('publish', (packet) => {
       if (packet.topic.startsWith('will/')) wills.push(packet.topic);
@@ -90,6 +92,17 @@ describe('lean connections (aedes clients without per-connection listeners)', ()
     const parserErrors = (c: Client) => (c as unknown as { _parser: NodeJS.EventEmitter })._parser.listeners('error');
     assert.deepEqual(parserErrors(a.side.client), parserErrors(b.side.client));
     assert.ok(Object.getPrototypeOf((a.side.client as unknown as { duplicates: object }).duplicates) === null);
+    // once connected, the client's and its parser's listener tables are new ones (fast objects), the
+    // same listeners in them, still without a prototype
+    await new Promise((r) => setImmediate(r));
+    for (const c of [a.side.client, b.side.client]) {
+      const parser = (c as unknown as { _parser: NodeJS.EventEmitter })._parser;
+      for (const emitter of [c as unknown as NodeJS.EventEmitter, parser]) {
+        assert.equal(Object.getPrototypeOf((emitter as unknown as { _events: object })._events), null);
+      }
+      assert.deepEqual(Object.keys((c as unknown as { _events: object })._events), ['error']);
+      assert.deepEqual(Object.keys((parser as unknown as { _events: object })._events).sort(), ['error', 'packet']);
+    }
     a.peer.end(true);
     b.peer.end(true);
     await closedOnBroker('lean-a', 'lean-a closed');
