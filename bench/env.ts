@@ -721,9 +721,11 @@ export interface HubYamlOptions {
 export function hubYaml(o: HubYamlOptions): string {
   const url = o.mqttUrl ?? `mqtt://127.0.0.1:${o.embeddedPort}`;
   const block = (name: string, v: Record<string, unknown>) => `  ${name}: ${JSON.stringify(v)}`;
-  // BENCH_HEAP_GROWING_PERCENT: the hub's host.heap_growing_percent (an A/B of core/heap-growth.ts; 0 = V8's own)
+  // BENCH_HEAP_GROWING_PERCENT, BENCH_HEAP_HEADROOM_MB: the hub's host.heap_growing_percent and
+  // host.heap_headroom_mb (A/Bs of core/heap-growth.ts; 0 = V8's own factor, no bound in MB)
   const growth = process.env.BENCH_HEAP_GROWING_PERCENT;
-  const host = `host: { shutdown_timeout_ms: 20000, drain_timeout_ms: 5000${growth ? `, heap_growing_percent: ${Number(growth)}` : ''} }`;
+  const headroom = process.env.BENCH_HEAP_HEADROOM_MB;
+  const host = `host: { shutdown_timeout_ms: 20000, drain_timeout_ms: 5000${growth ? `, heap_growing_percent: ${Number(growth)}` : ''}${headroom ? `, heap_headroom_mb: ${Number(headroom)}` : ''} }`;
   const lines = [host, 'databases:', o.db.yaml, 'modules:'];
   if (!o.mqttUrl) lines.push(block('broker', { port: o.embeddedPort, host: '127.0.0.1', ...o.broker }));
   lines.push(block('status', { ...o.status }));

@@ -12,7 +12,8 @@ export interface BenchRow {
    * What `baseline` is: 'raw' (default) a bare-library baseline such as the MQTT echo, or 'floor'
    * the hand-coded command path (bench/floor-child.ts), or 'knex' the same SQL statement sent
    * through knex unnamed, as every query went before statement.ts (bench/statements.ts), or
-   * 'aedes' aedes-persistence's own outgoing queue (bench/outgoing.ts), or 'announced' the same
+   * 'aedes' aedes-persistence's own outgoing queue (bench/outgoing.ts) or aedes' own client
+   * (bench/connection-heap.ts), or 'announced' the same
    * statements with every change announced to another instance (bench/announce.ts), or 'earlier'
    * the same figure earlier in the same run (bench/soak.ts), or 'walk' the reporting walk over
    * free-form JSON that the first pass spares a safe value (bench/uplink.ts).

@@ -6,6 +6,7 @@
 import { runAnnounceSuite } from './announce.js';
 import { runAsyncSuite } from './async.js';
 import { runBusSuite } from './bus.js';
+import { runConnectionHeapSuite } from './connection-heap.js';
 import { runGrpcStreamSuite } from './grpc-stream.js';
 import { printSuite, type SuiteResult, saveSuite } from './harness.js';
 import { runHeartbeatSuite } from './heartbeat.js';
@@ -21,6 +22,7 @@ import { runWsFanoutSuite } from './ws-fanout.js';
 const SUITES: Record<string, () => Promise<SuiteResult>> = {
   bus: runBusSuite,
   outgoing: runOutgoingSuite,
+  'connection-heap': runConnectionHeapSuite,
   uplink: runUplinkSuite,
   restart: runRestartSuite,
   'ws-fanout': runWsFanoutSuite,

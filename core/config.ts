@@ -21,6 +21,8 @@ export interface HostSettings {
   start_timeout_ms: number;
   /** V8's heap growth between full collections, in percent; 0 = V8's own (core/heap-growth.ts). */
   heap_growing_percent: number;
+  /** That growth at most this many MB past the live heap (0 = the percent alone; core/heap-growth.ts). */
+  heap_headroom_mb: number;
 }
 export interface ModuleBlock {
   name: string;
@@ -82,6 +84,14 @@ const hostSchema = z.strictObject({
    * about 3x its live size). Process-wide; core/heap-growth.ts.
    */
   heap_growing_percent: int(0).max(1000).default(50),
+  /**
+   * The same growth in megabytes at most: after each full collection the percent for the next is
+   * this over the live heap (at least 10, at most heap_growing_percent), so a heap that holds
+   * thousands of connections does not get half its size again as headroom. It costs CPU where the
+   * live heap is large and busy (README "The collector's headroom in megabytes"), so 0 (the
+   * percent alone) unless a site sets it.
+   */
+  heap_headroom_mb: int(0).max(65536).default(0),
 });
 
 // url/data_dir/pool are ignored (not rejected) by the other driver, so one block can switch

@@ -1,11 +1,18 @@
 import path from 'node:path';
 import { Bus, CONTROL } from './bus.js';
-import { canonicalJson, type HostConfig, loadConfig, type ModuleBlock, validateSettings } from './config.js';
+import {
+  canonicalJson,
+  type HostConfig,
+  type HostSettings,
+  loadConfig,
+  type ModuleBlock,
+  validateSettings,
+} from './config.js';
 import { type ConfigWatcher, watchConfigFile } from './config-watch.js';
 import { ContextScope } from './context.js';
 import { errorCode, HubError, serializeError } from './errors.js';
 import { exeProvider } from './exe-module.js';
-import { applyHeapGrowth } from './heap-growth.js';
+import { applyHeapGrowth, type HeapGrowth } from './heap-growth.js';
 import { busMetrics, outboxMetrics } from './host-metrics.js';
 import { HOST_TOPICS } from './host-topics.js';
 import { createRootLogger, type Logger } from './log.js';
@@ -142,7 +149,7 @@ export class Host {
   async start(): Promise<void> {
     if (this.state !== 'new') return;
     this.state = 'starting';
-    applyHeapGrowth(this.config.host.heap_growing_percent, this.log);
+    applyHeapGrowth(heapGrowthOf(this.config.host), this.log);
     this.installIntrospection();
     const plan = this.plan(this.config);
     await this.serial(async () => {
@@ -432,8 +439,7 @@ export class Host {
       if (JSON.stringify(next.databases) !== JSON.stringify(this.config.databases)) {
         this.log.warn('databases changed in config; that part takes effect at the next process start');
       }
-      if (next.host.heap_growing_percent !== this.config.host.heap_growing_percent)
-        applyHeapGrowth(next.host.heap_growing_percent, this.log);
+      applyHeapGrowth(heapGrowthOf(next.host), this.log);
       if (JSON.stringify(next.outbox) !== JSON.stringify(this.config.outbox)) {
         this.log.warn('outbox changed in config; that part takes effect at the next process start');
       }
@@ -708,4 +714,9 @@ function describe(err: unknown): string {
   const code = errorCode(err);
   const msg = err instanceof Error ? err.message : String(err);
   return code ? `${code}: ${msg}` : msg;
+}
+
+/** config `host`'s heap settings, as core/heap-growth.ts takes them. */
+function heapGrowthOf(host: HostSettings): HeapGrowth {
+  return { percent: host.heap_growing_percent, headroomMb: host.heap_headroom_mb };
 }

@@ -96,6 +96,7 @@ test('defaults for host, module host keys and an empty module block', () => {
     reload_debounce_ms: 200,
     start_timeout_ms: 60000,
     heap_growing_percent: 50,
+    heap_headroom_mb: 0,
   });
   assert.deepEqual(cfg.databases, {});
   const m = cfg.modules.status;
