@@ -432,8 +432,8 @@ export class EmbeddedBroker {
   }
 
   private warnedNoPacketLimit = false;
-
   private warnedNotLean = false;
+
   private warnNoPacketLimit(): void {
     if (this.warnedNoPacketLimit) return;
     this.warnedNoPacketLimit = true;
