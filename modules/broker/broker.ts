@@ -17,6 +17,7 @@ import { BoundedEmitter, type MqLike, SINK_TOPIC } from './emitter.js';
 import { leanConnection, leanOnceConnected } from './lean-connection.js';
 import { sessionQueues } from './outgoing-index.js';
 import { limitPacketSize, type PacketLimit } from './packet-limit.js';
+import { exactFirstTopics } from './topic-matcher.js';
 
 interface ClientState {
   identity: Identity;
@@ -142,6 +143,11 @@ export class EmbeddedBroker {
       authorizeForward: queues.authorizeForward,
     });
     const holder = aedes as unknown as { mq: MqLike };
+    // each client's exact filters in a map, only wildcards in mqemitter's trie (topic-matcher.ts)
+    if (!exactFirstTopics(holder.mq))
+      this.ctx.log.warn(
+        "this aedes version's router has no topic matcher to stand in front of: every subscription stays in its trie (more memory a connection)",
+      );
     this.mq = new BoundedEmitter(holder.mq, cfg.max_inflight, cfg.max_waiting);
     holder.mq = this.mq;
     this.aedes = aedes;
