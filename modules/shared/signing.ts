@@ -9,7 +9,7 @@
  *   const signed = { ...msg, signature: signMessage(msg, secret) };
  *   verifyInbound(signed, [secret, previousSecret], replayCache, Date.now()); // { ok: true }
  */
-import { createHmac, timingSafeEqual } from 'node:crypto';
+import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { configure } from 'safe-stable-stringify';
 
 /** docs/wire-protocol.md#timestamps-and-the-clock-window: receivers accept timestamps within ±300 s of their own clock. */
@@ -317,13 +317,19 @@ export function checkClock(timestampMs: number, nowMs: number, windowMs: number 
  * `maxEntries`; past it the oldest ids are forgotten first (a trade-off: under a flood an old id
  * could be accepted again; size the cap above the expected message rate × TTL).
  *
- * Arrival order is kept in a ring beside the map, so expiry and eviction pop from its front in
- * O(1). (Popping a Map's oldest key through `keys().next()` is not O(1) in V8: deleted entries
- * stay as holes the iterator walks over until the table is rebuilt, and at 100 000 ids that walk
- * was a fifth of the hub's CPU in bench `heartbeat`.) The ring holds exactly the ids the map
- * does, never more, and the map's values are ring slots (small integers, stored in place): each
- * remembered id costs its string and about 40 bytes. The ring grows by doubling up to
- * `maxEntries`, so a cache that sees few ids stays small.
+ * An id is kept as a 64-bit keyed hash of it, not as its string: a hub remembers up to 100 000
+ * ids (its heartbeats and data alone fill the cache), and as strings in a Map each cost about
+ * 150 bytes of live heap that every full collection marks (15 MB at 100 000 projects, bench
+ * `heartbeat`); here 24 bytes in typed arrays the collector never walks. Two different ids share
+ * a hash with a probability of about 2^-64 each time one is checked against 100 000 (5 in 10^15,
+ * and the key is random per process, so nobody can choose ids that collide): the later one would
+ * be refused as a replay.
+ *
+ * Arrival order is kept in a ring (hash halves and expiry per slot), so expiry and eviction pop
+ * from its front in O(1); an open-addressed index (linear probing, a slot number + 1 per cell,
+ * at most half full) finds an id's slot. The ring holds exactly the ids the index does, plus
+ * older copies of ids recorded again (skipped when they reach the front). Both grow by doubling
+ * up to `maxEntries`, so a cache that sees few ids stays small.
  *
  * @example
  *   const replay = new ReplayCache();
@@ -333,13 +339,18 @@ export function checkClock(timestampMs: number, nowMs: number, windowMs: number 
 export class ReplayCache {
   readonly ttlMs: number;
   readonly maxEntries: number;
-  /** id → its slot in the ring */
-  private readonly slots = new Map<string, number>();
-  /** The ring: ids in arrival order from `head` on, `count` of them, with the expiry each was recorded with. */
-  private ids: Array<string | undefined> = [];
+  /** The ring: from `head` on, `count` slots in arrival order, each an id's hash and the expiry it was recorded with. */
+  private hashHi = new Int32Array(0);
+  private hashLo = new Int32Array(0);
   private until = new Float64Array(0);
   private head = 0;
   private count = 0;
+  /** The index: per cell 0 (empty) or a ring slot + 1; its length a power of two, at least twice the ring's. */
+  private cells = new Int32Array(0);
+  private live = 0;
+  /** The last key's hash (hashKey), read right after it is computed. */
+  private hi = 0;
+  private lo = 0;
 
   constructor(opts: { ttlMs?: number; maxEntries?: number } = {}) {
     this.ttlMs = opts.ttlMs ?? 600_000;
@@ -352,7 +363,7 @@ export class ReplayCache {
 
   /** How many ids are remembered right now (expired ids may linger until the next `seen`). */
   get size(): number {
-    return this.slots.size;
+    return this.live;
   }
 
   /**
@@ -361,36 +372,96 @@ export class ReplayCache {
    */
   seen(messageId: string, nowMs: number = Date.now()): boolean {
     this.evictExpired(nowMs);
-    const slot = this.slots.get(messageId);
-    if (slot !== undefined) {
-      if (this.until[slot] > nowMs) return true;
+    this.hashKey(messageId);
+    const cell = this.find();
+    if (cell >= 0) {
+      if (this.until[this.cells[cell] - 1] > nowMs) return true;
       // Expired but not yet at the front (clock stepped back earlier): forget it and re-record.
       // Its old slot is skipped when it reaches the front (popOldest).
-      this.slots.delete(messageId);
+      this.unindex(cell);
     }
-    if (this.count === this.ids.length && !this.grow()) this.popOldest();
-    const at = (this.head + this.count) % this.ids.length;
-    this.ids[at] = messageId;
+    // popOldest hashes the id it forgets: keep this one's
+    const hi = this.hi;
+    const lo = this.lo;
+    if (this.count === this.until.length && !this.grow()) this.popOldest();
+    const at = (this.head + this.count) % this.until.length;
+    this.hashHi[at] = hi;
+    this.hashLo[at] = lo;
     this.until[at] = nowMs + this.ttlMs;
-    this.slots.set(messageId, at);
     this.count++;
+    this.index(at);
     return false;
   }
 
   /** True if `messageId` was seen within the TTL; records nothing (see `seen` to record). */
   has(messageId: string, nowMs: number = Date.now()): boolean {
-    const slot = this.slots.get(messageId);
-    return slot !== undefined && this.until[slot] > nowMs;
+    this.hashKey(messageId);
+    const cell = this.find();
+    return cell >= 0 && this.until[this.cells[cell] - 1] > nowMs;
   }
 
   /** Forgets everything. */
   clear(): void {
-    this.slots.clear();
     const size = Math.min(RING_START, this.maxEntries);
-    this.ids = new Array(size).fill(undefined);
+    this.hashHi = new Int32Array(size);
+    this.hashLo = new Int32Array(size);
     this.until = new Float64Array(size);
+    this.cells = new Int32Array(cellsFor(size));
     this.head = 0;
     this.count = 0;
+    this.live = 0;
+  }
+
+  /** Sets `hi` and `lo`: two 32-bit hashes of `key` in one pass (FNV-1a and a multiplicative one, each finished by murmur3's mixer), keyed per process. */
+  private hashKey(key: string): void {
+    let a = HASH_KEY_A;
+    let b = HASH_KEY_B;
+    for (let i = 0; i < key.length; i++) {
+      const c = key.charCodeAt(i);
+      a = Math.imul(a ^ c, 0x01000193);
+      b = Math.imul(b + c, 0x5bd1e995);
+      b ^= b >>> 13;
+    }
+    this.hi = fmix32(a ^ key.length);
+    this.lo = fmix32(b);
+  }
+
+  /** The cell holding the last hashed key's slot, or -1. */
+  private find(): number {
+    const cells = this.cells;
+    const mask = cells.length - 1;
+    for (let c = this.lo & mask; ; c = (c + 1) & mask) {
+      const ref = cells[c];
+      if (ref === 0) return -1;
+      if (this.hashLo[ref - 1] === this.lo && this.hashHi[ref - 1] === this.hi) return c;
+    }
+  }
+
+  /** Indexes ring slot `at` by its hash (not indexed yet). */
+  private index(at: number): void {
+    const cells = this.cells;
+    const mask = cells.length - 1;
+    let c = this.hashLo[at] & mask;
+    while (cells[c] !== 0) c = (c + 1) & mask;
+    cells[c] = at + 1;
+    this.live++;
+  }
+
+  /** Empties `cell`, moving later cells of its probe run back so every lookup still finds them. */
+  private unindex(cell: number): void {
+    const cells = this.cells;
+    const mask = cells.length - 1;
+    let hole = cell;
+    for (let c = (cell + 1) & mask; cells[c] !== 0; c = (c + 1) & mask) {
+      const home = this.hashLo[cells[c] - 1] & mask;
+      // the entry at c may move into the hole unless its home lies cyclically in (hole, c]
+      const stays = hole <= c ? hole < home && home <= c : hole < home || home <= c;
+      if (stays) continue;
+      cells[hole] = cells[c];
+      hole = c;
+    }
+    cells[hole] = 0;
+    this.live--;
   }
 
   private evictExpired(nowMs: number): void {
@@ -398,36 +469,61 @@ export class ReplayCache {
   }
 
   private popOldest(): void {
-    const id = this.ids[this.head] as string;
-    // an id recorded again later has a newer slot: only its own entry goes
-    if (this.slots.get(id) === this.head) this.slots.delete(id);
-    this.ids[this.head] = undefined;
-    this.head = (this.head + 1) % this.ids.length;
+    const at = this.head;
+    this.hi = this.hashHi[at];
+    this.lo = this.hashLo[at];
+    // an id recorded again later has a newer slot: only its own cell goes
+    const cell = this.find();
+    if (cell >= 0 && this.cells[cell] === at + 1) this.unindex(cell);
+    this.head = (this.head + 1) % this.until.length;
     this.count--;
   }
 
-  /** Doubles the ring (up to maxEntries), oldest first at slot 0; false when it is at its size. */
+  /** Doubles the ring (up to maxEntries), oldest first at slot 0, and indexes it again; false when it is at its size. */
   private grow(): boolean {
-    const size = this.ids.length;
+    const size = this.until.length;
     if (size >= this.maxEntries) return false;
     const next = Math.min(this.maxEntries, size * 2);
-    const ids: Array<string | undefined> = new Array(next).fill(undefined);
+    const hashHi = new Int32Array(next);
+    const hashLo = new Int32Array(next);
     const until = new Float64Array(next);
+    // which slots are indexed (an id recorded again has an older copy that is not)
+    const indexed = new Uint8Array(size);
+    for (const ref of this.cells) if (ref !== 0) indexed[ref - 1] = 1;
+    const keep: number[] = [];
     for (let i = 0; i < this.count; i++) {
       const from = (this.head + i) % size;
-      ids[i] = this.ids[from];
+      hashHi[i] = this.hashHi[from];
+      hashLo[i] = this.hashLo[from];
       until[i] = this.until[from];
-      if (this.slots.get(ids[i] as string) === from) this.slots.set(ids[i] as string, i);
+      if (indexed[from] === 1) keep.push(i);
     }
-    this.ids = ids;
+    this.hashHi = hashHi;
+    this.hashLo = hashLo;
     this.until = until;
     this.head = 0;
+    this.cells = new Int32Array(cellsFor(next));
+    this.live = 0;
+    for (const at of keep) this.index(at);
     return true;
   }
 }
 
 /** The ring's first size (ReplayCache): doubled as ids arrive. */
 const RING_START = 64;
+/** The index's length for a ring of `size` slots: a power of two, at least twice as many cells. */
+const cellsFor = (size: number): number => 2 ** Math.ceil(Math.log2(2 * size));
+/** murmur3's 32-bit finalizer: every input bit moves every output bit. */
+function fmix32(h: number): number {
+  let x = h ^ (h >>> 16);
+  x = Math.imul(x, 0x85ebca6b);
+  x ^= x >>> 13;
+  x = Math.imul(x, 0xc2b2ae35);
+  return x ^ (x >>> 16);
+}
+/** ReplayCache's hash keys, random per process: which ids collide cannot be known outside it. */
+const HASH_KEY_A = randomBytes(4).readInt32LE(0);
+const HASH_KEY_B = randomBytes(4).readInt32LE(0);
 
 export type VerifyOutcome =
   | { ok: true }
