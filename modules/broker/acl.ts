@@ -6,10 +6,22 @@
 
 export const UPLINK_TOPICS: ReadonlySet<string> = new Set(['wdd/RDMC/command/up', 'wdd/RDMC/message/up']);
 
-export const downlinkTopics = (projectId: string): readonly [string, string] => [
-  `wdd/RDMC/command/down/${projectId}`,
-  `wdd/RDMC/message/down/${projectId}`,
-];
+const COMMAND_DOWN = 'wdd/RDMC/command/down/';
+const MESSAGE_DOWN = 'wdd/RDMC/message/down/';
+
+/**
+ * Whether `topic` is one of the project's own two downlink topics, `wdd/RDMC/command/down/<P>` or
+ * `wdd/RDMC/message/down/<P>`: compared in place, so the broker keeps no copy of them per
+ * connection and builds none per packet.
+ */
+export function isOwnDownlink(projectId: string, topic: string): boolean {
+  // both prefixes are as long
+  return (
+    topic.length === COMMAND_DOWN.length + projectId.length &&
+    topic.endsWith(projectId) &&
+    (topic.startsWith(COMMAND_DOWN) || topic.startsWith(MESSAGE_DOWN))
+  );
+}
 
 /** Why an agent's publish is refused, or null when it is allowed. */
 export type PublishDenial = 'topic' | 'too_large' | 'not_json' | 'project_id';
@@ -43,6 +55,5 @@ export function checkAgentPublish(
  * never see another project's commands (`#`, `wdd/RDMC/command/down/+` are refused).
  */
 export function agentMaySubscribe(projectId: string, topic: string): boolean {
-  const [command, message] = downlinkTopics(projectId);
-  return topic === command || topic === message;
+  return isOwnDownlink(projectId, topic);
 }

@@ -9,7 +9,7 @@ import type { ModuleContext } from '../../core/module.js';
 import { TokenBucket } from '../shared/token-bucket.js';
 import { holdWritesPerTurn } from '../shared/write-hold.js';
 import type { CredentialsChangedEvent } from '../status/contract/topics.js';
-import { agentMaySubscribe, checkAgentPublish, downlinkTopics } from './acl.js';
+import { agentMaySubscribe, checkAgentPublish, isOwnDownlink } from './acl.js';
 import { Authenticator, hubPasswordFor, type Identity, sameIdentity } from './auth.js';
 import type { BrokerConfig } from './config.js';
 import { BROKER, type BrokerDeniedEvent, type BrokerStats, type BrokerWsConnection } from './contract/topics.js';
@@ -19,17 +19,16 @@ import { sessionQueues } from './outgoing-index.js';
 import { limitPacketSize, type PacketLimit } from './packet-limit.js';
 import { exactFirstTopics } from './topic-matcher.js';
 
+/** One connection's state: every field set when it is made, so its object keeps one shape and no property array. */
 interface ClientState {
   identity: Identity;
   /** set for agents only: the hub's own client is not rate limited (it carries every command) */
-  bucket?: TokenBucket;
-  /** the agent's own downlink topics, for the forward check */
-  downlinks?: readonly string[];
+  bucket: TokenBucket | undefined;
   /**
    * An agent's login, kept (in memory only, never logged) to ask again whether it still
    * authenticates when its project's credentials change: disabled, or its password rotated out.
    */
-  login?: { username: string; password: string };
+  login: { username: string; password: string } | undefined;
 }
 
 type AuthError = Error & { returnCode: number };
@@ -331,20 +330,23 @@ export class EmbeddedBroker {
     if (holder && holder !== client && !sameIdentity(this.clients.get(holder)?.identity, identity)) {
       throw refuse(2, 'client_id_in_use', projectOfIdentity(identity));
     }
-    const state: ClientState = { identity };
-    if (identity.kind === 'agent') {
-      // the will obeys the publish ACL; refusing it here tells the agent now, not when it dies
-      const will = pendingWill(client);
-      const denial = will && checkAgentPublish(identity.projectId, will.topic, will.payload, cfg.max_payload_bytes);
-      if (denial) throw refuse(5, `will_${denial}`, identity.projectId, will.topic);
-      state.bucket = new TokenBucket(cfg.rate_limit.msgs_per_s, cfg.rate_limit.burst, this.ctx.services.clock.now());
-      state.downlinks = downlinkTopics(identity.projectId);
+    if (identity.kind !== 'agent') {
+      this.clients.set(client, { identity, bucket: undefined, login: undefined });
+      return;
+    }
+    // the will obeys the publish ACL; refusing it here tells the agent now, not when it dies
+    const will = pendingWill(client);
+    const denial = will && checkAgentPublish(identity.projectId, will.topic, will.payload, cfg.max_payload_bytes);
+    if (denial) throw refuse(5, `will_${denial}`, identity.projectId, will.topic);
+    const state: ClientState = {
+      identity,
+      bucket: new TokenBucket(cfg.rate_limit.msgs_per_s, cfg.rate_limit.burst, this.ctx.services.clock.now()),
       // the password's bytes as latin1 text (any byte, one character each): the Buffer aedes hands
       // over is a view of the read the CONNECT came in, which it would keep alive for the whole
       // connection, and a copy in Node's buffer pool would keep a pool slab (README "The embedded
       // broker's connections")
-      state.login = { username: username ?? '', password: password ? password.toString('latin1') : '' };
-    }
+      login: { username: username ?? '', password: password ? password.toString('latin1') : '' },
+    };
     this.clients.set(client, state);
   }
 
@@ -421,7 +423,7 @@ export class EmbeddedBroker {
   private authorizeForward(client: Client, packet: AedesPublishPacket): AedesPublishPacket | null {
     const st = this.clients.get(client);
     // defence in depth: the subscribe ACL already keeps an agent to its own downlinks
-    if (st?.downlinks && packet.topic !== st.downlinks[0] && packet.topic !== st.downlinks[1]) return null;
+    if (st?.identity.kind === 'agent' && !isOwnDownlink(st.identity.projectId, packet.topic)) return null;
     this.c.messages_out++;
     return packet;
   }

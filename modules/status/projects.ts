@@ -23,11 +23,12 @@ export interface ProjectRecord {
   readonly created_at: number;
 }
 
+/** Made with every field set, so its object keeps one shape and no property array (100 000 of them). */
 interface CacheEntry {
   rec: ProjectRecord | null;
   loadedAt: number;
   /** MQTT passwords derived from [secret, prev_secret], computed on first authentication. */
-  passwords?: string[];
+  passwords: string[] | undefined;
 }
 
 const CACHE_MAX = 100_000;
@@ -285,7 +286,7 @@ export class ProjectStore {
   }
 
   private remember(projectId: string, rec: ProjectRecord | null): void {
-    this.cache.set(projectId, { rec, loadedAt: this.clock.now() });
+    this.cache.set(projectId, { rec, loadedAt: this.clock.now(), passwords: undefined });
   }
 
   /** The project or STATUS_ERR_NOT_FOUND. */

@@ -118,6 +118,12 @@ describe('agent ACL', () => {
       'wdd/RDMC/command/down/+',
       'wdd/RDMC/command/down/#',
       'wdd/RDMC/command/down/p2',
+      // as long as an own downlink, or ending in the project id, and still not one
+      'wdd/RDMC/command/down/p11',
+      'wdd/RDMC/command/down/xp1',
+      'wdd/RDMC/command/dowX/p1',
+      'wdd/RDMC/message/up//p1',
+      'wdd/RDMC/command/down/',
     ]) {
       assert.equal(agentMaySubscribe('p1', t), false, t);
     }
