@@ -40,9 +40,11 @@ const PG_POOL_MAX = 10;
  * callers (group commit), so more sessions add backends, each 5-7 MB of the server's memory,
  * rather than throughput: 4 against 10 took 19 MB off the server in the memory suite, and at 64
  * sync commands in flight the hub completed as many commands and PostgreSQL spent less CPU on each
- * (README "The embedded server, leaner").
+ * (README "The embedded server, leaner"); 3 against 4 took another 5 MB at the same rate (README
+ * "Subscriptions, replay ids and connection state, leaner"). Not 2: one long statement (a big
+ * history read, a job's expansion) would then hold half the pool.
  */
-export const EMBEDDED_POOL_MAX = 4;
+export const EMBEDDED_POOL_MAX = 3;
 // Quoted into SQL (search_path, CREATE SCHEMA) by us and by the knex dialects, so keep it plain.
 const SCHEMA_RE = /^[A-Za-z_][A-Za-z0-9_$]{0,62}$/;
 
