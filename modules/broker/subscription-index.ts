@@ -74,10 +74,71 @@ export function hasWildcard(filter: string): boolean {
   return filter.split('/').some((level) => level === '+' || level === '#');
 }
 
+/** A stored subscription's settings, by its filter in a client's list. */
+type SubRecord = Omit<ClientSubscription, 'topic'>;
+
+/**
+ * One client's subscriptions by filter, in the order first subscribed: a flat array
+ * `[filter, record, filter, record, …]` of exactly its length while they are few (an agent has
+ * two: 80 bytes, where a Map of two is about 280 with its table), a Map past FEW_FILTERS. The array
+ * is made again, not pushed to or spliced, on every change: a push would give it room for 17 more,
+ * and a client's subscriptions change only when it subscribes or unsubscribes.
+ */
+type ClientFilters = Array<string | SubRecord> | Map<string, SubRecord>;
+const FEW_FILTERS = 8;
+
+function filterRecord(list: ClientFilters, topic: string): SubRecord | undefined {
+  if (list instanceof Map) return list.get(topic);
+  for (let i = 0; i < list.length; i += 2) if (list[i] === topic) return list[i + 1] as SubRecord;
+  return undefined;
+}
+
+/** The list with `topic` set to `record` (kept in place when it was there): the same list, or a new one. */
+function withFilter(list: ClientFilters, topic: string, record: SubRecord): ClientFilters {
+  if (list instanceof Map) return list.set(topic, record);
+  for (let i = 0; i < list.length; i += 2)
+    if (list[i] === topic) {
+      const next = list.slice();
+      next[i + 1] = record;
+      return next;
+    }
+  if (list.length / 2 >= FEW_FILTERS) {
+    const map = new Map<string, SubRecord>();
+    for (let i = 0; i < list.length; i += 2) map.set(list[i] as string, list[i + 1] as SubRecord);
+    return map.set(topic, record);
+  }
+  const next: Array<string | SubRecord> = new Array(list.length + 2);
+  for (let i = 0; i < list.length; i++) next[i] = list[i];
+  next[list.length] = topic;
+  next[list.length + 1] = record;
+  return next;
+}
+
+/** The list without `topic`: the same list, or a new one. */
+function withoutFilter(list: ClientFilters, topic: string): ClientFilters {
+  if (list instanceof Map) {
+    list.delete(topic);
+    return list;
+  }
+  const at = list.indexOf(topic);
+  // a filter is at an even index; a record is never a string
+  if (at < 0) return list;
+  const next: Array<string | SubRecord> = new Array(list.length - 2);
+  for (let i = 0, j = 0; i < list.length; i++) if (i !== at && i !== at + 1) next[j++] = list[i];
+  return next;
+}
+
+const filterCount = (list: ClientFilters): number => (list instanceof Map ? list.size : list.length / 2);
+
+function* filterEntries(list: ClientFilters): Generator<[string, SubRecord]> {
+  if (list instanceof Map) yield* list;
+  else for (let i = 0; i < list.length; i += 2) yield [list[i] as string, list[i + 1] as SubRecord];
+}
+
 /** The subscription methods over a map of exact filters and a trie of the rest (see the file comment). */
 export function indexedSubscriptions(): SubscriptionMethods {
   /** clientId → its subscriptions by filter (QoS 0 ones too: aedes restores them on reconnect). */
-  const byClient = new Map<string, Map<string, Omit<ClientSubscription, 'topic'>>>();
+  const byClient = new Map<string, ClientFilters>();
   /** exact filter → its one subscriber, or a Map of them by client id */
   const exact = new Map<string, TopicSubscriber | Map<string, TopicSubscriber>>();
   const wild = new QlobberSubClass(QLOBBER_OPTIONS);
@@ -128,35 +189,34 @@ export function indexedSubscriptions(): SubscriptionMethods {
 
   return {
     async addSubscriptions(client, subs) {
-      let stored = byClient.get(client.id);
-      if (!stored) {
-        stored = new Map();
-        byClient.set(client.id, stored);
-      }
+      let stored = byClient.get(client.id) ?? [];
       for (const sub of subs) {
-        const before = stored.get(sub.topic);
-        const record: Omit<ClientSubscription, 'topic'> = { qos: sub.qos, rh: sub.rh, rap: sub.rap, nl: sub.nl };
+        const before = filterRecord(stored, sub.topic);
+        const record: SubRecord = { qos: sub.qos, rh: sub.rh, rap: sub.rap, nl: sub.nl };
         // MQTT 5's subscription identifier is restored with the client's list, never matched by topic
         if (sub.subscriptionIdentifier !== undefined) record.subscriptionIdentifier = sub.subscriptionIdentifier;
         if (sub.qos > 0) index(client.id, sub);
         else if (before !== undefined && before.qos > 0) unindex(client.id, sub.topic);
-        stored.set(sub.topic, record);
+        stored = withFilter(stored, sub.topic, record);
       }
+      byClient.set(client.id, stored);
     },
     async removeSubscriptions(client, topics) {
-      const stored = byClient.get(client.id);
+      let stored = byClient.get(client.id);
       if (!stored) return;
       for (const topic of topics) {
-        const before = stored.get(topic);
+        const before = filterRecord(stored, topic);
         if (before === undefined) continue;
         if (before.qos > 0) unindex(client.id, topic);
-        stored.delete(topic);
+        stored = withoutFilter(stored, topic);
       }
-      if (stored.size === 0) byClient.delete(client.id);
+      if (filterCount(stored) === 0) byClient.delete(client.id);
+      else byClient.set(client.id, stored);
     },
     async subscriptionsByClient(client) {
       const out: ClientSubscription[] = [];
-      for (const [topic, record] of byClient.get(client.id) ?? []) out.push({ topic, ...record });
+      const stored = byClient.get(client.id);
+      if (stored) for (const [topic, record] of filterEntries(stored)) out.push({ topic, ...record });
       return out;
     },
     async countOffline() {
@@ -173,12 +233,12 @@ export function indexedSubscriptions(): SubscriptionMethods {
     async cleanSubscriptions(client) {
       const stored = byClient.get(client.id);
       if (!stored) return;
-      for (const [topic, record] of stored) if (record.qos > 0) unindex(client.id, topic);
+      for (const [topic, record] of filterEntries(stored)) if (record.qos > 0) unindex(client.id, topic);
       byClient.delete(client.id);
     },
     getClientList(topic) {
       const ids: string[] = [];
-      for (const [clientId, stored] of byClient) if (stored.has(topic)) ids.push(clientId);
+      for (const [clientId, stored] of byClient) if (filterRecord(stored, topic) !== undefined) ids.push(clientId);
       return Readable.from(ids);
     },
   };

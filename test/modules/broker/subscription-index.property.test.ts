@@ -102,6 +102,62 @@ test('stored subscriptions answer as aedes-persistence does, operation by operat
   );
 });
 
+test('a client with more filters than its short list holds answers the same (the list becomes a map and back)', async () => {
+  // up to 14 filters on one client: its list passes FEW_FILTERS (8) and shrinks again
+  const many = fc.constantFrom(...FILTERS, 'gmq/x/1', 'gmq/x/2', 'gmq/x/3', 'gmq/x/+', 'gmq/y/1', 'gmq/y/#');
+  const manyOp = fc.oneof(
+    {
+      weight: 4,
+      arbitrary: fc.record({
+        kind: fc.constant('add' as const),
+        clientId: fc.constantFrom('agent-a', 'bridge'),
+        subs: fc.array(fc.record({ topic: many, qos: fc.integer({ min: 0, max: 2 }) }), { maxLength: 6 }),
+      }),
+    },
+    {
+      weight: 2,
+      arbitrary: fc.record({
+        kind: fc.constant('remove' as const),
+        clientId: fc.constantFrom('agent-a', 'bridge'),
+        topics: fc.array(many, { maxLength: 4 }),
+      }),
+    },
+    { weight: 1, arbitrary: fc.record({ kind: fc.constant('clean' as const), clientId: fc.constant('agent-a') }) },
+  );
+  await fc.assert(
+    fc.asyncProperty(fc.array(manyOp, { minLength: 5, maxLength: 30 }), async (ops) => {
+      const original = aedesSubscriptions();
+      const indexed = indexedSubscriptions();
+      for (const o of ops) {
+        for (const s of [original, indexed]) {
+          if (o.kind === 'add') await s.addSubscriptions({ id: o.clientId }, o.subs);
+          else if (o.kind === 'remove') await s.removeSubscriptions({ id: o.clientId }, o.topics);
+          else await s.cleanSubscriptions({ id: o.clientId });
+        }
+        const clients: Record<string, ClientSubscription[][]> = {};
+        for (const id of ['agent-a', 'bridge'])
+          clients[id] = [await indexed.subscriptionsByClient({ id }), await original.subscriptionsByClient({ id })];
+        for (const [id, [mine, theirs]] of Object.entries(clients))
+          assert.deepEqual(mine, theirs, `${id} after ${JSON.stringify(o)}`);
+        for (const t of [...TOPICS, 'gmq/x/1', 'gmq/y/1', 'gmq/x/3'])
+          assert.deepEqual(
+            sortSubscribers(await indexed.subscriptionsByTopic(t)),
+            sortSubscribers(await original.subscriptionsByTopic(t)),
+            t,
+          );
+        for (const f of ['gmq/x/1', 'gmq/x/+', 'gmq/down/a'])
+          assert.deepEqual(
+            (await read(indexed.getClientList(f))).sort(),
+            (await read(original.getClientList(f))).sort(),
+            f,
+          );
+        assert.deepEqual(await indexed.countOffline(), await original.countOffline());
+      }
+    }),
+    { numRuns: 200 },
+  );
+});
+
 test('a subscriber handed out is a copy: a caller that changes it does not change the store', async () => {
   const s = indexedSubscriptions();
   await s.addSubscriptions({ id: 'agent-a' }, [{ topic: 'gmq/down/a', qos: 1 }]);
