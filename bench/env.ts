@@ -264,10 +264,13 @@ export function embeddedServerDatabase(): BenchDb {
   const serverDir = path.join(dir, 'postgres');
   // BENCH_EMBEDDED_POOL_MAX: the hub's pool on its server (the config's default when unset)
   const max = process.env.BENCH_EMBEDDED_POOL_MAX;
+  // BENCH_EMBEDDED_SHARED_BUFFERS: the server's shared_buffers (e.g. `8MB`; the config's default when unset)
+  const buffers = process.env.BENCH_EMBEDDED_SHARED_BUFFERS;
   const config: DbConfig = {
     driver: 'embedded-postgres',
     server_dir: serverDir,
     ...(max ? { pool: { min: 0, max: Number(max) } } : {}),
+    ...(buffers ? { shared_buffers: buffers } : {}),
   };
   return {
     config,

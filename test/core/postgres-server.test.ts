@@ -137,7 +137,7 @@ describe('embedded PostgreSQL server', { skip }, () => {
     }
   });
 
-  test('the server runs lean: no replication launcher or I/O workers, 16 MB of buffers, at most 4 sessions from the hub', async () => {
+  test('the server runs lean: no replication launcher or I/O workers, 8 MB of buffers, at most 3 sessions from the hub', async () => {
     const base = reachableDir('gmq-eps-lean-');
     const serverDir = path.join(base, 'pg');
     const pool = new DbPool({ default: { driver: 'embedded-postgres', server_dir: serverDir } }, silentLogger());
@@ -145,7 +145,7 @@ describe('embedded PostgreSQL server', { skip }, () => {
       await pool.prepareDataDirs();
       const rows = (await pool.get().raw('SHOW shared_buffers')).rows as Array<{ shared_buffers: string }>;
       assert.deepEqual(rows, [{ shared_buffers: SERVER_SHARED_BUFFERS }]);
-      assert.equal(SERVER_SHARED_BUFFERS, '16MB');
+      assert.equal(SERVER_SHARED_BUFFERS, '8MB');
 
       // the server's own processes, by what they call themselves
       const server = serverPid(serverDir)!;
