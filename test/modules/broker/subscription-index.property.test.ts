@@ -84,17 +84,25 @@ async function observe(s: SubscriptionMethods) {
   return { clients, topics, lists, offline: await s.countOffline() };
 }
 
+/** One operation of a generated sequence on a store. */
+type Op =
+  | { kind: 'add'; clientId: string; subs: ClientSubscription[] }
+  | { kind: 'remove'; clientId: string; topics: string[] }
+  | { kind: 'clean'; clientId: string };
+
+async function apply(s: SubscriptionMethods, o: Op): Promise<void> {
+  if (o.kind === 'add') await s.addSubscriptions({ id: o.clientId }, o.subs);
+  else if (o.kind === 'remove') await s.removeSubscriptions({ id: o.clientId }, o.topics);
+  else await s.cleanSubscriptions({ id: o.clientId });
+}
+
 test('stored subscriptions answer as aedes-persistence does, operation by operation', async () => {
   await fc.assert(
     fc.asyncProperty(fc.array(op, { maxLength: 30 }), async (ops) => {
       const original = aedesSubscriptions();
       const indexed = indexedSubscriptions();
       for (const o of ops) {
-        for (const s of [original, indexed]) {
-          if (o.kind === 'add') await s.addSubscriptions({ id: o.clientId }, o.subs);
-          else if (o.kind === 'remove') await s.removeSubscriptions({ id: o.clientId }, o.topics);
-          else await s.cleanSubscriptions({ id: o.clientId });
-        }
+        for (const s of [original, indexed]) await apply(s, o);
         assert.deepEqual(await observe(indexed), await observe(original), JSON.stringify(o));
       }
     }),
@@ -129,11 +137,7 @@ test('a client with more filters than its short list holds answers the same (the
       const original = aedesSubscriptions();
       const indexed = indexedSubscriptions();
       for (const o of ops) {
-        for (const s of [original, indexed]) {
-          if (o.kind === 'add') await s.addSubscriptions({ id: o.clientId }, o.subs);
-          else if (o.kind === 'remove') await s.removeSubscriptions({ id: o.clientId }, o.topics);
-          else await s.cleanSubscriptions({ id: o.clientId });
-        }
+        for (const s of [original, indexed]) await apply(s, o);
         const clients: Record<string, ClientSubscription[][]> = {};
         for (const id of ['agent-a', 'bridge'])
           clients[id] = [await indexed.subscriptionsByClient({ id }), await original.subscriptionsByClient({ id })];
