@@ -142,8 +142,8 @@ export class UplinkVerifier {
       return refuse('PROTO_ERR_CLOCK', `timestamp is outside the ±${window} ms window (offset ${skew})`);
     }
     if (idempotent) return { ok: true, replayKey: null };
-    // ids are per project: another project's agent cannot burn this project's ids. Joined, not
-    // concatenated: `+` makes a rope of two more strings that the cache would keep for each id.
+    // ids are per project: another project's agent cannot burn this project's ids (the cache
+    // keeps a hash of this key, not the key)
     const key = [msg.project_id, msg.message_id].join('\u0000');
     if (this.replay.has(key, now)) return refuse('PROTO_ERR_REPLAY', `message_id ${msg.message_id} was already seen`);
     return { ok: true, replayKey: key };

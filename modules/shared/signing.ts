@@ -348,9 +348,6 @@ export class ReplayCache {
   /** The index: per cell 0 (empty) or a ring slot + 1; its length a power of two, at least twice the ring's. */
   private cells = new Int32Array(0);
   private live = 0;
-  /** The last key's hash (hashKey), read right after it is computed. */
-  private hi = 0;
-  private lo = 0;
 
   constructor(opts: { ttlMs?: number; maxEntries?: number } = {}) {
     this.ttlMs = opts.ttlMs ?? 600_000;
@@ -372,17 +369,16 @@ export class ReplayCache {
    */
   seen(messageId: string, nowMs: number = Date.now()): boolean {
     this.evictExpired(nowMs);
-    this.hashKey(messageId);
-    const cell = this.find();
+    hashId(messageId);
+    const hi = idHash[0];
+    const lo = idHash[1];
+    const cell = this.find(hi, lo);
     if (cell >= 0) {
       if (this.until[this.cells[cell] - 1] > nowMs) return true;
       // Expired but not yet at the front (clock stepped back earlier): forget it and re-record.
       // Its old slot is skipped when it reaches the front (popOldest).
       this.unindex(cell);
     }
-    // popOldest hashes the id it forgets: keep this one's
-    const hi = this.hi;
-    const lo = this.lo;
     if (this.count === this.until.length && !this.grow()) this.popOldest();
     const at = (this.head + this.count) % this.until.length;
     this.hashHi[at] = hi;
@@ -395,8 +391,8 @@ export class ReplayCache {
 
   /** True if `messageId` was seen within the TTL; records nothing (see `seen` to record). */
   has(messageId: string, nowMs: number = Date.now()): boolean {
-    this.hashKey(messageId);
-    const cell = this.find();
+    hashId(messageId);
+    const cell = this.find(idHash[0], idHash[1]);
     return cell >= 0 && this.until[this.cells[cell] - 1] > nowMs;
   }
 
@@ -412,28 +408,14 @@ export class ReplayCache {
     this.live = 0;
   }
 
-  /** Sets `hi` and `lo`: two 32-bit hashes of `key` in one pass (FNV-1a and a multiplicative one, each finished by murmur3's mixer), keyed per process. */
-  private hashKey(key: string): void {
-    let a = HASH_KEY_A;
-    let b = HASH_KEY_B;
-    for (let i = 0; i < key.length; i++) {
-      const c = key.charCodeAt(i);
-      a = Math.imul(a ^ c, 0x01000193);
-      b = Math.imul(b + c, 0x5bd1e995);
-      b ^= b >>> 13;
-    }
-    this.hi = fmix32(a ^ key.length);
-    this.lo = fmix32(b);
-  }
-
-  /** The cell holding the last hashed key's slot, or -1. */
-  private find(): number {
+  /** The cell holding the slot of the id whose hash halves are `hi` and `lo`, or -1. */
+  private find(hi: number, lo: number): number {
     const cells = this.cells;
     const mask = cells.length - 1;
-    for (let c = this.lo & mask; ; c = (c + 1) & mask) {
+    for (let c = lo & mask; ; c = (c + 1) & mask) {
       const ref = cells[c];
       if (ref === 0) return -1;
-      if (this.hashLo[ref - 1] === this.lo && this.hashHi[ref - 1] === this.hi) return c;
+      if (this.hashLo[ref - 1] === lo && this.hashHi[ref - 1] === hi) return c;
     }
   }
 
@@ -470,10 +452,8 @@ export class ReplayCache {
 
   private popOldest(): void {
     const at = this.head;
-    this.hi = this.hashHi[at];
-    this.lo = this.hashLo[at];
     // an id recorded again later has a newer slot: only its own cell goes
-    const cell = this.find();
+    const cell = this.find(this.hashHi[at], this.hashLo[at]);
     if (cell >= 0 && this.cells[cell] === at + 1) this.unindex(cell);
     this.head = (this.head + 1) % this.until.length;
     this.count--;
@@ -513,6 +493,24 @@ export class ReplayCache {
 const RING_START = 64;
 /** The index's length for a ring of `size` slots: a power of two, at least twice as many cells. */
 const cellsFor = (size: number): number => 2 ** Math.ceil(Math.log2(2 * size));
+/**
+ * An id's 64-bit hash, keyed per process, in one pass: FNV-1a and a multiplicative hash, each
+ * finished by murmur3's mixer, written to `idHash` (hi, lo) for the caller to read at once (two
+ * numbers without an object each time; two passes cost half as much again).
+ */
+const idHash = new Int32Array(2);
+function hashId(key: string): void {
+  let a = HASH_KEY_A;
+  let b = HASH_KEY_B;
+  for (let i = 0; i < key.length; i++) {
+    const c = key.charCodeAt(i);
+    a = Math.imul(a ^ c, 0x01000193);
+    b = Math.imul(b + c, 0x5bd1e995);
+    b ^= b >>> 13;
+  }
+  idHash[0] = fmix32(a ^ key.length);
+  idHash[1] = fmix32(b);
+}
 /** murmur3's 32-bit finalizer: every input bit moves every output bit. */
 function fmix32(h: number): number {
   let x = h ^ (h >>> 16);
