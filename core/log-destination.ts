@@ -1,3 +1,4 @@
+import fs from 'node:fs';
 import pino from 'pino';
 import { HubError } from './errors.js';
 
@@ -47,18 +48,97 @@ export function logFlushMs(env: NodeJS.ProcessEnv = process.env): number {
 }
 
 /**
- * pino's asynchronous destination on a file descriptor (stdout by default), with
- * `measuredAppends`; with `flushMs` > 0 it writes lines in batches of `LOG_BATCH_BYTES` or every
- * `flushMs`, whichever comes first. Either way pino writes what is held synchronously at exit
- * (process.exit, an uncaught exception, the end of a graceful stop).
+ * The hub's destination on a file descriptor (stdout by default), with `measuredAppends`:
+ * - `flushMs` > 0: asynchronous, in batches of `LOG_BATCH_BYTES` or every `flushMs`, whichever
+ *   comes first;
+ * - else, on a regular file: each turn's lines in one synchronous write (`turnWrites`);
+ * - else (a pipe, a socket: a collector that may fall behind), asynchronous, each line at once.
+ * Whatever is held is written synchronously at exit (process.exit, an uncaught exception, the end
+ * of a graceful stop): by pino for the asynchronous ones, by `turnWrites` for a file.
  */
 export function logDestination(opts: { fd?: number; flushMs?: number } = {}): pino.DestinationStream {
   const { fd = process.stdout.fd ?? 1, flushMs = 0 } = opts;
   const batched = flushMs > 0;
+  if (!batched && isRegularFile(fd)) {
+    const dest = pino.destination({ dest: fd, minLength: LOG_BATCH_BYTES, sync: true });
+    measuredAppends(dest);
+    turnWrites(dest);
+    return dest;
+  }
   const dest = pino.destination({ dest: fd, minLength: batched ? LOG_BATCH_BYTES : 0, sync: false });
   measuredAppends(dest);
   if (batched) flushWhileHeld(dest, flushMs);
   return dest;
+}
+
+/** Whether `fd` is a regular file (not a pipe, a socket or a terminal). */
+function isRegularFile(fd: number): boolean {
+  try {
+    return fs.fstatSync(fd).isFile();
+  } catch {
+    return false;
+  }
+}
+
+/** File destinations holding lines until their turn ends (`turnWrites`), written at exit. */
+const heldAtExit = new Set<Boom>();
+let exitHooked = false;
+
+/**
+ * Makes a synchronous destination whose `minLength` holds lines write them when the turn of the
+ * event loop that logged them ends (setImmediate), in one `write(2)` on the loop's thread, or at
+ * once when a turn's lines reach `minLength`.
+ *
+ * Why, for a regular file: an asynchronous write is a request to libuv's thread pool. The loop
+ * wakes a pool thread (a futex), the thread writes and signals back (an eventfd), and the loop
+ * wakes again to read that: five system calls, two thread switches and a wake-up of the loop
+ * for each line on a quiet hub, which logs three lines a command. A write to a file's page cache
+ * does not block on a reader, so one call on the loop's thread costs less than the hand-off. A
+ * pipe or a socket can stay full while its reader falls behind, and a synchronous write would
+ * then stall the loop, so those stay asynchronous (`logDestination`). A SIGKILL loses at most the
+ * lines of the turn it interrupts; an asynchronous destination loses the write in flight and
+ * everything queued behind it.
+ */
+function turnWrites(dest: pino.DestinationStream): void {
+  const boom = dest as unknown as Boom & { flushSync(): void };
+  const append = boom.write;
+  let due = false;
+  const writeHeld = (): void => {
+    due = false;
+    // one chunk a call (sonic-boom's chunks are `maxWrite` long); stop when a write took nothing
+    // (an error sonic-boom has emitted) rather than spin on it
+    for (let before = Number.POSITIVE_INFINITY; boom._len > 0 && boom._len < before; ) {
+      if (boom.destroyed || boom._writing) return;
+      before = boom._len;
+      boom._actualWrite();
+    }
+  };
+  boom.write = function write(this: Boom, data: string): boolean {
+    const below = append.call(this, data);
+    if (!due && this._len > 0) {
+      due = true;
+      setImmediate(writeHeld);
+    }
+    return below;
+  };
+  if (!exitHooked) {
+    exitHooked = true;
+    process.once('exit', writeAllHeld);
+  }
+  heldAtExit.add(boom);
+  (boom as unknown as NodeJS.EventEmitter).once('close', () => heldAtExit.delete(boom));
+}
+
+/** At exit: what each file destination holds, written before the process ends. */
+function writeAllHeld(): void {
+  for (const boom of heldAtExit) {
+    if (boom.destroyed || boom._len === 0) continue;
+    try {
+      (boom as Boom & { flushSync(): void }).flushSync();
+    } catch {
+      // the process is ending; a destination that cannot be written has nothing more to give
+    }
+  }
 }
 
 /**

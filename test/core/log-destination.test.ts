@@ -206,3 +206,120 @@ describe('log destination: lines in batches when LOG_FLUSH_MS asks', () => {
     }
   });
 });
+
+describe('log destination: a regular file gets each turn of the event loop in one synchronous write', () => {
+  /** Counts the writes each kind of call makes while `fn` runs. */
+  async function counting<T>(fn: () => Promise<T>): Promise<{ sync: number; async: number; out: T }> {
+    const original = { write: fs.write, writeSync: fs.writeSync };
+    const n = { sync: 0, async: 0 };
+    // biome-ignore lint/suspicious/noExplicitAny: spies on the calls sonic-boom makes
+    (fs as any).write = (...args: unknown[]) => {
+      n.async++;
+      return (original.write as (...a: unknown[]) => void)(...args);
+    };
+    // biome-ignore lint/suspicious/noExplicitAny: as above
+    (fs as any).writeSync = (...args: unknown[]) => {
+      n.sync++;
+      return (original.writeSync as (...a: unknown[]) => number)(...args);
+    };
+    try {
+      const out = await fn();
+      return { ...n, out };
+    } finally {
+      Object.assign(fs, original);
+    }
+  }
+
+  test('lines of one turn leave together at its end, one write a turn, none on the thread pool, all in order', async () => {
+    const file = path.join(dir, 'turns.log');
+    const fd = fs.openSync(file, 'w');
+    const expected: string[] = [];
+    const { sync, async: pooled } = await counting(async () => {
+      const boom = logDestination({ fd }) as unknown as Boom;
+      for (let turn = 0; turn < 100; turn++) {
+        // a quiet hub logs a line a turn; a busy one several
+        const lines = 1 + (turn % 4);
+        for (let k = 0; k < lines; k++) {
+          const line = lineOf(expected.length);
+          expected.push(line);
+          boom.write(line);
+        }
+        assert.ok(fs.statSync(file).size < Buffer.byteLength(expected.join('')), 'held until the turn ends');
+        await new Promise((r) => setImmediate(r));
+        await new Promise((r) => setImmediate(r));
+        // written by the time the next turn runs: no timer, no later batch
+        assert.equal(fs.statSync(file).size, Buffer.byteLength(expected.join('')), `turn ${turn}`);
+      }
+      await closed(boom);
+    });
+    assert.equal(fs.readFileSync(file, 'utf8'), expected.join(''));
+    assert.equal(pooled, 0, 'no asynchronous write');
+    assert.equal(sync, 100, `one write a turn (${sync})`);
+  });
+
+  test('a turn logging more than a batch writes as it goes and keeps every line', async () => {
+    const file = path.join(dir, 'big-turn.log');
+    const fd = fs.openSync(file, 'w');
+    const boom = logDestination({ fd }) as unknown as Boom;
+    const expected: string[] = [];
+    for (let k = 0; k < 400; k++) {
+      const line = lineOf(k);
+      expected.push(line);
+      boom.write(line);
+    }
+    // about 90 KB in one turn: the batches past 8 KB went out before the turn ended
+    assert.ok(fs.statSync(file).size > 8192, `${fs.statSync(file).size} bytes written during the turn`);
+    await new Promise((r) => setImmediate(r));
+    assert.equal(fs.readFileSync(file, 'utf8'), expected.join(''));
+    await closed(boom);
+  });
+
+  test('a pipe stays asynchronous (a reader that falls behind must not stall the loop)', () => {
+    const r = spawnSync(
+      process.execPath,
+      [
+        '--input-type=module',
+        '-e',
+        `import { logDestination } from ${JSON.stringify(fileURLToPath(new URL('../../core/log-destination.js', import.meta.url)))};
+         const d = logDestination({ fd: 1 }); process.stderr.write(String(d.sync));`,
+      ],
+      { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 60_000 },
+    );
+    assert.equal(r.stderr, 'false', r.stderr);
+  });
+
+  test('a process logging to a file that exits (by itself, by process.exit, by an uncaught exception) writes the turn it held', () => {
+    const logModule = fileURLToPath(new URL('../../core/log.js', import.meta.url));
+    const endings: Record<string, string> = {
+      'the loop runs empty': '',
+      'process.exit': 'process.exit(3);',
+      'an uncaught exception': "throw new Error('boom');",
+    };
+    for (const [how, ending] of Object.entries(endings)) {
+      const file = path.join(dir, `exit-${how.replace(/\W+/g, '-')}.log`);
+      const out = fs.openSync(file, 'w');
+      // the lines and the ending in the same turn: nothing was written before the process ends
+      const script = `import { createRootLogger } from ${JSON.stringify(logModule)};
+        const log = createRootLogger({ name: 'exit-test' });
+        for (let i = 0; i < 5; i++) log.info({ i }, 'held line');
+        ${ending}`;
+      const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], {
+        env: { ...process.env, LOG_FORMAT: 'json', LOG_LEVEL: 'info', LOG_FLUSH_MS: '' },
+        stdio: ['ignore', out, 'pipe'],
+        encoding: 'utf8',
+        timeout: 60_000,
+      });
+      fs.closeSync(out);
+      assert.equal(r.error, undefined, `${how}: ${r.error}`);
+      const lines = fs
+        .readFileSync(file, 'utf8')
+        .split('\n')
+        .filter((l) => l.includes('held line'));
+      assert.deepEqual(
+        lines.map((l) => (JSON.parse(l) as { i: number }).i),
+        [0, 1, 2, 3, 4],
+        `${how}: ${r.stderr}`,
+      );
+    }
+  });
+});
