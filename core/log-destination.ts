@@ -61,9 +61,12 @@ export function logDestination(opts: { fd?: number; flushMs?: number } = {}): pi
   const batched = flushMs > 0;
   if (!batched && isRegularFile(fd)) {
     const dest = pino.destination({ dest: fd, minLength: LOG_BATCH_BYTES, sync: true });
-    measuredAppends(dest);
-    turnWrites(dest);
-    return dest;
+    // turnWrites works on the fields measuredAppends knows; a sonic-boom without them would hold
+    // lines until a batch filled, so such a one writes asynchronously below
+    if (measuredAppends(dest)) {
+      turnWrites(dest);
+      return dest;
+    }
   }
   const dest = pino.destination({ dest: fd, minLength: batched ? LOG_BATCH_BYTES : 0, sync: false });
   measuredAppends(dest);
