@@ -45,6 +45,36 @@ function lineOf(i: number): string {
   return `${JSON.stringify({ i, msg: 'command completed', pad })}\n`;
 }
 
+/**
+ * A process that logs five lines with the root logger, then ends as `ending` says; the `i` of each
+ * line that reached its stdout (a pipe, or the file `out` when given), in order.
+ */
+function heldLinesAtExit(ending: string, env: Record<string, string>, out?: string): { seen: number[]; why: string } {
+  const logModule = fileURLToPath(new URL('../../core/log.js', import.meta.url));
+  const script = `import { createRootLogger } from ${JSON.stringify(logModule)};
+    const log = createRootLogger({ name: 'exit-test' });
+    for (let i = 0; i < 5; i++) log.info({ i }, 'held line');
+    ${ending}`;
+  const fd = out === undefined ? undefined : fs.openSync(out, 'w');
+  try {
+    const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], {
+      env: { ...process.env, LOG_FORMAT: 'json', LOG_LEVEL: 'info', ...env },
+      stdio: ['ignore', fd ?? 'pipe', 'pipe'],
+      encoding: 'utf8',
+      timeout: 60_000,
+    });
+    assert.equal(r.error, undefined, `${r.error}`);
+    const text = out === undefined ? r.stdout : fs.readFileSync(out, 'utf8');
+    const seen = text
+      .split('\n')
+      .filter((l) => l.includes('held line'))
+      .map((l) => (JSON.parse(l) as { i: number }).i);
+    return { seen, why: `${text} ${r.stderr}` };
+  } finally {
+    if (fd !== undefined) fs.closeSync(fd);
+  }
+}
+
 describe('log destination: measured appends', () => {
   test('the installed sonic-boom is one it knows (else the hub would log through the quadratic write)', () => {
     const { boom } = destination('known.log');
@@ -180,29 +210,14 @@ describe('log destination: lines in batches when LOG_FLUSH_MS asks', () => {
   });
 
   test('a process logging in batches that exits (by itself, by process.exit, by an uncaught exception) writes what it held', () => {
-    const logModule = fileURLToPath(new URL('../../core/log.js', import.meta.url));
     const endings: Record<string, string> = {
       'the loop runs empty (the flush timer does not hold the process)': '',
       'process.exit': 'process.exit(3);',
       'an uncaught exception': "setImmediate(() => { throw new Error('boom'); });",
     };
     for (const [how, ending] of Object.entries(endings)) {
-      const script = `import { createRootLogger } from ${JSON.stringify(logModule)};
-        const log = createRootLogger({ name: 'exit-test' });
-        for (let i = 0; i < 5; i++) log.info({ i }, 'held line');
-        ${ending}`;
-      const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], {
-        env: { ...process.env, LOG_FORMAT: 'json', LOG_LEVEL: 'info', LOG_FLUSH_MS: '1000' },
-        encoding: 'utf8',
-        timeout: 60_000,
-      });
-      assert.equal(r.error, undefined, `${how}: ${r.error}`);
-      const lines = r.stdout.split('\n').filter((l) => l.includes('held line'));
-      assert.equal(lines.length, 5, `${how}: ${r.stdout} ${r.stderr}`);
-      assert.deepEqual(
-        lines.map((l) => (JSON.parse(l) as { i: number }).i),
-        [0, 1, 2, 3, 4],
-      );
+      const { seen, why } = heldLinesAtExit(ending, { LOG_FLUSH_MS: '1000' });
+      assert.deepEqual(seen, [0, 1, 2, 3, 4], `${how}: ${why}`);
     }
   });
 });
@@ -289,37 +304,16 @@ describe('log destination: a regular file gets each turn of the event loop in on
   });
 
   test('a process logging to a file that exits (by itself, by process.exit, by an uncaught exception) writes the turn it held', () => {
-    const logModule = fileURLToPath(new URL('../../core/log.js', import.meta.url));
     const endings: Record<string, string> = {
       'the loop runs empty': '',
       'process.exit': 'process.exit(3);',
       'an uncaught exception': "throw new Error('boom');",
     };
     for (const [how, ending] of Object.entries(endings)) {
-      const file = path.join(dir, `exit-${how.replace(/\W+/g, '-')}.log`);
-      const out = fs.openSync(file, 'w');
       // the lines and the ending in the same turn: nothing was written before the process ends
-      const script = `import { createRootLogger } from ${JSON.stringify(logModule)};
-        const log = createRootLogger({ name: 'exit-test' });
-        for (let i = 0; i < 5; i++) log.info({ i }, 'held line');
-        ${ending}`;
-      const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], {
-        env: { ...process.env, LOG_FORMAT: 'json', LOG_LEVEL: 'info', LOG_FLUSH_MS: '' },
-        stdio: ['ignore', out, 'pipe'],
-        encoding: 'utf8',
-        timeout: 60_000,
-      });
-      fs.closeSync(out);
-      assert.equal(r.error, undefined, `${how}: ${r.error}`);
-      const lines = fs
-        .readFileSync(file, 'utf8')
-        .split('\n')
-        .filter((l) => l.includes('held line'));
-      assert.deepEqual(
-        lines.map((l) => (JSON.parse(l) as { i: number }).i),
-        [0, 1, 2, 3, 4],
-        `${how}: ${r.stderr}`,
-      );
+      const file = path.join(dir, `exit-${how.replace(/\W+/g, '-')}.log`);
+      const { seen, why } = heldLinesAtExit(ending, { LOG_FLUSH_MS: '' }, file);
+      assert.deepEqual(seen, [0, 1, 2, 3, 4], `${how}: ${why}`);
     }
   });
 });
