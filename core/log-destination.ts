@@ -2,10 +2,13 @@ import fs from 'node:fs';
 import pino from 'pino';
 import { HubError } from './errors.js';
 
-/** The parts of a sonic-boom (pino's destination) that its string `write` works with. */
+/** The parts of a sonic-boom (pino's destination) that its string `write` and the held-line writers work with. */
 interface Boom {
   write(data: string): boolean;
   emit(event: string, data: unknown): boolean;
+  once(event: string, fn: () => void): unknown;
+  flush(): void;
+  flushSync(): void;
   destroyed: boolean;
   maxLength: number;
   maxWrite: number;
@@ -28,8 +31,8 @@ interface Boom {
 const LOG_BATCH_BYTES = 8192;
 
 /**
- * `LOG_FLUSH_MS`: 0 (the default) writes each line at once, as pino's own destination does; a
- * positive value gathers lines until `LOG_BATCH_BYTES` or for at most that many ms. Off by
+ * `LOG_FLUSH_MS`: 0 (the default) writes each line at once, as pino's own destination does (a
+ * regular file's lines at the end of their turn: `turnWrites`); a positive value gathers lines until `LOG_BATCH_BYTES` or for at most that many ms. Off by
  * default: a SIGKILL (the kernel's OOM killer sends one) loses what is gathered, and the lines
  * just before a crash are the ones an operator needs. Throws on a value that is not a whole
  * number of ms up to 10 000 (HOST_ERR_CONFIG_ENV), as pino does on an unknown LOG_LEVEL.
@@ -103,7 +106,7 @@ let exitHooked = false;
  * everything queued behind it.
  */
 function turnWrites(dest: pino.DestinationStream): void {
-  const boom = dest as unknown as Boom & { flushSync(): void };
+  const boom = dest as unknown as Boom;
   const append = boom.write;
   let due = false;
   const writeHeld = (): void => {
@@ -129,7 +132,7 @@ function turnWrites(dest: pino.DestinationStream): void {
     process.once('exit', writeAllHeld);
   }
   heldAtExit.add(boom);
-  (boom as unknown as NodeJS.EventEmitter).once('close', () => heldAtExit.delete(boom));
+  boom.once('close', () => heldAtExit.delete(boom));
 }
 
 /** At exit: what each file destination holds, written before the process ends. */
@@ -137,7 +140,7 @@ function writeAllHeld(): void {
   for (const boom of heldAtExit) {
     if (boom.destroyed || boom._len === 0) continue;
     try {
-      (boom as Boom & { flushSync(): void }).flushSync();
+      boom.flushSync();
     } catch {
       // the process is ending; a destination that cannot be written has nothing more to give
     }
@@ -150,7 +153,7 @@ function writeAllHeld(): void {
  * when there is nothing: a pool request for nothing). The timer does not keep the process alive.
  */
 function flushWhileHeld(dest: pino.DestinationStream, ms: number): void {
-  const boom = dest as unknown as Boom & { flush(): void; once(event: string, fn: () => void): void };
+  const boom = dest as unknown as Boom;
   const timer = setInterval(() => {
     if (boom.destroyed || boom._writing || boom._len === 0) return;
     boom.flush();

@@ -58,8 +58,8 @@ export function createRootLogger(
       }),
     );
   }
-  // stdout, asynchronously and flushed at exit (pino's default), without re-measuring its buffer
-  // per line; in batches when LOG_FLUSH_MS asks
+  // stdout without re-measuring its buffer per line: a regular file a turn at a time, a pipe or a
+  // socket asynchronously, in batches when LOG_FLUSH_MS asks; what is held is written at exit
   return pino(options, logDestination({ flushMs: logFlushMs() }));
 }
 
