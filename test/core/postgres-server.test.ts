@@ -13,7 +13,12 @@ import pg from 'pg';
 import { silentLogger } from '../../core/log.js';
 import { DbPool, EMBEDDED_POOL_MAX } from '../../core/services/db.js';
 import { initDataDirApart } from '../../core/services/pglite.js';
-import { SERVER_SHARED_BUFFERS, serverBinaries, serverUsable } from '../../core/services/postgres-server.js';
+import {
+  SERVER_SHARED_BUFFERS,
+  SERVER_STATISTICS_TARGET,
+  serverBinaries,
+  serverUsable,
+} from '../../core/services/postgres-server.js';
 import { freePort, HostProcess, REPO_ROOT } from '../helpers/process.js';
 import { until } from '../helpers/wait.js';
 
@@ -137,7 +142,7 @@ describe('embedded PostgreSQL server', { skip }, () => {
     }
   });
 
-  test('the server runs lean: no replication launcher or I/O workers, 8 MB of buffers, at most 3 sessions from the hub', async () => {
+  test('the server runs lean: no replication launcher or I/O workers, 8 MB of buffers, ANALYZE samples of 7 500 rows, at most 3 sessions from the hub', async () => {
     const base = reachableDir('gmq-eps-lean-');
     const serverDir = path.join(base, 'pg');
     const pool = new DbPool({ default: { driver: 'embedded-postgres', server_dir: serverDir } }, silentLogger());
@@ -146,6 +151,10 @@ describe('embedded PostgreSQL server', { skip }, () => {
       const rows = (await pool.get().raw('SHOW shared_buffers')).rows as Array<{ shared_buffers: string }>;
       assert.deepEqual(rows, [{ shared_buffers: SERVER_SHARED_BUFFERS }]);
       assert.equal(SERVER_SHARED_BUFFERS, '8MB');
+      // what an autovacuum worker's ANALYZE holds in memory: 300 rows a unit of the target
+      const target = (await pool.get().raw('SHOW default_statistics_target')).rows as Array<Record<string, string>>;
+      assert.deepEqual(target, [{ default_statistics_target: String(SERVER_STATISTICS_TARGET) }]);
+      assert.equal(SERVER_STATISTICS_TARGET, 25);
 
       // the server's own processes, by what they call themselves
       const server = serverPid(serverDir)!;
