@@ -19,17 +19,27 @@ import { sessionQueues } from './outgoing-index.js';
 import { limitPacketSize, type PacketLimit } from './packet-limit.js';
 import { exactFirstTopics } from './topic-matcher.js';
 
-/** One connection's state: every field set when it is made, so its object keeps one shape and no property array. */
-interface ClientState {
-  identity: Identity;
-  /** set for agents only: the hub's own client is not rate limited (it carries every command) */
-  bucket: TokenBucket | undefined;
-  /**
-   * An agent's login, kept (in memory only, never logged) to ask again whether it still
-   * authenticates when its project's credentials change: disabled, or its password rotated out.
-   */
-  login: { username: string; password: string } | undefined;
-}
+/**
+ * One connection's state, its identity included: every field set when it is made, so its object
+ * keeps one shape and no property array. One object a connection, not three (an identity, a
+ * login and the state: 10 000 agents on the embedded broker held 20 000 more objects of 40 bytes,
+ * and a copy of each username).
+ */
+type ClientState =
+  | {
+      kind: 'agent';
+      projectId: string;
+      /** agents only: the hub's own client is not rate limited (it carries every command) */
+      bucket: TokenBucket;
+      /**
+       * The agent's password, kept (in memory only, never logged) to ask again whether its login
+       * still authenticates when its project's credentials change: disabled, or the password
+       * rotated out. Its username is its project id (Authenticator.check accepts no other).
+       */
+      password: string;
+    }
+  | { kind: 'hub' | 'open'; projectId: undefined; bucket: undefined; password: undefined };
+type AgentState = Extract<ClientState, { kind: 'agent' }>;
 
 type AuthError = Error & { returnCode: number };
 const authError = (returnCode: number, message: string): AuthError => Object.assign(new Error(message), { returnCode });
@@ -287,14 +297,13 @@ export class EmbeddedBroker {
     this.auth.forget(projectId);
     if (ev.change === 'created' || ev.change === 'enabled') return; // nothing connected lost anything
     const clients = (this.aedes as unknown as { clients?: Record<string, Client> } | undefined)?.clients ?? {};
-    const mine: Array<[Client, ClientState]> = [];
+    const mine: Array<[Client, AgentState]> = [];
     for (const client of Object.values(clients)) {
       const st = this.clients.get(client);
-      if (st?.identity.kind === 'agent' && st.identity.projectId === projectId) mine.push([client, st]);
+      if (st?.kind === 'agent' && st.projectId === projectId) mine.push([client, st]);
     }
     for (const [client, st] of mine) {
-      const login = st.login;
-      const r = login ? await this.auth.check(login.username, Buffer.from(login.password, 'latin1')) : undefined;
+      const r = await this.auth.check(st.projectId, Buffer.from(st.password, 'latin1'));
       // no answer (status unavailable, returnCode 3) leaves the session: fail closed applies to new logins
       if (r?.ok || r?.returnCode === 3) continue;
       this.c.revoked++;
@@ -327,27 +336,27 @@ export class EmbeddedBroker {
     // [MQTT-3.1.4-2] a second CONNECT with a live client id takes the session over; only the same
     // identity may do that, or any agent could knock the hub (or another project) off the broker
     const holder = (this.aedes as unknown as { clients?: Record<string, Client> } | undefined)?.clients?.[client.id];
-    if (holder && holder !== client && !sameIdentity(this.clients.get(holder)?.identity, identity)) {
+    if (holder && holder !== client && !sameIdentity(this.clients.get(holder), identity)) {
       throw refuse(2, 'client_id_in_use', projectOfIdentity(identity));
     }
     if (identity.kind !== 'agent') {
-      this.clients.set(client, { identity, bucket: undefined, login: undefined });
+      this.clients.set(client, { kind: identity.kind, projectId: undefined, bucket: undefined, password: undefined });
       return;
     }
     // the will obeys the publish ACL; refusing it here tells the agent now, not when it dies
     const will = pendingWill(client);
     const denial = will && checkAgentPublish(identity.projectId, will.topic, will.payload, cfg.max_payload_bytes);
     if (denial) throw refuse(5, `will_${denial}`, identity.projectId, will.topic);
-    const state: ClientState = {
-      identity,
+    this.clients.set(client, {
+      kind: 'agent',
+      projectId: identity.projectId,
       bucket: new TokenBucket(cfg.rate_limit.msgs_per_s, cfg.rate_limit.burst, this.ctx.services.clock.now()),
       // the password's bytes as latin1 text (any byte, one character each): the Buffer aedes hands
       // over is a view of the read the CONNECT came in, which it would keep alive for the whole
       // connection, and a copy in Node's buffer pool would keep a pool slab (README "The embedded
       // broker's connections")
-      login: { username: username ?? '', password: password ? password.toString('latin1') : '' },
-    };
-    this.clients.set(client, state);
+      password: password ? password.toString('latin1') : '',
+    });
   }
 
   /** Returns an error to make aedes close the connection, null to let the (possibly redirected) packet on. */
@@ -365,13 +374,13 @@ export class EmbeddedBroker {
     if (!client) return null;
     const st = this.clients.get(client);
     if (!st) return new Error('not authenticated');
-    if (st.identity.kind !== 'agent') {
+    if (st.kind !== 'agent') {
       this.c.messages_in++;
       return null;
     }
-    const projectId = st.identity.projectId;
+    const projectId = st.projectId;
     const isWill = packet === activeWill(client);
-    if (!isWill && !st.bucket!.take(this.ctx.services.clock.now())) {
+    if (!isWill && !st.bucket.take(this.ctx.services.clock.now())) {
       this.c.shed_rate++;
       if (!packet.qos) {
         sink(packet);
@@ -407,12 +416,12 @@ export class EmbeddedBroker {
   private authorizeSubscribe(client: Client, sub: Subscription): Subscription | null {
     const st = this.clients.get(client);
     if (!st) return null;
-    if (st.identity.kind !== 'agent') return sub;
-    if (agentMaySubscribe(st.identity.projectId, sub.topic)) return sub;
+    if (st.kind !== 'agent') return sub;
+    if (agentMaySubscribe(st.projectId, sub.topic)) return sub;
     this.c.denied_subscribe++;
     this.report({
       client_id: client.id,
-      project_id: st.identity.projectId,
+      project_id: st.projectId,
       kind: 'subscribe',
       reason: 'topic',
       topic: sub.topic,
@@ -423,7 +432,7 @@ export class EmbeddedBroker {
   private authorizeForward(client: Client, packet: AedesPublishPacket): AedesPublishPacket | null {
     const st = this.clients.get(client);
     // defence in depth: the subscribe ACL already keeps an agent to its own downlinks
-    if (st?.identity.kind === 'agent' && !isOwnDownlink(st.identity.projectId, packet.topic)) return null;
+    if (st?.kind === 'agent' && !isOwnDownlink(st.projectId, packet.topic)) return null;
     this.c.messages_out++;
     return packet;
   }
@@ -508,5 +517,5 @@ function projectOfIdentity(id: Identity): string | undefined {
   return id.kind === 'agent' ? id.projectId : undefined;
 }
 function projectOf(st: ClientState | undefined): string | undefined {
-  return st ? projectOfIdentity(st.identity) : undefined;
+  return st?.projectId;
 }

@@ -78,6 +78,38 @@ export function hasWildcard(filter: string): boolean {
 type SubRecord = Omit<ClientSubscription, 'topic'>;
 
 /**
+ * The settings records every client shares: a SUBSCRIBE's settings take few values (QoS 0–2;
+ * MQTT 5's retain handling 0–2, retain-as-published and no-local flags, or none of them), and
+ * 10 000 agents with two subscriptions each held 20 000 equal records of 56 bytes. A record is
+ * never changed once stored (a resubscribe stores another), so it is frozen. Settings outside
+ * those values, or with a subscription identifier (MQTT 5, one per SUBSCRIBE), get a record of
+ * their own.
+ */
+const sharedRecords = new Map<string, SubRecord>();
+function recordOf(sub: ClientSubscription): SubRecord {
+  const { qos, rh, rap, nl, subscriptionIdentifier } = sub;
+  const common =
+    subscriptionIdentifier === undefined &&
+    (qos === 0 || qos === 1 || qos === 2) &&
+    (rh === undefined || rh === 0 || rh === 1 || rh === 2) &&
+    (rap === undefined || typeof rap === 'boolean') &&
+    (nl === undefined || typeof nl === 'boolean');
+  if (!common) {
+    const own: SubRecord = { qos, rh, rap, nl };
+    // MQTT 5's subscription identifier is restored with the client's list, never matched by topic
+    if (subscriptionIdentifier !== undefined) own.subscriptionIdentifier = subscriptionIdentifier;
+    return own;
+  }
+  const key = `${qos}${rh}${rap}${nl}`;
+  let shared = sharedRecords.get(key);
+  if (shared === undefined) {
+    shared = Object.freeze({ qos, rh, rap, nl });
+    sharedRecords.set(key, shared);
+  }
+  return shared;
+}
+
+/**
  * One client's subscriptions by filter, in the order first subscribed: a flat array
  * `[filter, record, filter, record, …]` of exactly its length while they are few (an agent has
  * two: 80 bytes, where a Map of two is about 280 with its table), a Map past FEW_FILTERS. The array
@@ -192,9 +224,7 @@ export function indexedSubscriptions(): SubscriptionMethods {
       let stored = byClient.get(client.id) ?? [];
       for (const sub of subs) {
         const before = filterRecord(stored, sub.topic);
-        const record: SubRecord = { qos: sub.qos, rh: sub.rh, rap: sub.rap, nl: sub.nl };
-        // MQTT 5's subscription identifier is restored with the client's list, never matched by topic
-        if (sub.subscriptionIdentifier !== undefined) record.subscriptionIdentifier = sub.subscriptionIdentifier;
+        const record = recordOf(sub);
         if (sub.qos > 0) index(client.id, sub);
         else if (before !== undefined && before.qos > 0) unindex(client.id, sub.topic);
         stored = withFilter(stored, sub.topic, record);

@@ -176,6 +176,37 @@ test('a subscriber handed out is a copy: a caller that changes it does not chang
   );
 });
 
+test("clients' equal settings are one stored record: a caller that changes a client's list changes nobody's", async () => {
+  const s = indexedSubscriptions();
+  const mqtt5 = { qos: 1, rh: 0, rap: false, nl: true };
+  for (const id of ['agent-a', 'agent-b'])
+    await s.addSubscriptions({ id }, [
+      { topic: `gmq/down/${id}`, qos: 1 },
+      { topic: `gmq/5/${id}`, ...mqtt5 },
+    ]);
+  const a = await s.subscriptionsByClient({ id: 'agent-a' });
+  for (const x of a) Object.assign(x, { qos: 0, rh: 2, rap: true, nl: false });
+  assert.deepEqual(await s.subscriptionsByClient({ id: 'agent-b' }), [
+    { topic: 'gmq/down/agent-b', qos: 1, rh: undefined, rap: undefined, nl: undefined },
+    { topic: 'gmq/5/agent-b', ...mqtt5 },
+  ]);
+  assert.deepEqual(
+    (await s.subscriptionsByClient({ id: 'agent-a' })).map((x) => x.qos),
+    [1, 1],
+  );
+  // a subscription identifier belongs to one SUBSCRIBE: never shared with another client's
+  await s.addSubscriptions({ id: 'agent-c' }, [{ topic: 'gmq/down/agent-c', qos: 1, subscriptionIdentifier: 7 }]);
+  await s.addSubscriptions({ id: 'agent-d' }, [{ topic: 'gmq/down/agent-d', qos: 1 }]);
+  assert.deepEqual(
+    (await s.subscriptionsByClient({ id: 'agent-d' })).map((x) => x.subscriptionIdentifier),
+    [undefined],
+  );
+  assert.deepEqual(
+    (await s.subscriptionsByClient({ id: 'agent-c' })).map((x) => x.subscriptionIdentifier),
+    [7],
+  );
+});
+
 test('wildcards are whole levels, as qlobber reads them', () => {
   assert.equal(hasWildcard('gmq/+/a'), true);
   assert.equal(hasWildcard('gmq/up/#'), true);

@@ -44,7 +44,21 @@ test('the parser keeps the CONNECT’s protocol version and bridge mode, not the
     assert.equal((p.will as { topic: string }).topic, 'wdd/RDMC/message/up');
     assert.deepEqual({ ...parser.settings }, { protocolVersion: v, bridgeMode: undefined });
     assert.notEqual(parser.settings, p, 'the CONNECT itself is not kept');
+    // every connection of one protocol version holds the same frozen record, not one of its own
+    const other = mqttPacket.parser() as Parser;
+    parseAll(other, connect(v));
+    assert.equal(other.settings, parser.settings);
+    assert.ok(Object.isFrozen(parser.settings));
   }
+  // a bridge's CONNECT holds another
+  const bridge = mqttPacket.parser() as Parser;
+  const bridgeConnect = connect(4);
+  bridgeConnect[8] |= 0x80;
+  parseAll(bridge, bridgeConnect);
+  const plain = mqttPacket.parser() as Parser;
+  parseAll(plain, connect(4));
+  assert.notEqual(bridge.settings, plain.settings);
+  assert.deepEqual({ ...bridge.settings }, { protocolVersion: 4, bridgeMode: true });
 });
 
 test('what follows a CONNECT parses as with the whole CONNECT kept: MQTT 5 properties, bridge-mode subscriptions', () => {
