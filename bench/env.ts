@@ -515,12 +515,19 @@ export function rssOf(pid: number): number {
   return m ? Number(m[1]) * 1024 : Number.NaN;
 }
 
+/** One process below another, with its PSS and what it calls itself (PostgreSQL titles its processes). */
+export interface ProcessPss {
+  pid: number;
+  title: string;
+  pss: number;
+}
+
 /**
- * The memory of the processes `pid` started and theirs (an embedded PostgreSQL server: the
- * postmaster and its backends), as the sum of their PSS (Linux smaps_rollup): shared memory
- * (shared_buffers) counted once across them, not once per process as RSS would.
+ * The processes `pid` started and theirs (an embedded PostgreSQL server: the postmaster and its
+ * backends), each with its PSS (Linux smaps_rollup): shared memory (shared_buffers) counted once
+ * across them, not once per process as RSS would.
  */
-export function descendantsPssOf(pid: number): number {
+export function descendantsPss(pid: number): ProcessPss[] {
   const parent = new Map<number, number>();
   for (const name of fs.readdirSync('/proc')) {
     if (!/^\d+$/.test(name)) continue;
@@ -542,16 +549,18 @@ export function descendantsPssOf(pid: number): number {
     }
   }
   below.delete(pid);
-  let total = 0;
+  const out: ProcessPss[] = [];
   for (const p of below) {
     try {
       const m = /^Pss:\s+(\d+) kB/m.exec(fs.readFileSync(`/proc/${p}/smaps_rollup`, 'utf8'));
-      if (m) total += Number(m[1]) * 1024;
+      if (!m) continue;
+      const title = fs.readFileSync(`/proc/${p}/cmdline`, 'utf8').replace(/\0+/g, ' ').trim();
+      out.push({ pid: p, title, pss: Number(m[1]) * 1024 });
     } catch {
       // ended meanwhile
     }
   }
-  return total;
+  return out;
 }
 
 /** CPU time (user + system) a process has used so far, ms (Linux /proc). */

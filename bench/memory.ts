@@ -22,12 +22,13 @@ import { connectAgents, heartbeats, pool, type SimAgent } from './agents.js';
 import {
   type BenchDb,
   cleanupDir,
-  descendantsPssOf,
+  descendantsPss,
   embeddedServerDatabase,
   envNumber,
   freePort,
   type HubMemory,
   hubYaml,
+  type ProcessPss,
   pgDatabase,
   pgliteDatabase,
   projectIds,
@@ -58,6 +59,8 @@ interface Variant {
   childrenPeak: number;
   /** The hub's RSS plus its children's PSS, sample by sample: the peak. */
   totalPeak: number;
+  /** The hub's child processes at the sample of their peak: what the server's peak was made of. */
+  childrenAtPeak: ProcessPss[];
 }
 
 async function measureRss(
@@ -156,10 +159,13 @@ async function measureRss(
     const samples: number[] = [];
     const children: number[] = [];
     const totals: number[] = [];
+    let childrenAtPeak: ProcessPss[] = [];
     const end = performance.now() + STEADY_MS;
     while (performance.now() < end) {
       const rss = rssOf(hub.pid);
-      const kids = descendantsPssOf(hub.pid);
+      const procs = descendantsPss(hub.pid);
+      const kids = procs.reduce((sum, p) => sum + p.pss, 0);
+      if (kids > Math.max(0, ...children)) childrenAtPeak = procs;
       samples.push(rss);
       children.push(kids);
       totals.push(rss + kids);
@@ -174,6 +180,7 @@ async function measureRss(
       peak: Math.max(...samples),
       childrenPeak: Math.max(...children),
       totalPeak: Math.max(...totals),
+      childrenAtPeak,
       median: median(samples),
       idle: median(idle),
       online: s.presence.online,
@@ -294,6 +301,20 @@ export async function runMemorySuite(): Promise<SuiteResult> {
       `${short}: ${v.samples} samples, connect ${(v.connectMs / 1000).toFixed(1)} s, register ${(v.registerMs / 1000).toFixed(1)} s (${Math.round(ONLINE / (v.registerMs / 1000))}/s), tracked ${v.tracked}${note}` +
         (v.brokerRss === null ? '' : `; Mosquitto's own RSS at the end ${(v.brokerRss / MB).toFixed(0)} MB`),
     );
+    // an autovacuum worker or a grown session shows here (README "Autovacuum's samples, smaller")
+    if (v.childrenAtPeak.length > 0)
+      notes.push(
+        `${short}: the server's processes at its peak sample (PSS MB): ${v.childrenAtPeak
+          .sort((a, b) => b.pss - a.pss)
+          .map(
+            (p) =>
+              `${(p.pss / MB).toFixed(1)} ${p.title
+                .replace(/^.*\/bin\/postgres .*$/, 'postmaster')
+                .replace(/^postgres: /, '')
+                .replace(/ 127\.0\.0\.1\(\d+\)/, '')}`,
+          )
+          .join(', ')}`,
+      );
   }
   return { suite: 'memory', machine: machine(), rows, notes };
 }

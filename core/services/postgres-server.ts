@@ -46,14 +46,17 @@ export const SERVER_DATABASE = 'postgres';
  */
 export const SERVER_SHARED_BUFFERS = '8MB';
 /**
- * The embedded server's `default_statistics_target` (PostgreSQL's own is 100). ANALYZE reads a
- * sample of 300 × this many rows into the analysing process's memory: autovacuum's worker
- * analysing the 100 000 provisioned projects held 12–17 MB of private memory at its peak at 100,
- * about 4 at 25 (README "Autovacuum's samples, smaller"), and a worker comes at random minutes of
- * a busy hub. 7 500 sampled rows still give every status its frequency and the time columns a
- * 25-bucket histogram, which is what the hub's statements (by id, by status, by time) are planned on.
+ * The embedded server's `default_statistics_target` (PostgreSQL's own is 100; it was 10 before
+ * 8.4). ANALYZE holds a sample of up to 300 × this many whole rows in the analysing process's
+ * memory, and autovacuum analyses a busy hub's tables every few minutes (presence rewrites every
+ * online project's row at each flush). Measured on the server from npm (README "Autovacuum's
+ * samples, smaller"), the analysing process's private memory at its peak: 100 000 projects
+ * +12.4 MB at 100, +1.4 MB at 10; 10 000 presence rows (656 bytes each, their registration and
+ * metrics inline) +10.8 MB at 100, +3.5 MB at 10. 3 000 sampled rows still give each status its
+ * frequency and the time columns a histogram, which is what the hub's statements (by id, by
+ * status, by time) are planned on.
  */
-export const SERVER_STATISTICS_TARGET = 25;
+export const SERVER_STATISTICS_TARGET = 10;
 const START_TIMEOUT_MS = 60_000;
 const STOP_TIMEOUT_MS = 20_000;
 
@@ -389,7 +392,7 @@ export class PostgresServer {
       '-c',
       'max_logical_replication_workers=0',
       ...(clusterMajor(this.dir) >= 18 ? ['-c', 'io_method=sync'] : []),
-      // ANALYZE's sample, and so an autovacuum worker's memory, a quarter of PostgreSQL's default
+      // ANALYZE's sample, and so an autovacuum worker's memory, a tenth of PostgreSQL's default
       '-c',
       `default_statistics_target=${SERVER_STATISTICS_TARGET}`,
     ];

