@@ -53,113 +53,118 @@ for (const driver of DRIVERS) {
         .filter((e) => e.kind === 'state' && e.command.command_id === id)
         .map((e) => e.kind === 'state' && e.command.status);
 
-    test('scheduled until its time, published only then, its timeout counted from the start', async () => {
-      hub.project('s-run');
-      // a timeout shorter than the wait for the start: counted from the acceptance it would have
-      // run out; long enough for the delivery after the start on a busy machine (400 ms was not:
-      // published 0.5 s after its start beside two suites, it timed out before its result)
-      const timeoutMs = scaled(2_500);
-      const at = inMs(timeoutMs + AHEAD_MS);
-      const v = await send({ project_id: 's-run', command_type: 'echo', schedule_at: at, timeout_ms: timeoutMs });
-      assert.equal(v.status, 'scheduled');
-      assert.equal(v.schedule_at, at);
-      const listed = await hub.req<Page>(COMMAND.list, { project_id: 's-run', status: ['scheduled'] });
-      assert.deepEqual(
-        listed.items.map((c) => c.command_id),
-        [v.command_id],
-      );
-      const d = await hub.waitStatus(v.command_id, (c) => c.status === 'completed', 'completed', 20_000);
-      const pubs = hub.publishedFor(v.command_id);
-      assert.ok(pubs.length >= 1);
-      for (const p of pubs)
-        assert.ok(p.at >= Date.parse(at), `published at ${new Date(p.at).toISOString()}, before ${at}`);
-      // signed at the start, not at the acceptance
-      assert.ok(pubs[0].msg.timestamp >= Date.parse(at) - 1000, `signed at ${pubs[0].msg.timestamp}`);
-      assert.ok(
-        Date.parse(d.timeout_at) >= Date.parse(at) + timeoutMs,
-        `timeout_at ${d.timeout_at} counts from the start`,
-      );
-      // The stored status can be read back before the watcher's mailbox has its event (a busy
-      // machine, beside another suite: "scheduled pending sent"), so wait for the event itself.
-      await until(() => statesOf(v.command_id).includes('completed'), 10_000, 'the completed event').catch(
-        (err: Error) => {
-          throw new Error(`${err.message}: states ${statesOf(v.command_id).join(' ')}`);
-        },
-      );
-      const states = statesOf(v.command_id);
-      assert.equal(states[0], 'scheduled');
-      assert.ok(states.indexOf('pending') > 0, `states ${states.join(' ')}`);
-      // Known, not yet explained: a clean CI run here once saw this command's `sent` event after
-      // its `completed` one on PostgreSQL, which the version gate (events.ts) should refuse; the
-      // stored status is right (checked above). Written up in the closing note of this stop.
-    });
-
-    test('cancelled before its time: never published; a started one cannot be cancelled', async () => {
-      hub.project('s-cancel');
-      const at = inMs(AHEAD_MS);
-      const v = await send({ project_id: 's-cancel', command_type: 'echo', schedule_at: at });
-      const c = await hub.req<CommandView>(COMMAND.cancel, { command_id: v.command_id });
-      assert.equal(c.status, 'cancelled');
-      // a later command on the same project has started, so the scheduler went past the first one's time
-      const later = await send({ project_id: 's-cancel', command_type: 'echo', schedule_at: inMs(AHEAD_MS + 200) });
-      await hub.waitStatus(later.command_id, (d) => d.status === 'completed', 'later completed', 20_000);
-      assert.equal(hub.publishedFor(v.command_id).length, 0, 'a cancelled scheduled command is never published');
-      const d = await hub.get(v.command_id);
-      assert.equal(d.status, 'cancelled');
-      assert.equal(d.sent_at, null);
-      const again = await refusal(hub.req(COMMAND.cancel, { command_id: later.command_id }));
-      assert.equal(again.code, 'CMD_ERR_NOT_CANCELLABLE');
-    });
-
-    test('offline_policy applies at the time: fail → failed (dead, replayable); queue → waits, then runs', async () => {
-      hub.project('s-off-fail', 'offline');
-      hub.project('s-off-queue', 'offline');
-      const at = inMs(AHEAD_MS);
-      // accepted although the project is offline now: what counts is its state at the time
-      const f = await send({ project_id: 's-off-fail', command_type: 'echo', schedule_at: at });
-      const q = await send({
-        project_id: 's-off-queue',
-        command_type: 'echo',
-        schedule_at: at,
-        offline_policy: 'queue',
-        // the longest allowed: more than a 32-bit integer of milliseconds
-        queue_ttl_ms: THIRTY_DAYS_MS,
+    // Each of these waits for its command's time, on a project of its own: side by side, the
+    // suite waits once for the longest instead of once for each (the rest count refusals or
+    // restart the module, so they run after, one at a time).
+    describe('commands that wait for their times, side by side', { concurrency: true }, () => {
+      test('scheduled until its time, published only then, its timeout counted from the start', async () => {
+        hub.project('s-run');
+        // a timeout shorter than the wait for the start: counted from the acceptance it would have
+        // run out; long enough for the delivery after the start on a busy machine (400 ms was not:
+        // published 0.5 s after its start beside two suites, it timed out before its result)
+        const timeoutMs = scaled(2_500);
+        const at = inMs(timeoutMs + AHEAD_MS);
+        const v = await send({ project_id: 's-run', command_type: 'echo', schedule_at: at, timeout_ms: timeoutMs });
+        assert.equal(v.status, 'scheduled');
+        assert.equal(v.schedule_at, at);
+        const listed = await hub.req<Page>(COMMAND.list, { project_id: 's-run', status: ['scheduled'] });
+        assert.deepEqual(
+          listed.items.map((c) => c.command_id),
+          [v.command_id],
+        );
+        const d = await hub.waitStatus(v.command_id, (c) => c.status === 'completed', 'completed', 20_000);
+        const pubs = hub.publishedFor(v.command_id);
+        assert.ok(pubs.length >= 1);
+        for (const p of pubs)
+          assert.ok(p.at >= Date.parse(at), `published at ${new Date(p.at).toISOString()}, before ${at}`);
+        // signed at the start, not at the acceptance
+        assert.ok(pubs[0].msg.timestamp >= Date.parse(at) - 1000, `signed at ${pubs[0].msg.timestamp}`);
+        assert.ok(
+          Date.parse(d.timeout_at) >= Date.parse(at) + timeoutMs,
+          `timeout_at ${d.timeout_at} counts from the start`,
+        );
+        // The stored status can be read back before the watcher's mailbox has its event (a busy
+        // machine, beside another suite: "scheduled pending sent"), so wait for the event itself.
+        await until(() => statesOf(v.command_id).includes('completed'), 10_000, 'the completed event').catch(
+          (err: Error) => {
+            throw new Error(`${err.message}: states ${statesOf(v.command_id).join(' ')}`);
+          },
+        );
+        const states = statesOf(v.command_id);
+        assert.equal(states[0], 'scheduled');
+        assert.ok(states.indexOf('pending') > 0, `states ${states.join(' ')}`);
+        // Known, not yet explained: a clean CI run here once saw this command's `sent` event after
+        // its `completed` one on PostgreSQL, which the version gate (events.ts) should refuse; the
+        // stored status is right (checked above). Written up in the closing note of this stop.
       });
-      assert.equal(f.status, 'scheduled');
-      const failed = await hub.waitStatus(f.command_id, (d) => d.status === 'failed', 'failed at its time', 20_000);
-      assert.match(failed.error ?? '', /offline at the scheduled time \(offline_policy fail\)/);
-      const dead = await hub.req<Page>(COMMAND.deadList, { limit: 500 });
-      assert.ok(
-        dead.items.some((c) => c.command_id === f.command_id),
-        'its outbox row is dead (replayable)',
-      );
-      const queued = await hub.waitStatus(q.command_id, (d) => d.status === 'pending', 'queued at its time', 20_000);
-      assert.equal(hub.publishedFor(q.command_id).length, 0);
-      // the queued wait and then the timeout count from the start
-      assert.ok(Date.parse(queued.timeout_at) >= Date.parse(at) + THIRTY_DAYS_MS, queued.timeout_at);
-      hub.setState('s-off-queue', 'online');
-      await hub.waitStatus(q.command_id, (d) => d.status === 'completed', 'released and completed', 20_000);
-      assert.equal(hub.publishedFor(f.command_id).length, 0);
-    });
 
-    test('a project disabled before the time: the command fails then', async () => {
-      hub.project('s-disabled');
-      const v = await send({ project_id: 's-disabled', command_type: 'echo', schedule_at: inMs(AHEAD_MS) });
-      hub.project('s-disabled', 'online', 'auto', false);
-      const d = await hub.waitStatus(v.command_id, (c) => c.status === 'failed', 'failed', 20_000);
-      assert.match(d.error ?? '', /disabled at the scheduled time/);
-      assert.equal(hub.publishedFor(v.command_id).length, 0);
-    });
-
-    test('a time already past starts at once', async () => {
-      hub.project('s-past');
-      const v = await send({
-        project_id: 's-past',
-        command_type: 'echo',
-        schedule_at: new Date(Date.now() - 3_600_000).toISOString(),
+      test('cancelled before its time: never published; a started one cannot be cancelled', async () => {
+        hub.project('s-cancel');
+        const at = inMs(AHEAD_MS);
+        const v = await send({ project_id: 's-cancel', command_type: 'echo', schedule_at: at });
+        const c = await hub.req<CommandView>(COMMAND.cancel, { command_id: v.command_id });
+        assert.equal(c.status, 'cancelled');
+        // a later command on the same project has started, so the scheduler went past the first one's time
+        const later = await send({ project_id: 's-cancel', command_type: 'echo', schedule_at: inMs(AHEAD_MS + 200) });
+        await hub.waitStatus(later.command_id, (d) => d.status === 'completed', 'later completed', 20_000);
+        assert.equal(hub.publishedFor(v.command_id).length, 0, 'a cancelled scheduled command is never published');
+        const d = await hub.get(v.command_id);
+        assert.equal(d.status, 'cancelled');
+        assert.equal(d.sent_at, null);
+        const again = await refusal(hub.req(COMMAND.cancel, { command_id: later.command_id }));
+        assert.equal(again.code, 'CMD_ERR_NOT_CANCELLABLE');
       });
-      assert.notEqual(v.status, 'scheduled');
-      await hub.waitStatus(v.command_id, (d) => d.status === 'completed', 'completed');
+
+      test('offline_policy applies at the time: fail → failed (dead, replayable); queue → waits, then runs', async () => {
+        hub.project('s-off-fail', 'offline');
+        hub.project('s-off-queue', 'offline');
+        const at = inMs(AHEAD_MS);
+        // accepted although the project is offline now: what counts is its state at the time
+        const f = await send({ project_id: 's-off-fail', command_type: 'echo', schedule_at: at });
+        const q = await send({
+          project_id: 's-off-queue',
+          command_type: 'echo',
+          schedule_at: at,
+          offline_policy: 'queue',
+          // the longest allowed: more than a 32-bit integer of milliseconds
+          queue_ttl_ms: THIRTY_DAYS_MS,
+        });
+        assert.equal(f.status, 'scheduled');
+        const failed = await hub.waitStatus(f.command_id, (d) => d.status === 'failed', 'failed at its time', 20_000);
+        assert.match(failed.error ?? '', /offline at the scheduled time \(offline_policy fail\)/);
+        const dead = await hub.req<Page>(COMMAND.deadList, { limit: 500 });
+        assert.ok(
+          dead.items.some((c) => c.command_id === f.command_id),
+          'its outbox row is dead (replayable)',
+        );
+        const queued = await hub.waitStatus(q.command_id, (d) => d.status === 'pending', 'queued at its time', 20_000);
+        assert.equal(hub.publishedFor(q.command_id).length, 0);
+        // the queued wait and then the timeout count from the start
+        assert.ok(Date.parse(queued.timeout_at) >= Date.parse(at) + THIRTY_DAYS_MS, queued.timeout_at);
+        hub.setState('s-off-queue', 'online');
+        await hub.waitStatus(q.command_id, (d) => d.status === 'completed', 'released and completed', 20_000);
+        assert.equal(hub.publishedFor(f.command_id).length, 0);
+      });
+
+      test('a project disabled before the time: the command fails then', async () => {
+        hub.project('s-disabled');
+        const v = await send({ project_id: 's-disabled', command_type: 'echo', schedule_at: inMs(AHEAD_MS) });
+        hub.project('s-disabled', 'online', 'auto', false);
+        const d = await hub.waitStatus(v.command_id, (c) => c.status === 'failed', 'failed', 20_000);
+        assert.match(d.error ?? '', /disabled at the scheduled time/);
+        assert.equal(hub.publishedFor(v.command_id).length, 0);
+      });
+
+      test('a time already past starts at once', async () => {
+        hub.project('s-past');
+        const v = await send({
+          project_id: 's-past',
+          command_type: 'echo',
+          schedule_at: new Date(Date.now() - 3_600_000).toISOString(),
+        });
+        assert.notEqual(v.status, 'scheduled');
+        await hub.waitStatus(v.command_id, (d) => d.status === 'completed', 'completed');
+      });
     });
 
     test('refusals: sync, unreadable or zoneless times, too far ahead; counted, nothing stored', async () => {
