@@ -329,16 +329,20 @@ async function measure(
   embedded: boolean,
   ms: number,
   rate = Number.POSITIVE_INFINITY,
-  afterLoad?: () => void,
+  /** Heartbeats sent beside the load (the probes): started once the counts are read, stopped when the load ends, returning how many were sent. */
+  others?: { start(): void; stop(): number },
 ): Promise<Measured> {
   const base = await counts(ph.hub, embedded);
+  others?.start();
   const a0 = ph.load.counters.acked;
   const cpu0 = cpuMsOf(ph.hub.pid);
   const t0 = performance.now();
   await ph.load.run(ms, rate);
-  afterLoad?.();
+  const othersSent = others?.stop() ?? 0;
   const acked = ph.load.counters.acked - a0;
-  const r = await caughtUp(ph.hub, embedded, base, acked, 10_000).catch(() => null);
+  // caught up once the others' heartbeats are in too: they are counted as ingested, and a count
+  // read as soon as the load's alone were in would leave some of theirs out (a loss that was not)
+  const r = await caughtUp(ph.hub, embedded, base, acked + othersSent, 10_000).catch(() => null);
   const alive = ph.hub.alive();
   if (!r) return { offered: rate, acked, ingested: 0, rate: 0, d: diff(base, base), hubCpuMs: 0, alive };
   const d = diff(base, r.c);
@@ -412,8 +416,13 @@ export async function runHeartbeatSuite(): Promise<SuiteResult> {
       // one offered rate: the generator's own load is part of what the probes see)
       const durRate = envNumber('BENCH_HB_DURABILITY_RATE', Math.max(1000, Math.round(m.rate / 2)));
       const probe = new DurabilityProbe(ph.probeClient, ph.pgc, ph.db.config.schema!, ph.probes);
-      probe.start();
-      const dm = await measure(ph, false, DUR_MS, durRate, () => probe.stopSending());
+      const dm = await measure(ph, false, DUR_MS, durRate, {
+        start: () => probe.start(),
+        stop: () => {
+          probe.stopSending();
+          return probe.sent;
+        },
+      });
       await probe.stop();
       const durLost = dm.acked + probe.sent - dm.ingested;
       const dur99 = percentile(probe.latencies, 99);
