@@ -4,7 +4,7 @@
  * works against any hub it can reach. The shapes below are the documented REST answers
  * (GET /api/exchange-hub/openapi.json), restated here with only the fields the CLI prints.
  */
-import { COMMAND_STATUSES } from '../../modules/command/contract/schemas.js';
+import { COMMAND_STATUSES } from '../../modules/command/contract/topics.js';
 import { type CommandSpec, type GroupSpec, UsageError } from './args.js';
 import { API, ApiError, type HubClient } from './client.js';
 import { block, cell, ms, table, when } from './format.js';

@@ -17,17 +17,9 @@ import {
 import { unsafeTextProblem } from '../../shared/sanitize.js';
 import type { CommandStatus, OfflinePolicy } from './topics.js';
 
-/** Every state of a command, in the order it can go through them. */
-export const COMMAND_STATUSES = [
-  'scheduled',
-  'pending',
-  'sent',
-  'acked',
-  'completed',
-  'failed',
-  'timeout',
-  'cancelled',
-] as const satisfies readonly CommandStatus[];
+// defined in topics.ts, which imports no code: the CLI checks a --status with it without loading zod
+// (test/bootstrap/cli-startup.test.ts)
+export { COMMAND_STATUSES } from './topics.js';
 
 /** The states a command ends in. */
 export const TERMINAL_STATUSES: ReadonlySet<string> = new Set<CommandStatus>([

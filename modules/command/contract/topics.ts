@@ -10,6 +10,18 @@ import type { ExecResultPayload } from '../../shared/protocol.js';
 
 export type { CommandStatus, OfflinePolicy };
 
+/** Every state of a command, in the order it can go through them. */
+export const COMMAND_STATUSES = [
+  'scheduled',
+  'pending',
+  'sent',
+  'acked',
+  'completed',
+  'failed',
+  'timeout',
+  'cancelled',
+] as const satisfies readonly CommandStatus[];
+
 export const COMMAND = {
   /** request SendCommandRequest → SentCommand (at once; the outbox delivers) */
   send: 'command/send',
