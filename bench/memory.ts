@@ -157,17 +157,16 @@ async function measureRss(
       if (Date.now() > deadline) throw new Error(`only ${s?.presence.online ?? '?'} of ${ONLINE} online`);
     }
     const samples: number[] = [];
-    const children: number[] = [];
     const totals: number[] = [];
     let childrenAtPeak: ProcessPss[] = [];
+    let childrenPeak = 0;
     const end = performance.now() + STEADY_MS;
     while (performance.now() < end) {
       const rss = rssOf(hub.pid);
       const procs = descendantsPss(hub.pid);
       const kids = procs.reduce((sum, p) => sum + p.pss, 0);
-      if (kids > Math.max(0, ...children)) childrenAtPeak = procs;
+      if (kids > childrenPeak) [childrenPeak, childrenAtPeak] = [kids, procs];
       samples.push(rss);
-      children.push(kids);
       totals.push(rss + kids);
       await sleep(1000);
     }
@@ -178,7 +177,7 @@ async function measureRss(
       usage,
       brokerRss: mosquitto ? rssOf(mosquitto.pid) : null,
       peak: Math.max(...samples),
-      childrenPeak: Math.max(...children),
+      childrenPeak,
       totalPeak: Math.max(...totals),
       childrenAtPeak,
       median: median(samples),

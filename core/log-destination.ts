@@ -32,8 +32,8 @@ const LOG_BATCH_BYTES = 8192;
 
 /**
  * `LOG_FLUSH_MS`: 0 (the default) writes each line at once, as pino's own destination does (a
- * regular file's lines at the end of their turn: `turnWrites`); a positive value gathers lines until `LOG_BATCH_BYTES` or for at most that many ms. Off by
- * default: a SIGKILL (the kernel's OOM killer sends one) loses what is gathered, and the lines
+ * regular file's lines at the end of their turn: `turnWrites`); a positive value gathers lines
+ * until `LOG_BATCH_BYTES` or for at most that many ms. Off by default: a SIGKILL (the kernel's OOM killer sends one) loses what is gathered, and the lines
  * just before a crash are the ones an operator needs. Throws on a value that is not a whole
  * number of ms up to 10 000 (HOST_ERR_CONFIG_ENV), as pino does on an unknown LOG_LEVEL.
  */

@@ -171,10 +171,10 @@ export class EmbeddedBroker {
       queueMicrotask(() => leanOnceConnected(client));
       this.c.connections_total++;
       const st = this.clients.get(client);
-      this.ctx.log.debug({ client_id: client.id, project_id: projectOf(st) }, 'client connected');
+      this.ctx.log.debug({ client_id: client.id, project_id: st?.projectId }, 'client connected');
     });
     aedes.on('clientDisconnect', (client) => {
-      this.ctx.log.debug({ client_id: client.id, project_id: projectOf(this.clients.get(client)) }, 'client gone');
+      this.ctx.log.debug({ client_id: client.id, project_id: this.clients.get(client)?.projectId }, 'client gone');
     });
     await aedes.listen();
 
@@ -366,7 +366,7 @@ export class EmbeddedBroker {
       if (client) {
         const st = this.clients.get(client);
         this.c.denied_publish++;
-        this.report({ client_id: client.id, project_id: projectOf(st), kind: 'publish', reason: 'sys_topic' });
+        this.report({ client_id: client.id, project_id: st?.projectId, kind: 'publish', reason: 'sys_topic' });
       }
       return new Error('$SYS/ topics are reserved');
     }
@@ -441,7 +441,7 @@ export class EmbeddedBroker {
     this.c.oversized++;
     this.report({
       client_id: client.id ?? '',
-      project_id: projectOf(this.clients.get(client)),
+      project_id: this.clients.get(client)?.projectId,
       kind: 'publish',
       reason: 'packet_too_large',
     });
@@ -515,7 +515,4 @@ function sink(packet: PublishPacket): void {
 
 function projectOfIdentity(id: Identity): string | undefined {
   return id.kind === 'agent' ? id.projectId : undefined;
-}
-function projectOf(st: ClientState | undefined): string | undefined {
-  return st?.projectId;
 }

@@ -24,6 +24,7 @@
  */
 import { createRequire } from 'node:module';
 import { Readable } from 'node:stream';
+import { FrozenRecords } from '../shared/frozen-records.js';
 
 /** A subscription as aedes hands it in (a SUBSCRIBE's entry) and gets it back for a client. */
 export interface ClientSubscription {
@@ -85,7 +86,7 @@ type SubRecord = Omit<ClientSubscription, 'topic'>;
  * those values, or with a subscription identifier (MQTT 5, one per SUBSCRIBE), get a record of
  * their own.
  */
-const sharedRecords = new Map<string, SubRecord>();
+const sharedRecords = new FrozenRecords<SubRecord>();
 function recordOf(sub: ClientSubscription): SubRecord {
   const { qos, rh, rap, nl, subscriptionIdentifier } = sub;
   const common =
@@ -100,13 +101,7 @@ function recordOf(sub: ClientSubscription): SubRecord {
     if (subscriptionIdentifier !== undefined) own.subscriptionIdentifier = subscriptionIdentifier;
     return own;
   }
-  const key = `${qos}${rh}${rap}${nl}`;
-  let shared = sharedRecords.get(key);
-  if (shared === undefined) {
-    shared = Object.freeze({ qos, rh, rap, nl });
-    sharedRecords.set(key, shared);
-  }
-  return shared;
+  return sharedRecords.get(`${qos}${rh}${rap}${nl}`, () => ({ qos, rh, rap, nl }));
 }
 
 /**

@@ -26,6 +26,7 @@
 import { createRequire } from 'node:module';
 import type { Writable } from 'node:stream';
 import mqttPacket from 'mqtt-packet';
+import { FrozenRecords } from './frozen-records.js';
 
 mqttPacket.writeToStream.cacheNumbers = false;
 
@@ -156,17 +157,10 @@ if (typeof resetState === 'function' && typeof BufferList === 'function') {
  * every parser with the same two (frozen: mqtt-packet only reads it, and a later CONNECT replaces
  * it): 40 bytes a connection less than a record of its own.
  */
-const sharedSettings = new Map<string, Readonly<{ protocolVersion?: number; bridgeMode?: boolean }>>();
-function settingsOf(protocolVersion: number | undefined, bridgeMode: boolean | undefined) {
-  // a CONNECT that parsed has version 3, 4 or 5, and bridgeMode true or absent: a handful of keys
-  const key = `${protocolVersion}${bridgeMode}`;
-  let shared = sharedSettings.get(key);
-  if (shared === undefined) {
-    shared = Object.freeze({ protocolVersion, bridgeMode });
-    sharedSettings.set(key, shared);
-  }
-  return shared;
-}
+const sharedSettings = new FrozenRecords<{ protocolVersion?: number; bridgeMode?: boolean }>();
+// a CONNECT that parsed has version 3, 4 or 5, and bridgeMode true or absent: a handful of keys
+const settingsOf = (protocolVersion: number | undefined, bridgeMode: boolean | undefined) =>
+  sharedSettings.get(`${protocolVersion}${bridgeMode}`, () => ({ protocolVersion, bridgeMode }));
 const parseConnect = (proto as { _parseConnect?: () => unknown })._parseConnect;
 if (typeof parseConnect === 'function') {
   (proto as { _parseConnect: () => unknown })._parseConnect = function connectSettingsOnly(this: {
