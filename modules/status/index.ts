@@ -243,27 +243,35 @@ function createStatus(ctx: ModuleContext<StatusConfig>) {
     async start() {
       await ctx.services.migrate(migrations, cfg.database);
       ctx.services.outbox.declare({ table: EVENT_TABLE, database: cfg.database, events: STATUS_EVENTS });
-      presence.load(await loadPresence(db()));
       if (pgSettings) {
         const channel = presenceChannel(pgSettings.schema);
         flusher.channel = channel;
-        // every (re)connect re-reads all rows: what was announced before LISTEN took effect, or
-        // while the connection was down, is gone; the first one covers the gap after the load above
+        // LISTEN before the load below, and start waits for it: an instance that serves has heard
+        // every change committed after its read, each with its own steps. A resync (every row
+        // again, a missed change published as one) is only for a LISTEN that came later: a first
+        // attempt that failed, or a reconnect.
+        let resyncOnConnect = false;
         const messages = {
           connected: 'presence listener connected',
           lost: 'presence listener lost its connection; reconnecting',
         };
         listener = new PgListener(pgSettings.settings, channel, messages, ctx.log, {
           onNotice: (payload) => sync.onNotice(payload),
-          onConnected: () =>
-            sync.resync().catch((err: unknown) => ctx.log.warn({ err }, 'presence resync failed; next at a reconnect')),
+          onConnected: () => {
+            if (!resyncOnConnect) return;
+            return sync
+              .resync()
+              .catch((err: unknown) => ctx.log.warn({ err }, 'presence resync failed; next at a reconnect'));
+          },
         });
-        void listener.start();
+        await listener.start();
+        resyncOnConnect = true;
         ctx.onStop(() => {
           sync.close();
           return listener?.stop();
         });
       }
+      presence.load(await loadPresence(db()));
       // presence the database kept is continued: silence is counted from now (timeouts.ts)
       // the agents of continued sessions heartbeat within seconds: their projects are read in a
       // few queries now (in the background) rather than one query per first heartbeat

@@ -343,13 +343,18 @@ export class Presence {
     return e;
   }
 
-  /** Entries read back from the database at start: everything they hold is already announced. */
+  /**
+   * Entries read back from the database at start: everything they hold is already announced. An
+   * entry an announcement brought while the rows were read (the listener listens first) is kept
+   * when it is newer than its row.
+   */
   load(rows: PresenceEntry[]): void {
     for (const r of rows) {
       const before = this.entries.get(r.project_id);
+      if (before && before.version > r.version) continue;
       if (before?.state === 'online') this.onlineCount--;
       if (r.state === 'online') this.onlineCount++;
-      this.entries.set(r.project_id, { ...r, announced: r.version, pending: 0 });
+      this.entries.set(r.project_id, { ...r, announced: Math.max(r.version, before?.announced ?? 0), pending: 0 });
     }
   }
 

@@ -175,6 +175,30 @@ describe('presence shared by two instances (PostgreSQL, uplinks placed by the te
     assert.equal(((await a.stats()).timed_out as number) + ((await b.stats()).timed_out as number) >= 1, true);
   });
 
+  test('regression: an instance listens once it has started: a change committed at once is heard step by step', async () => {
+    // CI once saw B publish a registration as one change, offline → verifying: its start had
+    // resolved before its LISTEN took effect, so A's announcement was gone and B's first resync
+    // learnt the row instead. LISTEN now comes before the load, and start waits for it.
+    const c = await startStatus('pg', { db, clock, settings: { heartbeat_timeout_ms: TIMEOUT_MS } });
+    try {
+      const stats = (await c.stats()).sync;
+      assert.equal(stats.listener?.connected, true, 'listening when start resolved');
+      const p = await a.create('mi-early');
+      a.register('mi-early', p.secret);
+      await c.events.wait((e) => e.project_id === 'mi-early' && e.state === 'verifying', 'verifying on C');
+      assert.deepEqual(
+        eventsOf(c, 'mi-early').map((e) => [e.previous, e.state]),
+        [
+          ['offline', 'connecting'],
+          ['connecting', 'verifying'],
+        ],
+      );
+      assert.equal((await c.stats()).sync.resyncs, 0, 'nothing to catch up on: the rows were read after LISTEN');
+    } finally {
+      await c.close();
+    }
+  });
+
   test('a listener that loses its connection reconnects and learns what it missed', async () => {
     const p = await a.create('mi-gap');
     await a.bringOnline('mi-gap', p.secret);
