@@ -16,6 +16,7 @@ import {
   el,
   FINAL,
   ms,
+  onClickOf,
   pager,
   tickAges,
   time,
@@ -93,9 +94,8 @@ function renderProjects() {
   for (const p of list) showProject(p);
 }
 
-$('projects').addEventListener('click', (e) => {
-  const row = e.target.closest('tr[data-project]');
-  const p = row && projects.get(row.dataset.project);
+onClickOf($('projects'), 'tr[data-project]', 'data-project', (id) => {
+  const p = projects.get(id);
   if (p) openProject(p);
 });
 
@@ -237,11 +237,7 @@ async function loadCommands() {
   await Promise.all(Array.from({ length: DETAIL_CONCURRENCY }, next));
 }
 
-$('commands').addEventListener('click', async (e) => {
-  const row = e.target.closest('tr[data-command]');
-  if (!row) return;
-  openDetail(row.dataset.command);
-});
+onClickOf($('commands'), 'tr[data-command]', 'data-command', openDetail);
 
 // a filter changed: back to the first page
 $('commands-filter').addEventListener('change', () => {

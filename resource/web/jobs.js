@@ -1,7 +1,7 @@
 // Jobs (GET /jobs): one row per job with a bar of its counts, kept live by `job.progress` events
 // (the JobView) and re-read now and then (an instance's events carry only the jobs it drives);
 // cancel for a scheduled or running job, the hub's refusal shown as it gave it.
-import { $, api, badge, el, pager, refusal, time } from './lib.js';
+import { $, api, badge, el, onClickOf, pager, refusal, time } from './lib.js';
 
 const PAGE = 10;
 // Segments of the bar, in this order; `pending` is what is left of the total.
@@ -99,10 +99,7 @@ function render() {
   pager('jobs', page);
 }
 
-$('jobs').addEventListener('click', async (e) => {
-  const button = e.target.closest('button.job-cancel');
-  if (!button) return;
-  const id = button.dataset.job;
+onClickOf($('jobs'), 'button.job-cancel', 'data-job', async (id) => {
   if (!confirm(`Cancel job ${id}? Its targets not sent yet are never sent.`)) return;
   const r = await api('POST', `/jobs/${encodeURIComponent(id)}/cancel`);
   $('jobs-refusal').hidden = r.ok;

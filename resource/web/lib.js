@@ -86,6 +86,31 @@ export function el(tag, attrs = {}, ...children) {
   return node;
 }
 
+/**
+ * `open(key)` for a click on an element of `root` that matches `selector`, told apart by its
+ * attribute `attr`. The lists render again on every live update, so a press and its release can
+ * land on two renderings of one row: the browser's `click` wants one element and then fires
+ * nowhere (a click, a person's or a test's, that opens nothing). Here the press and the release
+ * need only name the same key. A click without a pointer (the keyboard on a button) counts too.
+ */
+export function onClickOf(root, selector, attr, open) {
+  const keyOf = (e) => (e.target instanceof Element ? e.target.closest(selector)?.getAttribute(attr) : null) ?? null;
+  let pressed = null;
+  root.addEventListener('pointerdown', (e) => {
+    pressed = e.button === 0 ? keyOf(e) : null;
+  });
+  root.addEventListener('pointerup', (e) => {
+    const key = keyOf(e);
+    const same = key !== null && key === pressed && e.button === 0;
+    pressed = null;
+    if (same) open(key);
+  });
+  root.addEventListener('click', (e) => {
+    const key = e.detail === 0 ? keyOf(e) : null;
+    if (key !== null) open(key);
+  });
+}
+
 export const badge = (text, kind) => el('span', { class: `badge badge-${kind}` }, text);
 
 // A moment as the operator reads it: the date, the time and the zone, in this browser's zone
