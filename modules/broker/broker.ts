@@ -14,6 +14,7 @@ import { Authenticator, hubPasswordFor, type Identity, sameIdentity } from './au
 import type { BrokerConfig } from './config.js';
 import { BROKER, type BrokerDeniedEvent, type BrokerStats, type BrokerWsConnection } from './contract/topics.js';
 import { BoundedEmitter, type MqLike, SINK_TOPIC } from './emitter.js';
+import { KeepaliveSweep } from './keepalive.js';
 import { leanConnection, leanOnceConnected } from './lean-connection.js';
 import { sessionQueues } from './outgoing-index.js';
 import { limitPacketSize, type PacketLimit } from './packet-limit.js';
@@ -70,6 +71,7 @@ const activeWill = (client: Client): PublishPacket | null | undefined =>
 
 export class EmbeddedBroker {
   private aedes?: Aedes;
+  private keepalive?: KeepaliveSweep;
   private server?: net.Server;
   private mq?: BoundedEmitter;
   private readonly sockets = new Set<net.Socket>();
@@ -166,9 +168,15 @@ export class EmbeddedBroker {
       this.ctx.log.debug({ client_id: client.id, err: err.message }, 'client error'),
     );
     aedes.on('connectionError', (_c, err) => this.ctx.log.debug({ err: err.message }, 'connection error'));
+    const keepalive = new KeepaliveSweep(aedes);
+    this.keepalive = keepalive;
     aedes.on('clientReady', (client) => {
       // after aedes' own 'connected' listener has gone (aedes emits 'connected' right after this)
-      queueMicrotask(() => leanOnceConnected(client));
+      queueMicrotask(() => {
+        leanOnceConnected(client);
+        // one sweep for every client's keepalive, not a timer and a closure each (keepalive.ts)
+        if (keepalive.adopt(client) === 'unlike') this.warnKeepaliveTimers();
+      });
       this.c.connections_total++;
       const st = this.clients.get(client);
       this.ctx.log.debug({ client_id: client.id, project_id: st?.projectId }, 'client connected');
@@ -252,6 +260,7 @@ export class EmbeddedBroker {
     const aedes = this.aedes;
     this.server = undefined;
     this.aedes = undefined;
+    this.keepalive?.stop();
     const closed = server?.listening ? new Promise<void>((r) => server.close(() => r())) : Promise.resolve();
     if (aedes) await new Promise<void>((r) => aedes.close(() => r()));
     // sockets that never finished CONNECT are not aedes clients yet
@@ -277,6 +286,7 @@ export class EmbeddedBroker {
       messages_in: this.c.messages_in,
       messages_out: this.c.messages_out,
       oversized: this.c.oversized,
+      keepalive_timeouts: this.keepalive?.ended ?? 0,
       revoked: this.c.revoked,
       denials: [...this.denials.values()].map((d) => ({ ...d })),
       inflight: this.mq?.inflight ?? 0,
@@ -450,11 +460,20 @@ export class EmbeddedBroker {
 
   private warnedNoPacketLimit = false;
   private warnedNotLean = false;
+  private warnedKeepaliveTimers = false;
 
   private warnNoPacketLimit(): void {
     if (this.warnedNoPacketLimit) return;
     this.warnedNoPacketLimit = true;
     this.ctx.log.warn('cannot enforce max_packet_bytes with this aedes version (no client parser found)');
+  }
+
+  private warnKeepaliveTimers(): void {
+    if (this.warnedKeepaliveTimers) return;
+    this.warnedKeepaliveTimers = true;
+    this.ctx.log.warn(
+      "this aedes version keeps its clients' keepalive timers differently: each connection keeps its own timer (more memory each)",
+    );
   }
 
   private warnNotLean(): void {

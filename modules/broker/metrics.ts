@@ -12,5 +12,10 @@ export function brokerMetrics(s: BrokerStats): MetricFamily[] {
         .map((d) => ({ labels: { kind: d.kind, reason: d.reason }, value: d.count })),
       ['kind', 'reason'],
     ),
+    counter(
+      'hub_broker_keepalive_timeouts_total',
+      'Agents the embedded broker ended for silence past 1.5× their MQTT keepalive (their wills published)',
+      s.keepalive_timeouts,
+    ),
   ];
 }

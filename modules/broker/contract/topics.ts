@@ -65,6 +65,8 @@ export interface BrokerStats {
   messages_out: number;
   /** connections closed for a packet over max_packet_bytes */
   oversized: number;
+  /** clients ended for silence past 1.5× their keepalive (their wills published) */
+  keepalive_timeouts: number;
   /** deliveries under way / publishes waiting for a slot */
   inflight: number;
   waiting: number;

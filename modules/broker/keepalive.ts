@@ -1,0 +1,100 @@
+/**
+ * Keepalive without a timer a connection. aedes arms a `setTimeout` for each client, with a
+ * closure of its own (handlers/connect.js `setKeepAlive`), and refreshes it on every packet: with
+ * the embedded broker holding 10 000 agents, those timers and closures are about 1.8 MB of live
+ * heap (README "The embedded broker's connections"). Once a client is connected, `adopt` swaps
+ * its timer for a mark of the time of its last packet (one small field), and one sweep for the
+ * whole broker ends the clients silent for longer than their interval, as aedes' timer did:
+ * `keepaliveTimeout` on the broker, then the client's 'error', on which aedes closes it (and
+ * publishes its will).
+ *
+ * What aedes does with the timer after CONNECT, and why a mark serves: it calls
+ * `client._keepaliveTimer.refresh()` after each packet (handlers/index.js), and at close
+ * `clearTimeout(client._keepaliveTimer)`, which ignores an object that is no Node timer (one
+ * without `_onTimeout`). A client that is not built that way (an aedes upgrade) keeps its timer,
+ * and `adopt` says so by returning false.
+ *
+ * Times are counted in ticks of `TICK_MS` from the module's load on the monotonic clock, so the
+ * mark's field stays a small integer (no heap number per packet) for years, and a wall clock
+ * that jumps ends nobody. A client is ended between its interval and its interval plus one sweep
+ * period (a quarter of the shortest interval adopted, at most a second, at least 100 ms).
+ */
+import { performance } from 'node:perf_hooks';
+import type { Aedes, Client } from 'aedes';
+
+const TICK_MS = 50;
+const SWEEP_MAX_MS = 1_000;
+const SWEEP_MIN_MS = 100;
+
+const nowTick = (): number => Math.floor(performance.now() / TICK_MS);
+
+/** A client's last packet, in ticks: what stands in for aedes' keepalive timer. */
+export class KeepaliveMark {
+  at = nowTick();
+  /** Called by aedes after each packet the client sends. */
+  refresh(): this {
+    this.at = nowTick();
+    return this;
+  }
+}
+
+/** The parts of aedes' client this reads and writes. */
+interface KeepaliveParts {
+  _keepaliveTimer: unknown;
+  _keepaliveInterval: number;
+  emit(event: 'error', err: Error): boolean;
+}
+
+export class KeepaliveSweep {
+  private timer: NodeJS.Timeout | null = null;
+  private periodMs = SWEEP_MAX_MS;
+  /** Clients this sweep ended, for the broker's stats and tests. */
+  ended = 0;
+
+  constructor(private readonly aedes: Aedes) {}
+
+  /**
+   * Swaps the connected client's keepalive timer for a mark: `adopted`; `none` when it asked for
+   * no keepalive (0); `unlike` when its timer is not where aedes 1.x keeps it (it stays).
+   */
+  adopt(client: Client): 'adopted' | 'none' | 'unlike' {
+    const c = client as unknown as KeepaliveParts;
+    if (c._keepaliveInterval === -1 && c._keepaliveTimer === null) return 'none';
+    const timer = c._keepaliveTimer as { refresh?: unknown; _onTimeout?: unknown } | null;
+    if (!(c._keepaliveInterval > 0) || !timer || typeof timer.refresh !== 'function' || !('_onTimeout' in timer))
+      return 'unlike';
+    clearTimeout(timer as NodeJS.Timeout);
+    c._keepaliveTimer = new KeepaliveMark();
+    const wanted = Math.max(SWEEP_MIN_MS, Math.min(SWEEP_MAX_MS, Math.floor(c._keepaliveInterval / 4)));
+    if (this.timer === null || wanted < this.periodMs) this.schedule(wanted);
+    return 'adopted';
+  }
+
+  /** Ends every adopted client silent for longer than its interval (aedes' `keepaliveTimeout`). */
+  sweep(): void {
+    const now = nowTick();
+    const clients = (this.aedes as unknown as { clients: Record<string, Client> }).clients;
+    for (const id in clients) {
+      const c = clients[id] as unknown as KeepaliveParts;
+      const mark = c._keepaliveTimer;
+      if (!(mark instanceof KeepaliveMark) || mark.at < 0) continue;
+      if ((now - mark.at) * TICK_MS <= c._keepaliveInterval) continue;
+      mark.at = -1; // once: aedes closes the client on its 'error'
+      this.ended++;
+      this.aedes.emit('keepaliveTimeout', clients[id]);
+      c.emit('error', new Error('keep alive timeout'));
+    }
+  }
+
+  stop(): void {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = null;
+  }
+
+  private schedule(periodMs: number): void {
+    this.stop();
+    this.periodMs = periodMs;
+    this.timer = setInterval(() => this.sweep(), periodMs);
+    this.timer.unref();
+  }
+}

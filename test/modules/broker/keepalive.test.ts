@@ -1,0 +1,158 @@
+/**
+ * modules/broker/keepalive.ts through the broker module: one sweep stands in for aedes' timer a
+ * connection. A client silent past 1.5× its keepalive is ended (its will published); one that
+ * keeps pinging stays; one that asked for no keepalive is never ended by it; and every client
+ * that asked for one holds a mark, not a Node timer (the memory it saves).
+ */
+import assert from 'node:assert/strict';
+import net from 'node:net';
+import { after, before, describe, test } from 'node:test';
+import mqttPacket, { type IConnectPacket, type Packet } from 'mqtt-packet';
+import { KeepaliveMark, KeepaliveSweep } from '../../../modules/broker/keepalive.js';
+import { deriveMqttPassword } from '../../../modules/shared/credentials.js';
+import { scaled, until } from '../../helpers/wait.js';
+import { A, type BrokerUnderTest, connectHub, end, recorder, startBroker, subscribe, uplink } from './setup.js';
+
+const UP_MSG = 'wdd/RDMC/message/up';
+
+interface Raw {
+  packets: Packet[];
+  closed: () => boolean;
+  send(p: Packet): void;
+  end(): void;
+}
+
+/** Agent A's connection written packet by packet: it pings only when the test says. */
+async function rawAgent(url: string, clientId: string, keepalive: number, will?: IConnectPacket['will']): Promise<Raw> {
+  const socket = net.connect(Number(new URL(url).port), '127.0.0.1');
+  const parser = mqttPacket.parser();
+  const packets: Packet[] = [];
+  parser.on('packet', (p) => packets.push(p));
+  socket.on('data', (b) => parser.parse(b));
+  socket.on('error', () => undefined);
+  let closed = false;
+  socket.on('close', () => {
+    closed = true;
+  });
+  const send = (p: Packet) => socket.write(mqttPacket.generate(p));
+  await new Promise<void>((r) => socket.once('connect', () => r()));
+  send({
+    cmd: 'connect',
+    protocolId: 'MQTT',
+    protocolVersion: 4,
+    clean: true,
+    clientId,
+    keepalive,
+    username: A.id,
+    password: Buffer.from(deriveMqttPassword(A.id, A.secret)),
+    ...(will ? { will } : {}),
+  });
+  await until(() => packets.some((p) => p.cmd === 'connack'), scaled(10_000), 'CONNACK');
+  const connack = packets.find((p) => p.cmd === 'connack') as { returnCode: number };
+  assert.equal(connack.returnCode, 0, 'accepted');
+  return { packets, closed: () => closed, send, end: () => socket.destroy() };
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+describe('keepalive by one sweep (the broker module)', () => {
+  let b: BrokerUnderTest;
+  before(async () => {
+    b = await startBroker();
+  });
+  after(async () => {
+    await b?.stop();
+  });
+
+  test('a client silent past 1.5× its keepalive is ended, and its will is published', async () => {
+    const hub = await connectHub(b);
+    const seen = recorder(hub);
+    assert.deepEqual(await subscribe(hub, [UP_MSG]), [1]);
+    const raw = await rawAgent(b.url, 'ka-silent', 1, {
+      topic: UP_MSG,
+      payload: Buffer.from(uplink(A.id, 'ka-will')),
+      qos: 1,
+      retain: false,
+    });
+    try {
+      // not before its interval (1.5 s): a window where nothing may happen, so not scaled
+      await sleep(1_000);
+      assert.equal(raw.closed(), false, 'still connected within its interval');
+      const before = (await b.stats()).keepalive_timeouts;
+      await until(() => raw.closed(), scaled(15_000), 'the silent client ended');
+      // by the sweep, not by a timer of aedes' own (which counts nothing here)
+      assert.equal((await b.stats()).keepalive_timeouts, before + 1);
+      await until(() => seen.seen.some((m) => m.marker === 'ka-will'), scaled(10_000), 'its will published');
+    } finally {
+      raw.end();
+      await end(hub);
+    }
+  });
+
+  test('a client that pings stays for many intervals, then ends once it stops', async () => {
+    const raw = await rawAgent(b.url, 'ka-pinging', 1);
+    try {
+      for (let i = 0; i < 8; i++) {
+        raw.send({ cmd: 'pingreq' });
+        await sleep(500);
+        assert.equal(raw.closed(), false, `connected after ${(i + 1) * 500} ms of pings`);
+      }
+      const pongs = raw.packets.filter((p) => p.cmd === 'pingresp').length;
+      assert.ok(pongs >= 7, `answered its pings (${pongs} of 8)`);
+      await until(() => raw.closed(), scaled(15_000), 'ended once silent');
+    } finally {
+      raw.end();
+    }
+  });
+
+  test('keepalive 0 asks for none: the client is never ended for silence', async () => {
+    const raw = await rawAgent(b.url, 'ka-none', 0);
+    try {
+      await sleep(2_500);
+      assert.equal(raw.closed(), false);
+      raw.send({ cmd: 'pingreq' });
+      await until(() => raw.packets.some((p) => p.cmd === 'pingresp'), scaled(10_000), 'still served');
+    } finally {
+      raw.end();
+    }
+  });
+});
+
+describe('KeepaliveSweep on aedes clients', () => {
+  test('a connected client holds a mark, no Node timer; a client unlike aedes 1.x keeps its own', () => {
+    const emitted: string[] = [];
+    const aedes = { clients: Object.create(null), emit: (e: string) => emitted.push(e) };
+    const sweep = new KeepaliveSweep(aedes as never);
+    try {
+      const errors: string[] = [];
+      const timer = setTimeout(() => assert.fail('aedes timer fired after adopt'), 60_000);
+      const client = {
+        id: 'c1',
+        _keepaliveInterval: 1_501,
+        _keepaliveTimer: timer as unknown,
+        emit: (_e: string, err: Error) => errors.push(err.message),
+      };
+      aedes.clients.c1 = client;
+      assert.equal(sweep.adopt(client as never), 'adopted');
+      assert.ok(client._keepaliveTimer instanceof KeepaliveMark);
+      assert.equal((timer as unknown as { _destroyed: boolean })._destroyed, true, "aedes' timer cleared");
+      // silent past its interval (the mark moved back): ended once, however many sweeps follow
+      (client._keepaliveTimer as KeepaliveMark).at -= 100;
+      sweep.sweep();
+      sweep.sweep();
+      assert.deepEqual(errors, ['keep alive timeout']);
+      assert.deepEqual(emitted, ['keepaliveTimeout']);
+      assert.equal(sweep.ended, 1);
+      // clearTimeout, as aedes calls it at close, takes a mark without complaint
+      clearTimeout(client._keepaliveTimer as never);
+
+      assert.equal(sweep.adopt({ _keepaliveInterval: -1, _keepaliveTimer: null } as never), 'none');
+      const other = { refresh() {} };
+      const unlike = { _keepaliveInterval: 1_501, _keepaliveTimer: other };
+      assert.equal(sweep.adopt(unlike as never), 'unlike');
+      assert.equal(unlike._keepaliveTimer, other, 'left as it was');
+    } finally {
+      sweep.stop();
+    }
+  });
+});
