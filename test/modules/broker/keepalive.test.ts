@@ -119,32 +119,44 @@ describe('keepalive by one sweep (the broker module)', () => {
 });
 
 describe('KeepaliveSweep on aedes clients', () => {
-  test('a connected client holds a mark, no Node timer; a client unlike aedes 1.x keeps its own', () => {
+  test('a connected client holds a mark, no Node timer; ended once; a client gone leaves; one unlike aedes 1.x keeps its own', () => {
     const emitted: string[] = [];
-    const aedes = { clients: Object.create(null), emit: (e: string) => emitted.push(e) };
+    const aedes = { emit: (e: string) => emitted.push(e) };
     const sweep = new KeepaliveSweep(aedes as never);
-    try {
+    const clientOf = (interval: number) => {
       const errors: string[] = [];
       const timer = setTimeout(() => assert.fail('aedes timer fired after adopt'), 60_000);
-      const client = {
-        id: 'c1',
-        _keepaliveInterval: 1_501,
-        _keepaliveTimer: timer as unknown,
-        emit: (_e: string, err: Error) => errors.push(err.message),
+      return {
+        errors,
+        timer,
+        client: {
+          _keepaliveInterval: interval,
+          _keepaliveTimer: timer as unknown,
+          emit: (_e: string, err: Error) => errors.push(err.message),
+        },
       };
-      aedes.clients.c1 = client;
-      assert.equal(sweep.adopt(client as never), 'adopted');
-      assert.ok(client._keepaliveTimer instanceof KeepaliveMark);
-      assert.equal((timer as unknown as { _destroyed: boolean })._destroyed, true, "aedes' timer cleared");
-      // silent past its interval (the mark moved back): ended once, however many sweeps follow
-      (client._keepaliveTimer as KeepaliveMark).at -= 100;
+    };
+    try {
+      const silent = clientOf(1_501);
+      const alive = clientOf(1_501);
+      const gone = clientOf(1_501);
+      for (const x of [silent, alive, gone]) assert.equal(sweep.adopt(x.client as never), 'adopted');
+      assert.ok(silent.client._keepaliveTimer instanceof KeepaliveMark);
+      assert.equal((silent.timer as unknown as { _destroyed: boolean })._destroyed, true, "aedes' timer cleared");
+      assert.equal(sweep.size, 3);
+      // silent past its interval (its mark moved back): ended once, however many sweeps follow
+      (silent.client._keepaliveTimer as KeepaliveMark).at -= 100;
+      // closed by aedes (which sets the timer to null): dropped at the next sweep, never ended
+      gone.client._keepaliveTimer = null;
       sweep.sweep();
       sweep.sweep();
-      assert.deepEqual(errors, ['keep alive timeout']);
+      assert.deepEqual(silent.errors, ['keep alive timeout']);
       assert.deepEqual(emitted, ['keepaliveTimeout']);
+      assert.deepEqual([alive.errors, gone.errors], [[], []]);
       assert.equal(sweep.ended, 1);
+      assert.equal(sweep.size, 1, 'the live client only');
       // clearTimeout, as aedes calls it at close, takes a mark without complaint
-      clearTimeout(client._keepaliveTimer as never);
+      clearTimeout(alive.client._keepaliveTimer as never);
 
       assert.equal(sweep.adopt({ _keepaliveInterval: -1, _keepaliveTimer: null } as never), 'none');
       const other = { refresh() {} };
