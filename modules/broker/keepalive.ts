@@ -56,6 +56,7 @@ export class KeepaliveSweep {
   private marks: KeepaliveMark[] = [];
   private timer: NodeJS.Timeout | null = null;
   private periodMs = SWEEP_MAX_MS;
+  private stopped = false;
   /** Clients this sweep ended, for the broker's stats and tests. */
   ended = 0;
 
@@ -68,11 +69,13 @@ export class KeepaliveSweep {
 
   /**
    * Swaps the connected client's keepalive timer for a mark: `adopted`; `none` when it asked for
-   * no keepalive (0); `unlike` when its timer is not where aedes 1.x keeps it (it stays).
+   * no keepalive (0), or the sweep has stopped (the broker is closing: aedes' timer stays, and
+   * aedes clears it as it closes the client, where a new sweep would outlive the broker);
+   * `unlike` when its timer is not where aedes 1.x keeps it (it stays).
    */
   adopt(client: Client): 'adopted' | 'none' | 'unlike' {
     const c = client as unknown as KeepaliveParts;
-    if (c._keepaliveInterval === -1 && c._keepaliveTimer === null) return 'none';
+    if (this.stopped || (c._keepaliveInterval === -1 && c._keepaliveTimer === null)) return 'none';
     const timer = c._keepaliveTimer as { refresh?: unknown; _onTimeout?: unknown } | null;
     if (!(c._keepaliveInterval > 0) || !timer || typeof timer.refresh !== 'function' || !('_onTimeout' in timer))
       return 'unlike';
@@ -107,13 +110,20 @@ export class KeepaliveSweep {
     marks.length = kept;
   }
 
+  /** For good: clients adopted later keep aedes' timers. */
   stop(): void {
+    this.stopped = true;
+    this.marks = [];
+    this.clearTimer();
+  }
+
+  private clearTimer(): void {
     if (this.timer) clearInterval(this.timer);
     this.timer = null;
   }
 
   private schedule(periodMs: number): void {
-    this.stop();
+    this.clearTimer();
     this.periodMs = periodMs;
     this.timer = setInterval(() => this.sweep(), periodMs);
     this.timer.unref();

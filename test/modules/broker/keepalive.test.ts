@@ -163,6 +163,13 @@ describe('KeepaliveSweep on aedes clients', () => {
       const unlike = { _keepaliveInterval: 1_501, _keepaliveTimer: other };
       assert.equal(sweep.adopt(unlike as never), 'unlike');
       assert.equal(unlike._keepaliveTimer, other, 'left as it was');
+
+      // the broker closing: a client connecting meanwhile keeps aedes' timer, no sweep outlives it
+      sweep.stop();
+      const late = clientOf(1_501);
+      assert.equal(sweep.adopt(late.client as never), 'none');
+      assert.equal(late.client._keepaliveTimer, late.timer);
+      clearTimeout(late.timer);
     } finally {
       sweep.stop();
     }
