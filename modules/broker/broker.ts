@@ -175,7 +175,7 @@ export class EmbeddedBroker {
       queueMicrotask(() => {
         leanOnceConnected(client);
         // one sweep for every client's keepalive, not a timer and a closure each (keepalive.ts)
-        if (keepalive.adopt(client) === 'unlike') this.warnKeepaliveTimers();
+        if (keepalive.adopt(client) === 'unlike') this.warnUnlikeAedes('keepalive');
       });
       this.c.connections_total++;
       const st = this.clients.get(client);
@@ -199,8 +199,8 @@ export class EmbeddedBroker {
       sockets.add(socket);
       socket.on('close', forgetSocket);
       const client = aedes.handle(socket);
-      if (!limitPacketSize(client, this.packetLimit)) this.warnNoPacketLimit();
-      if (!leanConnection(client)) this.warnNotLean();
+      if (!limitPacketSize(client, this.packetLimit)) this.warnUnlikeAedes('packetLimit');
+      if (!leanConnection(client)) this.warnUnlikeAedes('lean');
     });
     // authenticate refuses past max_clients with CONNACK 3, which tells the client why; Node's own
     // cap, with headroom for those refusals and sockets still in CONNECT, bounds raw sockets
@@ -249,7 +249,7 @@ export class EmbeddedBroker {
     stream.once('close', () => this.streams.delete(stream));
     const client = aedes.handle(stream);
     if (!limitPacketSize(client, this.packetLimit)) {
-      this.warnNoPacketLimit();
+      this.warnUnlikeAedes('packetLimit');
     }
     return { ok: true };
   }
@@ -458,30 +458,22 @@ export class EmbeddedBroker {
     client.conn.destroy();
   }
 
-  private warnedNoPacketLimit = false;
-  private warnedNotLean = false;
-  private warnedKeepaliveTimers = false;
-
-  private warnNoPacketLimit(): void {
-    if (this.warnedNoPacketLimit) return;
-    this.warnedNoPacketLimit = true;
-    this.ctx.log.warn('cannot enforce max_packet_bytes with this aedes version (no client parser found)');
-  }
-
-  private warnKeepaliveTimers(): void {
-    if (this.warnedKeepaliveTimers) return;
-    this.warnedKeepaliveTimers = true;
-    this.ctx.log.warn(
+  /**
+   * What this aedes version does not let the broker do, said once each: it then runs as aedes
+   * made it (more memory a connection, or no packet limit), which an operator should know of.
+   */
+  private static readonly UNLIKE_AEDES = {
+    packetLimit: 'cannot enforce max_packet_bytes with this aedes version (no client parser found)',
+    keepalive:
       "this aedes version keeps its clients' keepalive timers differently: each connection keeps its own timer (more memory each)",
-    );
-  }
+    lean: 'this aedes version builds its clients differently: connections keep its per-connection listeners (more memory each)',
+  } as const;
+  private readonly warnedUnlike = new Set<keyof typeof EmbeddedBroker.UNLIKE_AEDES>();
 
-  private warnNotLean(): void {
-    if (this.warnedNotLean) return;
-    this.warnedNotLean = true;
-    this.ctx.log.warn(
-      'this aedes version builds its clients differently: connections keep its per-connection listeners (more memory each)',
-    );
+  private warnUnlikeAedes(what: keyof typeof EmbeddedBroker.UNLIKE_AEDES): void {
+    if (this.warnedUnlike.has(what)) return;
+    this.warnedUnlike.add(what);
+    this.ctx.log.warn(EmbeddedBroker.UNLIKE_AEDES[what]);
   }
 
   // ─── reporting ───────────────────────────────────────────────────────────────────────────
