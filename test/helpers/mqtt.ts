@@ -1,9 +1,9 @@
 import net from 'node:net';
 import { Aedes } from 'aedes';
 import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
-import mqttPacket from 'mqtt-packet';
+import mqttPacket, { type IConnectPacket, type IPublishPacket, type Packet } from 'mqtt-packet';
 import { sessionQueues } from '../../modules/broker/outgoing-index.js';
-import { scaled } from './wait.js';
+import { scaled, until } from './wait.js';
 
 export interface TestBroker {
   port: number;
@@ -88,4 +88,60 @@ export function parseChunks(
   parser.on('error', (e: Error) => errors.push(e.message));
   for (const c of chunks) parser.parse(c);
   return { packets, errors };
+}
+
+/** A client written packet by packet (rawMqttClient): the test decides every PINGREQ and PUBACK. */
+export interface RawMqttClient {
+  /** Every packet the broker sent, in order. */
+  packets: Packet[];
+  /** The PUBLISH packets among them, in order (a new array at each read). */
+  readonly publishes: IPublishPacket[];
+  closed(): boolean;
+  send(p: Packet): void;
+  /** Ends the connection without a DISCONNECT, as a crash or a network loss does; resolves once closed. */
+  drop(): Promise<void>;
+}
+
+/**
+ * Connects to `port` on loopback and sends one CONNECT (MQTT 3.1.1, `connect` over a clean
+ * session with keepalive 60 unless it says otherwise); resolves at a CONNACK that accepts, and
+ * fails on one that refuses or none within `ms`.
+ *
+ * @example
+ *   const raw = await rawMqttClient(port, { clientId: 'a', clean: false });
+ *   raw.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: 't', qos: 1 }] });
+ */
+export async function rawMqttClient(
+  port: number,
+  connect: Partial<Omit<IConnectPacket, 'cmd'>> & { clientId: string },
+  ms = scaled(10_000),
+): Promise<RawMqttClient> {
+  const socket = net.connect(port, '127.0.0.1');
+  const parser = mqttPacket.parser();
+  const packets: Packet[] = [];
+  parser.on('packet', (p) => packets.push(p));
+  socket.on('data', (b) => parser.parse(b));
+  socket.on('error', () => undefined); // a broker ending the connection is what some tests wait for
+  const send = (p: Packet) => socket.write(mqttPacket.generate(p));
+  await new Promise<void>((r) => socket.once('connect', () => r()));
+  send({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clean: true, keepalive: 60, ...connect });
+  await until(() => packets.some((p) => p.cmd === 'connack'), ms, 'CONNACK');
+  const connack = packets.find((p) => p.cmd === 'connack') as { returnCode?: number; reasonCode?: number };
+  const code = connack.returnCode ?? connack.reasonCode ?? 0;
+  if (code !== 0) {
+    socket.destroy();
+    throw new Error(`CONNACK refused the connection (${code})`);
+  }
+  return {
+    packets,
+    get publishes() {
+      return packets.filter((p): p is IPublishPacket => p.cmd === 'publish');
+    },
+    closed: () => socket.closed,
+    send,
+    drop: async () => {
+      socket.destroy();
+      await new Promise<void>((r) => (socket.closed ? r() : socket.once('close', () => r())));
+    },
+  };
 }

@@ -5,52 +5,30 @@
  * that asked for one holds a mark, not a Node timer (the memory it saves).
  */
 import assert from 'node:assert/strict';
-import net from 'node:net';
 import { after, before, describe, test } from 'node:test';
-import mqttPacket, { type IConnectPacket, type Packet } from 'mqtt-packet';
+import type { IConnectPacket } from 'mqtt-packet';
 import { KeepaliveMark, KeepaliveSweep } from '../../../modules/broker/keepalive.js';
 import { deriveMqttPassword } from '../../../modules/shared/credentials.js';
+import { type RawMqttClient, rawMqttClient } from '../../helpers/mqtt.js';
 import { scaled, until } from '../../helpers/wait.js';
 import { A, type BrokerUnderTest, connectHub, end, recorder, startBroker, subscribe, uplink } from './setup.js';
 
 const UP_MSG = 'wdd/RDMC/message/up';
 
-interface Raw {
-  packets: Packet[];
-  closed: () => boolean;
-  send(p: Packet): void;
-  end(): void;
-}
-
 /** Agent A's connection written packet by packet: it pings only when the test says. */
-async function rawAgent(url: string, clientId: string, keepalive: number, will?: IConnectPacket['will']): Promise<Raw> {
-  const socket = net.connect(Number(new URL(url).port), '127.0.0.1');
-  const parser = mqttPacket.parser();
-  const packets: Packet[] = [];
-  parser.on('packet', (p) => packets.push(p));
-  socket.on('data', (b) => parser.parse(b));
-  socket.on('error', () => undefined);
-  let closed = false;
-  socket.on('close', () => {
-    closed = true;
-  });
-  const send = (p: Packet) => socket.write(mqttPacket.generate(p));
-  await new Promise<void>((r) => socket.once('connect', () => r()));
-  send({
-    cmd: 'connect',
-    protocolId: 'MQTT',
-    protocolVersion: 4,
-    clean: true,
+function rawAgent(
+  url: string,
+  clientId: string,
+  keepalive: number,
+  will?: IConnectPacket['will'],
+): Promise<RawMqttClient> {
+  return rawMqttClient(Number(new URL(url).port), {
     clientId,
     keepalive,
     username: A.id,
     password: Buffer.from(deriveMqttPassword(A.id, A.secret)),
     ...(will ? { will } : {}),
   });
-  await until(() => packets.some((p) => p.cmd === 'connack'), scaled(10_000), 'CONNACK');
-  const connack = packets.find((p) => p.cmd === 'connack') as { returnCode: number };
-  assert.equal(connack.returnCode, 0, 'accepted');
-  return { packets, closed: () => closed, send, end: () => socket.destroy() };
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -84,7 +62,7 @@ describe('keepalive by one sweep (the broker module)', () => {
       assert.equal((await b.stats()).keepalive_timeouts, before + 1);
       await until(() => seen.seen.some((m) => m.marker === 'ka-will'), scaled(10_000), 'its will published');
     } finally {
-      raw.end();
+      await raw.drop();
       await end(hub);
     }
   });
@@ -101,7 +79,7 @@ describe('keepalive by one sweep (the broker module)', () => {
       assert.ok(pongs >= 7, `answered its pings (${pongs} of 8)`);
       await until(() => raw.closed(), scaled(15_000), 'ended once silent');
     } finally {
-      raw.end();
+      await raw.drop();
     }
   });
 
@@ -113,7 +91,7 @@ describe('keepalive by one sweep (the broker module)', () => {
       raw.send({ cmd: 'pingreq' });
       await until(() => raw.packets.some((p) => p.cmd === 'pingresp'), scaled(10_000), 'still served');
     } finally {
-      raw.end();
+      await raw.drop();
     }
   });
 });

@@ -1,10 +1,9 @@
 import assert from 'node:assert/strict';
-import net from 'node:net';
 import { Readable } from 'node:stream';
 import { test } from 'node:test';
 import type { Aedes, Client } from 'aedes';
-import mqttPacket, { type IPublishPacket, type Packet } from 'mqtt-packet';
-import { connectClient, startTestBroker } from '../../helpers/mqtt.js';
+import type { IPublishPacket } from 'mqtt-packet';
+import { connectClient, rawMqttClient, startTestBroker } from '../../helpers/mqtt.js';
 import { deferred, until } from '../../helpers/wait.js';
 
 /**
@@ -22,28 +21,17 @@ async function startBroker() {
 
 /** One connection of a persistent session (clean session off) that acknowledges only when told. */
 async function rawSession(port: number, clientId: string) {
-  const socket = net.connect(port, '127.0.0.1');
-  const parser = mqttPacket.parser();
-  const publishes: IPublishPacket[] = [];
-  const others: Packet[] = [];
-  parser.on('packet', (p) => (p.cmd === 'publish' ? publishes.push(p as IPublishPacket) : others.push(p)));
-  socket.on('data', (b) => parser.parse(b));
-  const send = (p: Packet) => socket.write(mqttPacket.generate(p));
-  await new Promise<void>((r) => socket.once('connect', () => r()));
-  send({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clean: false, clientId, keepalive: 60 });
-  await until(() => others.some((p) => p.cmd === 'connack'), 5000, 'CONNACK');
+  const raw = await rawMqttClient(port, { clientId, clean: false }, 5000);
   return {
-    publishes,
+    get publishes() {
+      return raw.publishes;
+    },
     subscribe: async (topic: string) => {
-      send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic, qos: 1 }] });
-      await until(() => others.some((p) => p.cmd === 'suback'), 5000, 'SUBACK');
+      raw.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic, qos: 1 }] });
+      await until(() => raw.packets.some((p) => p.cmd === 'suback'), 5000, 'SUBACK');
     },
-    puback: (messageId: number) => send({ cmd: 'puback', messageId }),
-    /** Drops the connection without a DISCONNECT, as a crash or a network loss does. */
-    drop: async () => {
-      socket.destroy();
-      await new Promise<void>((r) => (socket.closed ? r() : socket.once('close', () => r())));
-    },
+    puback: (messageId: number) => raw.send({ cmd: 'puback', messageId }),
+    drop: raw.drop,
   };
 }
 
