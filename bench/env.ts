@@ -176,7 +176,7 @@ export const AUTO_ANALYZE = process.env.BENCH_ANALYZE !== '0';
  * session then plans its prepared statements on tables of a few rows, where a sequential scan is
  * the cheaper plan, and keeps that generic plan while the table grows, so a lookup by id scanned
  * the whole table: the hub's ack + result write took 0.4 ms of the server's CPU at 300 rows and
- * 1.9 ms at 12 000, the floor's UPDATE the same way (README "Plans made on empty tables"). One
+ * 1.9 ms at 12 000, the floor's UPDATE the same way (docs/benchmarks.md "Plans made on empty tables"). One
  * ANALYZE after a 300-command warm-up was not enough: at that size the plan goes either way.
  * `stop()` ends it (once, however often called) and says what it did.
  *

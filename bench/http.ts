@@ -66,7 +66,7 @@ export class JsonClient {
    * took. A window that starts with every caller on a new connection measures how fast the
    * server accepts a burst of connections in its first seconds, not its steady state: in the
    * async suite the first requests on 255 new connections waited up to 4.8 s at the hub, all
-   * of it before the hub saw the connection (README, "The first burst's stragglers").
+   * of it before the hub saw the connection (docs/benchmarks.md, "The first burst's stragglers").
    */
   async open(path: string, n: number): Promise<{ ms: number; sockets: number }> {
     const t0 = performance.now();

@@ -300,7 +300,7 @@ export async function runMemorySuite(): Promise<SuiteResult> {
       `${short}: ${v.samples} samples, connect ${(v.connectMs / 1000).toFixed(1)} s, register ${(v.registerMs / 1000).toFixed(1)} s (${Math.round(ONLINE / (v.registerMs / 1000))}/s), tracked ${v.tracked}${note}` +
         (v.brokerRss === null ? '' : `; Mosquitto's own RSS at the end ${(v.brokerRss / MB).toFixed(0)} MB`),
     );
-    // an autovacuum worker or a grown session shows here (README "Autovacuum's samples, smaller")
+    // an autovacuum worker or a grown session shows here (docs/benchmarks.md "Autovacuum's samples, smaller")
     if (v.childrenAtPeak.length > 0)
       notes.push(
         `${short}: the server's processes at its peak sample (PSS MB): ${v.childrenAtPeak

@@ -5,7 +5,7 @@
  * that every per-command cache in the hub (100 000 entries each: the event gate, the owners, the
  * replay caches) fills several times over, which no other suite does: a quick async window is
  * about 25 000 commands. A Map popped through `keys().next()` cost 5–45 µs an insertion once full
- * and was found only by a 120 s window (README "Bounded maps that stay fast when full"); this
+ * and was found only by a 120 s window (docs/benchmarks.md "Bounded maps that stay fast when full"); this
  * suite is the guard against the next cost that grows with what the hub has seen, and against
  * memory that does not stop growing.
  *

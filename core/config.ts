@@ -88,7 +88,7 @@ const hostSchema = z.strictObject({
    * The same growth in megabytes at most: after each full collection the percent for the next is
    * this over the live heap (at least 10, at most heap_growing_percent), so a heap that holds
    * thousands of connections does not get half its size again as headroom. It costs CPU where the
-   * live heap is large and busy (README "The collector's headroom in megabytes"), so 0 (the
+   * live heap is large and busy (docs/benchmarks.md "The collector's headroom in megabytes"), so 0 (the
    * percent alone) unless a site sets it.
    */
   heap_headroom_mb: int(0).max(65536).default(0),

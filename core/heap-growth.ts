@@ -7,7 +7,7 @@
  * second let its heap reach about three times its live objects (the memory suite, 100 000
  * projects and 10 000 agents on Mosquitto: 282 MB resident, a heap of 221 MB for well under 100 MB
  * live). `--heap-growing-percent` replaces that factor with 1 + percent/100: at 50, 204 MB for
- * about 6 % more CPU per heartbeat (README "Memory at the issue's size" has the runs).
+ * about 6 % more CPU per heartbeat (docs/benchmarks.md "Memory at the issue's size" has the runs).
  *
  * A percentage is headroom in proportion to what lives, and what lives in a hub with the embedded
  * broker is mostly its agents' connections: 10 000 of them, 60 MB of live heap, got 30 MB of

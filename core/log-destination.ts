@@ -25,7 +25,7 @@ interface Boom {
  * `LOG_FLUSH_MS` asks for batches. One asynchronous write is a request to libuv's thread pool:
  * the event loop wakes a pool thread, which on a machine with few cores takes the CPU from the
  * loop, and the loop is woken again when the write is done. Line by line, a quiet hub's three
- * info lines per command cost the loop about 0.12 ms each of wall time in `fs.write` (README
+ * info lines per command cost the loop about 0.12 ms each of wall time in `fs.write` (docs/benchmarks.md
  * "Log lines in batches, when asked").
  */
 const LOG_BATCH_BYTES = 8192;
@@ -167,7 +167,7 @@ function flushWhileHeld(dest: pino.DestinationStream, ms: number): void {
  * appends to. sonic-boom's asks `Buffer.byteLength` of that chunk on every line; while a write is
  * in flight the chunk is a rope of every line since, and measuring it flattens it: a copy of up
  * to `maxWrite` (16 KB) per line, quadratic in a burst. In the hub under load that was 25 KB of
- * the 164 KB it allocated per async command, for about 1.2 KB of log text (README "Log lines
+ * the 164 KB it allocated per async command, for about 1.2 KB of log text (docs/benchmarks.md "Log lines
  * without copying the buffer"). Everything else (when to write, the limits, 'drop', flush, exit)
  * is sonic-boom's, on the same fields.
  *

@@ -6,7 +6,7 @@
  * Why not pino's own `redact` option: its wildcard paths (`*.secret`) run a path parser and a
  * selective clone of the object on every line, whether or not a secret is there: about 10 KB
  * of garbage per line, a quarter of everything the hub allocated per command on the async
- * path (README, "Log lines without wildcard redaction"). This walk allocates nothing when there
+ * path (docs/benchmarks.md, "Log lines without wildcard redaction"). This walk allocates nothing when there
  * is nothing to hide, which is every line the hub writes; when there is, it copies only the
  * objects on the way to the secret, so the caller's object is never changed.
  *

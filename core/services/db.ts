@@ -40,7 +40,7 @@ const PG_POOL_MAX = 10;
  * callers (group commit), so more sessions add backends, each 5-7 MB of the server's memory,
  * rather than throughput: 4 against 10 took 19 MB off the server in the memory suite, and at 64
  * sync commands in flight the hub completed as many commands and PostgreSQL spent less CPU on each
- * (README "The embedded server, leaner"); 3 against 4 took another 5 MB at the same rate (README
+ * (docs/benchmarks.md "The embedded server, leaner"); 3 against 4 took another 5 MB at the same rate (docs/benchmarks.md
  * "Subscriptions, replay ids and connection state, leaner"). Not 2: one long statement (a big
  * history read, a job's expansion) would then hold half the pool.
  */
@@ -233,7 +233,7 @@ export class DbPool {
    * `track_counts` off). Without it the hub's tables keep every dead row version, and nothing
    * analyzes them: a session keeps the plan it made for a prepared statement while the table was
    * a few rows, where a scan of the whole table is the cheaper plan, so a lookup by id gets slower
-   * with every command stored (README "Plans made on empty tables"). Never fails the start.
+   * with every command stored (docs/benchmarks.md "Plans made on empty tables"). Never fails the start.
    */
   private async checkMaintenance(name: string, db: Knex): Promise<void> {
     try {
@@ -553,7 +553,7 @@ const STALE_STATEMENT = new Set(['0A000', '26000', '42P05']);
  * first runs until the statement's tables are analyzed; made while they held a few rows, that plan
  * scans them whole, and without autovacuum (or in its first minute on a new database) it stays
  * while they grow: the ack + result write took 0.4 ms of the server's CPU at 300 commands and
- * 1.9 ms at 12 000 (README "Plans made on empty tables"). Planned again, it is planned for the
+ * 1.9 ms at 12 000 (docs/benchmarks.md "Plans made on empty tables"). Planned again, it is planned for the
  * table's size then. A session plans a statement about 20 more times over a million runs.
  */
 const REPLAN_FROM = 64;

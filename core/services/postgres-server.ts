@@ -39,9 +39,9 @@ export const SERVER_DATABASE = 'postgres';
  * The buffers are touched whole within minutes of a busy hub, so each MB here is a MB of the
  * server's memory; the hub keeps its hot rows (projects, presence) in its own read models and the
  * rest is read through the system's page cache. 16 MB against 32 MB: 17 MB less server memory in
- * the memory suite and no slower registration of 10 000 agents over 100 000 projects (README "The
+ * the memory suite and no slower registration of 10 000 agents over 100 000 projects (docs/benchmarks.md "The
  * embedded server, leaner"); 8 MB against 16: 8 MB less, the same rate at 64 sync commands in
- * flight and the same PostgreSQL CPU a command (README "Subscriptions, replay ids and connection
+ * flight and the same PostgreSQL CPU a command (docs/benchmarks.md "Subscriptions, replay ids and connection
  * state, leaner").
  */
 export const SERVER_SHARED_BUFFERS = '8MB';
@@ -49,7 +49,7 @@ export const SERVER_SHARED_BUFFERS = '8MB';
  * The embedded server's `default_statistics_target` (PostgreSQL's own is 100; it was 10 before
  * 8.4). ANALYZE holds a sample of up to 300 × this many whole rows in the analysing process's
  * memory, and autovacuum analyses a busy hub's tables every few minutes (presence rewrites every
- * online project's row at each flush). Measured on the server from npm (README "Autovacuum's
+ * online project's row at each flush). Measured on the server from npm (docs/benchmarks.md "Autovacuum's
  * samples, smaller"), the analysing process's private memory at its peak: 100 000 projects
  * +12.4 MB at 100, +1.4 MB at 10; 10 000 presence rows (656 bytes each, their registration and
  * metrics inline) +10.8 MB at 100, +3.5 MB at 10. 3 000 sampled rows still give each status its

@@ -46,7 +46,7 @@ export class Authenticator {
   private readonly hubDigest: Buffer;
   /**
    * Accepted logins: an LRU cache (a Map whose oldest key is popped through `keys().next()` walks
-   * V8's holes once full: README "Bounded maps that stay fast when full").
+   * V8's holes once full: docs/benchmarks.md "Bounded maps that stay fast when full").
    */
   private readonly cache: LRUCache<string, { projectId: string; until: number }>;
 

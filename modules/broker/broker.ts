@@ -96,7 +96,7 @@ export class EmbeddedBroker {
   private readonly denials = new Map<string, { kind: BrokerDeniedEvent['kind']; reason: string; count: number }>();
   /**
    * Per project, bumped on every credentials change: a CONNECT authenticated across one is checked
-   * again. An LRU cache of `auth_cache_max` (README "Bounded maps that stay fast when full").
+   * again. An LRU cache of `auth_cache_max` (docs/benchmarks.md "Bounded maps that stay fast when full").
    */
   private readonly credentialGen: LRUCache<string, number>;
   private lastSummary = { shed: 0, unreported: 0 };
@@ -363,7 +363,7 @@ export class EmbeddedBroker {
       bucket: new TokenBucket(cfg.rate_limit.msgs_per_s, cfg.rate_limit.burst, this.ctx.services.clock.now()),
       // the password's bytes as latin1 text (any byte, one character each): the Buffer aedes hands
       // over is a view of the read the CONNECT came in, which it would keep alive for the whole
-      // connection, and a copy in Node's buffer pool would keep a pool slab (README "The embedded
+      // connection, and a copy in Node's buffer pool would keep a pool slab (docs/benchmarks.md "The embedded
       // broker's connections")
       password: password ? password.toString('latin1') : '',
     });

@@ -2,7 +2,7 @@
  * Keepalive without a timer a connection. aedes arms a `setTimeout` for each client, with a
  * closure of its own (handlers/connect.js `setKeepAlive`), and refreshes it on every packet: about
  * 170 bytes of live heap a connection with what it holds, 1.7 MB with the embedded broker holding
- * 10 000 agents (README "Keepalive by one sweep"). Once a client is connected, `adopt` swaps its
+ * 10 000 agents (docs/benchmarks.md "Keepalive by one sweep"). Once a client is connected, `adopt` swaps its
  * timer for a mark of the time of its last packet (a small integer and the client), and one sweep
  * for the whole broker ends the clients silent for longer than their interval, as aedes' timer
  * did: `keepaliveTimeout` on the broker, then the client's 'error', on which aedes closes it (and

@@ -11,7 +11,7 @@
  * - `duplicates` as `Object.create(null)`: a dictionary, for the one key it ever holds here
  *   (this broker's id);
  * - its own and its parser's listener tables, dictionaries too (`leanOnceConnected`).
- * (README "The embedded broker's connections" has the figures.)
+ * (docs/benchmarks.md "The embedded broker's connections" has the figures.)
  *
  * `leanConnection` replaces them, on a TCP socket's client, by shared functions that find the
  * client on the socket (`conn.client`, aedes' own back reference), a Set made on first use, and a

@@ -97,7 +97,7 @@ export const LOCKED_BOTH = '(SELECT count(*) FROM lo) >= 0';
  * SubPlan, built once, never a join. The planner estimates one row for each step of a group's
  * statement (jsonb_to_recordset's 100 rows, narrowed by a two-column join), and joined two steps
  * in a nested loop that read one of them again for every row of the other: quadratic in the
- * group, 40 000 comparisons for 200 results (README "A group's steps joined by hash, not in
+ * group, 40 000 comparisons for 200 results (docs/benchmarks.md "A group's steps joined by hash, not in
  * loops"). Wrapped in `IS TRUE` so the planner keeps it a SubPlan (it turns a bare `IN` into a
  * join); the ids are never null, so it means `IN`.
  */

@@ -123,7 +123,7 @@ export function newCounters(): Counters {
  * Commands whose last version (and result) the gate remembers; the least recently changed are
  * forgotten first. An LRU cache, not a Map whose oldest key is popped through `keys().next()`:
  * V8 leaves a deleted entry as a hole that every later iterator walks until the table is rebuilt,
- * so once full that pop cost 5-45 us an insertion instead of 0.3-0.7 (README "Bounded maps that stay
+ * so once full that pop cost 5-45 us an insertion instead of 0.3-0.7 (docs/benchmarks.md "Bounded maps that stay
  * fast when full").
  */
 export const MAX_REMEMBERED = 100_000;
@@ -141,7 +141,7 @@ export class EventOrder {
    * Per command, in one number: the version and status of the last state that went out and
    * whether its result did (`pack`). One cache and no object per command: two caches of 100 000
    * entries with a `{ version, status }` object each held about 17 MB more of the hub's heap once
-   * full (README "A soak: the async path for ten minutes").
+   * full (docs/benchmarks.md "A soak: the async path for ten minutes").
    */
   private readonly seen = growingLru<string, number>(MAX_REMEMBERED);
 

@@ -104,10 +104,10 @@ export const INSERT_SQL = statement(
  * step and the keyed tracker insert. Each step of a statement is set up on every run (its
  * tables and their indexes opened, its constraints prepared) whether it writes a row or not, and
  * at one send that set-up is a good part of the statement's cost: 230-247 us of server CPU a send
- * with those steps, 200-220 without (README "A list of one id is an equality", its last part).
+ * with those steps, 200-220 without (docs/benchmarks.md "A list of one id is an equality", its last part).
  * Nor does it filter on the key: the planner takes `idempotency_key IS NULL` for 1 row in 200,
  * so for one tracker row, and then joined the tracker and outbox steps' rows in a nested loop
- * that read one step again for each row of the other, quadratic in the group (README "A group's
+ * that read one step again for each row of the other, quadratic in the group (docs/benchmarks.md "A group's
  * steps joined by hash, not in loops").
  */
 export const INSERT_PLAIN_SQL = statement(

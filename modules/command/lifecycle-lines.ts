@@ -7,7 +7,7 @@
  * Why: a line is pino's serialisation and a write (handed to libuv's thread pool on a pipe; on a
  * regular file, one write(2) when the turn ends: core/log-destination.ts), 50-80 µs of the
  * event loop on these 2-core machines, and each of a sync command's two lines sat between a
- * database answer and what that answer lets go out (README "A sync call leg by leg": legs 3 and
+ * database answer and what that answer lets go out (docs/benchmarks.md "A sync call leg by leg": legs 3 and
  * 7). So the lines of a moment are held and written in the next turn of the event loop (a
  * `setImmediate` queued from a `setImmediate`): after the immediates this moment queued, where
  * the bus's mailboxes hand the PUBLISH to the bridge and the result to the sync caller's waiter.

@@ -324,7 +324,7 @@ $do$;
     // after a while: the index over (status, next_attempt_at) held an entry for every command
     // ever sent, and every ack's write added one more (the status changes, so the update is
     // not HOT). Partial, it holds the live and dead rows only, and a row going `published`
-    // adds no entry (README "The outbox's index holds only unpublished rows").
+    // adds no entry (docs/benchmarks.md "The outbox's index holds only unpublished rows").
     id: '011_outbox_index_unpublished',
     up: `
 CREATE INDEX IF NOT EXISTS command_outbox_unpublished_idx ON command_outbox (status, next_attempt_at)

@@ -3,7 +3,7 @@
  * of a send's first publish (its PUBACK) waits to be written. An agent usually acks within a few
  * ms of the PUBACK, and under load within a few hundred (at 256 commands in flight on 2 cores,
  * 37–58 % of acks came later than the 250 ms this window was before, and each of those commands
- * paid a tracker UPDATE that its ack's write made stale a moment later: README "The publish
+ * paid a tracker UPDATE that its ack's write made stale a moment later: docs/benchmarks.md "The publish
  * outcome window as long as the first backoff"). Written at once, every command paid one
  * more UPDATE and commit, which held the tracker row while the agent's ack and result were being
  * written (a sync caller waited for it), and emitted a `sent` event that was stale a moment later.

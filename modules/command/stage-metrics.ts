@@ -13,7 +13,7 @@ import type { CommandEvent, CommandView } from './contract/topics.js';
 const STAGE_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900, 3600];
 /**
  * Commands whose stages were observed, so a repeated event is not counted twice: an LRU cache, the
- * command seen longest ago forgotten first (README "Bounded maps that stay fast when full").
+ * command seen longest ago forgotten first (docs/benchmarks.md "Bounded maps that stay fast when full").
  */
 const SEEN_MAX = 50_000;
 
@@ -48,7 +48,7 @@ export class StageMetrics {
     // A finished command stays too (its mask says what was counted): a copy of its last event is
     // not counted again, and it is never deleted. lru-cache empties itself on the delete of its
     // last entry by filling its whole index (SEEN_MAX slots): at one command in flight that was
-    // each command's last event, 110 µs (README "Bounded maps that stay fast when full").
+    // each command's last event, 110 µs (docs/benchmarks.md "Bounded maps that stay fast when full").
     this.seen.set(c.command_id, mask);
   }
 

@@ -81,7 +81,7 @@ export class Publisher {
         reject(new HubError('MQTT_ERR_PUBLISH', `no PUBACK for a publish on ${req.topic} within ${ms} ms`));
       }, ms);
       // a command waits on this publish: out with this moment's microtasks, not at the turn's end
-      // (write-hold.ts; README "A sync call leg by leg")
+      // (write-hold.ts; docs/benchmarks.md "A sync call leg by leg")
       releaseSoon(this.d.client.stream);
       this.d.client.publish(req.topic, req.payload, { qos: req.qos ?? 1, retain: req.retain ?? false }, (err) => {
         if (settled) return;

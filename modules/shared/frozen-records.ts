@@ -1,7 +1,7 @@
 /**
  * Small records that many connections hold with equal contents (a subscription's settings, a
  * CONNECT's protocol version): one frozen record per key, shared, instead of one each. 10 000
- * agents on the embedded broker held tens of thousands of such equal records (README
+ * agents on the embedded broker held tens of thousands of such equal records (docs/benchmarks.md
  * "Autovacuum's samples, smaller"). Keys must come from a few known values: the table never
  * forgets one.
  */

@@ -8,7 +8,7 @@ import { LRUCache } from 'lru-cache';
  * and projects, most of them nearly empty on a hub whose fleet sends few commands (the memory
  * suite: 10 MB of its live heap). Bounded by `maxSize` with every entry of size 1 instead,
  * lru-cache grows plain arrays as entries come and evicts the least recently used past `max`
- * the same way (README "Bounded maps that stay fast when full"). Full, it holds about 1.3 MB
+ * the same way (docs/benchmarks.md "Bounded maps that stay fast when full"). Full, it holds about 1.3 MB
  * more per 100 000 entries than the preallocated form: memory follows use, at a small cost when
  * full.
  *

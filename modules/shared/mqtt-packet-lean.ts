@@ -18,7 +18,7 @@
  * bound callbacks, of which the parser uses only the list (append, consume, length,
  * readUInt8/16/32, slice, toString). bl's plain `BufferList` is that list without the stream:
  * about 0.9 KB of live JS heap less per connection, 150.0 → 141.3 MB with 10 000 agents on the
- * embedded broker (README "The embedded broker's connections"). bl is loaded from where
+ * embedded broker (docs/benchmarks.md "The embedded broker's connections"). bl is loaded from where
  * mqtt-packet loads it, so the list is the one it was written for. If the parser no longer has
  * the shape this relies on, nothing is changed (`parserListIsPlain` then says false; a test
  * requires it to be true for the installed version).

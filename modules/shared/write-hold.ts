@@ -13,7 +13,7 @@
  *
  * The wrapper is one function for every socket, and a socket keeps one small record (its own
  * `write`, whether a turn holds it): the embedded broker wraps each of its thousands of agent
- * connections, and closures per socket cost about 0.2 KB each (README "The embedded broker's
+ * connections, and closures per socket cost about 0.2 KB each (docs/benchmarks.md "The embedded broker's
  * connections").
  *
  * @example

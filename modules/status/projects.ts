@@ -128,7 +128,7 @@ function notFound(projectId: string): HubError {
 export class ProjectStore {
   /**
    * Least recently used first out past CACHE_MAX: an LRU cache, not a Map popped through
-   * `keys().next()`, which walks V8's holes once full (README "Bounded maps that stay fast when
+   * `keys().next()`, which walks V8's holes once full (docs/benchmarks.md "Bounded maps that stay fast when
    * full"): a fleet of more projects than that, or a flood of unknown ids, would pay it per miss.
    */
   private readonly cache = growingLru<string, CacheEntry>(CACHE_MAX);

@@ -1,7 +1,7 @@
 /**
  * The suites' stand-in for autovacuum's ANALYZE (bench/env.ts autoAnalyze): a session's generic
  * plan made while its table held a few rows scans the whole table; the analyzer analyzes a table
- * once it has doubled, and the session then plans an index lookup. Against the machine's PostgreSQL, in a fresh schema (README "Plans made on empty tables").
+ * once it has doubled, and the session then plans an index lookup. Against the machine's PostgreSQL, in a fresh schema (docs/benchmarks.md "Plans made on empty tables").
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';

@@ -4,6 +4,8 @@
  * `README ("Name"`, `README, "Name"`, curly quotes) in any tracked source, config or document,
  * `README.md#anchor` links, and the README's own `(#anchor)` links. A quoted name is a heading or
  * a bold paragraph title (`**Idempotent sends.**`); an anchor is a heading's GitHub anchor.
+ * The measurements behind the README's benchmark figures are cited the same way by name,
+ * `docs/benchmarks.md "Name"`, and are held to that page (its anchors: test/docs/citations.test.ts).
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -13,6 +15,7 @@ import { describe, test } from 'node:test';
 import { REPO_ROOT } from '../helpers/process.js';
 
 const README = fs.readFileSync(path.join(REPO_ROOT, 'README.md'), 'utf8');
+const BENCHMARKS = fs.readFileSync(path.join(REPO_ROOT, 'docs/benchmarks.md'), 'utf8');
 
 /** Heading texts without the #s and inline code marks, outside fenced code blocks. */
 function headings(md: string): string[] {
@@ -57,6 +60,8 @@ function folded(text: string): string {
 
 interface Citation {
   file: string;
+  /** The document cited: the README, or docs/benchmarks.md (by name only). */
+  doc: 'README' | 'benchmarks';
   name?: string;
   anchor?: string;
 }
@@ -68,11 +73,14 @@ function citations(): Citation[] {
     if (!fs.existsSync(abs)) continue;
     const text = folded(fs.readFileSync(abs, 'utf8'));
     for (const m of text.matchAll(/\bREADME(?:\.md)?\s*[,(]?\s*(?:section\s+)?["“]([^"”]{2,80})["”]/g)) {
-      out.push({ file, name: m[1].trim() });
+      out.push({ file, doc: 'README', name: m[1].trim() });
     }
-    for (const m of text.matchAll(/README\.md#([a-z0-9_-]+)/g)) out.push({ file, anchor: m[1] });
+    for (const m of text.matchAll(/\bdocs\/benchmarks\.md\s*[,(]?\s*["“]([^"”]{2,80})["”]/g)) {
+      out.push({ file, doc: 'benchmarks', name: m[1].trim() });
+    }
+    for (const m of text.matchAll(/README\.md#([a-z0-9_-]+)/g)) out.push({ file, doc: 'README', anchor: m[1] });
     if (file === 'README.md') {
-      for (const m of text.matchAll(/\]\(#([a-z0-9_-]+)\)/g)) out.push({ file, anchor: m[1] });
+      for (const m of text.matchAll(/\]\(#([a-z0-9_-]+)\)/g)) out.push({ file, doc: 'README', anchor: m[1] });
     }
   }
   return out;
@@ -82,6 +90,7 @@ describe('README citations', () => {
   const heads = headings(README);
   const names = new Set([...heads, ...boldTitles(README)]);
   const anchors = new Set(heads.map(anchor));
+  const benchmarkNames = new Set([...headings(BENCHMARKS), ...boldTitles(BENCHMARKS)]);
   const found = citations();
 
   test('the citations are found (the scan reads what it should)', () => {
@@ -96,12 +105,22 @@ describe('README citations', () => {
       'the quoted form is read',
     );
     assert.ok(anchors.has('running-an-agent') && anchors.has('lifecycle-start-reload-stop'));
+    assert.ok(
+      found.some((c) => c.doc === 'benchmarks' && c.name === 'Bounded maps that stay fast when full'),
+      'the quoted form of docs/benchmarks.md is read',
+    );
   });
 
   test('every cited section exists', () => {
     const missing = found
-      .filter((c) => (c.name !== undefined ? !names.has(c.name) : !anchors.has(c.anchor!)))
-      .map((c) => `${c.file}: ${c.name !== undefined ? `"${c.name}"` : `#${c.anchor}`}`);
-    assert.deepEqual(missing, [], `README sections cited but missing:\n${missing.join('\n')}`);
+      .filter((c) =>
+        c.doc === 'benchmarks'
+          ? !benchmarkNames.has(c.name!)
+          : c.name !== undefined
+            ? !names.has(c.name)
+            : !anchors.has(c.anchor!),
+      )
+      .map((c) => `${c.file}: ${c.doc} ${c.name !== undefined ? `"${c.name}"` : `#${c.anchor}`}`);
+    assert.deepEqual(missing, [], `sections cited but missing:\n${missing.join('\n')}`);
   });
 });

@@ -100,7 +100,7 @@ export class EventFeed {
   /**
    * command_id → project_id, from state and result events only (never from a log chunk); made
    * when first needed and let go when the feed stops keeping events. An LRU cache, not a Map
-   * popped through `keys().next()` (README "Bounded maps that stay fast when full").
+   * popped through `keys().next()` (docs/benchmarks.md "Bounded maps that stay fast when full").
    */
   private owners: LRUCache<string, string> | null = null;
   /** Clients holding the feed now (connections that were told its epoch, watchers). */
@@ -167,7 +167,7 @@ export class EventFeed {
     if (!this.keeping()) {
       // Nobody can resume from here: what the ring holds ends before this event, so it is
       // dropped whole (a resume into it would miss this one), and the events let go at once
-      // instead of living on into the old generation (README "Live events nobody watches").
+      // instead of living on into the old generation (docs/benchmarks.md "Live events nobody watches").
       // The owners go too: learned again once a client comes; until then a command's events
       // are matched on their own project, as those of a command older than the feed.
       if (this.ring.length > 0) {

@@ -86,7 +86,7 @@ describe('the window by default', () => {
   test('lasts as long as the first re-publish backoff: an agent that has not acked by its end is published again then anyway', () => {
     const d = commandConfigSchema.parse({});
     // at 256 commands in flight on 2 cores, 37-58 % of acks came after a 250 ms window, and each of
-    // those commands paid a tracker UPDATE its ack made stale a moment later (README "The publish
+    // those commands paid a tracker UPDATE its ack made stale a moment later (docs/benchmarks.md "The publish
     // outcome window as long as the first backoff")
     assert.equal(d.publish_outcome_delay_ms, d.retry_base_ms);
   });
