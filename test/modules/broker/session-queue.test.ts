@@ -22,17 +22,13 @@ async function startBroker() {
 /** One connection of a persistent session (clean session off) that acknowledges only when told. */
 async function rawSession(port: number, clientId: string) {
   const raw = await rawMqttClient(port, { clientId, clean: false }, 5000);
-  return {
-    get publishes() {
-      return raw.publishes;
-    },
+  return Object.assign(raw, {
     subscribe: async (topic: string) => {
       raw.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic, qos: 1 }] });
       await until(() => raw.packets.some((p) => p.cmd === 'suback'), 5000, 'SUBACK');
     },
     puback: (messageId: number) => raw.send({ cmd: 'puback', messageId }),
-    drop: raw.drop,
-  };
+  });
 }
 
 const text = (p: IPublishPacket) => p.payload.toString();
