@@ -142,5 +142,22 @@ export function legNotes(hub: LegTimeline, floor: LegTimeline): string[] {
       LEGS.map((leg, i) => `${i + 1}. ${leg} ${us(median(hub.legs[i]))} / ${us(median(floor.legs[i]))}`).join('; ') +
       `; request → answer ${us(median(hub.totals))} / ${us(median(floor.totals))}`,
     `legs grouped (sums of the medians, µs, hub / floor): the process's own steps (1, 3, 5, 7) ${us(sumOf(hub, OWN))} / ${us(sumOf(floor, OWN))}; the database (2, 6) ${us(sumOf(hub, DATABASE))} / ${us(sumOf(floor, DATABASE))}; broker and agent (4) ${us(sumOf(hub, BROKER_AGENT))} / ${us(sumOf(floor, BROKER_AGENT))}`,
+    `the slowest 2 % of calls (the p99's tail), hub / floor: ${tailNote(hub)} / ${tailNote(floor)}`,
   ];
+}
+
+/**
+ * Where the slowest 2 % of calls (total at or past the 98th percentile) lost their time: how many
+ * of them had each leg past that leg's own 98th percentile over all calls, leg by leg (`leg:count`),
+ * and the median total of those calls. A leg that is slow in most of the tail is what sets the p99.
+ */
+export function tailNote(t: LegTimeline): string {
+  if (t.totals.length === 0) return 'no calls';
+  const p98 = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(0.98 * (xs.length - 1))];
+  const cut = p98(t.totals);
+  const tail = t.totals.flatMap((x, i) => (x >= cut ? [i] : []));
+  const legCuts = t.legs.map(p98);
+  const counts = LEGS.map((_, leg) => tail.filter((i) => t.legs[leg][i] >= legCuts[leg]).length);
+  const total = median(tail.map((i) => t.totals[i]));
+  return `${tail.length} calls, median ${us(total)} µs; legs past their own p98: ${counts.map((c, leg) => `${leg + 1}:${c}`).join(' ')}`;
 }

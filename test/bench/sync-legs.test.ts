@@ -11,7 +11,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { after, describe, test } from 'node:test';
-import { LEGS, legNotes, legTimeline, parseLegEvents, readLegTimeline } from '../../bench/sync-legs.js';
+import { LEGS, legNotes, legTimeline, parseLegEvents, readLegTimeline, tailNote } from '../../bench/sync-legs.js';
 
 const PRELOAD = new URL('../../bench/legs-preload.js', import.meta.url).href;
 
@@ -105,6 +105,24 @@ describe('leg timeline: cutting calls into legs', () => {
     const notes = legNotes(t, t);
     assert.match(notes[0], /0 calls \(3 out of order, left out\)/);
     assert.equal(LEGS.length, 7);
+  });
+});
+
+describe('leg timeline: the slowest calls', () => {
+  test('the tail note counts, for the slowest 2 %, which legs were past their own p98', () => {
+    // 200 calls: 198 even ones (every leg 50 µs and a little more, call by call) and two slow
+    // ones, short in every leg but one: the database (leg 6) in one, the agent (leg 4) in the other
+    const legs: number[][] = LEGS.map(() => Array.from({ length: 200 }, (_, i) => 50 + i / 100));
+    for (const l of legs) l[10] = l[20] = 10;
+    legs[5][10] = 5_000;
+    legs[3][20] = 9_000;
+    const totals = Array.from({ length: 200 }, (_, i) => legs.reduce((s, l) => s + l[i], 0));
+    const t = { legs, totals, skipped: 0 };
+    // the tail is the five slowest (the 98th percentile is the fifth): the two slow calls and the
+    // three slowest even ones, each past every leg's p98; of the slow two, only their slow leg is
+    assert.equal(tailNote(t), '5 calls, median 364 µs; legs past their own p98: 1:3 2:3 3:3 4:4 5:3 6:4 7:3');
+    assert.equal(tailNote({ legs: LEGS.map(() => []), totals: [], skipped: 0 }), 'no calls');
+    assert.ok(legNotes(t, t)[2].startsWith("the slowest 2 % of calls (the p99's tail), hub / floor: 5 calls"));
   });
 });
 
