@@ -41,6 +41,7 @@ import {
 } from './env.js';
 import { startFloor } from './floor.js';
 import { connectFloorAgents } from './floor-agent.js';
+import { floorAgentLabel, floorKind } from './floor-protocol.js';
 import { machine, percentile, type SuiteResult, vsFloor } from './harness.js';
 import { JsonClient } from './http.js';
 
@@ -330,13 +331,13 @@ export async function runAsyncSuite(): Promise<SuiteResult> {
         vsFloor('server CPU per command', 'ms', hubCpu, floorCpu),
       ],
       notes: [
-        `${WINDOW_MS / 1000} s sustained after ${WARMUP_MS / 1000} s warm-up, for the floor and then the hub; ${IN_FLIGHT} commands in flight end to end over ${AGENTS} agents (one connection each; hub: lean simulated, signed; floor: unsigned echo); against the floor the ratio is hub / floor (goal >= 0.8x, accept p99 < 100 ms)`,
+        `${WINDOW_MS / 1000} s sustained after ${WARMUP_MS / 1000} s warm-up, for the floor and then the hub; ${IN_FLIGHT} commands in flight end to end over ${AGENTS} agents (one connection each; hub: lean simulated, signed; floor: ${floorAgentLabel()}); against the floor the ratio is hub / floor (goal >= 0.8x, accept p99 < 100 ms)`,
         `databases: hub and floor both on the PostgreSQL server (${PG_URL}), each in a fresh schema (hub ${schema}, floor ${floorDb.config.schema}); hub: child process; floor: hand-coded node:http + pg + mqtt.js child process, writes micro-batched; Mosquitto private`,
         `floor: ${fw.analyzed}; hub: ${hw.analyzed}`,
         `raw: mqtt.js QoS 1 echo, ${IN_FLIGHT} in flight, ${ECHO_MS / 1000} s, echo peer in a child process, before the floor and the hub started`,
         `connections: the client opens its ${IN_FLIGHT} keep-alive connections before each warm-up (a request on each at once): floor ${floorOpen.ms.toFixed(0)} ms (${floorOpen.sockets} kept), hub ${hubOpen.ms.toFixed(0)} ms (${hubOpen.sockets} kept)`,
         `hub: accepted ${hw.accepted}, completed ${hd.completed}, results stored ${results.rows[0].n}, statuses ${JSON.stringify(last)}, HTTP errors ${errorsNote(hw.errors)}`,
-        `floor: accepted ${fw.accepted}, completed ${fd.completed}, HTTP errors ${errorsNote(fw.errors)}; ${fstats.inserted} rows in ${fstats.insert_batches} INSERTs (${(fstats.inserted / Math.max(1, fstats.insert_batches)).toFixed(1)} per statement), ${fstats.updated} in ${fstats.update_batches} UPDATEs (${(fstats.updated / Math.max(1, fstats.update_batches)).toFixed(1)})`,
+        `floor: accepted ${fw.accepted}, completed ${fd.completed}, HTTP errors ${errorsNote(fw.errors)}; ${fstats.inserted} rows in ${fstats.insert_batches} INSERTs (${(fstats.inserted / Math.max(1, fstats.insert_batches)).toFixed(1)} per statement), ${fstats.updated} in ${fstats.update_batches} UPDATEs (${(fstats.updated / Math.max(1, fstats.update_batches)).toFixed(1)}); replies refused ${fstats.bad_replies}${floorKind() === 'signed' ? `; signed acks checked ${fstats.acks}` : ''}`,
         `CPU per command accepted in the window, µs (per process; machine: all busy CPU): floor: ${cpuPerMessage(fw.cpuAll, fw.acceptedInWindow, { bench: 'load generator and agents' })}; hub: ${cpuPerMessage(hw.cpuAll, hw.acceptedInWindow, { bench: 'load generator and agents' })}`,
         rateBudget({ ms: hw.cpuAll, n: hw.acceptedInWindow }, { ms: fw.cpuAll, n: fw.acceptedInWindow }, 0.8),
         `command stats: published ${stats.published}, publish_errors ${stats.publish_errors}, flushes ${stats.flushes}, publish outcomes left to the ack ${stats.outcomes_skipped ?? 0}, flush_errors ${stats.flush_errors}, duplicate_results ${stats.duplicate_results}; agent duplicates ${agents.reduce((n, a) => n + a.counters.duplicates, 0)}`,

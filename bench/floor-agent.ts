@@ -9,9 +9,16 @@
  * floor (issue 13: "no framework and no signing"): no HMAC verification or signing, no clock or
  * replay check, no registration or heartbeats, and one reply instead of command_ack +
  * exec_result. SimAgent cannot serve here: it rejects unsigned messages by design.
+ *
+ * With BENCH_FLOOR=signed (floor-protocol.ts) each agent is the protocol's instead: it parses the
+ * signed command, checks signature, clock and replay, and answers with a signed `command_ack`
+ * and a signed `exec_result` (the payload back as its output), both QoS 1, as SimAgent does.
  */
 import type { MqttClient } from 'mqtt';
-import { connectMqtt, endClient, pool } from './agents.js';
+import { commandDownTopic, parseDownlink } from '../modules/shared/protocol.js';
+import { CLOCK_WINDOW_MS, ReplayCache, verifyInbound } from '../modules/shared/signing.js';
+import { connectMqtt, endClient, pool, signedData } from './agents.js';
+import { type FloorKind, floorKind, floorSecret } from './floor-protocol.js';
 
 export const floorCommandTopic = (projectId: string) => `floor/cmd/${projectId}`;
 export const floorReplyTopic = (projectId: string) => `floor/res/${projectId}`;
@@ -25,14 +32,21 @@ export function urlAuth(url: string): { username?: string; password?: string } {
 
 export class FloorAgent {
   replies = 0;
+  /** Signed commands refused (signature, clock or replay; BENCH_FLOOR=signed). */
+  rejected = 0;
   /** Fires when the broker acknowledged the reply to command `id` (the async suite's slot clock). */
   onResultSent?: (id: string) => void;
 
   private constructor(
     readonly client: MqttClient,
     readonly projectId: string,
+    kind: FloorKind,
   ) {
     const replyTopic = floorReplyTopic(projectId);
+    if (kind === 'signed') {
+      this.answerSigned(replyTopic);
+      return;
+    }
     client.on('message', (_topic, payload) => {
       const m = JSON.parse(payload.toString('utf8')) as { id: string; payload: unknown };
       const reply = JSON.stringify({ id: m.id, result: m.payload });
@@ -44,10 +58,50 @@ export class FloorAgent {
     });
   }
 
-  static async connect(url: string, projectId: string): Promise<FloorAgent> {
+  /** The protocol's agent (SimAgent's command path, on the floor's topics). */
+  private answerSigned(replyTopic: string): void {
+    const { client, projectId } = this;
+    const secret = floorSecret(projectId);
+    const replay = new ReplayCache();
+    // the parser checks the topic's project against the message's: hand it the protocol's topic
+    const downTopic = commandDownTopic(projectId);
+    client.on('message', (_topic, payload) => {
+      const r = parseDownlink(downTopic, payload);
+      if (!r.ok || r.value.kind !== 'command') {
+        this.rejected++;
+        return;
+      }
+      const msg = r.value.msg;
+      const v = verifyInbound(msg, secret, replay, Date.now(), CLOCK_WINDOW_MS, r.value.sent);
+      if (!v.ok) {
+        this.rejected++;
+        return;
+      }
+      const id = msg.message_id;
+      const start = Date.now();
+      client.publish(replyTopic, signedData(projectId, secret, 'command_ack', { command_id: id }), { qos: 1 });
+      const result = signedData(projectId, secret, 'exec_result', {
+        command_id: id,
+        status: 'success',
+        exit_code: 0,
+        output: JSON.stringify(msg.payload ?? null),
+        error: '',
+        start_time: start,
+        end_time: start,
+        duration: 0,
+      });
+      client.publish(replyTopic, result, { qos: 1 }, (err) => {
+        if (err) return;
+        this.replies++;
+        this.onResultSent?.(id);
+      });
+    });
+  }
+
+  static async connect(url: string, projectId: string, kind: FloorKind = floorKind()): Promise<FloorAgent> {
     const client = await connectMqtt(url, { clientId: `floor-agent-${projectId}`, ...urlAuth(url) });
     await client.subscribeAsync(floorCommandTopic(projectId), { qos: 1 });
-    return new FloorAgent(client, projectId);
+    return new FloorAgent(client, projectId, kind);
   }
 
   close(): Promise<void> {
@@ -56,10 +110,15 @@ export class FloorAgent {
 }
 
 /** One FloorAgent per project id, `concurrency` connecting at a time. */
-export async function connectFloorAgents(url: string, projectIds: string[], concurrency = 64): Promise<FloorAgent[]> {
+export async function connectFloorAgents(
+  url: string,
+  projectIds: string[],
+  concurrency = 64,
+  kind: FloorKind = floorKind(),
+): Promise<FloorAgent[]> {
   const out: FloorAgent[] = new Array(projectIds.length);
   await pool(projectIds, concurrency, async (id, i) => {
-    out[i] = await FloorAgent.connect(url, id);
+    out[i] = await FloorAgent.connect(url, id, kind);
   });
   return out;
 }

@@ -18,6 +18,10 @@
  * Its table lives in the schema it is given (a throwaway one, bench/env.ts pgDatabase()),
  * created at start.
  *
+ * With BENCH_FLOOR=signed (floor-protocol.ts) it speaks the protocol instead: each command signed
+ * with its project's secret as the hub signs it, the agent's `command_ack` and `exec_result` parsed
+ * and checked (signature, clock, replay) as the hub checks them; the result is what it writes.
+ *
  * argv: <mqtt url (may carry user:pass)> <postgres url> <schema>
  * IPC: child → parent { op: 'ready', url } | { op: 'stats', ... } | { op: 'start-failed', error };
  *      parent → child { op: 'stats' } | { op: 'stop' }
@@ -26,11 +30,17 @@ import { randomUUID } from 'node:crypto';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import pg from 'pg';
+import { parseUplink, signedCommandJson, TOPIC_MESSAGE_UP } from '../modules/shared/protocol.js';
+import { CLOCK_WINDOW_MS, canonicalJson, ReplayCache, verifyInbound } from '../modules/shared/signing.js';
 import { connectMqtt, endClient, publishQos1 } from './agents.js';
 import { FLOOR_REPLIES, floorCommandTopic, urlAuth } from './floor-agent.js';
 import { MicroBatch } from './floor-batch.js';
+import { floorKind, floorSecret } from './floor-protocol.js';
 
 const [mqttUrl, pgUrl, schema] = process.argv.slice(2);
+/** BENCH_FLOOR=signed: commands signed, replies parsed and checked as the protocol asks (floor-protocol.ts). */
+const SIGNED = floorKind() === 'signed';
+const replay = new ReplayCache();
 const send = (m: unknown) => process.send?.(m);
 
 interface Insert {
@@ -78,6 +88,7 @@ const updates = new MicroBatch<Update>(async (rows) => {
 const waiters = new Map<string, Waiter>();
 let syncTimeouts = 0;
 let badReplies = 0;
+let acks = 0;
 
 function answer(res: http.ServerResponse, status: number, body: unknown): void {
   const text = JSON.stringify(body);
@@ -96,10 +107,21 @@ async function handle(url: string, body: Buffer, res: http.ServerResponse): Prom
   if (typeof projectId !== 'string' || !PROJECT_ID.test(projectId) || typeof commandType !== 'string') {
     return answer(res, 400, { error: { code: 'INVALID', message: 'project_id and command_type are required' } });
   }
-  const id = randomUUID();
-  const payload = JSON.stringify(req.payload ?? null);
+  let id: string;
+  let payload: string;
+  let wire: string;
+  if (SIGNED) {
+    // as the hub's send: the payload canonical (an object; none is {}), the command signed around it
+    payload = canonicalJson(req.payload ?? {});
+    const cmd = signedCommandJson(projectId, commandType, payload, floorSecret(projectId));
+    id = cmd.message_id;
+    wire = cmd.json;
+  } else {
+    id = randomUUID();
+    payload = JSON.stringify(req.payload ?? null);
+    wire = `{"id":"${id}","command_type":${JSON.stringify(commandType)},"payload":${payload}}`;
+  }
   await inserts.add({ id, projectId, commandType, payload });
-  const wire = `{"id":"${id}","command_type":${JSON.stringify(commandType)},"payload":${payload}}`;
   const topic = floorCommandTopic(projectId);
   if (url === '/send') {
     await publishQos1(mqtt, topic, wire);
@@ -121,6 +143,30 @@ async function handle(url: string, body: Buffer, res: http.ServerResponse): Prom
   answer(res, 200, { command_id: id, status: 'completed', result: r });
 }
 
+/** A signed reply (BENCH_FLOOR=signed): an ack is checked and counted; a result is checked and written. */
+function onSignedReply(payload: Buffer): void {
+  const r = parseUplink(TOPIC_MESSAGE_UP, payload);
+  if (!r.ok || r.value.kind !== 'data') {
+    badReplies++;
+    return;
+  }
+  const msg = r.value.msg;
+  const v = verifyInbound(msg, floorSecret(msg.project_id), replay, Date.now(), CLOCK_WINDOW_MS, r.value.sent);
+  if (!v.ok) {
+    badReplies++;
+    return;
+  }
+  if (msg.data_type === 'command_ack') {
+    acks++;
+    return;
+  }
+  if (msg.data_type !== 'exec_result') {
+    badReplies++;
+    return;
+  }
+  written(msg.payload.command_id, msg.payload);
+}
+
 function onReply(payload: Buffer): void {
   let m: { id?: unknown; result?: unknown };
   try {
@@ -134,13 +180,18 @@ function onReply(payload: Buffer): void {
     badReplies++;
     return;
   }
-  updates.add({ id, result: JSON.stringify(m.result ?? null) }).then(
+  written(id, m.result ?? null);
+}
+
+/** The result written (micro-batched UPDATE), then its sync caller, if one waits, answered. */
+function written(id: string, result: unknown): void {
+  updates.add({ id, result: JSON.stringify(result) }).then(
     () => {
       const w = waiters.get(id);
       if (!w) return;
       waiters.delete(id);
       clearTimeout(w.timer);
-      w.resolve(m.result ?? null);
+      w.resolve(result);
     },
     (err) => console.error(`floor: update failed: ${(err as Error).message}`),
   );
@@ -155,7 +206,7 @@ try {
       status text NOT NULL, result jsonb, created_at timestamptz NOT NULL DEFAULT now(), completed_at timestamptz)`,
   );
   mqtt = await connectMqtt(mqttUrl, { clientId: `floor-${process.pid}`, ...urlAuth(mqttUrl) });
-  mqtt.on('message', (_topic, payload) => onReply(payload));
+  mqtt.on('message', (_topic, payload) => (SIGNED ? onSignedReply(payload) : onReply(payload)));
   await mqtt.subscribeAsync(FLOOR_REPLIES, { qos: 1 });
   server = http.createServer((req, res) => {
     const url = req.url ?? '';
@@ -198,6 +249,7 @@ process.on('message', (m: { op: string }) => {
       update_batches: updates.batches,
       sync_timeouts: syncTimeouts,
       bad_replies: badReplies,
+      acks,
     });
   }
   if (m.op === 'stop') void stop();

@@ -22,6 +22,8 @@ export interface FloorStats {
   update_batches: number;
   sync_timeouts: number;
   bad_replies: number;
+  /** Signed command_acks checked (BENCH_FLOOR=signed; 0 on the unsigned floor, whose agents send none). */
+  acks: number;
 }
 
 export interface FloorProcess {

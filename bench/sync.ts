@@ -13,7 +13,8 @@
  * and its echo peer in a child process, so all three cross the same process boundaries and
  * broker hops. The hub's agent is the lean simulated one (agents.ts SimAgent: verifies, acks,
  * answers `echo` at once), not modules/agent: the point is the hub's overhead, not the agent's
- * handler bus; the floor's is its unsigned counterpart (floor-agent.ts).
+ * handler bus; the floor's is its unsigned counterpart (floor-agent.ts), or with BENCH_FLOOR=signed
+ * the protocol's signed agent (floor-protocol.ts).
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -48,6 +49,7 @@ import {
 } from './env.js';
 import { type FloorProcess, startFloor } from './floor.js';
 import { connectFloorAgents } from './floor-agent.js';
+import { floorAgentLabel, floorKind } from './floor-protocol.js';
 import { type BenchRow, machine, median, percentile, type SuiteResult, vsFloor } from './harness.js';
 import { JsonClient } from './http.js';
 import { legNotes, readLegTimeline } from './sync-legs.js';
@@ -337,7 +339,7 @@ const cpuNotes = (hub: Tally, floor: Tally) =>
 
 const floorStatsNote = async (floor: FloorProcess) => {
   const f = await floor.stats();
-  return `floor writes: ${f.inserted} rows in ${f.insert_batches} INSERTs (${(f.inserted / Math.max(1, f.insert_batches)).toFixed(1)} per statement), ${f.updated} in ${f.update_batches} UPDATEs (${(f.updated / Math.max(1, f.update_batches)).toFixed(1)}); sync timeouts ${f.sync_timeouts}`;
+  return `floor writes: ${f.inserted} rows in ${f.insert_batches} INSERTs (${(f.inserted / Math.max(1, f.insert_batches)).toFixed(1)} per statement), ${f.updated} in ${f.update_batches} UPDATEs (${(f.updated / Math.max(1, f.update_batches)).toFixed(1)}); sync timeouts ${f.sync_timeouts}; replies refused ${f.bad_replies}${floorKind() === 'signed' ? `; signed acks checked ${f.acks}` : ''}`;
 };
 
 export async function runSyncSuite(): Promise<SuiteResult> {
@@ -391,7 +393,7 @@ export async function runSyncSuite(): Promise<SuiteResult> {
         `median of ${RUNS} runs, each ${ECHO_MS} ms of echo, ${SYNC_MS} ms of hub sync calls and ${SYNC_MS} ms of floor sync calls, interleaved; against the floor the ratio is hub / floor (goal: p50 <= 1.5x, p99 <= 2x); against raw it is raw / hub (the hub is ${(v50 / base50).toFixed(1)}x raw at p50, ${(v99 / base99).toFixed(1)}x at p99)`,
         dbNote(w.floorDb),
         await w.analyzer.stop(),
-        'hub: child process, Mosquitto (private, set_tcp_nodelay); agent: lean simulated (bench/agents.ts), one project; floor: hand-coded node:http + pg + mqtt.js child process (bench/floor-child.ts), unsigned echo agent (bench/floor-agent.ts); raw: mqtt.js QoS 1 echo through an echo peer in a child process',
+        `hub: child process, Mosquitto (private, set_tcp_nodelay); agent: lean simulated (bench/agents.ts), one project; floor: hand-coded node:http + pg + mqtt.js child process (bench/floor-child.ts), ${floorAgentLabel().replace('agents', 'agent')} (bench/floor-agent.ts); raw: mqtt.js QoS 1 echo through an echo peer in a child process`,
         `per-run p50 hub ${hub.p50.map((x) => x.toFixed(2)).join(', ')} ms; floor ${floor.p50.map((x) => x.toFixed(2)).join(', ')} ms; raw ${e50.map((x) => x.toFixed(3)).join(', ')} ms`,
         `command stats: accepted ${s.accepted}, published ${s.published}, completed ${s.completed}, flushes ${s.flushes}, publish outcomes left to the ack ${s.outcomes_skipped ?? 0}`,
         await floorStatsNote(w.floor),
@@ -445,7 +447,7 @@ export async function runSyncConcurrentSuite(): Promise<SuiteResult> {
         `median of ${RUNS} runs, each ${ECHO_MS} ms of echo, ${SYNC_MS} ms of hub and ${SYNC_MS} ms of floor sync calls (${IN_FLIGHT} in flight), interleaved; against the floor the ratio is hub / floor (goal >= 0.8x); the floor micro-batches its writes (one INSERT and one UPDATE per turn of its event loop)`,
         dbNote(w.floorDb),
         await w.analyzer.stop(),
-        `hub: child process, Mosquitto; ${IN_FLIGHT} lean simulated agents (one project each, own connection), one caller per agent; floor: the same projects, ${IN_FLIGHT} unsigned echo agents on their own connections`,
+        `hub: child process, Mosquitto; ${IN_FLIGHT} lean simulated agents (one project each, own connection), one caller per agent; floor: the same projects, ${IN_FLIGHT} ${floorAgentLabel()} on their own connections`,
         `per-run cmd/s hub ${hub.rates.map((x) => x.toFixed(0)).join(', ')}; floor ${floor.rates.map((x) => x.toFixed(0)).join(', ')}; raw echo/s ${erates.map((x) => x.toFixed(0)).join(', ')}`,
         await floorStatsNote(w.floor),
         cpuNotes(hub, floor),
