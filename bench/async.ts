@@ -8,7 +8,10 @@
  *    QoS 1 publish (PUBACKed) → 202; the agent's reply → UPDATE; node:http, pg and mqtt.js, no
  *    framework, no signing, writes micro-batched; on the same PostgreSQL server, its own schema.
  *    The suite's goals are against it: >= 0.8x its completed rate, accept p99 < 100 ms;
- *  - the raw mqtt.js QoS 1 echo at 256 in flight, shown on a second line.
+ *  - the raw mqtt.js QoS 1 echo at 256 in flight, shown on a second line;
+ *  - with BENCH_FLOOR=both, also the floor that speaks the protocol (bench/floor-protocol.ts), run
+ *    after the first: the hub against it, and it against the unsigned floor, in the same run
+ *    (BENCH_FLOOR=signed: that floor alone, and the goals against it).
  *
  * Load (the same for hub and floor): a window of 256 commands in flight end to end. A slot sends
  * a command and is free again when the agent's reply for it (hub: exec_result) has been
@@ -39,9 +42,9 @@ import {
   startHub,
   startMosquitto,
 } from './env.js';
-import { startFloor } from './floor.js';
+import { type FloorStats, startFloor } from './floor.js';
 import { connectFloorAgents } from './floor-agent.js';
-import { floorAgentLabel, floorKind } from './floor-protocol.js';
+import { type FloorKind, floorAgentLabel, floorKinds } from './floor-protocol.js';
 import { machine, percentile, type SuiteResult, vsFloor } from './harness.js';
 import { JsonClient } from './http.js';
 
@@ -181,6 +184,24 @@ async function drain(completed: () => Promise<number>, accepted: number) {
 /** Completions of the window's commands per second, with the drain they still needed counted in. */
 const completedRate = (w: WindowResult, drainMs: number) => (w.doneInWindow / (w.windowElapsed + drainMs)) * 1000;
 const acceptRate = (w: WindowResult) => (w.acceptedInWindow / w.windowElapsed) * 1000;
+/** One floor's phase of the run (BENCH_FLOOR: one floor, or both in turn). */
+interface FloorRun {
+  kind: FloorKind;
+  fw: WindowResult;
+  fd: { drainMs: number; completed: number };
+  stats: FloorStats;
+  open: { ms: number; sockets: number };
+  schema: string;
+  lost: number;
+  /** completed/s, the drain counted in */
+  rate: number;
+  /** the floor server's CPU ms a command accepted in the window */
+  cpu: number;
+}
+
+/** How the notes name a floor: the issue's floor is "floor", the other "signed floor". */
+const floorName = (kind: FloorKind) => (kind === 'signed' ? 'signed floor' : 'floor');
+
 const errorsNote = (errors: string[]) =>
   `${errors.length}${errors.length ? ` (${[...new Set(errors)].slice(0, 3).join('; ')})` : ''}`;
 
@@ -229,11 +250,17 @@ export async function runAsyncSuite(): Promise<SuiteResult> {
   const mosq = await startMosquitto();
   const db = await pgDatabase();
   const schema = db.config.schema!;
-  const floorDb = await pgDatabase().catch(async (err) => {
-    await db.drop();
-    throw err;
-  });
-  const cleanups: Array<() => Promise<unknown>> = [floorDb.drop, db.drop, () => mosq.stop()];
+  const kinds = floorKinds();
+  const floorDbs: BenchDb[] = [];
+  for (const _ of kinds) {
+    floorDbs.push(
+      await pgDatabase().catch(async (err) => {
+        for (const d of [db, ...floorDbs]) await d.drop();
+        throw err;
+      }),
+    );
+  }
+  const cleanups: Array<() => Promise<unknown>> = [...floorDbs.map((d) => d.drop), db.drop, () => mosq.stop()];
   const pgc = new pg.Client({ connectionString: PG_URL });
   const run = async (): Promise<SuiteResult> => {
     await pgc.connect();
@@ -245,38 +272,60 @@ export async function runAsyncSuite(): Promise<SuiteResult> {
     const echo = await echoRun(mosq.url, { inFlight: IN_FLIGHT, durationMs: ECHO_MS, peer });
     await peer.stop();
 
-    // the floor, alone, then stopped before the hub starts
-    const floor = await startFloor(mosq.url, { url: PG_URL, schema: floorDb.config.schema! });
-    const floorAgents = await connectFloorAgents(mosq.url, ids);
-    const floorHttp = new JsonClient(floor.url, IN_FLIGHT);
-    const floorCleanups = [
-      async () => floorHttp.close(),
-      () => Promise.all(floorAgents.map((a) => a.close())),
-      floor.stop,
-    ];
-    cleanups.unshift(...floorCleanups);
-    const floorOpen = await floorHttp.open('/', IN_FLIGHT);
-    const fw = await driveWindow({
-      http: floorHttp,
-      path: '/send',
-      projectIds: ids,
-      agents: floorAgents,
-      cpuPids: { server: floor.pid, mosquitto: mosq.pid },
-      inFlight: IN_FLIGHT,
-      warmupMs: WARMUP_MS,
-      windowMs: WINDOW_MS,
-      db: floorDb,
-    });
-    const fd = await drain(async () => {
-      const r = await pgc.query<{ n: string }>(`SELECT count(*) AS n FROM ${floor.table} WHERE status = 'completed'`);
-      return Number(r.rows[0].n);
-    }, fw.accepted);
-    const fstats = await floor.stats();
-    for (const c of floorCleanups) await c();
-    cleanups.splice(0, floorCleanups.length);
-    const floorLost = fw.accepted - fd.completed;
-    const fRate = completedRate(fw, fd.drainMs);
+    // each floor (BENCH_FLOOR: the unsigned one, the signed one, or both in turn), alone, then
+    // stopped before the next side starts
+    const floors: FloorRun[] = [];
+    for (const [i, kind] of kinds.entries()) {
+      const fdb = floorDbs[i];
+      const floor = await startFloor(
+        mosq.url,
+        { url: PG_URL, schema: fdb.config.schema! },
+        { env: { BENCH_FLOOR: kind } },
+      );
+      const floorAgents = await connectFloorAgents(mosq.url, ids, 64, kind);
+      const floorHttp = new JsonClient(floor.url, IN_FLIGHT);
+      const floorCleanups = [
+        async () => floorHttp.close(),
+        () => Promise.all(floorAgents.map((a) => a.close())),
+        floor.stop,
+      ];
+      cleanups.unshift(...floorCleanups);
+      const open = await floorHttp.open('/', IN_FLIGHT);
+      const fw = await driveWindow({
+        http: floorHttp,
+        path: '/send',
+        projectIds: ids,
+        agents: floorAgents,
+        cpuPids: { server: floor.pid, mosquitto: mosq.pid },
+        inFlight: IN_FLIGHT,
+        warmupMs: WARMUP_MS,
+        windowMs: WINDOW_MS,
+        db: fdb,
+      });
+      const fd = await drain(async () => {
+        const r = await pgc.query<{ n: string }>(`SELECT count(*) AS n FROM ${floor.table} WHERE status = 'completed'`);
+        return Number(r.rows[0].n);
+      }, fw.accepted);
+      const stats = await floor.stats();
+      for (const c of floorCleanups) await c();
+      cleanups.splice(0, floorCleanups.length);
+      floors.push({
+        kind,
+        fw,
+        fd,
+        stats,
+        open,
+        schema: fdb.config.schema!,
+        lost: fw.accepted - fd.completed,
+        rate: completedRate(fw, fd.drainMs),
+        cpu: (fw.cpuAll.server ?? 0) / Math.max(1, fw.acceptedInWindow),
+      });
+    }
+    // the goals are against the first floor (the issue's, unless BENCH_FLOOR=signed)
+    const { fw, fd } = floors[0];
+    const fRate = floors[0].rate;
     const f99 = percentile(fw.acceptLat, 99);
+    const floorLost = floors.reduce((n, f) => n + f.lost, 0);
 
     const { hub, agents, http } = await startCommandHub(mosq.url, db, ids, IN_FLIGHT, cleanups, 'async');
     const count = async () => {
@@ -309,12 +358,34 @@ export async function runAsyncSuite(): Promise<SuiteResult> {
     const p99 = percentile(hw.acceptLat, 99);
     const stats = await hub.request<Record<string, number>>('command/stats');
     const hubCpu = (hw.cpuAll.server ?? 0) / Math.max(1, hw.acceptedInWindow);
-    const floorCpu = (fw.cpuAll.server ?? 0) / Math.max(1, fw.acceptedInWindow);
+    const floorCpu = floors[0].cpu;
+    const second = floors[1];
     return {
       suite: 'async',
       machine: machine(),
       rows: [
         vsFloor(`commands/s completed end to end (${IN_FLIGHT} in flight)`, 'cmd/s', rate, fRate, { min: 0.8 }),
+        ...(second
+          ? [
+              {
+                metric: '  against the signed floor',
+                value: rate,
+                unit: 'cmd/s',
+                baseline: second.rate,
+                against: 'signed floor' as const,
+                ratio: rate / second.rate,
+              },
+              {
+                metric: 'signed floor against the floor',
+                value: second.rate,
+                unit: 'cmd/s',
+                baseline: fRate,
+                against: 'floor' as const,
+                ratioOf: 'signed floor/floor',
+                ratio: second.rate / fRate,
+              },
+            ]
+          : []),
         { metric: '  against raw MQTT echo', value: rate, unit: 'cmd/s', baseline: echo.rate, ratio: rate / echo.rate },
         vsFloor('commands/s accepted (202)', 'cmd/s', acceptRate(hw), acceptRate(fw)),
         vsFloor('accept latency p50', 'ms', percentile(hw.acceptLat, 50), percentile(fw.acceptLat, 50)),
@@ -329,17 +400,35 @@ export async function runAsyncSuite(): Promise<SuiteResult> {
         },
         { metric: 'drain after the window', value: hd.drainMs, unit: 'ms', baseline: fd.drainMs, against: 'floor' },
         vsFloor('server CPU per command', 'ms', hubCpu, floorCpu),
+        ...(second
+          ? [
+              {
+                metric: '  against the signed floor',
+                value: hubCpu,
+                unit: 'ms',
+                baseline: second.cpu,
+                against: 'signed floor' as const,
+                ratio: hubCpu / second.cpu,
+              },
+            ]
+          : []),
       ],
       notes: [
-        `${WINDOW_MS / 1000} s sustained after ${WARMUP_MS / 1000} s warm-up, for the floor and then the hub; ${IN_FLIGHT} commands in flight end to end over ${AGENTS} agents (one connection each; hub: lean simulated, signed; floor: ${floorAgentLabel()}); against the floor the ratio is hub / floor (goal >= 0.8x, accept p99 < 100 ms)`,
-        `databases: hub and floor both on the PostgreSQL server (${PG_URL}), each in a fresh schema (hub ${schema}, floor ${floorDb.config.schema}); hub: child process; floor: hand-coded node:http + pg + mqtt.js child process, writes micro-batched; Mosquitto private`,
-        `floor: ${fw.analyzed}; hub: ${hw.analyzed}`,
+        `${WINDOW_MS / 1000} s sustained after ${WARMUP_MS / 1000} s warm-up, for ${floors.length === 1 ? 'the floor' : 'each floor in turn'} and then the hub; ${IN_FLIGHT} commands in flight end to end over ${AGENTS} agents (one connection each; hub: lean simulated, signed; ${floors.map((f) => `${floorName(f.kind)}: ${floorAgentLabel(f.kind)}`).join('; ')}); against the floor the ratio is hub / floor (goal >= 0.8x, accept p99 < 100 ms)`,
+        `databases: hub and floor both on the PostgreSQL server (${PG_URL}), each in a fresh schema (hub ${schema}, ${floors.map((f) => `${floorName(f.kind)} ${f.schema}`).join(', ')}); hub: child process; floor: hand-coded node:http + pg + mqtt.js child process, writes micro-batched; Mosquitto private`,
+        `${floors.map((f) => `${floorName(f.kind)}: ${f.fw.analyzed}`).join('; ')}; hub: ${hw.analyzed}`,
         `raw: mqtt.js QoS 1 echo, ${IN_FLIGHT} in flight, ${ECHO_MS / 1000} s, echo peer in a child process, before the floor and the hub started`,
-        `connections: the client opens its ${IN_FLIGHT} keep-alive connections before each warm-up (a request on each at once): floor ${floorOpen.ms.toFixed(0)} ms (${floorOpen.sockets} kept), hub ${hubOpen.ms.toFixed(0)} ms (${hubOpen.sockets} kept)`,
+        `connections: the client opens its ${IN_FLIGHT} keep-alive connections before each warm-up (a request on each at once): ${floors.map((f) => `${floorName(f.kind)} ${f.open.ms.toFixed(0)} ms (${f.open.sockets} kept)`).join(', ')}, hub ${hubOpen.ms.toFixed(0)} ms (${hubOpen.sockets} kept)`,
         `hub: accepted ${hw.accepted}, completed ${hd.completed}, results stored ${results.rows[0].n}, statuses ${JSON.stringify(last)}, HTTP errors ${errorsNote(hw.errors)}`,
-        `floor: accepted ${fw.accepted}, completed ${fd.completed}, HTTP errors ${errorsNote(fw.errors)}; ${fstats.inserted} rows in ${fstats.insert_batches} INSERTs (${(fstats.inserted / Math.max(1, fstats.insert_batches)).toFixed(1)} per statement), ${fstats.updated} in ${fstats.update_batches} UPDATEs (${(fstats.updated / Math.max(1, fstats.update_batches)).toFixed(1)}); replies refused ${fstats.bad_replies}${floorKind() === 'signed' ? `; signed acks checked ${fstats.acks}` : ''}`,
-        `CPU per command accepted in the window, µs (per process; machine: all busy CPU): floor: ${cpuPerMessage(fw.cpuAll, fw.acceptedInWindow, { bench: 'load generator and agents' })}; hub: ${cpuPerMessage(hw.cpuAll, hw.acceptedInWindow, { bench: 'load generator and agents' })}`,
-        rateBudget({ ms: hw.cpuAll, n: hw.acceptedInWindow }, { ms: fw.cpuAll, n: fw.acceptedInWindow }, 0.8),
+        ...floors.map(
+          (f) =>
+            `${floorName(f.kind)}: accepted ${f.fw.accepted}, completed ${f.fd.completed}, HTTP errors ${errorsNote(f.fw.errors)}; ${f.stats.inserted} rows in ${f.stats.insert_batches} INSERTs (${(f.stats.inserted / Math.max(1, f.stats.insert_batches)).toFixed(1)} per statement), ${f.stats.updated} in ${f.stats.update_batches} UPDATEs (${(f.stats.updated / Math.max(1, f.stats.update_batches)).toFixed(1)}); replies refused ${f.stats.bad_replies}${f.kind === 'signed' ? `; signed acks checked ${f.stats.acks}` : ''}`,
+        ),
+        `CPU per command accepted in the window, µs (per process; machine: all busy CPU): ${floors.map((f) => `${floorName(f.kind)}: ${cpuPerMessage(f.fw.cpuAll, f.fw.acceptedInWindow, { bench: 'load generator and agents' })}`).join('; ')}; hub: ${cpuPerMessage(hw.cpuAll, hw.acceptedInWindow, { bench: 'load generator and agents' })}`,
+        ...floors.map(
+          (f, i) =>
+            `${i === 0 ? '' : `against the ${floorName(f.kind)}: `}${rateBudget({ ms: hw.cpuAll, n: hw.acceptedInWindow }, { ms: f.fw.cpuAll, n: f.fw.acceptedInWindow }, 0.8)}`,
+        ),
         `command stats: published ${stats.published}, publish_errors ${stats.publish_errors}, flushes ${stats.flushes}, publish outcomes left to the ack ${stats.outcomes_skipped ?? 0}, flush_errors ${stats.flush_errors}, duplicate_results ${stats.duplicate_results}; agent duplicates ${agents.reduce((n, a) => n + a.counters.duplicates, 0)}`,
       ],
     };

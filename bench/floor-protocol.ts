@@ -20,11 +20,22 @@ import { createHmac } from 'node:crypto';
 
 export type FloorKind = 'unsigned' | 'signed';
 
-/** The floor this run uses (BENCH_FLOOR=signed, else unsigned); forked floors inherit the variable. */
-export function floorKind(env: NodeJS.ProcessEnv = process.env): FloorKind {
+/**
+ * The floors a run measures (BENCH_FLOOR): `unsigned` (the default), `signed`, or `both` (the async
+ * suite runs the two one after the other and prints the hub against each and the signed floor
+ * against the unsigned, all in the same run; the sync suites, which alternate their sides within
+ * each run, take the first).
+ */
+export function floorKinds(env: NodeJS.ProcessEnv = process.env): FloorKind[] {
   const v = env.BENCH_FLOOR ?? 'unsigned';
-  if (v !== 'unsigned' && v !== 'signed') throw new Error(`BENCH_FLOOR must be unsigned or signed, not ${v}`);
-  return v;
+  if (v === 'both') return ['unsigned', 'signed'];
+  if (v !== 'unsigned' && v !== 'signed') throw new Error(`BENCH_FLOOR must be unsigned, signed or both, not ${v}`);
+  return [v];
+}
+
+/** The floor a process serves: the first of `floorKinds` (a forked floor is given its kind alone). */
+export function floorKind(env: NodeJS.ProcessEnv = process.env): FloorKind {
+  return floorKinds(env)[0];
 }
 
 /** How the suites' notes name the floor's agents. */

@@ -18,7 +18,9 @@ export interface BenchRow {
    * the same figure earlier in the same run (bench/soak.ts), or 'walk' the reporting walk over
    * free-form JSON that the first pass spares a safe value (bench/uplink.ts).
    */
-  against?: 'raw' | 'floor' | 'knex' | 'aedes' | 'announced' | 'earlier' | 'walk' | 'mqtt-packet';
+  against?: 'raw' | 'floor' | 'signed floor' | 'knex' | 'aedes' | 'announced' | 'earlier' | 'walk' | 'mqtt-packet';
+  /** What the ratio divides, when it is not the hub by its baseline (`signed floor/floor`). */
+  ratioOf?: string;
   /**
    * Against raw: value / baseline (or baseline / value for latencies, so > 1 is always "better
    * than raw"). Against the floor: always hub / floor, as issue 13 states its goals (a latency
@@ -68,13 +70,14 @@ export function printSuite(r: SuiteResult): void {
   const m = r.machine;
   console.log(`\n== ${r.suite} ==  (${m.cores} cores, ${m.cpu}, node ${m.node})`);
   const header = ['metric', 'value', 'unit', 'baseline', 'ratio', 'goal', 'met'];
-  const floor = (row: BenchRow) => row.against === 'floor';
+  const ratioOf = (row: BenchRow) =>
+    row.ratioOf ?? (row.against === 'floor' || row.against === 'signed floor' ? `hub/${row.against}` : '');
   const lines = r.rows.map((row) => [
     row.metric,
     fmt(row.value),
     row.unit,
     row.baseline === undefined ? '' : `${fmt(row.baseline)} ${row.against ?? 'raw'}`,
-    row.ratio === undefined ? '' : `${row.ratio.toFixed(3)}x${floor(row) ? ' hub/floor' : ''}`,
+    row.ratio === undefined ? '' : `${row.ratio.toFixed(3)}x${ratioOf(row) ? ` ${ratioOf(row)}` : ''}`,
     row.goal ?? '',
     row.met === undefined ? '' : row.met ? 'yes' : 'NO',
   ]);
