@@ -20,9 +20,14 @@ import { CLOCK_WINDOW_MS, ReplayCache, verifyInbound } from '../modules/shared/s
 import { connectMqtt, endClient, pool, signedData } from './agents.js';
 import { type FloorKind, floorKind, floorSecret } from './floor-protocol.js';
 
-export const floorCommandTopic = (projectId: string) => `floor/cmd/${projectId}`;
-export const floorReplyTopic = (projectId: string) => `floor/res/${projectId}`;
-export const FLOOR_REPLIES = 'floor/res/+';
+/** Each kind of floor on topics of its own, so the two can share a broker in one run (BENCH_FLOOR=both). */
+const topicRoot = (kind: FloorKind) => (kind === 'signed' ? 'floor-signed' : 'floor');
+export const floorCommandTopic = (projectId: string, kind: FloorKind = floorKind()) =>
+  `${topicRoot(kind)}/cmd/${projectId}`;
+export const floorReplyTopic = (projectId: string, kind: FloorKind = floorKind()) =>
+  `${topicRoot(kind)}/res/${projectId}`;
+/** What a floor server of `kind` subscribes to: its agents' replies. */
+export const floorReplies = (kind: FloorKind = floorKind()) => `${topicRoot(kind)}/res/+`;
 
 /** Username and password carried in an `mqtt://user:pass@host:port` URL (a private test broker). */
 export function urlAuth(url: string): { username?: string; password?: string } {
@@ -42,7 +47,7 @@ export class FloorAgent {
     readonly projectId: string,
     kind: FloorKind,
   ) {
-    const replyTopic = floorReplyTopic(projectId);
+    const replyTopic = floorReplyTopic(projectId, kind);
     if (kind === 'signed') {
       this.answerSigned(replyTopic);
       return;
@@ -100,7 +105,7 @@ export class FloorAgent {
 
   static async connect(url: string, projectId: string, kind: FloorKind = floorKind()): Promise<FloorAgent> {
     const client = await connectMqtt(url, { clientId: `floor-agent-${projectId}`, ...urlAuth(url) });
-    await client.subscribeAsync(floorCommandTopic(projectId), { qos: 1 });
+    await client.subscribeAsync(floorCommandTopic(projectId, kind), { qos: 1 });
     return new FloorAgent(client, projectId, kind);
   }
 

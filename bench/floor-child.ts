@@ -33,7 +33,7 @@ import pg from 'pg';
 import { parseUplink, signedCommandJson, TOPIC_MESSAGE_UP } from '../modules/shared/protocol.js';
 import { CLOCK_WINDOW_MS, canonicalJson, ReplayCache, verifyInbound } from '../modules/shared/signing.js';
 import { connectMqtt, endClient, publishQos1 } from './agents.js';
-import { FLOOR_REPLIES, floorCommandTopic, urlAuth } from './floor-agent.js';
+import { floorCommandTopic, floorReplies, urlAuth } from './floor-agent.js';
 import { MicroBatch } from './floor-batch.js';
 import { floorKind, floorSecret } from './floor-protocol.js';
 
@@ -207,7 +207,7 @@ try {
   );
   mqtt = await connectMqtt(mqttUrl, { clientId: `floor-${process.pid}`, ...urlAuth(mqttUrl) });
   mqtt.on('message', (_topic, payload) => (SIGNED ? onSignedReply(payload) : onReply(payload)));
-  await mqtt.subscribeAsync(FLOOR_REPLIES, { qos: 1 });
+  await mqtt.subscribeAsync(floorReplies(), { qos: 1 });
   server = http.createServer((req, res) => {
     const url = req.url ?? '';
     if (req.method !== 'POST' || (url !== '/sync' && url !== '/send')) {

@@ -49,7 +49,7 @@ import {
 } from './env.js';
 import { type FloorProcess, startFloor } from './floor.js';
 import { connectFloorAgents } from './floor-agent.js';
-import { floorAgentLabel, floorKind } from './floor-protocol.js';
+import { floorAgentLabel, floorKinds } from './floor-protocol.js';
 import { type BenchRow, machine, median, percentile, type SuiteResult, vsFloor } from './harness.js';
 import { JsonClient } from './http.js';
 import { legNotes, readLegTimeline } from './sync-legs.js';
@@ -106,6 +106,8 @@ interface World {
   peer: Peer;
   hubSide: Target;
   floorSide: Target;
+  /** BENCH_FLOOR=both: the floor that speaks the protocol, alternating with the others in each run. */
+  signed?: { floor: FloorProcess; side: Target };
   close(): Promise<void>;
 }
 
@@ -167,20 +169,42 @@ async function startWorld(nProjects: number, name: string, timeLegs = false): Pr
       if (Date.now() > deadline) throw new Error(`agents not online: ${JSON.stringify(r.json).slice(0, 300)}`);
       await sleep(50);
     }
+    const [kind, secondKind] = floorKinds();
+    const floorOpts: { execArgv?: string[]; env?: NodeJS.ProcessEnv } = legs ? legOptions(legs.floor, mosq.url) : {};
     const floor = await startFloor(
       mosq.url,
       { url: PG_URL, schema: floorDb.config.schema! },
-      legs ? legOptions(legs.floor, mosq.url) : {},
+      { ...floorOpts, env: { ...floorOpts.env, BENCH_FLOOR: kind } },
     );
     cleanups.unshift(() => floor.stop());
     await storeFloorHistory(floor.table, ids, STORED);
-    const floorAgents = await connectFloorAgents(mosq.url, ids);
+    const floorAgents = await connectFloorAgents(mosq.url, ids, 64, kind);
     cleanups.unshift(() => Promise.all(floorAgents.map((a) => a.close())));
     const floorHttp = new JsonClient(floor.url, 300);
     cleanups.unshift(async () => floorHttp.close());
+    // BENCH_FLOOR=both: the signed floor beside it, on topics and a schema of its own
+    let signed: World['signed'];
+    const analyzed = [db, floorDb];
+    if (secondKind) {
+      const signedDb = await pgDatabase();
+      cleanups.unshift(signedDb.drop);
+      analyzed.push(signedDb);
+      const sf = await startFloor(
+        mosq.url,
+        { url: PG_URL, schema: signedDb.config.schema! },
+        { env: { BENCH_FLOOR: secondKind } },
+      );
+      cleanups.unshift(() => sf.stop());
+      await storeFloorHistory(sf.table, ids, STORED);
+      const sAgents = await connectFloorAgents(mosq.url, ids, 64, secondKind);
+      cleanups.unshift(() => Promise.all(sAgents.map((a) => a.close())));
+      const sHttp = new JsonClient(sf.url, 300);
+      cleanups.unshift(async () => sHttp.close());
+      signed = { floor: sf, side: { http: sHttp, path: '/sync', pid: sf.pid, mosquittoPid: mosq.pid, ids } };
+    }
     const peer = await startPeer('echo', mosq.url);
     cleanups.unshift(() => peer.stop());
-    const analyzer = autoAnalyze([db, floorDb]);
+    const analyzer = autoAnalyze(analyzed);
     cleanups.unshift(() => analyzer.stop());
     const arrivals = new Map<string, number>();
     for (const a of agents) a.arrivals = arrivals;
@@ -204,6 +228,7 @@ async function startWorld(nProjects: number, name: string, timeLegs = false): Pr
         split: { in: [], out: [] },
       },
       floorSide: { http: floorHttp, path: '/sync', pid: floor.pid, mosquittoPid: mosq.pid, ids },
+      ...(signed ? { signed } : {}),
       async close() {
         for (const c of cleanups) await c().catch((err) => console.error(`cleanup: ${(err as Error).message}`));
       },
@@ -337,10 +362,38 @@ function failuresAndCpu(hub: Tally, floor: Tally): BenchRow[] {
 const cpuNotes = (hub: Tally, floor: Tally) =>
   `CPU per call over the windows, µs (per process; machine: all busy CPU, each side's window alone): hub: ${hub.cpuNote()}; floor: ${floor.cpuNote()}`;
 
+/** BENCH_FLOOR=both: what the signed floor is, its calls and CPU, its failures. */
+const signedNote = (signed: Tally) =>
+  `signed floor (BENCH_FLOOR=both): the same floor server speaking the protocol, with ${floorAgentLabel('signed')} (bench/floor-protocol.ts), alternating with the hub and the floor in each run; ${signed.calls} calls, ${signed.errors.length} failed${signed.errors.length ? ` (${[...new Set(signed.errors)].slice(0, 3).join('; ')})` : ''}; CPU per call, µs: ${signed.cpuNote()}`;
+
 const floorStatsNote = async (floor: FloorProcess) => {
   const f = await floor.stats();
-  return `floor writes: ${f.inserted} rows in ${f.insert_batches} INSERTs (${(f.inserted / Math.max(1, f.insert_batches)).toFixed(1)} per statement), ${f.updated} in ${f.update_batches} UPDATEs (${(f.updated / Math.max(1, f.update_batches)).toFixed(1)}); sync timeouts ${f.sync_timeouts}; replies refused ${f.bad_replies}${floorKind() === 'signed' ? `; signed acks checked ${f.acks}` : ''}`;
+  return `floor writes: ${f.inserted} rows in ${f.insert_batches} INSERTs (${(f.inserted / Math.max(1, f.insert_batches)).toFixed(1)} per statement), ${f.updated} in ${f.update_batches} UPDATEs (${(f.updated / Math.max(1, f.update_batches)).toFixed(1)}); sync timeouts ${f.sync_timeouts}; replies refused ${f.bad_replies}${f.acks > 0 ? `; signed acks checked ${f.acks}` : ''}`;
 };
+
+/** BENCH_FLOOR=both: the hub's figure against the signed floor's, and the signed floor's against the floor's. */
+function signedRows(metric: string, unit: string, hub: number, floor: number, signed: number | undefined): BenchRow[] {
+  if (signed === undefined) return [];
+  return [
+    {
+      metric: '  against the signed floor',
+      value: hub,
+      unit,
+      baseline: signed,
+      against: 'signed floor',
+      ratio: hub / signed,
+    },
+    {
+      metric: `  signed floor against the floor (${metric})`,
+      value: signed,
+      unit,
+      baseline: floor,
+      against: 'floor',
+      ratioOf: 'signed floor/floor',
+      ratio: signed / floor,
+    },
+  ];
+}
 
 export async function runSyncSuite(): Promise<SuiteResult> {
   const RUNS = envNumber('BENCH_SYNC_RUNS', 5, 2);
@@ -351,6 +404,7 @@ export async function runSyncSuite(): Promise<SuiteResult> {
   try {
     await warm(w.hubSide, WARM, 1);
     await warm(w.floorSide, WARM, 1);
+    if (w.signed) await warm(w.signed.side, WARM, 1);
     if (w.legs) {
       // the warm-up's calls are not timed: what the preloads hold of them is out within a second
       await sleep(LEG_FLUSH_WAIT_MS);
@@ -360,12 +414,14 @@ export async function runSyncSuite(): Promise<SuiteResult> {
     const e99: number[] = [];
     const hub = new Tally();
     const floor = new Tally();
+    const signed = new Tally();
     for (let r = 0; r < RUNS; r++) {
       const echo = await echoRun(w.mosq.url, { inFlight: 1, durationMs: ECHO_MS, warmupMs: 200, peer: w.peer });
       e50.push(percentile(echo.rtts, 50));
       e99.push(percentile(echo.rtts, 99));
       hub.add(await syncLoop(w.hubSide, 1, SYNC_MS));
       floor.add(await syncLoop(w.floorSide, 1, SYNC_MS));
+      if (w.signed) signed.add(await syncLoop(w.signed.side, 1, SYNC_MS));
     }
     const s = await w.hub.request<Record<string, number>>(COMMAND.stats);
     if (w.legs) await sleep(LEG_FLUSH_WAIT_MS);
@@ -378,12 +434,15 @@ export async function runSyncSuite(): Promise<SuiteResult> {
     const v99 = median(hub.p99);
     const rows: BenchRow[] = [
       vsFloor('sync round trip p50 (1 in flight)', 'ms', v50, f50, { max: 1.5 }),
+      ...signedRows('p50', 'ms', v50, f50, w.signed && median(signed.p50)),
       { metric: '  p50 against raw MQTT echo', value: v50, unit: 'ms', baseline: base50, ratio: base50 / v50 },
       vsFloor('sync round trip p99 (1 in flight)', 'ms', v99, f99, { max: 2 }),
+      ...signedRows('p99', 'ms', v99, f99, w.signed && median(signed.p99)),
       { metric: '  p99 against raw MQTT echo', value: v99, unit: 'ms', baseline: base99, ratio: base99 / v99 },
       ...splitRows(w.hubSide),
       { metric: 'sync calls measured', value: hub.calls, unit: 'calls', baseline: floor.calls, against: 'floor' },
       ...failuresAndCpu(hub, floor),
+      ...signedRows('CPU', 'ms', hub.cpuPerCall, floor.cpuPerCall, w.signed && signed.cpuPerCall).slice(0, 1),
     ];
     return {
       suite: 'sync',
@@ -394,9 +453,10 @@ export async function runSyncSuite(): Promise<SuiteResult> {
         dbNote(w.floorDb),
         await w.analyzer.stop(),
         `hub: child process, Mosquitto (private, set_tcp_nodelay); agent: lean simulated (bench/agents.ts), one project; floor: hand-coded node:http + pg + mqtt.js child process (bench/floor-child.ts), ${floorAgentLabel().replace('agents', 'agent')} (bench/floor-agent.ts); raw: mqtt.js QoS 1 echo through an echo peer in a child process`,
-        `per-run p50 hub ${hub.p50.map((x) => x.toFixed(2)).join(', ')} ms; floor ${floor.p50.map((x) => x.toFixed(2)).join(', ')} ms; raw ${e50.map((x) => x.toFixed(3)).join(', ')} ms`,
+        `per-run p50 hub ${hub.p50.map((x) => x.toFixed(2)).join(', ')} ms; floor ${floor.p50.map((x) => x.toFixed(2)).join(', ')} ms${w.signed ? `; signed floor ${signed.p50.map((x) => x.toFixed(2)).join(', ')} ms` : ''}; raw ${e50.map((x) => x.toFixed(3)).join(', ')} ms`,
         `command stats: accepted ${s.accepted}, published ${s.published}, completed ${s.completed}, flushes ${s.flushes}, publish outcomes left to the ack ${s.outcomes_skipped ?? 0}`,
         await floorStatsNote(w.floor),
+        ...(w.signed ? [`signed ${await floorStatsNote(w.signed.floor)}`, signedNote(signed)] : []),
         cpuNotes(hub, floor),
         ...legs,
         ...hub.firstErrors('hub'),
@@ -417,16 +477,19 @@ export async function runSyncConcurrentSuite(): Promise<SuiteResult> {
   try {
     await warm(w.hubSide, 1000, IN_FLIGHT);
     await warm(w.floorSide, 1000, IN_FLIGHT);
+    if (w.signed) await warm(w.signed.side, 1000, IN_FLIGHT);
     const erates: number[] = [];
     const e99s: number[] = [];
     const hub = new Tally();
     const floor = new Tally();
+    const signed = new Tally();
     for (let r = 0; r < RUNS; r++) {
       const echo = await echoRun(w.mosq.url, { inFlight: IN_FLIGHT, durationMs: ECHO_MS, peer: w.peer });
       erates.push(echo.rate);
       e99s.push(percentile(echo.rtts, 99));
       hub.add(await syncLoop(w.hubSide, IN_FLIGHT, SYNC_MS));
       floor.add(await syncLoop(w.floorSide, IN_FLIGHT, SYNC_MS));
+      if (w.signed) signed.add(await syncLoop(w.signed.side, IN_FLIGHT, SYNC_MS));
     }
     const base = median(erates);
     const f = median(floor.rates);
@@ -438,10 +501,12 @@ export async function runSyncConcurrentSuite(): Promise<SuiteResult> {
       machine: machine(),
       rows: [
         vsFloor(`sync commands/s (${IN_FLIGHT} in flight)`, 'cmd/s', v, f, { min: 0.8 }),
+        ...signedRows('rate', 'cmd/s', v, f, w.signed && median(signed.rates)),
         { metric: '  against raw MQTT echo', value: v, unit: 'cmd/s', baseline: base, ratio: v / base },
         vsFloor('sync round trip p99', 'ms', v99, f99),
         { metric: '  p99 against raw MQTT echo', value: v99, unit: 'ms', baseline: median(e99s) },
         ...failuresAndCpu(hub, floor),
+        ...signedRows('CPU', 'ms', hub.cpuPerCall, floor.cpuPerCall, w.signed && signed.cpuPerCall).slice(0, 1),
       ],
       notes: [
         `median of ${RUNS} runs, each ${ECHO_MS} ms of echo, ${SYNC_MS} ms of hub and ${SYNC_MS} ms of floor sync calls (${IN_FLIGHT} in flight), interleaved; against the floor the ratio is hub / floor (goal >= 0.8x); the floor micro-batches its writes (one INSERT and one UPDATE per turn of its event loop)`,
@@ -450,8 +515,14 @@ export async function runSyncConcurrentSuite(): Promise<SuiteResult> {
         `hub: child process, Mosquitto; ${IN_FLIGHT} lean simulated agents (one project each, own connection), one caller per agent; floor: the same projects, ${IN_FLIGHT} ${floorAgentLabel()} on their own connections`,
         `per-run cmd/s hub ${hub.rates.map((x) => x.toFixed(0)).join(', ')}; floor ${floor.rates.map((x) => x.toFixed(0)).join(', ')}; raw echo/s ${erates.map((x) => x.toFixed(0)).join(', ')}`,
         await floorStatsNote(w.floor),
+        ...(w.signed ? [`signed ${await floorStatsNote(w.signed.floor)}`, signedNote(signed)] : []),
         cpuNotes(hub, floor),
         rateBudget({ ms: hub.cpuAll, n: hub.calls }, { ms: floor.cpuAll, n: floor.calls }, 0.8),
+        ...(w.signed
+          ? [
+              `against the signed floor: ${rateBudget({ ms: hub.cpuAll, n: hub.calls }, { ms: signed.cpuAll, n: signed.calls }, 0.8)}`,
+            ]
+          : []),
         ...hub.firstErrors('hub'),
         ...floor.firstErrors('floor'),
       ],

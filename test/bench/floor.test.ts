@@ -118,7 +118,7 @@ function describeFloor(kind: FloorKind): void {
           duration: 0,
         });
         const before = (await floor.stats()).bad_replies;
-        await rogue.publishAsync(floorReplyTopic('p-2'), forged, { qos: 1 });
+        await rogue.publishAsync(floorReplyTopic('p-2', kind), forged, { qos: 1 });
         await until(async () => (await floor.stats()).bad_replies === before + 1, 5_000, 'the forged result refused');
         await endClient(rogue);
         assert.equal((await rowOf(id)).status, 'sent');
