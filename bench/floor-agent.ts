@@ -104,7 +104,9 @@ export class FloorAgent {
   }
 
   static async connect(url: string, projectId: string, kind: FloorKind = floorKind()): Promise<FloorAgent> {
-    const client = await connectMqtt(url, { clientId: `floor-agent-${projectId}`, ...urlAuth(url) });
+    // the kind in the client id: both floors' agents of one project connect at once (BENCH_FLOOR=both),
+    // and one client id would have the broker cut each off for the other
+    const client = await connectMqtt(url, { clientId: `floor-agent-${kind}-${projectId}`, ...urlAuth(url) });
     await client.subscribeAsync(floorCommandTopic(projectId, kind), { qos: 1 });
     return new FloorAgent(client, projectId, kind);
   }

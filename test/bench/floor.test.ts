@@ -131,3 +131,62 @@ function describeFloor(kind: FloorKind): void {
     });
   });
 }
+
+describe('bench floor: both kinds on one broker (BENCH_FLOOR=both)', {
+  skip: mosquittoAvailable() ? false : 'mosquitto is not installed',
+  timeout: 60_000,
+}, () => {
+  let mosq: PrivateMosquitto;
+  const schemas: Array<{ config: { schema?: string }; drop(): Promise<void> }> = [];
+  const floors: FloorProcess[] = [];
+  const agents: FloorAgent[] = [];
+  const clients: JsonClient[] = [];
+
+  before(async () => {
+    mosq = await startPrivateMosquitto({ floor: 'floor-pw', agent: 'agent-pw' });
+    for (const kind of ['unsigned', 'signed'] as FloorKind[]) {
+      const schema = await withPgSchema();
+      schemas.push(schema);
+      const floor = await startFloor(
+        withAuth(mosq.tcpUrl, 'floor', 'floor-pw'),
+        { url: TEST_DATABASE_URL, schema: schema.config.schema! },
+        { env: { BENCH_FLOOR: kind } },
+      );
+      floors.push(floor);
+      clients.push(new JsonClient(floor.url, 2));
+    }
+    // the agents of one project for both floors, connected at once, as the sync suites do
+    for (const kind of ['unsigned', 'signed'] as FloorKind[])
+      agents.push(...(await connectFloorAgents(withAuth(mosq.tcpUrl, 'agent', 'agent-pw'), ['p-1'], 1, kind)));
+  });
+
+  after(async () => {
+    for (const c of clients) c.close();
+    await Promise.all(agents.map((a) => a.close()));
+    for (const f of floors) await f.stop();
+    for (const s of schemas) await s.drop();
+    await mosq?.stop();
+  });
+
+  test('each floor is answered by its own agents, on topics and sessions of its own', async () => {
+    for (let round = 0; round < 3; round++) {
+      for (const [i, http] of clients.entries()) {
+        const r = await http.request('POST', '/sync', {
+          project_id: 'p-1',
+          command_type: 'echo',
+          payload: { round, floor: i },
+          wait_ms: 5_000,
+        });
+        assert.equal(r.status, 200, `floor ${i}, round ${round}: ${JSON.stringify(r.json)}`);
+      }
+    }
+    for (const f of floors) assert.equal((await f.stats()).bad_replies, 0);
+    assert.deepEqual(
+      agents.map((a) => [a.replies, a.rejected]),
+      [
+        [3, 0],
+        [3, 0],
+      ],
+    );
+  });
+});
