@@ -73,6 +73,21 @@ export function endClient(client: MqttClient): Promise<void> {
   return new Promise((r) => client.end(true, {}, () => r()));
 }
 
+/** The signed `exec_result` of an `echo` command run at once: its payload back as the output. */
+export function echoResult(projectId: string, secret: string, commandId: string, payload: unknown): string {
+  const start = Date.now();
+  return signedData(projectId, secret, 'exec_result', {
+    command_id: commandId,
+    status: 'success',
+    exit_code: 0,
+    output: JSON.stringify(payload ?? null),
+    error: '',
+    start_time: start,
+    end_time: start,
+    duration: 0,
+  });
+}
+
 /**
  * A signed data message as wire text: what buildData(..., { secret }) makes, without its
  * build-time payload schema check and defensive copy (the generator builds its own payloads,
@@ -258,22 +273,12 @@ export class SimAgent {
     }
     this.counters.commands++;
     this.arrivals?.set(id, performance.now());
-    const start = Date.now();
     void publishQos1(
       this.client,
       TOPIC_MESSAGE_UP,
       signedData(p.project_id, p.secret, 'command_ack', { command_id: id }),
     );
-    const result = signedData(p.project_id, p.secret, 'exec_result', {
-      command_id: id,
-      status: 'success',
-      exit_code: 0,
-      output: JSON.stringify(msg.payload ?? null),
-      error: '',
-      start_time: start,
-      end_time: start,
-      duration: 0,
-    });
+    const result = echoResult(p.project_id, p.secret, id, msg.payload);
     if (this.results.size > 50_000) this.results.clear();
     this.results.set(id, result);
     publishQos1(this.client, TOPIC_MESSAGE_UP, result).then(

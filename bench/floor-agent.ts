@@ -17,7 +17,7 @@
 import type { MqttClient } from 'mqtt';
 import { commandDownTopic, parseDownlink } from '../modules/shared/protocol.js';
 import { CLOCK_WINDOW_MS, ReplayCache, verifyInbound } from '../modules/shared/signing.js';
-import { connectMqtt, endClient, pool, signedData } from './agents.js';
+import { connectMqtt, echoResult, endClient, pool, signedData } from './agents.js';
 import { type FloorKind, floorKind, floorSecret } from './floor-protocol.js';
 
 /** Each kind of floor on topics of its own, so the two can share a broker in one run (BENCH_FLOOR=both). */
@@ -83,19 +83,8 @@ export class FloorAgent {
         return;
       }
       const id = msg.message_id;
-      const start = Date.now();
       client.publish(replyTopic, signedData(projectId, secret, 'command_ack', { command_id: id }), { qos: 1 });
-      const result = signedData(projectId, secret, 'exec_result', {
-        command_id: id,
-        status: 'success',
-        exit_code: 0,
-        output: JSON.stringify(msg.payload ?? null),
-        error: '',
-        start_time: start,
-        end_time: start,
-        duration: 0,
-      });
-      client.publish(replyTopic, result, { qos: 1 }, (err) => {
+      client.publish(replyTopic, echoResult(projectId, secret, id, msg.payload), { qos: 1 }, (err) => {
         if (err) return;
         this.replies++;
         this.onResultSent?.(id);

@@ -49,7 +49,7 @@ import {
 } from './env.js';
 import { type FloorProcess, startFloor } from './floor.js';
 import { connectFloorAgents } from './floor-agent.js';
-import { floorAgentLabel, floorKinds } from './floor-protocol.js';
+import { type FloorKind, floorAgentLabel, floorKinds } from './floor-protocol.js';
 import { type BenchRow, machine, median, percentile, type SuiteResult, vsFloor } from './harness.js';
 import { JsonClient } from './http.js';
 import { legNotes, readLegTimeline } from './sync-legs.js';
@@ -170,37 +170,30 @@ async function startWorld(nProjects: number, name: string, timeLegs = false): Pr
       await sleep(50);
     }
     const [kind, secondKind] = floorKinds();
-    const floorOpts: { execArgv?: string[]; env?: NodeJS.ProcessEnv } = legs ? legOptions(legs.floor, mosq.url) : {};
-    const floor = await startFloor(
-      mosq.url,
-      { url: PG_URL, schema: floorDb.config.schema! },
-      { ...floorOpts, env: { ...floorOpts.env, BENCH_FLOOR: kind } },
-    );
-    cleanups.unshift(() => floor.stop());
-    await storeFloorHistory(floor.table, ids, STORED);
-    const floorAgents = await connectFloorAgents(mosq.url, ids, 64, kind);
-    cleanups.unshift(() => Promise.all(floorAgents.map((a) => a.close())));
-    const floorHttp = new JsonClient(floor.url, 300);
-    cleanups.unshift(async () => floorHttp.close());
-    // BENCH_FLOOR=both: the signed floor beside it, on topics and a schema of its own
+    /** A floor of `kind` in `fdb`'s schema, its agents and its HTTP client, all on `cleanups`. */
+    const floorSide = async (k: FloorKind, fdb: BenchDb, opts: { execArgv?: string[]; env?: NodeJS.ProcessEnv }) => {
+      const f = await startFloor(
+        mosq.url,
+        { url: PG_URL, schema: fdb.config.schema! },
+        { ...opts, env: { ...opts.env, BENCH_FLOOR: k } },
+      );
+      cleanups.unshift(() => f.stop());
+      await storeFloorHistory(f.table, ids, STORED);
+      const fAgents = await connectFloorAgents(mosq.url, ids, 64, k);
+      cleanups.unshift(() => Promise.all(fAgents.map((a) => a.close())));
+      const fHttp = new JsonClient(f.url, 300);
+      cleanups.unshift(async () => fHttp.close());
+      return { floor: f, side: { http: fHttp, path: '/sync', pid: f.pid, mosquittoPid: mosq.pid, ids } };
+    };
+    const { floor, side: floorTarget } = await floorSide(kind, floorDb, legs ? legOptions(legs.floor, mosq.url) : {});
+    // BENCH_FLOOR=both: the signed floor beside it, on topics, client ids and a schema of its own
     let signed: World['signed'];
     const analyzed = [db, floorDb];
     if (secondKind) {
       const signedDb = await pgDatabase();
       cleanups.unshift(signedDb.drop);
       analyzed.push(signedDb);
-      const sf = await startFloor(
-        mosq.url,
-        { url: PG_URL, schema: signedDb.config.schema! },
-        { env: { BENCH_FLOOR: secondKind } },
-      );
-      cleanups.unshift(() => sf.stop());
-      await storeFloorHistory(sf.table, ids, STORED);
-      const sAgents = await connectFloorAgents(mosq.url, ids, 64, secondKind);
-      cleanups.unshift(() => Promise.all(sAgents.map((a) => a.close())));
-      const sHttp = new JsonClient(sf.url, 300);
-      cleanups.unshift(async () => sHttp.close());
-      signed = { floor: sf, side: { http: sHttp, path: '/sync', pid: sf.pid, mosquittoPid: mosq.pid, ids } };
+      signed = await floorSide(secondKind, signedDb, {});
     }
     const peer = await startPeer('echo', mosq.url);
     cleanups.unshift(() => peer.stop());
@@ -227,7 +220,7 @@ async function startWorld(nProjects: number, name: string, timeLegs = false): Pr
         arrivals,
         split: { in: [], out: [] },
       },
-      floorSide: { http: floorHttp, path: '/sync', pid: floor.pid, mosquittoPid: mosq.pid, ids },
+      floorSide: floorTarget,
       ...(signed ? { signed } : {}),
       async close() {
         for (const c of cleanups) await c().catch((err) => console.error(`cleanup: ${(err as Error).message}`));
