@@ -21,10 +21,10 @@ import { createHmac } from 'node:crypto';
 export type FloorKind = 'unsigned' | 'signed';
 
 /**
- * The floors a run measures (BENCH_FLOOR): `unsigned` (the default), `signed`, or `both` (the async
- * suite runs the two one after the other and prints the hub against each and the signed floor
- * against the unsigned, all in the same run; the sync suites, which alternate their sides within
- * each run, take the first).
+ * The floors a run measures (BENCH_FLOOR): `unsigned` (the default), `signed`, or `both`: the
+ * async suite runs the two one after the other, the sync suites alternate them with the hub within
+ * each run, and each prints the hub against both and the signed floor against the unsigned, all in
+ * the same run. The goals stay against the first.
  */
 export function floorKinds(env: NodeJS.ProcessEnv = process.env): FloorKind[] {
   const v = env.BENCH_FLOOR ?? 'unsigned';
