@@ -45,6 +45,9 @@ export function floorAgentLabel(kind: FloorKind = floorKind()): string {
     : 'unsigned echo agents';
 }
 
+/** How the suites name a floor: the floor is "floor", the other "signed floor". */
+export const floorName = (kind: FloorKind) => (kind === 'signed' ? 'signed floor' : 'floor');
+
 const BENCH_KEY = 'gmq-bench-floor';
 
 /** A project's secret on the signed floor: the same on the server and its agent, never stored. */

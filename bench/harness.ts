@@ -107,6 +107,31 @@ export const tick = () => new Promise<void>((r) => setImmediate(r));
  * @example
  *   vsFloor('sync round trip p50', 'ms', 9.1, 4.7, { max: 1.5 }) // ratio 1.94, met false
  */
+/** BENCH_FLOOR=both: the hub's figure against the signed floor's (ratio hub / signed floor). */
+export function vsSignedFloor(unit: string, value: number, signed: number): BenchRow {
+  return {
+    metric: '  against the signed floor',
+    value,
+    unit,
+    baseline: signed,
+    against: 'signed floor',
+    ratio: value / signed,
+  };
+}
+
+/** BENCH_FLOOR=both: the signed floor's figure (`what`) against the floor's (ratio signed floor / floor). */
+export function signedVsFloor(what: string, unit: string, signed: number, floor: number): BenchRow {
+  return {
+    metric: `  signed floor against the floor (${what})`,
+    value: signed,
+    unit,
+    baseline: floor,
+    against: 'floor',
+    ratioOf: 'signed floor/floor',
+    ratio: signed / floor,
+  };
+}
+
 export function vsFloor(
   metric: string,
   unit: string,

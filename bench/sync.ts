@@ -49,8 +49,17 @@ import {
 } from './env.js';
 import { type FloorProcess, startFloor } from './floor.js';
 import { connectFloorAgents } from './floor-agent.js';
-import { type FloorKind, floorAgentLabel, floorKinds } from './floor-protocol.js';
-import { type BenchRow, machine, median, percentile, type SuiteResult, vsFloor } from './harness.js';
+import { type FloorKind, floorAgentLabel, floorKinds, floorName } from './floor-protocol.js';
+import {
+  type BenchRow,
+  machine,
+  median,
+  percentile,
+  type SuiteResult,
+  signedVsFloor,
+  vsFloor,
+  vsSignedFloor,
+} from './harness.js';
 import { JsonClient } from './http.js';
 import { legNotes, readLegTimeline } from './sync-legs.js';
 
@@ -365,27 +374,8 @@ const floorStatsNote = async (floor: FloorProcess) => {
 };
 
 /** BENCH_FLOOR=both: the hub's figure against the signed floor's, and the signed floor's against the floor's. */
-function signedRows(metric: string, unit: string, hub: number, floor: number, signed: number | undefined): BenchRow[] {
-  if (signed === undefined) return [];
-  return [
-    {
-      metric: '  against the signed floor',
-      value: hub,
-      unit,
-      baseline: signed,
-      against: 'signed floor',
-      ratio: hub / signed,
-    },
-    {
-      metric: `  signed floor against the floor (${metric})`,
-      value: signed,
-      unit,
-      baseline: floor,
-      against: 'floor',
-      ratioOf: 'signed floor/floor',
-      ratio: signed / floor,
-    },
-  ];
+function signedRows(what: string, unit: string, hub: number, floor: number, signed: number | undefined): BenchRow[] {
+  return signed === undefined ? [] : [vsSignedFloor(unit, hub, signed), signedVsFloor(what, unit, signed, floor)];
 }
 
 export async function runSyncSuite(): Promise<SuiteResult> {
@@ -435,7 +425,7 @@ export async function runSyncSuite(): Promise<SuiteResult> {
       ...splitRows(w.hubSide),
       { metric: 'sync calls measured', value: hub.calls, unit: 'calls', baseline: floor.calls, against: 'floor' },
       ...failuresAndCpu(hub, floor),
-      ...signedRows('CPU', 'ms', hub.cpuPerCall, floor.cpuPerCall, w.signed && signed.cpuPerCall).slice(0, 1),
+      ...(w.signed ? [vsSignedFloor('ms', hub.cpuPerCall, signed.cpuPerCall)] : []),
     ];
     return {
       suite: 'sync',
@@ -449,7 +439,7 @@ export async function runSyncSuite(): Promise<SuiteResult> {
         `per-run p50 hub ${hub.p50.map((x) => x.toFixed(2)).join(', ')} ms; floor ${floor.p50.map((x) => x.toFixed(2)).join(', ')} ms${w.signed ? `; signed floor ${signed.p50.map((x) => x.toFixed(2)).join(', ')} ms` : ''}; raw ${e50.map((x) => x.toFixed(3)).join(', ')} ms`,
         `command stats: accepted ${s.accepted}, published ${s.published}, completed ${s.completed}, flushes ${s.flushes}, publish outcomes left to the ack ${s.outcomes_skipped ?? 0}`,
         await floorStatsNote(w.floor),
-        ...(w.signed ? [`signed ${await floorStatsNote(w.signed.floor)}`, signedNote(signed)] : []),
+        ...(w.signed ? [`${floorName('signed')}: ${await floorStatsNote(w.signed.floor)}`, signedNote(signed)] : []),
         cpuNotes(hub, floor),
         ...legs,
         ...hub.firstErrors('hub'),
@@ -499,7 +489,7 @@ export async function runSyncConcurrentSuite(): Promise<SuiteResult> {
         vsFloor('sync round trip p99', 'ms', v99, f99),
         { metric: '  p99 against raw MQTT echo', value: v99, unit: 'ms', baseline: median(e99s) },
         ...failuresAndCpu(hub, floor),
-        ...signedRows('CPU', 'ms', hub.cpuPerCall, floor.cpuPerCall, w.signed && signed.cpuPerCall).slice(0, 1),
+        ...(w.signed ? [vsSignedFloor('ms', hub.cpuPerCall, signed.cpuPerCall)] : []),
       ],
       notes: [
         `median of ${RUNS} runs, each ${ECHO_MS} ms of echo, ${SYNC_MS} ms of hub and ${SYNC_MS} ms of floor sync calls (${IN_FLIGHT} in flight), interleaved; against the floor the ratio is hub / floor (goal >= 0.8x); the floor micro-batches its writes (one INSERT and one UPDATE per turn of its event loop)`,
@@ -508,7 +498,7 @@ export async function runSyncConcurrentSuite(): Promise<SuiteResult> {
         `hub: child process, Mosquitto; ${IN_FLIGHT} lean simulated agents (one project each, own connection), one caller per agent; floor: the same projects, ${IN_FLIGHT} ${floorAgentLabel()} on their own connections`,
         `per-run cmd/s hub ${hub.rates.map((x) => x.toFixed(0)).join(', ')}; floor ${floor.rates.map((x) => x.toFixed(0)).join(', ')}; raw echo/s ${erates.map((x) => x.toFixed(0)).join(', ')}`,
         await floorStatsNote(w.floor),
-        ...(w.signed ? [`signed ${await floorStatsNote(w.signed.floor)}`, signedNote(signed)] : []),
+        ...(w.signed ? [`${floorName('signed')}: ${await floorStatsNote(w.signed.floor)}`, signedNote(signed)] : []),
         cpuNotes(hub, floor),
         rateBudget({ ms: hub.cpuAll, n: hub.calls }, { ms: floor.cpuAll, n: floor.calls }, 0.8),
         ...(w.signed
