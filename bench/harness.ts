@@ -107,6 +107,21 @@ export const tick = () => new Promise<void>((r) => setImmediate(r));
  * @example
  *   vsFloor('sync round trip p50', 'ms', 9.1, 4.7, { max: 1.5 }) // ratio 1.94, met false
  */
+export function vsFloor(
+  metric: string,
+  unit: string,
+  value: number,
+  floor: number,
+  goal?: { max: number } | { min: number },
+): BenchRow {
+  const ratio = value / floor;
+  const row: BenchRow = { metric, value, unit, baseline: floor, against: 'floor', ratio };
+  if (!goal) return row;
+  return 'max' in goal
+    ? { ...row, goal: `<= ${goal.max}x floor`, met: ratio <= goal.max }
+    : { ...row, goal: `>= ${goal.min}x floor`, met: ratio >= goal.min };
+}
+
 /** BENCH_FLOOR=both: the hub's figure against the signed floor's (ratio hub / signed floor). */
 export function vsSignedFloor(unit: string, value: number, signed: number): BenchRow {
   return {
@@ -130,19 +145,4 @@ export function signedVsFloor(what: string, unit: string, signed: number, floor:
     ratioOf: 'signed floor/floor',
     ratio: signed / floor,
   };
-}
-
-export function vsFloor(
-  metric: string,
-  unit: string,
-  value: number,
-  floor: number,
-  goal?: { max: number } | { min: number },
-): BenchRow {
-  const ratio = value / floor;
-  const row: BenchRow = { metric, value, unit, baseline: floor, against: 'floor', ratio };
-  if (!goal) return row;
-  return 'max' in goal
-    ? { ...row, goal: `<= ${goal.max}x floor`, met: ratio <= goal.max }
-    : { ...row, goal: `>= ${goal.min}x floor`, met: ratio >= goal.min };
 }
